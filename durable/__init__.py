@@ -1,0 +1,70 @@
+"""durable: asyncio-native durable execution.
+
+Write workflows as ``async def`` coroutines; ``durable`` records every decision in
+an event history in object storage and replays the coroutine from it after a crash.
+"""
+
+from ._activity import ActivityContext
+from ._client import Client, WorkflowHandle
+from ._clock import Clock, MockClock, SystemClock
+from ._codec import JsonCodec, PayloadCodec
+from ._context import WorkflowContext
+from ._errors import (
+    ActivityFailed,
+    DurableError,
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InvalidInstanceIdError,
+    NonDeterminismError,
+    SerializationError,
+    StoreError,
+    TimeoutError,
+    UnknownWorkflowError,
+    WorkflowFailed,
+)
+from ._failure import FailureDetails
+from ._futures import DurableFuture
+from ._instances import InstanceRunningError
+from ._registry import Registry
+from ._retry import RetryPolicy
+from ._runtime import Runtime
+from ._state import WorkflowState, WorkflowStatus
+
+__all__ = [
+    "ActivityContext",
+    "ActivityFailed",
+    "Client",
+    "Clock",
+    "DurableError",
+    "DurableFuture",
+    "FailureDetails",
+    "InstanceExistsError",
+    "InstanceNotFoundError",
+    "InstanceRunningError",
+    "InvalidInstanceIdError",
+    "JsonCodec",
+    "MockClock",
+    "NonDeterminismError",
+    "PayloadCodec",
+    "Registry",
+    "RetryPolicy",
+    "Runtime",
+    "SerializationError",
+    "StoreError",
+    "SystemClock",
+    "TimeoutError",
+    "UnknownWorkflowError",
+    "WorkflowContext",
+    "WorkflowFailed",
+    "WorkflowHandle",
+    "WorkflowState",
+    "WorkflowStatus",
+]
+
+__version__ = "0.1.0"
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("durable._"):
+        _obj.__module__ = "durable"
+del _name, _obj

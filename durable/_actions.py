@@ -1,0 +1,77 @@
+"""What a workflow turn asks for: the output of replay, the input of the commit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from msgspec import Raw
+
+from ._events import NULL, EventRaised
+from ._failure import FailureDetails
+
+__all__ = [
+    "Action",
+    "CompleteWorkflow",
+    "ContinueAsNew",
+    "FailWorkflow",
+    "ScheduleActivity",
+    "StartChildWorkflow",
+    "StartTimer",
+]
+
+
+class ScheduleActivity(msgspec.Struct, frozen=True):
+    """Run activity ``name`` (attempt ``attempt`` of step ``step``)."""
+
+    task_id: int
+    name: str
+    input: Raw
+    attempt: int
+    step: int
+
+
+class StartTimer(msgspec.Struct, frozen=True):
+    """Fire a durable timer at ``fire_at``."""
+
+    task_id: int
+    fire_at: datetime
+    purpose: str
+
+
+class StartChildWorkflow(msgspec.Struct, frozen=True):
+    """Start sub-workflow ``name`` as ``instance_id``."""
+
+    task_id: int
+    name: str
+    instance_id: str
+    input: Raw
+
+
+class CompleteWorkflow(msgspec.Struct, frozen=True):
+    """End the run with a result."""
+
+    result: Raw = NULL
+
+
+class FailWorkflow(msgspec.Struct, frozen=True):
+    """End the run with a failure."""
+
+    failure: FailureDetails
+
+
+class ContinueAsNew(msgspec.Struct, frozen=True):
+    """End the run and start a fresh one with ``input``."""
+
+    input: Raw
+    carryover: tuple[EventRaised, ...] = ()
+
+
+Action = (
+    ScheduleActivity
+    | StartTimer
+    | StartChildWorkflow
+    | CompleteWorkflow
+    | FailWorkflow
+    | ContinueAsNew
+)

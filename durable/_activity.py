@@ -1,0 +1,69 @@
+"""``ActivityContext`` and running one activity attempt into its outcome event.
+
+Activities are where side effects happen; they run at least once. An attempt's
+outcome is an ``ActivityCompleted`` or ``ActivityErrored`` event for the workflow.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+from msgspec import Raw
+
+from ._codec import PayloadCodec
+from ._events import ActivityCompleted, ActivityErrored, ActivityScheduled
+from ._failure import failure_from_exception
+from ._registry import Registry
+
+__all__ = ["ActivityContext", "execute_activity"]
+
+
+class ActivityContext:
+    """What an activity knows about the call it is serving."""
+
+    __slots__ = ("attempt", "instance_id", "task_id", "workflow_name")
+
+    def __init__(self, instance_id: str, task_id: int, attempt: int, workflow_name: str) -> None:
+        self.instance_id = instance_id
+        """The workflow instance that scheduled this activity."""
+        self.task_id = task_id
+        """The step number: the same for every retry of one call."""
+        self.attempt = attempt
+        """1 on the first try, 2 on the first retry, and so on."""
+        self.workflow_name = workflow_name
+        """The name of the calling workflow."""
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivityContext(instance_id={self.instance_id!r}, task_id={self.task_id}, "
+            f"attempt={self.attempt}, workflow_name={self.workflow_name!r})"
+        )
+
+
+async def execute_activity(
+    registry: Registry,
+    codec: PayloadCodec,
+    instance_id: str,
+    workflow_name: str,
+    scheduled: ActivityScheduled,
+) -> ActivityCompleted | ActivityErrored:
+    """Run one attempt and turn its return value or exception into an event."""
+    task_id = scheduled.task_id
+    try:
+        definition = registry.get_activity(scheduled.name)
+        value = codec.decode(scheduled.input, definition.input_type)
+        ctx = ActivityContext(instance_id, scheduled.step, scheduled.attempt, workflow_name)
+        args: tuple[Any, ...] = (ctx, value) if definition.takes_input else (ctx,)
+        if definition.is_async:
+            result = await definition.fn(*args)
+        else:
+            result = await anyio.to_thread.run_sync(
+                partial(definition.fn, *args), abandon_on_cancel=True
+            )
+        return ActivityCompleted(task_id=task_id, result=Raw(codec.encode(result)))
+    except anyio.get_cancelled_exc_class():
+        raise
+    except Exception as exc:
+        return ActivityErrored(task_id=task_id, failure=failure_from_exception(exc))

@@ -1,0 +1,396 @@
+"""``Client`` and ``WorkflowHandle``: start, watch and steer instances.
+
+A client reads and writes the store directly, so it works from any process. The
+client of a running ``Runtime`` (``runtime.client``) also hands messages straight to
+the engine in memory, and waits for results without polling.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+from msgspec import Raw
+
+from ._clock import Clock, SystemClock
+from ._codec import JsonCodec, PayloadCodec
+from ._errors import InstanceNotFoundError, TimeoutError, WorkflowFailed
+from ._events import (
+    NULL,
+    EventRaised,
+    HistoryEvent,
+    WorkflowCompleted,
+    WorkflowErrored,
+    WorkflowResumed,
+    WorkflowStarted,
+    WorkflowSuspended,
+    WorkflowTerminated,
+)
+from ._failure import FailureDetails
+from ._ids import validate_instance_id
+from ._instances import (
+    Created,
+    create_instance,
+    load_existing,
+    purge_instance,
+    rerun_instance,
+    send_message,
+)
+from ._log import read_meta, read_record
+from ._records import InstanceMeta, wakeup_key
+from ._registry import Registry
+from ._state import WorkflowState, WorkflowStatus
+from .store import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["Client", "WorkflowHandle"]
+
+T = TypeVar("T")
+
+
+class _Snapshot:
+    """An instance's state in encoded form, as the store holds it."""
+
+    __slots__ = ("created_at", "custom_status", "failure", "input", "name", "output",
+                 "status", "updated_at")  # fmt: skip
+
+    def __init__(self, meta: InstanceMeta) -> None:
+        self.name = meta.name
+        self.status = WorkflowStatus(meta.status)
+        self.input: Raw = meta.input
+        self.output: Raw = meta.output
+        self.failure: FailureDetails | None = meta.failure
+        self.custom_status: Raw = meta.custom_status
+        self.created_at = meta.created_at
+        self.updated_at = meta.updated_at
+
+
+class Client:
+    """Manages instances in a store: start, handles, list, purge, rerun.
+
+    ``Client(store=...)`` needs no runtime in the same process: the runtime that owns
+    the store picks up what the client writes.
+    """
+
+    def __init__(
+        self,
+        store: str | ObjectStore = "file://./.durable",
+        *,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        codec: PayloadCodec | None = None,
+        poll_interval: float = 0.25,
+        _engine: Engine | None = None,
+    ) -> None:
+        self.store = open_store(store)
+        self.registry = registry
+        self.clock: Clock = clock or SystemClock()
+        self.codec: PayloadCodec = codec or JsonCodec()
+        self.poll_interval = poll_interval
+        self._engine = _engine
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release the store, unless a runtime shares it."""
+        if self._engine is None:
+            await self.store.close()
+
+    # -- starting -------------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow: Callable[..., Awaitable[T]] | str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        reuse: bool = False,
+    ) -> WorkflowHandle[T]:
+        """Start a workflow; return its handle.
+
+        Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
+        ended one again), ``UnknownWorkflowError`` for a name this client's registry
+        lacks, and ``SerializationError`` before writing anything if the input cannot be
+        encoded.
+        """
+        name = self._workflow_name(workflow)
+        instance_id = validate_instance_id(instance_id) if instance_id else os.urandom(16).hex()
+        raw = Raw(self.codec.encode(input))
+        async with self._busy():
+            created = await create_instance(
+                self.store, self.clock.now(), instance_id, name, raw, reuse=reuse
+            )
+            await self._announce(instance_id, created)
+        return WorkflowHandle(self, instance_id, name)
+
+    def _workflow_name(self, workflow: Callable[..., Any] | str) -> str:
+        if self.registry is None:
+            if not isinstance(workflow, str):
+                qualname = getattr(workflow, "__qualname__", repr(workflow))
+                raise TypeError(f"this client has no registry: start {qualname} by its name")
+            return workflow
+        name = self.registry.name_of(workflow, "workflow")
+        self.registry.get_workflow(name)
+        return name
+
+    async def _announce(self, instance_id: str, created: Created) -> None:
+        if self._engine is not None:
+            self._engine.adopt_created(instance_id, created)
+        else:
+            await self.store.put(wakeup_key(instance_id), b"")
+
+    def get_handle(self, instance_id: str) -> WorkflowHandle[Any]:
+        """A handle on an existing instance (no I/O: errors surface on use)."""
+        return WorkflowHandle(self, validate_instance_id(instance_id), None)
+
+    # -- listing and housekeeping ---------------------------------------------------
+
+    async def list(
+        self,
+        *,
+        status: WorkflowStatus | str | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[WorkflowState]:
+        """Yield instances matching every filter given, in id order, reading
+        ``page_size`` index records at a time. The index may lag the log by a turn."""
+        wanted = WorkflowStatus(status) if status is not None else None
+        ids = await self.store.list("instances")
+        count = 0
+        for offset in range(0, len(ids), page_size):
+            page: list[tuple[InstanceMeta, str] | None] = [None] * len(
+                ids[offset : offset + page_size]
+            )
+
+            async def read(i: int, instance_id: str, page: list[Any] = page) -> None:
+                page[i] = await read_meta(self.store, instance_id)
+
+            async with anyio.create_task_group() as tg:
+                for i, instance_id in enumerate(ids[offset : offset + page_size]):
+                    tg.start_soon(read, i, instance_id)
+            for found in page:
+                if found is None:
+                    continue
+                meta = found[0]
+                if wanted is not None and meta.status != wanted:
+                    continue
+                if name is not None and meta.name != name:
+                    continue
+                if created_after is not None and meta.created_at <= created_after:
+                    continue
+                yield self._state(meta.instance_id, _Snapshot(meta))
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+    async def purge(self, instance_id: str) -> None:
+        """Delete an ended instance and everything it stored; refuses a running one."""
+        validate_instance_id(instance_id)
+        async with self._busy():
+            await purge_instance(self.store, instance_id)
+        if self._engine is not None:
+            self._engine.forget(instance_id)
+
+    async def rerun(self, instance_id: str, from_event_id: int) -> WorkflowHandle[Any]:
+        """Run an ended instance again from a scheduled step ``from_event_id`` on: the
+        history before it is kept, that step and the rest run anew."""
+        validate_instance_id(instance_id)
+        async with self._busy():
+            created = await rerun_instance(self.store, self.clock.now(), instance_id, from_event_id)
+            await self._announce(instance_id, created)
+        started = created.record.next_run[0]
+        name = started.name if isinstance(started, WorkflowStarted) else None
+        return WorkflowHandle(self, instance_id, name)
+
+    # -- reading state --------------------------------------------------------------
+
+    async def _snapshot(self, instance_id: str) -> _Snapshot:
+        """Meta rolled forward through the log records written after it."""
+        found = await read_meta(self.store, instance_id)
+        if found is None:
+            run = await load_existing(self.store, instance_id)
+            return _Snapshot(run.to_meta())
+        meta = found[0]
+        snap = _Snapshot(meta)
+        if snap.status.is_terminal:
+            return snap
+        seq = meta.seq + 1
+        while (record := await read_record(self.store, instance_id, seq)) is not None:
+            snap.status = WorkflowStatus(record.status)
+            snap.custom_status = record.custom_status
+            events = record.next_run or record.events
+            if events:
+                snap.updated_at = events[-1].timestamp
+            if record.next_run and isinstance(record.next_run[0], WorkflowStarted):
+                snap.input = record.next_run[0].input
+            for event in record.events:
+                if isinstance(event, WorkflowTerminated):
+                    snap.output = event.output
+                    snap.failure = FailureDetails("Terminated", event.reason or "terminated")
+                elif isinstance(event, WorkflowCompleted):
+                    snap.output = event.result
+                elif isinstance(event, WorkflowErrored):
+                    snap.failure = event.failure
+            seq += 1
+        return snap
+
+    def _types(self, name: str) -> tuple[Any, Any]:
+        if self.registry is not None and (wf := self.registry.workflows.get(name)) is not None:
+            return wf.input_type, wf.output_type
+        return Any, Any
+
+    def _decode(self, raw: Raw, type_: Any = Any) -> Any:
+        if raw == NULL:
+            return None
+        return self.codec.decode(raw, type_)
+
+    def _state(self, instance_id: str, snap: _Snapshot) -> WorkflowState:
+        input_type, output_type = self._types(snap.name)
+        return WorkflowState(
+            instance_id=instance_id,
+            name=snap.name,
+            status=snap.status,
+            input=self._decode(snap.input, input_type),
+            output=self._decode(snap.output, output_type),
+            failure=snap.failure,
+            custom_status=self._decode(snap.custom_status),
+            created_at=snap.created_at,
+            updated_at=snap.updated_at,
+        )
+
+    async def _send(self, instance_id: str, event: HistoryEvent) -> None:
+        async with self._busy():
+            engine = self._engine
+            if engine is None or engine.local(instance_id) is None:
+                if await read_meta(self.store, instance_id) is None:
+                    await load_existing(self.store, instance_id)  # raises if absent
+            message = await send_message(self.store, self.clock.now(), instance_id, event)
+            if engine is not None:
+                engine.accept_message(instance_id, message)
+            else:
+                await self.store.put(wakeup_key(instance_id), b"")
+
+    def _busy(self) -> _BusyScope:
+        return _BusyScope(self._engine)
+
+    async def _wait(self, instance_id: str) -> _Snapshot:
+        engine = self._engine
+        if engine is not None and await engine.wait_done(instance_id):
+            pass
+        while True:
+            snap = await self._snapshot(instance_id)
+            if snap.status.is_terminal:
+                return snap
+            if engine is not None and await engine.wait_done(instance_id):
+                continue
+            now = self.clock.now()
+            await self.clock.sleep_until(now + timedelta(seconds=self.poll_interval))
+
+
+class _BusyScope:
+    """Tells an in-process engine that a client call is under way (for auto-advance)."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine | None) -> None:
+        self._engine = engine
+
+    async def __aenter__(self) -> None:
+        if self._engine is not None:
+            self._engine.busy_enter()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._engine is not None:
+            self._engine.busy_exit()
+
+
+class WorkflowHandle(Generic[T]):
+    """A workflow instance: await it for the result, or steer it.
+
+    ``await handle`` returns the output, or raises ``WorkflowFailed`` with the failure.
+    """
+
+    __slots__ = ("_client", "_name", "instance_id")
+
+    def __init__(self, client: Client, instance_id: str, name: str | None) -> None:
+        self._client = client
+        self.instance_id = instance_id
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self.instance_id!r})"
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result().__await__()
+
+    async def result(self, timeout: timedelta | float | None = None) -> T:
+        """The workflow's output once it ends; ``durable.TimeoutError`` if ``timeout``
+        (on the client's Clock) passes first."""
+        client = self._client
+        if timeout is None:
+            snap = await client._wait(self.instance_id)
+        else:
+            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+            deadline = client.clock.now() + timedelta(seconds=seconds)
+            outcome: list[_Snapshot] = []
+            async with anyio.create_task_group() as tg:
+
+                async def wait() -> None:
+                    outcome.append(await client._wait(self.instance_id))
+                    tg.cancel_scope.cancel()
+
+                async def expire() -> None:
+                    await client.clock.sleep_until(deadline)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(wait)
+                tg.start_soon(expire)
+            if not outcome:
+                raise TimeoutError(f"workflow {self.instance_id!r} did not end within {timeout}")
+            snap = outcome[0]
+        if snap.status is not WorkflowStatus.COMPLETED:
+            failure = snap.failure or FailureDetails(
+                snap.status.value, "the workflow did not complete"
+            )
+            raise WorkflowFailed(self.instance_id, failure)
+        _, output_type = client._types(snap.name)
+        result: T = client._decode(snap.output, output_type)
+        return result
+
+    async def describe(self) -> WorkflowState:
+        """The instance's status, payloads and timestamps."""
+        return self._client._state(self.instance_id, await self._client._snapshot(self.instance_id))
+
+    async def raise_event(self, name: str, data: Any = None) -> None:
+        """Send an external event; it waits in the workflow until asked for."""
+        raw = Raw(self._client.codec.encode(data))
+        await self._client._send(self.instance_id, EventRaised(name=name, input=raw))
+
+    async def suspend(self, reason: str = "") -> None:
+        """Pause the workflow: events queue up until ``resume``."""
+        await self._client._send(self.instance_id, WorkflowSuspended(reason=reason))
+
+    async def resume(self, reason: str = "") -> None:
+        """Resume a suspended workflow."""
+        await self._client._send(self.instance_id, WorkflowResumed(reason=reason))
+
+    async def terminate(self, reason: str = "", output: Any = None) -> None:
+        """End the workflow now as TERMINATED, with an optional output."""
+        raw = Raw(self._client.codec.encode(output))
+        await self._client._send(self.instance_id, WorkflowTerminated(reason=reason, output=raw))
+
+    async def history(self) -> list[HistoryEvent]:
+        """The events of the current run, each with ``event_id`` and ``timestamp``."""
+        run = await load_existing(self._client.store, self.instance_id)
+        return run.history

@@ -1,0 +1,294 @@
+"""``WorkflowContext``: everything a workflow may do, made replay-safe.
+
+Each operation is recorded by the run (:mod:`durable._replay`) as an action with a task
+id; awaiting it suspends the coroutine until history delivers the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+
+from msgspec import Raw
+
+from ._actions import ScheduleActivity, StartChildWorkflow, StartTimer
+from ._errors import ActivityFailed, TimeoutError, WorkflowFailed
+from ._futures import DurableFuture
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    import random
+
+    from ._replay import WorkflowRun
+
+__all__ = ["WorkflowContext"]
+
+T = TypeVar("T")
+
+
+class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger that stays silent while the workflow replays history."""
+
+    def __init__(self, run: WorkflowRun) -> None:
+        super().__init__(logging.getLogger("durable.workflow"), {"instance_id": run.instance_id})
+        self._run = run
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self._run.replaying:
+            super().log(level, msg, *args, **kwargs)
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+        return not self._run.replaying and super().isEnabledFor(level)
+
+
+class WorkflowContext:
+    """The handle a workflow gets as its first argument.
+
+    Use it for everything that must survive a replay: activities, timers, events,
+    sub-workflows, time, randomness and logging.
+    """
+
+    __slots__ = ("_logger", "_run")
+
+    def __init__(self, run: WorkflowRun) -> None:
+        self._run = run
+        self._logger: _ReplaySafeLogger | None = None
+
+    # -- identity and state -------------------------------------------------------
+
+    @property
+    def instance_id(self) -> str:
+        """The id of this workflow instance."""
+        return self._run.instance_id
+
+    @property
+    def workflow_name(self) -> str:
+        """The registered name of this workflow."""
+        return self._run.definition.name
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the code re-executes history it already committed."""
+        return self._run.replaying
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+        """A logger that is silent during replay, so each line appears once."""
+        if self._logger is None:
+            self._logger = _ReplaySafeLogger(self._run)
+        return self._logger
+
+    def now(self) -> datetime:
+        """The time of the current turn: the same on every replay."""
+        return self._run.now
+
+    def random(self) -> random.Random:
+        """A ``random.Random`` seeded from the run, so replays draw the same numbers."""
+        return self._run.rng()
+
+    def uuid4(self) -> uuid.UUID:
+        """A random UUID that replays identically."""
+        return uuid.UUID(int=self._run.rng().getrandbits(128), version=4)
+
+    def set_custom_status(self, value: Any) -> None:
+        """Publish a small value that ``describe()`` shows while the workflow runs."""
+        self._run.custom_status = Raw(self._run.codec.encode(value))
+
+    # -- durable operations -------------------------------------------------------
+
+    def call_activity(
+        self,
+        activity: Callable[..., Awaitable[T]] | Callable[..., T] | str,
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> DurableFuture[T]:
+        """Schedule an activity; await the result. Retries follow ``retry``."""
+        run = self._run
+        name = run.registry.name_of(activity, "activity")
+        definition = run.registry.activities.get(name)
+        output_type = definition.output_type if definition is not None else Any
+        raw = Raw(run.codec.encode(input))
+        if retry is None:
+            return self._schedule_activity(name, raw, 1, -1, output_type)[1]
+        return run.spawn(self._activity_with_retry(name, raw, retry, output_type))
+
+    def _schedule_activity(
+        self, name: str, raw: Raw, attempt: int, step: int, output_type: Any
+    ) -> tuple[int, DurableFuture[Any]]:
+        run = self._run
+        task_id = run.next_task_id()
+        future: DurableFuture[Any] = DurableFuture()
+        action = ScheduleActivity(task_id, name, raw, attempt, task_id if step < 0 else step)
+        run.schedule(action, future, "activity", name, output_type)
+        return task_id, future
+
+    async def _activity_with_retry(
+        self, name: str, raw: Raw, retry: RetryPolicy, output_type: Any
+    ) -> Any:
+        attempt, step = 1, -1
+        while True:
+            task_id, future = self._schedule_activity(name, raw, attempt, step, output_type)
+            if step < 0:
+                step = task_id
+            try:
+                return await future
+            except ActivityFailed as failed:
+                if not retry.should_retry(attempt, failed.failure):
+                    raise
+            await self._timer(self._run.now + retry.delay(attempt), "retry")
+            attempt += 1
+
+    def call_workflow(
+        self,
+        workflow: Callable[..., Awaitable[T]] | str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> DurableFuture[T]:
+        """Start a sub-workflow; await its result (``WorkflowFailed`` if it fails)."""
+        from ._ids import validate_instance_id
+
+        run = self._run
+        name = run.registry.name_of(workflow, "workflow")
+        definition = run.registry.workflows.get(name)
+        output_type = definition.output_type if definition is not None else Any
+        raw = Raw(run.codec.encode(input))
+        if instance_id is not None:
+            validate_instance_id(instance_id)
+        if retry is None:
+            return self._start_child(name, raw, instance_id, output_type)
+        return run.spawn(self._child_with_retry(name, raw, instance_id, retry, output_type))
+
+    def _start_child(
+        self, name: str, raw: Raw, instance_id: str | None, output_type: Any, attempt: int = 1
+    ) -> DurableFuture[Any]:
+        run = self._run
+        task_id = run.next_task_id()
+        if instance_id is None:
+            run_id = run.started.run_id[:8] if run.started is not None else "0"
+            instance_id = f"{run.instance_id}-{run_id}-{task_id}"
+        elif attempt > 1:
+            instance_id = f"{instance_id}-{attempt}"
+        future: DurableFuture[Any] = DurableFuture()
+        run.schedule(
+            StartChildWorkflow(task_id, name, instance_id, raw),
+            future,
+            "workflow",
+            instance_id,
+            output_type,
+        )
+        return future
+
+    async def _child_with_retry(
+        self, name: str, raw: Raw, instance_id: str | None, retry: RetryPolicy, output_type: Any
+    ) -> Any:
+        attempt = 1
+        while True:
+            try:
+                return await self._start_child(name, raw, instance_id, output_type, attempt)
+            except WorkflowFailed as failed:
+                if not retry.should_retry(attempt, failed.failure):
+                    raise
+            await self._timer(self._run.now + retry.delay(attempt), "retry")
+            attempt += 1
+
+    def sleep(self, duration: timedelta) -> DurableFuture[None]:
+        """A durable timer: await it to pause the workflow for ``duration``."""
+        return self._timer(self._run.now + duration, "sleep")
+
+    def sleep_until(self, when: datetime) -> DurableFuture[None]:
+        """A durable timer that fires at ``when`` (timezone-aware)."""
+        if when.tzinfo is None:
+            raise ValueError("sleep_until needs a timezone-aware datetime")
+        return self._timer(when, "sleep")
+
+    def _timer(self, fire_at: datetime, purpose: str) -> DurableFuture[None]:
+        run = self._run
+        task_id = run.next_task_id()
+        future: DurableFuture[None] = DurableFuture()
+        run.schedule(StartTimer(task_id, fire_at, purpose), future, "timer", purpose, None)
+        return future
+
+    @overload
+    def wait_for_event(
+        self, name: str, *, timeout: timedelta | None = None
+    ) -> DurableFuture[Any]: ...
+    @overload
+    def wait_for_event(
+        self, name: str, *, timeout: timedelta | None = None, type: type[T]
+    ) -> DurableFuture[T]: ...
+    def wait_for_event(
+        self, name: str, *, timeout: timedelta | None = None, type: Any = Any
+    ) -> DurableFuture[Any]:
+        """Wait for an external event (events raised earlier are buffered).
+
+        With ``timeout``, the wait raises ``durable.TimeoutError`` when it runs out.
+        """
+        run = self._run
+        received = run.wait_event(name, type)
+        if timeout is None or received.done():
+            return received
+        timer = self._timer(run.now + timeout, "event_timeout")
+
+        def expire(_: DurableFuture[None]) -> None:
+            if not received.done():
+                received.set_exception(TimeoutError(f"no event {name!r} arrived within {timeout}"))
+
+        timer.add_done_callback(expire)
+        return received
+
+    def all(self, tasks: Iterable[Awaitable[T]]) -> DurableFuture[list[T]]:
+        """Wait for every task; results in order. Fails as soon as one fails."""
+        futures = [self._as_future(task) for task in tasks]
+        combined: DurableFuture[list[T]] = DurableFuture()
+        remaining = len(futures)
+        if not remaining:
+            combined.set_result([])
+            return combined
+
+        def on_done(future: DurableFuture[Any]) -> None:
+            nonlocal remaining
+            if combined.done():
+                return
+            exc = future.exception()
+            if exc is not None:
+                combined.set_exception(exc)
+                return
+            remaining -= 1
+            if remaining == 0:
+                combined.set_result([f.result() for f in futures])
+
+        for future in futures:
+            future.add_done_callback(on_done)
+        return combined
+
+    def any(self, tasks: Iterable[Awaitable[T]]) -> DurableFuture[DurableFuture[T]]:
+        """Wait for the first task to finish and return that task (not its result)."""
+        futures = [self._as_future(task) for task in tasks]
+        if not futures:
+            raise ValueError("ctx.any needs at least one task")
+        winner: DurableFuture[DurableFuture[T]] = DurableFuture()
+        for future in futures:
+            future.add_done_callback(lambda f: winner.set_result(f))
+        return winner
+
+    def continue_as_new(self, input: Any = None) -> NoReturn:
+        """End this run and start a fresh one with ``input`` and an empty history."""
+        from ._replay import ContinueAsNewSignal
+
+        self._run.request_continue_as_new(Raw(self._run.codec.encode(input)))
+        raise ContinueAsNewSignal()
+
+    def _as_future(self, task: Awaitable[T]) -> DurableFuture[T]:
+        if isinstance(task, DurableFuture):
+            return task
+        if isinstance(task, Coroutine):
+            return self._run.spawn(task)
+        raise TypeError(
+            f"ctx.all/ctx.any take durable tasks or coroutines, not {type(task).__name__}"
+        )

@@ -1,0 +1,911 @@
+"""The engine: runs turns, commits each exactly once, and carries out what they ask.
+
+A turn takes an instance's pending events, feeds them to its cached
+:class:`~durable._replay.WorkflowRun` (replaying the log on a miss), and commits the
+result as ``log/{seq}`` with put-if-absent. Only after the commit does anything
+happen: activities start, timers arm, sub-workflows begin, waiters wake. A writer
+that loses the put drops its turn and reloads from the log. Recovery rebuilds every
+unfinished instance from the log and re-dispatches what its history left open.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import msgspec
+from msgspec import Raw
+
+from ._activity import execute_activity
+from ._actions import (
+    Action,
+    CompleteWorkflow,
+    ContinueAsNew,
+    FailWorkflow,
+    ScheduleActivity,
+    StartChildWorkflow,
+    StartTimer,
+)
+from ._clock import Clock, MockClock
+from ._codec import PayloadCodec
+from ._errors import (
+    InstanceExistsError,
+    NonDeterminismError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StoreError,
+    UnknownWorkflowError,
+)
+from ._events import (
+    ActivityCompleted,
+    ActivityErrored,
+    NULL,
+    ActivityScheduled,
+    ChildWorkflowCompleted,
+    ChildWorkflowErrored,
+    ChildWorkflowScheduled,
+    ContinuedAsNew,
+    Event,
+    HistoryEvent,
+    ParentRef,
+    TimerCreated,
+    TimerFired,
+    TurnStarted,
+    WorkflowCompleted,
+    WorkflowErrored,
+    WorkflowStarted,
+    WorkflowTerminated,
+)
+from ._failure import FailureDetails, failure_from_exception
+from ._ids import new_run_id
+from ._instances import Created, create_instance
+from ._log import RunLog, load_run, read_meta, write_meta
+from ._records import (
+    InboxMessage,
+    InstanceMeta,
+    TurnRecord,
+    decode_message,
+    encode,
+    inbox_key,
+    inbox_prefix,
+    log_key,
+    wakeup_key,
+)
+from ._registry import Registry
+from ._replay import WorkflowRun
+from ._state import WorkflowStatus
+from ._timers import TimerQueue
+from .store import ObjectStore
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("durable.engine")
+
+_SCHEDULING = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
+# completion event type -> the scheduling event type it must answer
+_ANSWERS: dict[type, type] = {
+    ActivityCompleted: ActivityScheduled,
+    ActivityErrored: ActivityScheduled,
+    TimerFired: TimerCreated,
+    ChildWorkflowCompleted: ChildWorkflowScheduled,
+    ChildWorkflowErrored: ChildWorkflowScheduled,
+}
+_ANY_RUN = -1
+_META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
+
+Pending = tuple[str | None, int, Event]  # (inbox message id, run it belongs to, event)
+
+
+class _Instance:
+    """What the engine keeps in memory for one instance."""
+
+    __slots__ = (
+        "consumed", "created_at", "custom_status", "done", "failure", "id", "loading",
+        "meta_etag", "meta_seq", "meta_status", "name", "next_event_id", "outstanding",
+        "output", "parent", "pending", "queued", "run", "run_start", "running", "seq",
+        "started", "status",
+    )  # fmt: skip
+
+    def __init__(self, instance_id: str, started: WorkflowStarted, created_at: Any) -> None:
+        self.id = instance_id
+        self.name = started.name
+        self.started = started
+        self.parent: ParentRef | None = started.parent
+        self.created_at = created_at
+        self.seq = 0
+        self.run_start = 0
+        self.next_event_id = 0
+        self.status = WorkflowStatus.PENDING
+        self.custom_status: Raw = NULL
+        self.run: WorkflowRun | None = None
+        self.pending: list[Pending] = []
+        self.outstanding: dict[int, HistoryEvent] = {}
+        self.consumed: set[str] = set()
+        self.queued = False
+        self.running = False
+        self.loading = False
+        self.meta_etag: str | None = None
+        self.meta_seq = -1
+        self.meta_status = ""
+        self.output: Raw = NULL
+        self.failure: FailureDetails | None = None
+        self.done: anyio.Event | None = None
+
+
+def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> None:
+    """Track which scheduled operations still wait for their outcome."""
+    for event in events:
+        if isinstance(event, _SCHEDULING):
+            outstanding[event.task_id] = event
+        elif type(event) in _ANSWERS:
+            outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
+
+
+class Engine:
+    """Turns, commits, dispatch and recovery for one runtime process."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: ObjectStore,
+        clock: Clock,
+        codec: PayloadCodec,
+        *,
+        max_concurrent_workflows: int,
+        max_concurrent_activities: int,
+        max_cached_workflows: int,
+        poll_interval: float,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.clock = clock
+        self.codec = codec
+        self._max_workers = max_concurrent_workflows
+        self._activity_limiter = anyio.CapacityLimiter(max_concurrent_activities)
+        self._max_cached = max_cached_workflows
+        self._poll_interval = poll_interval
+        self._instances: dict[str, _Instance] = {}
+        self._cached: OrderedDict[str, _Instance] = OrderedDict()
+        self._inflight: set[tuple[str, int, int]] = set()
+        self._send, self._receive = anyio.create_memory_object_stream[_Instance](math.inf)
+        self._timers = TimerQueue(clock, self._on_timer, self._notify)
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._busy = 0
+        self._queued = 0
+        self._changed = anyio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Recover, then serve until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self.recover_all()
+            for _ in range(self._max_workers):
+                tg.start_soon(self._worker)
+            tg.start_soon(self._timers.run)
+            tg.start_soon(self._poll_loop)
+            if isinstance(self.clock, MockClock) and self.clock.auto_advance:
+                tg.start_soon(self._auto_advance, self.clock)
+            task_status.started()
+
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._tg is not None, "the engine is not running"
+        self._tg.start_soon(fn, *args)
+
+    # -- idleness (for MockClock auto-advance) --------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def busy_enter(self) -> None:
+        self._busy += 1
+
+    def busy_exit(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._notify()
+
+    @property
+    def idle(self) -> bool:
+        """No turn, activity or client call in progress, and no turn waiting to run."""
+        return self._busy == 0 and self._queued == 0
+
+    async def wait_idle(self) -> None:
+        """Return once the engine is idle and stays so after other tasks had a go."""
+        while True:
+            if self.idle:
+                for _ in range(8):
+                    await anyio.lowlevel.checkpoint()
+                if self.idle:
+                    return
+            else:
+                await self._changed.wait()
+
+    async def _auto_advance(self, clock: MockClock) -> None:
+        while True:
+            await self.wait_idle()
+            deadline = self._timers.next_deadline()
+            if deadline is not None and deadline > clock.now():
+                clock.set(deadline)
+            await self._changed.wait()
+
+    # -- queueing turns -------------------------------------------------------------
+
+    def _enqueue(self, inst: _Instance) -> None:
+        if not inst.queued and not inst.running and not inst.loading:
+            inst.queued = True
+            self._queued += 1
+            self._send.send_nowait(inst)
+
+    def deliver(
+        self, instance_id: str, event: Event, run_start: int = _ANY_RUN, msg_id: str | None = None
+    ) -> None:
+        """Hand an event to an instance for its next turn (loading it if needed)."""
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            self._spawn(self._load_and_deliver, instance_id, (msg_id, run_start, event))
+            return
+        inst.pending.append((msg_id, run_start, event))
+        self._enqueue(inst)
+
+    async def _load_and_deliver(self, instance_id: str, item: Pending) -> None:
+        self.busy_enter()
+        try:
+            inst = self._instances.get(instance_id) or await self.recover(instance_id)
+            if inst is not None:
+                inst.pending.append(item)
+                self._enqueue(inst)
+        finally:
+            self.busy_exit()
+
+    async def _worker(self) -> None:
+        async for inst in self._receive:
+            self._queued -= 1
+            inst.queued = False
+            inst.running = True
+            self._busy += 1
+            try:
+                await self._turn(inst)
+            except StoreError as err:
+                log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
+                self._retry_later(inst)
+            finally:
+                inst.running = False
+                if inst.pending and self._instances.get(inst.id) is inst:
+                    self._enqueue(inst)
+                self.busy_exit()
+
+    # -- a turn ---------------------------------------------------------------------
+
+    async def _turn(self, inst: _Instance) -> None:
+        pending, inst.pending = inst.pending, []
+        if inst.status.is_terminal:
+            self._discard_messages(inst, pending)
+            return
+        run = inst.run
+        if run is None:
+            try:
+                run = await self._rebuild(inst)
+            except NonDeterminismError as err:
+                await self._commit_failure(inst, err)
+                return
+            except UnknownWorkflowError as err:
+                log.warning("instance %r waits: %s", inst.id, err)
+                inst.pending = pending + inst.pending
+                return
+            if run is None:  # the log moved on under us; reloaded
+                inst.pending = pending + inst.pending
+                return
+        now = self.clock.now()
+        event_id = inst.next_event_id
+        events: list[HistoryEvent] = [TurnStarted(event_id=event_id, timestamp=now)]
+        consumed: list[str] = []
+        answered: set[int] = set()
+        for msg_id, run_start, event in pending:
+            if msg_id is not None:
+                if msg_id in inst.consumed or msg_id in consumed:
+                    continue
+                consumed.append(msg_id)
+            elif run_start != _ANY_RUN and run_start != inst.run_start:
+                continue
+            answers = _ANSWERS.get(type(event))
+            if answers is not None:
+                task_id: int = event.task_id  # type: ignore[attr-defined]
+                scheduled = inst.outstanding.get(task_id)
+                if type(scheduled) is not answers or task_id in answered:
+                    continue
+                child_id = getattr(event, "instance_id", "")
+                if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
+                    continue
+                answered.add(task_id)
+            event_id += 1
+            events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
+        first_turn = inst.status is WorkflowStatus.PENDING
+        if len(events) == 1 and not first_turn and not consumed:
+            return
+        try:
+            actions = run.take_pending() if first_turn else []
+            actions += run.apply(events, replaying=False)  # type: ignore[arg-type]
+        except NonDeterminismError as err:
+            self._drop_run(inst)
+            await self._commit_failure(inst, err)
+            return
+        new_events, next_run, status = self._record_actions(inst, run, actions, event_id + 1, now)
+        record = TurnRecord(
+            seq=inst.seq + 1,
+            status=status,
+            events=events + new_events,
+            next_run=next_run,
+            consumed=consumed,
+            custom_status=run.custom_status,
+        )
+        if not await self._commit(inst, record):
+            inst.pending = pending + inst.pending
+            self._drop_run(inst)
+            await self._reload(inst)
+            return
+        self._touch_cache(inst)
+        await self._after_commit(inst, record)
+
+    def _record_actions(
+        self, inst: _Instance, run: WorkflowRun, actions: list[Action], event_id: int, now: Any
+    ) -> tuple[list[HistoryEvent], list[HistoryEvent], WorkflowStatus]:
+        """Turn the actions into history events; work out the status after the turn."""
+        events: list[HistoryEvent] = []
+        next_run: list[HistoryEvent] = []
+        status = WorkflowStatus.SUSPENDED if run.suspended else WorkflowStatus.RUNNING
+        for action in actions:
+            event: HistoryEvent
+            match action:
+                case ScheduleActivity():
+                    event = ActivityScheduled(
+                        task_id=action.task_id, name=action.name, input=action.input,
+                        attempt=action.attempt, step=action.step,
+                    )  # fmt: skip
+                case StartTimer():
+                    event = TimerCreated(
+                        task_id=action.task_id, fire_at=action.fire_at, purpose=action.purpose
+                    )
+                case StartChildWorkflow():
+                    event = ChildWorkflowScheduled(
+                        task_id=action.task_id, name=action.name,
+                        instance_id=action.instance_id, input=action.input,
+                    )  # fmt: skip
+                case CompleteWorkflow():
+                    event, status = (
+                        WorkflowCompleted(result=action.result),
+                        WorkflowStatus.COMPLETED,
+                    )
+                case FailWorkflow():
+                    event, status = WorkflowErrored(failure=action.failure), WorkflowStatus.FAILED
+                case ContinueAsNew():
+                    event = ContinuedAsNew(input=action.input, carryover=action.carryover)
+                    status = WorkflowStatus.PENDING
+                    started = WorkflowStarted(
+                        event_id=0, timestamp=now, name=inst.name, input=action.input,
+                        run_id=new_run_id(), parent=inst.parent,
+                    )  # fmt: skip
+                    next_run = [started] + [
+                        msgspec.structs.replace(e, event_id=i, timestamp=now)
+                        for i, e in enumerate(action.carryover, start=1)
+                    ]
+            events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))
+            event_id += 1
+        if run.terminated and status not in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED):
+            status = WorkflowStatus.TERMINATED
+        return events, next_run, status
+
+    async def _commit(self, inst: _Instance, record: TurnRecord) -> bool:
+        """Write ``log/{seq}`` once; False if another writer holds that seq."""
+        key = log_key(inst.id, record.seq)
+        data = encode(record)
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.put_if_absent(key, data)
+                return True
+            except ObjectExistsError:
+                return False
+            except StoreError:
+                # The write may or may not have landed: read back to know.
+                try:
+                    return await self.store.get(key) == data
+                except StoreError:
+                    return False
+
+    async def _commit_failure(self, inst: _Instance, err: Exception) -> None:
+        """End the instance as FAILED with ``err`` (a replay that no longer matches)."""
+        log.error("instance %r failed: %s", inst.id, err)
+        now = self.clock.now()
+        failure = failure_from_exception(err)
+        events: list[HistoryEvent] = [
+            TurnStarted(event_id=inst.next_event_id, timestamp=now),
+            WorkflowErrored(event_id=inst.next_event_id + 1, timestamp=now, failure=failure),
+        ]
+        record = TurnRecord(seq=inst.seq + 1, status=WorkflowStatus.FAILED, events=events)
+        if await self._commit(inst, record):
+            await self._after_commit(inst, record)
+        else:
+            await self._reload(inst)
+
+    # -- after the commit -----------------------------------------------------------
+
+    async def _after_commit(self, inst: _Instance, record: TurnRecord) -> None:
+        inst.seq = record.seq
+        inst.next_event_id += len(record.events)
+        inst.consumed.update(record.consumed)
+        custom_changed = inst.custom_status != record.custom_status
+        inst.custom_status = record.custom_status
+        previous = inst.status
+        inst.status = WorkflowStatus(record.status)
+        outstanding = inst.outstanding
+        for event in record.events:
+            if isinstance(event, _SCHEDULING):
+                outstanding[event.task_id] = event
+                self._dispatch(inst, event)
+            elif type(event) in _ANSWERS:
+                outstanding.pop(event.task_id, None)  # type: ignore[attr-defined]
+        if record.next_run:
+            self._start_new_run(inst, record)
+        elif inst.status.is_terminal:
+            self._finish(inst, record)
+        if (
+            inst.status is not previous
+            or inst.status.is_terminal
+            or record.next_run
+            or custom_changed
+            or record.seq - inst.meta_seq >= _META_EVERY
+        ):
+            await self._write_meta(inst)
+        if inst.status.is_terminal:
+            self._wake_waiters(inst)
+        if record.consumed:
+            self._spawn(self._delete_messages, inst.id, list(record.consumed))
+
+    def _dispatch(self, inst: _Instance, event: HistoryEvent) -> None:
+        if isinstance(event, ActivityScheduled):
+            key = (inst.id, inst.run_start, event.task_id)
+            if key not in self._inflight:
+                self._inflight.add(key)
+                self._busy += 1
+                self._spawn(self._run_activity, inst.id, inst.name, inst.run_start, event)
+        elif isinstance(event, TimerCreated):
+            self._timers.add(event.fire_at, (inst.id, inst.run_start, event.task_id, event.fire_at))
+        elif isinstance(event, ChildWorkflowScheduled):
+            self._busy += 1
+            self._spawn(self._start_child, inst.id, event)
+
+    def _on_timer(self, payload: tuple[object, ...]) -> None:
+        instance_id, run_start, task_id, fire_at = payload
+        if task_id == -1:  # a store-error backoff: reload the instance
+            self._spawn(self._reload_by_id, instance_id)
+            return
+        self.deliver(
+            instance_id,  # type: ignore[arg-type]
+            TimerFired(task_id=task_id, fire_at=fire_at),  # type: ignore[arg-type]
+            run_start,  # type: ignore[arg-type]
+        )
+
+    async def _run_activity(
+        self, instance_id: str, workflow_name: str, run_start: int, scheduled: ActivityScheduled
+    ) -> None:
+        try:
+            async with self._activity_limiter:
+                outcome = await execute_activity(
+                    self.registry, self.codec, instance_id, workflow_name, scheduled
+                )
+            self.deliver(instance_id, outcome, run_start)
+        finally:
+            self._inflight.discard((instance_id, run_start, scheduled.task_id))
+            self.busy_exit()
+
+    async def _start_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
+        try:
+            parent = ParentRef(parent_id, scheduled.task_id)
+            try:
+                created = await create_instance(
+                    self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
+                    scheduled.input, parent=parent,
+                )  # fmt: skip
+            except InstanceExistsError as err:
+                await self._join_existing_child(parent, scheduled, err)
+                return
+            self.adopt_created(scheduled.instance_id, created)
+        finally:
+            self.busy_exit()
+
+    async def _join_existing_child(
+        self, parent: ParentRef, scheduled: ChildWorkflowScheduled, err: InstanceExistsError
+    ) -> None:
+        """A child id that exists is ours if it names us as parent (a re-dispatch)."""
+        found = await read_meta(self.store, scheduled.instance_id)
+        existing = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
+        if existing is None or existing.started.parent != parent:
+            self.deliver(parent.instance_id, ChildWorkflowErrored(
+                task_id=scheduled.task_id, instance_id=scheduled.instance_id,
+                failure=failure_from_exception(err),
+            ))  # fmt: skip
+            return
+        if existing.status.is_terminal:
+            self._notify_parent_from_log(existing)
+        elif scheduled.instance_id not in self._instances:
+            await self.recover(scheduled.instance_id)
+
+    def _start_new_run(self, inst: _Instance, record: TurnRecord) -> None:
+        """Continue-as-new committed: the instance begins a fresh run in memory."""
+        self._drop_run(inst)
+        started = record.next_run[0]
+        assert isinstance(started, WorkflowStarted)
+        inst.started = started
+        inst.run_start = record.seq
+        inst.next_event_id = len(record.next_run)
+        inst.outstanding = {}
+        inst.run = self._new_run(inst, list(record.next_run))
+        self._enqueue(inst)
+
+    def _finish(self, inst: _Instance, record: TurnRecord) -> None:
+        last = record.events[-1] if record.events else None
+        for event in reversed(record.events):
+            if isinstance(event, WorkflowCompleted | WorkflowErrored | WorkflowTerminated):
+                last = event
+                break
+        if isinstance(last, WorkflowCompleted):
+            inst.output, inst.failure = last.result, None
+        elif isinstance(last, WorkflowErrored):
+            inst.output, inst.failure = NULL, last.failure
+        elif isinstance(last, WorkflowTerminated):
+            inst.output = last.output
+            inst.failure = FailureDetails("Terminated", last.reason or "terminated")
+        self._drop_run(inst)
+        inst.outstanding.clear()
+        if inst.parent is not None:
+            self._notify_parent(inst.parent, inst.id, inst.status, inst.output, inst.failure)
+
+    def _notify_parent(
+        self,
+        parent: ParentRef,
+        child_id: str,
+        status: WorkflowStatus,
+        output: Raw,
+        failure: FailureDetails | None,
+    ) -> None:
+        event: Event
+        if status is WorkflowStatus.COMPLETED:
+            event = ChildWorkflowCompleted(
+                task_id=parent.task_id, result=output, instance_id=child_id
+            )
+        else:
+            event = ChildWorkflowErrored(
+                task_id=parent.task_id, instance_id=child_id,
+                failure=failure or FailureDetails("Terminated", "terminated"),
+            )  # fmt: skip
+        self.deliver(parent.instance_id, event)
+
+    def _notify_parent_from_log(self, child: RunLog) -> None:
+        if child.started.parent is not None:
+            output, failure = child.outcome()
+            self._notify_parent(
+                child.started.parent, child.instance_id, child.status, output, failure
+            )
+
+    def _wake_waiters(self, inst: _Instance) -> None:
+        if inst.done is not None:
+            inst.done.set()
+        # A finished instance needs no memory beyond what waiters read right now.
+        if self._instances.get(inst.id) is inst and not inst.pending:
+            del self._instances[inst.id]
+
+    async def _write_meta(self, inst: _Instance) -> None:
+        output, failure = (inst.output, inst.failure) if inst.status.is_terminal else (NULL, None)
+        meta = InstanceMeta(
+            instance_id=inst.id, name=inst.name, status=inst.status, seq=inst.seq,
+            run_start=inst.run_start, created_at=inst.created_at, updated_at=self.clock.now(),
+            input=inst.started.input, output=output, failure=failure,
+            custom_status=inst.custom_status, parent=inst.parent,
+        )  # fmt: skip
+        try:
+            inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
+            inst.meta_seq = inst.seq
+        except StoreError as err:  # the index lags; the log is the truth
+            log.warning("could not update meta of %r: %s", inst.id, err)
+
+    async def _delete_messages(self, instance_id: str, msg_ids: list[str]) -> None:
+        for msg_id in msg_ids:
+            try:
+                await self.store.delete(inbox_key(instance_id, msg_id))
+            except StoreError:
+                pass  # consumed ids are remembered; a leftover is skipped on reload
+
+    def _discard_messages(self, inst: _Instance, pending: list[Pending]) -> None:
+        ids = [msg_id for msg_id, _, _ in pending if msg_id is not None]
+        if ids:
+            self._spawn(self._delete_messages, inst.id, ids)
+
+    # -- the replay cache -----------------------------------------------------------
+
+    def _new_run(self, inst: _Instance, history: list[HistoryEvent]) -> WorkflowRun:
+        definition = self.registry.get_workflow(inst.name)
+        run = WorkflowRun(inst.id, definition, self.registry, self.codec)
+        run.apply(history, replaying=True)  # type: ignore[arg-type]
+        return run
+
+    async def _rebuild(self, inst: _Instance) -> WorkflowRun | None:
+        """Replay the current run from the log (a cache miss); None if the log moved."""
+        loaded = await load_run(
+            self.store, inst.id, None if inst.run_start == 0 else self._meta_hint(inst)
+        )
+        if loaded is None or loaded.last_seq != inst.seq or loaded.run_start != inst.run_start:
+            await self._reload(inst)
+            return None
+        run = self._new_run(inst, loaded.history)
+        inst.run = run
+        return run
+
+    def _meta_hint(self, inst: _Instance) -> InstanceMeta:
+        return InstanceMeta(
+            instance_id=inst.id, name=inst.name, status=inst.status, seq=inst.seq,
+            run_start=inst.run_start, created_at=inst.created_at, updated_at=inst.created_at,
+        )  # fmt: skip
+
+    def _touch_cache(self, inst: _Instance) -> None:
+        if inst.run is None:
+            return
+        cached = self._cached
+        cached[inst.id] = inst
+        cached.move_to_end(inst.id)
+        while len(cached) > self._max_cached:
+            _, oldest = cached.popitem(last=False)
+            if oldest.running or oldest.queued:
+                cached[oldest.id] = oldest
+                break
+            self._drop_run(oldest)
+
+    def _drop_run(self, inst: _Instance) -> None:
+        if inst.run is not None:
+            inst.run.close()
+            inst.run = None
+        self._cached.pop(inst.id, None)
+
+    # -- creation, recovery and reload ----------------------------------------------
+
+    def adopt_created(self, instance_id: str, created: Created) -> None:
+        """Take a run just created in the store into memory and queue its first turn."""
+        started = created.record.next_run[0]
+        assert isinstance(started, WorkflowStarted)
+        inst = self._instances.get(instance_id)
+        if inst is not None and not inst.status.is_terminal:
+            return
+        inst = _Instance(instance_id, started, created.meta.created_at)
+        inst.seq = inst.run_start = created.record.seq
+        inst.next_event_id = len(created.record.next_run)
+        inst.meta_etag, inst.meta_seq = created.meta_etag, created.record.seq
+        history = list(created.record.next_run)
+        _fold(inst.outstanding, history)
+        self._instances[instance_id] = inst
+        try:
+            inst.run = self._new_run(inst, history)
+        except UnknownWorkflowError:
+            inst.run = None
+        self._enqueue(inst)
+
+    async def recover_all(self) -> None:
+        """Load every unfinished instance in the store and re-dispatch its open work."""
+        ids = await self.store.list("instances")
+        limiter = anyio.CapacityLimiter(32)
+
+        async def one(instance_id: str) -> None:
+            async with limiter:
+                await self.recover(instance_id)
+
+        async with anyio.create_task_group() as tg:
+            for instance_id in ids:
+                tg.start_soon(one, instance_id)
+        await self.poll_wakeups()
+
+    async def recover(self, instance_id: str) -> _Instance | None:
+        """Load one instance from the store unless it is finished; None if nothing to run."""
+        if (inst := self._instances.get(instance_id)) is not None:
+            return inst
+        found = await read_meta(self.store, instance_id)
+        meta, etag = found if found is not None else (None, None)
+        if meta is not None and WorkflowStatus(meta.status).is_terminal:
+            return None
+        try:
+            loaded = await load_run(self.store, instance_id, meta)
+        except StoreError as err:
+            if err.transient:
+                raise
+            await self._fail_corrupt(instance_id, meta, etag, err)
+            return None
+        if loaded is None or instance_id in self._instances:
+            return self._instances.get(instance_id)
+        inst = _Instance(instance_id, loaded.started, loaded.created_at)
+        inst.meta_etag = etag
+        inst.meta_seq = meta.seq if meta is not None else -1
+        self._instances[instance_id] = inst
+        self._load_into(inst, loaded)
+        if loaded.status.is_terminal:
+            del self._instances[instance_id]
+            if meta is None or meta.status != loaded.status:
+                inst.output, inst.failure = loaded.outcome()
+                await self._write_meta(inst)
+            self._notify_parent_from_log(loaded)
+            return None
+        await self._scan_inbox(inst)
+        return inst
+
+    def _load_into(self, inst: _Instance, loaded: RunLog) -> None:
+        """Set the instance's state from the log and re-dispatch its open operations."""
+        inst.started = loaded.started
+        inst.parent = loaded.started.parent
+        inst.seq = loaded.last_seq
+        inst.run_start = loaded.run_start
+        inst.next_event_id = len(loaded.history)
+        inst.status = loaded.status
+        inst.custom_status = loaded.custom_status
+        inst.consumed = loaded.consumed
+        inst.outstanding = {}
+        _fold(inst.outstanding, loaded.history)
+        if loaded.status.is_terminal:
+            return
+        for event in inst.outstanding.values():
+            if isinstance(event, ChildWorkflowScheduled):
+                self._busy += 1
+                self._spawn(self._check_child, inst.id, event)
+            else:
+                self._dispatch(inst, event)
+        if inst.status is WorkflowStatus.PENDING or inst.pending:
+            self._enqueue(inst)
+
+    async def _check_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
+        """On recovery: a sub-workflow the parent waits on may have ended, or never begun."""
+        try:
+            found = await read_meta(self.store, scheduled.instance_id)
+            child = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
+            if child is None:
+                self._busy += 1
+                await self._start_child(parent_id, scheduled)
+            elif child.status.is_terminal:
+                self._notify_parent_from_log(child)
+        finally:
+            self.busy_exit()
+
+    async def _scan_inbox(self, inst: _Instance) -> None:
+        """Queue the inbox messages the log has not consumed yet."""
+        for msg_id in await self.store.list(inbox_prefix(inst.id)):
+            key = inbox_key(inst.id, msg_id)
+            if msg_id in inst.consumed:
+                await self.store.delete(key)
+                continue
+            try:
+                message = decode_message(await self.store.get(key), key)
+            except ObjectNotFoundError:
+                continue
+            except StoreError as err:
+                log.error("skipping unreadable inbox message: %s", err)
+                continue
+            inst.pending.append((message.id, _ANY_RUN, message.event))
+        if inst.pending:
+            self._enqueue(inst)
+
+    async def _reload(self, inst: _Instance) -> None:
+        """Another writer moved the log (or a write failed): take the log's word."""
+        self._drop_run(inst)
+        inst.loading = True
+        self.busy_enter()
+        try:
+            loaded = await load_run(self.store, inst.id, self._meta_hint(inst))
+        except StoreError as err:
+            if err.transient:
+                inst.loading = False
+                self._retry_later(inst)
+                return
+            await self._fail_corrupt(inst.id, None, inst.meta_etag, err)
+            return
+        finally:
+            inst.loading = False
+            self.busy_exit()
+        if loaded is None:
+            return
+        self._load_into(inst, loaded)
+        if loaded.status.is_terminal:
+            inst.output, inst.failure = loaded.outcome()
+            self._wake_waiters(inst)
+        elif inst.pending:
+            self._enqueue(inst)
+
+    async def _reload_by_id(self, instance_id: str) -> None:
+        inst = self._instances.get(instance_id)
+        if inst is not None:
+            await self._reload(inst)
+
+    def _retry_later(self, inst: _Instance) -> None:
+        self._drop_run(inst)
+        from datetime import timedelta
+
+        self._timers.add(self.clock.now() + timedelta(seconds=1), (inst.id, -1, -1, None))
+
+    async def _fail_corrupt(
+        self, instance_id: str, meta: InstanceMeta | None, etag: str | None, err: StoreError
+    ) -> None:
+        """A log object cannot be read: the instance fails, naming the key; others go on."""
+        log.error("instance %r failed: %s", instance_id, err)
+        now = self.clock.now()
+        failure = failure_from_exception(err)
+        inst = self._instances.pop(instance_id, None)
+        base = meta or InstanceMeta(
+            instance_id=instance_id, name=inst.name if inst else "", status="FAILED",
+            seq=inst.seq if inst else 0, run_start=inst.run_start if inst else 0,
+            created_at=inst.created_at if inst else now, updated_at=now,
+        )  # fmt: skip
+        failed = msgspec.structs.replace(
+            base, status=WorkflowStatus.FAILED, failure=failure, updated_at=now
+        )
+        try:
+            await write_meta(self.store, failed, etag)
+        except StoreError:
+            log.exception("could not record the failure of %r", instance_id)
+        if inst is not None:
+            inst.status, inst.failure = WorkflowStatus.FAILED, failure
+            self._drop_run(inst)
+            if inst.done is not None:
+                inst.done.set()
+
+    # -- messages from outside ------------------------------------------------------
+
+    def accept_message(self, instance_id: str, message: InboxMessage) -> None:
+        """A message already written to the inbox by this process: apply it."""
+        self.deliver(instance_id, message.event, _ANY_RUN, message.id)
+
+    async def poll_wakeups(self) -> None:
+        """Pick up instances that other processes started or sent messages to."""
+        for instance_id in await self.store.list("wakeups"):
+            await self.store.delete(wakeup_key(instance_id))
+            inst = self._instances.get(instance_id)
+            if inst is None:
+                await self.recover(instance_id)
+            else:
+                await self._scan_inbox(inst)
+
+    async def _poll_loop(self) -> None:
+        from datetime import timedelta
+
+        interval = timedelta(seconds=self._poll_interval)
+        while True:
+            await self.clock.sleep_until(self.clock.now() + interval)
+            try:
+                await self.poll_wakeups()
+            except StoreError as err:
+                log.warning("polling for messages failed: %s", err)
+
+    # -- waiting on results ---------------------------------------------------------
+
+    def local(self, instance_id: str) -> _Instance | None:
+        return self._instances.get(instance_id)
+
+    async def wait_done(self, instance_id: str) -> bool:
+        """Wait until a loaded instance ends; False if this engine does not hold it."""
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            return False
+        if inst.status.is_terminal:
+            return True
+        if inst.done is None:
+            inst.done = anyio.Event()
+        await inst.done.wait()
+        return True
+
+    def forget(self, instance_id: str) -> None:
+        """Drop an instance from memory (it was purged)."""
+        inst = self._instances.pop(instance_id, None)
+        if inst is not None:
+            self._drop_run(inst)

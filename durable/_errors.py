@@ -1,0 +1,152 @@
+"""The exception tree of ``durable``.
+
+Every error the library raises on purpose derives from :class:`DurableError`::
+
+    DurableError
+    ├── WorkflowFailed            awaiting a workflow that ended in failure
+    ├── ActivityFailed            awaiting an activity that failed (after its retries)
+    ├── NonDeterminismError       replayed code no longer matches its history
+    ├── TimeoutError              a wait ran out of time (also a builtin TimeoutError)
+    ├── InstanceExistsError       starting an id that is taken
+    ├── InstanceNotFoundError     naming an id that does not exist (also a LookupError)
+    ├── InvalidInstanceIdError    an id or key that cannot become an object key (also ValueError)
+    ├── UnknownWorkflowError      a workflow or activity name nobody registered (also LookupError)
+    ├── SerializationError        a payload that cannot be encoded or decoded (also TypeError)
+    └── StoreError                the object store failed or holds something unreadable
+        ├── ObjectNotFoundError   a key that is not there (also LookupError)
+        ├── ObjectExistsError     put-if-absent found the key taken
+        └── PreconditionFailedError  put-if-match found another version
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._failure import FailureDetails
+
+__all__ = [
+    "ActivityFailed",
+    "DurableError",
+    "InstanceExistsError",
+    "InstanceNotFoundError",
+    "InvalidInstanceIdError",
+    "NonDeterminismError",
+    "ObjectExistsError",
+    "ObjectNotFoundError",
+    "PreconditionFailedError",
+    "SerializationError",
+    "StoreError",
+    "TimeoutError",
+    "UnknownWorkflowError",
+    "WorkflowFailed",
+]
+
+
+class DurableError(Exception):
+    """The root of every error ``durable`` raises on purpose."""
+
+
+class WorkflowFailed(DurableError):
+    """Raised when awaiting a workflow (or sub-workflow) that ended in failure.
+
+    ``failure`` carries the error type, message and stack recorded in history.
+    """
+
+    def __init__(self, instance_id: str, failure: FailureDetails) -> None:
+        super().__init__(f"workflow {instance_id!r} failed: {failure.type}: {failure.message}")
+        self.instance_id = instance_id
+        self.failure = failure
+
+
+class ActivityFailed(DurableError):
+    """Raised inside a workflow when an activity failed and no retry is left."""
+
+    def __init__(self, name: str, task_id: int, failure: FailureDetails) -> None:
+        super().__init__(
+            f"activity {name!r} (task {task_id}) failed: {failure.type}: {failure.message}"
+        )
+        self.name = name
+        self.task_id = task_id
+        self.failure = failure
+
+
+class NonDeterminismError(DurableError):
+    """Raised when replayed workflow code does something its history does not hold.
+
+    ``event_id`` names the history event that does not match.
+    """
+
+    def __init__(self, message: str, *, event_id: int | None = None) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+
+
+class TimeoutError(DurableError, builtins.TimeoutError):  # noqa: A001
+    """Raised when a durable wait (an event, a result) runs out of time."""
+
+
+class InstanceExistsError(DurableError):
+    """Raised when starting an instance id that already exists."""
+
+    def __init__(self, instance_id: str, status: str | None = None) -> None:
+        detail = f" (status {status})" if status else ""
+        super().__init__(
+            f"instance {instance_id!r} already exists{detail}; "
+            "pass reuse=True to start it again once it has ended"
+        )
+        self.instance_id = instance_id
+
+
+class InstanceNotFoundError(DurableError, LookupError):
+    """Raised when an instance id names no instance in the store."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"no instance {instance_id!r} in the store")
+        self.instance_id = instance_id
+
+
+class InvalidInstanceIdError(DurableError, ValueError):
+    """Raised when an instance id or memo key cannot safely become an object key."""
+
+
+class UnknownWorkflowError(DurableError, LookupError):
+    """Raised when a workflow or activity name is not in the registry."""
+
+
+class SerializationError(DurableError, TypeError):
+    """Raised when a payload cannot be encoded, or stored bytes cannot be decoded."""
+
+
+class StoreError(DurableError):
+    """Raised when the object store fails or holds an object that cannot be read.
+
+    ``transient`` says whether retrying the same operation may succeed.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, transient: bool = True) -> None:
+        super().__init__(message)
+        self.key = key
+        self.transient = transient
+
+
+class ObjectNotFoundError(StoreError, LookupError):
+    """Raised when a key is not in the store."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no object at {key!r}", key=key, transient=False)
+
+
+class ObjectExistsError(StoreError):
+    """Raised when put-if-absent finds the key already written."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} already exists", key=key, transient=False)
+
+
+class PreconditionFailedError(StoreError):
+    """Raised when put-if-match finds a version other than the expected one."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} changed since it was read", key=key, transient=False)

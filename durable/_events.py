@@ -1,0 +1,205 @@
+"""History events: the one model of what happened to an instance.
+
+Each event is a frozen msgspec Struct with an explicit, stable tag: the log outlives
+the code that wrote it, so tags never change and new fields get defaults. Every event
+has ``event_id`` (its position in the run's history) and ``timestamp`` (the Clock time
+of the turn that committed it). Payloads stay encoded (``msgspec.Raw``) until the code
+that knows their type decodes them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+from msgspec import Raw
+
+from ._failure import FailureDetails
+
+__all__ = [
+    "EPOCH",
+    "NULL",
+    "ActivityCompleted",
+    "ActivityErrored",
+    "ActivityScheduled",
+    "ChildWorkflowCompleted",
+    "ChildWorkflowErrored",
+    "ChildWorkflowScheduled",
+    "ContinuedAsNew",
+    "Event",
+    "EventRaised",
+    "HistoryEvent",
+    "ParentRef",
+    "TimerCreated",
+    "TimerFired",
+    "TurnStarted",
+    "WorkflowCompleted",
+    "WorkflowErrored",
+    "WorkflowResumed",
+    "WorkflowStarted",
+    "WorkflowSuspended",
+    "WorkflowTerminated",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NULL = Raw(b"null")
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True):
+    """Fields every history event has."""
+
+    event_id: int = -1
+    timestamp: datetime = EPOCH
+
+
+class ParentRef(msgspec.Struct, frozen=True):
+    """The parent of a sub-workflow: where its result goes."""
+
+    instance_id: str
+    task_id: int
+
+
+class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
+    """A run of the workflow began with this input."""
+
+    name: str
+    input: Raw = NULL
+    run_id: str = ""
+    version: str = ""
+    parent: ParentRef | None = None
+
+
+class TurnStarted(Event, frozen=True, tag="turn_started"):
+    """A turn began; its timestamp is what ``ctx.now()`` returns during the turn."""
+
+
+class ActivityScheduled(Event, frozen=True, tag="activity_scheduled"):
+    """The workflow asked for an activity. ``step`` is the task id of the first
+    attempt, shared by its retries."""
+
+    task_id: int
+    name: str
+    input: Raw = NULL
+    attempt: int = 1
+    step: int = -1
+
+
+class ActivityCompleted(Event, frozen=True, tag="activity_completed"):
+    """An activity returned."""
+
+    task_id: int
+    result: Raw = NULL
+
+
+class ActivityErrored(Event, frozen=True, tag="activity_failed"):
+    """An activity raised."""
+
+    task_id: int
+    failure: FailureDetails
+
+
+class TimerCreated(Event, frozen=True, tag="timer_created"):
+    """The workflow started a durable timer (a sleep, a retry backoff, a wait timeout)."""
+
+    task_id: int
+    fire_at: datetime
+    purpose: str = "sleep"
+
+
+class TimerFired(Event, frozen=True, tag="timer_fired"):
+    """A durable timer came due."""
+
+    task_id: int
+    fire_at: datetime
+
+
+class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled"):
+    """The workflow started a sub-workflow."""
+
+    task_id: int
+    name: str
+    instance_id: str
+    input: Raw = NULL
+
+
+class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):
+    """A sub-workflow completed."""
+
+    task_id: int
+    result: Raw = NULL
+    instance_id: str = ""
+
+
+class ChildWorkflowErrored(Event, frozen=True, tag="child_workflow_failed"):
+    """A sub-workflow failed or was terminated."""
+
+    task_id: int
+    failure: FailureDetails
+    instance_id: str = ""
+
+
+class EventRaised(Event, frozen=True, tag="event_raised"):
+    """An external event arrived (buffered until the workflow waits for it)."""
+
+    name: str
+    input: Raw = NULL
+
+
+class WorkflowSuspended(Event, frozen=True, tag="workflow_suspended"):
+    """The instance was suspended: new events wait until it resumes."""
+
+    reason: str = ""
+
+
+class WorkflowResumed(Event, frozen=True, tag="workflow_resumed"):
+    """The instance was resumed."""
+
+    reason: str = ""
+
+
+class WorkflowTerminated(Event, frozen=True, tag="workflow_terminated"):
+    """The instance was terminated from outside."""
+
+    reason: str = ""
+    output: Raw = NULL
+
+
+class WorkflowCompleted(Event, frozen=True, tag="workflow_completed"):
+    """The workflow returned."""
+
+    result: Raw = NULL
+
+
+class WorkflowErrored(Event, frozen=True, tag="workflow_failed"):
+    """The workflow raised, or could not be replayed."""
+
+    failure: FailureDetails
+
+
+class ContinuedAsNew(Event, frozen=True, tag="continued_as_new"):
+    """The run ended by starting a fresh run with a new input; raised events that the
+    old run had not consumed carry over."""
+
+    input: Raw = NULL
+    carryover: tuple[EventRaised, ...] = ()
+
+
+HistoryEvent = (
+    WorkflowStarted
+    | TurnStarted
+    | ActivityScheduled
+    | ActivityCompleted
+    | ActivityErrored
+    | TimerCreated
+    | TimerFired
+    | ChildWorkflowScheduled
+    | ChildWorkflowCompleted
+    | ChildWorkflowErrored
+    | EventRaised
+    | WorkflowSuspended
+    | WorkflowResumed
+    | WorkflowTerminated
+    | WorkflowCompleted
+    | WorkflowErrored
+    | ContinuedAsNew
+)

@@ -1,0 +1,198 @@
+"""Reading an instance's log back: roll forward from meta, load the current run.
+
+Shared by the engine (recovery, cache misses) and the client (describe, history),
+so both see the log the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+from msgspec import Raw
+
+from ._errors import ObjectExistsError, ObjectNotFoundError, PreconditionFailedError, StoreError
+from ._events import (
+    NULL,
+    HistoryEvent,
+    ParentRef,
+    WorkflowCompleted,
+    WorkflowErrored,
+    WorkflowStarted,
+    WorkflowTerminated,
+)
+from ._failure import FailureDetails
+from ._records import (
+    InstanceMeta,
+    TurnRecord,
+    decode_meta,
+    decode_record,
+    encode,
+    log_key,
+    meta_key,
+)
+from ._state import WorkflowStatus
+from .store import ObjectStore
+
+__all__ = ["RunLog", "load_run", "read_meta", "read_record", "write_meta"]
+
+
+async def read_record(store: ObjectStore, instance_id: str, seq: int) -> TurnRecord | None:
+    """The turn record ``log/{seq}``, or ``None`` if not written (yet)."""
+    key = log_key(instance_id, seq)
+    try:
+        data = await store.get(key)
+    except ObjectNotFoundError:
+        return None
+    record = decode_record(data, key)
+    if record.seq != seq:
+        raise StoreError(
+            f"corrupt turn record at {key!r}: it says seq {record.seq}", key=key, transient=False
+        )
+    return record
+
+
+async def read_meta(store: ObjectStore, instance_id: str) -> tuple[InstanceMeta, str] | None:
+    """The meta record and its ETag; ``None`` if absent or unreadable (it is rebuilt)."""
+    key = meta_key(instance_id)
+    try:
+        data, etag = await store.get_with_etag(key)
+    except ObjectNotFoundError:
+        return None
+    try:
+        return decode_meta(data, key), etag
+    except StoreError:
+        return None
+
+
+@dataclass
+class RunLog:
+    """The current run of an instance as the log holds it."""
+
+    instance_id: str
+    run_start: int
+    last_seq: int
+    history: list[HistoryEvent]
+    last: TurnRecord
+    started: WorkflowStarted
+    created_at: datetime
+    consumed: set[str] = field(default_factory=set)
+
+    @property
+    def status(self) -> WorkflowStatus:
+        return WorkflowStatus(self.last.status)
+
+    @property
+    def custom_status(self) -> Raw:
+        return self.last.custom_status
+
+    @property
+    def updated_at(self) -> datetime:
+        events = self.last.next_run or self.last.events
+        return events[-1].timestamp if events else self.created_at
+
+    def outcome(self) -> tuple[Raw, FailureDetails | None]:
+        """The output or failure recorded by the run's terminal event, if any."""
+        if self.last.next_run:
+            return NULL, None
+        for event in reversed(self.last.events):
+            if isinstance(event, WorkflowCompleted):
+                return event.result, None
+            if isinstance(event, WorkflowErrored):
+                return NULL, event.failure
+            if isinstance(event, WorkflowTerminated):
+                return event.output, FailureDetails("Terminated", event.reason)
+        return NULL, None
+
+    def to_meta(self) -> InstanceMeta:
+        output, failure = self.outcome()
+        parent: ParentRef | None = self.started.parent
+        return InstanceMeta(
+            instance_id=self.instance_id,
+            name=self.started.name,
+            status=self.last.status,
+            seq=self.last_seq,
+            run_start=self.run_start,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            input=self.started.input,
+            output=output,
+            failure=failure,
+            custom_status=self.custom_status,
+            parent=parent,
+        )
+
+
+async def load_run(
+    store: ObjectStore, instance_id: str, meta: InstanceMeta | None = None
+) -> RunLog | None:
+    """Read the current run from the log, starting where ``meta`` says it starts.
+
+    Rolls forward past ``meta`` to the last committed record; ``None`` if the instance
+    was never created. Raises ``StoreError`` naming the key of a corrupt record.
+    """
+    seq = meta.run_start if meta is not None else 0
+    records: list[TurnRecord] = []
+    run_start = seq
+    while (record := await read_record(store, instance_id, seq)) is not None:
+        if record.next_run:
+            records, run_start = [record], seq
+        else:
+            records.append(record)
+        seq += 1
+    if not records:
+        return None
+    first = records[0]
+    if not first.next_run or not isinstance(first.next_run[0], WorkflowStarted):
+        key = log_key(instance_id, run_start)
+        raise StoreError(
+            f"corrupt log: {key!r} should start a run with WorkflowStarted",
+            key=key,
+            transient=False,
+        )
+    history: list[HistoryEvent] = list(first.next_run)
+    consumed: set[str] = set(first.consumed)
+    for record in records[1:]:
+        history.extend(record.events)
+        consumed.update(record.consumed)
+    started = first.next_run[0]
+    created_at = meta.created_at if meta is not None else started.timestamp
+    return RunLog(
+        instance_id=instance_id,
+        run_start=run_start,
+        last_seq=seq - 1,
+        history=history,
+        last=records[-1],
+        started=started,
+        created_at=created_at,
+        consumed=consumed,
+    )
+
+
+async def write_meta(store: ObjectStore, meta: InstanceMeta, etag: str | None) -> str:
+    """Write ``meta`` by put-if-match (put-if-absent when new); never overwrite a newer one.
+
+    Returns the ETag now current.
+    """
+    key = meta_key(meta.instance_id)
+    data = encode(meta)
+    for _ in range(8):
+        try:
+            if etag is None:
+                return await store.put_if_absent(key, data)
+            return await store.put_if_match(key, data, etag)
+        except (ObjectExistsError, PreconditionFailedError, ObjectNotFoundError):
+            current = await read_meta(store, meta.instance_id)
+            if current is None:
+                etag = None
+                try:
+                    # unreadable: replace it outright
+                    return await store.put(key, data)
+                except StoreError:
+                    raise
+            other, etag = current
+            if other.seq > meta.seq:
+                return etag
+            meta = msgspec.structs.replace(meta, created_at=other.created_at)
+    raise StoreError(f"meta at {key!r} keeps changing under the writer", key=key)

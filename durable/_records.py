@@ -1,0 +1,135 @@
+"""What the store holds for an instance, and where: keys, turn records, meta, messages.
+
+``log/{seq}`` records are immutable and written once (put-if-absent): the commit.
+``meta`` is an index that can always be rebuilt by rolling the log forward.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from msgspec import Raw
+
+from ._errors import StoreError
+from ._events import NULL, HistoryEvent, ParentRef
+from ._failure import FailureDetails
+
+__all__ = [
+    "InboxMessage",
+    "InstanceMeta",
+    "TurnRecord",
+    "decode_message",
+    "decode_meta",
+    "decode_record",
+    "encode",
+    "inbox_key",
+    "inbox_prefix",
+    "instance_prefix",
+    "log_key",
+    "meta_key",
+    "wakeup_key",
+]
+
+INSTANCES = "instances"
+WAKEUPS = "wakeups"
+
+
+def instance_prefix(instance_id: str) -> str:
+    return f"{INSTANCES}/{instance_id}"
+
+
+def log_key(instance_id: str, seq: int) -> str:
+    return f"{INSTANCES}/{instance_id}/log/{seq:012d}"
+
+
+def meta_key(instance_id: str) -> str:
+    return f"{INSTANCES}/{instance_id}/meta"
+
+
+def inbox_prefix(instance_id: str) -> str:
+    return f"{INSTANCES}/{instance_id}/inbox"
+
+
+def inbox_key(instance_id: str, msg_id: str) -> str:
+    return f"{INSTANCES}/{instance_id}/inbox/{msg_id}"
+
+
+def wakeup_key(instance_id: str) -> str:
+    """A doorbell written after an inbox message by a process that hosts no runtime."""
+    return f"{WAKEUPS}/{instance_id}"
+
+
+class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One committed turn: ``log/{seq}``.
+
+    ``events`` extend the current run's history; ``next_run``, when present, starts a
+    fresh run (a new instance, continue-as-new, a reuse or a rerun) after them.
+    ``consumed`` names the inbox messages the turn applied; ``status`` and
+    ``custom_status`` are the instance's state after the turn.
+    """
+
+    seq: int
+    status: str
+    events: list[HistoryEvent] = []
+    next_run: list[HistoryEvent] = []
+    consumed: list[str] = []
+    custom_status: Raw = NULL
+    format: int = 1
+
+
+class InstanceMeta(msgspec.Struct, omit_defaults=True):
+    """The index record ``meta``: enough to list and describe without reading the log."""
+
+    instance_id: str
+    name: str
+    status: str
+    seq: int
+    run_start: int
+    created_at: datetime
+    updated_at: datetime
+    input: Raw = NULL
+    output: Raw = NULL
+    failure: FailureDetails | None = None
+    custom_status: Raw = NULL
+    parent: ParentRef | None = None
+    format: int = 1
+
+
+class InboxMessage(msgspec.Struct, frozen=True):
+    """An accepted, not yet applied message for an instance: one history event."""
+
+    id: str
+    event: HistoryEvent
+
+
+_encoder = msgspec.json.Encoder()
+_record_decoder = msgspec.json.Decoder(TurnRecord)
+_meta_decoder = msgspec.json.Decoder(InstanceMeta)
+_message_decoder = msgspec.json.Decoder(InboxMessage)
+
+
+def encode(obj: TurnRecord | InstanceMeta | InboxMessage) -> bytes:
+    return _encoder.encode(obj)
+
+
+def _decode(decoder: msgspec.json.Decoder, data: bytes, key: str, what: str):  # type: ignore[no-untyped-def,type-arg]
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise StoreError(f"corrupt {what} at {key!r}: {err}", key=key, transient=False) from err
+
+
+def decode_record(data: bytes, key: str) -> TurnRecord:
+    record: TurnRecord = _decode(_record_decoder, data, key, "turn record")
+    return record
+
+
+def decode_meta(data: bytes, key: str) -> InstanceMeta:
+    meta: InstanceMeta = _decode(_meta_decoder, data, key, "instance meta")
+    return meta
+
+
+def decode_message(data: bytes, key: str) -> InboxMessage:
+    message: InboxMessage = _decode(_message_decoder, data, key, "inbox message")
+    return message

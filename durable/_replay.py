@@ -1,0 +1,417 @@
+"""The replay engine: a workflow coroutine over history and new events, actions out.
+
+Pure and synchronous: no anyio, no store, no clock. :class:`WorkflowRun` keeps the
+suspended coroutine between turns, so a turn costs its new events, not its history.
+Replayed events must meet the actions the code takes again; anything else is a
+:class:`~durable.NonDeterminismError` naming the history event.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from msgspec import Raw
+
+from ._actions import (
+    Action,
+    CompleteWorkflow,
+    ContinueAsNew,
+    FailWorkflow,
+    ScheduleActivity,
+    StartChildWorkflow,
+    StartTimer,
+)
+from ._codec import PayloadCodec
+from ._context import WorkflowContext
+from ._errors import (
+    ActivityFailed,
+    DurableError,
+    NonDeterminismError,
+    SerializationError,
+    WorkflowFailed,
+)
+from ._events import (
+    EPOCH,
+    NULL,
+    ActivityCompleted,
+    ActivityErrored,
+    ActivityScheduled,
+    ChildWorkflowCompleted,
+    ChildWorkflowErrored,
+    ChildWorkflowScheduled,
+    ContinuedAsNew,
+    Event,
+    EventRaised,
+    TimerCreated,
+    TimerFired,
+    TurnStarted,
+    WorkflowCompleted,
+    WorkflowErrored,
+    WorkflowResumed,
+    WorkflowStarted,
+    WorkflowSuspended,
+    WorkflowTerminated,
+)
+from ._failure import failure_from_exception
+from ._futures import DurableFuture, Scheduler, WorkflowControl
+from ._registry import Registry, WorkflowDefinition
+
+__all__ = ["ContinueAsNewSignal", "WorkflowRun", "describe"]
+
+Final = CompleteWorkflow | FailWorkflow | ContinueAsNew
+
+
+class ContinueAsNewSignal(WorkflowControl):
+    """Unwinds the workflow coroutine after ``ctx.continue_as_new``."""
+
+
+class _Open:
+    """A durable operation the workflow waits on, by task id."""
+
+    __slots__ = ("future", "kind", "name", "output_type")
+
+    def __init__(self, future: DurableFuture[Any], kind: str, name: str, output_type: Any) -> None:
+        self.future = future
+        self.kind = kind
+        self.name = name
+        self.output_type = output_type
+
+
+def describe(item: Event | Action) -> str:
+    """A short human description of a scheduling event or action, for error messages."""
+    match item:
+        case ActivityScheduled(name=name, task_id=tid) | ScheduleActivity(name=name, task_id=tid):
+            return f"activity {name!r} (task {tid})"
+        case TimerCreated(task_id=tid) | StartTimer(task_id=tid):
+            return f"a timer (task {tid})"
+        case (
+            ChildWorkflowScheduled(name=name, task_id=tid)
+            | StartChildWorkflow(name=name, task_id=tid)
+        ):
+            return f"sub-workflow {name!r} (task {tid})"
+        case WorkflowCompleted() | CompleteWorkflow():
+            return "completion of the workflow"
+        case WorkflowErrored() | FailWorkflow():
+            return "failure of the workflow"
+        case ContinuedAsNew() | ContinueAsNew():
+            return "continue-as-new"
+    return type(item).__name__
+
+
+_SCHEDULING_TYPES: dict[type, type] = {
+    ActivityScheduled: ScheduleActivity,
+    TimerCreated: StartTimer,
+    ChildWorkflowScheduled: StartChildWorkflow,
+}
+_FINAL_TYPES: dict[type, type] = {
+    WorkflowCompleted: CompleteWorkflow,
+    WorkflowErrored: FailWorkflow,
+    ContinuedAsNew: ContinueAsNew,
+}
+
+
+class WorkflowRun:
+    """One run of a workflow coroutine, fed event by event.
+
+    ``apply(events, replaying=True)`` re-executes committed history and checks the
+    code against it; ``apply(events, replaying=False)`` feeds a new turn's events and
+    returns the actions the turn takes.
+    """
+
+    def __init__(
+        self,
+        instance_id: str,
+        definition: WorkflowDefinition,
+        registry: Registry,
+        codec: PayloadCodec,
+    ) -> None:
+        self.instance_id = instance_id
+        self.definition = definition
+        self.registry = registry
+        self.codec = codec
+        self.ctx = WorkflowContext(self)
+        self.now = EPOCH
+        self.replaying = True
+        self.final: Final | None = None
+        self.terminated = False
+        self.custom_status: Raw = NULL
+        self.started: WorkflowStarted | None = None
+        self._final_matched = False
+        self._main_started = False
+        self._scheduler = Scheduler()
+        self._pending: dict[int, Action] = {}
+        self._open: dict[int, _Open] = {}
+        self._next_task_id = 0
+        self._waiters: dict[str, deque[tuple[DurableFuture[Any], Any]]] = {}
+        self._buffered: dict[str, deque[EventRaised]] = {}
+        self._suspended = False
+        self._held: list[Event] = []
+        self._random: random.Random | None = None
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            WorkflowStarted: self._on_started,
+            TurnStarted: self._on_turn_started,
+            ActivityScheduled: self._on_scheduled,
+            TimerCreated: self._on_scheduled,
+            ChildWorkflowScheduled: self._on_scheduled,
+            ActivityCompleted: self._on_activity_completed,
+            ActivityErrored: self._on_activity_errored,
+            TimerFired: self._on_timer_fired,
+            ChildWorkflowCompleted: self._on_child_completed,
+            ChildWorkflowErrored: self._on_child_errored,
+            EventRaised: self._on_event_raised,
+            WorkflowSuspended: self._on_suspended,
+            WorkflowResumed: self._on_resumed,
+            WorkflowTerminated: self._on_terminated,
+            WorkflowCompleted: self._on_final,
+            WorkflowErrored: self._on_final,
+            ContinuedAsNew: self._on_final,
+        }
+
+    # -- feeding events -------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended (returned, failed, continued-as-new or terminated)."""
+        return self.final is not None or self.terminated
+
+    def apply(self, events: list[Event], *, replaying: bool) -> list[Action]:
+        """Feed events in order; return the new actions (none while replaying)."""
+        self.replaying = replaying
+        handlers = self._handlers
+        for event in events:
+            if self._suspended and not isinstance(
+                event, WorkflowResumed | WorkflowTerminated | TurnStarted
+            ):
+                self._held.append(event)
+                continue
+            handlers[type(event)](event)
+            self._run_tasks()
+        if replaying:
+            return []
+        actions = list(self._pending.values())
+        self._pending.clear()
+        if self.final is not None and not self._final_matched:
+            self._final_matched = True
+            actions.append(self.final)
+        return actions
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the run is suspended (events wait until it resumes)."""
+        return self._suspended
+
+    def take_pending(self) -> list[Action]:
+        """Hand over actions that replay produced beyond history (the first turn of a
+        rerun, whose history ends part-way through a turn)."""
+        actions = list(self._pending.values())
+        self._pending.clear()
+        return actions
+
+    def check_complete(self) -> None:
+        """After replaying a whole history: the code must have nothing left unrecorded."""
+        self._check_nothing_pending("the end of history", None)
+
+    def close(self) -> None:
+        """Drop the coroutine (eviction, termination, end of run)."""
+        self.terminated = self.terminated or self.final is None
+        self._scheduler.close()
+
+    def _run_tasks(self) -> None:
+        if self.finished:
+            return
+        try:
+            self._scheduler.run()
+        except ContinueAsNewSignal:
+            if self.final is None:
+                raise RuntimeError("continue-as-new unwound without a request") from None
+            self._scheduler.close()
+
+    # -- history handlers -----------------------------------------------------------
+
+    def _on_started(self, event: WorkflowStarted) -> None:
+        self.started = event
+        self.now = event.timestamp
+
+    def _on_turn_started(self, event: TurnStarted) -> None:
+        self._check_nothing_pending(f"history event {event.event_id}, a new turn", event.event_id)
+        self.now = event.timestamp
+        if self.started is not None and not self._main_started and not self.finished:
+            self._main_started = True
+            self._start_main(self.started)
+
+    def _start_main(self, started: WorkflowStarted) -> None:
+        definition = self.definition
+        try:
+            value = self.codec.decode(started.input, definition.input_type)
+        except SerializationError as err:
+            self.final = FailWorkflow(failure_from_exception(err))
+            return
+        coro = definition.fn(self.ctx, value) if definition.takes_input else definition.fn(self.ctx)
+        main = self._scheduler.spawn(coro)
+        main.add_done_callback(self._on_main_done)
+
+    def _on_main_done(self, main: DurableFuture[Any]) -> None:
+        if self.final is not None:
+            return
+        exc = main.exception()
+        if exc is not None:
+            self.final = FailWorkflow(failure_from_exception(exc))
+            return
+        try:
+            self.final = CompleteWorkflow(Raw(self.codec.encode(main.result())))
+        except SerializationError as err:
+            self.final = FailWorkflow(failure_from_exception(err))
+
+    def _on_scheduled(
+        self, event: ActivityScheduled | TimerCreated | ChildWorkflowScheduled
+    ) -> None:
+        action = self._pending.pop(event.task_id, None)
+        if action is None:
+            raise NonDeterminismError(
+                f"workflow {self.instance_id!r}: history event {event.event_id} is "
+                f"{describe(event)}, but the workflow code did not schedule it",
+                event_id=event.event_id,
+            )
+        if type(action) is not _SCHEDULING_TYPES[type(event)] or getattr(
+            action, "name", None
+        ) != getattr(event, "name", None):
+            raise NonDeterminismError(
+                f"workflow {self.instance_id!r}: history event {event.event_id} is "
+                f"{describe(event)}, but the workflow code asked for {describe(action)}",
+                event_id=event.event_id,
+            )
+
+    def _on_final(self, event: WorkflowCompleted | WorkflowErrored | ContinuedAsNew) -> None:
+        if self.final is None or type(self.final) is not _FINAL_TYPES[type(event)]:
+            did = describe(self.final) if self.final is not None else "is still waiting"
+            raise NonDeterminismError(
+                f"workflow {self.instance_id!r}: history event {event.event_id} is the "
+                f"{describe(event)}, but the workflow code {did}",
+                event_id=event.event_id,
+            )
+        self._final_matched = True
+
+    def _check_nothing_pending(self, where: str, event_id: int | None) -> None:
+        if self._pending:
+            action = next(iter(self._pending.values()))
+            raise NonDeterminismError(
+                f"workflow {self.instance_id!r}: the workflow code asked for "
+                f"{describe(action)}, which history does not hold before {where}",
+                event_id=event_id,
+            )
+        if self.final is not None and not self._final_matched and self.replaying:
+            raise NonDeterminismError(
+                f"workflow {self.instance_id!r}: the workflow code ended "
+                f"({describe(self.final)}), which history does not hold before {where}",
+                event_id=event_id,
+            )
+
+    def _take_open(self, task_id: int) -> _Open | None:
+        return self._open.pop(task_id, None)
+
+    def _on_activity_completed(self, event: ActivityCompleted) -> None:
+        if (op := self._take_open(event.task_id)) is not None:
+            self._resolve(op, event.result)
+
+    def _on_child_completed(self, event: ChildWorkflowCompleted) -> None:
+        if (op := self._take_open(event.task_id)) is not None:
+            self._resolve(op, event.result)
+
+    def _resolve(self, op: _Open, raw: Raw) -> None:
+        try:
+            value = self.codec.decode(raw, op.output_type)
+        except SerializationError as err:
+            op.future.set_exception(err)
+            return
+        op.future.set_result(value)
+
+    def _on_activity_errored(self, event: ActivityErrored) -> None:
+        if (op := self._take_open(event.task_id)) is not None:
+            op.future.set_exception(ActivityFailed(op.name, event.task_id, event.failure))
+
+    def _on_child_errored(self, event: ChildWorkflowErrored) -> None:
+        if (op := self._take_open(event.task_id)) is not None:
+            op.future.set_exception(WorkflowFailed(op.name, event.failure))
+
+    def _on_timer_fired(self, event: TimerFired) -> None:
+        if (op := self._take_open(event.task_id)) is not None:
+            op.future.set_result(None)
+
+    def _on_event_raised(self, event: EventRaised) -> None:
+        waiters = self._waiters.get(event.name)
+        while waiters:
+            future, output_type = waiters.popleft()
+            if not future.done():
+                self._deliver(future, event.input, output_type)
+                return
+        self._buffered.setdefault(event.name, deque()).append(event)
+
+    def _deliver(self, future: DurableFuture[Any], raw: Raw, output_type: Any) -> None:
+        try:
+            future.set_result(self.codec.decode(raw, output_type))
+        except SerializationError as err:
+            future.set_exception(err)
+
+    def _on_suspended(self, event: WorkflowSuspended) -> None:
+        self._suspended = True
+
+    def _on_resumed(self, event: WorkflowResumed) -> None:
+        self._suspended = False
+        held, self._held = self._held, []
+        for held_event in held:
+            self._handlers[type(held_event)](held_event)
+            self._run_tasks()
+
+    def _on_terminated(self, event: WorkflowTerminated) -> None:
+        self.terminated = True
+        self._scheduler.close()
+
+    # -- operations for WorkflowContext ---------------------------------------------
+
+    def next_task_id(self) -> int:
+        task_id = self._next_task_id
+        self._next_task_id += 1
+        return task_id
+
+    def schedule(
+        self, action: Action, future: DurableFuture[Any], kind: str, name: str, output_type: Any
+    ) -> None:
+        """Record a new durable operation; it is matched against history or emitted."""
+        task_id: int = action.task_id  # type: ignore[union-attr]
+        self._pending[task_id] = action
+        self._open[task_id] = _Open(future, kind, name, output_type)
+
+    def wait_event(self, name: str, output_type: Any) -> DurableFuture[Any]:
+        future: DurableFuture[Any] = DurableFuture()
+        buffered = self._buffered.get(name)
+        if buffered:
+            self._deliver(future, buffered.popleft().input, output_type)
+        else:
+            self._waiters.setdefault(name, deque()).append((future, output_type))
+        return future
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> DurableFuture[Any]:
+        return self._scheduler.spawn(coro)
+
+    def request_continue_as_new(self, raw_input: Raw) -> None:
+        carry = sorted(
+            (event for queue in self._buffered.values() for event in queue),
+            key=lambda event: event.event_id,
+        )
+        carryover = tuple(EventRaised(name=e.name, input=e.input) for e in carry)
+        self.final = ContinueAsNew(raw_input, carryover)
+        self._buffered.clear()
+
+    def rng(self) -> random.Random:
+        if self._random is None:
+            run_id = self.started.run_id if self.started is not None else ""
+            self._random = random.Random(f"{self.instance_id}/{run_id}")
+        return self._random
+
+
+def run_failure(exc: DurableError) -> FailWorkflow:
+    """The action that fails a run the engine could not replay."""
+    return FailWorkflow(failure_from_exception(exc))

@@ -1,0 +1,47 @@
+"""``WorkflowStatus`` and ``WorkflowState``: what ``describe()`` tells about an instance."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ._failure import FailureDetails
+
+__all__ = ["TERMINAL", "WorkflowState", "WorkflowStatus"]
+
+
+class WorkflowStatus(enum.StrEnum):
+    """The lifecycle of an instance."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TERMINATED = "TERMINATED"
+    CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Completed, failed or terminated: nothing more will happen."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowState:
+    """A snapshot of one instance: status, payloads (decoded) and timestamps."""
+
+    instance_id: str
+    name: str
+    status: WorkflowStatus
+    input: Any = None
+    output: Any = None
+    failure: FailureDetails | None = None
+    custom_status: Any = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None

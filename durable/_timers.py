@@ -1,0 +1,72 @@
+"""The durable timer queue: one heap, one task sleeping on the Clock until the next one."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from datetime import datetime
+
+import anyio
+
+from ._clock import Clock
+
+__all__ = ["TimerQueue"]
+
+
+class TimerQueue:
+    """Calls ``fire(payload)`` for each entry once the Clock reaches its time.
+
+    Entries are durable timers, retry backoffs and event timeouts; ``next_deadline``
+    is what a ``MockClock(auto_advance=True)`` jumps to when the runtime is idle.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        fire: Callable[[tuple[object, ...]], None],
+        on_change: Callable[[], None],
+    ) -> None:
+        self._clock = clock
+        self._fire = fire
+        self._on_change = on_change
+        self._heap: list[tuple[datetime, int, tuple[object, ...]]] = []
+        self._ids = itertools.count()
+        self._sleep_scope: anyio.CancelScope | None = None
+        self._sleep_until: datetime | None = None
+        self._added = anyio.Event()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, when: datetime, payload: tuple[object, ...]) -> None:
+        heapq.heappush(self._heap, (when, next(self._ids), payload))
+        if self._sleep_until is None or when < self._sleep_until:
+            if self._sleep_scope is not None:
+                self._sleep_scope.cancel()
+            self._added.set()
+        self._on_change()
+
+    def next_deadline(self) -> datetime | None:
+        return self._heap[0][0] if self._heap else None
+
+    async def run(self) -> None:
+        heap = self._heap
+        while True:
+            now = self._clock.now()
+            fired = False
+            while heap and heap[0][0] <= now:
+                self._fire(heapq.heappop(heap)[2])
+                fired = True
+            if fired:
+                self._on_change()
+            if not heap:
+                self._added = anyio.Event()
+                await self._added.wait()
+                continue
+            self._sleep_until = heap[0][0]
+            with anyio.CancelScope() as scope:
+                self._sleep_scope = scope
+                await self._clock.sleep_until(self._sleep_until)
+            self._sleep_scope = None
+            self._sleep_until = None

@@ -1,0 +1,5 @@
+"""The ``durable`` command."""
+
+
+def main() -> None:
+    raise SystemExit("durable: not yet")
