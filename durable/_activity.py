@@ -7,15 +7,17 @@ outcome is an ``ActivityCompleted`` or ``ActivityErrored`` event for the workflo
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from msgspec import Raw
 
-from ._codec import PayloadCodec
 from ._events import ActivityCompleted, ActivityErrored, ActivityScheduled
 from ._failure import failure_from_exception
-from ._registry import Registry
+
+if TYPE_CHECKING:
+    from ._codec import PayloadCodec
+    from ._registry import Registry
 
 __all__ = ["ActivityContext", "execute_activity"]
 

@@ -8,7 +8,6 @@ the engine in memory, and waits for results without polling.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -17,7 +16,7 @@ from msgspec import Raw
 
 from ._clock import Clock, SystemClock
 from ._codec import JsonCodec, PayloadCodec
-from ._errors import InstanceNotFoundError, TimeoutError, WorkflowFailed
+from ._errors import TimeoutError, WorkflowFailed
 from ._events import (
     NULL,
     EventRaised,
@@ -41,12 +40,14 @@ from ._instances import (
 )
 from ._log import read_meta, read_record
 from ._records import InstanceMeta, wakeup_key
-from ._registry import Registry
 from ._state import WorkflowState, WorkflowStatus
 from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+
     from ._engine import Engine
+    from ._registry import Registry
 
 __all__ = ["Client", "WorkflowHandle"]
 
@@ -272,9 +273,9 @@ class Client:
     async def _send(self, instance_id: str, event: HistoryEvent) -> None:
         async with self._busy():
             engine = self._engine
-            if engine is None or engine.local(instance_id) is None:
-                if await read_meta(self.store, instance_id) is None:
-                    await load_existing(self.store, instance_id)  # raises if absent
+            unknown = engine is None or engine.local(instance_id) is None
+            if unknown and await read_meta(self.store, instance_id) is None:
+                await load_existing(self.store, instance_id)  # raises if absent
             message = await send_message(self.store, self.clock.now(), instance_id, event)
             if engine is not None:
                 engine.accept_message(instance_id, message)
@@ -334,7 +335,7 @@ class WorkflowHandle(Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         return self.result().__await__()
 
-    async def result(self, timeout: timedelta | float | None = None) -> T:
+    async def result(self, timeout: timedelta | float | None = None) -> T:  # noqa: ASYNC109 (a Clock timeout)
         """The workflow's output once it ends; ``durable.TimeoutError`` if ``timeout``
         (on the client's Clock) passes first."""
         client = self._client

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
 from ._errors import SerializationError
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["JsonCodec", "PayloadCodec", "hints_of"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 from msgspec import Raw
@@ -17,12 +16,13 @@ from msgspec import Raw
 from ._actions import ScheduleActivity, StartChildWorkflow, StartTimer
 from ._errors import ActivityFailed, TimeoutError, WorkflowFailed
 from ._futures import DurableFuture
-from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     import random
+    from datetime import datetime, timedelta
 
     from ._replay import WorkflowRun
+    from ._retry import RetryPolicy
 
 __all__ = ["WorkflowContext"]
 
@@ -40,7 +40,7 @@ class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         if not self._run.replaying:
             super().log(level, msg, *args, **kwargs)
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+    def isEnabledFor(self, level: int) -> bool:
         return not self._run.replaying and super().isEnabledFor(level)
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -22,7 +21,6 @@ import anyio.lowlevel
 import msgspec
 from msgspec import Raw
 
-from ._activity import execute_activity
 from ._actions import (
     Action,
     CompleteWorkflow,
@@ -32,8 +30,8 @@ from ._actions import (
     StartChildWorkflow,
     StartTimer,
 )
+from ._activity import execute_activity
 from ._clock import Clock, MockClock
-from ._codec import PayloadCodec
 from ._errors import (
     InstanceExistsError,
     NonDeterminismError,
@@ -43,9 +41,9 @@ from ._errors import (
     UnknownWorkflowError,
 )
 from ._events import (
+    NULL,
     ActivityCompleted,
     ActivityErrored,
-    NULL,
     ActivityScheduled,
     ChildWorkflowCompleted,
     ChildWorkflowErrored,
@@ -77,11 +75,16 @@ from ._records import (
     log_key,
     wakeup_key,
 )
-from ._registry import Registry
 from ._replay import WorkflowRun
 from ._state import WorkflowStatus
 from ._timers import TimerQueue
-from .store import ObjectStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._codec import PayloadCodec
+    from ._registry import Registry
+    from .store import ObjectStore
 
 __all__ = ["Engine"]
 
@@ -106,10 +109,29 @@ class _Instance:
     """What the engine keeps in memory for one instance."""
 
     __slots__ = (
-        "consumed", "created_at", "custom_status", "done", "failure", "id", "loading",
-        "meta_etag", "meta_seq", "meta_status", "name", "next_event_id", "outstanding",
-        "output", "parent", "pending", "queued", "run", "run_start", "running", "seq",
-        "started", "status",
+        "consumed",
+        "created_at",
+        "custom_status",
+        "done",
+        "failure",
+        "id",
+        "loading",
+        "meta_etag",
+        "meta_seq",
+        "meta_status",
+        "name",
+        "next_event_id",
+        "output",
+        "outstanding",
+        "parent",
+        "pending",
+        "queued",
+        "run",
+        "run_start",
+        "running",
+        "seq",
+        "started",
+        "status",
     )  # fmt: skip
 
     def __init__(self, instance_id: str, started: WorkflowStarted, created_at: Any) -> None:
@@ -395,10 +417,11 @@ class Engine:
                         event_id=0, timestamp=now, name=inst.name, input=action.input,
                         run_id=new_run_id(), parent=inst.parent,
                     )  # fmt: skip
-                    next_run = [started] + [
+                    next_run = [started]
+                    next_run.extend(
                         msgspec.structs.replace(e, event_id=i, timestamp=now)
                         for i, e in enumerate(action.carryover, start=1)
-                    ]
+                    )
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))
             event_id += 1
         if run.terminated and status not in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED):
@@ -421,6 +444,7 @@ class Engine:
                     return await self.store.get(key) == data
                 except StoreError:
                     return False
+        return False  # not reached: the shielded scope is never cancelled
 
     async def _commit_failure(self, inst: _Instance, err: Exception) -> None:
         """End the instance as FAILED with ``err`` (a replay that no longer matches)."""
@@ -453,7 +477,7 @@ class Engine:
                 outstanding[event.task_id] = event
                 self._dispatch(inst, event)
             elif type(event) in _ANSWERS:
-                outstanding.pop(event.task_id, None)  # type: ignore[attr-defined]
+                outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
         if record.next_run:
             self._start_new_run(inst, record)
         elif inst.status.is_terminal:

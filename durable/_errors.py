@@ -83,7 +83,7 @@ class NonDeterminismError(DurableError):
         self.event_id = event_id
 
 
-class TimeoutError(DurableError, builtins.TimeoutError):  # noqa: A001
+class TimeoutError(DurableError, builtins.TimeoutError):
     """Raised when a durable wait (an event, a result) runs out of time."""
 
 

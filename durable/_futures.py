@@ -8,8 +8,10 @@ pure function of the history: the same events resume the same tasks in the same 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Generator
 
 __all__ = ["DurableFuture", "Scheduler", "Task", "WorkflowControl"]
 
@@ -52,7 +54,7 @@ class DurableFuture(Generic[T]):
         """The failure, if it failed; ``None`` if it succeeded."""
         if self._state == _PENDING:
             raise RuntimeError("durable future is not done yet")
-        return self._value if self._state == _FAILED else None  # type: ignore[no-any-return]
+        return self._value if self._state == _FAILED else None
 
     def set_result(self, value: T) -> None:
         if self._state == _PENDING:

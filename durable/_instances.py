@@ -3,7 +3,7 @@ create (exactly once), send a message to the inbox, rerun, purge."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import Raw
@@ -34,7 +34,11 @@ from ._records import (
     log_key,
 )
 from ._state import WorkflowStatus
-from .store import ObjectStore
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .store import ObjectStore
 
 __all__ = [
     "Created",

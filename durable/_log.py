@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import Raw
@@ -33,7 +34,9 @@ from ._records import (
     meta_key,
 )
 from ._state import WorkflowStatus
-from .store import ObjectStore
+
+if TYPE_CHECKING:
+    from .store import ObjectStore
 
 __all__ = ["RunLog", "load_run", "read_meta", "read_record", "write_meta"]
 

@@ -66,7 +66,7 @@ class Registry:
     def workflow(self, fn: F, /) -> F: ...
     @overload
     def workflow(self, *, name: str | None = None) -> Callable[[F], F]: ...
-    def workflow(self, fn: F | None = None, /, *, name: str | None = None) -> Any:
+    def workflow(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
         """Register ``async def wf(ctx: WorkflowContext, input) -> output``."""
 
         def register(fn: F) -> F:
@@ -88,7 +88,7 @@ class Registry:
     def activity(self, fn: F, /) -> F: ...
     @overload
     def activity(self, *, name: str | None = None) -> Callable[[F], F]: ...
-    def activity(self, fn: F | None = None, /, *, name: str | None = None) -> Any:
+    def activity(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
         """Register ``async def act(ctx: ActivityContext, input) -> output`` (or a plain def)."""
 
         def register(fn: F) -> F:

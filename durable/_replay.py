@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgspec import Raw
 
@@ -24,7 +23,6 @@ from ._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from ._codec import PayloadCodec
 from ._context import WorkflowContext
 from ._errors import (
     ActivityFailed,
@@ -57,7 +55,12 @@ from ._events import (
 )
 from ._failure import failure_from_exception
 from ._futures import DurableFuture, Scheduler, WorkflowControl
-from ._registry import Registry, WorkflowDefinition
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from ._codec import PayloadCodec
+    from ._registry import Registry, WorkflowDefinition
 
 __all__ = ["ContinueAsNewSignal", "WorkflowRun", "describe"]
 

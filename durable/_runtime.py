@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -12,8 +11,12 @@ from ._client import Client, WorkflowHandle
 from ._clock import Clock, SystemClock
 from ._codec import JsonCodec, PayloadCodec
 from ._engine import Engine
-from ._registry import Registry
 from .store import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ._registry import Registry
 
 __all__ = ["Runtime"]
 

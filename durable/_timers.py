@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 import anyio
 
-from ._clock import Clock
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+    from ._clock import Clock
 
 __all__ = ["TimerQueue"]
 
