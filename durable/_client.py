@@ -263,7 +263,9 @@ class Client:
             name=snap.name,
             status=snap.status,
             input=self._decode(snap.input, input_type),
-            output=self._decode(snap.output, output_type),
+            output=self._decode(
+                snap.output, output_type if snap.status is WorkflowStatus.COMPLETED else Any
+            ),
             failure=snap.failure,
             custom_status=self._decode(snap.custom_status),
             created_at=snap.created_at,

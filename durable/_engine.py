@@ -124,6 +124,7 @@ class _Instance:
         "output",
         "outstanding",
         "parent",
+        "parked",
         "pending",
         "queued",
         "run",
@@ -152,6 +153,7 @@ class _Instance:
         self.queued = False
         self.running = False
         self.loading = False
+        self.parked = False  # its workflow is not registered here: it waits
         self.meta_etag: str | None = None
         self.meta_seq = -1
         self.meta_status = ""
@@ -195,7 +197,7 @@ class Engine:
         self._instances: dict[str, _Instance] = {}
         self._cached: OrderedDict[str, _Instance] = OrderedDict()
         self._inflight: set[tuple[str, int, int]] = set()
-        self._send, self._receive = anyio.create_memory_object_stream[_Instance](math.inf)
+        self._send: anyio.abc.ObjectSendStream[_Instance] | None = None
         self._timers = TimerQueue(clock, self._on_timer, self._notify)
         self._tg: anyio.abc.TaskGroup | None = None
         self._busy = 0
@@ -208,11 +210,12 @@ class Engine:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Recover, then serve until cancelled."""
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
+        send, receive = anyio.create_memory_object_stream[_Instance](math.inf)
+        async with send, receive, anyio.create_task_group() as tg:
+            self._send, self._tg = send, tg
             await self.recover_all()
             for _ in range(self._max_workers):
-                tg.start_soon(self._worker)
+                tg.start_soon(self._worker, receive)
             tg.start_soon(self._timers.run)
             tg.start_soon(self._poll_loop)
             if isinstance(self.clock, MockClock) and self.clock.auto_advance:
@@ -264,9 +267,10 @@ class Engine:
     # -- queueing turns -------------------------------------------------------------
 
     def _enqueue(self, inst: _Instance) -> None:
-        if not inst.queued and not inst.running and not inst.loading:
+        if not (inst.queued or inst.running or inst.loading or inst.parked):
             inst.queued = True
             self._queued += 1
+            assert self._send is not None, "the engine is not running"
             self._send.send_nowait(inst)
 
     def deliver(
@@ -290,8 +294,8 @@ class Engine:
         finally:
             self.busy_exit()
 
-    async def _worker(self) -> None:
-        async for inst in self._receive:
+    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[_Instance]) -> None:
+        async for inst in receive:
             self._queued -= 1
             inst.queued = False
             inst.running = True
@@ -303,7 +307,8 @@ class Engine:
                 self._retry_later(inst)
             finally:
                 inst.running = False
-                if inst.pending and self._instances.get(inst.id) is inst:
+                needs_turn = inst.pending or inst.status is WorkflowStatus.PENDING
+                if needs_turn and self._instances.get(inst.id) is inst:
                     self._enqueue(inst)
                 self.busy_exit()
 
@@ -322,8 +327,11 @@ class Engine:
                 await self._commit_failure(inst, err)
                 return
             except UnknownWorkflowError as err:
-                log.warning("instance %r waits: %s", inst.id, err)
+                log.warning(
+                    "instance %r waits for a worker that has its workflow: %s", inst.id, err
+                )
                 inst.pending = pending + inst.pending
+                inst.parked = True
                 return
             if run is None:  # the log moved on under us; reloaded
                 inst.pending = pending + inst.pending
@@ -906,10 +914,13 @@ class Engine:
         interval = timedelta(seconds=self._poll_interval)
         while True:
             await self.clock.sleep_until(self.clock.now() + interval)
+            self.busy_enter()
             try:
                 await self.poll_wakeups()
             except StoreError as err:
                 log.warning("polling for messages failed: %s", err)
+            finally:
+                self.busy_exit()
 
     # -- waiting on results ---------------------------------------------------------
 
