@@ -82,6 +82,8 @@ from ._timers import TimerQueue
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
     from ._codec import PayloadCodec
     from ._registry import Registry
     from .store import ObjectStore
@@ -197,7 +199,7 @@ class Engine:
         self._instances: dict[str, _Instance] = {}
         self._cached: OrderedDict[str, _Instance] = OrderedDict()
         self._inflight: set[tuple[str, int, int]] = set()
-        self._send: anyio.abc.ObjectSendStream[_Instance] | None = None
+        self._send: MemoryObjectSendStream[_Instance] | None = None
         self._timers = TimerQueue(clock, self._on_timer, self._notify)
         self._tg: anyio.abc.TaskGroup | None = None
         self._busy = 0
@@ -294,7 +296,7 @@ class Engine:
         finally:
             self.busy_exit()
 
-    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[_Instance]) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[_Instance]) -> None:
         async for inst in receive:
             self._queued -= 1
             inst.queued = False
