@@ -124,7 +124,9 @@ class Client:
         encoded.
         """
         name = self._workflow_name(workflow)
-        instance_id = validate_instance_id(instance_id) if instance_id else os.urandom(16).hex()
+        instance_id = (
+            os.urandom(16).hex() if instance_id is None else validate_instance_id(instance_id)
+        )
         raw = Raw(self.codec.encode(input))
         async with self._busy():
             created = await create_instance(
