@@ -1,5 +1,123 @@
-"""The ``durable`` command."""
+"""The ``durable`` command: run the demo, and inspect or steer instances in a store."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from ._client import Client
+from ._errors import DurableError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+__all__ = ["main"]
+
+DEFAULT_STORE = "file://./.durable"
 
 
-def main() -> None:
-    raise SystemExit("durable: not yet")
+def _find_example(name: str) -> Path:
+    """The examples/ file, in the working directory or beside an editable install."""
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        candidate = root / "examples" / name
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f"durable: cannot find examples/{name}; run from the repository root")
+
+
+def _load_module(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"durable_example_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"durable: cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def _demo(args: argparse.Namespace) -> None:
+    module = _load_module(_find_example("orders.py"))
+    await module.main(args.store)
+
+
+async def _list(args: argparse.Namespace) -> None:
+    async with Client(args.store) as client:
+        async for state in client.list(status=args.status, name=args.name, limit=args.limit):
+            print(f"{state.instance_id}\t{state.name}\t{state.status}\t{state.updated_at}")
+
+
+async def _show(args: argparse.Namespace) -> None:
+    async with Client(args.store) as client:
+        state = await client.get_handle(args.instance_id).describe()
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(state)) + b"\n")
+
+
+async def _history(args: argparse.Namespace) -> None:
+    async with Client(args.store) as client:
+        events = await client.get_handle(args.instance_id).history()
+        if args.json:
+            sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(events)) + b"\n")
+            return
+        for event in events:
+            fields = msgspec.structs.asdict(event)
+            fields.pop("event_id"), fields.pop("timestamp")
+            detail = " ".join(f"{k}={msgspec.json.encode(v).decode()}" for k, v in fields.items())
+            print(f"{event.event_id:>5}  {event.timestamp.isoformat()}  "
+                  f"{type(event).__name__:<24} {detail}")  # fmt: skip
+
+
+async def _terminate(args: argparse.Namespace) -> None:
+    async with Client(args.store) as client:
+        await client.get_handle(args.instance_id).terminate(args.reason)
+
+
+async def _purge(args: argparse.Namespace) -> None:
+    async with Client(args.store) as client:
+        await client.purge(args.instance_id)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="durable", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, run: Callable[[argparse.Namespace], Awaitable[None]],
+                help: str) -> argparse.ArgumentParser:  # fmt: skip
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--store", default=DEFAULT_STORE, help=f"store URL ({DEFAULT_STORE})")
+        p.set_defaults(run=run)
+        return p
+
+    command("demo", _demo, "run the example order workflow, printing each step")
+    p = command("list", _list, "list instances")
+    p.add_argument("--status")
+    p.add_argument("--name")
+    p.add_argument("--limit", type=int)
+    command("show", _show, "describe one instance").add_argument("instance_id")
+    p = command("history", _history, "print an instance's history")
+    p.add_argument("instance_id")
+    p.add_argument("--json", action="store_true", help="as JSON (for the Replayer)")
+    p = command("terminate", _terminate, "terminate a running instance")
+    p.add_argument("instance_id")
+    p.add_argument("--reason", default="terminated from the command line")
+    command("purge", _purge, "delete an ended instance").add_argument("instance_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``durable`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        anyio.run(args.run, args)
+    except DurableError as err:
+        raise SystemExit(f"durable: {err}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except BrokenPipeError:  # output piped into head, less, ...
+        sys.stderr.close()
+        raise SystemExit(0) from None

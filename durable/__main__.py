@@ -1,0 +1,5 @@
+"""``python -m durable`` runs the ``durable`` command."""
+
+from .cli import main
+
+main()
