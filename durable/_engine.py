@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -103,6 +104,7 @@ _ANSWERS: dict[type, type] = {
 }
 _ANY_RUN = -1
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
+_STORE_RETRY = timedelta(seconds=1)  # backoff after a transient store error
 
 Pending = tuple[str | None, int, Event]  # (inbox message id, run it belongs to, event)
 
@@ -133,6 +135,7 @@ class _Instance:
         "run_start",
         "running",
         "seq",
+        "seq_at_turn_start",
         "started",
         "status",
     )  # fmt: skip
@@ -144,6 +147,7 @@ class _Instance:
         self.parent: ParentRef | None = started.parent
         self.created_at = created_at
         self.seq = 0
+        self.seq_at_turn_start = -1
         self.run_start = 0
         self.next_event_id = 0
         self.status = WorkflowStatus.PENDING
@@ -318,6 +322,16 @@ class Engine:
 
     async def _turn(self, inst: _Instance) -> None:
         pending, inst.pending = inst.pending, []
+        try:
+            await self._turn_with(inst, pending)
+        except BaseException:
+            # Nothing was committed: keep the events for the next attempt.
+            if inst.seq_at_turn_start == inst.seq:
+                inst.pending = pending + inst.pending
+            raise
+
+    async def _turn_with(self, inst: _Instance, pending: list[Pending]) -> None:
+        inst.seq_at_turn_start = inst.seq
         if inst.status.is_terminal:
             self._discard_messages(inst, pending)
             return
@@ -583,6 +597,7 @@ class Engine:
         inst.run_start = record.seq
         inst.next_event_id = len(record.next_run)
         inst.outstanding = {}
+        inst.consumed = set(record.consumed)
         inst.run = self._new_run(inst, list(record.next_run))
         self._enqueue(inst)
 
@@ -863,10 +878,9 @@ class Engine:
             await self._reload(inst)
 
     def _retry_later(self, inst: _Instance) -> None:
+        """The store failed: try the instance again after a backoff on the Clock."""
         self._drop_run(inst)
-        from datetime import timedelta
-
-        self._timers.add(self.clock.now() + timedelta(seconds=1), (inst.id, -1, -1, None))
+        self._timers.add(self.clock.now() + _STORE_RETRY, (inst.id, -1, -1, None))
 
     async def _fail_corrupt(
         self, instance_id: str, meta: InstanceMeta | None, etag: str | None, err: StoreError
@@ -911,8 +925,6 @@ class Engine:
                 await self._scan_inbox(inst)
 
     async def _poll_loop(self) -> None:
-        from datetime import timedelta
-
         interval = timedelta(seconds=self._poll_interval)
         while True:
             await self.clock.sleep_until(self.clock.now() + interval)
