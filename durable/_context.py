@@ -99,13 +99,29 @@ class WorkflowContext:
 
     # -- durable operations -------------------------------------------------------
 
+    @overload
     def call_activity(
         self,
-        activity: Callable[..., Awaitable[T]] | Callable[..., T] | str,
+        activity: Callable[..., Coroutine[Any, Any, T]],
         input: Any = None,
         *,
         retry: RetryPolicy | None = None,
-    ) -> DurableFuture[T]:
+    ) -> DurableFuture[T]: ...
+    @overload
+    def call_activity(
+        self, activity: Callable[..., T], input: Any = None, *, retry: RetryPolicy | None = None
+    ) -> DurableFuture[T]: ...
+    @overload
+    def call_activity(
+        self, activity: str, input: Any = None, *, retry: RetryPolicy | None = None
+    ) -> DurableFuture[Any]: ...
+    def call_activity(
+        self,
+        activity: Callable[..., Any] | str,
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> DurableFuture[Any]:
         """Schedule an activity; await the result. Retries follow ``retry``."""
         run = self._run
         name = run.registry.name_of(activity, "activity")
@@ -142,14 +158,32 @@ class WorkflowContext:
             await self._timer(self._run.now + retry.delay(attempt), "retry")
             attempt += 1
 
+    @overload
     def call_workflow(
         self,
-        workflow: Callable[..., Awaitable[T]] | str,
+        workflow: Callable[..., Coroutine[Any, Any, T]],
         input: Any = None,
         *,
         instance_id: str | None = None,
         retry: RetryPolicy | None = None,
-    ) -> DurableFuture[T]:
+    ) -> DurableFuture[T]: ...
+    @overload
+    def call_workflow(
+        self,
+        workflow: str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> DurableFuture[Any]: ...
+    def call_workflow(
+        self,
+        workflow: Callable[..., Any] | str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> DurableFuture[Any]:
         """Start a sub-workflow; await its result (``WorkflowFailed`` if it fails)."""
         from ._ids import validate_instance_id
 

@@ -1,0 +1,266 @@
+"""The scenarios: sequential steps, concurrent workflows, store operations per step.
+
+Workflows here use the default ``SystemClock`` and real stores; each measurement gets a
+fresh store and a fresh event loop (``anyio.run``), and closes both.
+
+(No ``from __future__ import annotations`` here: the registry reads the payload types
+from the annotations, so they must resolve at runtime.)
+"""
+
+import itertools
+import statistics
+from time import perf_counter
+
+import anyio
+
+from durable import ActivityContext, Registry, Runtime, WorkflowContext
+from durable.store import ObjectStore
+
+from ._counting import METHODS, CountingStore
+from ._suite import Column, fresh_store, percentile, scenario
+
+__all__ = ["REGISTRY"]
+
+REGISTRY = Registry()
+
+# perf_counter() at the start of every call of ``bench_step`` in the current measurement.
+_stamps: list[float] = []
+
+
+@REGISTRY.activity
+async def bench_step(ctx: ActivityContext, i: int) -> int:
+    """A trivial async activity that records when it was called."""
+    _stamps.append(perf_counter())
+    return i
+
+
+@REGISTRY.activity
+async def bench_noop(ctx: ActivityContext, i: int) -> int:
+    """A trivial async activity."""
+    return i
+
+
+@REGISTRY.workflow
+async def bench_sequential(ctx: WorkflowContext, k: int) -> int:
+    """``k`` activity steps, one after another."""
+    for i in range(k):
+        await ctx.call_activity(bench_step, i)
+    return k
+
+
+@REGISTRY.workflow
+async def bench_steps(ctx: WorkflowContext, k: int) -> int:
+    """``k`` activity steps that record nothing (for many concurrent instances)."""
+    for i in range(k):
+        await ctx.call_activity(bench_noop, i)
+    return k
+
+
+def warm_up() -> None:
+    """Run a short workflow once on each store so first-call costs stay out of figures."""
+    for kind in ("memory", "file"):
+        with fresh_store(kind) as store:
+            anyio.run(_sequential_once, store, 20)
+
+
+# -- sequential ---------------------------------------------------------------------------
+
+
+async def _sequential_once(store: ObjectStore, k: int) -> dict[str, float]:
+    _stamps.clear()
+    try:
+        async with Runtime(REGISTRY, store=store) as rt:
+            started = perf_counter()
+            handle = await rt.start(bench_sequential, k)
+            result = await handle
+            ended = perf_counter()
+    finally:
+        await store.close()
+    stamps = list(_stamps)
+    _stamps.clear()
+    if result != k or len(stamps) != k:
+        raise RuntimeError(f"sequential run went wrong: result {result}, {len(stamps)} calls")
+    total = ended - started
+    tenth = max(1, k // 10)
+    # per-step time = the gap between consecutive activity calls, averaged over the first
+    # (last) tenth of the gaps
+    first = (stamps[tenth] - stamps[0]) / tenth
+    last = (stamps[-1] - stamps[-1 - tenth]) / tenth
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    # the median gap shrugs off a few preempted steps (other processes on 2 cores)
+    first_median = statistics.median(gaps[:tenth])
+    last_median = statistics.median(gaps[-tenth:])
+    return {
+        "total_s": total,
+        "steps_per_s": k / total,
+        "first10_step_s": first,
+        "last10_step_s": last,
+        "last_over_first": last / first,
+        "first10_median_gap_s": first_median,
+        "last10_median_gap_s": last_median,
+        "last_over_first_median_gap": last_median / first_median,
+        "start_to_first_step_s": stamps[0] - started,
+        "last_step_to_result_s": ended - stamps[-1],
+    }
+
+
+@scenario(
+    "sequential",
+    description="one workflow of K sequential trivial async activity steps",
+    size_name="K",
+    sizes=(100, 1_000, 10_000),
+    quick_sizes=(100, 1_000),
+    columns=(
+        Column("total_s", "total s", ".3f"),
+        Column("steps_per_s", "steps/s", ",.0f"),
+        Column("first10_step_s", "first10% mean µs", ",.1f", 1e6),
+        Column("last10_step_s", "last10% mean µs", ",.1f", 1e6),
+        Column("last_over_first", "mean last/first", ".2f"),
+        Column("first10_median_gap_s", "first10% p50 µs", ",.1f", 1e6),
+        Column("last10_median_gap_s", "last10% p50 µs", ",.1f", 1e6),
+        Column("last_over_first_median_gap", "p50 last/first", ".2f"),
+    ),
+    notes=(
+        "total = rt.start() to the awaited result; mean = mean gap between consecutive "
+        "activity calls (perf_counter inside the activity) over the first/last 10% of steps; "
+        "p50 = the median gap over the same steps (robust to preemption)",
+        "every column, ratios included, is the median over runs of the per-run figure",
+    ),
+)
+def sequential(store_kind: str, k: int) -> dict[str, float]:
+    with fresh_store(store_kind) as store:
+        return anyio.run(_sequential_once, store, k)
+
+
+# -- concurrent ---------------------------------------------------------------------------
+
+_CONCURRENT_STEPS = 10
+
+
+async def _concurrent_once(store: ObjectStore, n: int) -> dict[str, float]:
+    latencies: list[float] = []
+
+    try:
+        async with Runtime(REGISTRY, store=store) as rt:
+
+            async def one() -> None:
+                t0 = perf_counter()
+                handle = await rt.start(bench_steps, _CONCURRENT_STEPS)
+                if await handle != _CONCURRENT_STEPS:
+                    raise RuntimeError("concurrent run went wrong")
+                latencies.append(perf_counter() - t0)
+
+            started = perf_counter()
+            async with anyio.create_task_group() as tg:
+                for _ in range(n):
+                    tg.start_soon(one)
+            ended = perf_counter()
+    finally:
+        await store.close()
+    total = ended - started
+    return {
+        "total_s": total,
+        "workflows_per_s": n / total,
+        "steps_per_s": n * _CONCURRENT_STEPS / total,
+        "p50_s": percentile(latencies, 50),
+        "p99_s": percentile(latencies, 99),
+        "max_s": max(latencies),
+    }
+
+
+@scenario(
+    "concurrent",
+    description=f"N concurrent workflows of {_CONCURRENT_STEPS} trivial activity steps each",
+    size_name="N",
+    sizes=(1_000,),
+    quick_sizes=(200,),
+    columns=(
+        Column("total_s", "total s", ".3f"),
+        Column("workflows_per_s", "workflows/s", ",.0f"),
+        Column("steps_per_s", "steps/s", ",.0f"),
+        Column("p50_s", "p50 ms", ",.1f", 1e3),
+        Column("p99_s", "p99 ms", ",.1f", 1e3),
+    ),
+    notes=(
+        "all N are started at once (a burst of tasks calling rt.start); latency = each "
+        "task's rt.start() call to its awaited result; default runtime limits "
+        "(32 concurrent turns, 100 concurrent activities)",
+    ),
+)
+def concurrent(store_kind: str, n: int) -> dict[str, float]:
+    with fresh_store(store_kind) as store:
+        return anyio.run(_concurrent_once, store, n)
+
+
+# -- store-ops ----------------------------------------------------------------------------
+
+_WRITES = ("put", "put_if_absent", "put_if_match")
+_READS = ("get", "get_with_etag", "list")
+
+
+async def _store_ops_once(store: ObjectStore, k: int) -> dict[str, float]:
+    counting = CountingStore(store)
+    _stamps.clear()
+    try:
+        async with Runtime(REGISTRY, store=counting) as rt:
+            before = counting.snapshot()
+            started = perf_counter()
+            handle = await rt.start(bench_sequential, k)
+            if await handle != k:
+                raise RuntimeError("store-ops run went wrong")
+            ended = perf_counter()
+            window = counting.since(before)
+            # Reading the result again shows what the client's result read costs alone.
+            before_read = counting.snapshot()
+            await handle
+            result_read = counting.since(before_read)
+    finally:
+        await store.close()
+        _stamps.clear()
+    figures: dict[str, float] = {}
+    for method in METHODS:
+        figures[f"{method}_per_step"] = window[f"calls.{method}"] / k
+    figures["ops_per_step"] = sum(window[f"calls.{m}"] for m in METHODS) / k
+    figures["writes_per_step"] = sum(window[f"calls.{m}"] for m in _WRITES) / k
+    figures["reads_per_step"] = sum(window[f"calls.{m}"] for m in _READS) / k
+    figures["ops_total"] = sum(window[f"calls.{m}"] for m in METHODS)
+    figures["failed_ops_total"] = sum(window[f"errors.{m}"] for m in METHODS)
+    figures["result_read_ops"] = sum(result_read[f"calls.{m}"] for m in METHODS)
+    figures["bytes_written_per_step"] = window["bytes_written"] / k
+    figures["bytes_read_per_step"] = window["bytes_read"] / k
+    store_seconds = sum(window[f"seconds.{m}"] for m in METHODS)
+    figures["store_s_per_step"] = store_seconds / k
+    figures["store_share"] = store_seconds / (ended - started)
+    return figures
+
+
+@scenario(
+    "store-ops",
+    description="store operations per workflow step (counting wrapper), K-step workflow",
+    size_name="K",
+    sizes=(100,),
+    columns=(
+        Column("ops_per_step", "ops/step", ".2f"),
+        Column("put_if_absent_per_step", "if_absent", ".2f"),
+        Column("put_if_match_per_step", "if_match", ".2f"),
+        Column("put_per_step", "put", ".2f"),
+        Column("get_per_step", "get", ".2f"),
+        Column("get_with_etag_per_step", "get+etag", ".2f"),
+        Column("list_per_step", "list", ".2f"),
+        Column("delete_per_step", "delete", ".2f"),
+        Column("bytes_written_per_step", "B written/step", ",.0f"),
+        Column("store_s_per_step", "store µs/step", ",.1f", 1e6),
+        Column("store_share", "store share", ".0%"),
+    ),
+    notes=(
+        "per-step columns = calls per step by ObjectStore method (put_if_absent, "
+        "put_if_match, put, get, get_with_etag, list, delete)",
+        "window = rt.start() to the awaited result (runtime start-up recovery excluded), so "
+        "it includes the client's result read (result_read_ops in --json); store µs/step = "
+        "time spent awaiting store calls; store share = that / wall time of the window",
+        "op counts are deterministic; the timing columns are the median of --repeat runs",
+    ),
+)
+def store_ops(store_kind: str, k: int) -> dict[str, float]:
+    with fresh_store(store_kind) as store:
+        return anyio.run(_store_ops_once, store, k)

@@ -1,0 +1,53 @@
+"""The public surface is part of the product: pin it."""
+
+from __future__ import annotations
+
+import durable
+import durable.store
+
+EXPECTED = {
+    "ActivityContext", "ActivityFailed", "Client", "Clock", "DurableError", "DurableFuture",
+    "FailureDetails", "InstanceExistsError", "InstanceNotFoundError", "InstanceRunningError",
+    "InvalidInstanceIdError", "JsonCodec", "MockClock", "NonDeterminismError", "PayloadCodec",
+    "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreError", "SystemClock",
+    "TimeoutError", "UnknownWorkflowError", "WorkflowContext", "WorkflowFailed",
+    "WorkflowHandle", "WorkflowState", "WorkflowStatus",
+}  # fmt: skip
+
+
+def test_exports_are_exactly_the_public_api() -> None:
+    assert set(durable.__all__) == EXPECTED
+    assert durable.__all__ == sorted(durable.__all__)
+    for name in durable.__all__:
+        assert getattr(durable, name).__module__ == "durable" or name in {"Clock", "PayloadCodec"}
+
+
+def test_store_exports() -> None:
+    assert durable.store.__all__ == sorted(durable.store.__all__)
+    assert {"ObjectStore", "MemoryStore", "LocalStore", "open_store"} <= set(durable.store.__all__)
+
+
+def test_every_error_is_a_durable_error() -> None:
+    errors = [
+        durable.WorkflowFailed, durable.ActivityFailed, durable.NonDeterminismError,
+        durable.TimeoutError, durable.InstanceExistsError, durable.InstanceNotFoundError,
+        durable.InvalidInstanceIdError, durable.StoreError, durable.SerializationError,
+        durable.UnknownWorkflowError, durable.InstanceRunningError,
+    ]  # fmt: skip
+    for error in errors:
+        assert issubclass(error, durable.DurableError), error
+    assert issubclass(durable.TimeoutError, TimeoutError)
+    assert issubclass(durable.InstanceNotFoundError, LookupError)
+    assert issubclass(durable.InvalidInstanceIdError, ValueError)
+
+
+def test_statuses() -> None:
+    assert [s.value for s in durable.WorkflowStatus] == [
+        "PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "TERMINATED",
+        "CONTINUED_AS_NEW",
+    ]  # fmt: skip
+    assert {s for s in durable.WorkflowStatus if s.is_terminal} == {
+        durable.WorkflowStatus.COMPLETED,
+        durable.WorkflowStatus.FAILED,
+        durable.WorkflowStatus.TERMINATED,
+    }
