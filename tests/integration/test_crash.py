@@ -44,7 +44,8 @@ WORKER = Path(__file__).with_name("crash_worker.py")
 
 def _load_worker() -> ModuleType:
     spec = importlib.util.spec_from_file_location("durable_crash_worker", WORKER)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -69,6 +70,7 @@ class Incarnation:
             bufsize=1,
         )  # fmt: skip
         self.lines: list[str] = []
+        self._eof = False
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -86,15 +88,21 @@ class Incarnation:
         except queue.Empty:
             pytest.fail(f"{context}: incarnation {self.number} printed nothing for "
                         f"{LINE_TIMEOUT}s (hung?)\n{self.stderr_tail()}")  # fmt: skip
-        if line is not None:
+        if line is None:
+            self._eof = True
+        else:
             self.lines.append(line)
         return line
 
     def drain(self) -> None:
         """After the process ended: collect the lines it printed that are still queued."""
         self._reader.join(timeout=LINE_TIMEOUT)
-        while (line := self._queue.get_nowait()) is not None:
-            self.lines.append(line)
+        assert not self._reader.is_alive(), f"incarnation {self.number}: stdout still open"
+        while not self._eof:
+            if (line := self._queue.get_nowait()) is None:
+                self._eof = True
+            else:
+                self.lines.append(line)
 
     def kill(self, context: str) -> int:
         self.proc.send_signal(signal.SIGKILL)
@@ -115,7 +123,8 @@ class Incarnation:
         return code
 
     def stderr_tail(self, chars: int = 4000) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         text = self.stderr_path.read_text(errors="replace")
         return f"--- stderr of incarnation {self.number} (tail) ---\n{text[-chars:]}"
 
@@ -123,12 +132,15 @@ class Incarnation:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._reader.join(timeout=LINE_TIMEOUT)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         if not self._stderr.closed:
             self._stderr.close()
 
 
 def _steps_printed(lines: list[str]) -> list[tuple[str, int]]:
-    return [(p[1], int(p[2])) for line in lines if (p := line.split())[0] == "STEP"]
+    return [(p[1], int(p[2])) for line in lines if (p := line.split())[:1] == ["STEP"]]
 
 
 def _check_log(log_dir: Path, index: int, context: str) -> int:
@@ -171,9 +183,9 @@ def _check_log(log_dir: Path, index: int, context: str) -> int:
             assert record["status"] == "COMPLETED", f"{where}: last record {record}"
     # The chain, step by step, as the log recorded it.
     acc = index
-    assert sorted(scheduled) == sorted(completed) and len(scheduled) == N_STEPS, (
-        f"{context}: {wf_id} scheduled {sorted(scheduled)}, completed {sorted(completed)}"
-    )
+    steps = f"{context}: {wf_id} scheduled {sorted(scheduled)}, completed {sorted(completed)}"
+    assert sorted(scheduled) == sorted(completed), steps
+    assert len(scheduled) == N_STEPS, steps
     for step, task_id in enumerate(sorted(scheduled)):
         assert scheduled[task_id] == [index, step, acc], f"{context}: {wf_id} step {step}"
         acc = worker.step_value(index, step, acc)
@@ -263,7 +275,9 @@ def test_sigkill_at_random_points_then_every_workflow_finishes(tmp_path: Path) -
         assert final.lines[-1:] == ["ALL DONE"], f"{context}: {final.lines[-5:]}"
         assert "Traceback" not in final.stderr_path.read_text(), final.stderr_tail()
         printed.update(_steps_printed(final.lines))
-        reported = {p[1]: int(p[2]) for line in final.lines if (p := line.split())[0] == "RESULT"}
+        reported = {
+            p[1]: int(p[2]) for line in final.lines if (p := line.split())[:1] == ["RESULT"]
+        }
         expected = {
             worker.instance_id(i): worker.expected_result(i, N_STEPS) for i in range(N_WORKFLOWS)
         }
@@ -291,9 +305,11 @@ def test_sigkill_at_random_points_then_every_workflow_finishes(tmp_path: Path) -
     assert {attempt for _, _, attempt in executions} == {"1"}, f"{context}: retries happened"
     assert not printed - ran, f"{context}: steps printed but not logged"
     duplicates = sum(ran.values()) - len(ran)
+    strays = [p for p in store.rglob(".tmp-*") if p.is_file()]  # left by writes cut short
     print(
         f"crash test: {plan}; {kills} kills"
         f"{'' if finished_early is None else ' (the late one raced the end)'}, "
         f"{len(incarnations)} incarnations, {sum(ran.values())} activity executions for "
-        f"{len(ran)} steps ({duplicates} duplicates), {records} log records"
+        f"{len(ran)} steps ({duplicates} duplicates), {records} log records, "
+        f"{len(strays)} stray temp files"
     )
