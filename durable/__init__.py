@@ -25,6 +25,7 @@ from ._errors import (
 from ._failure import FailureDetails
 from ._futures import DurableFuture
 from ._instances import InstanceRunningError
+from ._memo import Memo, MemoStore
 from ._registry import Registry
 from ._retry import RetryPolicy
 from ._runtime import Runtime
@@ -43,6 +44,8 @@ __all__ = [
     "InstanceRunningError",
     "InvalidInstanceIdError",
     "JsonCodec",
+    "Memo",
+    "MemoStore",
     "MockClock",
     "NonDeterminismError",
     "PayloadCodec",

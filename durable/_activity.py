@@ -17,6 +17,7 @@ from ._failure import failure_from_exception
 
 if TYPE_CHECKING:
     from ._codec import PayloadCodec
+    from ._memo import Memo, MemoStore
     from ._registry import Registry
 
 __all__ = ["ActivityContext", "execute_activity"]
@@ -25,9 +26,16 @@ __all__ = ["ActivityContext", "execute_activity"]
 class ActivityContext:
     """What an activity knows about the call it is serving."""
 
-    __slots__ = ("attempt", "instance_id", "task_id", "workflow_name")
+    __slots__ = ("_memo", "_memo_store", "attempt", "instance_id", "task_id", "workflow_name")
 
-    def __init__(self, instance_id: str, task_id: int, attempt: int, workflow_name: str) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        task_id: int,
+        attempt: int,
+        workflow_name: str,
+        memo_store: MemoStore | None = None,
+    ) -> None:
         self.instance_id = instance_id
         """The workflow instance that scheduled this activity."""
         self.task_id = task_id
@@ -36,6 +44,17 @@ class ActivityContext:
         """1 on the first try, 2 on the first retry, and so on."""
         self.workflow_name = workflow_name
         """The name of the calling workflow."""
+        self._memo_store = memo_store
+        self._memo: Memo | None = None
+
+    @property
+    def memo(self) -> Memo:
+        """This step's memo: what an earlier attempt stored, for the retry to find."""
+        if self._memo is None:
+            if self._memo_store is None:
+                raise RuntimeError("this activity context has no memo store")
+            self._memo = self._memo_store.view(self.instance_id, self.task_id)
+        return self._memo
 
     def __repr__(self) -> str:
         return (
@@ -47,6 +66,7 @@ class ActivityContext:
 async def execute_activity(
     registry: Registry,
     codec: PayloadCodec,
+    memo_store: MemoStore | None,
     instance_id: str,
     workflow_name: str,
     scheduled: ActivityScheduled,
@@ -56,7 +76,9 @@ async def execute_activity(
     try:
         definition = registry.get_activity(scheduled.name)
         value = codec.decode(scheduled.input, definition.input_type)
-        ctx = ActivityContext(instance_id, scheduled.step, scheduled.attempt, workflow_name)
+        ctx = ActivityContext(
+            instance_id, scheduled.step, scheduled.attempt, workflow_name, memo_store
+        )
         args: tuple[Any, ...] = (ctx, value) if definition.takes_input else (ctx,)
         if definition.is_async:
             result = await definition.fn(*args)

@@ -39,6 +39,7 @@ from ._instances import (
     send_message,
 )
 from ._log import read_meta, read_record
+from ._memo import MemoStore
 from ._records import InstanceMeta, wakeup_key
 from ._state import WorkflowState, WorkflowStatus
 from .store import ObjectStore, open_store
@@ -86,9 +87,11 @@ class Client:
         clock: Clock | None = None,
         codec: PayloadCodec | None = None,
         poll_interval: float = 0.25,
+        memo_store: MemoStore | None = None,
         _engine: Engine | None = None,
     ) -> None:
         self.store = open_store(store)
+        self.memo_store = memo_store or MemoStore(self.store)
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.codec: PayloadCodec = codec or JsonCodec()
@@ -130,8 +133,9 @@ class Client:
         raw = Raw(self.codec.encode(input))
         async with self._busy():
             created = await create_instance(
-                self.store, self.clock.now(), instance_id, name, raw, reuse=reuse
-            )
+                self.store, self.clock.now(), instance_id, name, raw, reuse=reuse,
+                memo=self.memo_store,
+            )  # fmt: skip
             await self._announce(instance_id, created)
         return WorkflowHandle(self, instance_id, name)
 
@@ -201,7 +205,7 @@ class Client:
         """Delete an ended instance and everything it stored; refuses a running one."""
         validate_instance_id(instance_id)
         async with self._busy():
-            await purge_instance(self.store, instance_id)
+            await purge_instance(self.store, instance_id, self.memo_store)
         if self._engine is not None:
             self._engine.forget(instance_id)
 
@@ -210,7 +214,9 @@ class Client:
         history before it is kept, that step and the rest run anew."""
         validate_instance_id(instance_id)
         async with self._busy():
-            created = await rerun_instance(self.store, self.clock.now(), instance_id, from_event_id)
+            created = await rerun_instance(
+                self.store, self.clock.now(), instance_id, from_event_id, self.memo_store
+            )
             await self._announce(instance_id, created)
         started = created.record.next_run[0]
         name = started.name if isinstance(started, WorkflowStarted) else None

@@ -86,6 +86,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ._codec import PayloadCodec
+    from ._memo import MemoStore
     from ._registry import Registry
     from .store import ObjectStore
 
@@ -191,8 +192,12 @@ class Engine:
         max_concurrent_activities: int,
         max_cached_workflows: int,
         poll_interval: float,
+        memo_store: MemoStore | None = None,
+        memo_retention: timedelta | None = None,
     ) -> None:
         self.registry = registry
+        self.memo_store = memo_store
+        self._memo_retention = memo_retention
         self.store = store
         self.clock = clock
         self.codec = codec
@@ -439,7 +444,7 @@ class Engine:
                     status = WorkflowStatus.PENDING
                     started = WorkflowStarted(
                         event_id=0, timestamp=now, name=inst.name, input=action.input,
-                        run_id=new_run_id(), parent=inst.parent,
+                        run_id=new_run_id(), parent=inst.parent, first_task_id=run.task_count,
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(
@@ -506,6 +511,8 @@ class Engine:
             self._start_new_run(inst, record)
         elif inst.status.is_terminal:
             self._finish(inst, record)
+        if inst.status.is_terminal:
+            await self._mark_terminal(inst.id)
         if (
             inst.status is not previous
             or inst.status.is_terminal
@@ -549,8 +556,9 @@ class Engine:
         try:
             async with self._activity_limiter:
                 outcome = await execute_activity(
-                    self.registry, self.codec, instance_id, workflow_name, scheduled
-                )
+                    self.registry, self.codec, self.memo_store, instance_id, workflow_name,
+                    scheduled,
+                )  # fmt: skip
             self.deliver(instance_id, outcome, run_start)
         finally:
             self._inflight.discard((instance_id, run_start, scheduled.task_id))
@@ -652,6 +660,15 @@ class Engine:
         # A finished instance needs no memory beyond what waiters read right now.
         if self._instances.get(inst.id) is inst and not inst.pending:
             del self._instances[inst.id]
+
+    async def _mark_terminal(self, instance_id: str) -> None:
+        """Start the memo retention window (only when retention is on)."""
+        if self.memo_store is None or self._memo_retention is None:
+            return
+        try:
+            await self.memo_store.mark_terminal(instance_id, self.clock.now())
+        except StoreError as err:
+            log.warning("could not write the terminal marker of %r: %s", instance_id, err)
 
     async def _write_meta(self, inst: _Instance) -> None:
         output, failure = (inst.output, inst.failure) if inst.status.is_terminal else (NULL, None)
@@ -785,7 +802,9 @@ class Engine:
         if loaded.status.is_terminal:
             del self._instances[instance_id]
             if meta is None or meta.status != loaded.status:
+                # ended, but the process stopped before marking it: finish that now
                 inst.output, inst.failure = loaded.outcome()
+                await self._mark_terminal(instance_id)
                 await self._write_meta(inst)
             self._notify_parent_from_log(loaded)
             return None
@@ -898,6 +917,7 @@ class Engine:
         failed = msgspec.structs.replace(
             base, status=WorkflowStatus.FAILED, failure=failure, updated_at=now
         )
+        await self._mark_terminal(instance_id)
         try:
             await write_meta(self.store, failed, etag)
         except StoreError:

@@ -60,13 +60,15 @@ class ParentRef(msgspec.Struct, frozen=True):
 
 
 class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
-    """A run of the workflow began with this input."""
+    """A run of the workflow began with this input. Task ids of the run start at
+    ``first_task_id``, so they stay unique across continue-as-new."""
 
     name: str
     input: Raw = NULL
     run_id: str = ""
     version: str = ""
     parent: ParentRef | None = None
+    first_task_id: int = 0
 
 
 class TurnStarted(Event, frozen=True, tag="turn_started"):

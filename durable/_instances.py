@@ -38,6 +38,7 @@ from ._state import WorkflowStatus
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from ._memo import MemoStore
     from .store import ObjectStore
 
 __all__ = [
@@ -105,6 +106,7 @@ async def create_instance(
     *,
     reuse: bool = False,
     parent: ParentRef | None = None,
+    memo: MemoStore | None = None,
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
@@ -122,6 +124,8 @@ async def create_instance(
     status = existing.status if existing is not None else None
     if existing is None or not reuse or not existing.status.is_terminal:
         raise InstanceExistsError(instance_id, status)
+    if memo is not None:  # the new run must not find the old run's memo
+        await memo.purge(instance_id)
     try:
         return await _start_run(
             store, instance_id, existing.last_seq + 1, [started], now, now, etag
@@ -148,11 +152,15 @@ async def load_existing(store: ObjectStore, instance_id: str) -> RunLog:
     return run
 
 
-async def purge_instance(store: ObjectStore, instance_id: str) -> None:
-    """Delete everything of an ended instance; refuse one that still runs."""
+async def purge_instance(
+    store: ObjectStore, instance_id: str, memo: MemoStore | None = None
+) -> None:
+    """Delete everything of an ended instance, its memo too; refuse one that still runs."""
     run = await load_existing(store, instance_id)
     if not run.status.is_terminal:
         raise InstanceRunningError(instance_id, run.status)
+    if memo is not None:
+        await memo.purge(instance_id)
     await store.delete_prefix(instance_prefix(instance_id))
 
 
@@ -160,7 +168,11 @@ _RERUN_FROM = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
 
 
 async def rerun_instance(
-    store: ObjectStore, now: datetime, instance_id: str, from_event_id: int
+    store: ObjectStore,
+    now: datetime,
+    instance_id: str,
+    from_event_id: int,
+    memo: MemoStore | None = None,
 ) -> Created:
     """Start a new run of an ended instance whose history is the old one cut just before
     ``from_event_id`` (a scheduled activity, timer or sub-workflow): that step and
@@ -176,6 +188,9 @@ async def rerun_instance(
             f"sub-workflow; event {from_event_id} is {kind}"
         )
     prefix = [e for e in run.history if e.event_id < from_event_id]
+    if memo is not None:  # the steps that run again must really run again
+        await memo.purge(instance_id, from_task_id=target.task_id)
+        await memo.store.delete(memo._marker_key(instance_id))
     found = await read_meta(store, instance_id)
     etag = found[1] if found else None
     try:

@@ -237,6 +237,7 @@ class WorkflowRun:
     def _on_started(self, event: WorkflowStarted) -> None:
         self.started = event
         self.now = event.timestamp
+        self._next_task_id = event.first_task_id
 
     def _on_turn_started(self, event: TurnStarted) -> None:
         self._check_nothing_pending(f"history event {event.event_id}, a new turn", event.event_id)
@@ -373,6 +374,11 @@ class WorkflowRun:
         self._scheduler.close()
 
     # -- operations for WorkflowContext ---------------------------------------------
+
+    @property
+    def task_count(self) -> int:
+        """The next task id this run would use (where a continued run starts)."""
+        return self._next_task_id
 
     def next_task_id(self) -> int:
         task_id = self._next_task_id

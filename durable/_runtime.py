@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -11,6 +13,8 @@ from ._client import Client, WorkflowHandle
 from ._clock import Clock, SystemClock
 from ._codec import JsonCodec, PayloadCodec
 from ._engine import Engine
+from ._errors import StoreError
+from ._memo import MemoStore
 from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:
@@ -19,6 +23,8 @@ if TYPE_CHECKING:
     from ._registry import Registry
 
 __all__ = ["Runtime"]
+
+log = logging.getLogger("durable.runtime")
 
 T = TypeVar("T")
 
@@ -42,14 +48,24 @@ class Runtime:
         max_concurrent_workflows: int = 32,
         max_cached_workflows: int = 10_000,
         poll_interval: float = 1.0,
+        memo_store: MemoStore | None = None,
+        memo_prefix: str = "memo",
+        memo_retention: timedelta | None = None,
+        memo_sweep_interval: timedelta = timedelta(hours=1),
     ) -> None:
         if max_concurrent_activities < 1 or max_concurrent_workflows < 1:
             raise ValueError("concurrency limits must be at least 1")
+        if memo_sweep_interval <= timedelta(0):
+            raise ValueError("memo_sweep_interval must be positive")
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.codec: PayloadCodec = codec or JsonCodec()
         self._owns_store = not isinstance(store, ObjectStore)
         self.store = open_store(store)
+        self.memo_store = memo_store or MemoStore(self.store, memo_prefix, codec=self.codec)
+        """Where activities' memo entries and terminal markers live."""
+        self.memo_retention = memo_retention
+        self._sweep_interval = memo_sweep_interval
         self._engine = Engine(
             registry,
             self.store,
@@ -59,10 +75,13 @@ class Runtime:
             max_concurrent_activities=max_concurrent_activities,
             max_cached_workflows=max_cached_workflows,
             poll_interval=poll_interval,
+            memo_store=self.memo_store,
+            memo_retention=memo_retention,
         )
         self.client = Client(
-            self.store, registry=registry, clock=self.clock, codec=self.codec, _engine=self._engine
-        )
+            self.store, registry=registry, clock=self.clock, codec=self.codec,
+            memo_store=self.memo_store, _engine=self._engine,
+        )  # fmt: skip
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Runtime:
@@ -72,6 +91,9 @@ class Runtime:
         await tg.__aenter__()
         try:
             await tg.start(self._engine.run)
+            if self.memo_retention is not None:
+                self._engine.busy_enter()  # the first sweep is under way from now on
+                tg.start_soon(self._sweep_loop, self.memo_retention)
         except BaseException as exc:
             tg.cancel_scope.cancel()
             await tg.__aexit__(type(exc), exc, exc.__traceback__)
@@ -102,6 +124,29 @@ class Runtime:
         if self._tg is None:
             raise RuntimeError("start the Runtime first: async with Runtime(...) as runtime")
         return await self.client.start(workflow, input, instance_id=instance_id, reuse=reuse)
+
+    async def sweep(self) -> int:
+        """Run one retention sweep now; return how many instances' memo it deleted."""
+        if self.memo_retention is None:
+            return 0
+        return await self.memo_store.sweep(self.clock.now(), self.memo_retention)
+
+    async def _sweep_loop(self, retention: timedelta) -> None:
+        """Sweep at start (markers left by earlier processes), then every interval.
+
+        A background schedule: it waits on the Clock but never pulls a MockClock forward.
+        """
+        while True:  # entered busy: __aenter__ counted the first sweep as under way
+            try:
+                swept = await self.memo_store.sweep(self.clock.now(), retention)
+                if swept:
+                    log.info("memo sweep deleted the memo of %d ended instance(s)", swept)
+            except StoreError as err:
+                log.warning("memo sweep failed, will retry next interval: %s", err)
+            finally:
+                self._engine.busy_exit()
+            await self.clock.sleep_until(self.clock.now() + self._sweep_interval)
+            self._engine.busy_enter()
 
     async def wait_idle(self) -> None:
         """Return once no turn, activity or client call is in progress (for tests)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,9 @@ import anyio
 import msgspec
 
 from ._client import Client
+from ._clock import SystemClock
 from ._errors import DurableError
+from ._memo import MemoStore
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -82,6 +85,30 @@ async def _purge(args: argparse.Namespace) -> None:
         await client.purge(args.instance_id)
 
 
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` (or a bare number of seconds)."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 7d, 12h, 30m)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a duration cannot be negative: {text!r}")
+    return timedelta(**{_UNITS[unit]: value})
+
+
+async def _sweep(args: argparse.Namespace) -> None:
+    memo = MemoStore(args.store, args.prefix)
+    try:
+        swept = await memo.sweep(SystemClock().now(), args.retention)
+    finally:
+        await memo.store.close()
+    print(f"swept the memo of {swept} ended instance(s)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="durable", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("instance_id")
     p.add_argument("--reason", default="terminated from the command line")
     command("purge", _purge, "delete an ended instance").add_argument("instance_id")
+    p = command("sweep", _sweep, "delete the memo of instances that ended before the retention")
+    p.add_argument("--retention", type=_duration, required=True, help="e.g. 7d, 12h, 30m")
+    p.add_argument("--prefix", default="memo", help="memo key prefix (memo)")
     return parser
 
 

@@ -8,7 +8,8 @@ import durable.store
 EXPECTED = {
     "ActivityContext", "ActivityFailed", "Client", "Clock", "DurableError", "DurableFuture",
     "FailureDetails", "InstanceExistsError", "InstanceNotFoundError", "InstanceRunningError",
-    "InvalidInstanceIdError", "JsonCodec", "MockClock", "NonDeterminismError", "PayloadCodec",
+    "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
+    "NonDeterminismError", "PayloadCodec",
     "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreError", "SystemClock",
     "TimeoutError", "UnknownWorkflowError", "WorkflowContext", "WorkflowFailed",
     "WorkflowHandle", "WorkflowState", "WorkflowStatus",

@@ -1,0 +1,162 @@
+"""The per-step memo: results of expensive side effects, kept in object storage.
+
+An activity runs at least once; a step's :class:`Memo` lets a retry find what an
+earlier attempt already paid for. Entries live under
+``{prefix}/{instance_id}/{task_id}/{key}``; when retention is on, an instance that
+ends gets a terminal marker ``{prefix}-terminal/{instance_id}``, and the sweeper
+deletes the memo of instances whose marker is older than the retention window.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from ._codec import JsonCodec, PayloadCodec
+from ._errors import ObjectNotFoundError, StoreError
+from ._ids import validate_key
+from .store import ObjectStore, open_store
+
+__all__ = ["Memo", "MemoStore"]
+
+log = logging.getLogger("durable.memo")
+
+_marker_encoder = msgspec.json.Encoder()
+_marker_decoder = msgspec.json.Decoder(datetime)
+
+
+class MemoStore:
+    """Where memo entries and terminal markers live: an object store and a key prefix.
+
+    Runtimes that share one bucket use distinct prefixes.
+    """
+
+    def __init__(
+        self,
+        store: str | ObjectStore,
+        prefix: str = "memo",
+        *,
+        codec: PayloadCodec | None = None,
+    ) -> None:
+        self.store = open_store(store)
+        self.prefix = validate_key(prefix, "memo prefix")
+        self.codec: PayloadCodec = codec or JsonCodec()
+
+    def __repr__(self) -> str:
+        return f"MemoStore({self.store.url!r}, prefix={self.prefix!r})"
+
+    def view(self, instance_id: str, task_id: int) -> Memo:
+        """The memo of one step: ``(instance_id, task_id)``."""
+        return Memo(self, validate_key(instance_id, "instance id"), task_id)
+
+    def _step_prefix(self, instance_id: str, task_id: int) -> str:
+        return f"{self.prefix}/{instance_id}/{task_id}"
+
+    def _marker_key(self, instance_id: str) -> str:
+        return f"{self.prefix}-terminal/{instance_id}"
+
+    async def mark_terminal(self, instance_id: str, when: datetime) -> None:
+        """Record that the instance ended at ``when`` (starts its retention window)."""
+        await self.store.put(self._marker_key(instance_id), _marker_encoder.encode(when))
+
+    async def terminal_time(self, instance_id: str) -> datetime | None:
+        """When the instance's marker says it ended; ``None`` without a marker."""
+        key = self._marker_key(instance_id)
+        try:
+            data = await self.store.get(key)
+        except ObjectNotFoundError:
+            return None
+        try:
+            return _marker_decoder.decode(data)
+        except msgspec.DecodeError as err:
+            raise StoreError(f"corrupt terminal marker at {key!r}: {err}", key=key,
+                             transient=False) from err  # fmt: skip
+
+    async def purge(self, instance_id: str, *, from_task_id: int = 0) -> None:
+        """Delete the instance's memo (steps ``>= from_task_id``) and, for a whole purge,
+        its marker."""
+        root = f"{self.prefix}/{instance_id}"
+        if from_task_id <= 0:
+            await self.store.delete_prefix(root)
+            await self.store.delete(self._marker_key(instance_id))
+            return
+        for step in await self.store.list(root):
+            if step.isdigit() and int(step) >= from_task_id:
+                await self.store.delete_prefix(f"{root}/{step}")
+
+    async def sweep(self, now: datetime, retention: timedelta) -> int:
+        """Delete the memo of every instance that ended before ``now - retention``.
+
+        The memo goes first and the marker last, so a sweep cut short is finished by
+        the next one. Returns how many instances were swept.
+        """
+        swept = 0
+        for instance_id in await self.store.list(f"{self.prefix}-terminal"):
+            try:
+                ended = await self.terminal_time(instance_id)
+            except StoreError as err:
+                log.warning("skipping marker of %r: %s", instance_id, err)
+                continue
+            if ended is None or now - ended < retention:
+                continue
+            await self.store.delete_prefix(f"{self.prefix}/{instance_id}")
+            await self.store.delete(self._marker_key(instance_id))
+            swept += 1
+        return swept
+
+
+class Memo:
+    """One step's memo: ``get``/``put``/``delete`` by key, values in the payload codec.
+
+    Every attempt of the step sees the same entries; no other step does.
+    """
+
+    __slots__ = ("_memo_store", "_prefix", "instance_id", "task_id")
+
+    def __init__(self, memo_store: MemoStore, instance_id: str, task_id: int) -> None:
+        self._memo_store = memo_store
+        self.instance_id = instance_id
+        self.task_id = task_id
+        self._prefix = memo_store._step_prefix(instance_id, task_id)
+
+    def __repr__(self) -> str:
+        return f"Memo({self.instance_id!r}, task {self.task_id})"
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}/{validate_key(key, 'memo key')}"
+
+    async def get(self, key: str, type: Any = Any) -> Any:
+        """The value stored under ``key``, or ``None``."""
+        full = self._key(key)
+        try:
+            data = await self._memo_store.store.get(full)
+        except ObjectNotFoundError:
+            return None
+        except StoreError as err:
+            raise _transient(err, f"memo read of {full!r} failed") from err
+        return self._memo_store.codec.decode(data, type)
+
+    async def put(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` (encoded first: a bad value writes nothing)."""
+        full = self._key(key)
+        data = self._memo_store.codec.encode(value)
+        try:
+            await self._memo_store.store.put(full, data)
+        except StoreError as err:
+            raise _transient(err, f"memo write of {full!r} failed") from err
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` (absent is fine)."""
+        full = self._key(key)
+        try:
+            await self._memo_store.store.delete(full)
+        except StoreError as err:
+            raise _transient(err, f"memo delete of {full!r} failed") from err
+
+
+def _transient(err: StoreError, message: str) -> StoreError:
+    """Memo failures are worth retrying: the activity's RetryPolicy decides."""
+    return StoreError(f"{message}: {err}", key=err.key, transient=True)
