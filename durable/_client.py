@@ -7,7 +7,6 @@ the engine in memory, and waits for results without polling.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -29,7 +28,7 @@ from ._events import (
     WorkflowTerminated,
 )
 from ._failure import FailureDetails
-from ._ids import validate_instance_id
+from ._ids import IdSource, validate_instance_id
 from ._instances import (
     Created,
     create_instance,
@@ -88,9 +87,11 @@ class Client:
         codec: PayloadCodec | None = None,
         poll_interval: float = 0.25,
         memo_store: MemoStore | None = None,
+        ids: IdSource | None = None,
         _engine: Engine | None = None,
     ) -> None:
         self.store = open_store(store)
+        self.ids = ids or IdSource()
         self.memo_store = memo_store or MemoStore(self.store)
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
@@ -128,13 +129,13 @@ class Client:
         """
         name = self._workflow_name(workflow)
         instance_id = (
-            os.urandom(16).hex() if instance_id is None else validate_instance_id(instance_id)
+            self.ids.instance_id() if instance_id is None else validate_instance_id(instance_id)
         )
         raw = Raw(self.codec.encode(input))
         async with self._busy():
             created = await create_instance(
                 self.store, self.clock.now(), instance_id, name, raw, reuse=reuse,
-                memo=self.memo_store,
+                memo=self.memo_store, run_id=self.ids.run_id(),
             )  # fmt: skip
             await self._announce(instance_id, created)
         return WorkflowHandle(self, instance_id, name)
@@ -286,7 +287,9 @@ class Client:
             unknown = engine is None or engine.local(instance_id) is None
             if unknown and await read_meta(self.store, instance_id) is None:
                 await load_existing(self.store, instance_id)  # raises if absent
-            message = await send_message(self.store, self.clock.now(), instance_id, event)
+            now_ns = int(self.clock.now().timestamp() * 1e9)
+            msg_id = self.ids.message_id(now_ns)
+            message = await send_message(self.store, instance_id, msg_id, event)
             if engine is not None:
                 engine.accept_message(instance_id, message)
             else:

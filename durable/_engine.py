@@ -62,7 +62,7 @@ from ._events import (
     WorkflowTerminated,
 )
 from ._failure import FailureDetails, failure_from_exception
-from ._ids import new_run_id
+from ._ids import IdSource
 from ._instances import Created, create_instance
 from ._log import RunLog, load_run, read_meta, write_meta
 from ._records import (
@@ -90,7 +90,7 @@ if TYPE_CHECKING:
     from ._registry import Registry
     from .store import ObjectStore
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "EngineHooks"]
 
 log = logging.getLogger("durable.engine")
 
@@ -108,6 +108,23 @@ _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an i
 _STORE_RETRY = timedelta(seconds=1)  # backoff after a transient store error
 
 Pending = tuple[str | None, int, Event]  # (inbox message id, run it belongs to, event)
+
+
+class EngineHooks:
+    """Points where a simulation injects faults and records what happened.
+
+    The defaults change nothing; :func:`durable.testing.simulate` overrides them.
+    """
+
+    async def before_delivery(self, instance_id: str, outcome: Event) -> None:
+        """Called after an activity attempt, before its outcome reaches the workflow."""
+
+    def deliveries(self, instance_id: str, outcome: Event) -> int:
+        """How many times to deliver an activity outcome (more than 1: duplicates)."""
+        return 1
+
+    def committed(self, instance_id: str, record: TurnRecord) -> None:
+        """Called once a turn's record is committed."""
 
 
 class _Instance:
@@ -194,8 +211,12 @@ class Engine:
         poll_interval: float,
         memo_store: MemoStore | None = None,
         memo_retention: timedelta | None = None,
+        ids: IdSource | None = None,
+        hooks: EngineHooks | None = None,
     ) -> None:
         self.registry = registry
+        self.ids = ids or IdSource()
+        self._hooks = hooks
         self.memo_store = memo_store
         self._memo_retention = memo_retention
         self.store = store
@@ -406,6 +427,8 @@ class Engine:
             await self._reload(inst)
             return
         self._touch_cache(inst)
+        if self._hooks is not None:
+            self._hooks.committed(inst.id, record)
         await self._after_commit(inst, record)
 
     def _record_actions(
@@ -444,7 +467,7 @@ class Engine:
                     status = WorkflowStatus.PENDING
                     started = WorkflowStarted(
                         event_id=0, timestamp=now, name=inst.name, input=action.input,
-                        run_id=new_run_id(), parent=inst.parent, first_task_id=run.task_count,
+                        run_id=self.ids.run_id(), parent=inst.parent, first_task_id=run.task_count,
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(
@@ -559,7 +582,12 @@ class Engine:
                     self.registry, self.codec, self.memo_store, instance_id, workflow_name,
                     scheduled,
                 )  # fmt: skip
-            self.deliver(instance_id, outcome, run_start)
+            if self._hooks is None:
+                self.deliver(instance_id, outcome, run_start)
+            else:
+                await self._hooks.before_delivery(instance_id, outcome)
+                for _ in range(self._hooks.deliveries(instance_id, outcome)):
+                    self.deliver(instance_id, outcome, run_start)
         finally:
             self._inflight.discard((instance_id, run_start, scheduled.task_id))
             self.busy_exit()
@@ -570,7 +598,7 @@ class Engine:
             try:
                 created = await create_instance(
                     self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
-                    scheduled.input, parent=parent,
+                    scheduled.input, parent=parent, run_id=self.ids.run_id(),
                 )  # fmt: skip
             except InstanceExistsError as err:
                 await self._join_existing_child(parent, scheduled, err)

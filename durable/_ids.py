@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ._errors import InvalidInstanceIdError
 
-__all__ = ["MAX_ID_LENGTH", "new_message_id", "new_run_id", "validate_instance_id", "validate_key"]
+if TYPE_CHECKING:
+    import random
+
+__all__ = ["MAX_ID_LENGTH", "IdSource", "validate_instance_id", "validate_key"]
 
 MAX_ID_LENGTH = 256
 # Characters that object stores, URLs or glob patterns give a meaning to.
@@ -45,11 +49,30 @@ def validate_instance_id(value: object) -> str:
     return validate_key(value, "instance id")
 
 
-def new_run_id() -> str:
-    """A random id for one run of an instance (seeds its replay-safe randomness)."""
-    return os.urandom(12).hex()
+class IdSource:
+    """Where the runtime's random ids come from: run ids (which seed a run's
+    ``ctx.random()``), inbox message ids and generated instance ids.
 
+    Operating-system randomness by default; a seeded ``random.Random`` makes every id,
+    and so a whole simulated run, reproducible.
+    """
 
-def new_message_id(now_ns: int) -> str:
-    """An inbox message id that sorts by the time it was sent, then at random."""
-    return f"{now_ns:020d}-{os.urandom(6).hex()}"
+    __slots__ = ("_rng",)
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng
+
+    def _hex(self, size: int) -> str:
+        return (os.urandom(size) if self._rng is None else self._rng.randbytes(size)).hex()
+
+    def run_id(self) -> str:
+        """A random id for one run of an instance."""
+        return self._hex(12)
+
+    def instance_id(self) -> str:
+        """An instance id for a start that named none."""
+        return self._hex(16)
+
+    def message_id(self, now_ns: int) -> str:
+        """An inbox message id that sorts by the time it was sent, then at random."""
+        return f"{now_ns:020d}-{self._hex(6)}"

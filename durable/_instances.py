@@ -22,7 +22,6 @@ from ._events import (
     TimerCreated,
     WorkflowStarted,
 )
-from ._ids import new_message_id, new_run_id
 from ._log import RunLog, load_run, read_meta, write_meta
 from ._records import (
     InboxMessage,
@@ -107,12 +106,13 @@ async def create_instance(
     reuse: bool = False,
     parent: ParentRef | None = None,
     memo: MemoStore | None = None,
+    run_id: str,
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
     ``InstanceExistsError``."""
     started = WorkflowStarted(
-        event_id=0, timestamp=now, name=name, input=input, run_id=new_run_id(), parent=parent
+        event_id=0, timestamp=now, name=name, input=input, run_id=run_id, parent=parent
     )
     try:
         return await _start_run(store, instance_id, 0, [started], now, now, None)
@@ -135,10 +135,10 @@ async def create_instance(
 
 
 async def send_message(
-    store: ObjectStore, now: datetime, instance_id: str, event: HistoryEvent
+    store: ObjectStore, instance_id: str, msg_id: str, event: HistoryEvent
 ) -> InboxMessage:
     """Durably accept ``event`` for the instance in its inbox; the owner applies it."""
-    message = InboxMessage(new_message_id(int(now.timestamp() * 1e9)), event)
+    message = InboxMessage(msg_id, event)
     await store.put(inbox_key(instance_id, message.id), encode(message))
     return message
 

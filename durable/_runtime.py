@@ -12,12 +12,14 @@ import anyio.abc
 from ._client import Client, WorkflowHandle
 from ._clock import Clock, SystemClock
 from ._codec import JsonCodec, PayloadCodec
-from ._engine import Engine
+from ._engine import Engine, EngineHooks
 from ._errors import StoreError
+from ._ids import IdSource
 from ._memo import MemoStore
 from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:
+    import random
     from collections.abc import Awaitable, Callable
 
     from ._registry import Registry
@@ -52,6 +54,8 @@ class Runtime:
         memo_prefix: str = "memo",
         memo_retention: timedelta | None = None,
         memo_sweep_interval: timedelta = timedelta(hours=1),
+        entropy: random.Random | None = None,
+        _hooks: EngineHooks | None = None,
     ) -> None:
         if max_concurrent_activities < 1 or max_concurrent_workflows < 1:
             raise ValueError("concurrency limits must be at least 1")
@@ -66,6 +70,7 @@ class Runtime:
         """Where activities' memo entries and terminal markers live."""
         self.memo_retention = memo_retention
         self._sweep_interval = memo_sweep_interval
+        ids = IdSource(entropy)
         self._engine = Engine(
             registry,
             self.store,
@@ -77,10 +82,12 @@ class Runtime:
             poll_interval=poll_interval,
             memo_store=self.memo_store,
             memo_retention=memo_retention,
+            ids=ids,
+            hooks=_hooks,
         )
         self.client = Client(
             self.store, registry=registry, clock=self.clock, codec=self.codec,
-            memo_store=self.memo_store, _engine=self._engine,
+            memo_store=self.memo_store, ids=ids, _engine=self._engine,
         )  # fmt: skip
         self._tg: anyio.abc.TaskGroup | None = None
 
