@@ -57,10 +57,11 @@ class IdSource:
     and so a whole simulated run, reproducible.
     """
 
-    __slots__ = ("_rng",)
+    __slots__ = ("_last_ns", "_rng")
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng
+        self._last_ns = 0
 
     def _hex(self, size: int) -> str:
         return (os.urandom(size) if self._rng is None else self._rng.randbytes(size)).hex()
@@ -74,5 +75,10 @@ class IdSource:
         return self._hex(16)
 
     def message_id(self, now_ns: int) -> str:
-        """An inbox message id that sorts by the time it was sent, then at random."""
+        """An inbox message id that sorts by the time it was sent.
+
+        The ids one source mints strictly increase, so messages sent back to back (in
+        one clock tick, or on a MockClock standing still) keep their order in the inbox.
+        """
+        now_ns = self._last_ns = max(now_ns, self._last_ns + 1)
         return f"{now_ns:020d}-{self._hex(6)}"
