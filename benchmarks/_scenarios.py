@@ -9,12 +9,14 @@ from the annotations, so they must resolve at runtime.)
 
 import itertools
 import statistics
+from datetime import timedelta
 from time import perf_counter
 
 import anyio
 
-from durable import ActivityContext, Registry, Runtime, WorkflowContext
+from durable import ActivityContext, Registry, Runtime, TimeoutError, WorkflowContext
 from durable.store import ObjectStore
+from durable.testing import WorkflowEnvironment
 
 from ._counting import METHODS, CountingStore
 from ._suite import Column, fresh_store, percentile, scenario
@@ -264,3 +266,50 @@ async def _store_ops_once(store: ObjectStore, k: int) -> dict[str, float]:
 def store_ops(store_kind: str, k: int) -> dict[str, float]:
     with fresh_store(store_kind) as store:
         return anyio.run(_store_ops_once, store, k)
+
+
+# -- virtual time -------------------------------------------------------------------------
+
+
+@REGISTRY.workflow
+async def bench_month_sleep(ctx: WorkflowContext, _: None) -> str:
+    """Sleeps 30 days, then takes one step."""
+    await ctx.sleep(timedelta(days=30))
+    return str(await ctx.call_activity(bench_noop, 1))
+
+
+@REGISTRY.workflow
+async def bench_week_timeout(ctx: WorkflowContext, _: None) -> str:
+    """Waits 7 days for an event that never comes."""
+    try:
+        await ctx.wait_for_event("never", timeout=timedelta(days=7))
+    except TimeoutError:
+        return "timed out"
+    return "event"
+
+
+async def _virtual_time_once(store: ObjectStore) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    for key, workflow in (("sleep_30d_s", bench_month_sleep), ("timeout_7d_s", bench_week_timeout)):
+        async with WorkflowEnvironment(REGISTRY, store=store) as env:
+            t0 = perf_counter()
+            await env.run(workflow, instance_id=key)
+            figures[key] = perf_counter() - t0
+    await store.close()
+    return figures
+
+
+@scenario(
+    "virtual-time",
+    description="wall time of a 30-day sleep and of a 7-day event timeout on a MockClock",
+    size_name="n",
+    sizes=(1,),
+    columns=(
+        Column("sleep_30d_s", "30-day sleep ms", ",.2f", 1e3),
+        Column("timeout_7d_s", "7-day timeout ms", ",.2f", 1e3),
+    ),
+    notes=("durable.testing.WorkflowEnvironment: MockClock(auto_advance=True)",),
+)
+def virtual_time(store_kind: str, n: int) -> dict[str, float]:
+    with fresh_store(store_kind) as store:
+        return anyio.run(_virtual_time_once, store)

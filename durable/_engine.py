@@ -81,7 +81,7 @@ from ._state import WorkflowStatus
 from ._timers import TimerQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -258,6 +258,23 @@ class Engine:
         assert self._tg is not None, "the engine is not running"
         self._tg.start_soon(fn, *args)
 
+    def _spawn_guarded(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run background work that counts as busy and, if the store fails transiently,
+        runs again after a backoff on the Clock."""
+        self.busy_enter()
+        self._spawn(self._guarded, fn, args)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        except StoreError as err:
+            if not err.transient:
+                raise
+            log.warning("%s failed on the store, retrying: %s", fn.__name__, err)
+            self._timers.add(self.clock.now() + _STORE_RETRY, (self._spawn_guarded, fn, *args))
+        finally:
+            self.busy_exit()
+
     # -- idleness (for MockClock auto-advance) --------------------------------------
 
     def _notify(self) -> None:
@@ -311,20 +328,16 @@ class Engine:
         """Hand an event to an instance for its next turn (loading it if needed)."""
         inst = self._instances.get(instance_id)
         if inst is None:
-            self._spawn(self._load_and_deliver, instance_id, (msg_id, run_start, event))
+            self._spawn_guarded(self._load_and_deliver, instance_id, (msg_id, run_start, event))
             return
         inst.pending.append((msg_id, run_start, event))
         self._enqueue(inst)
 
     async def _load_and_deliver(self, instance_id: str, item: Pending) -> None:
-        self.busy_enter()
-        try:
-            inst = self._instances.get(instance_id) or await self.recover(instance_id)
-            if inst is not None:
-                inst.pending.append(item)
-                self._enqueue(inst)
-        finally:
-            self.busy_exit()
+        inst = self._instances.get(instance_id) or await self.recover(instance_id)
+        if inst is not None:
+            inst.pending.append(item)
+            self._enqueue(inst)
 
     async def _worker(self, receive: MemoryObjectReceiveStream[_Instance]) -> None:
         async for inst in receive:
@@ -407,7 +420,7 @@ class Engine:
             return
         try:
             actions = run.take_pending() if first_turn else []
-            actions += run.apply(events, replaying=False)  # type: ignore[arg-type]
+            actions += run.apply(events, replaying=False)
         except NonDeterminismError as err:
             self._drop_run(inst)
             await self._commit_failure(inst, err)
@@ -559,19 +572,14 @@ class Engine:
         elif isinstance(event, TimerCreated):
             self._timers.add(event.fire_at, (inst.id, inst.run_start, event.task_id, event.fire_at))
         elif isinstance(event, ChildWorkflowScheduled):
-            self._busy += 1
-            self._spawn(self._start_child, inst.id, event)
+            self._spawn_guarded(self._start_child, inst.id, event)
 
-    def _on_timer(self, payload: tuple[object, ...]) -> None:
-        instance_id, run_start, task_id, fire_at = payload
-        if task_id == -1:  # a store-error backoff: reload the instance
-            self._spawn(self._reload_by_id, instance_id)
+    def _on_timer(self, payload: tuple[Any, ...]) -> None:
+        if callable(payload[0]):  # work deferred after a store error
+            payload[0](*payload[1:])
             return
-        self.deliver(
-            instance_id,  # type: ignore[arg-type]
-            TimerFired(task_id=task_id, fire_at=fire_at),  # type: ignore[arg-type]
-            run_start,  # type: ignore[arg-type]
-        )
+        instance_id, run_start, task_id, fire_at = payload
+        self.deliver(instance_id, TimerFired(task_id=task_id, fire_at=fire_at), run_start)
 
     async def _run_activity(
         self, instance_id: str, workflow_name: str, run_start: int, scheduled: ActivityScheduled
@@ -593,19 +601,16 @@ class Engine:
             self.busy_exit()
 
     async def _start_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
+        parent = ParentRef(parent_id, scheduled.task_id)
         try:
-            parent = ParentRef(parent_id, scheduled.task_id)
-            try:
-                created = await create_instance(
-                    self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
-                    scheduled.input, parent=parent, run_id=self.ids.run_id(),
-                )  # fmt: skip
-            except InstanceExistsError as err:
-                await self._join_existing_child(parent, scheduled, err)
-                return
-            self.adopt_created(scheduled.instance_id, created)
-        finally:
-            self.busy_exit()
+            created = await create_instance(
+                self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
+                scheduled.input, parent=parent, run_id=self.ids.run_id(),
+            )  # fmt: skip
+        except InstanceExistsError as err:
+            await self._join_existing_child(parent, scheduled, err)
+            return
+        self.adopt_created(scheduled.instance_id, created)
 
     async def _join_existing_child(
         self, parent: ParentRef, scheduled: ChildWorkflowScheduled, err: InstanceExistsError
@@ -729,7 +734,7 @@ class Engine:
     def _new_run(self, inst: _Instance, history: list[HistoryEvent]) -> WorkflowRun:
         definition = self.registry.get_workflow(inst.name)
         run = WorkflowRun(inst.id, definition, self.registry, self.codec)
-        run.apply(history, replaying=True)  # type: ignore[arg-type]
+        run.apply(history, replaying=True)
         return run
 
     async def _rebuild(self, inst: _Instance) -> WorkflowRun | None:
@@ -855,8 +860,7 @@ class Engine:
             return
         for event in inst.outstanding.values():
             if isinstance(event, ChildWorkflowScheduled):
-                self._busy += 1
-                self._spawn(self._check_child, inst.id, event)
+                self._spawn_guarded(self._check_child, inst.id, event)
             else:
                 self._dispatch(inst, event)
         if inst.status is WorkflowStatus.PENDING or inst.pending:
@@ -864,16 +868,12 @@ class Engine:
 
     async def _check_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
         """On recovery: a sub-workflow the parent waits on may have ended, or never begun."""
-        try:
-            found = await read_meta(self.store, scheduled.instance_id)
-            child = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
-            if child is None:
-                self._busy += 1
-                await self._start_child(parent_id, scheduled)
-            elif child.status.is_terminal:
-                self._notify_parent_from_log(child)
-        finally:
-            self.busy_exit()
+        found = await read_meta(self.store, scheduled.instance_id)
+        child = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
+        if child is None:
+            await self._start_child(parent_id, scheduled)
+        elif child.status.is_terminal:
+            self._notify_parent_from_log(child)
 
     async def _scan_inbox(self, inst: _Instance) -> None:
         """Queue the inbox messages the log has not consumed yet."""
@@ -919,15 +919,10 @@ class Engine:
         elif inst.pending:
             self._enqueue(inst)
 
-    async def _reload_by_id(self, instance_id: str) -> None:
-        inst = self._instances.get(instance_id)
-        if inst is not None:
-            await self._reload(inst)
-
     def _retry_later(self, inst: _Instance) -> None:
         """The store failed: try the instance again after a backoff on the Clock."""
         self._drop_run(inst)
-        self._timers.add(self.clock.now() + _STORE_RETRY, (inst.id, -1, -1, None))
+        self._timers.add(self.clock.now() + _STORE_RETRY, (self._spawn_guarded, self._reload, inst))
 
     async def _fail_corrupt(
         self, instance_id: str, meta: InstanceMeta | None, etag: str | None, err: StoreError

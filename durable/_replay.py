@@ -57,7 +57,7 @@ from ._failure import failure_from_exception
 from ._futures import DurableFuture, Scheduler, WorkflowControl
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable, Coroutine, Sequence
 
     from ._codec import PayloadCodec
     from ._registry import Registry, WorkflowDefinition
@@ -180,7 +180,7 @@ class WorkflowRun:
         """Whether the run has ended (returned, failed, continued-as-new or terminated)."""
         return self.final is not None or self.terminated
 
-    def apply(self, events: list[Event], *, replaying: bool) -> list[Action]:
+    def apply(self, events: Sequence[Event], *, replaying: bool) -> list[Action]:
         """Feed events in order; return the new actions (none while replaying)."""
         self.replaying = replaying
         handlers = self._handlers
@@ -416,8 +416,10 @@ class WorkflowRun:
 
     def rng(self) -> random.Random:
         if self._random is None:
+            # The run id is random and unique per run, and history holds it, so a
+            # replay anywhere (even without the instance id) draws the same numbers.
             run_id = self.started.run_id if self.started is not None else ""
-            self._random = random.Random(f"{self.instance_id}/{run_id}")
+            self._random = random.Random(run_id or self.instance_id)
         return self._random
 
 
