@@ -108,6 +108,8 @@ _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an i
 _STORE_RETRY = timedelta(seconds=1)  # backoff after a transient store error
 
 Pending = tuple[str | None, int, Event]  # (inbox message id, run it belongs to, event)
+_ActivityWork = tuple[str, str, int, ActivityScheduled]  # (instance, workflow, run, attempt)
+_FAIR_STREAK = 32  # queued items a worker takes before it yields to other tasks
 
 
 class EngineHooks:
@@ -222,19 +224,21 @@ class Engine:
         self.store = store
         self.clock = clock
         self.codec = codec
-        self._max_workers = max_concurrent_workflows
-        self._activity_limiter = anyio.CapacityLimiter(max_concurrent_activities)
+        self._max_turns = max_concurrent_workflows
+        self._max_activities = max_concurrent_activities
+        self._turns = 0  # turns in progress, in turn workers or inline after an activity
         self._max_cached = max_cached_workflows
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
         self._cached: OrderedDict[str, _Instance] = OrderedDict()
         self._inflight: set[tuple[str, int, int]] = set()
         self._send: MemoryObjectSendStream[_Instance] | None = None
+        self._send_activity: MemoryObjectSendStream[_ActivityWork] | None = None
         self._timers = TimerQueue(clock, self._on_timer, self._notify)
         self._tg: anyio.abc.TaskGroup | None = None
         self._busy = 0
         self._queued = 0
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -243,11 +247,14 @@ class Engine:
     ) -> None:
         """Recover, then serve until cancelled."""
         send, receive = anyio.create_memory_object_stream[_Instance](math.inf)
-        async with send, receive, anyio.create_task_group() as tg:
-            self._send, self._tg = send, tg
+        send_activity, receive_activity = anyio.create_memory_object_stream[_ActivityWork](math.inf)
+        async with send, receive, send_activity, receive_activity, anyio.create_task_group() as tg:
+            self._send, self._send_activity, self._tg = send, send_activity, tg
+            for _ in range(self._max_turns):
+                tg.start_soon(self._serve, receive, self._turn_from_queue)
+            for _ in range(self._max_activities):
+                tg.start_soon(self._serve, receive_activity, self._run_activity)
             await self.recover_all()
-            for _ in range(self._max_workers):
-                tg.start_soon(self._worker, receive)
             tg.start_soon(self._timers.run)
             tg.start_soon(self._poll_loop)
             if isinstance(self.clock, MockClock) and self.clock.auto_advance:
@@ -278,8 +285,14 @@ class Engine:
     # -- idleness (for MockClock auto-advance) --------------------------------------
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:  # only tests and auto-advance ever wait for it
+            self._changed.set()
+            self._changed = None
+
+    async def _wait_changed(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
 
     def busy_enter(self) -> None:
         self._busy += 1
@@ -303,7 +316,7 @@ class Engine:
                 if self.idle:
                     return
             else:
-                await self._changed.wait()
+                await self._wait_changed()
 
     async def _auto_advance(self, clock: MockClock) -> None:
         while True:
@@ -311,7 +324,7 @@ class Engine:
             deadline = self._timers.next_deadline()
             if deadline is not None and deadline > clock.now():
                 clock.set(deadline)
-            await self._changed.wait()
+            await self._wait_changed()
 
     # -- queueing turns -------------------------------------------------------------
 
@@ -339,23 +352,47 @@ class Engine:
             inst.pending.append(item)
             self._enqueue(inst)
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[_Instance]) -> None:
-        async for inst in receive:
-            self._queued -= 1
-            inst.queued = False
-            inst.running = True
-            self._busy += 1
+    async def _serve(
+        self, receive: MemoryObjectReceiveStream[Any], handle: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        """A worker: take queued items one by one. Work that never suspends (an in-memory
+        store, an activity that does not await) would hold the loop, so it yields to
+        other tasks every few items."""
+        streak = 0
+        while True:
             try:
-                await self._turn(inst)
-            except StoreError as err:
-                log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
-                self._retry_later(inst)
-            finally:
-                inst.running = False
-                needs_turn = inst.pending or inst.status is WorkflowStatus.PENDING
-                if needs_turn and self._instances.get(inst.id) is inst:
-                    self._enqueue(inst)
-                self.busy_exit()
+                item = receive.receive_nowait()
+            except anyio.WouldBlock:
+                item = await receive.receive()
+                streak = 0
+            else:
+                streak += 1
+                if streak >= _FAIR_STREAK:
+                    streak = 0
+                    await anyio.lowlevel.checkpoint()
+            await handle(item)
+
+    async def _turn_from_queue(self, inst: _Instance) -> None:
+        self._queued -= 1
+        inst.queued = False
+        await self._run_turn(inst)
+
+    async def _run_turn(self, inst: _Instance) -> None:
+        inst.running = True
+        self._busy += 1
+        self._turns += 1
+        try:
+            await self._turn(inst)
+        except StoreError as err:
+            log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
+            self._retry_later(inst)
+        finally:
+            inst.running = False
+            self._turns -= 1
+            needs_turn = inst.pending or inst.status is WorkflowStatus.PENDING
+            if needs_turn and self._instances.get(inst.id) is inst:
+                self._enqueue(inst)
+            self.busy_exit()
 
     # -- a turn ---------------------------------------------------------------------
 
@@ -568,7 +605,8 @@ class Engine:
             if key not in self._inflight:
                 self._inflight.add(key)
                 self._busy += 1
-                self._spawn(self._run_activity, inst.id, inst.name, inst.run_start, event)
+                assert self._send_activity is not None, "the engine is not running"
+                self._send_activity.send_nowait((inst.id, inst.name, inst.run_start, event))
         elif isinstance(event, TimerCreated):
             self._timers.add(event.fire_at, (inst.id, inst.run_start, event.task_id, event.fire_at))
         elif isinstance(event, ChildWorkflowScheduled):
@@ -581,21 +619,29 @@ class Engine:
         instance_id, run_start, task_id, fire_at = payload
         self.deliver(instance_id, TimerFired(task_id=task_id, fire_at=fire_at), run_start)
 
-    async def _run_activity(
-        self, instance_id: str, workflow_name: str, run_start: int, scheduled: ActivityScheduled
-    ) -> None:
+    async def _run_activity(self, work: _ActivityWork) -> None:
+        """Run one attempt in this activity worker; then, if the instance is idle and a
+        turn slot is free, run its next turn right here (one task switch less per step)."""
+        instance_id, workflow_name, run_start, scheduled = work
         try:
-            async with self._activity_limiter:
-                outcome = await execute_activity(
-                    self.registry, self.codec, self.memo_store, instance_id, workflow_name,
-                    scheduled,
-                )  # fmt: skip
-            if self._hooks is None:
-                self.deliver(instance_id, outcome, run_start)
-            else:
+            outcome = await execute_activity(
+                self.registry, self.codec, self.memo_store, instance_id, workflow_name, scheduled
+            )
+            copies = 1
+            if self._hooks is not None:
                 await self._hooks.before_delivery(instance_id, outcome)
-                for _ in range(self._hooks.deliveries(instance_id, outcome)):
+                copies = self._hooks.deliveries(instance_id, outcome)
+            self._inflight.discard((instance_id, run_start, scheduled.task_id))
+            inst = self._instances.get(instance_id)
+            if inst is None or inst.queued or inst.running or inst.loading or inst.parked:
+                for _ in range(copies):
                     self.deliver(instance_id, outcome, run_start)
+            else:
+                inst.pending.extend([(None, run_start, outcome)] * copies)
+                if self._turns < self._max_turns:
+                    await self._run_turn(inst)
+                else:
+                    self._enqueue(inst)
         finally:
             self._inflight.discard((instance_id, run_start, scheduled.task_id))
             self.busy_exit()
