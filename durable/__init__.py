@@ -22,6 +22,7 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
+from ._eviction import EvictionPolicy
 from ._failure import FailureDetails
 from ._futures import DurableFuture
 from ._instances import InstanceRunningError
@@ -38,6 +39,7 @@ __all__ = [
     "Clock",
     "DurableError",
     "DurableFuture",
+    "EvictionPolicy",
     "FailureDetails",
     "InstanceExistsError",
     "InstanceNotFoundError",

@@ -15,6 +15,7 @@ __all__ = [
     "CompleteWorkflow",
     "ContinueAsNew",
     "FailWorkflow",
+    "RecordPatch",
     "ScheduleActivity",
     "StartChildWorkflow",
     "StartTimer",
@@ -48,6 +49,12 @@ class StartChildWorkflow(msgspec.Struct, frozen=True):
     input: Raw
 
 
+class RecordPatch(msgspec.Struct, frozen=True):
+    """Record that this run takes the patched path of ``patch_id``."""
+
+    patch_id: str
+
+
 class CompleteWorkflow(msgspec.Struct, frozen=True):
     """End the run with a result."""
 
@@ -71,6 +78,7 @@ Action = (
     ScheduleActivity
     | StartTimer
     | StartChildWorkflow
+    | RecordPatch
     | CompleteWorkflow
     | FailWorkflow
     | ContinueAsNew

@@ -58,7 +58,7 @@ class _Snapshot:
     """An instance's state in encoded form, as the store holds it."""
 
     __slots__ = ("created_at", "custom_status", "failure", "input", "name", "output",
-                 "status", "updated_at")  # fmt: skip
+                 "reason", "status", "updated_at", "version")  # fmt: skip
 
     def __init__(self, meta: InstanceMeta) -> None:
         self.name = meta.name
@@ -69,6 +69,8 @@ class _Snapshot:
         self.custom_status: Raw = meta.custom_status
         self.created_at = meta.created_at
         self.updated_at = meta.updated_at
+        self.version = meta.version
+        self.reason = meta.reason
 
 
 class Client:
@@ -119,8 +121,9 @@ class Client:
         *,
         instance_id: str | None = None,
         reuse: bool = False,
+        version: str | None = None,
     ) -> WorkflowHandle[T]:
-        """Start a workflow; return its handle.
+        """Start a workflow (its newest version, or ``version``); return its handle.
 
         Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
         ended one again), ``UnknownWorkflowError`` for a name this client's registry
@@ -128,6 +131,8 @@ class Client:
         encoded.
         """
         name = self._workflow_name(workflow)
+        if self.registry is not None:
+            version = self.registry.get_workflow(name, version).version
         instance_id = (
             self.ids.instance_id() if instance_id is None else validate_instance_id(instance_id)
         )
@@ -135,7 +140,7 @@ class Client:
         async with self._busy():
             created = await create_instance(
                 self.store, self.clock.now(), instance_id, name, raw, reuse=reuse,
-                memo=self.memo_store, run_id=self.ids.run_id(),
+                memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
             )  # fmt: skip
             await self._announce(instance_id, created)
         return WorkflowHandle(self, instance_id, name)
@@ -244,6 +249,7 @@ class Client:
                 snap.updated_at = events[-1].timestamp
             if record.next_run and isinstance(record.next_run[0], WorkflowStarted):
                 snap.input = record.next_run[0].input
+                snap.version = record.next_run[0].version
             for event in record.events:
                 if isinstance(event, WorkflowTerminated):
                     snap.output = event.output
@@ -279,6 +285,9 @@ class Client:
             custom_status=self._decode(snap.custom_status),
             created_at=snap.created_at,
             updated_at=snap.updated_at,
+            version=snap.version,
+            reason=snap.reason,
+            is_resident=None if self._engine is None else self._engine.is_resident(instance_id),
         )
 
     async def _send(self, instance_id: str, event: HistoryEvent) -> None:

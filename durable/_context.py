@@ -93,6 +93,20 @@ class WorkflowContext:
         """A random UUID that replays identically."""
         return uuid.UUID(int=self._run.rng().getrandbits(128), version=4)
 
+    def patched(self, patch_id: str) -> bool:
+        """Branch on a code change without breaking runs already in flight.
+
+        True when this run reaches the check for the first time under code that has the
+        patch (the decision is recorded in history); False when replaying a history
+        recorded before the patch existed. Put the new behaviour under ``if``.
+        """
+        return self._run.patched(patch_id)
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Once no run from before ``patch_id`` remains: drop the ``if ctx.patched(...)``
+        and call this instead, so histories that recorded the patch still replay."""
+        self._run.deprecate_patch(patch_id)
+
     def set_custom_status(self, value: Any) -> None:
         """Publish a small value that ``describe()`` shows while the workflow runs."""
         self._run.custom_status = Raw(self._run.codec.encode(value))

@@ -10,10 +10,11 @@ unfinished instance from the log and re-dispatches what its history left open.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
-from collections import OrderedDict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -27,6 +28,7 @@ from ._actions import (
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
+    RecordPatch,
     ScheduleActivity,
     StartChildWorkflow,
     StartTimer,
@@ -53,6 +55,7 @@ from ._events import (
     Event,
     HistoryEvent,
     ParentRef,
+    PatchApplied,
     TimerCreated,
     TimerFired,
     TurnStarted,
@@ -61,6 +64,7 @@ from ._events import (
     WorkflowStarted,
     WorkflowTerminated,
 )
+from ._eviction import MIN_EVICTABLE_WAIT, EvictionPolicy
 from ._failure import FailureDetails, failure_from_exception
 from ._ids import IdSource
 from ._instances import Created, create_instance
@@ -136,7 +140,6 @@ class _Instance:
         "consumed",
         "created_at",
         "custom_status",
-        "done",
         "failure",
         "id",
         "loading",
@@ -151,6 +154,7 @@ class _Instance:
         "parked",
         "pending",
         "queued",
+        "reason",
         "run",
         "run_start",
         "running",
@@ -180,12 +184,12 @@ class _Instance:
         self.running = False
         self.loading = False
         self.parked = False  # its workflow is not registered here: it waits
+        self.reason = ""  # why it makes no progress, for describe()
         self.meta_etag: str | None = None
         self.meta_seq = -1
         self.meta_status = ""
         self.output: Raw = NULL
         self.failure: FailureDetails | None = None
-        self.done: anyio.Event | None = None
 
 
 def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> None:
@@ -209,8 +213,9 @@ class Engine:
         *,
         max_concurrent_workflows: int,
         max_concurrent_activities: int,
-        max_cached_workflows: int,
         poll_interval: float,
+        max_resident_workflows: int | None = None,
+        eviction: EvictionPolicy | None = None,
         memo_store: MemoStore | None = None,
         memo_retention: timedelta | None = None,
         ids: IdSource | None = None,
@@ -227,10 +232,14 @@ class Engine:
         self._max_turns = max_concurrent_workflows
         self._max_activities = max_concurrent_activities
         self._turns = 0  # turns in progress, in turn workers or inline after an activity
-        self._max_cached = max_cached_workflows
+        self._max_resident = max_resident_workflows
+        self._eviction = eviction or EvictionPolicy()
+        self._evictable: list[tuple[int, datetime, int, str, int]] = []  # capacity candidates
+        self._evict_order = itertools.count()
+        self._evicted: set[str] = set()  # ids dropped from memory that are not finished
+        self._done_waiters: dict[str, anyio.Event] = {}
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
-        self._cached: OrderedDict[str, _Instance] = OrderedDict()
         self._inflight: set[tuple[str, int, int]] = set()
         self._send: MemoryObjectSendStream[_Instance] | None = None
         self._send_activity: MemoryObjectSendStream[_ActivityWork] | None = None
@@ -392,6 +401,7 @@ class Engine:
             needs_turn = inst.pending or inst.status is WorkflowStatus.PENDING
             if needs_turn and self._instances.get(inst.id) is inst:
                 self._enqueue(inst)
+            self._evict_to_capacity()
             self.busy_exit()
 
     # -- a turn ---------------------------------------------------------------------
@@ -424,6 +434,8 @@ class Engine:
                 )
                 inst.pending = pending + inst.pending
                 inst.parked = True
+                inst.reason = f"waiting for a worker that runs it: {err}"
+                await self._write_meta(inst)
                 return
             if run is None:  # the log moved on under us; reloaded
                 inst.pending = pending + inst.pending
@@ -476,7 +488,6 @@ class Engine:
             self._drop_run(inst)
             await self._reload(inst)
             return
-        self._touch_cache(inst)
         if self._hooks is not None:
             self._hooks.committed(inst.id, record)
         await self._after_commit(inst, record)
@@ -505,6 +516,8 @@ class Engine:
                         task_id=action.task_id, name=action.name,
                         instance_id=action.instance_id, input=action.input,
                     )  # fmt: skip
+                case RecordPatch():
+                    event = PatchApplied(patch_id=action.patch_id)
                 case CompleteWorkflow():
                     event, status = (
                         WorkflowCompleted(result=action.result),
@@ -518,6 +531,7 @@ class Engine:
                     started = WorkflowStarted(
                         event_id=0, timestamp=now, name=inst.name, input=action.input,
                         run_id=self.ids.run_id(), parent=inst.parent, first_task_id=run.task_count,
+                        version=inst.started.version,
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(
@@ -596,6 +610,8 @@ class Engine:
             await self._write_meta(inst)
         if inst.status.is_terminal:
             self._wake_waiters(inst)
+        elif not record.next_run:
+            self._note_waiting(inst)
         if record.consumed:
             self._spawn(self._delete_messages, inst.id, list(record.consumed))
 
@@ -652,6 +668,7 @@ class Engine:
             created = await create_instance(
                 self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
                 scheduled.input, parent=parent, run_id=self.ids.run_id(),
+                version=self._newest_version(scheduled.name),
             )  # fmt: skip
         except InstanceExistsError as err:
             await self._join_existing_child(parent, scheduled, err)
@@ -734,8 +751,9 @@ class Engine:
             )
 
     def _wake_waiters(self, inst: _Instance) -> None:
-        if inst.done is not None:
-            inst.done.set()
+        if (done := self._done_waiters.pop(inst.id, None)) is not None:
+            done.set()
+        self._evicted.discard(inst.id)
         # A finished instance needs no memory beyond what waiters read right now.
         if self._instances.get(inst.id) is inst and not inst.pending:
             del self._instances[inst.id]
@@ -756,6 +774,7 @@ class Engine:
             run_start=inst.run_start, created_at=inst.created_at, updated_at=self.clock.now(),
             input=inst.started.input, output=output, failure=failure,
             custom_status=inst.custom_status, parent=inst.parent,
+            version=inst.started.version, reason=inst.reason,
         )  # fmt: skip
         try:
             inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
@@ -777,8 +796,12 @@ class Engine:
 
     # -- the replay cache -----------------------------------------------------------
 
+    def _newest_version(self, name: str) -> str:
+        definition = self.registry.workflows.get(name)
+        return definition.version if definition is not None else ""
+
     def _new_run(self, inst: _Instance, history: list[HistoryEvent]) -> WorkflowRun:
-        definition = self.registry.get_workflow(inst.name)
+        definition = self.registry.get_workflow(inst.name, inst.started.version)
         run = WorkflowRun(inst.id, definition, self.registry, self.codec)
         run.apply(history, replaying=True)
         return run
@@ -801,24 +824,10 @@ class Engine:
             run_start=inst.run_start, created_at=inst.created_at, updated_at=inst.created_at,
         )  # fmt: skip
 
-    def _touch_cache(self, inst: _Instance) -> None:
-        if inst.run is None:
-            return
-        cached = self._cached
-        cached[inst.id] = inst
-        cached.move_to_end(inst.id)
-        while len(cached) > self._max_cached:
-            _, oldest = cached.popitem(last=False)
-            if oldest.running or oldest.queued:
-                cached[oldest.id] = oldest
-                break
-            self._drop_run(oldest)
-
     def _drop_run(self, inst: _Instance) -> None:
         if inst.run is not None:
             inst.run.close()
             inst.run = None
-        self._cached.pop(inst.id, None)
 
     # -- creation, recovery and reload ----------------------------------------------
 
@@ -836,6 +845,7 @@ class Engine:
         history = list(created.record.next_run)
         _fold(inst.outstanding, history)
         self._instances[instance_id] = inst
+        self._evicted.discard(instance_id)
         try:
             inst.run = self._new_run(inst, history)
         except UnknownWorkflowError:
@@ -877,6 +887,7 @@ class Engine:
         inst.meta_etag = etag
         inst.meta_seq = meta.seq if meta is not None else -1
         self._instances[instance_id] = inst
+        self._evicted.discard(instance_id)
         self._load_into(inst, loaded)
         if loaded.status.is_terminal:
             del self._instances[instance_id]
@@ -888,6 +899,9 @@ class Engine:
             self._notify_parent_from_log(loaded)
             return None
         await self._scan_inbox(inst)
+        if not inst.queued:
+            self._note_waiting(inst)
+            self._evict_to_capacity()
         return inst
 
     def _load_into(self, inst: _Instance, loaded: RunLog) -> None:
@@ -994,8 +1008,9 @@ class Engine:
         if inst is not None:
             inst.status, inst.failure = WorkflowStatus.FAILED, failure
             self._drop_run(inst)
-            if inst.done is not None:
-                inst.done.set()
+        self._evicted.discard(instance_id)
+        if (done := self._done_waiters.pop(instance_id, None)) is not None:
+            done.set()
 
     # -- messages from outside ------------------------------------------------------
 
@@ -1031,16 +1046,70 @@ class Engine:
         return self._instances.get(instance_id)
 
     async def wait_done(self, instance_id: str) -> bool:
-        """Wait until a loaded instance ends; False if this engine does not hold it."""
+        """Wait until an instance this engine runs (in memory or evicted) ends; False if
+        this engine does not run it."""
         inst = self._instances.get(instance_id)
-        if inst is None:
+        if inst is None and instance_id not in self._evicted:
             return False
-        if inst.status.is_terminal:
+        if inst is not None and inst.status.is_terminal:
             return True
-        if inst.done is None:
-            inst.done = anyio.Event()
-        await inst.done.wait()
+        done = self._done_waiters.get(instance_id)
+        if done is None:
+            done = self._done_waiters[instance_id] = anyio.Event()
+        await done.wait()
         return True
+
+    def is_resident(self, instance_id: str) -> bool:
+        """Whether the instance is held in this process's memory."""
+        return instance_id in self._instances
+
+    # -- eviction -------------------------------------------------------------------
+
+    def _note_waiting(self, inst: _Instance) -> None:
+        """After a turn: if the instance now only waits on timers or events, it may be
+        evicted by time (its policy's TTL) or to make room (``max_resident_workflows``)."""
+        if inst.pending or any(type(e) is ActivityScheduled for e in inst.outstanding.values()):
+            return
+        definition = self.registry.workflows.get(inst.name)
+        policy = (definition.eviction if definition is not None else None) or self._eviction
+        now = self.clock.now()
+        if policy.allow_capacity_eviction and self._max_resident is not None:
+            entry = (policy.priority, now, next(self._evict_order), inst.id, inst.seq)
+            heapq.heappush(self._evictable, entry)
+        if policy.ttl is not None:
+            timers = [e.fire_at for e in inst.outstanding.values() if type(e) is TimerCreated]
+            if not timers or min(timers) - now >= MIN_EVICTABLE_WAIT:
+                when = now + max(policy.ttl, MIN_EVICTABLE_WAIT)
+                self._timers.add(when, (self._evict_if_idle, inst.id, inst.seq), durable=False)
+
+    def _can_evict(self, instance_id: str, seq: int) -> _Instance | None:
+        inst = self._instances.get(instance_id)
+        if inst is None or inst.seq != seq or inst.running or inst.queued or inst.loading:
+            return None
+        if inst.pending or inst.status.is_terminal or inst.status is WorkflowStatus.PENDING:
+            return None
+        return inst
+
+    def _evict_if_idle(self, instance_id: str, seq: int) -> None:
+        """A TTL came due: evict unless the instance ran a turn since."""
+        if (inst := self._can_evict(instance_id, seq)) is not None:
+            self._evict(inst)
+
+    def _evict_to_capacity(self) -> None:
+        """Over ``max_resident_workflows``: evict waiting instances, lowest priority first,
+        then the longest waiting. Called between turns, never inside one."""
+        if self._max_resident is None:
+            return
+        while len(self._instances) > self._max_resident and self._evictable:
+            _, _, _, instance_id, seq = heapq.heappop(self._evictable)
+            if (inst := self._can_evict(instance_id, seq)) is not None:
+                self._evict(inst)
+
+    def _evict(self, inst: _Instance) -> None:
+        """Drop the instance from memory; its timers and the log bring it back."""
+        self._drop_run(inst)
+        del self._instances[inst.id]
+        self._evicted.add(inst.id)
 
     def forget(self, instance_id: str) -> None:
         """Drop an instance from memory (it was purged)."""

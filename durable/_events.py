@@ -30,6 +30,7 @@ __all__ = [
     "EventRaised",
     "HistoryEvent",
     "ParentRef",
+    "PatchApplied",
     "TimerCreated",
     "TimerFired",
     "TurnStarted",
@@ -147,6 +148,12 @@ class EventRaised(Event, frozen=True, tag="event_raised"):
     input: Raw = NULL
 
 
+class PatchApplied(Event, frozen=True, tag="patch_applied"):
+    """The run took the new path of ``ctx.patched(patch_id)`` (first reached live)."""
+
+    patch_id: str
+
+
 class WorkflowSuspended(Event, frozen=True, tag="workflow_suspended"):
     """The instance was suspended: new events wait until it resumes."""
 
@@ -198,6 +205,7 @@ HistoryEvent = (
     | ChildWorkflowCompleted
     | ChildWorkflowErrored
     | EventRaised
+    | PatchApplied
     | WorkflowSuspended
     | WorkflowResumed
     | WorkflowTerminated

@@ -91,6 +91,7 @@ async def _start_run(
         updated_at=now,
         input=started.input,
         parent=started.parent,
+        version=started.version,
     )
     etag = await write_meta(store, meta, meta_etag)
     return Created(record, meta, etag)
@@ -107,12 +108,19 @@ async def create_instance(
     parent: ParentRef | None = None,
     memo: MemoStore | None = None,
     run_id: str,
+    version: str = "",
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
     ``InstanceExistsError``."""
     started = WorkflowStarted(
-        event_id=0, timestamp=now, name=name, input=input, run_id=run_id, parent=parent
+        event_id=0,
+        timestamp=now,
+        name=name,
+        input=input,
+        run_id=run_id,
+        parent=parent,
+        version=version,
     )
     try:
         return await _start_run(store, instance_id, 0, [started], now, now, None)

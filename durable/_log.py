@@ -124,6 +124,7 @@ class RunLog:
             failure=failure,
             custom_status=self.custom_status,
             parent=parent,
+            version=self.started.version,
         )
 
 

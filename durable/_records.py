@@ -93,6 +93,8 @@ class InstanceMeta(msgspec.Struct, omit_defaults=True):
     failure: FailureDetails | None = None
     custom_status: Raw = NULL
     parent: ParentRef | None = None
+    version: str = ""
+    reason: str = ""  # why a running instance is not making progress (e.g. no worker)
     format: int = 1
 
 

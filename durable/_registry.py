@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
 from ._codec import hints_of
 from ._errors import UnknownWorkflowError
+from ._eviction import EvictionPolicy
 
 __all__ = ["ActivityDefinition", "Registry", "WorkflowDefinition"]
 
@@ -17,13 +19,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True, slots=True)
 class WorkflowDefinition:
-    """A registered workflow: its name, function and payload types."""
+    """A registered workflow: its name, version, function and payload types."""
 
     name: str
     fn: Callable[..., Any]
     input_type: Any
     output_type: Any
     takes_input: bool
+    version: str = ""
+    eviction: EvictionPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,12 @@ class ActivityDefinition:
     output_type: Any
     takes_input: bool
     is_async: bool
+
+
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Order versions naturally: "2" < "10", "1.9" < "1.10"; "" (unversioned) first."""
+    parts = re.findall(r"\d+|\D+", version)
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
 
 
 def _check_signature(fn: Callable[..., Any], kind: str) -> bool:
@@ -59,26 +69,49 @@ class Registry:
 
     def __init__(self) -> None:
         self.workflows: dict[str, WorkflowDefinition] = {}
+        """The newest version of each workflow, by name."""
         self.activities: dict[str, ActivityDefinition] = {}
+        self._versions: dict[str, dict[str, WorkflowDefinition]] = {}
         self._names: dict[Callable[..., Any], str] = {}
 
     @overload
     def workflow(self, fn: F, /) -> F: ...
     @overload
-    def workflow(self, *, name: str | None = None) -> Callable[[F], F]: ...
-    def workflow(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
-        """Register ``async def wf(ctx: WorkflowContext, input) -> output``."""
+    def workflow(
+        self,
+        *,
+        name: str | None = None,
+        version: str = "",
+        eviction: EvictionPolicy | None = None,
+    ) -> Callable[[F], F]: ...
+    def workflow(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        version: str = "",
+        eviction: EvictionPolicy | None = None,
+    ) -> Any:
+        """Register ``async def wf(ctx: WorkflowContext, input) -> output``.
+
+        Several ``version``s may share one name: new instances start on the newest, and a
+        running instance keeps the version it started on.
+        """
 
         def register(fn: F) -> F:
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"workflow {fn.__qualname__} must be an async def function")
             takes_input = _check_signature(fn, "workflow")
             wf_name = name or fn.__name__
-            self._claim(wf_name, "workflow", self.workflows)
+            self._claim(wf_name, "workflow", {})
+            versions = self._versions.setdefault(wf_name, {})
+            if version in versions:
+                raise ValueError(f"workflow {wf_name!r} version {version!r} is already registered")
             input_type, output_type = hints_of(fn)
-            self.workflows[wf_name] = WorkflowDefinition(
-                wf_name, fn, input_type, output_type, takes_input
+            versions[version] = WorkflowDefinition(
+                wf_name, fn, input_type, output_type, takes_input, version, eviction
             )
+            self.workflows[wf_name] = versions[max(versions, key=_version_key)]
             self._names[fn] = wf_name
             return fn
 
@@ -125,15 +158,26 @@ class Registry:
                 f"{qualname} is not registered as a {kind}: decorate it with @registry.{kind}"
             ) from None
 
-    def get_workflow(self, name: str) -> WorkflowDefinition:
-        """The workflow registered as ``name``; ``UnknownWorkflowError`` if none."""
-        try:
-            return self.workflows[name]
-        except KeyError:
+    def get_workflow(self, name: str, version: str | None = None) -> WorkflowDefinition:
+        """The workflow registered as ``name`` (its newest version unless ``version``
+        names one); ``UnknownWorkflowError`` if none."""
+        versions = self._versions.get(name)
+        if versions is None:
             known = ", ".join(sorted(self.workflows)) or "none"
+            raise UnknownWorkflowError(f"no workflow named {name!r} is registered (known: {known})")
+        if version is None:
+            return self.workflows[name]
+        try:
+            return versions[version]
+        except KeyError:
+            have = ", ".join(repr(v) for v in sorted(versions, key=_version_key))
             raise UnknownWorkflowError(
-                f"no workflow named {name!r} is registered (known: {known})"
+                f"workflow {name!r} version {version!r} is not registered here (have: {have})"
             ) from None
+
+    def versions(self, name: str) -> list[str]:
+        """The registered versions of ``name``, oldest first."""
+        return sorted(self._versions.get(name, {}), key=_version_key)
 
     def get_activity(self, name: str) -> ActivityDefinition:
         """The activity registered as ``name``; ``UnknownWorkflowError`` if none."""

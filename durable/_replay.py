@@ -8,6 +8,7 @@ Replayed events must meet the actions the code takes again; anything else is a
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from ._actions import (
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
+    RecordPatch,
     ScheduleActivity,
     StartChildWorkflow,
     StartTimer,
@@ -43,6 +45,7 @@ from ._events import (
     ContinuedAsNew,
     Event,
     EventRaised,
+    PatchApplied,
     TimerCreated,
     TimerFired,
     TurnStarted,
@@ -153,6 +156,10 @@ class WorkflowRun:
         self._suspended = False
         self._held: list[Event] = []
         self._random: random.Random | None = None
+        self._history_patches: set[str] = set()  # patches the replayed history records
+        self._checked_patches: set[str] = set()  # patches the code checked or deprecated
+        self._recorded_patches: set[str] = set()  # patches this run takes
+        self._patch_keys = itertools.count(-1, -1)  # keys of RecordPatch among _pending
         self._handlers: dict[type, Callable[[Any], None]] = {
             WorkflowStarted: self._on_started,
             TurnStarted: self._on_turn_started,
@@ -165,6 +172,7 @@ class WorkflowRun:
             ChildWorkflowCompleted: self._on_child_completed,
             ChildWorkflowErrored: self._on_child_errored,
             EventRaised: self._on_event_raised,
+            PatchApplied: self._on_patch_applied,
             WorkflowSuspended: self._on_suspended,
             WorkflowResumed: self._on_resumed,
             WorkflowTerminated: self._on_terminated,
@@ -183,6 +191,8 @@ class WorkflowRun:
     def apply(self, events: Sequence[Event], *, replaying: bool) -> list[Action]:
         """Feed events in order; return the new actions (none while replaying)."""
         self.replaying = replaying
+        if replaying:
+            self._history_patches.update(e.patch_id for e in events if type(e) is PatchApplied)
         handlers = self._handlers
         for event in events:
             if self._suspended and not isinstance(
@@ -359,6 +369,17 @@ class WorkflowRun:
         except SerializationError as err:
             future.set_exception(err)
 
+    def _on_patch_applied(self, event: PatchApplied) -> None:
+        if event.patch_id not in self._checked_patches:
+            raise NonDeterminismError(
+                f"workflow {self.instance_id!r}: history event {event.event_id} records patch "
+                f"{event.patch_id!r}, but the workflow code no longer checks it; keep "
+                f"ctx.patched({event.patch_id!r}) or ctx.deprecate_patch({event.patch_id!r}) "
+                "while runs that recorded it remain",
+                event_id=event.event_id,
+            )
+        self._recorded_patches.add(event.patch_id)
+
     def _on_suspended(self, event: WorkflowSuspended) -> None:
         self._suspended = True
 
@@ -392,6 +413,24 @@ class WorkflowRun:
         task_id: int = action.task_id  # type: ignore[union-attr]
         self._pending[task_id] = action
         self._open[task_id] = _Open(future, kind, name, output_type)
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the patched path (recording it the first time live)."""
+        self._checked_patches.add(patch_id)
+        if patch_id in self._recorded_patches:
+            return True
+        if self.replaying:
+            if patch_id in self._history_patches:
+                self._recorded_patches.add(patch_id)
+                return True
+            return False
+        self._recorded_patches.add(patch_id)
+        self._pending[next(self._patch_keys)] = RecordPatch(patch_id)
+        return True
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Accept ``patch_id`` in history without branching on it any more."""
+        self._checked_patches.add(patch_id)
 
     def wait_event(self, name: str, output_type: Any) -> DurableFuture[Any]:
         future: DurableFuture[Any] = DurableFuture()

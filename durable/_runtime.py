@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import random
     from collections.abc import Awaitable, Callable
 
+    from ._eviction import EvictionPolicy
     from ._registry import Registry
 
 __all__ = ["Runtime"]
@@ -48,7 +49,8 @@ class Runtime:
         codec: PayloadCodec | None = None,
         max_concurrent_activities: int = 100,
         max_concurrent_workflows: int = 32,
-        max_cached_workflows: int = 10_000,
+        max_resident_workflows: int | None = None,
+        eviction: EvictionPolicy | None = None,
         poll_interval: float = 1.0,
         memo_store: MemoStore | None = None,
         memo_prefix: str = "memo",
@@ -78,8 +80,9 @@ class Runtime:
             self.codec,
             max_concurrent_workflows=max_concurrent_workflows,
             max_concurrent_activities=max_concurrent_activities,
-            max_cached_workflows=max_cached_workflows,
             poll_interval=poll_interval,
+            max_resident_workflows=max_resident_workflows,
+            eviction=eviction,
             memo_store=self.memo_store,
             memo_retention=memo_retention,
             ids=ids,
@@ -126,11 +129,14 @@ class Runtime:
         *,
         instance_id: str | None = None,
         reuse: bool = False,
+        version: str | None = None,
     ) -> WorkflowHandle[T]:
         """Start a workflow and return its handle (see :meth:`Client.start`)."""
         if self._tg is None:
             raise RuntimeError("start the Runtime first: async with Runtime(...) as runtime")
-        return await self.client.start(workflow, input, instance_id=instance_id, reuse=reuse)
+        return await self.client.start(
+            workflow, input, instance_id=instance_id, reuse=reuse, version=version
+        )
 
     async def sweep(self) -> int:
         """Run one retention sweep now; return how many instances' memo it deleted."""

@@ -45,3 +45,8 @@ class WorkflowState:
     custom_status: Any = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    version: str = ""
+    reason: str = ""
+    """Why a running instance makes no progress (for example, no worker has its version)."""
+    is_resident: bool | None = None
+    """Whether this process holds the instance in memory (None: not known here)."""

@@ -20,8 +20,10 @@ __all__ = ["TimerQueue"]
 class TimerQueue:
     """Calls ``fire(payload)`` for each entry once the Clock reaches its time.
 
-    Entries are durable timers, retry backoffs and event timeouts; ``next_deadline``
-    is what a ``MockClock(auto_advance=True)`` jumps to when the runtime is idle.
+    Durable entries (workflow timers, retry backoffs, event timeouts) make up
+    ``next_deadline``, what a ``MockClock(auto_advance=True)`` jumps to when the runtime
+    is idle; background entries (eviction checks) fire when time reaches them but never
+    pull a mock clock forward.
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class TimerQueue:
         self._fire = fire
         self._on_change = on_change
         self._heap: list[tuple[datetime, int, tuple[object, ...]]] = []
+        self._background: list[tuple[datetime, int, tuple[object, ...]]] = []
         self._ids = itertools.count()
         self._sleep_scope: anyio.CancelScope | None = None
         self._sleep_until: datetime | None = None
@@ -42,8 +45,10 @@ class TimerQueue:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def add(self, when: datetime, payload: tuple[object, ...]) -> None:
-        heapq.heappush(self._heap, (when, next(self._ids), payload))
+    def add(self, when: datetime, payload: tuple[object, ...], *, durable: bool = True) -> None:
+        heapq.heappush(
+            self._heap if durable else self._background, (when, next(self._ids), payload)
+        )
         if self._sleep_until is None or when < self._sleep_until:
             if self._sleep_scope is not None:
                 self._sleep_scope.cancel()
@@ -54,20 +59,22 @@ class TimerQueue:
         return self._heap[0][0] if self._heap else None
 
     async def run(self) -> None:
-        heap = self._heap
+        heaps = (self._heap, self._background)
         while True:
             now = self._clock.now()
             fired = False
-            while heap and heap[0][0] <= now:
-                self._fire(heapq.heappop(heap)[2])
-                fired = True
+            for heap in heaps:
+                while heap and heap[0][0] <= now:
+                    self._fire(heapq.heappop(heap)[2])
+                    fired = True
             if fired:
                 self._on_change()
-            if not heap:
+            deadlines = [heap[0][0] for heap in heaps if heap]
+            if not deadlines:
                 self._added = anyio.Event()
                 await self._added.wait()
                 continue
-            self._sleep_until = heap[0][0]
+            self._sleep_until = min(deadlines)
             with anyio.CancelScope() as scope:
                 self._sleep_scope = scope
                 await self._clock.sleep_until(self._sleep_until)

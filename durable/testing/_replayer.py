@@ -43,7 +43,7 @@ class Replayer:
         if not events or not isinstance(events[0], WorkflowStarted):
             raise NonDeterminismError("a history must start with a WorkflowStarted event")
         started = events[0]
-        definition = self.registry.get_workflow(started.name)
+        definition = self.registry.get_workflow(started.name, started.version)
         run = WorkflowRun("replay", definition, self.registry, self.codec)
         try:
             run.apply(events, replaying=True)

@@ -217,6 +217,7 @@ def _wrap_activity(definition: ActivityDefinition, sim: _Sim) -> ActivityDefinit
 def _simulated_registry(registry: Registry, sim: _Sim) -> Registry:
     wrapped = Registry()
     wrapped.workflows = dict(registry.workflows)
+    wrapped._versions = {name: dict(v) for name, v in registry._versions.items()}
     wrapped.activities = {
         name: _wrap_activity(definition, sim) for name, definition in registry.activities.items()
     }

@@ -64,7 +64,7 @@ async def test_changed_code_fails_the_instance_naming_the_event(runtime_factory:
     async with runtime_factory(registry_v1(), clock) as rt:
         await rt.start("order", "lamp", instance_id="old-run")
         await rt.wait_idle()
-    async with runtime_factory(registry_v2(), clock, max_cached_workflows=0) as rt:
+    async with runtime_factory(registry_v2(), clock, max_resident_workflows=0) as rt:
         handle = rt.client.get_handle("old-run")
         await handle.raise_event("paid")
         with pytest.raises(durable.WorkflowFailed) as caught:

@@ -435,7 +435,7 @@ async def test_replay_without_cache_is_deterministic(runtime_factory: Any) -> No
             await ctx.sleep(timedelta(seconds=1))
         return out
 
-    async with runtime_factory(registry, max_cached_workflows=0) as rt:
+    async with runtime_factory(registry, max_resident_workflows=0) as rt:
         result = await (await rt.start(rolls, instance_id="same-id"))
     # every value came back from an activity that recorded it: a replay that drew
     # different numbers would have scheduled different inputs, but inputs are not
@@ -460,7 +460,7 @@ async def test_logger_is_silent_on_replay(
             await ctx.sleep(timedelta(seconds=1))
 
     caplog.set_level(logging.INFO, logger="durable.workflow")
-    async with runtime_factory(registry, max_cached_workflows=0) as rt:
+    async with runtime_factory(registry, max_resident_workflows=0) as rt:
         await (await rt.start(chatty))
     lines = [r.getMessage() for r in caplog.records if r.name == "durable.workflow"]
     assert lines == ["step 0", "step 1", "step 2"]

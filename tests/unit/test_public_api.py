@@ -7,7 +7,8 @@ import durable.store
 
 EXPECTED = {
     "ActivityContext", "ActivityFailed", "Client", "Clock", "DurableError", "DurableFuture",
-    "FailureDetails", "InstanceExistsError", "InstanceNotFoundError", "InstanceRunningError",
+    "EvictionPolicy", "FailureDetails", "InstanceExistsError", "InstanceNotFoundError",
+    "InstanceRunningError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
     "NonDeterminismError", "PayloadCodec",
     "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreError", "SystemClock",
