@@ -1076,11 +1076,22 @@ class Engine:
         if policy.allow_capacity_eviction and self._max_resident is not None:
             entry = (policy.priority, now, next(self._evict_order), inst.id, inst.seq)
             heapq.heappush(self._evictable, entry)
+            if len(self._evictable) > 2 * len(self._instances) + 64:
+                self._compact_evictable()
         if policy.ttl is not None:
             timers = [e.fire_at for e in inst.outstanding.values() if type(e) is TimerCreated]
             if not timers or min(timers) - now >= MIN_EVICTABLE_WAIT:
                 when = now + max(policy.ttl, MIN_EVICTABLE_WAIT)
                 self._timers.add(when, (self._evict_if_idle, inst.id, inst.seq), durable=False)
+
+    def _compact_evictable(self) -> None:
+        """Drop candidates that went stale (evicted, finished, or turned since)."""
+        live = self._instances
+        self._evictable = [
+            entry for entry in self._evictable
+            if (inst := live.get(entry[3])) is not None and inst.seq == entry[4]
+        ]  # fmt: skip
+        heapq.heapify(self._evictable)
 
     def _can_evict(self, instance_id: str, seq: int) -> _Instance | None:
         inst = self._instances.get(instance_id)

@@ -160,26 +160,6 @@ class WorkflowRun:
         self._checked_patches: set[str] = set()  # patches the code checked or deprecated
         self._recorded_patches: set[str] = set()  # patches this run takes
         self._patch_keys = itertools.count(-1, -1)  # keys of RecordPatch among _pending
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            WorkflowStarted: self._on_started,
-            TurnStarted: self._on_turn_started,
-            ActivityScheduled: self._on_scheduled,
-            TimerCreated: self._on_scheduled,
-            ChildWorkflowScheduled: self._on_scheduled,
-            ActivityCompleted: self._on_activity_completed,
-            ActivityErrored: self._on_activity_errored,
-            TimerFired: self._on_timer_fired,
-            ChildWorkflowCompleted: self._on_child_completed,
-            ChildWorkflowErrored: self._on_child_errored,
-            EventRaised: self._on_event_raised,
-            PatchApplied: self._on_patch_applied,
-            WorkflowSuspended: self._on_suspended,
-            WorkflowResumed: self._on_resumed,
-            WorkflowTerminated: self._on_terminated,
-            WorkflowCompleted: self._on_final,
-            WorkflowErrored: self._on_final,
-            ContinuedAsNew: self._on_final,
-        }
 
     # -- feeding events -------------------------------------------------------------
 
@@ -193,14 +173,14 @@ class WorkflowRun:
         self.replaying = replaying
         if replaying:
             self._history_patches.update(e.patch_id for e in events if type(e) is PatchApplied)
-        handlers = self._handlers
+        handlers = _HANDLERS
         for event in events:
             if self._suspended and not isinstance(
                 event, WorkflowResumed | WorkflowTerminated | TurnStarted
             ):
                 self._held.append(event)
                 continue
-            handlers[type(event)](event)
+            handlers[type(event)](self, event)
             self._run_tasks()
         if replaying:
             return []
@@ -387,7 +367,7 @@ class WorkflowRun:
         self._suspended = False
         held, self._held = self._held, []
         for held_event in held:
-            self._handlers[type(held_event)](held_event)
+            _HANDLERS[type(held_event)](self, held_event)
             self._run_tasks()
 
     def _on_terminated(self, event: WorkflowTerminated) -> None:
@@ -460,6 +440,29 @@ class WorkflowRun:
             run_id = self.started.run_id if self.started is not None else ""
             self._random = random.Random(run_id or self.instance_id)
         return self._random
+
+
+# Which method applies each event type: one table for every run (a run stays small).
+_HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
+    WorkflowStarted: WorkflowRun._on_started,
+    TurnStarted: WorkflowRun._on_turn_started,
+    ActivityScheduled: WorkflowRun._on_scheduled,
+    TimerCreated: WorkflowRun._on_scheduled,
+    ChildWorkflowScheduled: WorkflowRun._on_scheduled,
+    ActivityCompleted: WorkflowRun._on_activity_completed,
+    ActivityErrored: WorkflowRun._on_activity_errored,
+    TimerFired: WorkflowRun._on_timer_fired,
+    ChildWorkflowCompleted: WorkflowRun._on_child_completed,
+    ChildWorkflowErrored: WorkflowRun._on_child_errored,
+    EventRaised: WorkflowRun._on_event_raised,
+    PatchApplied: WorkflowRun._on_patch_applied,
+    WorkflowSuspended: WorkflowRun._on_suspended,
+    WorkflowResumed: WorkflowRun._on_resumed,
+    WorkflowTerminated: WorkflowRun._on_terminated,
+    WorkflowCompleted: WorkflowRun._on_final,
+    WorkflowErrored: WorkflowRun._on_final,
+    ContinuedAsNew: WorkflowRun._on_final,
+}
 
 
 def run_failure(exc: DurableError) -> FailWorkflow:
