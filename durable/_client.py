@@ -44,7 +44,7 @@ from ._state import WorkflowState, WorkflowStatus
 from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 
     from ._engine import Engine
     from ._registry import Registry
@@ -84,6 +84,7 @@ class Client:
         self,
         store: str | ObjectStore = "file://./.durable",
         *,
+        storage_options: Mapping[str, Any] | None = None,
         registry: Registry | None = None,
         clock: Clock | None = None,
         codec: PayloadCodec | None = None,
@@ -92,7 +93,7 @@ class Client:
         ids: IdSource | None = None,
         _engine: Engine | None = None,
     ) -> None:
-        self.store = open_store(store)
+        self.store = open_store(store, storage_options=storage_options)
         self.ids = ids or IdSource()
         self.memo_store = memo_store or MemoStore(self.store)
         self.registry = registry

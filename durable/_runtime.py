@@ -20,7 +20,7 @@ from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from ._eviction import EvictionPolicy
     from ._registry import Registry
@@ -45,6 +45,7 @@ class Runtime:
         registry: Registry,
         *,
         store: str | ObjectStore = "file://./.durable",
+        storage_options: Mapping[str, Any] | None = None,
         clock: Clock | None = None,
         codec: PayloadCodec | None = None,
         max_concurrent_activities: int = 100,
@@ -67,7 +68,7 @@ class Runtime:
         self.clock: Clock = clock or SystemClock()
         self.codec: PayloadCodec = codec or JsonCodec()
         self._owns_store = not isinstance(store, ObjectStore)
-        self.store = open_store(store)
+        self.store = open_store(store, storage_options=storage_options)
         self.memo_store = memo_store or MemoStore(self.store, memo_prefix, codec=self.codec)
         """Where activities' memo entries and terminal markers live."""
         self.memo_retention = memo_retention
@@ -100,6 +101,9 @@ class Runtime:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
+            check = getattr(self.store, "check_conditional_writes", None)
+            if check is not None:  # refuse an endpoint that would be silently unsafe
+                await check()
             await tg.start(self._engine.run)
             if self.memo_retention is not None:
                 self._engine.busy_enter()  # the first sweep is under way from now on

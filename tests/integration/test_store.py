@@ -1,8 +1,11 @@
 """Conformance tests every object-store backend must pass, then backend-specific ones.
 
-The ``store`` fixture runs each conformance test against :class:`MemoryStore` and against
-:class:`LocalStore` in a temporary directory. Races run from tasks and, for
-``LocalStore``, from separate OS processes started behind a stdin barrier.
+The ``store`` fixture runs each conformance test against :class:`MemoryStore`, against
+:class:`LocalStore` in a temporary directory, against :class:`S3Store` on a fresh
+bucket of a local ``moto_server``, and against a :class:`FaultyStore` that injects
+nothing (so it must be transparent). Races run from tasks and, for ``LocalStore``, from
+separate OS processes started behind a stdin barrier (S3 races between clients are in
+``test_s3_store.py``).
 """
 
 from __future__ import annotations
@@ -20,31 +23,42 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from durable.store import (
+    FaultyStore,
     LocalStore,
     MemoryStore,
     ObjectExistsError,
     ObjectNotFoundError,
     ObjectStore,
     PreconditionFailedError,
+    S3Store,
     StoreError,
     open_store,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator
 
 pytestmark = pytest.mark.anyio
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["memory", "local"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
-    """Yield a fresh, empty store of each backend."""
+@pytest.fixture(params=["memory", "local", "s3", "faulty"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, anyio_backend: str
+) -> AsyncIterator[ObjectStore]:
+    """Yield a fresh, empty store of each backend (s3: a new bucket on moto_server;
+    faulty: a FaultyStore at error rate 0, which must be transparent)."""
     if request.param == "memory":
         yield MemoryStore()
-    else:
+    elif request.param == "faulty":
+        yield FaultyStore(MemoryStore(), seed=0)
+    elif request.param == "local":
         yield LocalStore(tmp_path / "store")
+    else:
+        s3 = request.getfixturevalue("moto_server").store()
+        yield s3
+        await s3.close()
 
 
 # -- reads and unconditional writes ---------------------------------------------------------
@@ -493,11 +507,31 @@ def test_open_store_file_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert synced.root == str(tmp_path / "s")
 
 
+def test_open_store_s3_urls() -> None:
+    options = {"endpoint_url": "http://127.0.0.1:1"}
+    store = open_store("s3://bucket/some/prefix/", storage_options=options)
+    assert isinstance(store, S3Store)
+    assert (store.bucket, store.prefix) == ("bucket", "some/prefix")
+    assert store.url == "s3://bucket/some/prefix/"
+    whole = open_store("S3://bucket")
+    assert isinstance(whole, S3Store)
+    assert (whole.bucket, whole.prefix) == ("bucket", "")
+
+
+def test_open_store_refuses_storage_options_for_other_stores() -> None:
+    for store in ("memory://", "file:///tmp/x", "plain/dir", MemoryStore()):
+        with pytest.raises(StoreError, match="storage_options are for s3://"):
+            open_store(store, storage_options={"key": "k"})
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
         ("ftp://host/x", "unsupported store URL 'ftp://host/x'"),
-        ("s3://bucket/prefix", "issue #7"),
+        ("s3://", "names no bucket"),
+        ("s3:///prefix", "names no bucket"),
+        ("s3://bucket/a/../b", "bad prefix"),
+        ("s3://bucket/prefix?endpoint_url=x", "take none"),
         ("file://", "names no directory"),
         ("", "names no directory"),
         ("file:///tmp/x?fsnc=1", "unknown option"),
