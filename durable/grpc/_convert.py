@@ -1,0 +1,968 @@
+"""Conversions between durable's model and the Durable Task protocol's messages.
+
+Pure functions for the two wire dialects (``ms``: Microsoft's ``durabletask``;
+``dapr``: Dapr 1.19). Going out there is one function per dialect (``event_to_ms``,
+``event_to_dapr``...), since the message classes differ; coming in, one function takes
+either dialect's message (``event_from_proto``...). Protobuf types never leave
+``durable.grpc``: the sidecar calls these at its edge and hands the engine msgspec
+structs only.
+
+Ids
+---
+durable numbers things twice: ``event_id`` is an event's position in the run's
+history, and ``task_id`` names an activity, timer or sub-workflow; task ids start at
+``WorkflowStarted.first_task_id`` so they stay unique across continue-as-new. A
+Durable Task worker numbers its actions ``0, 1, 2...`` afresh in every run and
+expects, on replay::
+
+    taskScheduled / timerCreated / subOrchestrationInstanceCreated  eventId = action id
+    taskCompleted / taskFailed / sub-orchestration completed|failed  taskScheduledId = action id
+    timerFired                                                       timerId = action id
+    every other event                                                eventId = -1
+
+So the mapping is: **action id = task_id - task_base**, where ``task_base`` is the
+run's ``WorkflowStarted.first_task_id`` (0 unless the instance continued as new).
+The sidecar passes the same ``task_base`` both ways. Positions do not travel: going
+out, non-scheduling events carry ``eventId = -1``; coming in, ``events_from_proto``
+numbers the events it keeps from ``first_event_id`` (the count of events already
+known, e.g. a stateful-history ``CachedHistory.eventCount``).
+
+Events
+------
+==========================  ===========================================================
+durable                     Durable Task (MS name | Dapr name where they differ)
+==========================  ===========================================================
+WorkflowStarted             executionStarted {name, version, input, instance{id, run_id},
+                            parentInstance{taskScheduledId = parent task id (absolute)}}
+TurnStarted                 orchestratorStarted | workflowStarted
+ActivityScheduled           taskScheduled {name, input}, eventId = action id
+ActivityCompleted/Errored   taskCompleted {result} / taskFailed {failureDetails}
+TimerCreated                timerCreated {fireAt} (Dapr: origin from ``purpose``)
+TimerFired                  timerFired {fireAt, timerId}
+ChildWorkflowScheduled      subOrchestrationInstanceCreated | childWorkflowInstanceCreated
+ChildWorkflowCompleted/...  subOrchestrationInstanceCompleted/Failed | childWorkflow...
+EventRaised                 eventRaised {name, input}
+WorkflowSuspended/Resumed   executionSuspended/Resumed {input = reason text}
+WorkflowTerminated          executionTerminated {input = output}
+WorkflowCompleted/Errored   executionCompleted {COMPLETED, result} / {FAILED, failure}
+ContinuedAsNew              continueAsNew {input}
+PatchApplied                Dapr: in its turn's workflowStarted {version {patches}}; MS: none
+==========================  ===========================================================
+
+Coming in, orchestratorCompleted/workflowCompleted, eventSent, entity, rewind, stalled
+and other events durable has no counterpart for are skipped (``None``).
+
+Patches (Dapr only). A Dapr worker learns the patches a run took from the
+``workflowStarted.version.patches`` of the history, as it replays: a patch must sit on
+the workflowStarted of the turn that took it, before the code of that turn runs again.
+durable records PatchApplied at the end of that turn, so :func:`events_to_dapr` moves
+each one into its turn's workflowStarted (the Dapr sidecar does the same), and
+:func:`events_from_proto` moves them back to the end of the turn. The Dapr list is then
+shorter than durable's: stateful-history counts (``CachedHistory.eventCount``) count
+Dapr messages. RecordPatch is no action on the wire: a worker lists its patches in
+``WorkflowResponse.version``, read by :func:`patches_from_proto`.
+
+What does not survive a round trip (no field for it on the wire): an activity's
+``attempt`` and ``step`` (they come back as ``1`` and ``task_id``: a Durable Task
+retry is a new task); a timer's ``purpose`` in the MS dialect (comes back "sleep");
+Dapr keeps "sleep", "retry" and "event_timeout" in the timer's ``origin``;
+``first_task_id`` (comes back as ``task_base``); ``WorkflowTerminated.reason``;
+``ChildWorkflowCompleted/Errored.instance_id``; ``ContinuedAsNew.carryover`` (the
+next run's history carries those events); ``FailureDetails.bases``; event positions
+of carried-over events.
+
+Payloads are JSON text both sides: ``msgspec.Raw`` ↔ ``google.protobuf.StringValue``,
+with ``null`` ↔ absent (what the SDKs send for ``None``). Time is UTC; betterproto
+keeps microseconds, except that Dapr's "never" sentinel ``9999-12-31T23:59:59.999999999Z``
+(timers of indefinite waits, compared to the nanosecond) maps to ``datetime.max`` and
+back exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, assert_never, cast
+
+import betterproto
+import msgspec
+from betterproto.lib.google.protobuf import Timestamp
+from msgspec import Raw
+
+from durable._actions import (
+    Action,
+    CompleteWorkflow,
+    ContinueAsNew,
+    FailWorkflow,
+    RecordPatch,
+    ScheduleActivity,
+    StartChildWorkflow,
+    StartTimer,
+)
+from durable._errors import DurableError
+from durable._events import (
+    NULL,
+    ActivityCompleted,
+    ActivityErrored,
+    ActivityScheduled,
+    ChildWorkflowCompleted,
+    ChildWorkflowErrored,
+    ChildWorkflowScheduled,
+    ContinuedAsNew,
+    EventRaised,
+    HistoryEvent,
+    ParentRef,
+    PatchApplied,
+    TimerCreated,
+    TimerFired,
+    TurnStarted,
+    WorkflowCompleted,
+    WorkflowErrored,
+    WorkflowResumed,
+    WorkflowStarted,
+    WorkflowSuspended,
+    WorkflowTerminated,
+)
+from durable._failure import FailureDetails
+from durable._state import WorkflowStatus
+from durable.grpc._proto import dapr, ms
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
+
+__all__ = [
+    "FIXED32",
+    "FIXED64",
+    "LENGTH_DELIMITED",
+    "NEVER",
+    "VARINT",
+    "ProtocolError",
+    "action_from_proto",
+    "action_to_dapr",
+    "action_to_ms",
+    "activity_request_to_dapr",
+    "activity_request_to_ms",
+    "activity_result_from_proto",
+    "event_from_proto",
+    "event_to_dapr",
+    "event_to_ms",
+    "events_from_proto",
+    "events_to_dapr",
+    "events_to_ms",
+    "failure_from_proto",
+    "failure_to_dapr",
+    "failure_to_ms",
+    "patches_from_proto",
+    "payload_from_proto",
+    "payload_to_proto",
+    "status_from_proto",
+    "status_to_dapr",
+    "status_to_ms",
+    "wire_fields",
+]
+
+
+class ProtocolError(DurableError, ValueError):
+    """Raised when a Durable Task message is malformed, or asks for something durable's
+    model has no counterpart for (sending an event, terminating another instance...)."""
+
+
+NEVER = datetime.max.replace(tzinfo=UTC)
+"""``datetime.max``: durable's side of Dapr's "never" timer sentinel."""
+
+_NEVER_SECONDS, _NEVER_NANOS = 253_402_300_799, 999_999_999
+
+# ---------------------------------------------------------------------------------------
+# Values shared by both dialects
+# ---------------------------------------------------------------------------------------
+
+
+def payload_to_proto(payload: Raw) -> str | None:
+    """JSON text for a StringValue; ``null`` becomes absent."""
+    data = bytes(payload)
+    return None if data == b"null" else data.decode()
+
+
+def payload_from_proto(text: str | None) -> Raw:
+    """A StringValue's JSON text; absent or empty becomes ``null``."""
+    return Raw(text.encode()) if text else NULL
+
+
+def _time_to_proto(at: datetime) -> datetime:
+    """A datetime for a Timestamp field: UTC, and the "never" sentinel to the nanosecond.
+
+    betterproto encodes datetimes with microseconds only; a Timestamp message placed in
+    the field is encoded as is, which is how ``NEVER`` keeps its 999,999,999 nanos.
+    """
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    if at == NEVER:
+        return cast("datetime", Timestamp(seconds=_NEVER_SECONDS, nanos=_NEVER_NANOS))
+    return at
+
+
+_STATUS = {
+    WorkflowStatus.RUNNING: 0,
+    WorkflowStatus.COMPLETED: 1,
+    WorkflowStatus.CONTINUED_AS_NEW: 2,
+    WorkflowStatus.FAILED: 3,
+    WorkflowStatus.TERMINATED: 5,
+    WorkflowStatus.PENDING: 6,
+    WorkflowStatus.SUSPENDED: 7,
+}
+_STATUS_BACK = {number: status for status, number in _STATUS.items()}
+_CANCELED, _STALLED = 4, 8
+
+
+def status_to_ms(status: WorkflowStatus) -> ms.OrchestrationStatus:
+    """The MS OrchestrationStatus of ``status``."""
+    return ms.OrchestrationStatus(_STATUS[status])
+
+
+def status_to_dapr(status: WorkflowStatus) -> dapr.OrchestrationStatus:
+    """The Dapr OrchestrationStatus of ``status``."""
+    return dapr.OrchestrationStatus(_STATUS[status])
+
+
+def status_from_proto(status: int) -> WorkflowStatus:
+    """durable's status for an OrchestrationStatus of either dialect: CANCELED counts as
+    TERMINATED, and Dapr's STALLED (stuck until an operator acts) as RUNNING."""
+    number = int(status)
+    if number == _CANCELED:
+        return WorkflowStatus.TERMINATED
+    if number == _STALLED:
+        return WorkflowStatus.RUNNING
+    try:
+        return _STATUS_BACK[number]
+    except KeyError:
+        raise ProtocolError(f"unknown OrchestrationStatus {number}") from None
+
+
+def failure_to_ms(failure: FailureDetails) -> ms.TaskFailureDetails:
+    """``failure`` as MS TaskFailureDetails (``bases`` has no field: dropped)."""
+    out = ms.TaskFailureDetails(
+        error_type=failure.type,
+        error_message=failure.message,
+        stack_trace=failure.stack_trace or None,
+    )
+    if failure.cause is not None:
+        out.inner_failure = failure_to_ms(failure.cause)
+    return out
+
+
+def failure_to_dapr(failure: FailureDetails) -> dapr.TaskFailureDetails:
+    """``failure`` as Dapr TaskFailureDetails (``bases`` has no field: dropped)."""
+    out = dapr.TaskFailureDetails(
+        error_type=failure.type,
+        error_message=failure.message,
+        stack_trace=failure.stack_trace or None,
+    )
+    if failure.cause is not None:
+        out.inner_failure = failure_to_dapr(failure.cause)
+    return out
+
+
+def failure_from_proto(details: ms.TaskFailureDetails | dapr.TaskFailureDetails) -> FailureDetails:
+    """durable's FailureDetails for TaskFailureDetails of either dialect (the two share
+    fields 1-5; ``isNonRetriable`` and MS ``properties`` are dropped)."""
+    inner = details.inner_failure
+    return FailureDetails(
+        type=details.error_type,
+        message=details.error_message,
+        stack_trace=details.stack_trace or "",
+        cause=failure_from_proto(inner) if _present(inner) else None,
+    )
+
+
+def _present(message: betterproto.Message) -> bool:
+    """Whether a sub-message was set (betterproto returns a default one when not)."""
+    return betterproto.serialized_on_wire(message)
+
+
+# ---------------------------------------------------------------------------------------
+# History events, MS dialect
+# ---------------------------------------------------------------------------------------
+
+
+def event_to_ms(
+    event: HistoryEvent, *, instance_id: str = "", task_base: int = 0
+) -> ms.HistoryEvent | None:
+    """``event`` as an MS HistoryEvent. ``instance_id`` fills executionStarted's
+    orchestrationInstance; ``task_base`` is the run's ``first_task_id``. ``None`` for
+    PatchApplied: the MS dialect has no patches."""
+    out = ms.HistoryEvent(event_id=-1, timestamp=_time_to_proto(event.timestamp))
+    match event:
+        case WorkflowStarted():
+            started = ms.ExecutionStartedEvent(
+                name=event.name,
+                version=event.version or None,
+                input=payload_to_proto(event.input),
+                orchestration_instance=ms.OrchestrationInstance(
+                    instance_id=instance_id, execution_id=event.run_id or None
+                ),
+            )
+            if event.parent is not None:
+                started.parent_instance = ms.ParentInstanceInfo(
+                    task_scheduled_id=event.parent.task_id,
+                    orchestration_instance=ms.OrchestrationInstance(
+                        instance_id=event.parent.instance_id
+                    ),
+                )
+            out.execution_started = started
+        case TurnStarted():
+            out.orchestrator_started = ms.OrchestratorStartedEvent()
+        case ActivityScheduled():
+            out.event_id = event.task_id - task_base
+            out.task_scheduled = ms.TaskScheduledEvent(
+                name=event.name, input=payload_to_proto(event.input)
+            )
+        case ActivityCompleted():
+            out.task_completed = ms.TaskCompletedEvent(
+                task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
+            )
+        case ActivityErrored():
+            out.task_failed = ms.TaskFailedEvent(
+                task_scheduled_id=event.task_id - task_base,
+                failure_details=failure_to_ms(event.failure),
+            )
+        case TimerCreated():
+            out.event_id = event.task_id - task_base
+            out.timer_created = ms.TimerCreatedEvent(fire_at=_time_to_proto(event.fire_at))
+        case TimerFired():
+            out.timer_fired = ms.TimerFiredEvent(
+                fire_at=_time_to_proto(event.fire_at), timer_id=event.task_id - task_base
+            )
+        case ChildWorkflowScheduled():
+            out.event_id = event.task_id - task_base
+            out.sub_orchestration_instance_created = ms.SubOrchestrationInstanceCreatedEvent(
+                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
+            )
+        case ChildWorkflowCompleted():
+            out.sub_orchestration_instance_completed = ms.SubOrchestrationInstanceCompletedEvent(
+                task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
+            )
+        case ChildWorkflowErrored():
+            out.sub_orchestration_instance_failed = ms.SubOrchestrationInstanceFailedEvent(
+                task_scheduled_id=event.task_id - task_base,
+                failure_details=failure_to_ms(event.failure),
+            )
+        case EventRaised():
+            out.event_raised = ms.EventRaisedEvent(
+                name=event.name, input=payload_to_proto(event.input)
+            )
+        case WorkflowSuspended():
+            out.execution_suspended = ms.ExecutionSuspendedEvent(input=event.reason or None)
+        case WorkflowResumed():
+            out.execution_resumed = ms.ExecutionResumedEvent(input=event.reason or None)
+        case WorkflowTerminated():
+            out.execution_terminated = ms.ExecutionTerminatedEvent(
+                input=payload_to_proto(event.output)
+            )
+        case WorkflowCompleted():
+            out.execution_completed = ms.ExecutionCompletedEvent(
+                orchestration_status=status_to_ms(WorkflowStatus.COMPLETED),
+                result=payload_to_proto(event.result),
+            )
+        case WorkflowErrored():
+            out.execution_completed = ms.ExecutionCompletedEvent(
+                orchestration_status=status_to_ms(WorkflowStatus.FAILED),
+                failure_details=failure_to_ms(event.failure),
+            )
+        case ContinuedAsNew():
+            out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
+        case PatchApplied():
+            return None
+        case _:
+            assert_never(event)
+    return out
+
+
+def events_to_ms(
+    events: Iterable[HistoryEvent], *, instance_id: str = "", task_base: int = 0
+) -> list[ms.HistoryEvent]:
+    """:func:`event_to_ms` over a list, without the events it has no form for."""
+    converted = (event_to_ms(e, instance_id=instance_id, task_base=task_base) for e in events)
+    return [e for e in converted if e is not None]
+
+
+# ---------------------------------------------------------------------------------------
+# History events, Dapr dialect
+# ---------------------------------------------------------------------------------------
+
+_PURPOSE_TO_ORIGIN = {
+    "sleep": "create_timer",
+    "retry": "activity_retry",
+    "event_timeout": "external_event",
+}
+_ORIGIN_TO_PURPOSE = {
+    "create_timer": "sleep",
+    "activity_retry": "retry",
+    "child_workflow_retry": "retry",
+    "external_event": "event_timeout",
+}
+
+
+def _dapr_timer_origin(
+    timer: dapr.TimerCreatedEvent | dapr.CreateTimerAction, purpose: str
+) -> None:
+    """Record ``purpose`` in the timer's ``origin`` (names and ids are not known)."""
+    match _PURPOSE_TO_ORIGIN.get(purpose):
+        case "create_timer":
+            timer.create_timer = dapr.TimerOriginCreateTimer()
+        case "activity_retry":
+            timer.activity_retry = dapr.TimerOriginActivityRetry()
+        case "external_event":
+            timer.external_event = dapr.TimerOriginExternalEvent()
+
+
+def _dapr_timer_purpose(timer: dapr.TimerCreatedEvent | dapr.CreateTimerAction) -> str:
+    origin, _ = betterproto.which_one_of(timer, "origin")
+    return _ORIGIN_TO_PURPOSE.get(origin, "sleep")
+
+
+def event_to_dapr(
+    event: HistoryEvent, *, instance_id: str = "", task_base: int = 0
+) -> dapr.HistoryEvent | None:
+    """``event`` as a Dapr HistoryEvent; see :func:`event_to_ms`. ``None`` for
+    PatchApplied, which has no event of its own: :func:`events_to_dapr` puts it in its
+    turn's workflowStarted."""
+    out = dapr.HistoryEvent(event_id=-1, timestamp=_time_to_proto(event.timestamp))
+    match event:
+        case WorkflowStarted():
+            started = dapr.ExecutionStartedEvent(
+                name=event.name,
+                version=event.version or None,
+                input=payload_to_proto(event.input),
+                workflow_instance=dapr.WorkflowInstance(
+                    instance_id=instance_id, execution_id=event.run_id or None
+                ),
+            )
+            if event.parent is not None:
+                started.parent_instance = dapr.ParentInstanceInfo(
+                    task_scheduled_id=event.parent.task_id,
+                    workflow_instance=dapr.WorkflowInstance(instance_id=event.parent.instance_id),
+                )
+            out.execution_started = started
+        case TurnStarted():
+            out.workflow_started = dapr.WorkflowStartedEvent()
+        case ActivityScheduled():
+            out.event_id = event.task_id - task_base
+            out.task_scheduled = dapr.TaskScheduledEvent(
+                name=event.name, input=payload_to_proto(event.input)
+            )
+        case ActivityCompleted():
+            out.task_completed = dapr.TaskCompletedEvent(
+                task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
+            )
+        case ActivityErrored():
+            out.task_failed = dapr.TaskFailedEvent(
+                task_scheduled_id=event.task_id - task_base,
+                failure_details=failure_to_dapr(event.failure),
+            )
+        case TimerCreated():
+            out.event_id = event.task_id - task_base
+            timer = dapr.TimerCreatedEvent(fire_at=_time_to_proto(event.fire_at))
+            _dapr_timer_origin(timer, event.purpose)
+            out.timer_created = timer
+        case TimerFired():
+            out.timer_fired = dapr.TimerFiredEvent(
+                fire_at=_time_to_proto(event.fire_at), timer_id=event.task_id - task_base
+            )
+        case ChildWorkflowScheduled():
+            out.event_id = event.task_id - task_base
+            out.child_workflow_instance_created = dapr.ChildWorkflowInstanceCreatedEvent(
+                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
+            )
+        case ChildWorkflowCompleted():
+            out.child_workflow_instance_completed = dapr.ChildWorkflowInstanceCompletedEvent(
+                task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
+            )
+        case ChildWorkflowErrored():
+            out.child_workflow_instance_failed = dapr.ChildWorkflowInstanceFailedEvent(
+                task_scheduled_id=event.task_id - task_base,
+                failure_details=failure_to_dapr(event.failure),
+            )
+        case EventRaised():
+            out.event_raised = dapr.EventRaisedEvent(
+                name=event.name, input=payload_to_proto(event.input)
+            )
+        case WorkflowSuspended():
+            out.execution_suspended = dapr.ExecutionSuspendedEvent(input=event.reason or None)
+        case WorkflowResumed():
+            out.execution_resumed = dapr.ExecutionResumedEvent(input=event.reason or None)
+        case WorkflowTerminated():
+            out.execution_terminated = dapr.ExecutionTerminatedEvent(
+                input=payload_to_proto(event.output)
+            )
+        case WorkflowCompleted():
+            out.execution_completed = dapr.ExecutionCompletedEvent(
+                workflow_status=status_to_dapr(WorkflowStatus.COMPLETED),
+                result=payload_to_proto(event.result),
+            )
+        case WorkflowErrored():
+            out.execution_completed = dapr.ExecutionCompletedEvent(
+                workflow_status=status_to_dapr(WorkflowStatus.FAILED),
+                failure_details=failure_to_dapr(event.failure),
+            )
+        case ContinuedAsNew():
+            out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
+        case PatchApplied():
+            return None
+        case _:
+            assert_never(event)
+    return out
+
+
+def events_to_dapr(
+    events: Iterable[HistoryEvent], *, instance_id: str = "", task_base: int = 0
+) -> list[dapr.HistoryEvent]:
+    """:func:`event_to_dapr` over a list; each PatchApplied goes into the
+    ``version.patches`` of its turn's workflowStarted (or, with no turn start before it
+    in ``events``, into a workflowStarted of its own at its place).
+
+    So the list can be shorter than ``events``. Stateful-history counts are counts of
+    these messages: a history cut at a turn start converts to a prefix of the whole.
+    """
+    out: list[dapr.HistoryEvent] = []
+    turn: dapr.WorkflowStartedEvent | None = None
+    for event in events:
+        if isinstance(event, PatchApplied):
+            if turn is None:
+                carrier = dapr.HistoryEvent(event_id=-1, timestamp=_time_to_proto(event.timestamp))
+                carrier.workflow_started = turn = dapr.WorkflowStartedEvent()
+                out.append(carrier)
+            patches = turn.version.patches if turn.version is not None else []
+            turn.version = dapr.WorkflowVersion(patches=[*patches, event.patch_id])
+            continue
+        converted = event_to_dapr(event, instance_id=instance_id, task_base=task_base)
+        assert converted is not None  # only PatchApplied has no event of its own
+        if isinstance(event, TurnStarted):
+            turn = converted.workflow_started
+        out.append(converted)
+    return out
+
+
+def event_from_proto(
+    event: ms.HistoryEvent | dapr.HistoryEvent, *, event_id: int = -1, task_base: int = 0
+) -> HistoryEvent | None:
+    """durable's event for a HistoryEvent of either dialect, at position ``event_id``;
+    ``None`` for the kinds durable has no counterpart for (see the module docstring)."""
+    _, body = betterproto.which_one_of(event, "eventType")
+    common: dict[str, Any] = {"event_id": event_id, "timestamp": event.timestamp}
+    own_task = event.event_id + task_base  # the action id of a scheduling event
+    match body:
+        case ms.ExecutionStartedEvent() | dapr.ExecutionStartedEvent():
+            parent = body.parent_instance
+            run: ms.OrchestrationInstance | dapr.WorkflowInstance
+            parent_run: ms.OrchestrationInstance | dapr.WorkflowInstance
+            if isinstance(body, ms.ExecutionStartedEvent):
+                run = body.orchestration_instance
+            else:
+                run = body.workflow_instance
+            if isinstance(parent, ms.ParentInstanceInfo):
+                parent_run = parent.orchestration_instance
+            else:
+                parent_run = parent.workflow_instance
+            return WorkflowStarted(
+                **common,
+                name=body.name,
+                input=payload_from_proto(body.input),
+                run_id=run.execution_id or "",
+                version=body.version or "",
+                parent=ParentRef(parent_run.instance_id, parent.task_scheduled_id)
+                if _present(parent)
+                else None,
+                first_task_id=task_base,
+            )
+        case ms.OrchestratorStartedEvent() | dapr.WorkflowStartedEvent():
+            return TurnStarted(**common)
+        case ms.TaskScheduledEvent() | dapr.TaskScheduledEvent():
+            input = payload_from_proto(body.input)
+            return ActivityScheduled(
+                **common, task_id=own_task, name=body.name, input=input, step=own_task
+            )
+        case ms.TaskCompletedEvent() | dapr.TaskCompletedEvent():
+            task_id = body.task_scheduled_id + task_base
+            return ActivityCompleted(
+                **common, task_id=task_id, result=payload_from_proto(body.result)
+            )
+        case ms.TaskFailedEvent() | dapr.TaskFailedEvent():
+            task_id = body.task_scheduled_id + task_base
+            failure = failure_from_proto(body.failure_details)
+            return ActivityErrored(**common, task_id=task_id, failure=failure)
+        case ms.TimerCreatedEvent():
+            return TimerCreated(**common, task_id=own_task, fire_at=body.fire_at)
+        case dapr.TimerCreatedEvent():
+            purpose = _dapr_timer_purpose(body)
+            return TimerCreated(**common, task_id=own_task, fire_at=body.fire_at, purpose=purpose)
+        case ms.TimerFiredEvent() | dapr.TimerFiredEvent():
+            task_id = body.timer_id + task_base
+            return TimerFired(**common, task_id=task_id, fire_at=body.fire_at)
+        case ms.SubOrchestrationInstanceCreatedEvent() | dapr.ChildWorkflowInstanceCreatedEvent():
+            input = payload_from_proto(body.input)
+            return ChildWorkflowScheduled(
+                **common,
+                task_id=own_task,
+                name=body.name,
+                instance_id=body.instance_id,
+                input=input,
+            )
+        case (
+            ms.SubOrchestrationInstanceCompletedEvent() | dapr.ChildWorkflowInstanceCompletedEvent()
+        ):
+            task_id = body.task_scheduled_id + task_base
+            result = payload_from_proto(body.result)
+            return ChildWorkflowCompleted(**common, task_id=task_id, result=result)
+        case ms.SubOrchestrationInstanceFailedEvent() | dapr.ChildWorkflowInstanceFailedEvent():
+            task_id = body.task_scheduled_id + task_base
+            failure = failure_from_proto(body.failure_details)
+            return ChildWorkflowErrored(**common, task_id=task_id, failure=failure)
+        case ms.EventRaisedEvent() | dapr.EventRaisedEvent():
+            return EventRaised(**common, name=body.name, input=payload_from_proto(body.input))
+        case ms.ExecutionSuspendedEvent() | dapr.ExecutionSuspendedEvent():
+            return WorkflowSuspended(**common, reason=body.input or "")
+        case ms.ExecutionResumedEvent() | dapr.ExecutionResumedEvent():
+            return WorkflowResumed(**common, reason=body.input or "")
+        case ms.ExecutionTerminatedEvent() | dapr.ExecutionTerminatedEvent():
+            return WorkflowTerminated(**common, output=payload_from_proto(body.input))
+        case ms.ExecutionCompletedEvent():
+            return _completed(common, body.orchestration_status, body.result, body.failure_details)
+        case dapr.ExecutionCompletedEvent():
+            return _completed(common, body.workflow_status, body.result, body.failure_details)
+        case ms.ContinueAsNewEvent() | dapr.ContinueAsNewEvent():
+            return ContinuedAsNew(**common, input=payload_from_proto(body.input))
+    return None
+
+
+def _patches_of(event: ms.HistoryEvent | dapr.HistoryEvent) -> list[str]:
+    """The patches a Dapr workflowStarted records."""
+    if isinstance(event, ms.HistoryEvent):
+        return []
+    _, started = betterproto.which_one_of(event, "eventType")
+    if not isinstance(started, dapr.WorkflowStartedEvent) or started.version is None:
+        return []
+    return list(started.version.patches)
+
+
+_RUN_ENDS = WorkflowCompleted | WorkflowErrored | WorkflowTerminated | ContinuedAsNew
+
+
+def events_from_proto(
+    events: Iterable[ms.HistoryEvent | dapr.HistoryEvent],
+    *,
+    first_event_id: int = 0,
+    task_base: int = 0,
+) -> list[HistoryEvent]:
+    """:func:`event_from_proto` over a sequence, skipping what it skips; the events kept
+    are numbered from ``first_event_id``. The patches a Dapr workflowStarted records
+    become PatchApplied events at the end of that turn (before the run's end, if the
+    turn ends it), where durable records them."""
+    kept: list[HistoryEvent] = []
+    patches: list[HistoryEvent] = []  # the current turn's, recorded at its end
+    for event in events:
+        converted = event_from_proto(event, task_base=task_base)
+        if converted is None:
+            continue
+        if isinstance(converted, TurnStarted | _RUN_ENDS):
+            kept += patches
+            at = converted.timestamp
+            patches = [PatchApplied(timestamp=at, patch_id=p) for p in _patches_of(event)]
+        kept.append(converted)
+    kept += patches
+    return [msgspec.structs.replace(e, event_id=first_event_id + i) for i, e in enumerate(kept)]
+
+
+def _completed(
+    common: dict[str, Any],
+    status: int,
+    result: str | None,
+    failure: ms.TaskFailureDetails | dapr.TaskFailureDetails,
+) -> HistoryEvent:
+    """The event for executionCompleted, by its status."""
+    match status_from_proto(status):
+        case WorkflowStatus.COMPLETED:
+            return WorkflowCompleted(**common, result=payload_from_proto(result))
+        case WorkflowStatus.FAILED:
+            return WorkflowErrored(**common, failure=failure_from_proto(failure))
+        case WorkflowStatus.TERMINATED:
+            return WorkflowTerminated(**common, output=payload_from_proto(result))
+        case WorkflowStatus.CONTINUED_AS_NEW:
+            return ContinuedAsNew(**common, input=payload_from_proto(result))
+    raise ProtocolError(f"executionCompleted with a non-final status ({int(status)})")
+
+
+# ---------------------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------------------
+
+
+def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction | None:
+    """``action`` as an MS OrchestratorAction; ends of the run get id -1. ``None`` for
+    RecordPatch: the MS dialect has no patches."""
+    match action:
+        case ScheduleActivity():
+            return ms.OrchestratorAction(
+                id=action.task_id - task_base,
+                schedule_task=ms.ScheduleTaskAction(
+                    name=action.name, input=payload_to_proto(action.input)
+                ),
+            )
+        case StartTimer():
+            return ms.OrchestratorAction(
+                id=action.task_id - task_base,
+                create_timer=ms.CreateTimerAction(fire_at=_time_to_proto(action.fire_at)),
+            )
+        case StartChildWorkflow():
+            return ms.OrchestratorAction(
+                id=action.task_id - task_base,
+                create_sub_orchestration=ms.CreateSubOrchestrationAction(
+                    instance_id=action.instance_id,
+                    name=action.name,
+                    input=payload_to_proto(action.input),
+                ),
+            )
+        case CompleteWorkflow():
+            end = ms.CompleteOrchestrationAction(
+                orchestration_status=status_to_ms(WorkflowStatus.COMPLETED),
+                result=payload_to_proto(action.result),
+            )
+        case FailWorkflow():
+            end = ms.CompleteOrchestrationAction(
+                orchestration_status=status_to_ms(WorkflowStatus.FAILED),
+                failure_details=failure_to_ms(action.failure),
+            )
+        case ContinueAsNew():
+            end = ms.CompleteOrchestrationAction(
+                orchestration_status=status_to_ms(WorkflowStatus.CONTINUED_AS_NEW),
+                result=payload_to_proto(action.input),
+                carryover_events=events_to_ms(action.carryover),
+            )
+        case RecordPatch():
+            return None
+        case _:
+            assert_never(action)
+    return ms.OrchestratorAction(id=-1, complete_orchestration=end)
+
+
+def action_to_dapr(action: Action, *, task_base: int = 0) -> dapr.WorkflowAction | None:
+    """``action`` as a Dapr WorkflowAction; see :func:`action_to_ms`. ``None`` for
+    RecordPatch, which travels in ``WorkflowResponse.version.patches`` instead."""
+    match action:
+        case ScheduleActivity():
+            return dapr.WorkflowAction(
+                id=action.task_id - task_base,
+                schedule_task=dapr.ScheduleTaskAction(
+                    name=action.name, input=payload_to_proto(action.input)
+                ),
+            )
+        case StartTimer():
+            timer = dapr.CreateTimerAction(fire_at=_time_to_proto(action.fire_at))
+            _dapr_timer_origin(timer, action.purpose)
+            return dapr.WorkflowAction(id=action.task_id - task_base, create_timer=timer)
+        case StartChildWorkflow():
+            return dapr.WorkflowAction(
+                id=action.task_id - task_base,
+                create_child_workflow=dapr.CreateChildWorkflowAction(
+                    instance_id=action.instance_id,
+                    name=action.name,
+                    input=payload_to_proto(action.input),
+                ),
+            )
+        case CompleteWorkflow():
+            end = dapr.CompleteWorkflowAction(
+                workflow_status=status_to_dapr(WorkflowStatus.COMPLETED),
+                result=payload_to_proto(action.result),
+            )
+        case FailWorkflow():
+            end = dapr.CompleteWorkflowAction(
+                workflow_status=status_to_dapr(WorkflowStatus.FAILED),
+                failure_details=failure_to_dapr(action.failure),
+            )
+        case ContinueAsNew():
+            end = dapr.CompleteWorkflowAction(
+                workflow_status=status_to_dapr(WorkflowStatus.CONTINUED_AS_NEW),
+                result=payload_to_proto(action.input),
+                carryover_events=events_to_dapr(action.carryover),
+            )
+        case RecordPatch():
+            return None
+        case _:
+            assert_never(action)
+    return dapr.WorkflowAction(id=-1, complete_workflow=end)
+
+
+def action_from_proto(
+    action: ms.OrchestratorAction | dapr.WorkflowAction, *, task_base: int = 0
+) -> Action | None:
+    """durable's action for an OrchestratorAction (MS) or WorkflowAction (Dapr).
+
+    ``None`` for a completion with status TERMINATED or CANCELED: a worker answers a
+    termination that way, and durable's engine has already recorded it. Raises
+    :class:`ProtocolError` for the actions durable has no counterpart for: sendEvent,
+    terminateOrchestration, MS entity messages and rewind, Dapr
+    workflowVersionNotAvailable and createDetachedWorkflow.
+    """
+    if isinstance(action, ms.OrchestratorAction):
+        kind, body = betterproto.which_one_of(action, "orchestratorActionType")
+    else:
+        kind, body = betterproto.which_one_of(action, "workflowActionType")
+    task_id = action.id + task_base
+    match body:
+        case ms.ScheduleTaskAction() | dapr.ScheduleTaskAction():
+            input = payload_from_proto(body.input)
+            return ScheduleActivity(task_id, body.name, input, 1, task_id)
+        case ms.CreateTimerAction():
+            return StartTimer(task_id, body.fire_at, "sleep")
+        case dapr.CreateTimerAction():
+            return StartTimer(task_id, body.fire_at, _dapr_timer_purpose(body))
+        case ms.CreateSubOrchestrationAction() | dapr.CreateChildWorkflowAction():
+            input = payload_from_proto(body.input)
+            return StartChildWorkflow(task_id, body.name, body.instance_id, input)
+        case ms.CompleteOrchestrationAction():
+            carryover = [event_from_proto(e) for e in body.carryover_events]
+            return _end(body.orchestration_status, body.result, body.failure_details, carryover)
+        case dapr.CompleteWorkflowAction():
+            carryover = [event_from_proto(e) for e in body.carryover_events]
+            return _end(body.workflow_status, body.result, body.failure_details, carryover)
+    raise ProtocolError(f"{kind or 'empty'} action (id {action.id}) has no counterpart in durable")
+
+
+def _end(
+    status: int,
+    result: str | None,
+    failure: ms.TaskFailureDetails | dapr.TaskFailureDetails,
+    carryover: list[HistoryEvent | None],
+) -> Action | None:
+    """The action for completeOrchestration / completeWorkflow, by its status."""
+    match status_from_proto(status):
+        case WorkflowStatus.COMPLETED:
+            return CompleteWorkflow(payload_from_proto(result))
+        case WorkflowStatus.FAILED:
+            return FailWorkflow(failure_from_proto(failure))
+        case WorkflowStatus.CONTINUED_AS_NEW:
+            raised = tuple(e for e in carryover if isinstance(e, EventRaised))
+            if len(raised) != len(carryover):
+                raise ProtocolError("continue-as-new can carry over only eventRaised events")
+            return ContinueAsNew(payload_from_proto(result), raised)
+        case WorkflowStatus.TERMINATED:
+            return None
+    raise ProtocolError(f"a run cannot end with status {int(status)}")
+
+
+def patches_from_proto(
+    response: ms.OrchestratorResponse | dapr.WorkflowResponse, *, recorded: Collection[str] = ()
+) -> list[RecordPatch]:
+    """The RecordPatch actions a completed turn asks for.
+
+    A Dapr worker lists in ``WorkflowResponse.version.patches`` every patch its run took
+    so far, recorded or not: pass the patches the history already records as
+    ``recorded``. The MS dialect has no patches (its field 6 is a trace context).
+    """
+    if isinstance(response, ms.OrchestratorResponse) or response.version is None:
+        return []
+    seen = set(recorded)
+    out: list[RecordPatch] = []
+    for patch in response.version.patches:
+        if patch not in seen:
+            seen.add(patch)
+            out.append(RecordPatch(patch))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Activity work items and their results
+# ---------------------------------------------------------------------------------------
+
+
+def activity_request_to_ms(
+    event: ActivityScheduled, *, instance_id: str, run_id: str = "", task_base: int = 0
+) -> ms.ActivityRequest:
+    """The MS ActivityRequest that runs ``event``'s activity."""
+    return ms.ActivityRequest(
+        name=event.name,
+        input=payload_to_proto(event.input),
+        orchestration_instance=ms.OrchestrationInstance(
+            instance_id=instance_id, execution_id=run_id or None
+        ),
+        task_id=event.task_id - task_base,
+    )
+
+
+def activity_request_to_dapr(
+    event: ActivityScheduled, *, instance_id: str, run_id: str = "", task_base: int = 0
+) -> dapr.ActivityRequest:
+    """The Dapr ActivityRequest that runs ``event``'s activity."""
+    return dapr.ActivityRequest(
+        name=event.name,
+        input=payload_to_proto(event.input),
+        workflow_instance=dapr.WorkflowInstance(
+            instance_id=instance_id, execution_id=run_id or None
+        ),
+        task_id=event.task_id - task_base,
+    )
+
+
+def activity_result_from_proto(
+    response: ms.ActivityResponse | dapr.ActivityResponse, *, task_base: int = 0
+) -> ActivityCompleted | ActivityErrored:
+    """The event an ActivityResponse of either dialect reports: failed if it carries
+    failureDetails. Position and time are the engine's to stamp."""
+    task_id = response.task_id + task_base
+    if _present(response.failure_details):
+        return ActivityErrored(
+            task_id=task_id, failure=failure_from_proto(response.failure_details)
+        )
+    return ActivityCompleted(task_id=task_id, result=payload_from_proto(response.result))
+
+
+# ---------------------------------------------------------------------------------------
+# Wire inspection
+# ---------------------------------------------------------------------------------------
+
+VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
+
+
+def wire_fields(data: bytes) -> list[tuple[int, int]]:
+    """``(field number, wire type)`` of each top-level field of an encoded message.
+
+    betterproto does not check wire types: where the dialects give one field number
+    two types, a message parsed with the wrong class takes the value silently (an MS
+    ``CreateInstanceRequest.requestTime`` Timestamp lands in Dapr's
+    ``enforceUniqueInstanceId`` as truthy bytes). Look here first:
+    CreateInstanceRequest 10 (MS Timestamp: LENGTH_DELIMITED | Dapr bool: VARINT),
+    PurgeInstancesRequest 4 (MS message | Dapr bool) and 5 (MS bool | Dapr message);
+    GetWorkItemsRequest's numbers tell the dialect (MS 1-3, 10-12 | Dapr 4).
+    """
+    fields: list[tuple[int, int]] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ProtocolError(f"field number 0 at byte {pos}")
+        if wire == VARINT:
+            _, pos = _varint(data, pos)
+        elif wire == FIXED64:
+            pos += 8
+        elif wire == LENGTH_DELIMITED:
+            length, pos = _varint(data, pos)
+            pos += length
+        elif wire == FIXED32:
+            pos += 4
+        else:
+            raise ProtocolError(f"unsupported wire type {wire} for field {number}")
+        if pos > end:
+            raise ProtocolError(f"field {number} runs past the end of the message")
+        fields.append((number, wire))
+    return fields
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+    raise ProtocolError(f"bad varint ending at byte {pos}")
