@@ -10,10 +10,12 @@ unfinished instance from the log and re-dispatches what its history left open.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
 import math
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +116,9 @@ _STORE_RETRY = timedelta(seconds=1)  # backoff after a transient store error
 Pending = tuple[str | None, int, Event]  # (inbox message id, run it belongs to, event)
 _ActivityWork = tuple[str, str, int, ActivityScheduled]  # (instance, workflow, run, attempt)
 _FAIR_STREAK = 32  # queued items a worker takes before it yields to other tasks
+# In an activity worker running a turn: where that turn's first new activity goes, so the
+# same worker runs it next instead of handing it to another worker.
+_CLAIM: ContextVar[list[_ActivityWork] | None] = ContextVar("durable_claim", default=None)
 
 
 class EngineHooks:
@@ -227,6 +232,8 @@ class Engine:
         self.memo_store = memo_store
         self._memo_retention = memo_retention
         self.store = store
+        # a store whose calls never suspend cannot be cancelled mid-commit: no shield needed
+        self._store_never_suspends = bool(getattr(store, "never_suspends", False))
         self.clock = clock
         self.codec = codec
         self._max_turns = max_concurrent_workflows
@@ -548,7 +555,7 @@ class Engine:
         """Write ``log/{seq}`` once; False if another writer holds that seq."""
         key = log_key(inst.id, record.seq)
         data = encode(record)
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=not self._store_never_suspends):
             try:
                 await self.store.put_if_absent(key, data)
                 return True
@@ -621,8 +628,13 @@ class Engine:
             if key not in self._inflight:
                 self._inflight.add(key)
                 self._busy += 1
-                assert self._send_activity is not None, "the engine is not running"
-                self._send_activity.send_nowait((inst.id, inst.name, inst.run_start, event))
+                work = (inst.id, inst.name, inst.run_start, event)
+                claim = _CLAIM.get()
+                if claim is not None and not claim:
+                    claim.append(work)  # the activity worker running this turn takes it next
+                else:
+                    assert self._send_activity is not None, "the engine is not running"
+                    self._send_activity.send_nowait(work)
         elif isinstance(event, TimerCreated):
             self._timers.add(event.fire_at, (inst.id, inst.run_start, event.task_id, event.fire_at))
         elif isinstance(event, ChildWorkflowScheduled):
@@ -636,8 +648,29 @@ class Engine:
         self.deliver(instance_id, TimerFired(task_id=task_id, fire_at=fire_at), run_start)
 
     async def _run_activity(self, work: _ActivityWork) -> None:
-        """Run one attempt in this activity worker; then, if the instance is idle and a
-        turn slot is free, run its next turn right here (one task switch less per step)."""
+        """Run activity attempts in this worker: each attempt, then (if the instance is
+        idle and a turn slot is free) its next turn, then the first activity that turn
+        scheduled. A sequential workflow then runs step after step with no hand-off."""
+        claim: list[_ActivityWork] = []
+        token = _CLAIM.set(claim)
+        try:
+            streak = 0
+            while True:
+                await self._run_attempt(work)
+                if not claim:
+                    return
+                work = claim.pop()
+                streak += 1
+                if streak >= _FAIR_STREAK:
+                    streak = 0
+                    await anyio.lowlevel.checkpoint()
+        finally:
+            _CLAIM.reset(token)
+            if claim and self._send_activity is not None:  # not run yet: back to the pool
+                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    self._send_activity.send_nowait(claim.pop())
+
+    async def _run_attempt(self, work: _ActivityWork) -> None:
         instance_id, workflow_name, run_start, scheduled = work
         try:
             outcome = await execute_activity(

@@ -27,6 +27,9 @@ class MemoryStore:
     costs the size of the answer, not the size of the store.
     """
 
+    never_suspends = True
+    """Its calls complete without yielding to the event loop (the engine needs no shield)."""
+
     def __init__(self, url: str = "memory://") -> None:
         self._url = url
         self._objects: dict[str, tuple[bytes, str]] = {}
