@@ -517,26 +517,34 @@ def events_to_dapr(
 ) -> list[dapr.HistoryEvent]:
     """:func:`event_to_dapr` over a list; each PatchApplied goes into the
     ``version.patches`` of its turn's workflowStarted (or, with no turn start before it
-    in ``events``, into a workflowStarted of its own at its place).
+    in ``events``, into a workflowStarted of its own at its place), and every turn's
+    workflowStarted names the run's version in ``version.name``.
 
     So the list can be shorter than ``events``. Stateful-history counts are counts of
     these messages: a history cut at a turn start converts to a prefix of the whole.
     """
     out: list[dapr.HistoryEvent] = []
     turn: dapr.WorkflowStartedEvent | None = None
+    run_version: str | None = None
     for event in events:
+        if isinstance(event, WorkflowStarted):
+            run_version = event.version or None
         if isinstance(event, PatchApplied):
             if turn is None:
                 carrier = dapr.HistoryEvent(event_id=-1, timestamp=_time_to_proto(event.timestamp))
                 carrier.workflow_started = turn = dapr.WorkflowStartedEvent()
                 out.append(carrier)
             patches = turn.version.patches if turn.version is not None else []
-            turn.version = dapr.WorkflowVersion(patches=[*patches, event.patch_id])
+            turn.version = dapr.WorkflowVersion(
+                patches=[*patches, event.patch_id], name=run_version
+            )
             continue
         converted = event_to_dapr(event, instance_id=instance_id, task_base=task_base)
         assert converted is not None  # only PatchApplied has no event of its own
         if isinstance(event, TurnStarted):
             turn = converted.workflow_started
+            if run_version is not None:
+                turn.version = dapr.WorkflowVersion(patches=[], name=run_version)
         out.append(converted)
     return out
 

@@ -752,3 +752,22 @@ def test_history_events_we_send_read_the_same_in_both_dialects() -> None:
         from_ms = dapr.HistoryEvent().parse(bytes(cv.event_to_ms(event)))
         from_dapr = ms.HistoryEvent().parse(bytes(cv.event_to_dapr(event)))
         assert cv.event_from_proto(from_ms) == cv.event_from_proto(from_dapr) == event
+
+
+def test_dapr_turns_name_the_run_version_beside_its_patches() -> None:
+    from durable._events import PatchApplied, TurnStarted, WorkflowStarted
+    from durable.grpc._convert import events_to_dapr
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    history = [
+        WorkflowStarted(event_id=0, timestamp=at, name="checkout", version="2"),
+        TurnStarted(event_id=1, timestamp=at),
+        PatchApplied(event_id=2, timestamp=at, patch_id="fast-reserve"),
+        TurnStarted(event_id=3, timestamp=at),
+    ]
+    turns = [e.workflow_started for e in events_to_dapr(history)[1:]]
+    assert [t.version.name for t in turns] == ["2", "2"]
+    assert [list(t.version.patches) for t in turns] == [["fast-reserve"], []]
+    unversioned = events_to_dapr([WorkflowStarted(event_id=0, timestamp=at, name="x"),
+                                  TurnStarted(event_id=1, timestamp=at)])  # fmt: skip
+    assert unversioned[1].workflow_started.version is None
