@@ -7,8 +7,6 @@ fresh store and a fresh event loop (``anyio.run``), and closes both.
 from the annotations, so they must resolve at runtime.)
 """
 
-import itertools
-import statistics
 from datetime import timedelta
 from time import perf_counter
 
@@ -19,7 +17,8 @@ from durable.store import ObjectStore
 from durable.testing import WorkflowEnvironment
 
 from ._counting import METHODS, CountingStore
-from ._suite import Column, fresh_store, percentile, scenario
+from ._figures import latency_figures, sequential_figures
+from ._suite import Column, fresh_store, scenario
 
 __all__ = ["REGISTRY"]
 
@@ -80,30 +79,9 @@ async def _sequential_once(store: ObjectStore, k: int) -> dict[str, float]:
         await store.close()
     stamps = list(_stamps)
     _stamps.clear()
-    if result != k or len(stamps) != k:
-        raise RuntimeError(f"sequential run went wrong: result {result}, {len(stamps)} calls")
-    total = ended - started
-    tenth = max(1, k // 10)
-    # per-step time = the gap between consecutive activity calls, averaged over the first
-    # (last) tenth of the gaps
-    first = (stamps[tenth] - stamps[0]) / tenth
-    last = (stamps[-1] - stamps[-1 - tenth]) / tenth
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    # the median gap shrugs off a few preempted steps (other processes on 2 cores)
-    first_median = statistics.median(gaps[:tenth])
-    last_median = statistics.median(gaps[-tenth:])
-    return {
-        "total_s": total,
-        "steps_per_s": k / total,
-        "first10_step_s": first,
-        "last10_step_s": last,
-        "last_over_first": last / first,
-        "first10_median_gap_s": first_median,
-        "last10_median_gap_s": last_median,
-        "last_over_first_median_gap": last_median / first_median,
-        "start_to_first_step_s": stamps[0] - started,
-        "last_step_to_result_s": ended - stamps[-1],
-    }
+    if result != k:
+        raise RuntimeError(f"sequential run went wrong: result {result}")
+    return sequential_figures(stamps, started, ended, k)
 
 
 @scenario(
@@ -141,13 +119,16 @@ _CONCURRENT_STEPS = 10
 
 async def _concurrent_once(store: ObjectStore, n: int) -> dict[str, float]:
     latencies: list[float] = []
+    last_start = 0.0  # when the last rt.start() call returned
 
     try:
         async with Runtime(REGISTRY, store=store) as rt:
 
             async def one() -> None:
+                nonlocal last_start
                 t0 = perf_counter()
                 handle = await rt.start(bench_steps, _CONCURRENT_STEPS)
+                last_start = max(last_start, perf_counter())
                 if await handle != _CONCURRENT_STEPS:
                     raise RuntimeError("concurrent run went wrong")
                 latencies.append(perf_counter() - t0)
@@ -159,15 +140,9 @@ async def _concurrent_once(store: ObjectStore, n: int) -> dict[str, float]:
             ended = perf_counter()
     finally:
         await store.close()
-    total = ended - started
-    return {
-        "total_s": total,
-        "workflows_per_s": n / total,
-        "steps_per_s": n * _CONCURRENT_STEPS / total,
-        "p50_s": percentile(latencies, 50),
-        "p99_s": percentile(latencies, 99),
-        "max_s": max(latencies),
-    }
+    figures = latency_figures(latencies, ended - started, n, _CONCURRENT_STEPS)
+    figures["all_started_s"] = last_start - started
+    return figures
 
 
 @scenario(
@@ -175,18 +150,20 @@ async def _concurrent_once(store: ObjectStore, n: int) -> dict[str, float]:
     description=f"N concurrent workflows of {_CONCURRENT_STEPS} trivial activity steps each",
     size_name="N",
     sizes=(1_000,),
-    quick_sizes=(200,),
+    quick_sizes=(20, 200),
     columns=(
         Column("total_s", "total s", ".3f"),
         Column("workflows_per_s", "workflows/s", ",.0f"),
         Column("steps_per_s", "steps/s", ",.0f"),
         Column("p50_s", "p50 ms", ",.1f", 1e3),
         Column("p99_s", "p99 ms", ",.1f", 1e3),
+        Column("all_started_s", "all started s", ",.2f"),
     ),
     notes=(
         "all N are started at once (a burst of tasks calling rt.start); latency = each "
-        "task's rt.start() call to its awaited result; default runtime limits "
-        "(32 concurrent turns, 100 concurrent activities)",
+        "task's rt.start() call to its awaited result; all started = when the last "
+        "rt.start() call returned; default runtime limits (32 concurrent turns, 100 "
+        "concurrent activities)",
     ),
 )
 def concurrent(store_kind: str, n: int) -> dict[str, float]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import math
+import json
 import os
 import platform
 import shutil
@@ -20,13 +20,15 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import durable
 from durable.store import LocalStore, MemoryStore
+
+from ._figures import Row, percentile
 
 if TYPE_CHECKING:
     import cProfile
@@ -37,11 +39,15 @@ if TYPE_CHECKING:
 __all__ = [
     "SCENARIOS",
     "STORES",
+    "ChildFailed",
     "Column",
+    "Row",
     "Scenario",
     "environment",
     "fresh_store",
+    "median_of_runs",
     "percentile",
+    "run_child",
     "run_scenario",
     "scenario",
 ]
@@ -136,30 +142,10 @@ def fresh_store(kind: str) -> Iterator[ObjectStore]:
 # -- statistics -------------------------------------------------------------------------
 
 
-def percentile(values: list[float], pct: float) -> float:
-    """The ``pct``-th percentile (0-100) by linear interpolation between ranks."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def _median_of_runs(runs: list[dict[str, float]]) -> dict[str, float]:
+def median_of_runs(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each metric over the runs that have it."""
     keys = list(runs[0])
     return {key: statistics.median(run[key] for run in runs if key in run) for key in keys}
-
-
-@dataclass
-class Row:
-    """The figures of one (store, size) cell: the median of its runs, and the runs."""
-
-    store: str
-    size: int
-    median: dict[str, float]
-    runs: list[dict[str, float]] = field(default_factory=list)
 
 
 def run_scenario(
@@ -192,7 +178,7 @@ def run_scenario(
                 finally:
                     if profiler is not None:
                         profiler.disable()
-            rows.append(Row(store, size, _median_of_runs(runs), runs))
+            rows.append(Row(store, size, median_of_runs(runs), runs))
     return rows
 
 
@@ -255,3 +241,61 @@ def environment() -> dict[str, Any]:
         "loadavg_at_start": list(os.getloadavg()),
         "argv": sys.argv,
     }
+
+
+# -- child processes --------------------------------------------------------------------
+
+
+class ChildFailed(RuntimeError):
+    """A measurement in a child process failed; the message ends with its stderr tail."""
+
+
+def run_child(
+    args: list[str], *, timeout: float, progress: Callable[[str], None] | None = None
+) -> Any:
+    """Run ``python -m benchmarks._child ARGS`` and return the JSON it prints last.
+
+    A child process keeps a measurement apart from the parent's heap (RSS figures) and
+    from other runtimes' threads (peers). Lines it writes to stderr that start with
+    ``..`` are passed to ``progress``; others are kept to explain a failure.
+    """
+    import collections
+    import threading
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._child", *args],
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        tail: collections.deque[str] = collections.deque(maxlen=25)
+        try:
+            assert proc.stderr is not None
+            for raw in proc.stderr:
+                line = raw.rstrip("\n")
+                if line.startswith("..") and progress is not None:
+                    progress(line[2:].strip())
+                elif line.strip():
+                    tail.append(line)
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        lines = out.read().decode("utf-8", "replace").strip().splitlines()
+    if code != 0 or not lines:
+        why = f"killed after {timeout:.0f} s" if code == -9 else f"exit code {code}"
+        detail = "\n".join(tail) or "(no output)"
+        raise ChildFailed(f"child {' '.join(args[:2])} failed ({why}):\n{detail}")
+    return json.loads(lines[-1])
