@@ -6,6 +6,7 @@ outcome is an ``ActivityCompleted`` or ``ActivityErrored`` event for the workflo
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,11 @@ async def execute_activity(
                 partial(definition.fn, *args), abandon_on_cancel=True
             )
         return ActivityCompleted(task_id=task_id, result=Raw(codec.encode(result)))
-    except anyio.get_cancelled_exc_class():
-        raise
+    except anyio.get_cancelled_exc_class() as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():  # the runtime is cancelling this worker
+            raise
+        # the activity's own code raised CancelledError: an ordinary failure
+        return ActivityErrored(task_id=task_id, failure=failure_from_exception(exc))
     except Exception as exc:
         return ActivityErrored(task_id=task_id, failure=failure_from_exception(exc))

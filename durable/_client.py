@@ -37,7 +37,7 @@ from ._instances import (
     rerun_instance,
     send_message,
 )
-from ._log import read_meta, read_record
+from ._log import new_run_after, read_meta, read_record
 from ._memo import MemoStore
 from ._records import InstanceMeta, wakeup_key
 from ._state import WorkflowState, WorkflowStatus
@@ -239,8 +239,8 @@ class Client:
             return _Snapshot(run.to_meta())
         meta = found[0]
         snap = _Snapshot(meta)
-        if snap.status.is_terminal:
-            return snap
+        if snap.status.is_terminal and not await new_run_after(self.store, meta):
+            return snap  # ended, and no new run began after the meta was written
         seq = meta.seq + 1
         while (record := await read_record(self.store, instance_id, seq)) is not None:
             snap.status = WorkflowStatus(record.status)

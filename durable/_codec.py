@@ -25,7 +25,11 @@ NULL = msgspec.Raw(b"null")
 
 @runtime_checkable
 class PayloadCodec(Protocol):
-    """Turns payload values into bytes and back."""
+    """Turns payload values into bytes and back.
+
+    The bytes must be one JSON value: history embeds them as they are, and Durable
+    Task peers read them as JSON. (Compress or encrypt inside a JSON string.)
+    """
 
     def encode(self, value: Any) -> bytes:
         """Encode ``value``; raise ``SerializationError`` when it cannot be."""

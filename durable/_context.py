@@ -215,6 +215,8 @@ class WorkflowContext:
     def _start_child(
         self, name: str, raw: Raw, instance_id: str | None, output_type: Any, attempt: int = 1
     ) -> DurableFuture[Any]:
+        from ._ids import validate_instance_id
+
         run = self._run
         task_id = run.next_task_id()
         if instance_id is None:
@@ -222,6 +224,7 @@ class WorkflowContext:
             instance_id = f"{run.instance_id}-{run_id}-{task_id}"
         elif attempt > 1:
             instance_id = f"{instance_id}-{attempt}"
+        validate_instance_id(instance_id)  # a generated id can outgrow the limit
         future: DurableFuture[Any] = DurableFuture()
         run.schedule(
             StartChildWorkflow(task_id, name, instance_id, raw),

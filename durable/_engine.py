@@ -70,7 +70,7 @@ from ._eviction import MIN_EVICTABLE_WAIT, EvictionPolicy
 from ._failure import FailureDetails, failure_from_exception
 from ._ids import IdSource
 from ._instances import Created, create_instance
-from ._log import RunLog, load_run, read_meta, write_meta
+from ._log import RunLog, load_run, new_run_after, read_meta, write_meta
 from ._records import (
     InboxMessage,
     InstanceMeta,
@@ -142,6 +142,7 @@ class _Instance:
     """What the engine keeps in memory for one instance."""
 
     __slots__ = (
+        "backing_off",
         "consumed",
         "created_at",
         "custom_status",
@@ -189,6 +190,7 @@ class _Instance:
         self.running = False
         self.loading = False
         self.parked = False  # its workflow is not registered here: it waits
+        self.backing_off = False  # a store error: waiting for its retry timer
         self.reason = ""  # why it makes no progress, for describe()
         self.meta_etag: str | None = None
         self.meta_seq = -1
@@ -264,18 +266,28 @@ class Engine:
         """Recover, then serve until cancelled."""
         send, receive = anyio.create_memory_object_stream[_Instance](math.inf)
         send_activity, receive_activity = anyio.create_memory_object_stream[_ActivityWork](math.inf)
-        async with send, receive, send_activity, receive_activity, anyio.create_task_group() as tg:
-            self._send, self._send_activity, self._tg = send, send_activity, tg
-            for _ in range(self._max_turns):
-                tg.start_soon(self._serve, receive, self._turn_from_queue)
-            for _ in range(self._max_activities):
-                tg.start_soon(self._serve, receive_activity, self._run_activity)
-            await self.recover_all()
-            tg.start_soon(self._timers.run)
-            tg.start_soon(self._poll_loop)
-            if isinstance(self.clock, MockClock) and self.clock.auto_advance:
-                tg.start_soon(self._auto_advance, self.clock)
-            task_status.started()
+        try:
+            async with (
+                send,
+                receive,
+                send_activity,
+                receive_activity,
+                anyio.create_task_group() as tg,
+            ):
+                self._send, self._send_activity, self._tg = send, send_activity, tg
+                for _ in range(self._max_turns):
+                    tg.start_soon(self._serve, receive, self._turn_from_queue)
+                for _ in range(self._max_activities):
+                    tg.start_soon(self._serve, receive_activity, self._run_activity)
+                await self.recover_all()
+                tg.start_soon(self._timers.run)
+                tg.start_soon(self._poll_loop)
+                if isinstance(self.clock, MockClock) and self.clock.auto_advance:
+                    tg.start_soon(self._auto_advance, self.clock)
+                task_status.started()
+        finally:
+            for inst in self._instances.values():  # unwind suspended coroutines now
+                self._drop_run(inst)
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._tg is not None, "the engine is not running"
@@ -288,6 +300,7 @@ class Engine:
         self._spawn(self._guarded, fn, args)
 
     async def _guarded(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        _CLAIM.set(None)  # started from an activity worker: its claim is not ours
         try:
             await fn(*args)
         except StoreError as err:
@@ -345,7 +358,7 @@ class Engine:
     # -- queueing turns -------------------------------------------------------------
 
     def _enqueue(self, inst: _Instance) -> None:
-        if not (inst.queued or inst.running or inst.loading or inst.parked):
+        if not (inst.queued or inst.running or inst.loading or inst.parked or inst.backing_off):
             inst.queued = True
             self._queued += 1
             assert self._send is not None, "the engine is not running"
@@ -402,6 +415,9 @@ class Engine:
         except StoreError as err:
             log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
             self._retry_later(inst)
+        except Exception:  # a bug must not take the whole runtime down with it
+            log.exception("turn of %r failed; retrying after a backoff", inst.id)
+            self._retry_later(inst)
         finally:
             inst.running = False
             self._turns -= 1
@@ -427,6 +443,8 @@ class Engine:
         inst.seq_at_turn_start = inst.seq
         if inst.status.is_terminal:
             self._discard_messages(inst, pending)
+            if self._instances.get(inst.id) is inst and not inst.pending:
+                del self._instances[inst.id]
             return
         run = inst.run
         if run is None:
@@ -487,7 +505,9 @@ class Engine:
             status=status,
             events=events + new_events,
             next_run=next_run,
-            consumed=consumed,
+            # a new run starts with the old run's consumed ids, so a message whose
+            # delete failed is not applied to the new run
+            consumed=consumed + sorted(inst.consumed) if next_run else consumed,
             custom_status=run.custom_status,
         )
         if not await self._commit(inst, record):
@@ -595,10 +615,12 @@ class Engine:
         previous = inst.status
         inst.status = WorkflowStatus(record.status)
         outstanding = inst.outstanding
+        ended = inst.status.is_terminal
         for event in record.events:
             if isinstance(event, _SCHEDULING):
                 outstanding[event.task_id] = event
-                self._dispatch(inst, event)
+                if not ended or isinstance(event, ChildWorkflowScheduled):
+                    self._dispatch(inst, event)  # fire-and-forget sub-workflows still start
             elif type(event) in _ANSWERS:
                 outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
         if record.next_run:
@@ -883,6 +905,7 @@ class Engine:
             inst.run = self._new_run(inst, history)
         except UnknownWorkflowError:
             inst.run = None
+        self._dispatch_open(inst)  # a rerun keeps history whose steps may still be open
         self._enqueue(inst)
 
     async def recover_all(self) -> None:
@@ -892,12 +915,21 @@ class Engine:
 
         async def one(instance_id: str) -> None:
             async with limiter:
-                await self.recover(instance_id)
+                try:
+                    await self.recover(instance_id)
+                except StoreError as err:
+                    if not err.transient:
+                        raise
+                    log.warning("recovery of %r failed, retrying: %s", instance_id, err)
+                    self._spawn_guarded(self.recover, instance_id)
 
         async with anyio.create_task_group() as tg:
             for instance_id in ids:
                 tg.start_soon(one, instance_id)
-        await self.poll_wakeups()
+        try:
+            await self.poll_wakeups()
+        except StoreError as err:
+            log.warning("polling for messages at start failed: %s", err)
 
     async def recover(self, instance_id: str) -> _Instance | None:
         """Load one instance from the store unless it is finished; None if nothing to run."""
@@ -905,8 +937,12 @@ class Engine:
             return inst
         found = await read_meta(self.store, instance_id)
         meta, etag = found if found is not None else (None, None)
-        if meta is not None and WorkflowStatus(meta.status).is_terminal:
-            return None
+        if (
+            meta is not None
+            and WorkflowStatus(meta.status).is_terminal
+            and not await new_run_after(self.store, meta)
+        ):
+            return None  # ended, and no new run began after the meta was written
         try:
             loaded = await load_run(self.store, instance_id, meta)
         except StoreError as err:
@@ -951,13 +987,17 @@ class Engine:
         _fold(inst.outstanding, loaded.history)
         if loaded.status.is_terminal:
             return
-        for event in inst.outstanding.values():
+        self._dispatch_open(inst)
+        if inst.status is WorkflowStatus.PENDING or inst.pending:
+            self._enqueue(inst)
+
+    def _dispatch_open(self, inst: _Instance) -> None:
+        """Re-dispatch what history left open: activities, timers, sub-workflows."""
+        for event in list(inst.outstanding.values()):
             if isinstance(event, ChildWorkflowScheduled):
                 self._spawn_guarded(self._check_child, inst.id, event)
             else:
                 self._dispatch(inst, event)
-        if inst.status is WorkflowStatus.PENDING or inst.pending:
-            self._enqueue(inst)
 
     async def _check_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
         """On recovery: a sub-workflow the parent waits on may have ended, or never begun."""
@@ -988,6 +1028,8 @@ class Engine:
 
     async def _reload(self, inst: _Instance) -> None:
         """Another writer moved the log (or a write failed): take the log's word."""
+        if self._instances.get(inst.id) is not inst or inst.loading:
+            return  # a stale object, or another reload is under way
         self._drop_run(inst)
         inst.loading = True
         self.busy_enter()
@@ -1006,16 +1048,27 @@ class Engine:
         if loaded is None:
             return
         self._load_into(inst, loaded)
-        if loaded.status.is_terminal:
+        if loaded.status.is_terminal:  # e.g. a terminal commit that landed but said it failed
             inst.output, inst.failure = loaded.outcome()
+            self._notify_parent_from_log(loaded)
+            await self._mark_terminal(inst.id)
+            await self._write_meta(inst)
             self._wake_waiters(inst)
         elif inst.pending:
             self._enqueue(inst)
 
     def _retry_later(self, inst: _Instance) -> None:
-        """The store failed: try the instance again after a backoff on the Clock."""
+        """The store failed: try the instance again after a backoff on the Clock (one
+        retry at a time; no turn runs until it)"""
         self._drop_run(inst)
-        self._timers.add(self.clock.now() + _STORE_RETRY, (self._spawn_guarded, self._reload, inst))
+        if not inst.backing_off:
+            inst.backing_off = True
+            self._timers.add(self.clock.now() + _STORE_RETRY, (self._retry_now, inst))
+
+    def _retry_now(self, inst: _Instance) -> None:
+        inst.backing_off = False
+        if self._instances.get(inst.id) is inst:
+            self._spawn_guarded(self._reload, inst)
 
     async def _fail_corrupt(
         self, instance_id: str, meta: InstanceMeta | None, etag: str | None, err: StoreError
@@ -1054,12 +1107,15 @@ class Engine:
     async def poll_wakeups(self) -> None:
         """Pick up instances that other processes started or sent messages to."""
         for instance_id in await self.store.list("wakeups"):
-            await self.store.delete(wakeup_key(instance_id))
-            inst = self._instances.get(instance_id)
-            if inst is None:
-                await self.recover(instance_id)
-            else:
-                await self._scan_inbox(inst)
+            try:
+                inst = self._instances.get(instance_id)
+                if inst is None:
+                    await self.recover(instance_id)
+                else:
+                    await self._scan_inbox(inst)
+                await self.store.delete(wakeup_key(instance_id))  # only once it is handled
+            except StoreError as err:
+                log.warning("wakeup of %r not handled yet: %s", instance_id, err)
 
     async def _poll_loop(self) -> None:
         interval = timedelta(seconds=self._poll_interval)

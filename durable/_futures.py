@@ -24,6 +24,13 @@ class WorkflowControl(BaseException):
     """Internal unwinding (continue-as-new); ``except Exception`` cannot swallow it."""
 
 
+class _Closing(BaseException):
+    """Thrown into a coroutine that is being dropped (termination, eviction, end of run)."""
+
+
+_CLOSE_ATTEMPTS = 100  # a coroutine that keeps awaiting while closed is abandoned after this
+
+
 class DurableFuture(Generic[T]):
     """The result of a durable operation: an activity, a timer, an event, a sub-workflow.
 
@@ -129,7 +136,19 @@ class Task(DurableFuture[T]):
         self._scheduler.ready.append(self)
 
     def close(self) -> None:
-        self._coro.close()
+        """Unwind the coroutine, running its ``finally`` blocks, even ones that await
+        (they get ``_Closing`` at each await). Never raises."""
+        for _ in range(_CLOSE_ATTEMPTS):
+            try:
+                self._coro.throw(_Closing())
+            except BaseException:  # finished: by _Closing, StopIteration or its own error
+                return
+        # It keeps swallowing the unwinding: let it go without resuming it again.
+        self._coro = _finished()  # type: ignore[assignment]
+
+
+async def _finished() -> None:
+    """A stand-in for a coroutine that could not be unwound."""
 
 
 class Scheduler:

@@ -29,6 +29,7 @@ from ._records import (
     TurnRecord,
     encode,
     inbox_key,
+    inbox_prefix,
     instance_prefix,
     log_key,
 )
@@ -134,6 +135,7 @@ async def create_instance(
         raise InstanceExistsError(instance_id, status)
     if memo is not None:  # the new run must not find the old run's memo
         await memo.purge(instance_id)
+    await store.delete_prefix(inbox_prefix(instance_id))  # nor the old run's messages
     try:
         return await _start_run(
             store, instance_id, existing.last_seq + 1, [started], now, now, etag
@@ -196,6 +198,7 @@ async def rerun_instance(
             f"sub-workflow; event {from_event_id} is {kind}"
         )
     prefix = [e for e in run.history if e.event_id < from_event_id]
+    await store.delete_prefix(inbox_prefix(instance_id))  # messages were for the old run
     if memo is not None:  # the steps that run again must really run again
         await memo.purge(instance_id, from_task_id=target.task_id)
         await memo.store.delete(memo._marker_key(instance_id))

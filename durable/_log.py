@@ -38,7 +38,7 @@ from ._state import WorkflowStatus
 if TYPE_CHECKING:
     from .store import ObjectStore
 
-__all__ = ["RunLog", "load_run", "read_meta", "read_record", "write_meta"]
+__all__ = ["RunLog", "load_run", "new_run_after", "read_meta", "read_record", "write_meta"]
 
 
 async def read_record(store: ObjectStore, instance_id: str, seq: int) -> TurnRecord | None:
@@ -54,6 +54,18 @@ async def read_record(store: ObjectStore, instance_id: str, seq: int) -> TurnRec
             f"corrupt turn record at {key!r}: it says seq {record.seq}", key=key, transient=False
         )
     return record
+
+
+async def new_run_after(store: ObjectStore, meta: InstanceMeta) -> bool:
+    """Whether a run began after this (terminal) meta was written: the record after it
+    starts one (a reuse or rerun whose meta write failed)."""
+    try:
+        record = await read_record(store, meta.instance_id, meta.seq + 1)
+    except StoreError as err:
+        if err.transient:
+            raise
+        return False  # unreadable: the terminal meta stands
+    return record is not None and bool(record.next_run)
 
 
 async def read_meta(store: ObjectStore, instance_id: str) -> tuple[InstanceMeta, str] | None:

@@ -210,7 +210,14 @@ class WorkflowRun:
     def close(self) -> None:
         """Drop the coroutine (eviction, termination, end of run)."""
         self.terminated = self.terminated or self.final is None
+        self._unwind()
+
+    def _unwind(self) -> None:
+        """Close every task; what their ``finally`` blocks ask for is not recorded and
+        their logging stays silent."""
+        self.replaying = True
         self._scheduler.close()
+        self._pending.clear()
 
     def _run_tasks(self) -> None:
         if self.finished:
@@ -372,7 +379,11 @@ class WorkflowRun:
 
     def _on_terminated(self, event: WorkflowTerminated) -> None:
         self.terminated = True
-        self._scheduler.close()
+        replaying = self.replaying
+        self._unwind()  # nothing scheduled in this turn runs: the instance is terminated
+        self.replaying = replaying
+        if isinstance(self.final, ContinueAsNew):  # terminate wins over continue-as-new
+            self.final = None
 
     # -- operations for WorkflowContext ---------------------------------------------
 

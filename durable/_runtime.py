@@ -62,6 +62,8 @@ class Runtime:
     ) -> None:
         if max_concurrent_activities < 1 or max_concurrent_workflows < 1:
             raise ValueError("concurrency limits must be at least 1")
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive (seconds)")
         if memo_sweep_interval <= timedelta(0):
             raise ValueError("memo_sweep_interval must be positive")
         self.registry = registry

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
+import hypothesis  # noqa: F401  (imported early: a lazy import while pytest reports a
+import pytest  # failure has crashed the session summary on Python 3.11)
 
 
 @pytest.fixture

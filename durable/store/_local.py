@@ -22,6 +22,7 @@ POSIX only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -162,9 +163,7 @@ class LocalStore:
         try:
             return func(*args)
         except OSError as err:
-            raise StoreError(
-                f"cannot {verb} {key!r} in {self._url}: {err}", key=key, transient=True
-            ) from err
+            raise _os_error(err, verb, key, self._url) from err
 
     async def _run(self, verb: str, key: str, func: Callable[..., _T], *args: object) -> _T:
         """Run one operation's blocking helper in a worker thread, mapping ``OSError``.
@@ -191,9 +190,7 @@ class LocalStore:
         if op.error is None:
             return op.value  # type: ignore[return-value]
         if isinstance(op.error, OSError):
-            raise StoreError(
-                f"cannot {verb} {key!r} in {self._url}: {op.error}", key=key, transient=True
-            ) from op.error
+            raise _os_error(op.error, verb, key, self._url) from op.error
         raise op.error
 
     # -- worker-thread side: each helper is one whole operation ---------------------------
@@ -365,6 +362,15 @@ def _run_batch(batch: list[_Op]) -> None:
             op.value = op.func(*op.args)
         except BaseException as err:  # handed back to the operation's own caller
             op.error = err
+
+
+_PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EACCES, errno.EPERM})
+
+
+def _os_error(err: OSError, verb: str, key: str, url: str) -> StoreError:
+    """An OSError as a StoreError; retrying cannot fix a name too long or a denied path."""
+    transient = err.errno not in _PERMANENT_ERRNOS
+    return StoreError(f"cannot {verb} {key!r} in {url}: {err}", key=key, transient=transient)
 
 
 def _bad_key(key: str) -> StoreError:
