@@ -310,8 +310,8 @@ class Client:
 
     async def _wait(self, instance_id: str) -> _Snapshot:
         engine = self._engine
-        if engine is not None and await engine.wait_done(instance_id):
-            pass
+        if engine is not None:
+            await engine.wait_done(instance_id)
         while True:
             snap = await self._snapshot(instance_id)
             if snap.status.is_terminal:

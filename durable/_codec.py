@@ -68,11 +68,6 @@ class JsonCodec:
             raise SerializationError(f"cannot decode payload as {type!r}: {err}") from err
 
 
-def encode_raw(codec: PayloadCodec, value: Any) -> msgspec.Raw:
-    """Encode ``value`` into a ``msgspec.Raw`` to embed in a history event."""
-    return msgspec.Raw(codec.encode(value))
-
-
 def hints_of(fn: Callable[..., Any]) -> tuple[Any, Any]:
     """Return (input type, output type) of a ``(ctx, input) -> output`` function.
 

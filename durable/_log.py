@@ -202,11 +202,7 @@ async def write_meta(store: ObjectStore, meta: InstanceMeta, etag: str | None) -
             current = await read_meta(store, meta.instance_id)
             if current is None:
                 etag = None
-                try:
-                    # unreadable: replace it outright
-                    return await store.put(key, data)
-                except StoreError:
-                    raise
+                return await store.put(key, data)  # unreadable: replace it outright
             other, etag = current
             if other.seq > meta.seq:
                 return etag

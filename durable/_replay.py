@@ -28,7 +28,6 @@ from ._actions import (
 from ._context import WorkflowContext
 from ._errors import (
     ActivityFailed,
-    DurableError,
     NonDeterminismError,
     SerializationError,
     WorkflowFailed,
@@ -474,8 +473,3 @@ _HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
     WorkflowErrored: WorkflowRun._on_final,
     ContinuedAsNew: WorkflowRun._on_final,
 }
-
-
-def run_failure(exc: DurableError) -> FailWorkflow:
-    """The action that fails a run the engine could not replay."""
-    return FailWorkflow(failure_from_exception(exc))
