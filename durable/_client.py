@@ -20,8 +20,6 @@ from ._events import (
     NULL,
     EventRaised,
     HistoryEvent,
-    WorkflowCompleted,
-    WorkflowErrored,
     WorkflowResumed,
     WorkflowStarted,
     WorkflowSuspended,
@@ -37,7 +35,7 @@ from ._instances import (
     rerun_instance,
     send_message,
 )
-from ._log import new_run_after, read_meta, read_record
+from ._log import new_run_after, read_meta, read_record, record_outcome
 from ._memo import MemoStore
 from ._records import InstanceMeta, wakeup_key
 from ._state import WorkflowState, WorkflowStatus
@@ -251,14 +249,8 @@ class Client:
             if record.next_run and isinstance(record.next_run[0], WorkflowStarted):
                 snap.input = record.next_run[0].input
                 snap.version = record.next_run[0].version
-            for event in record.events:
-                if isinstance(event, WorkflowTerminated):
-                    snap.output = event.output
-                    snap.failure = FailureDetails("Terminated", event.reason or "terminated")
-                elif isinstance(event, WorkflowCompleted):
-                    snap.output = event.result
-                elif isinstance(event, WorkflowErrored):
-                    snap.failure = event.failure
+            if WorkflowStatus(record.status).is_terminal:
+                snap.output, snap.failure = record_outcome(record)
             seq += 1
         return snap
 

@@ -64,13 +64,12 @@ from ._events import (
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowStarted,
-    WorkflowTerminated,
 )
 from ._eviction import MIN_EVICTABLE_WAIT, EvictionPolicy
 from ._failure import FailureDetails, failure_from_exception
 from ._ids import IdSource
 from ._instances import Created, create_instance
-from ._log import RunLog, load_run, new_run_after, read_meta, write_meta
+from ._log import RunLog, load_run, new_run_after, read_meta, record_outcome, write_meta
 from ._records import (
     InboxMessage,
     InstanceMeta,
@@ -761,18 +760,7 @@ class Engine:
         self._enqueue(inst)
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
-        last = record.events[-1] if record.events else None
-        for event in reversed(record.events):
-            if isinstance(event, WorkflowCompleted | WorkflowErrored | WorkflowTerminated):
-                last = event
-                break
-        if isinstance(last, WorkflowCompleted):
-            inst.output, inst.failure = last.result, None
-        elif isinstance(last, WorkflowErrored):
-            inst.output, inst.failure = NULL, last.failure
-        elif isinstance(last, WorkflowTerminated):
-            inst.output = last.output
-            inst.failure = FailureDetails("Terminated", last.reason or "terminated")
+        inst.output, inst.failure = record_outcome(record)
         self._drop_run(inst)
         inst.outstanding.clear()
         if inst.parent is not None:

@@ -38,7 +38,27 @@ from ._state import WorkflowStatus
 if TYPE_CHECKING:
     from .store import ObjectStore
 
-__all__ = ["RunLog", "load_run", "new_run_after", "read_meta", "read_record", "write_meta"]
+__all__ = [
+    "RunLog",
+    "load_run",
+    "new_run_after",
+    "read_meta",
+    "read_record",
+    "record_outcome",
+    "write_meta",
+]
+
+
+def record_outcome(record: TurnRecord) -> tuple[Raw, FailureDetails | None]:
+    """The output or failure a record's terminal event holds; ``(null, None)`` without one."""
+    for event in reversed(record.events):
+        if isinstance(event, WorkflowCompleted):
+            return event.result, None
+        if isinstance(event, WorkflowErrored):
+            return NULL, event.failure
+        if isinstance(event, WorkflowTerminated):
+            return event.output, FailureDetails("Terminated", event.reason or "terminated")
+    return NULL, None
 
 
 async def read_record(store: ObjectStore, instance_id: str, seq: int) -> TurnRecord | None:
@@ -111,14 +131,7 @@ class RunLog:
         """The output or failure recorded by the run's terminal event, if any."""
         if self.last.next_run:
             return NULL, None
-        for event in reversed(self.last.events):
-            if isinstance(event, WorkflowCompleted):
-                return event.result, None
-            if isinstance(event, WorkflowErrored):
-                return NULL, event.failure
-            if isinstance(event, WorkflowTerminated):
-                return event.output, FailureDetails("Terminated", event.reason)
-        return NULL, None
+        return record_outcome(self.last)
 
     def to_meta(self) -> InstanceMeta:
         output, failure = self.outcome()
