@@ -1,7 +1,9 @@
 """The engine: runs turns, commits each exactly once, and carries out what they ask.
 
-A turn takes an instance's pending events, feeds them to its cached
-:class:`~durable._replay.WorkflowRun` (replaying the log on a miss), and commits the
+A turn takes an instance's pending events, feeds them to its cached run (a
+:class:`~durable._executor.TurnRunner` from the executor: a local
+:class:`~durable._replay.WorkflowRun`, replayed from the log on a miss, or a remote
+worker's), and commits the
 result as ``log/{seq}`` with put-if-absent. Only after the commit does anything
 happen: activities start, timers arm, sub-workflows begin, waiters wake. A writer
 that loses the put drops its turn and reloads from the log. Recovery rebuilds every
@@ -35,7 +37,6 @@ from ._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from ._activity import execute_activity
 from ._clock import Clock, MockClock
 from ._errors import (
     InstanceExistsError,
@@ -66,6 +67,7 @@ from ._events import (
     WorkflowStarted,
 )
 from ._eviction import MIN_EVICTABLE_WAIT, EvictionPolicy
+from ._executor import LocalExecutor
 from ._failure import FailureDetails, failure_from_exception
 from ._ids import IdSource
 from ._instances import Created, create_instance
@@ -81,7 +83,6 @@ from ._records import (
     log_key,
     wakeup_key,
 )
-from ._replay import WorkflowRun
 from ._state import WorkflowStatus
 from ._timers import TimerQueue
 
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ._codec import PayloadCodec
+    from ._executor import Executor, TurnRunner
     from ._memo import MemoStore
     from ._registry import Registry
     from .store import ObjectStore
@@ -181,7 +183,7 @@ class _Instance:
         self.next_event_id = 0
         self.status = WorkflowStatus.PENDING
         self.custom_status: Raw = NULL
-        self.run: WorkflowRun | None = None
+        self.run: TurnRunner | None = None
         self.pending: list[Pending] = []
         self.outstanding: dict[int, HistoryEvent] = {}
         self.consumed: set[str] = set()
@@ -226,8 +228,10 @@ class Engine:
         memo_retention: timedelta | None = None,
         ids: IdSource | None = None,
         hooks: EngineHooks | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.registry = registry
+        self.executor: Executor = executor or LocalExecutor(registry, codec, memo_store)
         self.ids = ids or IdSource()
         self._hooks = hooks
         self.memo_store = memo_store
@@ -492,8 +496,7 @@ class Engine:
         if len(events) == 1 and not first_turn and not consumed:
             return
         try:
-            actions = run.take_pending() if first_turn else []
-            actions += run.apply(events, replaying=False)
+            actions = await run.turn(events, first_turn=first_turn)
         except NonDeterminismError as err:
             self._drop_run(inst)
             await self._commit_failure(inst, err)
@@ -514,12 +517,13 @@ class Engine:
             self._drop_run(inst)
             await self._reload(inst)
             return
+        run.committed(record.events)
         if self._hooks is not None:
             self._hooks.committed(inst.id, record)
         await self._after_commit(inst, record)
 
     def _record_actions(
-        self, inst: _Instance, run: WorkflowRun, actions: list[Action], event_id: int, now: Any
+        self, inst: _Instance, run: TurnRunner, actions: list[Action], event_id: int, now: Any
     ) -> tuple[list[HistoryEvent], list[HistoryEvent], WorkflowStatus]:
         """Turn the actions into history events; work out the status after the turn."""
         events: list[HistoryEvent] = []
@@ -694,9 +698,7 @@ class Engine:
     async def _run_attempt(self, work: _ActivityWork) -> None:
         instance_id, workflow_name, run_start, scheduled = work
         try:
-            outcome = await execute_activity(
-                self.registry, self.codec, self.memo_store, instance_id, workflow_name, scheduled
-            )
+            outcome = await self.executor.run_activity(instance_id, workflow_name, scheduled)
             copies = 1
             if self._hooks is not None:
                 await self._hooks.before_delivery(instance_id, outcome)
@@ -840,16 +842,12 @@ class Engine:
     # -- the replay cache -----------------------------------------------------------
 
     def _newest_version(self, name: str) -> str:
-        definition = self.registry.workflows.get(name)
-        return definition.version if definition is not None else ""
+        return self.executor.newest_version(name)
 
-    def _new_run(self, inst: _Instance, history: list[HistoryEvent]) -> WorkflowRun:
-        definition = self.registry.get_workflow(inst.name, inst.started.version)
-        run = WorkflowRun(inst.id, definition, self.registry, self.codec)
-        run.apply(history, replaying=True)
-        return run
+    def _new_run(self, inst: _Instance, history: list[HistoryEvent]) -> TurnRunner:
+        return self.executor.new_run(inst.id, history)
 
-    async def _rebuild(self, inst: _Instance) -> WorkflowRun | None:
+    async def _rebuild(self, inst: _Instance) -> TurnRunner | None:
         """Replay the current run from the log (a cache miss); None if the log moved."""
         loaded = await load_run(
             self.store, inst.id, None if inst.run_start == 0 else self._meta_hint(inst)
@@ -1147,8 +1145,7 @@ class Engine:
         evicted by time (its policy's TTL) or to make room (``max_resident_workflows``)."""
         if inst.pending or any(type(e) is ActivityScheduled for e in inst.outstanding.values()):
             return
-        definition = self.registry.workflows.get(inst.name)
-        policy = (definition.eviction if definition is not None else None) or self._eviction
+        policy = self.executor.eviction_policy(inst.name) or self._eviction
         now = self.clock.now()
         if policy.allow_capacity_eviction and self._max_resident is not None:
             entry = (policy.priority, now, next(self._evict_order), inst.id, inst.seq)

@@ -44,6 +44,7 @@ from ._events import (
     ContinuedAsNew,
     Event,
     EventRaised,
+    HistoryEvent,
     PatchApplied,
     TimerCreated,
     TimerFired,
@@ -194,6 +195,17 @@ class WorkflowRun:
     def suspended(self) -> bool:
         """Whether the run is suspended (events wait until it resumes)."""
         return self._suspended
+
+    async def turn(self, events: list[HistoryEvent], *, first_turn: bool) -> list[Action]:
+        """Take one new turn (the engine's :class:`~durable._executor.TurnRunner`)."""
+        if first_turn:
+            actions = self.take_pending()
+            actions += self.apply(events, replaying=False)
+            return actions
+        return self.apply(events, replaying=False)
+
+    def committed(self, events: list[HistoryEvent]) -> None:
+        """Nothing to do: the run already holds what its turn decided."""
 
     def take_pending(self) -> list[Action]:
         """Hand over actions that replay produced beyond history (the first turn of a

@@ -1,0 +1,124 @@
+"""Where the engine's turns and activities run: in this process, or on a remote worker.
+
+The engine owns ordering, commits and dispatch; an :class:`Executor` owns running the
+code. :class:`LocalExecutor` replays workflows from a :class:`~durable.Registry` in
+this process. The gRPC sidecar supplies one that hands turns and activities to
+connected Durable Task workers and waits for their answers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ._activity import execute_activity
+from ._replay import WorkflowRun
+
+if TYPE_CHECKING:
+    from msgspec import Raw
+
+    from ._actions import Action
+    from ._codec import PayloadCodec
+    from ._events import ActivityCompleted, ActivityErrored, ActivityScheduled, HistoryEvent
+    from ._eviction import EvictionPolicy
+    from ._memo import MemoStore
+    from ._registry import Registry
+
+__all__ = ["Executor", "LocalExecutor", "TurnRunner"]
+
+
+class TurnRunner(Protocol):
+    """One run of an instance, holding what it needs to take the next turn."""
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the run is suspended (new events wait until it resumes)."""
+        ...
+
+    @property
+    def terminated(self) -> bool:
+        """Whether a termination ended the run."""
+        ...
+
+    @property
+    def custom_status(self) -> Raw:
+        """The status the workflow last set for outside readers."""
+        ...
+
+    @property
+    def task_count(self) -> int:
+        """The next task id the run would use: where a continued run starts numbering."""
+        ...
+
+    async def turn(self, events: list[HistoryEvent], *, first_turn: bool) -> list[Action]:
+        """Feed one turn's new events (``TurnStarted`` first); return its actions.
+
+        Raises :class:`~durable.NonDeterminismError` when the code no longer matches
+        the history. ``first_turn`` is true for the turn that begins a run.
+        """
+        ...
+
+    def committed(self, events: list[HistoryEvent]) -> None:
+        """The turn committed with these events: its input, then what its actions recorded."""
+        ...
+
+    def close(self) -> None:
+        """Drop the run (eviction, a lost commit, the end of the run)."""
+        ...
+
+
+class Executor(Protocol):
+    """Runs workflow turns and activity attempts for the engine."""
+
+    def new_run(self, instance_id: str, history: list[HistoryEvent]) -> TurnRunner:
+        """A runner positioned after ``history`` (the current run's committed events,
+        ``WorkflowStarted`` first). Raises :class:`~durable.UnknownWorkflowError` when
+        nothing here can run the workflow: the instance then waits."""
+        ...
+
+    async def run_activity(
+        self, instance_id: str, workflow_name: str, scheduled: ActivityScheduled
+    ) -> ActivityCompleted | ActivityErrored:
+        """Run one attempt of an activity; its outcome as an event."""
+        ...
+
+    def newest_version(self, name: str) -> str:
+        """The version a new run of workflow ``name`` takes ('' if unversioned/unknown)."""
+        ...
+
+    def eviction_policy(self, name: str) -> EvictionPolicy | None:
+        """The eviction policy workflow ``name`` declares, if any."""
+        ...
+
+
+class LocalExecutor:
+    """Runs a registry's workflows and activities in this process."""
+
+    def __init__(
+        self, registry: Registry, codec: PayloadCodec, memo_store: MemoStore | None = None
+    ) -> None:
+        self.registry = registry
+        self.codec = codec
+        self.memo_store = memo_store
+
+    def new_run(self, instance_id: str, history: list[HistoryEvent]) -> WorkflowRun:
+        started = history[0]
+        name, version = started.name, started.version  # type: ignore[union-attr]
+        definition = self.registry.get_workflow(name, version)
+        run = WorkflowRun(instance_id, definition, self.registry, self.codec)
+        run.apply(history, replaying=True)
+        return run
+
+    async def run_activity(
+        self, instance_id: str, workflow_name: str, scheduled: ActivityScheduled
+    ) -> ActivityCompleted | ActivityErrored:
+        return await execute_activity(
+            self.registry, self.codec, self.memo_store, instance_id, workflow_name, scheduled
+        )
+
+    def newest_version(self, name: str) -> str:
+        definition = self.registry.workflows.get(name)
+        return definition.version if definition is not None else ""
+
+    def eviction_policy(self, name: str) -> EvictionPolicy | None:
+        definition = self.registry.workflows.get(name)
+        return definition.eviction if definition is not None else None
