@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from ._eviction import EvictionPolicy
+    from ._executor import Executor
     from ._registry import Registry
 
 __all__ = ["Runtime"]
@@ -59,6 +60,7 @@ class Runtime:
         memo_sweep_interval: timedelta = timedelta(hours=1),
         entropy: random.Random | None = None,
         _hooks: EngineHooks | None = None,
+        _executor: Executor | None = None,
     ) -> None:
         if max_concurrent_activities < 1 or max_concurrent_workflows < 1:
             raise ValueError("concurrency limits must be at least 1")
@@ -90,6 +92,7 @@ class Runtime:
             memo_retention=memo_retention,
             ids=ids,
             hooks=_hooks,
+            executor=_executor,
         )
         self.client = Client(
             self.store, registry=registry, clock=self.clock, codec=self.codec,
