@@ -981,15 +981,9 @@ class Engine:
             log.warning("polling for messages at start failed: %s", err)
 
     async def take_partitions(self, partitions: list[int]) -> None:
-        """This process just took these partitions' leases: run their instances."""
-        self.busy_enter()
-        try:
-            await self.recover_all(partitions)
-        except StoreError as err:  # the poll loop and wakeups pick up what this missed
-            log.warning("recovery of partitions %s failed: %s", partitions, err)
-            self._spawn_guarded(self.recover_all, partitions)
-        finally:
-            self.busy_exit()
+        """This process just took these partitions' leases: recover their instances, in
+        the background (the lease loop must go on renewing meanwhile)."""
+        self._spawn_guarded(self.recover_all, partitions)
 
     def drop_partitions(self, partitions: list[int]) -> None:
         """This process lost or gave up these partitions: drop their instances from

@@ -184,16 +184,27 @@ class Leases:
             await self._take(now, target)
 
     async def _renew(self, now: datetime) -> None:
+        """Renew every held lease at once (a slow store must not eat the TTL)."""
         lost: list[int] = []
         body = msgspec.json.encode(_Record(self.owner, now + self._ttl))
-        for partition, (etag, _) in list(self._held.items()):
+
+        async def renew(partition: int, etag: str) -> None:
             try:
                 new_etag = await self.store.put_if_match(self._key(partition), body, etag)
             except (PreconditionFailedError, ObjectNotFoundError):
                 lost.append(partition)  # another process took it after it expired
-                continue
-            self._held[partition] = (new_etag, now + self._ttl - self._margin)
+                return
+            except StoreError as err:  # kept until its validity runs out; next round retries
+                log.warning("renewal of partition %d failed: %s", partition, err)
+                return
+            if partition in self._held:
+                self._held[partition] = (new_etag, now + self._ttl - self._margin)
+
+        async with anyio.create_task_group() as tg:
+            for partition, (etag, _) in list(self._held.items()):
+                tg.start_soon(renew, partition, etag)
         if lost:
+            log.warning("%s lost partitions %s to another process", self.owner, lost)
             self._lose(lost)
 
     async def _fair_share(self, now: datetime) -> int:
@@ -248,7 +259,7 @@ class Leases:
             self._held[partition] = (new_etag, now + self._ttl - self._margin)
             taken.append(partition)
         if taken:
-            log.info("%s took partitions %s", self.owner, taken)
+            log.info("%s took partitions %s, holds %d", self.owner, taken, len(self._held))
             await self._on_acquired(taken)
 
     async def _give_up(self, partitions: list[int]) -> None:

@@ -85,6 +85,7 @@ class Runtime:
         self.owner = (fleet.owner if fleet else None) or default_owner(ids.run_id()[:8])
         """This process's name in a fleet's lease objects."""
         self._leases: Leases | None = None
+        self._lease_store: ObjectStore | None = None
         self._engine = Engine(
             registry,
             self.store,
@@ -116,8 +117,11 @@ class Runtime:
         fleet = self.fleet
         config = await load_config(self.store, fleet.partitions if fleet else None)
         if fleet is not None:
+            sibling = getattr(self.store, "sibling", None)
+            # renewals on a busy S3 store must not wait behind its commits
+            self._lease_store = sibling() if sibling is not None else self.store
             self._leases = Leases(
-                self.store, self.clock, fleet, config.partitions, self.owner,
+                self._lease_store, self.clock, fleet, config.partitions, self.owner,
                 on_acquired=self._engine.take_partitions,
                 on_lost=self._engine.drop_partitions,
             )  # fmt: skip
@@ -143,6 +147,9 @@ class Runtime:
         try:
             return await tg.__aexit__(*exc_info)
         finally:
+            if self._lease_store is not None and self._lease_store is not self.store:
+                with anyio.CancelScope(shield=True):
+                    await self._lease_store.close()
             if self._owns_store:
                 with anyio.CancelScope(shield=True):
                     await self.store.close()

@@ -153,7 +153,7 @@ async def _worker(args: argparse.Namespace) -> None:
     if not args.solo:
         fleet = Fleet(partitions=args.partitions, lease_ttl=args.lease_ttl, owner=args.owner)
     runtime = Runtime(
-        registry, store=args.store, storage_options=dict(args.storage_option), fleet=fleet,
+        registry, store=args.store, storage_options=dict(args.storage_option) or None, fleet=fleet,
         poll_interval=args.poll_interval,
         max_concurrent_activities=args.max_concurrent_activities,
     )  # fmt: skip
