@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _scale, _scenarios
 from ._peers import PEER_SIZES, PEERS, column_for, comparisons, peer_sizes, run_peers, unavailable
-from ._suite import SCENARIOS, STORES, environment, run_scenario
+from ._suite import ALL_STORES, SCENARIOS, environment, run_scenario
 
 if TYPE_CHECKING:
     from ._peers import Comparison, PeerResult
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store",
         action="append",
-        choices=STORES,
+        choices=ALL_STORES,
         help="run only on this store (repeatable; default: all)",
     )
     parser.add_argument(
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         _progress("warm-up")
         _scenarios.warm_up()
     selected = args.scenario or list(SCENARIOS)
-    stores = tuple(args.store) if args.store else STORES
+    stores = tuple(args.store) if args.store else ALL_STORES
     profiler = cProfile.Profile() if args.profile else None
     results: dict[str, Any] = {}
     durable_rows: dict[str, list[Row]] = {}

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCENARIOS",
+    "ALL_STORES",
     "STORES",
     "ChildFailed",
     "Column",
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 STORES = ("memory", "file")
+ALL_STORES = (*STORES, "s3")  # s3: moto_server on loopback, for scenarios that ask for it
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,13 @@ def scenario(
 
 @contextlib.contextmanager
 def fresh_store(kind: str) -> Iterator[ObjectStore]:
-    """A new, empty store: a private MemoryStore, or a LocalStore in a new temp dir."""
+    """A new, empty store: a private MemoryStore, a LocalStore in a new temp dir, or an
+    S3Store on a fresh bucket of a moto_server on loopback."""
+    if kind == "s3":
+        from ._s3 import moto_s3_store
+
+        yield moto_s3_store()
+        return
     if kind == "memory":
         yield MemoryStore("memory://")
         return

@@ -15,7 +15,7 @@ from msgspec import Raw
 
 from ._clock import Clock, SystemClock
 from ._codec import JsonCodec, PayloadCodec
-from ._errors import TimeoutError, WorkflowFailed
+from ._errors import InstanceExistsError, TimeoutError, WorkflowFailed
 from ._events import (
     NULL,
     EventRaised,
@@ -139,12 +139,25 @@ class Client:
         )
         raw = Raw(self.codec.encode(input))
         async with self._busy():
-            created = await create_instance(
-                self.store, self.clock.now(), instance_id, name, raw, reuse=reuse,
-                memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
-            )  # fmt: skip
+            try:
+                created = await create_instance(
+                    self.store, self.clock.now(), instance_id, name, raw, reuse=reuse,
+                    memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
+                )  # fmt: skip
+            except InstanceExistsError as err:
+                if err.status == WorkflowStatus.PENDING:
+                    # perhaps an earlier start of ours wrote the run, then failed before
+                    # announcing it: make sure whoever runs it knows
+                    await self._nudge(instance_id)
+                raise
             await self._announce(instance_id, created)
         return WorkflowHandle(self, instance_id, name)
+
+    async def _nudge(self, instance_id: str) -> None:
+        if self._engine is not None:
+            await self._engine.nudge(instance_id)
+        else:
+            await self._ring(instance_id)
 
     def _workflow_name(self, workflow: Callable[..., Any] | str) -> str:
         if self.registry is None:

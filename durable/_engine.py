@@ -271,6 +271,7 @@ class Engine:
         self._changed: anyio.Event | None = None
         self._partitions = 1
         self._leases: Leases | None = None
+        self._stale_meta: dict[str, _Instance] = {}  # ended, but their meta write failed
 
     def configure(self, partitions: int, leases: Leases | None = None) -> None:
         """Before :meth:`run`: the store's partition count, and this process's leases
@@ -312,7 +313,13 @@ class Engine:
                 for _ in range(self._max_activities):
                     tg.start_soon(self._serve, receive_activity, self._run_activity)
                 if self._leases is None:
-                    await self.recover_all()
+                    try:
+                        await self.recover_all()
+                    except StoreError as err:
+                        if not err.transient:
+                            raise
+                        log.warning("recovery at start failed, retrying: %s", err)
+                        self._spawn_guarded(self.recover_all)
                 else:  # each partition is recovered as its lease is taken
                     await tg.start(self._leases.run)
                 tg.start_soon(self._timers.run)
@@ -323,6 +330,15 @@ class Engine:
         finally:
             for inst in self._instances.values():  # unwind suspended coroutines now
                 self._drop_run(inst)
+            await self._flush_stale_meta()
+
+    async def _flush_stale_meta(self) -> None:
+        """On the way out: one more try at the meta of ended instances whose last write
+        failed, so listings do not show them running until the next start."""
+        with anyio.CancelScope(shield=True):  # one try each; the store's own timeouts bound it
+            for inst in list(self._stale_meta.values()):
+                with contextlib.suppress(StoreError):
+                    await self._write_meta_or_raise(inst)
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._tg is not None, "the engine is not running"
@@ -864,6 +880,17 @@ class Engine:
             log.warning("could not write the terminal marker of %r: %s", instance_id, err)
 
     async def _write_meta(self, inst: _Instance) -> None:
+        try:
+            await self._write_meta_or_raise(inst)
+        except StoreError as err:  # the index lags; the log is the truth
+            log.warning("could not update meta of %r: %s", inst.id, err)
+            if err.transient and inst.status.is_terminal:
+                # no later turn will bring it up to date: try again until it lands
+                self._stale_meta[inst.id] = inst
+                retry = (self._spawn_guarded, self._write_meta_or_raise, inst)
+                self._timers.add(self.clock.now() + _STORE_RETRY, retry)
+
+    async def _write_meta_or_raise(self, inst: _Instance) -> None:
         output, failure = (inst.output, inst.failure) if inst.status.is_terminal else (NULL, None)
         meta = InstanceMeta(
             instance_id=inst.id, name=inst.name, status=inst.status, seq=inst.seq,
@@ -872,11 +899,9 @@ class Engine:
             custom_status=inst.custom_status, parent=inst.parent,
             version=inst.started.version, reason=inst.reason,
         )  # fmt: skip
-        try:
-            inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
-            inst.meta_seq = inst.seq
-        except StoreError as err:  # the index lags; the log is the truth
-            log.warning("could not update meta of %r: %s", inst.id, err)
+        inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
+        inst.meta_seq = inst.seq
+        self._stale_meta.pop(inst.id, None)
 
     async def _delete_messages(self, instance_id: str, msg_ids: list[str]) -> None:
         for msg_id in msg_ids:
@@ -941,7 +966,8 @@ class Engine:
         inst = _Instance(instance_id, started, created.meta.created_at)
         inst.seq = inst.run_start = created.record.seq
         inst.next_event_id = len(created.record.next_run)
-        inst.meta_etag, inst.meta_seq = created.meta_etag, created.record.seq
+        inst.meta_etag = created.meta_etag
+        inst.meta_seq = created.record.seq if created.meta_etag is not None else -1
         history = list(created.record.next_run)
         _fold(inst.outstanding, history)
         self._instances[instance_id] = inst
@@ -1176,6 +1202,14 @@ class Engine:
             done.set()
 
     # -- messages from outside ------------------------------------------------------
+
+    async def nudge(self, instance_id: str) -> None:
+        """Make sure an instance that exists in the store runs somewhere: load it here,
+        or ring its owner's bell."""
+        if not self.owns(instance_id):
+            await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
+        elif instance_id not in self._instances:
+            self._spawn_guarded(self.recover, instance_id)
 
     async def announce_message(self, instance_id: str, message: InboxMessage) -> None:
         """A message this process just wrote to an inbox: apply it here, or ring the

@@ -97,6 +97,8 @@ class InstanceExistsError(DurableError):
             "pass reuse=True to start it again once it has ended"
         )
         self.instance_id = instance_id
+        self.status = status
+        """The existing instance's status, when known."""
 
 
 class InstanceNotFoundError(DurableError, LookupError):

@@ -13,6 +13,7 @@ from ._errors import (
     InstanceExistsError,
     InstanceNotFoundError,
     ObjectExistsError,
+    StoreError,
 )
 from ._events import (
     ActivityScheduled,
@@ -66,7 +67,7 @@ class Created(msgspec.Struct):
 
     record: TurnRecord
     meta: InstanceMeta
-    meta_etag: str
+    meta_etag: str | None  # None: the meta write failed; the engine rolls it forward
 
 
 async def _start_run(
@@ -79,7 +80,19 @@ async def _start_run(
     meta_etag: str | None,
 ) -> Created:
     record = TurnRecord(seq=seq, status=WorkflowStatus.PENDING, next_run=history)
-    await store.put_if_absent(log_key(instance_id, seq), encode(record))
+    key, data = log_key(instance_id, seq), encode(record)
+    try:
+        await store.put_if_absent(key, data)
+    except ObjectExistsError:
+        raise
+    except StoreError:
+        # the write may have landed all the same: read back to know
+        try:
+            landed = await store.get(key) == data
+        except StoreError:
+            landed = False
+        if not landed:
+            raise
     started = history[0]
     assert isinstance(started, WorkflowStarted)
     meta = InstanceMeta(
@@ -94,7 +107,12 @@ async def _start_run(
         parent=started.parent,
         version=started.version,
     )
-    etag = await write_meta(store, meta, meta_etag)
+    try:
+        etag: str | None = await write_meta(store, meta, meta_etag)
+    except StoreError as err:
+        if not err.transient:
+            raise
+        etag = None  # the run exists: meta is only an index, rebuilt from the log
     return Created(record, meta, etag)
 
 

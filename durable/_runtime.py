@@ -34,6 +34,9 @@ log = logging.getLogger("durable.runtime")
 
 T = TypeVar("T")
 
+_START_ATTEMPTS = 5
+_START_BACKOFF = timedelta(seconds=0.5)
+
 
 class Runtime:
     """Runs a registry's workflows and activities, durably, in this process.
@@ -113,9 +116,11 @@ class Runtime:
             raise RuntimeError("this Runtime is already running")
         check = getattr(self.store, "check_conditional_writes", None)
         if check is not None:  # refuse an endpoint that would be silently unsafe
-            await check()
+            await self._with_retries(check)
         fleet = self.fleet
-        config = await load_config(self.store, fleet.partitions if fleet else None)
+        config = await self._with_retries(
+            load_config, self.store, fleet.partitions if fleet else None
+        )
         if fleet is not None:
             sibling = getattr(self.store, "sibling", None)
             # renewals on a busy S3 store must not wait behind its commits
@@ -153,6 +158,19 @@ class Runtime:
             if self._owns_store:
                 with anyio.CancelScope(shield=True):
                     await self.store.close()
+
+    async def _with_retries(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``fn(*args)``, tried again on transient store errors (a few times, backing off
+        on the Clock) before the runtime gives up starting."""
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                return await fn(*args)
+            except StoreError as err:
+                if not err.transient or attempt == _START_ATTEMPTS - 1:
+                    raise
+                log.warning("starting: %s; retrying", err)
+                await self.clock.sleep_until(self.clock.now() + _START_BACKOFF * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def start(
         self,

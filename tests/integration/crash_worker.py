@@ -2,6 +2,10 @@
 
 Usage: ``python crash_worker.py STORE_DIR ACTIVITY_LOG N_WORKFLOWS N_STEPS``
 
+With ``DURABLE_CRASH_FAULT_RATE`` set (e.g. ``0.05``), the ``file://`` store is wrapped in
+a :class:`durable.store.FaultyStore` that fails that share of calls with transient
+errors (before or after the write lands), seeded by ``DURABLE_CRASH_FAULT_SEED``.
+
 It starts workflows ``wf-000`` .. ``wf-{N-1}`` (or takes a handle on those a previous
 incarnation started), waits for all of them, prints ``ALL DONE`` and exits 0. Each
 workflow runs ``N_STEPS`` activities in sequence, each fed the previous one's result.
@@ -16,11 +20,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
 import anyio
 
 import durable
 from durable import ActivityContext, Registry, WorkflowContext
+from durable.store import FaultyStore, ObjectStore
+from durable.store import open_store as open_local
+
+T = TypeVar("T")
 
 MODULUS = 1_000_003
 
@@ -72,14 +83,38 @@ def build_registry(activity_log: str | None = None) -> Registry:
     return registry
 
 
+def open_store(store_dir: str) -> ObjectStore:
+    """The store, behind a FaultyStore when ``DURABLE_CRASH_FAULT_RATE`` asks for one."""
+    store = open_local(f"file://{store_dir}")
+    rate = float(os.environ.get("DURABLE_CRASH_FAULT_RATE") or 0)
+    if not rate:
+        return store
+    seed = int(os.environ.get("DURABLE_CRASH_FAULT_SEED") or os.getpid())
+    return FaultyStore(store, seed, error_rate=rate)
+
+
+async def retrying(call: Callable[[], Awaitable[T]]) -> T:
+    """The worker's own calls (start, wait) retried past injected transient errors."""
+    while True:
+        try:
+            return await call()
+        except durable.StoreError as err:
+            if not err.transient:
+                raise
+            print(f"RETRY {err}", file=sys.stderr, flush=True)
+
+
 async def run(store_dir: str, activity_log: str, n_workflows: int, n_steps: int) -> None:
     registry = build_registry(activity_log)
-    async with durable.Runtime(registry, store=f"file://{store_dir}") as runtime:
+    store = open_store(store_dir)
+    async with durable.Runtime(registry, store=store) as runtime:
         handles: list[durable.WorkflowHandle[int]] = []
         for index in range(n_workflows):
             wf_id = instance_id(index)
             try:
-                handle = await runtime.start("chain", [index, n_steps], instance_id=wf_id)
+                handle = await retrying(
+                    partial(runtime.start, "chain", [index, n_steps], instance_id=wf_id)
+                )
                 print(f"STARTED {wf_id}", flush=True)
             except durable.InstanceExistsError:
                 handle = runtime.client.get_handle(wf_id)
@@ -88,7 +123,7 @@ async def run(store_dir: str, activity_log: str, n_workflows: int, n_steps: int)
         results: dict[str, int] = {}
 
         async def wait(handle: durable.WorkflowHandle[int]) -> None:
-            results[handle.instance_id] = await handle
+            results[handle.instance_id] = await retrying(handle.result)
 
         async with anyio.create_task_group() as tg:
             for handle in handles:
@@ -96,6 +131,8 @@ async def run(store_dir: str, activity_log: str, n_workflows: int, n_steps: int)
     for index in range(n_workflows):
         wf_id = instance_id(index)
         print(f"RESULT {wf_id} {results[wf_id]}", flush=True)
+    if isinstance(store, FaultyStore):
+        print(f"FAULTS {len(store.faults)}", flush=True)
     print("ALL DONE", flush=True)
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
+
+import durable as durable_pkg
 
 
 def durable(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -59,3 +64,51 @@ def test_bad_store_url_is_a_clear_error(tmp_path: Path) -> None:
     result = durable(tmp_path, "list", "--store", "ftp://nowhere")
     assert result.returncode == 1
     assert "ftp://nowhere" in result.stderr
+
+
+@pytest.mark.timeout(90)
+def test_worker_runs_a_registry_until_sigterm(tmp_path: Path) -> None:
+    """``durable worker module:registry`` serves workflows that a client starts, and a
+    SIGTERM stops it cleanly (in a fleet, that frees its leases)."""
+    repo = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])
+    env = os.environ | {"PYTHONPATH": path}
+    store = f"file://{tmp_path / 'store'}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "durable", "worker", "examples.orders:registry", "--store",
+         store, "--partitions", "4", "--poll-interval", "0.1"],
+        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert worker.stdout is not None
+        seen = []
+        while not (ready := worker.stdout.readline()).startswith("READY ") and ready:
+            seen.append(ready)  # log lines before it
+        assert ready, "".join(seen)
+        assert "partitions=[0, 1, 2, 3]" in ready  # the only member takes every partition
+
+        async def order() -> object:
+            import examples.orders as orders
+
+            async with durable_pkg.Client(store, registry=orders.registry) as client:
+                handle = await client.start("place_order", orders.Order("o-1", ["kb"], 500))
+                return await handle.result(timeout=30)
+
+        receipt = anyio.run(order)
+        assert getattr(receipt, "order_id", None) == "o-1", receipt
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=30)
+        assert worker.returncode == 0, out
+        assert "STOPPED" in out, out
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+
+
+def test_worker_refuses_a_target_that_is_not_a_registry(tmp_path: Path) -> None:
+    run = durable(tmp_path, "worker", "json:dumps", "--store", f"file://{tmp_path}")
+    assert run.returncode != 0
+    assert "is not a durable.Registry" in run.stderr
+    run = durable(tmp_path, "worker", "no_such_module_here", "--store", f"file://{tmp_path}")
+    assert "cannot import 'no_such_module_here'" in run.stderr

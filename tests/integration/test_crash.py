@@ -57,7 +57,9 @@ worker = _load_worker()
 class Incarnation:
     """One run of the worker process, its stdout read line by line by a thread."""
 
-    def __init__(self, number: int, store: Path, activity_log: Path, stderr: Path) -> None:
+    def __init__(
+        self, number: int, store: Path, activity_log: Path, stderr: Path, fault_rate: float
+    ) -> None:
         self.number = number
         self.stderr_path = stderr
         self._stderr = stderr.open("wb")
@@ -68,6 +70,10 @@ class Incarnation:
             stderr=self._stderr,
             text=True,
             bufsize=1,
+            env=os.environ | {
+                "DURABLE_CRASH_FAULT_RATE": str(fault_rate),
+                "DURABLE_CRASH_FAULT_SEED": str(number),
+            },
         )  # fmt: skip
         self.lines: list[str] = []
         self._eof = False
@@ -215,7 +221,12 @@ async def _check_via_client(store: Path, context: str) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_sigkill_at_random_points_then_every_workflow_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault_rate", [0.0, 0.05], ids=["clean-store", "faulty-store-5pct"])
+def test_sigkill_at_random_points_then_every_workflow_finishes(
+    tmp_path: Path, fault_rate: float
+) -> None:
+    """Also with a FaultyStore failing 5% of the store calls: transient errors before
+    and after writes land, on top of the kills."""
     seed = int(os.environ.get("DURABLE_CRASH_SEED") or random.SystemRandom().randrange(2**32))
     rng = random.Random(seed)
     print(f"crash test seed: {seed} (DURABLE_CRASH_SEED={seed} to replay)")
@@ -226,7 +237,7 @@ def test_sigkill_at_random_points_then_every_workflow_finishes(tmp_path: Path) -
     # distinct steps and lands when 1..60 steps are left, as workflows finish.
     early = [rng.randint(1, 20)] + [rng.randint(5, 150) for _ in range(rng.randint(4, 6))]
     late_margin = rng.randint(1, 60)
-    plan = f"seed={seed} kill points={early} late margin={late_margin}"
+    plan = f"seed={seed} faults={fault_rate} kill points={early} late margin={late_margin}"
 
     seen: set[tuple[str, int]] = set()  # (instance, step) printed by any incarnation
     printed: Counter[tuple[str, int]] = Counter()
@@ -235,7 +246,9 @@ def test_sigkill_at_random_points_then_every_workflow_finishes(tmp_path: Path) -
     finished_early = None
     try:
         for number, kill_at in enumerate([*early, None]):
-            inc = Incarnation(number, store, activity_log, tmp_path / f"stderr-{number}.txt")
+            inc = Incarnation(
+                number, store, activity_log, tmp_path / f"stderr-{number}.txt", fault_rate
+            )
             incarnations.append(inc)
             context = f"{plan}, incarnation {number}"
             count = 0
@@ -267,13 +280,19 @@ def test_sigkill_at_random_points_then_every_workflow_finishes(tmp_path: Path) -
         assert kills >= 5, f"{plan}: only {kills} kills landed"
 
         number = len(incarnations)
-        final = Incarnation(number, store, activity_log, tmp_path / f"stderr-{number}.txt")
+        final = Incarnation(
+            number, store, activity_log, tmp_path / f"stderr-{number}.txt", fault_rate
+        )
         incarnations.append(final)
         context = f"{plan}, final incarnation {number}"
         code = final.finish(context)
         assert code == 0, f"{context}: exit code {code}\n{final.stderr_tail()}"
         assert final.lines[-1:] == ["ALL DONE"], f"{context}: {final.lines[-5:]}"
         assert "Traceback" not in final.stderr_path.read_text(), final.stderr_tail()
+        if fault_rate:
+            injected = [int(line.split()[1]) for line in final.lines if line.startswith("FAULTS")]
+            assert injected, f"{context}: no fault count"
+            assert injected[0] > 0, f"{context}: the faulty store injected nothing"
         printed.update(_steps_printed(final.lines))
         reported = {
             p[1]: int(p[2]) for line in final.lines if (p := line.split())[:1] == ["RESULT"]
