@@ -7,4 +7,6 @@ from durable's own model by ``durable.grpc._convert``; protobuf types never leav
 package.
 """
 
-__all__: list[str] = []
+from ._sidecar import Sidecar
+
+__all__ = ["Sidecar"]
