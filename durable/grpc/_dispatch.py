@@ -156,9 +156,12 @@ class Dispatcher:
     def disconnect(self, stream: WorkerStream) -> None:
         """The stream went away: what it held goes to another stream (at-least-once)."""
         if stream not in self._streams:
+            stream.inbox.close()
+            stream.outbox.close()
             return
         self._streams.remove(stream)
         stream.inbox.close()
+        stream.outbox.close()
         held = list(stream.held.values())
         stream.held.clear()
         stream.warm.clear()

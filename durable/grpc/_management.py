@@ -90,7 +90,7 @@ def _state_to_ms(state: WorkflowState, payloads: bool) -> ms.OrchestrationState:
         out.output = cv.payload_to_proto(state.output) if state.output is not None else None
     if state.custom_status is not None:
         out.custom_status = cv.payload_to_proto(state.custom_status)
-    if state.failure is not None:
+    if state.failure is not None and state.status is WorkflowStatus.FAILED:
         out.failure_details = cv.failure_to_ms(state.failure)
     return out
 
