@@ -15,6 +15,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import betterproto
+
 from durable._errors import InstanceNotFoundError
 from durable._events import (
     EPOCH,
@@ -217,12 +219,13 @@ async def purge_instances(client: Client, data: bytes) -> bytes:
     else:
         request = parse(ms.PurgeInstancesRequest, data)
     count = 0
-    if request.instance_id:
-        count = await _purge_one(client, request.instance_id)
-    elif isinstance(request, ms.PurgeInstancesRequest) and cv.LENGTH_DELIMITED in four:
-        for instance_id in request.instance_batch.instance_ids:
+    kind, value = betterproto.which_one_of(request, "request")
+    if kind == "instance_id" and isinstance(value, str):
+        count = await _purge_one(client, value)
+    elif kind == "instance_batch" and isinstance(value, ms.InstanceBatch):
+        for instance_id in value.instance_ids:
             count += await _purge_one(client, instance_id)
-    elif 2 in types:
+    elif kind == "purge_instance_filter":
         if isinstance(request, dapr.PurgeInstancesRequest):
             raise ProtocolError("purging by filter is not supported in the Dapr dialect")
         flt = request.purge_instance_filter

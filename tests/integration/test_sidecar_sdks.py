@@ -49,9 +49,9 @@ def sdk_env() -> dict[str, str]:
     return env
 
 
-async def run_sdk(*args: str, timeout: float = 90) -> dict[str, Any]:
+async def run_sdk(*args: str) -> dict[str, Any]:
     """Run an SDK script; the JSON after its ``RESULT`` line."""
-    with anyio.fail_after(timeout):
+    with anyio.fail_after(90):
         done = await anyio.run_process([*args], env=sdk_env(), check=False)
     out = done.stdout.decode()
     for line in out.splitlines():
