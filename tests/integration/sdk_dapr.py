@@ -81,6 +81,14 @@ def steps(ctx: wf.DaprWorkflowContext, n: int) -> Any:
     return said
 
 
+def looping(ctx: wf.DaprWorkflowContext, n: int) -> Any:
+    said = yield ctx.call_activity(greet, input=f"round {n}")
+    if n < 2:
+        ctx.continue_as_new(n + 1)
+        return None
+    return {"rounds": n, "said": said}
+
+
 def _fresh(fn: Any) -> Any:
     """A new function calling ``fn`` under its name: the SDK marks the functions it
     registered, and refuses them in a second runtime."""
@@ -95,7 +103,7 @@ def _fresh(fn: Any) -> Any:
 def _runtime(port: str, *, stateful: bool) -> wf.WorkflowRuntime:
     runtime = wf.WorkflowRuntime(host="127.0.0.1", port=port,
                                  disable_stateful_history=not stateful)  # fmt: skip
-    for workflow in (main, child, waiter, failing, steps):
+    for workflow in (main, child, waiter, failing, steps, looping):
         runtime.register_workflow(_fresh(workflow))
     for activity in (greet, flaky, broken):
         runtime.register_activity(_fresh(activity))
@@ -156,6 +164,9 @@ def scenario(port: str) -> dict[str, Any]:
         iid = c.schedule_new_workflow(failing, instance_id="fail-1")
         out["failed"] = _state(c, iid)
 
+        iid = c.schedule_new_workflow(looping, input=0, instance_id="loop-1")
+        out["continued"] = _state(c, iid)
+
         iid = c.schedule_new_workflow(steps, input=STEPS, instance_id="steps-stateful")
         out["steps-stateful"] = _state(c, iid)["output"]
     finally:
@@ -165,6 +176,10 @@ def scenario(port: str) -> dict[str, Any]:
     try:
         iid = c.schedule_new_workflow(steps, input=STEPS, instance_id="steps-full")
         out["steps-full"] = _state(c, iid)["output"]
+        out["dapr-ids"] = list(c.iter_workflow_instance_ids(page_size=2))
+        # run it again from its third activity (the worker numbers tasks from 1), in place
+        rerun = c.rerun_workflow_from_event(iid, 3)
+        out["dapr-rerun"] = [rerun, _state(c, rerun)["output"]]
     finally:
         runtime.shutdown()
         c.close()

@@ -74,6 +74,14 @@ def failing(ctx: task.OrchestrationContext, _: Any) -> Any:
     yield ctx.call_activity(broken)
 
 
+def looping(ctx: task.OrchestrationContext, n: int) -> Any:
+    said = yield ctx.call_activity(greet, input=f"round {n}")
+    if n < 2:
+        ctx.continue_as_new(n + 1)
+        return None
+    return {"rounds": n, "said": said}
+
+
 def _state(c: client.TaskHubGrpcClient, instance_id: str) -> dict[str, Any]:
     state = c.wait_for_orchestration_completion(instance_id, timeout=WAIT)
     assert state is not None
@@ -102,7 +110,7 @@ def _wait_status(c: client.TaskHubGrpcClient, instance_id: str, wanted: str) -> 
 def scenario(address: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with worker.TaskHubGrpcWorker(host_address=address) as w:
-        for orchestrator in (main, child, waiter, failing):
+        for orchestrator in (main, child, waiter, failing, looping):
             w.add_orchestrator(orchestrator)
         for activity in (greet, flaky, broken):
             w.add_activity(activity)
@@ -131,6 +139,19 @@ def scenario(address: str) -> dict[str, Any]:
 
         iid = c.schedule_new_orchestration(failing, instance_id="fail-1")
         out["failed"] = _state(c, iid)
+
+        iid = c.schedule_new_orchestration(looping, input=0, instance_id="loop-1")
+        out["continued"] = _state(c, iid)
+
+        done = c.list_instance_ids(runtime_status=[client.OrchestrationStatus.COMPLETED])
+        out["completed-ids"] = sorted(done.items)
+        failed = c.get_all_orchestration_states(
+            client.OrchestrationQuery(runtime_status=[client.OrchestrationStatus.FAILED])
+        )
+        out["failed-ids"] = sorted(state.instance_id for state in failed)
+        purged = c.purge_orchestrations_by(runtime_status=[client.OrchestrationStatus.TERMINATED])
+        out["purged-terminated"] = [purged.deleted_instance_count,
+                                    c.get_orchestration_state("wait-1") is None]  # fmt: skip
         w.stop()
     return out
 
