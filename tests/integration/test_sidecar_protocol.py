@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import betterproto
 import pytest
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
+from grpclib.exceptions import StreamTerminatedError
 
 import durable
 from durable.grpc import Sidecar
@@ -325,3 +327,60 @@ def test_cli_sidecar_serves_with_a_token(tmp_path: Path) -> None:
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 (cryptography comes with moto, a dev dep)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "durable-test")])
+    start = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(start).not_valid_after(start + dt.timedelta(days=365 * 100))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))  # fmt: skip
+    return cert_file, key_file
+
+
+async def test_tls(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    async with Sidecar("memory://", port=0, tls_cert=str(cert), tls_key=str(key)) as sidecar:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.set_alpn_protocols(["h2"])
+        secure = Channel("127.0.0.1", sidecar.port, ssl=context, codec=BytesCodec())
+        try:
+            assert await call(secure, "Hello", b"") == b""
+            await start(secure, "over-tls")
+        finally:
+            secure.close()
+
+        async def plain_text() -> None:
+            plain = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
+            try:
+                await call(plain, "Hello", b"")
+            finally:
+                plain.close()
+
+        # In a loop of its own: grpclib's client cancels the calling task when the
+        # connection drops, which would leak into this test's task.
+        with pytest.raises(StreamTerminatedError):
+            await anyio.to_thread.run_sync(anyio.run, plain_text)
