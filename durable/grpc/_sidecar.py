@@ -89,8 +89,8 @@ class Sidecar:
 
     @property
     def sent(self) -> list[SentTurn]:
-        """What went out for recent turns: messages in pastEvents/newEvents and the
-        stateful-history ``eventCount`` of a delta."""
+        """What went out for recent turns: messages in pastEvents/newEvents, the
+        stateful-history ``eventCount`` of a delta, and bytes."""
         return list(self.service.sent)
 
     async def _load_history(self, instance_id: str) -> list[HistoryEvent]:

@@ -89,12 +89,14 @@ def stream_options(dialect: Dialect, capabilities: set[int]) -> tuple[bool, bool
 @dataclass(frozen=True)
 class SentTurn:
     """What went out for a turn (for measurements): messages in ``pastEvents`` and
-    ``newEvents``, and the ``cachedHistory.eventCount`` if it was a delta."""
+    ``newEvents``, the ``cachedHistory.eventCount`` if it was a delta, and the size of
+    the encoded ``WorkItem`` in bytes."""
 
     instance_id: str
     past: int
     new: int
     cached: int | None
+    size: int
 
 
 def encode_ping(dialect: Dialect) -> bytes:
@@ -117,8 +119,8 @@ def encode_item(stream: WorkerStream, item: Item) -> tuple[bytes, SentTurn | Non
             instance_id=work.instance_id, execution_id=work.run_id or None,
             past_events=past_ms, new_events=new_ms,
         )  # fmt: skip
-        sent = SentTurn(work.instance_id, len(past_ms), len(new_ms), None)
-        return bytes(ms.WorkItem(orchestrator_request=request, completion_token=item.token)), sent
+        data = bytes(ms.WorkItem(orchestrator_request=request, completion_token=item.token))
+        return data, SentTurn(work.instance_id, len(past_ms), len(new_ms), None, len(data))
     past = cv.events_to_dapr(work.past, instance_id=work.instance_id, task_base=work.task_base)
     new = cv.events_to_dapr(work.new, instance_id=work.instance_id, task_base=work.task_base)
     full = len(past)
@@ -132,8 +134,9 @@ def encode_item(stream: WorkerStream, item: Item) -> tuple[bytes, SentTurn | Non
         instance_id=work.instance_id, execution_id=work.run_id or None,
         past_events=past, new_events=new, cached_history=cached,
     )  # fmt: skip
-    sent = SentTurn(work.instance_id, len(past), len(new), cached.event_count if cached else None)
-    return bytes(dapr.WorkItem(workflow_request=wf, completion_token=item.token)), sent
+    data = bytes(dapr.WorkItem(workflow_request=wf, completion_token=item.token))
+    delta = cached.event_count if cached else None
+    return data, SentTurn(work.instance_id, len(past), len(new), delta, len(data))
 
 
 def _encode_activity(dialect: Dialect, work: ActivityWork, token: str) -> bytes:

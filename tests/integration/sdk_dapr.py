@@ -2,7 +2,7 @@
 
 Run by tests/integration/test_sidecar_sdks.py in a process of its own::
 
-    python sdk_dapr.py PORT
+    python sdk_dapr.py PORT [STEPS]
 
 The same scenario as sdk_durabletask.py, written with Dapr's API, printing the same
 JSON shape. Then a sequential workflow runs twice, once with the worker's stateful
@@ -187,4 +187,6 @@ def scenario(port: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        STEPS = int(sys.argv[2])
     print("RESULT " + json.dumps(scenario(sys.argv[1]), sort_keys=True), flush=True)

@@ -152,6 +152,11 @@ async def test_dapr_sdk_matches_and_gets_deltas(
     sent_full = sum(past for past, _ in full)
     sent_stateful = sum(past for past, _ in stateful)
     assert (sent_full, sent_stateful) == (63, 18)
+    size = {
+        i: sum(s.size for s in sidecar.sent if s.instance_id == i)
+        for i in ("steps-full", "steps-stateful")
+    }
+    assert size["steps-stateful"] < size["steps-full"]
 
 
 async def test_durabletask_js_two_activities(sidecar: Sidecar) -> None:
