@@ -37,6 +37,7 @@ from durable._failure import FailureDetails
 from . import _management as mgmt
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
+from ._pastcache import PastCache
 from ._proto import dapr, ms
 from ._remote import TurnOutcome
 from ._workitems import (
@@ -106,6 +107,7 @@ class SidecarService:
         self.clock = clock
         self._token = api_token.encode() if api_token else None
         self._ping = timedelta(seconds=ping_interval)
+        self._past = PastCache()
         self.sent: deque[SentTurn] = deque(maxlen=_SENT_KEPT)
         """What went out for recent turns (messages in past/new events, delta or not)."""
 
@@ -187,7 +189,7 @@ class SidecarService:
                         continue
                     if not worker.holds(item):
                         continue  # resolved or moved since it was queued
-                    message, sent = encode_item(worker, item)
+                    message, sent = encode_item(worker, item, self._past)
                     if sent is not None:
                         self.sent.append(sent)
                     await stream.send_message(message)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from durable._events import ActivityCompleted, ActivityErrored
 
     from ._dispatch import Item, WorkerStream
+    from ._pastcache import PastCache
 
 __all__ = [
     "Envelope",
@@ -106,14 +107,16 @@ def encode_ping(dialect: Dialect) -> bytes:
     return bytes(dapr.WorkItem(health_ping=dapr.HealthPing()))
 
 
-def encode_item(stream: WorkerStream, item: Item) -> tuple[bytes, SentTurn | None]:
-    """``item`` as its stream's ``WorkItem``, and for a turn what was sent."""
+def encode_item(
+    stream: WorkerStream, item: Item, cache: PastCache
+) -> tuple[bytes, SentTurn | None]:
+    """``item`` as its stream's ``WorkItem``, and for a turn what was sent; ``cache``
+    holds the converted histories of recent runs."""
     work = item.work
     if isinstance(work, ActivityWork):
         return _encode_activity(stream.dialect, work, item.token), None
     if stream.dialect == "ms":
-        past_ms = cv.events_to_ms(work.past, instance_id=work.instance_id,
-                                  task_base=work.task_base)  # fmt: skip
+        past_ms = cache.ms(work)
         new_ms = cv.events_to_ms(work.new, instance_id=work.instance_id, task_base=work.task_base)
         request = ms.OrchestratorRequest(
             instance_id=work.instance_id, execution_id=work.run_id or None,
@@ -121,7 +124,7 @@ def encode_item(stream: WorkerStream, item: Item) -> tuple[bytes, SentTurn | Non
         )  # fmt: skip
         data = bytes(ms.WorkItem(orchestrator_request=request, completion_token=item.token))
         return data, SentTurn(work.instance_id, len(past_ms), len(new_ms), None, len(data))
-    past = cv.events_to_dapr(work.past, instance_id=work.instance_id, task_base=work.task_base)
+    past = cache.dapr(work)
     new = cv.events_to_dapr(work.new, instance_id=work.instance_id, task_base=work.task_base)
     full = len(past)
     cached: dapr.CachedHistory | None = None
