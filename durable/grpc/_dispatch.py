@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from durable._events import ActivityScheduled, HistoryEvent
 
-__all__ = ["ActivityWork", "Dialect", "Dispatcher", "Item", "TurnWork", "WorkerStream"]
+__all__ = ["ActivityWork", "Dialect", "Dispatcher", "Item", "TurnWork", "Warm", "WorkerStream"]
 
 log = logging.getLogger("durable.grpc.dispatch")
 
@@ -64,6 +64,18 @@ class ActivityWork:
     wire_task_id: int
 
 
+@dataclass(frozen=True)
+class Warm:
+    """What a stateful-history worker caches of a run: ``messages`` history messages
+    (the ``cachedHistory.eventCount`` to send), which are durable's first ``events``
+    events of the run ``run_id``, the last of them ``last``."""
+
+    run_id: str
+    messages: int
+    events: int
+    last: HistoryEvent
+
+
 @dataclass(eq=False)
 class Item:
     """A work item in flight: placed on a stream or waiting for one."""
@@ -83,8 +95,8 @@ class WorkerStream:
     """One connected ``GetWorkItems`` call and what the server sends on it.
 
     ``outbox`` yields items to send, and ``None`` for a health ping. ``warm`` maps an
-    instance to (run id, number of history messages the worker has cached), kept only
-    for streams that advertised stateful history.
+    instance to what its worker caches (kept only for streams that advertised stateful
+    history): see :class:`Warm`.
     """
 
     number: int
@@ -94,20 +106,32 @@ class WorkerStream:
     outbox: MemoryObjectReceiveStream[Item | None]
     inbox: MemoryObjectSendStream[Item | None]
     held: dict[str, Item] = field(default_factory=dict)
-    warm: dict[str, tuple[str, int]] = field(default_factory=dict)
+    warm: dict[str, Warm] = field(default_factory=dict)
 
     def holds(self, item: Item) -> bool:
         """Whether ``item`` is still this stream's to send (not resolved or moved)."""
         return not item.resolved and item.stream is self
 
-    def remember(self, instance_id: str, run_id: str, count: int) -> None:
-        """Note that the worker now caches ``count`` history messages of the run."""
+    def remember(self, instance_id: str, warm: Warm) -> None:
+        """Note what the worker now caches of the instance's history."""
         if not self.stateful:
             return
         self.warm.pop(instance_id, None)  # re-insert: the dict's order is the age
         if len(self.warm) >= WARM_CAP:
             del self.warm[next(iter(self.warm))]
-        self.warm[instance_id] = (run_id, count)
+        self.warm[instance_id] = warm
+
+    def cached(self, work: TurnWork) -> int:
+        """How many history messages of ``work``'s run the worker caches (0: unknown,
+        send the whole history). The worker's cache must still begin the history: same
+        run, and the same event where it ends (a rerun keeps the run id but cuts the
+        history and grows it anew)."""
+        warm = self.warm.get(work.instance_id)
+        if warm is None or warm.run_id != work.run_id:
+            return 0
+        if not 0 < warm.events <= len(work.past) or work.past[warm.events - 1] != warm.last:
+            return 0
+        return warm.messages
 
     def ping(self) -> None:
         """Queue a health ping."""
@@ -209,8 +233,7 @@ class Dispatcher:
             return None
         if isinstance(work, TurnWork):
             for stream in streams:  # keep an instance where its history is warm
-                warm = stream.warm.get(work.instance_id)
-                if warm is not None and warm[0] == work.run_id:
+                if stream.cached(work):
                     return stream
         self._next = (self._next + 1) % len(streams)
         return streams[self._next]

@@ -20,7 +20,7 @@ from durable._actions import CompleteWorkflow, ContinueAsNew, FailWorkflow
 
 from . import _convert as cv
 from ._convert import ProtocolError
-from ._dispatch import ActivityWork, Dialect, TurnWork
+from ._dispatch import ActivityWork, Dialect, TurnWork, Warm
 from ._proto import dapr, ms
 from ._remote import TurnOutcome
 
@@ -129,10 +129,14 @@ def encode_item(
     full = len(past)
     cached: dapr.CachedHistory | None = None
     if stream.stateful:
-        run_id, count = stream.warm.get(work.instance_id, ("", 0))
-        if run_id == work.run_id and 0 < count <= full:
+        count = stream.cached(work)
+        if 0 < count <= full:
             past, cached = past[count:], dapr.CachedHistory(event_count=count)
-        stream.remember(work.instance_id, work.run_id, full)
+        if work.past:
+            stream.remember(work.instance_id, Warm(work.run_id, full, len(work.past),
+                                                   work.past[-1]))  # fmt: skip
+        else:
+            stream.warm.pop(work.instance_id, None)
     wf = dapr.WorkflowRequest(
         instance_id=work.instance_id, execution_id=work.run_id or None,
         past_events=past, new_events=new, cached_history=cached,

@@ -384,3 +384,18 @@ async def test_tls(tmp_path: Path) -> None:
         # connection drops, which would leak into this test's task.
         with pytest.raises(StreamTerminatedError):
             await anyio.to_thread.run_sync(anyio.run, plain_text)
+
+
+async def test_an_action_durable_cannot_apply_fails_the_instance(channel: Channel) -> None:
+    await start(channel, "sender")
+    async with work_stream(channel, MS_WORKER) as worker:
+        item = await next_item(worker, ms.WorkItem)
+        send = ms.OrchestratorAction(id=0, send_event=ms.SendEventAction(name="ping"))
+        response = ms.OrchestratorResponse(instance_id="sender", actions=[send],
+                                           completion_token=item.completion_token)  # fmt: skip
+        with pytest.raises(GRPCError) as err:
+            await call(channel, "CompleteOrchestratorTask", response)
+        assert err.value.status is Status.INVALID_ARGUMENT
+        state = await outcome(channel, "sender")
+    assert state.orchestration_status == ms.OrchestrationStatus.FAILED
+    assert "send_event" in state.failure_details.error_message

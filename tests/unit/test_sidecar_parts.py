@@ -20,7 +20,7 @@ from durable._events import (
     WorkflowStarted,
 )
 from durable.grpc import _convert as cv
-from durable.grpc._dispatch import ActivityWork, Dispatcher, TurnWork
+from durable.grpc._dispatch import ActivityWork, Dispatcher, TurnWork, Warm
 from durable.grpc._pastcache import PastCache
 from durable.grpc._proto import dapr, ms
 from durable.grpc._remote import wire_order
@@ -134,3 +134,26 @@ async def test_cancelled_submit_withdraws_its_item() -> None:
         await dispatcher.submit(TurnWork("i", "r", [], [TurnStarted()], 0))
     assert dispatcher.waiting == 0
     assert dispatcher.find("t-1", "i") is None
+
+
+def test_a_stream_trusts_its_cache_only_while_it_still_begins_the_history() -> None:
+    dispatcher = Dispatcher("t")
+    stream = dispatcher.connect("dapr", stateful=True, pings=False)
+    try:
+        past = wire_order(history(turns(3)))
+        stream.remember("i", Warm("r1", 9, len(past), past[-1]))
+        grown = wire_order(history(turns(4)))
+        assert stream.cached(TurnWork("i", "r1", grown, [], 10)) == 9
+        assert stream.cached(TurnWork("i", "r2", grown, [], 10)) == 0  # another run
+        assert stream.cached(TurnWork("i", "r1", past[:4], [], 10)) == 0  # shorter
+        # a rerun keeps the run id, cuts the history and grows it again differently
+        regrown = [*past[:4], *(replace(e, timestamp=datetime(2031, 1, 1, tzinfo=UTC))
+                                for e in grown[4:])]  # fmt: skip
+        assert stream.cached(TurnWork("i", "r1", regrown, [], 10)) == 0
+        # a stream that did not advertise stateful history remembers nothing
+        plain = dispatcher.connect("dapr", stateful=False, pings=False)
+        plain.remember("i", Warm("r1", 9, len(past), past[-1]))
+        assert plain.warm == {}
+        dispatcher.disconnect(plain)
+    finally:
+        dispatcher.disconnect(stream)
