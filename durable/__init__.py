@@ -26,7 +26,9 @@ from ._eviction import EvictionPolicy
 from ._failure import FailureDetails
 from ._futures import DurableFuture
 from ._instances import InstanceRunningError
+from ._leases import Fleet
 from ._memo import Memo, MemoStore
+from ._partitions import StoreConfigError
 from ._registry import Registry
 from ._retry import RetryPolicy
 from ._runtime import Runtime
@@ -41,6 +43,7 @@ __all__ = [
     "DurableFuture",
     "EvictionPolicy",
     "FailureDetails",
+    "Fleet",
     "InstanceExistsError",
     "InstanceNotFoundError",
     "InstanceRunningError",
@@ -55,6 +58,7 @@ __all__ = [
     "RetryPolicy",
     "Runtime",
     "SerializationError",
+    "StoreConfigError",
     "StoreError",
     "SystemClock",
     "TimeoutError",

@@ -37,6 +37,7 @@ from ._instances import (
 )
 from ._log import new_run_after, read_meta, read_record, record_outcome
 from ._memo import MemoStore
+from ._partitions import load_config, partition_of
 from ._records import InstanceMeta, wakeup_key
 from ._state import WorkflowState, WorkflowStatus
 from .store import ObjectStore, open_store
@@ -99,6 +100,7 @@ class Client:
         self.codec: PayloadCodec = codec or JsonCodec()
         self.poll_interval = poll_interval
         self._engine = _engine
+        self._partitions: int | None = None  # the store's partition count, read once
 
     async def __aenter__(self) -> Client:
         return self
@@ -156,9 +158,16 @@ class Client:
 
     async def _announce(self, instance_id: str, created: Created) -> None:
         if self._engine is not None:
-            self._engine.adopt_created(instance_id, created)
+            await self._engine.announce_created(instance_id, created)
         else:
-            await self.store.put(wakeup_key(instance_id), b"")
+            await self._ring(instance_id)
+
+    async def _ring(self, instance_id: str) -> None:
+        """Tell whichever process runs the instance's partition to look at it."""
+        if self._partitions is None:
+            self._partitions = (await load_config(self.store)).partitions
+        partition = partition_of(instance_id, self._partitions)
+        await self.store.put(wakeup_key(instance_id, partition), b"")
 
     def get_handle(self, instance_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing instance (no I/O: errors surface on use)."""
@@ -293,9 +302,9 @@ class Client:
             msg_id = self.ids.message_id(now_ns)
             message = await send_message(self.store, instance_id, msg_id, event)
             if engine is not None:
-                engine.accept_message(instance_id, message)
+                await engine.announce_message(instance_id, message)
             else:
-                await self.store.put(wakeup_key(instance_id), b"")
+                await self._ring(instance_id)
 
     def _busy(self) -> _BusyScope:
         return _BusyScope(self._engine)

@@ -70,9 +70,11 @@ from ._eviction import MIN_EVICTABLE_WAIT, EvictionPolicy
 from ._executor import LocalExecutor
 from ._failure import FailureDetails, failure_from_exception
 from ._ids import IdSource
-from ._instances import Created, create_instance
+from ._instances import Created, create_instance, send_message
 from ._log import RunLog, load_run, new_run_after, read_meta, record_outcome, write_meta
+from ._partitions import partition_of
 from ._records import (
+    WAKEUPS,
     InboxMessage,
     InstanceMeta,
     TurnRecord,
@@ -82,6 +84,7 @@ from ._records import (
     inbox_prefix,
     log_key,
     wakeup_key,
+    wakeup_prefix,
 )
 from ._state import WorkflowStatus
 from ._timers import TimerQueue
@@ -93,6 +96,7 @@ if TYPE_CHECKING:
 
     from ._codec import PayloadCodec
     from ._executor import Executor, TurnRunner
+    from ._leases import Leases
     from ._memo import MemoStore
     from ._registry import Registry
     from .store import ObjectStore
@@ -120,6 +124,11 @@ _FAIR_STREAK = 32  # queued items a worker takes before it yields to other tasks
 # In an activity worker running a turn: where that turn's first new activity goes, so the
 # same worker runs it next instead of handing it to another worker.
 _CLAIM: ContextVar[list[_ActivityWork] | None] = ContextVar("durable_claim", default=None)
+
+
+class _NotLeased(Exception):
+    """A commit was refused before writing: this process's lease on the instance's
+    partition is not valid now."""
 
 
 class EngineHooks:
@@ -260,6 +269,26 @@ class Engine:
         self._busy = 0
         self._queued = 0
         self._changed: anyio.Event | None = None
+        self._partitions = 1
+        self._leases: Leases | None = None
+
+    def configure(self, partitions: int, leases: Leases | None = None) -> None:
+        """Before :meth:`run`: the store's partition count, and this process's leases
+        when it shares the store with others (None: it runs every partition)."""
+        self._partitions = partitions
+        self._leases = leases
+
+    def partition(self, instance_id: str) -> int:
+        return partition_of(instance_id, self._partitions)
+
+    def owns(self, instance_id: str) -> bool:
+        """Whether this process runs the instance (it holds the partition's lease)."""
+        leases = self._leases
+        return leases is None or leases.owns(partition_of(instance_id, self._partitions))
+
+    def owned_partitions(self) -> list[int]:
+        leases = self._leases
+        return list(range(self._partitions)) if leases is None else leases.held
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -282,7 +311,10 @@ class Engine:
                     tg.start_soon(self._serve, receive, self._turn_from_queue)
                 for _ in range(self._max_activities):
                     tg.start_soon(self._serve, receive_activity, self._run_activity)
-                await self.recover_all()
+                if self._leases is None:
+                    await self.recover_all()
+                else:  # each partition is recovered as its lease is taken
+                    await tg.start(self._leases.run)
                 tg.start_soon(self._timers.run)
                 tg.start_soon(self._poll_loop)
                 if isinstance(self.clock, MockClock) and self.clock.auto_advance:
@@ -417,6 +449,9 @@ class Engine:
             await self._turn(inst)
         except StoreError as err:
             log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
+            self._retry_later(inst)
+        except _NotLeased:
+            log.info("turn of %r not committed: the partition's lease is not held", inst.id)
             self._retry_later(inst)
         except Exception:  # a bug must not take the whole runtime down with it
             log.exception("turn of %r failed; retrying after a backoff", inst.id)
@@ -578,6 +613,9 @@ class Engine:
         """Write ``log/{seq}`` once; False if another writer holds that seq."""
         key = log_key(inst.id, record.seq)
         data = encode(record)
+        leases = self._leases
+        if leases is not None and not leases.can_commit(self.partition(inst.id)):
+            raise _NotLeased(inst.id)
         with anyio.CancelScope(shield=not self._store_never_suspends):
             try:
                 await self.store.put_if_absent(key, data)
@@ -729,7 +767,7 @@ class Engine:
         except InstanceExistsError as err:
             await self._join_existing_child(parent, scheduled, err)
             return
-        self.adopt_created(scheduled.instance_id, created)
+        await self.announce_created(scheduled.instance_id, created)
 
     async def _join_existing_child(
         self, parent: ParentRef, scheduled: ChildWorkflowScheduled, err: InstanceExistsError
@@ -776,7 +814,7 @@ class Engine:
         output: Raw,
         failure: FailureDetails | None,
     ) -> None:
-        event: Event
+        event: HistoryEvent
         if status is WorkflowStatus.COMPLETED:
             event = ChildWorkflowCompleted(
                 task_id=parent.task_id, result=output, instance_id=child_id
@@ -786,7 +824,20 @@ class Engine:
                 task_id=parent.task_id, instance_id=child_id,
                 failure=failure or FailureDetails("Terminated", "terminated"),
             )  # fmt: skip
-        self.deliver(parent.instance_id, event)
+        self._route(parent.instance_id, event)
+
+    def _route(self, instance_id: str, event: HistoryEvent) -> None:
+        """Hand an event to another instance: directly if this process runs it, else
+        through its inbox and its partition's wakeups, for the process that does."""
+        if self.owns(instance_id):
+            self.deliver(instance_id, event)
+        else:
+            self._spawn_guarded(self._post, instance_id, event)
+
+    async def _post(self, instance_id: str, event: HistoryEvent) -> None:
+        msg_id = self.ids.message_id(int(self.clock.now().timestamp() * 1e9))
+        await send_message(self.store, instance_id, msg_id, event)
+        await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
 
     def _notify_parent_from_log(self, child: RunLog) -> None:
         if child.started.parent is not None:
@@ -872,6 +923,14 @@ class Engine:
 
     # -- creation, recovery and reload ----------------------------------------------
 
+    async def announce_created(self, instance_id: str, created: Created) -> None:
+        """A run was just created in the store: run it here, or ring the bell of the
+        process that owns its partition."""
+        if self.owns(instance_id):
+            self.adopt_created(instance_id, created)
+        else:
+            await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
+
     def adopt_created(self, instance_id: str, created: Created) -> None:
         """Take a run just created in the store into memory and queue its first turn."""
         started = created.record.next_run[0]
@@ -894,9 +953,13 @@ class Engine:
         self._dispatch_open(inst)  # a rerun keeps history whose steps may still be open
         self._enqueue(inst)
 
-    async def recover_all(self) -> None:
-        """Load every unfinished instance in the store and re-dispatch its open work."""
+    async def recover_all(self, partitions: list[int] | None = None) -> None:
+        """Load every unfinished instance in the store (or in ``partitions``) and
+        re-dispatch its open work."""
         ids = await self.store.list("instances")
+        if partitions is not None:
+            wanted = set(partitions)
+            ids = [i for i in ids if self.partition(i) in wanted]
         limiter = anyio.CapacityLimiter(32)
 
         async def one(instance_id: str) -> None:
@@ -913,14 +976,39 @@ class Engine:
             for instance_id in ids:
                 tg.start_soon(one, instance_id)
         try:
-            await self.poll_wakeups()
+            await self.poll_wakeups(partitions)
         except StoreError as err:
             log.warning("polling for messages at start failed: %s", err)
 
+    async def take_partitions(self, partitions: list[int]) -> None:
+        """This process just took these partitions' leases: recover their instances, in
+        the background (the lease loop must go on renewing meanwhile)."""
+        self._spawn_guarded(self.recover_all, partitions)
+
+    def drop_partitions(self, partitions: list[int]) -> None:
+        """This process lost or gave up these partitions: drop their instances from
+        memory at once (their new owner recovers them from the log)."""
+        lost = set(partitions)
+        for instance_id in [i for i in self._instances if self.partition(i) in lost]:
+            self._forget_here(instance_id)
+        for instance_id in [i for i in self._evicted if self.partition(i) in lost]:
+            self._forget_here(instance_id)
+
+    def _forget_here(self, instance_id: str) -> None:
+        """Stop running an instance another process now runs; its waiters look at
+        the store instead."""
+        self.forget(instance_id)
+        self._evicted.discard(instance_id)
+        if (done := self._done_waiters.pop(instance_id, None)) is not None:
+            done.set()
+
     async def recover(self, instance_id: str) -> _Instance | None:
-        """Load one instance from the store unless it is finished; None if nothing to run."""
+        """Load one instance from the store unless it is finished or another process
+        runs it; None if nothing to run here."""
         if (inst := self._instances.get(instance_id)) is not None:
             return inst
+        if not self.owns(instance_id):
+            return None
         found = await read_meta(self.store, instance_id)
         meta, etag = found if found is not None else (None, None)
         if (
@@ -1016,6 +1104,9 @@ class Engine:
         """Another writer moved the log (or a write failed): take the log's word."""
         if self._instances.get(inst.id) is not inst or inst.loading:
             return  # a stale object, or another reload is under way
+        if not self.owns(inst.id):
+            self._forget_here(inst.id)
+            return
         self._drop_run(inst)
         inst.loading = True
         self.busy_enter()
@@ -1086,22 +1177,35 @@ class Engine:
 
     # -- messages from outside ------------------------------------------------------
 
-    def accept_message(self, instance_id: str, message: InboxMessage) -> None:
-        """A message already written to the inbox by this process: apply it."""
-        self.deliver(instance_id, message.event, _ANY_RUN, message.id)
+    async def announce_message(self, instance_id: str, message: InboxMessage) -> None:
+        """A message this process just wrote to an inbox: apply it here, or ring the
+        bell of the process that owns the instance's partition."""
+        if self.owns(instance_id):
+            self.deliver(instance_id, message.event, _ANY_RUN, message.id)
+        else:
+            await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
 
-    async def poll_wakeups(self) -> None:
-        """Pick up instances that other processes started or sent messages to."""
-        for instance_id in await self.store.list("wakeups"):
-            try:
-                inst = self._instances.get(instance_id)
-                if inst is None:
-                    await self.recover(instance_id)
-                else:
-                    await self._scan_inbox(inst)
-                await self.store.delete(wakeup_key(instance_id))  # only once it is handled
-            except StoreError as err:
-                log.warning("wakeup of %r not handled yet: %s", instance_id, err)
+    async def poll_wakeups(self, partitions: list[int] | None = None) -> None:
+        """Pick up instances that other processes started or sent messages to: one
+        listing per partition this process runs."""
+        if partitions is None and self._leases is None:
+            # every partition is ours: one listing finds those with a bell rung
+            found = await self.store.list(WAKEUPS)
+            partitions = [int(p) for p in found if p.isdigit() and int(p) < self._partitions]
+        for partition in self.owned_partitions() if partitions is None else partitions:
+            for instance_id in await self.store.list(wakeup_prefix(partition)):
+                if not self.owns(instance_id):
+                    break  # the partition was lost meanwhile
+                try:
+                    inst = self._instances.get(instance_id)
+                    if inst is None:
+                        await self.recover(instance_id)
+                    else:
+                        await self._scan_inbox(inst)
+                    # deleted only once handled
+                    await self.store.delete(wakeup_key(instance_id, partition))
+                except StoreError as err:
+                    log.warning("wakeup of %r not handled yet: %s", instance_id, err)
 
     async def _poll_loop(self) -> None:
         interval = timedelta(seconds=self._poll_interval)

@@ -16,6 +16,7 @@ from ._events import NULL, HistoryEvent, ParentRef
 from ._failure import FailureDetails
 
 __all__ = [
+    "WAKEUPS",
     "InboxMessage",
     "InstanceMeta",
     "TurnRecord",
@@ -29,6 +30,7 @@ __all__ = [
     "log_key",
     "meta_key",
     "wakeup_key",
+    "wakeup_prefix",
 ]
 
 INSTANCES = "instances"
@@ -55,9 +57,14 @@ def inbox_key(instance_id: str, msg_id: str) -> str:
     return f"{INSTANCES}/{instance_id}/inbox/{msg_id}"
 
 
-def wakeup_key(instance_id: str) -> str:
-    """A doorbell written after an inbox message by a process that hosts no runtime."""
-    return f"{WAKEUPS}/{instance_id}"
+def wakeup_prefix(partition: int) -> str:
+    return f"{WAKEUPS}/{partition:04d}"
+
+
+def wakeup_key(instance_id: str, partition: int) -> str:
+    """A doorbell for the owner of ``partition``: written after a new run or an inbox
+    message by a process that does not run the instance itself."""
+    return f"{WAKEUPS}/{partition:04d}/{instance_id}"
 
 
 class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):

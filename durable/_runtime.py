@@ -15,7 +15,9 @@ from ._codec import JsonCodec, PayloadCodec
 from ._engine import Engine, EngineHooks
 from ._errors import StoreError
 from ._ids import IdSource
+from ._leases import Fleet, Leases, default_owner
 from ._memo import MemoStore
+from ._partitions import load_config
 from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ class Runtime:
         memo_retention: timedelta | None = None,
         memo_sweep_interval: timedelta = timedelta(hours=1),
         entropy: random.Random | None = None,
+        fleet: Fleet | None = None,
         _hooks: EngineHooks | None = None,
         _executor: Executor | None = None,
     ) -> None:
@@ -78,6 +81,11 @@ class Runtime:
         self.memo_retention = memo_retention
         self._sweep_interval = memo_sweep_interval
         ids = IdSource(entropy)
+        self.fleet = fleet
+        self.owner = (fleet.owner if fleet else None) or default_owner(ids.run_id()[:8])
+        """This process's name in a fleet's lease objects."""
+        self._leases: Leases | None = None
+        self._lease_store: ObjectStore | None = None
         self._engine = Engine(
             registry,
             self.store,
@@ -103,12 +111,24 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         if self._tg is not None:
             raise RuntimeError("this Runtime is already running")
+        check = getattr(self.store, "check_conditional_writes", None)
+        if check is not None:  # refuse an endpoint that would be silently unsafe
+            await check()
+        fleet = self.fleet
+        config = await load_config(self.store, fleet.partitions if fleet else None)
+        if fleet is not None:
+            sibling = getattr(self.store, "sibling", None)
+            # renewals on a busy S3 store must not wait behind its commits
+            self._lease_store = sibling() if sibling is not None else self.store
+            self._leases = Leases(
+                self._lease_store, self.clock, fleet, config.partitions, self.owner,
+                on_acquired=self._engine.take_partitions,
+                on_lost=self._engine.drop_partitions,
+            )  # fmt: skip
+        self._engine.configure(config.partitions, self._leases)
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
-            check = getattr(self.store, "check_conditional_writes", None)
-            if check is not None:  # refuse an endpoint that would be silently unsafe
-                await check()
             await tg.start(self._engine.run)
             if self.memo_retention is not None:
                 self._engine.busy_enter()  # the first sweep is under way from now on
@@ -127,6 +147,9 @@ class Runtime:
         try:
             return await tg.__aexit__(*exc_info)
         finally:
+            if self._lease_store is not None and self._lease_store is not self.store:
+                with anyio.CancelScope(shield=True):
+                    await self._lease_store.close()
             if self._owns_store:
                 with anyio.CancelScope(shield=True):
                     await self.store.close()
@@ -169,6 +192,11 @@ class Runtime:
                 self._engine.busy_exit()
             await self.clock.sleep_until(self.clock.now() + self._sweep_interval)
             self._engine.busy_enter()
+
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this process runs now (every one unless in a fleet)."""
+        return self._engine.owned_partitions()
 
     async def wait_idle(self) -> None:
         """Return once no turn, activity or client call is in progress (for tests)."""

@@ -1,9 +1,14 @@
-"""The ``durable`` command: run the demo, and inspect or steer instances in a store."""
+"""The ``durable`` command: run the demo or a worker, and inspect or steer instances in a
+store."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
+import json
+import logging
+import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +20,10 @@ import msgspec
 from ._client import Client
 from ._clock import SystemClock
 from ._errors import DurableError
+from ._leases import Fleet
 from ._memo import MemoStore
+from ._registry import Registry
+from ._runtime import Runtime
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -71,8 +79,10 @@ async def _history(args: argparse.Namespace) -> None:
             fields = msgspec.structs.asdict(event)
             fields.pop("event_id"), fields.pop("timestamp")
             detail = " ".join(f"{k}={msgspec.json.encode(v).decode()}" for k, v in fields.items())
-            print(f"{event.event_id:>5}  {event.timestamp.isoformat()}  "
-                  f"{type(event).__name__:<24} {detail}")  # fmt: skip
+            print(
+                f"{event.event_id:>5}  {event.timestamp.isoformat()}  "
+                f"{type(event).__name__:<24} {detail}"
+            )
 
 
 async def _terminate(args: argparse.Namespace) -> None:
@@ -109,6 +119,52 @@ async def _sweep(args: argparse.Namespace) -> None:
     print(f"swept the memo of {swept} ended instance(s)")
 
 
+def _load_registry(target: str) -> Registry:
+    """``package.module:attribute`` (attribute defaults to ``registry``), imported with the
+    working directory on the path, as ``python -m`` would."""
+    module_name, _, attribute = target.partition(":")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise SystemExit(f"durable: cannot import {module_name!r}: {err}") from None
+    registry = getattr(module, attribute or "registry", None)
+    if not isinstance(registry, Registry):
+        raise SystemExit(f"durable: {target!r} is not a durable.Registry")
+    return registry
+
+
+def _storage_option(text: str) -> tuple[str, Any]:
+    """``key=value``; the value is read as JSON when it parses, else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+async def _worker(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    registry = _load_registry(args.target)
+    fleet = None
+    if not args.solo:
+        fleet = Fleet(partitions=args.partitions, lease_ttl=args.lease_ttl, owner=args.owner)
+    runtime = Runtime(
+        registry, store=args.store, storage_options=dict(args.storage_option) or None, fleet=fleet,
+        poll_interval=args.poll_interval,
+        max_concurrent_activities=args.max_concurrent_activities,
+    )  # fmt: skip
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with runtime:
+            print(f"READY {runtime.owner} partitions={runtime.partitions}", flush=True)
+            async for _ in signals:
+                break  # a clean stop: leases are released on the way out
+    print(f"STOPPED {runtime.owner}", flush=True)
+
+
 async def _sidecar(args: argparse.Namespace) -> None:
     from .grpc import Sidecar  # grpc stubs load only for this command
 
@@ -136,6 +192,37 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     command("demo", _demo, "run the example order workflow, printing each step")
+    p = command("worker", _worker, "run a registry's workflows and activities until stopped")
+    p.add_argument("target", help="the registry, as package.module:attribute")
+    p.add_argument(
+        "-o",
+        "--storage-option",
+        type=_storage_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to the store (repeatable)",
+    )
+    p.add_argument(
+        "--solo",
+        action="store_true",
+        help="run every partition: no leases (the only process on the store)",
+    )
+    p.add_argument("--partitions", type=int, help="partition count for a fresh store (16)")
+    p.add_argument(
+        "--lease-ttl",
+        type=_duration,
+        default=timedelta(seconds=15),
+        help="how long a lease outlives its last renewal (15s)",
+    )
+    p.add_argument("--owner", help="this process's name in lease objects")
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        help="seconds between looks for messages from other processes (1.0)",
+    )
+    p.add_argument("--max-concurrent-activities", type=int, default=100)
     p = command("list", _list, "list instances")
     p.add_argument("--status")
     p.add_argument("--name")

@@ -115,6 +115,14 @@ class S3Store:
     def __repr__(self) -> str:
         return f"S3Store({self._url!r})"
 
+    def sibling(self) -> S3Store:
+        """The same bucket and prefix through a connection pool of its own: for traffic
+        that must not queue behind this store's (a fleet's lease renewals)."""
+        sibling = S3Store(self._url, storage_options=self._options)
+        sibling._verified, sibling._refusal = self._verified, self._refusal
+        sibling._page_size = self._page_size
+        return sibling
+
     # -- reads ----------------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes:

@@ -7,11 +7,12 @@ import durable.store
 
 EXPECTED = {
     "ActivityContext", "ActivityFailed", "Client", "Clock", "DurableError", "DurableFuture",
-    "EvictionPolicy", "FailureDetails", "InstanceExistsError", "InstanceNotFoundError",
+    "EvictionPolicy", "FailureDetails", "Fleet", "InstanceExistsError", "InstanceNotFoundError",
     "InstanceRunningError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
     "NonDeterminismError", "PayloadCodec",
-    "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreError", "SystemClock",
+    "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreConfigError", "StoreError",
+    "SystemClock",
     "TimeoutError", "UnknownWorkflowError", "WorkflowContext", "WorkflowFailed",
     "WorkflowHandle", "WorkflowState", "WorkflowStatus",
 }  # fmt: skip

@@ -1,0 +1,297 @@
+"""Partition leases: which process of a fleet runs which partitions.
+
+Every process in a fleet writes a heartbeat ``members/{owner}`` and holds some
+``leases/{partition}`` objects, each written by put-if-absent or put-if-match and
+renewed on the :class:`~durable.Clock` before it expires. The object store's
+conditional writes are the only coordination: two processes can never both renew
+one lease, since the loser's ETag is stale. Each process aims for its fair share
+of the partitions among the live members, so partitions flow to a process that
+joins and away from one that leaves or dies.
+
+A process commits a turn only while its lease is valid by its own clock, with a
+margin; the put-if-absent of ``log/{seq}`` still guards an owner that paused
+between that check and its write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+)
+from ._events import EPOCH
+from ._ids import validate_key
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ._clock import Clock
+    from .store import ObjectStore
+
+__all__ = ["Fleet", "Leases", "default_owner"]
+
+log = logging.getLogger("durable.leases")
+
+LEASES = "leases"
+MEMBERS = "members"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Run as one process of several sharing a store: take partitions by lease.
+
+    ``partitions`` is the partition count for a store used for the first time
+    (default 16; a store keeps the count it was first given). ``lease_ttl`` is how
+    long a lease lasts without renewal: a dead process's partitions move after it.
+    Leases are renewed every ``renew_interval`` (default a third of the TTL).
+    ``owner`` names this process in lease objects (default host-pid-random).
+    """
+
+    partitions: int | None = None
+    lease_ttl: timedelta = timedelta(seconds=15)
+    renew_interval: timedelta | None = None
+    owner: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.lease_ttl <= timedelta(0):
+            raise ValueError("lease_ttl must be positive")
+        if self.renew_interval is not None and not (
+            timedelta(0) < self.renew_interval < self.lease_ttl
+        ):
+            raise ValueError("renew_interval must be positive and shorter than lease_ttl")
+        if self.owner is not None:
+            validate_key(self.owner, "fleet owner")
+
+    @property
+    def renew_every(self) -> timedelta:
+        return self.renew_interval or self.lease_ttl / 3
+
+
+def default_owner(suffix: str) -> str:
+    """A name for this process that no other process shares."""
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())
+    return f"{host or 'host'}-{os.getpid()}-{suffix}"
+
+
+class _Record(msgspec.Struct, frozen=True):
+    """The body of a lease or member object."""
+
+    owner: str
+    expires_at: datetime
+
+
+_decoder = msgspec.json.Decoder(_Record)
+
+
+def _decode(data: bytes) -> _Record | None:
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # unreadable: treated as free, and overwritten by put-if-match
+
+
+class Leases:
+    """This process's partition leases: acquired, renewed, balanced and released."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        clock: Clock,
+        fleet: Fleet,
+        partitions: int,
+        owner: str,
+        *,
+        on_acquired: Callable[[list[int]], Awaitable[None]],
+        on_lost: Callable[[list[int]], None],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.fleet = fleet
+        self.partitions = partitions
+        self.owner = validate_key(owner, "fleet owner")
+        self._on_acquired = on_acquired
+        self._on_lost = on_lost
+        self._ttl = fleet.lease_ttl
+        self._margin = fleet.lease_ttl / 5  # stop committing this long before expiry
+        self._held: dict[int, tuple[str, datetime]] = {}  # partition -> (etag, valid until)
+        # the order this process tries free partitions in: its own, so processes spread
+        self._preference = sorted(
+            range(partitions), key=lambda p: zlib.crc32(f"{self.owner}/{p}".encode())
+        )
+
+    # -- what the engine asks -------------------------------------------------------
+
+    def owns(self, partition: int) -> bool:
+        return partition in self._held
+
+    def can_commit(self, partition: int) -> bool:
+        """Whether this process may commit a turn of ``partition`` now."""
+        held = self._held.get(partition)
+        return held is not None and self.clock.now() < held[1]
+
+    @property
+    def held(self) -> list[int]:
+        return sorted(self._held)
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Take a first share, report started, then renew and rebalance on the Clock
+        until cancelled; release everything on the way out."""
+        try:
+            await self._tick_logged()
+            task_status.started()
+            while True:
+                await self.clock.sleep_until(self.clock.now() + self.fleet.renew_every)
+                await self._tick_logged()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.release_all()
+
+    async def _tick_logged(self) -> None:
+        try:
+            await self.tick()
+        except StoreError as err:
+            log.warning("lease round of %s failed on the store: %s", self.owner, err)
+
+    async def tick(self) -> None:
+        """One round: heartbeat, renew what is held, then give or take to the fair share."""
+        now = self.clock.now()
+        await self.store.put(
+            f"{MEMBERS}/{self.owner}", msgspec.json.encode(_Record(self.owner, now + self._ttl))
+        )
+        await self._renew(now)
+        target = await self._fair_share(now)
+        if len(self._held) > target:
+            await self._give_up(sorted(self._held, key=self._preference.index)[target:])
+        elif len(self._held) < target:
+            await self._take(now, target)
+
+    async def _renew(self, now: datetime) -> None:
+        """Renew every held lease at once (a slow store must not eat the TTL)."""
+        lost: list[int] = []
+        body = msgspec.json.encode(_Record(self.owner, now + self._ttl))
+
+        async def renew(partition: int, etag: str) -> None:
+            try:
+                new_etag = await self.store.put_if_match(self._key(partition), body, etag)
+            except (PreconditionFailedError, ObjectNotFoundError):
+                lost.append(partition)  # another process took it after it expired
+                return
+            except StoreError as err:  # kept until its validity runs out; next round retries
+                log.warning("renewal of partition %d failed: %s", partition, err)
+                return
+            if partition in self._held:
+                self._held[partition] = (new_etag, now + self._ttl - self._margin)
+
+        async with anyio.create_task_group() as tg:
+            for partition, (etag, _) in list(self._held.items()):
+                tg.start_soon(renew, partition, etag)
+        if lost:
+            log.warning("%s lost partitions %s to another process", self.owner, lost)
+            self._lose(lost)
+
+    async def _fair_share(self, now: datetime) -> int:
+        """This process's share: the partitions split evenly among live members, the
+        remainder going to the first members by name."""
+        live = {self.owner}
+        for name in await self.store.list(MEMBERS):
+            try:
+                record = _decode(await self.store.get(f"{MEMBERS}/{name}"))
+            except ObjectNotFoundError:
+                continue
+            if record is not None and record.expires_at > now:
+                live.add(name)
+            elif record is None or record.expires_at + self._ttl < now:
+                await self._forget_member(name)
+        members = sorted(live)
+        base, extra = divmod(self.partitions, len(members))
+        return base + (1 if members.index(self.owner) < extra else 0)
+
+    async def _forget_member(self, name: str) -> None:
+        """Tidy the heartbeat of a member long dead (it would rejoin with a new name)."""
+        try:
+            await self.store.delete(f"{MEMBERS}/{name}")
+        except StoreError as err:
+            log.debug("could not delete the heartbeat of %s: %s", name, err)
+
+    async def _take(self, now: datetime, target: int) -> None:
+        """Acquire free or expired partitions, in this process's order, up to ``target``."""
+        taken: list[int] = []
+        body = msgspec.json.encode(_Record(self.owner, now + self._ttl))
+        for partition in self._preference:
+            if len(self._held) >= target:
+                break
+            if partition in self._held:
+                continue
+            key = self._key(partition)
+            try:
+                data, etag = await self.store.get_with_etag(key)
+            except ObjectNotFoundError:
+                try:
+                    new_etag = await self.store.put_if_absent(key, body)
+                except ObjectExistsError:
+                    continue
+            else:
+                record = _decode(data)
+                if record is not None and record.owner != self.owner and record.expires_at > now:
+                    continue  # held by a live process
+                try:
+                    new_etag = await self.store.put_if_match(key, body, etag)
+                except (PreconditionFailedError, ObjectNotFoundError):
+                    continue
+            self._held[partition] = (new_etag, now + self._ttl - self._margin)
+            taken.append(partition)
+        if taken:
+            log.info("%s took partitions %s, holds %d", self.owner, taken, len(self._held))
+            await self._on_acquired(taken)
+
+    async def _give_up(self, partitions: list[int]) -> None:
+        """Hand partitions back for another process: stop using them, then free them."""
+        log.info("%s releases partitions %s", self.owner, partitions)
+        await self._free(self._lose(partitions))
+
+    def _lose(self, partitions: list[int]) -> dict[int, str]:
+        """Stop using ``partitions`` at once; return the ETags they were held at."""
+        etags = {p: self._held.pop(p)[0] for p in partitions if p in self._held}
+        if etags:
+            self._on_lost(sorted(etags))
+        return etags
+
+    async def _free(self, etags: dict[int, str]) -> None:
+        body = msgspec.json.encode(_Record("", EPOCH))
+        for partition, etag in etags.items():
+            try:
+                await self.store.put_if_match(self._key(partition), body, etag)
+            except (PreconditionFailedError, ObjectNotFoundError):
+                pass  # someone else holds it already
+            except StoreError as err:
+                log.warning("could not release partition %d: %s", partition, err)
+
+    async def release_all(self) -> None:
+        """Clean shutdown: free every lease now, so others need not wait for expiry."""
+        if self._held:
+            await self._free(self._lose(list(self._held)))
+        try:
+            await self.store.delete(f"{MEMBERS}/{self.owner}")
+        except StoreError as err:
+            log.warning("could not remove the heartbeat of %s: %s", self.owner, err)
+
+    def _key(self, partition: int) -> str:
+        return f"{LEASES}/{partition:04d}"
