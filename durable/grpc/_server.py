@@ -28,7 +28,6 @@ from durable._errors import (
     DurableError,
     InstanceExistsError,
     InstanceNotFoundError,
-    InvalidInstanceIdError,
     SerializationError,
     UnknownWorkflowError,
 )
@@ -263,10 +262,12 @@ def _status_of(err: Exception) -> Status:
         return Status.NOT_FOUND
     if isinstance(err, InstanceExistsError):
         return Status.ALREADY_EXISTS
-    if isinstance(err, ProtocolError | InvalidInstanceIdError | SerializationError):
-        return Status.INVALID_ARGUMENT
     if isinstance(err, UnknownWorkflowError):
         return Status.NOT_FOUND
+    # ProtocolError and InvalidInstanceIdError are ValueErrors too; durable raises
+    # ValueError for arguments it refuses (a rerun from an event that is no step)
+    if isinstance(err, ValueError | SerializationError):
+        return Status.INVALID_ARGUMENT
     if isinstance(err, DurableError):
         return Status.FAILED_PRECONDITION
     return Status.INTERNAL

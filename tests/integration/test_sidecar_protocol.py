@@ -163,6 +163,8 @@ async def test_api_token_is_checked_on_every_call() -> None:
         ("PurgeInstances", bytes(ms.PurgeInstancesRequest()), Status.INVALID_ARGUMENT, "names no"),
         ("CompleteOrchestratorTask", b"\x0a\xff", Status.INVALID_ARGUMENT, "cannot parse"),
         ("GetWorkItems", b"\x08", Status.INVALID_ARGUMENT, "varint"),
+        ("RerunWorkflowFromEvent", bytes(dapr.RerunWorkflowFromEventRequest(
+            source_instance_id="nobody", event_id=1)), Status.NOT_FOUND, "nobody"),
     ],
 )  # fmt: skip
 async def test_malformed_requests_get_invalid_argument(
