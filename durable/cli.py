@@ -165,6 +165,21 @@ async def _worker(args: argparse.Namespace) -> None:
     print(f"STOPPED {runtime.owner}", flush=True)
 
 
+async def _sidecar(args: argparse.Namespace) -> None:
+    from .grpc import Sidecar  # grpc stubs load only for this command
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"durable: --listen wants HOST:PORT, got {args.listen!r}")
+    sidecar = Sidecar(
+        args.store, host=host.strip("[]"), port=int(port),
+        tls_cert=args.tls_cert, tls_key=args.tls_key, api_token=args.api_token,
+    )  # fmt: skip
+    async with sidecar:
+        print(f"durable sidecar listening on {host}:{sidecar.port}", flush=True)
+        await anyio.sleep_forever()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="durable", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +238,11 @@ def _parser() -> argparse.ArgumentParser:
     p = command("sweep", _sweep, "delete the memo of instances that ended before the retention")
     p.add_argument("--retention", type=_duration, required=True, help="e.g. 7d, 12h, 30m")
     p.add_argument("--prefix", default="memo", help="memo key prefix (memo)")
+    p = command("sidecar", _sidecar, "serve the Durable Task gRPC protocol over the store")
+    p.add_argument("--listen", default="127.0.0.1:4001", help="HOST:PORT (127.0.0.1:4001)")
+    p.add_argument("--tls-cert", help="PEM certificate file (TLS needs --tls-key too)")
+    p.add_argument("--tls-key", help="PEM private key file")
+    p.add_argument("--api-token", help="require this dapr-api-token on every call")
     return parser
 
 

@@ -54,3 +54,11 @@ def test_statuses() -> None:
         durable.WorkflowStatus.FAILED,
         durable.WorkflowStatus.TERMINATED,
     }
+
+
+def test_grpc_exports() -> None:
+    import durable.grpc
+
+    assert durable.grpc.__all__ == sorted(durable.grpc.__all__)
+    assert {"Sidecar"} <= set(durable.grpc.__all__)
+    assert durable.grpc.Sidecar.__module__ == "durable.grpc"

@@ -1,0 +1,291 @@
+"""Hands work items to connected worker streams and matches their completions.
+
+The sidecar's :class:`Dispatcher` knows nothing of protobuf: a work item is a
+:class:`TurnWork` or :class:`ActivityWork` (durable's own events), a connected
+``GetWorkItems`` call is a :class:`WorkerStream`, and the answer a worker sends back
+is whatever the server decoded it into. What it owns:
+
+- placement: a turn goes to the stream that holds the instance's history warm if there
+  is one, anything else round-robin; with no stream connected, items wait in a queue
+  (a workflow whose worker is not connected waits, it does not fail);
+- correlation: every item gets a completion token; a completion is matched by token,
+  or by instance (and task id, for activities) when the worker sends none;
+- at-least-once: the items a stream held when it went away, or that its worker
+  abandoned, are placed again; a completion for an item already resolved (a stale or
+  duplicate answer) is dropped, so nothing is applied twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from durable._events import ActivityScheduled, HistoryEvent
+
+__all__ = ["ActivityWork", "Dialect", "Dispatcher", "Item", "TurnWork", "Warm", "WorkerStream"]
+
+log = logging.getLogger("durable.grpc.dispatch")
+
+Dialect = Literal["ms", "dapr", "minimal"]
+"""How a stream speaks: Microsoft's dialect, Dapr 1.19's, or the minimal subset for an
+empty ``GetWorkItemsRequest`` (Dapr 1.18.3, durabletask-js): no pings, no deltas."""
+
+WARM_CAP = 1_000_000
+"""Instances a stream remembers as warm at most (the oldest are forgotten first)."""
+
+
+@dataclass(frozen=True, eq=False)
+class TurnWork:
+    """One workflow turn for a worker: ``past`` is the run's committed history and
+    ``new`` the turn's events, both in the order a Durable Task worker expects."""
+
+    instance_id: str
+    run_id: str
+    past: list[HistoryEvent]
+    new: list[HistoryEvent]
+    task_base: int
+    recorded_patches: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, eq=False)
+class ActivityWork:
+    """One activity attempt for a worker; ``wire_task_id`` is the id the worker sees."""
+
+    instance_id: str
+    run_id: str
+    scheduled: ActivityScheduled
+    wire_task_id: int
+
+
+@dataclass(frozen=True)
+class Warm:
+    """What a stateful-history worker caches of a run: ``messages`` history messages
+    (the ``cachedHistory.eventCount`` to send), which are durable's first ``events``
+    events of the run ``run_id``, the last of them ``last``."""
+
+    run_id: str
+    messages: int
+    events: int
+    last: HistoryEvent
+
+
+@dataclass(eq=False)
+class Item:
+    """A work item in flight: placed on a stream or waiting for one."""
+
+    token: str
+    work: TurnWork | ActivityWork
+    stream: WorkerStream | None = None
+    dialect: Dialect = "dapr"
+    """The dialect of the stream it was last sent to (how its completion is read)."""
+    result: Any = None
+    resolved: bool = False
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass(eq=False)
+class WorkerStream:
+    """One connected ``GetWorkItems`` call and what the server sends on it.
+
+    ``outbox`` yields items to send, and ``None`` for a health ping. ``warm`` maps an
+    instance to what its worker caches (kept only for streams that advertised stateful
+    history): see :class:`Warm`.
+    """
+
+    number: int
+    dialect: Dialect
+    stateful: bool
+    pings: bool
+    outbox: MemoryObjectReceiveStream[Item | None]
+    inbox: MemoryObjectSendStream[Item | None]
+    held: dict[str, Item] = field(default_factory=dict)
+    warm: dict[str, Warm] = field(default_factory=dict)
+
+    def holds(self, item: Item) -> bool:
+        """Whether ``item`` is still this stream's to send (not resolved or moved)."""
+        return not item.resolved and item.stream is self
+
+    def remember(self, instance_id: str, warm: Warm) -> None:
+        """Note what the worker now caches of the instance's history."""
+        if not self.stateful:
+            return
+        self.warm.pop(instance_id, None)  # re-insert: the dict's order is the age
+        if len(self.warm) >= WARM_CAP:
+            del self.warm[next(iter(self.warm))]
+        self.warm[instance_id] = warm
+
+    def cached(self, work: TurnWork) -> int:
+        """How many history messages of ``work``'s run the worker caches (0: unknown,
+        send the whole history). The worker's cache must still begin the history: same
+        run, and the same event where it ends (a rerun keeps the run id but cuts the
+        history and grows it anew)."""
+        warm = self.warm.get(work.instance_id)
+        if warm is None or warm.run_id != work.run_id:
+            return 0
+        if not 0 < warm.events <= len(work.past) or work.past[warm.events - 1] != warm.last:
+            return 0
+        return warm.messages
+
+    def ping(self) -> None:
+        """Queue a health ping."""
+        self.inbox.send_nowait(None)
+
+
+class Dispatcher:
+    """Work items, the streams that take them, and their completions."""
+
+    def __init__(self, token_prefix: str) -> None:
+        self._prefix = token_prefix
+        self._tokens = itertools.count(1)
+        self._numbers = itertools.count(1)
+        self._streams: list[WorkerStream] = []
+        self._queue: deque[Item] = deque()
+        self._items: dict[str, Item] = {}
+        self._next = 0  # round-robin position
+        self.changed = anyio.Event()
+        """Set (and replaced) whenever a stream connects or disconnects (for tests)."""
+
+    @property
+    def streams(self) -> list[WorkerStream]:
+        """The connected streams."""
+        return list(self._streams)
+
+    @property
+    def waiting(self) -> int:
+        """Items that wait for a stream to connect."""
+        return len(self._queue)
+
+    # -- streams --------------------------------------------------------------------
+
+    def connect(self, dialect: Dialect, *, stateful: bool, pings: bool) -> WorkerStream:
+        """A new stream; the items that waited for one go to it."""
+        inbox, outbox = anyio.create_memory_object_stream[Item | None](math.inf)
+        stream = WorkerStream(next(self._numbers), dialect, stateful, pings, outbox, inbox)
+        self._streams.append(stream)
+        waiting, self._queue = self._queue, deque()
+        for item in waiting:
+            self._place(item)
+        self._changed()
+        log.info("worker stream %d connected (%s%s)", stream.number, dialect,
+                 ", stateful history" if stateful else "")  # fmt: skip
+        return stream
+
+    def disconnect(self, stream: WorkerStream) -> None:
+        """The stream went away: what it held goes to another stream (at-least-once)."""
+        if stream not in self._streams:
+            stream.inbox.close()
+            stream.outbox.close()
+            return
+        self._streams.remove(stream)
+        stream.inbox.close()
+        stream.outbox.close()
+        held = list(stream.held.values())
+        stream.held.clear()
+        stream.warm.clear()
+        for item in held:
+            item.stream = None
+            self._place(item)
+        self._changed()
+        log.info("worker stream %d disconnected; %d item(s) placed again", stream.number,
+                 len(held))  # fmt: skip
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    # -- items ----------------------------------------------------------------------
+
+    async def submit(self, work: TurnWork | ActivityWork) -> Any:
+        """Send ``work`` to a worker and wait for its decoded completion, however long
+        that takes (no worker connected means waiting). Cancelling withdraws it."""
+        item = Item(f"{self._prefix}-{next(self._tokens)}", work)
+        self._items[item.token] = item
+        self._place(item)
+        try:
+            await item.done.wait()
+        finally:
+            if not item.resolved:
+                self._withdraw(item)
+        return item.result
+
+    def _place(self, item: Item, avoid: WorkerStream | None = None) -> None:
+        stream = self._pick(item.work, avoid)
+        if stream is None:
+            self._queue.append(item)
+            return
+        item.stream = stream
+        item.dialect = stream.dialect
+        stream.held[item.token] = item
+        stream.inbox.send_nowait(item)
+
+    def _pick(
+        self, work: TurnWork | ActivityWork, avoid: WorkerStream | None
+    ) -> WorkerStream | None:
+        streams = [s for s in self._streams if s is not avoid] or self._streams
+        if not streams:
+            return None
+        if isinstance(work, TurnWork):
+            for stream in streams:  # keep an instance where its history is warm
+                if stream.cached(work):
+                    return stream
+        self._next = (self._next + 1) % len(streams)
+        return streams[self._next]
+
+    def _withdraw(self, item: Item) -> None:
+        item.resolved = True
+        self._items.pop(item.token, None)
+        if item.stream is not None:
+            item.stream.held.pop(item.token, None)
+            item.stream = None
+        try:
+            self._queue.remove(item)
+        except ValueError:
+            pass
+
+    def find(self, token: str, instance_id: str, task_id: int | None = None) -> Item | None:
+        """The unresolved item a completion answers: by its token, or, when the worker
+        sent none, by instance (and wire task id for an activity, ``task_id``; ``None``
+        for a turn). ``None`` when the answer is stale or unknown."""
+        if token:
+            item = self._items.get(token)
+            if item is None or item.work.instance_id != instance_id:
+                return None
+            return item
+        for item in self._items.values():
+            work = item.work
+            if work.instance_id != instance_id:
+                continue
+            if task_id is None and isinstance(work, TurnWork):
+                return item
+            if isinstance(work, ActivityWork) and work.wire_task_id == task_id:
+                return item
+        return None
+
+    def resolve(self, item: Item, result: Any) -> bool:
+        """Complete ``item`` with ``result``; False (and nothing changes) if it was
+        already resolved: a duplicate or stale completion."""
+        if item.resolved:
+            return False
+        self._withdraw(item)
+        item.result = result
+        item.done.set()
+        return True
+
+    def abandon(self, token: str) -> bool:
+        """The worker gave the item back: place it again, on another stream if any."""
+        item = self._items.get(token)
+        if item is None or item.resolved:
+            return False
+        previous = item.stream
+        if previous is not None:
+            previous.held.pop(item.token, None)
+        item.stream = None
+        self._place(item, avoid=previous)
+        return True

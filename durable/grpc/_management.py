@@ -1,0 +1,355 @@
+"""The client RPCs of ``TaskHubSidecarService``, over a :class:`durable.Client`.
+
+Each function takes a request's bytes and returns the reply's bytes. Where the two
+dialects give a field number two meanings (``CreateInstanceRequest`` 10,
+``PurgeInstancesRequest`` 4 and 5) the wire type says which one was sent; elsewhere
+the dialects share the fields read here, and replies use fields both read.
+
+The client passes payloads through untouched (its codec is
+:class:`~durable.grpc._remote.RawCodec`): inputs, outputs and events stay the JSON
+text the SDKs sent.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import betterproto
+
+from durable._errors import InstanceNotFoundError
+from durable._events import (
+    EPOCH,
+    ActivityScheduled,
+    ChildWorkflowScheduled,
+    TimerCreated,
+    WorkflowStarted,
+)
+from durable._state import WorkflowStatus
+
+from . import _convert as cv
+from ._convert import ProtocolError
+from ._proto import dapr, ms
+from ._remote import wire_order
+from ._workitems import parse
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from datetime import datetime
+
+    from durable._client import Client, WorkflowHandle
+    from durable._events import HistoryEvent
+    from durable._state import WorkflowState
+
+__all__ = [
+    "get_instance",
+    "get_instance_history",
+    "list_instance_ids_dapr",
+    "list_instance_ids_ms",
+    "purge_instances",
+    "query_instances",
+    "raise_event",
+    "rerun_from_event",
+    "resume_instance",
+    "start_instance",
+    "suspend_instance",
+    "terminate_instance",
+    "wait_for_completion",
+    "wait_for_start",
+]
+
+_START_POLL = timedelta(milliseconds=50)
+_DEFAULT_PAGE = 100
+
+
+def _wire_types(data: bytes) -> dict[int, set[int]]:
+    types: dict[int, set[int]] = {}
+    for number, wire in cv.wire_fields(data):
+        types.setdefault(number, set()).add(wire)
+    return types
+
+
+def _required(value: str, what: str) -> str:
+    if not value:
+        raise ProtocolError(f"{what} is required")
+    return value
+
+
+def _state_to_ms(state: WorkflowState, payloads: bool) -> ms.OrchestrationState:
+    """A WorkflowState as OrchestrationState (fields 1-15, which both dialects share)."""
+    out = ms.OrchestrationState(
+        instance_id=state.instance_id,
+        name=state.name,
+        version=state.version or None,
+        orchestration_status=cv.status_to_ms(state.status),
+    )
+    if state.created_at is not None:
+        out.created_timestamp = state.created_at
+    if state.updated_at is not None:
+        out.last_updated_timestamp = state.updated_at
+    if payloads:
+        out.input = cv.payload_to_proto(state.input) if state.input is not None else None
+        out.output = cv.payload_to_proto(state.output) if state.output is not None else None
+    if state.custom_status is not None:
+        out.custom_status = cv.payload_to_proto(state.custom_status)
+    if state.failure is not None and state.status is WorkflowStatus.FAILED:
+        out.failure_details = cv.failure_to_ms(state.failure)
+    return out
+
+
+async def _describe(client: Client, instance_id: str) -> WorkflowState | None:
+    try:
+        return await client.get_handle(instance_id).describe()
+    except InstanceNotFoundError:
+        return None
+
+
+def _instance_reply(state: WorkflowState | None, payloads: bool) -> bytes:
+    if state is None:
+        return bytes(ms.GetInstanceResponse(exists=False))
+    return bytes(
+        ms.GetInstanceResponse(exists=True, orchestration_state=_state_to_ms(state, payloads))
+    )
+
+
+# -- starting and reading ---------------------------------------------------------------
+
+
+async def start_instance(client: Client, data: bytes) -> bytes:
+    """StartInstance: field 10 is an MS Timestamp or a Dapr bool (ignored either way)."""
+    request: ms.CreateInstanceRequest | dapr.CreateInstanceRequest
+    if cv.VARINT in _wire_types(data).get(10, set()):
+        request = parse(dapr.CreateInstanceRequest, data)
+    else:
+        request = parse(ms.CreateInstanceRequest, data)
+    name = _required(request.name, "CreateInstanceRequest.name (the workflow to start)")
+    handle: WorkflowHandle[object] = await client.start(
+        name,
+        cv.payload_from_proto(request.input),
+        instance_id=request.instance_id or None,
+        version=request.version or None,
+    )
+    return bytes(ms.CreateInstanceResponse(instance_id=handle.instance_id))
+
+
+async def get_instance(client: Client, data: bytes) -> bytes:
+    """GetInstance: ``exists`` false for an unknown instance."""
+    request = parse(ms.GetInstanceRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    return _instance_reply(await _describe(client, instance_id), request.get_inputs_and_outputs)
+
+
+async def wait_for_start(client: Client, data: bytes) -> bytes:
+    """WaitForInstanceStart: once the instance has left PENDING (no deadline needed)."""
+    request = parse(ms.GetInstanceRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    while True:
+        state = await _describe(client, instance_id)
+        if state is None or state.status is not WorkflowStatus.PENDING:
+            return _instance_reply(state, request.get_inputs_and_outputs)
+        await client.clock.sleep_until(client.clock.now() + _START_POLL)
+
+
+async def wait_for_completion(client: Client, data: bytes) -> bytes:
+    """WaitForInstanceCompletion: once the instance has ended (no deadline needed)."""
+    request = parse(ms.GetInstanceRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    if await _describe(client, instance_id) is None:
+        return _instance_reply(None, False)
+    try:
+        await client.get_handle(instance_id).result()
+    except Exception:
+        pass  # a failed or terminated end is reported in the state
+    return _instance_reply(await _describe(client, instance_id), request.get_inputs_and_outputs)
+
+
+# -- steering ---------------------------------------------------------------------------
+
+
+async def raise_event(client: Client, data: bytes) -> bytes:
+    request = parse(ms.RaiseEventRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    name = _required(request.name, "RaiseEventRequest.name")
+    await client.get_handle(instance_id).raise_event(name, cv.payload_from_proto(request.input))
+    return bytes(ms.RaiseEventResponse())
+
+
+async def terminate_instance(client: Client, data: bytes) -> bytes:
+    request = parse(ms.TerminateRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    handle = client.get_handle(instance_id)
+    await handle.terminate("terminated by a client", cv.payload_from_proto(request.output))
+    return bytes(ms.TerminateResponse())
+
+
+async def suspend_instance(client: Client, data: bytes) -> bytes:
+    request = parse(ms.SuspendRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    await client.get_handle(instance_id).suspend(request.reason or "")
+    return bytes(ms.SuspendResponse())
+
+
+async def resume_instance(client: Client, data: bytes) -> bytes:
+    request = parse(ms.ResumeRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    await client.get_handle(instance_id).resume(request.reason or "")
+    return bytes(ms.ResumeResponse())
+
+
+async def _purge_one(client: Client, instance_id: str) -> int:
+    try:
+        await client.purge(instance_id)
+    except InstanceNotFoundError:
+        return 0
+    return 1
+
+
+async def purge_instances(client: Client, data: bytes) -> bytes:
+    """PurgeInstances by id, MS id batch, or (MS) filter. Field 4 is an MS message or
+    a Dapr bool, field 5 an MS bool or a Dapr message: wire types tell them apart."""
+    types = _wire_types(data)
+    four, five = types.get(4, set()), types.get(5, set())
+    ms_sign = cv.LENGTH_DELIMITED in four or cv.VARINT in five
+    dapr_sign = cv.VARINT in four or cv.LENGTH_DELIMITED in five
+    if ms_sign and dapr_sign:
+        raise ProtocolError("PurgeInstancesRequest mixes the MS and Dapr meanings of fields 4-5")
+    request: ms.PurgeInstancesRequest | dapr.PurgeInstancesRequest
+    if dapr_sign:
+        request = parse(dapr.PurgeInstancesRequest, data)
+    else:
+        request = parse(ms.PurgeInstancesRequest, data)
+    count = 0
+    kind, value = betterproto.which_one_of(request, "request")
+    if kind == "instance_id" and isinstance(value, str):
+        count = await _purge_one(client, value)
+    elif kind == "instance_batch" and isinstance(value, ms.InstanceBatch):
+        for instance_id in value.instance_ids:
+            count += await _purge_one(client, instance_id)
+    elif kind == "purge_instance_filter":
+        if isinstance(request, dapr.PurgeInstancesRequest):
+            raise ProtocolError("purging by filter is not supported in the Dapr dialect")
+        flt = request.purge_instance_filter
+        wanted = {cv.status_from_proto(s) for s in flt.runtime_status}
+        async for state in _matching(client, wanted, flt.created_time_from, flt.created_time_to):
+            if state.status.is_terminal:
+                count += await _purge_one(client, state.instance_id)
+    else:
+        raise ProtocolError("PurgeInstancesRequest names no instance (instanceId or filter)")
+    return bytes(ms.PurgeInstancesResponse(deleted_instance_count=count, is_complete=True))
+
+
+async def _matching(
+    client: Client, wanted: set[WorkflowStatus], since: datetime | None, until: datetime | None
+) -> AsyncIterator[WorkflowState]:
+    """Instances with a status in ``wanted`` (all if empty) created in [since, until]
+    (an unset Timestamp, the epoch, means no bound)."""
+    async for state in client.list():
+        if wanted and state.status not in wanted:
+            continue
+        created = state.created_at
+        if created is not None and since is not None and since > EPOCH and created < since:
+            continue
+        if created is not None and until is not None and until > EPOCH and created > until:
+            continue
+        yield state
+
+
+async def rerun_from_event(client: Client, data: bytes) -> bytes:
+    """RerunWorkflowFromEvent: durable reruns the instance in place, from the step the
+    worker numbered ``eventID`` (the id of its taskScheduled/timerCreated/...)."""
+    request = parse(dapr.RerunWorkflowFromEventRequest, data)
+    instance_id = _required(request.source_instance_id, "sourceInstanceID")
+    if request.new_instance_id and request.new_instance_id != instance_id:
+        raise ProtocolError("durable reruns an instance in place: newInstanceID must be empty")
+    if request.overwrite_input:
+        raise ProtocolError("durable reruns with the original input: overwriteInput is unsupported")
+    handle = client.get_handle(instance_id)
+    history = await handle.history()
+    started = history[0]
+    base = started.first_task_id if isinstance(started, WorkflowStarted) else 0
+    for event in history:
+        scheduling = isinstance(event, ActivityScheduled | TimerCreated | ChildWorkflowScheduled)
+        if scheduling and event.task_id - base == request.event_id:  # type: ignore[union-attr]
+            await client.rerun(instance_id, event.event_id)
+            return bytes(dapr.RerunWorkflowFromEventResponse(new_instance_id=instance_id))
+    raise ProtocolError(f"instance {instance_id!r} has no scheduled step {request.event_id}")
+
+
+# -- listing ----------------------------------------------------------------------------
+
+
+async def query_instances(client: Client, data: bytes) -> bytes:
+    """QueryInstances (MS): filter by status, creation time and id prefix; paged by
+    instance id (the continuation token is the last id of the page)."""
+    query = parse(ms.QueryInstancesRequest, data).query
+    wanted = {cv.status_from_proto(s) for s in query.runtime_status}
+    after = query.continuation_token or ""
+    prefix = query.instance_id_prefix or ""
+    page = query.max_instance_count if query.max_instance_count > 0 else _DEFAULT_PAGE
+    states: list[ms.OrchestrationState] = []
+    token: str | None = None
+    async for state in _matching(client, wanted, query.created_time_from, query.created_time_to):
+        if state.instance_id <= after or not state.instance_id.startswith(prefix):
+            continue
+        if len(states) == page:
+            token = states[-1].instance_id
+            break
+        states.append(_state_to_ms(state, query.fetch_inputs_and_outputs))
+    return bytes(ms.QueryInstancesResponse(orchestration_state=states, continuation_token=token))
+
+
+async def _ids_after(client: Client, after: str, page: int) -> tuple[list[str], str | None]:
+    ids = sorted(await client.store.list("instances"))
+    chosen = [i for i in ids if i > after]
+    if len(chosen) > page:
+        return chosen[:page], chosen[page - 1]
+    return chosen, None
+
+
+async def list_instance_ids_ms(client: Client, data: bytes) -> bytes:
+    """ListInstanceIds (MS): ids by status, paged by ``lastInstanceKey``."""
+    request = parse(ms.ListInstanceIdsRequest, data)
+    page = request.page_size if request.page_size > 0 else _DEFAULT_PAGE
+    after = request.last_instance_key or ""
+    if not request.runtime_status:
+        ids, token = await _ids_after(client, after, page)
+        return bytes(ms.ListInstanceIdsResponse(instance_ids=ids, last_instance_key=token))
+    wanted = {cv.status_from_proto(s) for s in request.runtime_status}
+    ids = []
+    token = None
+    async for state in _matching(client, wanted, None, None):
+        if state.instance_id <= after:
+            continue
+        if len(ids) == page:
+            token = ids[-1]
+            break
+        ids.append(state.instance_id)
+    return bytes(ms.ListInstanceIdsResponse(instance_ids=ids, last_instance_key=token))
+
+
+async def list_instance_ids_dapr(client: Client, data: bytes) -> bytes:
+    """ListInstanceIDs (Dapr): every id, paged by ``continuationToken``."""
+    request = parse(dapr.ListInstanceIDsRequest, data)
+    page = request.page_size or _DEFAULT_PAGE
+    ids, token = await _ids_after(client, request.continuation_token or "", page)
+    return bytes(dapr.ListInstanceIDsResponse(instance_ids=ids, continuation_token=token))
+
+
+# -- history ----------------------------------------------------------------------------
+
+
+def history_to_dapr(instance_id: str, history: list[HistoryEvent]) -> list[dapr.HistoryEvent]:
+    """A run's whole committed history as a Dapr worker replays it (work items send
+    the same messages, so stateful-history counts agree)."""
+    started = history[0] if history else None
+    base = started.first_task_id if isinstance(started, WorkflowStarted) else 0
+    return cv.events_to_dapr(wire_order(history), instance_id=instance_id, task_base=base)
+
+
+async def get_instance_history(client: Client, data: bytes) -> bytes:
+    """GetInstanceHistory: the complete committed history of the current run."""
+    request = parse(dapr.GetInstanceHistoryRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    history = await client.get_handle(instance_id).history()
+    events = history_to_dapr(instance_id, history)
+    return bytes(dapr.GetInstanceHistoryResponse(events=events))

@@ -1,0 +1,273 @@
+"""The ``TaskHubSidecarService`` gRPC service: both dialects on one set of paths.
+
+The service is a grpclib handler table over raw bytes (:class:`BytesCodec`), so each
+call decodes its request itself: a worker stream's dialect comes from its
+``GetWorkItemsRequest``, a completion's from the stream its item went to, and a client
+request's from the wire types where the dialects collide. Every call checks the API
+token first (``dapr-api-token`` metadata) when one is configured. Errors map to gRPC
+statuses: malformed requests to INVALID_ARGUMENT, unknown instances to NOT_FOUND; a
+bug in a handler is logged and answered INTERNAL, and never takes the server down.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections import deque
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from grpclib import GRPCError, Status
+from grpclib.const import Cardinality, Handler
+from grpclib.encoding.base import CodecBase
+
+from durable._actions import FailWorkflow
+from durable._errors import (
+    DurableError,
+    InstanceExistsError,
+    InstanceNotFoundError,
+    SerializationError,
+    UnknownWorkflowError,
+)
+from durable._failure import FailureDetails
+
+from . import _management as mgmt
+from ._convert import ProtocolError
+from ._dispatch import ActivityWork, TurnWork
+from ._pastcache import PastCache
+from ._proto import dapr, ms
+from ._remote import TurnOutcome
+from ._workitems import (
+    Envelope,
+    SentTurn,
+    decode_activity,
+    decode_turn,
+    detect_dialect,
+    encode_item,
+    encode_ping,
+    parse,
+    stream_options,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from grpclib.server import Stream
+
+    from durable._client import Client
+    from durable._clock import Clock
+
+    from ._dispatch import Dispatcher, WorkerStream
+
+__all__ = ["BytesCodec", "SidecarService"]
+
+log = logging.getLogger("durable.grpc.server")
+
+_PATH = "/TaskHubSidecarService/"
+_SENT_KEPT = 10_000  # SentTurn records kept for measurements
+
+
+class BytesCodec(CodecBase):
+    """grpclib codec that hands handlers the raw message bytes (they decode per
+    dialect) and sends the bytes they return."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        if not isinstance(message, bytes):
+            raise TypeError(f"expected bytes, got {type(message).__name__}")
+        return message
+
+    def decode(self, data: bytes, message_type: Any) -> bytes:
+        return data
+
+
+Unary = Callable[[bytes], "Awaitable[bytes]"]
+
+
+class SidecarService:
+    """The service's handlers, over a dispatcher (workers) and a client (instances)."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        client: Client,
+        clock: Clock,
+        *,
+        api_token: str | None = None,
+        ping_interval: float = 30.0,
+    ) -> None:
+        if ping_interval <= 0 or ping_interval >= 120:
+            raise ValueError("ping_interval must be in (0, 120) seconds: MS workers give up at 120")
+        self.dispatcher = dispatcher
+        self.client = client
+        self.clock = clock
+        self._token = api_token.encode() if api_token else None
+        self._ping = timedelta(seconds=ping_interval)
+        self._past = PastCache()
+        self.sent: deque[SentTurn] = deque(maxlen=_SENT_KEPT)
+        """What went out for recent turns (messages in past/new events, delta or not)."""
+
+    def __mapping__(self) -> dict[str, Handler]:
+        c = self.client
+        unary: dict[str, Unary] = {
+            "Hello": self._hello,
+            "StartInstance": lambda d: mgmt.start_instance(c, d),
+            "GetInstance": lambda d: mgmt.get_instance(c, d),
+            "WaitForInstanceStart": lambda d: mgmt.wait_for_start(c, d),
+            "WaitForInstanceCompletion": lambda d: mgmt.wait_for_completion(c, d),
+            "RaiseEvent": lambda d: mgmt.raise_event(c, d),
+            "TerminateInstance": lambda d: mgmt.terminate_instance(c, d),
+            "SuspendInstance": lambda d: mgmt.suspend_instance(c, d),
+            "ResumeInstance": lambda d: mgmt.resume_instance(c, d),
+            "PurgeInstances": lambda d: mgmt.purge_instances(c, d),
+            "QueryInstances": lambda d: mgmt.query_instances(c, d),
+            "ListInstanceIds": lambda d: mgmt.list_instance_ids_ms(c, d),
+            "ListInstanceIDs": lambda d: mgmt.list_instance_ids_dapr(c, d),
+            "RerunWorkflowFromEvent": lambda d: mgmt.rerun_from_event(c, d),
+            "GetInstanceHistory": lambda d: mgmt.get_instance_history(c, d),
+            "CompleteOrchestratorTask": self._complete_turn,
+            "CompleteWorkflowTask": self._complete_turn,
+            "CompleteActivityTask": self._complete_activity,
+            "AbandonTaskOrchestratorWorkItem": self._abandon_turn,
+            "AbandonTaskActivityWorkItem": self._abandon_activity,
+        }
+        mapping = {
+            _PATH + name: Handler(self._unary(name, fn), Cardinality.UNARY_UNARY, bytes, bytes)
+            for name, fn in unary.items()
+        }
+        mapping[_PATH + "GetWorkItems"] = Handler(
+            self._get_work_items, Cardinality.UNARY_STREAM, bytes, bytes
+        )
+        return mapping
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _authorize(self, stream: Stream[Any, Any]) -> None:
+        if self._token is None:
+            return
+        sent = stream.metadata.get("dapr-api-token") if stream.metadata else None
+        given = sent.encode() if isinstance(sent, str) else b""
+        if not hmac.compare_digest(given, self._token):
+            raise GRPCError(Status.UNAUTHENTICATED, "missing or wrong dapr-api-token")
+
+    def _unary(self, name: str, fn: Unary) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+        async def handle(stream: Stream[Any, Any]) -> None:
+            self._authorize(stream)
+            data = await stream.recv_message()
+            assert data is not None
+            with _statuses(name):
+                reply = await fn(data)
+            await stream.send_message(reply)
+
+        return handle
+
+    async def _hello(self, data: bytes) -> bytes:
+        return b""
+
+    # -- workers --------------------------------------------------------------------
+
+    async def _get_work_items(self, stream: Stream[Any, Any]) -> None:
+        self._authorize(stream)
+        data = await stream.recv_message()
+        assert data is not None
+        with _statuses("GetWorkItems"):
+            dialect, capabilities = detect_dialect(data)
+        stateful, pings = stream_options(dialect, capabilities)
+        worker = self.dispatcher.connect(dialect, stateful=stateful, pings=pings)
+        try:
+            async with anyio.create_task_group() as tg:
+                if pings:
+                    tg.start_soon(self._pinger, worker)
+                await stream.send_initial_metadata()
+                async for item in worker.outbox:
+                    if item is None:
+                        await stream.send_message(encode_ping(dialect))
+                        continue
+                    if not worker.holds(item):
+                        continue  # resolved or moved since it was queued
+                    message, sent = encode_item(worker, item, self._past)
+                    if sent is not None:
+                        self.sent.append(sent)
+                    await stream.send_message(message)
+                tg.cancel_scope.cancel()
+        finally:
+            self.dispatcher.disconnect(worker)
+
+    async def _pinger(self, worker: WorkerStream) -> None:
+        while True:
+            await self.clock.sleep_until(self.clock.now() + self._ping)
+            worker.ping()
+
+    async def _complete_turn(self, data: bytes) -> bytes:
+        envelope = parse(Envelope, data)
+        item = self.dispatcher.find(envelope.completion_token, envelope.instance_id)
+        if item is None or not isinstance(item.work, TurnWork):
+            log.info("dropped a stale orchestrator completion for %r", envelope.instance_id)
+            return bytes(ms.CompleteTaskResponse())
+        try:
+            outcome = decode_turn(item.dialect, data, item.work)
+        except ProtocolError as err:
+            failure = FailureDetails("ProtocolError", f"durable cannot apply this turn: {err}")
+            self.dispatcher.resolve(item, TurnOutcome([FailWorkflow(failure)]))
+            raise
+        self.dispatcher.resolve(item, outcome)
+        return bytes(ms.CompleteTaskResponse())
+
+    async def _complete_activity(self, data: bytes) -> bytes:
+        shared = parse(dapr.ActivityResponse, data)  # fields 1, 2 and 5 are shared
+        item = self.dispatcher.find(shared.completion_token, shared.instance_id, shared.task_id)
+        if item is None or not isinstance(item.work, ActivityWork):
+            log.info("dropped a stale activity completion for %r", shared.instance_id)
+            return bytes(ms.CompleteTaskResponse())
+        self.dispatcher.resolve(item, decode_activity(item.dialect, data, item.work))
+        return bytes(ms.CompleteTaskResponse())
+
+    async def _abandon_turn(self, data: bytes) -> bytes:
+        request = parse(ms.AbandonOrchestrationTaskRequest, data)
+        self.dispatcher.abandon(request.completion_token)
+        return bytes(ms.AbandonOrchestrationTaskResponse())
+
+    async def _abandon_activity(self, data: bytes) -> bytes:
+        request = parse(ms.AbandonActivityTaskRequest, data)
+        self.dispatcher.abandon(request.completion_token)
+        return bytes(ms.AbandonActivityTaskResponse())
+
+
+class _statuses:
+    """Map durable's errors to gRPC statuses; log and hide anything unexpected."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: Any
+    ) -> None:
+        if err is None or isinstance(err, GRPCError) or not isinstance(err, Exception):
+            return
+        status = _status_of(err)
+        if status is Status.INTERNAL:
+            log.exception("%s failed", self.name, exc_info=err)
+            raise GRPCError(Status.INTERNAL, f"{self.name} failed: {type(err).__name__}") from err
+        raise GRPCError(status, str(err)) from err
+
+
+def _status_of(err: Exception) -> Status:
+    if isinstance(err, InstanceNotFoundError):
+        return Status.NOT_FOUND
+    if isinstance(err, InstanceExistsError):
+        return Status.ALREADY_EXISTS
+    if isinstance(err, UnknownWorkflowError):
+        return Status.NOT_FOUND
+    # ProtocolError and InvalidInstanceIdError are ValueErrors too; durable raises
+    # ValueError for arguments it refuses (a rerun from an event that is no step)
+    if isinstance(err, ValueError | SerializationError):
+        return Status.INVALID_ARGUMENT
+    if isinstance(err, DurableError):
+        return Status.FAILED_PRECONDITION
+    return Status.INTERNAL

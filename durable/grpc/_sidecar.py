@@ -1,0 +1,124 @@
+"""``Sidecar``: durable's engine behind the Durable Task gRPC protocol.
+
+A :class:`~durable.Runtime` whose executor is remote (turns and activities go to the
+Durable Task workers connected to ``GetWorkItems``), a :class:`~durable.Client` for the
+client RPCs, and a grpclib server on one address. ``durable sidecar`` runs one.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from grpclib.server import Server
+
+from durable._client import Client
+from durable._ids import IdSource
+from durable._registry import Registry
+from durable._runtime import Runtime
+
+from ._dispatch import Dispatcher
+from ._remote import RawCodec, RemoteExecutor
+from ._server import BytesCodec, SidecarService
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from durable._clock import Clock
+    from durable._events import HistoryEvent
+    from durable.store import ObjectStore
+
+    from ._workitems import SentTurn
+
+__all__ = ["Sidecar"]
+
+
+class Sidecar:
+    """Serves ``TaskHubSidecarService`` over a store, for Durable Task SDK workers and
+    clients (Microsoft's ``durabletask``, Dapr Workflow, durabletask-js).
+
+    Use it as an async context manager; ``port=0`` picks a free port (see
+    :attr:`port`). It listens on loopback unless ``host`` says otherwise; give
+    ``tls_cert`` and ``tls_key`` (PEM files) for TLS, and ``api_token`` to require
+    that token in every call's ``dapr-api-token`` metadata. ``max_in_flight`` bounds
+    the turns, and separately the activity attempts, handed to workers at once (each is
+    an engine slot that mostly waits for a worker's answer; more wait in a queue).
+    """
+
+    def __init__(
+        self,
+        store: str | ObjectStore = "file://./.durable",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4001,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        api_token: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        clock: Clock | None = None,
+        ping_interval: float = 30.0,
+        poll_interval: float = 1.0,
+        max_in_flight: int = 1000,
+    ) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        self.host = host
+        self.port = port
+        """The port served (the one picked, once started with ``port=0``)."""
+        self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
+        ids = IdSource()
+        self.dispatcher = Dispatcher(token_prefix=ids.run_id())
+        executor = RemoteExecutor(self.dispatcher, self._load_history)
+        self.runtime = Runtime(
+            Registry(), store=store, storage_options=storage_options, clock=clock,
+            codec=RawCodec(), max_concurrent_workflows=max_in_flight,
+            max_concurrent_activities=max_in_flight, poll_interval=poll_interval,
+            _executor=executor,
+        )  # fmt: skip
+        self.client = Client(
+            self.runtime.store, registry=None, clock=self.runtime.clock, codec=RawCodec(),
+            memo_store=self.runtime.memo_store, ids=self.runtime.client.ids,
+            _engine=self.runtime._engine,
+        )  # fmt: skip
+        self.service = SidecarService(
+            self.dispatcher, self.client, self.runtime.clock,
+            api_token=api_token, ping_interval=ping_interval,
+        )  # fmt: skip
+        self.server = Server([self.service], codec=BytesCodec())
+        """The grpclib server (for instrumentation, e.g. ``grpclib.events.listen``)."""
+
+    @property
+    def sent(self) -> list[SentTurn]:
+        """What went out for recent turns: messages in pastEvents/newEvents, the
+        stateful-history ``eventCount`` of a delta, and bytes."""
+        return list(self.service.sent)
+
+    async def _load_history(self, instance_id: str) -> list[HistoryEvent]:
+        return await self.client.get_handle(instance_id).history()
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self._tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*self._tls)
+        context.set_alpn_protocols(["h2"])
+        return context
+
+    async def __aenter__(self) -> Sidecar:
+        await self.runtime.__aenter__()
+        try:
+            await self.server.start(self.host, self.port, ssl=self._ssl_context())
+        except BaseException:
+            await self.runtime.__aexit__(None, None, None)
+            raise
+        sockets = getattr(self.server._server, "sockets", None)  # no public accessor
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.server.close()
+        try:
+            await self.server.wait_closed()
+        finally:
+            await self.runtime.__aexit__(*exc_info)

@@ -1,0 +1,193 @@
+"""Work items out, completions in: the worker side of the wire, per dialect.
+
+:func:`encode_item` writes a :class:`~durable.grpc._dispatch.Item` as the ``WorkItem``
+its stream's dialect reads, cutting a turn's ``pastEvents`` to a delta for a stream
+whose worker caches the history (stateful history, Dapr 1.19). :func:`decode_turn` and
+:func:`decode_activity` read ``CompleteOrchestratorTask`` / ``CompleteActivityTask``
+in the dialect of the stream the item went to. :func:`detect_dialect` reads a
+``GetWorkItemsRequest``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import betterproto
+import msgspec
+
+from durable._actions import CompleteWorkflow, ContinueAsNew, FailWorkflow
+
+from . import _convert as cv
+from ._convert import ProtocolError
+from ._dispatch import ActivityWork, Dialect, TurnWork, Warm
+from ._proto import dapr, ms
+from ._remote import TurnOutcome
+
+if TYPE_CHECKING:
+    from durable._actions import Action
+    from durable._events import ActivityCompleted, ActivityErrored
+
+    from ._dispatch import Item, WorkerStream
+    from ._pastcache import PastCache
+
+__all__ = [
+    "Envelope",
+    "SentTurn",
+    "decode_activity",
+    "decode_turn",
+    "detect_dialect",
+    "encode_item",
+    "encode_ping",
+    "parse",
+]
+
+_ENDS = (CompleteWorkflow, FailWorkflow, ContinueAsNew)
+M = TypeVar("M", bound=betterproto.Message)
+
+_MS_FIELDS = frozenset({1, 2, 3, 10, 11, 12})
+_STATEFUL_HISTORY, _HEALTH_PING = 2, 3  # Dapr WorkerCapability values
+
+
+def parse(cls: type[M], data: bytes) -> M:
+    """``data`` parsed as ``cls``; any decoding failure is a :class:`ProtocolError`."""
+    try:
+        return cls().parse(data)
+    except Exception as err:  # betterproto raises whatever its decoders hit
+        raise ProtocolError(f"cannot parse {cls.__name__}: {err}") from err
+
+
+@dataclass(eq=False, repr=False)
+class Envelope(betterproto.Message):
+    """What both dialects' OrchestratorResponse / WorkflowResponse share and what a
+    completion is matched by: read first, before the dialect is known."""
+
+    instance_id: str = betterproto.string_field(1)
+    completion_token: str = betterproto.string_field(4)
+
+
+def detect_dialect(data: bytes) -> tuple[Dialect, set[int]]:
+    """The dialect of a ``GetWorkItemsRequest`` and the Dapr capabilities it lists:
+    any of fields 1-3 or 10-12 is Microsoft's; field 4 is Dapr's; nothing at all is
+    the minimal mode (Dapr 1.18.3, durabletask-js)."""
+    numbers = {number for number, _ in cv.wire_fields(data)}
+    if numbers & _MS_FIELDS:
+        return "ms", set()
+    if 4 in numbers:
+        request = parse(dapr.GetWorkItemsRequest, data)
+        return "dapr", {int(c) for c in request.capabilities}
+    return "minimal", set()
+
+
+def stream_options(dialect: Dialect, capabilities: set[int]) -> tuple[bool, bool]:
+    """(stateful history, health pings) for a stream: pings to MS streams (they
+    reconnect after 120 s of silence) and to Dapr streams that accept them."""
+    stateful = dialect == "dapr" and _STATEFUL_HISTORY in capabilities
+    pings = dialect == "ms" or (dialect == "dapr" and _HEALTH_PING in capabilities)
+    return stateful, pings
+
+
+@dataclass(frozen=True)
+class SentTurn:
+    """What went out for a turn (for measurements): messages in ``pastEvents`` and
+    ``newEvents``, the ``cachedHistory.eventCount`` if it was a delta, and the size of
+    the encoded ``WorkItem`` in bytes."""
+
+    instance_id: str
+    past: int
+    new: int
+    cached: int | None
+    size: int
+
+
+def encode_ping(dialect: Dialect) -> bytes:
+    """A health-ping ``WorkItem`` (MS field 4, Dapr field 6)."""
+    if dialect == "ms":
+        return bytes(ms.WorkItem(health_ping=ms.HealthPing()))
+    return bytes(dapr.WorkItem(health_ping=dapr.HealthPing()))
+
+
+def encode_item(
+    stream: WorkerStream, item: Item, cache: PastCache
+) -> tuple[bytes, SentTurn | None]:
+    """``item`` as its stream's ``WorkItem``, and for a turn what was sent; ``cache``
+    holds the converted histories of recent runs."""
+    work = item.work
+    if isinstance(work, ActivityWork):
+        return _encode_activity(stream.dialect, work, item.token), None
+    if stream.dialect == "ms":
+        past_ms = cache.ms(work)
+        new_ms = cv.events_to_ms(work.new, instance_id=work.instance_id, task_base=work.task_base)
+        request = ms.OrchestratorRequest(
+            instance_id=work.instance_id, execution_id=work.run_id or None,
+            past_events=past_ms, new_events=new_ms,
+        )  # fmt: skip
+        data = bytes(ms.WorkItem(orchestrator_request=request, completion_token=item.token))
+        return data, SentTurn(work.instance_id, len(past_ms), len(new_ms), None, len(data))
+    past = cache.dapr(work)
+    new = cv.events_to_dapr(work.new, instance_id=work.instance_id, task_base=work.task_base)
+    full = len(past)
+    cached: dapr.CachedHistory | None = None
+    if stream.stateful:
+        count = stream.cached(work)
+        if 0 < count <= full:
+            past, cached = past[count:], dapr.CachedHistory(event_count=count)
+        if work.past:
+            stream.remember(work.instance_id, Warm(work.run_id, full, len(work.past),
+                                                   work.past[-1]))  # fmt: skip
+        else:
+            stream.warm.pop(work.instance_id, None)
+    wf = dapr.WorkflowRequest(
+        instance_id=work.instance_id, execution_id=work.run_id or None,
+        past_events=past, new_events=new, cached_history=cached,
+    )  # fmt: skip
+    data = bytes(dapr.WorkItem(workflow_request=wf, completion_token=item.token))
+    delta = cached.event_count if cached else None
+    return data, SentTurn(work.instance_id, len(past), len(new), delta, len(data))
+
+
+def _encode_activity(dialect: Dialect, work: ActivityWork, token: str) -> bytes:
+    scheduled = work.scheduled
+    base = scheduled.task_id - work.wire_task_id
+    if dialect == "ms":
+        request = cv.activity_request_to_ms(
+            scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base
+        )
+        return bytes(ms.WorkItem(activity_request=request, completion_token=token))
+    dapr_request = cv.activity_request_to_dapr(
+        scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base
+    )
+    return bytes(dapr.WorkItem(activity_request=dapr_request, completion_token=token))
+
+
+def decode_turn(dialect: Dialect, data: bytes, work: TurnWork) -> TurnOutcome:
+    """A completed turn, read in ``dialect``; raises :class:`ProtocolError` for an
+    answer durable cannot apply."""
+    response: ms.OrchestratorResponse | dapr.WorkflowResponse
+    if dialect == "ms":
+        response = parse(ms.OrchestratorResponse, data)
+    else:
+        response = parse(dapr.WorkflowResponse, data)
+    actions: list[Action] = []
+    for proto_action in response.actions:
+        action = cv.action_from_proto(proto_action, task_base=work.task_base)
+        if action is not None:
+            actions.append(action)
+    # durable records a turn's patches at its end, before the run's end if it ends
+    ends = [a for a in actions if isinstance(a, _ENDS)]
+    steps = [a for a in actions if not isinstance(a, _ENDS)]
+    patches = cv.patches_from_proto(response, recorded=work.recorded_patches)
+    return TurnOutcome([*steps, *patches, *ends], cv.payload_from_proto(response.custom_status))
+
+
+def decode_activity(
+    dialect: Dialect, data: bytes, work: ActivityWork
+) -> ActivityCompleted | ActivityErrored:
+    """A completed activity attempt, read in ``dialect``, as the event it reports."""
+    response: ms.ActivityResponse | dapr.ActivityResponse
+    if dialect == "ms":
+        response = parse(ms.ActivityResponse, data)
+    else:
+        response = parse(dapr.ActivityResponse, data)
+    outcome = cv.activity_result_from_proto(response)
+    return msgspec.structs.replace(outcome, task_id=work.scheduled.task_id)
