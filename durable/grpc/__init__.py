@@ -5,6 +5,13 @@ to durable through ``TaskHubSidecarService``. Its two wire dialects are generate
 ``protos/`` into ``durable.grpc._proto`` (``ms`` and ``dapr``) and converted to and
 from durable's own model by ``durable.grpc._convert``; protobuf types never leave this
 package.
+
+:class:`RemoteWorker` runs a :class:`~durable.Registry`'s workflows and activities for
+a sidecar on another machine, keeping suspended runs between turns (stateful
+history); :class:`RemoteClient` is :class:`durable.Client`'s surface over a sidecar.
 """
 
-__all__: list[str] = []
+from ._client import RemoteClient, RemoteWorkflowHandle
+from ._worker import RemoteWorker
+
+__all__ = ["RemoteClient", "RemoteWorker", "RemoteWorkflowHandle"]

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from durable._replay import WorkflowRun
+
 if TYPE_CHECKING:
     from durable._clock import Clock
-    from durable._replay import WorkflowRun
 
 __all__ = ["CacheEntry", "CacheStats", "HistoryCache"]
 

@@ -333,7 +333,8 @@ def _start_first(
     Only turn starts may come before it; it may sit in ``new`` (a first turn), in
     which case it moves to ``past``, since durable replays it before the turn.
     """
-    for index, event in enumerate([*past, *new]):
+    index = 0
+    for index, event in enumerate([*past, *new]):  # noqa: B007 (used after the loop)
         if isinstance(event, WorkflowStarted):
             break
         if not isinstance(event, TurnStarted):

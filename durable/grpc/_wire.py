@@ -9,7 +9,6 @@ every SDK uses), and a warning is an error under pytest's strict settings.
 
 from __future__ import annotations
 
-import ssl as _ssl
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import betterproto
@@ -17,6 +16,7 @@ import grpclib.const
 from grpclib.client import Channel
 
 if TYPE_CHECKING:
+    import ssl as _ssl
     from collections.abc import Mapping
 
 __all__ = ["Dialect", "check_dialect", "metadata_for", "open_channel", "parse_target", "unary"]
@@ -71,7 +71,7 @@ async def unary(
     reply_type: type[Reply],
     *,
     metadata: Mapping[str, str] | None,
-    timeout: float | None,
+    seconds: float | None,
 ) -> Reply:
     """Call ``/TaskHubSidecarService/{method}`` with one request, one reply."""
     async with channel.request(
@@ -79,7 +79,7 @@ async def unary(
         grpclib.const.Cardinality.UNARY_UNARY,
         type(request),
         reply_type,
-        timeout=timeout,
+        timeout=seconds,
         metadata=metadata,
     ) as stream:
         await stream.send_message(request, end=True)

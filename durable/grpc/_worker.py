@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import betterproto
 import grpclib.const
-from anyio.abc import TaskStatus
 from betterproto.lib.google.protobuf import Empty
 
-from durable._activity import execute_activity
 from durable._actions import FailWorkflow
+from durable._activity import execute_activity
 from durable._clock import Clock, SystemClock
 from durable._codec import JsonCodec, PayloadCodec
 from durable._events import ActivityErrored, ActivityScheduled
+from durable._state import WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheStats, HistoryCache
 from durable.grpc._proto import dapr, ms
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from types import TracebackType
 
+    from anyio.abc import TaskStatus
     from grpclib.client import Channel
 
     from durable._events import ActivityCompleted
@@ -199,16 +200,13 @@ class RemoteWorker:
         channel = self._channel
         assert channel is not None
         await unary(
-            channel, "Hello", Empty(), Empty, metadata=self._metadata, timeout=_CALL_TIMEOUT
+            channel, "Hello", Empty(), Empty, metadata=self._metadata, seconds=_CALL_TIMEOUT
         )
         request: betterproto.Message
         reply_type: type[ms.WorkItem] | type[dapr.WorkItem]
         if self.dialect == "dapr":
             request = dapr.GetWorkItemsRequest(
-                capabilities=[
-                    dapr.WorkerCapability.STATEFUL_HISTORY,
-                    dapr.WorkerCapability.HEALTH_PING,
-                ]
+                capabilities=[dapr.WorkerCapability(2), dapr.WorkerCapability(3)]
             )
             reply_type = dapr.WorkItem
         else:
@@ -259,9 +257,7 @@ class RemoteWorker:
             cached: int | None = None
             if isinstance(request, dapr.WorkflowRequest) and request.cached_history is not None:
                 cached = request.cached_history.event_count
-            outcome = self.turns.take(
-                instance_id, request.past_events, request.new_events, cached
-            )
+            outcome = self.turns.take(instance_id, request.past_events, request.new_events, cached)
             if outcome is None:
                 try:
                     history = await self._fetch_history(instance_id)
@@ -298,7 +294,7 @@ class RemoteWorker:
             dapr.GetInstanceHistoryRequest(instance_id=instance_id),
             dapr.GetInstanceHistoryResponse,
             metadata=self._metadata,
-            timeout=_CALL_TIMEOUT,
+            seconds=_CALL_TIMEOUT,
         )
         return list(reply.events)
 
@@ -315,12 +311,14 @@ class RemoteWorker:
             response,
             _complete_reply(self.dialect),
             metadata=self._metadata,
-            timeout=_CALL_TIMEOUT,
+            seconds=_CALL_TIMEOUT,
         )
 
     # -- activities -------------------------------------------------------------------
 
-    async def _activity_item(self, request: ms.ActivityRequest | dapr.ActivityRequest, token: str) -> None:
+    async def _activity_item(
+        self, request: ms.ActivityRequest | dapr.ActivityRequest, token: str
+    ) -> None:
         async with self._activity_slots:
             if isinstance(request, ms.ActivityRequest):
                 instance_id = request.orchestration_instance.instance_id
@@ -344,7 +342,7 @@ class RemoteWorker:
                     response,
                     _complete_reply(self.dialect),
                     metadata=self._metadata,
-                    timeout=_CALL_TIMEOUT,
+                    seconds=_CALL_TIMEOUT,
                 )
             except Exception as exc:
                 log.warning(
@@ -397,7 +395,7 @@ def _workflow_response_ms(outcome: TurnOutcome, token: str) -> ms.OrchestratorRe
             ms.OrchestratorAction(
                 id=-1,
                 complete_orchestration=ms.CompleteOrchestrationAction(
-                    orchestration_status=ms.OrchestrationStatus.TERMINATED,
+                    orchestration_status=cv.status_to_ms(WorkflowStatus.TERMINATED),
                     result=cv.payload_to_proto(outcome.terminated.output),
                 ),
             )
@@ -422,7 +420,7 @@ def _workflow_response_dapr(outcome: TurnOutcome, token: str) -> dapr.WorkflowRe
             dapr.WorkflowAction(
                 id=-1,
                 complete_workflow=dapr.CompleteWorkflowAction(
-                    workflow_status=dapr.OrchestrationStatus.TERMINATED,
+                    workflow_status=cv.status_to_dapr(WorkflowStatus.TERMINATED),
                     result=cv.payload_to_proto(outcome.terminated.output),
                 ),
             )
