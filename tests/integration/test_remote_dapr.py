@@ -1,0 +1,207 @@
+"""RemoteWorker and RemoteClient in the Dapr dialect, with stateful history, against the
+in-test sidecar of ``dapr_stub`` (grpclib on loopback)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+from dapr_stub import DaprStub, serve
+
+import durable
+from durable import ActivityContext, WorkflowContext, WorkflowStatus
+from durable._events import ActivityScheduled, WorkflowStarted
+from durable.grpc import RemoteClient, RemoteWorker
+from durable.grpc._proto import dapr
+
+registry = durable.Registry()
+gate = {"open": True}
+
+
+@registry.activity
+async def step(ctx: ActivityContext, x: int) -> int:
+    return x + 1
+
+
+@registry.workflow
+async def chain(ctx: WorkflowContext, n: int) -> int:
+    total = 0
+    for _ in range(n):
+        total = await ctx.call_activity(step, total)
+    await ctx.sleep(timedelta(hours=1))  # the stub fires timers at once
+    fan = await ctx.all([ctx.call_activity(step, i) for i in range(3)])
+    got = await ctx.wait_for_event("go", type=int)
+    kid = await ctx.call_workflow(small, got)
+    ctx.set_custom_status("done")
+    return total + sum(fan) + kid
+
+
+@registry.workflow
+async def small(ctx: WorkflowContext, x: int) -> int:
+    return await ctx.call_activity(step, x)
+
+
+@registry.workflow
+async def waiter(ctx: WorkflowContext) -> Any:
+    return await ctx.wait_for_event("go")
+
+
+@registry.workflow
+async def looping(ctx: WorkflowContext, n: int) -> int:
+    n = await ctx.call_activity(step, n)
+    if n < 3:
+        ctx.continue_as_new(n)
+    return n
+
+
+class Env:
+    def __init__(self, stub: DaprStub, worker: RemoteWorker, client: RemoteClient, port: int):
+        self.stub, self.worker, self.client, self.port = stub, worker, client, port
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    stub = DaprStub(api_token="s3cret")
+    server, port = await serve(stub)
+    try:
+        target = f"127.0.0.1:{port}"
+        async with (
+            RemoteWorker(
+                registry,
+                target,
+                api_token="s3cret",
+                reconnect_delay=timedelta(milliseconds=10),
+            ) as worker,
+            RemoteClient(
+                target, api_token="s3cret", registry=registry, poll_interval=0.01
+            ) as client,
+        ):
+            with anyio.fail_after(10):
+                await worker.wait_connected()
+            yield Env(stub, worker, client, port)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _until(handle: Any, status: WorkflowStatus) -> None:
+    client = handle._client
+    with anyio.fail_after(10):
+        while (await handle.describe()).status is not status:
+            await client.clock.sleep_until(
+                client.clock.now() + timedelta(seconds=client.poll_interval)
+            )
+
+
+@pytest.mark.anyio
+async def test_capabilities_and_deltas(env: Env) -> None:
+    (request,) = env.stub.requests
+    assert set(request.capabilities) == {
+        dapr.WorkerCapability.STATEFUL_HISTORY,
+        dapr.WorkerCapability.HEALTH_PING,
+    }
+    handle = await env.client.start(chain, 5, instance_id="chain-1")
+    await handle.raise_event("go", 10)
+    with anyio.fail_after(10):
+        assert await handle == 5 + (1 + 2 + 3) + 11
+    turns = [s for s in env.stub.sent if s.instance_id == "chain-1"]
+    assert len(turns) >= 9
+    # the first turn has no history, the second gets it whole, then only deltas
+    assert turns[0].cached is None
+    assert all(s.cached is not None for s in turns[2:])
+    assert max(s.past for s in turns[2:]) <= 5  # what one turn committed, not the history
+    assert sum(s.past for s in turns) < 40  # the history is 30 events by the end
+    assert env.stub.history_calls == []  # never a miss
+    stats = env.worker.cache_stats()
+    assert stats.hits >= len(turns) - 1
+    assert stats.entries == 0
+    assert (await handle.describe()).custom_status == "done"
+    history = await handle.history()
+    assert sum(isinstance(e, WorkflowStarted) for e in history) == 1
+    assert sum(isinstance(e, ActivityScheduled) for e in history) == 8
+
+
+@pytest.mark.anyio
+async def test_a_wrong_event_count_falls_back_to_get_instance_history(env: Env) -> None:
+    handle = await env.client.start(waiter, instance_id="w-1")
+    await _until(handle, WorkflowStatus.RUNNING)
+    env.stub.warm["w-1"] = 1  # the sidecar's idea of what the worker holds is wrong
+    await handle.raise_event("go", "x")
+    with anyio.fail_after(10):
+        assert await handle == "x"
+    assert env.stub.history_calls == ["w-1"]
+    assert env.worker.history_fetches == 1
+
+
+@pytest.mark.anyio
+async def test_reconnect_clears_the_cache_and_gets_full_histories(env: Env) -> None:
+    handle = await env.client.start(waiter, instance_id="w-2")
+    await _until(handle, WorkflowStatus.RUNNING)
+    assert "w-2" in env.worker.cache
+    env.stub.drop_stream()
+    with anyio.fail_after(10):
+        while env.stub.streams < 2:
+            await env.client.clock.sleep_until(env.client.clock.now() + timedelta(seconds=0.01))
+    await handle.raise_event("go", 1)
+    with anyio.fail_after(10):
+        assert await handle == 1
+    assert env.worker.connects == 2
+    last = [s for s in env.stub.sent if s.instance_id == "w-2"][-1]
+    assert last.cached is None  # a new stream: the whole history
+    assert last.past > 0
+
+
+@pytest.mark.anyio
+async def test_suspend_resume_terminate_and_purge(env: Env) -> None:
+    handle = await env.client.start(waiter)
+    await _until(handle, WorkflowStatus.RUNNING)
+    await handle.suspend("pause")
+    await _until(handle, WorkflowStatus.SUSPENDED)
+    await handle.raise_event("go", 5)
+    await handle.resume()
+    with anyio.fail_after(10):
+        assert await handle == 5
+    other = await env.client.start(waiter)
+    await _until(other, WorkflowStatus.RUNNING)
+    with pytest.raises(durable.InstanceRunningError):
+        await env.client.purge(other.instance_id)
+    await other.terminate(output="bye")
+    await _until(other, WorkflowStatus.TERMINATED)
+    assert (await other.describe()).output == "bye"
+    assert other.instance_id not in env.worker.cache
+    await env.client.purge(other.instance_id)
+    with pytest.raises(durable.InstanceNotFoundError):
+        await other.describe()
+
+
+@pytest.mark.anyio
+async def test_continue_as_new_sends_full_histories(env: Env) -> None:
+    handle = await env.client.start(looping, 0, instance_id="loop")
+    with anyio.fail_after(10):
+        assert await handle == 3
+    assert env.stub.history_calls == []
+
+
+@pytest.mark.anyio
+async def test_api_token_is_checked(env: Env) -> None:
+    async with RemoteClient(f"127.0.0.1:{env.port}", api_token="wrong") as bad:
+        with pytest.raises(durable.DurableError, match="UNAUTHENTICATED"):
+            await bad.get_handle("x").describe()
+
+
+@pytest.mark.anyio
+async def test_list_pages_through_ids(env: Env) -> None:
+    ids = [(await env.client.start(small, i, instance_id=f"s-{i}")).instance_id for i in range(3)]
+    for iid in ids:
+        with anyio.fail_after(10):
+            await env.client.get_handle(iid)
+    listed = [s.instance_id async for s in env.client.list(page_size=2, name="small")]
+    assert listed == ids
+    with pytest.raises(durable.InstanceExistsError):
+        await env.client.start(small, 1, instance_id="s-1")
+    again = await env.client.start(small, 7, instance_id="s-1", reuse=True)
+    with anyio.fail_after(10):
+        assert await again == 8
