@@ -339,7 +339,11 @@ class RemoteClient:
         else:
             status = cv.status_from_proto(state.workflow_status)
         input_type, output_type = self._types(state.name)
-        failure = state.failure_details
+        details = state.failure_details
+        failure = cv.failure_from_proto(details) if details and details.error_type else None
+        if failure is None and status is WorkflowStatus.TERMINATED:
+            # as durable's own log reports a termination (the wire has no reason)
+            failure = FailureDetails("Terminated", "terminated")
         return WorkflowState(
             instance_id=state.instance_id or instance_id,
             name=state.name,
@@ -348,7 +352,7 @@ class RemoteClient:
             output=self._decode(
                 state.output, output_type if status is WorkflowStatus.COMPLETED else Any
             ),
-            failure=cv.failure_from_proto(failure) if failure and failure.error_type else None,
+            failure=failure,
             custom_status=self._decode(state.custom_status),
             created_at=state.created_timestamp,
             updated_at=state.last_updated_timestamp,

@@ -38,12 +38,13 @@ from durable._activity import execute_activity
 from durable._clock import Clock, SystemClock
 from durable._codec import JsonCodec, PayloadCodec
 from durable._events import ActivityErrored, ActivityScheduled
+from durable._failure import failure_from_exception
 from durable._state import WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheStats, HistoryCache
 from durable.grpc._proto import dapr, ms
 from durable.grpc._turns import TurnOutcome, TurnTaker
-from durable.grpc._wire import check_dialect, metadata_for, open_channel, unary
+from durable.grpc._wire import check_dialect, metadata_for, open_channel, parse_target, unary
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -107,6 +108,7 @@ class RemoteWorker:
         self.registry = registry
         self.target = target
         self.dialect = check_dialect(dialect)
+        parse_target(target)  # a bad target fails here, not in the background
         self.codec: PayloadCodec = codec or JsonCodec()
         self.memo_store = memo_store
         self.clock: Clock = clock or SystemClock()
@@ -121,6 +123,8 @@ class RemoteWorker:
             max_bytes=cache_max_bytes,
         )
         self.turns = TurnTaker(registry, self.codec, self.cache)
+        self.attempts = 0
+        """How many times the worker tried to connect."""
         self.connects = 0
         """How many times the work-item stream was opened."""
         self.history_fetches = 0
@@ -141,9 +145,17 @@ class RemoteWorker:
     # -- lifecycle --------------------------------------------------------------------
 
     async def __aenter__(self) -> RemoteWorker:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        await self._tg.start(self.run)
+        if self._tg is not None:
+            raise RuntimeError("this RemoteWorker is already running")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await tg.start(self.run)
+        except BaseException as exc:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._tg = tg
         return self
 
     async def __aexit__(
@@ -188,7 +200,7 @@ class RemoteWorker:
     async def _backoff(self, failures: int) -> None:
         """Wait before reconnecting: exponential in the failures in a row, jittered
         (half fixed, half random) so a fleet does not reconnect in lockstep."""
-        base = self.reconnect_delay.total_seconds() * 2 ** min(failures, 16)
+        base = self.reconnect_delay.total_seconds() * 2 ** min(max(failures - 1, 0), 16)
         base = min(base, self.reconnect_max_delay.total_seconds())
         delay = base / 2 + self._rng.uniform(0, base / 2)
         await self.clock.sleep_until(self.clock.now() + timedelta(seconds=delay))
@@ -199,6 +211,7 @@ class RemoteWorker:
         """Say Hello, open GetWorkItems and hand each item to a task in ``work``."""
         channel = self._channel
         assert channel is not None
+        self.attempts += 1
         await unary(
             channel, "Hello", Empty(), Empty, metadata=self._metadata, seconds=_CALL_TIMEOUT
         )
@@ -257,7 +270,12 @@ class RemoteWorker:
             cached: int | None = None
             if isinstance(request, dapr.WorkflowRequest) and request.cached_history is not None:
                 cached = request.cached_history.event_count
-            outcome = self.turns.take(instance_id, request.past_events, request.new_events, cached)
+            try:
+                outcome = self.turns.take(
+                    instance_id, request.past_events, request.new_events, cached
+                )
+            except Exception as exc:  # a bug here must not take the worker down
+                outcome = TurnOutcome(instance_id, failure=failure_from_exception(exc))
             if outcome is None:
                 try:
                     history = await self._fetch_history(instance_id)

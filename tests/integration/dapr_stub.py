@@ -392,10 +392,10 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
         )
 
 
-async def serve(stub: DaprStub) -> tuple[Server, int]:
-    """Start ``stub`` on a free loopback port."""
+async def serve(stub: DaprStub, port: int = 0) -> tuple[Server, int]:
+    """Start ``stub`` on loopback (on a free port unless ``port`` is given)."""
     server = Server([stub])
     stub.attach(server)
-    await server.start("127.0.0.1", 0)
+    await server.start("127.0.0.1", port)
     port: int = server._server.sockets[0].getsockname()[1]  # no public accessor
     return server, port

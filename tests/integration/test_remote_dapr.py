@@ -3,8 +3,10 @@ in-test sidecar of ``dapr_stub`` (grpclib on loopback)."""
 
 from __future__ import annotations
 
+import random
+import socket
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -205,3 +207,57 @@ async def test_list_pages_through_ids(env: Env) -> None:
     again = await env.client.start(small, 7, instance_id="s-1", reuse=True)
     with anyio.fail_after(10):
         assert await again == 8
+
+
+class RecordingClock(durable.MockClock):
+    """A MockClock that records how long each sleep asks for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self.waiting = anyio.Event()
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        self.waits.append((deadline - self.now()).total_seconds())
+        self.waiting.set()
+        await super().sleep_until(deadline)
+
+    async def next_wait(self) -> float:
+        with anyio.fail_after(10):
+            await self.waiting.wait()
+        self.waiting = anyio.Event()
+        return self.waits[-1]
+
+
+@pytest.mark.anyio
+async def test_reconnects_with_jittered_backoff_on_the_clock() -> None:
+    """Nothing listens: the worker retries after growing, jittered delays, waiting on
+    its Clock (no real time passes); once a sidecar appears it connects."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    clock = RecordingClock()
+    worker = RemoteWorker(
+        registry, f"127.0.0.1:{port}", clock=clock, rng=random.Random(7),
+        reconnect_delay=timedelta(seconds=1), reconnect_max_delay=timedelta(seconds=4),
+    )  # fmt: skip
+    async with worker:
+        waits = []
+        for _ in range(4):
+            waits.append(await clock.next_wait())
+            assert worker.connects == 0
+            clock.advance(timedelta(seconds=waits[-1]))
+        assert worker.attempts >= 4
+        for wait, (low, high) in zip(waits, [(0.5, 1), (1, 2), (2, 4), (2, 4)], strict=True):
+            assert low <= wait <= high
+        assert len(set(waits)) == 4  # jittered
+        stub = DaprStub()
+        server, _ = await serve(stub, port)
+        try:
+            clock.advance(timedelta(seconds=4))
+            with anyio.fail_after(10):
+                await worker.wait_connected()
+            assert worker.connects == 1  # Hello answered, the stream opened
+        finally:
+            server.close()
+            await server.wait_closed()

@@ -187,7 +187,7 @@ async def test_terminate(remote: Remote) -> None:
     await handle.terminate(reason="enough", output={"stopped": True})
     with anyio.fail_after(20), pytest.raises(durable.WorkflowFailed) as err:
         await handle
-    assert err.value.failure.type == "TERMINATED"
+    assert err.value.failure.type == "Terminated"
     state = await handle.describe()
     assert state.status is WorkflowStatus.TERMINATED
     assert state.output == {"stopped": True}

@@ -53,3 +53,11 @@ def test_statuses() -> None:
         durable.WorkflowStatus.FAILED,
         durable.WorkflowStatus.TERMINATED,
     }
+
+
+def test_grpc_exports() -> None:
+    import durable.grpc
+
+    assert durable.grpc.__all__ == ["RemoteClient", "RemoteWorker", "RemoteWorkflowHandle"]
+    for name in durable.grpc.__all__:
+        assert hasattr(durable.grpc, name)
