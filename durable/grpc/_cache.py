@@ -134,6 +134,12 @@ class HistoryCache:
             self._evict_oldest()
         return True
 
+    def discard(self, instance_id: str, entry: CacheEntry) -> None:
+        """Forget ``entry`` if it is still the one kept for ``instance_id`` (if a
+        later turn took it meanwhile, that turn owns it now)."""
+        if self._entries.get(instance_id) is entry:
+            self.drop(instance_id)
+
     def drop(self, instance_id: str) -> None:
         """Forget ``instance_id`` (its run ended)."""
         entry = self._entries.pop(instance_id, None)

@@ -210,15 +210,21 @@ class TurnTaker:
         return outcome
 
     def settle(self, outcome: TurnOutcome, *, generation: int) -> None:
-        """The sidecar accepted ``outcome``: keep its run for the next turn."""
+        """Keep the turn's run for the next turn (``generation``: the cache's when the
+        turn began; a cleared cache refuses it).
+
+        Safe before the sidecar has accepted the answer: the next turn trusts the run
+        only if the history it brings holds what this turn decided, so an answer that
+        is dropped or lost costs a replay, never a wrong turn. Kept before sending, the
+        run is there even when the next turn arrives before the completion's reply.
+        """
         if outcome.entry is not None:
             self.cache.put(outcome.instance_id, outcome.entry, generation=generation)
-            outcome.entry = None
 
     def discard(self, outcome: TurnOutcome) -> None:
-        """The answer did not reach the sidecar: the run cannot be trusted any more."""
+        """The answer did not reach the sidecar: forget the turn's run."""
         if outcome.entry is not None:
-            outcome.entry.run.close()
+            self.cache.discard(outcome.instance_id, outcome.entry)
             outcome.entry = None
 
     # -- internals --------------------------------------------------------------------

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -81,6 +81,12 @@ class RemoteWorker:
     ``dialect`` is ``"dapr"`` (Dapr 1.19's protocol, with stateful history) or
     ``"ms"`` (Microsoft's ``durabletask``). ``ssl`` is an ``ssl.SSLContext`` or True
     (the default context); ``api_token`` is sent as ``dapr-api-token``.
+
+    Between reconnects the worker waits ``reconnect_delay``, doubling per failure up
+    to ``reconnect_max_delay``, jittered; a stream silent for ``idle_timeout`` (no work,
+    no health ping) is dropped and reopened. The history cache keeps suspended runs
+    for ``cache_ttl`` after their last turn, at most ``cache_max_instances`` of them
+    and ``cache_max_bytes`` of history (estimated from the events they were fed).
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class RemoteWorker:
         cache_max_bytes: int = 64 * 1024 * 1024,
         reconnect_delay: timedelta = timedelta(seconds=1),
         reconnect_max_delay: timedelta = timedelta(seconds=30),
+        idle_timeout: timedelta | None = timedelta(seconds=120),
         rng: random.Random | None = None,
     ) -> None:
         if max_concurrent_activities < 1 or max_concurrent_workflows < 1:
@@ -116,6 +123,7 @@ class RemoteWorker:
         self.max_concurrent_workflows = max_concurrent_workflows
         self.reconnect_delay = reconnect_delay
         self.reconnect_max_delay = reconnect_max_delay
+        self.idle_timeout = idle_timeout
         self.cache = HistoryCache(
             self.clock,
             ttl=cache_ttl,
@@ -242,8 +250,27 @@ class RemoteWorker:
                 self.connects += 1
                 self._connected.set()
                 log.info("connected to %s (%s dialect)", self.target, self.dialect)
-                while (item := await stream.recv_message()) is not None:
-                    self._dispatch(work, conn, item)
+                async with anyio.create_task_group() as watch:
+                    heard = [self.clock.now()]
+                    if self.idle_timeout is not None:
+                        watch.start_soon(self._watchdog, scope, heard, self.idle_timeout)
+                    while (item := await stream.recv_message()) is not None:
+                        heard[0] = self.clock.now()
+                        self._dispatch(work, conn, item)
+                    watch.cancel_scope.cancel()
+
+    async def _watchdog(
+        self, scope: anyio.CancelScope, heard: list[datetime], idle: timedelta
+    ) -> None:
+        """Drop the stream when nothing (not even a health ping) came for ``idle``: a
+        connection can die without either side noticing."""
+        while True:
+            deadline = heard[0] + idle
+            if self.clock.now() >= deadline:
+                log.warning("nothing from %s for %s: reconnecting", self.target, idle)
+                scope.cancel()
+                return
+            await self.clock.sleep_until(deadline)
 
     def _dispatch(
         self, work: anyio.abc.TaskGroup, conn: _Connection, item: ms.WorkItem | dapr.WorkItem
@@ -295,13 +322,12 @@ class RemoteWorker:
                     outcome.failure.type,
                     outcome.failure.message,
                 )
+            self.turns.settle(outcome, generation=conn.generation)
             try:
                 await self._complete_workflow(outcome, token)
             except Exception as exc:
                 self.turns.discard(outcome)
                 log.warning("instance %r: completing the turn failed: %r", instance_id, exc)
-                return
-            self.turns.settle(outcome, generation=conn.generation)
 
     async def _fetch_history(self, instance_id: str) -> list[dapr.HistoryEvent]:
         assert self._channel is not None

@@ -261,3 +261,28 @@ async def test_reconnects_with_jittered_backoff_on_the_clock() -> None:
         finally:
             server.close()
             await server.wait_closed()
+
+
+@pytest.mark.anyio
+async def test_a_silent_stream_is_dropped_and_reopened() -> None:
+    stub = DaprStub()
+    server, port = await serve(stub)
+    clock = RecordingClock()
+    try:
+        async with RemoteWorker(
+            registry, f"127.0.0.1:{port}", clock=clock, idle_timeout=timedelta(seconds=60),
+            reconnect_delay=timedelta(seconds=1),
+        ) as worker:  # fmt: skip
+            await worker.wait_connected()
+            assert await clock.next_wait() == 60  # the watchdog
+            clock.advance(timedelta(seconds=59))
+            assert worker.connects == 1
+            clock.advance(timedelta(seconds=1))  # a minute of silence
+            backoff = await clock.next_wait()
+            assert 0.5 <= backoff <= 1
+            clock.advance(timedelta(seconds=backoff))
+            assert await clock.next_wait() == 60  # watching the new stream
+            assert worker.connects == 2
+    finally:
+        server.close()
+        await server.wait_closed()

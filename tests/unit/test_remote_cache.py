@@ -323,3 +323,17 @@ def test_an_unknown_workflow_is_a_failed_turn_not_a_crash() -> None:
     assert outcome is not None
     assert outcome.failure is not None
     assert "executionStarted" in outcome.failure.message
+
+
+def test_discard_forgets_only_the_entry_still_kept() -> None:
+    cache = HistoryCache(MockClock(AT))
+    first = _entry()
+    cache.put("a", first, generation=0)
+    cache.discard("a", first)
+    assert "a" not in cache
+    assert first.run.terminated
+    taken = _entry()
+    cache.put("a", taken, generation=0)
+    assert cache.take("a") is taken  # a later turn owns it now
+    cache.discard("a", taken)
+    assert not taken.run.terminated
