@@ -9,6 +9,7 @@ every SDK uses), and a warning is an error under pytest's strict settings.
 
 from __future__ import annotations
 
+import ssl as _ssl
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import betterproto
@@ -16,7 +17,6 @@ import grpclib.const
 from grpclib.client import Channel
 
 if TYPE_CHECKING:
-    import ssl as _ssl
     from collections.abc import Mapping
 
 __all__ = ["Dialect", "check_dialect", "metadata_for", "open_channel", "parse_target", "unary"]
@@ -54,8 +54,10 @@ def parse_target(target: str) -> tuple[str, int, bool]:
 
 def open_channel(target: str, ssl: _ssl.SSLContext | bool | None) -> Channel:
     """A channel to ``target``; TLS when ``ssl`` is a context or True, or the target
-    has a secure scheme."""
+    has a secure scheme. A context given is set to offer HTTP/2 by ALPN."""
     host, port, tls = parse_target(target)
+    if isinstance(ssl, _ssl.SSLContext):
+        ssl.set_alpn_protocols(["h2"])  # gRPC runs on HTTP/2: the server requires it
     return Channel(host, port, ssl=ssl if ssl is not None else (True if tls else None))
 
 

@@ -4,14 +4,19 @@ in-test sidecar of ``dapr_stub`` (grpclib on loopback)."""
 from __future__ import annotations
 
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from dapr_stub import DaprStub, serve
+from grpclib.server import Server
 
 import durable
 from durable import ActivityContext, WorkflowContext, WorkflowStatus
@@ -283,6 +288,51 @@ async def test_a_silent_stream_is_dropped_and_reopened() -> None:
             clock.advance(timedelta(seconds=backoff))
             assert await clock.next_wait() == 60  # watching the new stream
             assert worker.connects == 2
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (made by the openssl command)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.anyio
+async def test_tls(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    server_ctx.set_alpn_protocols(["h2"])
+    stub = DaprStub()
+    server = Server([stub])
+    await server.start("127.0.0.1", 0, ssl=server_ctx)
+    port = server._server.sockets[0].getsockname()[1]
+    target = f"127.0.0.1:{port}"
+    try:
+        async with (
+            RemoteWorker(registry, target, ssl=ssl.create_default_context(cafile=cert)) as worker,
+            RemoteClient(
+                target, ssl=ssl.create_default_context(cafile=cert), poll_interval=0.01
+            ) as client,
+        ):
+            with anyio.fail_after(10):
+                await worker.wait_connected()
+                assert await (await client.start("small", 1)) == 2
+        # without trusting the certificate, nothing gets through
+        async with RemoteClient(target, ssl=True) as untrusting:
+            with pytest.raises(ssl.SSLError):
+                await untrusting.get_handle("x").describe()
     finally:
         server.close()
         await server.wait_closed()
