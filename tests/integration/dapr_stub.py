@@ -41,6 +41,7 @@ from durable._events import (
     EventRaised,
     HistoryEvent,
     ParentRef,
+    PatchApplied,
     TimerCreated,
     TimerFired,
     TurnStarted,
@@ -90,6 +91,7 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
         self.instances: dict[str, Instance] = {}
         self.sent: list[Sent] = []
         self.history_calls: list[str] = []
+        self.patch_lists: list[list[str]] = []  # WorkflowResponse.version.patches, per turn
         self.requests: list[dapr.GetWorkItemsRequest] = []
         self.streams = 0
         self.warm: dict[str, int] = {}
@@ -249,6 +251,11 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
                     inst.custom_status = cv.payload_from_proto(workflow_response.custom_status)
                     self._pump()
                     return dapr.CompleteTaskResponse()
+        taken = {e.patch_id for e in inst.history if isinstance(e, PatchApplied)}
+        patches = cv.patches_from_proto(workflow_response, recorded=taken)
+        recorded += [PatchApplied(patch_id=p.patch_id) for p in patches]
+        version = workflow_response.version
+        self.patch_lists.append(list(version.patches) if version is not None else [])
         inst.history += new + recorded
         inst.history = [msgspec.structs.replace(e, event_id=i) for i, e in enumerate(inst.history)]
         inst.custom_status = cv.payload_from_proto(workflow_response.custom_status)

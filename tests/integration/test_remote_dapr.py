@@ -336,3 +336,31 @@ async def test_tls(certificate: tuple[Path, Path]) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@registry.workflow
+async def patchy(ctx: WorkflowContext, n: int) -> list[int]:
+    out = [await ctx.call_activity(step, 0)]
+    if ctx.patched("extra-step"):
+        out.append(await ctx.call_activity(step, 100))
+    out.append(await ctx.wait_for_event("go", type=int))
+    out.append(await ctx.call_activity(step, out[-1]))
+    return out
+
+
+@pytest.mark.anyio
+async def test_patches_travel_in_the_version_and_survive_a_miss(env: Env) -> None:
+    """The patch the run takes is listed in every later WorkflowResponse.version; the
+    sidecar records it, and after a miss the full replay finds it in workflowStarted."""
+    handle = await env.client.start(patchy, 0, instance_id="p-1")
+    await _until(handle, WorkflowStatus.RUNNING)
+    with anyio.fail_after(10):
+        while len(env.stub.patch_lists) < 3:  # the turn waiting for "go" was answered
+            await env.client.clock.sleep_until(env.client.clock.now() + timedelta(seconds=0.01))
+    env.stub.warm["p-1"] = 1  # force a miss: the next turn replays the whole history
+    await handle.raise_event("go", 5)
+    with anyio.fail_after(10):
+        assert await handle == [1, 101, 5, 6]
+    assert env.stub.history_calls == ["p-1"]
+    assert env.stub.patch_lists[0] == []
+    assert all(p == ["extra-step"] for p in env.stub.patch_lists[1:])
