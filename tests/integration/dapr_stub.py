@@ -91,6 +91,7 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
         self.instances: dict[str, Instance] = {}
         self.sent: list[Sent] = []
         self.history_calls: list[str] = []
+        self.fail_history = False  # fail the next GetInstanceHistory
         self.patch_lists: list[list[str]] = []  # WorkflowResponse.version.patches, per turn
         self.requests: list[dapr.GetWorkItemsRequest] = []
         self.streams = 0
@@ -195,6 +196,9 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
     ) -> dapr.GetInstanceHistoryResponse:
         iid = get_instance_history_request.instance_id
         self.history_calls.append(iid)
+        if self.fail_history:
+            self.fail_history = False
+            raise grpclib.GRPCError(grpclib.Status.UNAVAILABLE, "history store is down")
         inst = self._get(iid)
         return dapr.GetInstanceHistoryResponse(events=self.wire(inst, inst.history))
 

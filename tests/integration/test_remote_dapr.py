@@ -364,3 +364,20 @@ async def test_patches_travel_in_the_version_and_survive_a_miss(env: Env) -> Non
     assert env.stub.history_calls == ["p-1"]
     assert env.stub.patch_lists[0] == []
     assert all(p == ["extra-step"] for p in env.stub.patch_lists[1:])
+
+
+@pytest.mark.anyio
+async def test_a_failed_history_fetch_drops_the_stream(env: Env) -> None:
+    """The worker cannot take the turn without the history: it drops the stream, the
+    sidecar re-dispatches on the next one, with the whole history."""
+    handle = await env.client.start(waiter, instance_id="w-3")
+    await _until(handle, WorkflowStatus.RUNNING)
+    env.stub.warm["w-3"] = 1
+    env.stub.fail_history = True
+    await handle.raise_event("go", "late")
+    with anyio.fail_after(10):
+        assert await handle == "late"
+    assert env.stub.history_calls == ["w-3"]
+    assert env.stub.streams == 2
+    assert env.worker.connects == 2
+    assert env.stub.sent[-1].cached is None
