@@ -80,7 +80,10 @@ class RemoteWorker:
     background; ``await worker.run()`` runs it in the foreground until cancelled.
     ``dialect`` is ``"dapr"`` (Dapr 1.19's protocol, with stateful history) or
     ``"ms"`` (Microsoft's ``durabletask``). ``ssl`` is an ``ssl.SSLContext`` or True
-    (the default context); ``api_token`` is sent as ``dapr-api-token``.
+    (the default context); ``api_token`` is sent as ``dapr-api-token``. Activities
+    that use ``ctx.memo`` need a ``memo_store`` (a :class:`~durable.MemoStore` over a
+    store this machine reaches); the protocol carries neither the attempt nor the retry
+    step, so a memo is per wire task (each retry and each run numbers anew).
 
     Between reconnects the worker waits ``reconnect_delay``, doubling per failure up
     to ``reconnect_max_delay``, jittered; a stream silent for ``idle_timeout`` (no work,
