@@ -59,6 +59,11 @@ def test_statuses() -> None:
 def test_grpc_exports() -> None:
     import durable.grpc
 
-    assert durable.grpc.__all__ == sorted(durable.grpc.__all__)
-    assert {"Sidecar"} <= set(durable.grpc.__all__)
-    assert durable.grpc.Sidecar.__module__ == "durable.grpc"
+    assert durable.grpc.__all__ == [
+        "RemoteClient",
+        "RemoteWorker",
+        "RemoteWorkflowHandle",
+        "Sidecar",
+    ]
+    for name in durable.grpc.__all__:
+        assert getattr(durable.grpc, name).__module__ == "durable.grpc"

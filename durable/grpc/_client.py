@@ -1,0 +1,512 @@
+"""``RemoteClient``: ``durable.Client``'s surface over a Durable Task sidecar.
+
+Start, list, purge and rerun instances, and steer them through handles, with the
+client RPCs of ``TaskHubSidecarService`` in either wire dialect. gRPC statuses
+become durable's errors: NOT_FOUND is :class:`~durable.InstanceNotFoundError` (as
+for an unknown id in ``Client``), ALREADY_EXISTS :class:`~durable.InstanceExistsError`,
+FAILED_PRECONDITION :class:`~durable.InstanceRunningError`, DEADLINE_EXCEEDED
+:class:`~durable.TimeoutError`, UNAVAILABLE ``ConnectionError``; anything else a
+:class:`~durable.DurableError` naming the call and the status.
+
+``result()`` polls ``GetInstance`` every ``poll_interval`` seconds on the client's
+Clock rather than blocking in ``WaitForInstanceCompletion``: some sidecars bound or
+starve long blocking waits, and a Clock timeout must stay a Clock timeout.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+
+import anyio
+import grpclib
+import grpclib.const
+from msgspec import Raw
+
+from durable._clock import Clock, SystemClock
+from durable._codec import JsonCodec, PayloadCodec
+from durable._errors import (
+    DurableError,
+    InstanceExistsError,
+    InstanceNotFoundError,
+    TimeoutError,
+    WorkflowFailed,
+)
+from durable._events import NULL
+from durable._failure import FailureDetails
+from durable._ids import IdSource, validate_instance_id
+from durable._instances import InstanceRunningError
+from durable._state import WorkflowState, WorkflowStatus
+from durable.grpc import _convert as cv
+from durable.grpc._proto import dapr, ms
+from durable.grpc._wire import check_dialect, metadata_for, open_channel, unary
+
+if TYPE_CHECKING:
+    import builtins
+    import ssl as _ssl
+    from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+
+    import betterproto
+    from grpclib.client import Channel
+
+    from durable._events import HistoryEvent
+    from durable._registry import Registry
+
+__all__ = ["RemoteClient", "RemoteWorkflowHandle"]
+
+T = TypeVar("T")
+Reply = TypeVar("Reply")
+
+_CALL_TIMEOUT = 30.0  # seconds, for every unary call
+
+
+def _raise_mapped(err: grpclib.GRPCError, method: str, instance_id: str | None) -> NoReturn:
+    """Raise durable's error for a gRPC status (see the module docstring)."""
+    status, message = err.status, err.message or ""
+    iid = instance_id or ""
+    if status is grpclib.Status.NOT_FOUND:
+        raise InstanceNotFoundError(iid) from err
+    if status is grpclib.Status.ALREADY_EXISTS:
+        raise InstanceExistsError(iid) from err
+    if status is grpclib.Status.FAILED_PRECONDITION:
+        raise InstanceRunningError(iid, message or "not ended") from err
+    if status is grpclib.Status.DEADLINE_EXCEEDED:
+        raise TimeoutError(f"{method} for {iid!r} ran out of time: {message}") from err
+    if status is grpclib.Status.UNAVAILABLE:
+        raise ConnectionError(f"{method}: the sidecar is unavailable: {message}") from err
+    raise DurableError(f"{method} failed: {status.name}: {message}") from err
+
+
+class RemoteClient:
+    """Manages instances through the sidecar at ``target``; the surface of
+    :class:`durable.Client`.
+
+    ``registry`` (optional) lets ``start`` take workflow functions and decodes inputs
+    and outputs with their type hints; ``clock`` times ``result(timeout=...)``.
+    """
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:4001",
+        *,
+        dialect: str = "dapr",
+        api_token: str | None = None,
+        ssl: _ssl.SSLContext | bool | None = None,
+        codec: PayloadCodec | None = None,
+        poll_interval: float = 0.25,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+    ) -> None:
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        self.target = target
+        self.dialect = check_dialect(dialect)
+        self.codec: PayloadCodec = codec or JsonCodec()
+        self.poll_interval = poll_interval
+        self.registry = registry
+        self.clock: Clock = clock or SystemClock()
+        self.ids = ids or IdSource()
+        self._metadata = metadata_for(api_token)
+        self._channel: Channel = open_channel(target, ssl)
+
+    def __repr__(self) -> str:
+        return f"RemoteClient({self.target!r}, dialect={self.dialect!r})"
+
+    async def __aenter__(self) -> RemoteClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        self._channel.close()
+
+    # -- calls ------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        request: betterproto.Message,
+        reply_type: type[Reply],
+        instance_id: str | None = None,
+    ) -> Reply:
+        try:
+            return await unary(  # type: ignore[type-var]
+                self._channel,
+                method,
+                request,
+                reply_type,
+                metadata=self._metadata,
+                seconds=_CALL_TIMEOUT,
+            )
+        except grpclib.GRPCError as err:
+            _raise_mapped(err, method, instance_id)
+
+    # -- starting ---------------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow: Callable[..., Awaitable[T]] | str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        reuse: bool = False,
+        version: str | None = None,
+    ) -> RemoteWorkflowHandle[T]:
+        """Start a workflow; return its handle. Raises ``InstanceExistsError`` if
+        ``instance_id`` is taken (``reuse=True`` starts an ended one again)."""
+        name = self._workflow_name(workflow)
+        if self.registry is not None:
+            version = self.registry.get_workflow(name, version).version
+        instance_id = (
+            self.ids.instance_id() if instance_id is None else validate_instance_id(instance_id)
+        )
+        payload = cv.payload_to_proto(Raw(self.codec.encode(input)))
+        request: betterproto.Message
+        if self.dialect == "dapr":
+            request = dapr.CreateInstanceRequest(
+                instance_id=instance_id,
+                name=name,
+                version=version or None,
+                input=payload,
+                enforce_unique_instance_id=not reuse,
+            )
+            reply_type: Any = dapr.CreateInstanceResponse
+        else:
+            request = ms.CreateInstanceRequest(
+                instance_id=instance_id,
+                name=name,
+                version=version or None,
+                input=payload,
+                request_time=self.clock.now(),
+            )
+            if reuse:
+                ended = [ms.OrchestrationStatus(cv.status_to_ms(s)) for s in _ENDED]
+                request.orchestration_id_reuse_policy = ms.OrchestrationIdReusePolicy(
+                    replaceable_status=ended
+                )
+            reply_type = ms.CreateInstanceResponse
+        reply = await self._call("StartInstance", request, reply_type, instance_id)
+        return RemoteWorkflowHandle(self, reply.instance_id or instance_id, name)
+
+    def _workflow_name(self, workflow: Callable[..., Any] | str) -> str:
+        if self.registry is None:
+            if not isinstance(workflow, str):
+                qualname = getattr(workflow, "__qualname__", repr(workflow))
+                raise TypeError(f"this client has no registry: start {qualname} by its name")
+            return workflow
+        name = self.registry.name_of(workflow, "workflow")
+        self.registry.get_workflow(name)
+        return name
+
+    def get_handle(self, instance_id: str) -> RemoteWorkflowHandle[Any]:
+        """A handle on an existing instance (no I/O: errors surface on use)."""
+        return RemoteWorkflowHandle(self, validate_instance_id(instance_id), None)
+
+    # -- listing and housekeeping -----------------------------------------------------
+
+    async def list(
+        self,
+        *,
+        status: WorkflowStatus | str | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[WorkflowState]:
+        """Yield instances matching every filter given, ``page_size`` at a time, in the
+        sidecar's order (MS: QueryInstances; Dapr: ListInstanceIDs, then GetInstance)."""
+        wanted = WorkflowStatus(status) if status is not None else None
+        count = 0
+        async for state in self._states(wanted, created_after, page_size):
+            if wanted is not None and state.status is not wanted:
+                continue
+            if name is not None and state.name != name:
+                continue
+            if created_after is not None and (
+                state.created_at is None or state.created_at <= created_after
+            ):
+                continue
+            yield state
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+    async def _states(
+        self, wanted: WorkflowStatus | None, created_after: datetime | None, page_size: int
+    ) -> AsyncIterator[WorkflowState]:
+        token: str | None = None
+        while True:
+            if self.dialect == "ms":
+                query = ms.InstanceQuery(
+                    max_instance_count=page_size,
+                    continuation_token=token,
+                    fetch_inputs_and_outputs=True,
+                )
+                if wanted is not None:
+                    query.runtime_status = [cv.status_to_ms(wanted)]
+                if created_after is not None:
+                    query.created_time_from = created_after
+                reply = await self._call(
+                    "QueryInstances",
+                    ms.QueryInstancesRequest(query=query),
+                    ms.QueryInstancesResponse,
+                )
+                for state in reply.orchestration_state:
+                    yield self._state(state.instance_id, state)
+                token = reply.continuation_token
+            else:
+                listed = await self._call(
+                    "ListInstanceIDs",
+                    dapr.ListInstanceIDsRequest(continuation_token=token, page_size=page_size),
+                    dapr.ListInstanceIDsResponse,
+                )
+                for instance_id in listed.instance_ids:
+                    try:
+                        yield await self._describe(instance_id)
+                    except InstanceNotFoundError:
+                        continue  # purged since it was listed
+                token = listed.continuation_token
+            if not token:
+                return
+
+    async def purge(self, instance_id: str) -> None:
+        """Delete an ended instance; refuses a running one (``InstanceRunningError``)."""
+        state = await self._describe(validate_instance_id(instance_id))
+        if not state.status.is_terminal:
+            raise InstanceRunningError(instance_id, state.status)
+        request: betterproto.Message
+        if self.dialect == "dapr":
+            request = dapr.PurgeInstancesRequest(instance_id=instance_id)
+            reply_type: Any = dapr.PurgeInstancesResponse
+        else:
+            request = ms.PurgeInstancesRequest(instance_id=instance_id, is_orchestration=True)
+            reply_type = ms.PurgeInstancesResponse
+        await self._call("PurgeInstances", request, reply_type, instance_id)
+
+    async def rerun(self, instance_id: str, from_event_id: int) -> RemoteWorkflowHandle[Any]:
+        """Run an ended instance again from the step ``from_event_id`` on (Dapr's
+        RerunWorkflowFromEvent: the id is the sidecar's event id of that step, and the
+        rerun may get a new instance id: the handle names it). The MS dialect has no
+        such call: ``NotImplementedError``."""
+        validate_instance_id(instance_id)
+        if self.dialect != "dapr":
+            raise NotImplementedError("the MS dialect has no RerunWorkflowFromEvent")
+        reply = await self._call(
+            "RerunWorkflowFromEvent",
+            dapr.RerunWorkflowFromEventRequest(
+                source_instance_id=instance_id, event_id=from_event_id
+            ),
+            dapr.RerunWorkflowFromEventResponse,
+            instance_id,
+        )
+        return RemoteWorkflowHandle(self, reply.new_instance_id or instance_id, None)
+
+    # -- reading state ----------------------------------------------------------------
+
+    async def _describe(self, instance_id: str) -> WorkflowState:
+        request: betterproto.Message
+        if self.dialect == "dapr":
+            request = dapr.GetInstanceRequest(instance_id=instance_id, get_inputs_and_outputs=True)
+            reply: Any = await self._call(
+                "GetInstance", request, dapr.GetInstanceResponse, instance_id
+            )
+            found = reply.workflow_state
+        else:
+            request = ms.GetInstanceRequest(instance_id=instance_id, get_inputs_and_outputs=True)
+            reply = await self._call("GetInstance", request, ms.GetInstanceResponse, instance_id)
+            found = reply.orchestration_state
+        if not reply.exists:
+            raise InstanceNotFoundError(instance_id)
+        return self._state(instance_id, found)
+
+    def _types(self, name: str) -> tuple[Any, Any]:
+        if self.registry is not None and (wf := self.registry.workflows.get(name)) is not None:
+            return wf.input_type, wf.output_type
+        return Any, Any
+
+    def _decode(self, text: str | None, type_: Any = Any) -> Any:
+        raw = cv.payload_from_proto(text)
+        return None if raw == NULL else self.codec.decode(raw, type_)
+
+    def _state(
+        self, instance_id: str, state: ms.OrchestrationState | dapr.WorkflowState
+    ) -> WorkflowState:
+        if isinstance(state, ms.OrchestrationState):
+            status = cv.status_from_proto(state.orchestration_status)
+        else:
+            status = cv.status_from_proto(state.workflow_status)
+        input_type, output_type = self._types(state.name)
+        details = state.failure_details
+        failure = cv.failure_from_proto(details) if details and details.error_type else None
+        if failure is None and status is WorkflowStatus.TERMINATED:
+            # as durable's own log reports a termination (the wire has no reason)
+            failure = FailureDetails("Terminated", "terminated")
+        return WorkflowState(
+            instance_id=state.instance_id or instance_id,
+            name=state.name,
+            status=status,
+            input=self._decode(state.input, input_type),
+            output=self._decode(
+                state.output, output_type if status is WorkflowStatus.COMPLETED else Any
+            ),
+            failure=failure,
+            custom_status=self._decode(state.custom_status),
+            created_at=state.created_timestamp,
+            updated_at=state.last_updated_timestamp,
+            version=state.version or "",
+        )
+
+    async def _history(self, instance_id: str) -> builtins.list[HistoryEvent]:
+        if self.dialect == "dapr":
+            reply = await self._call(
+                "GetInstanceHistory",
+                dapr.GetInstanceHistoryRequest(instance_id=instance_id),
+                dapr.GetInstanceHistoryResponse,
+                instance_id,
+            )
+            return cv.events_from_proto(reply.events)
+        events: builtins.list[ms.HistoryEvent] = []
+        try:
+            async with self._channel.request(
+                "/TaskHubSidecarService/StreamInstanceHistory",
+                grpclib.const.Cardinality.UNARY_STREAM,
+                ms.StreamInstanceHistoryRequest,
+                ms.HistoryChunk,
+                timeout=_CALL_TIMEOUT,
+                metadata=self._metadata,
+            ) as stream:
+                await stream.send_message(
+                    ms.StreamInstanceHistoryRequest(instance_id=instance_id), end=True
+                )
+                while (chunk := await stream.recv_message()) is not None:
+                    events += chunk.events
+        except grpclib.GRPCError as err:
+            _raise_mapped(err, "StreamInstanceHistory", instance_id)
+        return cv.events_from_proto(events)
+
+    async def _wait(self, instance_id: str) -> WorkflowState:
+        while True:
+            state = await self._describe(instance_id)
+            if state.status.is_terminal:
+                return state
+            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.poll_interval))
+
+    async def _send(self, instance_id: str, method: str, request: betterproto.Message) -> None:
+        await self._describe(instance_id)  # an unknown id raises, as with Client
+        reply_type: Any = _REPLIES[self.dialect][method]
+        await self._call(method, request, reply_type, instance_id)
+
+
+_ENDED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED)
+_REPLIES: dict[str, dict[str, type[Any]]] = {
+    "dapr": {
+        "RaiseEvent": dapr.RaiseEventResponse,
+        "SuspendInstance": dapr.SuspendResponse,
+        "ResumeInstance": dapr.ResumeResponse,
+        "TerminateInstance": dapr.TerminateResponse,
+    },
+    "ms": {
+        "RaiseEvent": ms.RaiseEventResponse,
+        "SuspendInstance": ms.SuspendResponse,
+        "ResumeInstance": ms.ResumeResponse,
+        "TerminateInstance": ms.TerminateResponse,
+    },
+}
+
+
+class RemoteWorkflowHandle(Generic[T]):
+    """An instance behind a sidecar: await it for the result, or steer it (the
+    surface of :class:`durable.WorkflowHandle`)."""
+
+    __slots__ = ("_client", "_name", "instance_id")
+
+    def __init__(self, client: RemoteClient, instance_id: str, name: str | None) -> None:
+        self._client = client
+        self.instance_id = instance_id
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"RemoteWorkflowHandle({self.instance_id!r})"
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result().__await__()
+
+    async def result(self, timeout: timedelta | float | None = None) -> T:  # noqa: ASYNC109 (a Clock timeout)
+        """The workflow's output once it ends; ``WorkflowFailed`` if it did not
+        complete; ``durable.TimeoutError`` if ``timeout`` (on the client's Clock)
+        passes first."""
+        client = self._client
+        if timeout is None:
+            state = await client._wait(self.instance_id)
+        else:
+            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+            deadline = client.clock.now() + timedelta(seconds=seconds)
+            outcome: list[WorkflowState] = []
+            async with anyio.create_task_group() as tg:
+
+                async def wait() -> None:
+                    outcome.append(await client._wait(self.instance_id))
+                    tg.cancel_scope.cancel()
+
+                async def expire() -> None:
+                    await client.clock.sleep_until(deadline)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(wait)
+                tg.start_soon(expire)
+            if not outcome:
+                raise TimeoutError(f"workflow {self.instance_id!r} did not end within {timeout}")
+            state = outcome[0]
+        if state.status is not WorkflowStatus.COMPLETED:
+            failure = state.failure or FailureDetails(
+                state.status.value, "the workflow did not complete"
+            )
+            raise WorkflowFailed(self.instance_id, failure)
+        result: T = state.output
+        return result
+
+    async def describe(self) -> WorkflowState:
+        """The instance's status, payloads and timestamps."""
+        return await self._client._describe(self.instance_id)
+
+    async def raise_event(self, name: str, data: Any = None) -> None:
+        """Send an external event; it waits in the workflow until asked for."""
+        client = self._client
+        payload = cv.payload_to_proto(Raw(client.codec.encode(data)))
+        request: betterproto.Message
+        if client.dialect == "dapr":
+            request = dapr.RaiseEventRequest(instance_id=self.instance_id, name=name, input=payload)
+        else:
+            request = ms.RaiseEventRequest(instance_id=self.instance_id, name=name, input=payload)
+        await client._send(self.instance_id, "RaiseEvent", request)
+
+    async def suspend(self, reason: str = "") -> None:
+        """Pause the workflow: events queue up until ``resume``."""
+        client = self._client
+        cls: Any = dapr.SuspendRequest if client.dialect == "dapr" else ms.SuspendRequest
+        request = cls(instance_id=self.instance_id, reason=reason or None)
+        await client._send(self.instance_id, "SuspendInstance", request)
+
+    async def resume(self, reason: str = "") -> None:
+        """Resume a suspended workflow."""
+        client = self._client
+        cls: Any = dapr.ResumeRequest if client.dialect == "dapr" else ms.ResumeRequest
+        request = cls(instance_id=self.instance_id, reason=reason or None)
+        await client._send(self.instance_id, "ResumeInstance", request)
+
+    async def terminate(self, reason: str = "", output: Any = None) -> None:
+        """End the workflow now as TERMINATED, with an optional output (the protocol
+        has no field for ``reason``: it is not sent)."""
+        client = self._client
+        payload = cv.payload_to_proto(Raw(client.codec.encode(output)))
+        cls: Any = dapr.TerminateRequest if client.dialect == "dapr" else ms.TerminateRequest
+        request = cls(instance_id=self.instance_id, output=payload)
+        await client._send(self.instance_id, "TerminateInstance", request)
+
+    async def history(self) -> list[HistoryEvent]:
+        """The events of the current run as the sidecar holds them (task ids numbered
+        from 0 in each run, as the protocol does)."""
+        return await self._client._history(self.instance_id)

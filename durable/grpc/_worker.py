@@ -1,0 +1,485 @@
+"""``RemoteWorker``: runs a Registry's workflows and activities for a gRPC sidecar.
+
+The worker calls ``Hello``, opens the ``GetWorkItems`` stream and answers each work
+item: an orchestrator request with ``CompleteOrchestratorTask`` (the turn taken by
+:class:`~durable.grpc._turns.TurnTaker`), an activity request with
+``CompleteActivityTask`` (run by :func:`~durable._activity.execute_activity`), each
+echoing the item's completion token. A turn that cannot be taken is answered with a
+FAILED completion, never a crash.
+
+Dialects: ``dapr`` advertises ``STATEFUL_HISTORY`` and ``HEALTH_PING``, so the sidecar
+sends history deltas (``cachedHistory``) and the worker keeps suspended runs in its
+:class:`~durable.grpc._cache.HistoryCache`; on a miss it fetches the whole history
+with ``GetInstanceHistory``, and if that fails it drops the stream (the sidecar then
+re-dispatches). ``ms`` sends the two concurrency limits; its sidecar always sends
+full histories, and the cache still saves the replay when they extend a cached run.
+
+When the stream breaks the worker reconnects with jittered exponential backoff,
+waiting on its Clock, and clears the cache (the sidecar's record of what this worker
+holds is per stream). Work already under way finishes and is answered on the new
+connection. Everything runs in one anyio task group owned by the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import betterproto
+import grpclib.const
+from betterproto.lib.google.protobuf import Empty
+
+from durable._actions import FailWorkflow
+from durable._activity import execute_activity
+from durable._clock import Clock, SystemClock
+from durable._codec import JsonCodec, PayloadCodec
+from durable._events import ActivityErrored, ActivityScheduled
+from durable._failure import failure_from_exception
+from durable._state import WorkflowStatus
+from durable.grpc import _convert as cv
+from durable.grpc._cache import CacheStats, HistoryCache
+from durable.grpc._proto import dapr, ms
+from durable.grpc._turns import TurnOutcome, TurnTaker
+from durable.grpc._wire import check_dialect, metadata_for, open_channel, parse_target, unary
+
+if TYPE_CHECKING:
+    import ssl as _ssl
+    from collections.abc import Mapping
+    from types import TracebackType
+
+    from anyio.abc import TaskStatus
+    from grpclib.client import Channel
+
+    from durable._events import ActivityCompleted
+    from durable._memo import MemoStore
+    from durable._registry import Registry
+
+__all__ = ["RemoteWorker"]
+
+log = logging.getLogger("durable.grpc.worker")
+
+_CALL_TIMEOUT = 30.0  # seconds: every unary call (Hello, completions, history)
+
+
+@dataclass(slots=True)
+class _Connection:
+    """One GetWorkItems stream: a scope to tear it down, the cache generation it fills."""
+
+    scope: anyio.CancelScope
+    generation: int
+
+
+class RemoteWorker:
+    """Runs ``registry``'s workflows and activities for the sidecar at ``target``.
+
+    ``async with RemoteWorker(registry, "127.0.0.1:4001"):`` runs it in the
+    background; ``await worker.run()`` runs it in the foreground until cancelled.
+    ``dialect`` is ``"dapr"`` (Dapr 1.19's protocol, with stateful history) or
+    ``"ms"`` (Microsoft's ``durabletask``). ``ssl`` is an ``ssl.SSLContext`` or True
+    (the default context); ``api_token`` is sent as ``dapr-api-token``. Activities
+    that use ``ctx.memo`` need a ``memo_store`` (a :class:`~durable.MemoStore` over a
+    store this machine reaches); the protocol carries neither the attempt nor the retry
+    step, so a memo is per wire task (each retry and each run numbers anew).
+
+    Between reconnects the worker waits ``reconnect_delay``, doubling per failure up
+    to ``reconnect_max_delay``, jittered; a stream silent for ``idle_timeout`` (no work,
+    no health ping) is dropped and reopened. The history cache keeps suspended runs
+    for ``cache_ttl`` after their last turn, at most ``cache_max_instances`` of them
+    and ``cache_max_bytes`` of history (estimated from the events they were fed).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        target: str = "127.0.0.1:4001",
+        *,
+        dialect: str = "dapr",
+        api_token: str | None = None,
+        ssl: _ssl.SSLContext | bool | None = None,
+        codec: PayloadCodec | None = None,
+        memo_store: MemoStore | None = None,
+        clock: Clock | None = None,
+        max_concurrent_activities: int = 100,
+        max_concurrent_workflows: int = 100,
+        cache_ttl: timedelta = timedelta(hours=1),
+        cache_max_instances: int = 10_000,
+        cache_max_bytes: int = 64 * 1024 * 1024,
+        reconnect_delay: timedelta = timedelta(seconds=1),
+        reconnect_max_delay: timedelta = timedelta(seconds=30),
+        idle_timeout: timedelta | None = timedelta(seconds=120),
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_concurrent_activities < 1 or max_concurrent_workflows < 1:
+            raise ValueError("concurrency limits must be at least 1")
+        self.registry = registry
+        self.target = target
+        self.dialect = check_dialect(dialect)
+        parse_target(target)  # a bad target fails here, not in the background
+        self.codec: PayloadCodec = codec or JsonCodec()
+        self.memo_store = memo_store
+        self.clock: Clock = clock or SystemClock()
+        self.max_concurrent_activities = max_concurrent_activities
+        self.max_concurrent_workflows = max_concurrent_workflows
+        self.reconnect_delay = reconnect_delay
+        self.reconnect_max_delay = reconnect_max_delay
+        self.idle_timeout = idle_timeout
+        self.cache = HistoryCache(
+            self.clock,
+            ttl=cache_ttl,
+            max_instances=cache_max_instances,
+            max_bytes=cache_max_bytes,
+        )
+        self.turns = TurnTaker(registry, self.codec, self.cache)
+        self.attempts = 0
+        """How many times the worker tried to connect."""
+        self.connects = 0
+        """How many times the work-item stream was opened."""
+        self.history_fetches = 0
+        """How many times a cache miss fetched the whole history (GetInstanceHistory)."""
+        self._api_token = api_token
+        self._ssl = ssl
+        self._metadata: Mapping[str, str] | None = metadata_for(api_token)
+        self._rng = rng or random.Random()
+        self._workflow_slots = anyio.CapacityLimiter(max_concurrent_workflows)
+        self._activity_slots = anyio.CapacityLimiter(max_concurrent_activities)
+        self._connected = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._channel: Channel | None = None
+
+    def __repr__(self) -> str:
+        return f"RemoteWorker({self.target!r}, dialect={self.dialect!r})"
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> RemoteWorker:
+        if self._tg is not None:
+            raise RuntimeError("this RemoteWorker is already running")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await tg.start(self.run)
+        except BaseException as exc:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._tg = tg
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg, self._tg = self._tg, None
+        assert tg is not None
+        tg.cancel_scope.cancel()
+        return await tg.__aexit__(exc_type, exc, tb)
+
+    async def wait_connected(self) -> None:
+        """Return once the work-item stream has been opened (at least once)."""
+        await self._connected.wait()
+
+    def cache_stats(self) -> CacheStats:
+        """The history cache's counters (hits, misses, evictions, entries, bytes)."""
+        return self.cache.stats()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve work items until cancelled, reconnecting whenever the stream breaks."""
+        self._channel = open_channel(self.target, self._ssl)
+        try:
+            async with anyio.create_task_group() as work:
+                task_status.started()
+                failures = 0
+                while True:
+                    opened = self.connects
+                    try:
+                        await self._serve(work)
+                    except Exception as exc:
+                        log.warning("work-item stream to %s failed: %r", self.target, exc)
+                    else:
+                        log.info("work-item stream to %s ended", self.target)
+                    failures = 0 if self.connects > opened else failures + 1
+                    await self._backoff(failures)
+        finally:
+            self._channel.close()
+
+    async def _backoff(self, failures: int) -> None:
+        """Wait before reconnecting: exponential in the failures in a row, jittered
+        (half fixed, half random) so a fleet does not reconnect in lockstep."""
+        base = self.reconnect_delay.total_seconds() * 2 ** min(max(failures - 1, 0), 16)
+        base = min(base, self.reconnect_max_delay.total_seconds())
+        delay = base / 2 + self._rng.uniform(0, base / 2)
+        await self.clock.sleep_until(self.clock.now() + timedelta(seconds=delay))
+
+    # -- the stream -------------------------------------------------------------------
+
+    async def _serve(self, work: anyio.abc.TaskGroup) -> None:
+        """Say Hello, open GetWorkItems and hand each item to a task in ``work``."""
+        channel = self._channel
+        assert channel is not None
+        self.attempts += 1
+        await unary(
+            channel, "Hello", Empty(), Empty, metadata=self._metadata, seconds=_CALL_TIMEOUT
+        )
+        request: betterproto.Message
+        reply_type: type[ms.WorkItem] | type[dapr.WorkItem]
+        if self.dialect == "dapr":
+            request = dapr.GetWorkItemsRequest(
+                capabilities=[dapr.WorkerCapability(2), dapr.WorkerCapability(3)]
+            )
+            reply_type = dapr.WorkItem
+        else:
+            request = ms.GetWorkItemsRequest(
+                max_concurrent_orchestration_work_items=self.max_concurrent_workflows,
+                max_concurrent_activity_work_items=self.max_concurrent_activities,
+            )
+            reply_type = ms.WorkItem
+        with anyio.CancelScope() as scope:
+            async with channel.request(
+                "/TaskHubSidecarService/GetWorkItems",
+                grpclib.const.Cardinality.UNARY_STREAM,
+                type(request),
+                reply_type,
+                metadata=self._metadata,
+            ) as stream:
+                await stream.send_message(request, end=True)
+                self.cache.clear()  # what the sidecar knows we hold is per stream
+                conn = _Connection(scope, self.cache.generation)
+                self.connects += 1
+                self._connected.set()
+                log.info("connected to %s (%s dialect)", self.target, self.dialect)
+                async with anyio.create_task_group() as watch:
+                    heard = [self.clock.now()]
+                    if self.idle_timeout is not None:
+                        watch.start_soon(self._watchdog, scope, heard, self.idle_timeout)
+                    while (item := await stream.recv_message()) is not None:
+                        heard[0] = self.clock.now()
+                        self._dispatch(work, conn, item)
+                    watch.cancel_scope.cancel()
+
+    async def _watchdog(
+        self, scope: anyio.CancelScope, heard: list[datetime], idle: timedelta
+    ) -> None:
+        """Drop the stream when nothing (not even a health ping) came for ``idle``: a
+        connection can die without either side noticing."""
+        while True:
+            deadline = heard[0] + idle
+            if self.clock.now() >= deadline:
+                log.warning("nothing from %s for %s: reconnecting", self.target, idle)
+                scope.cancel()
+                return
+            await self.clock.sleep_until(deadline)
+
+    def _dispatch(
+        self, work: anyio.abc.TaskGroup, conn: _Connection, item: ms.WorkItem | dapr.WorkItem
+    ) -> None:
+        kind, body = betterproto.which_one_of(item, "request")
+        token = item.completion_token
+        match body:
+            case ms.OrchestratorRequest() | dapr.WorkflowRequest():
+                work.start_soon(self._workflow_item, conn, body, token)
+            case ms.ActivityRequest() | dapr.ActivityRequest():
+                work.start_soon(self._activity_item, body, token)
+            case ms.HealthPing() | dapr.HealthPing():
+                pass  # liveness only
+            case _:
+                log.warning("ignoring a %s work item: durable has no counterpart", kind or "empty")
+
+    # -- workflow turns ---------------------------------------------------------------
+
+    async def _workflow_item(
+        self, conn: _Connection, request: ms.OrchestratorRequest | dapr.WorkflowRequest, token: str
+    ) -> None:
+        async with self._workflow_slots:
+            instance_id = request.instance_id
+            cached: int | None = None
+            if isinstance(request, dapr.WorkflowRequest) and request.cached_history is not None:
+                cached = request.cached_history.event_count
+            try:
+                outcome = self.turns.take(
+                    instance_id, request.past_events, request.new_events, cached
+                )
+            except Exception as exc:  # a bug here must not take the worker down
+                outcome = TurnOutcome(instance_id, failure=failure_from_exception(exc))
+            if outcome is None:
+                try:
+                    history = await self._fetch_history(instance_id)
+                except Exception as exc:
+                    log.warning(
+                        "instance %r: GetInstanceHistory failed (%r); dropping the stream",
+                        instance_id,
+                        exc,
+                    )
+                    conn.scope.cancel()
+                    return
+                outcome = self.turns.replay(instance_id, history, request.new_events)
+            if outcome.failure is not None:
+                log.error(
+                    "instance %r: the turn failed: %s: %s",
+                    instance_id,
+                    outcome.failure.type,
+                    outcome.failure.message,
+                )
+            self.turns.settle(outcome, generation=conn.generation)
+            try:
+                await self._complete_workflow(outcome, token)
+            except Exception as exc:
+                self.turns.discard(outcome)
+                log.warning("instance %r: completing the turn failed: %r", instance_id, exc)
+
+    async def _fetch_history(self, instance_id: str) -> list[dapr.HistoryEvent]:
+        assert self._channel is not None
+        self.history_fetches += 1
+        reply = await unary(
+            self._channel,
+            "GetInstanceHistory",
+            dapr.GetInstanceHistoryRequest(instance_id=instance_id),
+            dapr.GetInstanceHistoryResponse,
+            metadata=self._metadata,
+            seconds=_CALL_TIMEOUT,
+        )
+        return list(reply.events)
+
+    async def _complete_workflow(self, outcome: TurnOutcome, token: str) -> None:
+        assert self._channel is not None
+        response = (
+            _workflow_response_dapr(outcome, token)
+            if self.dialect == "dapr"
+            else _workflow_response_ms(outcome, token)
+        )
+        await unary(
+            self._channel,
+            "CompleteOrchestratorTask",
+            response,
+            _complete_reply(self.dialect),
+            metadata=self._metadata,
+            seconds=_CALL_TIMEOUT,
+        )
+
+    # -- activities -------------------------------------------------------------------
+
+    async def _activity_item(
+        self, request: ms.ActivityRequest | dapr.ActivityRequest, token: str
+    ) -> None:
+        async with self._activity_slots:
+            if isinstance(request, ms.ActivityRequest):
+                instance_id = request.orchestration_instance.instance_id
+            else:
+                instance_id = request.workflow_instance.instance_id
+            scheduled = ActivityScheduled(
+                task_id=request.task_id,
+                name=request.name,
+                input=cv.payload_from_proto(request.input),
+                step=request.task_id,
+            )
+            outcome = await execute_activity(
+                self.registry, self.codec, self.memo_store, instance_id, "", scheduled
+            )
+            response = _activity_response(self.dialect, instance_id, outcome, token)
+            assert self._channel is not None
+            try:
+                await unary(
+                    self._channel,
+                    "CompleteActivityTask",
+                    response,
+                    _complete_reply(self.dialect),
+                    metadata=self._metadata,
+                    seconds=_CALL_TIMEOUT,
+                )
+            except Exception as exc:
+                log.warning(
+                    "instance %r: completing activity %r (task %d) failed: %r",
+                    instance_id,
+                    request.name,
+                    request.task_id,
+                    exc,
+                )
+
+
+def _complete_reply(dialect: str) -> type[ms.CompleteTaskResponse | dapr.CompleteTaskResponse]:
+    """The reply type of the completion calls in ``dialect``."""
+    return dapr.CompleteTaskResponse if dialect == "dapr" else ms.CompleteTaskResponse
+
+
+def _activity_response(
+    dialect: str, instance_id: str, outcome: ActivityCompleted | ActivityErrored, token: str
+) -> ms.ActivityResponse | dapr.ActivityResponse:
+    """The ActivityResponse for ``outcome``. A failure always carries a message: some
+    sidecars (durabletask's in-memory backend) read an empty one as success."""
+    if dialect == "dapr":
+        response: Any = dapr.ActivityResponse(
+            instance_id=instance_id, task_id=outcome.task_id, completion_token=token
+        )
+    else:
+        response = ms.ActivityResponse(
+            instance_id=instance_id, task_id=outcome.task_id, completion_token=token
+        )
+    if isinstance(outcome, ActivityErrored):
+        failure = outcome.failure
+        to_proto = cv.failure_to_dapr if dialect == "dapr" else cv.failure_to_ms
+        details = to_proto(failure)
+        details.error_message = details.error_message or failure.type
+        response.failure_details = details
+    else:
+        response.result = cv.payload_to_proto(outcome.result)
+    result: ms.ActivityResponse | dapr.ActivityResponse = response
+    return result
+
+
+def _workflow_response_ms(outcome: TurnOutcome, token: str) -> ms.OrchestratorResponse:
+    """The MS OrchestratorResponse for a turn."""
+    if outcome.failure is not None:
+        actions = [cv.action_to_ms(FailWorkflow(outcome.failure))]
+    else:
+        actions = [cv.action_to_ms(a) for a in outcome.actions]
+    if outcome.terminated is not None:
+        actions.append(
+            ms.OrchestratorAction(
+                id=-1,
+                complete_orchestration=ms.CompleteOrchestrationAction(
+                    orchestration_status=cv.status_to_ms(WorkflowStatus.TERMINATED),
+                    result=cv.payload_to_proto(outcome.terminated.output),
+                ),
+            )
+        )
+    return ms.OrchestratorResponse(
+        instance_id=outcome.instance_id,
+        actions=[a for a in actions if a is not None],
+        custom_status=cv.payload_to_proto(outcome.custom_status),
+        completion_token=token,
+    )
+
+
+def _workflow_response_dapr(outcome: TurnOutcome, token: str) -> dapr.WorkflowResponse:
+    """The Dapr WorkflowResponse for a turn; the patches the run took so far and its
+    version name travel in ``version``."""
+    if outcome.failure is not None:
+        actions = [cv.action_to_dapr(FailWorkflow(outcome.failure))]
+    else:
+        actions = [cv.action_to_dapr(a) for a in outcome.actions]
+    if outcome.terminated is not None:
+        actions.append(
+            dapr.WorkflowAction(
+                id=-1,
+                complete_workflow=dapr.CompleteWorkflowAction(
+                    workflow_status=cv.status_to_dapr(WorkflowStatus.TERMINATED),
+                    result=cv.payload_to_proto(outcome.terminated.output),
+                ),
+            )
+        )
+    response = dapr.WorkflowResponse(
+        instance_id=outcome.instance_id,
+        actions=[a for a in actions if a is not None],
+        custom_status=cv.payload_to_proto(outcome.custom_status),
+        completion_token=token,
+    )
+    if outcome.patches or outcome.version:
+        response.version = dapr.WorkflowVersion(
+            patches=outcome.patches, name=outcome.version or None
+        )
+    return response

@@ -1,0 +1,412 @@
+"""A small Dapr-dialect sidecar for tests: grpclib on loopback, state in memory.
+
+It plays the part ``durable sidecar`` will play for a RemoteWorker that advertises
+stateful history: history kept in durable's model and sent in the Dapr dialect,
+``cachedHistory`` deltas per stream (as the reference describes the Go server:
+``warm[instance]`` is the length last sent, reset per stream), ``GetInstanceHistory``,
+completions matched by token, actions recorded as durable's engine records them,
+timers that fire at once, sub-workflows, and the client RPCs ``RemoteClient`` uses.
+Every dispatch is logged in ``sent`` so tests can count what went over the wire.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+import grpclib
+import msgspec
+from betterproto.lib.google.protobuf import Empty
+from grpclib.events import RecvRequest, listen
+from grpclib.server import Server
+from msgspec import Raw
+
+from durable._actions import (
+    CompleteWorkflow,
+    ContinueAsNew,
+    FailWorkflow,
+    ScheduleActivity,
+    StartChildWorkflow,
+    StartTimer,
+)
+from durable._events import (
+    NULL,
+    ActivityScheduled,
+    ChildWorkflowCompleted,
+    ChildWorkflowErrored,
+    ChildWorkflowScheduled,
+    EventRaised,
+    HistoryEvent,
+    ParentRef,
+    PatchApplied,
+    TimerCreated,
+    TimerFired,
+    TurnStarted,
+    WorkflowCompleted,
+    WorkflowErrored,
+    WorkflowResumed,
+    WorkflowStarted,
+    WorkflowSuspended,
+    WorkflowTerminated,
+)
+from durable._failure import FailureDetails
+from durable._state import WorkflowStatus
+from durable.grpc import _convert as cv
+from durable.grpc._proto import dapr
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Instance:
+    instance_id: str
+    name: str
+    input: Raw
+    history: list[HistoryEvent] = field(default_factory=list)
+    inbox: list[HistoryEvent] = field(default_factory=list)
+    status: WorkflowStatus = WorkflowStatus.PENDING
+    output: Raw = field(default_factory=lambda: NULL)
+    failure: FailureDetails | None = None
+    custom_status: Raw = field(default_factory=lambda: NULL)
+    parent: ParentRef | None = None
+    in_flight: bool = False
+
+
+@dataclass
+class Sent:
+    """One workflow dispatch: the instance, pastEvents sent, and cachedHistory."""
+
+    instance_id: str
+    past: int
+    new: int
+    cached: int | None
+
+
+class DaprStub(dapr.TaskHubSidecarServiceBase):
+    def __init__(self, api_token: str | None = None) -> None:
+        self.api_token = api_token
+        self.instances: dict[str, Instance] = {}
+        self.sent: list[Sent] = []
+        self.history_calls: list[str] = []
+        self.fail_history = False  # fail the next GetInstanceHistory
+        self.patch_lists: list[list[str]] = []  # WorkflowResponse.version.patches, per turn
+        self.requests: list[dapr.GetWorkItemsRequest] = []
+        self.streams = 0
+        self.warm: dict[str, int] = {}
+        self.stateful = False
+        self._tokens = itertools.count(1)
+        self._turns: dict[str, tuple[str, list[HistoryEvent]]] = {}
+        self._out: anyio.abc.ObjectSendStream[dapr.WorkItem] | None = None
+        self._runs = itertools.count(1)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def attach(self, server: Server) -> None:
+        async def check(event: RecvRequest) -> None:
+            if self.api_token is None:
+                return
+            if dict(event.metadata).get("dapr-api-token") != self.api_token:
+                raise grpclib.GRPCError(grpclib.Status.UNAUTHENTICATED, "bad api token")
+
+        listen(server, RecvRequest, check)
+
+    def drop_stream(self) -> None:
+        """End the current GetWorkItems stream (the worker should reconnect)."""
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def wire(self, inst: Instance, events: list[HistoryEvent]) -> list[dapr.HistoryEvent]:
+        return cv.events_to_dapr(events, instance_id=inst.instance_id)
+
+    def _pump(self) -> None:
+        if self._out is None:
+            return
+        for inst in self.instances.values():
+            if inst.in_flight or not inst.inbox or inst.status.is_terminal:
+                continue
+            new = [TurnStarted(timestamp=AT), *inst.inbox]
+            inst.inbox = []
+            inst.in_flight = True
+            past = self.wire(inst, inst.history)
+            full = len(past)
+            request = dapr.WorkflowRequest(
+                instance_id=inst.instance_id, new_events=self.wire(inst, new)
+            )
+            warm = self.warm.get(inst.instance_id, 0)
+            if self.stateful and 0 < warm <= full:
+                past = past[warm:]
+                request.cached_history = dapr.CachedHistory(event_count=warm)
+            request.past_events = past
+            if self.stateful:
+                self.warm[inst.instance_id] = full
+            self.sent.append(Sent(inst.instance_id, len(past), len(new), warm or None))
+            token = f"t{next(self._tokens)}"
+            self._turns[token] = (inst.instance_id, new)
+            self._out.send_nowait(dapr.WorkItem(workflow_request=request, completion_token=token))
+
+    def _dispatch_activity(self, inst: Instance, event: ActivityScheduled) -> None:
+        assert self._out is not None
+        request = cv.activity_request_to_dapr(event, instance_id=inst.instance_id)
+        self._out.send_nowait(
+            dapr.WorkItem(activity_request=request, completion_token=f"a{next(self._tokens)}")
+        )
+
+    # -- worker RPCs ------------------------------------------------------------------
+
+    async def hello(self, betterproto_lib_google_protobuf_empty: Empty) -> Empty:
+        return Empty()
+
+    async def get_work_items(
+        self, get_work_items_request: dapr.GetWorkItemsRequest
+    ) -> AsyncIterator[dapr.WorkItem]:
+        self.requests.append(get_work_items_request)
+        self.streams += 1
+        self.stateful = dapr.WorkerCapability.STATEFUL_HISTORY in (
+            get_work_items_request.capabilities
+        )
+        self.warm = {}  # per stream
+        for inst in self.instances.values():  # what was in flight is re-dispatched
+            if inst.in_flight:
+                inst.in_flight = False
+                for token, (iid, new) in list(self._turns.items()):
+                    if iid == inst.instance_id:
+                        inst.inbox = [e for e in new if not isinstance(e, TurnStarted)] + (
+                            inst.inbox
+                        )
+                        del self._turns[token]
+        send, receive = anyio.create_memory_object_stream[dapr.WorkItem](1000)
+        self._out = send
+        try:
+            yield dapr.WorkItem(health_ping=dapr.HealthPing())
+            self._pump()
+            async for item in receive:
+                yield item
+        finally:
+            send.close()
+            receive.close()
+            if self._out is send:
+                self._out = None
+
+    async def get_instance_history(
+        self, get_instance_history_request: dapr.GetInstanceHistoryRequest
+    ) -> dapr.GetInstanceHistoryResponse:
+        iid = get_instance_history_request.instance_id
+        self.history_calls.append(iid)
+        if self.fail_history:
+            self.fail_history = False
+            raise grpclib.GRPCError(grpclib.Status.UNAVAILABLE, "history store is down")
+        inst = self._get(iid)
+        return dapr.GetInstanceHistoryResponse(events=self.wire(inst, inst.history))
+
+    async def complete_orchestrator_task(
+        self, workflow_response: dapr.WorkflowResponse
+    ) -> dapr.CompleteTaskResponse:
+        turn = self._turns.pop(workflow_response.completion_token, None)
+        if turn is None:
+            return dapr.CompleteTaskResponse()  # stale: dropped
+        iid, new = turn
+        inst = self.instances[iid]
+        inst.in_flight = False
+        actions = [cv.action_from_proto(a) for a in workflow_response.actions]
+        recorded: list[HistoryEvent] = []
+        terminated = next((e for e in new if isinstance(e, WorkflowTerminated)), None)
+        for action in actions:
+            match action:
+                case ScheduleActivity():
+                    event = ActivityScheduled(
+                        task_id=action.task_id,
+                        name=action.name,
+                        input=action.input,
+                        step=action.task_id,
+                    )
+                    recorded.append(event)
+                    self._dispatch_activity(inst, event)
+                case StartTimer():
+                    recorded.append(TimerCreated(task_id=action.task_id, fire_at=action.fire_at))
+                    inst.inbox.append(TimerFired(task_id=action.task_id, fire_at=action.fire_at))
+                case StartChildWorkflow():
+                    recorded.append(
+                        ChildWorkflowScheduled(
+                            task_id=action.task_id,
+                            name=action.name,
+                            instance_id=action.instance_id,
+                            input=action.input,
+                        )
+                    )
+                    self._create(
+                        action.instance_id,
+                        action.name,
+                        action.input,
+                        ParentRef(iid, action.task_id),
+                    )
+                case CompleteWorkflow():
+                    recorded.append(WorkflowCompleted(result=action.result))
+                    inst.status, inst.output = WorkflowStatus.COMPLETED, action.result
+                case FailWorkflow():
+                    recorded.append(WorkflowErrored(failure=action.failure))
+                    inst.status, inst.failure = WorkflowStatus.FAILED, action.failure
+                case ContinueAsNew():
+                    inst.history, inst.input = [], action.input
+                    inst.inbox = [self._started(inst), *action.carryover, *inst.inbox]
+                    inst.custom_status = cv.payload_from_proto(workflow_response.custom_status)
+                    self._pump()
+                    return dapr.CompleteTaskResponse()
+        taken = {e.patch_id for e in inst.history if isinstance(e, PatchApplied)}
+        patches = cv.patches_from_proto(workflow_response, recorded=taken)
+        recorded += [PatchApplied(patch_id=p.patch_id) for p in patches]
+        version = workflow_response.version
+        self.patch_lists.append(list(version.patches) if version is not None else [])
+        inst.history += new + recorded
+        inst.history = [msgspec.structs.replace(e, event_id=i) for i, e in enumerate(inst.history)]
+        inst.custom_status = cv.payload_from_proto(workflow_response.custom_status)
+        if terminated is not None and not inst.status.is_terminal:
+            inst.status, inst.output = WorkflowStatus.TERMINATED, terminated.output
+        if not inst.status.is_terminal:
+            pauses = [e for e in inst.history if isinstance(e, WorkflowSuspended | WorkflowResumed)]
+            suspended = bool(pauses) and isinstance(pauses[-1], WorkflowSuspended)
+            inst.status = WorkflowStatus.SUSPENDED if suspended else WorkflowStatus.RUNNING
+        elif inst.parent is not None:
+            parent = self.instances[inst.parent.instance_id]
+            if inst.status is WorkflowStatus.COMPLETED:
+                parent.inbox.append(
+                    ChildWorkflowCompleted(task_id=inst.parent.task_id, result=inst.output)
+                )
+            else:
+                failure = inst.failure or FailureDetails("TERMINATED", "terminated")
+                parent.inbox.append(
+                    ChildWorkflowErrored(task_id=inst.parent.task_id, failure=failure)
+                )
+        self._pump()
+        return dapr.CompleteTaskResponse()
+
+    async def complete_activity_task(
+        self, activity_response: dapr.ActivityResponse
+    ) -> dapr.CompleteTaskResponse:
+        inst = self.instances.get(activity_response.instance_id)
+        if inst is not None and not inst.status.is_terminal:
+            inst.inbox.append(cv.activity_result_from_proto(activity_response))
+            self._pump()
+        return dapr.CompleteTaskResponse()
+
+    # -- client RPCs ------------------------------------------------------------------
+
+    def _get(self, instance_id: str) -> Instance:
+        inst = self.instances.get(instance_id)
+        if inst is None:
+            raise grpclib.GRPCError(grpclib.Status.NOT_FOUND, f"no instance {instance_id!r}")
+        return inst
+
+    def _started(self, inst: Instance) -> WorkflowStarted:
+        return WorkflowStarted(
+            timestamp=AT,
+            name=inst.name,
+            input=inst.input,
+            run_id=f"run{next(self._runs)}",
+            parent=inst.parent,
+        )
+
+    def _create(self, iid: str, name: str, input: Raw, parent: ParentRef | None = None) -> None:
+        inst = Instance(iid, name, input, parent=parent)
+        inst.inbox.append(self._started(inst))
+        self.instances[iid] = inst
+
+    async def start_instance(
+        self, create_instance_request: dapr.CreateInstanceRequest
+    ) -> dapr.CreateInstanceResponse:
+        req = create_instance_request
+        existing = self.instances.get(req.instance_id)
+        if existing is not None and (
+            req.enforce_unique_instance_id or not existing.status.is_terminal
+        ):
+            raise grpclib.GRPCError(grpclib.Status.ALREADY_EXISTS, "taken")
+        self._create(req.instance_id, req.name, cv.payload_from_proto(req.input))
+        self._pump()
+        return dapr.CreateInstanceResponse(instance_id=req.instance_id)
+
+    async def get_instance(
+        self, get_instance_request: dapr.GetInstanceRequest
+    ) -> dapr.GetInstanceResponse:
+        inst = self.instances.get(get_instance_request.instance_id)
+        if inst is None:
+            return dapr.GetInstanceResponse(exists=False)
+        state = dapr.WorkflowState(
+            instance_id=inst.instance_id,
+            name=inst.name,
+            workflow_status=cv.status_to_dapr(inst.status),
+            created_timestamp=AT,
+            last_updated_timestamp=AT,
+            input=cv.payload_to_proto(inst.input),
+            output=cv.payload_to_proto(inst.output),
+            custom_status=cv.payload_to_proto(inst.custom_status),
+        )
+        if inst.failure is not None:
+            state.failure_details = cv.failure_to_dapr(inst.failure)
+        return dapr.GetInstanceResponse(exists=True, workflow_state=state)
+
+    def _deliver(self, instance_id: str, event: HistoryEvent) -> None:
+        inst = self._get(instance_id)
+        if not inst.status.is_terminal:
+            inst.inbox.append(event)
+            self._pump()
+
+    async def raise_event(
+        self, raise_event_request: dapr.RaiseEventRequest
+    ) -> dapr.RaiseEventResponse:
+        req = raise_event_request
+        self._deliver(
+            req.instance_id, EventRaised(name=req.name, input=cv.payload_from_proto(req.input))
+        )
+        return dapr.RaiseEventResponse()
+
+    async def terminate_instance(
+        self, terminate_request: dapr.TerminateRequest
+    ) -> dapr.TerminateResponse:
+        req = terminate_request
+        self._deliver(req.instance_id, WorkflowTerminated(output=cv.payload_from_proto(req.output)))
+        return dapr.TerminateResponse()
+
+    async def suspend_instance(self, suspend_request: dapr.SuspendRequest) -> dapr.SuspendResponse:
+        self._deliver(
+            suspend_request.instance_id, WorkflowSuspended(reason=suspend_request.reason or "")
+        )
+        return dapr.SuspendResponse()
+
+    async def resume_instance(self, resume_request: dapr.ResumeRequest) -> dapr.ResumeResponse:
+        self._deliver(
+            resume_request.instance_id, WorkflowResumed(reason=resume_request.reason or "")
+        )
+        return dapr.ResumeResponse()
+
+    async def purge_instances(
+        self, purge_instances_request: dapr.PurgeInstancesRequest
+    ) -> dapr.PurgeInstancesResponse:
+        inst = self._get(purge_instances_request.instance_id)
+        if not inst.status.is_terminal:
+            raise grpclib.GRPCError(grpclib.Status.FAILED_PRECONDITION, "still running")
+        del self.instances[inst.instance_id]
+        return dapr.PurgeInstancesResponse(deleted_instance_count=1)
+
+    async def list_instance_i_ds(
+        self, list_instance_i_ds_request: dapr.ListInstanceIDsRequest
+    ) -> dapr.ListInstanceIDsResponse:
+        ids = sorted(self.instances)
+        start = int(list_instance_i_ds_request.continuation_token or 0)
+        size = list_instance_i_ds_request.page_size or 100
+        page = ids[start : start + size]
+        more = start + size < len(ids)
+        return dapr.ListInstanceIDsResponse(
+            instance_ids=page, continuation_token=str(start + size) if more else None
+        )
+
+
+async def serve(stub: DaprStub, port: int = 0) -> tuple[Server, int]:
+    """Start ``stub`` on loopback (on a free port unless ``port`` is given)."""
+    server = Server([stub])
+    stub.attach(server)
+    await server.start("127.0.0.1", port)
+    port: int = server._server.sockets[0].getsockname()[1]  # no public accessor
+    return server, port
