@@ -8,6 +8,7 @@ in a module that ``benchmarks/__main__.py`` imports.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import hashlib
@@ -123,18 +124,38 @@ def scenario(
 # -- stores -----------------------------------------------------------------------------
 
 
+_SESSION_ENV = "DURABLE_BENCH_DIR"
+
+
+def _session_dir() -> str:
+    """The directory that holds this suite run's file stores, removed when the run ends.
+
+    Stores are not deleted between measurements: on ext4 without a journal (the
+    reference machine's disk), a new inode is not taken from those freed in the last
+    few seconds, and each file creation scans past them, so deleting one run's tens of
+    thousands of files makes the next run's file creations several times slower. Child
+    processes (``run_child`` passes the environment on) put their stores here too.
+    Set ``DURABLE_BENCH_DIR`` to an existing directory to keep the stores there (the
+    suite then leaves it alone, so several runs in a row free no inodes at all).
+    """
+    path = os.environ.get(_SESSION_ENV)
+    if path is None:
+        path = tempfile.mkdtemp(prefix="durable-bench-")
+        os.environ[_SESSION_ENV] = path
+        atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 @contextlib.contextmanager
 def fresh_store(kind: str) -> Iterator[ObjectStore]:
-    """A new, empty store: a private MemoryStore, or a LocalStore in a new temp dir."""
+    """A new, empty store: a private MemoryStore, or a LocalStore in a new directory under
+    the run's session directory (see :func:`_session_dir`)."""
     if kind == "memory":
         yield MemoryStore("memory://")
         return
     if kind == "file":
-        root = tempfile.mkdtemp(prefix="durable-bench-")
-        try:
-            yield LocalStore(root, url=f"file://{root}")
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        root = tempfile.mkdtemp(prefix="store-", dir=_session_dir())
+        yield LocalStore(root, url=f"file://{root}")
         return
     raise ValueError(f"unknown store kind {kind!r}: use one of {', '.join(STORES)}")
 
