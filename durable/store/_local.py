@@ -53,9 +53,19 @@ _T = TypeVar("_T")
 
 _LEADERS = 2  # batches in flight at once (worker threads doing file I/O)
 _LOCK_STRIPES = 64  # lock files in .locks/; keys hashing to one stripe serialize their writes
+_MADE_DIRS_MAX = 100_000  # directories remembered as existing (a bounded cache)
 _WRITE_ATTEMPTS = 5  # a concurrent delete may prune the directory we are about to write in
 _NOT_A_FILE = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _temp_numbers = itertools.count()
+_pid = os.getpid()  # in temp file names; a syscall each time is measurable, so kept here
+
+
+def _after_fork() -> None:
+    global _pid  # one process-wide value, refreshed in a forked child
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def content_etag(data: bytes) -> str:
@@ -338,7 +348,7 @@ class LocalStore:
             try:
                 if directory not in self._made_dirs:
                     self._make_dir(directory)
-                temp = f"{directory}/.tmp-{os.getpid()}-{next(_temp_numbers)}"
+                temp = f"{directory}/.tmp-{_pid}-{next(_temp_numbers)}"
                 fd = os.open(temp, flags, 0o666)
                 break
             except FileExistsError:
@@ -369,7 +379,12 @@ class LocalStore:
             while path != self._root and len(path) > len(self._root):
                 path = os.path.dirname(path)
                 _sync_dir(path)
-        self._made_dirs.add(directory)
+        made = self._made_dirs
+        if len(made) >= _MADE_DIRS_MAX:
+            made.clear()  # only a cache: a miss costs one makedirs
+        while directory not in made and len(directory) > len(self._root):
+            made.add(directory)  # and its parents, which exist now too
+            directory = os.path.dirname(directory)
 
     def _prune(self, directory: str) -> None:
         """Remove ``directory`` and its ancestors below the root while they are empty."""
