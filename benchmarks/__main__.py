@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
     parser.add_argument(
+        "--max-resident",
+        type=int,
+        metavar="N",
+        help="timers scenario: run with Runtime(max_resident_workflows=N) (eviction)",
+    )
+    parser.add_argument(
         "--peer",
         action="append",
         choices=sorted(PEERS),
@@ -202,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         print("--repeat must be at least 1", file=sys.stderr)
         return 2
+    if args.max_resident is not None and args.max_resident < 1:
+        print("--max-resident must be at least 1", file=sys.stderr)
+        return 2
+    _scale.TIMERS_MAX_RESIDENT = args.max_resident
     env = environment()
     env["options"] = {
         "quick": args.quick,
@@ -213,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.profile,
         "peers": args.peer,
         "no_peers": args.no_peers,
+        "max_resident": args.max_resident,
     }
     print(f"durable benchmarks  {env['date']}")
     print(f"  python {env['python']} ({env['python_build']}) on {env['platform']}")

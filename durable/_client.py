@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 from msgspec import Raw
 
 from ._clock import Clock, SystemClock
@@ -142,6 +143,10 @@ class Client:
                 memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
             )  # fmt: skip
             await self._announce(instance_id, created)
+        # Always a scheduling point: on a store whose calls never suspend, a loop of
+        # starts would otherwise hold the event loop until the last one, with every
+        # instance queued and none able to run (or be evicted) in between.
+        await anyio.lowlevel.checkpoint()
         return WorkflowHandle(self, instance_id, name)
 
     def _workflow_name(self, workflow: Callable[..., Any] | str) -> str:

@@ -90,7 +90,10 @@ class LocalStore:
         self._url = url if url is not None else f"file://{self._root}"
         self._fsync = fsync
         self._lock_dir = f"{self._root}/.locks"
-        self._made_dirs: set[str] = set()  # directories known to exist: skips makedirs
+        # With fsync: directories this store made and synced (or found), so each is synced
+        # once per process. Without fsync none is remembered: a write just tries, and
+        # makes the directory if the open says it is missing (no memory per instance).
+        self._made_dirs: set[str] = set()
         self._queue: list[_Op] = []  # operations waiting for the next batch
         self._stripe_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._lock_fds: dict[int, int] = {}  # stripe -> open lock file, kept for reuse
@@ -346,7 +349,7 @@ class LocalStore:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                if directory not in self._made_dirs:
+                if self._fsync and directory not in self._made_dirs:
                     self._make_dir(directory)
                 temp = f"{directory}/.tmp-{_pid}-{next(_temp_numbers)}"
                 fd = os.open(temp, flags, 0o666)
@@ -357,7 +360,10 @@ class LocalStore:
             except FileNotFoundError:
                 if attempt == _WRITE_ATTEMPTS:
                     raise
-                self._made_dirs.discard(directory)  # pruned by a concurrent delete
+                if self._fsync:
+                    self._made_dirs.discard(directory)  # pruned by a concurrent delete
+                else:
+                    self._make_dir(directory)  # new, or pruned by a concurrent delete
         try:
             view = memoryview(data)
             while view:
@@ -374,17 +380,16 @@ class LocalStore:
     def _make_dir(self, directory: str) -> None:
         """Create ``directory`` and its parents, syncing their entries if ``fsync`` is on."""
         os.makedirs(directory, exist_ok=True)
-        if self._fsync:
-            path = directory
-            while path != self._root and len(path) > len(self._root):
-                path = os.path.dirname(path)
-                _sync_dir(path)
+        if not self._fsync:
+            return
+        path = directory
+        while path != self._root and len(path) > len(self._root):
+            path = os.path.dirname(path)
+            _sync_dir(path)
         made = self._made_dirs
         if len(made) >= _MADE_DIRS_MAX:
-            made.clear()  # only a cache: a miss costs one makedirs
-        while directory not in made and len(directory) > len(self._root):
-            made.add(directory)  # and its parents, which exist now too
-            directory = os.path.dirname(directory)
+            made.clear()  # only a cache: a miss costs one makedirs and its syncs
+        made.add(directory)
 
     def _prune(self, directory: str) -> None:
         """Remove ``directory`` and its ancestors below the root while they are empty."""
