@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _scale, _scenarios
 from ._peers import PEER_SIZES, PEERS, column_for, comparisons, peer_sizes, run_peers, unavailable
-from ._suite import SCENARIOS, STORES, environment, run_scenario
+from ._suite import ALL_STORES, SCENARIOS, STORES, environment, run_scenario
 
 if TYPE_CHECKING:
     from ._peers import Comparison, PeerResult
@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store",
         action="append",
-        choices=STORES,
-        help="run only on this store (repeatable; default: all)",
+        choices=ALL_STORES,
+        help="run only on this store (repeatable; default: memory and file; file-fsync is "
+        "file with fsync=1, only when named)",
     )
     parser.add_argument(
         "--sizes",

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCENARIOS",
+    "ALL_STORES",
     "STORES",
     "ChildFailed",
     "Column",
@@ -53,7 +54,8 @@ __all__ = [
     "scenario",
 ]
 
-STORES = ("memory", "file")
+STORES = ("memory", "file")  # run by default
+ALL_STORES = (*STORES, "file-fsync")  # file-fsync (survives power loss) only with --store
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class Scenario:
     quick_sizes: tuple[int, ...]
     columns: tuple[Column, ...]
     repeatable: bool = True  # False: deterministic figures, one run is enough
-    stores: tuple[str, ...] = STORES
+    stores: tuple[str, ...] = ALL_STORES
     notes: tuple[str, ...] = ()
 
 
@@ -94,7 +96,7 @@ def scenario(
     quick_sizes: tuple[int, ...] | None = None,
     columns: tuple[Column, ...],
     repeatable: bool = True,
-    stores: tuple[str, ...] = STORES,
+    stores: tuple[str, ...] = ALL_STORES,
     notes: tuple[str, ...] = (),
 ) -> Callable[[Callable[[str, int], dict[str, float]]], Callable[[str, int], dict[str, float]]]:
     """Register ``measure(store_kind, size) -> {metric: value}`` as scenario ``name``."""
@@ -153,11 +155,12 @@ def fresh_store(kind: str) -> Iterator[ObjectStore]:
     if kind == "memory":
         yield MemoryStore("memory://")
         return
-    if kind == "file":
+    if kind in ("file", "file-fsync"):
         root = tempfile.mkdtemp(prefix="store-", dir=_session_dir())
-        yield LocalStore(root, url=f"file://{root}")
+        fsync = kind == "file-fsync"
+        yield LocalStore(root, url=f"file://{root}{'?fsync=1' if fsync else ''}", fsync=fsync)
         return
-    raise ValueError(f"unknown store kind {kind!r}: use one of {', '.join(STORES)}")
+    raise ValueError(f"unknown store kind {kind!r}: use one of {', '.join(ALL_STORES)}")
 
 
 # -- statistics -------------------------------------------------------------------------

@@ -100,6 +100,7 @@ class Client:
         self.codec: PayloadCodec = codec or JsonCodec()
         self.poll_interval = poll_interval
         self._engine = _engine
+        self._never_suspends = bool(getattr(self.store, "never_suspends", False))
 
     async def __aenter__(self) -> Client:
         return self
@@ -143,10 +144,11 @@ class Client:
                 memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
             )  # fmt: skip
             await self._announce(instance_id, created)
-        # Always a scheduling point: on a store whose calls never suspend, a loop of
-        # starts would otherwise hold the event loop until the last one, with every
-        # instance queued and none able to run (or be evicted) in between.
-        await anyio.lowlevel.checkpoint()
+        if self._never_suspends:
+            # A scheduling point even so: a loop of starts would otherwise hold the event
+            # loop until the last one, every instance queued and none able to run (or be
+            # evicted) in between.
+            await anyio.lowlevel.checkpoint()
         return WorkflowHandle(self, instance_id, name)
 
     def _workflow_name(self, workflow: Callable[..., Any] | str) -> str:
