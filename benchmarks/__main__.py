@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _scale, _scenarios
 from ._peers import PEER_SIZES, PEERS, column_for, comparisons, peer_sizes, run_peers, unavailable
-from ._suite import ALL_STORES, SCENARIOS, environment, run_scenario
+from ._suite import ALL_STORES, DEFAULT_STORES, SCENARIOS, environment, run_scenario
 
 if TYPE_CHECKING:
     from ._peers import Comparison, PeerResult
@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         "--store",
         action="append",
         choices=ALL_STORES,
-        help="run only on this store (repeatable; default: all)",
+        help="run only on this store (repeatable; default: memory and file, and s3 for "
+        "store-ops; file-fsync is file with fsync=1, only when named)",
     )
     parser.add_argument(
         "--sizes",
@@ -65,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         help="cProfile the measured runs only (not imports or warm-up) into PATH (pstats)",
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
+    parser.add_argument(
+        "--max-resident",
+        type=int,
+        metavar="N",
+        help="timers scenario: run with Runtime(max_resident_workflows=N) (eviction)",
+    )
     parser.add_argument(
         "--peer",
         action="append",
@@ -202,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         print("--repeat must be at least 1", file=sys.stderr)
         return 2
+    if args.max_resident is not None and args.max_resident < 1:
+        print("--max-resident must be at least 1", file=sys.stderr)
+        return 2
+    _scale.TIMERS_MAX_RESIDENT = args.max_resident
     env = environment()
     env["options"] = {
         "quick": args.quick,
@@ -213,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.profile,
         "peers": args.peer,
         "no_peers": args.no_peers,
+        "max_resident": args.max_resident,
     }
     print(f"durable benchmarks  {env['date']}")
     print(f"  python {env['python']} ({env['python_build']}) on {env['platform']}")
@@ -229,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         _progress("warm-up")
         _scenarios.warm_up()
     selected = args.scenario or list(SCENARIOS)
-    stores = tuple(args.store) if args.store else ALL_STORES
+    stores = tuple(args.store) if args.store else DEFAULT_STORES
     profiler = cProfile.Profile() if args.profile else None
     results: dict[str, Any] = {}
     durable_rows: dict[str, list[Row]] = {}

@@ -2,7 +2,8 @@
 
 Run by the suite (:func:`benchmarks._suite.run_child`), not by hand:
 
-* ``timers STORE N``: one ``timers`` measurement (durable; RSS of a fresh process);
+* ``timers STORE N [CAP]``: one ``timers`` measurement (durable; RSS of a fresh process;
+  CAP is ``max_resident_workflows``);
 * ``peer NAME PLAN``: a peer's measurements; PLAN is JSON
   ``{"repeat": R, "cells": [["sequential", 100], ...]}``. This imports only the peer's
   module and its SDK, never durable.
@@ -23,10 +24,11 @@ def _progress(message: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[0] == "timers":
+    if len(argv) in (3, 4) and argv[0] == "timers":
         from ._scale import timers_in_this_process
 
-        result: Any = timers_in_this_process(argv[1], int(argv[2]))
+        cap = int(argv[3]) if len(argv) == 4 else None
+        result: Any = timers_in_this_process(argv[1], int(argv[2]), cap)
     elif len(argv) == 3 and argv[0] == "peer":
         from ._peers import run_peer_in_this_process
 

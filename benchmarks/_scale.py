@@ -9,6 +9,7 @@ from the annotations, so they must resolve at runtime.)
 """
 
 import gc
+import math
 import resource
 from datetime import timedelta
 from time import perf_counter
@@ -107,16 +108,26 @@ def fanout(store_kind: str, n: int) -> dict[str, float]:
 
 _WARM_UP_TIMERS = 20
 
+TIMERS_MAX_RESIDENT: int | None = None
+"""``Runtime(max_resident_workflows=...)`` for the ``timers`` scenario (``--max-resident``)."""
+
 
 def _instance_id(i: int) -> str:
     return f"timer-{i:06d}"
 
 
-async def _timers_once(store: ObjectStore, n: int) -> dict[str, float]:
+def _resident(rt: Runtime) -> int:
+    """How many instances the runtime holds in memory (a private count: benchmarks only)."""
+    return len(rt._engine._instances)
+
+
+async def _timers_once(store: ObjectStore, n: int, cap: int | None) -> dict[str, float]:
     clock = MockClock()
     _sleeping.clear()
+    max_resident = 0
+    rss_at_cap = math.nan
     try:
-        async with Runtime(REGISTRY, store=store, clock=clock) as rt:
+        async with Runtime(REGISTRY, store=store, clock=clock, max_resident_workflows=cap) as rt:
             # warm up every code path (start, suspend, wake, result) before the baseline
             warm = [await rt.start(bench_timer, 1) for _ in range(_WARM_UP_TIMERS)]
             await rt.wait_idle()
@@ -133,27 +144,45 @@ async def _timers_once(store: ObjectStore, n: int) -> dict[str, float]:
             started = perf_counter()
             for i in range(n):
                 await rt.start(bench_timer, 1, instance_id=_instance_id(i))
+                max_resident = max(max_resident, _resident(rt))
+                if cap is not None and i + 1 == cap:  # the first `cap` are in: RSS from here
+                    await rt.wait_idle()
+                    gc.collect()
+                    rss_at_cap = rss_bytes()
             await rt.wait_idle()
             suspended = perf_counter()
             if len(_sleeping) != n:
                 raise RuntimeError(f"timers: {len(_sleeping)} of {n} reached their timer")
+            resident_asleep = _resident(rt)
+            max_resident = max(max_resident, resident_asleep)
             gc.collect()
             rss_after = rss_bytes()
 
             woke = perf_counter()
             clock.advance(timedelta(hours=2))  # past every deadline (1 hour from its start)
+            max_resident_waking = 0
             for i in range(n):
                 if await rt.client.get_handle(_instance_id(i)) != 1:
                     raise RuntimeError("timers: a workflow returned the wrong result")
+                max_resident_waking = max(max_resident_waking, _resident(rt))
             done = perf_counter()
     finally:
         await store.close()
         _sleeping.clear()
     # ru_maxrss is in KiB on Linux
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after_cap = n - cap if cap is not None and n > cap else 0
     return {
+        "max_resident_workflows": float(cap) if cap is not None else math.nan,
         "rss_per_workflow_bytes": (rss_after - rss_before) / n,
+        "rss_per_workflow_after_cap_bytes": (
+            (rss_after - rss_at_cap) / after_cap if after_cap else math.nan
+        ),
+        "resident_max_asleep": float(max_resident),
+        "resident_asleep": float(resident_asleep),
+        "resident_max_waking": float(max_resident_waking),
         "rss_before_bytes": float(rss_before),
+        "rss_at_cap_bytes": float(rss_at_cap),
         "rss_suspended_bytes": float(rss_after),
         "rss_peak_bytes": float(peak),
         "start_and_suspend_s": suspended - started,
@@ -163,10 +192,10 @@ async def _timers_once(store: ObjectStore, n: int) -> dict[str, float]:
     }
 
 
-def timers_in_this_process(store_kind: str, n: int) -> dict[str, float]:
+def timers_in_this_process(store_kind: str, n: int, cap: int | None = None) -> dict[str, float]:
     """One ``timers`` measurement in this process (the child's side)."""
     with fresh_store(store_kind) as store:
-        return anyio.run(_timers_once, store, n)
+        return anyio.run(_timers_once, store, n, cap)
 
 
 @scenario(
@@ -178,6 +207,10 @@ def timers_in_this_process(store_kind: str, n: int) -> dict[str, float]:
     quick_sizes=(200,),
     columns=(
         Column("rss_per_workflow_bytes", "RSS KB/workflow", ",.2f", 1e-3),
+        Column("max_resident_workflows", "cap", ",.0f"),
+        Column("rss_per_workflow_after_cap_bytes", "KB/wf after cap", ",.2f", 1e-3),
+        Column("resident_max_asleep", "max resident", ",.0f"),
+        Column("resident_max_waking", "max resident waking", ",.0f"),
         Column("rss_before_bytes", "RSS before MB", ",.1f", 1e-6),
         Column("rss_suspended_bytes", "RSS asleep MB", ",.1f", 1e-6),
         Column("start_and_suspend_s", "start+suspend s", ",.2f"),
@@ -192,10 +225,18 @@ def timers_in_this_process(store_kind: str, n: int) -> dict[str, float]:
         "the RSS includes everything the store keeps in the process: on memory:// that is "
         "every instance's history and index records, on file:// only the runtime's state",
         "wake all = MockClock.advance(2 hours) to the N-th awaited result (handles awaited "
-        "in order); default runtime limits (max_cached_workflows=10,000)",
+        "in order); default runtime limits (no max_resident_workflows) unless "
+        "--max-resident N (cap) is given",
+        "with a cap: KB/wf after cap = (asleep - RSS once the first `cap` are asleep) / "
+        "(N - cap), i.e. whether RSS stays flat past the cap; max resident = the most "
+        "instances held in memory while starting (sampled after each start) and while "
+        "waking (after each result); every run checks that all N finish with the right result",
         "--profile does not see these runs (they are child processes)",
     ),
 )
 def timers(store_kind: str, n: int) -> dict[str, float]:
-    figures: Any = run_child(["timers", store_kind, str(n)], timeout=1800)
+    args = ["timers", store_kind, str(n)]
+    if TIMERS_MAX_RESIDENT is not None:
+        args.append(str(TIMERS_MAX_RESIDENT))
+    figures: Any = run_child(args, timeout=1800)
     return {str(key): float(value) for key, value in figures.items()}

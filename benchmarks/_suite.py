@@ -8,6 +8,7 @@ in a module that ``benchmarks/__main__.py`` imports.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import hashlib
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = [
     "SCENARIOS",
     "ALL_STORES",
+    "DEFAULT_STORES",
+    "LOCAL_STORES",
     "STORES",
     "ChildFailed",
     "Column",
@@ -53,8 +56,10 @@ __all__ = [
     "scenario",
 ]
 
-STORES = ("memory", "file")
-ALL_STORES = (*STORES, "s3")  # s3: moto_server on loopback, for scenarios that ask for it
+STORES = ("memory", "file")  # every scenario runs on these by default
+LOCAL_STORES = (*STORES, "file-fsync")  # file-fsync (survives power loss) only with --store
+ALL_STORES = (*LOCAL_STORES, "s3")  # s3: moto_server on loopback, for scenarios that take it
+DEFAULT_STORES = (*STORES, "s3")  # what runs without --store (s3 only where a scenario asks)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class Scenario:
     quick_sizes: tuple[int, ...]
     columns: tuple[Column, ...]
     repeatable: bool = True  # False: deterministic figures, one run is enough
-    stores: tuple[str, ...] = STORES
+    stores: tuple[str, ...] = LOCAL_STORES
     notes: tuple[str, ...] = ()
 
 
@@ -95,7 +100,7 @@ def scenario(
     quick_sizes: tuple[int, ...] | None = None,
     columns: tuple[Column, ...],
     repeatable: bool = True,
-    stores: tuple[str, ...] = STORES,
+    stores: tuple[str, ...] = LOCAL_STORES,
     notes: tuple[str, ...] = (),
 ) -> Callable[[Callable[[str, int], dict[str, float]]], Callable[[str, int], dict[str, float]]]:
     """Register ``measure(store_kind, size) -> {metric: value}`` as scenario ``name``."""
@@ -125,10 +130,33 @@ def scenario(
 # -- stores -----------------------------------------------------------------------------
 
 
+_SESSION_ENV = "DURABLE_BENCH_DIR"
+
+
+def _session_dir() -> str:
+    """The directory that holds this suite run's file stores, removed when the run ends.
+
+    Stores are not deleted between measurements: on ext4 without a journal (the
+    reference machine's disk), a new inode is not taken from those freed in the last
+    few seconds, and each file creation scans past them, so deleting one run's tens of
+    thousands of files makes the next run's file creations several times slower. Child
+    processes (``run_child`` passes the environment on) put their stores here too.
+    Set ``DURABLE_BENCH_DIR`` to an existing directory to keep the stores there (the
+    suite then leaves it alone, so several runs in a row free no inodes at all).
+    """
+    path = os.environ.get(_SESSION_ENV)
+    if path is None:
+        path = tempfile.mkdtemp(prefix="durable-bench-")
+        os.environ[_SESSION_ENV] = path
+        atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 @contextlib.contextmanager
 def fresh_store(kind: str) -> Iterator[ObjectStore]:
-    """A new, empty store: a private MemoryStore, a LocalStore in a new temp dir, or an
-    S3Store on a fresh bucket of a moto_server on loopback."""
+    """A new, empty store: a private MemoryStore, a LocalStore in a new directory under
+    the run's session directory (see :func:`_session_dir`), or an S3Store on a fresh
+    bucket of a moto_server on loopback."""
     if kind == "s3":
         from ._s3 import moto_s3_store
 
@@ -137,14 +165,12 @@ def fresh_store(kind: str) -> Iterator[ObjectStore]:
     if kind == "memory":
         yield MemoryStore("memory://")
         return
-    if kind == "file":
-        root = tempfile.mkdtemp(prefix="durable-bench-")
-        try:
-            yield LocalStore(root, url=f"file://{root}")
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    if kind in ("file", "file-fsync"):
+        root = tempfile.mkdtemp(prefix="store-", dir=_session_dir())
+        fsync = kind == "file-fsync"
+        yield LocalStore(root, url=f"file://{root}{'?fsync=1' if fsync else ''}", fsync=fsync)
         return
-    raise ValueError(f"unknown store kind {kind!r}: use one of {', '.join(STORES)}")
+    raise ValueError(f"unknown store kind {kind!r}: use one of {', '.join(ALL_STORES)}")
 
 
 # -- statistics -------------------------------------------------------------------------

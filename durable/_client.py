@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 from msgspec import Raw
 
 from ._clock import Clock, SystemClock
@@ -101,6 +102,7 @@ class Client:
         self.poll_interval = poll_interval
         self._engine = _engine
         self._partitions: int | None = None  # the store's partition count, read once
+        self._never_suspends = bool(getattr(self.store, "never_suspends", False))
 
     async def __aenter__(self) -> Client:
         return self
@@ -151,6 +153,11 @@ class Client:
                     await self._nudge(instance_id)
                 raise
             await self._announce(instance_id, created)
+        if self._never_suspends:
+            # A scheduling point even so: a loop of starts would otherwise hold the event
+            # loop until the last one, every instance queued and none able to run (or be
+            # evicted) in between.
+            await anyio.lowlevel.checkpoint()
         return WorkflowHandle(self, instance_id, name)
 
     async def _nudge(self, instance_id: str) -> None:

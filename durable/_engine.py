@@ -585,29 +585,37 @@ class Engine:
             match action:
                 case ScheduleActivity():
                     event = ActivityScheduled(
-                        task_id=action.task_id, name=action.name, input=action.input,
-                        attempt=action.attempt, step=action.step,
+                        event_id=event_id, timestamp=now, task_id=action.task_id,
+                        name=action.name, input=action.input, attempt=action.attempt,
+                        step=action.step,
                     )  # fmt: skip
                 case StartTimer():
                     event = TimerCreated(
-                        task_id=action.task_id, fire_at=action.fire_at, purpose=action.purpose
-                    )
+                        event_id=event_id, timestamp=now, task_id=action.task_id,
+                        fire_at=action.fire_at, purpose=action.purpose,
+                    )  # fmt: skip
                 case StartChildWorkflow():
                     event = ChildWorkflowScheduled(
-                        task_id=action.task_id, name=action.name,
-                        instance_id=action.instance_id, input=action.input,
+                        event_id=event_id, timestamp=now, task_id=action.task_id,
+                        name=action.name, instance_id=action.instance_id, input=action.input,
                     )  # fmt: skip
                 case RecordPatch():
-                    event = PatchApplied(patch_id=action.patch_id)
+                    event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)
                 case CompleteWorkflow():
                     event, status = (
-                        WorkflowCompleted(result=action.result),
+                        WorkflowCompleted(event_id=event_id, timestamp=now, result=action.result),
                         WorkflowStatus.COMPLETED,
                     )
                 case FailWorkflow():
-                    event, status = WorkflowErrored(failure=action.failure), WorkflowStatus.FAILED
+                    event = WorkflowErrored(
+                        event_id=event_id, timestamp=now, failure=action.failure
+                    )
+                    status = WorkflowStatus.FAILED
                 case ContinueAsNew():
-                    event = ContinuedAsNew(input=action.input, carryover=action.carryover)
+                    event = ContinuedAsNew(
+                        event_id=event_id, timestamp=now, input=action.input,
+                        carryover=action.carryover,
+                    )  # fmt: skip
                     status = WorkflowStatus.PENDING
                     started = WorkflowStarted(
                         event_id=0, timestamp=now, name=inst.name, input=action.input,
@@ -619,7 +627,7 @@ class Engine:
                         msgspec.structs.replace(e, event_id=i, timestamp=now)
                         for i, e in enumerate(action.carryover, start=1)
                     )
-            events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))
+            events.append(event)
             event_id += 1
         if run.terminated and status not in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED):
             status = WorkflowStatus.TERMINATED
@@ -632,7 +640,11 @@ class Engine:
         leases = self._leases
         if leases is not None and not leases.can_commit(self.partition(inst.id)):
             raise _NotLeased(inst.id)
-        with anyio.CancelScope(shield=not self._store_never_suspends):
+        with (
+            contextlib.nullcontext()
+            if self._store_never_suspends
+            else anyio.CancelScope(shield=True)
+        ):
             try:
                 await self.store.put_if_absent(key, data)
                 return True
@@ -1281,8 +1293,14 @@ class Engine:
     def _note_waiting(self, inst: _Instance) -> None:
         """After a turn: if the instance now only waits on timers or events, it may be
         evicted by time (its policy's TTL) or to make room (``max_resident_workflows``)."""
-        if inst.pending or any(type(e) is ActivityScheduled for e in inst.outstanding.values()):
+        if inst.pending:
             return
+        first_timer: datetime | None = None  # one pass: activities rule it out, else timers
+        for event in inst.outstanding.values():
+            if type(event) is ActivityScheduled:
+                return
+            if type(event) is TimerCreated and (first_timer is None or event.fire_at < first_timer):
+                first_timer = event.fire_at
         policy = self.executor.eviction_policy(inst.name) or self._eviction
         now = self.clock.now()
         if policy.allow_capacity_eviction and self._max_resident is not None:
@@ -1290,11 +1308,11 @@ class Engine:
             heapq.heappush(self._evictable, entry)
             if len(self._evictable) > 2 * len(self._instances) + 64:
                 self._compact_evictable()
-        if policy.ttl is not None:
-            timers = [e.fire_at for e in inst.outstanding.values() if type(e) is TimerCreated]
-            if not timers or min(timers) - now >= MIN_EVICTABLE_WAIT:
-                when = now + max(policy.ttl, MIN_EVICTABLE_WAIT)
-                self._timers.add(when, (self._evict_if_idle, inst.id, inst.seq), durable=False)
+        if policy.ttl is not None and (
+            first_timer is None or first_timer - now >= MIN_EVICTABLE_WAIT
+        ):
+            when = now + max(policy.ttl, MIN_EVICTABLE_WAIT)
+            self._timers.add(when, (self._evict_if_idle, inst.id, inst.seq), durable=False)
 
     def _compact_evictable(self) -> None:
         """Drop candidates that went stale (evicted, finished, or turned since)."""

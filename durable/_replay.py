@@ -216,7 +216,7 @@ class WorkflowRun:
 
     def check_complete(self) -> None:
         """After replaying a whole history: the code must have nothing left unrecorded."""
-        self._check_nothing_pending("the end of history", None)
+        self._check_nothing_pending(None)
 
     def close(self) -> None:
         """Drop the coroutine (eviction, termination, end of run)."""
@@ -248,7 +248,8 @@ class WorkflowRun:
         self._next_task_id = event.first_task_id
 
     def _on_turn_started(self, event: TurnStarted) -> None:
-        self._check_nothing_pending(f"history event {event.event_id}, a new turn", event.event_id)
+        if self._pending or self.final is not None:
+            self._check_nothing_pending(event.event_id)
         self.now = event.timestamp
         if self.started is not None and not self._main_started and not self.finished:
             self._main_started = True
@@ -306,7 +307,12 @@ class WorkflowRun:
             )
         self._final_matched = True
 
-    def _check_nothing_pending(self, where: str, event_id: int | None) -> None:
+    def _check_nothing_pending(self, event_id: int | None) -> None:
+        """Raise if the code asked for something that history does not record before
+        event ``event_id`` (a new turn), or before the end of history (``None``)."""
+        where = (
+            "the end of history" if event_id is None else f"history event {event_id}, a new turn"
+        )
         if self._pending:
             action = next(iter(self._pending.values()))
             raise NonDeterminismError(

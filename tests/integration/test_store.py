@@ -451,6 +451,25 @@ async def test_local_store_recreates_directories_removed_behind_its_back(tmp_pat
     assert await store.get("a/b/c") == b"2"
 
 
+async def test_local_store_put_over_a_directory_fails_and_keeps_it(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    await store.put("a/b", b"1")
+    with pytest.raises(StoreError):
+        await store.put("a", b"over a directory")
+    assert await store.get("a/b") == b"1"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b"]
+    assert await store.list("") == ["a"]
+
+
+async def test_local_store_replaces_without_leaving_temp_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    etag = await store.put("k/meta", b"one")
+    etag = await store.put_if_match("k/meta", b"two", etag)
+    await store.put("k/meta", b"three")
+    assert await store.get("k/meta") == b"three"
+    assert [p.name for p in (tmp_path / "k").iterdir()] == ["meta"]
+
+
 async def test_local_store_skips_dot_files_in_listings(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     await store.put("a/b", b"1")
