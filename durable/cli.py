@@ -175,9 +175,12 @@ async def _sidecar(args: argparse.Namespace) -> None:
         args.store, host=host.strip("[]"), port=int(port),
         tls_cert=args.tls_cert, tls_key=args.tls_key, api_token=args.api_token,
     )  # fmt: skip
-    async with sidecar:
-        print(f"durable sidecar listening on {host}:{sidecar.port}", flush=True)
-        await anyio.sleep_forever()
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with sidecar:
+            print(f"durable sidecar listening on {host}:{sidecar.port}", flush=True)
+            async for _ in signals:
+                break  # a clean stop
+    print("durable sidecar stopped", flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
