@@ -38,7 +38,7 @@ def worker_process(name: str, url: str, env: dict[str, str], log_path: Path) -> 
     """One ``durable worker`` process of the fleet."""
     argv = [
         sys.executable, "-m", "durable", "worker", "fleet_app:registry", "--store", url,
-        "--owner", name, "--partitions", str(PARTITIONS), "--lease-ttl", "5s",
+        "--owner", name, "--partitions", str(PARTITIONS), "--lease-ttl", "8s",
         "--poll-interval", "1.0",
     ]  # fmt: skip
     return LineProcess(name, argv, log_path, env, HERE)
