@@ -470,6 +470,28 @@ async def test_local_store_replaces_without_leaving_temp_files(tmp_path: Path) -
     assert [p.name for p in (tmp_path / "k").iterdir()] == ["meta"]
 
 
+@pytest.mark.parametrize("system", ["no renameat2", "no RENAME_EXCHANGE"])
+async def test_local_store_replaces_by_rename_without_exchange(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, system: str
+) -> None:
+    import ctypes
+    import errno
+
+    from durable.store import _local
+
+    def refuse(*args: object) -> int:
+        ctypes.set_errno(errno.EINVAL)
+        return -1
+
+    monkeypatch.setattr(_local, "_renameat2", None if system == "no renameat2" else refuse)
+    store = LocalStore(tmp_path)
+    etag = await store.put("k/meta", b"one")
+    etag = await store.put_if_match("k/meta", b"two", etag)
+    await store.put("k/meta", b"three")
+    assert await store.get("k/meta") == b"three"
+    assert [p.name for p in (tmp_path / "k").iterdir()] == ["meta"]
+
+
 async def test_local_store_skips_dot_files_in_listings(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     await store.put("a/b", b"1")
