@@ -13,12 +13,10 @@ unfinished instance from the log and re-dispatches what its history left open.
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
 import math
 from contextvars import ContextVar
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -66,7 +64,7 @@ from ._events import (
     WorkflowErrored,
     WorkflowStarted,
 )
-from ._eviction import MIN_EVICTABLE_WAIT, EvictionPolicy
+from ._eviction import EvictionPolicy
 from ._executor import LocalExecutor
 from ._failure import FailureDetails, failure_from_exception
 from ._ids import IdSource
@@ -86,6 +84,7 @@ from ._records import (
     wakeup_key,
     wakeup_prefix,
 )
+from ._residency import Residency
 from ._state import WorkflowStatus
 from ._timers import TimerQueue
 
@@ -253,11 +252,6 @@ class Engine:
         self._max_turns = max_concurrent_workflows
         self._max_activities = max_concurrent_activities
         self._turns = 0  # turns in progress, in turn workers or inline after an activity
-        self._max_resident = max_resident_workflows
-        self._eviction = eviction or EvictionPolicy()
-        self._evictable: list[tuple[int, datetime, int, str, int]] = []  # capacity candidates
-        self._evict_order = itertools.count()
-        self._evicted: set[str] = set()  # ids dropped from memory that are not finished
         self._done_waiters: dict[str, anyio.Event] = {}
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
@@ -265,6 +259,11 @@ class Engine:
         self._send: MemoryObjectSendStream[_Instance] | None = None
         self._send_activity: MemoryObjectSendStream[_ActivityWork] | None = None
         self._timers = TimerQueue(clock, self._on_timer, self._notify)
+        self._residency = Residency(
+            self._instances, self._timers, clock, self.executor.eviction_policy,
+            eviction or EvictionPolicy(), max_resident_workflows, self._drop_run,
+        )  # fmt: skip
+        self._evicted = self._residency.evicted  # ids dropped from memory, not finished
         self._tg: anyio.abc.TaskGroup | None = None
         self._busy = 0
         self._queued = 0
@@ -483,7 +482,7 @@ class Engine:
             needs_turn = inst.pending or inst.status is WorkflowStatus.PENDING
             if needs_turn and self._instances.get(inst.id) is inst:
                 self._enqueue(inst)
-            self._evict_to_capacity()
+            self._residency.evict_to_capacity()
             self.busy_exit()
 
     # -- a turn ---------------------------------------------------------------------
@@ -714,7 +713,7 @@ class Engine:
         if inst.status.is_terminal:
             self._wake_waiters(inst)
         elif not record.next_run:
-            self._note_waiting(inst)
+            self._residency.note_waiting(inst)
         if record.consumed:
             self._spawn(self._delete_messages, inst.id, list(record.consumed))
 
@@ -1086,8 +1085,8 @@ class Engine:
             return None
         await self._scan_inbox(inst)
         if not inst.queued:
-            self._note_waiting(inst)
-            self._evict_to_capacity()
+            self._residency.note_waiting(inst)
+            self._residency.evict_to_capacity()
         return inst
 
     def _load_into(self, inst: _Instance, loaded: RunLog) -> None:
@@ -1292,70 +1291,6 @@ class Engine:
     def is_resident(self, instance_id: str) -> bool:
         """Whether the instance is held in this process's memory."""
         return instance_id in self._instances
-
-    # -- eviction -------------------------------------------------------------------
-
-    def _note_waiting(self, inst: _Instance) -> None:
-        """After a turn: if the instance now only waits on timers or events, it may be
-        evicted by time (its policy's TTL) or to make room (``max_resident_workflows``)."""
-        if inst.pending:
-            return
-        first_timer: datetime | None = None  # one pass: activities rule it out, else timers
-        for event in inst.outstanding.values():
-            if type(event) is ActivityScheduled:
-                return
-            if type(event) is TimerCreated and (first_timer is None or event.fire_at < first_timer):
-                first_timer = event.fire_at
-        policy = self.executor.eviction_policy(inst.name) or self._eviction
-        now = self.clock.now()
-        if policy.allow_capacity_eviction and self._max_resident is not None:
-            entry = (policy.priority, now, next(self._evict_order), inst.id, inst.seq)
-            heapq.heappush(self._evictable, entry)
-            if len(self._evictable) > 2 * len(self._instances) + 64:
-                self._compact_evictable()
-        if policy.ttl is not None and (
-            first_timer is None or first_timer - now >= MIN_EVICTABLE_WAIT
-        ):
-            when = now + max(policy.ttl, MIN_EVICTABLE_WAIT)
-            self._timers.add(when, (self._evict_if_idle, inst.id, inst.seq), durable=False)
-
-    def _compact_evictable(self) -> None:
-        """Drop candidates that went stale (evicted, finished, or turned since)."""
-        live = self._instances
-        self._evictable = [
-            entry for entry in self._evictable
-            if (inst := live.get(entry[3])) is not None and inst.seq == entry[4]
-        ]  # fmt: skip
-        heapq.heapify(self._evictable)
-
-    def _can_evict(self, instance_id: str, seq: int) -> _Instance | None:
-        inst = self._instances.get(instance_id)
-        if inst is None or inst.seq != seq or inst.running or inst.queued or inst.loading:
-            return None
-        if inst.pending or inst.status.is_terminal or inst.status is WorkflowStatus.PENDING:
-            return None
-        return inst
-
-    def _evict_if_idle(self, instance_id: str, seq: int) -> None:
-        """A TTL came due: evict unless the instance ran a turn since."""
-        if (inst := self._can_evict(instance_id, seq)) is not None:
-            self._evict(inst)
-
-    def _evict_to_capacity(self) -> None:
-        """Over ``max_resident_workflows``: evict waiting instances, lowest priority first,
-        then the longest waiting. Called between turns, never inside one."""
-        if self._max_resident is None:
-            return
-        while len(self._instances) > self._max_resident and self._evictable:
-            _, _, _, instance_id, seq = heapq.heappop(self._evictable)
-            if (inst := self._can_evict(instance_id, seq)) is not None:
-                self._evict(inst)
-
-    def _evict(self, inst: _Instance) -> None:
-        """Drop the instance from memory; its timers and the log bring it back."""
-        self._drop_run(inst)
-        del self._instances[inst.id]
-        self._evicted.add(inst.id)
 
     def forget(self, instance_id: str) -> None:
         """Drop an instance from memory (it was purged)."""

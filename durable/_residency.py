@@ -1,0 +1,117 @@
+"""Which waiting instances stay in worker memory, and which leave it.
+
+After a turn an instance that only waits on timers or events may be evicted: by time
+(its :class:`~durable.EvictionPolicy` TTL) or to make room when the engine holds more
+than ``max_resident_workflows``, lowest priority first, then the longest waiting. An
+evicted instance comes back by replay when its timer fires or a message arrives.
+Instances running a turn or waiting on an activity never leave.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import TYPE_CHECKING
+
+from ._events import ActivityScheduled, TimerCreated
+from ._eviction import MIN_EVICTABLE_WAIT
+from ._state import WorkflowStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+    from ._clock import Clock
+    from ._engine import _Instance
+    from ._eviction import EvictionPolicy
+    from ._timers import TimerQueue
+
+__all__ = ["Residency"]
+
+
+class Residency:
+    """The engine's eviction bookkeeping over its map of resident instances."""
+
+    def __init__(
+        self,
+        instances: dict[str, _Instance],
+        timers: TimerQueue,
+        clock: Clock,
+        policy_of: Callable[[str], EvictionPolicy | None],
+        default: EvictionPolicy,
+        max_resident: int | None,
+        drop_run: Callable[[_Instance], None],
+    ) -> None:
+        self._instances = instances
+        self._timers = timers
+        self._clock = clock
+        self._policy_of = policy_of
+        self._default = default
+        self._max_resident = max_resident
+        self._drop_run = drop_run
+        self._candidates: list[tuple[int, datetime, int, str, int]] = []  # capacity heap
+        self._order = itertools.count()
+        self.evicted: set[str] = set()
+        """Ids dropped from memory that have not finished."""
+
+    def note_waiting(self, inst: _Instance) -> None:
+        """After a turn: if the instance now only waits on timers or events, it becomes
+        a candidate for eviction by time and by capacity."""
+        if inst.pending:
+            return
+        first_timer: datetime | None = None  # one pass: activities rule it out, else timers
+        for event in inst.outstanding.values():
+            if type(event) is ActivityScheduled:
+                return
+            if type(event) is TimerCreated and (first_timer is None or event.fire_at < first_timer):
+                first_timer = event.fire_at
+        policy = self._policy_of(inst.name) or self._default
+        now = self._clock.now()
+        if policy.allow_capacity_eviction and self._max_resident is not None:
+            entry = (policy.priority, now, next(self._order), inst.id, inst.seq)
+            heapq.heappush(self._candidates, entry)
+            if len(self._candidates) > 2 * len(self._instances) + 64:
+                self._compact()
+        if policy.ttl is not None and (
+            first_timer is None or first_timer - now >= MIN_EVICTABLE_WAIT
+        ):
+            when = now + max(policy.ttl, MIN_EVICTABLE_WAIT)
+            self._timers.add(when, (self._evict_if_idle, inst.id, inst.seq), durable=False)
+
+    def evict_to_capacity(self) -> None:
+        """Over ``max_resident_workflows``: evict waiting instances, lowest priority first,
+        then the longest waiting. Called between turns, never inside one."""
+        if self._max_resident is None:
+            return
+        while len(self._instances) > self._max_resident and self._candidates:
+            _, _, _, instance_id, seq = heapq.heappop(self._candidates)
+            if (inst := self._can_evict(instance_id, seq)) is not None:
+                self._evict(inst)
+
+    def _compact(self) -> None:
+        """Drop candidates that went stale (evicted, finished, or turned since)."""
+        live = self._instances
+        self._candidates = [
+            entry for entry in self._candidates
+            if (inst := live.get(entry[3])) is not None and inst.seq == entry[4]
+        ]  # fmt: skip
+        heapq.heapify(self._candidates)
+
+    def _can_evict(self, instance_id: str, seq: int) -> _Instance | None:
+        inst = self._instances.get(instance_id)
+        if inst is None or inst.seq != seq or inst.running or inst.queued or inst.loading:
+            return None
+        if inst.pending or inst.status.is_terminal or inst.status is WorkflowStatus.PENDING:
+            return None
+        return inst
+
+    def _evict_if_idle(self, instance_id: str, seq: int) -> None:
+        """A TTL came due: evict unless the instance ran a turn since."""
+        if (inst := self._can_evict(instance_id, seq)) is not None:
+            self._evict(inst)
+
+    def _evict(self, inst: _Instance) -> None:
+        """Drop the instance from memory; its timers and the log bring it back."""
+        self._drop_run(inst)
+        del self._instances[inst.id]
+        self.evicted.add(inst.id)
