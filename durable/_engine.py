@@ -208,6 +208,22 @@ class _Instance:
         self.failure: FailureDetails | None = None
 
 
+def _parent_event(
+    parent: ParentRef,
+    child_id: str,
+    status: WorkflowStatus,
+    output: Raw,
+    failure: FailureDetails | None,
+) -> HistoryEvent:
+    """What a parent receives when its sub-workflow ``child_id`` ends."""
+    if status is WorkflowStatus.COMPLETED:
+        return ChildWorkflowCompleted(task_id=parent.task_id, result=output, instance_id=child_id)
+    return ChildWorkflowErrored(
+        task_id=parent.task_id, instance_id=child_id,
+        failure=failure or FailureDetails("Terminated", "terminated"),
+    )  # fmt: skip
+
+
 def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> None:
     """Track which scheduled operations still wait for their outcome."""
     for event in events:
@@ -696,13 +712,16 @@ class Engine:
                     self._dispatch(inst, event)  # fire-and-forget sub-workflows still start
             elif type(event) in _ANSWERS:
                 outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
+        told = True
         if record.next_run:
             self._start_new_run(inst, record)
         elif inst.status.is_terminal:
             self._finish(inst, record)
+            if inst.parent is not None:
+                told = await self._tell_parent(inst)
         if inst.status.is_terminal:
             await self._mark_terminal(inst.id)
-        if (
+        if told and (
             inst.status is not previous
             or inst.status.is_terminal
             or record.next_run
@@ -814,7 +833,7 @@ class Engine:
             ))  # fmt: skip
             return
         if existing.status.is_terminal:
-            self._notify_parent_from_log(existing)
+            await self._notify_parent_from_log(existing)
         elif scheduled.instance_id not in self._instances:
             await self.recover(scheduled.instance_id)
 
@@ -835,48 +854,49 @@ class Engine:
         inst.output, inst.failure = record_outcome(record)
         self._drop_run(inst)
         inst.outstanding.clear()
-        if inst.parent is not None:
-            self._notify_parent(inst.parent, inst.id, inst.status, inst.output, inst.failure)
 
-    def _notify_parent(
-        self,
-        parent: ParentRef,
-        child_id: str,
-        status: WorkflowStatus,
-        output: Raw,
-        failure: FailureDetails | None,
-    ) -> None:
-        event: HistoryEvent
-        if status is WorkflowStatus.COMPLETED:
-            event = ChildWorkflowCompleted(
-                task_id=parent.task_id, result=output, instance_id=child_id
-            )
-        else:
-            event = ChildWorkflowErrored(
-                task_id=parent.task_id, instance_id=child_id,
-                failure=failure or FailureDetails("Terminated", "terminated"),
-            )  # fmt: skip
-        self._route(parent.instance_id, event)
+    async def _tell_parent(self, inst: _Instance) -> bool:
+        """The instance ended: tell its parent before its meta says so (a new owner of
+        the child that finds the meta terminal takes the parent as told). False if the
+        store failed: a retry tells the parent, then writes the meta."""
+        assert inst.parent is not None
+        event = _parent_event(inst.parent, inst.id, inst.status, inst.output, inst.failure)
+        try:
+            await self._tell(inst.parent.instance_id, event)
+        except StoreError as err:
+            if not err.transient:
+                raise
+            log.warning("could not tell the parent of %r yet: %s", inst.id, err)
+            self._spawn_guarded(self._tell_then_write_meta, inst, event)
+            return False
+        return True
 
-    def _route(self, instance_id: str, event: HistoryEvent) -> None:
+    async def _tell_then_write_meta(self, inst: _Instance, event: HistoryEvent) -> None:
+        assert inst.parent is not None
+        await self._tell(inst.parent.instance_id, event)
+        await self._write_meta(inst)
+
+    async def _tell(self, instance_id: str, event: HistoryEvent) -> None:
         """Hand an event to another instance: directly if this process runs it, else
         through its inbox and its partition's wakeups, for the process that does."""
-        if self.owns(instance_id):
+        if self.owns(instance_id) and self.running:
             self.deliver(instance_id, event)
         else:
-            self._spawn_guarded(self._post, instance_id, event)
+            await self._post(instance_id, event)
 
     async def _post(self, instance_id: str, event: HistoryEvent) -> None:
         msg_id = self.ids.message_id(int(self.clock.now().timestamp() * 1e9))
         await send_message(self.store, instance_id, msg_id, event)
         await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
 
-    def _notify_parent_from_log(self, child: RunLog) -> None:
-        if child.started.parent is not None:
+    async def _notify_parent_from_log(self, child: RunLog) -> None:
+        """An ended child found in the store: tell its parent (again: a parent drops an
+        answer it already has)."""
+        parent = child.started.parent
+        if parent is not None:
             output, failure = child.outcome()
-            self._notify_parent(
-                child.started.parent, child.instance_id, child.status, output, failure
-            )
+            event = _parent_event(parent, child.instance_id, child.status, output, failure)
+            await self._tell(parent.instance_id, event)
 
     def _wake_waiters(self, inst: _Instance) -> None:
         if (done := self._done_waiters.pop(inst.id, None)) is not None:
@@ -1068,6 +1088,8 @@ class Engine:
             return None
         if loaded is None or instance_id in self._instances:
             return self._instances.get(instance_id)
+        if not self.owns(instance_id):
+            return None  # the partition moved while the log was read
         inst = _Instance(instance_id, loaded.started, loaded.created_at)
         inst.meta_etag = etag
         inst.meta_seq = meta.seq if meta is not None else -1
@@ -1076,12 +1098,12 @@ class Engine:
         self._load_into(inst, loaded)
         if loaded.status.is_terminal:
             del self._instances[instance_id]
+            await self._notify_parent_from_log(loaded)  # before a meta that says it ended
             if meta is None or meta.status != loaded.status:
                 # ended, but the process stopped before marking it: finish that now
                 inst.output, inst.failure = loaded.outcome()
                 await self._mark_terminal(instance_id)
                 await self._write_meta(inst)
-            self._notify_parent_from_log(loaded)
             return None
         await self._scan_inbox(inst)
         if not inst.queued:
@@ -1122,7 +1144,7 @@ class Engine:
         if child is None:
             await self._start_child(parent_id, scheduled)
         elif child.status.is_terminal:
-            self._notify_parent_from_log(child)
+            await self._notify_parent_from_log(child)
 
     async def _scan_inbox(self, inst: _Instance) -> None:
         """Queue the inbox messages the log has not consumed yet."""
@@ -1169,7 +1191,7 @@ class Engine:
         self._load_into(inst, loaded)
         if loaded.status.is_terminal:  # e.g. a terminal commit that landed but said it failed
             inst.output, inst.failure = loaded.outcome()
-            self._notify_parent_from_log(loaded)
+            await self._notify_parent_from_log(loaded)
             await self._mark_terminal(inst.id)
             await self._write_meta(inst)
             self._wake_waiters(inst)

@@ -136,16 +136,22 @@ class Leases:
     # -- what the engine asks -------------------------------------------------------
 
     def owns(self, partition: int) -> bool:
-        return partition in self._held
-
-    def can_commit(self, partition: int) -> bool:
-        """Whether this process may commit a turn of ``partition`` now."""
+        """Whether this process runs ``partition`` now: it holds the lease and the lease
+        is still valid by this process's clock. A lease whose renewals keep failing
+        stops counting here at once, so work for the partition is left to the store
+        (inbox, wakeups) for whichever process renews or takes it."""
         held = self._held.get(partition)
         return held is not None and self.clock.now() < held[1]
 
+    def can_commit(self, partition: int) -> bool:
+        """Whether this process may commit a turn of ``partition`` now."""
+        return self.owns(partition)
+
     @property
     def held(self) -> list[int]:
-        return sorted(self._held)
+        """The partitions this process runs now (valid leases only)."""
+        now = self.clock.now()
+        return sorted(p for p, (_, valid_until) in self._held.items() if now < valid_until)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -189,9 +195,10 @@ class Leases:
     async def _renew(self, now: datetime) -> None:
         """Renew every held lease at once (a slow store must not eat the TTL)."""
         lost: list[int] = []
+        regained: list[int] = []  # renewed after their validity had lapsed
         body = msgspec.json.encode(_Record(self.owner, now + self._ttl))
 
-        async def renew(partition: int, etag: str) -> None:
+        async def renew(partition: int, etag: str, lapsed: bool) -> None:
             try:
                 new_etag = await self.store.put_if_match(self._key(partition), body, etag)
             except (PreconditionFailedError, ObjectNotFoundError):
@@ -202,13 +209,19 @@ class Leases:
                 return
             if partition in self._held:
                 self._held[partition] = (new_etag, now + self._ttl - self._margin)
+                if lapsed:
+                    regained.append(partition)
 
         async with anyio.create_task_group() as tg:
-            for partition, (etag, _) in list(self._held.items()):
-                tg.start_soon(renew, partition, etag)
+            for partition, (etag, valid_until) in list(self._held.items()):
+                tg.start_soon(renew, partition, etag, now >= valid_until)
         if lost:
             log.warning("%s lost partitions %s to another process", self.owner, lost)
             self._lose(lost)
+        if regained:
+            # while lapsed, the engine let go of their instances: load them again
+            log.info("%s renewed lapsed partitions %s", self.owner, regained)
+            await self._on_acquired(sorted(regained))
 
     async def _fair_share(self, now: datetime) -> int:
         """This process's share: the partitions split evenly among live members, the

@@ -281,7 +281,53 @@ async def test_a_stale_owner_cannot_commit() -> None:
 
         gated.paused = False
         gated.resume.set()  # a wakes: its renewals fail and it lets go
-        await advance_until(clock, lambda: a.partitions == [], "a notices it lost its leases")
-        assert a._engine.local("wf") is None
+        await advance_until(
+            clock, lambda: a._engine.local("wf") is None, "a lets go of what it no longer runs"
+        )
+        assert a.partitions == []
         assert await outcome(clock, handle) == 20
         assert commits["a"] == [1]
+
+
+class _FailingLeaseStore(_GatedStore):
+    """Like a throttled S3 prefix: this process's lease and heartbeat writes fail with
+    transient errors while ``failing``, and nothing else does."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.failing = False
+
+    async def _gate(self, key: str) -> None:
+        if self.failing and re.match(r"(leases|members)/", key):
+            raise durable.StoreError(f"503 SlowDown on {key}", key=key, transient=True)
+
+
+async def test_an_owner_whose_renewals_fail_hands_new_work_to_the_store() -> None:
+    """Its leases lapse: it stops counting as the owner at once, so a start made through
+    its runtime and a start from another client both reach the process that took over,
+    instead of being kept (or their bell deleted) by one that can no longer commit."""
+    inner, clock = MemoryStore(), durable.MockClock()
+    failing = _FailingLeaseStore(inner)
+    ran: dict[str, list[str]] = defaultdict(list)
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(
+            durable.Runtime(registry("a", ran), store=failing, clock=clock, fleet=fleet("a"),
+                            poll_interval=1.0)
+        )  # fmt: skip
+        await settle(lambda: len(a.partitions) == N, "a takes every partition")
+        failing.failing = True  # from now on a cannot renew (nor free) its leases
+        b = await stack.enter_async_context(
+            durable.Runtime(registry("b", ran), store=inner, clock=clock, fleet=fleet("b"),
+                            poll_interval=1.0)
+        )  # fmt: skip
+        await advance_until(clock, lambda: len(b.partitions) == N, "b takes over")
+        assert a.partitions == []  # lapsed: not a's to run, though a could not renew
+
+        through_a = await a.start("twice", 5, instance_id="x")
+        outside = durable.Client(inner, clock=clock)
+        from_outside = await outside.start("twice", 6, instance_id="y")
+        assert await outcome(clock, through_a) == 20
+        assert await outcome(clock, from_outside) == 24
+        assert ran["x"] == ["b", "b"]
+        assert ran["y"] == ["b", "b"]
+        failing.failing = False
