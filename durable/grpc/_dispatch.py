@@ -88,6 +88,14 @@ class Item:
     result: Any = None
     resolved: bool = False
     done: anyio.Event = field(default_factory=anyio.Event)
+    sends: int = 0
+    """How many times it was placed on a stream; the wire token names the send."""
+
+    @property
+    def wire_token(self) -> str:
+        """The completion token of the current send (``{token}.{sends}``): a completion
+        of any send answers the item, but only the current send can abandon it."""
+        return f"{self.token}.{self.sends}"
 
 
 @dataclass(eq=False)
@@ -218,10 +226,12 @@ class Dispatcher:
     def _place(self, item: Item, avoid: WorkerStream | None = None) -> None:
         stream = self._pick(item.work, avoid)
         if stream is None:
-            self._queue.append(item)
+            if item not in self._queue:
+                self._queue.append(item)
             return
         item.stream = stream
         item.dialect = stream.dialect
+        item.sends += 1
         stream.held[item.token] = item
         stream.inbox.send_nowait(item)
 
@@ -254,7 +264,7 @@ class Dispatcher:
         sent none, by instance (and wire task id for an activity, ``task_id``; ``None``
         for a turn). ``None`` when the answer is stale or unknown."""
         if token:
-            item = self._items.get(token)
+            item = self._items.get(token.rpartition(".")[0] or token)
             if item is None or item.work.instance_id != instance_id:
                 return None
             return item
@@ -280,9 +290,12 @@ class Dispatcher:
 
     def abandon(self, token: str) -> bool:
         """The worker gave the item back: place it again, on another stream if any."""
-        item = self._items.get(token)
-        if item is None or item.resolved:
-            return False
+        base, _, send = token.rpartition(".")
+        item = self._items.get(base or token)
+        if item is None or item.resolved or item.stream is None:
+            return False  # unknown, answered, or already waiting to be placed again
+        if base and send != str(item.sends):
+            return False  # from an earlier send: the item has gone elsewhere since
         previous = item.stream
         if previous is not None:
             previous.held.pop(item.token, None)

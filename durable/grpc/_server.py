@@ -31,6 +31,7 @@ from durable._errors import (
     SerializationError,
     UnknownWorkflowError,
 )
+from durable._events import ActivityErrored
 from durable._failure import FailureDetails
 
 from . import _management as mgmt
@@ -222,7 +223,14 @@ class SidecarService:
         if item is None or not isinstance(item.work, ActivityWork):
             log.info("dropped a stale activity completion for %r", shared.instance_id)
             return bytes(ms.CompleteTaskResponse())
-        self.dispatcher.resolve(item, decode_activity(item.dialect, data, item.work))
+        try:
+            outcome = decode_activity(item.dialect, data, item.work)
+        except ProtocolError as err:  # an unreadable answer is a failed attempt, not a hang
+            failure = FailureDetails("ProtocolError", f"unreadable activity completion: {err}")
+            task_id = item.work.scheduled.task_id
+            self.dispatcher.resolve(item, ActivityErrored(task_id=task_id, failure=failure))
+            raise
+        self.dispatcher.resolve(item, outcome)
         return bytes(ms.CompleteTaskResponse())
 
     async def _abandon_turn(self, data: bytes) -> bytes:

@@ -284,7 +284,7 @@ class RemoteWorker:
             case ms.OrchestratorRequest() | dapr.WorkflowRequest():
                 work.start_soon(self._workflow_item, conn, body, token)
             case ms.ActivityRequest() | dapr.ActivityRequest():
-                work.start_soon(self._activity_item, body, token)
+                work.start_soon(self._activity_item, conn, body, token)
             case ms.HealthPing() | dapr.HealthPing():
                 pass  # liveness only
             case _:
@@ -330,7 +330,10 @@ class RemoteWorker:
                 await self._complete_workflow(outcome, token)
             except Exception as exc:
                 self.turns.discard(outcome)
-                log.warning("instance %r: completing the turn failed: %r", instance_id, exc)
+                log.warning(
+                    "instance %r: completing the turn failed: %r; reconnecting", instance_id, exc
+                )
+                conn.scope.cancel()  # as for an activity: have the sidecar send it again
 
     async def _fetch_history(self, instance_id: str) -> list[dapr.HistoryEvent]:
         assert self._channel is not None
@@ -364,7 +367,7 @@ class RemoteWorker:
     # -- activities -------------------------------------------------------------------
 
     async def _activity_item(
-        self, request: ms.ActivityRequest | dapr.ActivityRequest, token: str
+        self, conn: _Connection, request: ms.ActivityRequest | dapr.ActivityRequest, token: str
     ) -> None:
         async with self._activity_slots:
             if isinstance(request, ms.ActivityRequest):
@@ -393,12 +396,15 @@ class RemoteWorker:
                 )
             except Exception as exc:
                 log.warning(
-                    "instance %r: completing activity %r (task %d) failed: %r",
+                    "instance %r: completing activity %r (task %d) failed: %r; reconnecting",
                     instance_id,
                     request.name,
                     request.task_id,
                     exc,
                 )
+                # the sidecar still holds the item on this stream: a new stream makes it
+                # send the item again (at-least-once) instead of waiting for an answer
+                conn.scope.cancel()
 
 
 def _complete_reply(dialect: str) -> type[ms.CompleteTaskResponse | dapr.CompleteTaskResponse]:

@@ -114,7 +114,7 @@ def encode_item(
     holds the converted histories of recent runs."""
     work = item.work
     if isinstance(work, ActivityWork):
-        return _encode_activity(stream.dialect, work, item.token), None
+        return _encode_activity(stream.dialect, work, item.wire_token), None
     if stream.dialect == "ms":
         past_ms = cache.ms(work)
         new_ms = cv.events_to_ms(work.new, instance_id=work.instance_id, task_base=work.task_base)
@@ -122,7 +122,7 @@ def encode_item(
             instance_id=work.instance_id, execution_id=work.run_id or None,
             past_events=past_ms, new_events=new_ms,
         )  # fmt: skip
-        data = bytes(ms.WorkItem(orchestrator_request=request, completion_token=item.token))
+        data = bytes(ms.WorkItem(orchestrator_request=request, completion_token=item.wire_token))
         return data, SentTurn(work.instance_id, len(past_ms), len(new_ms), None, len(data))
     past = cache.dapr(work)
     new = cv.events_to_dapr(work.new, instance_id=work.instance_id, task_base=work.task_base)
@@ -141,7 +141,7 @@ def encode_item(
         instance_id=work.instance_id, execution_id=work.run_id or None,
         past_events=past, new_events=new, cached_history=cached,
     )  # fmt: skip
-    data = bytes(dapr.WorkItem(workflow_request=wf, completion_token=item.token))
+    data = bytes(dapr.WorkItem(workflow_request=wf, completion_token=item.wire_token))
     delta = cached.event_count if cached else None
     return data, SentTurn(work.instance_id, len(past), len(new), delta, len(data))
 
