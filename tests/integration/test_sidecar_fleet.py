@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from datetime import timedelta
 
 import anyio
@@ -108,54 +109,64 @@ async def test_two_sidecars_split_the_partitions_of_one_store() -> None:
     ran: dict[str, set[str]] = defaultdict(set)
     a = Sidecar(store, port=0, fleet=fleet("car-a"), poll_interval=0.05)
     b = Sidecar(store, port=0, fleet=fleet("car-b"), poll_interval=0.05)
-    async with a:
+    async with AsyncExitStack() as stack:  # b's last in, first out: it stops mid-test
+        await stack.enter_async_context(a)
         assert a.partitions == list(range(N))  # a lone member takes every partition
-        async with b:
-            await store.until(
-                lambda: len(a.partitions) == len(b.partitions) == N // 2,
-                f"an even split: {a.partitions} / {b.partitions}",
-            )
-            held_a, held_b = set(a.partitions), set(b.partitions)
-            assert held_a | held_b == set(range(N))
-            ta, tb = f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"
-            async with (
-                RemoteWorker(registry("worker-a", ran), ta) as worker_a,
-                RemoteWorker(registry("worker-b", ran), tb) as worker_b,
-                RemoteClient(ta, poll_interval=0.02) as client_a,
-                RemoteClient(tb, poll_interval=0.02) as client_b,
-            ):
-                with anyio.fail_after(30):
-                    await worker_a.wait_connected()
-                    await worker_b.wait_connected()
-                    # through each sidecar: instances on its own partitions and the other's
-                    started = {}
-                    for client, name in ((client_a, "via-a"), (client_b, "via-b")):
-                        ids = ids_in(held_a, 2, f"{name}-on-a") + ids_in(held_b, 2, f"{name}-on-b")
-                        for n, iid in enumerate(ids, 1):
-                            started[iid] = (n, await client.start("thrice", n, instance_id=iid))
-                    # events raised through the sidecar that does not run the instance
-                    (wait_b,) = ids_in(held_b, 1, "waiter-on-b")
-                    (wait_a,) = ids_in(held_a, 1, "waiter-on-a")
-                    await client_a.start("waiter", 1, instance_id=wait_b)
-                    await client_b.start("waiter", 2, instance_id=wait_a)
-                    await client_a.get_handle(wait_b).raise_event("go", 10)
-                    await client_b.get_handle(wait_a).raise_event("go", 20)
-                    for iid, (n, handle) in started.items():
-                        assert await handle.result() == 8 * n, iid
-                    assert await client_b.get_handle(wait_b).result() == 22
-                    assert await client_a.get_handle(wait_a).result() == 44
-            # each instance ran on the worker of the sidecar that holds its partition
-            assert set(ran) == {*started, wait_a, wait_b}
-            for iid in ran:
-                owner = "worker-a" if partition_of(iid, N) in held_a else "worker-b"
-                assert ran[iid] == {owner}, (iid, ran[iid])
-            # and only that sidecar sent its turns
-            assert {t.instance_id for t in a.sent} == _on(held_a, ran)
-            assert {t.instance_id for t in b.sent} == _on(held_b, ran)
-            assert a.partitions == sorted(held_a)
-            assert b.partitions == sorted(held_b)
-        # b stopped cleanly and freed its leases: a takes them back
-        await store.until(lambda: a.partitions == list(range(N)), f"taken back: {a.partitions}")
+        ta = f"127.0.0.1:{a.port}"
+        worker_a = await stack.enter_async_context(RemoteWorker(registry("worker-a", ran), ta))
+        client_a = await stack.enter_async_context(RemoteClient(ta, poll_interval=0.02))
+        b_stack = await stack.enter_async_context(AsyncExitStack())
+        await b_stack.enter_async_context(b)
+        await store.until(
+            lambda: len(a.partitions) == len(b.partitions) == N // 2,
+            f"an even split: {a.partitions} / {b.partitions}",
+        )
+        held_a, held_b = set(a.partitions), set(b.partitions)
+        assert held_a | held_b == set(range(N))
+        tb = f"127.0.0.1:{b.port}"
+        worker_b = await b_stack.enter_async_context(RemoteWorker(registry("worker-b", ran), tb))
+        client_b = await b_stack.enter_async_context(RemoteClient(tb, poll_interval=0.02))
+        with anyio.fail_after(30):
+            await worker_a.wait_connected()
+            await worker_b.wait_connected()
+            # through each sidecar: instances on its own partitions and the other's
+            started = {}
+            for client, name in ((client_a, "via-a"), (client_b, "via-b")):
+                ids = ids_in(held_a, 2, f"{name}-on-a") + ids_in(held_b, 2, f"{name}-on-b")
+                for n, iid in enumerate(ids, 1):
+                    started[iid] = (n, await client.start("thrice", n, instance_id=iid))
+            # events raised through the sidecar that does not run the instance
+            (wait_b,) = ids_in(held_b, 1, "waiter-on-b")
+            (wait_a,) = ids_in(held_a, 1, "waiter-on-a")
+            await client_a.start("waiter", 1, instance_id=wait_b)
+            await client_b.start("waiter", 2, instance_id=wait_a)
+            await client_a.get_handle(wait_b).raise_event("go", 10)
+            await client_b.get_handle(wait_a).raise_event("go", 20)
+            for iid, (n, handle) in started.items():
+                assert await handle.result() == 8 * n, iid
+            assert await client_b.get_handle(wait_b).result() == 22
+            assert await client_a.get_handle(wait_a).result() == 44
+        # each instance ran on the worker of the sidecar that holds its partition
+        assert set(ran) == {*started, wait_a, wait_b}
+        for iid in ran:
+            owner = "worker-a" if partition_of(iid, N) in held_a else "worker-b"
+            assert ran[iid] == {owner}, (iid, ran[iid])
+        # and only that sidecar sent its turns
+        assert {t.instance_id for t in a.sent} == _on(held_a, ran)
+        assert {t.instance_id for t in b.sent} == _on(held_b, ran)
+        assert (a.partitions, b.partitions) == (sorted(held_a), sorted(held_b))
+
+        # an instance half done on b's partition when b stops moves to a, and its worker
+        (moving,) = ids_in(held_b, 1, "moving")
+        await client_a.start("waiter", 3, instance_id=moving)
+        await store.until(lambda: bool(b.sent) and b.sent[-1].instance_id == moving, "b ran it")
+        await b_stack.aclose()  # b stops cleanly and frees its leases: a takes them
+        await store.until(lambda: a.partitions == list(range(N)), f"taken: {a.partitions}")
+        with anyio.fail_after(30):
+            await client_a.get_handle(moving).raise_event("go", 30)
+            assert await client_a.get_handle(moving).result() == 66
+        assert ran[moving] == {"worker-a"}
+        assert any(t.instance_id == moving for t in a.sent)
 
 
 def _on(partitions: set[int], ids: dict[str, set[str]]) -> set[str]:
