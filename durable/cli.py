@@ -260,13 +260,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="PEM certificate file (TLS needs --tls-key too)")
     p.add_argument("--tls-key", help="PEM private key file")
     p.add_argument("--api-token", help="require this dapr-api-token on every call")
-    storage_and_fleet(p, None)
     p.add_argument(
         "--fleet",
         action="store_true",
-        help="share the store with other sidecars: run only the partitions held by lease "
-        "(default: solo, every partition; the only process on the store)",
+        help="share the store with other sidecars: run only the partitions held by lease, "
+        "set with the options below (default: solo, every partition, the only process on "
+        "the store)",
     )
+    storage_and_fleet(p, None)
     return parser
 
 
