@@ -14,6 +14,7 @@ from ._errors import (
     DurableError,
     InstanceExistsError,
     InstanceNotFoundError,
+    InstanceRunningError,
     InvalidInstanceIdError,
     NonDeterminismError,
     SerializationError,
@@ -25,7 +26,6 @@ from ._errors import (
 from ._eviction import EvictionPolicy
 from ._failure import FailureDetails
 from ._futures import DurableFuture
-from ._instances import InstanceRunningError
 from ._leases import Fleet
 from ._memo import Memo, MemoStore
 from ._partitions import StoreConfigError

@@ -8,15 +8,16 @@ the engine in memory, and waits for results without polling.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
 from msgspec import Raw
 
-from ._clock import Clock, SystemClock
+from ._clock import Clock, SystemClock, within
 from ._codec import JsonCodec, PayloadCodec
-from ._errors import InstanceExistsError, TimeoutError, WorkflowFailed
+from ._errors import InstanceExistsError, WorkflowFailed
 from ._events import (
     NULL,
     EventRaised,
@@ -383,27 +384,10 @@ class WorkflowHandle(Generic[T]):
         """The workflow's output once it ends; ``durable.TimeoutError`` if ``timeout``
         (on the client's Clock) passes first."""
         client = self._client
-        if timeout is None:
-            snap = await client._wait(self.instance_id)
-        else:
-            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-            deadline = client.clock.now() + timedelta(seconds=seconds)
-            outcome: list[_Snapshot] = []
-            async with anyio.create_task_group() as tg:
-
-                async def wait() -> None:
-                    outcome.append(await client._wait(self.instance_id))
-                    tg.cancel_scope.cancel()
-
-                async def expire() -> None:
-                    await client.clock.sleep_until(deadline)
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(wait)
-                tg.start_soon(expire)
-            if not outcome:
-                raise TimeoutError(f"workflow {self.instance_id!r} did not end within {timeout}")
-            snap = outcome[0]
+        snap = await within(
+            client.clock, timeout, partial(client._wait, self.instance_id),
+            f"workflow {self.instance_id!r}",
+        )  # fmt: skip
         if snap.status is not WorkflowStatus.COMPLETED:
             failure = snap.failure or FailureDetails(
                 snap.status.value, "the workflow did not complete"

@@ -9,12 +9,19 @@ from __future__ import annotations
 import heapq
 import itertools
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import anyio.lowlevel
 
-__all__ = ["Clock", "MockClock", "SystemClock"]
+from ._errors import TimeoutError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["Clock", "MockClock", "SystemClock", "within"]
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -96,3 +103,33 @@ class MockClock:
 
     def __repr__(self) -> str:
         return f"MockClock({self._now.isoformat()}, auto_advance={self.auto_advance})"
+
+
+async def within(
+    clock: Clock,
+    timeout: timedelta | float | None,  # noqa: ASYNC109 (on the Clock: fail_after cannot)
+    wait: Callable[[], Awaitable[T]],
+    what: str,
+) -> T:
+    """``await wait()``, or ``durable.TimeoutError`` ("``what`` did not end within ...")
+    once ``timeout`` (seconds or a timedelta, on ``clock``) has passed; None waits on."""
+    if timeout is None:
+        return await wait()
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    deadline = clock.now() + timedelta(seconds=seconds)
+    outcome: list[T] = []
+    async with anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            outcome.append(await wait())
+            tg.cancel_scope.cancel()
+
+        async def expire() -> None:
+            await clock.sleep_until(deadline)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(run)
+        tg.start_soon(expire)
+    if not outcome:
+        raise TimeoutError(f"{what} did not end within {timeout}")
+    return outcome[0]

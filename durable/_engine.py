@@ -328,9 +328,14 @@ class Engine:
                     tg.start_soon(self._auto_advance, self.clock)
                 task_status.started()
         finally:
+            self._send = self._send_activity = self._tg = None  # stopped: see `running`
             for inst in self._instances.values():  # unwind suspended coroutines now
                 self._drop_run(inst)
             await self._flush_stale_meta()
+
+    @property
+    def running(self) -> bool:
+        return self._tg is not None
 
     async def _flush_stale_meta(self) -> None:
         """On the way out: one more try at the meta of ended instances whose last write
@@ -963,9 +968,9 @@ class Engine:
     async def announce_created(self, instance_id: str, created: Created) -> None:
         """A run was just created in the store: run it here, or ring the bell of the
         process that owns its partition."""
-        if self.owns(instance_id):
+        if self.owns(instance_id) and self.running:
             self.adopt_created(instance_id, created)
-        else:
+        else:  # another process runs it, or this one has stopped: the next start will
             await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
 
     def adopt_created(self, instance_id: str, created: Created) -> None:
@@ -1218,7 +1223,7 @@ class Engine:
     async def nudge(self, instance_id: str) -> None:
         """Make sure an instance that exists in the store runs somewhere: load it here,
         or ring its owner's bell."""
-        if not self.owns(instance_id):
+        if not (self.owns(instance_id) and self.running):
             await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
         elif instance_id not in self._instances:
             self._spawn_guarded(self.recover, instance_id)
@@ -1226,7 +1231,7 @@ class Engine:
     async def announce_message(self, instance_id: str, message: InboxMessage) -> None:
         """A message this process just wrote to an inbox: apply it here, or ring the
         bell of the process that owns the instance's partition."""
-        if self.owns(instance_id):
+        if self.owns(instance_id) and self.running:
             self.deliver(instance_id, message.event, _ANY_RUN, message.id)
         else:
             await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")

@@ -31,6 +31,7 @@ __all__ = [
     "DurableError",
     "InstanceExistsError",
     "InstanceNotFoundError",
+    "InstanceRunningError",
     "InvalidInstanceIdError",
     "NonDeterminismError",
     "ObjectExistsError",
@@ -99,6 +100,16 @@ class InstanceExistsError(DurableError):
         self.instance_id = instance_id
         self.status = status
         """The existing instance's status, when known."""
+
+
+class InstanceRunningError(DurableError):
+    """Raised when an operation needs an ended instance (purge, rerun) but it still runs."""
+
+    def __init__(self, instance_id: str, status: str) -> None:
+        super().__init__(
+            f"instance {instance_id!r} is {status}: terminate it or wait for it to end first"
+        )
+        self.instance_id = instance_id
 
 
 class InstanceNotFoundError(DurableError, LookupError):

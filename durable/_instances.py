@@ -9,9 +9,9 @@ import msgspec
 from msgspec import Raw
 
 from ._errors import (
-    DurableError,
     InstanceExistsError,
     InstanceNotFoundError,
+    InstanceRunningError,
     ObjectExistsError,
     StoreError,
 )
@@ -44,22 +44,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Created",
-    "InstanceRunningError",
     "create_instance",
     "purge_instance",
     "rerun_instance",
     "send_message",
 ]
-
-
-class InstanceRunningError(DurableError):
-    """Raised when an operation needs an ended instance (purge, rerun) but it still runs."""
-
-    def __init__(self, instance_id: str, status: str) -> None:
-        super().__init__(
-            f"instance {instance_id!r} is {status}: terminate it or wait for it to end first"
-        )
-        self.instance_id = instance_id
 
 
 class Created(msgspec.Struct):

@@ -157,8 +157,11 @@ class Leases:
         try:
             await self._tick_logged()
             task_status.started()
+            due = self.clock.now()
             while True:
-                await self.clock.sleep_until(self.clock.now() + self.fleet.renew_every)
+                # at a fixed rate: a slow round must not push the next renewal later
+                due = max(due + self.fleet.renew_every, self.clock.now())
+                await self.clock.sleep_until(due)
                 await self._tick_logged()
         finally:
             with anyio.CancelScope(shield=True):
@@ -171,12 +174,12 @@ class Leases:
             log.warning("lease round of %s failed on the store: %s", self.owner, err)
 
     async def tick(self) -> None:
-        """One round: heartbeat, renew what is held, then give or take to the fair share."""
+        """One round: renew what is held, heartbeat, then give or take to the fair share."""
         now = self.clock.now()
+        await self._renew(now)  # first: the renewals are what must not be late
         await self.store.put(
             f"{MEMBERS}/{self.owner}", msgspec.json.encode(_Record(self.owner, now + self._ttl))
         )
-        await self._renew(now)
         target = await self._fair_share(now)
         if len(self._held) > target:
             await self._give_up(sorted(self._held, key=self._preference.index)[target:])

@@ -16,26 +16,26 @@ starve long blocking waits, and a Clock timeout must stay a Clock timeout.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
-import anyio
 import grpclib
 import grpclib.const
 from msgspec import Raw
 
-from durable._clock import Clock, SystemClock
+from durable._clock import Clock, SystemClock, within
 from durable._codec import JsonCodec, PayloadCodec
 from durable._errors import (
     DurableError,
     InstanceExistsError,
     InstanceNotFoundError,
+    InstanceRunningError,
     TimeoutError,
     WorkflowFailed,
 )
 from durable._events import NULL
 from durable._failure import FailureDetails
 from durable._ids import IdSource, validate_instance_id
-from durable._instances import InstanceRunningError
 from durable._state import WorkflowState, WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._proto import dapr, ms
@@ -439,27 +439,10 @@ class RemoteWorkflowHandle(Generic[T]):
         complete; ``durable.TimeoutError`` if ``timeout`` (on the client's Clock)
         passes first."""
         client = self._client
-        if timeout is None:
-            state = await client._wait(self.instance_id)
-        else:
-            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-            deadline = client.clock.now() + timedelta(seconds=seconds)
-            outcome: list[WorkflowState] = []
-            async with anyio.create_task_group() as tg:
-
-                async def wait() -> None:
-                    outcome.append(await client._wait(self.instance_id))
-                    tg.cancel_scope.cancel()
-
-                async def expire() -> None:
-                    await client.clock.sleep_until(deadline)
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(wait)
-                tg.start_soon(expire)
-            if not outcome:
-                raise TimeoutError(f"workflow {self.instance_id!r} did not end within {timeout}")
-            state = outcome[0]
+        state = await within(
+            client.clock, timeout, partial(client._wait, self.instance_id),
+            f"workflow {self.instance_id!r}",
+        )  # fmt: skip
         if state.status is not WorkflowStatus.COMPLETED:
             failure = state.failure or FailureDetails(
                 state.status.value, "the workflow did not complete"

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import re
 import signal
-import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,72 +31,17 @@ LINE_TIMEOUT = 90.0
 
 sys.path.insert(0, str(HERE))
 import crash_worker  # noqa: E402
+from _procs import LineProcess  # noqa: E402
 
 
-class Worker:
-    """One ``durable worker`` process; its output read line by line by a thread."""
-
-    def __init__(self, name: str, url: str, env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "durable", "worker", "fleet_app:registry", "--store", url,
-             "--owner", name, "--partitions", str(PARTITIONS), "--lease-ttl", "5s",
-             "--poll-interval", "1.0"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
-            cwd=HERE,
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self.steps = 0  # STEP lines printed so far (counted by the reader thread)
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._log.write(line)
-            self._log.flush()
-            if line.startswith("STEP "):
-                self.steps += 1
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, pattern: str, what: str) -> str:
-        """Block until a line matching ``pattern`` (fails after a long silence or EOF)."""
-        while True:
-            try:
-                line = self._queue.get(timeout=LINE_TIMEOUT)
-            except queue.Empty:
-                pytest.fail(f"{self.name}: no {what} for {LINE_TIMEOUT}s\n{self.tail()}")
-            if line is None:
-                pytest.fail(f"{self.name} exited before {what}\n{self.tail()}")
-            self.lines.append(line)
-            if re.search(pattern, line):
-                return line
-
-    def tail(self, chars: int = 3000) -> str:
-        return f"--- {self.name} ---\n{self.log_path.read_text(errors='replace')[-chars:]}"
-
-    def stop(self) -> int:
-        """SIGTERM: a clean stop that frees the worker's leases."""
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=LINE_TIMEOUT)
-        self._reader.join(timeout=LINE_TIMEOUT)
-        while (line := self._queue.get_nowait()) is not None:
-            self.lines.append(line)
-        return code
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(timeout=LINE_TIMEOUT)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
+def worker_process(name: str, url: str, env: dict[str, str], log_path: Path) -> LineProcess:
+    """One ``durable worker`` process of the fleet."""
+    argv = [
+        sys.executable, "-m", "durable", "worker", "fleet_app:registry", "--store", url,
+        "--owner", name, "--partitions", str(PARTITIONS), "--lease-ttl", "8s",
+        "--poll-interval", "1.0",
+    ]  # fmt: skip
+    return LineProcess(name, argv, log_path, env, HERE)
 
 
 def _lease_owners(moto: MotoServer, bucket: str) -> dict[int, str]:
@@ -153,10 +94,10 @@ def test_workers_fail_over_and_rejoin_on_s3(moto_server: MotoServer, tmp_path: P
             [str(HERE), str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")]
         ),
     }
-    workers: list[Worker] = []
+    workers: list[LineProcess] = []
 
-    def start(name: str) -> Worker:
-        worker = Worker(name, url, env, tmp_path / f"{name}.log")
+    def start(name: str) -> LineProcess:
+        worker = worker_process(name, url, env, tmp_path / f"{name}.log")
         workers.append(worker)
         worker.wait_for(r"^READY ", "READY")
         return worker

@@ -193,3 +193,21 @@ async def test_a_store_outage_backs_off_instead_of_spinning(
 async def test_poll_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="poll_interval"):
         durable.Runtime(Registry(), store=MemoryStore(), poll_interval=0)
+
+
+async def test_a_runtime_client_used_after_the_runtime_stopped_still_starts() -> None:
+    """The runtime's client outlives it: a start after exit writes the run and rings the
+    bell for the next runtime (it used to fail with a closed internal stream)."""
+    store = MemoryStore()
+    reg = Registry()
+
+    @reg.workflow
+    async def hello(ctx: WorkflowContext, name: str) -> str:
+        return f"hello {name}"
+
+    async with durable.Runtime(reg, store=store, clock=MockClock(auto_advance=True)) as rt:
+        client = rt.client
+    handle = await client.start(hello, "late", instance_id="late")
+    async with durable.Runtime(reg, store=store, clock=MockClock(auto_advance=True)) as rt2:
+        assert await rt2.client.get_handle("late").result() == "hello late"
+    assert await handle.result() == "hello late"
