@@ -135,7 +135,8 @@ def _measure(store_kind: str, k: int) -> dict[str, float]:
         figures.update({f"{label}.{key}": value for key, value in run.items()})
     on, off = by_variant["on"], by_variant["off"]
     for key, value in on.items():
-        figures[f"{_RATIO}.{key}"] = value / off[key] if off[key] else float("nan")
+        if off[key]:  # no ratio to a zero (deltas, history fetches): --json stays valid
+            figures[f"{_RATIO}.{key}"] = value / off[key]
     return figures
 
 
