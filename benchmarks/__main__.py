@@ -11,7 +11,7 @@ import sys
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from . import _scale, _scenarios
+from . import _scale, _scenarios, _sidecar
 from ._peers import PEER_SIZES, PEERS, column_for, comparisons, peer_sizes, run_peers, unavailable
 from ._suite import ALL_STORES, DEFAULT_STORES, SCENARIOS, environment, run_scenario
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._suite import Row, Scenario
 
 assert _scale  # imported for its scenarios
+assert _sidecar  # imported for its scenarios
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -96,6 +97,10 @@ def _format(value: float, fmt: str, scale: float) -> str:
     return format(value * scale, fmt)
 
 
+def _ratio(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3g}x"
+
+
 def _table(sc: Scenario, rows: list[Row], repeat: int, title: str | None = None) -> str:
     headers = ["store", sc.size_name] + [c.header for c in sc.columns]
     body = [
@@ -103,11 +108,24 @@ def _table(sc: Scenario, rows: list[Row], repeat: int, title: str | None = None)
         + [_format(row.median.get(c.key, math.nan), c.fmt, c.scale) for c in sc.columns]
         for row in rows
     ]
+    left = 1  # left-aligned columns
+    if sc.variants or sc.ratios:  # one line per variant, then one per ratio
+        headers.insert(2, sc.variant_name)
+        body = []
+        for row in rows:
+            for label in (*sc.variants, *sc.ratios):
+                cells = [row.store, f"{row.size:,}", label]
+                for c in sc.columns:
+                    value = row.median.get(f"{label}.{c.key}", math.nan)
+                    is_ratio = label in sc.ratios
+                    cells.append(_ratio(value) if is_ratio else _format(value, c.fmt, c.scale))
+                body.append(cells)
+        left = 3
     widths = [max(len(line[i]) for line in [headers, *body]) for i in range(len(headers))]
 
     def line(cells: list[str]) -> str:
-        padded = [cells[0].ljust(widths[0])]
-        padded += [cell.rjust(w) for cell, w in zip(cells[1:], widths[1:], strict=True)]
+        padded = [cell.ljust(w) for cell, w in zip(cells[:left], widths[:left], strict=True)]
+        padded += [cell.rjust(w) for cell, w in zip(cells[left:], widths[left:], strict=True)]
         return "  ".join(padded)
 
     runs = repeat if sc.repeatable else 1

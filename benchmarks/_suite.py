@@ -86,6 +86,11 @@ class Scenario:
     repeatable: bool = True  # False: deterministic figures, one run is enough
     stores: tuple[str, ...] = LOCAL_STORES
     notes: tuple[str, ...] = ()
+    # Side by side: with variants, ``measure`` returns "{variant}.{key}" for each column
+    # (and "{ratio}.{key}" for each ratio label, shown as a ratio): one table line each.
+    variant_name: str = ""
+    variants: tuple[str, ...] = ()
+    ratios: tuple[str, ...] = ()
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -102,8 +107,17 @@ def scenario(
     repeatable: bool = True,
     stores: tuple[str, ...] = LOCAL_STORES,
     notes: tuple[str, ...] = (),
+    variant_name: str = "",
+    variants: tuple[str, ...] = (),
+    ratios: tuple[str, ...] = (),
 ) -> Callable[[Callable[[str, int], dict[str, float]]], Callable[[str, int], dict[str, float]]]:
-    """Register ``measure(store_kind, size) -> {metric: value}`` as scenario ``name``."""
+    """Register ``measure(store_kind, size) -> {metric: value}`` as scenario ``name``.
+
+    With ``variants`` (e.g. ``("on", "off")``, headed ``variant_name``) each run
+    measures every variant: ``measure`` returns ``"{variant}.{column key}"``, and
+    ``"{label}.{column key}"`` for each of ``ratios`` (e.g. ``"on/off"``, printed as
+    a ratio); the table shows one line per variant and ratio.
+    """
 
     def register(
         measure: Callable[[str, int], dict[str, float]],
@@ -121,6 +135,9 @@ def scenario(
             repeatable=repeatable,
             stores=stores,
             notes=notes,
+            variant_name=variant_name,
+            variants=variants,
+            ratios=ratios,
         )
         return measure
 

@@ -171,15 +171,25 @@ async def _sidecar(args: argparse.Namespace) -> None:
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise SystemExit(f"durable: --listen wants HOST:PORT, got {args.listen!r}")
+    fleet = None
+    if args.fleet:
+        ttl = timedelta(seconds=15) if args.lease_ttl is None else args.lease_ttl
+        fleet = Fleet(partitions=args.partitions, lease_ttl=ttl, owner=args.owner)
+    elif args.partitions is not None or args.owner is not None or args.lease_ttl is not None:
+        raise SystemExit("durable: --partitions, --lease-ttl and --owner need --fleet")
     sidecar = Sidecar(
         args.store, host=host.strip("[]"), port=int(port),
         tls_cert=args.tls_cert, tls_key=args.tls_key, api_token=args.api_token,
+        storage_options=dict(args.storage_option) or None, fleet=fleet,
+        poll_interval=args.poll_interval,
     )  # fmt: skip
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with sidecar:
             print(f"durable sidecar listening on {host}:{sidecar.port}", flush=True)
+            if fleet is not None:
+                print(f"fleet member {sidecar.owner} partitions={sidecar.partitions}", flush=True)
             async for _ in signals:
-                break  # a clean stop
+                break  # a clean stop: in a fleet, leases are released on the way out
     print("durable sidecar stopped", flush=True)
 
 
@@ -195,35 +205,39 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     command("demo", _demo, "run the example order workflow, printing each step")
+
+    def storage_and_fleet(p: argparse.ArgumentParser, ttl: timedelta | None) -> None:
+        p.add_argument(
+            "-o",
+            "--storage-option",
+            type=_storage_option,
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="passed to the store (repeatable)",
+        )
+        p.add_argument("--partitions", type=int, help="partition count for a fresh store (16)")
+        p.add_argument(
+            "--lease-ttl",
+            type=_duration,
+            default=ttl,
+            help="how long a lease outlives its last renewal (15s)",
+        )
+        p.add_argument("--owner", help="this process's name in lease objects")
+        p.add_argument(
+            "--poll-interval",
+            type=float,
+            default=1.0,
+            help="seconds between looks for messages from other processes (1.0)",
+        )
+
     p = command("worker", _worker, "run a registry's workflows and activities until stopped")
     p.add_argument("target", help="the registry, as package.module:attribute")
-    p.add_argument(
-        "-o",
-        "--storage-option",
-        type=_storage_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="passed to the store (repeatable)",
-    )
+    storage_and_fleet(p, timedelta(seconds=15))
     p.add_argument(
         "--solo",
         action="store_true",
         help="run every partition: no leases (the only process on the store)",
-    )
-    p.add_argument("--partitions", type=int, help="partition count for a fresh store (16)")
-    p.add_argument(
-        "--lease-ttl",
-        type=_duration,
-        default=timedelta(seconds=15),
-        help="how long a lease outlives its last renewal (15s)",
-    )
-    p.add_argument("--owner", help="this process's name in lease objects")
-    p.add_argument(
-        "--poll-interval",
-        type=float,
-        default=1.0,
-        help="seconds between looks for messages from other processes (1.0)",
     )
     p.add_argument("--max-concurrent-activities", type=int, default=100)
     p = command("list", _list, "list instances")
@@ -246,6 +260,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="PEM certificate file (TLS needs --tls-key too)")
     p.add_argument("--tls-key", help="PEM private key file")
     p.add_argument("--api-token", help="require this dapr-api-token on every call")
+    p.add_argument(
+        "--fleet",
+        action="store_true",
+        help="share the store with other sidecars: run only the partitions held by lease, "
+        "set with the options below (default: solo, every partition, the only process on "
+        "the store)",
+    )
+    storage_and_fleet(p, None)
     return parser
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from durable._clock import Clock
     from durable._events import HistoryEvent
+    from durable._leases import Fleet
     from durable.store import ObjectStore
 
     from ._workitems import SentTurn
@@ -43,6 +44,14 @@ class Sidecar:
     that token in every call's ``dapr-api-token`` metadata. ``max_in_flight`` bounds
     the turns, and separately the activity attempts, handed to workers at once (each is
     an engine slot that mostly waits for a worker's answer; more wait in a queue).
+
+    With ``fleet`` (a :class:`~durable.Fleet`) the sidecar is one process of several
+    sharing the store (typically one ``s3://`` bucket): it runs only the partitions it
+    holds by lease, so its workers get the turns and activities of those instances
+    only; an instance started, signalled or steered through it that lies on another
+    partition is handed to that partition's owner through the store, within
+    ``poll_interval``. Every process of the fleet must be able to run every workflow
+    it may be handed: a fleet of sidecars whose workers all serve the same workflows.
     """
 
     def __init__(
@@ -59,6 +68,7 @@ class Sidecar:
         ping_interval: float = 30.0,
         poll_interval: float = 1.0,
         max_in_flight: int = 1000,
+        fleet: Fleet | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
@@ -73,7 +83,7 @@ class Sidecar:
             Registry(), store=store, storage_options=storage_options, clock=clock,
             codec=RawCodec(), max_concurrent_workflows=max_in_flight,
             max_concurrent_activities=max_in_flight, poll_interval=poll_interval,
-            _executor=executor,
+            fleet=fleet, _executor=executor,
         )  # fmt: skip
         self.client = Client(
             self.runtime.store, registry=None, clock=self.runtime.clock, codec=RawCodec(),
@@ -86,6 +96,16 @@ class Sidecar:
         )  # fmt: skip
         self.server = Server([self.service], codec=BytesCodec())
         """The grpclib server (for instrumentation, e.g. ``grpclib.events.listen``)."""
+
+    @property
+    def owner(self) -> str:
+        """This sidecar's name in the fleet's lease objects."""
+        return self.runtime.owner
+
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this sidecar runs now (every one unless in a fleet)."""
+        return self.runtime.partitions
 
     @property
     def sent(self) -> list[SentTurn]:

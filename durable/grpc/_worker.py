@@ -11,8 +11,10 @@ Dialects: ``dapr`` advertises ``STATEFUL_HISTORY`` and ``HEALTH_PING``, so the s
 sends history deltas (``cachedHistory``) and the worker keeps suspended runs in its
 :class:`~durable.grpc._cache.HistoryCache`; on a miss it fetches the whole history
 with ``GetInstanceHistory``, and if that fails it drops the stream (the sidecar then
-re-dispatches). ``ms`` sends the two concurrency limits; its sidecar always sends
-full histories, and the cache still saves the replay when they extend a cached run.
+re-dispatches). With ``stateful_history=False`` it advertises ``HEALTH_PING`` only and
+gets full histories, as a worker without the extension would. ``ms`` sends the two
+concurrency limits; its sidecar always sends full histories. With full histories the
+cache still saves the replay when they extend a cached run.
 
 When the stream breaks the worker reconnects with jittered exponential backoff,
 waiting on its Clock, and clears the cache (the sidecar's record of what this worker
@@ -79,7 +81,9 @@ class RemoteWorker:
     ``async with RemoteWorker(registry, "127.0.0.1:4001"):`` runs it in the
     background; ``await worker.run()`` runs it in the foreground until cancelled.
     ``dialect`` is ``"dapr"`` (Dapr 1.19's protocol, with stateful history) or
-    ``"ms"`` (Microsoft's ``durabletask``). ``ssl`` is an ``ssl.SSLContext`` or True
+    ``"ms"`` (Microsoft's ``durabletask``); ``stateful_history=False`` keeps a ``dapr``
+    worker from advertising ``STATEFUL_HISTORY``, so the sidecar sends every turn's
+    whole history (``ms`` never advertises it). ``ssl`` is an ``ssl.SSLContext`` or True
     (the default context); ``api_token`` is sent as ``dapr-api-token``. Activities
     that use ``ctx.memo`` need a ``memo_store`` (a :class:`~durable.MemoStore` over a
     store this machine reaches); the protocol carries neither the attempt nor the retry
@@ -98,6 +102,7 @@ class RemoteWorker:
         target: str = "127.0.0.1:4001",
         *,
         dialect: str = "dapr",
+        stateful_history: bool = True,
         api_token: str | None = None,
         ssl: _ssl.SSLContext | bool | None = None,
         codec: PayloadCodec | None = None,
@@ -118,6 +123,8 @@ class RemoteWorker:
         self.registry = registry
         self.target = target
         self.dialect = check_dialect(dialect)
+        self.stateful_history = stateful_history and self.dialect == "dapr"
+        """Whether the work-item stream advertises ``STATEFUL_HISTORY`` (history deltas)."""
         parse_target(target)  # a bad target fails here, not in the background
         self.codec: PayloadCodec = codec or JsonCodec()
         self.memo_store = memo_store
@@ -151,7 +158,9 @@ class RemoteWorker:
         self._channel: Channel | None = None
 
     def __repr__(self) -> str:
-        return f"RemoteWorker({self.target!r}, dialect={self.dialect!r})"
+        full = self.dialect == "dapr" and not self.stateful_history
+        extra = ", stateful_history=False" if full else ""
+        return f"RemoteWorker({self.target!r}, dialect={self.dialect!r}{extra})"
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -229,9 +238,10 @@ class RemoteWorker:
         request: betterproto.Message
         reply_type: type[ms.WorkItem] | type[dapr.WorkItem]
         if self.dialect == "dapr":
-            request = dapr.GetWorkItemsRequest(
-                capabilities=[dapr.WorkerCapability(2), dapr.WorkerCapability(3)]
-            )
+            capabilities = [dapr.WorkerCapability(3)]  # HEALTH_PING
+            if self.stateful_history:
+                capabilities.insert(0, dapr.WorkerCapability(2))  # STATEFUL_HISTORY
+            request = dapr.GetWorkItemsRequest(capabilities=capabilities)
             reply_type = dapr.WorkItem
         else:
             request = ms.GetWorkItemsRequest(

@@ -112,3 +112,41 @@ def test_worker_refuses_a_target_that_is_not_a_registry(tmp_path: Path) -> None:
     assert "is not a durable.Registry" in run.stderr
     run = durable(tmp_path, "worker", "no_such_module_here", "--store", f"file://{tmp_path}")
     assert "cannot import 'no_such_module_here'" in run.stderr
+
+
+@pytest.mark.timeout(90)
+def test_sidecar_in_a_fleet_takes_partitions_and_stops_cleanly(tmp_path: Path) -> None:
+    """``durable sidecar --fleet``: leases on the store (a lone member holds every
+    partition), and SIGTERM releases them; the fleet options need ``--fleet``."""
+    repo = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])
+    env = os.environ | {"PYTHONPATH": path}
+    store = tmp_path / "store"
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "durable", "sidecar", "--store", f"file://{store}",
+         "--listen", "127.0.0.1:0", "--fleet", "--partitions", "4", "--lease-ttl", "30s",
+         "--owner", "car-a"],
+        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert sidecar.stdout is not None
+        seen = []
+        while not (line := sidecar.stdout.readline()).startswith("fleet member ") and line:
+            seen.append(line)
+        assert line == "fleet member car-a partitions=[0, 1, 2, 3]\n", "".join(seen)
+        assert any(s.startswith("durable sidecar listening on 127.0.0.1:") for s in seen), seen
+        leases = sorted(p.name for p in (store / "leases").iterdir())
+        assert leases == ["0000", "0001", "0002", "0003"]
+        assert '"owner":"car-a"' in (store / "leases" / "0000").read_text()
+        sidecar.send_signal(signal.SIGTERM)
+        out, _ = sidecar.communicate(timeout=30)
+        assert sidecar.returncode == 0, out
+        assert "durable sidecar stopped" in out, out
+        assert '"owner":""' in (store / "leases" / "0000").read_text()  # released
+    finally:
+        if sidecar.poll() is None:
+            sidecar.kill()
+            sidecar.communicate()
+    solo = durable(tmp_path, "sidecar", "--store", f"file://{store}", "--partitions", "4")
+    assert solo.returncode != 0
+    assert "need --fleet" in solo.stderr

@@ -109,3 +109,44 @@ async def test_workflows_through_durable_sidecar(env: tuple[Any, Any, Any]) -> N
     else:  # full histories, growing
         assert all(t.cached is None for t in turns)
         assert turns[-1].past > 20
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stateful", [True, False])
+async def test_stateful_history_can_be_turned_off(stateful: bool) -> None:
+    """``stateful_history=False``: a Dapr worker that does not advertise the capability
+    gets each turn's whole history; with it, deltas after the second turn."""
+    async with Sidecar("memory://", port=0) as sidecar:
+        target = f"127.0.0.1:{sidecar.port}"
+        worker = RemoteWorker(registry, target, stateful_history=stateful)
+        assert worker.stateful_history is stateful
+        assert ("stateful_history=False" in repr(worker)) is not stateful
+        async with (
+            worker,
+            RemoteClient(target, registry=registry, poll_interval=0.02) as client,
+        ):
+            with anyio.fail_after(30):
+                await worker.wait_connected()
+                handle = await client.start(chain, 8, instance_id="chain-s")
+                await handle.raise_event("go", 10)
+                assert await handle == 8 + (1 + 2 + 3) + 11
+            (stream,) = sidecar.dispatcher._streams  # how the sidecar read the request
+            assert (stream.dialect, stream.stateful, stream.pings) == ("dapr", stateful, True)
+    turns = [t for t in sidecar.sent if t.instance_id == "chain-s"]
+    assert len(turns) >= 10
+    if stateful:
+        assert all(t.cached is not None for t in turns[2:])
+        assert max(t.past for t in turns[2:]) <= 5
+    else:
+        assert all(t.cached is None for t in turns)
+        pasts = [t.past for t in turns]
+        assert pasts == sorted(pasts)  # the whole history every time, growing
+        assert pasts[-1] > 25
+    assert worker.history_fetches == 0
+    assert worker.cache_stats().hits >= len(turns) - 2  # full histories still extend the cache
+
+
+def test_stateful_history_is_a_dapr_capability() -> None:
+    assert RemoteWorker(registry, dialect="dapr").stateful_history
+    assert not RemoteWorker(registry, dialect="dapr", stateful_history=False).stateful_history
+    assert not RemoteWorker(registry, dialect="ms").stateful_history  # MS never advertises it
