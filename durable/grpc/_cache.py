@@ -35,7 +35,9 @@ class CacheEntry:
     it took its last turn (what a sidecar then calls ``CachedHistory.eventCount``);
     ``expected`` describes, in order, the events the sidecar commits after those
     (the turn's own new events, then what its actions recorded), so the worker can
-    check a delta before trusting it.
+    check a delta before trusting it. ``digest`` is that of the ``seen`` events as
+    encoded when they came whole in a request's ``pastEvents`` (``None`` otherwise):
+    a later full history must begin with exactly those bytes for the run to be reused.
     """
 
     run: WorkflowRun
@@ -46,6 +48,7 @@ class CacheEntry:
     patches: list[str] = field(default_factory=list)
     size: int = 0
     expires_at: datetime | None = None
+    digest: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,9 @@ from durable._state import WorkflowStatus
 
 from . import _convert as cv
 from ._convert import ProtocolError
+from ._framing import parse
 from ._proto import dapr, ms
 from ._remote import wire_order
-from ._workitems import parse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

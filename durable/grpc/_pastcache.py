@@ -6,19 +6,21 @@ shorter one plus the conversion of the turns committed since (the module docstri
 ``_convert`` says why a history cut at a turn start converts to a prefix of the
 whole). :class:`PastCache` keeps, per (dialect, instance, run), how many of durable's
 events it converted, the last of them (to check the history still begins the same
-way), and the converted messages; anything unexpected converts the whole history.
-Without it, every turn would convert the whole history even when a stateful-history
-stream then sends only its tail.
+way), and the messages encoded as ``pastEvents`` field chunks, ready to be joined into
+a request (:mod:`durable.grpc._framing`); anything unexpected converts the whole
+history. Without it, every turn would convert and encode the whole history even when a
+stateful-history stream then sends only its tail.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from durable._events import TurnStarted, WorkflowStarted
 
 from . import _convert as cv
+from ._framing import PAST_EVENTS, field_chunk
 
 if TYPE_CHECKING:
     from durable._events import HistoryEvent
@@ -32,27 +34,27 @@ Wire = Literal["ms", "dapr"]
 
 
 class PastCache:
-    """The converted ``pastEvents`` of the ``limit`` most recently sent runs."""
+    """The encoded ``pastEvents`` of the ``limit`` most recently sent runs."""
 
     def __init__(self, limit: int = 1000) -> None:
         self._limit = limit
-        # (dialect, instance, run) -> (events converted, the last of them, messages)
-        self._runs: OrderedDict[tuple[Wire, str, str], tuple[int, HistoryEvent, list[Any]]] = (
+        # (dialect, instance, run) -> (events converted, the last of them, chunks)
+        self._runs: OrderedDict[tuple[Wire, str, str], tuple[int, HistoryEvent, list[bytes]]] = (
             OrderedDict()
         )
 
     def __len__(self) -> int:
         return len(self._runs)
 
-    def ms(self, work: TurnWork) -> list[ms.HistoryEvent]:
-        """``work.past`` in the MS dialect."""
+    def ms(self, work: TurnWork) -> list[bytes]:
+        """``work.past`` in the MS dialect, each event a ``pastEvents`` field chunk."""
         start, done = self._lookup("ms", work)
         tail = cv.events_to_ms(work.past[start:], instance_id=work.instance_id,
                                task_base=work.task_base)  # fmt: skip
-        return self._store("ms", work, [*done, *tail])
+        return self._store("ms", work, [*done, *_chunks(tail)])
 
-    def dapr(self, work: TurnWork) -> list[dapr.HistoryEvent]:
-        """``work.past`` in the Dapr dialect."""
+    def dapr(self, work: TurnWork) -> list[bytes]:
+        """``work.past`` in the Dapr dialect, each event a ``pastEvents`` field chunk."""
         start, done = self._lookup("dapr", work)
         if start == 0:
             tail = cv.events_to_dapr(work.past, instance_id=work.instance_id,
@@ -61,9 +63,9 @@ class PastCache:
             started = next(e for e in work.past[:2] if isinstance(e, WorkflowStarted))
             tail = cv.events_to_dapr([started, *work.past[start:]], instance_id=work.instance_id,
                                      task_base=work.task_base)[1:]  # fmt: skip
-        return self._store("dapr", work, [*done, *tail])
+        return self._store("dapr", work, [*done, *_chunks(tail)])
 
-    def _lookup(self, wire: Wire, work: TurnWork) -> tuple[int, list[Any]]:
+    def _lookup(self, wire: Wire, work: TurnWork) -> tuple[int, list[bytes]]:
         """(events already converted, their messages): (0, []) unless the cached prefix
         still begins ``work.past`` and what follows it starts at a turn start."""
         hit = self._runs.pop((wire, work.instance_id, work.run_id), None)
@@ -79,7 +81,7 @@ class PastCache:
             return 0, []
         return count, converted
 
-    def _store(self, wire: Wire, work: TurnWork, converted: list[Any]) -> list[Any]:
+    def _store(self, wire: Wire, work: TurnWork, converted: list[bytes]) -> list[bytes]:
         if work.past:
             self._runs[(wire, work.instance_id, work.run_id)] = (
                 len(work.past), work.past[-1], converted,
@@ -87,3 +89,7 @@ class PastCache:
             while len(self._runs) > self._limit:
                 self._runs.popitem(last=False)
         return converted
+
+
+def _chunks(messages: list[ms.HistoryEvent] | list[dapr.HistoryEvent]) -> list[bytes]:
+    return [field_chunk(PAST_EVENTS, bytes(m)) for m in messages]

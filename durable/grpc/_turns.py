@@ -9,8 +9,11 @@ A cached run has already taken its last turn, so the events committed since it s
 on ``seen`` wire events are, in order, that turn's own new events and what its
 actions recorded (sidecars may add bookkeeping events such as orchestratorCompleted,
 which durable drops). A delta is trusted only if it starts with exactly those: the
-rest of it (normally nothing) is replayed, then the new events run live. Anything
-else is a miss, and a miss is always safe: replay the whole history from scratch.
+rest of it (normally nothing) is replayed, then the new events run live. A request
+that carries the whole history must also begin with the very bytes of the history the
+run was fed (compared by digest, not parsed; a past event arrives as
+:class:`~durable.grpc._framing.LazyEvents` and is parsed only if read). Anything else
+is a miss, and a miss is always safe: replay the whole history from scratch.
 
 Durable Task histories may put ``executionStarted`` after the first turn's
 ``orchestratorStarted`` (the ``durabletask`` backend does); durable's runs start
@@ -56,6 +59,7 @@ from durable._failure import FailureDetails, failure_from_exception
 from durable._replay import WorkflowRun
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheEntry
+from durable.grpc._framing import LazyEvents
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -204,6 +208,7 @@ class TurnTaker:
             run_id=started.run_id,
             patches=[e.patch_id for e in past_events if isinstance(e, PatchApplied)],
             size=0,
+            digest=_digest(history, len(history)),
         )
         outcome = self._run_turn(instance_id, entry, past_events, new_events, expected)
         outcome.replayed = len(past_events)
@@ -243,12 +248,16 @@ class TurnTaker:
             if cached_count != entry.seen:
                 entry.run.close()
                 return None
-            delta_wire, seen = past, cached_count + len(past)
+            delta_wire, seen, digest = past, cached_count + len(past), None
         else:
-            if len(past) < entry.seen or _run_id_of(past) not in (None, entry.run_id):
+            if (
+                len(past) < entry.seen
+                or _run_id_of(past) not in (None, entry.run_id)
+                or (entry.digest is not None and _digest(past, entry.seen) != entry.digest)
+            ):
                 entry.run.close()
                 return None
-            delta_wire, seen = past[entry.seen :], len(past)
+            delta_wire, seen, digest = past[entry.seen :], len(past), _digest(past, len(past))
         try:
             delta = [
                 e
@@ -273,6 +282,7 @@ class TurnTaker:
             return None
         entry.next_event_id += len(rest)
         entry.seen = seen
+        entry.digest = digest
         entry.size += _size(rest)
         entry.patches += [e.patch_id for e in rest if isinstance(e, PatchApplied)]
         new_events = _numbered(new_events, entry.next_event_id)
@@ -329,6 +339,12 @@ class TurnTaker:
         entry.expected = expected + [k for a in actions if (k := _action_key(a)) is not None]
         outcome.entry = entry
         return outcome
+
+
+def _digest(events: Sequence[WireEvent], count: int) -> bytes | None:
+    """The digest of the first ``count`` of ``events`` as received (None: not kept
+    encoded, so nothing to compare)."""
+    return events.digest(count) if isinstance(events, LazyEvents) else None
 
 
 def _normal(keys: list[tuple[object, ...]]) -> list[tuple[object, ...]]:

@@ -44,6 +44,7 @@ from durable._failure import failure_from_exception
 from durable._state import WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheStats, HistoryCache
+from durable.grpc._framing import LazyEvents, RawMessage, parse, split_turn
 from durable.grpc._proto import dapr, ms
 from durable.grpc._turns import TurnOutcome, TurnTaker
 from durable.grpc._wire import check_dialect, metadata_for, open_channel, parse_target, unary
@@ -65,6 +66,19 @@ __all__ = ["RemoteWorker"]
 log = logging.getLogger("durable.grpc.worker")
 
 _CALL_TIMEOUT = 30.0  # seconds: every unary call (Hello, completions, history)
+
+
+@dataclass(frozen=True)
+class _Kinds:
+    """A dialect's work item, turn request and history event messages."""
+
+    item: type[ms.WorkItem] | type[dapr.WorkItem]
+    turn: type[ms.OrchestratorRequest] | type[dapr.WorkflowRequest]
+    event: type[ms.HistoryEvent] | type[dapr.HistoryEvent]
+
+
+_MS_KINDS = _Kinds(ms.WorkItem, ms.OrchestratorRequest, ms.HistoryEvent)
+_DAPR_KINDS = _Kinds(dapr.WorkItem, dapr.WorkflowRequest, dapr.HistoryEvent)
 
 
 @dataclass(slots=True)
@@ -236,25 +250,22 @@ class RemoteWorker:
             channel, "Hello", Empty(), Empty, metadata=self._metadata, seconds=_CALL_TIMEOUT
         )
         request: betterproto.Message
-        reply_type: type[ms.WorkItem] | type[dapr.WorkItem]
         if self.dialect == "dapr":
             capabilities = [dapr.WorkerCapability(3)]  # HEALTH_PING
             if self.stateful_history:
                 capabilities.insert(0, dapr.WorkerCapability(2))  # STATEFUL_HISTORY
             request = dapr.GetWorkItemsRequest(capabilities=capabilities)
-            reply_type = dapr.WorkItem
         else:
             request = ms.GetWorkItemsRequest(
                 max_concurrent_orchestration_work_items=self.max_concurrent_workflows,
                 max_concurrent_activity_work_items=self.max_concurrent_activities,
             )
-            reply_type = ms.WorkItem
         with anyio.CancelScope() as scope:
             async with channel.request(
                 "/TaskHubSidecarService/GetWorkItems",
                 grpclib.const.Cardinality.UNARY_STREAM,
                 type(request),
-                reply_type,
+                RawMessage,  # read by _dispatch: a turn's past events stay encoded
                 metadata=self._metadata,
             ) as stream:
                 await stream.send_message(request, end=True)
@@ -269,7 +280,7 @@ class RemoteWorker:
                         watch.start_soon(self._watchdog, scope, heard, self.idle_timeout)
                     while (item := await stream.recv_message()) is not None:
                         heard[0] = self.clock.now()
-                        self._dispatch(work, conn, item)
+                        self._dispatch(work, conn, item.data)
                     watch.cancel_scope.cancel()
 
     async def _watchdog(
@@ -285,14 +296,22 @@ class RemoteWorker:
                 return
             await self.clock.sleep_until(deadline)
 
-    def _dispatch(
-        self, work: anyio.abc.TaskGroup, conn: _Connection, item: ms.WorkItem | dapr.WorkItem
-    ) -> None:
+    def _dispatch(self, work: anyio.abc.TaskGroup, conn: _Connection, data: bytes) -> None:
+        """Hand an encoded work item to a task. A turn's past events are split off and
+        parsed only as the turn needs them (a cached run needs only the newest)."""
+        kinds = _MS_KINDS if self.dialect == "ms" else _DAPR_KINDS
+        split = split_turn(data)
+        if split is not None:
+            rest, request_data, past = split
+            token = parse(kinds.item, rest).completion_token
+            turn = parse(kinds.turn, request_data)
+            events = LazyEvents(past, kinds.event)
+            work.start_soon(self._workflow_item, conn, turn, events, token)
+            return
+        item = parse(kinds.item, data)
         kind, body = betterproto.which_one_of(item, "request")
         token = item.completion_token
         match body:
-            case ms.OrchestratorRequest() | dapr.WorkflowRequest():
-                work.start_soon(self._workflow_item, conn, body, token)
             case ms.ActivityRequest() | dapr.ActivityRequest():
                 work.start_soon(self._activity_item, conn, body, token)
             case ms.HealthPing() | dapr.HealthPing():
@@ -303,7 +322,11 @@ class RemoteWorker:
     # -- workflow turns ---------------------------------------------------------------
 
     async def _workflow_item(
-        self, conn: _Connection, request: ms.OrchestratorRequest | dapr.WorkflowRequest, token: str
+        self,
+        conn: _Connection,
+        request: ms.OrchestratorRequest | dapr.WorkflowRequest,
+        past: LazyEvents[Any],
+        token: str,
     ) -> None:
         async with self._workflow_slots:
             instance_id = request.instance_id
@@ -311,9 +334,7 @@ class RemoteWorker:
             if isinstance(request, dapr.WorkflowRequest) and request.cached_history is not None:
                 cached = request.cached_history.event_count
             try:
-                outcome = self.turns.take(
-                    instance_id, request.past_events, request.new_events, cached
-                )
+                outcome = self.turns.take(instance_id, past, request.new_events, cached)
             except Exception as exc:  # a bug here must not take the worker down
                 outcome = TurnOutcome(instance_id, failure=failure_from_exception(exc))
             if outcome is None:

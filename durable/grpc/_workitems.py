@@ -11,7 +11,7 @@ in the dialect of the stream the item went to. :func:`detect_dialect` reads a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import betterproto
 import msgspec
@@ -19,8 +19,8 @@ import msgspec
 from durable._actions import CompleteWorkflow, ContinueAsNew, FailWorkflow
 
 from . import _convert as cv
-from ._convert import ProtocolError
 from ._dispatch import ActivityWork, Dialect, TurnWork, Warm
+from ._framing import TURN_REQUEST, field_chunk, parse
 from ._proto import dapr, ms
 from ._remote import TurnOutcome
 
@@ -43,18 +43,9 @@ __all__ = [
 ]
 
 _ENDS = (CompleteWorkflow, FailWorkflow, ContinueAsNew)
-M = TypeVar("M", bound=betterproto.Message)
 
 _MS_FIELDS = frozenset({1, 2, 3, 10, 11, 12})
 _STATEFUL_HISTORY, _HEALTH_PING = 2, 3  # Dapr WorkerCapability values
-
-
-def parse(cls: type[M], data: bytes) -> M:
-    """``data`` parsed as ``cls``; any decoding failure is a :class:`ProtocolError`."""
-    try:
-        return cls().parse(data)
-    except Exception as err:  # betterproto raises whatever its decoders hit
-        raise ProtocolError(f"cannot parse {cls.__name__}: {err}") from err
 
 
 @dataclass(eq=False, repr=False)
@@ -118,11 +109,11 @@ def encode_item(
     if stream.dialect == "ms":
         past_ms = cache.ms(work)
         new_ms = cv.events_to_ms(work.new, instance_id=work.instance_id, task_base=work.task_base)
-        request = ms.OrchestratorRequest(
-            instance_id=work.instance_id, execution_id=work.run_id or None,
-            past_events=past_ms, new_events=new_ms,
-        )  # fmt: skip
-        data = bytes(ms.WorkItem(orchestrator_request=request, completion_token=item.wire_token))
+        head = ms.OrchestratorRequest(instance_id=work.instance_id,
+                                      execution_id=work.run_id or None)  # fmt: skip
+        tail = ms.OrchestratorRequest(new_events=new_ms)
+        data = _turn_item(bytes(head), past_ms, bytes(tail),
+                          bytes(ms.WorkItem(completion_token=item.wire_token)))  # fmt: skip
         return data, SentTurn(work.instance_id, len(past_ms), len(new_ms), None, len(data))
     past = cache.dapr(work)
     new = cv.events_to_dapr(work.new, instance_id=work.instance_id, task_base=work.task_base)
@@ -137,13 +128,22 @@ def encode_item(
                                                    work.past[-1]))  # fmt: skip
         else:
             stream.warm.pop(work.instance_id, None)
-    wf = dapr.WorkflowRequest(
-        instance_id=work.instance_id, execution_id=work.run_id or None,
-        past_events=past, new_events=new, cached_history=cached,
-    )  # fmt: skip
-    data = bytes(dapr.WorkItem(workflow_request=wf, completion_token=item.wire_token))
+    head_d = dapr.WorkflowRequest(instance_id=work.instance_id,
+                                  execution_id=work.run_id or None)  # fmt: skip
+    tail_d = dapr.WorkflowRequest(new_events=new, cached_history=cached)
+    data = _turn_item(bytes(head_d), past, bytes(tail_d),
+                      bytes(dapr.WorkItem(completion_token=item.wire_token)))  # fmt: skip
     delta = cached.event_count if cached else None
     return data, SentTurn(work.instance_id, len(past), len(new), delta, len(data))
+
+
+def _turn_item(head: bytes, past: list[bytes], tail: bytes, rest: bytes) -> bytes:
+    """A ``WorkItem`` whose turn request is ``head`` (fields 1-2), the encoded past
+    events (field 3), then ``tail`` (fields 4 on); ``rest`` is the item's other fields.
+    Field order as a protobuf encoder writes it, so the bytes are those of encoding the
+    whole message, without encoding the history again."""
+    request = b"".join((head, *past, tail))
+    return field_chunk(TURN_REQUEST, request) + rest
 
 
 def _encode_activity(dialect: Dialect, work: ActivityWork, token: str) -> bytes:

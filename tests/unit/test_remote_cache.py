@@ -10,7 +10,7 @@ turn by turn.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -39,8 +39,12 @@ from durable._events import (
 from durable._replay import WorkflowRun
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheEntry, CacheStats, HistoryCache
+from durable.grpc._framing import LazyEvents
 from durable.grpc._proto import dapr
 from durable.grpc._turns import TurnOutcome, TurnTaker
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 registry = durable.Registry()
@@ -148,10 +152,13 @@ class Sidecar:
     turn requests in the Dapr dialect (full, or as stateful-history deltas), and each
     turn's actions recorded as events, as durable's engine records them."""
 
-    def __init__(self, taker: TurnTaker, instance_id: str = "i", *, stateful: bool) -> None:
+    def __init__(
+        self, taker: TurnTaker, instance_id: str = "i", *, stateful: bool, lazy: bool = False
+    ) -> None:
         self.taker = taker
         self.instance_id = instance_id
         self.stateful = stateful
+        self.lazy = lazy  # past events as a RemoteWorker receives them: kept encoded
         self.history: list[HistoryEvent] = []
         self.inbox: list[HistoryEvent] = [
             WorkflowStarted(name="steps", input=Raw(b"3"), run_id="r1")
@@ -163,14 +170,18 @@ class Sidecar:
     def wire(self, events: list[HistoryEvent]) -> list[dapr.HistoryEvent]:
         return cv.events_to_dapr(events, instance_id=self.instance_id)
 
-    def request(self) -> tuple[list[dapr.HistoryEvent], list[dapr.HistoryEvent], int | None]:
-        past = self.wire(self.history)
+    def request(
+        self,
+    ) -> tuple[Sequence[dapr.HistoryEvent], list[dapr.HistoryEvent], int | None]:
+        past: Sequence[dapr.HistoryEvent] = self.wire(self.history)
         new = self.wire([TurnStarted(timestamp=AT), *self.inbox])
         cached = None
         if self.stateful and 0 < self.warm <= len(past):
             past, cached = past[self.warm :], self.warm
         self.warm = len(self.wire(self.history))
         self.sent.append((len(past), cached))
+        if self.lazy:
+            past = LazyEvents([bytes(e) for e in past], dapr.HistoryEvent)
         return past, new, cached
 
     def turn(self, *inbox: HistoryEvent) -> list[Action]:
@@ -238,15 +249,35 @@ def test_stateful_history_feeds_only_deltas() -> None:
     assert "i" not in taker.cache  # the run ended: dropped
 
 
-def test_full_histories_reuse_the_cached_run_when_they_extend_it() -> None:
+@pytest.mark.parametrize("lazy", [False, True])
+def test_full_histories_reuse_the_cached_run_when_they_extend_it(lazy: bool) -> None:
     """Without cachedHistory (the MS dialect) the cached run is still reused when the
     history is the one it stood on plus what its last turn committed."""
     taker = _taker()
-    side = Sidecar(taker, stateful=False)
+    side = Sidecar(taker, stateful=False, lazy=lazy)
     assert _drive(side) == [CompleteWorkflow(Raw(b"[10,11,12,99]"))]
     assert taker.cache.stats().hits == 5
     assert [o.replayed for o in side.outcomes] == [1, 0, 0, 0, 0, 0]
     assert side.sent[-1][0] > 10  # full histories went over the wire
+
+
+def test_a_full_history_that_changed_what_the_run_saw_is_a_miss() -> None:
+    """Found in review: event keys (kind, task id, name) do not cover payloads, so a
+    full history whose earlier results differ from what the run was fed could reuse it.
+    The part the run saw must now match byte for byte, or the turn replays."""
+    taker = _taker()
+    side = Sidecar(taker, stateful=False, lazy=True)
+    (first,) = side.turn()
+    (second,) = side.turn(_answer(first, 10))
+    (third,) = side.turn(_answer(second, 11))
+    assert side.outcomes[-1].hit is True
+    at = next(i for i, e in enumerate(side.history) if isinstance(e, ActivityCompleted))
+    side.history[at] = msgspec.structs.replace(side.history[at], result=Raw(b"20"))
+    (timer,) = side.turn(_answer(third, 12))
+    assert side.outcomes[-1].hit is False  # replayed from the history as committed
+    assert side.turn(_answer(timer)) == []
+    final = side.turn(EventRaised(name="last", input=Raw(b"99")))
+    assert final == [CompleteWorkflow(Raw(b"[20,11,12,99]"))]
 
 
 def test_a_cache_miss_replays_the_fetched_history() -> None:

@@ -21,6 +21,7 @@ from durable._events import (
 )
 from durable.grpc import _convert as cv
 from durable.grpc._dispatch import ActivityWork, Dispatcher, TurnWork, Warm
+from durable.grpc._framing import PAST_EVENTS, field_chunk
 from durable.grpc._pastcache import PastCache
 from durable.grpc._proto import dapr, ms
 from durable.grpc._remote import wire_order
@@ -79,14 +80,18 @@ def test_past_cache_converts_only_new_turns_and_matches_a_full_conversion() -> N
     for n in range(2, len(all_turns) + 1):
         past = wire_order(history(all_turns[:n]))
         work = TurnWork("i", "r1", past, [], 10)
-        assert cache.dapr(work) == cv.events_to_dapr(past, instance_id="i", task_base=10)
-        assert cache.ms(work) == cv.events_to_ms(past, instance_id="i", task_base=10)
+        assert cache.dapr(work) == chunks(cv.events_to_dapr(past, instance_id="i", task_base=10))
+        assert cache.ms(work) == chunks(cv.events_to_ms(past, instance_id="i", task_base=10))
     assert len(cache) == 2
     # a history that no longer begins the same way is converted whole
     other = wire_order(history(turns(3)))
     other[-1] = replace(other[-1], timestamp=datetime(2030, 1, 1, tzinfo=UTC))
     work = TurnWork("i", "r1", other, [], 10)
-    assert cache.dapr(work) == cv.events_to_dapr(other, instance_id="i", task_base=10)
+    assert cache.dapr(work) == chunks(cv.events_to_dapr(other, instance_id="i", task_base=10))
+
+
+def chunks(messages: list[dapr.HistoryEvent] | list[ms.HistoryEvent]) -> list[bytes]:
+    return [field_chunk(PAST_EVENTS, bytes(m)) for m in messages]
 
 
 @pytest.mark.anyio
