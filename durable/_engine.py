@@ -278,6 +278,7 @@ class Engine:
         self._residency = Residency(
             self._instances, self._timers, clock, self.executor.eviction_policy,
             eviction or EvictionPolicy(), max_resident_workflows, self._drop_run,
+            lambda: self._queued > 0 or self._turns > 0,
         )  # fmt: skip
         self._evicted = self._residency.evicted  # ids dropped from memory, not finished
         self._tg: anyio.abc.TaskGroup | None = None
@@ -447,10 +448,16 @@ class Engine:
         self._enqueue(inst)
 
     async def _load_and_deliver(self, instance_id: str, item: Pending) -> None:
-        inst = self._instances.get(instance_id) or await self.recover(instance_id)
-        if inst is not None:
-            inst.pending.append(item)
-            self._enqueue(inst)
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            await self._residency.admit()  # under a cap, a mass wake-up loads in turn
+            try:
+                await self.recover(instance_id, then=item)
+            finally:
+                self._residency.loaded()
+            return
+        inst.pending.append(item)
+        self._enqueue(inst)
 
     async def _serve(
         self, receive: MemoryObjectReceiveStream[Any], handle: Callable[[Any], Awaitable[None]]
@@ -520,25 +527,6 @@ class Engine:
             if self._instances.get(inst.id) is inst and not inst.pending:
                 del self._instances[inst.id]
             return
-        run = inst.run
-        if run is None:
-            try:
-                run = await self._rebuild(inst)
-            except NonDeterminismError as err:
-                await self._commit_failure(inst, err)
-                return
-            except UnknownWorkflowError as err:
-                log.warning(
-                    "instance %r waits for a worker that has its workflow: %s", inst.id, err
-                )
-                inst.pending = pending + inst.pending
-                inst.parked = True
-                inst.reason = f"waiting for a worker that runs it: {err}"
-                await self._write_meta(inst)
-                return
-            if run is None:  # the log moved on under us; reloaded
-                inst.pending = pending + inst.pending
-                return
         now = self.clock.now()
         event_id = inst.next_event_id
         events: list[HistoryEvent] = [TurnStarted(event_id=event_id, timestamp=now)]
@@ -565,7 +553,27 @@ class Engine:
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
         first_turn = inst.status is WorkflowStatus.PENDING
         if len(events) == 1 and not first_turn and not consumed:
+            self._residency.note_waiting(inst)  # nothing new (a duplicate): still evictable
             return
+        run = inst.run
+        if run is None:
+            try:
+                run = await self._rebuild(inst)
+            except NonDeterminismError as err:
+                await self._commit_failure(inst, err)
+                return
+            except UnknownWorkflowError as err:
+                log.warning(
+                    "instance %r waits for a worker that has its workflow: %s", inst.id, err
+                )
+                inst.pending = pending + inst.pending
+                inst.parked = True
+                inst.reason = f"waiting for a worker that runs it: {err}"
+                await self._write_meta(inst)
+                return
+            if run is None:  # the log moved on under us; reloaded
+                inst.pending = pending + inst.pending
+                return
         try:
             actions = await run.turn(events, first_turn=first_turn)
         except NonDeterminismError as err:
@@ -1064,11 +1072,12 @@ class Engine:
         if (done := self._done_waiters.pop(instance_id, None)) is not None:
             done.set()
 
-    async def recover(self, instance_id: str) -> _Instance | None:
+    async def recover(self, instance_id: str, *, then: Pending | None = None) -> _Instance | None:
         """Load one instance from the store unless it is finished or another process
-        runs it; None if nothing to run here."""
+        runs it; None if nothing to run here. ``then``: an event to deliver to it, given
+        before the instance could be evicted again."""
         if (inst := self._instances.get(instance_id)) is not None:
-            return inst
+            return self._then(inst, then)
         if not self.owns(instance_id):
             return None
         found = await read_meta(self.store, instance_id)
@@ -1087,7 +1096,8 @@ class Engine:
             await self._fail_corrupt(instance_id, meta, etag, err)
             return None
         if loaded is None or instance_id in self._instances:
-            return self._instances.get(instance_id)
+            inst = self._instances.get(instance_id)
+            return self._then(inst, then) if inst is not None else None
         if not self.owns(instance_id):
             return None  # the partition moved while the log was read
         inst = _Instance(instance_id, loaded.started, loaded.created_at)
@@ -1095,7 +1105,8 @@ class Engine:
         inst.meta_seq = meta.seq if meta is not None else -1
         self._instances[instance_id] = inst
         self._evicted.discard(instance_id)
-        self._load_into(inst, loaded)
+        fired = then[2] if then is not None and isinstance(then[2], TimerFired) else None
+        self._load_into(inst, loaded, fired=fired.task_id if fired is not None else None)
         if loaded.status.is_terminal:
             del self._instances[instance_id]
             await self._notify_parent_from_log(loaded)  # before a meta that says it ended
@@ -1106,13 +1117,22 @@ class Engine:
                 await self._write_meta(inst)
             return None
         await self._scan_inbox(inst)
+        self._then(inst, then)
         if not inst.queued:
             self._residency.note_waiting(inst)
             self._residency.evict_to_capacity()
         return inst
 
-    def _load_into(self, inst: _Instance, loaded: RunLog) -> None:
-        """Set the instance's state from the log and re-dispatch its open operations."""
+    def _then(self, inst: _Instance, item: Pending | None) -> _Instance:
+        if item is not None:
+            inst.pending.append(item)
+            self._enqueue(inst)
+        return inst
+
+    def _load_into(self, inst: _Instance, loaded: RunLog, *, fired: int | None = None) -> None:
+        """Set the instance's state from the log and re-dispatch its open operations
+        (``fired``: the task id of a timer whose firing is being delivered with the
+        load, so it is not set again to fire twice)."""
         inst.started = loaded.started
         inst.parent = loaded.started.parent
         inst.seq = loaded.last_seq
@@ -1125,13 +1145,15 @@ class Engine:
         _fold(inst.outstanding, loaded.history)
         if loaded.status.is_terminal:
             return
-        self._dispatch_open(inst)
+        self._dispatch_open(inst, fired)
         if inst.status is WorkflowStatus.PENDING or inst.pending:
             self._enqueue(inst)
 
-    def _dispatch_open(self, inst: _Instance) -> None:
+    def _dispatch_open(self, inst: _Instance, fired: int | None = None) -> None:
         """Re-dispatch what history left open: activities, timers, sub-workflows."""
         for event in list(inst.outstanding.values()):
+            if isinstance(event, TimerCreated) and event.task_id == fired:
+                continue
             if isinstance(event, ChildWorkflowScheduled):
                 self._spawn_guarded(self._check_child, inst.id, event)
             else:

@@ -5,13 +5,21 @@ After a turn an instance that only waits on timers or events may be evicted: by 
 than ``max_resident_workflows``, lowest priority first, then the longest waiting. An
 evicted instance comes back by replay when its timer fires or a message arrives.
 Instances running a turn or waiting on an activity never leave.
+
+With a cap, coming back is admitted: when many evicted instances wake at once (a
+timer shared by thousands), each waits its turn to be loaded while the engine is full
+and other work is under way, and every turn that ends makes room by evicting those
+that are waiting again. Memory stays near the cap instead of loading them all.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from typing import TYPE_CHECKING
+
+import anyio
 
 from ._events import ActivityScheduled, TimerCreated
 from ._eviction import MIN_EVICTABLE_WAIT
@@ -41,6 +49,7 @@ class Residency:
         default: EvictionPolicy,
         max_resident: int | None,
         drop_run: Callable[[_Instance], None],
+        under_way: Callable[[], bool] = lambda: False,
     ) -> None:
         self._instances = instances
         self._timers = timers
@@ -49,6 +58,9 @@ class Residency:
         self._default = default
         self._max_resident = max_resident
         self._drop_run = drop_run
+        self._under_way = under_way  # turns queued or running: they will make room
+        self._waking: deque[anyio.Event] = deque()  # loads waiting for room, in order
+        self._admitted = 0  # loads let in and not yet in memory
         self._candidates: list[tuple[int, datetime, int, str, int]] = []  # capacity heap
         self._order = itertools.count()
         self.evicted: set[str] = set()
@@ -78,15 +90,54 @@ class Residency:
             when = now + max(policy.ttl, MIN_EVICTABLE_WAIT)
             self._timers.add(when, (self._evict_if_idle, inst.id, inst.seq), durable=False)
 
-    def evict_to_capacity(self) -> None:
-        """Over ``max_resident_workflows``: evict waiting instances, lowest priority first,
-        then the longest waiting. Called between turns, never inside one."""
+    async def admit(self) -> None:
+        """Before loading an evicted instance: wait for room under the cap. Waits only
+        while something else is under way that will end and make room (a turn, or a
+        load already let in), so a full engine of instances that cannot be evicted
+        still loads, one at a time."""
         if self._max_resident is None:
             return
-        while len(self._instances) > self._max_resident and self._candidates:
+        if not self._waking and self._has_room():
+            self._admitted += 1
+            return
+        let_in = anyio.Event()
+        self._waking.append(let_in)
+        try:
+            await let_in.wait()
+        except BaseException:
+            if let_in.is_set():
+                self.loaded()  # let in, but gone before loading: the room is free again
+            else:
+                self._waking.remove(let_in)
+            raise
+
+    def loaded(self) -> None:
+        """A load let in by :meth:`admit` ended (in memory, or found nothing to load)."""
+        if self._max_resident is not None:
+            self._admitted -= 1
+            self.evict_to_capacity()
+
+    def _has_room(self) -> bool:
+        assert self._max_resident is not None
+        if len(self._instances) + self._admitted < self._max_resident:
+            return True
+        return not (self._admitted or self._under_way())
+
+    def evict_to_capacity(self) -> None:
+        """Over ``max_resident_workflows`` (counting room kept for loads that are let
+        in or waiting): evict waiting instances, lowest priority first, then the
+        longest waiting; then let in as many waiting loads as fit. Called between
+        turns, never inside one."""
+        if self._max_resident is None:
+            return
+        limit = self._max_resident - self._admitted - len(self._waking)
+        while len(self._instances) > limit and self._candidates:
             _, _, _, instance_id, seq = heapq.heappop(self._candidates)
             if (inst := self._can_evict(instance_id, seq)) is not None:
                 self._evict(inst)
+        while self._waking and self._has_room():
+            self._admitted += 1
+            self._waking.popleft().set()
 
     def _compact(self) -> None:
         """Drop candidates that went stale (evicted, finished, or turned since)."""

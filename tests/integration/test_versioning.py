@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -276,6 +277,81 @@ async def test_many_sleepers_stay_under_the_resident_cap() -> None:
         clock.advance(timedelta(days=1))
         results = [await rt.client.get_handle(f"s{n:05d}") for n in range(count)]
     assert results == [n * 2 for n in range(count)]
+
+
+class _PeakDict(dict[str, Any]):
+    """The engine's map of resident instances, remembering the most it ever held."""
+
+    peak = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.peak = max(self.peak, len(self))
+
+
+class _SuspendingStore(MemoryStore):
+    """A memory store whose reads suspend, as a file or S3 store's do: loads that
+    start together are in flight together."""
+
+    never_suspends = False
+
+    async def get(self, key: str) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        return await super().get(key)
+
+    async def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        await anyio.lowlevel.checkpoint()
+        return await super().get_with_etag(key)
+
+    async def list(self, prefix: str) -> list[str]:
+        await anyio.lowlevel.checkpoint()
+        return await super().list(prefix)
+
+
+@pytest.mark.parametrize("store", [MemoryStore, _SuspendingStore])
+async def test_a_mass_wake_up_loads_in_turn_under_the_cap(store: type[MemoryStore]) -> None:
+    """Every sleeper wakes at the same instant: they come back a few at a time as turns
+    make room, instead of all being loaded at once (found by the timers benchmark), and
+    each turn runs on the instance the engine holds."""
+    registry = Registry()
+
+    @registry.workflow
+    async def twice(ctx: WorkflowContext, n: int) -> int:
+        await ctx.sleep(timedelta(hours=1))
+        await ctx.sleep(timedelta(hours=1))
+        return n * 3
+
+    clock = MockClock(T0)
+    count, cap = 1_000, 50
+    async with durable.Runtime(
+        registry, store=store(), clock=clock, max_resident_workflows=cap
+    ) as rt:
+        engine = rt._engine
+        turned_elsewhere: list[str] = []
+        run_turn = engine._run_turn
+
+        async def checked_turn(inst: Any) -> None:
+            if engine._instances.get(inst.id) is not inst:
+                turned_elsewhere.append(inst.id)
+            await run_turn(inst)
+
+        engine._run_turn = checked_turn  # type: ignore[method-assign]
+        resident = _PeakDict(engine._instances)
+        engine._instances = engine._residency._instances = resident
+        for n in range(count):
+            await rt.start(twice, n, instance_id=f"t{n:05d}")
+        await rt.wait_idle()
+        assert len(resident) <= cap
+        resident.peak = len(resident)
+        clock.advance(timedelta(hours=1))  # all wake, each to sleep again
+        await rt.wait_idle()
+        assert resident.peak <= cap + 1
+        assert len(resident) <= cap
+        clock.advance(timedelta(hours=1))
+        results = [await rt.client.get_handle(f"t{n:05d}") for n in range(count)]
+        assert resident.peak <= cap + 1
+    assert results == [n * 3 for n in range(count)]
+    assert turned_elsewhere == []
 
 
 # -- a property: capacity pressure never evicts a turn in progress or an activity wait --
