@@ -90,6 +90,12 @@ class Item:
     done: anyio.Event = field(default_factory=anyio.Event)
     sends: int = 0
     """How many times it was placed on a stream; the wire token names the send."""
+    waiting: bool = False
+    """In the queue of items that wait for a stream."""
+
+    def __repr__(self) -> str:  # short: the work holds a whole history
+        kind = type(self.work).__name__
+        return f"Item({self.token!r}, {kind} of {self.work.instance_id!r}, sends={self.sends})"
 
     @property
     def wire_token(self) -> str:
@@ -179,6 +185,7 @@ class Dispatcher:
         self._streams.append(stream)
         waiting, self._queue = self._queue, deque()
         for item in waiting:
+            item.waiting = False
             self._place(item)
         self._changed()
         log.info("worker stream %d connected (%s%s)", stream.number, dialect,
@@ -226,7 +233,8 @@ class Dispatcher:
     def _place(self, item: Item, avoid: WorkerStream | None = None) -> None:
         stream = self._pick(item.work, avoid)
         if stream is None:
-            if item not in self._queue:
+            if not item.waiting:
+                item.waiting = True
                 self._queue.append(item)
             return
         item.stream = stream
@@ -254,10 +262,9 @@ class Dispatcher:
         if item.stream is not None:
             item.stream.held.pop(item.token, None)
             item.stream = None
-        try:
+        if item.waiting:
+            item.waiting = False
             self._queue.remove(item)
-        except ValueError:
-            pass
 
     def find(self, token: str, instance_id: str, task_id: int | None = None) -> Item | None:
         """The unresolved item a completion answers: by its token, or, when the worker

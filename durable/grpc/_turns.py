@@ -250,10 +250,11 @@ class TurnTaker:
                 return None
             delta_wire, seen, digest = past, cached_count + len(past), None
         else:
-            if (
-                len(past) < entry.seen
-                or _run_id_of(past) not in (None, entry.run_id)
-                or (entry.digest is not None and _digest(past, entry.seen) != entry.digest)
+            digest = _digest(past, entry.seen) if entry.digest is not None else None
+            if len(past) < entry.seen or (
+                entry.digest != digest  # the part the run saw changed
+                if digest is not None
+                else _run_id_of(past) not in (None, entry.run_id)
             ):
                 entry.run.close()
                 return None
