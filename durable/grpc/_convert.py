@@ -98,7 +98,6 @@ from durable._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from durable._errors import DurableError
 from durable._events import (
     NULL,
     ActivityCompleted,
@@ -124,6 +123,14 @@ from durable._events import (
 )
 from durable._failure import FailureDetails
 from durable._state import WorkflowStatus
+from durable.grpc._framing import (
+    FIXED32,
+    FIXED64,
+    LENGTH_DELIMITED,
+    VARINT,
+    ProtocolError,
+    wire_fields,
+)
 from durable.grpc._proto import dapr, ms
 
 if TYPE_CHECKING:
@@ -159,11 +166,6 @@ __all__ = [
     "status_to_ms",
     "wire_fields",
 ]
-
-
-class ProtocolError(DurableError, ValueError):
-    """Raised when a Durable Task message is malformed, or asks for something durable's
-    model has no counterpart for (sending an event, terminating another instance...)."""
 
 
 NEVER = datetime.max.replace(tzinfo=UTC)
@@ -920,57 +922,3 @@ def activity_result_from_proto(
             task_id=task_id, failure=failure_from_proto(response.failure_details)
         )
     return ActivityCompleted(task_id=task_id, result=payload_from_proto(response.result))
-
-
-# ---------------------------------------------------------------------------------------
-# Wire inspection
-# ---------------------------------------------------------------------------------------
-
-VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
-
-
-def wire_fields(data: bytes) -> list[tuple[int, int]]:
-    """``(field number, wire type)`` of each top-level field of an encoded message.
-
-    betterproto does not check wire types: where the dialects give one field number
-    two types, a message parsed with the wrong class takes the value silently (an MS
-    ``CreateInstanceRequest.requestTime`` Timestamp lands in Dapr's
-    ``enforceUniqueInstanceId`` as truthy bytes). Look here first:
-    CreateInstanceRequest 10 (MS Timestamp: LENGTH_DELIMITED | Dapr bool: VARINT),
-    PurgeInstancesRequest 4 (MS message | Dapr bool) and 5 (MS bool | Dapr message);
-    GetWorkItemsRequest's numbers tell the dialect (MS 1-3, 10-12 | Dapr 4).
-    """
-    fields: list[tuple[int, int]] = []
-    pos, end = 0, len(data)
-    while pos < end:
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ProtocolError(f"field number 0 at byte {pos}")
-        if wire == VARINT:
-            _, pos = _varint(data, pos)
-        elif wire == FIXED64:
-            pos += 8
-        elif wire == LENGTH_DELIMITED:
-            length, pos = _varint(data, pos)
-            pos += length
-        elif wire == FIXED32:
-            pos += 4
-        else:
-            raise ProtocolError(f"unsupported wire type {wire} for field {number}")
-        if pos > end:
-            raise ProtocolError(f"field {number} runs past the end of the message")
-        fields.append((number, wire))
-    return fields
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while pos < len(data) and shift < 64:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-    raise ProtocolError(f"bad varint ending at byte {pos}")

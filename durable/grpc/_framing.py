@@ -17,25 +17,38 @@ from typing import Generic, TypeVar, overload
 
 import betterproto
 
-from ._convert import ProtocolError
+from durable._errors import DurableError
 
 __all__ = [
+    "FIXED32",
+    "FIXED64",
+    "LENGTH_DELIMITED",
     "PAST_EVENTS",
     "TURN_REQUEST",
+    "VARINT",
     "LazyEvents",
+    "ProtocolError",
     "RawMessage",
     "field_chunk",
     "parse",
     "split_field",
     "split_turn",
+    "wire_fields",
 ]
+
+
+class ProtocolError(DurableError, ValueError):
+    """Raised when a Durable Task message is malformed, or asks for something durable's
+    model has no counterpart for (sending an event, terminating another instance...)."""
+
 
 TURN_REQUEST = 1
 """``WorkItem.orchestratorRequest`` (MS) / ``WorkItem.workflowRequest`` (Dapr)."""
 PAST_EVENTS = 3
 """``OrchestratorRequest.pastEvents`` / ``WorkflowRequest.pastEvents``."""
 
-_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
+VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
+"""Protobuf wire types."""
 
 E = TypeVar("E", bound=betterproto.Message)
 
@@ -72,7 +85,48 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def field_chunk(number: int, payload: bytes) -> bytes:
     """A length-delimited field ``number`` holding ``payload``, as it sits in a message."""
-    return _varint_bytes(number << 3 | _LENGTH_DELIMITED) + _varint_bytes(len(payload)) + payload
+    return _varint_bytes(number << 3 | LENGTH_DELIMITED) + _varint_bytes(len(payload)) + payload
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+    """Each top-level field of the message ``data``: (number, wire type, where the
+    field starts, where its value starts, where it ends)."""
+    pos, end = 0, len(data)
+    while pos < end:
+        start = pos
+        key, pos = _read_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ProtocolError(f"field number 0 at byte {start}")
+        value = pos
+        if wire == VARINT:
+            _, pos = _read_varint(data, pos)
+        elif wire == FIXED64:
+            pos += 8
+        elif wire == LENGTH_DELIMITED:
+            length, value = _read_varint(data, pos)
+            pos = value + length
+        elif wire == FIXED32:
+            pos += 4
+        else:
+            raise ProtocolError(f"unsupported wire type {wire} for field {number}")
+        if pos > end:
+            raise ProtocolError(f"field {number} runs past the end of the message")
+        yield number, wire, start, value, pos
+
+
+def wire_fields(data: bytes) -> list[tuple[int, int]]:
+    """``(field number, wire type)`` of each top-level field of an encoded message.
+
+    betterproto does not check wire types: where the dialects give one field number
+    two types, a message parsed with the wrong class takes the value silently (an MS
+    ``CreateInstanceRequest.requestTime`` Timestamp lands in Dapr's
+    ``enforceUniqueInstanceId`` as truthy bytes). Look here first:
+    CreateInstanceRequest 10 (MS Timestamp: LENGTH_DELIMITED | Dapr bool: VARINT),
+    PurgeInstancesRequest 4 (MS message | Dapr bool) and 5 (MS bool | Dapr message);
+    GetWorkItemsRequest's numbers tell the dialect (MS 1-3, 10-12 | Dapr 4).
+    """
+    return [(number, wire) for number, wire, _, _, _ in _fields(data)]
 
 
 def split_field(data: bytes, number: int) -> tuple[list[bytes], bytes]:
@@ -80,33 +134,11 @@ def split_field(data: bytes, number: int) -> tuple[list[bytes], bytes]:
     in order, and the message's other fields as they came (a message of their own)."""
     payloads: list[bytes] = []
     rest = bytearray()
-    pos, end = 0, len(data)
-    while pos < end:
-        start = pos
-        key, pos = _read_varint(data, pos)
-        field, wire = key >> 3, key & 7
-        if field == 0:
-            raise ProtocolError(f"field number 0 at byte {start}")
-        if wire == _LENGTH_DELIMITED:
-            length, pos = _read_varint(data, pos)
-            if pos + length > end:
-                raise ProtocolError(f"field {field} runs past the end of the message")
-            if field == number:
-                payloads.append(data[pos : pos + length])
-                pos += length
-                continue
-            pos += length
-        elif wire == _VARINT:
-            _, pos = _read_varint(data, pos)
-        elif wire == _FIXED64:
-            pos += 8
-        elif wire == _FIXED32:
-            pos += 4
+    for field, wire, start, value, end in _fields(data):
+        if field == number and wire == LENGTH_DELIMITED:
+            payloads.append(data[value:end])
         else:
-            raise ProtocolError(f"unsupported wire type {wire} for field {field}")
-        if pos > end:
-            raise ProtocolError(f"field {field} runs past the end of the message")
-        rest += data[start:pos]
+            rest += data[start:end]
     return payloads, bytes(rest)
 
 
