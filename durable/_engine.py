@@ -170,6 +170,7 @@ class _Instance:
         "pending",
         "queued",
         "reason",
+        "residency",
         "run",
         "run_start",
         "running",
@@ -201,6 +202,7 @@ class _Instance:
         self.parked = False  # its workflow is not registered here: it waits
         self.backing_off = False  # a store error: waiting for its retry timer
         self.reason = ""  # why it makes no progress, for describe()
+        self.residency = -1  # set by Residency: which stay in memory this object is
         self.meta_etag: str | None = None
         self.meta_seq = -1
         self.meta_status = ""
@@ -1105,8 +1107,10 @@ class Engine:
         inst.meta_seq = meta.seq if meta is not None else -1
         self._instances[instance_id] = inst
         self._evicted.discard(instance_id)
-        fired = then[2] if then is not None and isinstance(then[2], TimerFired) else None
-        self._load_into(inst, loaded, fired=fired.task_id if fired is not None else None)
+        fired = None  # the timer whose firing this load delivers: not to be set again
+        if then is not None and isinstance(then[2], TimerFired) and then[1] == loaded.run_start:
+            fired = then[2].task_id
+        self._load_into(inst, loaded, fired=fired)
         if loaded.status.is_terminal:
             del self._instances[instance_id]
             await self._notify_parent_from_log(loaded)  # before a meta that says it ended
@@ -1116,8 +1120,8 @@ class Engine:
                 await self._mark_terminal(instance_id)
                 await self._write_meta(inst)
             return None
+        self._then(inst, then)  # queued first: not evictable while the inbox is read
         await self._scan_inbox(inst)
-        self._then(inst, then)
         if not inst.queued:
             self._residency.note_waiting(inst)
             self._residency.evict_to_capacity()

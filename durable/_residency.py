@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Residency"]
 
+_MOST_PASSED_OVER = 64
+"""Turn ends a waiting load sits out, when nothing can be evicted, before it gets in."""
+
 
 class Residency:
     """The engine's eviction bookkeeping over its map of resident instances."""
@@ -61,8 +64,11 @@ class Residency:
         self._under_way = under_way  # turns queued or running: they will make room
         self._waking: deque[anyio.Event] = deque()  # loads waiting for room, in order
         self._admitted = 0  # loads let in and not yet in memory
-        self._candidates: list[tuple[int, datetime, int, str, int]] = []  # capacity heap
+        # capacity heap: (priority, waiting since, order, id, seq, stay)
+        self._candidates: list[tuple[int, datetime, int, str, int, int]] = []
         self._order = itertools.count()
+        self._stays = itertools.count()  # numbers each stay in memory (Instance.residency)
+        self._passed_over = 0  # times waiting loads were kept out since one got in
         self.evicted: set[str] = set()
         """Ids dropped from memory that have not finished."""
 
@@ -79,8 +85,10 @@ class Residency:
                 first_timer = event.fire_at
         policy = self._policy_of(inst.name) or self._default
         now = self._clock.now()
+        if inst.residency < 0:  # entries of an earlier stay must not match this one
+            inst.residency = next(self._stays)
         if policy.allow_capacity_eviction and self._max_resident is not None:
-            entry = (policy.priority, now, next(self._order), inst.id, inst.seq)
+            entry = (policy.priority, now, next(self._order), inst.id, inst.seq, inst.residency)
             heapq.heappush(self._candidates, entry)
             if len(self._candidates) > 2 * len(self._instances) + 64:
                 self._compact()
@@ -88,7 +96,9 @@ class Residency:
             first_timer is None or first_timer - now >= MIN_EVICTABLE_WAIT
         ):
             when = now + max(policy.ttl, MIN_EVICTABLE_WAIT)
-            self._timers.add(when, (self._evict_if_idle, inst.id, inst.seq), durable=False)
+            self._timers.add(
+                when, (self._evict_if_idle, inst.id, inst.seq, inst.residency), durable=False
+            )
 
     async def admit(self) -> None:
         """Before loading an evicted instance: wait for room under the cap. Waits only
@@ -132,33 +142,45 @@ class Residency:
             return
         limit = self._max_resident - self._admitted - len(self._waking)
         while len(self._instances) > limit and self._candidates:
-            _, _, _, instance_id, seq = heapq.heappop(self._candidates)
-            if (inst := self._can_evict(instance_id, seq)) is not None:
+            _, _, _, instance_id, seq, stay = heapq.heappop(self._candidates)
+            if (inst := self._can_evict(instance_id, seq, stay)) is not None:
                 self._evict(inst)
-        while self._waking and self._has_room():
+        if not self._waking:
+            return
+        # a load waits while turns run; if none of them ever makes room (everything in
+        # memory waits on activities), one gets in every so often all the same
+        starved = self._passed_over >= _MOST_PASSED_OVER
+        while self._waking and (self._has_room() or starved):
+            starved = False
+            self._passed_over = 0
             self._admitted += 1
             self._waking.popleft().set()
+        if self._waking:
+            self._passed_over += 1
 
     def _compact(self) -> None:
         """Drop candidates that went stale (evicted, finished, or turned since)."""
         live = self._instances
         self._candidates = [
             entry for entry in self._candidates
-            if (inst := live.get(entry[3])) is not None and inst.seq == entry[4]
+            if (inst := live.get(entry[3])) is not None
+            and inst.seq == entry[4] and inst.residency == entry[5]
         ]  # fmt: skip
         heapq.heapify(self._candidates)
 
-    def _can_evict(self, instance_id: str, seq: int) -> _Instance | None:
+    def _can_evict(self, instance_id: str, seq: int, stay: int) -> _Instance | None:
         inst = self._instances.get(instance_id)
-        if inst is None or inst.seq != seq or inst.running or inst.queued or inst.loading:
+        if inst is None or inst.seq != seq or inst.residency != stay:
+            return None  # gone, turned since, or back in memory for another stay
+        if inst.running or inst.queued or inst.loading:
             return None
         if inst.pending or inst.status.is_terminal or inst.status is WorkflowStatus.PENDING:
             return None
         return inst
 
-    def _evict_if_idle(self, instance_id: str, seq: int) -> None:
+    def _evict_if_idle(self, instance_id: str, seq: int, stay: int) -> None:
         """A TTL came due: evict unless the instance ran a turn since."""
-        if (inst := self._can_evict(instance_id, seq)) is not None:
+        if (inst := self._can_evict(instance_id, seq, stay)) is not None:
             self._evict(inst)
 
     def _evict(self, inst: _Instance) -> None:

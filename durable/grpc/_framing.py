@@ -12,6 +12,7 @@ the same for both.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterator, Sequence
 from typing import Generic, TypeVar, overload
 
@@ -29,6 +30,7 @@ __all__ = [
     "LazyEvents",
     "ProtocolError",
     "RawMessage",
+    "UndecodableError",
     "field_chunk",
     "parse",
     "split_field",
@@ -40,6 +42,11 @@ __all__ = [
 class ProtocolError(DurableError, ValueError):
     """Raised when a Durable Task message is malformed, or asks for something durable's
     model has no counterpart for (sending an event, terminating another instance...)."""
+
+
+class UndecodableError(ProtocolError):
+    """Bytes that do not parse as the message they should be: damaged on the way, not
+    a request durable understood and refused."""
 
 
 TURN_REQUEST = 1
@@ -54,11 +61,11 @@ E = TypeVar("E", bound=betterproto.Message)
 
 
 def parse(cls: type[E], data: bytes) -> E:
-    """``data`` parsed as ``cls``; any decoding failure is a :class:`ProtocolError`."""
+    """``data`` parsed as ``cls``; any decoding failure is an :class:`UndecodableError`."""
     try:
         return cls().parse(data)
     except Exception as err:  # betterproto raises whatever its decoders hit
-        raise ProtocolError(f"cannot parse {cls.__name__}: {err}") from err
+        raise UndecodableError(f"cannot parse {cls.__name__}: {err}") from err
 
 
 def _varint_bytes(value: int) -> bytes:
@@ -80,7 +87,7 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result, pos
         shift += 7
-    raise ProtocolError(f"bad varint ending at byte {pos}")
+    raise UndecodableError(f"bad varint ending at byte {pos}")
 
 
 def field_chunk(number: int, payload: bytes) -> bytes:
@@ -97,7 +104,7 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
         key, pos = _read_varint(data, pos)
         number, wire = key >> 3, key & 7
         if number == 0:
-            raise ProtocolError(f"field number 0 at byte {start}")
+            raise UndecodableError(f"field number 0 at byte {start}")
         value = pos
         if wire == VARINT:
             _, pos = _read_varint(data, pos)
@@ -109,9 +116,9 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
         elif wire == FIXED32:
             pos += 4
         else:
-            raise ProtocolError(f"unsupported wire type {wire} for field {number}")
+            raise UndecodableError(f"unsupported wire type {wire} for field {number}")
         if pos > end:
-            raise ProtocolError(f"field {number} runs past the end of the message")
+            raise UndecodableError(f"field {number} runs past the end of the message")
         yield number, wire, start, value, pos
 
 
@@ -198,9 +205,11 @@ class LazyEvents(Sequence[E], Generic[E]):
         return event
 
     def digest(self, count: int) -> bytes:
-        """A digest of the first ``count`` events as encoded: equal digests, same events
-        (ids, names, payloads and timestamps alike)."""
-        return hashlib.blake2b(b"".join(self._chunks[:count]), digest_size=16).digest()
+        """A digest of the first ``count`` events as encoded, each with its length: equal
+        digests, same events (ids, names, payloads and timestamps alike)."""
+        chunks = self._chunks[:count]
+        lengths = struct.pack(f"<{len(chunks)}I", *map(len, chunks))
+        return hashlib.blake2b(lengths + b"".join(chunks), digest_size=16).digest()
 
 
 class RawMessage:

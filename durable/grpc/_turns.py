@@ -59,7 +59,7 @@ from durable._failure import FailureDetails, failure_from_exception
 from durable._replay import WorkflowRun
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheEntry
-from durable.grpc._framing import LazyEvents
+from durable.grpc._framing import LazyEvents, UndecodableError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -172,7 +172,9 @@ class TurnTaker:
         ``CachedHistory.eventCount`` (``past`` then holds only the events after it).
 
         Returns ``None`` when the request relies on history this worker does not hold:
-        fetch the full committed history and call :meth:`replay`.
+        fetch the full committed history and call :meth:`replay`. Raises
+        :class:`~durable.grpc._framing.UndecodableError` when a past event it needs does
+        not parse (the item was damaged: have it sent again, do not fail the run).
         """
         entry = self.cache.take(instance_id)
         if entry is not None:
@@ -198,6 +200,8 @@ class TurnTaker:
             assert isinstance(started, WorkflowStarted)
             definition = self.registry.get_workflow(started.name, started.version or None)
             run = WorkflowRun(instance_id, definition, self.registry, self.codec)
+        except UndecodableError:
+            raise  # damaged bytes are not the workflow's failure: the caller asks again
         except Exception as exc:
             return TurnOutcome(instance_id, failure=failure_from_exception(exc))
         entry = CacheEntry(

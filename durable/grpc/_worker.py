@@ -44,7 +44,7 @@ from durable._failure import failure_from_exception
 from durable._state import WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheStats, HistoryCache
-from durable.grpc._framing import LazyEvents, RawMessage, parse, split_turn
+from durable.grpc._framing import LazyEvents, RawMessage, UndecodableError, parse, split_turn
 from durable.grpc._proto import dapr, ms
 from durable.grpc._turns import TurnOutcome, TurnTaker
 from durable.grpc._wire import check_dialect, metadata_for, open_channel, parse_target, unary
@@ -335,6 +335,10 @@ class RemoteWorker:
                 cached = request.cached_history.event_count
             try:
                 outcome = self.turns.take(instance_id, past, request.new_events, cached)
+            except UndecodableError as exc:
+                log.warning("instance %r: a damaged work item (%s); reconnecting", instance_id, exc)
+                conn.scope.cancel()  # the sidecar sends the item again on the new stream
+                return
             except Exception as exc:  # a bug here must not take the worker down
                 outcome = TurnOutcome(instance_id, failure=failure_from_exception(exc))
             if outcome is None:

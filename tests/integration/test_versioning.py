@@ -354,6 +354,52 @@ async def test_a_mass_wake_up_loads_in_turn_under_the_cap(store: type[MemoryStor
     assert turned_elsewhere == []
 
 
+@pytest.mark.parametrize(("count", "cap"), [(20, 5), (100, 1)])
+async def test_an_instance_back_in_memory_is_not_evicted_by_an_earlier_stay(
+    count: int, cap: int
+) -> None:
+    """Found in review: an instance evicted by its TTL kept its capacity entry, which
+    matched it again once reloaded at the same seq, so it was evicted while it loaded
+    and its turn ran on a copy the engine no longer held."""
+    registry = Registry()
+
+    @registry.workflow
+    async def twice(ctx: WorkflowContext, n: int) -> int:
+        early = n >= count - cap  # the last ones stay resident, then leave by TTL
+        await ctx.sleep(timedelta(minutes=30) if early else timedelta(hours=1))
+        await ctx.sleep(timedelta(hours=1))
+        return n * 3
+
+    clock = MockClock(T0)
+    async with durable.Runtime(
+        registry, store=_SuspendingStore(), clock=clock, max_resident_workflows=cap,
+        eviction=EvictionPolicy(ttl=timedelta(minutes=1)),
+    ) as rt:  # fmt: skip
+        engine = rt._engine
+        turned_elsewhere: list[str] = []
+        run_turn = engine._run_turn
+
+        async def checked_turn(inst: Any) -> None:
+            if engine._instances.get(inst.id) is not inst:
+                turned_elsewhere.append(inst.id)
+            await run_turn(inst)
+
+        engine._run_turn = checked_turn  # type: ignore[method-assign]
+        for n in range(count):
+            await rt.start(twice, n, instance_id=f"t{n:05d}")
+        await rt.wait_idle()
+        clock.advance(timedelta(minutes=2))  # the resident ones leave by TTL
+        await rt.wait_idle()
+        for _ in range(3):
+            clock.advance(timedelta(minutes=30))
+            await rt.wait_idle()
+        clock.advance(timedelta(hours=1))
+        with anyio.fail_after(30):
+            results = [await rt.client.get_handle(f"t{n:05d}") for n in range(count)]
+    assert turned_elsewhere == []
+    assert results == [n * 3 for n in range(count)]
+
+
 # -- a property: capacity pressure never evicts a turn in progress or an activity wait --
 
 

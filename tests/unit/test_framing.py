@@ -114,6 +114,11 @@ def test_split_turn_reads_back_lazily_and_digests_tell_histories_apart() -> None
     assert other.digest(2) == lazy.digest(2)
     assert other.digest(len(past)) != lazy.digest(len(past))
     assert split_turn(bytes(dapr.WorkItem(completion_token="only"))) is None
+    # the same bytes cut into events differently are not the same history
+    a, b, c = chunks[0], chunks[1], chunks[2]
+    one = LazyEvents([a + b, c], dapr.HistoryEvent)
+    two = LazyEvents([a, b + c], dapr.HistoryEvent)
+    assert one.digest(2) != two.digest(2)
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ from durable._events import (
 from durable._replay import WorkflowRun
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheEntry, CacheStats, HistoryCache
-from durable.grpc._framing import LazyEvents
+from durable.grpc._framing import LazyEvents, UndecodableError
 from durable.grpc._proto import dapr
 from durable.grpc._turns import TurnOutcome, TurnTaker
 
@@ -278,6 +278,24 @@ def test_a_full_history_that_changed_what_the_run_saw_is_a_miss() -> None:
     assert side.turn(_answer(timer)) == []
     final = side.turn(EventRaised(name="last", input=Raw(b"99")))
     assert final == [CompleteWorkflow(Raw(b"[20,11,12,99]"))]
+
+
+def test_a_damaged_past_event_is_not_the_workflows_failure() -> None:
+    """A past event that does not parse is a damaged work item: the worker has it sent
+    again (UndecodableError) instead of failing the run for good."""
+    taker = _taker()
+    side = Sidecar(taker, stateful=False, lazy=True)
+    (first,) = side.turn()
+    side.turn(_answer(first, 10))
+    past, new, _ = _delta(side, TimerFired(task_id=99, fire_at=AT))
+    assert isinstance(past, LazyEvents)
+    damaged = [bytes(e) for e in past]
+    damaged[-1] = b"\x0a\xff"  # a field longer than the event
+    lazy = LazyEvents(damaged, dapr.HistoryEvent)
+    with pytest.raises(UndecodableError):
+        taker.take("i", lazy, new)  # the cached run needs the damaged tail
+    with pytest.raises(UndecodableError):
+        taker.take("i", lazy, new)  # and with no cached run, neither does a replay
 
 
 def test_a_cache_miss_replays_the_fetched_history() -> None:
