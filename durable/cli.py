@@ -181,7 +181,8 @@ async def _sidecar(args: argparse.Namespace) -> None:
         args.store, host=host.strip("[]"), port=int(port),
         tls_cert=args.tls_cert, tls_key=args.tls_key, api_token=args.api_token,
         storage_options=dict(args.storage_option) or None, fleet=fleet,
-        poll_interval=args.poll_interval,
+        poll_interval=args.poll_interval, keepalive=args.keepalive or None,
+        keepalive_timeout=args.keepalive_timeout,
     )  # fmt: skip
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with sidecar:
@@ -260,6 +261,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="PEM certificate file (TLS needs --tls-key too)")
     p.add_argument("--tls-key", help="PEM private key file")
     p.add_argument("--api-token", help="require this dapr-api-token on every call")
+    p.add_argument(
+        "--keepalive",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="ping each worker's connection this often; one that does not answer in time "
+        "loses its work to other workers (30; 0: never)",
+    )
+    p.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long a ping may go unanswered (20)",
+    )
     p.add_argument(
         "--fleet",
         action="store_true",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING, Any
 
+from grpclib.config import Configuration
 from grpclib.server import Server
 
 from durable._client import Client
@@ -52,6 +53,11 @@ class Sidecar:
     partition is handed to that partition's owner through the store, within
     ``poll_interval``. Every process of the fleet must be able to run every workflow
     it may be handed: a fleet of sidecars whose workers all serve the same workflows.
+
+    Every ``keepalive`` seconds the sidecar pings each worker's connection (HTTP/2
+    PING); a worker that does not answer within ``keepalive_timeout`` (a frozen
+    process, a machine gone without closing its socket) is disconnected, and what it
+    held goes to another worker. ``keepalive=None`` turns that off.
     """
 
     def __init__(
@@ -69,9 +75,13 @@ class Sidecar:
         poll_interval: float = 1.0,
         max_in_flight: int = 1000,
         fleet: Fleet | None = None,
+        keepalive: float | None = 30.0,
+        keepalive_timeout: float = 20.0,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
+        if (keepalive is not None and keepalive <= 0) or keepalive_timeout <= 0:
+            raise ValueError("keepalive and keepalive_timeout must be positive seconds")
         self.host = host
         self.port = port
         """The port served (the one picked, once started with ``port=0``)."""
@@ -94,7 +104,8 @@ class Sidecar:
             self.dispatcher, self.client, self.runtime.clock,
             api_token=api_token, ping_interval=ping_interval,
         )  # fmt: skip
-        self.server = Server([self.service], codec=BytesCodec())
+        self.server = Server([self.service], codec=BytesCodec(),
+                             config=_server_config(keepalive, keepalive_timeout))  # fmt: skip
         """The grpclib server (for instrumentation, e.g. ``grpclib.events.listen``)."""
 
     @property
@@ -142,3 +153,17 @@ class Sidecar:
             await self.server.wait_closed()
         finally:
             await self.runtime.__aexit__(*exc_info)
+
+
+def _server_config(keepalive: float | None, timeout: float) -> Configuration:
+    """grpclib's server settings: PING every ``keepalive`` seconds while a call is open
+    (as often as that, however many in a row without data), close the connection when
+    a PING goes unanswered for ``timeout`` seconds."""
+    if keepalive is None:
+        return Configuration(_keepalive_time=None)
+    return Configuration(
+        _keepalive_time=keepalive,
+        _keepalive_timeout=timeout,
+        _http2_max_pings_without_data=0,
+        _http2_min_sent_ping_interval_without_data=keepalive,
+    )
