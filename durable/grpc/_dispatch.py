@@ -44,7 +44,9 @@ WARM_CAP = 1_000_000
 @dataclass(frozen=True, eq=False)
 class TurnWork:
     """One workflow turn for a worker: ``past`` is the run's committed history and
-    ``new`` the turn's events, both in the order a Durable Task worker expects."""
+    ``new`` the turn's events, both in the order a Durable Task worker expects.
+    ``next_task`` is the first task id the turn's actions may use (every smaller one
+    was used by an earlier turn)."""
 
     instance_id: str
     run_id: str
@@ -52,6 +54,7 @@ class TurnWork:
     new: list[HistoryEvent]
     task_base: int
     recorded_patches: frozenset[str] = frozenset()
+    next_task: int = 0
 
 
 @dataclass(frozen=True, eq=False)

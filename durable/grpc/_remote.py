@@ -149,7 +149,7 @@ class RemoteRun:
         else:
             past, new = wire_order(self.history), events
         work = TurnWork(self.instance_id, self.run_id, past, new, self.task_base,
-                        frozenset(self._patches))  # fmt: skip
+                        frozenset(self._patches), self._task_count)  # fmt: skip
         outcome: TurnOutcome = await self._executor.dispatcher.submit(work)
         self.custom_status = outcome.custom_status
         for action in outcome.actions:

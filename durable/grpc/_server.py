@@ -214,6 +214,12 @@ class SidecarService:
             failure = FailureDetails("ProtocolError", f"durable cannot apply this turn: {err}")
             self.dispatcher.resolve(item, TurnOutcome([FailWorkflow(failure)]))
             raise
+        if not envelope.completion_token and _reuses_task_ids(outcome, item.work):
+            # matched by instance only: a late answer to an earlier turn of it (sent
+            # again after its worker went quiet) must not stand for this one
+            instance_id = item.work.instance_id
+            log.info("dropped a tokenless completion of an earlier turn of %r", instance_id)
+            return bytes(ms.CompleteTaskResponse())
         self.dispatcher.resolve(item, outcome)
         return bytes(ms.CompleteTaskResponse())
 
@@ -279,3 +285,12 @@ def _status_of(err: Exception) -> Status:
     if isinstance(err, DurableError):
         return Status.FAILED_PRECONDITION
     return Status.INTERNAL
+
+
+def _reuses_task_ids(outcome: TurnOutcome, work: TurnWork) -> bool:
+    """Whether the turn's actions schedule a task id an earlier turn already used."""
+    return any(
+        task_id < work.next_task
+        for action in outcome.actions
+        if (task_id := getattr(action, "task_id", None)) is not None
+    )

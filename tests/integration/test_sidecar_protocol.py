@@ -243,6 +243,40 @@ async def test_disconnect_mid_item_redispatches_and_stale_completions_drop(
     assert len(turns) == 2  # sent twice, applied once
 
 
+async def test_a_tokenless_late_answer_to_an_earlier_turn_is_dropped(
+    sidecar: Sidecar, channel: Channel
+) -> None:
+    """durabletask-js sends no completion token, so its answers are matched by instance:
+    an answer to turn 1 that comes late (its worker went quiet, the turn was sent again
+    and answered elsewhere) must not be taken as the answer to turn 2."""
+    schedule = ms.OrchestratorAction(id=0, schedule_task=ms.ScheduleTaskAction(
+        name="step", input='"x"'))  # fmt: skip
+    await start(channel, "late")
+    async with work_stream(channel, MS_WORKER) as quiet:
+        lost = await next_item(quiet, ms.WorkItem)
+    async with work_stream(channel, MS_WORKER) as worker:
+        turn = await next_item(worker, ms.WorkItem)
+        assert turn.orchestrator_request.instance_id == "late"
+        await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
+            instance_id="late", actions=[schedule], completion_token=""))  # fmt: skip
+        task = await next_item(worker, ms.WorkItem)
+        await call(channel, "CompleteActivityTask", ms.ActivityResponse(
+            instance_id="late", task_id=task.activity_request.task_id, result='"r"'))  # fmt: skip
+        second = await next_item(worker, ms.WorkItem)  # turn 2 is out
+        assert second.orchestrator_request.new_events[1].task_completed.result == '"r"'
+        # the quiet worker's answer to turn 1 arrives now, without a token
+        assert lost.orchestrator_request.instance_id == "late"
+        await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
+            instance_id="late", actions=[schedule], completion_token=""))  # fmt: skip
+        await call(channel, "CompleteOrchestratorTask", completion(second, '"ok"', token=""))
+        assert (await outcome(channel, "late")).output == '"ok"'
+    history = dapr.GetInstanceHistoryResponse().parse(
+        await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest("late"))
+    )
+    kinds = [betterproto.which_one_of(e, "eventType")[0] for e in history.events]
+    assert kinds.count("task_scheduled") == 1
+
+
 async def test_activity_redispatch_and_abandon(channel: Channel) -> None:
     await start(channel, "act")
     async with work_stream(channel, MS_WORKER) as worker:
