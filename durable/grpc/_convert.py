@@ -141,6 +141,7 @@ __all__ = [
     "FIXED64",
     "LENGTH_DELIMITED",
     "NEVER",
+    "STEP_TAG",
     "VARINT",
     "ProtocolError",
     "action_from_proto",
@@ -164,6 +165,7 @@ __all__ = [
     "status_from_proto",
     "status_to_dapr",
     "status_to_ms",
+    "step_of_activity_request",
     "wire_fields",
 ]
 
@@ -707,15 +709,17 @@ def _completed(
 
 def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction | None:
     """``action`` as an MS OrchestratorAction; ends of the run get id -1. ``None`` for
-    RecordPatch: the MS dialect has no patches."""
+    RecordPatch: the MS dialect has no patches. An activity's step number (the task id
+    of its first attempt, so equal for its retries) goes in its tags."""
     match action:
         case ScheduleActivity():
             return ms.OrchestratorAction(
                 id=action.task_id - task_base,
                 schedule_task=ms.ScheduleTaskAction(
-                    name=action.name, input=payload_to_proto(action.input)
+                    name=action.name, input=payload_to_proto(action.input),
+                    tags={STEP_TAG: str(action.step - task_base)},
                 ),
-            )
+            )  # fmt: skip
         case StartTimer():
             return ms.OrchestratorAction(
                 id=action.task_id - task_base,
@@ -753,17 +757,22 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
     return ms.OrchestratorAction(id=-1, complete_orchestration=end)
 
 
-def action_to_dapr(action: Action, *, task_base: int = 0) -> dapr.WorkflowAction | None:
+def action_to_dapr(
+    action: Action, *, task_base: int = 0, instance_id: str = ""
+) -> dapr.WorkflowAction | None:
     """``action`` as a Dapr WorkflowAction; see :func:`action_to_ms`. ``None`` for
-    RecordPatch, which travels in ``WorkflowResponse.version.patches`` instead."""
+    RecordPatch, which travels in ``WorkflowResponse.version.patches`` instead. An
+    activity's ``taskExecutionId`` is ``{instance_id}:{step}``: the same for every
+    attempt of a step, as Dapr means it."""
     match action:
         case ScheduleActivity():
             return dapr.WorkflowAction(
                 id=action.task_id - task_base,
                 schedule_task=dapr.ScheduleTaskAction(
-                    name=action.name, input=payload_to_proto(action.input)
+                    name=action.name, input=payload_to_proto(action.input),
+                    task_execution_id=f"{instance_id}:{action.step - task_base}",
                 ),
-            )
+            )  # fmt: skip
         case StartTimer():
             timer = dapr.CreateTimerAction(fire_at=_time_to_proto(action.fire_at))
             _dapr_timer_origin(timer, action.purpose)
@@ -819,7 +828,9 @@ def action_from_proto(
     match body:
         case ms.ScheduleTaskAction() | dapr.ScheduleTaskAction():
             input = payload_from_proto(body.input)
-            return ScheduleActivity(task_id, body.name, input, 1, task_id)
+            step = _step_of(body)  # a retry of a step, from durable's RemoteWorker
+            step = task_id if step is None else step + task_base
+            return ScheduleActivity(task_id, body.name, input, 1, step)
         case ms.CreateTimerAction():
             return StartTimer(task_id, body.fire_at, "sleep")
         case dapr.CreateTimerAction():
@@ -883,10 +894,15 @@ def patches_from_proto(
 # ---------------------------------------------------------------------------------------
 
 
+STEP_TAG = "durable.step"
+"""The MS ``ActivityRequest.tags`` entry that carries durable's step number."""
+
+
 def activity_request_to_ms(
     event: ActivityScheduled, *, instance_id: str, run_id: str = "", task_base: int = 0
 ) -> ms.ActivityRequest:
-    """The MS ActivityRequest that runs ``event``'s activity."""
+    """The MS ActivityRequest that runs ``event``'s activity; durable's step number
+    (unique in the instance across runs, unlike the wire task id) goes in its tags."""
     return ms.ActivityRequest(
         name=event.name,
         input=payload_to_proto(event.input),
@@ -894,13 +910,16 @@ def activity_request_to_ms(
             instance_id=instance_id, execution_id=run_id or None
         ),
         task_id=event.task_id - task_base,
+        tags={STEP_TAG: str(event.step)},
     )
 
 
 def activity_request_to_dapr(
     event: ActivityScheduled, *, instance_id: str, run_id: str = "", task_base: int = 0
 ) -> dapr.ActivityRequest:
-    """The Dapr ActivityRequest that runs ``event``'s activity."""
+    """The Dapr ActivityRequest that runs ``event``'s activity; its
+    ``taskExecutionId`` is ``{run id}:{durable's step}``, the same for every attempt
+    of the step and unique across runs and instances."""
     return dapr.ActivityRequest(
         name=event.name,
         input=payload_to_proto(event.input),
@@ -908,7 +927,29 @@ def activity_request_to_dapr(
             instance_id=instance_id, execution_id=run_id or None
         ),
         task_id=event.task_id - task_base,
+        task_execution_id=f"{run_id}:{event.step}",
     )
+
+
+def step_of_activity_request(request: ms.ActivityRequest | dapr.ActivityRequest) -> int | None:
+    """Durable's step number carried by an activity request from durable's sidecar
+    (None from another sidecar)."""
+    return _step_of(request)
+
+
+def _step_of(
+    message: ms.ActivityRequest
+    | dapr.ActivityRequest
+    | ms.ScheduleTaskAction
+    | dapr.ScheduleTaskAction,
+) -> int | None:
+    """The step number in MS tags or at the end of a Dapr ``taskExecutionId``
+    (``…:{step}``); None when absent (Dapr SDKs put a UUID there)."""
+    if isinstance(message, ms.ActivityRequest | ms.ScheduleTaskAction):
+        text = message.tags.get(STEP_TAG, "")
+    else:
+        text = message.task_execution_id.rpartition(":")[2]
+    return int(text) if text.isdigit() else None
 
 
 def activity_result_from_proto(

@@ -100,8 +100,10 @@ class RemoteWorker:
     whole history (``ms`` never advertises it). ``ssl`` is an ``ssl.SSLContext`` or True
     (the default context); ``api_token`` is sent as ``dapr-api-token``. Activities
     that use ``ctx.memo`` need a ``memo_store`` (a :class:`~durable.MemoStore` over a
-    store this machine reaches); the protocol carries neither the attempt nor the retry
-    step, so a memo is per wire task (each retry and each run numbers anew).
+    store this machine reaches). durable's sidecar sends each activity's step number
+    (Dapr ``taskExecutionId``, MS tags), so a memo is per step as in the embedded
+    runtime, never seen by a later run of the instance; from another sidecar it is per
+    wire task id. The protocol carries no attempt number.
 
     Between reconnects the worker waits ``reconnect_delay``, doubling per failure up
     to ``reconnect_max_delay``, jittered; a stream silent for ``idle_timeout`` (no work,
@@ -409,11 +411,12 @@ class RemoteWorker:
                 instance_id = request.orchestration_instance.instance_id
             else:
                 instance_id = request.workflow_instance.instance_id
+            step = cv.step_of_activity_request(request)
             scheduled = ActivityScheduled(
                 task_id=request.task_id,
                 name=request.name,
                 input=cv.payload_from_proto(request.input),
-                step=request.task_id,
+                step=request.task_id if step is None else step,  # keys the memo
             )
             outcome = await execute_activity(
                 self.registry, self.codec, self.memo_store, instance_id, "", scheduled
@@ -502,7 +505,7 @@ def _workflow_response_dapr(outcome: TurnOutcome, token: str) -> dapr.WorkflowRe
     if outcome.failure is not None:
         actions = [cv.action_to_dapr(FailWorkflow(outcome.failure))]
     else:
-        actions = [cv.action_to_dapr(a) for a in outcome.actions]
+        actions = [cv.action_to_dapr(a, instance_id=outcome.instance_id) for a in outcome.actions]
     if outcome.terminated is not None:
         actions.append(
             dapr.WorkflowAction(

@@ -150,3 +150,53 @@ def test_stateful_history_is_a_dapr_capability() -> None:
     assert RemoteWorker(registry, dialect="dapr").stateful_history
     assert not RemoteWorker(registry, dialect="dapr", stateful_history=False).stateful_history
     assert not RemoteWorker(registry, dialect="ms").stateful_history  # MS never advertises it
+
+
+# -- the memo across the wire: per step, over retries and runs ---------------------------
+
+memo_registry = durable.Registry()
+charges: list[tuple[str, int]] = []
+failed_once: set[str] = set()
+
+
+@memo_registry.activity
+async def charge(ctx: ActivityContext, n: int) -> int:
+    paid = await ctx.memo.get("paid", int)
+    if paid is None:
+        paid = n * 10
+        charges.append((ctx.instance_id, n))  # the side effect the memo must not repeat
+        await ctx.memo.put("paid", paid)
+    key = f"{ctx.instance_id}/{n}"
+    if key not in failed_once:  # fail once after paying: the retry must find the memo
+        failed_once.add(key)
+        raise RuntimeError("the line dropped after the charge went through")
+    return paid
+
+
+@memo_registry.workflow
+async def billing(ctx: WorkflowContext, n: int) -> int:
+    retry = durable.RetryPolicy(max_attempts=3, initial_interval=timedelta(milliseconds=1))
+    paid = await ctx.call_activity(charge, n, retry=retry)
+    if n < 3:
+        ctx.continue_as_new(n + 1)
+    return paid
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("dialect", ["dapr", "ms"])
+async def test_a_remote_memo_is_per_step_across_retries_and_runs(dialect: str) -> None:
+    """The sidecar sends durable's step number with each activity and the worker sends
+    it back with each retry: a retry finds the memo its failed attempt wrote, and a later
+    run of the instance (continue-as-new numbers wire task ids from 0 again) does not."""
+    charges.clear()
+    failed_once.clear()
+    async with Sidecar("memory://", port=0) as sidecar:
+        target = f"127.0.0.1:{sidecar.port}"
+        memo = durable.MemoStore("memory://")
+        async with (
+            RemoteWorker(memo_registry, target, dialect=dialect, memo_store=memo),
+            RemoteClient(target, dialect=dialect, registry=memo_registry) as client,
+        ):
+            with anyio.fail_after(30):
+                assert await (await client.start(billing, 1, instance_id="bill")) == 30
+    assert charges == [("bill", 1), ("bill", 2), ("bill", 3)]  # once per run, retries free
