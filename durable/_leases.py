@@ -88,10 +88,12 @@ def default_owner(suffix: str) -> str:
 
 
 class _Record(msgspec.Struct, frozen=True):
-    """The body of a lease or member object."""
+    """The body of a lease or member object. ``incarnation`` tells apart two processes
+    that were given the same owner name (or one process and its restart)."""
 
     owner: str
     expires_at: datetime
+    incarnation: str = ""
 
 
 _decoder = msgspec.json.Decoder(_Record)
@@ -117,8 +119,14 @@ class Leases:
         *,
         on_acquired: Callable[[list[int]], Awaitable[None]],
         on_lost: Callable[[list[int]], None],
+        incarnation: str | None = None,
     ) -> None:
         self.store = store
+        self.incarnation = incarnation or os.urandom(8).hex()
+        """This process's lease-holding life: a lease of the same owner name written
+        by another incarnation is another process's until it expires."""
+        self._warned_twin = False
+        self._beats = 0  # heartbeats written
         self.clock = clock
         self.fleet = fleet
         self.partitions = partitions
@@ -183,10 +191,9 @@ class Leases:
         """One round: renew what is held, heartbeat, then give or take to the fair share."""
         now = self.clock.now()
         await self._renew(now)  # first: the renewals are what must not be late
-        await self.store.put(
-            f"{MEMBERS}/{self.owner}", msgspec.json.encode(_Record(self.owner, now + self._ttl))
-        )
-        target = await self._fair_share(now)
+        target = await self._fair_share(now)  # reads our heartbeat as the last round left it
+        await self.store.put(f"{MEMBERS}/{self.owner}", self._body(now))
+        self._beats += 1
         if len(self._held) > target:
             await self._give_up(sorted(self._held, key=self._preference.index)[target:])
         elif len(self._held) < target:
@@ -196,7 +203,7 @@ class Leases:
         """Renew every held lease at once (a slow store must not eat the TTL)."""
         lost: list[int] = []
         regained: list[int] = []  # renewed after their validity had lapsed
-        body = msgspec.json.encode(_Record(self.owner, now + self._ttl))
+        body = self._body(now)
 
         async def renew(partition: int, etag: str, lapsed: bool) -> None:
             try:
@@ -234,6 +241,8 @@ class Leases:
                 continue
             if record is not None and record.expires_at > now:
                 live.add(name)
+                if name == self.owner and self._beats and not self._mine(record):
+                    self._warn_twin(record)  # written since our last beat by another
             elif record is None or record.expires_at + self._ttl < now:
                 await self._forget_member(name)
         members = sorted(live)
@@ -250,7 +259,7 @@ class Leases:
     async def _take(self, now: datetime, target: int) -> None:
         """Acquire free or expired partitions, in this process's order, up to ``target``."""
         taken: list[int] = []
-        body = msgspec.json.encode(_Record(self.owner, now + self._ttl))
+        body = self._body(now)
         for partition in self._preference:
             if len(self._held) >= target:
                 break
@@ -266,8 +275,8 @@ class Leases:
                     continue
             else:
                 record = _decode(data)
-                if record is not None and record.owner != self.owner and record.expires_at > now:
-                    continue  # held by a live process
+                if record is not None and not self._mine(record) and record.expires_at > now:
+                    continue  # held by a live process (maybe one with this owner name)
                 try:
                     new_etag = await self.store.put_if_match(key, body, etag)
                 except (PreconditionFailedError, ObjectNotFoundError):
@@ -311,3 +320,21 @@ class Leases:
 
     def _key(self, partition: int) -> str:
         return f"{LEASES}/{partition:04d}"
+
+    def _body(self, now: datetime) -> bytes:
+        return msgspec.json.encode(_Record(self.owner, now + self._ttl, self.incarnation))
+
+    def _mine(self, record: _Record) -> bool:
+        return record.owner == self.owner and record.incarnation == self.incarnation
+
+    def _warn_twin(self, record: _Record) -> None:
+        """Another live process writes this owner's heartbeat: it was given the same
+        name. Leases stay safe (each is held by one incarnation) but the fair share
+        counts the two as one member, so say so, once."""
+        if not self._warned_twin:
+            self._warned_twin = True
+            log.error(
+                "another live process runs as fleet owner %r (incarnation %s, this one %s): "
+                "give each process its own name",
+                self.owner, record.incarnation or "?", self.incarnation,
+            )  # fmt: skip

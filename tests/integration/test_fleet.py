@@ -331,3 +331,48 @@ async def test_an_owner_whose_renewals_fail_hands_new_work_to_the_store() -> Non
         assert ran["x"] == ["b", "b"]
         assert ran["y"] == ["b", "b"]
         failing.failing = False
+
+
+async def test_two_processes_given_one_owner_name_never_share_a_partition(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A misconfiguration: two live processes run as the same owner. Each lease is held
+    by one of them (a lease is the owner's name and its incarnation), every workflow
+    still runs, and the mistake is logged."""
+    store, clock = MemoryStore(), durable.MockClock()
+    ran: dict[str, list[str]] = defaultdict(list)
+    one = durable.Runtime(registry("one", ran), store=store, clock=clock, fleet=fleet("twin"))
+    two = durable.Runtime(registry("two", ran), store=store, clock=clock, fleet=fleet("twin"))
+    async with one:
+        await settle(lambda: one.partitions == list(range(N)), "the first takes all")
+        async with two:
+            for _ in range(6):  # rounds of both: the second must not take what is held
+                clock.advance(RENEW)
+                await anyio.wait_all_tasks_blocked()
+                assert not set(one.partitions) & set(two.partitions)
+            assert two.partitions == []  # nothing expired: nothing free to take
+            handles = [await two.start("twice", n) for n in range(8)]
+            assert [await outcome(clock, h) for h in handles] == [4 * n for n in range(8)]
+    assert "another live process runs as fleet owner 'twin'" in caplog.text
+
+
+async def test_a_restart_under_the_same_name_waits_for_its_old_leases() -> None:
+    """A process killed and started again as the same owner is a new incarnation: it
+    takes its old partitions when their leases expire, as any newcomer would."""
+    store, clock = MemoryStore(), durable.MockClock()
+    ran: dict[str, list[str]] = defaultdict(list)
+    first = durable.Runtime(registry("a", ran), store=store, clock=clock, fleet=fleet("a"))
+    await first.__aenter__()
+    await settle(lambda: first.partitions == list(range(N)), "takes all")
+    first._engine._leases._held.clear()  # dies without releasing (its objects stay)
+    first._engine._leases.release_all = _nothing  # type: ignore[method-assign]
+    await first.__aexit__(None, None, None)
+    again = durable.Runtime(registry("a", ran), store=store, clock=clock, fleet=fleet("a"))
+    async with again:
+        await anyio.wait_all_tasks_blocked()
+        assert again.partitions == []  # the old leases are still live
+        await advance_until(clock, lambda: again.partitions == list(range(N)), "after expiry")
+
+
+async def _nothing() -> None:
+    return None
