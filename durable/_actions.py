@@ -23,13 +23,15 @@ __all__ = [
 
 
 class ScheduleActivity(msgspec.Struct, frozen=True):
-    """Run activity ``name`` (attempt ``attempt`` of step ``step``)."""
+    """Run activity ``name`` (attempt ``attempt`` of step ``step``). ``execution_id``
+    is a remote worker's own id for the call, handed back to it with every attempt."""
 
     task_id: int
     name: str
     input: Raw
     attempt: int
     step: int
+    execution_id: str = ""
 
 
 class StartTimer(msgspec.Struct, frozen=True):

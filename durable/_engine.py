@@ -617,7 +617,7 @@ class Engine:
                     event = ActivityScheduled(
                         event_id=event_id, timestamp=now, task_id=action.task_id,
                         name=action.name, input=action.input, attempt=action.attempt,
-                        step=action.step,
+                        step=action.step, execution_id=action.execution_id,
                     )  # fmt: skip
                 case StartTimer():
                     event = TimerCreated(

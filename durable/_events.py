@@ -78,13 +78,15 @@ class TurnStarted(Event, frozen=True, tag="turn_started"):
 
 class ActivityScheduled(Event, frozen=True, tag="activity_scheduled"):
     """The workflow asked for an activity. ``step`` is the task id of the first
-    attempt, shared by its retries."""
+    attempt, shared by its retries; ``execution_id`` a remote worker's id for the call
+    (Dapr's ``taskExecutionId``), empty for durable's own workers."""
 
     task_id: int
     name: str
     input: Raw = NULL
     attempt: int = 1
     step: int = -1
+    execution_id: str = ""
 
 
 class ActivityCompleted(Event, frozen=True, tag="activity_completed"):

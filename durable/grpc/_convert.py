@@ -451,8 +451,9 @@ def event_to_dapr(
         case ActivityScheduled():
             out.event_id = event.task_id - task_base
             out.task_scheduled = dapr.TaskScheduledEvent(
-                name=event.name, input=payload_to_proto(event.input)
-            )
+                name=event.name, input=payload_to_proto(event.input),
+                task_execution_id=event.execution_id,
+            )  # fmt: skip
         case ActivityCompleted():
             out.task_completed = dapr.TaskCompletedEvent(
                 task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
@@ -589,9 +590,13 @@ def event_from_proto(
             return TurnStarted(**common)
         case ms.TaskScheduledEvent() | dapr.TaskScheduledEvent():
             input = payload_from_proto(body.input)
-            return ActivityScheduled(
-                **common, task_id=own_task, name=body.name, input=input, step=own_task
+            execution_id = (
+                body.task_execution_id if isinstance(body, dapr.TaskScheduledEvent) else ""
             )
+            return ActivityScheduled(
+                **common, task_id=own_task, name=body.name, input=input, step=own_task,
+                execution_id=execution_id,
+            )  # fmt: skip
         case ms.TaskCompletedEvent() | dapr.TaskCompletedEvent():
             task_id = body.task_scheduled_id + task_base
             return ActivityCompleted(
@@ -762,15 +767,16 @@ def action_to_dapr(
 ) -> dapr.WorkflowAction | None:
     """``action`` as a Dapr WorkflowAction; see :func:`action_to_ms`. ``None`` for
     RecordPatch, which travels in ``WorkflowResponse.version.patches`` instead. An
-    activity's ``taskExecutionId`` is ``{instance_id}:{step}``: the same for every
-    attempt of a step, as Dapr means it."""
+    activity's ``taskExecutionId`` is ``durable:{instance_id}:{step}``: the same for
+    every attempt of a step, as Dapr means it."""
     match action:
         case ScheduleActivity():
             return dapr.WorkflowAction(
                 id=action.task_id - task_base,
                 schedule_task=dapr.ScheduleTaskAction(
                     name=action.name, input=payload_to_proto(action.input),
-                    task_execution_id=f"{instance_id}:{action.step - task_base}",
+                    task_execution_id=action.execution_id
+                    or f"{_DURABLE_ID}{instance_id}:{action.step - task_base}",
                 ),
             )  # fmt: skip
         case StartTimer():
@@ -829,8 +835,13 @@ def action_from_proto(
         case ms.ScheduleTaskAction() | dapr.ScheduleTaskAction():
             input = payload_from_proto(body.input)
             step = _step_of(body)  # a retry of a step, from durable's RemoteWorker
+            execution_id = ""  # a Dapr SDK's own id for the call, kept for its retries
+            if isinstance(body, dapr.ScheduleTaskAction) and not body.task_execution_id.startswith(
+                _DURABLE_ID
+            ):
+                execution_id = body.task_execution_id
             step = task_id if step is None else step + task_base
-            return ScheduleActivity(task_id, body.name, input, 1, step)
+            return ScheduleActivity(task_id, body.name, input, 1, step, execution_id)
         case ms.CreateTimerAction():
             return StartTimer(task_id, body.fire_at, "sleep")
         case dapr.CreateTimerAction():
@@ -896,6 +907,8 @@ def patches_from_proto(
 
 STEP_TAG = "durable.step"
 """The MS ``ActivityRequest.tags`` entry that carries durable's step number."""
+_DURABLE_ID = "durable:"
+"""How a Dapr ``taskExecutionId`` made by durable begins."""
 
 
 def activity_request_to_ms(
@@ -917,9 +930,10 @@ def activity_request_to_ms(
 def activity_request_to_dapr(
     event: ActivityScheduled, *, instance_id: str, run_id: str = "", task_base: int = 0
 ) -> dapr.ActivityRequest:
-    """The Dapr ActivityRequest that runs ``event``'s activity; its
-    ``taskExecutionId`` is ``{run id}:{durable's step}``, the same for every attempt
-    of the step and unique across runs and instances."""
+    """The Dapr ActivityRequest that runs ``event``'s activity. Its ``taskExecutionId``
+    is the one the worker gave when it scheduled the call (Dapr SDKs keep one per call,
+    over its retries), or else ``durable:{run id}:{step}``: the same for every attempt
+    of the step, unique across runs and instances, and read back by durable's worker."""
     return dapr.ActivityRequest(
         name=event.name,
         input=payload_to_proto(event.input),
@@ -927,7 +941,7 @@ def activity_request_to_dapr(
             instance_id=instance_id, execution_id=run_id or None
         ),
         task_id=event.task_id - task_base,
-        task_execution_id=f"{run_id}:{event.step}",
+        task_execution_id=event.execution_id or f"{_DURABLE_ID}{run_id}:{event.step}",
     )
 
 
@@ -943,12 +957,15 @@ def _step_of(
     | ms.ScheduleTaskAction
     | dapr.ScheduleTaskAction,
 ) -> int | None:
-    """The step number in MS tags or at the end of a Dapr ``taskExecutionId``
-    (``…:{step}``); None when absent (Dapr SDKs put a UUID there)."""
+    """The step number in MS tags or at the end of a durable-made Dapr
+    ``taskExecutionId`` (``durable:…:{step}``); None otherwise (Dapr SDKs make their
+    own, a UUID)."""
     if isinstance(message, ms.ActivityRequest | ms.ScheduleTaskAction):
         text = message.tags.get(STEP_TAG, "")
-    else:
+    elif message.task_execution_id.startswith(_DURABLE_ID):
         text = message.task_execution_id.rpartition(":")[2]
+    else:
+        return None
     return int(text) if text.isdigit() else None
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import dapr.ext.workflow as wf
 
 ATTEMPTS: dict[str, int] = {}
+EXECUTION_IDS: list[str] = []  # the flaky call's taskExecutionId, per attempt
 WAIT = 30
 STEPS = 6
 
@@ -30,6 +31,7 @@ def greet(ctx: wf.WorkflowActivityContext, name: str) -> str:
 
 
 def flaky(ctx: wf.WorkflowActivityContext, key: str) -> str:
+    EXECUTION_IDS.append(ctx.get_inner_context().task_execution_id)
     ATTEMPTS[key] = ATTEMPTS.get(key, 0) + 1
     if ATTEMPTS[key] < 3:
         raise ValueError(f"attempt {ATTEMPTS[key]} of {key} fails")
@@ -177,6 +179,7 @@ def scenario(port: str) -> dict[str, Any]:
         iid = c.schedule_new_workflow(steps, input=STEPS, instance_id="steps-full")
         out["steps-full"] = _state(c, iid)["output"]
         out["dapr-ids"] = list(c.iter_workflow_instance_ids(page_size=2))
+        out["dapr-execution-ids"] = list(EXECUTION_IDS)
         # run it again from its third activity (the worker numbers tasks from 1), in place
         rerun = c.rerun_workflow_from_event(iid, 3)
         out["dapr-rerun"] = [rerun, _state(c, rerun)["output"]]

@@ -134,6 +134,12 @@ async def test_dapr_sdk_matches_and_gets_deltas(
     assert result["dapr-ids"] == sorted(["order-1-child", "wait-1", "wait-2", "fail-1", "loop-1",
                                          "steps-stateful", "steps-full"])  # fmt: skip
     assert result["dapr-rerun"] == ["steps-full", steps]  # in place, same result
+    # the SDK's own id for the retried call comes back with each of its three attempts
+    ids = result["dapr-execution-ids"]
+    assert len(ids) == 3
+    assert len(set(ids)) == 1
+    assert ids[0]
+    assert not ids[0].startswith("durable:")
 
     def turns(instance_id: str) -> list[tuple[int, int | None]]:
         return [(s.past, s.cached) for s in sidecar.sent if s.instance_id == instance_id]

@@ -480,8 +480,18 @@ def test_dapr_schedule_task_action_from_a_dapr_worker() -> None:
         schedule_task=dapr.ScheduleTaskAction(name="a", input="[1]", task_execution_id="u-1"),
     )
     assert cv.action_from_proto(over_the_wire(scheduled)) == ScheduleActivity(
-        3, "a", Raw(b"[1]"), 1, 3
-    )
+        3, "a", Raw(b"[1]"), 1, 3, "u-1"
+    )  # the worker's id for the call is kept, to hand back with every attempt
+    event = ActivityScheduled(task_id=5, name="a", step=3, execution_id="u-1")
+    request = cv.activity_request_to_dapr(event, instance_id="i", run_id="r", task_base=2)
+    assert request.task_execution_id == "u-1"
+    assert cv.step_of_activity_request(request) is None  # not durable's: no step in it
+    ours = cv.activity_request_to_dapr(msgspec.structs.replace(event, execution_id=""),
+                                       instance_id="i", run_id="r", task_base=2)  # fmt: skip
+    assert ours.task_execution_id == "durable:r:3"
+    assert cv.step_of_activity_request(ours) == 3
+    foreign = dapr.ActivityRequest(task_execution_id="order:12")  # digits, not durable's
+    assert cv.step_of_activity_request(foreign) is None
     timer = dapr.CreateTimerAction(
         fire_at=datetime(2030, 1, 1, tzinfo=UTC),
         external_event=dapr.TimerOriginExternalEvent(name="approval"),
