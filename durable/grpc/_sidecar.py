@@ -7,6 +7,7 @@ client RPCs, and a grpclib server on one address. ``durable sidecar`` runs one.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,7 @@ class Sidecar:
             self.dispatcher, self.client, self.runtime.clock,
             api_token=api_token, ping_interval=ping_interval,
         )  # fmt: skip
+        self._keepalive, self._keepalive_timeout = keepalive, keepalive_timeout
         self.server = Server([self.service], codec=BytesCodec(),
                              config=_server_config(keepalive, keepalive_timeout))  # fmt: skip
         """The grpclib server (for instrumentation, e.g. ``grpclib.events.listen``)."""
@@ -145,6 +147,13 @@ class Sidecar:
         sockets = getattr(self.server._server, "sockets", None)  # no public accessor
         if sockets:
             self.port = sockets[0].getsockname()[1]
+            if self._keepalive is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+                # A frozen worker that stopped reading keeps unsent data queued, and a
+                # close after an unanswered PING waits for it forever; the kernel drops
+                # the connection instead (accepted sockets inherit the option).
+                wait = int((self._keepalive + self._keepalive_timeout) * 1000)
+                for listening in sockets:
+                    listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, wait)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

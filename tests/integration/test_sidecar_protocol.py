@@ -277,6 +277,61 @@ async def test_a_tokenless_late_answer_to_an_earlier_turn_is_dropped(
     assert kinds.count("task_scheduled") == 1
 
 
+async def test_a_worker_that_stops_reading_loses_its_items() -> None:
+    """A frozen worker process reads nothing: what the sidecar writes to it piles up
+    unsent, and a polite close after its unanswered PING would wait for that forever,
+    holding the items. The connection is dropped all the same (TCP_USER_TIMEOUT), and
+    the items go to a worker that answers."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.settings
+
+    big = 2**31 - 1
+    async with Sidecar("memory://", port=0, keepalive=2.0, keepalive_timeout=1.0) as sidecar:
+        frozen = socket.create_connection(("127.0.0.1", sidecar.port))
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: big})
+        conn.increment_flow_control_window(big - 65_535)  # it would take anything...
+        headers = [(":method", "POST"), (":scheme", "http"), (":path", PATH + "GetWorkItems"),
+                   (":authority", "sidecar"), ("content-type", "application/grpc")]  # fmt: skip
+        conn.send_headers(1, [*headers, ("te", "trailers")])
+        request = bytes(MS_WORKER)
+        conn.send_data(1, b"\0" + len(request).to_bytes(4, "big") + request, end_stream=True)
+        frozen.sendall(conn.data_to_send())  # ...but never reads again
+        ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
+        try:
+            with anyio.fail_after(10):
+                while not sidecar.dispatcher.streams:
+                    await sidecar.dispatcher.changed.wait()
+            (stuck,) = sidecar.dispatcher.streams
+            payload = '"' + "x" * 400_000 + '"'
+            names = [f"big-{i}" for i in range(30)]  # 12 MB for the frozen worker
+            for name in names:
+                await start(ch, name, data=payload)
+            with anyio.fail_after(10):  # all held by it, before its first PING is due
+                while len(stuck.held) < len(names):
+                    await anyio.lowlevel.checkpoint()
+            # the live worker reads its items on one connection and answers on another:
+            # items it has not read yet must not hold up the answers' replies
+            answers = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
+            async with work_stream(ch, MS_WORKER) as worker:
+                done: set[str] = set()
+                with anyio.fail_after(60):
+                    while done != set(names):
+                        item = await next_item(worker, ms.WorkItem)
+                        instance_id = item.orchestrator_request.instance_id
+                        await call(answers, "CompleteOrchestratorTask", completion(item, '"ok"'))
+                        done.add(instance_id)
+            assert all([(await outcome(answers, n)).output == '"ok"' for n in names])
+            answers.close()
+        finally:
+            ch.close()
+            frozen.close()
+
+
 async def test_activity_redispatch_and_abandon(channel: Channel) -> None:
     await start(channel, "act")
     async with work_stream(channel, MS_WORKER) as worker:
