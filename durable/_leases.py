@@ -191,9 +191,11 @@ class Leases:
         """One round: renew what is held, heartbeat, then give or take to the fair share."""
         now = self.clock.now()
         await self._renew(now)  # first: the renewals are what must not be late
-        target = await self._fair_share(now)  # reads our heartbeat as the last round left it
-        await self.store.put(f"{MEMBERS}/{self.owner}", self._body(now))
-        self._beats += 1
+        try:
+            target = await self._fair_share(now)  # reads our heartbeat as last round left it
+        finally:  # the heartbeat goes out even when reading the others failed
+            await self.store.put(f"{MEMBERS}/{self.owner}", self._body(now))
+            self._beats += 1
         if len(self._held) > target:
             await self._give_up(sorted(self._held, key=self._preference.index)[target:])
         elif len(self._held) < target:
