@@ -1106,11 +1106,9 @@ class Engine:
         inst.meta_etag = etag
         inst.meta_seq = meta.seq if meta is not None else -1
         self._instances[instance_id] = inst
+        evicted = instance_id in self._evicted  # its open work never left this process
         self._evicted.discard(instance_id)
-        fired = None  # the timer whose firing this load delivers: not to be set again
-        if then is not None and isinstance(then[2], TimerFired) and then[1] == loaded.run_start:
-            fired = then[2].task_id
-        self._load_into(inst, loaded, fired=fired)
+        self._load_into(inst, loaded, redispatch=not evicted)
         if loaded.status.is_terminal:
             del self._instances[instance_id]
             await self._notify_parent_from_log(loaded)  # before a meta that says it ended
@@ -1133,10 +1131,11 @@ class Engine:
             self._enqueue(inst)
         return inst
 
-    def _load_into(self, inst: _Instance, loaded: RunLog, *, fired: int | None = None) -> None:
-        """Set the instance's state from the log and re-dispatch its open operations
-        (``fired``: the task id of a timer whose firing is being delivered with the
-        load, so it is not set again to fire twice)."""
+    def _load_into(self, inst: _Instance, loaded: RunLog, *, redispatch: bool = True) -> None:
+        """Set the instance's state from the log and re-dispatch its open operations.
+        ``redispatch=False`` for an instance this process evicted: its timers are still
+        queued here and its children report to it, so dispatching them again would
+        only fire them twice (it waits on no activity, or it would not be evicted)."""
         inst.started = loaded.started
         inst.parent = loaded.started.parent
         inst.seq = loaded.last_seq
@@ -1149,15 +1148,14 @@ class Engine:
         _fold(inst.outstanding, loaded.history)
         if loaded.status.is_terminal:
             return
-        self._dispatch_open(inst, fired)
+        if redispatch:
+            self._dispatch_open(inst)
         if inst.status is WorkflowStatus.PENDING or inst.pending:
             self._enqueue(inst)
 
-    def _dispatch_open(self, inst: _Instance, fired: int | None = None) -> None:
+    def _dispatch_open(self, inst: _Instance) -> None:
         """Re-dispatch what history left open: activities, timers, sub-workflows."""
         for event in list(inst.outstanding.values()):
-            if isinstance(event, TimerCreated) and event.task_id == fired:
-                continue
             if isinstance(event, ChildWorkflowScheduled):
                 self._spawn_guarded(self._check_child, inst.id, event)
             else:

@@ -400,6 +400,35 @@ async def test_an_instance_back_in_memory_is_not_evicted_by_an_earlier_stay(
     assert results == [n * 3 for n in range(count)]
 
 
+async def test_reloading_an_evicted_instance_does_not_set_its_timers_again() -> None:
+    """An evicted instance's timers stay queued in its process; each reload used to
+    queue them once more, so an instance woken often kept piling up copies."""
+    registry = Registry()
+
+    @registry.workflow
+    async def patient(ctx: WorkflowContext, pokes: int) -> int:
+        later = ctx.sleep(timedelta(days=30))
+        for _ in range(pokes):
+            await ctx.wait_for_event("poke")
+        await later
+        return pokes
+
+    clock = MockClock(T0)
+    async with durable.Runtime(
+        registry, store=MemoryStore(), clock=clock, max_resident_workflows=1
+    ) as rt:
+        for name in ("a", "b"):
+            await rt.start(patient, 20, instance_id=name)
+            await rt.wait_idle()
+        for _ in range(20):  # each poke reloads one and evicts the other
+            for name in ("a", "b"):
+                await rt.client.get_handle(name).raise_event("poke")
+                await rt.wait_idle()
+        assert len(rt._engine._timers) == 2  # one 30-day timer each
+        clock.advance(timedelta(days=30))
+        assert [await rt.client.get_handle(n) for n in ("a", "b")] == [20, 20]
+
+
 # -- a property: capacity pressure never evicts a turn in progress or an activity wait --
 
 
