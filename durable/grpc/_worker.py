@@ -386,20 +386,20 @@ class RemoteWorker:
         return list(reply.events)
 
     async def _complete_workflow(self, outcome: TurnOutcome, token: str) -> None:
-        assert self._channel is not None
         response = (
             _workflow_response_dapr(outcome, token)
             if self.dialect == "dapr"
             else _workflow_response_ms(outcome, token)
         )
+        await self._complete("CompleteOrchestratorTask", response)
+
+    async def _complete(self, method: str, response: betterproto.Message) -> None:
+        """Send a completion (an empty reply in the stream's dialect comes back)."""
+        assert self._channel is not None
         await unary(
-            self._channel,
-            "CompleteOrchestratorTask",
-            response,
-            _complete_reply(self.dialect),
-            metadata=self._metadata,
-            seconds=_CALL_TIMEOUT,
-        )
+            self._channel, method, response, _complete_reply(self.dialect),
+            metadata=self._metadata, seconds=_CALL_TIMEOUT,
+        )  # fmt: skip
 
     # -- activities -------------------------------------------------------------------
 
@@ -422,16 +422,8 @@ class RemoteWorker:
                 self.registry, self.codec, self.memo_store, instance_id, "", scheduled
             )
             response = _activity_response(self.dialect, instance_id, outcome, token)
-            assert self._channel is not None
             try:
-                await unary(
-                    self._channel,
-                    "CompleteActivityTask",
-                    response,
-                    _complete_reply(self.dialect),
-                    metadata=self._metadata,
-                    seconds=_CALL_TIMEOUT,
-                )
+                await self._complete("CompleteActivityTask", response)
             except Exception as exc:
                 log.warning(
                     "instance %r: completing activity %r (task %d) failed: %r; reconnecting",

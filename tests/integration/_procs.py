@@ -3,20 +3,26 @@ processes (failover of ``durable worker``, crashes of a sidecar and a remote wor
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import signal
 import socket
 import subprocess
 import threading
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
 LINE_TIMEOUT = 90.0
+HERE = Path(__file__).parent
+
+
+def child_env() -> dict[str, str]:
+    """This environment, with the repository and this folder (the worker scripts) on
+    the child's PYTHONPATH."""
+    path = [str(HERE), str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")]
+    return os.environ | {"PYTHONPATH": os.pathsep.join(path)}
 
 
 class LineProcess:

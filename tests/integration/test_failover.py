@@ -10,7 +10,6 @@ written twice. A worker started again later rejoins and gets partitions back.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from collections import Counter
@@ -31,7 +30,7 @@ LINE_TIMEOUT = 90.0
 
 sys.path.insert(0, str(HERE))
 import crash_worker  # noqa: E402
-from _procs import LineProcess  # noqa: E402
+from _procs import LineProcess, child_env  # noqa: E402
 
 
 def worker_process(name: str, url: str, env: dict[str, str], log_path: Path) -> LineProcess:
@@ -84,15 +83,12 @@ def test_workers_fail_over_and_rejoin_on_s3(moto_server: MotoServer, tmp_path: P
     )
     url = f"s3://{bucket}/root"
     activity_log = tmp_path / "activities.log"
-    env = os.environ | {
+    env = child_env() | {
         "AWS_ENDPOINT_URL": moto_server.endpoint_url,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "FLEET_ACTIVITY_LOG": str(activity_log),
-        "PYTHONPATH": os.pathsep.join(
-            [str(HERE), str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")]
-        ),
     }
     workers: list[LineProcess] = []
 

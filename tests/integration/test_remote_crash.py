@@ -22,7 +22,7 @@ from durable.grpc import RemoteClient
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import crash_worker  # noqa: E402
-from _procs import LineProcess, free_port, wait_listening  # noqa: E402
+from _procs import LineProcess, child_env, free_port, wait_listening  # noqa: E402
 from test_crash import N_STEPS, _check_log  # noqa: E402
 
 N_WORKFLOWS = 20
@@ -51,10 +51,7 @@ def test_remote_worker_and_sidecar_survive_sigkill(tmp_path: Path) -> None:
     store, activity_log = tmp_path / "store", tmp_path / "activities.log"
     port = free_port()
     target = f"127.0.0.1:{port}"
-    repo = HERE.parent.parent
-    env = os.environ | {
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(repo), os.environ.get("PYTHONPATH", "")])
-    }
+    env = child_env()
     total = N_WORKFLOWS * N_STEPS
     # kill points, in steps run so far: worker, sidecar, worker
     points = sorted(rng.sample(range(total // 10, total * 7 // 10), 3))

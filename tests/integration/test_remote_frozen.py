@@ -18,7 +18,7 @@ from durable.grpc import RemoteClient
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import crash_worker  # noqa: E402
-from _procs import LineProcess, free_port, wait_listening  # noqa: E402
+from _procs import LineProcess, child_env, free_port, wait_listening  # noqa: E402
 from test_crash import N_STEPS, _check_log  # noqa: E402
 
 N_WORKFLOWS = 10
@@ -41,10 +41,7 @@ def test_a_frozen_workers_items_go_to_another_worker(tmp_path: Path) -> None:
     store, activity_log = tmp_path / "store", tmp_path / "activities.log"
     port = free_port()
     target = f"127.0.0.1:{port}"
-    repo = HERE.parent.parent
-    env = os.environ | {
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(repo), os.environ.get("PYTHONPATH", "")])
-    }
+    env = child_env()
     procs: list[LineProcess] = []
 
     def worker() -> LineProcess:

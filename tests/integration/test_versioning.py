@@ -308,6 +308,21 @@ class _SuspendingStore(MemoryStore):
         return await super().list(prefix)
 
 
+def _watch_turns(engine: Any) -> list[str]:
+    """Ids of the turns that run on an instance object the engine no longer holds
+    (filled as the engine runs)."""
+    elsewhere: list[str] = []
+    run_turn = engine._run_turn
+
+    async def checked_turn(inst: Any) -> None:
+        if engine._instances.get(inst.id) is not inst:
+            elsewhere.append(inst.id)
+        await run_turn(inst)
+
+    engine._run_turn = checked_turn
+    return elsewhere
+
+
 @pytest.mark.parametrize("store", [MemoryStore, _SuspendingStore])
 async def test_a_mass_wake_up_loads_in_turn_under_the_cap(store: type[MemoryStore]) -> None:
     """Every sleeper wakes at the same instant: they come back a few at a time as turns
@@ -327,15 +342,7 @@ async def test_a_mass_wake_up_loads_in_turn_under_the_cap(store: type[MemoryStor
         registry, store=store(), clock=clock, max_resident_workflows=cap
     ) as rt:
         engine = rt._engine
-        turned_elsewhere: list[str] = []
-        run_turn = engine._run_turn
-
-        async def checked_turn(inst: Any) -> None:
-            if engine._instances.get(inst.id) is not inst:
-                turned_elsewhere.append(inst.id)
-            await run_turn(inst)
-
-        engine._run_turn = checked_turn  # type: ignore[method-assign]
+        turned_elsewhere = _watch_turns(engine)
         resident = _PeakDict(engine._instances)
         engine._instances = engine._residency._instances = resident
         for n in range(count):
@@ -376,15 +383,7 @@ async def test_an_instance_back_in_memory_is_not_evicted_by_an_earlier_stay(
         eviction=EvictionPolicy(ttl=timedelta(minutes=1)),
     ) as rt:  # fmt: skip
         engine = rt._engine
-        turned_elsewhere: list[str] = []
-        run_turn = engine._run_turn
-
-        async def checked_turn(inst: Any) -> None:
-            if engine._instances.get(inst.id) is not inst:
-                turned_elsewhere.append(inst.id)
-            await run_turn(inst)
-
-        engine._run_turn = checked_turn  # type: ignore[method-assign]
+        turned_elsewhere = _watch_turns(engine)
         for n in range(count):
             await rt.start(twice, n, instance_id=f"t{n:05d}")
         await rt.wait_idle()
