@@ -89,7 +89,7 @@ from ._state import WorkflowStatus
 from ._timers import TimerQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -224,6 +224,27 @@ def _parent_event(
         task_id=parent.task_id, instance_id=child_id,
         failure=failure or FailureDetails("Terminated", "terminated"),
     )  # fmt: skip
+
+
+def _take(
+    untaken: Sequence[Event],
+    events: list[HistoryEvent],
+    sources: list[Pending],
+    consumed: list[str],
+) -> tuple[list[HistoryEvent], list[str], list[Pending]]:
+    """Split a turn's events into those the run took (renumbered, with the messages they
+    consume) and the pending items of those it left, for the next run."""
+    if not untaken:
+        return events, consumed, []
+    left_ids = {event.event_id for event in untaken}
+    taken, left = events[:1], []
+    for event, source in zip(events[1:], sources, strict=True):
+        if event.event_id in left_ids:
+            left.append(source)
+        else:
+            taken.append(msgspec.structs.replace(event, event_id=events[0].event_id + len(taken)))
+    left_msgs = {msg_id for msg_id, _, _ in left}
+    return taken, [msg_id for msg_id in consumed if msg_id not in left_msgs], left
 
 
 def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> None:
@@ -532,9 +553,11 @@ class Engine:
         now = self.clock.now()
         event_id = inst.next_event_id
         events: list[HistoryEvent] = [TurnStarted(event_id=event_id, timestamp=now)]
+        sources: list[Pending] = []  # where each event after TurnStarted came from
         consumed: list[str] = []
         answered: set[int] = set()
-        for msg_id, run_start, event in pending:
+        for item in pending:
+            msg_id, run_start, event = item
             if msg_id is not None:
                 if msg_id in inst.consumed or msg_id in consumed:
                     continue
@@ -553,6 +576,7 @@ class Engine:
                 answered.add(task_id)
             event_id += 1
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
+            sources.append(item)
         first_turn = inst.status is WorkflowStatus.PENDING
         if len(events) == 1 and not first_turn and not consumed:
             self._residency.note_waiting(inst)  # nothing new (a duplicate): still evictable
@@ -582,7 +606,10 @@ class Engine:
             self._drop_run(inst)
             await self._commit_failure(inst, err)
             return
-        new_events, next_run, status = self._record_actions(inst, run, actions, event_id + 1, now)
+        events, consumed, left = _take(run.untaken, events, sources, consumed)
+        new_events, next_run, status = self._record_actions(
+            inst, run, actions, events[-1].event_id + 1, now
+        )
         record = TurnRecord(
             seq=inst.seq + 1,
             status=status,
@@ -598,6 +625,7 @@ class Engine:
             self._drop_run(inst)
             await self._reload(inst)
             return
+        inst.pending = left + inst.pending  # what the run did not take goes to the next
         run.committed(record.events)
         if self._hooks is not None:
             self._hooks.committed(inst.id, record)
