@@ -610,14 +610,15 @@ class Engine:
         new_events, next_run, status = self._record_actions(
             inst, run, actions, events[-1].event_id + 1, now
         )
+        if next_run:
+            # the new run skips the old run's messages that may still be in the inbox
+            consumed += await self._undeleted(inst, consumed)
         record = TurnRecord(
             seq=inst.seq + 1,
             status=status,
             events=events + new_events,
             next_run=next_run,
-            # a new run starts with the old run's consumed ids, so a message whose
-            # delete failed is not applied to the new run
-            consumed=consumed + sorted(inst.consumed) if next_run else consumed,
+            consumed=consumed,
             custom_status=run.custom_status,
         )
         if not await self._commit(inst, record):
@@ -630,6 +631,13 @@ class Engine:
         if self._hooks is not None:
             self._hooks.committed(inst.id, record)
         await self._after_commit(inst, record)
+
+    async def _undeleted(self, inst: _Instance, consumed: list[str]) -> list[str]:
+        """The messages the run consumed before this turn that are still in the inbox (their
+        delete failed or has not run yet). Only these can reach a new run again, so its
+        first record names them, and not every message the instance ever consumed."""
+        listed = await self.store.list(inbox_prefix(inst.id))
+        return sorted(inst.consumed.intersection(listed).difference(consumed))
 
     def _record_actions(
         self, inst: _Instance, run: TurnRunner, actions: list[Action], event_id: int, now: Any
@@ -1199,20 +1207,29 @@ class Engine:
             await self._notify_parent_from_log(child)
 
     async def _scan_inbox(self, inst: _Instance) -> None:
-        """Queue the inbox messages the log has not consumed yet."""
-        for msg_id in await self.store.list(inbox_prefix(inst.id)):
-            key = inbox_key(inst.id, msg_id)
-            if msg_id in inst.consumed:
-                await self.store.delete(key)
-                continue
-            try:
-                message = decode_message(await self.store.get(key), key)
-            except ObjectNotFoundError:
-                continue
-            except StoreError as err:
-                log.error("skipping unreadable inbox message: %s", err)
-                continue
-            inst.pending.append((message.id, _ANY_RUN, message.event))
+        """Queue the inbox messages the log has not consumed yet.
+
+        A new run's consumed ids name only the old run's messages still in the inbox, so
+        a scan that a new run began during reads again: what it read may be a message
+        the old run consumed and deleted meanwhile."""
+        found: list[Pending] = []
+        run_start = -1
+        while run_start != inst.run_start:
+            run_start, found = inst.run_start, []
+            for msg_id in await self.store.list(inbox_prefix(inst.id)):
+                key = inbox_key(inst.id, msg_id)
+                if msg_id in inst.consumed:
+                    await self.store.delete(key)
+                    continue
+                try:
+                    message = decode_message(await self.store.get(key), key)
+                except ObjectNotFoundError:
+                    continue
+                except StoreError as err:
+                    log.error("skipping unreadable inbox message: %s", err)
+                    continue
+                found.append((message.id, _ANY_RUN, message.event))
+        inst.pending += found
         if inst.pending:
             self._enqueue(inst)
 

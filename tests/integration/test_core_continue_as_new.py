@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import pytest
+from msgspec import Raw
 
 import durable
 from durable import MockClock, Registry, WorkflowContext, WorkflowStatus
@@ -24,6 +26,8 @@ from durable._events import (
     WorkflowStarted,
     WorkflowSuspended,
 )
+from durable._instances import send_message
+from durable._records import decode_record
 from durable._replay import WorkflowRun
 from durable.store import MemoryStore, ObjectStore
 
@@ -202,3 +206,130 @@ async def test_events_buffered_before_the_trigger_carry_over() -> None:
         history = await handle.history()
     carried = [e for e in history if isinstance(e, EventRaised)]
     assert [e.name for e in carried] == ["early", "early"]
+
+
+async def largest_object(store: ObjectStore, instance_id: str) -> int:
+    """The size of the largest object under ``instances/{id}/``."""
+    root = f"instances/{instance_id}"
+    keys = [f"{root}/meta"]
+    for folder in ("log", "inbox"):
+        keys += [f"{root}/{folder}/{name}" for name in await store.list(f"{root}/{folder}")]
+    return max([len(await store.get(key)) for key in keys])
+
+
+async def test_the_largest_object_stays_small_after_400_runs() -> None:
+    """Bug: each new run's first record copied every message id the instance had ever
+    consumed (36 KB after 1,000 runs): it names only those that may still be in the
+    inbox."""
+    store = MemoryStore()
+    async with durable.Runtime(workflows(), store=store, clock=MockClock(T0)) as rt:
+        handle = await rt.start("ticker", 0, instance_id="t")
+        await rt.wait_idle()
+        for _ in range(400):
+            await handle.raise_event("tick", 1)
+            await rt.wait_idle()
+        state = await handle.describe()
+        assert (state.status, state.input) == (WorkflowStatus.PENDING, 400) or (
+            state.status is WorkflowStatus.RUNNING and state.input == 400
+        ), state
+    assert await largest_object(store, "t") < 4096
+
+
+class DeleteFails:
+    """A store on which deleting an inbox message always fails."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def delete(self, key: str) -> None:
+        if "/inbox/" in key:
+            raise StoreError(f"delete of {key!r} failed", key=key, transient=True)
+        await self._inner.delete(key)
+
+
+async def test_a_message_whose_delete_failed_is_never_applied_twice() -> None:
+    """The guarantee the copied ids gave, kept with the bound: a consumed message left in
+    the inbox (its delete failed) is applied neither again to its run nor to a later run,
+    across continue-as-new and restarts that read the inbox again."""
+    inner, clock = MemoryStore(), MockClock(T0)
+    store = DeleteFails(inner)
+    ticks = 0
+    for _ in range(3):
+        async with durable.Runtime(workflows(), store=store, clock=clock) as rt:
+            handle = (
+                await rt.start("ticker", 0, instance_id="t")
+                if ticks == 0
+                else rt.client.get_handle("t")
+            )
+            await rt.wait_idle()
+            for _ in range(3):
+                await handle.raise_event("tick", 1)
+                ticks += 1
+                await rt.wait_idle()
+                await rt._engine.poll_wakeups()  # reads the inbox again
+                await rt.wait_idle()
+                assert (await handle.describe()).input == ticks
+    assert len(await inner.list("instances/t/inbox")) == ticks  # none could be deleted
+    for name in sorted(await inner.list("instances/t/log"), reverse=True):
+        key = f"instances/t/log/{name}"
+        if (record := decode_record(await inner.get(key), key)).next_run:
+            break  # the record that starts the current run
+    assert len(record.consumed) == ticks  # ... so it names them all
+
+
+class HoldsOneRead:
+    """A store that, once armed, reads one key and then holds the answer until released:
+    the read saw the object, the caller sees it only later."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self._inner = inner
+        self.never_suspends = False
+        self.key = ""
+        self.read = anyio.Event()
+        self.release = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def get(self, key: str) -> bytes:
+        data = await self._inner.get(key)
+        if key == self.key:
+            self.key = ""
+            self.read.set()
+            await self.release.wait()
+        return data
+
+
+async def test_an_inbox_read_that_spans_a_new_run_does_not_reapply_a_message() -> None:
+    """With the bound, a new run no longer names the old run's deleted messages. An inbox
+    scan that read such a message before its delete, and queued it only after the new run
+    began, applied it to the new run: a scan that spans a new run reads the inbox again."""
+    inner, clock = MemoryStore(), MockClock(T0)
+    store = HoldsOneRead(inner)
+    async with durable.Runtime(workflows(), store=store, clock=clock) as rt:
+        eng = rt._engine
+        handle = await rt.start("two_step", 0, instance_id="s")
+        await rt.wait_idle()
+        message = await send_message(
+            inner, "s", "m-first", EventRaised(name="a", input=Raw(b'"old"'))
+        )
+        inst = eng.local("s")
+        assert inst is not None
+        store.key = "instances/s/inbox/m-first"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(eng._scan_inbox, inst)  # reads m-first, then is held
+            await store.read.wait()
+            eng.deliver("s", message.event, msg_id=message.id)  # its announcement
+            await rt.wait_idle()  # consumed by run 0, and deleted
+            await handle.raise_event("go")  # run 0 continues as new
+            await rt.wait_idle()
+            store.release.set()  # the scan goes on, in run 1
+        await rt.wait_idle()
+        state = await handle.describe()
+        assert (state.status, state.input) == (WorkflowStatus.RUNNING, 1), state
+        await handle.raise_event("a", "new")
+        await rt.wait_idle()
+        assert (await handle.describe()).output == "new"
