@@ -632,8 +632,9 @@ class _Driver:
             if epoch.failure_type.endswith("NonDeterminismError") and ledger.unguarded_since(epoch):
                 return  # code changed without a patch under its history: fails, visibly
             if not (any(s[0] == "raise" for s in program) and epoch.failure_type == "ValueError"):
+                patched = " (its code changed under a patch)" if ledger.deploys_in(epoch) else ""
                 ledger.violate(f"{where} FAILED ({epoch.failure_type}) though its program "
-                               "does not fail")  # fmt: skip
+                               f"does not fail{patched}")  # fmt: skip
             return
         problem = expected_mismatch(program, epoch.tag, epoch.output, raised, failed_children)
         if problem is not None:

@@ -107,8 +107,13 @@ class Ledger:
 
     def unguarded_since(self, epoch: Epoch) -> bool:
         """Whether code changed without a patch while the epoch's history was in use."""
-        end = self.gen if epoch.ended_gen is None else epoch.ended_gen
-        return any(epoch.born_gen < g <= end for g in self.unguarded)
+        return any(g in self.unguarded for g in self.deploys_in(epoch))
+
+    def deploys_in(self, epoch: Epoch) -> range:
+        """The code generations deployed while the epoch's history was in use."""
+        return range(
+            epoch.born_gen + 1, (self.gen if epoch.ended_gen is None else epoch.ended_gen) + 1
+        )
 
     def violate(self, message: str) -> None:
         line = f"VIOLATION at write {self.writes}: {message}"
@@ -245,6 +250,7 @@ class Ledger:
                     epoch.output = msgspec.json.decode(event.result)
                 elif isinstance(event, WorkflowErrored):
                     epoch.failure_type = event.failure.type
+                    self.trace.append(f"  ({instance_id} failed: {event.failure.message[:300]})")
 
     def _new_epoch(self, instance_id: str, record: TurnRecord) -> Epoch:
         started = record.next_run[0]
