@@ -118,6 +118,13 @@ _FINAL_TYPES: dict[type, type] = {
     ContinuedAsNew: ContinueAsNew,
 }
 
+# what a suspended run still takes: what ends the suspension, and, in replay, what its
+# code decided in the turn a suspend arrived in (recorded after the suspend)
+_NOT_HELD = frozenset(
+    {WorkflowResumed, WorkflowTerminated, TurnStarted, PatchApplied, *_SCHEDULING_TYPES,
+     *_FINAL_TYPES}
+)  # fmt: skip
+
 
 class WorkflowRun:
     """One run of a workflow coroutine, fed event by event.
@@ -186,9 +193,7 @@ class WorkflowRun:
             if self._ended_live() and type(event) is not TurnStarted:
                 self.untaken.append(event)
                 continue
-            if self._suspended and not isinstance(
-                event, WorkflowResumed | WorkflowTerminated | TurnStarted
-            ):
+            if self._suspended and type(event) not in _NOT_HELD:
                 self._held.append(event)
                 continue
             handlers[type(event)](self, event)
