@@ -317,7 +317,10 @@ class Ledger:
             groups.setdefault((r.instance_id, r.written_epoch, r.name, r.sender), []).append(r)
         for (instance_id, epoch, name, sender), raises in groups.items():
             raises.sort(key=lambda r: r.began)
+            before = len(self.violations)
             for later in raises:
+                if len(self.violations) > before:
+                    break  # one report per sender, run and name
                 if later.delivered is None:
                     continue
                 for earlier in raises:
