@@ -62,7 +62,10 @@ from ._events import (
     TurnStarted,
     WorkflowCompleted,
     WorkflowErrored,
+    WorkflowResumed,
     WorkflowStarted,
+    WorkflowSuspended,
+    WorkflowTerminated,
 )
 from ._eviction import EvictionPolicy
 from ._executor import LocalExecutor
@@ -113,6 +116,8 @@ _ANSWERS: dict[type, type] = {
     ChildWorkflowCompleted: ChildWorkflowScheduled,
     ChildWorkflowErrored: ChildWorkflowScheduled,
 }
+# messages from outside that change an instance's status and need no workflow code
+_CONTROL = (WorkflowSuspended, WorkflowResumed, WorkflowTerminated)
 _ANY_RUN = -1
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
 _STORE_RETRY = timedelta(seconds=1)  # backoff after a transient store error
@@ -432,7 +437,9 @@ class Engine:
     # -- queueing turns -------------------------------------------------------------
 
     def _enqueue(self, inst: _Instance) -> None:
-        if not (inst.queued or inst.running or inst.loading or inst.parked or inst.backing_off):
+        # a parked instance takes a turn only to apply control messages
+        parked = inst.parked and not any(isinstance(e, _CONTROL) for _, _, e in inst.pending)
+        if not (inst.queued or inst.running or inst.loading or parked or inst.backing_off):
             inst.queued = True
             self._queued += 1
             assert self._send is not None, "the engine is not running"
@@ -529,30 +536,14 @@ class Engine:
             if self._instances.get(inst.id) is inst and not inst.pending:
                 del self._instances[inst.id]
             return
+        if inst.parked:
+            await self._parked_turn(inst, pending)
+            return
         now = self.clock.now()
-        event_id = inst.next_event_id
-        events: list[HistoryEvent] = [TurnStarted(event_id=event_id, timestamp=now)]
-        consumed: list[str] = []
-        answered: set[int] = set()
-        for msg_id, run_start, event in pending:
-            if msg_id is not None:
-                if msg_id in inst.consumed or msg_id in consumed:
-                    continue
-                consumed.append(msg_id)
-            elif run_start != _ANY_RUN and run_start != inst.run_start:
-                continue
-            answers = _ANSWERS.get(type(event))
-            if answers is not None:
-                task_id: int = event.task_id  # type: ignore[attr-defined]
-                scheduled = inst.outstanding.get(task_id)
-                if type(scheduled) is not answers or task_id in answered:
-                    continue
-                child_id = getattr(event, "instance_id", "")
-                if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
-                    continue
-                answered.add(task_id)
-            event_id += 1
-            events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
+        new, consumed = self._new_events(inst, pending, inst.next_event_id + 1, now)
+        events: list[HistoryEvent] = [TurnStarted(event_id=inst.next_event_id, timestamp=now)]
+        events += new
+        event_id = inst.next_event_id + len(new)
         first_turn = inst.status is WorkflowStatus.PENDING
         if len(events) == 1 and not first_turn and not consumed:
             self._residency.note_waiting(inst)  # nothing new (a duplicate): still evictable
@@ -568,10 +559,9 @@ class Engine:
                 log.warning(
                     "instance %r waits for a worker that has its workflow: %s", inst.id, err
                 )
-                inst.pending = pending + inst.pending
                 inst.parked = True
                 inst.reason = f"waiting for a worker that runs it: {err}"
-                await self._write_meta(inst)
+                await self._parked_turn(inst, pending, reason_changed=True)
                 return
             if run is None:  # the log moved on under us; reloaded
                 inst.pending = pending + inst.pending
@@ -599,6 +589,88 @@ class Engine:
             await self._reload(inst)
             return
         run.committed(record.events)
+        if self._hooks is not None:
+            self._hooks.committed(inst.id, record)
+        await self._after_commit(inst, record)
+
+    def _new_events(
+        self, inst: _Instance, pending: list[Pending], first_id: int, now: Any
+    ) -> tuple[list[HistoryEvent], list[str]]:
+        """The events of ``pending`` that a turn takes, numbered from ``first_id``, and
+        the inbox messages they consume: each message once, and an outcome only if it
+        is for the current run and answers an operation that still waits for it."""
+        events: list[HistoryEvent] = []
+        consumed: list[str] = []
+        answered: set[int] = set()
+        for msg_id, run_start, event in pending:
+            if msg_id is not None:
+                if msg_id in inst.consumed or msg_id in consumed:
+                    continue
+                consumed.append(msg_id)
+            elif run_start != _ANY_RUN and run_start != inst.run_start:
+                continue
+            answers = _ANSWERS.get(type(event))
+            if answers is not None:
+                task_id: int = event.task_id  # type: ignore[attr-defined]
+                scheduled = inst.outstanding.get(task_id)
+                if type(scheduled) is not answers or task_id in answered:
+                    continue
+                child_id = getattr(event, "instance_id", "")
+                if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
+                    continue
+                answered.add(task_id)
+            event_id = first_id + len(events)
+            events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
+        return events, consumed
+
+    async def _parked_turn(
+        self, inst: _Instance, pending: list[Pending], *, reason_changed: bool = False
+    ) -> None:
+        """A turn of an instance whose workflow is not registered here: apply the
+        control messages (suspend, resume, terminate), which need no workflow code, and
+        keep every other event for a worker that has the code.
+
+        The record holds the control events alone, with no ``TurnStarted`` (the code
+        took no turn), so a worker that has the code replays them where they happened.
+        A run whose code never took a turn stays PENDING once resumed: its first turn
+        is still to come."""
+        control = [item for item in pending if isinstance(item[2], _CONTROL)]
+        rest = [item for item in pending if not isinstance(item[2], _CONTROL)]
+        now = self.clock.now()
+        events, consumed = self._new_events(inst, control, inst.next_event_id, now)
+        if not events:
+            inst.pending = rest + inst.pending
+            if reason_changed:
+                await self._write_meta(inst)
+            return
+        loaded = await load_run(self.store, inst.id, self._meta_hint(inst))
+        if loaded is None or loaded.last_seq != inst.seq:
+            inst.pending = pending + inst.pending
+            await self._reload(inst)
+            return
+        status = inst.status
+        for i, event in enumerate(events):
+            if isinstance(event, WorkflowTerminated):
+                del events[i + 1 :]  # the run ends here: what follows is for nobody
+                status = WorkflowStatus.TERMINATED
+                consumed += [msg_id for msg_id, _, _ in pending if msg_id is not None]
+                rest = []
+            elif isinstance(event, WorkflowSuspended):
+                status = WorkflowStatus.SUSPENDED
+            elif status is WorkflowStatus.SUSPENDED:
+                code_ran = any(isinstance(e, TurnStarted) for e in loaded.history)
+                status = WorkflowStatus.RUNNING if code_ran else WorkflowStatus.PENDING
+        record = TurnRecord(
+            seq=inst.seq + 1, status=status, events=events, consumed=sorted(set(consumed)),
+            custom_status=inst.custom_status,
+        )  # fmt: skip
+        if not await self._commit(inst, record):
+            inst.pending = pending + inst.pending
+            await self._reload(inst)
+            return
+        inst.pending = rest + inst.pending
+        if status.is_terminal:
+            inst.parked, inst.reason = False, ""  # it waits for nothing any more
         if self._hooks is not None:
             self._hooks.committed(inst.id, record)
         await self._after_commit(inst, record)
