@@ -41,6 +41,7 @@ from ._errors import (
     NonDeterminismError,
     ObjectExistsError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StoreError,
     UnknownWorkflowError,
 )
@@ -83,6 +84,7 @@ from ._records import (
     encode,
     inbox_key,
     inbox_prefix,
+    instance_of_key,
     log_key,
     wakeup_key,
     wakeup_prefix,
@@ -92,7 +94,7 @@ from ._state import WorkflowStatus
 from ._timers import TimerQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -383,12 +385,33 @@ class Engine:
         try:
             await fn(*args)
         except StoreError as err:
-            if not err.transient:
-                raise
-            log.warning("%s failed on the store, retrying: %s", fn.__name__, err)
-            self._timers.add(self.clock.now() + _STORE_RETRY, (self._spawn_guarded, fn, *args))
+            if err.transient:
+                log.warning("%s failed on the store, retrying: %s", fn.__name__, err)
+                retry = (self._spawn_guarded, fn, *args)
+                self._timers.add(self.clock.now() + _STORE_RETRY, retry)
+            else:
+                await self._fail_for_good(fn.__name__, err)
         finally:
             self.busy_exit()
+
+    async def _fail_for_good(self, what: str, err: StoreError) -> None:
+        """A store error no retry can fix (an unreadable object, a key the store
+        refuses): it fails the instance whose object it names, if this process runs
+        it, and never the runtime. An answer of the store's protocol (absent, exists,
+        changed) that escaped its caller is a race lost: logged, nothing failed."""
+        if isinstance(err, ObjectNotFoundError | ObjectExistsError | PreconditionFailedError):
+            log.warning("%s gave up: %s", what, err)
+            return
+        log.error("%s failed for good: %s", what, err)
+        instance_id = instance_of_key(err.key)
+        if instance_id is None or not self.owns(instance_id):
+            return  # not an instance's object, or another process runs that instance
+        try:
+            found = await read_meta(self.store, instance_id)
+            meta, etag = found if found is not None else (None, None)
+            await self._fail_corrupt(instance_id, meta, etag, err)
+        except StoreError:
+            log.exception("could not record the failure of %r", instance_id)
 
     # -- idleness (for MockClock auto-advance) --------------------------------------
 
@@ -500,8 +523,11 @@ class Engine:
         try:
             await self._turn(inst)
         except StoreError as err:
-            log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
-            self._retry_later(inst)
+            if err.transient or instance_of_key(err.key) != inst.id:
+                log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
+                self._retry_later(inst)
+            else:
+                await self._fail_for_good(f"turn of {inst.id!r}", err)
         except _NotLeased:
             log.info("turn of %r not committed: the partition's lease is not held", inst.id)
             self._retry_later(inst)
@@ -752,12 +778,15 @@ class Engine:
                 return True
             except ObjectExistsError:
                 return False
-            except StoreError:
+            except StoreError as err:
                 # The write may or may not have landed: read back to know.
                 try:
-                    return await self.store.get(key) == data
+                    landed = await self.store.get(key) == data
                 except StoreError:
-                    return False
+                    landed = False
+                if not (landed or err.transient):
+                    raise  # the store refuses this record for good
+                return landed
         return False  # not reached: the shielded scope is never cancelled
 
     async def _commit_failure(self, inst: _Instance, err: Exception) -> None:
@@ -891,16 +920,17 @@ class Engine:
 
     async def _start_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
         parent = ParentRef(parent_id, scheduled.task_id)
-        try:
-            created = await create_instance(
-                self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
-                scheduled.input, parent=parent, run_id=self.ids.run_id(),
-                version=self._newest_version(scheduled.name),
-            )  # fmt: skip
-        except InstanceExistsError as err:
-            await self._join_existing_child(parent, scheduled, err)
-            return
-        await self.announce_created(scheduled.instance_id, created)
+        async with self._child_errors(parent_id, scheduled):
+            try:
+                created = await create_instance(
+                    self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
+                    scheduled.input, parent=parent, run_id=self.ids.run_id(),
+                    version=self._newest_version(scheduled.name),
+                )  # fmt: skip
+            except InstanceExistsError as err:
+                await self._join_existing_child(parent, scheduled, err)
+                return
+            await self.announce_created(scheduled.instance_id, created)
 
     async def _join_existing_child(
         self, parent: ParentRef, scheduled: ChildWorkflowScheduled, err: InstanceExistsError
@@ -947,7 +977,8 @@ class Engine:
             await self._tell(inst.parent.instance_id, event)
         except StoreError as err:
             if not err.transient:
-                raise
+                await self._fail_for_good(f"telling the parent of {inst.id!r}", err)
+                return True
             log.warning("could not tell the parent of %r yet: %s", inst.id, err)
             self._spawn_guarded(self._tell_then_write_meta, inst, event)
             return False
@@ -1112,7 +1143,8 @@ class Engine:
                     await self.recover(instance_id)
                 except StoreError as err:
                     if not err.transient:
-                        raise
+                        await self._fail_for_good(f"recovery of {instance_id!r}", err)
+                        return
                     log.warning("recovery of %r failed, retrying: %s", instance_id, err)
                     self._spawn_guarded(self.recover, instance_id)
 
@@ -1235,12 +1267,33 @@ class Engine:
 
     async def _check_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
         """On recovery: a sub-workflow the parent waits on may have ended, or never begun."""
-        found = await read_meta(self.store, scheduled.instance_id)
-        child = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
-        if child is None:
-            await self._start_child(parent_id, scheduled)
-        elif child.status.is_terminal:
-            await self._notify_parent_from_log(child)
+        async with self._child_errors(parent_id, scheduled):
+            found = await read_meta(self.store, scheduled.instance_id)
+            child = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
+            if child is None:
+                await self._start_child(parent_id, scheduled)
+            elif child.status.is_terminal:
+                await self._notify_parent_from_log(child)
+
+    @contextlib.asynccontextmanager
+    async def _child_errors(
+        self, parent_id: str, scheduled: ChildWorkflowScheduled
+    ) -> AsyncIterator[None]:
+        """Around starting or checking a sub-workflow: a store error no retry can fix
+        (its log is unreadable, the store refuses its id) fails the sub-workflow in its
+        parent, naming the reason; a transient one is retried."""
+        try:
+            yield
+        except (ObjectNotFoundError, ObjectExistsError, PreconditionFailedError):
+            raise
+        except StoreError as err:
+            if err.transient:
+                raise
+            log.error("sub-workflow %r of %r failed: %s", scheduled.instance_id, parent_id, err)
+            self.deliver(parent_id, ChildWorkflowErrored(
+                task_id=scheduled.task_id, instance_id=scheduled.instance_id,
+                failure=failure_from_exception(err),
+            ))  # fmt: skip
 
     async def _scan_inbox(self, inst: _Instance) -> None:
         """Queue the inbox messages the log has not consumed yet."""
@@ -1310,7 +1363,8 @@ class Engine:
     async def _fail_corrupt(
         self, instance_id: str, meta: InstanceMeta | None, etag: str | None, err: StoreError
     ) -> None:
-        """A log object cannot be read: the instance fails, naming the key; others go on."""
+        """An object of the instance cannot be read or written, for good: the instance
+        fails, naming the key, and its parent hears it; others go on."""
         log.error("instance %r failed: %s", instance_id, err)
         now = self.clock.now()
         failure = failure_from_exception(err)
@@ -1324,6 +1378,13 @@ class Engine:
             base, status=WorkflowStatus.FAILED, failure=failure, updated_at=now
         )
         await self._mark_terminal(instance_id)
+        parent = inst.parent if inst is not None else base.parent
+        if parent is not None:  # before the meta says it ended, as for any ending
+            event = _parent_event(parent, instance_id, WorkflowStatus.FAILED, NULL, failure)
+            try:
+                await self._tell(parent.instance_id, event)
+            except StoreError:
+                log.exception("could not tell the parent of %r that it failed", instance_id)
         try:
             await write_meta(self.store, failed, etag)
         except StoreError:

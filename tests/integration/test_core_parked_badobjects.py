@@ -16,6 +16,7 @@ import pytest
 
 import durable
 from durable import WorkflowContext
+from durable._errors import StoreError
 from durable._events import TurnStarted, WorkflowResumed, WorkflowSuspended
 from durable.cli import main as cli
 from durable.store import LocalStore, MemoryStore, ObjectStore
@@ -223,3 +224,139 @@ def test_cli_sweep_deletes_only_memo_older_than_the_retention(
     cli(["sweep", "--retention", "7d", "--store", url])
     assert capsys.readouterr().out == "swept the memo of 1 ended instance(s)\n"
     assert anyio.run(left) == (None, 42, ["recent"])
+
+
+# -- one bad object ----------------------------------------------------------------
+
+_TOO_LONG = "kunde-" + "é" * 130  # 136 characters, 266 bytes: over a file name's 255
+
+
+def family() -> durable.Registry:
+    """A parent that starts ``kid`` under a given id and reports how it went; the kid
+    waits for "go"."""
+    registry = durable.Registry()
+
+    @registry.workflow
+    async def kid(ctx: WorkflowContext) -> str:
+        go: str = await ctx.wait_for_event("go")
+        return go
+
+    @registry.workflow
+    async def parent(ctx: WorkflowContext, kid_id: str) -> str:
+        try:
+            got: str = await ctx.call_workflow(kid, instance_id=kid_id)
+        except durable.WorkflowFailed as err:
+            return f"kid failed: {err.failure.message}"
+        except durable.InvalidInstanceIdError as err:
+            return f"kid refused: {err}"
+        return f"kid said {got}"
+
+    @registry.workflow
+    async def solo(ctx: WorkflowContext) -> str:
+        return "fine"
+
+    return registry
+
+
+async def test_ids_are_limited_by_their_utf8_bytes(store: ObjectStore) -> None:
+    """Bug: an id was checked by its characters only: ``"kunde-" + "é" * 130`` passed
+    as a child id and the file system refused its directory, which took the runtime
+    down at every start. The limit now counts UTF-8 bytes, and the longest id allowed
+    works for every key the runtime makes of it (log, inbox, memo, terminal marker)."""
+    with pytest.raises(durable.InvalidInstanceIdError, match="266 bytes"):
+        durable.Client(store).get_handle(_TOO_LONG)
+    longest = "é" * 123  # 246 bytes
+    registry = family()
+
+    @registry.activity
+    async def remember(ctx: durable.ActivityContext) -> None:
+        await ctx.memo.put("é" * 123, 1)
+
+    @registry.workflow
+    async def memoised(ctx: WorkflowContext) -> None:
+        await ctx.call_activity(remember)
+
+    clock = durable.MockClock(auto_advance=True)
+    async with durable.Runtime(
+        registry, store=store, clock=clock, memo_retention=timedelta(days=1)
+    ) as rt:
+        with pytest.raises(durable.InvalidInstanceIdError, match="266 bytes"):
+            await rt.start("solo", instance_id=_TOO_LONG)
+        refused = await rt.start("parent", _TOO_LONG, instance_id="p-long")
+        assert "266 bytes" in await refused
+        await rt.start("parent", longest, instance_id=longest[:-1] + "p")
+        await rt._engine.wait_idle()  # the kid has started
+        await rt.client.get_handle(longest).raise_event("go", "hello")
+        assert await rt.client.get_handle(longest[:-1] + "p") == "kid said hello"
+        await (await rt.start(memoised, instance_id=longest, reuse=True))
+    async with durable.Runtime(registry, store=store, clock=clock) as rt:  # starts again
+        assert await (await rt.start("solo")) == "fine"
+
+
+@pytest.mark.parametrize("when", ["recovery", "start"])
+async def test_a_corrupt_child_log_fails_the_child_not_the_runtime(
+    store: ObjectStore, when: str
+) -> None:
+    """Bug: junk in a child's log record killed the runtime, at every start: the
+    parent's check of its child (on recovery) or its start of a child under that id
+    re-raised the decode error inside the engine's task group. Now the child fails,
+    the parent hears why, and everything else runs."""
+    clock = durable.MockClock(auto_advance=True)
+    async with durable.Runtime(family(), store=store, clock=clock) as rt:
+        await rt.start("parent", "kid-1", instance_id="p-1")
+        await rt._engine.wait_idle()  # the kid runs and waits for "go"
+    await store.put("instances/kid-1/log/000000000000", b"\x00 not a turn record")
+    async with durable.Runtime(family(), store=store, clock=clock) as rt:
+        if when == "recovery":
+            parent = rt.client.get_handle("p-1")
+        else:
+            parent = await rt.start("parent", "kid-1", instance_id="p-2")
+        said = await parent.result(timeout=timedelta(minutes=1))
+        assert "instances/kid-1/log/000000000000" in said
+        assert said.startswith("kid failed: ") or when == "start"
+        assert await (await rt.start("solo")) == "fine"
+        if when == "recovery":
+            kid = await rt.client.get_handle("kid-1").describe()
+            assert kid.status is durable.WorkflowStatus.FAILED
+            assert kid.failure is not None
+            assert "corrupt turn record" in kid.failure.message
+
+
+class RefusingStore(MemoryStore):
+    """A store that refuses, for good, every write of a key that starts with
+    ``refused`` (as a store refuses a key too long for it, or a path it may not
+    write)."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+
+    def _check(self, key: str) -> None:
+        if key.startswith(self.refused):
+            raise StoreError(f"cannot create {key!r}: refused", key=key, transient=False)
+
+    async def put(self, key: str, data: bytes) -> str:
+        self._check(key)
+        return await super().put(key, data)
+
+    async def put_if_absent(self, key: str, data: bytes) -> str:
+        self._check(key)
+        return await super().put_if_absent(key, data)
+
+
+@pytest.mark.parametrize(
+    "refused", ["instances/kid-x/", "instances/kid-x/log/000000000001"], ids=["start", "turn"]
+)
+async def test_a_child_the_store_refuses_fails_in_its_parent(refused: str) -> None:
+    """Bug: a permanent store error on a child's records (a key the store will never
+    take) was re-raised in the engine's task group and ended the runtime (its start),
+    or was retried forever (its turn's commit). The child now fails and its parent
+    gets ``ChildWorkflowErrored`` naming the reason; the runtime goes on."""
+    store = RefusingStore(refused)
+    clock = durable.MockClock(auto_advance=True)
+    async with durable.Runtime(family(), store=store, clock=clock) as rt:
+        parent = await rt.start("parent", "kid-x", instance_id="p-x")
+        said = await parent.result(timeout=timedelta(minutes=1))
+        key = "instances/kid-x/log/00000000000" + ("0" if refused.endswith("/") else "1")
+        assert said == f"kid failed: cannot create {key!r}: refused"
+        assert await (await rt.start("solo")) == "fine"
