@@ -121,6 +121,8 @@ _ANSWERS: dict[type, type] = {
 # messages from outside that change an instance's status and need no workflow code
 _CONTROL = (WorkflowSuspended, WorkflowResumed, WorkflowTerminated)
 _ANY_RUN = -1
+# the store's answers to a conditional call: a race lost, not a broken object
+_ANSWERS_OF_STORE = (ObjectNotFoundError, ObjectExistsError, PreconditionFailedError)
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
 _STORE_RETRY = timedelta(seconds=1)  # backoff after a transient store error
 
@@ -252,6 +254,11 @@ def _take(
             taken.append(msgspec.structs.replace(event, event_id=events[0].event_id + len(taken)))
     left_msgs = {msg_id for msg_id, _, _ in left}
     return taken, [msg_id for msg_id in consumed if msg_id not in left_msgs], left
+
+
+def _for_good(err: StoreError) -> bool:
+    """Whether no retry can fix ``err``: an unreadable object, a key the store refuses."""
+    return not err.transient and not isinstance(err, _ANSWERS_OF_STORE)
 
 
 def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> None:
@@ -410,19 +417,17 @@ class Engine:
                 log.warning("%s failed on the store, retrying: %s", fn.__name__, err)
                 retry = (self._spawn_guarded, fn, *args)
                 self._timers.add(self.clock.now() + _STORE_RETRY, retry)
-            else:
+            elif _for_good(err):
                 await self._fail_for_good(fn.__name__, err)
+            else:  # a race lost to another writer: whoever won goes on
+                log.warning("%s gave up: %s", fn.__name__, err)
         finally:
             self.busy_exit()
 
     async def _fail_for_good(self, what: str, err: StoreError) -> None:
         """A store error no retry can fix (an unreadable object, a key the store
-        refuses): it fails the instance whose object it names, if this process runs
-        it, and never the runtime. An answer of the store's protocol (absent, exists,
-        changed) that escaped its caller is a race lost: logged, nothing failed."""
-        if isinstance(err, ObjectNotFoundError | ObjectExistsError | PreconditionFailedError):
-            log.warning("%s gave up: %s", what, err)
-            return
+        refuses) fails the instance whose object it names, if this process runs it;
+        never the runtime."""
         log.error("%s failed for good: %s", what, err)
         instance_id = instance_of_key(err.key)
         if instance_id is None or not self.owns(instance_id):
@@ -544,7 +549,7 @@ class Engine:
         try:
             await self._turn(inst)
         except StoreError as err:
-            if err.transient or instance_of_key(err.key) != inst.id:
+            if not _for_good(err) or instance_of_key(err.key) != inst.id:
                 log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
                 self._retry_later(inst)
             else:
@@ -1012,7 +1017,7 @@ class Engine:
         try:
             await self._tell(inst.parent.instance_id, event)
         except StoreError as err:
-            if not err.transient:
+            if _for_good(err):
                 await self._fail_for_good(f"telling the parent of {inst.id!r}", err)
                 return True
             log.warning("could not tell the parent of %r yet: %s", inst.id, err)
@@ -1178,7 +1183,7 @@ class Engine:
                 try:
                     await self.recover(instance_id)
                 except StoreError as err:
-                    if not err.transient:
+                    if _for_good(err):
                         await self._fail_for_good(f"recovery of {instance_id!r}", err)
                         return
                     log.warning("recovery of %r failed, retrying: %s", instance_id, err)
@@ -1320,10 +1325,8 @@ class Engine:
         parent, naming the reason; a transient one is retried."""
         try:
             yield
-        except (ObjectNotFoundError, ObjectExistsError, PreconditionFailedError):
-            raise
         except StoreError as err:
-            if err.transient:
+            if not _for_good(err):
                 raise
             log.error("sub-workflow %r of %r failed: %s", scheduled.instance_id, parent_id, err)
             self.deliver(parent_id, ChildWorkflowErrored(
