@@ -58,6 +58,7 @@ class Epoch:
     output: Any = None
     failure_type: str = ""
     answered: set[int] = field(default_factory=set)  # task ids answered in the current run
+    misled: bool = False  # it was given the result of another run's child (reported)
     born_gen: int = 0  # the code generation its oldest history was recorded under
     ended_gen: int | None = None  # the code generation when it ended
 
@@ -302,6 +303,7 @@ class Ledger:
             return
         child = mine[-1]
         if child.started_at < epoch.started_at:
+            epoch.misled = True
             self.violate(f"{process} gave run {epoch.tag!r} of {epoch.instance_id!r} the "
                          f"result of child run {child.tag!r} of {event.instance_id!r}, started "
                          f"by an earlier run (write {child.started_at} < "

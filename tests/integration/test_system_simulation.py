@@ -22,7 +22,7 @@ from durable.testing._system import shrink
 
 pytestmark = pytest.mark.anyio
 
-SEEDS = 40
+SEEDS = 80
 
 # kind of violation (a regex over the blanked message) -> the open bug it shows
 OPEN = {
@@ -34,16 +34,30 @@ OPEN = {
     ),
     "hangs": (
         r"never ended",
-        "issue 13 bugs 1, 5, 8, 9, 10, 13: an event, a wakeup, a timer or a terminate is lost "
-        "and a run waits for ever",
+        "issue 13 bugs 4, 8, 9, 10, 13: a rerun, an event, a wakeup or a timer is lost and a "
+        "run waits for ever",
     ),
     "child-of-earlier-run": (
-        r"result of child run .* started by an earlier run",
+        r"result of child run .* started by an earlier run|child: returned .* not a result tagged",
         "issue 13 bugs 2 and 3: a reused or rerun parent joins the previous run's child",
     ),
     "purge-erases-run": (
-        r"erased the log of _ while its run",
-        "issue 13 bug 12: purge races a reuse and erases the acknowledged run",
+        r"erased the log of _ while its run|wrote log/_ of _ after log/"
+        r"|a new run of _ began while run _ had not ended",
+        "issue 13 bug 12: purge races a reuse and erases the acknowledged run (a reuse then "
+        "writes into the emptied log, and a later start begins again at log/0)",
+    ),
+    "event-order": (
+        r"acknowledged before it was sent",
+        "suspected in issue 13, shown by this simulation: events one sender raised one after "
+        "another reach the run out of order when they arrive while the instance is loaded",
+    ),
+}
+# open bugs the CI seeds may find but do not always: accepted, not required
+ALSO_OPEN = {
+    "memo-of-live-run": (
+        r"deleted memo _ .* which has not ended",
+        "issue 13 bugs 11 and 12: the sweeper or a purge deletes the memo of a run that runs",
     ),
 }
 
@@ -72,7 +86,7 @@ def test_the_ci_seeds_find_only_open_bugs(kinds: dict[int, list[str]]) -> None:
         (seed, kind)
         for seed, seen in kinds.items()
         for kind in seen
-        if not any(re.search(pattern, kind) for pattern, _ in OPEN.values())
+        if not any(re.search(pattern, kind) for pattern, _ in [*OPEN.values(), *ALSO_OPEN.values()])
     }
     assert not unknown, sorted(unknown)
 
