@@ -19,6 +19,7 @@ from durable import (
 )
 from durable._events import ActivityScheduled, ChildWorkflowScheduled, WorkflowStarted
 from durable._instances import rerun_instance
+from durable._partitions import partition_of
 from durable.store import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -86,6 +87,68 @@ async def test_a_reused_parent_replaces_a_child_still_running_from_its_old_run()
         state = await child.describe()
         assert (state.status, state.input) == (WorkflowStatus.RUNNING, "NEW")
         await child.raise_event("go")
+        assert await second.result() == "processed NEW"
+
+
+RENEW = timedelta(seconds=3)
+
+
+def fleet(owner: str) -> durable.Fleet:
+    return durable.Fleet(
+        partitions=2, lease_ttl=timedelta(seconds=9), renew_interval=RENEW, owner=owner
+    )
+
+
+def id_in(partition: int, prefix: str) -> str:
+    n = 0
+    while partition_of(f"{prefix}-{n}", 2) != partition:
+        n += 1
+    return f"{prefix}-{n}"
+
+
+async def step(clock: MockClock, n: int) -> None:
+    for _ in range(n):
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(RENEW)
+    await anyio.wait_all_tasks_blocked()
+
+
+async def test_a_reused_parent_replaces_the_old_child_across_processes() -> None:
+    """Bug 2 in a fleet: parent and child run in different processes, so the terminate,
+    the old child's answer and the new child's start all go through the store."""
+    registry = Registry()
+
+    @registry.workflow
+    async def process(ctx: WorkflowContext, item: str) -> str:
+        await ctx.wait_for_event("go")
+        return f"processed {item}"
+
+    @registry.workflow
+    async def order(ctx: WorkflowContext, args: list[str]) -> str:
+        item, child_id = args
+        return await ctx.call_workflow(process, item, instance_id=child_id)
+
+    store, clock = MemoryStore(), MockClock(T0)
+    async with (
+        durable.Runtime(registry, store=store, clock=clock, fleet=fleet("a")) as a,
+        durable.Runtime(registry, store=store, clock=clock, fleet=fleet("b")) as b,
+    ):
+        await step(clock, 4)
+        assert len(a.partitions) == len(b.partitions) == 1
+        parent_id = id_in(a.partitions[0], "order")
+        child_id = id_in(b.partitions[0], "process")
+        first = await a.start(order, ["OLD", child_id], instance_id=parent_id)
+        await step(clock, 2)
+        await first.terminate("changed my mind")
+        await step(clock, 2)
+        child = a.client.get_handle(child_id)
+        assert (await child.describe()).status is WorkflowStatus.TERMINATED
+        second = await a.start(order, ["NEW", child_id], instance_id=parent_id, reuse=True)
+        await step(clock, 2)
+        state = await child.describe()
+        assert (state.status, state.input) == (WorkflowStatus.RUNNING, "NEW")
+        await child.raise_event("go")
+        await step(clock, 2)
         assert await second.result() == "processed NEW"
 
 
