@@ -71,6 +71,7 @@ async def test_a_reused_parent_replaces_a_child_still_running_from_its_old_run()
 
     @registry.workflow
     async def quick(ctx: WorkflowContext, item: str) -> str:
+        await ctx.sleep(timedelta(seconds=1))  # the child's task id differs from order's
         ctx.call_workflow("process", item, instance_id="order-1-process")  # fire and forget
         return "left it running"
 
