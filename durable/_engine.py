@@ -41,6 +41,7 @@ from ._errors import (
     NonDeterminismError,
     ObjectExistsError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StoreError,
     UnknownWorkflowError,
 )
@@ -62,7 +63,9 @@ from ._events import (
     TurnStarted,
     WorkflowCompleted,
     WorkflowErrored,
+    WorkflowResumed,
     WorkflowStarted,
+    WorkflowSuspended,
     WorkflowTerminated,
 )
 from ._eviction import EvictionPolicy
@@ -81,6 +84,7 @@ from ._records import (
     encode,
     inbox_key,
     inbox_prefix,
+    instance_of_key,
     log_key,
     wakeup_key,
     wakeup_prefix,
@@ -90,7 +94,7 @@ from ._state import WorkflowStatus
 from ._timers import TimerQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -114,7 +118,11 @@ _ANSWERS: dict[type, type] = {
     ChildWorkflowCompleted: ChildWorkflowScheduled,
     ChildWorkflowErrored: ChildWorkflowScheduled,
 }
+# messages from outside that change an instance's status and need no workflow code
+_CONTROL = (WorkflowSuspended, WorkflowResumed, WorkflowTerminated)
 _ANY_RUN = -1
+# the store's answers to a conditional call: a race lost, not a broken object
+_ANSWERS_OF_STORE = (ObjectNotFoundError, ObjectExistsError, PreconditionFailedError)
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
 _STORE_RETRY = timedelta(seconds=1)  # backoff after a transient store error
 
@@ -264,6 +272,11 @@ def _take(
             taken.append(msgspec.structs.replace(event, event_id=events[0].event_id + len(taken)))
     left_msgs = {msg_id for msg_id, _, _ in left}
     return taken, [msg_id for msg_id in consumed if msg_id not in left_msgs], left
+
+
+def _for_good(err: StoreError) -> bool:
+    """Whether no retry can fix ``err``: an unreadable object, a key the store refuses."""
+    return not err.transient and not isinstance(err, _ANSWERS_OF_STORE)
 
 
 def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> None:
@@ -418,12 +431,31 @@ class Engine:
         try:
             await fn(*args)
         except StoreError as err:
-            if not err.transient:
-                raise
-            log.warning("%s failed on the store, retrying: %s", fn.__name__, err)
-            self._timers.add(self.clock.now() + _STORE_RETRY, (self._spawn_guarded, fn, *args))
+            if err.transient:
+                log.warning("%s failed on the store, retrying: %s", fn.__name__, err)
+                retry = (self._spawn_guarded, fn, *args)
+                self._timers.add(self.clock.now() + _STORE_RETRY, retry)
+            elif _for_good(err):
+                await self._fail_for_good(fn.__name__, err)
+            else:  # a race lost to another writer: whoever won goes on
+                log.warning("%s gave up: %s", fn.__name__, err)
         finally:
             self.busy_exit()
+
+    async def _fail_for_good(self, what: str, err: StoreError) -> None:
+        """A store error no retry can fix (an unreadable object, a key the store
+        refuses) fails the instance whose object it names, if this process runs it;
+        never the runtime."""
+        log.error("%s failed for good: %s", what, err)
+        instance_id = instance_of_key(err.key)
+        if instance_id is None or not self.owns(instance_id):
+            return  # not an instance's object, or another process runs that instance
+        try:
+            found = await read_meta(self.store, instance_id)
+            meta, etag = found if found is not None else (None, None)
+            await self._fail_corrupt(instance_id, meta, etag, err)
+        except StoreError:
+            log.exception("could not record the failure of %r", instance_id)
 
     # -- idleness (for MockClock auto-advance) --------------------------------------
 
@@ -472,7 +504,9 @@ class Engine:
     # -- queueing turns -------------------------------------------------------------
 
     def _enqueue(self, inst: _Instance) -> None:
-        if not (inst.queued or inst.running or inst.loading or inst.parked or inst.backing_off):
+        # a parked instance takes a turn only to apply control messages
+        parked = inst.parked and not any(isinstance(e, _CONTROL) for _, _, e in inst.pending)
+        if not (inst.queued or inst.running or inst.loading or parked or inst.backing_off):
             inst.queued = True
             self._queued += 1
             assert self._send is not None, "the engine is not running"
@@ -532,8 +566,11 @@ class Engine:
         try:
             await self._turn(inst)
         except StoreError as err:
-            log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
-            self._retry_later(inst)
+            if not _for_good(err) or instance_of_key(err.key) != inst.id:
+                log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
+                self._retry_later(inst)
+            else:
+                await self._fail_for_good(f"turn of {inst.id!r}", err)
         except _NotLeased:
             log.info("turn of %r not committed: the partition's lease is not held", inst.id)
             self._retry_later(inst)
@@ -568,36 +605,13 @@ class Engine:
             if self._instances.get(inst.id) is inst and not inst.pending:
                 del self._instances[inst.id]
             return
+        if inst.parked:
+            await self._parked_turn(inst, pending)
+            return
         now = self.clock.now()
-        event_id = inst.next_event_id
-        events: list[HistoryEvent] = [TurnStarted(event_id=event_id, timestamp=now)]
-        sources: list[Pending] = []  # where each event after TurnStarted came from
-        consumed: list[str] = []
-        answered: set[int] = set()
-        for item in pending:
-            msg_id, run_start, event = item
-            if msg_id is not None:
-                if msg_id in inst.consumed or msg_id in consumed:
-                    continue
-                consumed.append(msg_id)
-            elif run_start != _ANY_RUN and run_start != inst.run_start:
-                continue
-            if _addressed_elsewhere(inst, event):
-                self._take_freed_child_id(inst, event)
-                continue
-            answers = _ANSWERS.get(type(event))
-            if answers is not None:
-                task_id: int = event.task_id  # type: ignore[attr-defined]
-                scheduled = inst.outstanding.get(task_id)
-                if type(scheduled) is not answers or task_id in answered:
-                    continue
-                child_id = getattr(event, "instance_id", "")
-                if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
-                    continue
-                answered.add(task_id)
-            event_id += 1
-            events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
-            sources.append(item)
+        new, sources, consumed = self._new_events(inst, pending, inst.next_event_id + 1, now)
+        events: list[HistoryEvent] = [TurnStarted(event_id=inst.next_event_id, timestamp=now)]
+        events += new
         first_turn = inst.status is WorkflowStatus.PENDING
         if len(events) == 1 and not first_turn and not consumed:
             self._residency.note_waiting(inst)  # nothing new (a duplicate): still evictable
@@ -613,10 +627,9 @@ class Engine:
                 log.warning(
                     "instance %r waits for a worker that has its workflow: %s", inst.id, err
                 )
-                inst.pending = pending + inst.pending
                 inst.parked = True
                 inst.reason = f"waiting for a worker that runs it: {err}"
-                await self._write_meta(inst)
+                await self._parked_turn(inst, pending, reason_changed=True)
                 return
             if run is None:  # the log moved on under us; reloaded
                 inst.pending = pending + inst.pending
@@ -649,6 +662,95 @@ class Engine:
             return
         inst.pending = left + inst.pending  # what the run did not take goes to the next
         run.committed(record.events)
+        if self._hooks is not None:
+            self._hooks.committed(inst.id, record)
+        await self._after_commit(inst, record)
+
+    def _new_events(
+        self, inst: _Instance, pending: list[Pending], first_id: int, now: Any
+    ) -> tuple[list[HistoryEvent], list[Pending], list[str]]:
+        """The events of ``pending`` that a turn takes, numbered from ``first_id``, the
+        pending item each came from, and the inbox messages they consume: each message
+        once, and an outcome only if it is for the current run and answers an operation
+        that still waits for it."""
+        events: list[HistoryEvent] = []
+        sources: list[Pending] = []
+        consumed: list[str] = []
+        answered: set[int] = set()
+        for item in pending:
+            msg_id, run_start, event = item
+            if msg_id is not None:
+                if msg_id in inst.consumed or msg_id in consumed:
+                    continue
+                consumed.append(msg_id)
+            elif run_start != _ANY_RUN and run_start != inst.run_start:
+                continue
+            if _addressed_elsewhere(inst, event):
+                self._take_freed_child_id(inst, event)
+                continue
+            answers = _ANSWERS.get(type(event))
+            if answers is not None:
+                task_id: int = event.task_id  # type: ignore[attr-defined]
+                scheduled = inst.outstanding.get(task_id)
+                if type(scheduled) is not answers or task_id in answered:
+                    continue
+                child_id = getattr(event, "instance_id", "")
+                if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
+                    continue
+                answered.add(task_id)
+            event_id = first_id + len(events)
+            events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
+            sources.append(item)
+        return events, sources, consumed
+
+    async def _parked_turn(
+        self, inst: _Instance, pending: list[Pending], *, reason_changed: bool = False
+    ) -> None:
+        """A turn of an instance whose workflow is not registered here: apply the
+        control messages (suspend, resume, terminate), which need no workflow code, and
+        keep every other event for a worker that has the code.
+
+        The record holds the control events alone, with no ``TurnStarted`` (the code
+        took no turn), so a worker that has the code replays them where they happened.
+        A run whose code never took a turn stays PENDING once resumed: its first turn
+        is still to come."""
+        control = [item for item in pending if isinstance(item[2], _CONTROL)]
+        rest = [item for item in pending if not isinstance(item[2], _CONTROL)]
+        now = self.clock.now()
+        events, _, consumed = self._new_events(inst, control, inst.next_event_id, now)
+        if not events:
+            inst.pending = rest + inst.pending
+            if reason_changed:
+                await self._write_meta(inst)
+            return
+        loaded = await load_run(self.store, inst.id, self._meta_hint(inst))
+        if loaded is None or loaded.last_seq != inst.seq:
+            inst.pending = pending + inst.pending
+            await self._reload(inst)
+            return
+        status = inst.status
+        for i, event in enumerate(events):
+            if isinstance(event, WorkflowTerminated):
+                del events[i + 1 :]  # the run ends here: what follows is for nobody
+                status = WorkflowStatus.TERMINATED
+                consumed += [msg_id for msg_id, _, _ in pending if msg_id is not None]
+                rest = []
+            elif isinstance(event, WorkflowSuspended):
+                status = WorkflowStatus.SUSPENDED
+            elif status is WorkflowStatus.SUSPENDED:
+                code_ran = any(isinstance(e, TurnStarted) for e in loaded.history)
+                status = WorkflowStatus.RUNNING if code_ran else WorkflowStatus.PENDING
+        record = TurnRecord(
+            seq=inst.seq + 1, status=status, events=events, consumed=sorted(set(consumed)),
+            custom_status=inst.custom_status,
+        )  # fmt: skip
+        if not await self._commit(inst, record):
+            inst.pending = pending + inst.pending
+            await self._reload(inst)
+            return
+        inst.pending = rest + inst.pending
+        if status.is_terminal:
+            inst.parked, inst.reason = False, ""  # it waits for nothing any more
         if self._hooks is not None:
             self._hooks.committed(inst.id, record)
         await self._after_commit(inst, record)
@@ -748,12 +850,15 @@ class Engine:
                 return True
             except ObjectExistsError:
                 return False
-            except StoreError:
+            except StoreError as err:
                 # The write may or may not have landed: read back to know.
                 try:
-                    return await self.store.get(key) == data
+                    landed = await self.store.get(key) == data
                 except StoreError:
-                    return False
+                    landed = False
+                if not (landed or err.transient):
+                    raise  # the store refuses this record for good
+                return landed
         return False  # not reached: the shielded scope is never cancelled
 
     async def _commit_failure(self, inst: _Instance, err: Exception) -> None:
@@ -890,17 +995,18 @@ class Engine:
     ) -> None:
         """Start the sub-workflow of the parent's run ``parent``, or settle with the
         instance that holds its id (``reuse``: replace that ended instance)."""
-        try:
-            created = await create_instance(
-                self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
-                scheduled.input, parent=parent, run_id=self.ids.run_id(), reuse=reuse,
-                memo=self.memo_store if reuse else None,
-                version=self._newest_version(scheduled.name),
-            )  # fmt: skip
-        except InstanceExistsError as err:
-            await self._settle_child(parent, scheduled, err)
-            return
-        await self.announce_created(scheduled.instance_id, created)
+        async with self._child_errors(parent, scheduled):
+            try:
+                created = await create_instance(
+                    self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
+                    scheduled.input, parent=parent, run_id=self.ids.run_id(), reuse=reuse,
+                    memo=self.memo_store if reuse else None,
+                    version=self._newest_version(scheduled.name),
+                )  # fmt: skip
+            except InstanceExistsError as err:
+                await self._settle_child(parent, scheduled, err)
+                return
+            await self.announce_created(scheduled.instance_id, created)
 
     async def _settle_child(
         self,
@@ -915,28 +1021,29 @@ class Engine:
         ended one is replaced at once; a running one is terminated first, and its end,
         reported to the old run, brings the parent back here to replace it. Any other
         instance: the parent's call fails, as the id is someone else's."""
-        child_id = scheduled.instance_id
-        found = await read_meta(self.store, child_id)
-        existing = await load_run(self.store, child_id, found[0] if found else None)
-        if existing is None:  # never begun (or purged meanwhile)
-            await self._start_child(parent, scheduled)
-            return
-        holder = existing.started.parent
-        if holder is not None and holder.same_run(parent):
-            if existing.status.is_terminal:
-                await self._notify_parent_from_log(existing)
-            elif child_id not in self._instances:
-                await self.recover(child_id)
-        elif holder is None or holder.instance_id != parent.instance_id:
-            self.deliver(parent.instance_id, ChildWorkflowErrored(
-                task_id=scheduled.task_id, instance_id=child_id, parent_run=parent.run_id,
-                failure=failure_from_exception(err or InstanceExistsError(child_id)),
-            ))  # fmt: skip
-        elif existing.status.is_terminal:
-            await self._start_child(parent, scheduled, reuse=True)
-        else:
-            reason = f"replaced by the child of a new run of {parent.instance_id!r}"
-            await self._tell(child_id, WorkflowTerminated(reason=reason, parent=holder))
+        async with self._child_errors(parent, scheduled):
+            child_id = scheduled.instance_id
+            found = await read_meta(self.store, child_id)
+            existing = await load_run(self.store, child_id, found[0] if found else None)
+            if existing is None:  # never begun (or purged meanwhile)
+                await self._start_child(parent, scheduled)
+                return
+            holder = existing.started.parent
+            if holder is not None and holder.same_run(parent):
+                if existing.status.is_terminal:
+                    await self._notify_parent_from_log(existing)
+                elif child_id not in self._instances:
+                    await self.recover(child_id)
+            elif holder is None or holder.instance_id != parent.instance_id:
+                self.deliver(parent.instance_id, ChildWorkflowErrored(
+                    task_id=scheduled.task_id, instance_id=child_id, parent_run=parent.run_id,
+                    failure=failure_from_exception(err or InstanceExistsError(child_id)),
+                ))  # fmt: skip
+            elif existing.status.is_terminal:
+                await self._start_child(parent, scheduled, reuse=True)
+            else:
+                reason = f"replaced by the child of a new run of {parent.instance_id!r}"
+                await self._tell(child_id, WorkflowTerminated(reason=reason, parent=holder))
 
     def _start_new_run(self, inst: _Instance, record: TurnRecord) -> None:
         """Continue-as-new committed: the instance begins a fresh run in memory."""
@@ -978,8 +1085,9 @@ class Engine:
         try:
             await self._tell(inst.parent.instance_id, event)
         except StoreError as err:
-            if not err.transient:
-                raise
+            if _for_good(err):
+                await self._fail_for_good(f"telling the parent of {inst.id!r}", err)
+                return True
             log.warning("could not tell the parent of %r yet: %s", inst.id, err)
             self._spawn_guarded(self._tell_then_write_meta, inst, event)
             return False
@@ -1147,8 +1255,9 @@ class Engine:
                 try:
                     await self.recover(instance_id)
                 except StoreError as err:
-                    if not err.transient:
-                        raise
+                    if _for_good(err):
+                        await self._fail_for_good(f"recovery of {instance_id!r}", err)
+                        return
                     log.warning("recovery of %r failed, retrying: %s", instance_id, err)
                     self._spawn_guarded(self.recover, instance_id)
 
@@ -1281,6 +1390,26 @@ class Engine:
             else:
                 self._dispatch(inst, event)
 
+    @contextlib.asynccontextmanager
+    async def _child_errors(
+        self, parent: ParentRef, scheduled: ChildWorkflowScheduled
+    ) -> AsyncIterator[None]:
+        """Around starting or checking a sub-workflow: a store error no retry can fix
+        (its log is unreadable, the store refuses its id) fails the sub-workflow in its
+        parent, naming the reason; a transient one is retried."""
+        try:
+            yield
+        except StoreError as err:
+            if not _for_good(err):
+                raise
+            log.error(
+                "sub-workflow %r of %r failed: %s", scheduled.instance_id, parent.instance_id, err
+            )
+            self.deliver(parent.instance_id, ChildWorkflowErrored(
+                task_id=scheduled.task_id, instance_id=scheduled.instance_id,
+                parent_run=parent.run_id, failure=failure_from_exception(err),
+            ))  # fmt: skip
+
     async def _scan_inbox(self, inst: _Instance) -> None:
         """Queue the inbox messages the log has not consumed yet.
 
@@ -1358,7 +1487,8 @@ class Engine:
     async def _fail_corrupt(
         self, instance_id: str, meta: InstanceMeta | None, etag: str | None, err: StoreError
     ) -> None:
-        """A log object cannot be read: the instance fails, naming the key; others go on."""
+        """An object of the instance cannot be read or written, for good: the instance
+        fails, naming the key, and its parent hears it; others go on."""
         log.error("instance %r failed: %s", instance_id, err)
         now = self.clock.now()
         failure = failure_from_exception(err)
@@ -1372,6 +1502,13 @@ class Engine:
             base, status=WorkflowStatus.FAILED, failure=failure, updated_at=now
         )
         await self._mark_terminal(instance_id)
+        parent = inst.parent if inst is not None else base.parent
+        if parent is not None:  # before the meta says it ended, as for any ending
+            event = _parent_event(parent, instance_id, WorkflowStatus.FAILED, NULL, failure)
+            try:
+                await self._tell(parent.instance_id, event)
+            except StoreError:
+                log.exception("could not tell the parent of %r that it failed", instance_id)
         try:
             await write_meta(self.store, failed, etag)
         except StoreError:

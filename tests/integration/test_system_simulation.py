@@ -37,10 +37,6 @@ OPEN = {
         "issue 13 bugs 1, 5, 8, 9, 10, 13: an event, a wakeup, a timer or a terminate is lost "
         "and a run waits for ever",
     ),
-    "long-id": (
-        r"runtime p_ died: StoreError: key component too long",
-        "issue 13 bug 6: a child id too long in bytes takes the runtime down",
-    ),
     "purge-erases-run": (
         r"erased the log of _ while its run",
         "issue 13 bug 12: purge races a reuse and erases the acknowledged run",
