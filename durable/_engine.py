@@ -226,13 +226,31 @@ def _parent_event(
     output: Raw,
     failure: FailureDetails | None,
 ) -> HistoryEvent:
-    """What a parent receives when its sub-workflow ``child_id`` ends."""
+    """What a parent's run receives when its sub-workflow ``child_id`` ends."""
     if status is WorkflowStatus.COMPLETED:
-        return ChildWorkflowCompleted(task_id=parent.task_id, result=output, instance_id=child_id)
+        return ChildWorkflowCompleted(
+            task_id=parent.task_id, result=output, instance_id=child_id, parent_run=parent.run_id
+        )
     return ChildWorkflowErrored(
-        task_id=parent.task_id, instance_id=child_id,
+        task_id=parent.task_id, instance_id=child_id, parent_run=parent.run_id,
         failure=failure or FailureDetails("Terminated", "terminated"),
     )  # fmt: skip
+
+
+def _child_of(inst: _Instance, scheduled: ChildWorkflowScheduled) -> ParentRef:
+    """The parent link of the sub-workflow that ``inst``'s current run schedules."""
+    return ParentRef(inst.id, scheduled.task_id, inst.started.run_id)
+
+
+def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
+    """Whether ``event`` names a run that is not the instance's current one: a child's
+    answer to another run of this parent, or a terminate for the children of another
+    run of its parent. Such an event is consumed and never applied."""
+    if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
+        return event.parent_run not in ("", inst.started.run_id)
+    if isinstance(event, WorkflowTerminated) and event.parent is not None:
+        return inst.parent is None or not inst.parent.same_run(event.parent)
+    return False
 
 
 def _take(
@@ -667,6 +685,9 @@ class Engine:
                 consumed.append(msg_id)
             elif run_start != _ANY_RUN and run_start != inst.run_start:
                 continue
+            if _addressed_elsewhere(inst, event):
+                self._take_freed_child_id(inst, event)
+                continue
             answers = _ANSWERS.get(type(event))
             if answers is not None:
                 task_id: int = event.task_id  # type: ignore[attr-defined]
@@ -740,6 +761,17 @@ class Engine:
         first record names them, and not every message the instance ever consumed."""
         listed = await self.store.list(inbox_prefix(inst.id))
         return sorted(inst.consumed.intersection(listed).difference(consumed))
+
+    def _take_freed_child_id(self, inst: _Instance, event: Event) -> None:
+        """A child's answer to another run of this instance: that child has ended, so a
+        child this run waits for under the same id (whatever its task id) can start."""
+        if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
+            for scheduled in list(inst.outstanding.values()):
+                if (
+                    isinstance(scheduled, ChildWorkflowScheduled)
+                    and scheduled.instance_id == event.instance_id
+                ):
+                    self._spawn_guarded(self._start_child, _child_of(inst, scheduled), scheduled)
 
     def _record_actions(
         self, inst: _Instance, run: TurnRunner, actions: list[Action], event_id: int, now: Any
@@ -903,7 +935,7 @@ class Engine:
         elif isinstance(event, TimerCreated):
             self._timers.add(event.fire_at, (inst.id, inst.run_start, event.task_id, event.fire_at))
         elif isinstance(event, ChildWorkflowScheduled):
-            self._spawn_guarded(self._start_child, inst.id, event)
+            self._spawn_guarded(self._start_child, _child_of(inst, event), event)
 
     def _on_timer(self, payload: tuple[Any, ...]) -> None:
         if callable(payload[0]):  # work deferred after a store error
@@ -958,36 +990,60 @@ class Engine:
             self._inflight.discard((instance_id, run_start, scheduled.task_id))
             self.busy_exit()
 
-    async def _start_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
-        parent = ParentRef(parent_id, scheduled.task_id)
-        async with self._child_errors(parent_id, scheduled):
+    async def _start_child(
+        self, parent: ParentRef, scheduled: ChildWorkflowScheduled, *, reuse: bool = False
+    ) -> None:
+        """Start the sub-workflow of the parent's run ``parent``, or settle with the
+        instance that holds its id (``reuse``: replace that ended instance)."""
+        async with self._child_errors(parent, scheduled):
             try:
                 created = await create_instance(
                     self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
-                    scheduled.input, parent=parent, run_id=self.ids.run_id(),
+                    scheduled.input, parent=parent, run_id=self.ids.run_id(), reuse=reuse,
+                    memo=self.memo_store if reuse else None,
                     version=self._newest_version(scheduled.name),
                 )  # fmt: skip
             except InstanceExistsError as err:
-                await self._join_existing_child(parent, scheduled, err)
+                await self._settle_child(parent, scheduled, err)
                 return
             await self.announce_created(scheduled.instance_id, created)
 
-    async def _join_existing_child(
-        self, parent: ParentRef, scheduled: ChildWorkflowScheduled, err: InstanceExistsError
+    async def _settle_child(
+        self,
+        parent: ParentRef,
+        scheduled: ChildWorkflowScheduled,
+        err: InstanceExistsError | None = None,
     ) -> None:
-        """A child id that exists is ours if it names us as parent (a re-dispatch)."""
-        found = await read_meta(self.store, scheduled.instance_id)
-        existing = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
-        if existing is None or existing.started.parent != parent:
-            self.deliver(parent.instance_id, ChildWorkflowErrored(
-                task_id=scheduled.task_id, instance_id=scheduled.instance_id,
-                failure=failure_from_exception(err),
-            ))  # fmt: skip
-            return
-        if existing.status.is_terminal:
-            await self._notify_parent_from_log(existing)
-        elif scheduled.instance_id not in self._instances:
-            await self.recover(scheduled.instance_id)
+        """The sub-workflow's id is taken (``err``), or may be (a recovery). The child of
+        this very run (a re-dispatch): tell the parent if it ended. The child of another
+        run of this parent (the parent was started again with ``reuse=True``, or rerun):
+        the new run never joins it, it gets a child of its own with its own input. An
+        ended one is replaced at once; a running one is terminated first, and its end,
+        reported to the old run, brings the parent back here to replace it. Any other
+        instance: the parent's call fails, as the id is someone else's."""
+        async with self._child_errors(parent, scheduled):
+            child_id = scheduled.instance_id
+            found = await read_meta(self.store, child_id)
+            existing = await load_run(self.store, child_id, found[0] if found else None)
+            if existing is None:  # never begun (or purged meanwhile)
+                await self._start_child(parent, scheduled)
+                return
+            holder = existing.started.parent
+            if holder is not None and holder.same_run(parent):
+                if existing.status.is_terminal:
+                    await self._notify_parent_from_log(existing)
+                elif child_id not in self._instances:
+                    await self.recover(child_id)
+            elif holder is None or holder.instance_id != parent.instance_id:
+                self.deliver(parent.instance_id, ChildWorkflowErrored(
+                    task_id=scheduled.task_id, instance_id=child_id, parent_run=parent.run_id,
+                    failure=failure_from_exception(err or InstanceExistsError(child_id)),
+                ))  # fmt: skip
+            elif existing.status.is_terminal:
+                await self._start_child(parent, scheduled, reuse=True)
+            else:
+                reason = f"replaced by the child of a new run of {parent.instance_id!r}"
+                await self._tell(child_id, WorkflowTerminated(reason=reason, parent=holder))
 
     def _start_new_run(self, inst: _Instance, record: TurnRecord) -> None:
         """Continue-as-new committed: the instance begins a fresh run in memory."""
@@ -1004,8 +1060,21 @@ class Engine:
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
         inst.output, inst.failure = record_outcome(record)
+        if inst.status is WorkflowStatus.TERMINATED:
+            self._terminate_children(inst)
         self._drop_run(inst)
         inst.outstanding.clear()
+
+    def _terminate_children(self, inst: _Instance) -> None:
+        """A terminated run terminates the sub-workflows it still waits on (and they
+        theirs), as Durable Task's recursive terminate and Temporal's default parent
+        close policy do. The terminate names the run: an instance that took the child's
+        id since then ignores it."""
+        for event in inst.outstanding.values():
+            if isinstance(event, ChildWorkflowScheduled):
+                reason = f"its parent {inst.id!r} was terminated"
+                terminate = WorkflowTerminated(reason=reason, parent=_child_of(inst, event))
+                self._spawn_guarded(self._tell, event.instance_id, terminate)
 
     async def _tell_parent(self, inst: _Instance) -> bool:
         """The instance ended: tell its parent before its meta says so (a new owner of
@@ -1164,7 +1233,11 @@ class Engine:
         try:
             inst.run = self._new_run(inst, history)
         except UnknownWorkflowError:
-            inst.run = None
+            inst.run = None  # its first turn parks it
+        except NonDeterminismError:  # a rerun the code no longer replays: nothing to
+            inst.run = None  # dispatch; its first turn fails it, naming the event
+            self._enqueue(inst)
+            return
         self._dispatch_open(inst)  # a rerun keeps history whose steps may still be open
         self._enqueue(inst)
 
@@ -1312,23 +1385,14 @@ class Engine:
         """Re-dispatch what history left open: activities, timers, sub-workflows."""
         for event in list(inst.outstanding.values()):
             if isinstance(event, ChildWorkflowScheduled):
-                self._spawn_guarded(self._check_child, inst.id, event)
+                # it may have ended, never begun, or hold an older run's child
+                self._spawn_guarded(self._settle_child, _child_of(inst, event), event)
             else:
                 self._dispatch(inst, event)
 
-    async def _check_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
-        """On recovery: a sub-workflow the parent waits on may have ended, or never begun."""
-        async with self._child_errors(parent_id, scheduled):
-            found = await read_meta(self.store, scheduled.instance_id)
-            child = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
-            if child is None:
-                await self._start_child(parent_id, scheduled)
-            elif child.status.is_terminal:
-                await self._notify_parent_from_log(child)
-
     @contextlib.asynccontextmanager
     async def _child_errors(
-        self, parent_id: str, scheduled: ChildWorkflowScheduled
+        self, parent: ParentRef, scheduled: ChildWorkflowScheduled
     ) -> AsyncIterator[None]:
         """Around starting or checking a sub-workflow: a store error no retry can fix
         (its log is unreadable, the store refuses its id) fails the sub-workflow in its
@@ -1338,10 +1402,12 @@ class Engine:
         except StoreError as err:
             if not _for_good(err):
                 raise
-            log.error("sub-workflow %r of %r failed: %s", scheduled.instance_id, parent_id, err)
-            self.deliver(parent_id, ChildWorkflowErrored(
+            log.error(
+                "sub-workflow %r of %r failed: %s", scheduled.instance_id, parent.instance_id, err
+            )
+            self.deliver(parent.instance_id, ChildWorkflowErrored(
                 task_id=scheduled.task_id, instance_id=scheduled.instance_id,
-                failure=failure_from_exception(err),
+                parent_run=parent.run_id, failure=failure_from_exception(err),
             ))  # fmt: skip
 
     async def _scan_inbox(self, inst: _Instance) -> None:

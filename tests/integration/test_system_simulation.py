@@ -37,10 +37,6 @@ OPEN = {
         "issue 13 bugs 4, 8, 9, 10, 13: a rerun, an event, a wakeup or a timer is lost and a "
         "run waits for ever",
     ),
-    "child-of-earlier-run": (
-        r"result of child run .* started by an earlier run|child: returned .* not a result tagged",
-        "issue 13 bugs 2 and 3: a reused or rerun parent joins the previous run's child",
-    ),
     "purge-erases-run": (
         r"erased the log of _ while its run|wrote log/_ of _ after log/"
         r"|a new run of _ began while run _ had not ended",
