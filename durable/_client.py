@@ -17,7 +17,7 @@ from msgspec import Raw
 
 from ._clock import Clock, SystemClock, within
 from ._codec import JsonCodec, PayloadCodec
-from ._errors import InstanceExistsError, WorkflowFailed
+from ._errors import InstanceExistsError, InstanceNotFoundError, WorkflowFailed
 from ._events import (
     NULL,
     EventRaised,
@@ -37,7 +37,7 @@ from ._instances import (
     rerun_instance,
     send_message,
 )
-from ._log import new_run_after, read_meta, read_record, record_outcome
+from ._log import read_meta, read_record, record_after, record_outcome
 from ._memo import MemoStore
 from ._partitions import load_config, partition_of
 from ._records import InstanceMeta, wakeup_key
@@ -267,10 +267,16 @@ class Client:
             return _Snapshot(run.to_meta())
         meta = found[0]
         snap = _Snapshot(meta)
-        if snap.status.is_terminal and not await new_run_after(self.store, meta):
-            return snap  # ended, and no new run began after the meta was written
+        if snap.status.is_terminal:
+            after = await record_after(self.store, meta)
+            if after is not None and after.purging:
+                raise InstanceNotFoundError(instance_id)
+            if after is None or not after.next_run:
+                return snap  # ended, and no new run began after the meta was written
         seq = meta.seq + 1
         while (record := await read_record(self.store, instance_id, seq)) is not None:
+            if record.purging:
+                raise InstanceNotFoundError(instance_id)
             snap.status = WorkflowStatus(record.status)
             snap.custom_status = record.custom_status
             events = record.next_run or record.events

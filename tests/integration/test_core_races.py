@@ -1,0 +1,176 @@
+"""Races between the operations that end, reuse and clean up an instance: purge, start
+with ``reuse=True``, rerun and the memo sweeper. Each race is forced by a store wrapper
+that pauses one call at a chosen point and runs the other operation there."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import pytest
+
+import durable
+from durable import Registry, WorkflowContext
+from durable._log import load_run
+from durable.store import MemoryStore, ObjectStore
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+class Pausing:
+    """Wraps a store; the first call that ``pause_at`` matches waits, before it reaches the
+    store, until ``release`` is set (``entered`` tells the test it is waiting)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self._inner = inner
+        self.never_suspends = False
+        self._match: Callable[[str, str], bool] | None = None
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+
+    def pause_at(self, match: Callable[[str, str], bool]) -> None:
+        self._match = match
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name not in ("get", "get_with_etag", "put", "put_if_absent", "put_if_match",
+                        "list", "delete", "delete_prefix"):  # fmt: skip
+            return attr
+
+        async def call(key: str, *args: Any) -> Any:
+            if self._match is not None and self._match(name, key):
+                self._match = None
+                self.entered.set()
+                await self.release.wait()
+            return await attr(key, *args)
+
+        return call
+
+
+def _is_deletion(op: str, key: str) -> bool:
+    return op in ("delete", "delete_prefix")
+
+
+def _is_reuse_write(op: str, key: str) -> bool:
+    return op == "put_if_absent" and "/log/" in key and not key.endswith("/log/000000000000")
+
+
+def _registry() -> Registry:
+    reg = Registry()
+
+    @reg.workflow
+    async def echo(ctx: WorkflowContext, value: str) -> str:
+        return value
+
+    return reg
+
+
+async def _ended(store: ObjectStore, clock: durable.MockClock, instance_id: str) -> None:
+    async with durable.Runtime(_registry(), store=store, clock=clock) as rt:
+        assert await rt.start("echo", "old", instance_id=instance_id) is not None
+        assert await rt.client.get_handle(instance_id).result() == "old"
+
+
+async def _attempt(
+    outcome: dict[str, BaseException | None], name: str, call: Awaitable[Any]
+) -> None:
+    """Run one side of a race; record its error, or ``None`` if it was acknowledged."""
+    try:
+        await call
+        outcome[name] = None
+    except durable.DurableError as err:
+        outcome[name] = err
+
+
+async def _assert_whole(store: ObjectStore, clock: durable.MockClock, instance_id: str) -> None:
+    """The acknowledged new run is in the log, read from its start as after losing meta,
+    and runs to its end."""
+    run = await load_run(store, instance_id)
+    assert run is not None, "the acknowledged run was erased by the purge"
+    assert bytes(run.started.input) == b'"new"', run.started
+    async with durable.Runtime(_registry(), store=store, clock=clock) as rt:
+        assert await rt.client.get_handle(instance_id).result() == "new"
+
+
+def _purge(client: durable.Client) -> Awaitable[Any]:
+    return client.purge("x")
+
+
+def _reuse(client: durable.Client) -> Awaitable[Any]:
+    return client.start("echo", "new", instance_id="x", reuse=True)
+
+
+async def _race(
+    match: Callable[[str, str], bool],
+    paused: tuple[str, Callable[[durable.Client], Awaitable[Any]]],
+    meanwhile: tuple[str, Callable[[durable.Client], Awaitable[Any]]],
+) -> tuple[MemoryStore, durable.MockClock, dict[str, BaseException | None]]:
+    """End instance ``x``, then run ``paused`` until its call that ``match`` picks, run
+    ``meanwhile`` to its end there, and let ``paused`` go on; return what each got."""
+    inner, clock = MemoryStore(), durable.MockClock(T0)
+    await _ended(inner, clock, "x")
+    pausing = Pausing(inner)
+    outcome: dict[str, BaseException | None] = {}
+    pausing.pause_at(match)
+    async with anyio.create_task_group() as tg:
+        call = paused[1](durable.Client(pausing, clock=clock))
+        tg.start_soon(_attempt, outcome, paused[0], call)
+        await pausing.entered.wait()
+        await _attempt(outcome, meanwhile[0], meanwhile[1](durable.Client(inner, clock=clock)))
+        pausing.release.set()
+    return inner, clock, outcome
+
+
+async def test_a_reuse_during_a_purge_is_refused_or_survives() -> None:
+    """Bug 12: purge checked "ended", then deleted the whole prefix; a reuse acknowledged
+    in between was erased (its handle raised InstanceNotFoundError)."""
+    # purge paused after its check, before its first deletion
+    inner, clock, outcome = await _race(_is_deletion, ("purge", _purge), ("start", _reuse))
+    if outcome["start"] is None:  # acknowledged: it must survive whole
+        assert isinstance(outcome["purge"], durable.InstanceRunningError), outcome
+        await _assert_whole(inner, clock, "x")
+    else:
+        assert isinstance(outcome["start"], durable.InstanceExistsError), outcome
+        assert await inner.list("instances") == []
+
+
+async def test_a_purge_during_a_reuse_is_refused_or_the_reuse_is() -> None:
+    """Bug 12, the other order: a reuse that read the ended run, paused before writing its
+    first record while a purge ran to the end, wrote its run into the emptied directory
+    and was acknowledged, with no ``log/0``: lost on the next read without meta."""
+    # the reuse paused after its check, before its write
+    inner, clock, outcome = await _race(_is_reuse_write, ("start", _reuse), ("purge", _purge))
+    if outcome["start"] is None:
+        await _assert_whole(inner, clock, "x")
+    else:
+        assert await inner.list("instances") in ([], ["x"]), await inner.list("instances")
+        assert await load_run(inner, "x") is None
+        # the id is free again: a fresh start gets a clean log
+        await durable.Client(inner, clock=clock).start("echo", "new", instance_id="x")
+        await _assert_whole(inner, clock, "x")
+
+
+async def test_a_purge_cut_short_keeps_starts_out_until_the_next_purge_ends_it() -> None:
+    """Bug 12: a purge stopped part-way (here cancelled at its first deletion) must leave
+    no log a start could land in; purging again finishes the job and frees the id."""
+    inner, clock = MemoryStore(), durable.MockClock(T0)
+    await _ended(inner, clock, "x")
+    paused = Pausing(inner)
+    paused.pause_at(_is_deletion)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(durable.Client(paused, clock=clock).purge, "x")
+        await paused.entered.wait()
+        tg.cancel_scope.cancel()  # the purging process dies here
+    client = durable.Client(inner, clock=clock)
+    with pytest.raises(durable.InstanceExistsError):
+        await client.start("echo", "new", instance_id="x", reuse=True)
+    with pytest.raises(durable.InstanceNotFoundError):
+        await client.get_handle("x").describe()
+    await client.purge("x")
+    assert await inner.list("instances") == []
+    await client.start("echo", "new", instance_id="x")
+    await _assert_whole(inner, clock, "x")
