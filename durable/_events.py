@@ -62,7 +62,10 @@ class ParentRef(msgspec.Struct, frozen=True):
 
 class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     """A run of the workflow began with this input. Task ids of the run start at
-    ``first_task_id``, so they stay unique across continue-as-new."""
+    ``first_task_id``, so they stay unique across continue-as-new. An activity's step
+    (which keys its memo) is ``step_base`` plus its task id: a reuse or rerun starts
+    above every step of the runs before it, so no memo is shared with them, nor deleted
+    from under the new run when theirs is."""
 
     name: str
     input: Raw = NULL
@@ -70,6 +73,7 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     version: str = ""
     parent: ParentRef | None = None
     first_task_id: int = 0
+    step_base: int = 0
 
 
 class TurnStarted(Event, frozen=True, tag="turn_started"):

@@ -155,8 +155,11 @@ async def create_instance(
     status = existing.status if existing is not None else None
     if existing is None or not reuse or not existing.status.is_terminal:
         raise InstanceExistsError(instance_id, status)
-    if memo is not None:  # the new run must not find the old run's memo
-        await memo.purge(instance_id)
+    # The new run's steps begin above the old runs': it never finds their memo, and
+    # deleting theirs (here, by a racing reuse, or by the sweeper) never touches its own.
+    started = msgspec.structs.replace(started, step_base=existing.step_end)
+    if memo is not None:
+        await memo.purge(instance_id, below=started.step_base)
     await store.delete_prefix(inbox_prefix(instance_id))  # nor the old run's messages
     try:
         return await _start_run(
@@ -265,10 +268,12 @@ async def rerun_instance(
             f"sub-workflow; event {from_event_id} is {kind}"
         )
     prefix = [e for e in run.history if e.event_id < from_event_id]
+    # the steps that run again are numbered anew, above the old run's: they really run
+    # again, and the old run's memo can go (now, or by the sweeper) without touching theirs
+    prefix[0] = msgspec.structs.replace(run.started, step_base=run.step_end)
     await store.delete_prefix(inbox_prefix(instance_id))  # messages were for the old run
-    if memo is not None:  # the steps that run again must really run again
-        await memo.purge(instance_id, from_task_id=target.task_id)
-        await memo.store.delete(memo._marker_key(instance_id))
+    if memo is not None:
+        await memo.purge(instance_id, below=run.step_end)
     found = await read_meta(store, instance_id)
     etag = found[1] if found else None
     try:

@@ -16,6 +16,7 @@ from msgspec import Raw
 from ._errors import ObjectExistsError, ObjectNotFoundError, PreconditionFailedError, StoreError
 from ._events import (
     NULL,
+    ActivityScheduled,
     HistoryEvent,
     ParentRef,
     WorkflowCompleted,
@@ -133,6 +134,20 @@ class RunLog:
     def updated_at(self) -> datetime:
         events = self.last.next_run or self.last.events
         return events[-1].timestamp if events else self.created_at
+
+    @property
+    def step_end(self) -> int:
+        """One past the highest step (memo key) this run or an earlier one of the
+        instance can have used: where the steps of a reuse or rerun begin."""
+        base = self.started.step_base
+        end = base + self.started.first_task_id
+        for event in self.history:
+            if isinstance(event, ActivityScheduled):
+                end = max(end, event.step + 1)
+            task_id = getattr(event, "task_id", None)
+            if isinstance(task_id, int):
+                end = max(end, base + task_id + 1)
+        return end
 
     def outcome(self) -> tuple[Raw, FailureDetails | None]:
         """The output or failure recorded by the run's terminal event, if any."""

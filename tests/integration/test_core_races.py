@@ -4,17 +4,23 @@ that pauses one call at a chosen point and runs the other operation there."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from msgspec import Raw
 
 import durable
 from durable import Registry, WorkflowContext
 from durable._log import load_run
 from durable.store import MemoryStore, ObjectStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_memo import paying_registry
 
 pytestmark = pytest.mark.anyio
 
@@ -174,3 +180,75 @@ async def test_a_purge_cut_short_keeps_starts_out_until_the_next_purge_ends_it()
     assert await inner.list("instances") == []
     await client.start("echo", "new", instance_id="x")
     await _assert_whole(inner, clock, "x")
+
+
+# -- the memo sweeper against a reuse (bug 11) -------------------------------------------
+
+
+@pytest.mark.parametrize("restart", ["reuse", "rerun"])
+async def test_a_sweep_racing_a_new_run_keeps_its_memo(restart: str) -> None:
+    """Bug 11: the sweeper read an expired terminal marker, then deleted the whole memo of
+    the instance; a reuse (or rerun) whose activity wrote memo in between lost it, so the
+    retry paid again."""
+    inner, clock = MemoryStore(), durable.MockClock(T0)
+    paid: list[str] = []
+    opts: dict[str, Any] = {
+        "memo_retention": timedelta(hours=1), "memo_sweep_interval": timedelta(days=999)
+    }  # fmt: skip
+    async with durable.Runtime(paying_registry(paid), store=inner, clock=clock, **opts) as rt:
+        handle = await rt.start("pay", 1, instance_id="x")
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(timedelta(seconds=1))  # the retry
+        assert await handle == "ch-x-0"
+        clock.advance(timedelta(hours=2))  # the marker expires
+        paused = Pausing(inner)
+        paused.pause_at(_is_deletion)  # the sweeper read the marker, not deleted yet
+        sweeper = durable.MemoStore(paused)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sweeper.sweep, clock.now(), timedelta(hours=1))
+            await paused.entered.wait()
+            if restart == "reuse":
+                handle = await rt.start("pay", 2, instance_id="x", reuse=True)
+            else:
+                scheduled = [e for e in await handle.history() if "Scheduled" in type(e).__name__]
+                handle = await rt.client.rerun("x", scheduled[0].event_id)
+            await anyio.wait_all_tasks_blocked()  # attempt 1 paid, wrote memo, failed
+            paused.release.set()
+        clock.advance(timedelta(seconds=1))  # the retry
+        result = await handle
+    assert paid == ["ch-x-0", result], f"the retry paid again: {paid}"
+
+
+@pytest.mark.parametrize("dialect", ["dapr", "ms"])
+async def test_a_reused_instance_on_a_sidecar_keeps_its_steps_above_the_old_runs(
+    dialect: str,
+) -> None:
+    """Bug 11 through the sidecar: a worker numbers steps from its wire task ids, so the
+    sidecar must move them above the old runs' steps (``step_base``), or a reused run's
+    memo is shared with, and swept along with, the old run's; its retry still finds what
+    its first attempt wrote."""
+    from test_remote_sidecar import billing, charges, failed_once, memo_registry
+
+    from durable.grpc import RemoteClient, RemoteWorker, Sidecar
+
+    charges.clear()
+    failed_once.clear()
+    store = MemoryStore()
+    memo = durable.MemoStore(store)
+    async with Sidecar(store, port=0) as sidecar:
+        target = f"127.0.0.1:{sidecar.port}"
+        async with (
+            RemoteWorker(memo_registry, target, dialect=dialect, memo_store=memo),
+            RemoteClient(target, dialect=dialect, registry=memo_registry) as client,
+        ):
+            with anyio.fail_after(30):
+                assert await (await client.start(billing, 3, instance_id="bill")) == 30
+                old_steps = await store.list("memo/bill")
+                # the sidecar serves no reuse: start it again through the store
+                await sidecar.client.start("billing", Raw(b"4"), instance_id="bill", reuse=True)
+                assert await client.get_handle("bill").result() == 40
+    new_steps = await store.list("memo/bill")
+    assert charges == [("bill", 3), ("bill", 4)]  # once per run: the retry found the memo
+    assert old_steps == ["0"]
+    assert len(new_steps) == 1, new_steps
+    assert int(new_steps[0]) > 0, new_steps
