@@ -252,3 +252,47 @@ async def test_a_reused_instance_on_a_sidecar_keeps_its_steps_above_the_old_runs
     assert old_steps == ["0"]
     assert len(new_steps) == 1, new_steps
     assert int(new_steps[0]) > 0, new_steps
+
+
+# -- an S3 purge over more keys than one listing page -----------------------------------
+
+
+def _stepping() -> Registry:
+    reg = Registry()
+
+    @reg.activity
+    async def step(ctx: durable.ActivityContext, n: int) -> int:
+        await ctx.memo.put("n", n)
+        return n
+
+    @reg.workflow
+    async def steps(ctx: WorkflowContext, count: int) -> int:
+        for n in range(count):
+            await ctx.call_activity(step, n)
+        return count
+
+    return reg
+
+
+async def test_an_s3_purge_over_many_pages_leaves_nothing_for_a_reuse_to_mix(
+    moto_server: Any,
+) -> None:
+    """Suspected: an S3 purge cut off after one listing page (1,000 keys) leaves the tail
+    of the log, and a reuse mixes histories. Refuted: listings follow continuation
+    tokens (here pages of 2 keys), and the purge deletes ``log/0`` last, so even a purge
+    cut short leaves no log a start could land in (see the cut-short test above)."""
+    store = moto_server.store()
+    store._page_size = 2  # every listing takes several pages
+    clock = durable.MockClock(T0)
+    async with durable.Runtime(_stepping(), store=store, clock=clock) as rt:
+        assert await (await rt.start("steps", 6, instance_id="many")) == 6
+        assert len(await store.list("instances/many/log")) > 6
+        assert len(await store.list("memo/many")) == 6
+        await rt.client.purge("many")
+        assert await store.list("instances") == []
+        assert await store.list("memo") == []
+        assert await (await rt.start("steps", 1, instance_id="many")) == 1
+        run = await load_run(store, "many")
+        assert run is not None
+        assert run.run_start == 0
+        assert len(await store.list("instances/many/log")) == run.last_seq + 1
