@@ -283,6 +283,13 @@ async def test_an_s3_purge_over_many_pages_leaves_nothing_for_a_reuse_to_mix(
     cut short leaves no log a start could land in (see the cut-short test above)."""
     store = moto_server.store()
     store._page_size = 2  # every listing takes several pages
+    try:
+        await _purge_many_pages(store)
+    finally:
+        await store.close()
+
+
+async def _purge_many_pages(store: Any) -> None:
     clock = durable.MockClock(T0)
     async with durable.Runtime(_stepping(), store=store, clock=clock) as rt:
         assert await (await rt.start("steps", 6, instance_id="many")) == 6
