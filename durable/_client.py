@@ -78,7 +78,8 @@ class Client:
     """Manages instances in a store: start, handles, list, purge, rerun.
 
     ``Client(store=...)`` needs no runtime in the same process: the runtime that owns
-    the store picks up what the client writes.
+    the store picks up what the client writes. Give it the runtime's ``memo_prefix`` (or
+    ``memo_store``), so that a purge, reuse or rerun clears the right memo.
     """
 
     def __init__(
@@ -91,12 +92,13 @@ class Client:
         codec: PayloadCodec | None = None,
         poll_interval: float = 0.25,
         memo_store: MemoStore | None = None,
+        memo_prefix: str = "memo",
         ids: IdSource | None = None,
         _engine: Engine | None = None,
     ) -> None:
         self.store = open_store(store, storage_options=storage_options)
         self.ids = ids or IdSource()
-        self.memo_store = memo_store or MemoStore(self.store)
+        self.memo_store = memo_store or MemoStore(self.store, memo_prefix)
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.codec: PayloadCodec = codec or JsonCodec()

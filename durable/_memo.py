@@ -20,14 +20,20 @@ from typing import Any
 import msgspec
 
 from ._codec import JsonCodec, PayloadCodec
-from ._errors import ObjectNotFoundError, StoreError
+from ._errors import InvalidInstanceIdError, ObjectNotFoundError, StoreError
 from ._ids import validate_key
+from ._leases import LEASES, MEMBERS
 from ._log import load_run, read_meta
+from ._partitions import CONFIG_KEY
+from ._records import INSTANCES, WAKEUPS
 from .store import ObjectStore, open_store
 
 __all__ = ["Memo", "MemoStore"]
 
 log = logging.getLogger("durable.memo")
+
+# The store's own top-level names (and S3Store's probe): a memo prefix must not be one.
+_RESERVED = frozenset({INSTANCES, WAKEUPS, LEASES, MEMBERS, CONFIG_KEY, "_probe"})
 
 _marker_encoder = msgspec.json.Encoder()
 _marker_decoder = msgspec.json.Decoder(datetime)
@@ -48,6 +54,12 @@ class MemoStore:
     ) -> None:
         self.store = open_store(store)
         self.prefix = validate_key(prefix, "memo prefix")
+        clash = {prefix, f"{prefix}-terminal"} & _RESERVED
+        if clash:
+            raise InvalidInstanceIdError(
+                f"memo prefix {prefix!r} would put memo entries or markers under "
+                f"{sorted(clash)[0]!r}, where the store keeps its own objects; choose another"
+            )
         self.codec: PayloadCodec = codec or JsonCodec()
 
     def __repr__(self) -> str:

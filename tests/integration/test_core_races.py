@@ -303,3 +303,32 @@ async def _purge_many_pages(store: Any) -> None:
         assert run is not None
         assert run.run_start == 0
         assert len(await store.list("instances/many/log")) == run.last_seq + 1
+
+
+# -- the memo prefix ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["instances", "wakeups", "leases", "members", "config"])
+def test_a_memo_prefix_on_the_stores_own_objects_is_refused(prefix: str) -> None:
+    """Suspected, proved: ``memo_prefix`` was not checked against the store's own
+    prefixes, so a purge of an instance's memo could delete, say, its log."""
+    with pytest.raises(durable.InvalidInstanceIdError, match="store keeps its own"):
+        durable.Runtime(_registry(), store=MemoryStore(), memo_prefix=prefix)
+    durable.MemoStore(MemoryStore(), f"{prefix}-memo")  # a name merely like one is fine
+
+
+async def test_an_outside_client_purges_the_memo_under_the_runtimes_prefix() -> None:
+    """Suspected, proved: an outside ``Client`` always used the prefix ``"memo"``, so its
+    purge left the memo of a runtime given another prefix; ``Client(memo_prefix=)``."""
+    inner, clock = MemoryStore(), durable.MockClock(T0)
+    paid: list[str] = []
+    async with durable.Runtime(
+        paying_registry(paid), store=inner, clock=clock, memo_prefix="billing-memo"
+    ) as rt:
+        handle = await rt.start("pay", 1, instance_id="x")
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(timedelta(seconds=1))
+        assert await handle == "ch-x-0"
+    assert await inner.list("billing-memo") == ["x"]
+    await durable.Client(inner, clock=clock, memo_prefix="billing-memo").purge("x")
+    assert await inner.list("") == ["config"]
