@@ -332,3 +332,56 @@ async def test_an_outside_client_purges_the_memo_under_the_runtimes_prefix() -> 
     assert await inner.list("billing-memo") == ["x"]
     await durable.Client(inner, clock=clock, memo_prefix="billing-memo").purge("x")
     assert await inner.list("") == ["config"]
+
+
+# -- raise_event across a caller's retry (suspected) -------------------------------------
+
+
+class LostAnswer(Pausing):
+    """The first inbox write lands, but its caller gets a transient error."""
+
+    def __getattr__(self, name: str) -> Any:
+        attr = super().__getattr__(name)
+        if name != "put":
+            return attr
+
+        async def put(key: str, data: bytes) -> str:
+            etag = await attr(key, data)
+            if "/inbox/" in key and not self.entered.is_set():
+                self.entered.set()
+                raise durable.StoreError(f"lost the answer to {key!r}", key=key, transient=True)
+            return etag  # type: ignore[no-any-return]
+
+        return put
+
+
+@pytest.mark.xfail(strict=True, reason="proved, not fixed: a caller's retry is a new message")
+async def test_raise_event_retried_after_a_lost_answer_is_delivered_once() -> None:
+    """Suspected, proved: ``raise_event`` whose write landed but whose caller saw a
+    transient error, retried by the caller, delivers the event twice."""
+    inner, clock = MemoryStore(), durable.MockClock(T0)
+    reg = Registry()
+
+    @reg.workflow
+    async def count_go(ctx: WorkflowContext, _: None) -> int:
+        await ctx.wait_for_event("go")
+        try:
+            await ctx.wait_for_event("go", timeout=timedelta(seconds=10))
+        except durable.TimeoutError:
+            return 1
+        return 2
+
+    async with durable.Runtime(reg, store=inner, clock=clock) as rt:
+        handle = await rt.start("count_go", None, instance_id="x")
+        await anyio.wait_all_tasks_blocked()
+        outside = durable.Client(LostAnswer(inner), clock=clock).get_handle("x")
+        for _ in range(2):  # the caller retries a transient error, as it should
+            try:
+                await outside.raise_event("go")
+                break
+            except durable.StoreError:
+                continue
+        for _ in range(3):
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(timedelta(seconds=5))
+        assert await handle == 1, "the event was delivered twice"
