@@ -479,8 +479,7 @@ class Engine:
             finally:
                 self._residency.loaded()
             return
-        inst.pending.append(item)
-        self._enqueue(inst)
+        await self._then_found(inst, item)
 
     async def _serve(
         self, receive: MemoryObjectReceiveStream[Any], handle: Callable[[Any], Awaitable[None]]
@@ -1115,7 +1114,7 @@ class Engine:
         runs it; None if nothing to run here. ``then``: an event to deliver to it, given
         before the instance could be evicted again."""
         if (inst := self._instances.get(instance_id)) is not None:
-            return self._then(inst, then)
+            return await self._then_found(inst, then)
         if not self.owns(instance_id):
             return None
         found = await read_meta(self.store, instance_id)
@@ -1135,7 +1134,7 @@ class Engine:
             return None
         if loaded is None or instance_id in self._instances:
             inst = self._instances.get(instance_id)
-            return self._then(inst, then) if inst is not None else None
+            return await self._then_found(inst, then) if inst is not None else None
         if not self.owns(instance_id):
             return None  # the partition moved while the log was read
         inst = _Instance(instance_id, loaded.started, loaded.created_at)
@@ -1159,6 +1158,17 @@ class Engine:
         if not inst.queued:
             self._residency.note_waiting(inst)
             self._residency.evict_to_capacity()
+        return inst
+
+    async def _then_found(self, inst: _Instance, item: Pending | None) -> _Instance:
+        """Hand ``item`` to an instance that another task loaded meanwhile. An inbox message
+        not seen here yet is read from the inbox instead: a run may have consumed it since
+        it was announced, and a run begun after that no longer names it as consumed."""
+        msg_id = item[0] if item is not None else None
+        if msg_id is None:
+            return self._then(inst, item)
+        if msg_id not in inst.consumed and all(msg_id != p[0] for p in inst.pending):
+            await self._scan_inbox(inst)
         return inst
 
     def _then(self, inst: _Instance, item: Pending | None) -> _Instance:
