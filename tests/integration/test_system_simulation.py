@@ -37,15 +37,6 @@ OPEN = {
         "issue 13 bugs 1, 5, 8, 9, 10, 13: an event, a wakeup, a timer or a terminate is lost "
         "and a run waits for ever",
     ),
-    "child-of-earlier-run": (
-        # ... and then returns what that child returned
-        r"result of child run .* started by an earlier run|reference does not allow: step _ child",
-        "issue 13 bugs 2 and 3: a reused or rerun parent joins the previous run's child",
-    ),
-    "long-id": (
-        r"runtime p_ died: StoreError: key component too long",
-        "issue 13 bug 6: a child id too long in bytes takes the runtime down",
-    ),
 }
 
 
