@@ -81,6 +81,7 @@ from ._records import (
     inbox_key,
     inbox_prefix,
     log_key,
+    unreadable_key,
     wakeup_key,
     wakeup_prefix,
 )
@@ -274,6 +275,11 @@ class Engine:
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
         self._inflight: set[tuple[str, int, int]] = set()
+        # the timers and sub-workflows this process has under way, per instance: (run, task).
+        # Kept while the instance is evicted; cleared when it leaves this process's charge
+        # (ended, a new run, purged, its partition dropped), so a load arms exactly what
+        # is not armed here.
+        self._armed: dict[str, set[tuple[int, int]]] = {}
         self._send: MemoryObjectSendStream[_Instance] | None = None
         self._send_activity: MemoryObjectSendStream[_ActivityWork] | None = None
         self._timers = TimerQueue(clock, self._on_timer, self._notify)
@@ -446,20 +452,44 @@ class Engine:
         if inst is None:
             self._spawn_guarded(self._load_and_deliver, instance_id, (msg_id, run_start, event))
             return
-        inst.pending.append((msg_id, run_start, event))
-        self._enqueue(inst)
+        self._hand(inst, [(msg_id, run_start, event)])
 
     async def _load_and_deliver(self, instance_id: str, item: Pending) -> None:
         inst = self._instances.get(instance_id)
         if inst is None:
             await self._residency.admit()  # under a cap, a mass wake-up loads in turn
             try:
-                await self.recover(instance_id, then=item)
+                if await self.recover(instance_id, then=item) is None:
+                    # not run here now (ended, or its lease lapsed): the event is dropped,
+                    # so nothing of the instance counts as armed here any more
+                    self._armed.pop(instance_id, None)
             finally:
                 self._residency.loaded()
             return
-        inst.pending.append(item)
-        self._enqueue(inst)
+        self._hand(inst, [item])
+
+    def _hand(self, inst: _Instance, items: list[Pending]) -> None:
+        """Give events to a resident instance for its next turn. A fired timer is no
+        longer armed here once its firing is in the instance's hands."""
+        if items:
+            inst.pending.extend(items)
+            self._disarm_fired(inst.id, items)
+            self._enqueue(inst)
+
+    def _arm(self, instance_id: str, run_start: int, task_id: int) -> bool:
+        """Note a timer or sub-workflow as under way here; False if it already is."""
+        armed = self._armed.setdefault(instance_id, set())
+        if (run_start, task_id) in armed:
+            return False
+        armed.add((run_start, task_id))
+        return True
+
+    def _disarm_fired(self, instance_id: str, items: list[Pending]) -> None:
+        armed = self._armed.get(instance_id)
+        if armed:
+            for _, run_start, event in items:
+                if type(event) is TimerFired:
+                    armed.discard((run_start, event.task_id))
 
     async def _serve(
         self, receive: MemoryObjectReceiveStream[Any], handle: Callable[[Any], Awaitable[None]]
@@ -760,8 +790,12 @@ class Engine:
                     assert self._send_activity is not None, "the engine is not running"
                     self._send_activity.send_nowait(work)
         elif isinstance(event, TimerCreated):
-            self._timers.add(event.fire_at, (inst.id, inst.run_start, event.task_id, event.fire_at))
-        elif isinstance(event, ChildWorkflowScheduled):
+            if self._arm(inst.id, inst.run_start, event.task_id):
+                payload = (inst.id, inst.run_start, event.task_id, event.fire_at)
+                self._timers.add(event.fire_at, payload)
+        elif isinstance(event, ChildWorkflowScheduled) and self._arm(
+            inst.id, inst.run_start, event.task_id
+        ):
             self._spawn_guarded(self._start_child, inst.id, event)
 
     def _on_timer(self, payload: tuple[Any, ...]) -> None:
@@ -769,6 +803,8 @@ class Engine:
             payload[0](*payload[1:])
             return
         instance_id, run_start, task_id, fire_at = payload
+        if (run_start, task_id) not in self._armed.get(instance_id, ()):
+            return  # disarmed since (the run ended, or the instance left this process)
         self.deliver(instance_id, TimerFired(task_id=task_id, fire_at=fire_at), run_start)
 
     async def _run_activity(self, work: _ActivityWork) -> None:
@@ -842,14 +878,20 @@ class Engine:
                 failure=failure_from_exception(err),
             ))  # fmt: skip
             return
-        if existing.status.is_terminal:
-            await self._notify_parent_from_log(existing)
-        elif scheduled.instance_id not in self._instances:
-            await self.recover(scheduled.instance_id)
+        await self._follow_child(existing)
+
+    async def _follow_child(self, child: RunLog) -> None:
+        """A parent's sub-workflow exists: tell the parent if it ended, else announce it
+        again (its creator may have failed or died before ringing its owner's bell)."""
+        if child.status.is_terminal:
+            await self._notify_parent_from_log(child)
+        else:
+            await self.nudge(child.instance_id)
 
     def _start_new_run(self, inst: _Instance, record: TurnRecord) -> None:
         """Continue-as-new committed: the instance begins a fresh run in memory."""
         self._drop_run(inst)
+        self._armed.pop(inst.id, None)  # the old run's timers fire for nothing
         started = record.next_run[0]
         assert isinstance(started, WorkflowStarted)
         inst.started = started
@@ -863,6 +905,7 @@ class Engine:
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
         inst.output, inst.failure = record_outcome(record)
         self._drop_run(inst)
+        self._armed.pop(inst.id, None)
         inst.outstanding.clear()
 
     async def _tell_parent(self, inst: _Instance) -> bool:
@@ -1076,10 +1119,12 @@ class Engine:
 
     async def recover(self, instance_id: str, *, then: Pending | None = None) -> _Instance | None:
         """Load one instance from the store unless it is finished or another process
-        runs it; None if nothing to run here. ``then``: an event to deliver to it, given
-        before the instance could be evicted again."""
+        runs it; None if nothing to run here. ``then``: an event to deliver to it after
+        the messages waiting in its inbox, before it could be evicted again."""
+        items: list[Pending] = [then] if then else []
         if (inst := self._instances.get(instance_id)) is not None:
-            return self._then(inst, then)
+            self._hand(inst, items)
+            return inst
         if not self.owns(instance_id):
             return None
         found = await read_meta(self.store, instance_id)
@@ -1097,18 +1142,24 @@ class Engine:
                 raise
             await self._fail_corrupt(instance_id, meta, etag, err)
             return None
+        set_aside = ""
+        if loaded is not None and not loaded.status.is_terminal:
+            # read before the instance is in memory (nothing else can take it meanwhile):
+            # the messages that wait go ahead of the event this load delivers
+            waiting, set_aside = await self._read_inbox(instance_id, loaded.consumed)
+            items = waiting + items
         if loaded is None or instance_id in self._instances:
-            inst = self._instances.get(instance_id)
-            return self._then(inst, then) if inst is not None else None
+            if (inst := self._instances.get(instance_id)) is not None:
+                self._hand(inst, items)
+            return inst
         if not self.owns(instance_id):
             return None  # the partition moved while the log was read
         inst = _Instance(instance_id, loaded.started, loaded.created_at)
         inst.meta_etag = etag
         inst.meta_seq = meta.seq if meta is not None else -1
         self._instances[instance_id] = inst
-        evicted = instance_id in self._evicted  # its open work never left this process
         self._evicted.discard(instance_id)
-        self._load_into(inst, loaded, redispatch=not evicted)
+        self._load_into(inst, loaded)
         if loaded.status.is_terminal:
             del self._instances[instance_id]
             await self._notify_parent_from_log(loaded)  # before a meta that says it ended
@@ -1118,24 +1169,18 @@ class Engine:
                 await self._mark_terminal(instance_id)
                 await self._write_meta(inst)
             return None
-        self._then(inst, then)  # queued first: not evictable while the inbox is read
-        await self._scan_inbox(inst)
+        self._hand(inst, items)
+        if set_aside:
+            inst.reason = set_aside
+            await self._write_meta(inst)
         if not inst.queued:
             self._residency.note_waiting(inst)
             self._residency.evict_to_capacity()
         return inst
 
-    def _then(self, inst: _Instance, item: Pending | None) -> _Instance:
-        if item is not None:
-            inst.pending.append(item)
-            self._enqueue(inst)
-        return inst
-
-    def _load_into(self, inst: _Instance, loaded: RunLog, *, redispatch: bool = True) -> None:
-        """Set the instance's state from the log and re-dispatch its open operations.
-        ``redispatch=False`` for an instance this process evicted: its timers are still
-        queued here and its children report to it, so dispatching them again would
-        only fire them twice (it waits on no activity, or it would not be evicted)."""
+    def _load_into(self, inst: _Instance, loaded: RunLog) -> None:
+        """Set the instance's state from the log and dispatch its open operations that
+        are not under way here (an evicted instance's timers still are)."""
         inst.started = loaded.started
         inst.parent = loaded.started.parent
         inst.seq = loaded.last_seq
@@ -1148,16 +1193,17 @@ class Engine:
         _fold(inst.outstanding, loaded.history)
         if loaded.status.is_terminal:
             return
-        if redispatch:
-            self._dispatch_open(inst)
+        self._dispatch_open(inst)
         if inst.status is WorkflowStatus.PENDING or inst.pending:
             self._enqueue(inst)
 
     def _dispatch_open(self, inst: _Instance) -> None:
-        """Re-dispatch what history left open: activities, timers, sub-workflows."""
+        """Re-dispatch what history left open and is not under way here: activities,
+        timers, sub-workflows."""
         for event in list(inst.outstanding.values()):
             if isinstance(event, ChildWorkflowScheduled):
-                self._spawn_guarded(self._check_child, inst.id, event)
+                if self._arm(inst.id, inst.run_start, event.task_id):
+                    self._spawn_guarded(self._check_child, inst.id, event)
             else:
                 self._dispatch(inst, event)
 
@@ -1167,26 +1213,50 @@ class Engine:
         child = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
         if child is None:
             await self._start_child(parent_id, scheduled)
-        elif child.status.is_terminal:
-            await self._notify_parent_from_log(child)
+        elif child.started.parent == ParentRef(parent_id, scheduled.task_id):
+            await self._follow_child(child)
 
     async def _scan_inbox(self, inst: _Instance) -> None:
         """Queue the inbox messages the log has not consumed yet."""
-        for msg_id in await self.store.list(inbox_prefix(inst.id)):
-            key = inbox_key(inst.id, msg_id)
-            if msg_id in inst.consumed:
-                await self.store.delete(key)
+        items, set_aside = await self._read_inbox(inst.id, inst.consumed)
+        self._hand(inst, items)
+        if set_aside:
+            inst.reason = set_aside
+            await self._write_meta(inst)
+
+    async def _read_inbox(self, instance_id: str, consumed: set[str]) -> tuple[list[Pending], str]:
+        """The inbox messages not in ``consumed``, in the order they were sent, and why
+        one was set aside (or ""). A store error propagates, for the caller to retry
+        with nothing skipped; only a message that can never be decoded is set aside."""
+        items: list[Pending] = []
+        set_aside = ""
+        for msg_id in await self.store.list(inbox_prefix(instance_id)):
+            key = inbox_key(instance_id, msg_id)
+            if msg_id in consumed:
+                with contextlib.suppress(StoreError):  # a leftover is skipped again
+                    await self.store.delete(key)
                 continue
             try:
-                message = decode_message(await self.store.get(key), key)
+                data = await self.store.get(key)
             except ObjectNotFoundError:
-                continue
+                continue  # applied and deleted meanwhile
+            try:
+                message = decode_message(data, key)
             except StoreError as err:
-                log.error("skipping unreadable inbox message: %s", err)
+                set_aside = await self._set_aside(instance_id, msg_id, data, err)
                 continue
-            inst.pending.append((message.id, _ANY_RUN, message.event))
-        if inst.pending:
-            self._enqueue(inst)
+            items.append((message.id, _ANY_RUN, message.event))
+        return items, set_aside
+
+    async def _set_aside(self, instance_id: str, msg_id: str, data: bytes, err: StoreError) -> str:
+        """Move an undecodable inbox message out of the inbox, keeping its bytes for a
+        look; returns what ``describe().reason`` says about it."""
+        key = unreadable_key(instance_id, msg_id)
+        await self.store.put(key, data)
+        await self.store.delete(inbox_key(instance_id, msg_id))
+        reason = f"inbox message {msg_id} could not be read and was set aside at {key!r}: {err}"
+        log.error("instance %r: %s", instance_id, reason)
+        return reason
 
     async def _reload(self, inst: _Instance) -> None:
         """Another writer moved the log (or a write failed): take the log's word."""
@@ -1259,6 +1329,7 @@ class Engine:
         if inst is not None:
             inst.status, inst.failure = WorkflowStatus.FAILED, failure
             self._drop_run(inst)
+        self._armed.pop(instance_id, None)
         self._evicted.discard(instance_id)
         if (done := self._done_waiters.pop(instance_id, None)) is not None:
             done.set()
@@ -1293,15 +1364,25 @@ class Engine:
                 if not self.owns(instance_id):
                     break  # the partition was lost meanwhile
                 try:
-                    inst = self._instances.get(instance_id)
-                    if inst is None:
-                        await self.recover(instance_id)
-                    else:
-                        await self._scan_inbox(inst)
-                    # deleted only once handled
+                    # cleared before the inbox is read: a message written from now on
+                    # rings it again, and gets a read of its own
                     await self.store.delete(wakeup_key(instance_id, partition))
+                    await self._answer_wakeup(instance_id)
                 except StoreError as err:
                     log.warning("wakeup of %r not handled yet: %s", instance_id, err)
+                    self._spawn_guarded(self._ring_again, instance_id, partition)
+
+    async def _answer_wakeup(self, instance_id: str) -> None:
+        """Someone rang for the instance: load it, or read its inbox if it is here."""
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            await self.recover(instance_id)
+        else:
+            await self._scan_inbox(inst)
+
+    async def _ring_again(self, instance_id: str, partition: int) -> None:
+        """A wakeup could not be answered: ring it again for the next poll."""
+        await self.store.put(wakeup_key(instance_id, partition), b"")
 
     async def _poll_loop(self) -> None:
         interval = timedelta(seconds=self._poll_interval)
@@ -1339,7 +1420,9 @@ class Engine:
         return instance_id in self._instances
 
     def forget(self, instance_id: str) -> None:
-        """Drop an instance from memory (it was purged)."""
+        """Drop an instance from memory (it was purged, or another process runs it):
+        nothing of it stays armed here."""
+        self._armed.pop(instance_id, None)
         inst = self._instances.pop(instance_id, None)
         if inst is not None:
             self._drop_run(inst)
