@@ -69,7 +69,15 @@ from ._executor import LocalExecutor
 from ._failure import FailureDetails, failure_from_exception
 from ._ids import IdSource
 from ._instances import Created, create_instance, send_message
-from ._log import RunLog, load_run, new_run_after, read_meta, record_outcome, write_meta
+from ._log import (
+    RunLog,
+    load_run,
+    new_run_after,
+    read_meta,
+    read_record,
+    record_outcome,
+    write_meta,
+)
 from ._partitions import partition_of
 from ._records import (
     WAKEUPS,
@@ -448,14 +456,14 @@ class Engine:
         self, instance_id: str, event: Event, run_start: int = _ANY_RUN, msg_id: str | None = None
     ) -> None:
         """Hand an event to an instance for its next turn (loading it if needed)."""
-        inst = self._instances.get(instance_id)
+        inst = self._live(instance_id)
         if inst is None:
             self._spawn_guarded(self._load_and_deliver, instance_id, (msg_id, run_start, event))
             return
         self._hand(inst, [(msg_id, run_start, event)])
 
     async def _load_and_deliver(self, instance_id: str, item: Pending) -> None:
-        inst = self._instances.get(instance_id)
+        inst = self._live(instance_id)
         if inst is None:
             await self._residency.admit()  # under a cap, a mass wake-up loads in turn
             try:
@@ -467,6 +475,13 @@ class Engine:
                 self._residency.loaded()
             return
         self._hand(inst, [item])
+
+    def _live(self, instance_id: str) -> _Instance | None:
+        """The instance in memory, unless that copy has ended: then it is not the
+        instance any more (another process may have begun a new run under its id), and
+        the store says what runs."""
+        inst = self._instances.get(instance_id)
+        return inst if inst is not None and not inst.status.is_terminal else None
 
     def _hand(self, inst: _Instance, items: list[Pending]) -> None:
         """Give events to a resident instance for its next turn. A fired timer is no
@@ -1000,9 +1015,21 @@ class Engine:
                 pass  # consumed ids are remembered; a leftover is skipped on reload
 
     def _discard_messages(self, inst: _Instance, pending: list[Pending]) -> None:
+        """Messages that reached an ended run: delete them, unless a new run began under
+        the id meanwhile (they may be its messages; a reuse clears the old run's)."""
         ids = [msg_id for msg_id, _, _ in pending if msg_id is not None]
         if ids:
-            self._spawn(self._delete_messages, inst.id, ids)
+            self._spawn_guarded(self._delete_unless_new_run, inst.id, inst.seq, ids)
+
+    async def _delete_unless_new_run(self, instance_id: str, seq: int, msg_ids: list[str]) -> None:
+        try:
+            after = await read_record(self.store, instance_id, seq + 1)
+        except StoreError as err:
+            if err.transient:
+                raise  # retried after a backoff
+            return  # unreadable: leave the messages be
+        if after is None:
+            await self._delete_messages(instance_id, msg_ids)
 
     # -- the replay cache -----------------------------------------------------------
 
@@ -1122,7 +1149,7 @@ class Engine:
         runs it; None if nothing to run here. ``then``: an event to deliver to it after
         the messages waiting in its inbox, before it could be evicted again."""
         items: list[Pending] = [then] if then else []
-        if (inst := self._instances.get(instance_id)) is not None:
+        if (inst := self._live(instance_id)) is not None:
             self._hand(inst, items)
             return inst
         if not self.owns(instance_id):
@@ -1148,8 +1175,8 @@ class Engine:
             # the messages that wait go ahead of the event this load delivers
             waiting, set_aside = await self._read_inbox(instance_id, loaded.consumed)
             items = waiting + items
-        if loaded is None or instance_id in self._instances:
-            if (inst := self._instances.get(instance_id)) is not None:
+        if loaded is None or self._live(instance_id) is not None:
+            if (inst := self._live(instance_id)) is not None:
                 self._hand(inst, items)
             return inst
         if not self.owns(instance_id):
@@ -1374,7 +1401,7 @@ class Engine:
 
     async def _answer_wakeup(self, instance_id: str) -> None:
         """Someone rang for the instance: load it, or read its inbox if it is here."""
-        inst = self._instances.get(instance_id)
+        inst = self._live(instance_id)
         if inst is None:
             await self.recover(instance_id)
         else:

@@ -338,3 +338,86 @@ async def test_an_evicted_sleepers_timer_survives_a_lapsed_lease() -> None:
         await run_clock(clock, 30)  # renewed: the partition is regained
         assert rt.partitions == [0]
         assert await status_of(outside, "s") == "COMPLETED"
+
+
+# -- suspected: a load puts the event that woke it ahead of older inbox messages -----
+
+
+async def test_a_load_keeps_one_senders_events_in_order() -> None:
+    """Suspected (proved): a load delivering an event queued it before the inbox was
+    read, so an older message from the same sender, waiting in the inbox, came after
+    it. Here the runtime's client raises 1 while the lease has lapsed (it goes to the
+    inbox), then 2 once it is renewed (delivered at once, loading the instance)."""
+    inner, clock = MemoryStore(), durable.MockClock()
+    store = HookStore(inner)
+    one = Fleet(partitions=1, lease_ttl=timedelta(seconds=15), owner="a")
+    async with durable.Runtime(
+        registry(), store=store, clock=clock, fleet=one, max_resident_workflows=0
+    ) as rt:
+        await anyio.wait_all_tasks_blocked()
+        handle = await rt.start("collect", 2, instance_id="c")
+        await anyio.wait_all_tasks_blocked()
+        assert not rt._engine.is_resident("c")
+
+        async def lease_writes_fail(op: str, key: str) -> None:
+            if key.startswith("leases/"):
+                raise StoreError(f"injected: {op} {key}", key=key, transient=True)
+
+        store.hook = lease_writes_fail
+        await run_clock(clock, 15)
+        assert rt.partitions == []
+        await handle.raise_event("e", 1)  # not owned here: to the inbox, bell rung
+        gate = anyio.Event()
+
+        async def hold_recovery_and_polls(op: str, key: str) -> None:
+            if op == "list" and (key == "instances" or key.startswith("wakeups/")):
+                await gate.wait()
+
+        store.hook = hold_recovery_and_polls
+        for _ in range(10):
+            if rt.partitions == [0]:
+                break
+            await run_clock(clock, 1)
+        assert rt.partitions == [0]
+        await handle.raise_event("e", 2)  # owned again: delivered, loading "c"
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+        store.hook = None
+        await run_clock(clock, 3)
+        assert await handle.result() == [1, 2]
+
+
+# -- suspected: a stale copy of an ended instance and a new run under its id ----------
+
+
+async def test_a_stale_ended_copy_leaves_a_new_runs_messages_alone() -> None:
+    """Suspected (proved): an ended instance still in memory (its meta write under way)
+    was taken for the instance when another process started a new run under its id:
+    the wakeup read the new run's message into the old copy, which deleted it, and
+    the new run was never loaded."""
+    inner, clock = MemoryStore(), durable.MockClock()
+    store = HookStore(inner)
+    outside = durable.Client(inner, clock=clock)  # another process: it rings wakeups
+    async with durable.Runtime(registry(), store=store, clock=clock) as rt:
+        first = await rt.start("collect", 1, instance_id="x")
+        await anyio.wait_all_tasks_blocked()
+        writing_meta, release = anyio.Event(), anyio.Event()
+
+        async def pause_terminal_meta(op: str, key: str) -> None:
+            if key == "instances/x/meta" and op.startswith("put") and not writing_meta.is_set():
+                writing_meta.set()
+                await release.wait()
+
+        store.hook = pause_terminal_meta
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first.raise_event, "e", 1)  # x ends; its meta write is held
+            await writing_meta.wait()
+            assert rt._engine.local("x") is not None  # the ended copy, still in memory
+            second = await outside.start("collect", 1, instance_id="x", reuse=True)
+            await second.raise_event("e", 5)
+            await run_clock(clock, 2)  # the owner polls: the bell rings for the new run
+            release.set()
+        store.hook = None
+        await run_clock(clock, 3)
+        assert await status_of(outside, "x") == "COMPLETED"
+        assert await second.result() == [5]
