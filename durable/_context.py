@@ -329,7 +329,11 @@ class WorkflowContext:
         return winner
 
     def continue_as_new(self, input: Any = None) -> NoReturn:
-        """End this run and start a fresh one with ``input`` and an empty history."""
+        """End this run and start a fresh one with ``input`` and an empty history.
+
+        Events this run received but did not wait for carry over to the new run, in the
+        order they came; so does everything that arrives after this call in the same turn.
+        """
         from ._replay import ContinueAsNewSignal
 
         self._run.request_continue_as_new(Raw(self._run.codec.encode(input)))

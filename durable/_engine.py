@@ -98,7 +98,7 @@ from ._state import WorkflowStatus
 from ._timers import TimerQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -233,6 +233,27 @@ def _parent_event(
         task_id=parent.task_id, instance_id=child_id,
         failure=failure or FailureDetails("Terminated", "terminated"),
     )  # fmt: skip
+
+
+def _take(
+    untaken: Sequence[Event],
+    events: list[HistoryEvent],
+    sources: list[Pending],
+    consumed: list[str],
+) -> tuple[list[HistoryEvent], list[str], list[Pending]]:
+    """Split a turn's events into those the run took (renumbered, with the messages they
+    consume) and the pending items of those it left, for the next run."""
+    if not untaken:
+        return events, consumed, []
+    left_ids = {event.event_id for event in untaken}
+    taken, left = events[:1], []
+    for event, source in zip(events[1:], sources, strict=True):
+        if event.event_id in left_ids:
+            left.append(source)
+        else:
+            taken.append(msgspec.structs.replace(event, event_id=events[0].event_id + len(taken)))
+    left_msgs = {msg_id for msg_id, _, _ in left}
+    return taken, [msg_id for msg_id in consumed if msg_id not in left_msgs], left
 
 
 def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> None:
@@ -486,9 +507,9 @@ class Engine:
     def _hand(self, inst: _Instance, items: list[Pending]) -> None:
         """Give events to a resident instance for its next turn. A fired timer is no
         longer armed here once its firing is in the instance's hands."""
-        if items:
-            inst.pending.extend(items)
-            self._disarm_fired(inst.id, items)
+        inst.pending.extend(items)
+        self._disarm_fired(inst.id, items)
+        if inst.pending:
             self._enqueue(inst)
 
     def _arm(self, instance_id: str, run_start: int, task_id: int) -> bool:
@@ -577,9 +598,11 @@ class Engine:
         now = self.clock.now()
         event_id = inst.next_event_id
         events: list[HistoryEvent] = [TurnStarted(event_id=event_id, timestamp=now)]
+        sources: list[Pending] = []  # where each event after TurnStarted came from
         consumed: list[str] = []
         answered: set[int] = set()
-        for msg_id, run_start, event in pending:
+        for item in pending:
+            msg_id, run_start, event = item
             if msg_id is not None:
                 if msg_id in inst.consumed or msg_id in consumed:
                     continue
@@ -598,6 +621,7 @@ class Engine:
                 answered.add(task_id)
             event_id += 1
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
+            sources.append(item)
         first_turn = inst.status is WorkflowStatus.PENDING
         if len(events) == 1 and not first_turn and not consumed:
             self._residency.note_waiting(inst)  # nothing new (a duplicate): still evictable
@@ -627,15 +651,19 @@ class Engine:
             self._drop_run(inst)
             await self._commit_failure(inst, err)
             return
-        new_events, next_run, status = self._record_actions(inst, run, actions, event_id + 1, now)
+        events, consumed, left = _take(run.untaken, events, sources, consumed)
+        new_events, next_run, status = self._record_actions(
+            inst, run, actions, events[-1].event_id + 1, now
+        )
+        if next_run:
+            # the new run skips the old run's messages that may still be in the inbox
+            consumed += await self._undeleted(inst, consumed)
         record = TurnRecord(
             seq=inst.seq + 1,
             status=status,
             events=events + new_events,
             next_run=next_run,
-            # a new run starts with the old run's consumed ids, so a message whose
-            # delete failed is not applied to the new run
-            consumed=consumed + sorted(inst.consumed) if next_run else consumed,
+            consumed=consumed,
             custom_status=run.custom_status,
         )
         if not await self._commit(inst, record):
@@ -643,10 +671,18 @@ class Engine:
             self._drop_run(inst)
             await self._reload(inst)
             return
+        inst.pending = left + inst.pending  # what the run did not take goes to the next
         run.committed(record.events)
         if self._hooks is not None:
             self._hooks.committed(inst.id, record)
         await self._after_commit(inst, record)
+
+    async def _undeleted(self, inst: _Instance, consumed: list[str]) -> list[str]:
+        """The messages the run consumed before this turn that are still in the inbox (their
+        delete failed or has not run yet). Only these can reach a new run again, so its
+        first record names them, and not every message the instance ever consumed."""
+        listed = await self.store.list(inbox_prefix(inst.id))
+        return sorted(inst.consumed.intersection(listed).difference(consumed))
 
     def _record_actions(
         self, inst: _Instance, run: TurnRunner, actions: list[Action], event_id: int, now: Any
@@ -1244,11 +1280,21 @@ class Engine:
             await self._follow_child(child)
 
     async def _scan_inbox(self, inst: _Instance) -> None:
-        """Queue the inbox messages the log has not consumed yet."""
-        items, set_aside = await self._read_inbox(inst.id, inst.consumed)
+        """Queue the inbox messages the log has not consumed yet.
+
+        A new run's consumed ids name only the old run's messages still in the inbox, so
+        a scan that a new run began during reads again: what it read may be a message
+        the old run consumed and deleted meanwhile."""
+        items: list[Pending] = []
+        reason = ""
+        run_start = -1
+        while run_start != inst.run_start:
+            run_start = inst.run_start
+            items, set_aside = await self._read_inbox(inst.id, inst.consumed)
+            reason = set_aside or reason
         self._hand(inst, items)
-        if set_aside:
-            inst.reason = set_aside
+        if reason:
+            inst.reason = reason
             await self._write_meta(inst)
 
     async def _read_inbox(self, instance_id: str, consumed: set[str]) -> tuple[list[Pending], str]:
