@@ -495,7 +495,7 @@ class Engine:
             finally:
                 self._residency.loaded()
             return
-        self._hand(inst, [item])
+        await self._then_found(inst, item)
 
     def _live(self, instance_id: str) -> _Instance | None:
         """The instance in memory, unless that copy has ended: then it is not the
@@ -1184,10 +1184,8 @@ class Engine:
         """Load one instance from the store unless it is finished or another process
         runs it; None if nothing to run here. ``then``: an event to deliver to it after
         the messages waiting in its inbox, before it could be evicted again."""
-        items: list[Pending] = [then] if then else []
         if (inst := self._live(instance_id)) is not None:
-            self._hand(inst, items)
-            return inst
+            return await self._then_found(inst, then)
         if not self.owns(instance_id):
             return None
         found = await read_meta(self.store, instance_id)
@@ -1205,16 +1203,22 @@ class Engine:
                 raise
             await self._fail_corrupt(instance_id, meta, etag, err)
             return None
+        items: list[Pending] = []
         set_aside = ""
         if loaded is not None and not loaded.status.is_terminal:
             # read before the instance is in memory (nothing else can take it meanwhile):
-            # the messages that wait go ahead of the event this load delivers
-            waiting, set_aside = await self._read_inbox(instance_id, loaded.consumed)
-            items = waiting + items
+            # the messages that wait go ahead of the event this load delivers, and a
+            # message delivered with it counts only if the inbox still holds it
+            items, set_aside = await self._read_inbox(instance_id, loaded.consumed)
+            if then is not None and then[0] is None:
+                items.append(then)
         if loaded is None or self._live(instance_id) is not None:
-            if (inst := self._live(instance_id)) is not None:
-                self._hand(inst, items)
-            return inst
+            # loaded by another task meanwhile: what this read found reaches it on its
+            # own (its load read the inbox, and each later message is announced)
+            if (inst := self._live(instance_id)) is None:
+                return None
+            await self._note_set_aside(inst, set_aside)
+            return await self._then_found(inst, then)
         if not self.owns(instance_id):
             return None  # the partition moved while the log was read
         inst = _Instance(instance_id, loaded.started, loaded.created_at)
@@ -1233,12 +1237,22 @@ class Engine:
                 await self._write_meta(inst)
             return None
         self._hand(inst, items)
-        if set_aside:
-            inst.reason = set_aside
-            await self._write_meta(inst)
+        await self._note_set_aside(inst, set_aside)
         if not inst.queued:
             self._residency.note_waiting(inst)
             self._residency.evict_to_capacity()
+        return inst
+
+    async def _then_found(self, inst: _Instance, item: Pending | None) -> _Instance:
+        """Hand ``item`` to an instance that another task loaded meanwhile. An inbox message
+        not seen here yet is read from the inbox instead: a run may have consumed it since
+        it was announced, and a run begun after that no longer names it as consumed."""
+        msg_id = item[0] if item is not None else None
+        if msg_id is None:
+            self._hand(inst, [item] if item is not None else [])
+            return inst
+        if msg_id not in inst.consumed and all(msg_id != p[0] for p in inst.pending):
+            await self._scan_inbox(inst)
         return inst
 
     def _load_into(self, inst: _Instance, loaded: RunLog) -> None:
@@ -1293,6 +1307,10 @@ class Engine:
             items, set_aside = await self._read_inbox(inst.id, inst.consumed)
             reason = set_aside or reason
         self._hand(inst, items)
+        await self._note_set_aside(inst, reason)
+
+    async def _note_set_aside(self, inst: _Instance, reason: str) -> None:
+        """Say in the instance's ``reason`` (``describe()``) that a message was set aside."""
         if reason:
             inst.reason = reason
             await self._write_meta(inst)
