@@ -220,7 +220,7 @@ class WorkflowContext:
         run = self._run
         task_id = run.next_task_id()
         if instance_id is None:
-            run_id = run.started.run_id[:8] if run.started is not None else "0"
+            run_id = run.started.replay_seed[:8] if run.started is not None else "0"
             instance_id = f"{run.instance_id}-{run_id}-{task_id}"
         elif attempt > 1:
             instance_id = f"{instance_id}-{attempt}"

@@ -480,10 +480,11 @@ class WorkflowRun:
 
     def rng(self) -> random.Random:
         if self._random is None:
-            # The run id is random and unique per run, and history holds it, so a
-            # replay anywhere (even without the instance id) draws the same numbers.
-            run_id = self.started.run_id if self.started is not None else ""
-            self._random = random.Random(run_id or self.instance_id)
+            # The seed (the run id, or for a rerun the id of the run whose history it
+            # keeps) is random, and history holds it, so a replay anywhere (even
+            # without the instance id) draws the same numbers.
+            seed = self.started.replay_seed if self.started is not None else ""
+            self._random = random.Random(seed or self.instance_id)
         return self._random
 
 

@@ -483,6 +483,14 @@ class _Driver:
             for epoch in epochs:
                 self._check_epoch(epoch, raised, failed_children)
 
+    def _parent_ended(self, epoch: Epoch) -> bool:
+        """Whether a child run's parent may have terminated it: a terminated parent run
+        terminates its children, and a new run of the parent (a reuse, a rerun) ends
+        an older run's child to take its id."""
+        parent = epoch.parent
+        epochs = self.sim.ledger.epochs.get(parent.instance_id, []) if parent else []
+        return len(epochs) > 1 or any(e.status == "TERMINATED" for e in epochs)
+
     def _check_epoch(self, epoch: Epoch, raised: set[int], failed_children: set[str]) -> None:
         ledger = self.sim.ledger
         program = self.programs.get(epoch.tag)
@@ -490,7 +498,7 @@ class _Driver:
         if program is None or not epoch.ended:
             return
         if epoch.status == "TERMINATED":
-            if epoch.instance_id not in self.terminated:
+            if epoch.instance_id not in self.terminated and not self._parent_ended(epoch):
                 ledger.violate(f"{where} was TERMINATED, but no one terminated it")
             return
         if epoch.status == "FAILED":

@@ -239,8 +239,12 @@ class Ledger:
         if isinstance(event, ChildWorkflowErrored) and event.failure.type.endswith("ExistsError"):
             return  # the id was taken by an unrelated instance: reported as such
         children = self.epochs.get(event.instance_id, [])
-        ref = ParentRef(epoch.instance_id, event.task_id)
-        mine = [c for c in children if c.parent == ref and c.ended]
+        call = (epoch.instance_id, event.task_id)  # which run: judged by time below
+        mine = [
+            c
+            for c in children
+            if c.parent is not None and (c.parent.instance_id, c.parent.task_id) == call and c.ended
+        ]
         if not mine:
             self.violate(f"{process} gave {epoch.instance_id!r} a result for task "
                          f"{event.task_id} from {event.instance_id!r}, which never ended as "
