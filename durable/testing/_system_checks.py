@@ -54,6 +54,7 @@ class Epoch:
     output: Any = None
     failure_type: str = ""
     answered: set[int] = field(default_factory=set)  # task ids answered in the current run
+    step_base: int = 0  # its steps (memo keys) are this and above; lower ones are older runs'
 
     @property
     def ended(self) -> bool:
@@ -108,6 +109,8 @@ class Ledger:
             self._message(parts[1], data)
         elif parts[0] == "memo" and len(parts) >= 3:
             epoch = self.current(parts[1])
+            if epoch is not None and parts[2].isdigit() and int(parts[2]) < epoch.step_base:
+                epoch = None  # a late attempt of an earlier run: its memo is theirs
             self.memo_written[key] = (self.writes, epoch.number if epoch else -1)
 
     def deleted(self, process: str, keys: list[str]) -> None:
@@ -165,6 +168,9 @@ class Ledger:
 
     def _record(self, process: str, instance_id: str, seq: int, data: bytes) -> None:
         record = _record_decoder.decode(data)
+        if record.purging:  # a purge's claim or mark, no turn: the instance reads as absent
+            self.trace.append(f"w{self.writes} {process} purge mark {instance_id}/{seq}")
+            return
         last = self._last_seq.get(instance_id, -1)
         if seq != last + 1:
             self.violate(f"{process} wrote log/{seq} of {instance_id!r} after log/{last}")
@@ -213,7 +219,8 @@ class Ledger:
         if previous is not None and not previous.ended:
             self.violate(f"a new run of {instance_id!r} began while run {previous.tag!r} "
                          "had not ended")  # fmt: skip
-        epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent)
+        epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent,
+                      step_base=started.step_base)  # fmt: skip
         epochs.append(epoch)
         return epoch
 

@@ -34,8 +34,9 @@ OPEN = {
     ),
     "hangs": (
         r"never ended",
-        "issue 13 bugs 1, 5, 8, 9, 10, 13: an event, a wakeup, a timer or a terminate is lost "
-        "and a run waits for ever",
+        "an event, a wakeup, a timer or a terminate is lost and a run waits for ever (issue "
+        "13 bugs 1, 5, 8, 9, 10, 13 are fixed; about 12 of seeds 0-399 still hang, none of "
+        "the CI seeds: e.g. python -m durable.testing.soak --seed 76)",
     ),
     "suspended-first-turn": (
         r"child failed \(durable\.NonDeterminismError\)",
@@ -44,12 +45,12 @@ OPEN = {
         "replaying it after a reload raises NonDeterminismError ('asked for a timer (task 0), "
         "which history does not hold before history event 4'), failing it and its parent",
     ),
-    "purge-erases-run": (
-        # and what it leads to: the reuse writes on into the emptied log, out of order
-        r"erased the log of _ while its run|wrote log/_ of _ after log/",
-        "issue 13 bug 12: purge races a reuse and erases the acknowledged run",
-    ),
 }
+
+# open bugs the CI seeds may miss: any change to the engine moves every seed's trace,
+# and these are found by a few seeds in a hundred, so the CI seeds ceasing to find
+# one is no sign of its fix
+RARE = {"hangs"}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_the_ci_seeds_find_only_open_bugs(kinds: dict[int, list[str]]) -> None:
 
 @pytest.mark.parametrize(
     "bug",
-    [pytest.param(bug, marks=pytest.mark.xfail(strict=True, reason=reason))
+    [pytest.param(bug, marks=pytest.mark.xfail(strict=bug not in RARE, reason=reason))
      for bug, (_, reason) in OPEN.items()],
 )  # fmt: skip
 def test_no_seed_finds(bug: str, kinds: dict[int, list[str]]) -> None:
