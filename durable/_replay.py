@@ -299,7 +299,11 @@ class WorkflowRun:
 
     def _on_final(self, event: WorkflowCompleted | WorkflowErrored | ContinuedAsNew) -> None:
         if self.final is None or type(self.final) is not _FINAL_TYPES[type(event)]:
-            did = describe(self.final) if self.final is not None else "is still waiting"
+            did = (
+                f"ended with the {describe(self.final)}"
+                if self.final is not None
+                else "is still waiting"
+            )
             raise NonDeterminismError(
                 f"workflow {self.instance_id!r}: history event {event.event_id} is the "
                 f"{describe(event)}, but the workflow code {did}",

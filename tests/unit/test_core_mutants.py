@@ -433,6 +433,14 @@ def nondeterminism(events: list[Event], name: str = "one_step") -> NonDeterminis
 
 
 STEP = ActivityScheduled(task_id=0, name="step")
+# one_step's history up to the turn in which its code completes (and records nothing yet)
+STEP_DONE: list[Event] = [
+    started("one_step"),
+    TurnStarted(),
+    STEP,
+    TurnStarted(),
+    ActivityCompleted(task_id=0, result=raw(5)),
+]
 
 
 def test_an_unscheduled_history_step_is_named() -> None:
@@ -470,19 +478,10 @@ def test_history_that_ends_the_run_where_the_code_still_waits_is_named() -> None
 
 def test_history_that_ends_the_run_another_way_is_named() -> None:
     """Mutants: the mismatched end described wrongly (``describe(None)``, wrong branch)."""
-    err = nondeterminism(
-        [
-            started("one_step"),
-            TurnStarted(),
-            STEP,
-            TurnStarted(),
-            ActivityCompleted(task_id=0, result=raw(5)),
-            WorkflowErrored(failure=FailureDetails("ValueError", "x")),
-        ]
-    )
+    err = nondeterminism([*STEP_DONE, WorkflowErrored(failure=FailureDetails("E", "x"))])
     assert str(err) == (
         "workflow 'wf': history event 5 is the failure of the workflow, but the workflow "
-        "code completion of the workflow"
+        "code ended with the completion of the workflow"
     )
     assert err.event_id == 5
 
@@ -490,21 +489,14 @@ def test_history_that_ends_the_run_another_way_is_named() -> None:
 def test_code_that_ends_where_history_does_not_is_named() -> None:
     """Mutants: the place (end of history / the next turn) or the description dropped
     from the "the workflow code ended" error."""
-    events: list[Event] = [
-        started("one_step"),
-        TurnStarted(),
-        STEP,
-        TurnStarted(),
-        ActivityCompleted(task_id=0, result=raw(5)),
-    ]
-    err = nondeterminism(events)
+    err = nondeterminism(STEP_DONE)
     assert str(err) == (
         "workflow 'wf': the workflow code ended (completion of the workflow), which "
         "history does not hold before the end of history"
     )
     assert err.event_id is None
     with pytest.raises(NonDeterminismError) as caught:
-        replaying([*events, TurnStarted()])
+        replaying([*STEP_DONE, TurnStarted()])
     assert str(caught.value).endswith("does not hold before history event 5, a new turn")
     assert caught.value.event_id == 5
 
@@ -512,16 +504,7 @@ def test_code_that_ends_where_history_does_not_is_named() -> None:
 def test_a_terminate_in_a_replayed_turn_keeps_it_a_replay() -> None:
     """Mutants: ``_on_terminated`` not restoring ``replaying``: code that now completes in
     a turn the old code was terminated in would replay silently."""
-    err = nondeterminism(
-        [
-            started("one_step"),
-            TurnStarted(),
-            STEP,
-            TurnStarted(),
-            ActivityCompleted(task_id=0, result=raw(5)),
-            WorkflowTerminated(),
-        ]
-    )
+    err = nondeterminism([*STEP_DONE, WorkflowTerminated()])
     assert "the workflow code ended (completion of the workflow)" in str(err)
 
 
