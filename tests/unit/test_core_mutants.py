@@ -849,3 +849,54 @@ def test_a_coroutine_that_refuses_to_close_is_let_go_without_resuming_it() -> No
     assert task.done()
     assert task.result() is None
     assert len(resumed) == count
+
+
+# -- the engine's side of a run: turn, take_pending, close -------------------------------
+
+
+def take_turn(run: WorkflowRun, events: list[HistoryEvent], *, first_turn: bool) -> list[Action]:
+    """Run ``WorkflowRun.turn`` (a coroutine that never suspends) to its result."""
+    coro = run.turn(events, first_turn=first_turn)
+    with pytest.raises(StopIteration) as stop:
+        coro.send(None)
+    actions: list[Action] = stop.value.value
+    return actions
+
+
+def test_the_first_turn_of_a_rerun_hands_over_what_replay_left_pending() -> None:
+    """Mutants: ``turn`` not taking the pending actions on a first turn, taking them on a
+    later one, or feeding the turn as a replay; ``take_pending`` not clearing them."""
+    cut = [started("pipeline_of_two"), TurnStarted()]  # history cut before the first step
+    run = WorkflowRun("wf", history_code.get_workflow("pipeline_of_two"), history_code, codec)
+    run.apply(numbered(cut), replaying=True)
+    first = take_turn(run, [TurnStarted(event_id=2, timestamp=T0)], first_turn=True)
+    assert first == [ScheduleActivity(0, "step", raw(None), 1, 0)]
+    assert run.take_pending() == []
+    done = ActivityCompleted(event_id=4, task_id=0, result=raw(1))
+    second = take_turn(run, [TurnStarted(event_id=3, timestamp=T0), done], first_turn=False)
+    assert second == [ScheduleActivity(1, "step", raw(1), 1, 1)]
+    assert not run.replaying
+
+
+@history_code.workflow
+async def pipeline_of_two(ctx: WorkflowContext) -> int:
+    one = await ctx.call_activity("step")
+    return int(await ctx.call_activity("step", one))
+
+
+@history_code.workflow
+async def returns_one(ctx: WorkflowContext) -> int:
+    return 1
+
+
+def test_closing_a_run_marks_it_terminated_only_if_it_had_not_ended() -> None:
+    """Mutants: ``close`` marking an ended run terminated, or not marking a waiting one."""
+    waiting = Live(history_code, "never_steps")
+    waiting.turn()
+    waiting.run.close()
+    assert waiting.run.terminated
+    ended = Live(history_code, "returns_one")
+    assert ended.turn() == [CompleteWorkflow(raw(1))]
+    ended.run.close()
+    assert not ended.run.terminated
+    assert ended.run.finished
