@@ -17,7 +17,7 @@ from msgspec import Raw
 
 from ._clock import Clock, SystemClock, within
 from ._codec import JsonCodec, PayloadCodec
-from ._errors import InstanceExistsError, WorkflowFailed
+from ._errors import InstanceExistsError, UnknownWorkflowError, WorkflowFailed
 from ._events import (
     NULL,
     EventRaised,
@@ -27,6 +27,7 @@ from ._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
+from ._executor import LocalExecutor
 from ._failure import FailureDetails
 from ._ids import IdSource, validate_instance_id
 from ._instances import (
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 
     from ._engine import Engine
+    from ._executor import Executor
     from ._registry import Registry
 
 __all__ = ["Client", "WorkflowHandle"]
@@ -72,6 +74,19 @@ class _Snapshot:
         self.updated_at = meta.updated_at
         self.version = meta.version
         self.reason = meta.reason
+
+
+def _check_replays(
+    executor: Executor | None, instance_id: str, history: list[HistoryEvent]
+) -> None:
+    """Raise ``NonDeterminismError`` if the code here no longer replays ``history``
+    (without the workflow's code there is nothing to check)."""
+    if executor is None:
+        return
+    try:
+        executor.new_run(instance_id, history).close()
+    except UnknownWorkflowError:
+        pass  # not registered here: the process that runs it finds out
 
 
 class Client:
@@ -246,16 +261,31 @@ class Client:
 
     async def rerun(self, instance_id: str, from_event_id: int) -> WorkflowHandle[Any]:
         """Run an ended instance again from a scheduled step ``from_event_id`` on: the
-        history before it is kept, that step and the rest run anew."""
+        history before it is kept, that step and the rest run anew.
+
+        Raises ``NonDeterminismError`` (naming the event), before writing anything, if
+        this client's code (its runtime's, or its registry's) no longer replays the kept
+        history. A client without the code cannot tell: the runtime that runs the rerun
+        fails it, with the same error.
+        """
         validate_instance_id(instance_id)
+        check = partial(_check_replays, self._executor(), instance_id)
         async with self._busy():
             created = await rerun_instance(
-                self.store, self.clock.now(), instance_id, from_event_id, self.memo_store
-            )
+                self.store, self.clock.now(), instance_id, from_event_id, self.memo_store,
+                run_id=self.ids.run_id(), check=check,
+            )  # fmt: skip
             await self._announce(instance_id, created)
         started = created.record.next_run[0]
         name = started.name if isinstance(started, WorkflowStarted) else None
         return WorkflowHandle(self, instance_id, name)
+
+    def _executor(self) -> Executor | None:
+        """What runs workflow code here: the runtime's, or one over this client's
+        registry (None: a client without the code)."""
+        if self._engine is not None:
+            return self._engine.executor
+        return LocalExecutor(self.registry, self.codec) if self.registry is not None else None
 
     # -- reading state --------------------------------------------------------------
 

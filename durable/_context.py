@@ -220,7 +220,7 @@ class WorkflowContext:
         run = self._run
         task_id = run.next_task_id()
         if instance_id is None:
-            run_id = run.started.run_id[:8] if run.started is not None else "0"
+            run_id = run.started.replay_seed[:8] if run.started is not None else "0"
             instance_id = f"{run.instance_id}-{run_id}-{task_id}"
         elif attempt > 1:
             instance_id = f"{instance_id}-{attempt}"
@@ -328,7 +328,11 @@ class WorkflowContext:
         return winner
 
     def continue_as_new(self, input: Any = None) -> NoReturn:
-        """End this run and start a fresh one with ``input`` and an empty history."""
+        """End this run and start a fresh one with ``input`` and an empty history.
+
+        Events this run received but did not wait for carry over to the new run, in the
+        order they came; so does everything that arrives after this call in the same turn.
+        """
         from ._replay import ContinueAsNewSignal
 
         self._run.request_continue_as_new(Raw(self._run.codec.encode(input)))

@@ -41,6 +41,7 @@ from ._errors import (
     NonDeterminismError,
     ObjectExistsError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StoreError,
     UnknownWorkflowError,
 )
@@ -62,7 +63,10 @@ from ._events import (
     TurnStarted,
     WorkflowCompleted,
     WorkflowErrored,
+    WorkflowResumed,
     WorkflowStarted,
+    WorkflowSuspended,
+    WorkflowTerminated,
 )
 from ._eviction import EvictionPolicy
 from ._executor import LocalExecutor
@@ -80,6 +84,7 @@ from ._records import (
     encode,
     inbox_key,
     inbox_prefix,
+    instance_of_key,
     log_key,
     wakeup_key,
     wakeup_prefix,
@@ -89,7 +94,7 @@ from ._state import WorkflowStatus
 from ._timers import TimerQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -113,7 +118,11 @@ _ANSWERS: dict[type, type] = {
     ChildWorkflowCompleted: ChildWorkflowScheduled,
     ChildWorkflowErrored: ChildWorkflowScheduled,
 }
+# messages from outside that change an instance's status and need no workflow code
+_CONTROL = (WorkflowSuspended, WorkflowResumed, WorkflowTerminated)
 _ANY_RUN = -1
+# the store's answers to a conditional call: a race lost, not a broken object
+_ANSWERS_OF_STORE = (ObjectNotFoundError, ObjectExistsError, PreconditionFailedError)
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
 _STORE_RETRY = timedelta(seconds=1)  # backoff after a transient store error
 
@@ -217,13 +226,57 @@ def _parent_event(
     output: Raw,
     failure: FailureDetails | None,
 ) -> HistoryEvent:
-    """What a parent receives when its sub-workflow ``child_id`` ends."""
+    """What a parent's run receives when its sub-workflow ``child_id`` ends."""
     if status is WorkflowStatus.COMPLETED:
-        return ChildWorkflowCompleted(task_id=parent.task_id, result=output, instance_id=child_id)
+        return ChildWorkflowCompleted(
+            task_id=parent.task_id, result=output, instance_id=child_id, parent_run=parent.run_id
+        )
     return ChildWorkflowErrored(
-        task_id=parent.task_id, instance_id=child_id,
+        task_id=parent.task_id, instance_id=child_id, parent_run=parent.run_id,
         failure=failure or FailureDetails("Terminated", "terminated"),
     )  # fmt: skip
+
+
+def _child_of(inst: _Instance, scheduled: ChildWorkflowScheduled) -> ParentRef:
+    """The parent link of the sub-workflow that ``inst``'s current run schedules."""
+    return ParentRef(inst.id, scheduled.task_id, inst.started.run_id)
+
+
+def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
+    """Whether ``event`` names a run that is not the instance's current one: a child's
+    answer to another run of this parent, or a terminate for the children of another
+    run of its parent. Such an event is consumed and never applied."""
+    if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
+        return event.parent_run not in ("", inst.started.run_id)
+    if isinstance(event, WorkflowTerminated) and event.parent is not None:
+        return inst.parent is None or not inst.parent.same_run(event.parent)
+    return False
+
+
+def _take(
+    untaken: Sequence[Event],
+    events: list[HistoryEvent],
+    sources: list[Pending],
+    consumed: list[str],
+) -> tuple[list[HistoryEvent], list[str], list[Pending]]:
+    """Split a turn's events into those the run took (renumbered, with the messages they
+    consume) and the pending items of those it left, for the next run."""
+    if not untaken:
+        return events, consumed, []
+    left_ids = {event.event_id for event in untaken}
+    taken, left = events[:1], []
+    for event, source in zip(events[1:], sources, strict=True):
+        if event.event_id in left_ids:
+            left.append(source)
+        else:
+            taken.append(msgspec.structs.replace(event, event_id=events[0].event_id + len(taken)))
+    left_msgs = {msg_id for msg_id, _, _ in left}
+    return taken, [msg_id for msg_id in consumed if msg_id not in left_msgs], left
+
+
+def _for_good(err: StoreError) -> bool:
+    """Whether no retry can fix ``err``: an unreadable object, a key the store refuses."""
+    return not err.transient and not isinstance(err, _ANSWERS_OF_STORE)
 
 
 def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> None:
@@ -378,12 +431,31 @@ class Engine:
         try:
             await fn(*args)
         except StoreError as err:
-            if not err.transient:
-                raise
-            log.warning("%s failed on the store, retrying: %s", fn.__name__, err)
-            self._timers.add(self.clock.now() + _STORE_RETRY, (self._spawn_guarded, fn, *args))
+            if err.transient:
+                log.warning("%s failed on the store, retrying: %s", fn.__name__, err)
+                retry = (self._spawn_guarded, fn, *args)
+                self._timers.add(self.clock.now() + _STORE_RETRY, retry)
+            elif _for_good(err):
+                await self._fail_for_good(fn.__name__, err)
+            else:  # a race lost to another writer: whoever won goes on
+                log.warning("%s gave up: %s", fn.__name__, err)
         finally:
             self.busy_exit()
+
+    async def _fail_for_good(self, what: str, err: StoreError) -> None:
+        """A store error no retry can fix (an unreadable object, a key the store
+        refuses) fails the instance whose object it names, if this process runs it;
+        never the runtime."""
+        log.error("%s failed for good: %s", what, err)
+        instance_id = instance_of_key(err.key)
+        if instance_id is None or not self.owns(instance_id):
+            return  # not an instance's object, or another process runs that instance
+        try:
+            found = await read_meta(self.store, instance_id)
+            meta, etag = found if found is not None else (None, None)
+            await self._fail_corrupt(instance_id, meta, etag, err)
+        except StoreError:
+            log.exception("could not record the failure of %r", instance_id)
 
     # -- idleness (for MockClock auto-advance) --------------------------------------
 
@@ -432,7 +504,9 @@ class Engine:
     # -- queueing turns -------------------------------------------------------------
 
     def _enqueue(self, inst: _Instance) -> None:
-        if not (inst.queued or inst.running or inst.loading or inst.parked or inst.backing_off):
+        # a parked instance takes a turn only to apply control messages
+        parked = inst.parked and not any(isinstance(e, _CONTROL) for _, _, e in inst.pending)
+        if not (inst.queued or inst.running or inst.loading or parked or inst.backing_off):
             inst.queued = True
             self._queued += 1
             assert self._send is not None, "the engine is not running"
@@ -458,8 +532,7 @@ class Engine:
             finally:
                 self._residency.loaded()
             return
-        inst.pending.append(item)
-        self._enqueue(inst)
+        await self._then_found(inst, item)
 
     async def _serve(
         self, receive: MemoryObjectReceiveStream[Any], handle: Callable[[Any], Awaitable[None]]
@@ -493,8 +566,11 @@ class Engine:
         try:
             await self._turn(inst)
         except StoreError as err:
-            log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
-            self._retry_later(inst)
+            if not _for_good(err) or instance_of_key(err.key) != inst.id:
+                log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
+                self._retry_later(inst)
+            else:
+                await self._fail_for_good(f"turn of {inst.id!r}", err)
         except _NotLeased:
             log.info("turn of %r not committed: the partition's lease is not held", inst.id)
             self._retry_later(inst)
@@ -529,30 +605,13 @@ class Engine:
             if self._instances.get(inst.id) is inst and not inst.pending:
                 del self._instances[inst.id]
             return
+        if inst.parked:
+            await self._parked_turn(inst, pending)
+            return
         now = self.clock.now()
-        event_id = inst.next_event_id
-        events: list[HistoryEvent] = [TurnStarted(event_id=event_id, timestamp=now)]
-        consumed: list[str] = []
-        answered: set[int] = set()
-        for msg_id, run_start, event in pending:
-            if msg_id is not None:
-                if msg_id in inst.consumed or msg_id in consumed:
-                    continue
-                consumed.append(msg_id)
-            elif run_start != _ANY_RUN and run_start != inst.run_start:
-                continue
-            answers = _ANSWERS.get(type(event))
-            if answers is not None:
-                task_id: int = event.task_id  # type: ignore[attr-defined]
-                scheduled = inst.outstanding.get(task_id)
-                if type(scheduled) is not answers or task_id in answered:
-                    continue
-                child_id = getattr(event, "instance_id", "")
-                if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
-                    continue
-                answered.add(task_id)
-            event_id += 1
-            events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
+        new, sources, consumed = self._new_events(inst, pending, inst.next_event_id + 1, now)
+        events: list[HistoryEvent] = [TurnStarted(event_id=inst.next_event_id, timestamp=now)]
+        events += new
         first_turn = inst.status is WorkflowStatus.PENDING
         if len(events) == 1 and not first_turn and not consumed:
             self._residency.note_waiting(inst)  # nothing new (a duplicate): still evictable
@@ -568,10 +627,9 @@ class Engine:
                 log.warning(
                     "instance %r waits for a worker that has its workflow: %s", inst.id, err
                 )
-                inst.pending = pending + inst.pending
                 inst.parked = True
                 inst.reason = f"waiting for a worker that runs it: {err}"
-                await self._write_meta(inst)
+                await self._parked_turn(inst, pending, reason_changed=True)
                 return
             if run is None:  # the log moved on under us; reloaded
                 inst.pending = pending + inst.pending
@@ -582,15 +640,19 @@ class Engine:
             self._drop_run(inst)
             await self._commit_failure(inst, err)
             return
-        new_events, next_run, status = self._record_actions(inst, run, actions, event_id + 1, now)
+        events, consumed, left = _take(run.untaken, events, sources, consumed)
+        new_events, next_run, status = self._record_actions(
+            inst, run, actions, events[-1].event_id + 1, now
+        )
+        if next_run:
+            # the new run skips the old run's messages that may still be in the inbox
+            consumed += await self._undeleted(inst, consumed)
         record = TurnRecord(
             seq=inst.seq + 1,
             status=status,
             events=events + new_events,
             next_run=next_run,
-            # a new run starts with the old run's consumed ids, so a message whose
-            # delete failed is not applied to the new run
-            consumed=consumed + sorted(inst.consumed) if next_run else consumed,
+            consumed=consumed,
             custom_status=run.custom_status,
         )
         if not await self._commit(inst, record):
@@ -598,10 +660,118 @@ class Engine:
             self._drop_run(inst)
             await self._reload(inst)
             return
+        inst.pending = left + inst.pending  # what the run did not take goes to the next
         run.committed(record.events)
         if self._hooks is not None:
             self._hooks.committed(inst.id, record)
         await self._after_commit(inst, record)
+
+    def _new_events(
+        self, inst: _Instance, pending: list[Pending], first_id: int, now: Any
+    ) -> tuple[list[HistoryEvent], list[Pending], list[str]]:
+        """The events of ``pending`` that a turn takes, numbered from ``first_id``, the
+        pending item each came from, and the inbox messages they consume: each message
+        once, and an outcome only if it is for the current run and answers an operation
+        that still waits for it."""
+        events: list[HistoryEvent] = []
+        sources: list[Pending] = []
+        consumed: list[str] = []
+        answered: set[int] = set()
+        for item in pending:
+            msg_id, run_start, event = item
+            if msg_id is not None:
+                if msg_id in inst.consumed or msg_id in consumed:
+                    continue
+                consumed.append(msg_id)
+            elif run_start != _ANY_RUN and run_start != inst.run_start:
+                continue
+            if _addressed_elsewhere(inst, event):
+                self._take_freed_child_id(inst, event)
+                continue
+            answers = _ANSWERS.get(type(event))
+            if answers is not None:
+                task_id: int = event.task_id  # type: ignore[attr-defined]
+                scheduled = inst.outstanding.get(task_id)
+                if type(scheduled) is not answers or task_id in answered:
+                    continue
+                child_id = getattr(event, "instance_id", "")
+                if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
+                    continue
+                answered.add(task_id)
+            event_id = first_id + len(events)
+            events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
+            sources.append(item)
+        return events, sources, consumed
+
+    async def _parked_turn(
+        self, inst: _Instance, pending: list[Pending], *, reason_changed: bool = False
+    ) -> None:
+        """A turn of an instance whose workflow is not registered here: apply the
+        control messages (suspend, resume, terminate), which need no workflow code, and
+        keep every other event for a worker that has the code.
+
+        The record holds the control events alone, with no ``TurnStarted`` (the code
+        took no turn), so a worker that has the code replays them where they happened.
+        A run whose code never took a turn stays PENDING once resumed: its first turn
+        is still to come."""
+        control = [item for item in pending if isinstance(item[2], _CONTROL)]
+        rest = [item for item in pending if not isinstance(item[2], _CONTROL)]
+        now = self.clock.now()
+        events, _, consumed = self._new_events(inst, control, inst.next_event_id, now)
+        if not events:
+            inst.pending = rest + inst.pending
+            if reason_changed:
+                await self._write_meta(inst)
+            return
+        loaded = await load_run(self.store, inst.id, self._meta_hint(inst))
+        if loaded is None or loaded.last_seq != inst.seq:
+            inst.pending = pending + inst.pending
+            await self._reload(inst)
+            return
+        status = inst.status
+        for i, event in enumerate(events):
+            if isinstance(event, WorkflowTerminated):
+                del events[i + 1 :]  # the run ends here: what follows is for nobody
+                status = WorkflowStatus.TERMINATED
+                consumed += [msg_id for msg_id, _, _ in pending if msg_id is not None]
+                rest = []
+            elif isinstance(event, WorkflowSuspended):
+                status = WorkflowStatus.SUSPENDED
+            elif status is WorkflowStatus.SUSPENDED:
+                code_ran = any(isinstance(e, TurnStarted) for e in loaded.history)
+                status = WorkflowStatus.RUNNING if code_ran else WorkflowStatus.PENDING
+        record = TurnRecord(
+            seq=inst.seq + 1, status=status, events=events, consumed=sorted(set(consumed)),
+            custom_status=inst.custom_status,
+        )  # fmt: skip
+        if not await self._commit(inst, record):
+            inst.pending = pending + inst.pending
+            await self._reload(inst)
+            return
+        inst.pending = rest + inst.pending
+        if status.is_terminal:
+            inst.parked, inst.reason = False, ""  # it waits for nothing any more
+        if self._hooks is not None:
+            self._hooks.committed(inst.id, record)
+        await self._after_commit(inst, record)
+
+    async def _undeleted(self, inst: _Instance, consumed: list[str]) -> list[str]:
+        """The messages the run consumed before this turn that are still in the inbox (their
+        delete failed or has not run yet). Only these can reach a new run again, so its
+        first record names them, and not every message the instance ever consumed."""
+        listed = await self.store.list(inbox_prefix(inst.id))
+        return sorted(inst.consumed.intersection(listed).difference(consumed))
+
+    def _take_freed_child_id(self, inst: _Instance, event: Event) -> None:
+        """A child's answer to another run of this instance: that child has ended, so a
+        child this run waits for under the same id (whatever its task id) can start."""
+        if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
+            for scheduled in list(inst.outstanding.values()):
+                if (
+                    isinstance(scheduled, ChildWorkflowScheduled)
+                    and scheduled.instance_id == event.instance_id
+                ):
+                    self._spawn_guarded(self._start_child, _child_of(inst, scheduled), scheduled)
 
     def _record_actions(
         self, inst: _Instance, run: TurnRunner, actions: list[Action], event_id: int, now: Any
@@ -680,12 +850,15 @@ class Engine:
                 return True
             except ObjectExistsError:
                 return False
-            except StoreError:
+            except StoreError as err:
                 # The write may or may not have landed: read back to know.
                 try:
-                    return await self.store.get(key) == data
+                    landed = await self.store.get(key) == data
                 except StoreError:
-                    return False
+                    landed = False
+                if not (landed or err.transient):
+                    raise  # the store refuses this record for good
+                return landed
         return False  # not reached: the shielded scope is never cancelled
 
     async def _commit_failure(self, inst: _Instance, err: Exception) -> None:
@@ -762,7 +935,7 @@ class Engine:
         elif isinstance(event, TimerCreated):
             self._timers.add(event.fire_at, (inst.id, inst.run_start, event.task_id, event.fire_at))
         elif isinstance(event, ChildWorkflowScheduled):
-            self._spawn_guarded(self._start_child, inst.id, event)
+            self._spawn_guarded(self._start_child, _child_of(inst, event), event)
 
     def _on_timer(self, payload: tuple[Any, ...]) -> None:
         if callable(payload[0]):  # work deferred after a store error
@@ -817,35 +990,60 @@ class Engine:
             self._inflight.discard((instance_id, run_start, scheduled.task_id))
             self.busy_exit()
 
-    async def _start_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
-        parent = ParentRef(parent_id, scheduled.task_id)
-        try:
-            created = await create_instance(
-                self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
-                scheduled.input, parent=parent, run_id=self.ids.run_id(),
-                version=self._newest_version(scheduled.name),
-            )  # fmt: skip
-        except InstanceExistsError as err:
-            await self._join_existing_child(parent, scheduled, err)
-            return
-        await self.announce_created(scheduled.instance_id, created)
-
-    async def _join_existing_child(
-        self, parent: ParentRef, scheduled: ChildWorkflowScheduled, err: InstanceExistsError
+    async def _start_child(
+        self, parent: ParentRef, scheduled: ChildWorkflowScheduled, *, reuse: bool = False
     ) -> None:
-        """A child id that exists is ours if it names us as parent (a re-dispatch)."""
-        found = await read_meta(self.store, scheduled.instance_id)
-        existing = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
-        if existing is None or existing.started.parent != parent:
-            self.deliver(parent.instance_id, ChildWorkflowErrored(
-                task_id=scheduled.task_id, instance_id=scheduled.instance_id,
-                failure=failure_from_exception(err),
-            ))  # fmt: skip
-            return
-        if existing.status.is_terminal:
-            await self._notify_parent_from_log(existing)
-        elif scheduled.instance_id not in self._instances:
-            await self.recover(scheduled.instance_id)
+        """Start the sub-workflow of the parent's run ``parent``, or settle with the
+        instance that holds its id (``reuse``: replace that ended instance)."""
+        async with self._child_errors(parent, scheduled):
+            try:
+                created = await create_instance(
+                    self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
+                    scheduled.input, parent=parent, run_id=self.ids.run_id(), reuse=reuse,
+                    memo=self.memo_store if reuse else None,
+                    version=self._newest_version(scheduled.name),
+                )  # fmt: skip
+            except InstanceExistsError as err:
+                await self._settle_child(parent, scheduled, err)
+                return
+            await self.announce_created(scheduled.instance_id, created)
+
+    async def _settle_child(
+        self,
+        parent: ParentRef,
+        scheduled: ChildWorkflowScheduled,
+        err: InstanceExistsError | None = None,
+    ) -> None:
+        """The sub-workflow's id is taken (``err``), or may be (a recovery). The child of
+        this very run (a re-dispatch): tell the parent if it ended. The child of another
+        run of this parent (the parent was started again with ``reuse=True``, or rerun):
+        the new run never joins it, it gets a child of its own with its own input. An
+        ended one is replaced at once; a running one is terminated first, and its end,
+        reported to the old run, brings the parent back here to replace it. Any other
+        instance: the parent's call fails, as the id is someone else's."""
+        async with self._child_errors(parent, scheduled):
+            child_id = scheduled.instance_id
+            found = await read_meta(self.store, child_id)
+            existing = await load_run(self.store, child_id, found[0] if found else None)
+            if existing is None:  # never begun (or purged meanwhile)
+                await self._start_child(parent, scheduled)
+                return
+            holder = existing.started.parent
+            if holder is not None and holder.same_run(parent):
+                if existing.status.is_terminal:
+                    await self._notify_parent_from_log(existing)
+                elif child_id not in self._instances:
+                    await self.recover(child_id)
+            elif holder is None or holder.instance_id != parent.instance_id:
+                self.deliver(parent.instance_id, ChildWorkflowErrored(
+                    task_id=scheduled.task_id, instance_id=child_id, parent_run=parent.run_id,
+                    failure=failure_from_exception(err or InstanceExistsError(child_id)),
+                ))  # fmt: skip
+            elif existing.status.is_terminal:
+                await self._start_child(parent, scheduled, reuse=True)
+            else:
+                reason = f"replaced by the child of a new run of {parent.instance_id!r}"
+                await self._tell(child_id, WorkflowTerminated(reason=reason, parent=holder))
 
     def _start_new_run(self, inst: _Instance, record: TurnRecord) -> None:
         """Continue-as-new committed: the instance begins a fresh run in memory."""
@@ -862,8 +1060,21 @@ class Engine:
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
         inst.output, inst.failure = record_outcome(record)
+        if inst.status is WorkflowStatus.TERMINATED:
+            self._terminate_children(inst)
         self._drop_run(inst)
         inst.outstanding.clear()
+
+    def _terminate_children(self, inst: _Instance) -> None:
+        """A terminated run terminates the sub-workflows it still waits on (and they
+        theirs), as Durable Task's recursive terminate and Temporal's default parent
+        close policy do. The terminate names the run: an instance that took the child's
+        id since then ignores it."""
+        for event in inst.outstanding.values():
+            if isinstance(event, ChildWorkflowScheduled):
+                reason = f"its parent {inst.id!r} was terminated"
+                terminate = WorkflowTerminated(reason=reason, parent=_child_of(inst, event))
+                self._spawn_guarded(self._tell, event.instance_id, terminate)
 
     async def _tell_parent(self, inst: _Instance) -> bool:
         """The instance ended: tell its parent before its meta says so (a new owner of
@@ -874,8 +1085,9 @@ class Engine:
         try:
             await self._tell(inst.parent.instance_id, event)
         except StoreError as err:
-            if not err.transient:
-                raise
+            if _for_good(err):
+                await self._fail_for_good(f"telling the parent of {inst.id!r}", err)
+                return True
             log.warning("could not tell the parent of %r yet: %s", inst.id, err)
             self._spawn_guarded(self._tell_then_write_meta, inst, event)
             return False
@@ -1021,7 +1233,11 @@ class Engine:
         try:
             inst.run = self._new_run(inst, history)
         except UnknownWorkflowError:
-            inst.run = None
+            inst.run = None  # its first turn parks it
+        except NonDeterminismError:  # a rerun the code no longer replays: nothing to
+            inst.run = None  # dispatch; its first turn fails it, naming the event
+            self._enqueue(inst)
+            return
         self._dispatch_open(inst)  # a rerun keeps history whose steps may still be open
         self._enqueue(inst)
 
@@ -1039,8 +1255,9 @@ class Engine:
                 try:
                     await self.recover(instance_id)
                 except StoreError as err:
-                    if not err.transient:
-                        raise
+                    if _for_good(err):
+                        await self._fail_for_good(f"recovery of {instance_id!r}", err)
+                        return
                     log.warning("recovery of %r failed, retrying: %s", instance_id, err)
                     self._spawn_guarded(self.recover, instance_id)
 
@@ -1079,7 +1296,7 @@ class Engine:
         runs it; None if nothing to run here. ``then``: an event to deliver to it, given
         before the instance could be evicted again."""
         if (inst := self._instances.get(instance_id)) is not None:
-            return self._then(inst, then)
+            return await self._then_found(inst, then)
         if not self.owns(instance_id):
             return None
         found = await read_meta(self.store, instance_id)
@@ -1099,7 +1316,7 @@ class Engine:
             return None
         if loaded is None or instance_id in self._instances:
             inst = self._instances.get(instance_id)
-            return self._then(inst, then) if inst is not None else None
+            return await self._then_found(inst, then) if inst is not None else None
         if not self.owns(instance_id):
             return None  # the partition moved while the log was read
         inst = _Instance(instance_id, loaded.started, loaded.created_at)
@@ -1123,6 +1340,17 @@ class Engine:
         if not inst.queued:
             self._residency.note_waiting(inst)
             self._residency.evict_to_capacity()
+        return inst
+
+    async def _then_found(self, inst: _Instance, item: Pending | None) -> _Instance:
+        """Hand ``item`` to an instance that another task loaded meanwhile. An inbox message
+        not seen here yet is read from the inbox instead: a run may have consumed it since
+        it was announced, and a run begun after that no longer names it as consumed."""
+        msg_id = item[0] if item is not None else None
+        if msg_id is None:
+            return self._then(inst, item)
+        if msg_id not in inst.consumed and all(msg_id != p[0] for p in inst.pending):
+            await self._scan_inbox(inst)
         return inst
 
     def _then(self, inst: _Instance, item: Pending | None) -> _Instance:
@@ -1157,34 +1385,55 @@ class Engine:
         """Re-dispatch what history left open: activities, timers, sub-workflows."""
         for event in list(inst.outstanding.values()):
             if isinstance(event, ChildWorkflowScheduled):
-                self._spawn_guarded(self._check_child, inst.id, event)
+                # it may have ended, never begun, or hold an older run's child
+                self._spawn_guarded(self._settle_child, _child_of(inst, event), event)
             else:
                 self._dispatch(inst, event)
 
-    async def _check_child(self, parent_id: str, scheduled: ChildWorkflowScheduled) -> None:
-        """On recovery: a sub-workflow the parent waits on may have ended, or never begun."""
-        found = await read_meta(self.store, scheduled.instance_id)
-        child = await load_run(self.store, scheduled.instance_id, found[0] if found else None)
-        if child is None:
-            await self._start_child(parent_id, scheduled)
-        elif child.status.is_terminal:
-            await self._notify_parent_from_log(child)
+    @contextlib.asynccontextmanager
+    async def _child_errors(
+        self, parent: ParentRef, scheduled: ChildWorkflowScheduled
+    ) -> AsyncIterator[None]:
+        """Around starting or checking a sub-workflow: a store error no retry can fix
+        (its log is unreadable, the store refuses its id) fails the sub-workflow in its
+        parent, naming the reason; a transient one is retried."""
+        try:
+            yield
+        except StoreError as err:
+            if not _for_good(err):
+                raise
+            log.error(
+                "sub-workflow %r of %r failed: %s", scheduled.instance_id, parent.instance_id, err
+            )
+            self.deliver(parent.instance_id, ChildWorkflowErrored(
+                task_id=scheduled.task_id, instance_id=scheduled.instance_id,
+                parent_run=parent.run_id, failure=failure_from_exception(err),
+            ))  # fmt: skip
 
     async def _scan_inbox(self, inst: _Instance) -> None:
-        """Queue the inbox messages the log has not consumed yet."""
-        for msg_id in await self.store.list(inbox_prefix(inst.id)):
-            key = inbox_key(inst.id, msg_id)
-            if msg_id in inst.consumed:
-                await self.store.delete(key)
-                continue
-            try:
-                message = decode_message(await self.store.get(key), key)
-            except ObjectNotFoundError:
-                continue
-            except StoreError as err:
-                log.error("skipping unreadable inbox message: %s", err)
-                continue
-            inst.pending.append((message.id, _ANY_RUN, message.event))
+        """Queue the inbox messages the log has not consumed yet.
+
+        A new run's consumed ids name only the old run's messages still in the inbox, so
+        a scan that a new run began during reads again: what it read may be a message
+        the old run consumed and deleted meanwhile."""
+        found: list[Pending] = []
+        run_start = -1
+        while run_start != inst.run_start:
+            run_start, found = inst.run_start, []
+            for msg_id in await self.store.list(inbox_prefix(inst.id)):
+                key = inbox_key(inst.id, msg_id)
+                if msg_id in inst.consumed:
+                    await self.store.delete(key)
+                    continue
+                try:
+                    message = decode_message(await self.store.get(key), key)
+                except ObjectNotFoundError:
+                    continue
+                except StoreError as err:
+                    log.error("skipping unreadable inbox message: %s", err)
+                    continue
+                found.append((message.id, _ANY_RUN, message.event))
+        inst.pending += found
         if inst.pending:
             self._enqueue(inst)
 
@@ -1238,7 +1487,8 @@ class Engine:
     async def _fail_corrupt(
         self, instance_id: str, meta: InstanceMeta | None, etag: str | None, err: StoreError
     ) -> None:
-        """A log object cannot be read: the instance fails, naming the key; others go on."""
+        """An object of the instance cannot be read or written, for good: the instance
+        fails, naming the key, and its parent hears it; others go on."""
         log.error("instance %r failed: %s", instance_id, err)
         now = self.clock.now()
         failure = failure_from_exception(err)
@@ -1252,6 +1502,13 @@ class Engine:
             base, status=WorkflowStatus.FAILED, failure=failure, updated_at=now
         )
         await self._mark_terminal(instance_id)
+        parent = inst.parent if inst is not None else base.parent
+        if parent is not None:  # before the meta says it ended, as for any ending
+            event = _parent_event(parent, instance_id, WorkflowStatus.FAILED, NULL, failure)
+            try:
+                await self._tell(parent.instance_id, event)
+            except StoreError:
+                log.exception("could not tell the parent of %r that it failed", instance_id)
         try:
             await write_meta(self.store, failed, etag)
         except StoreError:

@@ -54,15 +54,29 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_de
 
 
 class ParentRef(msgspec.Struct, frozen=True):
-    """The parent of a sub-workflow: where its result goes."""
+    """The parent of a sub-workflow: where its result goes. ``run_id`` names the
+    parent's run that started it (empty in logs written before: any run of the parent)."""
 
     instance_id: str
     task_id: int
+    run_id: str = ""
+
+    def same_run(self, other: ParentRef) -> bool:
+        """Whether both name one call of one run of the parent (an unnamed run matches
+        any run: the log predates run names)."""
+        return (
+            self.instance_id == other.instance_id
+            and self.task_id == other.task_id
+            and (self.run_id == other.run_id or not self.run_id or not other.run_id)
+        )
 
 
 class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     """A run of the workflow began with this input. Task ids of the run start at
-    ``first_task_id``, so they stay unique across continue-as-new."""
+    ``first_task_id``, so they stay unique across continue-as-new. ``seed`` is the run
+    id whose random values, uuids and generated child ids the run draws: a rerun is a
+    new run (a new ``run_id``) that replays the kept history of the run it reruns, so it
+    keeps that run's seed (empty: ``run_id``)."""
 
     name: str
     input: Raw = NULL
@@ -70,6 +84,12 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     version: str = ""
     parent: ParentRef | None = None
     first_task_id: int = 0
+    seed: str = ""
+
+    @property
+    def replay_seed(self) -> str:
+        """What seeds the run's random values, uuids and generated child ids."""
+        return self.seed or self.run_id
 
 
 class TurnStarted(Event, frozen=True, tag="turn_started"):
@@ -128,19 +148,22 @@ class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled")
 
 
 class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):
-    """A sub-workflow completed."""
+    """A sub-workflow completed. ``parent_run``: the parent's run it answers (applied to
+    no other run; empty: any)."""
 
     task_id: int
     result: Raw = NULL
     instance_id: str = ""
+    parent_run: str = ""
 
 
 class ChildWorkflowErrored(Event, frozen=True, tag="child_workflow_failed"):
-    """A sub-workflow failed or was terminated."""
+    """A sub-workflow failed or was terminated. ``parent_run`` as for completion."""
 
     task_id: int
     failure: FailureDetails
     instance_id: str = ""
+    parent_run: str = ""
 
 
 class EventRaised(Event, frozen=True, tag="event_raised"):
@@ -169,10 +192,12 @@ class WorkflowResumed(Event, frozen=True, tag="workflow_resumed"):
 
 
 class WorkflowTerminated(Event, frozen=True, tag="workflow_terminated"):
-    """The instance was terminated from outside."""
+    """The instance was terminated from outside. ``parent`` is set when the end of its
+    parent's run terminated it: it then applies only to a child of that run."""
 
     reason: str = ""
     output: Raw = NULL
+    parent: ParentRef | None = None
 
 
 class WorkflowCompleted(Event, frozen=True, tag="workflow_completed"):

@@ -14,11 +14,19 @@ from ._activity import execute_activity
 from ._replay import WorkflowRun
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from msgspec import Raw
 
     from ._actions import Action
     from ._codec import PayloadCodec
-    from ._events import ActivityCompleted, ActivityErrored, ActivityScheduled, HistoryEvent
+    from ._events import (
+        ActivityCompleted,
+        ActivityErrored,
+        ActivityScheduled,
+        Event,
+        HistoryEvent,
+    )
     from ._eviction import EvictionPolicy
     from ._memo import MemoStore
     from ._registry import Registry
@@ -47,6 +55,12 @@ class TurnRunner(Protocol):
     @property
     def task_count(self) -> int:
         """The next task id the run would use: where a continued run starts numbering."""
+        ...
+
+    @property
+    def untaken(self) -> Sequence[Event]:
+        """The events of the last turn that the run did not take: it ended before them
+        (returned, failed or continued as new), so they belong to the next run."""
         ...
 
     async def turn(self, events: list[HistoryEvent], *, first_turn: bool) -> list[Action]:

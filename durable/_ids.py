@@ -10,9 +10,12 @@ from ._errors import InvalidInstanceIdError
 if TYPE_CHECKING:
     import random
 
-__all__ = ["MAX_ID_LENGTH", "IdSource", "validate_instance_id", "validate_key"]
+__all__ = ["MAX_ID_BYTES", "IdSource", "validate_instance_id", "validate_key"]
 
-MAX_ID_LENGTH = 256
+# A file system allows 255 bytes per path component, and an id is one component of a
+# key, or shares it with the longest suffix the runtime adds to one ("-terminal", after
+# a memo prefix). Counted in UTF-8, as every store counts: "é" is two bytes.
+MAX_ID_BYTES = 255 - len("-terminal")
 # Characters that object stores, URLs or glob patterns give a meaning to.
 _FORBIDDEN = frozenset('/\\*?[]#%"<>|{}^`')
 
@@ -20,16 +23,19 @@ _FORBIDDEN = frozenset('/\\*?[]#%"<>|{}^`')
 def validate_key(value: object, what: str = "instance id") -> str:
     """Return ``value`` if it can safely be one component of an object key.
 
-    Refuses empty or over-long ids, path separators, ``..``, whitespace, control
-    characters and glob/URL metacharacters, with a message saying which rule broke.
+    Refuses empty ids, ids over ``MAX_ID_BYTES`` in UTF-8, path separators, ``..``,
+    whitespace, control characters and glob/URL metacharacters, with a message saying
+    which rule broke.
     """
     if not isinstance(value, str):
         raise InvalidInstanceIdError(f"{what} must be a str, not {type(value).__name__}")
     if not value:
         raise InvalidInstanceIdError(f"{what} must not be empty")
-    if len(value) > MAX_ID_LENGTH:
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_ID_BYTES:
         raise InvalidInstanceIdError(
-            f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
+            f"{what} is {size} bytes long in UTF-8 ({len(value)} characters); the limit "
+            f"is {MAX_ID_BYTES} bytes"
         )
     if ".." in value or value == ".":
         raise InvalidInstanceIdError(f"{what} {value!r} contains '..' or is '.'")

@@ -37,6 +37,7 @@ from ._records import (
 from ._state import WorkflowStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from ._memo import MemoStore
@@ -190,10 +191,17 @@ async def rerun_instance(
     instance_id: str,
     from_event_id: int,
     memo: MemoStore | None = None,
+    *,
+    run_id: str,
+    check: Callable[[list[HistoryEvent]], None] | None = None,
 ) -> Created:
     """Start a new run of an ended instance whose history is the old one cut just before
     ``from_event_id`` (a scheduled activity, timer or sub-workflow): that step and
-    everything after it run again."""
+    everything after it run again. The rerun is a new run (``run_id``): its children
+    answer it alone, and a child it starts again replaces the old run's. It keeps the
+    old run's seed, so the kept history replays the same values. ``check`` sees the
+    kept history before anything is written, and raises to refuse the rerun (e.g.
+    ``NonDeterminismError``: the code no longer replays it)."""
     run = await load_existing(store, instance_id)
     if not run.status.is_terminal:
         raise InstanceRunningError(instance_id, run.status)
@@ -204,7 +212,13 @@ async def rerun_instance(
             f"rerun of {instance_id!r} must start at a scheduled activity, timer or "
             f"sub-workflow; event {from_event_id} is {kind}"
         )
-    prefix = [e for e in run.history if e.event_id < from_event_id]
+    started = run.started
+    prefix: list[HistoryEvent] = [
+        msgspec.structs.replace(started, run_id=run_id, seed=started.replay_seed)
+    ]
+    prefix += [e for e in run.history if 0 < e.event_id < from_event_id]
+    if check is not None:
+        check(prefix)
     await store.delete_prefix(inbox_prefix(instance_id))  # messages were for the old run
     if memo is not None:  # the steps that run again must really run again
         await memo.purge(instance_id, from_task_id=target.task_id)

@@ -26,6 +26,7 @@ __all__ = [
     "encode",
     "inbox_key",
     "inbox_prefix",
+    "instance_of_key",
     "instance_prefix",
     "log_key",
     "meta_key",
@@ -39,6 +40,15 @@ WAKEUPS = "wakeups"
 
 def instance_prefix(instance_id: str) -> str:
     return f"{INSTANCES}/{instance_id}"
+
+
+def instance_of_key(key: str | None) -> str | None:
+    """The instance whose directory holds ``key``; None for any other key."""
+    if key is None:
+        return None
+    root, _, rest = key.partition("/")
+    instance_id = rest.partition("/")[0]
+    return instance_id if root == INSTANCES and instance_id else None
 
 
 def log_key(instance_id: str, seq: int) -> str:

@@ -155,6 +155,7 @@ class WorkflowRun:
         self._buffered: dict[str, deque[EventRaised]] = {}
         self._suspended = False
         self._held: list[Event] = []
+        self.untaken: list[Event] = []  # of the last live turn: the run ended before them
         self._random: random.Random | None = None
         self._history_patches: set[str] = set()  # patches the replayed history records
         self._checked_patches: set[str] = set()  # patches the code checked or deprecated
@@ -169,12 +170,20 @@ class WorkflowRun:
         return self.final is not None or self.terminated
 
     def apply(self, events: Sequence[Event], *, replaying: bool) -> list[Action]:
-        """Feed events in order; return the new actions (none while replaying)."""
+        """Feed events in order; return the new actions (none while replaying).
+
+        Live, a run that ends (returns, fails or continues as new) takes no event after
+        the one that ended it: those are left in :attr:`untaken`, for the next run.
+        """
         self.replaying = replaying
+        self.untaken = []
         if replaying:
             self._history_patches.update(e.patch_id for e in events if type(e) is PatchApplied)
         handlers = _HANDLERS
         for event in events:
+            if self._ended_live() and type(event) is not TurnStarted:
+                self.untaken.append(event)
+                continue
             if self._suspended and not isinstance(
                 event, WorkflowResumed | WorkflowTerminated | TurnStarted
             ):
@@ -195,6 +204,11 @@ class WorkflowRun:
     def suspended(self) -> bool:
         """Whether the run is suspended (events wait until it resumes)."""
         return self._suspended
+
+    def _ended_live(self) -> bool:
+        """Whether a live turn has ended the run: what comes next is not the run's to take
+        (in replay the history says what the run took, its end event included)."""
+        return self.final is not None and not self.replaying
 
     async def turn(self, events: list[HistoryEvent], *, first_turn: bool) -> list[Action]:
         """Take one new turn (the engine's :class:`~durable._executor.TurnRunner`)."""
@@ -395,6 +409,9 @@ class WorkflowRun:
         self._suspended = False
         held, self._held = self._held, []
         for held_event in held:
+            if self._ended_live():
+                self.untaken.append(held_event)
+                continue
             _HANDLERS[type(held_event)](self, held_event)
             self._run_tasks()
 
@@ -467,10 +484,11 @@ class WorkflowRun:
 
     def rng(self) -> random.Random:
         if self._random is None:
-            # The run id is random and unique per run, and history holds it, so a
-            # replay anywhere (even without the instance id) draws the same numbers.
-            run_id = self.started.run_id if self.started is not None else ""
-            self._random = random.Random(run_id or self.instance_id)
+            # The seed (the run id, or for a rerun the id of the run whose history it
+            # keeps) is random, and history holds it, so a replay anywhere (even
+            # without the instance id) draws the same numbers.
+            seed = self.started.replay_seed if self.started is not None else ""
+            self._random = random.Random(seed or self.instance_id)
         return self._random
 
 

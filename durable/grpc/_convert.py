@@ -32,8 +32,11 @@ Events
 ==========================  ===========================================================
 durable                     Durable Task (MS name | Dapr name where they differ)
 ==========================  ===========================================================
-WorkflowStarted             executionStarted {name, version, input, instance{id, run_id},
-                            parentInstance{taskScheduledId = parent task id (absolute)}}
+WorkflowStarted             executionStarted {name, version, input, instance{id, seed},
+                            parentInstance{taskScheduledId = parent task id (absolute),
+                            instance{id, run_id}}}; the executionId is the run's seed
+                            (its run id, or for a rerun the run whose history it keeps),
+                            so a remote worker replays the values the run drew
 TurnStarted                 orchestratorStarted | workflowStarted
 ActivityScheduled           taskScheduled {name, input}, eventId = action id
 ActivityCompleted/Errored   taskCompleted {result} / taskFailed {failureDetails}
@@ -301,14 +304,15 @@ def event_to_ms(
                 version=event.version or None,
                 input=payload_to_proto(event.input),
                 orchestration_instance=ms.OrchestrationInstance(
-                    instance_id=instance_id, execution_id=event.run_id or None
+                    instance_id=instance_id, execution_id=event.replay_seed or None
                 ),
             )
             if event.parent is not None:
                 started.parent_instance = ms.ParentInstanceInfo(
                     task_scheduled_id=event.parent.task_id,
                     orchestration_instance=ms.OrchestrationInstance(
-                        instance_id=event.parent.instance_id
+                        instance_id=event.parent.instance_id,
+                        execution_id=event.parent.run_id or None,
                     ),
                 )
             out.execution_started = started
@@ -437,13 +441,16 @@ def event_to_dapr(
                 version=event.version or None,
                 input=payload_to_proto(event.input),
                 workflow_instance=dapr.WorkflowInstance(
-                    instance_id=instance_id, execution_id=event.run_id or None
+                    instance_id=instance_id, execution_id=event.replay_seed or None
                 ),
             )
             if event.parent is not None:
                 started.parent_instance = dapr.ParentInstanceInfo(
                     task_scheduled_id=event.parent.task_id,
-                    workflow_instance=dapr.WorkflowInstance(instance_id=event.parent.instance_id),
+                    workflow_instance=dapr.WorkflowInstance(
+                        instance_id=event.parent.instance_id,
+                        execution_id=event.parent.run_id or None,
+                    ),
                 )
             out.execution_started = started
         case TurnStarted():
@@ -581,7 +588,9 @@ def event_from_proto(
                 input=payload_from_proto(body.input),
                 run_id=run.execution_id or "",
                 version=body.version or "",
-                parent=ParentRef(parent_run.instance_id, parent.task_scheduled_id)
+                parent=ParentRef(
+                    parent_run.instance_id, parent.task_scheduled_id, parent_run.execution_id or ""
+                )
                 if _present(parent)
                 else None,
                 first_task_id=task_base,

@@ -116,6 +116,11 @@ class RemoteRun:
     def task_count(self) -> int:
         return self._task_count
 
+    @property
+    def untaken(self) -> tuple[()]:
+        """None: the worker gets the whole turn, and carries over what its run left."""
+        return ()
+
     def _follow(self, events: list[HistoryEvent]) -> bool:
         """Track suspension, termination, task ids and patches through ``events``;
         whether a worker must see them (anything but events held by a suspension)."""

@@ -67,3 +67,13 @@ def test_grpc_exports() -> None:
     ]
     for name in durable.grpc.__all__:
         assert getattr(durable.grpc, name).__module__ == "durable.grpc"
+
+
+def test_testing_exports() -> None:
+    import durable.testing
+
+    assert durable.testing.__all__ == sorted(durable.testing.__all__)
+    assert set(durable.testing.__all__) == {
+        "Faults", "MockClock", "Replayer", "SimulatedActivityError", "SimulationResult",
+        "SystemConfig", "SystemResult", "WorkflowEnvironment", "simulate", "simulate_system",
+    }  # fmt: skip

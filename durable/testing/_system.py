@@ -1,0 +1,554 @@
+"""``simulate_system``: a whole fleet, outside clients and faults, from one seed.
+
+One ``random.Random(seed)`` decides everything: how many runtimes share the store
+(a fleet with leases, on one ``MockClock``), which random programs start
+(:mod:`durable.testing._system_programs`), which outside operations interleave with
+them (raise_event, suspend, resume, terminate, start with reuse, rerun, purge,
+sweep, a workflow no runtime has), and which fault hits each store call: a transient
+error before or after the write lands, a crash of the calling runtime before or after
+a write (it dies, and a new one starts later on the same store), a few scheduling
+points of latency that reorder concurrent calls, lease renewals that fail, and clock
+jumps. Nothing reads real time and every task runs on one event loop, so the same
+seed gives the same trace.
+
+The :class:`~durable.testing._system_checks.Ledger` judges every write as it lands;
+at the end, with faults off, the simulation resumes and feeds every run until all
+end, then checks each against the reference. A failure reports its seed, and
+:func:`shrink` finds a smaller configuration that still fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from durable._client import Client
+from durable._clock import MockClock
+from durable._errors import DurableError
+from durable._events import (
+    ActivityScheduled,
+    ChildWorkflowScheduled,
+    TimerCreated,
+)
+from durable._ids import IdSource
+from durable._leases import Fleet
+from durable._log import load_run
+from durable._runtime import Runtime
+from durable.store import MemoryStore
+from durable.testing._system_checks import Epoch, Raise
+from durable.testing._system_programs import (
+    EVENT_NAMES,
+    Harness,
+    Program,
+    build_registry,
+    event_names,
+    expected_mismatch,
+    random_program,
+)
+from durable.testing._system_store import Crash, Sim, View
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from durable._registry import Registry
+
+__all__ = ["SystemConfig", "SystemResult", "kind_of", "shrink", "simulate_system"]
+
+_TTL = timedelta(seconds=9)
+_RENEW = timedelta(seconds=3)
+_DRAIN_ROUNDS = 120
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """What one simulated run may do; each switch turns one kind of fault or operation
+    off (for :func:`shrink`). ``operations`` bounds the driver's steps."""
+
+    operations: int = 40
+    runtimes: int = 3
+    store_errors: bool = True
+    crashes: bool = True
+    latency: bool = True
+    lease_faults: bool = True
+    clock_jumps: bool = True
+    eviction: bool = True
+    outside_ops: bool = True
+
+
+@dataclass(frozen=True)
+class SystemResult:
+    """How one seeded run went: the invariants it broke, and its trace."""
+
+    seed: int
+    config: SystemConfig
+    violations: tuple[str, ...]
+    trace: tuple[str, ...] = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def format(self, tail: int = 60) -> str:
+        """The seed, the configuration, what broke, and the end of the trace."""
+        lines = [f"simulate_system(seed={self.seed}, config={self.config})"]
+        lines += [f"  {v}" for v in self.violations]
+        lines.append(f"trace (last {min(tail, len(self.trace))} of {len(self.trace)} lines):")
+        lines += [f"  {line}" for line in self.trace[-tail:]]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Process:
+    """One simulated runtime process (restarted under the same name after a crash)."""
+
+    name: str
+    max_resident: int | None
+    retention: timedelta | None
+    runtime: Runtime | None = None
+    scope: anyio.CancelScope | None = None
+    dead: bool = False
+    running: bool = False
+    lives: int = 0
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside nested exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+async def _settle(limit: int = 5000) -> None:
+    """Let every task run until all wait on something not yet done (or ``limit``
+    scheduling points pass). Deterministic: it counts, it never reads time."""
+    me = asyncio.current_task()
+    for _ in range(limit):
+        await anyio.lowlevel.checkpoint()
+        if all(
+            task is me or (task._fut_waiter is not None and not task._fut_waiter.done())  # type: ignore[attr-defined]
+            for task in asyncio.all_tasks()
+        ):
+            return
+
+
+class _Driver:
+    """Runs one seeded simulation."""
+
+    def __init__(self, seed: int, config: SystemConfig) -> None:
+        self.seed = seed
+        self.config = config
+        self.sim = sim = Sim(seed, config)
+        self.rng = sim.rng
+        self.inner = MemoryStore()
+        self.clock = MockClock()
+        self.harness = Harness()
+        self.registry: Registry = build_registry(self.harness)
+        self.partitions = 4
+        self.programs: dict[str, Program] = {}  # tag -> program
+        self.roots: list[str] = []
+        self.ghosts: list[str] = []
+        self.terminated: set[str] = set()  # instances a terminate was sent to
+        self.nonces = 0
+        self.tags = 0
+        self.acked_starts: list[tuple[str, str, int]] = []  # (instance, tag, write)
+        self.finished = False
+        outside = View(self.inner, sim, "client")
+        ids = IdSource(random.Random(self.rng.getrandbits(64)))
+        self.client = Client(outside, registry=self.registry, clock=self.clock, ids=ids)
+        ghost_ids = IdSource(random.Random(self.rng.getrandbits(64)))
+        self.ghost_client = Client(outside, clock=self.clock, ids=ghost_ids)
+        count = self.rng.randint(1, max(1, config.runtimes))
+        self.processes: dict[str, _Process] = {}
+        sim.processes = self.processes
+        for i in range(count):
+            max_resident = 0 if config.eviction and self.rng.random() < 0.4 else None
+            retention = (
+                timedelta(seconds=self.rng.choice([0, 5, 30])) if self.rng.random() < 0.6 else None
+            )
+            self.processes[f"p{i}"] = _Process(f"p{i}", max_resident, retention)
+
+    def note(self, line: str) -> None:
+        self.sim.trace.append(f"[t={(self.clock.now().timestamp() % 100000):.0f}] {line}")
+
+    # -- processes ------------------------------------------------------------------
+
+    async def _run_process(self, proc: _Process) -> None:
+        proc.lives += 1
+        proc.dead = False
+        proc.running = True
+        entropy = random.Random(self.rng.getrandbits(64))
+        fleet = Fleet(partitions=self.partitions, lease_ttl=_TTL, renew_interval=_RENEW,
+                      owner=proc.name)  # fmt: skip
+        runtime = Runtime(
+            self.registry, store=View(self.inner, self.sim, proc.name), clock=self.clock,
+            max_concurrent_activities=4, max_concurrent_workflows=4, poll_interval=1.0,
+            max_resident_workflows=proc.max_resident, memo_retention=proc.retention,
+            memo_sweep_interval=timedelta(seconds=20), entropy=entropy, fleet=fleet,
+        )  # fmt: skip
+        try:
+            with anyio.CancelScope() as scope:
+                proc.scope = scope
+                async with runtime:
+                    proc.runtime = runtime
+                    await anyio.sleep_forever()
+        except* Crash:
+            pass
+        except* Exception as group:
+            for exc in _leaves(group):
+                self.sim.ledger.violate(f"runtime {proc.name} died: {type(exc).__name__}: {exc}")
+        finally:
+            proc.runtime = None
+            proc.scope = None
+            proc.running = False
+            proc.dead = True
+            if not self.finished:
+                self.note(f"{proc.name} is down")
+
+    def _client_for(self) -> tuple[Client, str]:
+        """An outside client, or a live runtime's own client."""
+        live = [p for p in self.processes.values() if p.runtime is not None and not p.dead]
+        if live and self.rng.random() < 0.5:
+            proc = self.rng.choice(live)
+            assert proc.runtime is not None
+            return proc.runtime.client, proc.name
+        return self.client, "client"
+
+    # -- operations -----------------------------------------------------------------
+
+    def _new_tag(self, program: Program) -> str:
+        self.tags += 1
+        tag = f"s{self.tags}"
+        self.programs[tag] = program
+        for index, step in enumerate(s for s in program if s[0] not in ("can", "raise")):
+            if step[0] == "child":
+                self.programs[f"{tag}/c{index}"] = step[1]
+        return tag
+
+    def _input(self, tag: str) -> dict[str, Any]:
+        return {"tag": tag, "prog": self.programs[tag], "acc": []}
+
+    async def op_start(self, client: Client, via: str) -> None:
+        instance_id = f"r{len(self.roots)}"
+        self.roots.append(instance_id)
+        program = random_program(self.rng)
+        tag = self._new_tag(program)
+        version = self.rng.choice(["1", "2"])
+        began = self.sim.ledger.writes
+        self.note(f"{via}: start {instance_id} {tag} v{version} {program}")
+        await client.start("prog", self._input(tag), instance_id=instance_id, version=version)
+        self.acked_starts.append((instance_id, tag, began))
+
+    async def op_reuse(self, client: Client, via: str, instance_id: str) -> None:
+        program = random_program(self.rng)
+        tag = self._new_tag(program)
+        began = self.sim.ledger.writes
+        self.note(f"{via}: start {instance_id} {tag} reuse {program}")
+        await client.start("prog", self._input(tag), instance_id=instance_id, reuse=True)
+        self.acked_starts.append((instance_id, tag, began))
+
+    async def op_ghost(self, client: Client, via: str) -> None:
+        instance_id = f"g{len(self.ghosts)}"
+        self.ghosts.append(instance_id)
+        self.note(f"client: start {instance_id} of a workflow no runtime has")
+        await self.ghost_client.start("ghost", None, instance_id=instance_id)
+
+    async def op_raise(self, client: Client, via: str, instance_id: str) -> None:
+        self.nonces += 1
+        nonce = self.nonces
+        name = self.rng.choice(EVENT_NAMES)
+        r = Raise(nonce, instance_id, name, via, self.sim.ledger.writes)
+        self.sim.ledger.raises[nonce] = r
+        self.note(f"{via}: raise {name}={nonce} to {instance_id}")
+        await client.get_handle(instance_id).raise_event(name, nonce)
+        r.acked = self.sim.ledger.writes
+
+    async def op_control(self, client: Client, via: str, instance_id: str, what: str) -> None:
+        self.note(f"{via}: {what} {instance_id}")
+        handle = client.get_handle(instance_id)
+        if what == "terminate":
+            self.terminated.add(instance_id)
+            await handle.terminate("simulated")
+        elif what == "suspend":
+            await handle.suspend("simulated")
+        else:
+            await handle.resume("simulated")
+
+    async def op_purge(self, client: Client, via: str, instance_id: str) -> None:
+        self.note(f"{via}: purge {instance_id}")
+        await client.purge(instance_id)
+
+    async def op_rerun(self, client: Client, via: str, instance_id: str) -> None:
+        run = await load_run(self.inner, instance_id)
+        if run is None or not run.status.is_terminal:
+            return
+        steps: list[ActivityScheduled | TimerCreated | ChildWorkflowScheduled]
+        steps = [e for e in run.history if isinstance(e, ChildWorkflowScheduled)]
+        if not steps or self.rng.random() < 0.5:
+            steps = [
+                e for e in run.history
+                if isinstance(e, ActivityScheduled | TimerCreated | ChildWorkflowScheduled)
+            ]  # fmt: skip
+        if not steps:
+            return
+        target = self.rng.choice(steps)
+        began = self.sim.ledger.writes
+        self.note(f"{via}: rerun {instance_id} from event {target.event_id}")
+        await client.rerun(instance_id, target.event_id)
+        tag = self.sim.ledger.current(instance_id)
+        self.acked_starts.append((instance_id, tag.tag if tag else "?", began))
+
+    async def op_sweep(self, client: Client, via: str) -> None:
+        retention = timedelta(seconds=self.rng.choice([0, 5]))
+        self.note(f"{via}: sweep (retention {retention.total_seconds():.0f}s)")
+        await client.memo_store.sweep(self.clock.now(), retention)
+
+    async def _guard(self, what: Callable[[], Awaitable[None]]) -> None:
+        """Run one operation; what it raises is its answer, not a failure (a crash of
+        the runtime whose client it used kills only that runtime)."""
+        try:
+            await what()
+        except Crash:
+            self.note("  the call died with its runtime")
+        except (DurableError, ValueError) as err:
+            self.note(f"  -> {type(err).__name__}: {str(err)[:100]}")
+
+    def _pick_operation(self) -> Callable[[], Awaitable[None]] | None:
+        rng = self.rng
+        client, via = self._client_for()
+        known = self.roots + [
+            i for i in self.sim.ledger.epochs if i not in self.roots and i not in self.ghosts
+        ]
+        roll = rng.random()
+        if not self.roots or roll < 0.12:
+            return lambda: self.op_start(client, via)
+        if not self.config.outside_ops:
+            return lambda: self.op_raise(client, via, rng.choice(known))
+        if roll < 0.45:
+            return lambda: self.op_raise(client, via, rng.choice(known))
+        if roll < 0.53:
+            what = rng.choice(["suspend", "resume", "resume"])
+            return lambda: self.op_control(client, via, rng.choice(known), what)
+        if roll < 0.58:
+            return lambda: self.op_control(
+                client, via, rng.choice(known + self.ghosts), "terminate"
+            )
+        if roll < 0.68:
+            return lambda: self.op_reuse(client, via, rng.choice(self.roots))
+        if roll < 0.75:
+            return lambda: self.op_rerun(client, via, rng.choice(self.roots))
+        if roll < 0.81:
+            return lambda: self.op_purge(client, via, rng.choice(self.roots + self.ghosts))
+        if roll < 0.86:
+            return lambda: self.op_sweep(client, via)
+        if roll < 0.88:
+            return lambda: self.op_ghost(client, via)
+        return None
+
+    def _fault_step(self, tg: anyio.abc.TaskGroup) -> None:
+        """Between operations: move the clock, fail or heal leases, restart the dead."""
+        rng, sim, config = self.rng, self.sim, self.config
+        for proc in self.processes.values():
+            if not proc.running and rng.random() < 0.5:
+                self.note(f"restart {proc.name}")
+                tg.start_soon(self._run_process, proc)
+        if config.lease_faults and rng.random() < 0.08:
+            name = rng.choice(sorted(self.processes))
+            if name in sim.lease_outage:
+                sim.lease_outage.discard(name)
+                self.note(f"{name}: lease writes work again")
+            else:
+                sim.lease_outage.add(name)
+                self.note(f"{name}: lease writes fail from now")
+        if config.clock_jumps and rng.random() < 0.06:
+            jump = timedelta(seconds=rng.randint(10, 40))
+            self.note(f"clock jumps {jump.total_seconds():.0f}s")
+            self.clock.advance(jump)
+        elif rng.random() < 0.6:
+            self.clock.advance(timedelta(seconds=rng.randint(1, 4)))
+
+    # -- the run --------------------------------------------------------------------
+
+    async def run(self) -> SystemResult:
+        sim = self.sim
+        async with anyio.create_task_group() as tg:
+            for proc in self.processes.values():
+                tg.start_soon(self._run_process, proc)
+            await _settle()
+            for _ in range(self.config.operations):
+                batch = [op for op in (self._pick_operation() for _ in range(
+                    self.rng.choice([1, 1, 2, 3]))) if op is not None]  # fmt: skip
+                async with anyio.create_task_group() as ops:
+                    for op in batch:
+                        ops.start_soon(self._guard, op)
+                await _settle()
+                self._fault_step(tg)
+                await _settle()
+            await self._drain(tg)
+            self.finished = True  # the order tasks are cancelled in is not seeded: untraced
+            tg.cancel_scope.cancel()
+        self._final_checks()
+        return SystemResult(self.seed, self.config, tuple(sim.ledger.violations), tuple(sim.trace))
+
+    async def _drain(self, tg: anyio.abc.TaskGroup) -> None:
+        """Faults off: bring every process up, resume and feed every run, let time pass
+        until every run has ended (or report those that never do)."""
+        sim = self.sim
+        sim.faults_on = False
+        sim.lease_outage.clear()
+        self.note("drain: faults off")
+        for proc in self.processes.values():
+            if not proc.running:
+                tg.start_soon(self._run_process, proc)
+        await _settle()
+        fed: set[tuple[str, int]] = set()
+        for round_ in range(_DRAIN_ROUNDS):
+            open_ = self._open_epochs()
+            if not open_:
+                return
+            for instance_id, epoch in open_:
+                if (instance_id, epoch) not in fed and round_ >= 2:
+                    fed.add((instance_id, epoch))
+                    await self._feed(instance_id)
+            self.clock.advance(_RENEW)
+            await _settle()
+        for instance_id, number in self._open_epochs():
+            stuck = sim.ledger.epochs[instance_id][number]
+            sim.ledger.violate(
+                f"{instance_id!r} run {stuck.tag!r} (epoch {number}) never ended: "
+                f"status {stuck.status} after the drain"
+            )
+
+    def _open_epochs(self) -> list[tuple[str, int]]:
+        found = []
+        for instance_id, epochs in self.sim.ledger.epochs.items():
+            epoch = epochs[-1]
+            if epoch.ended:
+                continue
+            if instance_id in self.ghosts and instance_id not in self.terminated:
+                continue  # no runtime can run it: it waits, as it should
+            found.append((instance_id, epoch.number))
+        return found
+
+    async def _feed(self, instance_id: str) -> None:
+        """Resume the run and raise every event its program still needs."""
+        epoch = self.sim.ledger.current(instance_id)
+        assert epoch is not None
+        await self._guard(lambda: self.op_control(self.client, "client", instance_id, "resume"))
+        program = self.programs.get(epoch.tag, [])
+        delivered = [
+            r for r in self.sim.ledger.raises.values()
+            if r.delivered is not None and r.delivered[0] == epoch.number
+            and r.instance_id == instance_id
+        ]  # fmt: skip
+        needed = event_names(program)
+        for r in delivered:
+            if r.name in needed:
+                needed.remove(r.name)
+        for name in needed:
+            self.nonces += 1
+            r = Raise(self.nonces, instance_id, name, "client", self.sim.ledger.writes)
+            self.sim.ledger.raises[r.nonce] = r
+            self.note(f"drain: raise {name}={r.nonce} to {instance_id}")
+            try:
+                await self.client.get_handle(instance_id).raise_event(name, r.nonce)
+                r.acked = self.sim.ledger.writes
+            except DurableError as err:
+                self.note(f"  -> {type(err).__name__}")
+
+    # -- at the end -----------------------------------------------------------------
+
+    def _final_checks(self) -> None:
+        ledger = self.sim.ledger
+        ledger.check_event_order()
+        for instance_id, tag, began in self.acked_starts:
+            epochs = ledger.epochs.get(instance_id, [])
+            if not any(e.started_at >= began for e in epochs):
+                ledger.violate(f"acknowledged start of {instance_id!r} ({tag}) is not in the log")
+        raised = {r.nonce for r in ledger.raises.values()}
+        failed_children = {
+            e.tag for epochs in ledger.epochs.values() for e in epochs if e.status == "TERMINATED"
+        }
+        for instance_id, epochs in ledger.epochs.items():
+            if instance_id in self.ghosts:
+                continue
+            for epoch in epochs:
+                self._check_epoch(epoch, raised, failed_children)
+
+    def _parent_ended(self, epoch: Epoch) -> bool:
+        """Whether a child run's parent may have terminated it: a terminated parent run
+        terminates its children, and a new run of the parent (a reuse, a rerun) ends
+        an older run's child to take its id."""
+        parent = epoch.parent
+        epochs = self.sim.ledger.epochs.get(parent.instance_id, []) if parent else []
+        return len(epochs) > 1 or any(e.status == "TERMINATED" for e in epochs)
+
+    def _check_epoch(self, epoch: Epoch, raised: set[int], failed_children: set[str]) -> None:
+        ledger = self.sim.ledger
+        program = self.programs.get(epoch.tag)
+        where = f"{epoch.instance_id!r} run {epoch.tag!r} (epoch {epoch.number})"
+        if program is None or not epoch.ended:
+            return
+        if epoch.status == "TERMINATED":
+            if epoch.instance_id not in self.terminated and not self._parent_ended(epoch):
+                ledger.violate(f"{where} was TERMINATED, but no one terminated it")
+            return
+        if epoch.status == "FAILED":
+            if not (any(s[0] == "raise" for s in program) and epoch.failure_type == "ValueError"):
+                ledger.violate(f"{where} FAILED ({epoch.failure_type}) though its program "
+                               "does not fail")  # fmt: skip
+            return
+        problem = expected_mismatch(program, epoch.tag, epoch.output, raised, failed_children)
+        if problem is not None:
+            ledger.violate(f"{where} returned what the reference does not allow: {problem}")
+
+
+async def simulate_system(seed: int, config: SystemConfig | None = None) -> SystemResult:
+    """Run one seeded whole-system simulation and return what it found.
+
+    Several runtimes share one in-memory store on a ``MockClock``; random programs
+    run while outside operations and faults interleave; invariants are checked at
+    every write and at the end. The same seed and config give the same trace.
+    """
+    driver = _Driver(seed, config or SystemConfig())
+    return await driver.run()
+
+
+def kind_of(violation: str) -> str:
+    """A violation with its ids, tags and numbers blanked: what kind of failure it is."""
+    return re.sub(r"'[^']*'|\d+", "_", violation.split(": ", 1)[-1])
+
+
+async def shrink(result: SystemResult) -> SystemResult:
+    """A smaller configuration whose run, from ``result``'s seed, still fails the same
+    way first: each kind of fault or operation turned off where the failure survives
+    it, then fewer operations."""
+    best = result
+    if best.ok:
+        return best
+    kind = kind_of(best.violations[0])
+
+    async def still_fails(config: SystemConfig) -> SystemResult | None:
+        found = await simulate_system(best.seed, config)
+        return found if found.violations and kind_of(found.violations[0]) == kind else None
+
+    switches = [f.name for f in dataclasses.fields(SystemConfig) if f.type in (bool, "bool")]
+    for name in switches:
+        found = await still_fails(dataclasses.replace(best.config, **{name: False}))
+        best = found or best
+    while best.config.operations > 1:
+        found = await still_fails(
+            dataclasses.replace(best.config, operations=best.config.operations // 2)
+        )
+        if found is None:
+            break
+        best = found
+    return best

@@ -1,0 +1,282 @@
+"""The whole-system simulation's invariants, checked as the store sees every write.
+
+:class:`Ledger` watches each write that lands in the shared store, in order, and
+keeps what it needs to judge the next one: which *epoch* of each instance is current
+(a start, a reuse or a rerun begins one; a continue-as-new stays in it), which runs
+have ended, which event each inbox message carries and for which epoch it was
+written, and when each memo entry was written. A write that breaks an invariant is
+reported at once, with the write's number, so the trace shows where it happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from durable._events import (
+    ActivityCompleted,
+    ActivityErrored,
+    ChildWorkflowCompleted,
+    ChildWorkflowErrored,
+    ContinuedAsNew,
+    EventRaised,
+    ParentRef,
+    TimerFired,
+    WorkflowCompleted,
+    WorkflowErrored,
+    WorkflowStarted,
+)
+from durable._records import InboxMessage, TurnRecord
+from durable._state import WorkflowStatus
+
+__all__ = ["Epoch", "Ledger", "Raise"]
+
+_record_decoder = msgspec.json.Decoder(TurnRecord)
+_message_decoder = msgspec.json.Decoder(InboxMessage)
+_ANSWERS = (ActivityCompleted, ActivityErrored, TimerFired, ChildWorkflowCompleted,
+            ChildWorkflowErrored)  # fmt: skip
+
+
+@dataclass
+class Epoch:
+    """One start of an instance (a start, reuse or rerun) and its continue-as-new runs."""
+
+    instance_id: str
+    number: int
+    tag: str
+    name: str
+    started_at: int  # the write that began it
+    parent: ParentRef | None
+    status: str = WorkflowStatus.PENDING
+    ended_at: int | None = None
+    output: Any = None
+    failure_type: str = ""
+    answered: set[int] = field(default_factory=set)  # task ids answered in the current run
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+
+@dataclass
+class Raise:
+    """One ``raise_event`` of the driver: its data is unique in the simulation."""
+
+    nonce: int
+    instance_id: str
+    name: str
+    sender: str
+    began: int  # write count when the call began
+    acked: int | None = None  # write count when it returned (None: it failed)
+    written_epoch: int | None = None  # the epoch current when its message landed
+    delivered: tuple[int, int] | None = None  # (epoch, write) of the commit applying it
+    message_id: str = ""  # its inbox message, once written
+
+
+class Ledger:
+    """Every write to the shared store, judged against what came before it."""
+
+    def __init__(self, trace: list[str]) -> None:
+        self.trace = trace
+        self.writes = 0
+        self.violations: list[str] = []
+        self.epochs: dict[str, list[Epoch]] = {}
+        self.raises: dict[int, Raise] = {}
+        self.memo_written: dict[str, tuple[int, int]] = {}  # key -> (write, epoch number)
+        self._last_seq: dict[str, int] = {}
+
+    def violate(self, message: str) -> None:
+        line = f"VIOLATION at write {self.writes}: {message}"
+        self.violations.append(line)
+        self.trace.append(line)
+
+    def current(self, instance_id: str) -> Epoch | None:
+        epochs = self.epochs.get(instance_id)
+        return epochs[-1] if epochs else None
+
+    # -- writes ---------------------------------------------------------------------
+
+    def wrote(self, process: str, key: str, data: bytes) -> None:
+        """A put of ``data`` at ``key`` by ``process`` landed."""
+        self.writes += 1
+        parts = key.split("/")
+        if parts[0] == "instances" and len(parts) == 4 and parts[2] == "log":
+            self._record(process, parts[1], int(parts[3]), data)
+        elif parts[0] == "instances" and len(parts) == 4 and parts[2] == "inbox":
+            self._message(parts[1], data)
+        elif parts[0] == "memo" and len(parts) >= 3:
+            epoch = self.current(parts[1])
+            self.memo_written[key] = (self.writes, epoch.number if epoch else -1)
+
+    def deleted(self, process: str, keys: list[str]) -> None:
+        """Objects at ``keys`` were deleted by ``process`` (one call)."""
+        self.writes += 1
+        erased: set[str] = set()
+        for key in keys:
+            parts = key.split("/")
+            instance_id = parts[1] if len(parts) > 1 else ""
+            epoch = self.current(instance_id)
+            live = epoch is not None and not epoch.ended
+            if parts[0] == "instances" and len(parts) == 4 and parts[2] == "log":
+                if live and instance_id not in erased:
+                    erased.add(instance_id)
+                    self.violate(f"{process} erased the log of {instance_id!r} while its "
+                                 f"run {epoch.tag!r} (epoch {epoch.number}) had not ended")  # type: ignore[union-attr]  # fmt: skip
+                self._last_seq.pop(instance_id, None)
+            elif parts[0] == "memo" and len(parts) >= 3:
+                written = self.memo_written.pop(key, None)
+                if live and written is not None and written[1] == epoch.number:  # type: ignore[union-attr]
+                    self.violate(f"{process} deleted memo {key!r} (written at write "
+                                 f"{written[0]}) of run {epoch.tag!r}, which has not ended")  # type: ignore[union-attr]  # fmt: skip
+            elif parts[0] == "instances" and len(parts) == 4 and parts[2] == "inbox":
+                self._message_deleted(process, instance_id, key)
+        if erased:
+            for instance_id in erased:
+                self.trace.append(f"  (the log of {instance_id} is gone)")
+
+    def _message_deleted(self, process: str, instance_id: str, key: str) -> None:
+        for r in self.raises.values():  # few raises per simulation
+            if r.instance_id == instance_id and r.message_id and key.endswith(f"/{r.message_id}"):
+                epoch = self.current(instance_id)
+                if (
+                    r.delivered is None
+                    and epoch is not None
+                    and not epoch.ended
+                    and r.written_epoch == epoch.number
+                ):
+                    self.violate(f"{process} deleted inbox message of event {r.nonce} for "
+                                 f"{instance_id!r} before its run applied it")  # fmt: skip
+
+    def _message(self, instance_id: str, data: bytes) -> None:
+        try:
+            message = _message_decoder.decode(data)
+        except msgspec.DecodeError:
+            return
+        if isinstance(message.event, EventRaised):
+            nonce = msgspec.json.decode(message.event.input)
+            r = self.raises.get(nonce) if isinstance(nonce, int) else None
+            if r is None:
+                return
+            epoch = self.current(instance_id)
+            r.written_epoch = epoch.number if epoch is not None else None
+            r.message_id = message.id
+
+    def _record(self, process: str, instance_id: str, seq: int, data: bytes) -> None:
+        record = _record_decoder.decode(data)
+        last = self._last_seq.get(instance_id, -1)
+        if seq != last + 1:
+            self.violate(f"{process} wrote log/{seq} of {instance_id!r} after log/{last}")
+        self._last_seq[instance_id] = max(seq, last)
+        kinds = ",".join(type(e).__name__ for e in (*record.events, *record.next_run))
+        self.trace.append(f"w{self.writes} {process} commit {instance_id}/{seq} "
+                          f"{record.status} [{kinds}]")  # fmt: skip
+        epoch = self.current(instance_id)
+        can = any(isinstance(e, ContinuedAsNew) for e in record.events)
+        if record.next_run and not can:
+            epoch = self._new_epoch(instance_id, record)
+        if epoch is None:
+            self.violate(f"{process} wrote log/{seq} of {instance_id!r}, which never started")
+            return
+        for event in record.events:
+            if isinstance(event, EventRaised):
+                self._delivered(process, epoch, event)
+            elif isinstance(event, _ANSWERS):
+                if event.task_id in epoch.answered:
+                    self.violate(f"{process} applied a second {type(event).__name__} for task "
+                                 f"{event.task_id} of {instance_id!r} in one run")  # fmt: skip
+                epoch.answered.add(event.task_id)
+                if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
+                    self._child_answer(process, epoch, event)
+        if can:
+            epoch.answered = set()
+        epoch.status = record.status
+        if WorkflowStatus(record.status).is_terminal and not record.next_run:
+            epoch.ended_at = self.writes
+            for event in record.events:
+                if isinstance(event, WorkflowCompleted):
+                    epoch.output = msgspec.json.decode(event.result)
+                elif isinstance(event, WorkflowErrored):
+                    epoch.failure_type = event.failure.type
+
+    def _new_epoch(self, instance_id: str, record: TurnRecord) -> Epoch:
+        started = record.next_run[0]
+        assert isinstance(started, WorkflowStarted)
+        try:
+            data = msgspec.json.decode(started.input)
+        except msgspec.DecodeError:
+            data = None
+        tag = data.get("tag", "") if isinstance(data, dict) else ""
+        epochs = self.epochs.setdefault(instance_id, [])
+        previous = epochs[-1] if epochs else None
+        if previous is not None and not previous.ended:
+            self.violate(f"a new run of {instance_id!r} began while run {previous.tag!r} "
+                         "had not ended")  # fmt: skip
+        epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent)
+        epochs.append(epoch)
+        return epoch
+
+    def _delivered(self, process: str, epoch: Epoch, event: EventRaised) -> None:
+        nonce = msgspec.json.decode(event.input)
+        r = self.raises.get(nonce) if isinstance(nonce, int) else None
+        where = f"{epoch.instance_id!r} (run {epoch.tag!r}, epoch {epoch.number})"
+        if r is None:
+            self.violate(f"{process} applied an event {nonce!r} nobody raised, to {where}")
+        elif r.delivered is not None:
+            self.violate(f"{process} applied event {nonce} a second time, to {where} "
+                         f"(first at write {r.delivered[1]})")  # fmt: skip
+        elif r.instance_id != epoch.instance_id or r.written_epoch != epoch.number:
+            self.violate(f"{process} applied event {nonce}, raised to {r.instance_id!r} "
+                         f"epoch {r.written_epoch}, to {where}")  # fmt: skip
+        if r is not None and r.delivered is None:
+            r.delivered = (epoch.number, self.writes)
+
+    def _child_answer(
+        self, process: str, epoch: Epoch, event: ChildWorkflowCompleted | ChildWorkflowErrored
+    ) -> None:
+        """A parent's run may only take the result of a child run it started itself."""
+        if isinstance(event, ChildWorkflowErrored) and event.failure.type.endswith("ExistsError"):
+            return  # the id was taken by an unrelated instance: reported as such
+        children = self.epochs.get(event.instance_id, [])
+        call = (epoch.instance_id, event.task_id)  # which run: judged by time below
+        mine = [
+            c
+            for c in children
+            if c.parent is not None and (c.parent.instance_id, c.parent.task_id) == call and c.ended
+        ]
+        if not mine:
+            self.violate(f"{process} gave {epoch.instance_id!r} a result for task "
+                         f"{event.task_id} from {event.instance_id!r}, which never ended as "
+                         "its child")  # fmt: skip
+            return
+        child = mine[-1]
+        if child.started_at < epoch.started_at:
+            self.violate(f"{process} gave run {epoch.tag!r} of {epoch.instance_id!r} the "
+                         f"result of child run {child.tag!r} of {event.instance_id!r}, started "
+                         f"by an earlier run (write {child.started_at} < "
+                         f"{epoch.started_at})")  # fmt: skip
+
+    # -- at the end -----------------------------------------------------------------
+
+    def check_event_order(self) -> None:
+        """Events one sender raised to one run under one name arrive in the order sent,
+        and none acknowledged before a later one was sent is skipped."""
+        groups: dict[tuple[str, int | None, str, str], list[Raise]] = {}
+        for r in self.raises.values():
+            groups.setdefault((r.instance_id, r.written_epoch, r.name, r.sender), []).append(r)
+        for (instance_id, epoch, name, sender), raises in groups.items():
+            raises.sort(key=lambda r: r.began)
+            for later in raises:
+                if later.delivered is None:
+                    continue
+                for earlier in raises:
+                    if earlier is later or earlier.acked is None or earlier.acked > later.began:
+                        continue
+                    if earlier.delivered is None or earlier.delivered[1] > later.delivered[1]:
+                        self.violate(
+                            f"event {later.nonce} ({name!r} from {sender} to {instance_id!r} "
+                            f"epoch {epoch}) was applied, but event {earlier.nonce}, "
+                            f"acknowledged before it was sent, "
+                            + ("never was" if earlier.delivered is None else "only after it")
+                        )

@@ -1,0 +1,249 @@
+"""Random workflow programs for the whole-system simulation, and their reference.
+
+A *program* is a JSON list of steps that one registered workflow, ``prog``,
+interprets; the same list given to :func:`expected` says what the run must return.
+Steps cover the workflow API:
+
+* ``["act", v, fails]``     an activity with a retry policy; its first ``fails % 3``
+  attempts raise, and with ``fails >= 3`` the next one fails for good (``"failed"``).
+  Every attempt reads and writes the step's memo, so the memo is in use while the run is.
+* ``["all", [v, ...]]``     ``ctx.all`` over plain activity calls
+* ``["any", [v, ...]]``     ``ctx.any``: any one of the values may win
+* ``["timer", s]``          ``ctx.sleep``
+* ``["event", name, t]``    ``ctx.wait_for_event``, with a timeout of ``t`` seconds or none
+* ``["child", prog, id]``   ``ctx.call_workflow`` of ``prog`` on a sub-program; ``id`` is
+  the child's suffix (a long multi-byte one must be refused as an id, not crash a store)
+* ``["patch"]``             ``ctx.patched``
+* ``["can"]``               ``ctx.continue_as_new`` with the rest of the program
+* ``["raise"]``             the workflow fails here
+
+The workflow's input is ``{"tag", "prog", "acc"}``: ``tag`` names the start (so a
+result, a child's result or a memo entry shows which start it belongs to) and ``acc``
+carries the results of the runs before a continue-as-new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from durable._activity import ActivityContext  # noqa: TC001 (read by the registry)
+from durable._context import WorkflowContext  # noqa: TC001 (read by the registry)
+from durable._errors import ActivityFailed, InvalidInstanceIdError, TimeoutError, WorkflowFailed
+from durable._registry import Registry
+from durable._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    import random
+
+__all__ = [
+    "EVENT_NAMES",
+    "LONG_ID",
+    "Harness",
+    "Program",
+    "act",
+    "build_registry",
+    "child_id",
+    "event_names",
+    "expected_mismatch",
+    "random_program",
+]
+
+Program = list[list[Any]]
+EVENT_NAMES = ("a", "b")
+LONG_ID = "kunde-" + "é" * 130  # 136 characters, 266 bytes: too long for a file name
+
+
+class PlannedFailure(Exception):
+    """Raised by an activity that a program tells to fail for good (not retried)."""
+
+
+# enough attempts that the store's transient errors (read by the memo) never exhaust them
+_RETRY = RetryPolicy(
+    max_attempts=8, initial_interval=timedelta(seconds=1), backoff_coefficient=1.5,
+    max_interval=timedelta(seconds=5), non_retryable=(PlannedFailure,),
+)  # fmt: skip
+
+
+def act(value: int) -> int:
+    """What the activity returns for ``value``."""
+    return value * 2 + 1
+
+
+def child_id(parent_id: str, step: int, suffix: str) -> str:
+    """The instance id of a child started at ``step``."""
+    return f"{parent_id}-c{step}" if not suffix else f"{parent_id}-{suffix}"
+
+
+def _leaf(rng: random.Random, *, in_child: bool) -> list[Any]:
+    kind = rng.choice(["act", "act", "all", "any", "timer", "event", "event", "patch"])
+    if kind == "act":
+        return ["act", rng.randrange(100), rng.choice([0, 0, 0, 1, 2, 3, 4])]
+    if kind == "all":
+        return ["all", [rng.randrange(100) for _ in range(rng.randint(1, 3))]]
+    if kind == "any":
+        return ["any", rng.sample(range(100), rng.randint(2, 3))]
+    if kind == "timer":
+        return ["timer", rng.randint(1, 20)]
+    if kind == "event":
+        timeout = rng.choice([None, None, rng.randint(2, 30)])
+        return ["event", rng.choice(EVENT_NAMES), timeout]
+    return ["patch"]
+
+
+def random_program(rng: random.Random, *, in_child: bool = False) -> Program:
+    """A random program: a few leaf steps, children, continue-as-new, maybe a failure."""
+    program: Program = []
+    for step in range(rng.randint(1, 3 if in_child else 6)):
+        roll = rng.random()
+        if not in_child and roll < 0.18:
+            suffix = LONG_ID if rng.random() < 0.03 else ""
+            program.append(["child", random_program(rng, in_child=True), suffix])
+        elif not in_child and roll < 0.3 and step > 0:
+            program.append(["can"])
+        else:
+            program.append(_leaf(rng, in_child=in_child))
+    if rng.random() < 0.08:
+        program.append(["raise"])
+    return program
+
+
+def event_names(program: Program) -> list[str]:
+    """The names of the events the program waits for, in order."""
+    return [step[1] for step in program if step[0] == "event"]
+
+
+@dataclass
+class Harness:
+    """What activities report to the simulation, outside the store."""
+
+    attempts: dict[str, int] = field(default_factory=dict)
+    memo_writes: list[tuple[str, int, str]] = field(default_factory=list)
+    """(instance id, step, tag) of every memo entry an activity wrote successfully."""
+
+
+def build_registry(harness: Harness) -> Registry:
+    """The registry every simulated runtime runs: ``prog`` in two versions, one activity."""
+    registry = Registry()
+
+    @registry.activity
+    async def work(ctx: ActivityContext, item: dict[str, Any]) -> int:
+        key = f"{ctx.instance_id}/{ctx.task_id}/{item['tag']}"
+        harness.attempts[key] = harness.attempts.get(key, 0) + 1
+        paid = await ctx.memo.get("paid")
+        if paid is None:
+            await ctx.memo.put("paid", item["tag"])
+            harness.memo_writes.append((ctx.instance_id, ctx.task_id, item["tag"]))
+        fails = item["fails"]
+        if ctx.attempt <= fails % 3 or (fails >= 3 and ctx.attempt > fails % 3):
+            error = RuntimeError if ctx.attempt <= fails % 3 else PlannedFailure
+            raise error(f"attempt {ctx.attempt} of {key} fails on purpose")
+        return act(item["v"])
+
+    async def prog(ctx: WorkflowContext, data: dict[str, Any]) -> dict[str, Any]:
+        tag: str = data["tag"]
+        program: Program = data["prog"]
+        results: list[Any] = list(data["acc"])
+        base = len(results)
+
+        def call(value: int, fails: int = 0) -> Any:
+            item = {"tag": tag, "v": value, "fails": fails}
+            return ctx.call_activity(work, item, retry=_RETRY)
+
+        for index, step in enumerate(program):
+            kind = step[0]
+            if kind == "act":
+                try:
+                    results.append(await ctx.call_activity(
+                        work, {"tag": tag, "v": step[1], "fails": step[2]}, retry=_RETRY
+                    ))  # fmt: skip
+                except ActivityFailed:
+                    results.append("failed")
+            elif kind == "all":
+                results.append(await ctx.all([call(v) for v in step[1]]))
+            elif kind == "any":
+                winner = await ctx.any([call(v) for v in step[1]])
+                results.append(winner.result())
+            elif kind == "timer":
+                await ctx.sleep(timedelta(seconds=step[1]))
+                results.append(True)
+            elif kind == "event":
+                timeout = None if step[2] is None else timedelta(seconds=step[2])
+                try:
+                    results.append(["ev", await ctx.wait_for_event(step[1], timeout=timeout)])
+                except TimeoutError:
+                    results.append(["timeout"])
+            elif kind == "child":
+                sub = {"tag": f"{tag}/c{base + index}", "prog": step[1], "acc": []}
+                try:
+                    cid = child_id(ctx.instance_id, base + index, step[2])
+                    results.append(await ctx.call_workflow("prog", sub, instance_id=cid))
+                except InvalidInstanceIdError:
+                    results.append(["bad-id"])
+                except WorkflowFailed as failed:
+                    results.append(["child-failed", failed.failure.type])
+            elif kind == "patch":
+                results.append(ctx.patched("sim-patch"))
+            elif kind == "can":
+                ctx.continue_as_new({"tag": tag, "prog": program[index + 1 :], "acc": results})
+            elif kind == "raise":
+                raise ValueError(f"program of {ctx.instance_id} fails on purpose")
+        return {"tag": tag, "r": results}
+
+    registry.workflow(name="prog", version="1")(prog)
+    registry.workflow(name="prog", version="2")(prog)
+    return registry
+
+
+def expected_mismatch(
+    program: Program, tag: str, output: Any, raised: set[int], failed_children: set[str]
+) -> str | None:
+    """Why ``output`` is not what ``program`` (started with ``tag``) may return; None if
+    it is. ``raised``: the event data sent to it; ``failed_children``: child tags whose
+    failure is explained (terminated, say)."""
+    if not isinstance(output, dict) or output.get("tag") != tag:
+        return f"returned {output!r}, not a result tagged {tag!r}"
+    results = output["r"]
+    steps = [s for s in program if s[0] not in ("can", "raise")]
+    if len(results) != len(steps):
+        return f"returned {len(results)} results for {len(steps)} steps"
+    for index, (step, got) in enumerate(zip(steps, results, strict=True)):
+        problem = _step_mismatch(step, got, f"{tag}/c{index}", raised, failed_children)
+        if problem is not None:
+            return f"step {index} {step[0]}: {problem}"
+    return None
+
+
+def _step_mismatch(
+    step: list[Any], got: Any, sub_tag: str, raised: set[int], failed_children: set[str]
+) -> str | None:
+    kind = step[0]
+    if kind == "act":
+        want: Any = "failed" if step[2] >= 3 else act(step[1])  # 3, 4: fail for good
+        return None if got == want else f"got {got!r}, want {want!r}"
+    if kind == "all":
+        want = [act(v) for v in step[1]]
+        return None if got == want else f"got {got!r}, want {want!r}"
+    if kind == "any":
+        return None if got in [act(v) for v in step[1]] else f"got {got!r}"
+    if kind in ("timer", "patch"):
+        return None if got is True else f"got {got!r}"
+    if kind == "event":
+        if got == ["timeout"] and step[2] is not None:
+            return None
+        ok = isinstance(got, list) and len(got) == 2 and got[0] == "ev" and got[1] in raised
+        return None if ok else f"got {got!r}, which was never raised to it"
+    if kind == "child":
+        if step[2] and got == ["bad-id"]:
+            return None
+        if isinstance(got, list) and got[:1] == ["child-failed"]:
+            if sub_tag in failed_children or any(s[0] == "raise" for s in step[1]):
+                return None
+            if str(got[1]).endswith("InstanceExistsError"):
+                return None  # an earlier start's child still holds the id: refused, visibly
+            return f"the child failed ({got[1]}) though nothing failed it"
+        if step[2]:
+            return f"got {got!r} for a child id that is too long"
+        return expected_mismatch(step[1], sub_tag, got, raised, failed_children)
+    return f"unknown step {kind!r}"
