@@ -289,17 +289,20 @@ def outcome(actions: list[Action]) -> Any:
     return value(final.result)
 
 
-typed = Registry()
-
-
-@typed.activity
 async def stamp(ctx: ActivityContext) -> datetime:
     return T0
 
 
-@typed.workflow
 async def stamped(ctx: WorkflowContext) -> datetime:
     return T0
+
+
+def typed() -> Registry:
+    """A fresh registry with a typed activity and child (tests add their workflow)."""
+    registry = Registry()
+    registry.activity(stamp)
+    registry.workflow(stamped)
+    return registry
 
 
 def test_results_decode_to_the_declared_types_and_unregistered_names_to_any() -> None:
@@ -315,7 +318,7 @@ def test_results_decode_to_the_declared_types_and_unregistered_names_to_any() ->
         ]
         return [type(g).__name__ for g in got]
 
-    live = live_of(typed_calls, registry=typed)
+    live = live_of(typed_calls, registry=typed())
     when = raw(T0.isoformat())
     (a,) = live.turn()
     assert isinstance(a, ScheduleActivity)
@@ -508,18 +511,28 @@ def test_a_terminate_in_a_replayed_turn_keeps_it_a_replay() -> None:
     assert "the workflow code ended (completion of the workflow)" in str(err)
 
 
-def test_terminate_wins_over_continue_as_new() -> None:
-    """Mutant: a terminated continue-as-new leaving a non-``None`` final behind."""
+@history_code.workflow
+async def again(ctx: WorkflowContext, n: int) -> None:
+    await ctx.wait_for_event("go")
+    ctx.continue_as_new(n + 1)
 
-    async def again(ctx: WorkflowContext, n: int) -> None:
-        await ctx.wait_for_event("go")
-        ctx.continue_as_new(n + 1)
 
-    live = live_of(again, 1)
-    live.turn()
-    assert live.turn(EventRaised(name="go"), WorkflowTerminated()) == []
-    assert live.run.final is None
-    assert live.run.finished
+def test_terminate_wins_over_continue_as_new_in_replay() -> None:
+    """Mutant: a terminated continue-as-new leaving a non-``None`` final behind (a history
+    with the terminate in the trigger's turn would no longer replay)."""
+    run = replaying(
+        [
+            started("again", 1),
+            TurnStarted(),
+            TurnStarted(),
+            EventRaised(name="go"),
+            WorkflowTerminated(),
+        ],
+        "again",
+    )
+    run.check_complete()
+    assert run.final is None
+    assert run.finished
 
 
 # -- patches ---------------------------------------------------------------------------
@@ -662,7 +675,7 @@ def test_payloads_that_do_not_fit_the_type_raise_serialization_error_in_the_work
                 seen.append(type(err).__name__)
         return seen
 
-    live = live_of(strict, registry=typed)
+    live = live_of(strict, registry=typed())
     (a,) = live.turn()
     assert live.turn(ActivityCompleted(task_id=a.task_id, result=raw("not a time"))) == []
     done = live.turn(EventRaised(name="when", input=raw("not a time")))
