@@ -59,7 +59,7 @@ from durable._events import (
 )
 from durable._failure import FailureDetails
 from durable._futures import DurableFuture, Scheduler
-from durable._replay import WorkflowRun, describe
+from durable._replay import ContinueAsNewSignal, WorkflowRun, describe
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 codec = JsonCodec()
@@ -187,6 +187,7 @@ def test_each_run_draws_its_own_values() -> None:
         ({"max_interval": timedelta(seconds=-1)}, "RetryPolicy intervals must not be negative"),
         ({"backoff_coefficient": 0.5}, "RetryPolicy.backoff_coefficient must be at least 1"),
     ],
+    ids=["attempts", "initial", "max", "backoff"],
 )
 def test_retry_policy_refuses_each_bad_option_by_name(
     options: dict[str, Any], message: str
@@ -603,6 +604,7 @@ def test_events_after_a_resume_are_not_held() -> None:
         return [await ctx.wait_for_event("go"), await ctx.wait_for_event("go")]
 
     live = live_of(two)
+    assert live.run.suspended is False
     assert live.turn(WorkflowSuspended(), EventRaised(name="go", input=raw(1))) == []
     assert live.run.suspended is True
     assert live.turn(WorkflowResumed()) == []
@@ -757,12 +759,13 @@ async def retries_child(ctx: WorkflowContext, instance_id: str | None) -> list[A
 child_retries.workflow(stamped)
 
 
-def fail_child(live: Live, child: Action) -> list[Action]:
+def fail_child(live: Live, child: Action, backoff_by: timedelta) -> list[Action]:
     assert isinstance(child, StartChildWorkflow)
     oops = FailureDetails("ValueError", "oops")
     (backoff,) = live.turn(ChildWorkflowErrored(task_id=child.task_id, failure=oops))
     assert isinstance(backoff, StartTimer)
     assert backoff.purpose == "retry"
+    assert backoff.fire_at == T0 + backoff_by
     return live.turn(TimerFired(task_id=backoff.task_id, fire_at=backoff.fire_at))
 
 
@@ -772,9 +775,9 @@ def test_a_child_with_retry_runs_again_under_a_new_id_until_it_succeeds() -> Non
     live = Live(child_retries, "retries_child", "kid")
     (first,) = live.turn()
     assert first == StartChildWorkflow(0, "stamped", "kid", raw(7))
-    (second,) = fail_child(live, first)
+    (second,) = fail_child(live, first, timedelta(seconds=2))
     assert second == StartChildWorkflow(2, "stamped", "kid-2", raw(7))
-    (third,) = fail_child(live, second)
+    (third,) = fail_child(live, second, timedelta(seconds=4))
     assert third == StartChildWorkflow(4, "stamped", "kid-3", raw(7))
     done = live.turn(ChildWorkflowCompleted(task_id=4, result=raw(T0.isoformat())))
     assert done == [CompleteWorkflow(raw([T0]))]  # decoded as the child's datetime
@@ -784,8 +787,8 @@ def test_a_child_with_retry_gives_up_after_max_attempts() -> None:
     """Mutants: the retry policy ignored for children (one attempt, or endless ones)."""
     live = Live(child_retries, "retries_child", None)
     (child,) = live.turn()
-    for _ in range(2):
-        (child,) = fail_child(live, child)
+    for backoff_by in (2, 4):
+        (child,) = fail_child(live, child, timedelta(seconds=backoff_by))
     assert isinstance(child, StartChildWorkflow)
     assert child.instance_id == "wf-run-a-4"
     oops = FailureDetails("ValueError", "oops")
@@ -913,3 +916,191 @@ def test_closing_a_run_marks_it_terminated_only_if_it_had_not_ended() -> None:
     ended.run.close()
     assert not ended.run.terminated
     assert ended.run.finished
+
+
+# -- what a fresh run and a live turn report ----------------------------------------------
+
+
+def test_a_fresh_run_has_no_custom_status_and_a_turn_is_not_a_replay() -> None:
+    """Mutants: the initial custom status not the encoded ``null`` (it would not decode),
+    or ``turn`` feeding ``replaying=None`` (``ctx.is_replaying`` would not be False)."""
+
+    async def reports(ctx: WorkflowContext) -> list[Any]:
+        first = ctx.is_replaying
+        await ctx.sleep(timedelta(seconds=1))
+        return [first, ctx.is_replaying]
+
+    reg = Registry()
+    reg.workflow(reports)
+    run = WorkflowRun("wf", reg.get_workflow("reports"), reg, codec)
+    assert value(run.custom_status) is None
+    run.apply([started("reports")], replaying=True)
+    (timer,) = take_turn(run, [TurnStarted(timestamp=T0)], first_turn=True)
+    fired = TimerFired(task_id=0, fire_at=timer.fire_at)  # type: ignore[union-attr]
+    assert take_turn(run, [TurnStarted(timestamp=T0), fired], first_turn=False) == [
+        CompleteWorkflow(raw([False, False]))
+    ]
+
+
+def test_patches_and_activities_of_one_turn_never_share_a_key() -> None:
+    """Mutants: the keys of recorded patches counting up (they would collide with task
+    ids and replace a scheduled activity)."""
+
+    async def mixed(ctx: WorkflowContext) -> None:
+        first = ctx.call_activity("a")
+        second = ctx.call_activity("b")
+        ctx.patched("p1")
+        ctx.patched("p2")
+        ctx.patched("p3")
+        await ctx.all([first, second])
+
+    assert live_of(mixed).turn() == [
+        ScheduleActivity(0, "a", raw(None), 1, 0),
+        ScheduleActivity(1, "b", raw(None), 1, 1),
+        RecordPatch("p1"),
+        RecordPatch("p2"),
+        RecordPatch("p3"),
+    ]
+
+
+def test_an_event_raised_before_the_wait_keeps_its_type() -> None:
+    """Mutant: a buffered event delivered without the type asked for."""
+
+    async def later(ctx: WorkflowContext) -> str:
+        await ctx.sleep(timedelta(seconds=1))
+        when = await ctx.wait_for_event("when", type=datetime)
+        return type(when).__name__
+
+    live = live_of(later)
+    (timer,) = live.turn()
+    fired = TimerFired(task_id=0, fire_at=timer.fire_at)  # type: ignore[union-attr]
+    done = live.turn(EventRaised(name="when", input=raw(T0.isoformat())), fired)
+    assert outcome(done) == "datetime"
+
+
+def test_events_held_by_a_suspension_go_to_the_next_run_after_continue_as_new() -> None:
+    """Mutants: on resume, held events after the run's end dropped (``break``) or
+    recorded as ``None`` instead of being left for the next run."""
+
+    async def hands_on(ctx: WorkflowContext) -> None:
+        await ctx.wait_for_event("go")
+        ctx.continue_as_new()
+
+    live = live_of(hands_on)
+    live.turn()
+    held = [EventRaised(name="go"), EventRaised(name="d", input=raw(1)), EventRaised(name="e")]
+    live.turn(WorkflowSuspended(), *held)
+    (final,) = live.run.apply([TurnStarted(timestamp=T0), WorkflowResumed()], replaying=False)
+    assert isinstance(final, ContinueAsNew)
+    assert live.run.untaken == held[1:]
+
+
+def test_sleep_until_is_a_sleep_timer_at_the_given_time_and_needs_a_timezone() -> None:
+    """Mutants: ``sleep_until``'s timer purpose or its naive-datetime message changed."""
+    when = T0 + timedelta(days=3)
+
+    async def alarm(ctx: WorkflowContext, naive: bool) -> None:
+        await ctx.sleep_until(when.replace(tzinfo=None) if naive else when)
+
+    assert live_of(alarm, False).turn() == [StartTimer(0, when, "sleep")]
+    failure = outcome(live_of(alarm, True).turn())
+    assert failure.message == "sleep_until needs a timezone-aware datetime"
+
+
+def test_closing_cannot_be_swallowed_by_except_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Mutants: ``Task.close`` throwing an ordinary exception (``except Exception`` in the
+    workflow would swallow it), or unwinding live (its ``finally`` would log)."""
+    seen: list[str] = []
+
+    async def guarded(ctx: WorkflowContext) -> None:
+        try:
+            await ctx.wait_for_event("never")
+        except Exception:
+            seen.append("swallowed")
+        finally:
+            seen.append("finally")
+            ctx.logger.warning("cleaning up")
+
+    live = live_of(guarded)
+    live.turn()
+    live.run.close()
+    assert seen == ["finally"]
+    assert not caplog.records
+
+
+def test_callbacks_get_the_future_whenever_they_are_added() -> None:
+    """Mutants: a callback added to a finished future, or a second callback added to a
+    pending one, called without the future (or not at all)."""
+    got: list[DurableFuture[int]] = []
+    pending: DurableFuture[int] = DurableFuture()
+    pending.add_done_callback(got.append)
+    pending.add_done_callback(got.append)
+    pending.set_result(1)
+    pending.add_done_callback(got.append)
+    assert got == [pending, pending, pending]
+
+
+def test_awaiting_a_foreign_awaitable_says_what_to_do_instead() -> None:
+    """Mutants: the advice in the foreign-awaitable error changed."""
+
+    async def sleeps_on_asyncio(ctx: WorkflowContext) -> None:
+        import asyncio
+
+        await asyncio.sleep(0)
+
+    failure = outcome(live_of(sleeps_on_asyncio).turn())
+    assert failure.message.endswith(
+        ", which durable cannot replay: await only ctx operations (activities, timers, "
+        "events, sub-workflows) and do I/O inside activities"
+    )
+
+
+def test_continue_as_new_unwinding_without_a_request_is_an_error() -> None:
+    """Mutants: the message of a continue-as-new unwinding that nobody asked for."""
+
+    async def fakes_it(ctx: WorkflowContext) -> None:
+        raise ContinueAsNewSignal()
+
+    with pytest.raises(RuntimeError) as caught:
+        live_of(fakes_it).turn()
+    assert str(caught.value) == "continue-as-new unwound without a request"
+
+
+def test_an_input_that_does_not_decode_fails_the_run() -> None:
+    """Mutants: a run whose input does not fit the declared type left waiting, or failed
+    without the reason."""
+
+    async def counts(ctx: WorkflowContext, n: int) -> int:
+        return n
+
+    failure = outcome(live_of(counts, "three").turn())
+    assert failure.type == "durable.SerializationError"
+    assert "Expected `int`, got `str`" in failure.message
+
+
+def test_a_live_run_that_ended_leaves_later_events_for_the_next_run() -> None:
+    """Mutants: events after the live end of a run dropped (``break``), kept as ``None``,
+    or turn markers taken for events; ``untaken`` not reset by each turn."""
+
+    async def hands_on(ctx: WorkflowContext) -> None:
+        await ctx.wait_for_event("go")
+        ctx.continue_as_new()
+
+    live = live_of(hands_on)
+    live.turn()
+    later = [EventRaised(name="d", input=raw(1)), EventRaised(name="e")]
+    (final,) = live.turn(EventRaised(name="go"), *later)
+    assert isinstance(final, ContinueAsNew)
+    assert live.run.untaken == later
+    assert live.run.apply([TurnStarted(timestamp=T0), later[0]], replaying=False) == []
+    assert live.run.untaken == [later[0]]
+
+
+def test_a_live_end_is_handed_over_once() -> None:
+    """Mutant: the end of a live run not marked as handed over (every later turn would
+    end the run again)."""
+    live = Live(history_code, "returns_one")
+    assert live.turn() == [CompleteWorkflow(raw(1))]
+    assert live.run.apply([TurnStarted(timestamp=T0)], replaying=False) == []
