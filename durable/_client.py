@@ -17,7 +17,13 @@ from msgspec import Raw
 
 from ._clock import Clock, SystemClock, within
 from ._codec import JsonCodec, PayloadCodec
-from ._errors import InstanceExistsError, UnknownWorkflowError, WorkflowFailed
+from ._errors import (
+    InstanceExistsError,
+    InstanceNotFoundError,
+    StoreError,
+    UnknownWorkflowError,
+    WorkflowFailed,
+)
 from ._events import (
     NULL,
     EventRaised,
@@ -38,10 +44,10 @@ from ._instances import (
     rerun_instance,
     send_message,
 )
-from ._log import new_run_after, read_meta, read_record, record_outcome
+from ._log import read_meta, read_record, record_after, record_outcome
 from ._memo import MemoStore
 from ._partitions import load_config, partition_of
-from ._records import InstanceMeta, wakeup_key
+from ._records import InboxMessage, InstanceMeta, wakeup_key
 from ._state import WorkflowState, WorkflowStatus
 from .store import ObjectStore, open_store
 
@@ -55,6 +61,9 @@ if TYPE_CHECKING:
 __all__ = ["Client", "WorkflowHandle"]
 
 T = TypeVar("T")
+
+_SEND_ATTEMPTS = 5  # tries of one inbox write, under one message id
+_SEND_BACKOFF = timedelta(seconds=0.2)
 
 
 class _Snapshot:
@@ -93,7 +102,8 @@ class Client:
     """Manages instances in a store: start, handles, list, purge, rerun.
 
     ``Client(store=...)`` needs no runtime in the same process: the runtime that owns
-    the store picks up what the client writes.
+    the store picks up what the client writes. Give it the runtime's ``memo_prefix`` (or
+    ``memo_store``), so that a purge, reuse or rerun clears the right memo.
     """
 
     def __init__(
@@ -106,12 +116,13 @@ class Client:
         codec: PayloadCodec | None = None,
         poll_interval: float = 0.25,
         memo_store: MemoStore | None = None,
+        memo_prefix: str = "memo",
         ids: IdSource | None = None,
         _engine: Engine | None = None,
     ) -> None:
         self.store = open_store(store, storage_options=storage_options)
         self.ids = ids or IdSource()
-        self.memo_store = memo_store or MemoStore(self.store)
+        self.memo_store = memo_store or MemoStore(self.store, memo_prefix)
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.codec: PayloadCodec = codec or JsonCodec()
@@ -297,10 +308,16 @@ class Client:
             return _Snapshot(run.to_meta())
         meta = found[0]
         snap = _Snapshot(meta)
-        if snap.status.is_terminal and not await new_run_after(self.store, meta):
-            return snap  # ended, and no new run began after the meta was written
+        if snap.status.is_terminal:
+            after = await record_after(self.store, meta)
+            if after is not None and after.purging:
+                raise InstanceNotFoundError(instance_id)
+            if after is None or not after.next_run:
+                return snap  # ended, and no new run began after the meta was written
         seq = meta.seq + 1
         while (record := await read_record(self.store, instance_id, seq)) is not None:
+            if record.purging:
+                raise InstanceNotFoundError(instance_id)
             snap.status = WorkflowStatus(record.status)
             snap.custom_status = record.custom_status
             events = record.next_run or record.events
@@ -351,11 +368,27 @@ class Client:
                 await load_existing(self.store, instance_id)  # raises if absent
             now_ns = int(self.clock.now().timestamp() * 1e9)
             msg_id = self.ids.message_id(now_ns)
-            message = await send_message(self.store, instance_id, msg_id, event)
+            message = await self._write_message(instance_id, msg_id, event)
             if engine is not None:
                 await engine.announce_message(instance_id, message)
             else:
                 await self._ring(instance_id)
+
+    async def _write_message(
+        self, instance_id: str, msg_id: str, event: HistoryEvent
+    ) -> InboxMessage:
+        """Write a message to the inbox, retrying transient errors under the same id: a
+        write that landed but whose answer was lost is then written again in place, and
+        the engine applies one message id once, so the event is never delivered twice."""
+        for attempt in range(_SEND_ATTEMPTS):
+            try:
+                return await send_message(self.store, instance_id, msg_id, event)
+            except StoreError as err:
+                if not err.transient or attempt == _SEND_ATTEMPTS - 1:
+                    raise
+                if attempt:  # the first retry goes at once: a lost answer is the usual case
+                    await self.clock.sleep_until(self.clock.now() + _SEND_BACKOFF * attempt)
+        raise AssertionError("unreachable")
 
     def _busy(self) -> _BusyScope:
         return _BusyScope(self._engine)

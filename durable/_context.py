@@ -148,22 +148,22 @@ class WorkflowContext:
 
     def _schedule_activity(
         self, name: str, raw: Raw, attempt: int, step: int, output_type: Any
-    ) -> tuple[int, DurableFuture[Any]]:
+    ) -> tuple[int, DurableFuture[Any], int]:
         run = self._run
         task_id = run.next_task_id()
         future: DurableFuture[Any] = DurableFuture()
-        action = ScheduleActivity(task_id, name, raw, attempt, task_id if step < 0 else step)
+        if step < 0:  # a first attempt: numbered above every earlier run's steps
+            step = task_id + (run.started.step_base if run.started is not None else 0)
+        action = ScheduleActivity(task_id, name, raw, attempt, step)
         run.schedule(action, future, name, output_type)
-        return task_id, future
+        return task_id, future, step
 
     async def _activity_with_retry(
         self, name: str, raw: Raw, retry: RetryPolicy, output_type: Any
     ) -> Any:
         attempt, step = 1, -1
         while True:
-            task_id, future = self._schedule_activity(name, raw, attempt, step, output_type)
-            if step < 0:
-                step = task_id
+            _, future, step = self._schedule_activity(name, raw, attempt, step, output_type)
             try:
                 return await future
             except ActivityFailed as failed:

@@ -76,7 +76,10 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     ``first_task_id``, so they stay unique across continue-as-new. ``seed`` is the run
     id whose random values, uuids and generated child ids the run draws: a rerun is a
     new run (a new ``run_id``) that replays the kept history of the run it reruns, so it
-    keeps that run's seed (empty: ``run_id``)."""
+    keeps that run's seed (empty: ``run_id``). An activity's step (which keys its memo)
+    is ``step_base`` plus its task id: a reuse or rerun starts above every step of the
+    runs before it, so no memo is shared with them, nor deleted from under the new run
+    when theirs is."""
 
     name: str
     input: Raw = NULL
@@ -85,6 +88,7 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     parent: ParentRef | None = None
     first_task_id: int = 0
     seed: str = ""
+    step_base: int = 0
 
     @property
     def replay_seed(self) -> str:

@@ -23,7 +23,7 @@ from ._events import (
     TimerCreated,
     WorkflowStarted,
 )
-from ._log import RunLog, load_run, read_meta, write_meta
+from ._log import RunLog, load_run, read_meta, read_record, write_meta
 from ._records import (
     InboxMessage,
     InstanceMeta,
@@ -33,6 +33,7 @@ from ._records import (
     inbox_prefix,
     instance_prefix,
     log_key,
+    meta_key,
 )
 from ._state import WorkflowStatus
 
@@ -60,6 +61,28 @@ class Created(msgspec.Struct):
     meta_etag: str | None  # None: the meta write failed; the engine rolls it forward
 
 
+async def _put_once(store: ObjectStore, key: str, data: bytes) -> None:
+    """Put-if-absent that reads back after an error: a write that landed counts."""
+    try:
+        await store.put_if_absent(key, data)
+    except ObjectExistsError:
+        raise
+    except StoreError:
+        try:
+            landed = await store.get(key) == data
+        except StoreError:
+            landed = False
+        if not landed:
+            raise
+
+
+async def _purged_before(store: ObjectStore, instance_id: str, seq: int) -> bool:
+    """Whether a purge deleted the log under a run just written at ``seq``: the record it
+    follows is gone (a purge deletes it before giving up its claim on ``seq``)."""
+    before = await read_record(store, instance_id, seq - 1)
+    return before is None or before.purging
+
+
 async def _start_run(
     store: ObjectStore,
     instance_id: str,
@@ -70,19 +93,11 @@ async def _start_run(
     meta_etag: str | None,
 ) -> Created:
     record = TurnRecord(seq=seq, status=WorkflowStatus.PENDING, next_run=history)
-    key, data = log_key(instance_id, seq), encode(record)
-    try:
-        await store.put_if_absent(key, data)
-    except ObjectExistsError:
-        raise
-    except StoreError:
-        # the write may have landed all the same: read back to know
-        try:
-            landed = await store.get(key) == data
-        except StoreError:
-            landed = False
-        if not landed:
-            raise
+    key = log_key(instance_id, seq)
+    await _put_once(store, key, encode(record))
+    if seq > 0 and await _purged_before(store, instance_id, seq):
+        await store.delete(key)  # announced to no one yet
+        raise InstanceNotFoundError(instance_id)
     started = history[0]
     assert isinstance(started, WorkflowStarted)
     meta = InstanceMeta(
@@ -141,8 +156,11 @@ async def create_instance(
     status = existing.status if existing is not None else None
     if existing is None or not reuse or not existing.status.is_terminal:
         raise InstanceExistsError(instance_id, status)
-    if memo is not None:  # the new run must not find the old run's memo
-        await memo.purge(instance_id)
+    # The new run's steps begin above the old runs': it never finds their memo, and
+    # deleting theirs (here, by a racing reuse, or by the sweeper) never touches its own.
+    started = msgspec.structs.replace(started, step_base=existing.step_end)
+    if memo is not None:
+        await memo.purge(instance_id, below=started.step_base)
     await store.delete_prefix(inbox_prefix(instance_id))  # nor the old run's messages
     try:
         return await _start_run(
@@ -173,13 +191,58 @@ async def load_existing(store: ObjectStore, instance_id: str) -> RunLog:
 async def purge_instance(
     store: ObjectStore, instance_id: str, memo: MemoStore | None = None
 ) -> None:
-    """Delete everything of an ended instance, its memo too; refuse one that still runs."""
-    run = await load_existing(store, instance_id)
-    if not run.status.is_terminal:
-        raise InstanceRunningError(instance_id, run.status)
+    """Delete everything of an ended instance, its memo too; refuse one that still runs.
+
+    A start racing the purge is refused, or the purge is; never is a run acknowledged and
+    then deleted. The purge first claims the seq after the last record with a purge
+    record (a reuse or rerun that got there first makes the purge find a running
+    instance; one that comes later finds the seq taken), then turns ``log/0`` into a
+    purge record (which a new start finds), and deletes ``log/0`` last. A purge cut
+    short is finished by the next one.
+    """
+    while True:
+        found = await read_meta(store, instance_id)
+        run = await load_run(store, instance_id, found[0] if found else None)
+        if run is None:
+            if not await _purge_under_way(store, instance_id):
+                raise InstanceNotFoundError(instance_id)
+            break
+        if not run.status.is_terminal:
+            raise InstanceRunningError(instance_id, run.status)
+        claim = TurnRecord(seq=run.last_seq + 1, status=run.last.status, purging=True)
+        try:
+            await _put_once(store, log_key(instance_id, claim.seq), encode(claim))
+        except ObjectExistsError:
+            continue  # a run began meanwhile, or another purge claimed it: look again
+        break
+    await _delete_claimed(store, instance_id, memo)
+
+
+async def _purge_under_way(store: ObjectStore, instance_id: str) -> bool:
+    """Whether the log holds a purge record (at ``log/0`` or last): a purge began."""
+    names = await store.list(f"{instance_prefix(instance_id)}/log")
+    for name in {names[0], names[-1]} if names else ():
+        record = await read_record(store, instance_id, int(name))
+        if record is not None and record.purging:
+            return True
+    return False
+
+
+async def _delete_claimed(store: ObjectStore, instance_id: str, memo: MemoStore | None) -> None:
+    """Delete a claimed instance, in an order that keeps every start out: ``log/0``
+    becomes a purge record first, the claim goes after every other record, ``log/0``
+    last of all."""
+    first = TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True)
+    await store.put(log_key(instance_id, 0), encode(first))
+    await store.delete(meta_key(instance_id))
+    await store.delete_prefix(inbox_prefix(instance_id))
     if memo is not None:
         await memo.purge(instance_id)
-    await store.delete_prefix(instance_prefix(instance_id))
+    names = await store.list(f"{instance_prefix(instance_id)}/log")
+    for name in names[1:-1]:
+        await store.delete(log_key(instance_id, int(name)))
+    for name in reversed(names[:1] + names[1:][-1:]):
+        await store.delete(log_key(instance_id, int(name)))
 
 
 _RERUN_FROM = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
@@ -213,16 +276,19 @@ async def rerun_instance(
             f"sub-workflow; event {from_event_id} is {kind}"
         )
     started = run.started
+    # the steps that run again are numbered anew, above the old run's: they really run
+    # again, and the old run's memo can go (now, or by the sweeper) without touching theirs
     prefix: list[HistoryEvent] = [
-        msgspec.structs.replace(started, run_id=run_id, seed=started.replay_seed)
+        msgspec.structs.replace(
+            started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end
+        )
     ]
     prefix += [e for e in run.history if 0 < e.event_id < from_event_id]
     if check is not None:
         check(prefix)
     await store.delete_prefix(inbox_prefix(instance_id))  # messages were for the old run
-    if memo is not None:  # the steps that run again must really run again
-        await memo.purge(instance_id, from_task_id=target.task_id)
-        await memo.store.delete(memo._marker_key(instance_id))
+    if memo is not None:
+        await memo.purge(instance_id, below=run.step_end)
     found = await read_meta(store, instance_id)
     etag = found[1] if found else None
     try:

@@ -16,6 +16,7 @@ from msgspec import Raw
 from ._errors import ObjectExistsError, ObjectNotFoundError, PreconditionFailedError, StoreError
 from ._events import (
     NULL,
+    ActivityScheduled,
     HistoryEvent,
     ParentRef,
     WorkflowCompleted,
@@ -44,6 +45,7 @@ __all__ = [
     "new_run_after",
     "read_meta",
     "read_record",
+    "record_after",
     "record_outcome",
     "write_meta",
 ]
@@ -79,13 +81,19 @@ async def read_record(store: ObjectStore, instance_id: str, seq: int) -> TurnRec
 async def new_run_after(store: ObjectStore, meta: InstanceMeta) -> bool:
     """Whether a run began after this (terminal) meta was written: the record after it
     starts one (a reuse or rerun whose meta write failed)."""
+    record = await record_after(store, meta)
+    return record is not None and bool(record.next_run)
+
+
+async def record_after(store: ObjectStore, meta: InstanceMeta) -> TurnRecord | None:
+    """The record after the one this (terminal) meta describes; ``None`` if there is
+    none, or it cannot be decoded (the terminal meta stands)."""
     try:
-        record = await read_record(store, meta.instance_id, meta.seq + 1)
+        return await read_record(store, meta.instance_id, meta.seq + 1)
     except StoreError as err:
         if err.transient:
             raise
-        return False  # unreadable: the terminal meta stands
-    return record is not None and bool(record.next_run)
+        return None
 
 
 async def read_meta(store: ObjectStore, instance_id: str) -> tuple[InstanceMeta, str] | None:
@@ -127,6 +135,20 @@ class RunLog:
         events = self.last.next_run or self.last.events
         return events[-1].timestamp if events else self.created_at
 
+    @property
+    def step_end(self) -> int:
+        """One past the highest step (memo key) this run or an earlier one of the
+        instance can have used: where the steps of a reuse or rerun begin."""
+        base = self.started.step_base
+        end = base + self.started.first_task_id
+        for event in self.history:
+            if isinstance(event, ActivityScheduled):
+                end = max(end, event.step + 1)
+            task_id = getattr(event, "task_id", None)
+            if isinstance(task_id, int):
+                end = max(end, base + task_id + 1)
+        return end
+
     def outcome(self) -> tuple[Raw, FailureDetails | None]:
         """The output or failure recorded by the run's terminal event, if any."""
         if self.last.next_run:
@@ -159,12 +181,15 @@ async def load_run(
     """Read the current run from the log, starting where ``meta`` says it starts.
 
     Rolls forward past ``meta`` to the last committed record; ``None`` if the instance
-    was never created. Raises ``StoreError`` naming the key of a corrupt record.
+    was never created, or a purge is deleting it. Raises ``StoreError`` naming the key
+    of a corrupt record.
     """
     seq = meta.run_start if meta is not None else 0
     records: list[TurnRecord] = []
     run_start = seq
     while (record := await read_record(store, instance_id, seq)) is not None:
+        if record.purging:
+            return None  # a purge is deleting the instance
         if record.next_run:
             records, run_start = [record], seq
         else:

@@ -2,9 +2,13 @@
 
 An activity runs at least once; a step's :class:`Memo` lets a retry find what an
 earlier attempt already paid for. Entries live under
-``{prefix}/{instance_id}/{task_id}/{key}``; when retention is on, an instance that
+``{prefix}/{instance_id}/{step}/{key}``; when retention is on, an instance that
 ends gets a terminal marker ``{prefix}-terminal/{instance_id}``, and the sweeper
 deletes the memo of instances whose marker is older than the retention window.
+
+Steps are numbered over the instance's whole life: a reuse or rerun numbers its steps
+above every earlier run's (``WorkflowStarted.step_base``). So deleting the memo of the
+ended runs (steps below the bound the log gives) never touches a run started since.
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ from typing import Any
 import msgspec
 
 from ._codec import JsonCodec, PayloadCodec
-from ._errors import ObjectNotFoundError, StoreError
+from ._errors import InvalidInstanceIdError, ObjectNotFoundError, StoreError
 from ._ids import validate_key
+from ._leases import LEASES, MEMBERS
+from ._log import load_run, read_meta
+from ._partitions import CONFIG_KEY
+from ._records import INSTANCES, WAKEUPS
 from .store import ObjectStore, open_store
 
 __all__ = ["Memo", "MemoStore"]
 
 log = logging.getLogger("durable.memo")
+
+# The store's own top-level names (and S3Store's probe): a memo prefix must not be one.
+_RESERVED = frozenset({INSTANCES, WAKEUPS, LEASES, MEMBERS, CONFIG_KEY, "_probe"})
 
 _marker_encoder = msgspec.json.Encoder()
 _marker_decoder = msgspec.json.Decoder(datetime)
@@ -43,6 +54,12 @@ class MemoStore:
     ) -> None:
         self.store = open_store(store)
         self.prefix = validate_key(prefix, "memo prefix")
+        clash = {prefix, f"{prefix}-terminal"} & _RESERVED
+        if clash:
+            raise InvalidInstanceIdError(
+                f"memo prefix {prefix!r} would put memo entries or markers under "
+                f"{sorted(clash)[0]!r}, where the store keeps its own objects; choose another"
+            )
         self.codec: PayloadCodec = codec or JsonCodec()
 
     def __repr__(self) -> str:
@@ -75,37 +92,54 @@ class MemoStore:
             raise StoreError(f"corrupt terminal marker at {key!r}: {err}", key=key,
                              transient=False) from err  # fmt: skip
 
-    async def purge(self, instance_id: str, *, from_task_id: int = 0) -> None:
-        """Delete the instance's memo (steps ``>= from_task_id``) and, for a whole purge,
-        its marker."""
+    async def purge(self, instance_id: str, *, below: int | None = None) -> None:
+        """Delete the instance's memo and its marker; with ``below``, only the memo of
+        the steps under it (those of ended runs: a later run's steps are above)."""
         root = f"{self.prefix}/{instance_id}"
-        if from_task_id <= 0:
+        if below is None:
             await self.store.delete_prefix(root)
             await self.store.delete(self._marker_key(instance_id))
             return
         for step in await self.store.list(root):
-            if step.isdigit() and int(step) >= from_task_id:
+            if step.isdigit() and int(step) < below:
                 await self.store.delete_prefix(f"{root}/{step}")
 
-    async def sweep(self, now: datetime, retention: timedelta) -> int:
+    async def sweep(
+        self, now: datetime, retention: timedelta, *, instances: ObjectStore | None = None
+    ) -> int:
         """Delete the memo of every instance that ended before ``now - retention``.
 
-        The memo goes first and the marker last, so a sweep cut short is finished by
-        the next one. Returns how many instances were swept.
+        Only the steps of runs that have ended go: the instance's log (in ``instances``,
+        by default the memo's own store) is read now, and a run started since the marker
+        (a reuse or rerun) numbers its steps above theirs. The memo goes first and the
+        marker last, so a sweep cut short is finished by the next one. Returns how many
+        instances were swept.
         """
         swept = 0
         for instance_id in await self.store.list(f"{self.prefix}-terminal"):
             try:
                 ended = await self.terminal_time(instance_id)
+                if ended is None or now - ended < retention:
+                    continue
+                await self._sweep_one(instance_id, instances or self.store)
             except StoreError as err:
-                log.warning("skipping marker of %r: %s", instance_id, err)
+                if err.transient:
+                    raise
+                log.warning("skipping the memo of %r: %s", instance_id, err)
                 continue
-            if ended is None or now - ended < retention:
-                continue
-            await self.store.delete_prefix(f"{self.prefix}/{instance_id}")
-            await self.store.delete(self._marker_key(instance_id))
             swept += 1
         return swept
+
+    async def _sweep_one(self, instance_id: str, instances: ObjectStore) -> None:
+        """Delete the memo of the instance's ended runs, then its marker."""
+        found = await read_meta(instances, instance_id)
+        run = await load_run(instances, instance_id, found[0] if found else None)
+        if run is None:  # purged (or its log is kept elsewhere): no run to keep
+            await self.store.delete_prefix(f"{self.prefix}/{instance_id}")
+        else:
+            ended = run.step_end if run.status.is_terminal else run.started.step_base
+            await self.purge(instance_id, below=ended)
+        await self.store.delete(self._marker_key(instance_id))
 
 
 class Memo:

@@ -83,7 +83,9 @@ class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     ``events`` extend the current run's history; ``next_run``, when present, starts a
     fresh run (a new instance, continue-as-new, a reuse or a rerun) after them.
     ``consumed`` names the inbox messages the turn applied; ``status`` and
-    ``custom_status`` are the instance's state after the turn.
+    ``custom_status`` are the instance's state after the turn. A ``purging`` record is
+    no turn: a purge wrote it (after the last record, then over ``log/0``) so that no
+    start lands in a log being deleted; the instance reads as absent.
     """
 
     seq: int
@@ -93,6 +95,7 @@ class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     consumed: list[str] = []
     custom_status: Raw = NULL
     format: int = 1
+    purging: bool = False
 
 
 class InstanceMeta(msgspec.Struct, omit_defaults=True):

@@ -192,7 +192,9 @@ class Runtime:
         """Run one retention sweep now; return how many instances' memo it deleted."""
         if self.memo_retention is None:
             return 0
-        return await self.memo_store.sweep(self.clock.now(), self.memo_retention)
+        return await self.memo_store.sweep(
+            self.clock.now(), self.memo_retention, instances=self.store
+        )
 
     async def _sweep_loop(self, retention: timedelta) -> None:
         """Sweep at start (markers left by earlier processes), then every interval.
@@ -201,7 +203,9 @@ class Runtime:
         """
         while True:  # entered busy: __aenter__ counted the first sweep as under way
             try:
-                swept = await self.memo_store.sweep(self.clock.now(), retention)
+                swept = await self.memo_store.sweep(
+                    self.clock.now(), retention, instances=self.store
+                )
                 if swept:
                     log.info("memo sweep deleted the memo of %d ended instance(s)", swept)
             except StoreError as err:

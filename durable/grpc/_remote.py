@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
+import msgspec
 from msgspec import Raw
 
-from durable._actions import Action, ContinueAsNew, RecordPatch
+from durable._actions import Action, ContinueAsNew, RecordPatch, ScheduleActivity
 from durable._codec import NULL
 from durable._events import (
     ActivityScheduled,
@@ -72,6 +73,14 @@ class TurnOutcome(NamedTuple):
     custom_status: Raw = NULL
 
 
+def _above(action: Action, step_base: int) -> Action:
+    """A worker's action with its step moved above the steps of the instance's earlier
+    runs (a reused or rerun instance's ``step_base``)."""
+    if isinstance(action, ScheduleActivity):
+        return msgspec.structs.replace(action, step=action.step + step_base)
+    return action
+
+
 def wire_order(history: list[HistoryEvent]) -> list[HistoryEvent]:
     """``history`` with its run's first ``TurnStarted`` moved before ``WorkflowStarted``
     (and the events carried into the run), as Durable Task workers replay it."""
@@ -100,6 +109,7 @@ class RemoteRun:
         self.instance_id = instance_id
         self.run_id = started.run_id
         self.task_base = started.first_task_id
+        self.step_base = started.step_base  # workers number steps from the task ids
         self.history = list(history)
         self.terminated = False
         self.custom_status: Raw = NULL
@@ -157,7 +167,10 @@ class RemoteRun:
                         frozenset(self._patches), self._task_count)  # fmt: skip
         outcome: TurnOutcome = await self._executor.dispatcher.submit(work)
         self.custom_status = outcome.custom_status
-        for action in outcome.actions:
+        actions = outcome.actions
+        if self.step_base:
+            actions = [_above(action, self.step_base) for action in actions]
+        for action in actions:
             task_id = getattr(action, "task_id", None)
             if task_id is not None:
                 self._task_count = max(self._task_count, task_id + 1)
@@ -165,7 +178,7 @@ class RemoteRun:
                 self._patches.add(action.patch_id)
             if isinstance(action, ContinueAsNew):
                 break
-        return outcome.actions
+        return actions
 
     def committed(self, events: list[HistoryEvent]) -> None:
         self.history.extend(events)
