@@ -527,7 +527,8 @@ class _Driver:
             stuck = sim.ledger.epochs[instance_id][number]
             why = await self._why_stuck(instance_id)
             sim.ledger.violate(
-                f"{instance_id!r} run {stuck.tag!r} (epoch {number}) never ended: "
+                f"{instance_id!r} run {stuck.tag!r} (epoch {number}"
+                f"{', a rerun' if stuck.rerun else ''}) never ended: "
                 f"status {stuck.status} after the drain; {why}"
             )
 
@@ -616,6 +617,13 @@ class _Driver:
             epochs = ledger.epochs.get(instance_id, [])
             if not any(e.started_at >= began for e in epochs):
                 ledger.violate(f"acknowledged start of {instance_id!r} ({tag}) is not in the log")
+            ours = min((e for e in epochs if e.started_at >= began), default=None,
+                       key=lambda e: e.started_at)  # fmt: skip
+            if ours is not None and ours.gap:
+                ledger.violate(ours.gap)
+            if ours is not None and ours.erased_by:  # a start withdrawn unacknowledged is not
+                ledger.violate(f"{ours.erased_by} erased the log of {instance_id!r} while its "
+                               f"run {ours.tag!r} (epoch {ours.number}) had not ended")  # fmt: skip
         raised = {r.nonce for r in ledger.raises.values()}
         failed_children = {  # children whose failure is explained: terminated, or their
             e.tag  # code changed without a patch under them
@@ -644,6 +652,8 @@ class _Driver:
         where = f"{epoch.instance_id!r} run {epoch.tag!r} (epoch {epoch.number})"
         if program is None or not epoch.ended:
             return
+        if epoch.erased_by:
+            return  # judged with the acknowledged starts
         if epoch.status == "TERMINATED":
             if epoch.instance_id not in self.terminated and not self._parent_ended(epoch):
                 ledger.violate(f"{where} was TERMINATED, but no one terminated it")

@@ -59,6 +59,9 @@ class Epoch:
     failure_type: str = ""
     answered: set[int] = field(default_factory=set)  # task ids answered in the current run
     step_base: int = 0  # its steps (memo keys) are this and above; lower ones are older runs'
+    rerun: bool = False  # it began with history kept from the run before
+    gap: str = ""  # its first record did not follow the log's last (a broken log)
+    erased_by: str = ""  # the process that deleted its log before it ended
     misled: bool = False  # it was given the result of another run's child (reported)
     born_gen: int = 0  # the code generation its oldest history was recorded under
     ended_gen: int | None = None  # the code generation when it ended
@@ -154,9 +157,9 @@ class Ledger:
             live = epoch is not None and not epoch.ended
             if parts[0] == "instances" and len(parts) == 4 and parts[2] == "log":
                 if live and instance_id not in erased:
-                    erased.add(instance_id)
-                    self.violate(f"{process} erased the log of {instance_id!r} while its "
-                                 f"run {epoch.tag!r} (epoch {epoch.number}) had not ended")  # type: ignore[union-attr]  # fmt: skip
+                    erased.add(instance_id)  # judged at the end: was its start acknowledged?
+                    epoch.erased_by = process  # type: ignore[union-attr]
+                    epoch.ended_at, epoch.status = self.writes, "ERASED"  # type: ignore[union-attr]
                 self._last_seq.pop(instance_id, None)
             elif parts[0] == "memo" and len(parts) >= 3:
                 written = self.memo_written.pop(key, None)
@@ -220,8 +223,16 @@ class Ledger:
             self.trace.append(f"w{self.writes} {process} purge mark {instance_id}/{seq}")
             return
         last = self._last_seq.get(instance_id, -1)
-        if seq != last + 1:
-            self.violate(f"{process} wrote log/{seq} of {instance_id!r} after log/{last}")
+        gap = (
+            f"{process} wrote log/{seq} of {instance_id!r} after log/{last}"
+            if seq != last + 1
+            else ""
+        )
+        starts = bool(record.next_run) and not any(
+            isinstance(e, ContinuedAsNew) for e in record.events
+        )
+        if gap and not starts:
+            self.violate(gap)
         self._last_seq[instance_id] = max(seq, last)
         kinds = ",".join(type(e).__name__ for e in (*record.events, *record.next_run))
         self.trace.append(f"w{self.writes} {process} commit {instance_id}/{seq} "
@@ -233,6 +244,7 @@ class Ledger:
         self._size(process, instance_id, seq, record, len(data))
         if record.next_run and not can:
             epoch = self._new_epoch(instance_id, record)
+            epoch.gap = gap  # judged at the end: a start that withdrew is not acknowledged
         if epoch is None:
             self.violate(f"{process} wrote log/{seq} of {instance_id!r}, which never started")
             return
@@ -276,6 +288,7 @@ class Ledger:
                       step_base=started.step_base)  # fmt: skip
         rerun = any(not isinstance(e, WorkflowStarted) for e in record.next_run)
         epoch.born_gen = previous.born_gen if rerun and previous is not None else self.gen
+        epoch.rerun = rerun
         epochs.append(epoch)
         return epoch
 
