@@ -75,13 +75,13 @@ class ContinueAsNewSignal(WorkflowControl):
 
 
 class _Open:
-    """A durable operation the workflow waits on, by task id."""
+    """A durable operation the workflow waits on, by task id; ``name`` is what its
+    failure names (the activity, or the child's instance id)."""
 
-    __slots__ = ("future", "kind", "name", "output_type")
+    __slots__ = ("future", "name", "output_type")
 
-    def __init__(self, future: DurableFuture[Any], kind: str, name: str, output_type: Any) -> None:
+    def __init__(self, future: DurableFuture[Any], name: str, output_type: Any) -> None:
         self.future = future
-        self.kind = kind
         self.name = name
         self.output_type = output_type
 
@@ -320,7 +320,11 @@ class WorkflowRun:
 
     def _on_final(self, event: WorkflowCompleted | WorkflowErrored | ContinuedAsNew) -> None:
         if self.final is None or type(self.final) is not _FINAL_TYPES[type(event)]:
-            did = describe(self.final) if self.final is not None else "is still waiting"
+            did = (
+                f"ended with the {describe(self.final)}"
+                if self.final is not None
+                else "is still waiting"
+            )
             raise NonDeterminismError(
                 f"workflow {self.instance_id!r}: history event {event.event_id} is the "
                 f"{describe(event)}, but the workflow code {did}",
@@ -439,12 +443,12 @@ class WorkflowRun:
         return task_id
 
     def schedule(
-        self, action: Action, future: DurableFuture[Any], kind: str, name: str, output_type: Any
+        self, action: Action, future: DurableFuture[Any], name: str, output_type: Any
     ) -> None:
         """Record a new durable operation; it is matched against history or emitted."""
         task_id: int = action.task_id  # type: ignore[union-attr]
         self._pending[task_id] = action
-        self._open[task_id] = _Open(future, kind, name, output_type)
+        self._open[task_id] = _Open(future, name, output_type)
 
     def patched(self, patch_id: str) -> bool:
         """Whether this run takes the patched path (recording it the first time live)."""
