@@ -34,13 +34,15 @@ OPEN = {
     ),
     "hangs": (
         r"never ended",
-        "issue 13 bugs 4, 8, 9, 10, 13: a rerun, an event, a wakeup or a timer is lost and a "
-        "run waits for ever",
+        "found by this simulation (issue 13's 4, 8, 9, 10 and 13 are fixed): a suspend sent "
+        "before a resume is applied after it (it reaches the next run of a continue-as-new), "
+        "so the run stays SUSPENDED, e.g. seed 66",
     ),
     "event-order": (
         r"acknowledged before it was sent",
         "suspected in issue 13, shown by this simulation: events one sender raised one after "
-        "another reach the run out of order when they arrive while the instance is loaded",
+        "another reach the run out of order (an announced message left to a later inbox read "
+        "while later ones are handed over at once, e.g. seed 24)",
     ),
 }
 # open bugs the CI seeds may find but do not always: accepted, not required
