@@ -20,6 +20,7 @@ from ._codec import JsonCodec, PayloadCodec
 from ._errors import (
     InstanceExistsError,
     InstanceNotFoundError,
+    StoreError,
     UnknownWorkflowError,
     WorkflowFailed,
 )
@@ -46,7 +47,7 @@ from ._instances import (
 from ._log import read_meta, read_record, record_after, record_outcome
 from ._memo import MemoStore
 from ._partitions import load_config, partition_of
-from ._records import InstanceMeta, wakeup_key
+from ._records import InboxMessage, InstanceMeta, wakeup_key
 from ._state import WorkflowState, WorkflowStatus
 from .store import ObjectStore, open_store
 
@@ -60,6 +61,9 @@ if TYPE_CHECKING:
 __all__ = ["Client", "WorkflowHandle"]
 
 T = TypeVar("T")
+
+_SEND_ATTEMPTS = 5  # tries of one inbox write, under one message id
+_SEND_BACKOFF = timedelta(seconds=0.2)
 
 
 class _Snapshot:
@@ -364,11 +368,27 @@ class Client:
                 await load_existing(self.store, instance_id)  # raises if absent
             now_ns = int(self.clock.now().timestamp() * 1e9)
             msg_id = self.ids.message_id(now_ns)
-            message = await send_message(self.store, instance_id, msg_id, event)
+            message = await self._write_message(instance_id, msg_id, event)
             if engine is not None:
                 await engine.announce_message(instance_id, message)
             else:
                 await self._ring(instance_id)
+
+    async def _write_message(
+        self, instance_id: str, msg_id: str, event: HistoryEvent
+    ) -> InboxMessage:
+        """Write a message to the inbox, retrying transient errors under the same id: a
+        write that landed but whose answer was lost is then written again in place, and
+        the engine applies one message id once, so the event is never delivered twice."""
+        for attempt in range(_SEND_ATTEMPTS):
+            try:
+                return await send_message(self.store, instance_id, msg_id, event)
+            except StoreError as err:
+                if not err.transient or attempt == _SEND_ATTEMPTS - 1:
+                    raise
+                if attempt:  # the first retry goes at once: a lost answer is the usual case
+                    await self.clock.sleep_until(self.clock.now() + _SEND_BACKOFF * attempt)
+        raise AssertionError("unreachable")
 
     def _busy(self) -> _BusyScope:
         return _BusyScope(self._engine)

@@ -155,7 +155,7 @@ class WorkflowContext:
         if step < 0:  # a first attempt: numbered above every earlier run's steps
             step = task_id + (run.started.step_base if run.started is not None else 0)
         action = ScheduleActivity(task_id, name, raw, attempt, step)
-        run.schedule(action, future, "activity", name, output_type)
+        run.schedule(action, future, name, output_type)
         return task_id, future, step
 
     async def _activity_with_retry(
@@ -229,7 +229,6 @@ class WorkflowContext:
         run.schedule(
             StartChildWorkflow(task_id, name, instance_id, raw),
             future,
-            "workflow",
             instance_id,
             output_type,
         )
@@ -262,7 +261,7 @@ class WorkflowContext:
         run = self._run
         task_id = run.next_task_id()
         future: DurableFuture[None] = DurableFuture()
-        run.schedule(StartTimer(task_id, fire_at, purpose), future, "timer", purpose, None)
+        run.schedule(StartTimer(task_id, fire_at, purpose), future, purpose, None)
         return future
 
     @overload

@@ -75,13 +75,13 @@ class ContinueAsNewSignal(WorkflowControl):
 
 
 class _Open:
-    """A durable operation the workflow waits on, by task id."""
+    """A durable operation the workflow waits on, by task id; ``name`` is what its
+    failure names (the activity, or the child's instance id)."""
 
-    __slots__ = ("future", "kind", "name", "output_type")
+    __slots__ = ("future", "name", "output_type")
 
-    def __init__(self, future: DurableFuture[Any], kind: str, name: str, output_type: Any) -> None:
+    def __init__(self, future: DurableFuture[Any], name: str, output_type: Any) -> None:
         self.future = future
-        self.kind = kind
         self.name = name
         self.output_type = output_type
 
@@ -117,6 +117,13 @@ _FINAL_TYPES: dict[type, type] = {
     WorkflowErrored: FailWorkflow,
     ContinuedAsNew: ContinueAsNew,
 }
+
+# what a suspended run still takes: what ends the suspension, and, in replay, what its
+# code decided in the turn a suspend arrived in (recorded after the suspend)
+_NOT_HELD = frozenset(
+    {WorkflowResumed, WorkflowTerminated, TurnStarted, PatchApplied, *_SCHEDULING_TYPES,
+     *_FINAL_TYPES}
+)  # fmt: skip
 
 
 class WorkflowRun:
@@ -157,7 +164,7 @@ class WorkflowRun:
         self._held: list[Event] = []
         self.untaken: list[Event] = []  # of the last live turn: the run ended before them
         self._random: random.Random | None = None
-        self._history_patches: set[str] = set()  # patches the replayed history records
+        self._history_patches: set[str] = set()  # patches recorded by the turns replayed
         self._checked_patches: set[str] = set()  # patches the code checked or deprecated
         self._recorded_patches: set[str] = set()  # patches this run takes
         self._patch_keys = itertools.count(-1, -1)  # keys of RecordPatch among _pending
@@ -177,16 +184,16 @@ class WorkflowRun:
         """
         self.replaying = replaying
         self.untaken = []
-        if replaying:
-            self._history_patches.update(e.patch_id for e in events if type(e) is PatchApplied)
+        turn_patches = _patches_by_turn(events) if replaying else {}
+        self._history_patches.update(turn_patches.pop(-1, ()))
         handlers = _HANDLERS
-        for event in events:
+        for index, event in enumerate(events):
+            if index in turn_patches:  # before the turn's code runs: it may check them
+                self._history_patches.update(turn_patches[index])
             if self._ended_live() and type(event) is not TurnStarted:
                 self.untaken.append(event)
                 continue
-            if self._suspended and not isinstance(
-                event, WorkflowResumed | WorkflowTerminated | TurnStarted
-            ):
+            if self._suspended and type(event) not in _NOT_HELD:
                 self._held.append(event)
                 continue
             handlers[type(event)](self, event)
@@ -320,7 +327,11 @@ class WorkflowRun:
 
     def _on_final(self, event: WorkflowCompleted | WorkflowErrored | ContinuedAsNew) -> None:
         if self.final is None or type(self.final) is not _FINAL_TYPES[type(event)]:
-            did = describe(self.final) if self.final is not None else "is still waiting"
+            did = (
+                f"ended with the {describe(self.final)}"
+                if self.final is not None
+                else "is still waiting"
+            )
             raise NonDeterminismError(
                 f"workflow {self.instance_id!r}: history event {event.event_id} is the "
                 f"{describe(event)}, but the workflow code {did}",
@@ -439,12 +450,12 @@ class WorkflowRun:
         return task_id
 
     def schedule(
-        self, action: Action, future: DurableFuture[Any], kind: str, name: str, output_type: Any
+        self, action: Action, future: DurableFuture[Any], name: str, output_type: Any
     ) -> None:
         """Record a new durable operation; it is matched against history or emitted."""
         task_id: int = action.task_id  # type: ignore[union-attr]
         self._pending[task_id] = action
-        self._open[task_id] = _Open(future, kind, name, output_type)
+        self._open[task_id] = _Open(future, name, output_type)
 
     def patched(self, patch_id: str) -> bool:
         """Whether this run takes the patched path (recording it the first time live)."""
@@ -496,6 +507,22 @@ class WorkflowRun:
 
 
 # Which method applies each event type: one table for every run (a run stays small).
+
+
+def _patches_by_turn(events: Sequence[Event]) -> dict[int, list[str]]:
+    """The patches each replayed turn recorded, by the index of its TurnStarted (-1: a
+    turn begun before ``events``). A patch counts from the turn that recorded it on, as
+    it did live: a run in flight when a patch was deployed took the old path before."""
+    found: dict[int, list[str]] = {}
+    turn = -1
+    for index, event in enumerate(events):
+        if type(event) is TurnStarted:
+            turn = index
+        elif type(event) is PatchApplied:
+            found.setdefault(turn, []).append(event.patch_id)
+    return found
+
+
 _HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
     WorkflowStarted: WorkflowRun._on_started,
     TurnStarted: WorkflowRun._on_turn_started,

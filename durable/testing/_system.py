@@ -3,13 +3,15 @@
 One ``random.Random(seed)`` decides everything: how many runtimes share the store
 (a fleet with leases, on one ``MockClock``), which random programs start
 (:mod:`durable.testing._system_programs`), which outside operations interleave with
-them (raise_event, suspend, resume, terminate, start with reuse, rerun, purge,
-sweep, a workflow no runtime has), and which fault hits each store call: a transient
-error before or after the write lands, a crash of the calling runtime before or after
-a write (it dies, and a new one starts later on the same store), a few scheduling
-points of latency that reorder concurrent calls, lease renewals that fail, and clock
-jumps. Nothing reads real time and every task runs on one event loop, so the same
-seed gives the same trace.
+them (raise_event, a burst of them, suspend, resume, terminate, start with reuse,
+rerun, purge, sweep, a workflow no runtime has, a deploy of changed code that
+restarts every runtime), and which fault hits each store call: a transient error
+before or after the write lands, a crash of the calling runtime before or after a
+write (it dies, and a new one starts later on the same store), a few scheduling
+points of latency that reorder concurrent calls, a stall of a few steps, lease
+renewals that fail, and clock jumps. Outside operations run in the background, each
+alongside the steps that follow it. Nothing reads real time and every task runs on
+one event loop, so the same seed gives the same trace.
 
 The :class:`~durable.testing._system_checks.Ledger` judges every write as it lands;
 at the end, with faults off, the simulation resumes and feeds every run until all
@@ -24,29 +26,38 @@ import dataclasses
 import random
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import msgspec
 
 from durable._client import Client
 from durable._clock import MockClock
 from durable._errors import DurableError
 from durable._events import (
+    ActivityCompleted,
+    ActivityErrored,
     ActivityScheduled,
+    ChildWorkflowCompleted,
+    ChildWorkflowErrored,
     ChildWorkflowScheduled,
     TimerCreated,
+    TimerFired,
 )
 from durable._ids import IdSource
 from durable._leases import Fleet
 from durable._log import load_run
+from durable._partitions import load_config, partition_of
+from durable._records import wakeup_key
 from durable._runtime import Runtime
 from durable.store import MemoryStore
-from durable.testing._system_checks import Epoch, Raise
+from durable.testing._system_checks import Epoch, Ledger, Raise
 from durable.testing._system_programs import (
     EVENT_NAMES,
+    TICK,
     Harness,
     Program,
     build_registry,
@@ -66,6 +77,8 @@ __all__ = ["SystemConfig", "SystemResult", "kind_of", "shrink", "simulate_system
 _TTL = timedelta(seconds=9)
 _RENEW = timedelta(seconds=3)
 _DRAIN_ROUNDS = 120
+_ANSWERS = (ActivityCompleted, ActivityErrored, TimerFired, ChildWorkflowCompleted,
+            ChildWorkflowErrored)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -113,11 +126,45 @@ class _Process:
     name: str
     max_resident: int | None
     retention: timedelta | None
+    sweep_every: timedelta
     runtime: Runtime | None = None
     scope: anyio.CancelScope | None = None
     dead: bool = False
     running: bool = False
     lives: int = 0
+
+
+_FLAGS = ("queued", "running", "loading", "parked", "backing_off")
+
+
+def _decode_lease(data: bytes) -> Any:
+    """A lease object's owner and expiry, or None."""
+    try:
+        return msgspec.json.decode(data, type=_Lease)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+class _Lease(msgspec.Struct):
+    owner: str
+    expires_at: datetime
+
+
+def _open_steps(history: list[Any], ledger: Ledger) -> str:
+    """The steps a run's history left open: activities, timers, children (with the
+    state of the child), or "nothing open" (it waits for an event, or a turn)."""
+    answered = {e.task_id for e in history if isinstance(e, _ANSWERS)}
+    found = []
+    for e in history:
+        if isinstance(e, ActivityScheduled) and e.task_id not in answered:
+            found.append("an activity")
+        elif isinstance(e, TimerCreated) and e.task_id not in answered:
+            found.append(f"a timer ({e.purpose})")
+        elif isinstance(e, ChildWorkflowScheduled) and e.task_id not in answered:
+            child = ledger.current(e.instance_id)
+            state = "never started" if child is None else child.status
+            found.append(f"a child ({state})")
+    return ", ".join(sorted(set(found))) or "nothing open"
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
@@ -151,7 +198,9 @@ class _Driver:
         self.inner = MemoryStore()
         self.clock = MockClock()
         self.harness = Harness()
+        self.changes: tuple[bool, ...] = ()  # code changes deployed: guarded by a patch?
         self.registry: Registry = build_registry(self.harness)
+        self.in_flight = 0  # outside operations under way
         self.partitions = 4
         self.programs: dict[str, Program] = {}  # tag -> program
         self.roots: list[str] = []
@@ -174,7 +223,8 @@ class _Driver:
             retention = (
                 timedelta(seconds=self.rng.choice([0, 5, 30])) if self.rng.random() < 0.6 else None
             )
-            self.processes[f"p{i}"] = _Process(f"p{i}", max_resident, retention)
+            sweep_every = timedelta(seconds=self.rng.choice([2, 5, 20]))
+            self.processes[f"p{i}"] = _Process(f"p{i}", max_resident, retention, sweep_every)
 
     def note(self, line: str) -> None:
         self.sim.trace.append(f"[t={(self.clock.now().timestamp() % 100000):.0f}] {line}")
@@ -192,7 +242,7 @@ class _Driver:
             self.registry, store=View(self.inner, self.sim, proc.name), clock=self.clock,
             max_concurrent_activities=4, max_concurrent_workflows=4, poll_interval=1.0,
             max_resident_workflows=proc.max_resident, memo_retention=proc.retention,
-            memo_sweep_interval=timedelta(seconds=20), entropy=entropy, fleet=fleet,
+            memo_sweep_interval=proc.sweep_every, entropy=entropy, fleet=fleet,
         )  # fmt: skip
         try:
             with anyio.CancelScope() as scope:
@@ -247,6 +297,12 @@ class _Driver:
         await client.start("prog", self._input(tag), instance_id=instance_id, version=version)
         self.acked_starts.append((instance_id, tag, began))
 
+    def _ended_root(self) -> str:
+        """A root instance, most often one whose current run has ended (a reuse of it
+        is accepted)."""
+        ended = [i for i in self.roots if (e := self.sim.ledger.current(i)) and e.ended]
+        return self.rng.choice(ended if ended and self.rng.random() < 0.8 else self.roots)
+
     async def op_reuse(self, client: Client, via: str, instance_id: str) -> None:
         program = random_program(self.rng)
         tag = self._new_tag(program)
@@ -270,6 +326,33 @@ class _Driver:
         self.note(f"{via}: raise {name}={nonce} to {instance_id}")
         await client.get_handle(instance_id).raise_event(name, nonce)
         r.acked = self.sim.ledger.writes
+
+    async def op_burst(self, client: Client, via: str, instance_id: str) -> None:
+        """Raise many ticks to one instance, one after another (a loop's runs take them)."""
+        count = self.rng.randint(3, 30)
+        self.note(f"{via}: raise {count} {TICK}s to {instance_id}")
+        for _ in range(count):
+            self.nonces += 1
+            r = Raise(self.nonces, instance_id, TICK, via, self.sim.ledger.writes)
+            self.sim.ledger.raises[r.nonce] = r
+            await client.get_handle(instance_id).raise_event(TICK, r.nonce)
+            r.acked = self.sim.ledger.writes
+
+    async def op_deploy(self) -> None:
+        """Deploy changed workflow code: every runtime stops and starts again with it
+        (the outside client gets it too). The change is guarded by a patch or not."""
+        guarded = self.rng.random() < 0.5
+        self.changes += (guarded,)
+        self.registry = build_registry(self.harness, self.changes)
+        self.client.registry = self.registry
+        self.sim.ledger.deployed(guarded)
+        how = "under a patch" if guarded else "unguarded"
+        self.note(f"deploy code generation {len(self.changes)} ({how}): every runtime restarts")
+        for proc in self.processes.values():
+            if proc.running:
+                proc.dead = True
+                if proc.scope is not None:
+                    proc.scope.cancel()
 
     async def op_control(self, client: Client, via: str, instance_id: str, what: str) -> None:
         self.note(f"{via}: {what} {instance_id}")
@@ -321,6 +404,13 @@ class _Driver:
         except (DurableError, ValueError) as err:
             self.note(f"  -> {type(err).__name__}: {str(err)[:100]}")
 
+    async def _background(self, what: Callable[[], Awaitable[None]]) -> None:
+        """One outside operation, run alongside the steps that follow it."""
+        try:
+            await self._guard(what)
+        finally:
+            self.in_flight -= 1
+
     def _pick_operation(self) -> Callable[[], Awaitable[None]] | None:
         rng = self.rng
         client, via = self._client_for()
@@ -332,8 +422,10 @@ class _Driver:
             return lambda: self.op_start(client, via)
         if not self.config.outside_ops:
             return lambda: self.op_raise(client, via, rng.choice(known))
-        if roll < 0.45:
+        if roll < 0.41:
             return lambda: self.op_raise(client, via, rng.choice(known))
+        if roll < 0.45:
+            return lambda: self.op_burst(client, via, rng.choice(known))
         if roll < 0.53:
             what = rng.choice(["suspend", "resume", "resume"])
             return lambda: self.op_control(client, via, rng.choice(known), what)
@@ -342,15 +434,17 @@ class _Driver:
                 client, via, rng.choice(known + self.ghosts), "terminate"
             )
         if roll < 0.68:
-            return lambda: self.op_reuse(client, via, rng.choice(self.roots))
+            return lambda: self.op_reuse(client, via, self._ended_root())
         if roll < 0.75:
             return lambda: self.op_rerun(client, via, rng.choice(self.roots))
         if roll < 0.81:
             return lambda: self.op_purge(client, via, rng.choice(self.roots + self.ghosts))
-        if roll < 0.86:
-            return lambda: self.op_sweep(client, via)
         if roll < 0.88:
+            return lambda: self.op_sweep(client, via)
+        if roll < 0.90:
             return lambda: self.op_ghost(client, via)
+        if roll < 0.92:
+            return self.op_deploy
         return None
 
     def _fault_step(self, tg: anyio.abc.TaskGroup) -> None:
@@ -379,6 +473,9 @@ class _Driver:
 
     async def run(self) -> SystemResult:
         sim = self.sim
+        # the fleet's partition count is set before anyone uses the store (an outside
+        # client first to use it would fix the default count, and no runtime could start)
+        await load_config(self.inner, self.partitions)
         async with anyio.create_task_group() as tg:
             for proc in self.processes.values():
                 tg.start_soon(self._run_process, proc)
@@ -386,10 +483,11 @@ class _Driver:
             for _ in range(self.config.operations):
                 batch = [op for op in (self._pick_operation() for _ in range(
                     self.rng.choice([1, 1, 2, 3]))) if op is not None]  # fmt: skip
-                async with anyio.create_task_group() as ops:
-                    for op in batch:
-                        ops.start_soon(self._guard, op)
+                for op in batch:
+                    self.in_flight += 1
+                    tg.start_soon(self._background, op)
                 await _settle()
+                sim.tick()
                 self._fault_step(tg)
                 await _settle()
             await self._drain(tg)
@@ -404,13 +502,18 @@ class _Driver:
         sim = self.sim
         sim.faults_on = False
         sim.lease_outage.clear()
+        sim.tick()  # every stalled call goes on
         self.note("drain: faults off")
-        for proc in self.processes.values():
-            if not proc.running:
-                tg.start_soon(self._run_process, proc)
-        await _settle()
+        await _settle()  # the processes a last step stopped are down
+        for _ in range(_DRAIN_ROUNDS):
+            self._restart_the_down(tg)
+            await _settle()
+            if not self.in_flight:
+                break
+            self.clock.advance(_RENEW)
         fed: set[tuple[str, int]] = set()
         for round_ in range(_DRAIN_ROUNDS):
+            self._restart_the_down(tg)  # as a supervisor would
             open_ = self._open_epochs()
             if not open_:
                 return
@@ -422,10 +525,51 @@ class _Driver:
             await _settle()
         for instance_id, number in self._open_epochs():
             stuck = sim.ledger.epochs[instance_id][number]
+            why = await self._why_stuck(instance_id)
             sim.ledger.violate(
-                f"{instance_id!r} run {stuck.tag!r} (epoch {number}) never ended: "
-                f"status {stuck.status} after the drain"
+                f"{instance_id!r} run {stuck.tag!r} (epoch {number}"
+                f"{', a rerun' if stuck.rerun else ''}) never ended: "
+                f"status {stuck.status} after the drain; {why}"
             )
+
+    def _restart_the_down(self, tg: anyio.abc.TaskGroup) -> None:
+        for proc in self.processes.values():
+            if not proc.running:
+                self.note(f"restart {proc.name}")
+                tg.start_soon(self._run_process, proc)
+
+    async def _why_stuck(self, instance_id: str) -> str:
+        """What a run that never ended waits on, and what should have woken it: its
+        open steps, its inbox, its wakeup, its partition's lease, its owner's memory."""
+        ledger, objects = self.sim.ledger, self.inner._objects
+        run = await load_run(self.inner, instance_id)
+        waits = "no log" if run is None else _open_steps(run.history, ledger)
+        partition = partition_of(instance_id, self.partitions)
+        unapplied = [
+            k for k in ledger.inbox.get(instance_id, ())
+            if run is None or k.rsplit("/", 1)[-1] not in run.consumed
+        ]  # fmt: skip
+        rung = wakeup_key(instance_id, partition) in objects
+        lease = _decode_lease(objects.get(f"leases/{partition:04d}", (b"",))[0])
+        holder = self.processes.get(lease.owner) if lease is not None else None
+        memory = ""
+        if not any(p.runtime is not None for p in self.processes.values()):
+            owner = "every runtime is down"
+        elif lease is None or not lease.owner:
+            owner = "its partition is not leased"
+        elif holder is None or holder.runtime is None:
+            owner = "its partition is leased to a process that is down"
+        else:
+            valid = self.clock.now() < lease.expires_at
+            owner = f"its partition is leased{'' if valid else ' (expired)'}"
+            engine = holder.runtime._engine
+            inst = engine._instances.get(instance_id)
+            flags = [f for f in _FLAGS if inst is not None and getattr(inst, f, False)]
+            memory = (", not in its owner's memory" if inst is None
+                      else f", in its owner's memory ({' '.join(flags) or 'idle'})")  # fmt: skip
+        inbox = "unapplied inbox messages" if unapplied else "no unapplied inbox message"
+        return (f"waits on {waits}; {inbox}; wakeup {'rung' if rung else 'absent'}; "
+                f"{owner}{memory}")  # fmt: skip
 
     def _open_epochs(self) -> list[tuple[str, int]]:
         found = []
@@ -473,9 +617,20 @@ class _Driver:
             epochs = ledger.epochs.get(instance_id, [])
             if not any(e.started_at >= began for e in epochs):
                 ledger.violate(f"acknowledged start of {instance_id!r} ({tag}) is not in the log")
+            ours = min((e for e in epochs if e.started_at >= began), default=None,
+                       key=lambda e: e.started_at)  # fmt: skip
+            if ours is not None and ours.gap:
+                ledger.violate(ours.gap)
+            if ours is not None and ours.erased_by:  # a start withdrawn unacknowledged is not
+                ledger.violate(f"{ours.erased_by} erased the log of {instance_id!r} while its "
+                               f"run {ours.tag!r} (epoch {ours.number}) had not ended")  # fmt: skip
         raised = {r.nonce for r in ledger.raises.values()}
-        failed_children = {
-            e.tag for epochs in ledger.epochs.values() for e in epochs if e.status == "TERMINATED"
+        failed_children = {  # children whose failure is explained: terminated, or their
+            e.tag  # code changed without a patch under them
+            for epochs in ledger.epochs.values()
+            for e in epochs
+            if e.status == "TERMINATED"
+            or (e.failure_type.endswith("NonDeterminismError") and ledger.unguarded_since(e))
         }
         for instance_id, epochs in ledger.epochs.items():
             if instance_id in self.ghosts:
@@ -497,17 +652,22 @@ class _Driver:
         where = f"{epoch.instance_id!r} run {epoch.tag!r} (epoch {epoch.number})"
         if program is None or not epoch.ended:
             return
+        if epoch.erased_by:
+            return  # judged with the acknowledged starts
         if epoch.status == "TERMINATED":
             if epoch.instance_id not in self.terminated and not self._parent_ended(epoch):
                 ledger.violate(f"{where} was TERMINATED, but no one terminated it")
             return
         if epoch.status == "FAILED":
+            if epoch.failure_type.endswith("NonDeterminismError") and ledger.unguarded_since(epoch):
+                return  # code changed without a patch under its history: fails, visibly
             if not (any(s[0] == "raise" for s in program) and epoch.failure_type == "ValueError"):
+                patched = " (its code changed under a patch)" if ledger.deploys_in(epoch) else ""
                 ledger.violate(f"{where} FAILED ({epoch.failure_type}) though its program "
-                               "does not fail")  # fmt: skip
+                               f"does not fail{patched}")  # fmt: skip
             return
         problem = expected_mismatch(program, epoch.tag, epoch.output, raised, failed_children)
-        if problem is not None:
+        if problem is not None and not epoch.misled:  # (a misled run was reported already)
             ledger.violate(f"{where} returned what the reference does not allow: {problem}")
 
 

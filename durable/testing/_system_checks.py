@@ -31,7 +31,11 @@ from durable._events import (
 from durable._records import InboxMessage, TurnRecord
 from durable._state import WorkflowStatus
 
-__all__ = ["Epoch", "Ledger", "Raise"]
+__all__ = ["RECORD_OVERHEAD", "Epoch", "Ledger", "Raise"]
+
+RECORD_OVERHEAD = 2048  # bytes a turn record may hold beyond its events, however many runs
+_PER_EVENT = 40  # and per event (the id of the message it came in, say)
+_encode = msgspec.json.Encoder().encode
 
 _record_decoder = msgspec.json.Decoder(TurnRecord)
 _message_decoder = msgspec.json.Decoder(InboxMessage)
@@ -55,6 +59,12 @@ class Epoch:
     failure_type: str = ""
     answered: set[int] = field(default_factory=set)  # task ids answered in the current run
     step_base: int = 0  # its steps (memo keys) are this and above; lower ones are older runs'
+    rerun: bool = False  # it began with history kept from the run before
+    gap: str = ""  # its first record did not follow the log's last (a broken log)
+    erased_by: str = ""  # the process that deleted its log before it ended
+    misled: bool = False  # it was given the result of another run's child (reported)
+    born_gen: int = 0  # the code generation its oldest history was recorded under
+    ended_gen: int | None = None  # the code generation when it ended
 
     @property
     def ended(self) -> bool:
@@ -87,6 +97,28 @@ class Ledger:
         self.raises: dict[int, Raise] = {}
         self.memo_written: dict[str, tuple[int, int]] = {}  # key -> (write, epoch number)
         self._last_seq: dict[str, int] = {}
+        self.runs: dict[str, int] = {}  # runs of each instance so far
+        self._oversized: set[str] = set()
+        self.inbox: dict[str, set[str]] = {}  # instance -> keys of the messages in its inbox
+        self.largest: dict[str, tuple[int, int]] = {}  # instance -> (bytes beyond events, runs)
+        self.gen = 0  # code generations deployed so far
+        self.unguarded: set[int] = set()  # the generations whose change has no patch
+
+    def deployed(self, guarded: bool) -> None:
+        """A new generation of workflow code runs from now on."""
+        self.gen += 1
+        if not guarded:
+            self.unguarded.add(self.gen)
+
+    def unguarded_since(self, epoch: Epoch) -> bool:
+        """Whether code changed without a patch while the epoch's history was in use."""
+        return any(g in self.unguarded for g in self.deploys_in(epoch))
+
+    def deploys_in(self, epoch: Epoch) -> range:
+        """The code generations deployed while the epoch's history was in use."""
+        return range(
+            epoch.born_gen + 1, (self.gen if epoch.ended_gen is None else epoch.ended_gen) + 1
+        )
 
     def violate(self, message: str) -> None:
         line = f"VIOLATION at write {self.writes}: {message}"
@@ -106,6 +138,7 @@ class Ledger:
         if parts[0] == "instances" and len(parts) == 4 and parts[2] == "log":
             self._record(process, parts[1], int(parts[3]), data)
         elif parts[0] == "instances" and len(parts) == 4 and parts[2] == "inbox":
+            self.inbox.setdefault(parts[1], set()).add(key)
             self._message(parts[1], data)
         elif parts[0] == "memo" and len(parts) >= 3:
             epoch = self.current(parts[1])
@@ -124,9 +157,9 @@ class Ledger:
             live = epoch is not None and not epoch.ended
             if parts[0] == "instances" and len(parts) == 4 and parts[2] == "log":
                 if live and instance_id not in erased:
-                    erased.add(instance_id)
-                    self.violate(f"{process} erased the log of {instance_id!r} while its "
-                                 f"run {epoch.tag!r} (epoch {epoch.number}) had not ended")  # type: ignore[union-attr]  # fmt: skip
+                    erased.add(instance_id)  # judged at the end: was its start acknowledged?
+                    epoch.erased_by = process  # type: ignore[union-attr]
+                    epoch.ended_at, epoch.status = self.writes, "ERASED"  # type: ignore[union-attr]
                 self._last_seq.pop(instance_id, None)
             elif parts[0] == "memo" and len(parts) >= 3:
                 written = self.memo_written.pop(key, None)
@@ -134,10 +167,28 @@ class Ledger:
                     self.violate(f"{process} deleted memo {key!r} (written at write "
                                  f"{written[0]}) of run {epoch.tag!r}, which has not ended")  # type: ignore[union-attr]  # fmt: skip
             elif parts[0] == "instances" and len(parts) == 4 and parts[2] == "inbox":
+                self.inbox.get(instance_id, set()).discard(key)
                 self._message_deleted(process, instance_id, key)
         if erased:
             for instance_id in erased:
                 self.trace.append(f"  (the log of {instance_id} is gone)")
+
+    def _size(
+        self, process: str, instance_id: str, seq: int, record: TurnRecord, size: int
+    ) -> None:
+        """A turn record holds its events, the ids of messages still in the inbox, and
+        little else: its size beyond theirs stays under a bound that does not grow with
+        the number of runs the instance has had (a new run must not carry the past of
+        every run before it)."""
+        runs = self.runs.get(instance_id, 0)
+        events = sum(len(_encode(e)) + _PER_EVENT for e in (*record.events, *record.next_run))
+        events += _PER_EVENT * len(self.inbox.get(instance_id, ()))
+        if size - events > self.largest.get(instance_id, (0, 0))[0]:
+            self.largest[instance_id] = (size - events, runs)
+        if size - events > RECORD_OVERHEAD and instance_id not in self._oversized:
+            self._oversized.add(instance_id)  # once per instance is enough
+            self.violate(f"{process} wrote log/{seq} of {instance_id!r}: {size} bytes, "
+                         f"{size - events} beyond its events' (after {runs} runs)")  # fmt: skip
 
     def _message_deleted(self, process: str, instance_id: str, key: str) -> None:
         for r in self.raises.values():  # few raises per simulation
@@ -172,16 +223,28 @@ class Ledger:
             self.trace.append(f"w{self.writes} {process} purge mark {instance_id}/{seq}")
             return
         last = self._last_seq.get(instance_id, -1)
-        if seq != last + 1:
-            self.violate(f"{process} wrote log/{seq} of {instance_id!r} after log/{last}")
+        gap = (
+            f"{process} wrote log/{seq} of {instance_id!r} after log/{last}"
+            if seq != last + 1
+            else ""
+        )
+        starts = bool(record.next_run) and not any(
+            isinstance(e, ContinuedAsNew) for e in record.events
+        )
+        if gap and not starts:
+            self.violate(gap)
         self._last_seq[instance_id] = max(seq, last)
         kinds = ",".join(type(e).__name__ for e in (*record.events, *record.next_run))
         self.trace.append(f"w{self.writes} {process} commit {instance_id}/{seq} "
                           f"{record.status} [{kinds}]")  # fmt: skip
         epoch = self.current(instance_id)
         can = any(isinstance(e, ContinuedAsNew) for e in record.events)
+        if record.next_run:
+            self.runs[instance_id] = self.runs.get(instance_id, 0) + 1
+        self._size(process, instance_id, seq, record, len(data))
         if record.next_run and not can:
             epoch = self._new_epoch(instance_id, record)
+            epoch.gap = gap  # judged at the end: a start that withdrew is not acknowledged
         if epoch is None:
             self.violate(f"{process} wrote log/{seq} of {instance_id!r}, which never started")
             return
@@ -200,11 +263,13 @@ class Ledger:
         epoch.status = record.status
         if WorkflowStatus(record.status).is_terminal and not record.next_run:
             epoch.ended_at = self.writes
+            epoch.ended_gen = self.gen
             for event in record.events:
                 if isinstance(event, WorkflowCompleted):
                     epoch.output = msgspec.json.decode(event.result)
                 elif isinstance(event, WorkflowErrored):
                     epoch.failure_type = event.failure.type
+                    self.trace.append(f"  ({instance_id} failed: {event.failure.message[:300]})")
 
     def _new_epoch(self, instance_id: str, record: TurnRecord) -> Epoch:
         started = record.next_run[0]
@@ -221,6 +286,9 @@ class Ledger:
                          "had not ended")  # fmt: skip
         epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent,
                       step_base=started.step_base)  # fmt: skip
+        rerun = any(not isinstance(e, WorkflowStarted) for e in record.next_run)
+        epoch.born_gen = previous.born_gen if rerun and previous is not None else self.gen
+        epoch.rerun = rerun
         epochs.append(epoch)
         return epoch
 
@@ -259,6 +327,7 @@ class Ledger:
             return
         child = mine[-1]
         if child.started_at < epoch.started_at:
+            epoch.misled = True
             self.violate(f"{process} gave run {epoch.tag!r} of {epoch.instance_id!r} the "
                          f"result of child run {child.tag!r} of {event.instance_id!r}, started "
                          f"by an earlier run (write {child.started_at} < "
@@ -274,7 +343,10 @@ class Ledger:
             groups.setdefault((r.instance_id, r.written_epoch, r.name, r.sender), []).append(r)
         for (instance_id, epoch, name, sender), raises in groups.items():
             raises.sort(key=lambda r: r.began)
+            before = len(self.violations)
             for later in raises:
+                if len(self.violations) > before:
+                    break  # one report per sender, run and name
                 if later.delivered is None:
                     continue
                 for earlier in raises:

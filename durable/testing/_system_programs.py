@@ -15,7 +15,14 @@ Steps cover the workflow API:
   the child's suffix (a long multi-byte one must be refused as an id, not crash a store)
 * ``["patch"]``             ``ctx.patched``
 * ``["can"]``               ``ctx.continue_as_new`` with the rest of the program
+* ``["loop", n]``           ``n`` more runs, each waiting up to a second for a ``"tick"``
+  event and then continuing as new (long continue-as-new chains, each run consuming
+  a message: what a run carries over must not grow with their number)
 * ``["raise"]``             the workflow fails here
+
+Code is deployed in *generations*: each change after the first adds a one-second
+timer before every ``act`` step, either bare (a history recorded before it no longer
+replays) or under ``ctx.patched`` (it does).
 
 The workflow's input is ``{"tag", "prog", "acc"}``: ``tag`` names the start (so a
 result, a child's result or a memo entry shows which start it belongs to) and ``acc``
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENT_NAMES",
     "LONG_ID",
+    "TICK",
     "Harness",
     "Program",
     "act",
@@ -52,6 +60,7 @@ __all__ = [
 
 Program = list[list[Any]]
 EVENT_NAMES = ("a", "b")
+TICK = "tick"  # the event a loop's runs wait for
 LONG_ID = "kunde-" + "é" * 130  # 136 characters, 266 bytes: too long for a file name
 
 
@@ -102,6 +111,8 @@ def random_program(rng: random.Random, *, in_child: bool = False) -> Program:
             program.append(["child", random_program(rng, in_child=True), suffix])
         elif not in_child and roll < 0.3 and step > 0:
             program.append(["can"])
+        elif not in_child and roll < 0.34:
+            program.append(["loop", rng.choice([3, 10, 40, 160])])
         else:
             program.append(_leaf(rng, in_child=in_child))
     if rng.random() < 0.08:
@@ -110,8 +121,15 @@ def random_program(rng: random.Random, *, in_child: bool = False) -> Program:
 
 
 def event_names(program: Program) -> list[str]:
-    """The names of the events the program waits for, in order."""
-    return [step[1] for step in program if step[0] == "event"]
+    """The names of the events the program waits for, in order (a loop waits for a
+    tick in each of its runs)."""
+    names: list[str] = []
+    for step in program:
+        if step[0] == "event":
+            names.append(step[1])
+        elif step[0] == "loop":
+            names += [TICK] * step[1]
+    return names
 
 
 @dataclass
@@ -123,8 +141,10 @@ class Harness:
     """(instance id, step, tag) of every memo entry an activity wrote successfully."""
 
 
-def build_registry(harness: Harness) -> Registry:
-    """The registry every simulated runtime runs: ``prog`` in two versions, one activity."""
+def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry:
+    """The registry a simulated runtime runs: ``prog`` in two versions, one activity.
+    ``changes``: the code changes deployed so far, each guarded by a patch (True) or
+    not; each adds a one-second timer before every ``act`` step."""
     registry = Registry()
 
     @registry.activity
@@ -154,6 +174,9 @@ def build_registry(harness: Harness) -> Registry:
         for index, step in enumerate(program):
             kind = step[0]
             if kind == "act":
+                for number, guarded in enumerate(changes, 1):
+                    if not guarded or ctx.patched(f"deploy-{number}"):
+                        await ctx.sleep(timedelta(seconds=1))
                 try:
                     results.append(await ctx.call_activity(
                         work, {"tag": tag, "v": step[1], "fails": step[2]}, retry=_RETRY
@@ -187,6 +210,15 @@ def build_registry(harness: Harness) -> Registry:
                 results.append(ctx.patched("sim-patch"))
             elif kind == "can":
                 ctx.continue_as_new({"tag": tag, "prog": program[index + 1 :], "acc": results})
+            elif kind == "loop":
+                if step[1] > 0:
+                    try:
+                        await ctx.wait_for_event(TICK, timeout=timedelta(seconds=1))
+                    except TimeoutError:
+                        pass
+                    rest = [["loop", step[1] - 1], *program[index + 1 :]]
+                    ctx.continue_as_new({"tag": tag, "prog": rest, "acc": results})
+                results.append(True)
             elif kind == "raise":
                 raise ValueError(f"program of {ctx.instance_id} fails on purpose")
         return {"tag": tag, "r": results}
@@ -227,7 +259,7 @@ def _step_mismatch(
         return None if got == want else f"got {got!r}, want {want!r}"
     if kind == "any":
         return None if got in [act(v) for v in step[1]] else f"got {got!r}"
-    if kind in ("timer", "patch"):
+    if kind in ("timer", "patch", "loop"):
         return None if got is True else f"got {got!r}"
     if kind == "event":
         if got == ["timeout"] and step[2] is not None:

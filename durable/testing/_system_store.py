@@ -1,11 +1,12 @@
 """The shared store of the whole-system simulation, as each simulated process sees it.
 
-Every call may wait a few scheduling points (so concurrent calls reorder), fail
-transiently before or after it lands, or, for a runtime's write, crash that runtime
-before or after it lands. Lease writes of a process fail while the driver says its
-leases are out. Each write that lands is reported to the
-:class:`~durable.testing._system_checks.Ledger`. A key component longer than 255
-bytes is refused for good, as a local file system would.
+Every call may wait a few scheduling points (so concurrent calls reorder), now and
+then stall for a few of the driver's steps (a slow request: whatever else happens
+meanwhile lands first), fail transiently before or after it lands, or, for a
+runtime's write, crash that runtime before or after it lands. Lease writes of a
+process fail while the driver says its leases are out. Each write that lands is
+reported to the :class:`~durable.testing._system_checks.Ledger`. A key component
+longer than 255 bytes is refused for good, as a local file system would.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Crash", "Process", "Sim", "View"]
 
 _MAX_KEY_PART = 255  # bytes in one key component, as on a local file system
+_STALL = 0.004  # the share of calls that stall for a few of the driver's steps
 
 
 class Process(Protocol):
@@ -53,9 +55,25 @@ class Sim:
         self.crashes = 0
         self.lease_outage: set[str] = set()  # processes whose lease writes fail now
         self.processes: Mapping[str, Process] = {}  # the driver's, by name
+        self.step = 0  # the driver's steps so far
+        self._stalled: list[tuple[int, anyio.Event]] = []  # (step it ends at, its release)
 
     def chance(self, rate: float) -> bool:
         return self.faults_on and self.rng.random() < rate
+
+    async def stall(self, steps: int) -> None:
+        """Wait until the driver has taken ``steps`` more steps (or faults end)."""
+        release = anyio.Event()
+        self._stalled.append((self.step + steps, release))
+        await release.wait()
+
+    def tick(self) -> None:
+        """The driver took a step: release the stalls that end now."""
+        self.step += 1
+        for end, release in self._stalled:
+            if end <= self.step or not self.faults_on:
+                release.set()
+        self._stalled = [s for s in self._stalled if not s[1].is_set()]
 
 
 def _check_key(key: str) -> None:
@@ -91,6 +109,10 @@ class View:
         if sim.config.latency and sim.faults_on:
             for _ in range(sim.rng.randrange(4)):
                 await anyio.lowlevel.checkpoint()
+            if sim.rng.random() < _STALL:
+                steps = sim.rng.randint(1, 3)
+                sim.trace.append(f"  {self._process}: {op} {key} stalls for {steps} step(s)")
+                await sim.stall(steps)
             self._alive()
         if key.startswith(("leases/", "members/")) and self._process in sim.lease_outage:
             raise StoreError(f"simulated lease outage on {op} {key}", key=key)

@@ -355,10 +355,9 @@ class LostAnswer(Pausing):
         return put
 
 
-@pytest.mark.xfail(strict=True, reason="proved, not fixed: a caller's retry is a new message")
 async def test_raise_event_retried_after_a_lost_answer_is_delivered_once() -> None:
-    """Suspected, proved: ``raise_event`` whose write landed but whose caller saw a
-    transient error, retried by the caller, delivers the event twice."""
+    """Suspected, proved (it delivered twice): ``raise_event`` whose write landed but
+    whose answer was lost is retried under the same message id, so it arrives once."""
     inner, clock = MemoryStore(), durable.MockClock(T0)
     reg = Registry()
 

@@ -22,7 +22,7 @@ from durable.testing._system import shrink
 
 pytestmark = pytest.mark.anyio
 
-SEEDS = 40
+SEEDS = 80
 
 # kind of violation (a regex over the blanked message) -> the open bug it shows
 OPEN = {
@@ -34,10 +34,17 @@ OPEN = {
     ),
     "hangs": (
         r"never ended",
-        "issue 13 bugs 1, 5, 8, 9, 10, 13: an event, a wakeup, a timer or a terminate is lost "
-        "and a run waits for ever",
+        "issue 13 bugs 4, 8, 9, 10, 13: a rerun, an event, a wakeup or a timer is lost and a "
+        "run waits for ever",
+    ),
+    "event-order": (
+        r"acknowledged before it was sent",
+        "suspected in issue 13, shown by this simulation: events one sender raised one after "
+        "another reach the run out of order when they arrive while the instance is loaded",
     ),
 }
+# open bugs the CI seeds may find but do not always: accepted, not required
+ALSO_OPEN: dict[str, tuple[str, str]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +71,7 @@ def test_the_ci_seeds_find_only_open_bugs(kinds: dict[int, list[str]]) -> None:
         (seed, kind)
         for seed, seen in kinds.items()
         for kind in seen
-        if not any(re.search(pattern, kind) for pattern, _ in OPEN.values())
+        if not any(re.search(pattern, kind) for pattern, _ in [*OPEN.values(), *ALSO_OPEN.values()])
     }
     assert not unknown, sorted(unknown)
 
