@@ -73,7 +73,15 @@ from ._executor import LocalExecutor
 from ._failure import FailureDetails, failure_from_exception
 from ._ids import IdSource
 from ._instances import Created, create_instance, send_message
-from ._log import RunLog, load_run, new_run_after, read_meta, record_outcome, write_meta
+from ._log import (
+    RunLog,
+    load_run,
+    new_run_after,
+    read_meta,
+    read_record,
+    record_outcome,
+    write_meta,
+)
 from ._partitions import partition_of
 from ._records import (
     WAKEUPS,
@@ -86,6 +94,7 @@ from ._records import (
     inbox_prefix,
     instance_of_key,
     log_key,
+    unreadable_key,
     wakeup_key,
     wakeup_prefix,
 )
@@ -344,6 +353,11 @@ class Engine:
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
         self._inflight: set[tuple[str, int, int]] = set()
+        # the timers and sub-workflows this process has under way, per instance: (run, task).
+        # Kept while the instance is evicted; cleared when it leaves this process's charge
+        # (ended, a new run, purged, its partition dropped), so a load arms exactly what
+        # is not armed here.
+        self._armed: dict[str, set[tuple[int, int]]] = {}
         self._send: MemoryObjectSendStream[_Instance] | None = None
         self._send_activity: MemoryObjectSendStream[_ActivityWork] | None = None
         self._timers = TimerQueue(clock, self._on_timer, self._notify)
@@ -533,23 +547,55 @@ class Engine:
         self, instance_id: str, event: Event, run_start: int = _ANY_RUN, msg_id: str | None = None
     ) -> None:
         """Hand an event to an instance for its next turn (loading it if needed)."""
-        inst = self._instances.get(instance_id)
+        inst = self._live(instance_id)
         if inst is None:
             self._spawn_guarded(self._load_and_deliver, instance_id, (msg_id, run_start, event))
             return
-        inst.pending.append((msg_id, run_start, event))
-        self._enqueue(inst)
+        self._hand(inst, [(msg_id, run_start, event)])
 
     async def _load_and_deliver(self, instance_id: str, item: Pending) -> None:
-        inst = self._instances.get(instance_id)
+        inst = self._live(instance_id)
         if inst is None:
             await self._residency.admit()  # under a cap, a mass wake-up loads in turn
             try:
-                await self.recover(instance_id, then=item)
+                if await self.recover(instance_id, then=item) is None:
+                    # not run here now (ended, or its lease lapsed): the event is dropped,
+                    # so nothing of the instance counts as armed here any more
+                    self._armed.pop(instance_id, None)
             finally:
                 self._residency.loaded()
             return
         await self._then_found(inst, item)
+
+    def _live(self, instance_id: str) -> _Instance | None:
+        """The instance in memory, unless that copy has ended: then it is not the
+        instance any more (another process may have begun a new run under its id), and
+        the store says what runs."""
+        inst = self._instances.get(instance_id)
+        return inst if inst is not None and not inst.status.is_terminal else None
+
+    def _hand(self, inst: _Instance, items: list[Pending]) -> None:
+        """Give events to a resident instance for its next turn. A fired timer is no
+        longer armed here once its firing is in the instance's hands."""
+        inst.pending.extend(items)
+        self._disarm_fired(inst.id, items)
+        if inst.pending:
+            self._enqueue(inst)
+
+    def _arm(self, instance_id: str, run_start: int, task_id: int) -> bool:
+        """Note a timer or sub-workflow as under way here; False if it already is."""
+        armed = self._armed.setdefault(instance_id, set())
+        if (run_start, task_id) in armed:
+            return False
+        armed.add((run_start, task_id))
+        return True
+
+    def _disarm_fired(self, instance_id: str, items: list[Pending]) -> None:
+        armed = self._armed.get(instance_id)
+        if armed:
+            for _, run_start, event in items:
+                if type(event) is TimerFired:
+                    armed.discard((run_start, event.task_id))
 
     async def _serve(
         self, receive: MemoryObjectReceiveStream[Any], handle: Callable[[Any], Awaitable[None]]
@@ -948,8 +994,12 @@ class Engine:
                     assert self._send_activity is not None, "the engine is not running"
                     self._send_activity.send_nowait(work)
         elif isinstance(event, TimerCreated):
-            self._timers.add(event.fire_at, (inst.id, inst.run_start, event.task_id, event.fire_at))
-        elif isinstance(event, ChildWorkflowScheduled):
+            if self._arm(inst.id, inst.run_start, event.task_id):
+                payload = (inst.id, inst.run_start, event.task_id, event.fire_at)
+                self._timers.add(event.fire_at, payload)
+        elif isinstance(event, ChildWorkflowScheduled) and self._arm(
+            inst.id, inst.run_start, event.task_id
+        ):
             self._spawn_guarded(self._start_child, _child_of(inst, event), event)
 
     def _on_timer(self, payload: tuple[Any, ...]) -> None:
@@ -957,6 +1007,8 @@ class Engine:
             payload[0](*payload[1:])
             return
         instance_id, run_start, task_id, fire_at = payload
+        if (run_start, task_id) not in self._armed.get(instance_id, ()):
+            return  # disarmed since (the run ended, or the instance left this process)
         self.deliver(instance_id, TimerFired(task_id=task_id, fire_at=fire_at), run_start)
 
     async def _run_activity(self, work: _ActivityWork) -> None:
@@ -1047,8 +1099,8 @@ class Engine:
             if holder is not None and holder.same_run(parent):
                 if existing.status.is_terminal:
                     await self._notify_parent_from_log(existing)
-                elif child_id not in self._instances:
-                    await self.recover(child_id)
+                else:  # announced again: its creator may have failed or died before
+                    await self.nudge(child_id)  # ringing the bell of the child's owner
             elif holder is None or holder.instance_id != parent.instance_id:
                 self.deliver(parent.instance_id, ChildWorkflowErrored(
                     task_id=scheduled.task_id, instance_id=child_id, parent_run=parent.run_id,
@@ -1063,6 +1115,7 @@ class Engine:
     def _start_new_run(self, inst: _Instance, record: TurnRecord) -> None:
         """Continue-as-new committed: the instance begins a fresh run in memory."""
         self._drop_run(inst)
+        self._armed.pop(inst.id, None)  # the old run's timers fire for nothing
         started = record.next_run[0]
         assert isinstance(started, WorkflowStarted)
         inst.started = started
@@ -1078,6 +1131,7 @@ class Engine:
         if inst.status is WorkflowStatus.TERMINATED:
             self._terminate_children(inst)
         self._drop_run(inst)
+        self._armed.pop(inst.id, None)
         inst.outstanding.clear()
 
     def _terminate_children(self, inst: _Instance) -> None:
@@ -1184,9 +1238,21 @@ class Engine:
                 pass  # consumed ids are remembered; a leftover is skipped on reload
 
     def _discard_messages(self, inst: _Instance, pending: list[Pending]) -> None:
+        """Messages that reached an ended run: delete them, unless a new run began under
+        the id meanwhile (they may be its messages; a reuse clears the old run's)."""
         ids = [msg_id for msg_id, _, _ in pending if msg_id is not None]
         if ids:
-            self._spawn(self._delete_messages, inst.id, ids)
+            self._spawn_guarded(self._delete_unless_new_run, inst.id, inst.seq, ids)
+
+    async def _delete_unless_new_run(self, instance_id: str, seq: int, msg_ids: list[str]) -> None:
+        try:
+            after = await read_record(self.store, instance_id, seq + 1)
+        except StoreError as err:
+            if err.transient:
+                raise  # retried after a backoff
+            return  # unreadable: leave the messages be
+        if after is None:
+            await self._delete_messages(instance_id, msg_ids)
 
     # -- the replay cache -----------------------------------------------------------
 
@@ -1308,9 +1374,9 @@ class Engine:
 
     async def recover(self, instance_id: str, *, then: Pending | None = None) -> _Instance | None:
         """Load one instance from the store unless it is finished or another process
-        runs it; None if nothing to run here. ``then``: an event to deliver to it, given
-        before the instance could be evicted again."""
-        if (inst := self._instances.get(instance_id)) is not None:
+        runs it; None if nothing to run here. ``then``: an event to deliver to it after
+        the messages waiting in its inbox, before it could be evicted again."""
+        if (inst := self._live(instance_id)) is not None:
             return await self._then_found(inst, then)
         if not self.owns(instance_id):
             return None
@@ -1329,18 +1395,30 @@ class Engine:
                 raise
             await self._fail_corrupt(instance_id, meta, etag, err)
             return None
-        if loaded is None or instance_id in self._instances:
-            inst = self._instances.get(instance_id)
-            return await self._then_found(inst, then) if inst is not None else None
+        items: list[Pending] = []
+        set_aside = ""
+        if loaded is not None and not loaded.status.is_terminal:
+            # read before the instance is in memory (nothing else can take it meanwhile):
+            # the messages that wait go ahead of the event this load delivers, and a
+            # message delivered with it counts only if the inbox still holds it
+            items, set_aside = await self._read_inbox(instance_id, loaded.consumed)
+            if then is not None and then[0] is None:
+                items.append(then)
+        if loaded is None or self._live(instance_id) is not None:
+            # loaded by another task meanwhile: what this read found reaches it on its
+            # own (its load read the inbox, and each later message is announced)
+            if (inst := self._live(instance_id)) is None:
+                return None
+            await self._note_set_aside(inst, set_aside)
+            return await self._then_found(inst, then)
         if not self.owns(instance_id):
             return None  # the partition moved while the log was read
         inst = _Instance(instance_id, loaded.started, loaded.created_at)
         inst.meta_etag = etag
         inst.meta_seq = meta.seq if meta is not None else -1
         self._instances[instance_id] = inst
-        evicted = instance_id in self._evicted  # its open work never left this process
         self._evicted.discard(instance_id)
-        self._load_into(inst, loaded, redispatch=not evicted)
+        self._load_into(inst, loaded)
         if loaded.status.is_terminal:
             del self._instances[instance_id]
             await self._notify_parent_from_log(loaded)  # before a meta that says it ended
@@ -1350,8 +1428,8 @@ class Engine:
                 await self._mark_terminal(instance_id)
                 await self._write_meta(inst)
             return None
-        self._then(inst, then)  # queued first: not evictable while the inbox is read
-        await self._scan_inbox(inst)
+        self._hand(inst, items)
+        await self._note_set_aside(inst, set_aside)
         if not inst.queued:
             self._residency.note_waiting(inst)
             self._residency.evict_to_capacity()
@@ -1363,22 +1441,15 @@ class Engine:
         it was announced, and a run begun after that no longer names it as consumed."""
         msg_id = item[0] if item is not None else None
         if msg_id is None:
-            return self._then(inst, item)
+            self._hand(inst, [item] if item is not None else [])
+            return inst
         if msg_id not in inst.consumed and all(msg_id != p[0] for p in inst.pending):
             await self._scan_inbox(inst)
         return inst
 
-    def _then(self, inst: _Instance, item: Pending | None) -> _Instance:
-        if item is not None:
-            inst.pending.append(item)
-            self._enqueue(inst)
-        return inst
-
-    def _load_into(self, inst: _Instance, loaded: RunLog, *, redispatch: bool = True) -> None:
-        """Set the instance's state from the log and re-dispatch its open operations.
-        ``redispatch=False`` for an instance this process evicted: its timers are still
-        queued here and its children report to it, so dispatching them again would
-        only fire them twice (it waits on no activity, or it would not be evicted)."""
+    def _load_into(self, inst: _Instance, loaded: RunLog) -> None:
+        """Set the instance's state from the log and dispatch its open operations that
+        are not under way here (an evicted instance's timers still are)."""
         inst.started = loaded.started
         inst.parent = loaded.started.parent
         inst.seq = loaded.last_seq
@@ -1391,17 +1462,18 @@ class Engine:
         _fold(inst.outstanding, loaded.history)
         if loaded.status.is_terminal:
             return
-        if redispatch:
-            self._dispatch_open(inst)
+        self._dispatch_open(inst)
         if inst.status is WorkflowStatus.PENDING or inst.pending:
             self._enqueue(inst)
 
     def _dispatch_open(self, inst: _Instance) -> None:
-        """Re-dispatch what history left open: activities, timers, sub-workflows."""
+        """Re-dispatch what history left open and is not under way here: activities,
+        timers, sub-workflows."""
         for event in list(inst.outstanding.values()):
             if isinstance(event, ChildWorkflowScheduled):
                 # it may have ended, never begun, or hold an older run's child
-                self._spawn_guarded(self._settle_child, _child_of(inst, event), event)
+                if self._arm(inst.id, inst.run_start, event.task_id):
+                    self._spawn_guarded(self._settle_child, _child_of(inst, event), event)
             else:
                 self._dispatch(inst, event)
 
@@ -1431,26 +1503,55 @@ class Engine:
         A new run's consumed ids name only the old run's messages still in the inbox, so
         a scan that a new run began during reads again: what it read may be a message
         the old run consumed and deleted meanwhile."""
-        found: list[Pending] = []
+        items: list[Pending] = []
+        reason = ""
         run_start = -1
         while run_start != inst.run_start:
-            run_start, found = inst.run_start, []
-            for msg_id in await self.store.list(inbox_prefix(inst.id)):
-                key = inbox_key(inst.id, msg_id)
-                if msg_id in inst.consumed:
+            run_start = inst.run_start
+            items, set_aside = await self._read_inbox(inst.id, inst.consumed)
+            reason = set_aside or reason
+        self._hand(inst, items)
+        await self._note_set_aside(inst, reason)
+
+    async def _note_set_aside(self, inst: _Instance, reason: str) -> None:
+        """Say in the instance's ``reason`` (``describe()``) that a message was set aside."""
+        if reason:
+            inst.reason = reason
+            await self._write_meta(inst)
+
+    async def _read_inbox(self, instance_id: str, consumed: set[str]) -> tuple[list[Pending], str]:
+        """The inbox messages not in ``consumed``, in the order they were sent, and why
+        one was set aside (or ""). A store error propagates, for the caller to retry
+        with nothing skipped; only a message that can never be decoded is set aside."""
+        items: list[Pending] = []
+        set_aside = ""
+        for msg_id in await self.store.list(inbox_prefix(instance_id)):
+            key = inbox_key(instance_id, msg_id)
+            if msg_id in consumed:
+                with contextlib.suppress(StoreError):  # a leftover is skipped again
                     await self.store.delete(key)
-                    continue
-                try:
-                    message = decode_message(await self.store.get(key), key)
-                except ObjectNotFoundError:
-                    continue
-                except StoreError as err:
-                    log.error("skipping unreadable inbox message: %s", err)
-                    continue
-                found.append((message.id, _ANY_RUN, message.event))
-        inst.pending += found
-        if inst.pending:
-            self._enqueue(inst)
+                continue
+            try:
+                data = await self.store.get(key)
+            except ObjectNotFoundError:
+                continue  # applied and deleted meanwhile
+            try:
+                message = decode_message(data, key)
+            except StoreError as err:
+                set_aside = await self._set_aside(instance_id, msg_id, data, err)
+                continue
+            items.append((message.id, _ANY_RUN, message.event))
+        return items, set_aside
+
+    async def _set_aside(self, instance_id: str, msg_id: str, data: bytes, err: StoreError) -> str:
+        """Move an undecodable inbox message out of the inbox, keeping its bytes for a
+        look; returns what ``describe().reason`` says about it."""
+        key = unreadable_key(instance_id, msg_id)
+        await self.store.put(key, data)
+        await self.store.delete(inbox_key(instance_id, msg_id))
+        reason = f"inbox message {msg_id} could not be read and was set aside at {key!r}: {err}"
+        log.error("instance %r: %s", instance_id, reason)
+        return reason
 
     async def _reload(self, inst: _Instance) -> None:
         """Another writer moved the log (or a write failed): take the log's word."""
@@ -1531,6 +1632,7 @@ class Engine:
         if inst is not None:
             inst.status, inst.failure = WorkflowStatus.FAILED, failure
             self._drop_run(inst)
+        self._armed.pop(instance_id, None)
         self._evicted.discard(instance_id)
         if (done := self._done_waiters.pop(instance_id, None)) is not None:
             done.set()
@@ -1565,15 +1667,25 @@ class Engine:
                 if not self.owns(instance_id):
                     break  # the partition was lost meanwhile
                 try:
-                    inst = self._instances.get(instance_id)
-                    if inst is None:
-                        await self.recover(instance_id)
-                    else:
-                        await self._scan_inbox(inst)
-                    # deleted only once handled
+                    # cleared before the inbox is read: a message written from now on
+                    # rings it again, and gets a read of its own
                     await self.store.delete(wakeup_key(instance_id, partition))
+                    await self._answer_wakeup(instance_id)
                 except StoreError as err:
                     log.warning("wakeup of %r not handled yet: %s", instance_id, err)
+                    self._spawn_guarded(self._ring_again, instance_id, partition)
+
+    async def _answer_wakeup(self, instance_id: str) -> None:
+        """Someone rang for the instance: load it, or read its inbox if it is here."""
+        inst = self._live(instance_id)
+        if inst is None:
+            await self.recover(instance_id)
+        else:
+            await self._scan_inbox(inst)
+
+    async def _ring_again(self, instance_id: str, partition: int) -> None:
+        """A wakeup could not be answered: ring it again for the next poll."""
+        await self.store.put(wakeup_key(instance_id, partition), b"")
 
     async def _poll_loop(self) -> None:
         interval = timedelta(seconds=self._poll_interval)
@@ -1611,7 +1723,9 @@ class Engine:
         return instance_id in self._instances
 
     def forget(self, instance_id: str) -> None:
-        """Drop an instance from memory (it was purged)."""
+        """Drop an instance from memory (it was purged, or another process runs it):
+        nothing of it stays armed here."""
+        self._armed.pop(instance_id, None)
         inst = self._instances.pop(instance_id, None)
         if inst is not None:
             self._drop_run(inst)

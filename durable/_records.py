@@ -30,6 +30,7 @@ __all__ = [
     "instance_prefix",
     "log_key",
     "meta_key",
+    "unreadable_key",
     "wakeup_key",
     "wakeup_prefix",
 ]
@@ -65,6 +66,11 @@ def inbox_prefix(instance_id: str) -> str:
 
 def inbox_key(instance_id: str, msg_id: str) -> str:
     return f"{INSTANCES}/{instance_id}/inbox/{msg_id}"
+
+
+def unreadable_key(instance_id: str, msg_id: str) -> str:
+    """Where an inbox message that can never be decoded is set aside, for a look."""
+    return f"{INSTANCES}/{instance_id}/unreadable/{msg_id}"
 
 
 def wakeup_prefix(partition: int) -> str:

@@ -328,7 +328,8 @@ class Ledger:
         child = mine[-1]
         if child.started_at < epoch.started_at:
             epoch.misled = True
-            self.violate(f"{process} gave run {epoch.tag!r} of {epoch.instance_id!r} the "
+            how = "rerun" if epoch.rerun else "run"
+            self.violate(f"{process} gave {how} {epoch.tag!r} of {epoch.instance_id!r} the "
                          f"result of child run {child.tag!r} of {event.instance_id!r}, started "
                          f"by an earlier run (write {child.started_at} < "
                          f"{epoch.started_at})")  # fmt: skip
