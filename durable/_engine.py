@@ -46,6 +46,7 @@ from ._errors import (
     UnknownWorkflowError,
 )
 from ._events import (
+    CONTROL,
     NULL,
     ActivityCompleted,
     ActivityErrored,
@@ -63,7 +64,6 @@ from ._events import (
     TurnStarted,
     WorkflowCompleted,
     WorkflowErrored,
-    WorkflowResumed,
     WorkflowStarted,
     WorkflowSuspended,
     WorkflowTerminated,
@@ -127,8 +127,6 @@ _ANSWERS: dict[type, type] = {
     ChildWorkflowCompleted: ChildWorkflowScheduled,
     ChildWorkflowErrored: ChildWorkflowScheduled,
 }
-# messages from outside that change an instance's status and need no workflow code
-_CONTROL = (WorkflowSuspended, WorkflowResumed, WorkflowTerminated)
 _ANY_RUN = -1
 # the store's answers to a conditional call: a race lost, not a broken object
 _ANSWERS_OF_STORE = (ObjectNotFoundError, ObjectExistsError, PreconditionFailedError)
@@ -262,24 +260,43 @@ def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
     return False
 
 
+def _numbered(events: list[HistoryEvent], first_id: int) -> list[HistoryEvent]:
+    """``events`` with their ids in order from ``first_id``."""
+    return [msgspec.structs.replace(e, event_id=first_id + i) for i, e in enumerate(events)]
+
+
+def _turn_events(
+    inst: _Instance, run: TurnRunner, new: list[HistoryEvent], first_turn: bool, now: Any
+) -> list[HistoryEvent]:
+    """A turn's events: ``TurnStarted``, then the ``new`` ones. A rerun's first turn
+    opens no turn: its history ends inside the turn it cut, so what that turn still asks
+    for is recorded in it, where a replay of the run meets it."""
+    if first_turn and run.took_turn:
+        return _numbered(new, inst.next_event_id)
+    return [TurnStarted(event_id=inst.next_event_id, timestamp=now), *new]
+
+
 def _take(
     untaken: Sequence[Event],
     events: list[HistoryEvent],
     sources: list[Pending],
     consumed: list[str],
 ) -> tuple[list[HistoryEvent], list[str], list[Pending]]:
-    """Split a turn's events into those the run took (renumbered, with the messages they
-    consume) and the pending items of those it left, for the next run."""
+    """Split a turn's events (its ``TurnStarted``, if any, then one per source) into
+    those the run took (renumbered, with the messages they consume) and the pending
+    items of those it left, for the next run."""
     if not untaken:
         return events, consumed, []
     left_ids = {event.event_id for event in untaken}
-    taken, left = events[:1], []
-    for event, source in zip(events[1:], sources, strict=True):
+    head = len(events) - len(sources)
+    taken, left = events[:head], []
+    for event, source in zip(events[head:], sources, strict=True):
         if event.event_id in left_ids:
             left.append(source)
         else:
-            taken.append(msgspec.structs.replace(event, event_id=events[0].event_id + len(taken)))
+            taken.append(event)
     left_msgs = {msg_id for msg_id, _, _ in left}
+    taken = _numbered(taken, events[0].event_id)
     return taken, [msg_id for msg_id in consumed if msg_id not in left_msgs], left
 
 
@@ -519,7 +536,7 @@ class Engine:
 
     def _enqueue(self, inst: _Instance) -> None:
         # a parked instance takes a turn only to apply control messages
-        parked = inst.parked and not any(isinstance(e, _CONTROL) for _, _, e in inst.pending)
+        parked = inst.parked and not any(isinstance(e, CONTROL) for _, _, e in inst.pending)
         if not (inst.queued or inst.running or inst.loading or parked or inst.backing_off):
             inst.queued = True
             self._queued += 1
@@ -656,10 +673,8 @@ class Engine:
             return
         now = self.clock.now()
         new, sources, consumed = self._new_events(inst, pending, inst.next_event_id + 1, now)
-        events: list[HistoryEvent] = [TurnStarted(event_id=inst.next_event_id, timestamp=now)]
-        events += new
         first_turn = inst.status is WorkflowStatus.PENDING
-        if len(events) == 1 and not first_turn and not consumed:
+        if not new and not first_turn and not consumed:
             self._residency.note_waiting(inst)  # nothing new (a duplicate): still evictable
             return
         run = inst.run
@@ -680,6 +695,7 @@ class Engine:
             if run is None:  # the log moved on under us; reloaded
                 inst.pending = pending + inst.pending
                 return
+        events = _turn_events(inst, run, new, first_turn, now)
         try:
             actions = await run.turn(events, first_turn=first_turn)
         except NonDeterminismError as err:
@@ -688,7 +704,7 @@ class Engine:
             return
         events, consumed, left = _take(run.untaken, events, sources, consumed)
         new_events, next_run, status = self._record_actions(
-            inst, run, actions, events[-1].event_id + 1, now
+            inst, run, actions, inst.next_event_id + len(events), now
         )
         if next_run:
             # the new run skips the old run's messages that may still be in the inbox
@@ -760,8 +776,8 @@ class Engine:
         took no turn), so a worker that has the code replays them where they happened.
         A run whose code never took a turn stays PENDING once resumed: its first turn
         is still to come."""
-        control = [item for item in pending if isinstance(item[2], _CONTROL)]
-        rest = [item for item in pending if not isinstance(item[2], _CONTROL)]
+        control = [item for item in pending if isinstance(item[2], CONTROL)]
+        rest = [item for item in pending if not isinstance(item[2], CONTROL)]
         now = self.clock.now()
         events, _, consumed = self._new_events(inst, control, inst.next_event_id, now)
         if not events:
@@ -784,8 +800,7 @@ class Engine:
             elif isinstance(event, WorkflowSuspended):
                 status = WorkflowStatus.SUSPENDED
             elif status is WorkflowStatus.SUSPENDED:
-                code_ran = any(isinstance(e, TurnStarted) for e in loaded.history)
-                status = WorkflowStatus.RUNNING if code_ran else WorkflowStatus.PENDING
+                status = WorkflowStatus.RUNNING if loaded.turn_taken else WorkflowStatus.PENDING
         record = TurnRecord(
             seq=inst.seq + 1, status=status, events=events, consumed=sorted(set(consumed)),
             custom_status=inst.custom_status,

@@ -17,6 +17,7 @@ from msgspec import Raw
 from ._failure import FailureDetails
 
 __all__ = [
+    "CONTROL",
     "EPOCH",
     "NULL",
     "ActivityCompleted",
@@ -223,6 +224,10 @@ class ContinuedAsNew(Event, frozen=True, tag="continued_as_new"):
     input: Raw = NULL
     carryover: tuple[EventRaised, ...] = ()
 
+
+# events from outside that change an instance's status and need no workflow code: all
+# that a parked instance (its workflow is not registered where it runs) records
+CONTROL = (WorkflowSuspended, WorkflowResumed, WorkflowTerminated)
 
 HistoryEvent = (
     WorkflowStarted

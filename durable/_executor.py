@@ -63,8 +63,16 @@ class TurnRunner(Protocol):
         (returned, failed or continued as new), so they belong to the next run."""
         ...
 
+    @property
+    def took_turn(self) -> bool:
+        """Whether the run's code has taken a turn, replayed or live. Before the run's
+        first turn, only a rerun's has: its history ends inside the turn it cut, which
+        the first turn continues."""
+        ...
+
     async def turn(self, events: list[HistoryEvent], *, first_turn: bool) -> list[Action]:
-        """Feed one turn's new events (``TurnStarted`` first); return its actions.
+        """Feed one turn's new events (``TurnStarted`` first, unless the turn continues
+        the one a rerun cut); return its actions.
 
         Raises :class:`~durable.NonDeterminismError` when the code no longer matches
         the history. ``first_turn`` is true for the turn that begins a run.

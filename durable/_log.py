@@ -15,6 +15,7 @@ from msgspec import Raw
 
 from ._errors import ObjectExistsError, ObjectNotFoundError, PreconditionFailedError, StoreError
 from ._events import (
+    CONTROL,
     NULL,
     ActivityScheduled,
     HistoryEvent,
@@ -121,6 +122,7 @@ class RunLog:
     started: WorkflowStarted
     created_at: datetime
     consumed: set[str] = field(default_factory=set)
+    head: int = 1  # how many events of ``history`` the run's first record holds
 
     @property
     def status(self) -> WorkflowStatus:
@@ -129,6 +131,13 @@ class RunLog:
     @property
     def custom_status(self) -> Raw:
         return self.last.custom_status
+
+    @property
+    def turn_taken(self) -> bool:
+        """Whether the run's code has taken its first turn: a record after the run's
+        first holds more than the control events a parked instance records (a rerun's
+        first record holds turns of the run it reruns, and none of its own)."""
+        return any(not isinstance(e, CONTROL) for e in self.history[self.head :])
 
     @property
     def updated_at(self) -> datetime:
@@ -221,6 +230,7 @@ async def load_run(
         started=started,
         created_at=created_at,
         consumed=consumed,
+        head=len(first.next_run),
     )
 
 

@@ -212,6 +212,12 @@ class WorkflowRun:
         """Whether the run is suspended (events wait until it resumes)."""
         return self._suspended
 
+    @property
+    def took_turn(self) -> bool:
+        """Whether the code has taken a turn, replayed or live (the executor's
+        :class:`~durable._executor.TurnRunner`)."""
+        return self._main_started
+
     def _ended_live(self) -> bool:
         """Whether a live turn has ended the run: what comes next is not the run's to take
         (in replay the history says what the run took, its end event included)."""
@@ -229,8 +235,9 @@ class WorkflowRun:
         """Nothing to do: the run already holds what its turn decided."""
 
     def take_pending(self) -> list[Action]:
-        """Hand over actions that replay produced beyond history (the first turn of a
-        rerun, whose history ends part-way through a turn)."""
+        """Hand over actions that replay produced beyond history: those of the turn a
+        rerun cut, which its first turn records in that same turn (no ``TurnStarted``
+        comes before them), so that a replay meets them where the code asks for them."""
         actions = list(self._pending.values())
         self._pending.clear()
         return actions

@@ -39,6 +39,7 @@ from ._dispatch import ActivityWork, TurnWork
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from datetime import datetime
 
     from durable._events import ActivityCompleted, ActivityErrored, HistoryEvent
     from durable._eviction import EvictionPolicy
@@ -127,6 +128,11 @@ class RemoteRun:
         return self._task_count
 
     @property
+    def took_turn(self) -> bool:
+        """Whether the history holds a turn (before the first turn: a rerun's)."""
+        return any(isinstance(e, TurnStarted) for e in self.history)
+
+    @property
     def untaken(self) -> tuple[()]:
         """None: the worker gets the whole turn, and carries over what its run left."""
         return ()
@@ -159,10 +165,13 @@ class RemoteRun:
         needs_worker = self._follow(events) or first_turn
         if self.terminated or not needs_worker:
             return []  # a terminated run takes no more steps; a suspended one waits
-        if first_turn and not any(isinstance(e, TurnStarted) for e in self.history):
+        if first_turn and not self.took_turn:
             past, new = [], wire_order(self.history + events)
         else:
             past, new = wire_order(self.history), events
+        if not new:  # a rerun's first turn with no new events: Durable Task workers
+            # take no turn without one, so the wire alone opens one (it is not recorded)
+            new = [TurnStarted(event_id=len(past), timestamp=self._last_turn_time())]
         work = TurnWork(self.instance_id, self.run_id, past, new, self.task_base,
                         frozenset(self._patches), self._task_count)  # fmt: skip
         outcome: TurnOutcome = await self._executor.dispatcher.submit(work)
@@ -179,6 +188,11 @@ class RemoteRun:
             if isinstance(action, ContinueAsNew):
                 break
         return actions
+
+    def _last_turn_time(self) -> datetime:
+        """The time of the history's last turn (the time the worker's code still sees)."""
+        turns = [e.timestamp for e in self.history if isinstance(e, TurnStarted)]
+        return turns[-1] if turns else self.history[0].timestamp
 
     def committed(self, events: list[HistoryEvent]) -> None:
         self.history.extend(events)

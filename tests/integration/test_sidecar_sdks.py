@@ -149,8 +149,10 @@ async def test_dapr_sdk_matches_and_gets_deltas(
     full = turns("steps-full")
     assert full[:7] == [(3 * i, None) for i in range(7)]  # whole history every turn
     # the rerun from the third activity (its taskScheduled has eventId 3: the worker
-    # numbers tasks from 1): first the eight messages before it, then as before
-    assert full[7:] == [(8, None), (10, None), (13, None), (16, None), (19, None)]
+    # numbers tasks from 1): first the eight messages before it; the rerun's first turn
+    # continues the turn it cut (it commits the activity scheduled again, and no turn
+    # start), then as before
+    assert full[7:] == [(8, None), (9, None), (12, None), (15, None), (18, None)]
     full = full[:7]
     stateful = turns("steps-stateful")
     assert stateful[:2] == [(0, None), (3, None)]  # start; the first history sent whole

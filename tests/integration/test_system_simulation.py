@@ -26,12 +26,6 @@ SEEDS = 80
 
 # kind of violation (a regex over the blanked message) -> the open bug it shows
 OPEN = {
-    "rerun-replay": (
-        r"FAILED \(durable\.NonDeterminismError\)",
-        "found by this simulation (not one of the thirteen): a rerun keeps the history up to "
-        "the cut step, ending on that turn's TurnStarted; the new run adds another one, and "
-        "replaying the run from the log (a reload, a second rerun) raises NonDeterminismError",
-    ),
     "hangs": (
         r"never ended",
         "found by this simulation (issue 13's 4, 8, 9, 10 and 13 are fixed): a suspend sent "
