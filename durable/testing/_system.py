@@ -148,6 +148,7 @@ def _decode_lease(data: bytes) -> Any:
 class _Lease(msgspec.Struct):
     owner: str
     expires_at: datetime
+    incarnation: str = ""
 
 
 def _open_steps(history: list[Any], ledger: Ledger) -> str:
@@ -201,6 +202,9 @@ class _Driver:
         self.changes: tuple[bool, ...] = ()  # code changes deployed: guarded by a patch?
         self.registry: Registry = build_registry(self.harness)
         self.in_flight = 0  # outside operations under way
+        self._holders: dict[int, tuple[tuple[str, str], int]] = {}  # partition -> holder, since
+        self._unannounced: set[str] = set()
+        self.acked_ghosts: dict[str, int] = {}  # ghost instance -> write its start began at
         self.partitions = 4
         self.programs: dict[str, Program] = {}  # tag -> program
         self.roots: list[str] = []
@@ -315,7 +319,9 @@ class _Driver:
         instance_id = f"g{len(self.ghosts)}"
         self.ghosts.append(instance_id)
         self.note(f"client: start {instance_id} of a workflow no runtime has")
+        began = self.sim.ledger.writes
         await self.ghost_client.start("ghost", None, instance_id=instance_id)
+        self.acked_ghosts[instance_id] = began
 
     async def op_raise(self, client: Client, via: str, instance_id: str) -> None:
         self.nonces += 1
@@ -488,6 +494,7 @@ class _Driver:
                     tg.start_soon(self._background, op)
                 await _settle()
                 sim.tick()
+                self._check_announced()
                 self._fault_step(tg)
                 await _settle()
             await self._drain(tg)
@@ -495,6 +502,59 @@ class _Driver:
             tg.cancel_scope.cancel()
         self._final_checks()
         return SystemResult(self.seed, self.config, tuple(sim.ledger.violations), tuple(sim.trace))
+
+    def _check_announced(self) -> None:
+        """Every new run reaches its owner: a run that has not begun (PENDING), whose
+        partition has had one live holder since before the run was written, is in that
+        holder's memory or has its wakeup rung a few steps on (nothing else would ever
+        load it, short of the lease moving)."""
+        objects, step = self.inner._objects, self.sim.step
+        for partition in range(self.partitions):
+            lease = _decode_lease(objects.get(f"leases/{partition:04d}", (b"",))[0])
+            holder = (lease.owner, lease.incarnation) if lease is not None else ("", "")
+            if self._holders.get(partition, (None, 0))[0] != holder:
+                self._holders[partition] = (holder, step)
+        for instance_id, epochs in self.sim.ledger.epochs.items():
+            epoch = epochs[-1]
+            if epoch.commits > 1 or epoch.status != "PENDING" or instance_id in self._unannounced:
+                continue  # (only a run that has no record but its first)
+            if not self._acknowledged(instance_id, epoch):
+                continue  # a start that failed (its wakeup, say) may wait for a lease move
+            partition = partition_of(instance_id, self.partitions)
+            (owner, incarnation), since = self._holders[partition]
+            proc = self.processes.get(owner)
+            if proc is None or proc.runtime is None or since >= epoch.step or step < epoch.step + 8:
+                continue
+            leases = proc.runtime._leases
+            if leases is None or leases.incarnation != incarnation or not leases.owns(partition):
+                continue  # the holder named in the lease is gone, or the lease lapsed
+            if wakeup_key(instance_id, partition) in objects:
+                continue
+            if proc.runtime._engine._instances.get(instance_id) is not None:
+                continue
+            meta = objects.get(f"instances/{instance_id}/meta")
+            if meta is not None and b'"reason"' in meta[0]:
+                continue  # loaded, and parked: no worker here has its workflow
+            self._unannounced.add(instance_id)
+            self.sim.ledger.violate(
+                f"{instance_id!r} run {epoch.tag!r} (epoch {epoch.number}) was never announced: "
+                "PENDING, no wakeup, not in the memory of the process that has held its "
+                "partition since before it began"
+            )
+
+    def _acknowledged(self, instance_id: str, epoch: Epoch) -> bool:
+        """Whether the run began from a start that returned (a child's start is its
+        parent's step: always)."""
+        if instance_id in self.ghosts:
+            return self.acked_ghosts.get(instance_id, epoch.started_at + 1) <= epoch.started_at
+        if instance_id not in self.roots:
+            return True
+        epochs = self.sim.ledger.epochs[instance_id]
+        for i, _, began in self.acked_starts:
+            first = min((e.started_at for e in epochs if e.started_at >= began), default=None)
+            if i == instance_id and first == epoch.started_at:
+                return True  # the first run to begin after the start's call began
+        return False
 
     async def _drain(self, tg: anyio.abc.TaskGroup) -> None:
         """Faults off: bring every process up, resume and feed every run, let time pass

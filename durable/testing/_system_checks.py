@@ -59,6 +59,8 @@ class Epoch:
     failure_type: str = ""
     answered: set[int] = field(default_factory=set)  # task ids answered in the current run
     step_base: int = 0  # its steps (memo keys) are this and above; lower ones are older runs'
+    step: int = 0  # the driver's step when it began
+    commits: int = 0  # records of it written so far
     rerun: bool = False  # it began with history kept from the run before
     gap: str = ""  # its first record did not follow the log's last (a broken log)
     erased_by: str = ""  # the process that deleted its log before it ended
@@ -101,6 +103,7 @@ class Ledger:
         self._oversized: set[str] = set()
         self.inbox: dict[str, set[str]] = {}  # instance -> keys of the messages in its inbox
         self.largest: dict[str, tuple[int, int]] = {}  # instance -> (bytes beyond events, runs)
+        self.step = 0  # the driver's steps so far
         self.gen = 0  # code generations deployed so far
         self.unguarded: set[int] = set()  # the generations whose change has no patch
 
@@ -248,6 +251,7 @@ class Ledger:
         if epoch is None:
             self.violate(f"{process} wrote log/{seq} of {instance_id!r}, which never started")
             return
+        epoch.commits += 1
         for event in record.events:
             if isinstance(event, EventRaised):
                 self._delivered(process, epoch, event)
@@ -286,6 +290,7 @@ class Ledger:
                          "had not ended")  # fmt: skip
         epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent,
                       step_base=started.step_base)  # fmt: skip
+        epoch.step = self.step
         rerun = any(not isinstance(e, WorkflowStarted) for e in record.next_run)
         epoch.born_gen = previous.born_gen if rerun and previous is not None else self.gen
         epoch.rerun = rerun

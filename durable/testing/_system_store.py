@@ -70,6 +70,7 @@ class Sim:
     def tick(self) -> None:
         """The driver took a step: release the stalls that end now."""
         self.step += 1
+        self.ledger.step = self.step
         for end, release in self._stalled:
             if end <= self.step or not self.faults_on:
                 release.set()
