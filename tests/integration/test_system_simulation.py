@@ -40,7 +40,13 @@ OPEN = {
     ),
 }
 # open bugs the CI seeds may find but do not always: accepted, not required
-ALSO_OPEN: dict[str, tuple[str, str]] = {}
+ALSO_OPEN: dict[str, tuple[str, str]] = {
+    "acknowledged-start-never-runs": (
+        r"was never announced|status PENDING after the drain; waits on nothing open; unapplied",
+        "found by this simulation (seed 171): a reuse acknowledged while a purge of the "
+        "instance is under way is written at log/0 beside the purge's records and never runs",
+    ),
+}
 
 
 @pytest.fixture(scope="module")
