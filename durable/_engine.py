@@ -774,8 +774,8 @@ class Engine:
 
         The record holds the control events alone, with no ``TurnStarted`` (the code
         took no turn), so a worker that has the code replays them where they happened.
-        A run whose code never took a turn stays PENDING once resumed: its first turn
-        is still to come."""
+        A run whose code has not taken its first turn (a rerun's kept turns are not its
+        own) stays PENDING once resumed: its first turn is still to come."""
         control = [item for item in pending if isinstance(item[2], CONTROL)]
         rest = [item for item in pending if not isinstance(item[2], CONTROL)]
         now = self.clock.now()
