@@ -162,6 +162,8 @@ class WorkflowRun:
         self._buffered: dict[str, deque[EventRaised]] = {}
         self._suspended = False
         self._held: list[Event] = []
+        self._released: list[Event] = []  # held events a resume is releasing now
+        self._turn_event_id = 0  # the event id of the turn under way
         self.untaken: list[Event] = []  # of the last live turn: the run ended before them
         self._random: random.Random | None = None
         self._history_patches: set[str] = set()  # patches recorded by the turns replayed
@@ -276,6 +278,7 @@ class WorkflowRun:
         self._next_task_id = event.first_task_id
 
     def _on_turn_started(self, event: TurnStarted) -> None:
+        self._turn_event_id = event.event_id
         if self._pending or self.final is not None:
             self._check_nothing_pending(event.event_id)
         self.now = event.timestamp
@@ -421,8 +424,9 @@ class WorkflowRun:
 
     def _on_resumed(self, event: WorkflowResumed) -> None:
         self._suspended = False
-        held, self._held = self._held, []
-        for held_event in held:
+        self._released, self._held = self._held, []
+        while self._released:
+            held_event = self._released.pop(0)
             if self._ended_live():
                 self.untaken.append(held_event)
                 continue
@@ -488,8 +492,15 @@ class WorkflowRun:
         return self._scheduler.spawn(coro)
 
     def request_continue_as_new(self, raw_input: Raw) -> None:
+        # events received but not waited for: those buffered, and those held while the
+        # run was suspended and not released yet that earlier turns took (this turn's
+        # are left for the new run to take)
+        held = (
+            e for e in self._released
+            if type(e) is EventRaised and e.event_id < self._turn_event_id
+        )  # fmt: skip
         carry = sorted(
-            (event for queue in self._buffered.values() for event in queue),
+            (*(event for queue in self._buffered.values() for event in queue), *held),
             key=lambda event: event.event_id,
         )
         carryover = tuple(EventRaised(name=e.name, input=e.input) for e in carry)

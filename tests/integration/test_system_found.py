@@ -122,3 +122,38 @@ async def test_a_suspend_in_the_turn_that_schedules_work_replays() -> None:
         handle = rt.client.get_handle("sleepy")
         await handle.resume()  # a fresh runtime replays the history first
         assert await handle == 7
+
+
+def sleep_then_continue() -> Registry:
+    registry = Registry()
+
+    @registry.workflow(name="looper")
+    async def looper(ctx: WorkflowContext, n: int) -> str:
+        if n == 0:
+            await ctx.sleep(timedelta(seconds=1))
+            ctx.continue_as_new(1)
+        return str(await ctx.wait_for_event("a"))
+
+    return registry
+
+
+async def test_an_event_held_while_suspended_reaches_the_next_run() -> None:
+    """Pins a bug the simulation found: events that arrive while a run is suspended are
+    held; on resume a held timer's firing made the run continue as new, and an event
+    held behind it (taken in an earlier turn) was neither carried over nor left for the
+    new run, which then waited for it for ever."""
+    store, clock = MemoryStore(), MockClock(T0)
+    async with durable.Runtime(sleep_then_continue(), store=store, clock=clock) as rt:
+        handle = await rt.start("looper", 0, instance_id="held")
+        await rt.wait_idle()
+        await handle.suspend()
+        await rt.wait_idle()
+        clock.advance(timedelta(seconds=2))  # the timer fires while suspended: held
+        await rt.wait_idle()
+        await handle.raise_event("a", "x")  # held behind it
+        await rt.wait_idle()
+        await handle.resume()
+        await rt.wait_idle()
+        state = await handle.describe()
+        assert state.status is durable.WorkflowStatus.COMPLETED, state
+        assert await handle == "x"
