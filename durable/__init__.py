@@ -9,6 +9,7 @@ from ._client import Client, WorkflowHandle
 from ._clock import Clock, MockClock, SystemClock
 from ._codec import JsonCodec, PayloadCodec
 from ._context import WorkflowContext
+from ._engine._eviction import EvictionPolicy
 from ._errors import (
     ActivityFailed,
     DurableError,
@@ -23,7 +24,6 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
-from ._eviction import EvictionPolicy
 from ._failure import FailureDetails
 from ._futures import DurableFuture
 from ._leases import Fleet

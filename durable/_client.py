@@ -17,6 +17,7 @@ from msgspec import Raw
 
 from ._clock import Clock, SystemClock, within
 from ._codec import JsonCodec, PayloadCodec
+from ._engine._executor import LocalExecutor
 from ._errors import (
     InstanceExistsError,
     InstanceNotFoundError,
@@ -33,7 +34,6 @@ from ._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from ._executor import LocalExecutor
 from ._failure import FailureDetails
 from ._ids import IdSource, validate_instance_id
 from ._instances import (
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 
     from ._engine import Engine
-    from ._executor import Executor
+    from ._engine._executor import Executor
     from ._registry import Registry
 
 __all__ = ["Client", "WorkflowHandle"]

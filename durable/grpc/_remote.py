@@ -1,6 +1,6 @@
 """The sidecar's executor: the engine's turns and activities, run by remote workers.
 
-:class:`RemoteExecutor` implements the engine's :class:`~durable._executor.Executor`
+:class:`RemoteExecutor` implements the engine's :class:`~durable._engine._executor.Executor`
 seam. A turn becomes a :class:`~durable.grpc._dispatch.TurnWork` (the run's committed
 history as ``past``, the turn's events as ``new``) and an activity attempt an
 :class:`~durable.grpc._dispatch.ActivityWork`; the :class:`Dispatcher` hands them to a
@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from datetime import datetime
 
+    from durable._engine._eviction import EvictionPolicy
     from durable._events import ActivityCompleted, ActivityErrored, HistoryEvent
-    from durable._eviction import EvictionPolicy
 
     from ._dispatch import Dispatcher
 

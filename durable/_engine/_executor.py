@@ -10,26 +10,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from ._activity import execute_activity
-from ._replay import WorkflowRun
+from durable._activity import execute_activity
+from durable._replay import WorkflowRun
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from msgspec import Raw
 
-    from ._actions import Action
-    from ._codec import PayloadCodec
-    from ._events import (
+    from durable._actions import Action
+    from durable._codec import PayloadCodec
+    from durable._events import (
         ActivityCompleted,
         ActivityErrored,
         ActivityScheduled,
         Event,
         HistoryEvent,
     )
+    from durable._memo import MemoStore
+    from durable._registry import Registry
+
     from ._eviction import EvictionPolicy
-    from ._memo import MemoStore
-    from ._registry import Registry
 
 __all__ = ["Executor", "LocalExecutor", "TurnRunner"]
 
