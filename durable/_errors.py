@@ -12,6 +12,7 @@ Every error the library raises on purpose derives from :class:`DurableError`::
     ├── InvalidInstanceIdError    an id or key that cannot become an object key (also ValueError)
     ├── UnknownWorkflowError      a workflow or activity name nobody registered (also LookupError)
     ├── SerializationError        a payload that cannot be encoded or decoded (also TypeError)
+    ├── LifecycleError            internal: an instance moved in a way its lifecycle forbids
     └── StoreError                the object store failed or holds something unreadable
         ├── ObjectNotFoundError   a key that is not there (also LookupError)
         ├── ObjectExistsError     put-if-absent found the key taken
@@ -47,6 +48,17 @@ __all__ = [
 
 class DurableError(Exception):
     """The root of every error ``durable`` raises on purpose."""
+
+
+class LifecycleError(DurableError):
+    """Raised when the engine fires a lifecycle event that an instance's state does not
+    allow: a bug in the engine, never the caller's fault. Names instance, state, event."""
+
+    def __init__(self, instance_id: str, state: str, event: str) -> None:
+        super().__init__(f"instance {instance_id!r}: event {event} is not allowed in state {state}")
+        self.instance_id = instance_id
+        self.state = state
+        self.event = event
 
 
 class WorkflowFailed(DurableError):

@@ -19,6 +19,9 @@ from durable._events import (
 
 from ._base import _CLAIM, _FAIR_STREAK, _EngineBase
 from ._instance import Pending, _ActivityWork, _child_of, _Instance
+from ._lifecycle import (
+    can_take_inline_turn,
+)
 
 
 class _Activities(_EngineBase):
@@ -103,7 +106,7 @@ class _Activities(_EngineBase):
                 copies = self._hooks.deliveries(instance_id, outcome)
             self._inflight.discard((instance_id, run_start, scheduled.task_id))
             inst = self._instances.get(instance_id)
-            if inst is None or inst.queued or inst.running or inst.loading or inst.parked:
+            if inst is None or not can_take_inline_turn(inst.state):
                 for _ in range(copies):
                     self.deliver(instance_id, outcome, run_start)
             else:

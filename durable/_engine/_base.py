@@ -30,6 +30,10 @@ from durable._records import (
 from ._eviction import EvictionPolicy
 from ._executor import LocalExecutor
 from ._instance import _ANY_RUN, Pending, _ActivityWork, _for_good, _Instance
+from ._lifecycle import (
+    LifecycleEvent,
+    fire,
+)
 from ._residency import Residency
 from ._timers import TimerQueue
 
@@ -288,6 +292,11 @@ class _EngineBase:
             run_start=inst.run_start, created_at=inst.created_at, updated_at=inst.created_at,
         )  # fmt: skip
 
+    def _let_go(self, inst: _Instance) -> None:
+        """Drop an instance that ended (or was found ended) from memory."""
+        del self._instances[inst.id]
+        fire(inst, LifecycleEvent.FORGET)
+
     def _drop_run(self, inst: _Instance) -> None:
         if inst.run is not None:
             inst.run.close()
@@ -320,6 +329,7 @@ class _EngineBase:
         self._armed.pop(instance_id, None)
         inst = self._instances.pop(instance_id, None)
         if inst is not None:
+            fire(inst, LifecycleEvent.FORGET)
             self._drop_run(inst)
 
     if TYPE_CHECKING:  # what one concern calls on another; each is defined in one mixin

@@ -154,7 +154,7 @@ class _Commits(_EngineBase):
         self._evicted.discard(inst.id)
         # A finished instance needs no memory beyond what waiters read right now.
         if self._instances.get(inst.id) is inst and not inst.pending:
-            del self._instances[inst.id]
+            self._let_go(inst)
 
     async def _mark_terminal(self, instance_id: str) -> None:
         """Start the memo retention window (only when retention is on)."""

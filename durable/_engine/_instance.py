@@ -36,6 +36,8 @@ from durable._events import (
 from durable._failure import FailureDetails
 from durable._state import WorkflowStatus
 
+from ._lifecycle import InstanceState
+
 if TYPE_CHECKING:
     from ._executor import TurnRunner
 
@@ -63,13 +65,11 @@ class _Instance:
     """What the engine keeps in memory for one instance."""
 
     __slots__ = (
-        "backing_off",
         "consumed",
         "created_at",
         "custom_status",
         "failure",
         "id",
-        "loading",
         "meta_etag",
         "meta_seq",
         "meta_status",
@@ -78,17 +78,15 @@ class _Instance:
         "output",
         "outstanding",
         "parent",
-        "parked",
         "pending",
-        "queued",
         "reason",
         "residency",
         "run",
         "run_start",
-        "running",
         "seq",
         "seq_at_turn_start",
         "started",
+        "state",
         "status",
     )  # fmt: skip
 
@@ -108,11 +106,7 @@ class _Instance:
         self.pending: list[Pending] = []
         self.outstanding: dict[int, HistoryEvent] = {}
         self.consumed: set[str] = set()
-        self.queued = False
-        self.running = False
-        self.loading = False
-        self.parked = False  # its workflow is not registered here: it waits
-        self.backing_off = False  # a store error: waiting for its retry timer
+        self.state = InstanceState.LOADING  # its life in memory: see _lifecycle
         self.reason = ""  # why it makes no progress, for describe()
         self.residency = -1  # set by Residency: which stay in memory this object is
         self.meta_etag: str | None = None

@@ -37,6 +37,14 @@ from durable._state import WorkflowStatus
 
 from ._base import _STORE_RETRY, _EngineBase, log
 from ._instance import Pending, _child_of, _fold, _for_good, _Instance, _parent_event
+from ._lifecycle import (
+    InstanceState,
+    LifecycleEvent,
+    can_reload,
+    fire,
+    is_backing_off,
+    is_reloading,
+)
 
 if TYPE_CHECKING:
     from durable._instances import Created
@@ -65,6 +73,7 @@ class _Recovery(_EngineBase):
         inst.next_event_id = len(created.record.next_run)
         inst.meta_etag = created.meta_etag
         inst.meta_seq = created.record.seq if created.meta_etag is not None else -1
+        fire(inst, LifecycleEvent.LOADED)
         history = list(created.record.next_run)
         _fold(inst.outstanding, history)
         self._instances[instance_id] = inst
@@ -176,9 +185,10 @@ class _Recovery(_EngineBase):
         inst.meta_seq = meta.seq if meta is not None else -1
         self._instances[instance_id] = inst
         self._evicted.discard(instance_id)
+        fire(inst, LifecycleEvent.LOADED)
         self._load_into(inst, loaded)
         if loaded.status.is_terminal:
-            del self._instances[instance_id]
+            self._let_go(inst)
             await self._notify_parent_from_log(loaded)  # before a meta that says it ended
             if meta is None or meta.status != loaded.status:
                 # ended, but the process stopped before marking it: finish that now
@@ -188,7 +198,7 @@ class _Recovery(_EngineBase):
             return None
         self._hand(inst, items)
         await self._note_set_aside(inst, set_aside)
-        if not inst.queued:
+        if inst.state is not InstanceState.QUEUED:
             self._residency.note_waiting(inst)
             self._residency.evict_to_capacity()
         return inst
@@ -237,25 +247,25 @@ class _Recovery(_EngineBase):
 
     async def _reload(self, inst: _Instance) -> None:
         """Another writer moved the log (or a write failed): take the log's word."""
-        if self._instances.get(inst.id) is not inst or inst.loading:
-            return  # a stale object, or another reload is under way
+        if self._instances.get(inst.id) is not inst or not can_reload(inst.state):
+            return  # a stale object, another reload under way, or the run ended
         if not self.owns(inst.id):
             self._forget_here(inst.id)
             return
         self._drop_run(inst)
-        inst.loading = True
+        fire(inst, LifecycleEvent.RELOAD)
         self.busy_enter()
         try:
             loaded = await load_run(self.store, inst.id, self._meta_hint(inst))
         except StoreError as err:
             if err.transient:
-                inst.loading = False
                 self._retry_later(inst)
                 return
             await self._fail_corrupt(inst.id, None, inst.meta_etag, err)
             return
         finally:
-            inst.loading = False
+            if is_reloading(inst.state):  # not failed, nor let go
+                fire(inst, LifecycleEvent.LOADED)
             self.busy_exit()
         if loaded is None:
             return
@@ -265,6 +275,8 @@ class _Recovery(_EngineBase):
             await self._notify_parent_from_log(loaded)
             await self._mark_terminal(inst.id)
             await self._write_meta(inst)
+            if inst.state is InstanceState.IDLE:  # in a turn, the turn's end fires it
+                fire(inst, LifecycleEvent.END)
             self._wake_waiters(inst)
         elif inst.pending:
             self._enqueue(inst)
@@ -273,12 +285,12 @@ class _Recovery(_EngineBase):
         """The store failed: try the instance again after a backoff on the Clock (one
         retry at a time; no turn runs until it)"""
         self._drop_run(inst)
-        if not inst.backing_off:
-            inst.backing_off = True
+        was_backing_off = is_backing_off(inst.state)
+        fire(inst, LifecycleEvent.STORE_FAILED)
+        if not was_backing_off:
             self._timers.add(self.clock.now() + _STORE_RETRY, (self._retry_now, inst))
 
     def _retry_now(self, inst: _Instance) -> None:
-        inst.backing_off = False
         if self._instances.get(inst.id) is inst:
             self._spawn_guarded(self._reload, inst)
 
@@ -291,6 +303,8 @@ class _Recovery(_EngineBase):
         now = self.clock.now()
         failure = failure_from_exception(err)
         inst = self._instances.pop(instance_id, None)
+        if inst is not None:
+            fire(inst, LifecycleEvent.FORGET)
         base = meta or InstanceMeta(
             instance_id=instance_id, name=inst.name if inst else "", status="FAILED",
             seq=inst.seq if inst else 0, run_start=inst.run_start if inst else 0,

@@ -22,9 +22,13 @@ from typing import TYPE_CHECKING
 import anyio
 
 from durable._events import ActivityScheduled, TimerCreated
-from durable._state import WorkflowStatus
 
 from ._eviction import MIN_EVICTABLE_WAIT
+from ._lifecycle import (
+    LifecycleEvent,
+    can_evict,
+    fire,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -174,11 +178,7 @@ class Residency:
         inst = self._instances.get(instance_id)
         if inst is None or inst.seq != seq or inst.residency != stay:
             return None  # gone, turned since, or back in memory for another stay
-        if inst.running or inst.queued or inst.loading:
-            return None
-        if inst.pending or inst.status.is_terminal or inst.status is WorkflowStatus.PENDING:
-            return None
-        return inst
+        return inst if can_evict(inst.state, bool(inst.pending), inst.status) else None
 
     def _evict_if_idle(self, instance_id: str, seq: int, stay: int) -> None:
         """A TTL came due: evict unless the instance ran a turn since."""
@@ -187,6 +187,7 @@ class Residency:
 
     def _evict(self, inst: _Instance) -> None:
         """Drop the instance from memory; its timers and the log bring it back."""
+        fire(inst, LifecycleEvent.EVICT)
         self._drop_run(inst)
         del self._instances[inst.id]
         self.evicted.add(inst.id)

@@ -55,6 +55,13 @@ from ._instance import (
     _Instance,
     _numbered,
 )
+from ._lifecycle import (
+    InstanceState,
+    LifecycleEvent,
+    can_enqueue,
+    end_of_turn,
+    fire,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -101,10 +108,8 @@ class _Turns(_EngineBase):
     """Queue instances for turns and run them: pending events in, a record to commit out."""
 
     def _enqueue(self, inst: _Instance) -> None:
-        # a parked instance takes a turn only to apply control messages
-        parked = inst.parked and not any(isinstance(e, CONTROL) for _, _, e in inst.pending)
-        if not (inst.queued or inst.running or inst.loading or parked or inst.backing_off):
-            inst.queued = True
+        if can_enqueue(inst.state, inst.pending):
+            fire(inst, LifecycleEvent.QUEUE)
             self._queued += 1
             assert self._send is not None, "the engine is not running"
             self._send.send_nowait(inst)
@@ -150,11 +155,11 @@ class _Turns(_EngineBase):
 
     async def _turn_from_queue(self, inst: _Instance) -> None:
         self._queued -= 1
-        inst.queued = False
-        await self._run_turn(inst)
+        if inst.state is not InstanceState.DROPPED:  # a copy let go of meanwhile takes no turn
+            await self._run_turn(inst)
 
     async def _run_turn(self, inst: _Instance) -> None:
-        inst.running = True
+        fire(inst, LifecycleEvent.START_TURN)
         self._busy += 1
         self._turns += 1
         try:
@@ -172,7 +177,7 @@ class _Turns(_EngineBase):
             log.exception("turn of %r failed; retrying after a backoff", inst.id)
             self._retry_later(inst)
         finally:
-            inst.running = False
+            fire(inst, end_of_turn(inst.status))
             self._turns -= 1
             needs_turn = inst.pending or inst.status is WorkflowStatus.PENDING
             if needs_turn and self._instances.get(inst.id) is inst:
@@ -195,10 +200,7 @@ class _Turns(_EngineBase):
         if inst.status.is_terminal:
             self._discard_messages(inst, pending)
             if self._instances.get(inst.id) is inst and not inst.pending:
-                del self._instances[inst.id]
-            return
-        if inst.parked:
-            await self._parked_turn(inst, pending)
+                self._let_go(inst)
             return
         now = self.clock.now()
         new, sources, consumed = self._new_events(inst, pending, inst.next_event_id + 1, now)
@@ -217,7 +219,7 @@ class _Turns(_EngineBase):
                 log.warning(
                     "instance %r waits for a worker that has its workflow: %s", inst.id, err
                 )
-                inst.parked = True
+                fire(inst, LifecycleEvent.PARK)
                 inst.reason = f"waiting for a worker that runs it: {err}"
                 await self._parked_turn(inst, pending, reason_changed=True)
                 return
@@ -340,7 +342,7 @@ class _Turns(_EngineBase):
             return
         inst.pending = rest + inst.pending
         if status.is_terminal:
-            inst.parked, inst.reason = False, ""  # it waits for nothing any more
+            inst.reason = ""  # it waits for nothing any more
         if self._hooks is not None:
             self._hooks.committed(inst.id, record)
         await self._after_commit(inst, record)
