@@ -2,7 +2,7 @@
 
 A turn takes an instance's pending events, feeds them to its cached run (a
 :class:`~durable._executor.TurnRunner` from the executor: a local
-:class:`~durable._replay.WorkflowRun`, replayed from the log on a miss, or a remote
+:class:`~durable._core._replay.WorkflowRun`, replayed from the log on a miss, or a remote
 worker's), and commits the
 result as ``log/{seq}`` with put-if-absent. Only after the commit does anything
 happen: activities start, timers arm, sub-workflows begin, waiters wake. A writer
@@ -25,7 +25,8 @@ import anyio.lowlevel
 import msgspec
 from msgspec import Raw
 
-from ._actions import (
+from ._clock import Clock, MockClock
+from ._core._actions import (
     Action,
     CompleteWorkflow,
     ContinueAsNew,
@@ -35,17 +36,7 @@ from ._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from ._clock import Clock, MockClock
-from ._errors import (
-    InstanceExistsError,
-    NonDeterminismError,
-    ObjectExistsError,
-    ObjectNotFoundError,
-    PreconditionFailedError,
-    StoreError,
-    UnknownWorkflowError,
-)
-from ._events import (
+from ._core._events import (
     CONTROL,
     NULL,
     ActivityCompleted,
@@ -68,12 +59,23 @@ from ._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
+from ._core._failure import FailureDetails, failure_from_exception
+from ._core._state import WorkflowStatus
+from ._errors import (
+    InstanceExistsError,
+    NonDeterminismError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+    UnknownWorkflowError,
+)
 from ._eviction import EvictionPolicy
 from ._executor import LocalExecutor
-from ._failure import FailureDetails, failure_from_exception
+from ._fleet._partitions import partition_of
 from ._ids import IdSource
-from ._instances import Created, create_instance, send_message
-from ._log import (
+from ._log._instances import Created, create_instance, send_message
+from ._log._reader import (
     RunLog,
     load_run,
     new_run_after,
@@ -82,8 +84,7 @@ from ._log import (
     record_outcome,
     write_meta,
 )
-from ._partitions import partition_of
-from ._records import (
+from ._log._records import (
     WAKEUPS,
     InboxMessage,
     InstanceMeta,
@@ -99,7 +100,6 @@ from ._records import (
     wakeup_prefix,
 )
 from ._residency import Residency
-from ._state import WorkflowStatus
 from ._timers import TimerQueue
 
 if TYPE_CHECKING:
@@ -107,10 +107,10 @@ if TYPE_CHECKING:
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ._codec import PayloadCodec
+    from ._core._codec import PayloadCodec
     from ._executor import Executor, TurnRunner
-    from ._leases import Leases
-    from ._memo import MemoStore
+    from ._fleet._leases import Leases
+    from ._log._memo import MemoStore
     from ._registry import Registry
     from .store import ObjectStore
 

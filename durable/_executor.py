@@ -11,16 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ._activity import execute_activity
-from ._replay import WorkflowRun
+from ._core._replay import WorkflowRun
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from msgspec import Raw
 
-    from ._actions import Action
-    from ._codec import PayloadCodec
-    from ._events import (
+    from ._core._actions import Action
+    from ._core._codec import PayloadCodec
+    from ._core._events import (
         ActivityCompleted,
         ActivityErrored,
         ActivityScheduled,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         HistoryEvent,
     )
     from ._eviction import EvictionPolicy
-    from ._memo import MemoStore
+    from ._log._memo import MemoStore
     from ._registry import Registry
 
 __all__ = ["Executor", "LocalExecutor", "TurnRunner"]

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._events import ActivityScheduled, TimerCreated
+from ._core._events import ActivityScheduled, TimerCreated
+from ._core._state import WorkflowStatus
 from ._eviction import MIN_EVICTABLE_WAIT
-from ._state import WorkflowStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
