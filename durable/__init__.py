@@ -13,6 +13,7 @@ from ._core._failure import FailureDetails
 from ._core._futures import DurableFuture
 from ._core._retry import RetryPolicy
 from ._core._state import WorkflowState, WorkflowStatus
+from ._engine._eviction import EvictionPolicy
 from ._errors import (
     ActivityFailed,
     DurableError,
@@ -27,7 +28,6 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
-from ._eviction import EvictionPolicy
 from ._fleet._leases import Fleet
 from ._fleet._partitions import StoreConfigError
 from ._log._memo import Memo, MemoStore

@@ -28,6 +28,7 @@ from ._core._events import (
 )
 from ._core._failure import FailureDetails
 from ._core._state import WorkflowState, WorkflowStatus
+from ._engine._executor import LocalExecutor
 from ._errors import (
     InstanceExistsError,
     InstanceNotFoundError,
@@ -35,7 +36,6 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
-from ._executor import LocalExecutor
 from ._fleet._partitions import load_config, partition_of
 from ._ids import IdSource, validate_instance_id
 from ._log._instances import (
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 
     from ._engine import Engine
-    from ._executor import Executor
+    from ._engine._executor import Executor
     from ._registry import Registry
 
 __all__ = ["Client", "WorkflowHandle"]

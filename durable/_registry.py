@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
 from ._core._codec import hints_of
+from ._engine._eviction import EvictionPolicy
 from ._errors import UnknownWorkflowError
-from ._eviction import EvictionPolicy
 
 __all__ = ["ActivityDefinition", "Registry", "WorkflowDefinition"]
 

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     import random
     from collections.abc import Awaitable, Callable, Mapping
 
-    from ._eviction import EvictionPolicy
-    from ._executor import Executor
+    from ._engine._eviction import EvictionPolicy
+    from ._engine._executor import Executor
     from ._registry import Registry
 
 __all__ = ["Runtime"]

@@ -214,7 +214,7 @@ class WorkflowRun:
     @property
     def took_turn(self) -> bool:
         """Whether the code has taken a turn, replayed or live (the executor's
-        :class:`~durable._executor.TurnRunner`)."""
+        :class:`~durable._engine._executor.TurnRunner`)."""
         return self._main_started
 
     def _ended_live(self) -> bool:
@@ -223,7 +223,7 @@ class WorkflowRun:
         return self.final is not None and not self.replaying
 
     async def turn(self, events: list[HistoryEvent], *, first_turn: bool) -> list[Action]:
-        """Take one new turn (the engine's :class:`~durable._executor.TurnRunner`)."""
+        """Take one new turn (the engine's :class:`~durable._engine._executor.TurnRunner`)."""
         if first_turn:
             actions = self.take_pending()
             actions += self.apply(events, replaying=False)

@@ -1,6 +1,6 @@
 """The sidecar's executor: the engine's turns and activities, run by remote workers.
 
-:class:`RemoteExecutor` implements the engine's :class:`~durable._executor.Executor`
+:class:`RemoteExecutor` implements the engine's :class:`~durable._engine._executor.Executor`
 seam. A turn becomes a :class:`~durable.grpc._dispatch.TurnWork` (the run's committed
 history as ``past``, the turn's events as ``new``) and an activity attempt an
 :class:`~durable.grpc._dispatch.ActivityWork`; the :class:`Dispatcher` hands them to a
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from durable._core._events import ActivityCompleted, ActivityErrored, HistoryEvent
-    from durable._eviction import EvictionPolicy
+    from durable._engine._eviction import EvictionPolicy
 
     from ._dispatch import Dispatcher
 

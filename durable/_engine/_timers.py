@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
-    from ._clock import Clock
+    from durable._clock import Clock
 
 __all__ = ["TimerQueue"]
 

@@ -21,17 +21,19 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._core._events import ActivityScheduled, TimerCreated
-from ._core._state import WorkflowStatus
+from durable._core._events import ActivityScheduled, TimerCreated
+from durable._core._state import WorkflowStatus
+
 from ._eviction import MIN_EVICTABLE_WAIT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
-    from ._clock import Clock
-    from ._engine import _Instance
+    from durable._clock import Clock
+
     from ._eviction import EvictionPolicy
+    from ._instance import _Instance
     from ._timers import TimerQueue
 
 __all__ = ["Residency"]

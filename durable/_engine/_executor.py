@@ -10,26 +10,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from ._activity import execute_activity
-from ._core._replay import WorkflowRun
+from durable._activity import execute_activity
+from durable._core._replay import WorkflowRun
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from msgspec import Raw
 
-    from ._core._actions import Action
-    from ._core._codec import PayloadCodec
-    from ._core._events import (
+    from durable._core._actions import Action
+    from durable._core._codec import PayloadCodec
+    from durable._core._events import (
         ActivityCompleted,
         ActivityErrored,
         ActivityScheduled,
         Event,
         HistoryEvent,
     )
+    from durable._log._memo import MemoStore
+    from durable._registry import Registry
+
     from ._eviction import EvictionPolicy
-    from ._log._memo import MemoStore
-    from ._registry import Registry
 
 __all__ = ["Executor", "LocalExecutor", "TurnRunner"]
 

@@ -1,0 +1,190 @@
+"""The commit of a turn, and what follows it: state, a new run, the end, the meta."""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from durable._core._events import (
+    NULL,
+    ChildWorkflowScheduled,
+    HistoryEvent,
+    TurnStarted,
+    WorkflowErrored,
+    WorkflowStarted,
+)
+from durable._core._failure import failure_from_exception
+from durable._core._state import WorkflowStatus
+from durable._errors import (
+    ObjectExistsError,
+    StoreError,
+)
+from durable._log._reader import (
+    record_outcome,
+    write_meta,
+)
+from durable._log._records import (
+    InstanceMeta,
+    TurnRecord,
+    encode,
+    log_key,
+)
+
+from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
+from ._instance import _ANSWERS, _SCHEDULING, _Instance
+
+_META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
+
+
+class _Commits(_EngineBase):
+    """Write a turn's record exactly once, then carry out what it says."""
+
+    async def _commit(self, inst: _Instance, record: TurnRecord) -> bool:
+        """Write ``log/{seq}`` once; False if another writer holds that seq."""
+        key = log_key(inst.id, record.seq)
+        data = encode(record)
+        leases = self._leases
+        if leases is not None and not leases.can_commit(self.partition(inst.id)):
+            raise _NotLeased(inst.id)
+        with (
+            contextlib.nullcontext()
+            if self._store_never_suspends
+            else anyio.CancelScope(shield=True)
+        ):
+            try:
+                await self.store.put_if_absent(key, data)
+                return True
+            except ObjectExistsError:
+                return False
+            except StoreError as err:
+                # The write may or may not have landed: read back to know.
+                try:
+                    landed = await self.store.get(key) == data
+                except StoreError:
+                    landed = False
+                if not (landed or err.transient):
+                    raise  # the store refuses this record for good
+                return landed
+        return False  # not reached: the shielded scope is never cancelled
+
+    async def _commit_failure(self, inst: _Instance, err: Exception) -> None:
+        """End the instance as FAILED with ``err`` (a replay that no longer matches)."""
+        log.error("instance %r failed: %s", inst.id, err)
+        now = self.clock.now()
+        failure = failure_from_exception(err)
+        events: list[HistoryEvent] = [
+            TurnStarted(event_id=inst.next_event_id, timestamp=now),
+            WorkflowErrored(event_id=inst.next_event_id + 1, timestamp=now, failure=failure),
+        ]
+        record = TurnRecord(seq=inst.seq + 1, status=WorkflowStatus.FAILED, events=events)
+        if await self._commit(inst, record):
+            await self._after_commit(inst, record)
+        else:
+            await self._reload(inst)
+
+    async def _after_commit(self, inst: _Instance, record: TurnRecord) -> None:
+        inst.seq = record.seq
+        inst.next_event_id += len(record.events)
+        inst.consumed.update(record.consumed)
+        custom_changed = inst.custom_status != record.custom_status
+        inst.custom_status = record.custom_status
+        previous = inst.status
+        inst.status = WorkflowStatus(record.status)
+        outstanding = inst.outstanding
+        ended = inst.status.is_terminal
+        for event in record.events:
+            if isinstance(event, _SCHEDULING):
+                outstanding[event.task_id] = event
+                if not ended or isinstance(event, ChildWorkflowScheduled):
+                    self._dispatch(inst, event)  # fire-and-forget sub-workflows still start
+            elif type(event) in _ANSWERS:
+                outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
+        told = True
+        if record.next_run:
+            self._start_new_run(inst, record)
+        elif inst.status.is_terminal:
+            self._finish(inst, record)
+            if inst.parent is not None:
+                told = await self._tell_parent(inst)
+        if inst.status.is_terminal:
+            await self._mark_terminal(inst.id)
+        if told and (
+            inst.status is not previous
+            or inst.status.is_terminal
+            or record.next_run
+            or custom_changed
+            or record.seq - inst.meta_seq >= _META_EVERY
+        ):
+            await self._write_meta(inst)
+        if inst.status.is_terminal:
+            self._wake_waiters(inst)
+        elif not record.next_run:
+            self._residency.note_waiting(inst)
+        if record.consumed:
+            self._spawn(self._delete_messages, inst.id, list(record.consumed))
+
+    def _start_new_run(self, inst: _Instance, record: TurnRecord) -> None:
+        """Continue-as-new committed: the instance begins a fresh run in memory."""
+        self._drop_run(inst)
+        self._armed.pop(inst.id, None)  # the old run's timers fire for nothing
+        started = record.next_run[0]
+        assert isinstance(started, WorkflowStarted)
+        inst.started = started
+        inst.run_start = record.seq
+        inst.next_event_id = len(record.next_run)
+        inst.outstanding = {}
+        inst.consumed = set(record.consumed)
+        inst.run = self._new_run(inst, list(record.next_run))
+        self._enqueue(inst)
+
+    def _finish(self, inst: _Instance, record: TurnRecord) -> None:
+        inst.output, inst.failure = record_outcome(record)
+        if inst.status is WorkflowStatus.TERMINATED:
+            self._terminate_children(inst)
+        self._drop_run(inst)
+        self._armed.pop(inst.id, None)
+        inst.outstanding.clear()
+
+    def _wake_waiters(self, inst: _Instance) -> None:
+        if (done := self._done_waiters.pop(inst.id, None)) is not None:
+            done.set()
+        self._evicted.discard(inst.id)
+        # A finished instance needs no memory beyond what waiters read right now.
+        if self._instances.get(inst.id) is inst and not inst.pending:
+            del self._instances[inst.id]
+
+    async def _mark_terminal(self, instance_id: str) -> None:
+        """Start the memo retention window (only when retention is on)."""
+        if self.memo_store is None or self._memo_retention is None:
+            return
+        try:
+            await self.memo_store.mark_terminal(instance_id, self.clock.now())
+        except StoreError as err:
+            log.warning("could not write the terminal marker of %r: %s", instance_id, err)
+
+    async def _write_meta(self, inst: _Instance) -> None:
+        try:
+            await self._write_meta_or_raise(inst)
+        except StoreError as err:  # the index lags; the log is the truth
+            log.warning("could not update meta of %r: %s", inst.id, err)
+            if err.transient and inst.status.is_terminal:
+                # no later turn will bring it up to date: try again until it lands
+                self._stale_meta[inst.id] = inst
+                retry = (self._spawn_guarded, self._write_meta_or_raise, inst)
+                self._timers.add(self.clock.now() + _STORE_RETRY, retry)
+
+    async def _write_meta_or_raise(self, inst: _Instance) -> None:
+        output, failure = (inst.output, inst.failure) if inst.status.is_terminal else (NULL, None)
+        meta = InstanceMeta(
+            instance_id=inst.id, name=inst.name, status=inst.status, seq=inst.seq,
+            run_start=inst.run_start, created_at=inst.created_at, updated_at=self.clock.now(),
+            input=inst.started.input, output=output, failure=failure,
+            custom_status=inst.custom_status, parent=inst.parent,
+            version=inst.started.version, reason=inst.reason,
+        )  # fmt: skip
+        inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
+        inst.meta_seq = inst.seq
+        self._stale_meta.pop(inst.id, None)

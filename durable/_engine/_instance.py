@@ -1,0 +1,175 @@
+"""What the engine keeps in memory for one instance, and small pure helpers over it.
+
+Nothing here does I/O: the record, the types of what waits for a turn, and the functions
+that read a turn's events against what the instance still waits for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from msgspec import Raw
+
+from durable._core._events import (
+    NULL,
+    ActivityCompleted,
+    ActivityErrored,
+    ActivityScheduled,
+    ChildWorkflowCompleted,
+    ChildWorkflowErrored,
+    ChildWorkflowScheduled,
+    Event,
+    HistoryEvent,
+    ParentRef,
+    TimerCreated,
+    TimerFired,
+    WorkflowStarted,
+    WorkflowTerminated,
+)
+from durable._core._failure import FailureDetails
+from durable._core._state import WorkflowStatus
+from durable._errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    from ._executor import TurnRunner
+
+
+__all__ = ["Pending", "_ActivityWork", "_Instance"]
+
+_SCHEDULING = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
+# completion event type -> the scheduling event type it must answer
+_ANSWERS: dict[type, type] = {
+    ActivityCompleted: ActivityScheduled,
+    ActivityErrored: ActivityScheduled,
+    TimerFired: TimerCreated,
+    ChildWorkflowCompleted: ChildWorkflowScheduled,
+    ChildWorkflowErrored: ChildWorkflowScheduled,
+}
+_ANY_RUN = -1
+# the store's answers to a conditional call: a race lost, not a broken object
+_ANSWERS_OF_STORE = (ObjectNotFoundError, ObjectExistsError, PreconditionFailedError)
+
+Pending = tuple[str | None, int, Event]  # (inbox message id, run it belongs to, event)
+_ActivityWork = tuple[str, str, int, ActivityScheduled]  # (instance, workflow, run, attempt)
+
+
+class _Instance:
+    """What the engine keeps in memory for one instance."""
+
+    __slots__ = (
+        "backing_off",
+        "consumed",
+        "created_at",
+        "custom_status",
+        "failure",
+        "id",
+        "loading",
+        "meta_etag",
+        "meta_seq",
+        "meta_status",
+        "name",
+        "next_event_id",
+        "output",
+        "outstanding",
+        "parent",
+        "parked",
+        "pending",
+        "queued",
+        "reason",
+        "residency",
+        "run",
+        "run_start",
+        "running",
+        "seq",
+        "seq_at_turn_start",
+        "started",
+        "status",
+    )  # fmt: skip
+
+    def __init__(self, instance_id: str, started: WorkflowStarted, created_at: Any) -> None:
+        self.id = instance_id
+        self.name = started.name
+        self.started = started
+        self.parent: ParentRef | None = started.parent
+        self.created_at = created_at
+        self.seq = 0
+        self.seq_at_turn_start = -1
+        self.run_start = 0
+        self.next_event_id = 0
+        self.status = WorkflowStatus.PENDING
+        self.custom_status: Raw = NULL
+        self.run: TurnRunner | None = None
+        self.pending: list[Pending] = []
+        self.outstanding: dict[int, HistoryEvent] = {}
+        self.consumed: set[str] = set()
+        self.queued = False
+        self.running = False
+        self.loading = False
+        self.parked = False  # its workflow is not registered here: it waits
+        self.backing_off = False  # a store error: waiting for its retry timer
+        self.reason = ""  # why it makes no progress, for describe()
+        self.residency = -1  # set by Residency: which stay in memory this object is
+        self.meta_etag: str | None = None
+        self.meta_seq = -1
+        self.meta_status = ""
+        self.output: Raw = NULL
+        self.failure: FailureDetails | None = None
+
+
+def _parent_event(
+    parent: ParentRef,
+    child_id: str,
+    status: WorkflowStatus,
+    output: Raw,
+    failure: FailureDetails | None,
+) -> HistoryEvent:
+    """What a parent's run receives when its sub-workflow ``child_id`` ends."""
+    if status is WorkflowStatus.COMPLETED:
+        return ChildWorkflowCompleted(
+            task_id=parent.task_id, result=output, instance_id=child_id, parent_run=parent.run_id
+        )
+    return ChildWorkflowErrored(
+        task_id=parent.task_id, instance_id=child_id, parent_run=parent.run_id,
+        failure=failure or FailureDetails("Terminated", "terminated"),
+    )  # fmt: skip
+
+
+def _child_of(inst: _Instance, scheduled: ChildWorkflowScheduled) -> ParentRef:
+    """The parent link of the sub-workflow that ``inst``'s current run schedules."""
+    return ParentRef(inst.id, scheduled.task_id, inst.started.run_id)
+
+
+def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
+    """Whether ``event`` names a run that is not the instance's current one: a child's
+    answer to another run of this parent, or a terminate for the children of another
+    run of its parent. Such an event is consumed and never applied."""
+    if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
+        return event.parent_run not in ("", inst.started.run_id)
+    if isinstance(event, WorkflowTerminated) and event.parent is not None:
+        return inst.parent is None or not inst.parent.same_run(event.parent)
+    return False
+
+
+def _numbered(events: list[HistoryEvent], first_id: int) -> list[HistoryEvent]:
+    """``events`` with their ids in order from ``first_id``."""
+    return [msgspec.structs.replace(e, event_id=first_id + i) for i, e in enumerate(events)]
+
+
+def _for_good(err: StoreError) -> bool:
+    """Whether no retry can fix ``err``: an unreadable object, a key the store refuses."""
+    return not err.transient and not isinstance(err, _ANSWERS_OF_STORE)
+
+
+def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> None:
+    """Track which scheduled operations still wait for their outcome."""
+    for event in events:
+        if isinstance(event, _SCHEDULING):
+            outstanding[event.task_id] = event
+        elif type(event) in _ANSWERS:
+            outstanding.pop(event.task_id, None)  # type: ignore[union-attr]

@@ -1,0 +1,320 @@
+"""Recovery and reload: loading instances from the log, partitions taken and dropped,
+retrying after store errors, failing instances whose objects are broken for good.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import msgspec
+
+from durable._core._events import (
+    NULL,
+    ChildWorkflowScheduled,
+    WorkflowStarted,
+)
+from durable._core._failure import failure_from_exception
+from durable._core._state import WorkflowStatus
+from durable._errors import (
+    NonDeterminismError,
+    StoreError,
+    UnknownWorkflowError,
+)
+from durable._log._reader import (
+    RunLog,
+    load_run,
+    new_run_after,
+    read_meta,
+    write_meta,
+)
+from durable._log._records import (
+    InstanceMeta,
+    wakeup_key,
+)
+
+from ._base import _STORE_RETRY, _EngineBase, log
+from ._instance import Pending, _child_of, _fold, _for_good, _Instance, _parent_event
+
+if TYPE_CHECKING:
+    from durable._log._instances import Created
+
+
+class _Recovery(_EngineBase):
+    """Bring instances into memory from the store, and let them go."""
+
+    async def announce_created(self, instance_id: str, created: Created) -> None:
+        """A run was just created in the store: run it here, or ring the bell of the
+        process that owns its partition."""
+        if self.owns(instance_id) and self.running:
+            self.adopt_created(instance_id, created)
+        else:  # another process runs it, or this one has stopped: the next start will
+            await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
+
+    def adopt_created(self, instance_id: str, created: Created) -> None:
+        """Take a run just created in the store into memory and queue its first turn."""
+        started = created.record.next_run[0]
+        assert isinstance(started, WorkflowStarted)
+        inst = self._instances.get(instance_id)
+        if inst is not None and not inst.status.is_terminal:
+            return
+        inst = _Instance(instance_id, started, created.meta.created_at)
+        inst.seq = inst.run_start = created.record.seq
+        inst.next_event_id = len(created.record.next_run)
+        inst.meta_etag = created.meta_etag
+        inst.meta_seq = created.record.seq if created.meta_etag is not None else -1
+        history = list(created.record.next_run)
+        _fold(inst.outstanding, history)
+        self._instances[instance_id] = inst
+        self._evicted.discard(instance_id)
+        try:
+            inst.run = self._new_run(inst, history)
+        except UnknownWorkflowError:
+            inst.run = None  # its first turn parks it
+        except NonDeterminismError:  # a rerun the code no longer replays: nothing to
+            inst.run = None  # dispatch; its first turn fails it, naming the event
+            self._enqueue(inst)
+            return
+        self._dispatch_open(inst)  # a rerun keeps history whose steps may still be open
+        self._enqueue(inst)
+
+    async def recover_all(self, partitions: list[int] | None = None) -> None:
+        """Load every unfinished instance in the store (or in ``partitions``) and
+        re-dispatch its open work."""
+        ids = await self.store.list("instances")
+        if partitions is not None:
+            wanted = set(partitions)
+            ids = [i for i in ids if self.partition(i) in wanted]
+        limiter = anyio.CapacityLimiter(32)
+
+        async def one(instance_id: str) -> None:
+            async with limiter:
+                try:
+                    await self.recover(instance_id)
+                except StoreError as err:
+                    if _for_good(err):
+                        await self._fail_for_good(f"recovery of {instance_id!r}", err)
+                        return
+                    log.warning("recovery of %r failed, retrying: %s", instance_id, err)
+                    self._spawn_guarded(self.recover, instance_id)
+
+        async with anyio.create_task_group() as tg:
+            for instance_id in ids:
+                tg.start_soon(one, instance_id)
+        try:
+            await self.poll_wakeups(partitions)
+        except StoreError as err:
+            log.warning("polling for messages at start failed: %s", err)
+
+    async def take_partitions(self, partitions: list[int]) -> None:
+        """This process just took these partitions' leases: recover their instances, in
+        the background (the lease loop must go on renewing meanwhile)."""
+        self._spawn_guarded(self.recover_all, partitions)
+
+    def drop_partitions(self, partitions: list[int]) -> None:
+        """This process lost or gave up these partitions: drop their instances from
+        memory at once (their new owner recovers them from the log)."""
+        lost = set(partitions)
+        for instance_id in [i for i in self._instances if self.partition(i) in lost]:
+            self._forget_here(instance_id)
+        for instance_id in [i for i in self._evicted if self.partition(i) in lost]:
+            self._forget_here(instance_id)
+
+    def _forget_here(self, instance_id: str) -> None:
+        """Stop running an instance another process now runs; its waiters look at
+        the store instead."""
+        self.forget(instance_id)
+        self._evicted.discard(instance_id)
+        if (done := self._done_waiters.pop(instance_id, None)) is not None:
+            done.set()
+
+    async def recover(self, instance_id: str, *, then: Pending | None = None) -> _Instance | None:
+        """Load one instance from the store unless it is finished or another process
+        runs it; None if nothing to run here. ``then``: an event to deliver to it after
+        the messages waiting in its inbox, before it could be evicted again."""
+        if (inst := self._live(instance_id)) is not None:
+            return await self._then_found(inst, then)
+        if not self.owns(instance_id):
+            return None
+        found = await read_meta(self.store, instance_id)
+        meta, etag = found if found is not None else (None, None)
+        if (
+            meta is not None
+            and WorkflowStatus(meta.status).is_terminal
+            and not await new_run_after(self.store, meta)
+        ):
+            return None  # ended, and no new run began after the meta was written
+        try:
+            loaded = await load_run(self.store, instance_id, meta)
+        except StoreError as err:
+            if err.transient:
+                raise
+            await self._fail_corrupt(instance_id, meta, etag, err)
+            return None
+        items: list[Pending] = []
+        set_aside = ""
+        if loaded is not None and not loaded.status.is_terminal:
+            # read before the instance is in memory (nothing else can take it meanwhile):
+            # the messages that wait go ahead of the event this load delivers, and a
+            # message delivered with it counts only if the inbox still holds it
+            items, set_aside = await self._read_inbox(instance_id, loaded.consumed)
+            if then is not None and then[0] is None:
+                items.append(then)
+        if loaded is None or self._live(instance_id) is not None:
+            # loaded by another task meanwhile: what this read found reaches it on its
+            # own (its load read the inbox, and each later message is announced)
+            if (inst := self._live(instance_id)) is None:
+                return None
+            await self._note_set_aside(inst, set_aside)
+            return await self._then_found(inst, then)
+        if not self.owns(instance_id):
+            return None  # the partition moved while the log was read
+        inst = _Instance(instance_id, loaded.started, loaded.created_at)
+        inst.meta_etag = etag
+        inst.meta_seq = meta.seq if meta is not None else -1
+        self._instances[instance_id] = inst
+        self._evicted.discard(instance_id)
+        self._load_into(inst, loaded)
+        if loaded.status.is_terminal:
+            del self._instances[instance_id]
+            await self._notify_parent_from_log(loaded)  # before a meta that says it ended
+            if meta is None or meta.status != loaded.status:
+                # ended, but the process stopped before marking it: finish that now
+                inst.output, inst.failure = loaded.outcome()
+                await self._mark_terminal(instance_id)
+                await self._write_meta(inst)
+            return None
+        self._hand(inst, items)
+        await self._note_set_aside(inst, set_aside)
+        if not inst.queued:
+            self._residency.note_waiting(inst)
+            self._residency.evict_to_capacity()
+        return inst
+
+    async def _then_found(self, inst: _Instance, item: Pending | None) -> _Instance:
+        """Hand ``item`` to an instance that another task loaded meanwhile. An inbox message
+        not seen here yet is read from the inbox instead: a run may have consumed it since
+        it was announced, and a run begun after that no longer names it as consumed."""
+        msg_id = item[0] if item is not None else None
+        if msg_id is None:
+            self._hand(inst, [item] if item is not None else [])
+            return inst
+        if msg_id not in inst.consumed and all(msg_id != p[0] for p in inst.pending):
+            await self._scan_inbox(inst)
+        return inst
+
+    def _load_into(self, inst: _Instance, loaded: RunLog) -> None:
+        """Set the instance's state from the log and dispatch its open operations that
+        are not under way here (an evicted instance's timers still are)."""
+        inst.started = loaded.started
+        inst.parent = loaded.started.parent
+        inst.seq = loaded.last_seq
+        inst.run_start = loaded.run_start
+        inst.next_event_id = len(loaded.history)
+        inst.status = loaded.status
+        inst.custom_status = loaded.custom_status
+        inst.consumed = loaded.consumed
+        inst.outstanding = {}
+        _fold(inst.outstanding, loaded.history)
+        if loaded.status.is_terminal:
+            return
+        self._dispatch_open(inst)
+        if inst.status is WorkflowStatus.PENDING or inst.pending:
+            self._enqueue(inst)
+
+    def _dispatch_open(self, inst: _Instance) -> None:
+        """Re-dispatch what history left open and is not under way here: activities,
+        timers, sub-workflows."""
+        for event in list(inst.outstanding.values()):
+            if isinstance(event, ChildWorkflowScheduled):
+                # it may have ended, never begun, or hold an older run's child
+                if self._arm(inst.id, inst.run_start, event.task_id):
+                    self._spawn_guarded(self._settle_child, _child_of(inst, event), event)
+            else:
+                self._dispatch(inst, event)
+
+    async def _reload(self, inst: _Instance) -> None:
+        """Another writer moved the log (or a write failed): take the log's word."""
+        if self._instances.get(inst.id) is not inst or inst.loading:
+            return  # a stale object, or another reload is under way
+        if not self.owns(inst.id):
+            self._forget_here(inst.id)
+            return
+        self._drop_run(inst)
+        inst.loading = True
+        self.busy_enter()
+        try:
+            loaded = await load_run(self.store, inst.id, self._meta_hint(inst))
+        except StoreError as err:
+            if err.transient:
+                inst.loading = False
+                self._retry_later(inst)
+                return
+            await self._fail_corrupt(inst.id, None, inst.meta_etag, err)
+            return
+        finally:
+            inst.loading = False
+            self.busy_exit()
+        if loaded is None:
+            return
+        self._load_into(inst, loaded)
+        if loaded.status.is_terminal:  # e.g. a terminal commit that landed but said it failed
+            inst.output, inst.failure = loaded.outcome()
+            await self._notify_parent_from_log(loaded)
+            await self._mark_terminal(inst.id)
+            await self._write_meta(inst)
+            self._wake_waiters(inst)
+        elif inst.pending:
+            self._enqueue(inst)
+
+    def _retry_later(self, inst: _Instance) -> None:
+        """The store failed: try the instance again after a backoff on the Clock (one
+        retry at a time; no turn runs until it)"""
+        self._drop_run(inst)
+        if not inst.backing_off:
+            inst.backing_off = True
+            self._timers.add(self.clock.now() + _STORE_RETRY, (self._retry_now, inst))
+
+    def _retry_now(self, inst: _Instance) -> None:
+        inst.backing_off = False
+        if self._instances.get(inst.id) is inst:
+            self._spawn_guarded(self._reload, inst)
+
+    async def _fail_corrupt(
+        self, instance_id: str, meta: InstanceMeta | None, etag: str | None, err: StoreError
+    ) -> None:
+        """An object of the instance cannot be read or written, for good: the instance
+        fails, naming the key, and its parent hears it; others go on."""
+        log.error("instance %r failed: %s", instance_id, err)
+        now = self.clock.now()
+        failure = failure_from_exception(err)
+        inst = self._instances.pop(instance_id, None)
+        base = meta or InstanceMeta(
+            instance_id=instance_id, name=inst.name if inst else "", status="FAILED",
+            seq=inst.seq if inst else 0, run_start=inst.run_start if inst else 0,
+            created_at=inst.created_at if inst else now, updated_at=now,
+        )  # fmt: skip
+        failed = msgspec.structs.replace(
+            base, status=WorkflowStatus.FAILED, failure=failure, updated_at=now
+        )
+        await self._mark_terminal(instance_id)
+        parent = inst.parent if inst is not None else base.parent
+        if parent is not None:  # before the meta says it ended, as for any ending
+            event = _parent_event(parent, instance_id, WorkflowStatus.FAILED, NULL, failure)
+            try:
+                await self._tell(parent.instance_id, event)
+            except StoreError:
+                log.exception("could not tell the parent of %r that it failed", instance_id)
+        try:
+            await write_meta(self.store, failed, etag)
+        except StoreError:
+            log.exception("could not record the failure of %r", instance_id)
+        if inst is not None:
+            inst.status, inst.failure = WorkflowStatus.FAILED, failure
+            self._drop_run(inst)
+        self._armed.pop(instance_id, None)
+        self._evicted.discard(instance_id)
+        if (done := self._done_waiters.pop(instance_id, None)) is not None:
+            done.set()

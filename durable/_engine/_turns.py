@@ -1,0 +1,425 @@
+"""The turn loop: queueing instances, running a turn, building its events."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from durable._core._actions import (
+    Action,
+    CompleteWorkflow,
+    ContinueAsNew,
+    FailWorkflow,
+    RecordPatch,
+    ScheduleActivity,
+    StartChildWorkflow,
+    StartTimer,
+)
+from durable._core._events import (
+    CONTROL,
+    ActivityScheduled,
+    ChildWorkflowScheduled,
+    ContinuedAsNew,
+    Event,
+    HistoryEvent,
+    PatchApplied,
+    TimerCreated,
+    TurnStarted,
+    WorkflowCompleted,
+    WorkflowErrored,
+    WorkflowStarted,
+    WorkflowSuspended,
+    WorkflowTerminated,
+)
+from durable._core._state import WorkflowStatus
+from durable._errors import (
+    NonDeterminismError,
+    StoreError,
+    UnknownWorkflowError,
+)
+from durable._log._reader import load_run
+from durable._log._records import (
+    TurnRecord,
+    inbox_prefix,
+    instance_of_key,
+)
+
+from ._base import _EngineBase, _NotLeased, log
+from ._instance import (
+    _ANSWERS,
+    _ANY_RUN,
+    Pending,
+    _addressed_elsewhere,
+    _for_good,
+    _Instance,
+    _numbered,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._executor import TurnRunner
+
+
+def _turn_events(
+    inst: _Instance, run: TurnRunner, new: list[HistoryEvent], first_turn: bool, now: Any
+) -> list[HistoryEvent]:
+    """A turn's events: ``TurnStarted``, then the ``new`` ones. A rerun's first turn
+    opens no turn: its history ends inside the turn it cut, so what that turn still asks
+    for is recorded in it, where a replay of the run meets it."""
+    if first_turn and run.took_turn:
+        return _numbered(new, inst.next_event_id)
+    return [TurnStarted(event_id=inst.next_event_id, timestamp=now), *new]
+
+
+def _take(
+    untaken: Sequence[Event],
+    events: list[HistoryEvent],
+    sources: list[Pending],
+    consumed: list[str],
+) -> tuple[list[HistoryEvent], list[str], list[Pending]]:
+    """Split a turn's events (its ``TurnStarted``, if any, then one per source) into
+    those the run took (renumbered, with the messages they consume) and the pending
+    items of those it left, for the next run."""
+    if not untaken:
+        return events, consumed, []
+    left_ids = {event.event_id for event in untaken}
+    head = len(events) - len(sources)
+    taken, left = events[:head], []
+    for event, source in zip(events[head:], sources, strict=True):
+        if event.event_id in left_ids:
+            left.append(source)
+        else:
+            taken.append(event)
+    left_msgs = {msg_id for msg_id, _, _ in left}
+    taken = _numbered(taken, events[0].event_id)
+    return taken, [msg_id for msg_id in consumed if msg_id not in left_msgs], left
+
+
+class _Turns(_EngineBase):
+    """Queue instances for turns and run them: pending events in, a record to commit out."""
+
+    def _enqueue(self, inst: _Instance) -> None:
+        # a parked instance takes a turn only to apply control messages
+        parked = inst.parked and not any(isinstance(e, CONTROL) for _, _, e in inst.pending)
+        if not (inst.queued or inst.running or inst.loading or parked or inst.backing_off):
+            inst.queued = True
+            self._queued += 1
+            assert self._send is not None, "the engine is not running"
+            self._send.send_nowait(inst)
+
+    def deliver(
+        self, instance_id: str, event: Event, run_start: int = _ANY_RUN, msg_id: str | None = None
+    ) -> None:
+        """Hand an event to an instance for its next turn (loading it if needed)."""
+        inst = self._live(instance_id)
+        if inst is None:
+            self._spawn_guarded(self._load_and_deliver, instance_id, (msg_id, run_start, event))
+            return
+        self._hand(inst, [(msg_id, run_start, event)])
+
+    async def _load_and_deliver(self, instance_id: str, item: Pending) -> None:
+        inst = self._live(instance_id)
+        if inst is None:
+            await self._residency.admit()  # under a cap, a mass wake-up loads in turn
+            try:
+                if await self.recover(instance_id, then=item) is None:
+                    # not run here now (ended, or its lease lapsed): the event is dropped,
+                    # so nothing of the instance counts as armed here any more
+                    self._armed.pop(instance_id, None)
+            finally:
+                self._residency.loaded()
+            return
+        await self._then_found(inst, item)
+
+    def _live(self, instance_id: str) -> _Instance | None:
+        """The instance in memory, unless that copy has ended: then it is not the
+        instance any more (another process may have begun a new run under its id), and
+        the store says what runs."""
+        inst = self._instances.get(instance_id)
+        return inst if inst is not None and not inst.status.is_terminal else None
+
+    def _hand(self, inst: _Instance, items: list[Pending]) -> None:
+        """Give events to a resident instance for its next turn. A fired timer is no
+        longer armed here once its firing is in the instance's hands."""
+        inst.pending.extend(items)
+        self._disarm_fired(inst.id, items)
+        if inst.pending:
+            self._enqueue(inst)
+
+    async def _turn_from_queue(self, inst: _Instance) -> None:
+        self._queued -= 1
+        inst.queued = False
+        await self._run_turn(inst)
+
+    async def _run_turn(self, inst: _Instance) -> None:
+        inst.running = True
+        self._busy += 1
+        self._turns += 1
+        try:
+            await self._turn(inst)
+        except StoreError as err:
+            if not _for_good(err) or instance_of_key(err.key) != inst.id:
+                log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
+                self._retry_later(inst)
+            else:
+                await self._fail_for_good(f"turn of {inst.id!r}", err)
+        except _NotLeased:
+            log.info("turn of %r not committed: the partition's lease is not held", inst.id)
+            self._retry_later(inst)
+        except Exception:  # a bug must not take the whole runtime down with it
+            log.exception("turn of %r failed; retrying after a backoff", inst.id)
+            self._retry_later(inst)
+        finally:
+            inst.running = False
+            self._turns -= 1
+            needs_turn = inst.pending or inst.status is WorkflowStatus.PENDING
+            if needs_turn and self._instances.get(inst.id) is inst:
+                self._enqueue(inst)
+            self._residency.evict_to_capacity()
+            self.busy_exit()
+
+    async def _turn(self, inst: _Instance) -> None:
+        pending, inst.pending = inst.pending, []
+        try:
+            await self._turn_with(inst, pending)
+        except BaseException:
+            # Nothing was committed: keep the events for the next attempt.
+            if inst.seq_at_turn_start == inst.seq:
+                inst.pending = pending + inst.pending
+            raise
+
+    async def _turn_with(self, inst: _Instance, pending: list[Pending]) -> None:
+        inst.seq_at_turn_start = inst.seq
+        if inst.status.is_terminal:
+            self._discard_messages(inst, pending)
+            if self._instances.get(inst.id) is inst and not inst.pending:
+                del self._instances[inst.id]
+            return
+        if inst.parked:
+            await self._parked_turn(inst, pending)
+            return
+        now = self.clock.now()
+        new, sources, consumed = self._new_events(inst, pending, inst.next_event_id + 1, now)
+        first_turn = inst.status is WorkflowStatus.PENDING
+        if not new and not first_turn and not consumed:
+            self._residency.note_waiting(inst)  # nothing new (a duplicate): still evictable
+            return
+        run = inst.run
+        if run is None:
+            try:
+                run = await self._rebuild(inst)
+            except NonDeterminismError as err:
+                await self._commit_failure(inst, err)
+                return
+            except UnknownWorkflowError as err:
+                log.warning(
+                    "instance %r waits for a worker that has its workflow: %s", inst.id, err
+                )
+                inst.parked = True
+                inst.reason = f"waiting for a worker that runs it: {err}"
+                await self._parked_turn(inst, pending, reason_changed=True)
+                return
+            if run is None:  # the log moved on under us; reloaded
+                inst.pending = pending + inst.pending
+                return
+        events = _turn_events(inst, run, new, first_turn, now)
+        try:
+            actions = await run.turn(events, first_turn=first_turn)
+        except NonDeterminismError as err:
+            self._drop_run(inst)
+            await self._commit_failure(inst, err)
+            return
+        events, consumed, left = _take(run.untaken, events, sources, consumed)
+        new_events, next_run, status = self._record_actions(
+            inst, run, actions, inst.next_event_id + len(events), now
+        )
+        if next_run:
+            # the new run skips the old run's messages that may still be in the inbox
+            consumed += await self._undeleted(inst, consumed)
+        record = TurnRecord(
+            seq=inst.seq + 1,
+            status=status,
+            events=events + new_events,
+            next_run=next_run,
+            consumed=consumed,
+            custom_status=run.custom_status,
+        )
+        if not await self._commit(inst, record):
+            inst.pending = pending + inst.pending
+            self._drop_run(inst)
+            await self._reload(inst)
+            return
+        inst.pending = left + inst.pending  # what the run did not take goes to the next
+        run.committed(record.events)
+        if self._hooks is not None:
+            self._hooks.committed(inst.id, record)
+        await self._after_commit(inst, record)
+
+    def _new_events(
+        self, inst: _Instance, pending: list[Pending], first_id: int, now: Any
+    ) -> tuple[list[HistoryEvent], list[Pending], list[str]]:
+        """The events of ``pending`` that a turn takes, numbered from ``first_id``, the
+        pending item each came from, and the inbox messages they consume: each message
+        once, and an outcome only if it is for the current run and answers an operation
+        that still waits for it."""
+        events: list[HistoryEvent] = []
+        sources: list[Pending] = []
+        consumed: list[str] = []
+        answered: set[int] = set()
+        for item in pending:
+            msg_id, run_start, event = item
+            if msg_id is not None:
+                if msg_id in inst.consumed or msg_id in consumed:
+                    continue
+                consumed.append(msg_id)
+            elif run_start != _ANY_RUN and run_start != inst.run_start:
+                continue
+            if _addressed_elsewhere(inst, event):
+                self._take_freed_child_id(inst, event)
+                continue
+            answers = _ANSWERS.get(type(event))
+            if answers is not None:
+                task_id: int = event.task_id  # type: ignore[attr-defined]
+                scheduled = inst.outstanding.get(task_id)
+                if type(scheduled) is not answers or task_id in answered:
+                    continue
+                child_id = getattr(event, "instance_id", "")
+                if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
+                    continue
+                answered.add(task_id)
+            event_id = first_id + len(events)
+            events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
+            sources.append(item)
+        return events, sources, consumed
+
+    async def _parked_turn(
+        self, inst: _Instance, pending: list[Pending], *, reason_changed: bool = False
+    ) -> None:
+        """A turn of an instance whose workflow is not registered here: apply the
+        control messages (suspend, resume, terminate), which need no workflow code, and
+        keep every other event for a worker that has the code.
+
+        The record holds the control events alone, with no ``TurnStarted`` (the code
+        took no turn), so a worker that has the code replays them where they happened.
+        A run whose code has not taken its first turn (a rerun's kept turns are not its
+        own) stays PENDING once resumed: its first turn is still to come."""
+        control = [item for item in pending if isinstance(item[2], CONTROL)]
+        rest = [item for item in pending if not isinstance(item[2], CONTROL)]
+        now = self.clock.now()
+        events, _, consumed = self._new_events(inst, control, inst.next_event_id, now)
+        if not events:
+            inst.pending = rest + inst.pending
+            if reason_changed:
+                await self._write_meta(inst)
+            return
+        loaded = await load_run(self.store, inst.id, self._meta_hint(inst))
+        if loaded is None or loaded.last_seq != inst.seq:
+            inst.pending = pending + inst.pending
+            await self._reload(inst)
+            return
+        status = inst.status
+        for i, event in enumerate(events):
+            if isinstance(event, WorkflowTerminated):
+                del events[i + 1 :]  # the run ends here: what follows is for nobody
+                status = WorkflowStatus.TERMINATED
+                consumed += [msg_id for msg_id, _, _ in pending if msg_id is not None]
+                rest = []
+            elif isinstance(event, WorkflowSuspended):
+                status = WorkflowStatus.SUSPENDED
+            elif status is WorkflowStatus.SUSPENDED:
+                status = WorkflowStatus.RUNNING if loaded.turn_taken else WorkflowStatus.PENDING
+        record = TurnRecord(
+            seq=inst.seq + 1, status=status, events=events, consumed=sorted(set(consumed)),
+            custom_status=inst.custom_status,
+        )  # fmt: skip
+        if not await self._commit(inst, record):
+            inst.pending = pending + inst.pending
+            await self._reload(inst)
+            return
+        inst.pending = rest + inst.pending
+        if status.is_terminal:
+            inst.parked, inst.reason = False, ""  # it waits for nothing any more
+        if self._hooks is not None:
+            self._hooks.committed(inst.id, record)
+        await self._after_commit(inst, record)
+
+    async def _undeleted(self, inst: _Instance, consumed: list[str]) -> list[str]:
+        """The messages the run consumed before this turn that are still in the inbox (their
+        delete failed or has not run yet). Only these can reach a new run again, so its
+        first record names them, and not every message the instance ever consumed."""
+        listed = await self.store.list(inbox_prefix(inst.id))
+        return sorted(inst.consumed.intersection(listed).difference(consumed))
+
+    def _record_actions(
+        self, inst: _Instance, run: TurnRunner, actions: list[Action], event_id: int, now: Any
+    ) -> tuple[list[HistoryEvent], list[HistoryEvent], WorkflowStatus]:
+        """Turn the actions into history events; work out the status after the turn."""
+        events: list[HistoryEvent] = []
+        next_run: list[HistoryEvent] = []
+        status = WorkflowStatus.SUSPENDED if run.suspended else WorkflowStatus.RUNNING
+        for action in actions:
+            event: HistoryEvent
+            match action:
+                case ScheduleActivity():
+                    event = ActivityScheduled(
+                        event_id=event_id, timestamp=now, task_id=action.task_id,
+                        name=action.name, input=action.input, attempt=action.attempt,
+                        step=action.step, execution_id=action.execution_id,
+                    )  # fmt: skip
+                case StartTimer():
+                    event = TimerCreated(
+                        event_id=event_id, timestamp=now, task_id=action.task_id,
+                        fire_at=action.fire_at, purpose=action.purpose,
+                    )  # fmt: skip
+                case StartChildWorkflow():
+                    event = ChildWorkflowScheduled(
+                        event_id=event_id, timestamp=now, task_id=action.task_id,
+                        name=action.name, instance_id=action.instance_id, input=action.input,
+                    )  # fmt: skip
+                case RecordPatch():
+                    event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)
+                case CompleteWorkflow():
+                    event, status = (
+                        WorkflowCompleted(event_id=event_id, timestamp=now, result=action.result),
+                        WorkflowStatus.COMPLETED,
+                    )
+                case FailWorkflow():
+                    event = WorkflowErrored(
+                        event_id=event_id, timestamp=now, failure=action.failure
+                    )
+                    status = WorkflowStatus.FAILED
+                case ContinueAsNew():
+                    event = ContinuedAsNew(
+                        event_id=event_id, timestamp=now, input=action.input,
+                        carryover=action.carryover,
+                    )  # fmt: skip
+                    status = WorkflowStatus.PENDING
+                    started = WorkflowStarted(
+                        event_id=0, timestamp=now, name=inst.name, input=action.input,
+                        run_id=self.ids.run_id(), parent=inst.parent, first_task_id=run.task_count,
+                        version=inst.started.version, step_base=inst.started.step_base,
+                    )  # fmt: skip
+                    next_run = [started]
+                    next_run.extend(
+                        msgspec.structs.replace(e, event_id=i, timestamp=now)
+                        for i, e in enumerate(action.carryover, start=1)
+                    )
+            events.append(event)
+            event_id += 1
+        if run.terminated and status not in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED):
+            status = WorkflowStatus.TERMINATED
+        return events, next_run, status
+
+    async def _rebuild(self, inst: _Instance) -> TurnRunner | None:
+        """Replay the current run from the log (a cache miss); None if the log moved."""
+        loaded = await load_run(
+            self.store, inst.id, None if inst.run_start == 0 else self._meta_hint(inst)
+        )
+        if loaded is None or loaded.last_seq != inst.seq or loaded.run_start != inst.run_start:
+            await self._reload(inst)
+            return None
+        run = self._new_run(inst, loaded.history)
+        inst.run = run
+        return run
