@@ -7,8 +7,12 @@ an event history in object storage and replays the coroutine from it after a cra
 from ._activity import ActivityContext
 from ._client import Client, WorkflowHandle
 from ._clock import Clock, MockClock, SystemClock
-from ._codec import JsonCodec, PayloadCodec
-from ._context import WorkflowContext
+from ._core._codec import JsonCodec, PayloadCodec
+from ._core._context import WorkflowContext
+from ._core._failure import FailureDetails
+from ._core._futures import DurableFuture
+from ._core._retry import RetryPolicy
+from ._core._state import WorkflowState, WorkflowStatus
 from ._engine._eviction import EvictionPolicy
 from ._errors import (
     ActivityFailed,
@@ -24,15 +28,11 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
-from ._failure import FailureDetails
-from ._futures import DurableFuture
-from ._leases import Fleet
-from ._memo import Memo, MemoStore
-from ._partitions import StoreConfigError
+from ._fleet._leases import Fleet
+from ._fleet._partitions import StoreConfigError
+from ._log._memo import Memo, MemoStore
 from ._registry import Registry
-from ._retry import RetryPolicy
 from ._runtime import Runtime
-from ._state import WorkflowState, WorkflowStatus
 
 __all__ = [
     "ActivityContext",

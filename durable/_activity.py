@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 from msgspec import Raw
 
-from ._events import ActivityCompleted, ActivityErrored, ActivityScheduled
-from ._failure import failure_from_exception
+from ._core._events import ActivityCompleted, ActivityErrored, ActivityScheduled
+from ._core._failure import failure_from_exception
 
 if TYPE_CHECKING:
-    from ._codec import PayloadCodec
-    from ._memo import Memo, MemoStore
+    from ._core._codec import PayloadCodec
+    from ._log._memo import Memo, MemoStore
     from ._registry import Registry
 
 __all__ = ["ActivityContext", "execute_activity"]

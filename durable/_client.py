@@ -16,16 +16,8 @@ import anyio.lowlevel
 from msgspec import Raw
 
 from ._clock import Clock, SystemClock, within
-from ._codec import JsonCodec, PayloadCodec
-from ._engine._executor import LocalExecutor
-from ._errors import (
-    InstanceExistsError,
-    InstanceNotFoundError,
-    StoreError,
-    UnknownWorkflowError,
-    WorkflowFailed,
-)
-from ._events import (
+from ._core._codec import JsonCodec, PayloadCodec
+from ._core._events import (
     NULL,
     EventRaised,
     HistoryEvent,
@@ -34,9 +26,19 @@ from ._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from ._failure import FailureDetails
+from ._core._failure import FailureDetails
+from ._core._state import WorkflowState, WorkflowStatus
+from ._engine._executor import LocalExecutor
+from ._errors import (
+    InstanceExistsError,
+    InstanceNotFoundError,
+    StoreError,
+    UnknownWorkflowError,
+    WorkflowFailed,
+)
+from ._fleet._partitions import load_config, partition_of
 from ._ids import IdSource, validate_instance_id
-from ._instances import (
+from ._log._instances import (
     Created,
     create_instance,
     load_existing,
@@ -44,11 +46,9 @@ from ._instances import (
     rerun_instance,
     send_message,
 )
-from ._log import read_meta, read_record, record_after, record_outcome
-from ._memo import MemoStore
-from ._partitions import load_config, partition_of
-from ._records import InboxMessage, InstanceMeta, wakeup_key
-from ._state import WorkflowState, WorkflowStatus
+from ._log._memo import MemoStore
+from ._log._reader import read_meta, read_record, record_after, record_outcome
+from ._log._records import InboxMessage, InstanceMeta, wakeup_key
 from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ import builtins
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._failure import FailureDetails
+    from ._core._failure import FailureDetails
 
 __all__ = [
     "ActivityFailed",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
-from ._codec import hints_of
+from ._core._codec import hints_of
 from ._engine._eviction import EvictionPolicy
 from ._errors import UnknownWorkflowError
 

@@ -11,13 +11,13 @@ import anyio.abc
 
 from ._client import Client, WorkflowHandle
 from ._clock import Clock, SystemClock
-from ._codec import JsonCodec, PayloadCodec
+from ._core._codec import JsonCodec, PayloadCodec
 from ._engine import Engine, EngineHooks
 from ._errors import StoreError
+from ._fleet._leases import Fleet, Leases, default_owner
+from ._fleet._partitions import load_config
 from ._ids import IdSource
-from ._leases import Fleet, Leases, default_owner
-from ._memo import MemoStore
-from ._partitions import load_config
+from ._log._memo import MemoStore
 from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:

@@ -20,8 +20,8 @@ import msgspec
 from ._client import Client
 from ._clock import SystemClock
 from ._errors import DurableError
-from ._leases import Fleet
-from ._memo import MemoStore
+from ._fleet._leases import Fleet
+from ._log._memo import MemoStore
 from ._registry import Registry
 from ._runtime import Runtime
 

@@ -2,7 +2,7 @@
 
 A turn takes an instance's pending events, feeds them to its cached run (a
 :class:`~durable._engine._executor.TurnRunner` from the executor: a local
-:class:`~durable._replay.WorkflowRun`, replayed from the log on a miss, or a remote
+:class:`~durable._core._replay.WorkflowRun`, replayed from the log on a miss, or a remote
 worker's), and commits the
 result as ``log/{seq}`` with put-if-absent. Only after the commit does anything
 happen: activities start, timers arm, sub-workflows begin, waiters wake. A writer

@@ -9,7 +9,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from durable._events import (
+from durable._core._events import (
     ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,

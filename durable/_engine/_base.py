@@ -18,10 +18,10 @@ import anyio.abc
 import anyio.lowlevel
 
 from durable._errors import StoreError
+from durable._fleet._partitions import partition_of
 from durable._ids import IdSource
-from durable._log import read_meta
-from durable._partitions import partition_of
-from durable._records import (
+from durable._log._reader import read_meta
+from durable._log._records import (
     InstanceMeta,
     TurnRecord,
     instance_of_key,
@@ -43,18 +43,18 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from durable._clock import Clock, MockClock
-    from durable._codec import PayloadCodec
-    from durable._errors import InstanceExistsError
-    from durable._events import (
+    from durable._core._codec import PayloadCodec
+    from durable._core._events import (
         ChildWorkflowScheduled,
         Event,
         HistoryEvent,
         ParentRef,
     )
-    from durable._instances import Created
-    from durable._leases import Leases
-    from durable._log import RunLog
-    from durable._memo import MemoStore
+    from durable._errors import InstanceExistsError
+    from durable._fleet._leases import Leases
+    from durable._log._instances import Created
+    from durable._log._memo import MemoStore
+    from durable._log._reader import RunLog
     from durable._registry import Registry
     from durable.store import ObjectStore
 

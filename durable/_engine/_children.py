@@ -5,11 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from durable._errors import (
-    InstanceExistsError,
-    StoreError,
-)
-from durable._events import (
+from durable._core._events import (
     ChildWorkflowCompleted,
     ChildWorkflowErrored,
     ChildWorkflowScheduled,
@@ -18,14 +14,18 @@ from durable._events import (
     ParentRef,
     WorkflowTerminated,
 )
-from durable._failure import failure_from_exception
-from durable._instances import create_instance, send_message
-from durable._log import (
+from durable._core._failure import failure_from_exception
+from durable._errors import (
+    InstanceExistsError,
+    StoreError,
+)
+from durable._log._instances import create_instance, send_message
+from durable._log._reader import (
     RunLog,
     load_run,
     read_meta,
 )
-from durable._records import wakeup_key
+from durable._log._records import wakeup_key
 
 from ._base import _EngineBase, log
 from ._instance import _child_of, _for_good, _Instance, _parent_event

@@ -8,11 +8,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from durable._errors import (
-    ObjectExistsError,
-    StoreError,
-)
-from durable._events import (
+from durable._core._events import (
     NULL,
     ChildWorkflowScheduled,
     HistoryEvent,
@@ -20,18 +16,22 @@ from durable._events import (
     WorkflowErrored,
     WorkflowStarted,
 )
-from durable._failure import failure_from_exception
-from durable._log import (
+from durable._core._failure import failure_from_exception
+from durable._core._state import WorkflowStatus
+from durable._errors import (
+    ObjectExistsError,
+    StoreError,
+)
+from durable._log._reader import (
     record_outcome,
     write_meta,
 )
-from durable._records import (
+from durable._log._records import (
     InstanceMeta,
     TurnRecord,
     encode,
     log_key,
 )
-from durable._state import WorkflowStatus
 
 from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
 from ._instance import _ANSWERS, _SCHEDULING, _Instance

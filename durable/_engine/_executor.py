@@ -11,23 +11,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from durable._activity import execute_activity
-from durable._replay import WorkflowRun
+from durable._core._replay import WorkflowRun
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from msgspec import Raw
 
-    from durable._actions import Action
-    from durable._codec import PayloadCodec
-    from durable._events import (
+    from durable._core._actions import Action
+    from durable._core._codec import PayloadCodec
+    from durable._core._events import (
         ActivityCompleted,
         ActivityErrored,
         ActivityScheduled,
         Event,
         HistoryEvent,
     )
-    from durable._memo import MemoStore
+    from durable._log._memo import MemoStore
     from durable._registry import Registry
 
     from ._eviction import EvictionPolicy

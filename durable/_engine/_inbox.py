@@ -9,8 +9,8 @@ from durable._errors import (
     ObjectNotFoundError,
     StoreError,
 )
-from durable._log import read_record
-from durable._records import (
+from durable._log._reader import read_record
+from durable._log._records import (
     WAKEUPS,
     InboxMessage,
     decode_message,

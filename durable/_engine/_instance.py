@@ -11,13 +11,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec import Raw
 
-from durable._errors import (
-    ObjectExistsError,
-    ObjectNotFoundError,
-    PreconditionFailedError,
-    StoreError,
-)
-from durable._events import (
+from durable._core._events import (
     NULL,
     ActivityCompleted,
     ActivityErrored,
@@ -33,8 +27,14 @@ from durable._events import (
     WorkflowStarted,
     WorkflowTerminated,
 )
-from durable._failure import FailureDetails
-from durable._state import WorkflowStatus
+from durable._core._failure import FailureDetails
+from durable._core._state import WorkflowStatus
+from durable._errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+)
 
 from ._lifecycle import InstanceState
 

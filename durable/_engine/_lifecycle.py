@@ -72,15 +72,15 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
+from durable._core._events import CONTROL
+from durable._core._state import WorkflowStatus
 from durable._errors import LifecycleError
-from durable._events import CONTROL
-from durable._state import WorkflowStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-    from durable._events import Event
+    from durable._core._events import Event
 
     from ._instance import _Instance
 

@@ -11,29 +11,29 @@ import anyio.abc
 import anyio.lowlevel
 import msgspec
 
+from durable._core._events import (
+    NULL,
+    ChildWorkflowScheduled,
+    WorkflowStarted,
+)
+from durable._core._failure import failure_from_exception
+from durable._core._state import WorkflowStatus
 from durable._errors import (
     NonDeterminismError,
     StoreError,
     UnknownWorkflowError,
 )
-from durable._events import (
-    NULL,
-    ChildWorkflowScheduled,
-    WorkflowStarted,
-)
-from durable._failure import failure_from_exception
-from durable._log import (
+from durable._log._reader import (
     RunLog,
     load_run,
     new_run_after,
     read_meta,
     write_meta,
 )
-from durable._records import (
+from durable._log._records import (
     InstanceMeta,
     wakeup_key,
 )
-from durable._state import WorkflowStatus
 
 from ._base import _STORE_RETRY, _EngineBase, log
 from ._instance import Pending, _child_of, _fold, _for_good, _Instance, _parent_event
@@ -47,7 +47,7 @@ from ._lifecycle import (
 )
 
 if TYPE_CHECKING:
-    from durable._instances import Created
+    from durable._log._instances import Created
 
 
 class _Recovery(_EngineBase):

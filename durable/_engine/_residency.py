@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from durable._events import ActivityScheduled, TimerCreated
+from durable._core._events import ActivityScheduled, TimerCreated
 
 from ._eviction import MIN_EVICTABLE_WAIT
 from ._lifecycle import (

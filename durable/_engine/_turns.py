@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from durable._actions import (
+from durable._core._actions import (
     Action,
     CompleteWorkflow,
     ContinueAsNew,
@@ -16,12 +16,7 @@ from durable._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from durable._errors import (
-    NonDeterminismError,
-    StoreError,
-    UnknownWorkflowError,
-)
-from durable._events import (
+from durable._core._events import (
     CONTROL,
     ActivityScheduled,
     ChildWorkflowScheduled,
@@ -37,13 +32,18 @@ from durable._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from durable._log import load_run
-from durable._records import (
+from durable._core._state import WorkflowStatus
+from durable._errors import (
+    NonDeterminismError,
+    StoreError,
+    UnknownWorkflowError,
+)
+from durable._log._reader import load_run
+from durable._log._records import (
     TurnRecord,
     inbox_prefix,
     instance_of_key,
 )
-from durable._state import WorkflowStatus
 
 from ._base import _EngineBase, _NotLeased, log
 from ._instance import (

@@ -2,7 +2,7 @@
 
 A sidecar that knows the worker keeps history (the Dapr stateful-history capability)
 sends each turn only the events committed since the previous one. The worker keeps
-the instance's :class:`~durable._replay.WorkflowRun` suspended at the await it
+the instance's :class:`~durable._core._replay.WorkflowRun` suspended at the await it
 reached, so a turn costs its new events, not its history. Memory is bounded three
 ways: a time to live since last use, a cap on instances and a byte budget (estimated
 from the encoded events each run has been fed), evicting the least recently used
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from durable._replay import WorkflowRun
+from durable._core._replay import WorkflowRun
 
 if TYPE_CHECKING:
     from durable._clock import Clock

@@ -24,7 +24,10 @@ import grpclib.const
 from msgspec import Raw
 
 from durable._clock import Clock, SystemClock, within
-from durable._codec import JsonCodec, PayloadCodec
+from durable._core._codec import JsonCodec, PayloadCodec
+from durable._core._events import NULL
+from durable._core._failure import FailureDetails
+from durable._core._state import WorkflowState, WorkflowStatus
 from durable._errors import (
     DurableError,
     InstanceExistsError,
@@ -33,10 +36,7 @@ from durable._errors import (
     TimeoutError,
     WorkflowFailed,
 )
-from durable._events import NULL
-from durable._failure import FailureDetails
 from durable._ids import IdSource, validate_instance_id
-from durable._state import WorkflowState, WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._proto import dapr, ms
 from durable.grpc._wire import check_dialect, metadata_for, open_channel, unary
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     import betterproto
     from grpclib.client import Channel
 
-    from durable._events import HistoryEvent
+    from durable._core._events import HistoryEvent
     from durable._registry import Registry
 
 __all__ = ["RemoteClient", "RemoteWorkflowHandle"]

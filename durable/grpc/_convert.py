@@ -91,7 +91,7 @@ import msgspec
 from betterproto.lib.google.protobuf import Timestamp
 from msgspec import Raw
 
-from durable._actions import (
+from durable._core._actions import (
     Action,
     CompleteWorkflow,
     ContinueAsNew,
@@ -101,7 +101,7 @@ from durable._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from durable._events import (
+from durable._core._events import (
     NULL,
     ActivityCompleted,
     ActivityErrored,
@@ -124,8 +124,8 @@ from durable._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from durable._failure import FailureDetails
-from durable._state import WorkflowStatus
+from durable._core._failure import FailureDetails
+from durable._core._state import WorkflowStatus
 from durable.grpc._framing import (
     FIXED32,
     FIXED64,

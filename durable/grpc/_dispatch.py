@@ -27,7 +27,7 @@ from typing import Any, Literal
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from durable._events import ActivityScheduled, HistoryEvent
+from durable._core._events import ActivityScheduled, HistoryEvent
 
 __all__ = ["ActivityWork", "Dialect", "Dispatcher", "Item", "TurnWork", "Warm", "WorkerStream"]
 

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 
 import betterproto
 
-from durable._errors import InstanceNotFoundError
-from durable._events import (
+from durable._core._events import (
     EPOCH,
     ActivityScheduled,
     ChildWorkflowScheduled,
     TimerCreated,
     WorkflowStarted,
 )
-from durable._state import WorkflowStatus
+from durable._core._state import WorkflowStatus
+from durable._errors import InstanceNotFoundError
 
 from . import _convert as cv
 from ._convert import ProtocolError
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from durable._client import Client, WorkflowHandle
-    from durable._events import HistoryEvent
-    from durable._state import WorkflowState
+    from durable._core._events import HistoryEvent
+    from durable._core._state import WorkflowState
 
 __all__ = [
     "get_instance",

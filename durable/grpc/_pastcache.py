@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Literal
 
-from durable._events import TurnStarted, WorkflowStarted
+from durable._core._events import TurnStarted, WorkflowStarted
 
 from . import _convert as cv
 from ._framing import PAST_EVENTS, field_chunk
 
 if TYPE_CHECKING:
-    from durable._events import HistoryEvent
+    from durable._core._events import HistoryEvent
 
     from ._dispatch import TurnWork
     from ._proto import dapr, ms

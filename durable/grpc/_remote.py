@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import msgspec
 from msgspec import Raw
 
-from durable._actions import Action, ContinueAsNew, RecordPatch, ScheduleActivity
-from durable._codec import NULL
-from durable._events import (
+from durable._core._actions import Action, ContinueAsNew, RecordPatch, ScheduleActivity
+from durable._core._codec import NULL
+from durable._core._events import (
     ActivityScheduled,
     ChildWorkflowScheduled,
     PatchApplied,
@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from datetime import datetime
 
+    from durable._core._events import ActivityCompleted, ActivityErrored, HistoryEvent
     from durable._engine._eviction import EvictionPolicy
-    from durable._events import ActivityCompleted, ActivityErrored, HistoryEvent
 
     from ._dispatch import Dispatcher
 

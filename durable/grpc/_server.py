@@ -23,7 +23,9 @@ from grpclib import GRPCError, Status
 from grpclib.const import Cardinality, Handler
 from grpclib.encoding.base import CodecBase
 
-from durable._actions import FailWorkflow
+from durable._core._actions import FailWorkflow
+from durable._core._events import ActivityErrored
+from durable._core._failure import FailureDetails
 from durable._errors import (
     DurableError,
     InstanceExistsError,
@@ -31,8 +33,6 @@ from durable._errors import (
     SerializationError,
     UnknownWorkflowError,
 )
-from durable._events import ActivityErrored
-from durable._failure import FailureDetails
 
 from . import _management as mgmt
 from ._convert import ProtocolError

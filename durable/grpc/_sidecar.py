@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from durable._clock import Clock
-    from durable._events import HistoryEvent
-    from durable._leases import Fleet
+    from durable._core._events import HistoryEvent
+    from durable._fleet._leases import Fleet
     from durable.store import ObjectStore
 
     from ._workitems import SentTurn

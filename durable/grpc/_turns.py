@@ -2,7 +2,7 @@
 
 Sans-I/O: no stream, no RPC, no clock. :class:`TurnTaker` turns an orchestrator work
 item's events (either dialect) into durable's events, runs them through a
-:class:`~durable._replay.WorkflowRun`, and keeps the suspended run in the
+:class:`~durable._core._replay.WorkflowRun`, and keeps the suspended run in the
 :class:`~durable.grpc._cache.HistoryCache` for the next turn.
 
 A cached run has already taken its last turn, so the events committed since it stood
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from msgspec import Raw
 
-from durable._actions import (
+from durable._core._actions import (
     Action,
     CompleteWorkflow,
     ContinueAsNew,
@@ -38,7 +38,7 @@ from durable._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from durable._events import (
+from durable._core._events import (
     NULL,
     ActivityCompleted,
     ActivityErrored,
@@ -55,8 +55,8 @@ from durable._events import (
     WorkflowStarted,
     WorkflowTerminated,
 )
-from durable._failure import FailureDetails, failure_from_exception
-from durable._replay import WorkflowRun
+from durable._core._failure import FailureDetails, failure_from_exception
+from durable._core._replay import WorkflowRun
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheEntry
 from durable.grpc._framing import LazyEvents, UndecodableError
@@ -64,7 +64,7 @@ from durable.grpc._framing import LazyEvents, UndecodableError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from durable._codec import PayloadCodec
+    from durable._core._codec import PayloadCodec
     from durable._registry import Registry
     from durable.grpc._cache import HistoryCache
     from durable.grpc._proto import dapr, ms

@@ -35,13 +35,13 @@ import betterproto
 import grpclib.const
 from betterproto.lib.google.protobuf import Empty
 
-from durable._actions import FailWorkflow
 from durable._activity import execute_activity
 from durable._clock import Clock, SystemClock
-from durable._codec import JsonCodec, PayloadCodec
-from durable._events import ActivityErrored, ActivityScheduled
-from durable._failure import failure_from_exception
-from durable._state import WorkflowStatus
+from durable._core._actions import FailWorkflow
+from durable._core._codec import JsonCodec, PayloadCodec
+from durable._core._events import ActivityErrored, ActivityScheduled
+from durable._core._failure import failure_from_exception
+from durable._core._state import WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheStats, HistoryCache
 from durable.grpc._framing import LazyEvents, RawMessage, UndecodableError, parse, split_turn
@@ -57,8 +57,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
     from grpclib.client import Channel
 
-    from durable._events import ActivityCompleted
-    from durable._memo import MemoStore
+    from durable._core._events import ActivityCompleted
+    from durable._log._memo import MemoStore
     from durable._registry import Registry
 
 __all__ = ["RemoteWorker"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import betterproto
 import msgspec
 
-from durable._actions import CompleteWorkflow, ContinueAsNew, FailWorkflow
+from durable._core._actions import CompleteWorkflow, ContinueAsNew, FailWorkflow
 
 from . import _convert as cv
 from ._dispatch import ActivityWork, Dialect, TurnWork, Warm
@@ -25,8 +25,8 @@ from ._proto import dapr, ms
 from ._remote import TurnOutcome
 
 if TYPE_CHECKING:
-    from durable._actions import Action
-    from durable._events import ActivityCompleted, ActivityErrored
+    from durable._core._actions import Action
+    from durable._core._events import ActivityCompleted, ActivityErrored
 
     from ._dispatch import Item, WorkerStream
     from ._pastcache import PastCache

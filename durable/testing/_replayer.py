@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from durable._codec import JsonCodec, PayloadCodec
+from durable._core._codec import JsonCodec, PayloadCodec
+from durable._core._events import HistoryEvent, WorkflowStarted
+from durable._core._replay import WorkflowRun
 from durable._errors import NonDeterminismError, SerializationError
-from durable._events import HistoryEvent, WorkflowStarted
-from durable._replay import WorkflowRun
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

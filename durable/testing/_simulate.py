@@ -19,22 +19,22 @@ from typing import TYPE_CHECKING, Any
 import anyio.lowlevel
 
 from durable._clock import MockClock
-from durable._codec import JsonCodec
+from durable._core._codec import JsonCodec
+from durable._core._events import HistoryEvent
+from durable._core._failure import FailureDetails
+from durable._core._state import WorkflowStatus
 from durable._engine import EngineHooks
 from durable._errors import StoreError
-from durable._events import HistoryEvent
-from durable._failure import FailureDetails
-from durable._log import load_run
+from durable._log._reader import load_run
 from durable._registry import ActivityDefinition, Registry
 from durable._runtime import Runtime
-from durable._state import WorkflowStatus
 from durable.store import MemoryStore, ObjectStore
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from durable._events import Event
-    from durable._records import TurnRecord
+    from durable._core._events import Event
+    from durable._log._records import TurnRecord
 
 __all__ = ["Faults", "SimulatedActivityError", "SimulationResult", "simulate"]
 

@@ -36,8 +36,7 @@ import msgspec
 
 from durable._client import Client
 from durable._clock import MockClock
-from durable._errors import DurableError
-from durable._events import (
+from durable._core._events import (
     ActivityCompleted,
     ActivityErrored,
     ActivityScheduled,
@@ -47,11 +46,12 @@ from durable._events import (
     TimerCreated,
     TimerFired,
 )
+from durable._errors import DurableError
+from durable._fleet._leases import Fleet
+from durable._fleet._partitions import load_config, partition_of
 from durable._ids import IdSource
-from durable._leases import Fleet
-from durable._log import load_run
-from durable._partitions import load_config, partition_of
-from durable._records import wakeup_key
+from durable._log._reader import load_run
+from durable._log._records import wakeup_key
 from durable._runtime import Runtime
 from durable.store import MemoryStore
 from durable.testing._system_checks import Epoch, Ledger, Raise

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from durable._events import (
+from durable._core._events import (
     ActivityCompleted,
     ActivityErrored,
     ChildWorkflowCompleted,
@@ -28,8 +28,8 @@ from durable._events import (
     WorkflowErrored,
     WorkflowStarted,
 )
-from durable._records import InboxMessage, TurnRecord
-from durable._state import WorkflowStatus
+from durable._core._state import WorkflowStatus
+from durable._log._records import InboxMessage, TurnRecord
 
 __all__ = ["RECORD_OVERHEAD", "Epoch", "Ledger", "Raise"]
 

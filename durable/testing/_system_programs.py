@@ -36,10 +36,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from durable._activity import ActivityContext  # noqa: TC001 (read by the registry)
-from durable._context import WorkflowContext  # noqa: TC001 (read by the registry)
+from durable._core._context import WorkflowContext  # noqa: TC001 (read by the registry)
+from durable._core._retry import RetryPolicy
 from durable._errors import ActivityFailed, InvalidInstanceIdError, TimeoutError, WorkflowFailed
 from durable._registry import Registry
-from durable._retry import RetryPolicy
 
 if TYPE_CHECKING:
     import random

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 
+from durable._core._retry import RetryPolicy
 from durable._registry import Registry
-from durable._retry import RetryPolicy
 from durable.testing._simulate import Faults
 
 if TYPE_CHECKING:
     from durable._activity import ActivityContext
-    from durable._context import WorkflowContext
+    from durable._core._context import WorkflowContext
 
 __all__ = [
     "expected_result",

@@ -24,7 +24,7 @@ from grpclib.events import RecvRequest, listen
 from grpclib.server import Server
 from msgspec import Raw
 
-from durable._actions import (
+from durable._core._actions import (
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -32,7 +32,7 @@ from durable._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from durable._events import (
+from durable._core._events import (
     NULL,
     ActivityScheduled,
     ChildWorkflowCompleted,
@@ -52,8 +52,8 @@ from durable._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from durable._failure import FailureDetails
-from durable._state import WorkflowStatus
+from durable._core._failure import FailureDetails
+from durable._core._state import WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._proto import dapr
 

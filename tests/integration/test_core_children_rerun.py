@@ -17,9 +17,9 @@ from durable import (
     WorkflowContext,
     WorkflowStatus,
 )
-from durable._events import ActivityScheduled, ChildWorkflowScheduled, WorkflowStarted
-from durable._instances import rerun_instance
-from durable._partitions import partition_of
+from durable._core._events import ActivityScheduled, ChildWorkflowScheduled, WorkflowStarted
+from durable._fleet._partitions import partition_of
+from durable._log._instances import rerun_instance
 from durable.store import MemoryStore
 
 pytestmark = pytest.mark.anyio

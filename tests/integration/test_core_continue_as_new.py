@@ -16,9 +16,8 @@ from msgspec import Raw
 
 import durable
 from durable import MockClock, Registry, WorkflowContext, WorkflowStatus
-from durable._codec import JsonCodec
-from durable._errors import StoreError
-from durable._events import (
+from durable._core._codec import JsonCodec
+from durable._core._events import (
     ContinuedAsNew,
     EventRaised,
     TurnStarted,
@@ -26,9 +25,10 @@ from durable._events import (
     WorkflowStarted,
     WorkflowSuspended,
 )
-from durable._instances import send_message
-from durable._records import decode_record
-from durable._replay import WorkflowRun
+from durable._core._replay import WorkflowRun
+from durable._errors import StoreError
+from durable._log._instances import send_message
+from durable._log._records import decode_record
 from durable.store import MemoryStore, ObjectStore
 
 pytestmark = pytest.mark.anyio

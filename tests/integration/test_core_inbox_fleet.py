@@ -20,8 +20,8 @@ import pytest
 import durable
 from durable import Fleet, WorkflowContext
 from durable._errors import StoreError
-from durable._partitions import partition_of
-from durable._records import inbox_key, inbox_prefix
+from durable._fleet._partitions import partition_of
+from durable._log._records import inbox_key, inbox_prefix
 from durable.store import MemoryStore, ObjectStore
 
 sys.path.insert(0, str(Path(__file__).parent))

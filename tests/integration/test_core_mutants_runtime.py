@@ -16,7 +16,7 @@ import pytest
 
 import durable
 from durable import ActivityContext, MockClock, Registry, WorkflowContext, WorkflowStatus
-from durable._events import ActivityCompleted, TimerCreated
+from durable._core._events import ActivityCompleted, TimerCreated
 from durable.store import MemoryStore
 from durable.testing import Faults, simulate
 

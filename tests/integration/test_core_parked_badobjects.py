@@ -16,8 +16,8 @@ import pytest
 
 import durable
 from durable import WorkflowContext
+from durable._core._events import TurnStarted, WorkflowResumed, WorkflowSuspended
 from durable._errors import StoreError
-from durable._events import TurnStarted, WorkflowResumed, WorkflowSuspended
 from durable.cli import main as cli
 from durable.store import LocalStore, MemoryStore, ObjectStore
 

@@ -16,7 +16,7 @@ from msgspec import Raw
 
 import durable
 from durable import Registry, WorkflowContext
-from durable._log import load_run
+from durable._log._reader import load_run
 from durable.store import MemoryStore, ObjectStore
 
 sys.path.insert(0, str(Path(__file__).parent))

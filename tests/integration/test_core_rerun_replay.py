@@ -20,7 +20,7 @@ import pytest
 
 import durable
 from durable import ActivityContext, MockClock, Registry, WorkflowContext, WorkflowStatus
-from durable._events import (
+from durable._core._events import (
     ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,

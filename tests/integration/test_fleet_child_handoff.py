@@ -15,7 +15,7 @@ import pytest
 
 import durable
 from durable import Fleet, WorkflowContext
-from durable._partitions import partition_of
+from durable._fleet._partitions import partition_of
 from durable.store import MemoryStore, ObjectStore
 
 pytestmark = pytest.mark.anyio

@@ -13,8 +13,8 @@ from msgspec import Raw
 
 import durable
 from durable import Fleet, WorkflowContext
-from durable._events import EventRaised
-from durable._instances import send_message
+from durable._core._events import EventRaised
+from durable._log._instances import send_message
 from durable.store import MemoryStore, ObjectStore
 
 pytestmark = pytest.mark.anyio

@@ -17,8 +17,13 @@ from grpclib.server import Server
 from msgspec import Raw
 from msgspec.structs import replace
 
-from durable._actions import CompleteWorkflow, ScheduleActivity, StartChildWorkflow, StartTimer
-from durable._events import (
+from durable._core._actions import (
+    CompleteWorkflow,
+    ScheduleActivity,
+    StartChildWorkflow,
+    StartTimer,
+)
+from durable._core._events import (
     ActivityCompleted,
     ActivityScheduled,
     ChildWorkflowCompleted,

@@ -22,7 +22,7 @@ from durable import (
     RetryPolicy,
     WorkflowContext,
 )
-from durable._events import ActivityErrored, ActivityScheduled
+from durable._core._events import ActivityErrored, ActivityScheduled
 from durable.store import MemoryStore, ObjectStore
 
 pytestmark = pytest.mark.anyio

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from durable import ActivityContext, Client, MockClock, Registry, Runtime, WorkflowContext
-from durable._events import (
+from durable._core._events import (
     ActivityCompleted,
     ActivityErrored,
     ActivityScheduled,

@@ -10,7 +10,7 @@ import pytest
 
 import durable
 from durable import ActivityContext, MockClock, Registry, WorkflowContext, WorkflowStatus
-from durable._events import ActivityScheduled
+from durable._core._events import ActivityScheduled
 from durable.store import MemoryStore
 
 pytestmark = pytest.mark.anyio

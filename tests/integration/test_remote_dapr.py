@@ -20,7 +20,7 @@ from grpclib.server import Server
 
 import durable
 from durable import ActivityContext, WorkflowContext, WorkflowStatus
-from durable._events import ActivityScheduled, WorkflowStarted
+from durable._core._events import ActivityScheduled, WorkflowStarted
 from durable.grpc import RemoteClient, RemoteWorker
 from durable.grpc._proto import dapr
 

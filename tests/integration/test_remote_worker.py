@@ -15,7 +15,7 @@ import pytest
 
 import durable
 from durable import ActivityContext, RetryPolicy, WorkflowContext, WorkflowStatus
-from durable._events import ActivityScheduled, TimerCreated, WorkflowStarted
+from durable._core._events import ActivityScheduled, TimerCreated, WorkflowStarted
 from durable.grpc import RemoteClient, RemoteWorker
 
 testing = pytest.importorskip("durabletask.testing", reason="the `bench` extra (durabletask)")

@@ -20,7 +20,7 @@ from durable import (
     WorkflowContext,
     WorkflowStatus,
 )
-from durable._events import ActivityScheduled, TimerCreated
+from durable._core._events import ActivityScheduled, TimerCreated
 
 pytestmark = pytest.mark.anyio
 

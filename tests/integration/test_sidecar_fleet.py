@@ -17,7 +17,7 @@ import pytest
 
 import durable
 from durable import ActivityContext, Fleet, WorkflowContext
-from durable._partitions import partition_of
+from durable._fleet._partitions import partition_of
 from durable.grpc import RemoteClient, RemoteWorker, Sidecar
 from durable.store import MemoryStore
 

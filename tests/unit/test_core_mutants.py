@@ -23,7 +23,7 @@ from durable import (
     WorkflowContext,
     WorkflowFailed,
 )
-from durable._actions import (
+from durable._core._actions import (
     Action,
     CompleteWorkflow,
     ContinueAsNew,
@@ -33,9 +33,8 @@ from durable._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from durable._codec import JsonCodec
-from durable._errors import NonDeterminismError, SerializationError
-from durable._events import (
+from durable._core._codec import JsonCodec
+from durable._core._events import (
     ActivityCompleted,
     ActivityErrored,
     ActivityScheduled,
@@ -57,9 +56,10 @@ from durable._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from durable._failure import FailureDetails
-from durable._futures import DurableFuture, Scheduler
-from durable._replay import ContinueAsNewSignal, WorkflowRun, describe
+from durable._core._failure import FailureDetails
+from durable._core._futures import DurableFuture, Scheduler
+from durable._core._replay import ContinueAsNewSignal, WorkflowRun, describe
+from durable._errors import NonDeterminismError, SerializationError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 codec = JsonCodec()

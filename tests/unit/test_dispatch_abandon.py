@@ -7,7 +7,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from durable._events import TurnStarted, WorkflowStarted
+from durable._core._events import TurnStarted, WorkflowStarted
 from durable.grpc._dispatch import Dispatcher, Item, TurnWork, WorkerStream
 
 pytestmark = pytest.mark.anyio

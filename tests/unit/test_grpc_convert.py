@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from msgspec import Raw
 
-from durable._actions import (
+from durable._core._actions import (
     Action,
     CompleteWorkflow,
     ContinueAsNew,
@@ -27,7 +27,7 @@ from durable._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from durable._events import (
+from durable._core._events import (
     EPOCH,
     NULL,
     ActivityCompleted,
@@ -51,8 +51,8 @@ from durable._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from durable._failure import FailureDetails
-from durable._state import WorkflowStatus
+from durable._core._failure import FailureDetails
+from durable._core._state import WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._proto import dapr, ms
 
@@ -766,7 +766,7 @@ def test_history_events_we_send_read_the_same_in_both_dialects() -> None:
 
 
 def test_dapr_turns_name_the_run_version_beside_its_patches() -> None:
-    from durable._events import PatchApplied, TurnStarted, WorkflowStarted
+    from durable._core._events import PatchApplied, TurnStarted, WorkflowStarted
     from durable.grpc._convert import events_to_dapr
 
     at = datetime(2026, 1, 1, tzinfo=UTC)

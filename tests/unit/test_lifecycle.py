@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from durable._core._events import EventRaised, WorkflowSuspended
+from durable._core._state import WorkflowStatus
 from durable._engine import _lifecycle
 from durable._engine._lifecycle import (
     TRANSITIONS,
@@ -21,8 +23,6 @@ from durable._engine._lifecycle import (
     next_state,
 )
 from durable._errors import DurableError, LifecycleError
-from durable._events import EventRaised, WorkflowSuspended
-from durable._state import WorkflowStatus
 
 ALLOWED = [(s, e, after) for s, row in TRANSITIONS.items() for e, after in row.items()]
 FORBIDDEN = [

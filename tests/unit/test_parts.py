@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import durable
-from durable._codec import JsonCodec, hints_of
-from durable._events import (
+from durable._core._codec import JsonCodec, hints_of
+from durable._core._events import (
     ActivityCompleted,
     ActivityErrored,
     ActivityScheduled,
@@ -24,7 +24,7 @@ from durable._events import (
     TimerCreated,
     WorkflowStarted,
 )
-from durable._failure import FailureDetails, failure_from_exception
+from durable._core._failure import FailureDetails, failure_from_exception
 from durable._ids import validate_instance_id
 
 

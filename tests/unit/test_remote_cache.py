@@ -18,14 +18,14 @@ from msgspec import Raw
 
 import durable
 from durable import MockClock, WorkflowContext
-from durable._actions import (
+from durable._core._actions import (
     Action,
     CompleteWorkflow,
     ScheduleActivity,
     StartTimer,
 )
-from durable._codec import JsonCodec
-from durable._events import (
+from durable._core._codec import JsonCodec
+from durable._core._events import (
     ActivityCompleted,
     ActivityScheduled,
     EventRaised,
@@ -36,7 +36,7 @@ from durable._events import (
     WorkflowStarted,
     WorkflowTerminated,
 )
-from durable._replay import WorkflowRun
+from durable._core._replay import WorkflowRun
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheEntry, CacheStats, HistoryCache
 from durable.grpc._framing import LazyEvents, UndecodableError

@@ -10,7 +10,7 @@ from msgspec import Raw
 
 import durable
 from durable import ActivityContext, Registry, WorkflowContext
-from durable._actions import (
+from durable._core._actions import (
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -18,8 +18,8 @@ from durable._actions import (
     StartChildWorkflow,
     StartTimer,
 )
-from durable._codec import JsonCodec
-from durable._events import (
+from durable._core._codec import JsonCodec
+from durable._core._events import (
     ActivityCompleted,
     ActivityErrored,
     ActivityScheduled,
@@ -33,8 +33,8 @@ from durable._events import (
     WorkflowStarted,
     WorkflowSuspended,
 )
-from durable._failure import FailureDetails
-from durable._replay import WorkflowRun
+from durable._core._failure import FailureDetails
+from durable._core._replay import WorkflowRun
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

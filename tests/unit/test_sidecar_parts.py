@@ -10,7 +10,7 @@ import pytest
 from msgspec import Raw
 from msgspec.structs import replace
 
-from durable._events import (
+from durable._core._events import (
     ActivityCompleted,
     ActivityScheduled,
     EventRaised,

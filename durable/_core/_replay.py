@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec import Raw
 
+from durable._errors import ActivityFailed, NonDeterminismError, SerializationError, WorkflowFailed
+
 from ._actions import (
     Action,
     CompleteWorkflow,
@@ -26,12 +28,6 @@ from ._actions import (
     StartTimer,
 )
 from ._context import WorkflowContext
-from ._errors import (
-    ActivityFailed,
-    NonDeterminismError,
-    SerializationError,
-    WorkflowFailed,
-)
 from ._events import (
     EPOCH,
     NULL,
@@ -62,8 +58,9 @@ from ._futures import DurableFuture, Scheduler, WorkflowControl
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
 
+    from durable._registry import Registry, WorkflowDefinition
+
     from ._codec import PayloadCodec
-    from ._registry import Registry, WorkflowDefinition
 
 __all__ = ["ContinueAsNewSignal", "WorkflowRun", "describe"]
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ._errors import DurableError, ObjectExistsError, ObjectNotFoundError
+from durable._errors import DurableError, ObjectExistsError, ObjectNotFoundError
 
 if TYPE_CHECKING:
-    from .store import ObjectStore
+    from durable.store import ObjectStore
 
 __all__ = [
     "CONFIG_KEY",

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from msgspec import Raw
 
-from ._errors import ObjectExistsError, ObjectNotFoundError, PreconditionFailedError, StoreError
-from ._events import (
+from durable._core._events import (
     CONTROL,
     NULL,
     ActivityScheduled,
@@ -25,7 +24,15 @@ from ._events import (
     WorkflowStarted,
     WorkflowTerminated,
 )
-from ._failure import FailureDetails
+from durable._core._failure import FailureDetails
+from durable._core._state import WorkflowStatus
+from durable._errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+)
+
 from ._records import (
     InstanceMeta,
     TurnRecord,
@@ -35,10 +42,9 @@ from ._records import (
     log_key,
     meta_key,
 )
-from ._state import WorkflowStatus
 
 if TYPE_CHECKING:
-    from .store import ObjectStore
+    from durable.store import ObjectStore
 
 __all__ = [
     "RunLog",

@@ -19,14 +19,15 @@ from typing import Any
 
 import msgspec
 
-from ._codec import JsonCodec, PayloadCodec
-from ._errors import InvalidInstanceIdError, ObjectNotFoundError, StoreError
-from ._ids import validate_key
-from ._leases import LEASES, MEMBERS
-from ._log import load_run, read_meta
-from ._partitions import CONFIG_KEY
+from durable._core._codec import JsonCodec, PayloadCodec
+from durable._errors import InvalidInstanceIdError, ObjectNotFoundError, StoreError
+from durable._fleet._leases import LEASES, MEMBERS
+from durable._fleet._partitions import CONFIG_KEY
+from durable._ids import validate_key
+from durable.store import ObjectStore, open_store
+
+from ._reader import load_run, read_meta
 from ._records import INSTANCES, WAKEUPS
-from .store import ObjectStore, open_store
 
 __all__ = ["Memo", "MemoStore"]
 

@@ -27,20 +27,20 @@ import anyio
 import anyio.abc
 import msgspec
 
-from ._errors import (
+from durable._core._events import EPOCH
+from durable._errors import (
     ObjectExistsError,
     ObjectNotFoundError,
     PreconditionFailedError,
     StoreError,
 )
-from ._events import EPOCH
-from ._ids import validate_key
+from durable._ids import validate_key
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from ._clock import Clock
-    from .store import ObjectStore
+    from durable._clock import Clock
+    from durable.store import ObjectStore
 
 __all__ = ["Fleet", "Leases", "default_owner"]
 

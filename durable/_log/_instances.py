@@ -8,14 +8,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from msgspec import Raw
 
-from ._errors import (
-    InstanceExistsError,
-    InstanceNotFoundError,
-    InstanceRunningError,
-    ObjectExistsError,
-    StoreError,
-)
-from ._events import (
+from durable._core._events import (
     ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,
@@ -23,7 +16,16 @@ from ._events import (
     TimerCreated,
     WorkflowStarted,
 )
-from ._log import RunLog, load_run, read_meta, read_record, write_meta
+from durable._core._state import WorkflowStatus
+from durable._errors import (
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InstanceRunningError,
+    ObjectExistsError,
+    StoreError,
+)
+
+from ._reader import RunLog, load_run, read_meta, read_record, write_meta
 from ._records import (
     InboxMessage,
     InstanceMeta,
@@ -35,14 +37,14 @@ from ._records import (
     log_key,
     meta_key,
 )
-from ._state import WorkflowStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
+    from durable.store import ObjectStore
+
     from ._memo import MemoStore
-    from .store import ObjectStore
 
 __all__ = [
     "Created",

@@ -11,9 +11,9 @@ from datetime import datetime
 import msgspec
 from msgspec import Raw
 
-from ._errors import StoreError
-from ._events import NULL, HistoryEvent, ParentRef
-from ._failure import FailureDetails
+from durable._core._events import NULL, HistoryEvent, ParentRef
+from durable._core._failure import FailureDetails
+from durable._errors import StoreError
 
 __all__ = [
     "WAKEUPS",

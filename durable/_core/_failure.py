@@ -6,7 +6,7 @@ import traceback
 
 import msgspec
 
-from ._errors import ActivityFailed, WorkflowFailed
+from durable._errors import ActivityFailed, WorkflowFailed
 
 __all__ = ["FailureDetails", "failure_from_exception", "qualified_name"]
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ._errors import SerializationError
+from durable._errors import SerializationError
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable

@@ -1,6 +1,6 @@
 """``WorkflowContext``: everything a workflow may do, made replay-safe.
 
-Each operation is recorded by the run (:mod:`durable._replay`) as an action with a task
+Each operation is recorded by the run (:mod:`durable._core._replay`) as an action with a task
 id; awaiting it suspends the coroutine until history delivers the outcome.
 """
 
@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 from msgspec import Raw
 
+from durable._errors import ActivityFailed, TimeoutError, WorkflowFailed
+
 from ._actions import ScheduleActivity, StartChildWorkflow, StartTimer
-from ._errors import ActivityFailed, TimeoutError, WorkflowFailed
 from ._futures import DurableFuture
 
 if TYPE_CHECKING:
@@ -199,7 +200,7 @@ class WorkflowContext:
         retry: RetryPolicy | None = None,
     ) -> DurableFuture[Any]:
         """Start a sub-workflow; await its result (``WorkflowFailed`` if it fails)."""
-        from ._ids import validate_instance_id
+        from durable._ids import validate_instance_id
 
         run = self._run
         name = run.registry.name_of(workflow, "workflow")
@@ -215,7 +216,7 @@ class WorkflowContext:
     def _start_child(
         self, name: str, raw: Raw, instance_id: str | None, output_type: Any, attempt: int = 1
     ) -> DurableFuture[Any]:
-        from ._ids import validate_instance_id
+        from durable._ids import validate_instance_id
 
         run = self._run
         task_id = run.next_task_id()
