@@ -134,9 +134,6 @@ class _Process:
     lives: int = 0
 
 
-_FLAGS = ("queued", "running", "loading", "parked", "backing_off")
-
-
 def _decode_lease(data: bytes) -> Any:
     """A lease object's owner and expiry, or None."""
     try:
@@ -624,9 +621,8 @@ class _Driver:
             owner = f"its partition is leased{'' if valid else ' (expired)'}"
             engine = holder.runtime._engine
             inst = engine._instances.get(instance_id)
-            flags = [f for f in _FLAGS if inst is not None and getattr(inst, f, False)]
             memory = (", not in its owner's memory" if inst is None
-                      else f", in its owner's memory ({' '.join(flags) or 'idle'})")  # fmt: skip
+                      else f", in its owner's memory ({inst.state.name.lower()})")  # fmt: skip
         inbox = "unapplied inbox messages" if unapplied else "no unapplied inbox message"
         return (f"waits on {waits}; {inbox}; wakeup {'rung' if rung else 'absent'}; "
                 f"{owner}{memory}")  # fmt: skip
