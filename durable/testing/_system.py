@@ -16,35 +16,27 @@ one event loop, so the same seed gives the same trace.
 The :class:`~durable.testing._system_checks.Ledger` judges every write as it lands;
 at the end, with faults off, the simulation resumes and feeds every run until all
 end, then checks each against the reference. A failure reports its seed, and
-:func:`shrink` finds a smaller configuration that still fails.
+:func:`~durable.testing._system_shrink.shrink` finds a smaller configuration that still fails.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import msgspec
 
 from durable._client import Client
 from durable._clock import MockClock
 from durable._core._events import (
-    ActivityCompleted,
-    ActivityErrored,
     ActivityScheduled,
-    ChildWorkflowCompleted,
-    ChildWorkflowErrored,
     ChildWorkflowScheduled,
     TimerCreated,
-    TimerFired,
 )
 from durable._errors import DurableError
 from durable._fleet._leases import Fleet
@@ -54,7 +46,8 @@ from durable._log._reader import load_run
 from durable._log._records import wakeup_key
 from durable._runtime import Runtime
 from durable.store import MemoryStore
-from durable.testing._system_checks import Epoch, Ledger, Raise
+from durable.testing._system_checks import Epoch, Raise
+from durable.testing._system_hangs import decode_lease, open_steps
 from durable.testing._system_programs import (
     EVENT_NAMES,
     TICK,
@@ -72,13 +65,11 @@ if TYPE_CHECKING:
 
     from durable._registry import Registry
 
-__all__ = ["SystemConfig", "SystemResult", "kind_of", "shrink", "simulate_system"]
+__all__ = ["SystemConfig", "SystemResult", "simulate_system"]
 
 _TTL = timedelta(seconds=9)
 _RENEW = timedelta(seconds=3)
 _DRAIN_ROUNDS = 120
-_ANSWERS = (ActivityCompleted, ActivityErrored, TimerFired, ChildWorkflowCompleted,
-            ChildWorkflowErrored)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -132,37 +123,6 @@ class _Process:
     dead: bool = False
     running: bool = False
     lives: int = 0
-
-
-def _decode_lease(data: bytes) -> Any:
-    """A lease object's owner and expiry, or None."""
-    try:
-        return msgspec.json.decode(data, type=_Lease)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-class _Lease(msgspec.Struct):
-    owner: str
-    expires_at: datetime
-    incarnation: str = ""
-
-
-def _open_steps(history: list[Any], ledger: Ledger) -> str:
-    """The steps a run's history left open: activities, timers, children (with the
-    state of the child), or "nothing open" (it waits for an event, or a turn)."""
-    answered = {e.task_id for e in history if isinstance(e, _ANSWERS)}
-    found = []
-    for e in history:
-        if isinstance(e, ActivityScheduled) and e.task_id not in answered:
-            found.append("an activity")
-        elif isinstance(e, TimerCreated) and e.task_id not in answered:
-            found.append(f"a timer ({e.purpose})")
-        elif isinstance(e, ChildWorkflowScheduled) and e.task_id not in answered:
-            child = ledger.current(e.instance_id)
-            state = "never started" if child is None else child.status
-            found.append(f"a child ({state})")
-    return ", ".join(sorted(set(found))) or "nothing open"
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
@@ -507,7 +467,7 @@ class _Driver:
         load it, short of the lease moving)."""
         objects, step = self.inner._objects, self.sim.step
         for partition in range(self.partitions):
-            lease = _decode_lease(objects.get(f"leases/{partition:04d}", (b"",))[0])
+            lease = decode_lease(objects.get(f"leases/{partition:04d}", (b"",))[0])
             holder = (lease.owner, lease.incarnation) if lease is not None else ("", "")
             if self._holders.get(partition, (None, 0))[0] != holder:
                 self._holders[partition] = (holder, step)
@@ -600,14 +560,14 @@ class _Driver:
         open steps, its inbox, its wakeup, its partition's lease, its owner's memory."""
         ledger, objects = self.sim.ledger, self.inner._objects
         run = await load_run(self.inner, instance_id)
-        waits = "no log" if run is None else _open_steps(run.history, ledger)
+        waits = "no log" if run is None else open_steps(run.history, ledger)
         partition = partition_of(instance_id, self.partitions)
         unapplied = [
             k for k in ledger.inbox.get(instance_id, ())
             if run is None or k.rsplit("/", 1)[-1] not in run.consumed
         ]  # fmt: skip
         rung = wakeup_key(instance_id, partition) in objects
-        lease = _decode_lease(objects.get(f"leases/{partition:04d}", (b"",))[0])
+        lease = decode_lease(objects.get(f"leases/{partition:04d}", (b"",))[0])
         holder = self.processes.get(lease.owner) if lease is not None else None
         memory = ""
         if not any(p.runtime is not None for p in self.processes.values()):
@@ -736,35 +696,3 @@ async def simulate_system(seed: int, config: SystemConfig | None = None) -> Syst
     """
     driver = _Driver(seed, config or SystemConfig())
     return await driver.run()
-
-
-def kind_of(violation: str) -> str:
-    """A violation with its ids, tags and numbers blanked: what kind of failure it is."""
-    return re.sub(r"'[^']*'|\d+", "_", violation.split(": ", 1)[-1])
-
-
-async def shrink(result: SystemResult) -> SystemResult:
-    """A smaller configuration whose run, from ``result``'s seed, still fails the same
-    way first: each kind of fault or operation turned off where the failure survives
-    it, then fewer operations."""
-    best = result
-    if best.ok:
-        return best
-    kind = kind_of(best.violations[0])
-
-    async def still_fails(config: SystemConfig) -> SystemResult | None:
-        found = await simulate_system(best.seed, config)
-        return found if found.violations and kind_of(found.violations[0]) == kind else None
-
-    switches = [f.name for f in dataclasses.fields(SystemConfig) if f.type in (bool, "bool")]
-    for name in switches:
-        found = await still_fails(dataclasses.replace(best.config, **{name: False}))
-        best = found or best
-    while best.config.operations > 1:
-        found = await still_fails(
-            dataclasses.replace(best.config, operations=best.config.operations // 2)
-        )
-        if found is None:
-            break
-        best = found
-    return best

@@ -16,7 +16,8 @@ import sys
 
 import anyio
 
-from durable.testing._system import SystemConfig, kind_of, shrink, simulate_system
+from durable.testing._system import SystemConfig, simulate_system
+from durable.testing._system_shrink import kind_of, shrink
 
 __all__ = ["main"]
 

@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from durable.testing import SystemConfig, simulate_system
-from durable.testing._system import shrink
+from durable.testing._system_shrink import shrink
 
 pytestmark = pytest.mark.anyio
 
