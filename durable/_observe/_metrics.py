@@ -1,0 +1,153 @@
+"""OpenTelemetry metrics of a runtime (imported only when the ``opentelemetry-api`` is
+installed), and the store wrapper that times each store request."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from durable._clock import Clock
+    from durable.store import ObjectStore
+
+__all__ = ["Metrics", "TimedStore"]
+
+_NAME = "durable"
+
+
+class Metrics:
+    """The instruments of one runtime, on ``provider`` (None: the global meter provider)."""
+
+    def __init__(self, provider: metrics.MeterProvider | None = None) -> None:
+        meter = metrics.get_meter(_NAME) if provider is None else provider.get_meter(_NAME)
+        self._meter = meter
+        self.started = meter.create_counter(
+            "durable.workflow.started", unit="{run}", description="runs that took a first turn"
+        )
+        self.ended = meter.create_counter(
+            "durable.workflow.ended", unit="{run}", description="runs that ended, by status"
+        )
+        self.turn_duration = meter.create_histogram(
+            "durable.turn.duration", unit="s", description="a turn, from its start to its commit"
+        )
+        self.attempts = meter.create_counter(
+            "durable.activity.attempts", unit="{attempt}",
+            description="activity attempts, by outcome",
+        )  # fmt: skip
+        self.activity_duration = meter.create_histogram(
+            "durable.activity.duration", unit="s", description="one activity attempt"
+        )
+        self.store_duration = meter.create_histogram(
+            "durable.store.request.duration", unit="s",
+            description="one object store request, by operation",
+        )  # fmt: skip
+
+    def timed(self, store: ObjectStore, clock: Clock) -> ObjectStore:
+        """``store``, with each request's duration recorded."""
+        return TimedStore(store, clock, self)
+
+    def gauges(self, owner: object, resident: Callable[[Any], int],
+               partitions: Callable[[Any], int]) -> None:  # fmt: skip
+        """Observe ``resident(owner)`` and ``partitions(owner)`` while ``owner`` lives
+        (held weakly: a stopped runtime does not stay alive through its meter)."""
+        ref = weakref.ref(owner)
+
+        def observe(read: Callable[[Any], int]) -> Callable[[Any], Iterable[metrics.Observation]]:
+            def callback(options: Any) -> Iterable[metrics.Observation]:
+                target = ref()
+                return [] if target is None else [metrics.Observation(read(target))]
+
+            return callback
+
+        self._meter.create_observable_gauge(
+            "durable.instances.resident", [observe(resident)], unit="{instance}",
+            description="instances held in this process's memory",
+        )  # fmt: skip
+        self._meter.create_observable_gauge(
+            "durable.fleet.partitions_held", [observe(partitions)], unit="{partition}",
+            description="partitions this process runs",
+        )  # fmt: skip
+
+
+class TimedStore:
+    """An :class:`~durable.store.ObjectStore` that records how long each request to
+    ``inner`` takes (on ``clock``), by operation; anything else is ``inner``'s."""
+
+    def __init__(self, inner: ObjectStore, clock: Clock, metrics: Metrics) -> None:
+        self.inner = inner
+        self._clock = clock
+        self._record = metrics.store_duration.record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # never_suspends, sibling(), checks of a backend
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def _done(self, operation: str, began: Any) -> None:
+        seconds = (self._clock.now() - began).total_seconds()
+        self._record(seconds, {"operation": operation})
+
+    async def get(self, key: str) -> bytes:
+        began = self._clock.now()
+        try:
+            return await self.inner.get(key)
+        finally:
+            self._done("get", began)
+
+    async def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        began = self._clock.now()
+        try:
+            return await self.inner.get_with_etag(key)
+        finally:
+            self._done("get", began)
+
+    async def put(self, key: str, data: bytes) -> str:
+        began = self._clock.now()
+        try:
+            return await self.inner.put(key, data)
+        finally:
+            self._done("put", began)
+
+    async def put_if_absent(self, key: str, data: bytes) -> str:
+        began = self._clock.now()
+        try:
+            return await self.inner.put_if_absent(key, data)
+        finally:
+            self._done("put_if_absent", began)
+
+    async def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        began = self._clock.now()
+        try:
+            return await self.inner.put_if_match(key, data, etag)
+        finally:
+            self._done("put_if_match", began)
+
+    async def list(self, prefix: str) -> list[str]:
+        began = self._clock.now()
+        try:
+            return await self.inner.list(prefix)
+        finally:
+            self._done("list", began)
+
+    async def delete(self, key: str) -> None:
+        began = self._clock.now()
+        try:
+            await self.inner.delete(key)
+        finally:
+            self._done("delete", began)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        began = self._clock.now()
+        try:
+            await self.inner.delete_prefix(prefix)
+        finally:
+            self._done("delete_prefix", began)
+
+    async def close(self) -> None:
+        await self.inner.close()
