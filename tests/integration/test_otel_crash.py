@@ -19,8 +19,9 @@ STEPS = 8
 
 
 def _worker(tmp_path: Path, number: int) -> LineProcess:
+    caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
     argv = [sys.executable, str(HERE / "otel_worker.py"), str(tmp_path / "store"),
-            str(tmp_path / "spans.jsonl"), f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", str(STEPS)]  # fmt: skip
+            str(tmp_path / "spans.jsonl"), caller, str(STEPS)]  # fmt: skip
     return LineProcess(
         f"worker {number}", argv, tmp_path / f"worker-{number}.log", child_env(), tmp_path
     )
