@@ -102,9 +102,9 @@ class _Activities(_EngineBase):
             if self._observe is None:
                 outcome = await self.executor.run_activity(instance_id, started.name, scheduled)
             else:
-                with self._observe.attempt(instance_id, started, scheduled) as seen:
+                with self._observe.attempt(instance_id, started, scheduled) as attempt:
                     outcome = await self.executor.run_activity(instance_id, started.name, scheduled)
-                    seen(outcome)
+                    attempt.seen(outcome)
             copies = 1
             if self._hooks is not None:
                 await self._hooks.before_delivery(instance_id, outcome)

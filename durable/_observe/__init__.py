@@ -43,14 +43,35 @@ def make_observer(
     tracer_provider: Any = None,
     meter_provider: Any = None,
 ) -> Observer | None:
-    """The runtime's observer: spans and metrics on the given providers (None: the global
-    ones); None when ``telemetry`` is False, or None and OpenTelemetry is not installed."""
-    if telemetry is False or (telemetry is None and not _have_otel()):
+    """The runtime's observer: spans and metrics on the given providers, or else on the
+    global ones if an SDK is configured there by now; None when ``telemetry`` is False,
+    OpenTelemetry is not installed, or neither has anywhere to go (no cost at all)."""
+    if telemetry is False or not _have_otel():
         return None
+    from opentelemetry import metrics, trace
+
     from ._metrics import Metrics  # OpenTelemetry loads only here
     from ._trace import Tracing
 
-    return Observer(clock, Tracing(tracer_provider), Metrics(meter_provider))
+    if tracer_provider is None and not _configured(trace.get_tracer_provider()):
+        tracing = None
+    else:
+        tracing = Tracing(tracer_provider)
+    if meter_provider is None and not _configured(metrics.get_meter_provider()):
+        measures = None
+    else:
+        measures = Metrics(meter_provider)
+    if tracing is None and measures is None:
+        return None
+    return Observer(clock, tracing, measures)
+
+
+def _configured(provider: object) -> bool:
+    """Whether a global provider records anything: not the API's placeholder (a proxy
+    until an SDK is set) nor its no-op."""
+    return type(provider).__name__ not in {
+        "ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider",
+    }  # fmt: skip
 
 
 def current_trace_context() -> tuple[str, str]:

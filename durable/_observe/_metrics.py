@@ -25,17 +25,19 @@ class Metrics:
     def __init__(self, provider: metrics.MeterProvider | None = None) -> None:
         meter = metrics.get_meter(_NAME) if provider is None else provider.get_meter(_NAME)
         self._meter = meter
-        self.started = meter.create_counter(
-            "durable.workflow.started", unit="{run}", description="runs that took a first turn"
-        )
-        self.ended = meter.create_counter(
-            "durable.workflow.ended", unit="{run}", description="runs that ended, by status"
-        )
+        self.started = _Tally(
+            meter, "durable.workflow.started", ("workflow",), unit="{run}",
+            description="runs that took a first turn",
+        )  # fmt: skip
+        self.ended = _Tally(
+            meter, "durable.workflow.ended", ("workflow", "status"), unit="{run}",
+            description="runs that ended, by status",
+        )  # fmt: skip
         self.turn_duration = meter.create_histogram(
             "durable.turn.duration", unit="s", description="a turn, from its start to its commit"
         )
-        self.attempts = meter.create_counter(
-            "durable.activity.attempts", unit="{attempt}",
+        self.attempts = _Tally(
+            meter, "durable.activity.attempts", ("activity", "outcome"), unit="{attempt}",
             description="activity attempts, by outcome",
         )  # fmt: skip
         self.activity_duration = meter.create_histogram(
@@ -71,6 +73,30 @@ class Metrics:
             "durable.fleet.partitions_held", [observe(partitions)], unit="{partition}",
             description="partitions this process runs",
         )  # fmt: skip
+
+
+class _Tally:
+    """A counter kept as plain integers per label values, which the SDK reads when it
+    collects (an observable counter): counting costs a dict update, not an SDK call."""
+
+    def __init__(
+        self, meter: metrics.Meter, name: str, labels: tuple[str, ...], unit: str,
+        description: str,
+    ) -> None:  # fmt: skip
+        self._labels = labels
+        self._counts: dict[tuple[str, ...], int] = {}
+        meter.create_observable_counter(name, [self._observe], unit=unit,
+                                        description=description)  # fmt: skip
+
+    def count(self, *values: str) -> None:
+        counts = self._counts
+        counts[values] = counts.get(values, 0) + 1
+
+    def _observe(self, options: Any) -> Iterable[metrics.Observation]:
+        return [
+            metrics.Observation(count, dict(zip(self._labels, values, strict=True)))
+            for values, count in list(self._counts.items())
+        ]
 
 
 class TimedStore:

@@ -4,7 +4,6 @@ no observer at all and the engine skips these calls."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from durable._core._events import ActivityErrored
@@ -14,8 +13,6 @@ from durable._log._reader import record_outcome
 from ._ids import run_trace
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-
     from durable._clock import Clock
     from durable._core._events import ActivityScheduled, Event, WorkflowStarted
     from durable._log._records import TurnRecord
@@ -52,7 +49,7 @@ class Observer:
             labels = {"workflow": started.name}
             self.metrics.turn_duration.record((now - begun).total_seconds(), labels)
             if previous == WorkflowStatus.PENDING and (status not in _NOT_YET or record.next_run):
-                self.metrics.started.add(1, labels)
+                self.metrics.started.count(started.name)
         if not ended:
             return
         final = WorkflowStatus.CONTINUED_AS_NEW if record.next_run else WorkflowStatus(status)
@@ -60,43 +57,67 @@ class Observer:
             failure = None if record.next_run else record_outcome(record)[1]
             self.tracing.run_ended(instance_id, started, final, failure, now)
         if self.metrics is not None:
-            self.metrics.ended.add(1, {"workflow": started.name, "status": final.value})
+            self.metrics.ended.count(started.name, final.value)
 
-    @contextlib.contextmanager
     def attempt(
         self, instance_id: str, started: WorkflowStarted, scheduled: ActivityScheduled
-    ) -> Iterator[Callable[[Event], None]]:
-        """Around one activity attempt; the caller hands its outcome to the function
-        this yields. An attempt that never comes back (cancelled) counts as abandoned."""
-        began = self.clock.now()
-        spans: contextlib.AbstractContextManager[Any] = (
-            contextlib.nullcontext(None)
-            if self.tracing is None
-            else self.tracing.attempt(
-                instance_id, started, scheduled.name, scheduled.attempt, began
-            )
-        )
-        outcome: list[Event] = []
-        with spans as seen:
-            try:
-                yield outcome.append
-            finally:
-                end = self.clock.now()
-                came = outcome[0] if outcome else None
-                status = "abandoned" if came is None else "completed"
-                if isinstance(came, ActivityErrored):
-                    status = "failed"
-                if seen is not None:
-                    seen.status, seen.end = status, end
-                    if isinstance(came, ActivityErrored):
-                        seen.failure = f"{came.failure.type}: {came.failure.message}"
-                if self.metrics is not None:
-                    labels = {"activity": scheduled.name, "outcome": status}
-                    self.metrics.attempts.add(1, labels)
-                    self.metrics.activity_duration.record(
-                        (end - began).total_seconds(), {"activity": scheduled.name}
-                    )
+    ) -> _Attempt:
+        """Around one activity attempt (``with``): the caller hands its outcome to the
+        object's ``seen``. An attempt that never comes back (cancelled) counts as
+        abandoned."""
+        return _Attempt(self, instance_id, started, scheduled)
 
     def child_trace_parent(self, instance_id: str, started: WorkflowStarted) -> str:
         """The ``traceparent`` a sub-workflow of this run starts under: the run's span."""
         return run_trace(instance_id, started).traceparent if self.tracing is not None else ""
+
+
+class _Attempt:
+    """One activity attempt under way: its span (current meanwhile) and its metrics."""
+
+    __slots__ = ("_began", "_observer", "_span", "_token", "instance_id", "outcome",
+                 "scheduled", "started")  # fmt: skip
+
+    def __init__(
+        self,
+        observer: Observer,
+        instance_id: str,
+        started: WorkflowStarted,
+        scheduled: ActivityScheduled,
+    ) -> None:
+        self._observer = observer
+        self.instance_id, self.started, self.scheduled = instance_id, started, scheduled
+        self.outcome: Event | None = None
+        self._span: Any = None
+        self._token: object = None
+
+    def seen(self, outcome: Event) -> None:
+        """The attempt's outcome (its completion or failure event)."""
+        self.outcome = outcome
+
+    def __enter__(self) -> _Attempt:
+        observer = self._observer
+        self._began = observer.clock.now()
+        if observer.tracing is not None:
+            self._span, self._token = observer.tracing.attempt_started(
+                self.instance_id, self.started, self.scheduled.name, self.scheduled.attempt,
+                self._began,
+            )  # fmt: skip
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        observer = self._observer
+        end = observer.clock.now()
+        came = self.outcome
+        status = "abandoned" if came is None else "completed"
+        failure = None
+        if isinstance(came, ActivityErrored):
+            status, failure = "failed", f"{came.failure.type}: {came.failure.message}"
+        if observer.tracing is not None:
+            observer.tracing.attempt_ended(self._span, self._token, status, failure, end)
+        metrics = observer.metrics
+        if metrics is not None:
+            name = self.scheduled.name
+            metrics.attempts.count(name, status)
+            metrics.activity_duration.record((end - self._began).total_seconds(),
+                                             {"activity": name})  # fmt: skip

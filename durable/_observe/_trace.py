@@ -27,10 +27,10 @@ from opentelemetry.trace import (
 
 from durable._core._events import EPOCH
 
-from ._ids import RunTrace, format_traceparent, run_trace
+from ._ids import format_traceparent, run_trace
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator
     from datetime import datetime
 
     from durable._core._events import WorkflowStarted
@@ -40,6 +40,7 @@ __all__ = ["Tracing", "current_trace_context"]
 
 _NAME = "durable"
 _MICROSECOND = timedelta(microseconds=1)
+_EMPTY = otel_context.Context()
 
 
 def _ns(when: datetime) -> int:
@@ -96,20 +97,31 @@ def _with_ids(tracer: trace.Tracer, trace_id: int, span_id: int) -> Iterator[Non
 
 
 class Tracing:
-    """Records a runtime's spans on ``provider`` (None: the global tracer provider)."""
+    """Records a runtime's spans on ``provider`` (None: the global tracer provider).
+
+    A turn or an attempt span carries the instance id and what is its own (seq, status,
+    attempt); the run's name and id are on the ``workflow`` span it nests under."""
 
     def __init__(self, provider: trace.TracerProvider | None = None) -> None:
         self._tracer = trace.get_tracer(_NAME) if provider is None else provider.get_tracer(_NAME)
+        # the context of the last run seen: a run's turns and attempts come in a row
+        self._last: tuple[WorkflowStarted | None, otel_context.Context] = (None, _EMPTY)
 
-    def _inside(self, run: RunTrace) -> otel_context.Context:
+    def _inside(self, instance_id: str, started: WorkflowStarted) -> otel_context.Context:
         """A context whose current span is the run's ``workflow`` span."""
+        last, context = self._last
+        if last is started:
+            return context
+        run = run_trace(instance_id, started)
         span = NonRecordingSpan(
             SpanContext(
                 run.trace_id, run.span_id, is_remote=True, trace_flags=TraceFlags(run.flags),
                 trace_state=_trace_state(run.trace_state),
             )
         )  # fmt: skip
-        return trace.set_span_in_context(span, otel_context.Context())
+        context = trace.set_span_in_context(span, _EMPTY)
+        self._last = (started, context)
+        return context
 
     def turn(
         self,
@@ -121,10 +133,10 @@ class Tracing:
         end: datetime,
     ) -> None:
         """A committed turn: ``start`` when it began, ``end`` once committed."""
-        attributes = {**_run_attributes(instance_id, started), "durable.seq": seq,
+        attributes: dict[str, str | int] = {"durable.instance_id": instance_id, "durable.seq": seq,
                       "durable.status": status}  # fmt: skip
         span = self._tracer.start_span(
-            "turn", self._inside(run_trace(instance_id, started)), attributes=attributes,
+            "turn", self._inside(instance_id, started), attributes=attributes,
             start_time=_ns(start),
         )  # fmt: skip
         span.end(end_time=_ns(end))
@@ -139,14 +151,17 @@ class Tracing:
     ) -> None:
         """The ``workflow {name}`` span of a run that ended (or continued as new)."""
         run = run_trace(instance_id, started)
-        parent = otel_context.Context()
+        parent = _EMPTY
         if run.parent_span_id:
             caller = SpanContext(
                 run.trace_id, run.parent_span_id, is_remote=True,
                 trace_flags=TraceFlags(run.flags), trace_state=_trace_state(run.trace_state),
             )  # fmt: skip
             parent = trace.set_span_in_context(NonRecordingSpan(caller), parent)
-        attributes = {**_run_attributes(instance_id, started), "durable.status": status}
+        attributes = {
+            "durable.instance_id": instance_id, "durable.workflow": started.name,
+            "durable.run_id": started.run_id, "durable.status": status,
+        }  # fmt: skip
         with _with_ids(self._tracer, run.trace_id, run.span_id):
             span = self._tracer.start_span(
                 f"workflow {started.name}", parent, attributes=attributes,
@@ -156,49 +171,25 @@ class Tracing:
             span.set_status(Status(StatusCode.ERROR, f"{failure.type}: {failure.message}"))
         span.end(end_time=_ns(end))
 
-    @contextlib.contextmanager
-    def attempt(
-        self,
-        instance_id: str,
-        started: WorkflowStarted,
-        name: str,
-        attempt: int,
-        start: datetime,
-    ) -> Iterator[_Attempt]:
-        """The ``activity {name}`` span of one attempt, current while it runs (a remote
-        worker is handed its context)."""
-        attributes = {**_run_attributes(instance_id, started), "durable.activity": name,
-                      "durable.attempt": attempt}  # fmt: skip
+    def attempt_started(
+        self, instance_id: str, started: WorkflowStarted, name: str, attempt: int, start: datetime
+    ) -> tuple[trace.Span, object]:
+        """The ``activity {name}`` span of one attempt, made current while it runs (a
+        remote worker is handed its context; the activity's own spans nest under it)."""
+        attributes: dict[str, str | int] = {
+            "durable.instance_id": instance_id, "durable.attempt": attempt,
+        }  # fmt: skip
         span = self._tracer.start_span(
-            f"activity {name}", self._inside(run_trace(instance_id, started)),
-            attributes=attributes, start_time=_ns(start),
+            f"activity {name}", self._inside(instance_id, started), attributes=attributes,
+            start_time=_ns(start),
         )  # fmt: skip
-        seen = _Attempt()
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            yield seen
-        finally:
-            otel_context.detach(token)
-            span.set_attribute("durable.status", seen.status)
-            if seen.failure is not None:
-                span.set_status(Status(StatusCode.ERROR, seen.failure))
-            span.end(end_time=_ns(seen.end) if seen.end is not None else None)
+        return span, otel_context.attach(trace.set_span_in_context(span))
 
-
-class _Attempt:
-    """What an attempt came to, filled in before its span ends."""
-
-    __slots__ = ("end", "failure", "status")
-
-    def __init__(self) -> None:
-        self.status = "abandoned"  # not come back: cancelled (the runtime stopped)
-        self.failure: str | None = None
-        self.end: datetime | None = None
-
-
-def _run_attributes(instance_id: str, started: WorkflowStarted) -> Mapping[str, Any]:
-    return {
-        "durable.instance_id": instance_id,
-        "durable.workflow": started.name,
-        "durable.run_id": started.run_id,
-    }
+    def attempt_ended(
+        self, span: trace.Span, token: object, status: str, failure: str | None, end: datetime
+    ) -> None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+        span.set_attribute("durable.status", status)
+        if failure is not None:
+            span.set_status(Status(StatusCode.ERROR, failure))
+        span.end(end_time=_ns(end))
