@@ -250,3 +250,37 @@ def test_observe_knows_no_engine() -> None:
 
     banned = ("durable._engine", "durable._runtime", "durable._client", "durable.grpc")
     assert _offenders("durable._observe", banned) == []
+
+
+async def test_the_simulation_records_spans_and_checks_them() -> None:
+    """The whole-system simulation traces every process with one recording tracer and
+    checks at the end that no turn and no run's workflow span was recorded twice; the
+    check sees a duplicate when there is one."""
+    from durable.testing import _system
+    from durable.testing._system_trace import Recorded, SpanLog
+
+    seen: list[SpanLog] = []
+    final = _system._Driver._final_checks
+
+    def spy(driver: Any) -> None:
+        seen.append(driver.spans)
+        final(driver)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_system._Driver, "_final_checks", spy)
+        result = await _system.simulate_system(3)
+    assert result.ok, result.format()
+    names = Counter(span.name.split()[0] for span in seen[0].spans)
+    assert names["turn"]
+    assert names["workflow"]
+    assert names["activity"]
+
+    log = SpanLog()
+    log.spans = [Recorded("turn", 1, 2, 9, {"durable.seq": 4})] * 2
+    log.spans.append(Recorded("workflow w", 1, 9, 0, {}))
+    log.spans.append(Recorded("activity a", 7, 3, 9, {}))
+    found: list[str] = []
+    log.check(found.append)
+    assert len(found) == 2
+    assert "turn seq 4" in found[0]
+    assert "not in its run's trace" in found[1]
