@@ -118,7 +118,9 @@ class _EngineBase:
         observer: Observer | None = None,
     ) -> None:
         self.registry = registry
-        self.executor: Executor = executor or LocalExecutor(registry, codec, memo_store)
+        self.executor: Executor = executor or LocalExecutor(
+            registry, codec, memo_store, max_concurrent_activities=max_concurrent_activities
+        )
         self.ids = ids or IdSource()
         self._hooks = hooks
         self._observe = observer  # spans and metrics; None: telemetry is off
