@@ -295,11 +295,11 @@ def trace_context_from_proto(
     return context.trace_parent, context.trace_state or ""
 
 
-def _trace_ms(parent: str, state: str = "") -> ms.TraceContext:
+def trace_context_to_ms(parent: str, state: str = "") -> ms.TraceContext:
     return ms.TraceContext(trace_parent=parent, trace_state=state or None)
 
 
-def _trace_dapr(parent: str, state: str = "") -> dapr.TraceContext:
+def trace_context_to_dapr(parent: str, state: str = "") -> dapr.TraceContext:
     return dapr.TraceContext(trace_parent=parent, trace_state=state or None)
 
 
@@ -326,7 +326,9 @@ def event_to_ms(
                 ),
             )
             if event.trace_parent:
-                started.parent_trace_context = _trace_ms(event.trace_parent, event.trace_state)
+                started.parent_trace_context = trace_context_to_ms(
+                    event.trace_parent, event.trace_state
+                )
             if event.parent is not None:
                 started.parent_instance = ms.ParentInstanceInfo(
                     task_scheduled_id=event.parent.task_id,
@@ -465,7 +467,9 @@ def event_to_dapr(
                 ),
             )
             if event.trace_parent:
-                started.parent_trace_context = _trace_dapr(event.trace_parent, event.trace_state)
+                started.parent_trace_context = trace_context_to_dapr(
+                    event.trace_parent, event.trace_state
+                )
             if event.parent is not None:
                 started.parent_instance = dapr.ParentInstanceInfo(
                     task_scheduled_id=event.parent.task_id,
@@ -969,7 +973,7 @@ def activity_request_to_ms(
         tags={STEP_TAG: str(event.step)},
     )
     if trace_parent:
-        request.parent_trace_context = _trace_ms(trace_parent)
+        request.parent_trace_context = trace_context_to_ms(trace_parent)
     return request
 
 
@@ -995,7 +999,7 @@ def activity_request_to_dapr(
         task_execution_id=event.execution_id or f"{_DURABLE_ID}{run_id}:{event.step}",
     )
     if trace_parent:
-        request.parent_trace_context = _trace_dapr(trace_parent)
+        request.parent_trace_context = trace_context_to_dapr(trace_parent)
     return request
 
 

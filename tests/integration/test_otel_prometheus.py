@@ -73,3 +73,20 @@ def test_worker_serves_its_metrics_for_prometheus(tmp_path: Path) -> None:
     assert puts >= 3
     assert _value(text, "durable_fleet_partitions_held") >= 1
     assert _value(text, "durable_instances_resident") >= 0
+
+
+@pytest.mark.timeout(120)
+def test_sidecar_serves_its_metrics_for_prometheus(tmp_path: Path) -> None:
+    """``durable sidecar --metrics`` serves the same metrics (here: its gauges)."""
+    argv = [sys.executable, "-m", "durable", "sidecar", "--store", "memory://",
+            "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]  # fmt: skip
+    sidecar = LineProcess("sidecar", argv, tmp_path / "sidecar.log", child_env(), HERE)
+    try:
+        url = sidecar.wait_for(r"^metrics on http://", "the metrics address").split()[-1]
+        sidecar.wait_for(r"^durable sidecar listening", "listening")
+        text = scrape(url)
+        assert sidecar.stop() == 0, sidecar.tail()
+    finally:
+        sidecar.cleanup()
+    assert _value(text, "durable_fleet_partitions_held") >= 1
+    assert _value(text, "durable_instances_resident") == 0

@@ -50,3 +50,41 @@ async def test_a_durabletask_client_trace_runs_through_the_sidecar() -> None:
                       and span["kind"] == "SERVER"]  # fmt: skip
     assert sdk_activities, sdk_spans
     assert {span["parent"] for span in sdk_activities} <= attempts
+
+
+@pytest.mark.parametrize("dialect", ["dapr", "ms"])
+async def test_a_remote_client_and_worker_trace_through_the_sidecar(dialect: str) -> None:
+    """durable's own RemoteClient sends its caller's span as ``parentTraceContext``; the
+    run's spans, recorded by the sidecar, join that trace under that span."""
+    from durable import ActivityContext, Registry, WorkflowContext
+    from durable.grpc import RemoteClient, RemoteWorker
+
+    registry = Registry()
+
+    @registry.activity
+    async def shout(ctx: ActivityContext, text: str) -> str:
+        return text.upper()
+
+    @registry.workflow
+    async def loud(ctx: WorkflowContext, text: str) -> str:
+        return await ctx.call_activity(shout, text)
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    caller_tracer = provider.get_tracer("test")
+    async with Sidecar("memory://", port=0, tracer_provider=provider) as sidecar:
+        target = f"127.0.0.1:{sidecar.port}"
+        async with (
+            RemoteWorker(registry, target, dialect=dialect),
+            RemoteClient(target, dialect=dialect, registry=registry, poll_interval=0.02) as rc,
+        ):
+            with caller_tracer.start_as_current_span("caller") as caller:
+                handle = await rc.start(loud, "hi", instance_id=f"loud-{dialect}")
+            assert await handle.result(timeout=30) == "HI"
+            await sidecar.runtime.wait_idle()
+    ids = caller.get_span_context()
+    (workflow,) = [s for s in exporter.get_finished_spans() if s.name == "workflow loud"]
+    assert workflow.context.trace_id == ids.trace_id
+    assert workflow.parent is not None
+    assert workflow.parent.span_id == ids.span_id
