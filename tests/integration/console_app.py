@@ -17,6 +17,7 @@ HOSTILE = (
     '<img id="pwned-img" src=x onerror=alert(1)>"\'&'
 )
 HOSTILE_NAME = '<b id="pwned-name">evil</b>'
+APPROVALS = 4  # instances left waiting for an event
 HOSTILE_ID = "o'brien&co;(x)=1"  # quotes, ampersand and parentheses are valid in ids
 
 
@@ -83,6 +84,18 @@ async def hostile(ctx: WorkflowContext, payload: Any) -> Any:
     return {"echo": payload, "html": HOSTILE}
 
 
+@registry.activity
+async def hello(ctx: ActivityContext, who: str) -> str:
+    return f"hello {who}"
+
+
+@registry.workflow
+async def greet(ctx: WorkflowContext, who: str) -> str:
+    """One quick step: ends anew when rerun from it."""
+    result: str = await ctx.call_activity(hello, who)
+    return result
+
+
 @registry.workflow
 async def long_history(ctx: WorkflowContext, steps: int) -> int:
     """One activity after another: a long history for the figures."""
@@ -106,5 +119,7 @@ async def populate(store: str, clock: durable.MockClock | None = None) -> None:
             pass
         hostile_run = await rt.start(hostile, HOSTILE, instance_id=HOSTILE_ID)
         await hostile_run
-        for i in range(3):
+        for i in range(2):
+            await (await rt.start(greet, f"user {i}", instance_id=f"greet-{i}"))
+        for i in range(APPROVALS):
             await rt.start(approval, {"n": i}, instance_id=f"approval-{i}")

@@ -148,7 +148,7 @@ async def test_filters_by_status_and_name(populated: durable.Client) -> None:
         assert re.findall(r'href="/instances/([^"]+)"', failed) == ["charge-1"]
         approvals = (await http.get("/", params={"name": "APPROV"})).text
         found = re.findall(r'href="/instances/([^"]+)"', approvals)
-        assert found == ["approval-0", "approval-1", "approval-2"]
+        assert found == [f"approval-{i}" for i in range(console_app.APPROVALS)]
         none = (await http.get("/", params={"status": "SUSPENDED"})).text
         assert 'id="empty"' in none
         bad = await http.get("/", params={"status": "<x>"})
