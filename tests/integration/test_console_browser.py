@@ -88,6 +88,13 @@ class Deployment:
 
         return _run(read)
 
+    def raise_event(self, instance_id: str, name: str, data: Any) -> None:
+        async def send() -> None:
+            async with durable.Client(self.store) as client:
+                await client.get_handle(instance_id).raise_event(name, data)
+
+        _run(send)
+
     def close(self) -> None:
         for proc in self.procs:
             proc.cleanup()
@@ -199,6 +206,20 @@ def test_raise_event_completes_a_waiting_workflow(deployment: Deployment, page: 
     expect(page.locator("#notice")).to_have_text("The event was sent.")
     expect(status_badge(page)).to_have_text("COMPLETED", timeout=WAIT_MS)  # auto-refresh
     expect(page.locator("#output")).to_contain_text('"ok": "yes"')
+
+
+def test_pages_follow_running_instances(deployment: Deployment, page: Any) -> None:
+    """The list and the instance page refresh themselves while an instance runs: an
+    event sent from elsewhere shows its effect with no reload or navigation."""
+    page.goto(f"{deployment.url}/instances/approval-3")
+    expect(status_badge(page)).to_have_text("RUNNING")
+    page.evaluate("window.notReloaded = true")
+    deployment.raise_event("approval-3", "approve", "from elsewhere")
+    expect(status_badge(page)).to_have_text("COMPLETED", timeout=WAIT_MS)
+    expect(page.locator("#output")).to_contain_text("from elsewhere")
+    assert page.evaluate("window.notReloaded") is True
+    page.goto(f"{deployment.url}/?name=approval")
+    assert page.locator("#live").get_attribute("data-refresh") != "0"  # approvals still run
 
 
 def test_suspend_then_resume(deployment: Deployment, page: Any) -> None:
