@@ -116,3 +116,22 @@ async def test_one_senders_events_keep_their_order_across_a_lapsed_lease(residen
         store.hook = None
         await run_clock(clock, 3)
         assert await handle.result() == [1, 2]
+
+
+async def test_a_suspend_sent_to_a_suspended_run_is_not_kept_for_after_the_resume() -> None:
+    """Found by the simulation (seed 2, once one sender's events kept their order): a
+    suspend that reached a run already suspended was held like any event, so the
+    resume released it and the run was suspended again, for ever (a parked instance,
+    which applies control messages without the code, resumed it)."""
+    clock = durable.MockClock()
+    async with durable.Runtime(registry(), store=MemoryStore(), clock=clock) as rt:
+        handle = await rt.start("collect", 1, instance_id="c")
+        await handle.suspend("one")
+        await handle.suspend("two")
+        await run_clock(clock, 1)
+        await handle.resume()
+        await handle.raise_event("e", 1)
+        await run_clock(clock, 1)
+        state = await handle.describe()
+        assert state.status == durable.WorkflowStatus.COMPLETED, state
+        assert await handle.result() == [1]
