@@ -51,12 +51,14 @@ class Handover:
         self.messages.clear()
         self.reread = False
 
-    def found(self, items: list[Pending]) -> list[Pending]:
-        """A read found ``items``: the messages among them need no other read. Returns
-        them followed by the events that waited behind the read."""
+    def found(self, items: list[Pending]) -> None:
+        """A read found ``items``: the messages among them need no other read."""
         self.messages.difference_update(msg_id for msg_id, _, _ in items)
+
+    def take_events(self) -> list[Pending]:
+        """The events that waited behind the read, in the order delivered."""
         events, self.events = self.events, []
-        return items + events
+        return events
 
     @property
     def settled(self) -> bool:

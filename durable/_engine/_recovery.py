@@ -202,25 +202,34 @@ class _Recovery(_EngineBase):
             inst = self._live(instance_id)
             if inst is None:
                 inst = await self._load(instance_id)
+                if inst is None:  # not run here: what waited is for whoever runs it
+                    del self._handovers[instance_id]
+                    if handover.events:  # dropped: nothing of it is armed here now
+                        self._armed.pop(instance_id, None)
+                    return None
             else:
                 await self._scan_inbox(inst)
-            if inst is None or self._live(instance_id) is not inst:
-                del self._handovers[instance_id]
-                if handover.events:  # dropped: nothing of the instance is armed here now
-                    self._armed.pop(instance_id, None)
-                return None
+            if self._live(instance_id) is not inst:  # evicted, ended or let go meanwhile
+                if handover.settled and not handover.events:
+                    del self._handovers[instance_id]
+                    return None
+                continue  # what waits goes to the instance as it is now
             if handover.settled:
                 del self._handovers[instance_id]
-                self._hand(inst, handover.found([]))
+                self._hand(inst, handover.take_events())
                 return inst
 
     def _hand_read(self, inst: _Instance, items: list[Pending]) -> None:
         """Hand what an inbox read found (less what the instance already has), then
         the events that waited behind the read."""
-        have = inst.consumed.union(msg_id for msg_id, _, _ in inst.pending)
-        items = [item for item in items if item[0] not in have]
         handover = self._handovers.get(inst.id)
-        self._hand(inst, items if handover is None else handover.found(items))
+        if handover is not None:
+            handover.found(items)
+        if inst.pending:
+            pending = {msg_id for msg_id, _, _ in inst.pending}
+            items = [item for item in items if item[0] not in pending]
+        items = [item for item in items if item[0] not in inst.consumed]
+        self._hand(inst, items if handover is None else items + handover.take_events())
 
     async def _load(self, instance_id: str) -> _Instance | None:
         """Load one instance from the store, read its inbox and hand what it holds;
