@@ -1,5 +1,6 @@
-"""Recovery and reload: loading instances from the log, partitions taken and dropped,
-retrying after store errors, failing instances whose objects are broken for good.
+"""Recovery and reload: loading instances from the log, reading their inboxes under a
+handover (see :mod:`._handover`), partitions taken and dropped, retrying after store
+errors, failing instances whose objects are broken for good.
 """
 
 from __future__ import annotations
