@@ -10,6 +10,7 @@ import asyncio
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import anyio.to_thread
 from msgspec import Raw
 
@@ -71,8 +72,11 @@ async def execute_activity(
     instance_id: str,
     workflow_name: str,
     scheduled: ActivityScheduled,
+    threads: anyio.CapacityLimiter | None = None,
 ) -> ActivityCompleted | ActivityErrored:
-    """Run one attempt and turn its return value or exception into an event."""
+    """Run one attempt and turn its return value or exception into an event; a sync
+    activity runs in a worker thread taken from ``threads`` (anyio's shared default
+    when None), so blocking activities cannot hold the threads other work needs."""
     task_id = scheduled.task_id
     try:
         definition = registry.get_activity(scheduled.name)
@@ -85,7 +89,7 @@ async def execute_activity(
             result = await definition.fn(*args)
         else:
             result = await anyio.to_thread.run_sync(
-                partial(definition.fn, *args), abandon_on_cancel=True
+                partial(definition.fn, *args), abandon_on_cancel=True, limiter=threads
             )
         return ActivityCompleted(task_id=task_id, result=Raw(codec.encode(result)))
     except anyio.get_cancelled_exc_class() as exc:
