@@ -116,8 +116,8 @@ class Runtime:
         if observer is not None and observer.metrics is not None:
             observer.metrics.gauges(
                 self._engine,
-                resident=lambda engine: len(engine._instances),
-                partitions=lambda engine: len(engine.owned_partitions()),
+                resident=lambda engine: len(engine._instances) if engine.running else 0,
+                partitions=lambda engine: len(engine.owned_partitions()) if engine.running else 0,
             )
         self.client = Client(
             self.store, registry=registry, clock=self.clock, codec=self.codec,

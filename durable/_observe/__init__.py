@@ -50,7 +50,7 @@ def make_observer(
         return None
     from opentelemetry import metrics, trace
 
-    from ._metrics import Metrics  # OpenTelemetry loads only here
+    from ._metrics import metrics_for  # OpenTelemetry loads only here
     from ._trace import Tracing
 
     if tracer_provider is None and not _configured(trace.get_tracer_provider()):
@@ -60,7 +60,7 @@ def make_observer(
     if meter_provider is None and not _configured(metrics.get_meter_provider()):
         measures = None
     else:
-        measures = Metrics(meter_provider)
+        measures = metrics_for(meter_provider)
     if tracing is None and measures is None:
         return None
     return Observer(clock, tracing, measures)

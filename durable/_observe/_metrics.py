@@ -14,17 +14,34 @@ if TYPE_CHECKING:
     from durable._clock import Clock
     from durable.store import ObjectStore
 
-__all__ = ["Metrics", "TimedStore"]
+__all__ = ["Metrics", "TimedStore", "metrics_for"]
 
 _NAME = "durable"
 
+# The SDK keeps one instrument per name and meter, and only the callbacks given when it
+# was first made: every runtime on one meter shares one Metrics. Keyed weakly by the
+# meter, so nothing outlives the provider that made it.
+_BY_METER: weakref.WeakKeyDictionary[Any, Metrics] = weakref.WeakKeyDictionary()
+
+
+def metrics_for(provider: metrics.MeterProvider | None = None) -> Metrics:
+    """The instruments on ``provider``'s meter (None: the global meter provider), shared
+    by every runtime that records there."""
+    meter = metrics.get_meter(_NAME) if provider is None else provider.get_meter(_NAME)
+    found = _BY_METER.get(meter)
+    if found is None:
+        found = _BY_METER[meter] = Metrics(meter)
+    return found
+
 
 class Metrics:
-    """The instruments of one runtime, on ``provider`` (None: the global meter provider)."""
+    """The instruments on one meter: counters and gauges are read when the SDK
+    collects (the runtimes' counts and state summed), histograms recorded as they come."""
 
-    def __init__(self, provider: metrics.MeterProvider | None = None) -> None:
-        meter = metrics.get_meter(_NAME) if provider is None else provider.get_meter(_NAME)
+    def __init__(self, meter: metrics.Meter) -> None:
         self._meter = meter
+        self._sources: list[tuple[weakref.ref[Any], Callable[[Any], int], Callable[[Any], int]]]
+        self._sources = []
         self.started = _Tally(
             meter, "durable.workflow.started", ("workflow",), unit="{run}",
             description="runs that took a first turn",
@@ -54,25 +71,31 @@ class Metrics:
 
     def gauges(self, owner: object, resident: Callable[[Any], int],
                partitions: Callable[[Any], int]) -> None:  # fmt: skip
-        """Observe ``resident(owner)`` and ``partitions(owner)`` while ``owner`` lives
-        (held weakly: a stopped runtime does not stay alive through its meter)."""
-        ref = weakref.ref(owner)
+        """Count ``resident(owner)`` and ``partitions(owner)`` in the gauges while
+        ``owner`` lives (held weakly: a stopped runtime does not stay alive through its
+        meter)."""
+        if not self._sources:
+            self._meter.create_observable_gauge(
+                "durable.instances.resident", [self._observe(1)], unit="{instance}",
+                description="instances held in this process's memory",
+            )  # fmt: skip
+            self._meter.create_observable_gauge(
+                "durable.fleet.partitions_held", [self._observe(2)], unit="{partition}",
+                description="partitions this process runs",
+            )  # fmt: skip
+        self._sources.append((weakref.ref(owner), resident, partitions))
 
-        def observe(read: Callable[[Any], int]) -> Callable[[Any], Iterable[metrics.Observation]]:
-            def callback(options: Any) -> Iterable[metrics.Observation]:
-                target = ref()
-                return [] if target is None else [metrics.Observation(read(target))]
+    def _observe(self, which: int) -> Callable[[Any], Iterable[metrics.Observation]]:
+        def callback(options: Any) -> Iterable[metrics.Observation]:
+            self._sources = [source for source in self._sources if source[0]() is not None]
+            total = 0
+            for ref, resident, partitions in self._sources:
+                owner = ref()
+                if owner is not None:
+                    total += (resident if which == 1 else partitions)(owner)
+            return [metrics.Observation(total)]
 
-            return callback
-
-        self._meter.create_observable_gauge(
-            "durable.instances.resident", [observe(resident)], unit="{instance}",
-            description="instances held in this process's memory",
-        )  # fmt: skip
-        self._meter.create_observable_gauge(
-            "durable.fleet.partitions_held", [observe(partitions)], unit="{partition}",
-            description="partitions this process runs",
-        )  # fmt: skip
+        return callback
 
 
 class _Tally:

@@ -285,3 +285,25 @@ async def test_the_simulation_records_spans_and_checks_them() -> None:
     assert len(found) == 2
     assert "turn seq 4" in found[0]
     assert "not in its run's trace" in found[1]
+
+
+async def test_runtimes_sharing_a_meter_provider_all_count(telemetry: Telemetry) -> None:
+    """Bug: the SDK keeps one instrument per name and meter, with the callbacks of its
+    first registration only, so a second runtime on the same meter provider (a restart
+    in one process, two runtimes side by side) counted nothing and showed in no gauge.
+    Every runtime on a meter now shares its counters and adds to its gauges."""
+    clock = MockClock(T0, auto_advance=True)
+    for _ in range(2):  # one after the other, as a process restarting its runtime
+        async with durable.Runtime(
+            registry(), store=MemoryStore(), clock=clock, **telemetry.options()
+        ) as rt:
+            with pytest.raises(durable.WorkflowFailed):
+                await (await rt.start("fails", 1))
+    points = telemetry.points("durable.workflow.ended")
+    assert [(p.attributes["status"], p.value) for p in points] == [("FAILED", 2)]
+    async with (
+        durable.Runtime(registry(), store=MemoryStore(), clock=clock, **telemetry.options()) as a,
+        durable.Runtime(registry(), store=MemoryStore(), clock=clock, **telemetry.options()) as b,
+    ):
+        held = telemetry.points("durable.fleet.partitions_held")
+        assert [p.value for p in held] == [len(a.partitions) + len(b.partitions)]
