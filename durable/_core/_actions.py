@@ -17,6 +17,7 @@ __all__ = [
     "FailWorkflow",
     "RecordPatch",
     "ScheduleActivity",
+    "SendEvent",
     "StartChildWorkflow",
     "StartTimer",
 ]
@@ -52,6 +53,15 @@ class StartChildWorkflow(msgspec.Struct, frozen=True):
     input: Raw
 
 
+class SendEvent(msgspec.Struct, frozen=True):
+    """Send event ``name`` to instance ``instance_id``, once this turn commits."""
+
+    task_id: int
+    instance_id: str
+    name: str
+    input: Raw
+
+
 class RecordPatch(msgspec.Struct, frozen=True):
     """Record that this run takes the patched path of ``patch_id``."""
 
@@ -81,6 +91,7 @@ Action = (
     ScheduleActivity
     | StartTimer
     | StartChildWorkflow
+    | SendEvent
     | RecordPatch
     | CompleteWorkflow
     | FailWorkflow

@@ -22,7 +22,7 @@ from durable._errors import (
     WorkflowFailed,
 )
 
-from ._actions import ScheduleActivity, StartChildWorkflow, StartTimer
+from ._actions import ScheduleActivity, SendEvent, StartChildWorkflow, StartTimer
 from ._events import ActivityTimeouts
 from ._failure import timeout_failure
 from ._futures import DurableFuture
@@ -353,6 +353,22 @@ class WorkflowContext:
         future: DurableFuture[None] = DurableFuture()
         run.schedule(StartTimer(task_id, fire_at, purpose), future, purpose, None)
         return future
+
+    def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Send event ``name`` (with ``data``) to another instance: one way, durable.
+
+        It leaves once this turn commits and reaches the instance exactly once, in the
+        order this instance sent its events to it; an instance that does not exist
+        drops it (logged). An invalid id raises ``InvalidInstanceIdError`` here.
+        """
+        from durable._ids import validate_instance_id
+
+        validate_instance_id(instance_id)
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"an event name must be a non-empty str, not {name!r}")
+        run = self._run
+        raw = Raw(run.codec.encode(data))
+        run.emit(SendEvent(run.next_task_id(), instance_id, name, raw))
 
     @overload
     def wait_for_event(

@@ -30,6 +30,7 @@ __all__ = [
     "ContinuedAsNew",
     "Event",
     "EventRaised",
+    "EventSent",
     "HistoryEvent",
     "ParentRef",
     "PatchApplied",
@@ -198,6 +199,19 @@ class EventRaised(Event, frozen=True, tag="event_raised"):
     input: Raw = NULL
 
 
+class EventSent(Event, frozen=True, tag="event_sent"):
+    """The workflow sent event ``name`` to instance ``instance_id``. The engine posts it
+    after the turn commits, under ``message_id`` (minted at the commit, so a post made
+    again after a crash is the same message, applied once); the ids one instance sends
+    sort in the order sent."""
+
+    task_id: int
+    instance_id: str
+    name: str
+    input: Raw = NULL
+    message_id: str = ""
+
+
 class PatchApplied(Event, frozen=True, tag="patch_applied"):
     """The run took the new path of ``ctx.patched(patch_id)`` (first reached live)."""
 
@@ -261,6 +275,7 @@ HistoryEvent = (
     | ChildWorkflowCompleted
     | ChildWorkflowErrored
     | EventRaised
+    | EventSent
     | PatchApplied
     | WorkflowSuspended
     | WorkflowResumed

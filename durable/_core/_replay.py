@@ -30,6 +30,7 @@ from ._actions import (
     FailWorkflow,
     RecordPatch,
     ScheduleActivity,
+    SendEvent,
     StartChildWorkflow,
     StartTimer,
 )
@@ -46,6 +47,7 @@ from ._events import (
     ContinuedAsNew,
     Event,
     EventRaised,
+    EventSent,
     HistoryEvent,
     PatchApplied,
     TimerCreated,
@@ -101,6 +103,8 @@ def describe(item: Event | Action) -> str:
             | StartChildWorkflow(name=name, task_id=tid)
         ):
             return f"sub-workflow {name!r} (task {tid})"
+        case EventSent(name=name, task_id=tid) | SendEvent(name=name, task_id=tid):
+            return f"event {name!r} sent (task {tid})"
         case WorkflowCompleted() | CompleteWorkflow():
             return "completion of the workflow"
         case WorkflowErrored() | FailWorkflow():
@@ -114,6 +118,7 @@ _SCHEDULING_TYPES: dict[type, type] = {
     ActivityScheduled: ScheduleActivity,
     TimerCreated: StartTimer,
     ChildWorkflowScheduled: StartChildWorkflow,
+    EventSent: SendEvent,
 }
 _FINAL_TYPES: dict[type, type] = {
     WorkflowCompleted: CompleteWorkflow,
@@ -314,7 +319,7 @@ class WorkflowRun:
             self.final = FailWorkflow(failure_from_exception(err))
 
     def _on_scheduled(
-        self, event: ActivityScheduled | TimerCreated | ChildWorkflowScheduled
+        self, event: ActivityScheduled | TimerCreated | ChildWorkflowScheduled | EventSent
     ) -> None:
         action = self._pending.pop(event.task_id, None)
         if action is None:
@@ -466,6 +471,11 @@ class WorkflowRun:
         self._pending[task_id] = action
         self._open[task_id] = _Open(future, name, output_type)
 
+    def emit(self, action: SendEvent) -> None:
+        """Record a one-way operation: matched against history or emitted; nothing
+        waits for an outcome."""
+        self._pending[action.task_id] = action
+
     def patched(self, patch_id: str) -> bool:
         """Whether this run takes the patched path (recording it the first time live)."""
         self._checked_patches.add(patch_id)
@@ -545,6 +555,7 @@ _HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
     ActivityScheduled: WorkflowRun._on_scheduled,
     TimerCreated: WorkflowRun._on_scheduled,
     ChildWorkflowScheduled: WorkflowRun._on_scheduled,
+    EventSent: WorkflowRun._on_scheduled,
     ActivityCompleted: WorkflowRun._on_activity_completed,
     ActivityErrored: WorkflowRun._on_activity_errored,
     TimerFired: WorkflowRun._on_timer_fired,

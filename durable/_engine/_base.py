@@ -22,6 +22,7 @@ from durable._fleet._partitions import partition_of
 from durable._ids import IdSource
 from durable._log._reader import read_meta
 from durable._log._records import (
+    InboxMessage,
     InstanceMeta,
     TurnRecord,
     instance_of_key,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from durable._core._events import (
         ChildWorkflowScheduled,
         Event,
+        EventSent,
         HistoryEvent,
         ParentRef,
     )
@@ -161,6 +163,7 @@ class _EngineBase:
         self._leases: Leases | None = None
         self._stale_meta: dict[str, _Instance] = {}  # ended, but their meta write failed
         self._handovers: dict[str, Handover] = {}  # instances whose inbox read is under way
+        self._outbox: dict[str, list[EventSent]] = {}  # per sender: sent, not posted yet
 
     def configure(self, partitions: int, leases: Leases | None = None) -> None:
         """Before :meth:`run`: the store's partition count, and this process's leases
@@ -389,6 +392,12 @@ class _EngineBase:
         async def _tell_parent(self, inst: _Instance) -> bool: ...
 
         async def _tell(self, instance_id: str, event: HistoryEvent) -> None: ...
+
+        async def _send_events(self, inst: _Instance, events: list[HistoryEvent]) -> bool: ...
+
+        def _resend(self, inst: _Instance, sends: list[EventSent]) -> None: ...
+
+        async def announce_message(self, instance_id: str, message: InboxMessage) -> None: ...
 
         async def _notify_parent_from_log(self, child: RunLog) -> None: ...
 

@@ -35,6 +35,7 @@ from durable._log._records import (
 
 from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
 from ._instance import _ANSWERS, _SCHEDULING, _Instance
+from ._messages import watermarks
 
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
 
@@ -91,6 +92,7 @@ class _Commits(_EngineBase):
         inst.seq = record.seq
         inst.next_event_id += len(record.events)
         inst.consumed.update(record.consumed)
+        inst.received.update(watermarks([*inst.received.values(), *record.consumed]))
         custom_changed = inst.custom_status != record.custom_status
         inst.custom_status = record.custom_status
         previous = inst.status
@@ -104,13 +106,13 @@ class _Commits(_EngineBase):
                     self._dispatch(inst, event)  # fire-and-forget sub-workflows still start
             elif type(event) in _ANSWERS:
                 outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
-        told = True
+        told = await self._send_events(inst, record.events)
         if record.next_run:
             self._start_new_run(inst, record)
         elif inst.status.is_terminal:
             self._finish(inst, record)
             if inst.parent is not None:
-                told = await self._tell_parent(inst)
+                told = await self._tell_parent(inst) and told
         if inst.status.is_terminal:
             await self._mark_terminal(inst.id)
         if told and (
@@ -139,6 +141,7 @@ class _Commits(_EngineBase):
         inst.next_event_id = len(record.next_run)
         inst.outstanding = {}
         inst.consumed = set(record.consumed)
+        inst.received = watermarks(record.consumed)
         inst.run = self._new_run(inst, list(record.next_run))
         self._enqueue(inst)
 
@@ -168,6 +171,8 @@ class _Commits(_EngineBase):
             log.warning("could not write the terminal marker of %r: %s", instance_id, err)
 
     async def _write_meta(self, inst: _Instance) -> None:
+        if inst.id in self._outbox:
+            return  # not past turns whose sent events wait: they are written after them
         try:
             await self._write_meta_or_raise(inst)
         except StoreError as err:  # the index lags; the log is the truth

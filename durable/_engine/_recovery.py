@@ -47,6 +47,7 @@ from ._lifecycle import (
     is_backing_off,
     is_reloading,
 )
+from ._messages import watermarks
 
 if TYPE_CHECKING:
     from durable._log._instances import Created
@@ -69,6 +70,9 @@ class _Recovery(_EngineBase):
         assert isinstance(started, WorkflowStarted)
         inst = self._instances.get(instance_id)
         if inst is not None and not inst.status.is_terminal:
+            return
+        if created.meta.unposted >= 0:  # the run before sent events that may not be posted:
+            self._spawn_guarded(self.recover, instance_id)  # a load from the log posts them
             return
         inst = _Instance(instance_id, started, created.meta.created_at)
         inst.seq = inst.run_start = created.record.seq
@@ -297,8 +301,10 @@ class _Recovery(_EngineBase):
         inst.status = loaded.status
         inst.custom_status = loaded.custom_status
         inst.consumed = loaded.consumed
+        inst.received = watermarks(loaded.consumed)
         inst.outstanding = {}
         _fold(inst.outstanding, loaded.history)
+        self._resend(inst, loaded.unsent)
         if loaded.status.is_terminal:
             return
         self._dispatch_open(inst)

@@ -13,6 +13,7 @@ from durable._core._actions import (
     FailWorkflow,
     RecordPatch,
     ScheduleActivity,
+    SendEvent,
     StartChildWorkflow,
     StartTimer,
 )
@@ -22,6 +23,7 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     ContinuedAsNew,
     Event,
+    EventSent,
     HistoryEvent,
     PatchApplied,
     TimerCreated,
@@ -63,6 +65,7 @@ from ._lifecycle import (
     end_of_turn,
     fire,
 )
+from ._messages import applied_before, message_id, watermarks
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -235,6 +238,9 @@ class _Turns(_EngineBase):
         if next_run:
             # the new run skips the old run's messages that may still be in the inbox
             consumed += await self._undeleted(inst, consumed)
+            # and each sender's watermark, so that the new run skips what this one applied
+            marks = watermarks([*inst.received.values(), *consumed]).values()
+            consumed += sorted(set(marks).difference(consumed))
         record = TurnRecord(
             seq=inst.seq + 1,
             status=status,
@@ -271,6 +277,8 @@ class _Turns(_EngineBase):
                 if msg_id in inst.consumed or msg_id in consumed:
                     continue
                 consumed.append(msg_id)
+                if applied_before(inst.received, msg_id):
+                    continue  # posted again after its run moved on: consumed, not applied
             elif run_start != _ANY_RUN and run_start != inst.run_start:
                 continue
             if _addressed_elsewhere(inst, event):
@@ -378,6 +386,12 @@ class _Turns(_EngineBase):
                         trace_parent=""
                         if self._observe is None
                         else self._observe.child_trace_parent(inst.id, inst.started),
+                    )  # fmt: skip
+                case SendEvent():
+                    event = EventSent(
+                        event_id=event_id, timestamp=now, task_id=action.task_id,
+                        instance_id=action.instance_id, name=action.name, input=action.input,
+                        message_id=message_id(inst.id, inst.created_at, inst.seq + 1, event_id),
                     )  # fmt: skip
                 case RecordPatch():
                     event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)

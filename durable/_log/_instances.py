@@ -93,6 +93,7 @@ async def _start_run(
     now: datetime,
     created_at: datetime,
     meta_etag: str | None,
+    unposted: int = -1,
 ) -> Created:
     record = TurnRecord(seq=seq, status=WorkflowStatus.PENDING, next_run=history)
     key = log_key(instance_id, seq)
@@ -113,6 +114,7 @@ async def _start_run(
         input=started.input,
         parent=started.parent,
         version=started.version,
+        unposted=unposted,
     )
     try:
         etag: str | None = await write_meta(store, meta, meta_etag)
@@ -170,8 +172,9 @@ async def create_instance(
     await store.delete_prefix(inbox_prefix(instance_id))  # nor the old run's messages
     try:
         return await _start_run(
-            store, instance_id, existing.last_seq + 1, [started], now, now, etag
-        )
+            store, instance_id, existing.last_seq + 1, [started], now, now, etag,
+            existing.unposted,
+        )  # fmt: skip
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None
 
@@ -299,7 +302,7 @@ async def rerun_instance(
     etag = found[1] if found else None
     try:
         return await _start_run(
-            store, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag
+            store, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag, run.unposted
         )
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None

@@ -637,6 +637,7 @@ class _Driver:
     def _final_checks(self) -> None:
         ledger = self.sim.ledger
         ledger.check_event_order()
+        ledger.check_sends_posted()
         self.spans.check(ledger.violate)
         for instance_id, tag, began in self.acked_starts:
             epochs = ledger.epochs.get(instance_id, [])
@@ -671,7 +672,7 @@ class _Driver:
         epochs = self.sim.ledger.epochs.get(parent.instance_id, []) if parent else []
         return len(epochs) > 1 or any(e.status == "TERMINATED" for e in epochs)
 
-    def _check_epoch(self, epoch: Epoch, raised: set[int], failed_children: set[str]) -> None:
+    def _check_epoch(self, epoch: Epoch, raised: set[int | str], failed_children: set[str]) -> None:
         ledger = self.sim.ledger
         program = self.programs.get(epoch.tag)
         where = f"{epoch.instance_id!r} run {epoch.tag!r} (epoch {epoch.number})"

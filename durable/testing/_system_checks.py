@@ -22,6 +22,7 @@ from durable._core._events import (
     ChildWorkflowErrored,
     ContinuedAsNew,
     EventRaised,
+    EventSent,
     ParentRef,
     TimerFired,
     WorkflowCompleted,
@@ -75,14 +76,15 @@ class Epoch:
 
 @dataclass
 class Raise:
-    """One ``raise_event`` of the driver: its data is unique in the simulation."""
+    """One ``raise_event`` of the driver, or one ``ctx.send_event`` of a workflow (its
+    nonce a str, ``sender`` the sending instance): its data is unique in the simulation."""
 
-    nonce: int
+    nonce: int | str
     instance_id: str
     name: str
     sender: str
-    began: int  # write count when the call began
-    acked: int | None = None  # write count when it returned (None: it failed)
+    began: float  # write count when the call began (a send: its commit, plus its rank)
+    acked: float | None = None  # write count when it returned (None: it failed)
     written_epoch: int | None = None  # the epoch current when its message landed
     delivered: tuple[int, int] | None = None  # (epoch, write) of the commit applying it
     message_id: str = ""  # its inbox message, once written
@@ -96,7 +98,9 @@ class Ledger:
         self.writes = 0
         self.violations: list[str] = []
         self.epochs: dict[str, list[Epoch]] = {}
-        self.raises: dict[int, Raise] = {}
+        self.raises: dict[int | str, Raise] = {}
+        self.resent: set[str] = set()  # sends a rerun made again (same data): not judged
+        self.log_deleted: dict[str, int] = {}  # instance -> the last write purging its log
         self.memo_written: dict[str, tuple[int, int]] = {}  # key -> (write, epoch number)
         self._last_seq: dict[str, int] = {}
         self.runs: dict[str, int] = {}  # runs of each instance so far
@@ -164,6 +168,7 @@ class Ledger:
                     epoch.erased_by = process  # type: ignore[union-attr]
                     epoch.ended_at, epoch.status = self.writes, "ERASED"  # type: ignore[union-attr]
                 self._last_seq.pop(instance_id, None)
+                self.log_deleted[instance_id] = self.writes
             elif parts[0] == "memo" and len(parts) >= 3:
                 written = self.memo_written.pop(key, None)
                 if live and written is not None and written[1] == epoch.number:  # type: ignore[union-attr]
@@ -179,13 +184,15 @@ class Ledger:
     def _size(
         self, process: str, instance_id: str, seq: int, record: TurnRecord, size: int
     ) -> None:
-        """A turn record holds its events, the ids of messages still in the inbox, and
-        little else: its size beyond theirs stays under a bound that does not grow with
-        the number of runs the instance has had (a new run must not carry the past of
-        every run before it)."""
+        """A turn record holds its events, the ids of messages still in the inbox, a
+        watermark per instance that sent it events, and little else: its size beyond
+        theirs stays under a bound that does not grow with the number of runs the
+        instance has had (a new run must not carry the past of every run before it)."""
         runs = self.runs.get(instance_id, 0)
         events = sum(len(_encode(e)) + _PER_EVENT for e in (*record.events, *record.next_run))
         events += _PER_EVENT * len(self.inbox.get(instance_id, ()))
+        # and the watermark of each instance that sent it events (one per sender)
+        events += sum(len(c) + 3 for c in record.consumed if c.startswith("m"))
         if size - events > self.largest.get(instance_id, (0, 0))[0]:
             self.largest[instance_id] = (size - events, runs)
         if size - events > RECORD_OVERHEAD and instance_id not in self._oversized:
@@ -195,6 +202,8 @@ class Ledger:
 
     def _message_deleted(self, process: str, instance_id: str, key: str) -> None:
         for r in self.raises.values():  # few raises per simulation
+            if r.nonce in self.resent:
+                continue
             if r.instance_id == instance_id and r.message_id and key.endswith(f"/{r.message_id}"):
                 epoch = self.current(instance_id)
                 if (
@@ -213,7 +222,7 @@ class Ledger:
             return
         if isinstance(message.event, EventRaised):
             nonce = msgspec.json.decode(message.event.input)
-            r = self.raises.get(nonce) if isinstance(nonce, int) else None
+            r = self.raises.get(nonce) if isinstance(nonce, int | str) else None
             if r is None:
                 return
             epoch = self.current(instance_id)
@@ -224,6 +233,7 @@ class Ledger:
         record = _record_decoder.decode(data)
         if record.purging:  # a purge's claim or mark, no turn: the instance reads as absent
             self.trace.append(f"w{self.writes} {process} purge mark {instance_id}/{seq}")
+            self.log_deleted[instance_id] = self.writes  # it reads as absent from now on
             return
         last = self._last_seq.get(instance_id, -1)
         gap = (
@@ -252,6 +262,7 @@ class Ledger:
             self.violate(f"{process} wrote log/{seq} of {instance_id!r}, which never started")
             return
         epoch.commits += 1
+        self._sent(instance_id, record)
         for event in record.events:
             if isinstance(event, EventRaised):
                 self._delivered(process, epoch, event)
@@ -297,9 +308,43 @@ class Ledger:
         epochs.append(epoch)
         return epoch
 
+    def _sent(self, instance_id: str, record: TurnRecord) -> None:
+        """A committed turn sent events: each is raised by its sender, acknowledged by
+        the commit; those of one turn in the order sent."""
+        sends = [e for e in record.events if isinstance(e, EventSent)]
+        for rank, event in enumerate(sends):
+            nonce = msgspec.json.decode(event.input)
+            if not isinstance(nonce, str):
+                continue
+            if nonce in self.raises:  # a rerun sends a step of the run it reruns again
+                self.resent.add(nonce)
+                continue
+            at = self.writes + rank / (len(sends) + 1)
+            self.raises[nonce] = Raise(nonce, event.instance_id, event.name, instance_id, at, at)
+
+    def check_sends_posted(self) -> None:
+        """No event lost between instances: every event a committed turn sent to an
+        instance that existed then (started, and no purge deleted its log since), and
+        that no purge deleted later, reached its inbox, unless the sender was purged
+        before (a purge does not post what a crash left unposted)."""
+        for r in self.raises.values():
+            if not isinstance(r.nonce, str) or r.nonce in self.resent or r.message_id:
+                continue
+            if self.log_deleted.get(r.sender, -1) > r.began:
+                continue  # the sender was purged since: what it had not posted goes with it
+            epochs = self.epochs.get(r.instance_id, [])
+            latest = max((e.started_at for e in epochs if e.started_at < r.began), default=None)
+            if latest is not None and self.log_deleted.get(r.instance_id, -1) < latest:
+                self.violate(
+                    f"event {r.nonce!r} that {r.sender!r} sent to {r.instance_id!r} "
+                    f"(committed at write {int(r.began)}) never reached its inbox"
+                )
+
     def _delivered(self, process: str, epoch: Epoch, event: EventRaised) -> None:
         nonce = msgspec.json.decode(event.input)
-        r = self.raises.get(nonce) if isinstance(nonce, int) else None
+        if nonce in self.resent:
+            return
+        r = self.raises.get(nonce) if isinstance(nonce, int | str) else None
         where = f"{epoch.instance_id!r} (run {epoch.tag!r}, epoch {epoch.number})"
         if r is None:
             self.violate(f"{process} applied an event {nonce!r} nobody raised, to {where}")

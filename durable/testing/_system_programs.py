@@ -18,6 +18,8 @@ Steps cover the workflow API:
 * ``["loop", n]``           ``n`` more runs, each waiting up to a second for a ``"tick"``
   event and then continuing as new (long continue-as-new chains, each run consuming
   a message: what a run carries over must not grow with their number)
+* ``["send", k, name, n]``  ``ctx.send_event`` of ``n`` events ``name`` to root instance
+  ``r{k}`` (which may not exist: the events are dropped), each with unique data
 * ``["raise"]``             the workflow fails here
 
 Code is deployed in *generations*: each change after the first adds a one-second
@@ -56,6 +58,7 @@ __all__ = [
     "event_names",
     "expected_mismatch",
     "random_program",
+    "sent_data",
 ]
 
 Program = list[list[Any]]
@@ -80,13 +83,18 @@ def act(value: int) -> int:
     return value * 2 + 1
 
 
+def sent_data(tag: str, step: int, k: int) -> str:
+    """The data of the ``k``-th event a ``send`` step sends: unique to the start."""
+    return f"{tag}/s{step}/{k}"
+
+
 def child_id(parent_id: str, step: int, suffix: str) -> str:
     """The instance id of a child started at ``step``."""
     return f"{parent_id}-c{step}" if not suffix else f"{parent_id}-{suffix}"
 
 
 def _leaf(rng: random.Random, *, in_child: bool) -> list[Any]:
-    kind = rng.choice(["act", "act", "all", "any", "timer", "event", "event", "patch"])
+    kind = rng.choice(["act", "act", "all", "any", "timer", "event", "event", "patch", "send"])
     if kind == "act":
         return ["act", rng.randrange(100), rng.choice([0, 0, 0, 1, 2, 3, 4])]
     if kind == "all":
@@ -98,6 +106,8 @@ def _leaf(rng: random.Random, *, in_child: bool) -> list[Any]:
     if kind == "event":
         timeout = rng.choice([None, None, rng.randint(2, 30)])
         return ["event", rng.choice(EVENT_NAMES), timeout]
+    if kind == "send":
+        return ["send", rng.randrange(6), rng.choice(EVENT_NAMES), rng.randint(1, 3)]
     return ["patch"]
 
 
@@ -208,6 +218,10 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
                     results.append(["child-failed", failed.failure.type])
             elif kind == "patch":
                 results.append(ctx.patched("sim-patch"))
+            elif kind == "send":
+                for k in range(step[3]):
+                    ctx.send_event(f"r{step[1]}", step[2], sent_data(tag, base + index, k))
+                results.append(True)
             elif kind == "can":
                 ctx.continue_as_new({"tag": tag, "prog": program[index + 1 :], "acc": results})
             elif kind == "loop":
@@ -229,7 +243,7 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
 
 
 def expected_mismatch(
-    program: Program, tag: str, output: Any, raised: set[int], failed_children: set[str]
+    program: Program, tag: str, output: Any, raised: set[int | str], failed_children: set[str]
 ) -> str | None:
     """Why ``output`` is not what ``program`` (started with ``tag``) may return; None if
     it is. ``raised``: the event data sent to it; ``failed_children``: child tags whose
@@ -248,7 +262,7 @@ def expected_mismatch(
 
 
 def _step_mismatch(
-    step: list[Any], got: Any, sub_tag: str, raised: set[int], failed_children: set[str]
+    step: list[Any], got: Any, sub_tag: str, raised: set[int | str], failed_children: set[str]
 ) -> str | None:
     kind = step[0]
     if kind == "act":
@@ -259,7 +273,7 @@ def _step_mismatch(
         return None if got == want else f"got {got!r}, want {want!r}"
     if kind == "any":
         return None if got in [act(v) for v in step[1]] else f"got {got!r}"
-    if kind in ("timer", "patch", "loop"):
+    if kind in ("timer", "patch", "loop", "send"):
         return None if got is True else f"got {got!r}"
     if kind == "event":
         if got == ["timeout"] and step[2] is not None:
