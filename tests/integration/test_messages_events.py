@@ -247,21 +247,24 @@ async def test_a_send_posted_again_after_the_receiver_continued_as_new_is_not_ap
     store: ObjectStore,
 ) -> None:
     """The sender's meta stays behind its log, so the next process to load it posts its
-    event again (same message id), after the receiver applied it and continued as new:
-    the receiver's new run skips it (its sender's watermark came along), and applies
-    the next event instead. Without the watermark it took the same event twice."""
+    events again (same message ids), after the receiver applied them and continued as new:
+    the receiver's new run skips both events (its sender's watermark, the later one,
+    came along), and applies the next event instead. Without the watermark it took the
+    first event again."""
     registry = Registry()
 
     @registry.workflow
     async def receiver(ctx: WorkflowContext, got: list[Any]) -> list[Any]:
-        got = [*got, await ctx.wait_for_event("n")]
-        if len(got) < 2:
+        if not got:
+            got = [await ctx.wait_for_event("n"), await ctx.wait_for_event("n")]
+            await ctx.sleep(SECOND)  # their messages are deleted before the next run
             ctx.continue_as_new(got)
-        return got
+        return [*got, await ctx.wait_for_event("n")]
 
     @registry.workflow
     async def sender(ctx: WorkflowContext) -> str:
         ctx.send_event("rx", "n", "first")
+        ctx.send_event("rx", "n", "then")
         return "sent"
 
     fail_meta_writes(store, "tx")
@@ -270,11 +273,12 @@ async def test_a_send_posted_again_after_the_receiver_continued_as_new_is_not_ap
         await rt.start(receiver, [], instance_id="rx")
         assert await (await rt.start(sender, instance_id="tx")) == "sent"
         await rt.wait_idle()
-        assert (await rt.client.get_handle("rx").describe()).input == ["first"]
+        assert (await rt.client.get_handle("rx").describe()).input == ["first", "then"]
     async with durable.Runtime(registry, store=store, clock=clock) as rt:
         await rt.wait_idle()  # the sender is loaded again and posts its event again
         await rt.client.get_handle("rx").raise_event("n", "second")
-        assert await rt.client.get_handle("rx").result(timeout=MINUTE) == ["first", "second"]
+        want = ["first", "then", "second"]
+        assert await rt.client.get_handle("rx").result(timeout=MINUTE) == want
 
 
 async def test_sends_not_posted_before_a_continue_as_new_and_a_crash_are_posted(
@@ -290,6 +294,7 @@ async def test_sends_not_posted_before_a_continue_as_new_and_a_crash_are_posted(
         if round == 0:
             ctx.send_event("rx", "n", 0)
             ctx.send_event("rx", "n", 1)
+            await ctx.sleep(SECOND)  # a turn after the one that sent them
             ctx.continue_as_new(1)
         return "done"
 
