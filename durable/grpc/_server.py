@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +86,8 @@ class BytesCodec(CodecBase):
 
 
 Unary = Callable[[bytes], "Awaitable[bytes]"]
+FromWorker = Callable[[bytes, Hashable], "Awaitable[bytes]"]
+"""A worker's call: its request and the connection it came on (see :func:`origin_of`)."""
 
 
 class SidecarService:
@@ -113,7 +115,7 @@ class SidecarService:
 
     def __mapping__(self) -> dict[str, Handler]:
         c = self.client
-        unary: dict[str, Unary] = {
+        client: dict[str, Unary] = {
             "Hello": self._hello,
             "StartInstance": lambda d: mgmt.start_instance(c, d),
             "GetInstance": lambda d: mgmt.get_instance(c, d),
@@ -129,11 +131,17 @@ class SidecarService:
             "ListInstanceIDs": lambda d: mgmt.list_instance_ids_dapr(c, d),
             "RerunWorkflowFromEvent": lambda d: mgmt.rerun_from_event(c, d),
             "GetInstanceHistory": lambda d: mgmt.get_instance_history(c, d),
+        }
+        worker: dict[str, FromWorker] = {
             "CompleteOrchestratorTask": self._complete_turn,
             "CompleteWorkflowTask": self._complete_turn,
             "CompleteActivityTask": self._complete_activity,
             "AbandonTaskOrchestratorWorkItem": self._abandon_turn,
             "AbandonTaskActivityWorkItem": self._abandon_activity,
+        }
+        unary: dict[str, FromWorker] = {
+            **{name: _ignoring_origin(fn) for name, fn in client.items()},
+            **worker,
         }
         mapping = {
             _PATH + name: Handler(self._unary(name, fn), Cardinality.UNARY_UNARY, bytes, bytes)
@@ -154,13 +162,13 @@ class SidecarService:
         if not hmac.compare_digest(given, self._token):
             raise GRPCError(Status.UNAUTHENTICATED, "missing or wrong dapr-api-token")
 
-    def _unary(self, name: str, fn: Unary) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+    def _unary(self, name: str, fn: FromWorker) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         async def handle(stream: Stream[Any, Any]) -> None:
             self._authorize(stream)
             data = await stream.recv_message()
             assert data is not None
             with _statuses(name):
-                reply = await fn(data)
+                reply = await fn(data, origin_of(stream))
             await stream.send_message(reply)
 
         return handle
@@ -177,7 +185,9 @@ class SidecarService:
         with _statuses("GetWorkItems"):
             dialect, capabilities = detect_dialect(data)
         stateful, pings = stream_options(dialect, capabilities)
-        worker = self.dispatcher.connect(dialect, stateful=stateful, pings=pings)
+        worker = self.dispatcher.connect(
+            dialect, stateful=stateful, pings=pings, origin=origin_of(stream)
+        )
         try:
             async with anyio.create_task_group() as tg:
                 if pings:
@@ -202,9 +212,9 @@ class SidecarService:
             await self.clock.sleep_until(self.clock.now() + self._ping)
             worker.ping()
 
-    async def _complete_turn(self, data: bytes) -> bytes:
+    async def _complete_turn(self, data: bytes, origin: Hashable) -> bytes:
         envelope = parse(Envelope, data)
-        item = self.dispatcher.find(envelope.completion_token, envelope.instance_id)
+        item = self.dispatcher.find(envelope.completion_token, envelope.instance_id, origin=origin)
         if item is None or not isinstance(item.work, TurnWork):
             log.info("dropped a stale orchestrator completion for %r", envelope.instance_id)
             return bytes(ms.CompleteTaskResponse())
@@ -223,9 +233,11 @@ class SidecarService:
         self.dispatcher.resolve(item, outcome)
         return bytes(ms.CompleteTaskResponse())
 
-    async def _complete_activity(self, data: bytes) -> bytes:
+    async def _complete_activity(self, data: bytes, origin: Hashable) -> bytes:
         shared = parse(dapr.ActivityResponse, data)  # fields 1, 2 and 5 are shared
-        item = self.dispatcher.find(shared.completion_token, shared.instance_id, shared.task_id)
+        item = self.dispatcher.find(
+            shared.completion_token, shared.instance_id, shared.task_id, origin=origin
+        )
         if item is None or not isinstance(item.work, ActivityWork):
             log.info("dropped a stale activity completion for %r", shared.instance_id)
             return bytes(ms.CompleteTaskResponse())
@@ -239,15 +251,30 @@ class SidecarService:
         self.dispatcher.resolve(item, outcome)
         return bytes(ms.CompleteTaskResponse())
 
-    async def _abandon_turn(self, data: bytes) -> bytes:
+    async def _abandon_turn(self, data: bytes, origin: Hashable) -> bytes:
         request = parse(ms.AbandonOrchestrationTaskRequest, data)
         self.dispatcher.abandon(request.completion_token)
         return bytes(ms.AbandonOrchestrationTaskResponse())
 
-    async def _abandon_activity(self, data: bytes) -> bytes:
+    async def _abandon_activity(self, data: bytes, origin: Hashable) -> bytes:
         request = parse(ms.AbandonActivityTaskRequest, data)
         self.dispatcher.abandon(request.completion_token)
         return bytes(ms.AbandonActivityTaskResponse())
+
+
+def origin_of(stream: Stream[Any, Any]) -> Hashable:
+    """The connection a call came on: its peer's address, unique among open
+    connections (a connection without one gets a name of its own)."""
+    return stream.peer.addr() or object()
+
+
+def _ignoring_origin(fn: Unary) -> FromWorker:
+    """A client call, which answers whatever connection it came on alike."""
+
+    async def call(data: bytes, origin: Hashable) -> bytes:
+        return await fn(data)
+
+    return call
 
 
 class _statuses:

@@ -15,7 +15,6 @@ from grpclib.config import Configuration
 from grpclib.server import Server
 
 from durable._client import Client
-from durable._ids import IdSource
 from durable._registry import Registry
 from durable._runtime import Runtime
 
@@ -87,8 +86,7 @@ class Sidecar:
         self.port = port
         """The port served (the one picked, once started with ``port=0``)."""
         self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
-        ids = IdSource()
-        self.dispatcher = Dispatcher(token_prefix=ids.run_id())
+        self.dispatcher = Dispatcher()
         executor = RemoteExecutor(self.dispatcher, self._load_history)
         self.runtime = Runtime(
             Registry(), store=store, storage_options=storage_options, clock=clock,
