@@ -165,9 +165,8 @@ class SidecarService:
     def _unary(self, name: str, fn: FromWorker) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         async def handle(stream: Stream[Any, Any]) -> None:
             self._authorize(stream)
-            data = await stream.recv_message()
-            assert data is not None
             with _statuses(name):
+                data = await _request(stream)
                 reply = await fn(data, origin_of(stream))
             await stream.send_message(reply)
 
@@ -180,10 +179,8 @@ class SidecarService:
 
     async def _get_work_items(self, stream: Stream[Any, Any]) -> None:
         self._authorize(stream)
-        data = await stream.recv_message()
-        assert data is not None
         with _statuses("GetWorkItems"):
-            dialect, capabilities = detect_dialect(data)
+            dialect, capabilities = detect_dialect(await _request(stream))
         stateful, pings = stream_options(dialect, capabilities)
         worker = self.dispatcher.connect(
             dialect, stateful=stateful, pings=pings, origin=origin_of(stream)
@@ -277,6 +274,14 @@ def _ignoring_origin(fn: Unary) -> FromWorker:
     return call
 
 
+async def _request(stream: Stream[Any, Any]) -> bytes:
+    """The call's one request message; a call that sends none is malformed."""
+    data = await stream.recv_message()
+    if data is None:
+        raise ProtocolError("the call sent no request message")
+    return data  # type: ignore[no-any-return]
+
+
 class _statuses:
     """Map durable's errors to gRPC statuses; log and hide anything unexpected."""
 
@@ -295,7 +300,9 @@ class _statuses:
         if status is Status.INTERNAL:
             log.exception("%s failed", self.name, exc_info=err)
             raise GRPCError(Status.INTERNAL, f"{self.name} failed: {type(err).__name__}") from err
-        raise GRPCError(status, str(err)) from err
+        if status is Status.INVALID_ARGUMENT:  # one line: a client's mistake is no bug here
+            log.info("%s refused: %s", self.name, err)
+        raise GRPCError(status, str(err)) from None
 
 
 def _status_of(err: Exception) -> Status:
