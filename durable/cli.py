@@ -110,6 +110,22 @@ def _duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[unit]: value})
 
 
+_SIZES = {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "b": 1}
+
+
+def _size(text: str) -> int:
+    """``4MiB``, ``512KiB``, ``16MB`` (or a bare number of bytes), at least 1 KiB."""
+    lowered = text.strip().lower()
+    unit = next((u for u in _SIZES if lowered.endswith(u)), "")
+    try:
+        value = int(float(lowered.removesuffix(unit) or "x") * _SIZES.get(unit, 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 4MiB)") from None
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"a message limit under 1 KiB is no use: {text!r}")
+    return value
+
+
 async def _sweep(args: argparse.Namespace) -> None:
     memo = MemoStore(args.store, args.prefix)
     try:
@@ -182,7 +198,7 @@ async def _sidecar(args: argparse.Namespace) -> None:
         tls_cert=args.tls_cert, tls_key=args.tls_key, api_token=args.api_token,
         storage_options=dict(args.storage_option) or None, fleet=fleet,
         poll_interval=args.poll_interval, keepalive=args.keepalive or None,
-        keepalive_timeout=args.keepalive_timeout,
+        keepalive_timeout=args.keepalive_timeout, max_message_size=args.max_message_size,
     )  # fmt: skip
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with sidecar:
@@ -290,6 +306,14 @@ def _parser() -> argparse.ArgumentParser:
         default=20.0,
         metavar="SECONDS",
         help="how long a ping may go unanswered (20)",
+    )
+    p.add_argument(
+        "--max-message-size",
+        type=_size,
+        default=4 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest message either way, e.g. 4MiB, 16MiB (4MiB, gRPC's usual): a bigger "
+        "request is refused unread, a bigger work item fails its instance",
     )
     p.add_argument(
         "--fleet",

@@ -37,6 +37,7 @@ from durable._errors import (
 from . import _management as mgmt
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
+from ._limits import DEFAULT_MAX_MESSAGE, checked_reply, receive, too_big
 from ._pastcache import PastCache
 from ._proto import dapr, ms
 from ._remote import TurnOutcome
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from durable._client import Client
     from durable._clock import Clock
 
-    from ._dispatch import Dispatcher, WorkerStream
+    from ._dispatch import Dispatcher, Item, WorkerStream
 
 __all__ = ["BytesCodec", "SidecarService"]
 
@@ -101,6 +102,7 @@ class SidecarService:
         *,
         api_token: str | None = None,
         ping_interval: float = 30.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
         if ping_interval <= 0 or ping_interval >= 120:
             raise ValueError("ping_interval must be in (0, 120) seconds: MS workers give up at 120")
@@ -109,6 +111,7 @@ class SidecarService:
         self.clock = clock
         self._token = api_token.encode() if api_token else None
         self._ping = timedelta(seconds=ping_interval)
+        self.max_message_size = max_message_size
         self._past = PastCache()
         self.sent: deque[SentTurn] = deque(maxlen=_SENT_KEPT)
         """What went out for recent turns (messages in past/new events, delta or not)."""
@@ -166,8 +169,8 @@ class SidecarService:
         async def handle(stream: Stream[Any, Any]) -> None:
             self._authorize(stream)
             with _statuses(name):
-                data = await _request(stream)
-                reply = await fn(data, origin_of(stream))
+                data = await receive(stream, self.max_message_size)
+                reply = checked_reply(await fn(data, origin_of(stream)), self.max_message_size)
             await stream.send_message(reply)
 
         return handle
@@ -180,7 +183,7 @@ class SidecarService:
     async def _get_work_items(self, stream: Stream[Any, Any]) -> None:
         self._authorize(stream)
         with _statuses("GetWorkItems"):
-            dialect, capabilities = detect_dialect(await _request(stream))
+            dialect, capabilities = detect_dialect(await receive(stream, self.max_message_size))
         stateful, pings = stream_options(dialect, capabilities)
         worker = self.dispatcher.connect(
             dialect, stateful=stateful, pings=pings, origin=origin_of(stream)
@@ -197,12 +200,23 @@ class SidecarService:
                     if not worker.holds(item):
                         continue  # resolved or moved since it was queued
                     message, sent = encode_item(worker, item, self._past)
+                    if len(message) > self.max_message_size:  # the worker would refuse it
+                        self._fail_too_big(worker, item, len(message))
+                        continue
                     if sent is not None:
                         self.sent.append(sent)
                     await stream.send_message(message)
                 tg.cancel_scope.cancel()
         finally:
             self.dispatcher.disconnect(worker)
+
+    def _fail_too_big(self, worker: WorkerStream, item: Item, size: int) -> None:
+        """An item no worker could receive fails (once), instead of going out again on
+        every reconnect and holding up the items queued behind it."""
+        log.warning("work item for %r not sent: %d bytes, over the limit of %d",
+                    item.work.instance_id, size, self.max_message_size)  # fmt: skip
+        worker.warm.pop(item.work.instance_id, None)  # the worker never got this history
+        self.dispatcher.resolve(item, too_big(item, size, self.max_message_size))
 
     async def _pinger(self, worker: WorkerStream) -> None:
         while True:
@@ -272,14 +286,6 @@ def _ignoring_origin(fn: Unary) -> FromWorker:
         return await fn(data)
 
     return call
-
-
-async def _request(stream: Stream[Any, Any]) -> bytes:
-    """The call's one request message; a call that sends none is malformed."""
-    data = await stream.recv_message()
-    if data is None:
-        raise ProtocolError("the call sent no request message")
-    return data  # type: ignore[no-any-return]
 
 
 class _statuses:

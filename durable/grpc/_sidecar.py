@@ -19,6 +19,7 @@ from durable._registry import Registry
 from durable._runtime import Runtime
 
 from ._dispatch import Dispatcher
+from ._limits import DEFAULT_MAX_MESSAGE
 from ._remote import RawCodec, RemoteExecutor
 from ._server import BytesCodec, SidecarService
 
@@ -58,6 +59,11 @@ class Sidecar:
     PING); a worker that does not answer within ``keepalive_timeout`` (a frozen
     process, a machine gone without closing its socket) is disconnected, and what it
     held goes to another worker. ``keepalive=None`` turns that off.
+
+    ``max_message_size`` (4 MiB by default, gRPC's usual) bounds every message both
+    ways: a bigger request is refused (RESOURCE_EXHAUSTED) before it is read, and a
+    work item bigger than that fails its instance (or activity attempt) with a
+    MessageTooLarge failure instead of being sent to a worker that would refuse it.
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class Sidecar:
         fleet: Fleet | None = None,
         keepalive: float | None = 30.0,
         keepalive_timeout: float = 20.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
@@ -101,7 +108,7 @@ class Sidecar:
         )  # fmt: skip
         self.service = SidecarService(
             self.dispatcher, self.client, self.runtime.clock,
-            api_token=api_token, ping_interval=ping_interval,
+            api_token=api_token, ping_interval=ping_interval, max_message_size=max_message_size,
         )  # fmt: skip
         self._keepalive, self._keepalive_timeout = keepalive, keepalive_timeout
         self.server = Server([self.service], codec=BytesCodec(),
