@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 from datetime import timedelta
@@ -110,6 +111,29 @@ def _duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[unit]: value})
 
 
+def _api_token(args: argparse.Namespace) -> str | None:
+    """The sidecar's API token: ``--api-token``, ``--api-token-file`` or the
+    ``DURABLE_API_TOKEN`` environment variable (one at most); none means no token."""
+    given = [args.api_token is not None, args.api_token_file is not None]
+    if all(given):
+        raise ValueError("give --api-token or --api-token-file, not both")
+    if args.api_token_file is not None:
+        try:
+            with open(args.api_token_file, encoding="utf-8") as file:
+                token: str | None = file.read().strip()
+        except OSError as err:
+            raise ValueError(f"cannot read --api-token-file: {err}") from None
+        if not token:
+            raise ValueError(f"--api-token-file {args.api_token_file} is empty")
+        return token
+    if args.api_token is not None:
+        return str(args.api_token)
+    token = os.environ.get("DURABLE_API_TOKEN")
+    if token is not None and not token.strip():
+        raise ValueError("DURABLE_API_TOKEN is set but empty")
+    return token
+
+
 _SIZES = {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "b": 1}
 
 
@@ -193,13 +217,16 @@ async def _sidecar(args: argparse.Namespace) -> None:
         fleet = Fleet(partitions=args.partitions, lease_ttl=ttl, owner=args.owner)
     elif args.partitions is not None or args.owner is not None or args.lease_ttl is not None:
         raise SystemExit("durable: --partitions, --lease-ttl and --owner need --fleet")
-    sidecar = Sidecar(
-        args.store, host=host.strip("[]"), port=int(port),
-        tls_cert=args.tls_cert, tls_key=args.tls_key, api_token=args.api_token,
-        storage_options=dict(args.storage_option) or None, fleet=fleet,
-        poll_interval=args.poll_interval, keepalive=args.keepalive or None,
-        keepalive_timeout=args.keepalive_timeout, max_message_size=args.max_message_size,
-    )  # fmt: skip
+    try:
+        sidecar = Sidecar(
+            args.store, host=host.strip("[]"), port=int(port),
+            tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+            api_token=_api_token(args), storage_options=dict(args.storage_option) or None,
+            fleet=fleet, poll_interval=args.poll_interval, keepalive=args.keepalive or None,
+            keepalive_timeout=args.keepalive_timeout, max_message_size=args.max_message_size,
+        )  # fmt: skip
+    except ValueError as err:  # a setting that cannot work: one line, no traceback
+        raise SystemExit(f"durable sidecar: {err}") from None
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with sidecar:
             print(f"durable sidecar listening on {host}:{sidecar.port}", flush=True)
@@ -291,7 +318,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:4001", help="HOST:PORT (127.0.0.1:4001)")
     p.add_argument("--tls-cert", help="PEM certificate file (TLS needs --tls-key too)")
     p.add_argument("--tls-key", help="PEM private key file")
-    p.add_argument("--api-token", help="require this dapr-api-token on every call")
+    p.add_argument(
+        "--tls-client-ca",
+        help="PEM CA file: require a client certificate it signed on every connection (mTLS)",
+    )
+    p.add_argument(
+        "--api-token",
+        help="require this dapr-api-token on every call (visible to other users of the "
+        "machine in the process list: prefer --api-token-file or DURABLE_API_TOKEN)",
+    )
+    p.add_argument("--api-token-file", help="read the API token from this file")
     p.add_argument(
         "--keepalive",
         type=float,

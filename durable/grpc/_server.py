@@ -11,7 +11,6 @@ bug in a handler is logged and answered INTERNAL, and never takes the server dow
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -35,6 +34,7 @@ from durable._errors import (
 )
 
 from . import _management as mgmt
+from ._auth import Gate
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
 from ._limits import DEFAULT_MAX_MESSAGE, checked_reply, receive, too_big
@@ -109,7 +109,7 @@ class SidecarService:
         self.dispatcher = dispatcher
         self.client = client
         self.clock = clock
-        self._token = api_token.encode() if api_token else None
+        self.gate = Gate(api_token, clock)
         self._ping = timedelta(seconds=ping_interval)
         self.max_message_size = max_message_size
         self._past = PastCache()
@@ -157,17 +157,9 @@ class SidecarService:
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _authorize(self, stream: Stream[Any, Any]) -> None:
-        if self._token is None:
-            return
-        sent = stream.metadata.get("dapr-api-token") if stream.metadata else None
-        given = sent.encode() if isinstance(sent, str) else b""
-        if not hmac.compare_digest(given, self._token):
-            raise GRPCError(Status.UNAUTHENTICATED, "missing or wrong dapr-api-token")
-
     def _unary(self, name: str, fn: FromWorker) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         async def handle(stream: Stream[Any, Any]) -> None:
-            self._authorize(stream)
+            self.gate.check(stream)
             with _statuses(name):
                 data = await receive(stream, self.max_message_size)
                 reply = checked_reply(await fn(data, origin_of(stream)), self.max_message_size)
@@ -181,7 +173,7 @@ class SidecarService:
     # -- workers --------------------------------------------------------------------
 
     async def _get_work_items(self, stream: Stream[Any, Any]) -> None:
-        self._authorize(stream)
+        self.gate.check(stream)
         with _statuses("GetWorkItems"):
             dialect, capabilities = detect_dialect(await receive(stream, self.max_message_size))
         stateful, pings = stream_options(dialect, capabilities)

@@ -7,6 +7,8 @@ client RPCs, and a grpclib server on one address. ``durable sidecar`` runs one.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import socket
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from durable._client import Client
 from durable._registry import Registry
 from durable._runtime import Runtime
 
+from ._auth import check_token
 from ._dispatch import Dispatcher
 from ._limits import DEFAULT_MAX_MESSAGE
 from ._remote import RawCodec, RemoteExecutor
@@ -35,17 +38,25 @@ if TYPE_CHECKING:
 
 __all__ = ["Sidecar"]
 
+log = logging.getLogger("durable.grpc.sidecar")
+_NO_TLS = ("listening on %s without TLS: tokens and payloads cross the network in clear; "
+           "give tls_cert and tls_key (--tls-cert, --tls-key)")  # fmt: skip
+
 
 class Sidecar:
     """Serves ``TaskHubSidecarService`` over a store, for Durable Task SDK workers and
     clients (Microsoft's ``durabletask``, Dapr Workflow, durabletask-js).
 
     Use it as an async context manager; ``port=0`` picks a free port (see
-    :attr:`port`). It listens on loopback unless ``host`` says otherwise; give
-    ``tls_cert`` and ``tls_key`` (PEM files) for TLS, and ``api_token`` to require
-    that token in every call's ``dapr-api-token`` metadata. ``max_in_flight`` bounds
-    the turns, and separately the activity attempts, handed to workers at once (each is
-    an engine slot that mostly waits for a worker's answer; more wait in a queue).
+    :attr:`port`). It listens on loopback unless ``host`` says otherwise (and warns
+    when it listens beyond loopback without TLS); give ``tls_cert`` and ``tls_key``
+    (PEM files) for TLS, ``tls_client_ca`` too for mTLS (only clients whose
+    certificate that CA signed may connect), and ``api_token`` to require that token
+    in every call's ``dapr-api-token`` metadata (an empty token is refused; a peer
+    that fails too often is refused for a while, see :mod:`durable.grpc._auth`).
+    ``max_in_flight`` bounds the turns, and separately the activity attempts, handed to
+    workers at once (each is an engine slot that mostly waits for a worker's answer;
+    more wait in a queue).
 
     With ``fleet`` (a :class:`~durable.Fleet`) the sidecar is one process of several
     sharing the store (typically one ``s3://`` bucket): it runs only the partitions it
@@ -74,6 +85,7 @@ class Sidecar:
         port: int = 4001,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        tls_client_ca: str | None = None,
         api_token: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
         clock: Clock | None = None,
@@ -87,12 +99,16 @@ class Sidecar:
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
+        if tls_client_ca is not None and tls_cert is None:
+            raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key")
+        check_token(api_token)
         if (keepalive is not None and keepalive <= 0) or keepalive_timeout <= 0:
             raise ValueError("keepalive and keepalive_timeout must be positive seconds")
         self.host = host
         self.port = port
         """The port served (the one picked, once started with ``port=0``)."""
         self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
+        self._client_ca = tls_client_ca
         self.dispatcher = Dispatcher()
         executor = RemoteExecutor(self.dispatcher, self._load_history)
         self.runtime = Runtime(
@@ -139,10 +155,15 @@ class Sidecar:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(*self._tls)
+        if self._client_ca is not None:  # mTLS: only clients with a certificate it signed
+            context.load_verify_locations(self._client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
         context.set_alpn_protocols(["h2"])
         return context
 
     async def __aenter__(self) -> Sidecar:
+        if self._tls is None and not _loopback(self.host):
+            log.warning(_NO_TLS, self.host)
         await self.runtime.__aenter__()
         try:
             await self.server.start(self.host, self.port, ssl=self._ssl_context())
@@ -167,6 +188,16 @@ class Sidecar:
             await self.server.wait_closed()
         finally:
             await self.runtime.__aexit__(*exc_info)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or name (nothing else can reach it)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _server_config(keepalive: float | None, timeout: float) -> Configuration:
