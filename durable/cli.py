@@ -224,6 +224,7 @@ async def _sidecar(args: argparse.Namespace) -> None:
             api_token=_api_token(args), storage_options=dict(args.storage_option) or None,
             fleet=fleet, poll_interval=args.poll_interval, keepalive=args.keepalive or None,
             keepalive_timeout=args.keepalive_timeout, max_message_size=args.max_message_size,
+            idle_timeout=args.idle_timeout, max_connections=args.max_connections,
         )  # fmt: skip
     except ValueError as err:  # a setting that cannot work: one line, no traceback
         raise SystemExit(f"durable sidecar: {err}") from None
@@ -350,6 +351,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="largest message either way, e.g. 4MiB, 16MiB (4MiB, gRPC's usual): a bigger "
         "request is refused unread, a bigger work item fails its instance",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=8.0,
+        metavar="SECONDS",
+        help="close a connection with no call open this long (8)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections open at once at most (the file-descriptor limit less a headroom "
+        "for the store)",
     )
     p.add_argument(
         "--fleet",

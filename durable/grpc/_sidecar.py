@@ -13,14 +13,22 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.abc
 from grpclib.config import Configuration
-from grpclib.server import Server
 
 from durable._client import Client
 from durable._registry import Registry
 from durable._runtime import Runtime
 
 from ._auth import check_token
+from ._connections import (
+    DEFAULT_IDLE_TIMEOUT,
+    AcceptErrorFilter,
+    ConnectionGuard,
+    GuardedServer,
+    default_max_connections,
+)
 from ._dispatch import Dispatcher
 from ._limits import DEFAULT_MAX_MESSAGE
 from ._remote import RawCodec, RemoteExecutor
@@ -75,6 +83,11 @@ class Sidecar:
     ways: a bigger request is refused (RESOURCE_EXHAUSTED) before it is read, and a
     work item bigger than that fails its instance (or activity attempt) with a
     MessageTooLarge failure instead of being sent to a worker that would refuse it.
+
+    A connection with no call open for ``idle_timeout`` seconds of the clock is
+    closed (a worker's open ``GetWorkItems`` keeps its own), and at most
+    ``max_connections`` are open at once (by default the file-descriptor limit less a
+    headroom for the store): see :mod:`durable.grpc._connections`.
     """
 
     def __init__(
@@ -96,6 +109,8 @@ class Sidecar:
         keepalive: float | None = 30.0,
         keepalive_timeout: float = 20.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_connections: int | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
@@ -127,8 +142,16 @@ class Sidecar:
             api_token=api_token, ping_interval=ping_interval, max_message_size=max_message_size,
         )  # fmt: skip
         self._keepalive, self._keepalive_timeout = keepalive, keepalive_timeout
-        self.server = Server([self.service], codec=BytesCodec(),
-                             config=_server_config(keepalive, keepalive_timeout))  # fmt: skip
+        self.connections = ConnectionGuard(
+            self.runtime.clock, idle_timeout=idle_timeout,
+            max_connections=max_connections or default_max_connections(),
+        )  # fmt: skip
+        config = _server_config(keepalive, keepalive_timeout)
+        self.server = GuardedServer(
+            [self.service], codec=BytesCodec(), guard=self.connections, config=config
+        )
+        self._accept_errors = AcceptErrorFilter()
+        self._tasks: anyio.abc.TaskGroup | None = None
         """The grpclib server (for instrumentation, e.g. ``grpclib.events.listen``)."""
 
     @property
@@ -166,10 +189,14 @@ class Sidecar:
             log.warning(_NO_TLS, self.host)
         await self.runtime.__aenter__()
         try:
-            await self.server.start(self.host, self.port, ssl=self._ssl_context())
+            await self.server.start_tcp(self.host, self.port, ssl=self._ssl_context())
         except BaseException:
             await self.runtime.__aexit__(None, None, None)
             raise
+        logging.getLogger("asyncio").addFilter(self._accept_errors)
+        self._tasks = anyio.create_task_group()
+        await self._tasks.__aenter__()
+        self._tasks.start_soon(self.connections.run)
         sockets = getattr(self.server._server, "sockets", None)  # no public accessor
         if sockets:
             self.port = sockets[0].getsockname()[1]
@@ -183,6 +210,11 @@ class Sidecar:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        if self._tasks is not None:
+            self._tasks.cancel_scope.cancel()
+            await self._tasks.__aexit__(None, None, None)
+            self._tasks = None
+        logging.getLogger("asyncio").removeFilter(self._accept_errors)
         self.server.close()
         try:
             await self.server.wait_closed()
