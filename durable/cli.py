@@ -225,6 +225,8 @@ async def _sidecar(args: argparse.Namespace) -> None:
             fleet=fleet, poll_interval=args.poll_interval, keepalive=args.keepalive or None,
             keepalive_timeout=args.keepalive_timeout, max_message_size=args.max_message_size,
             idle_timeout=args.idle_timeout, max_connections=args.max_connections,
+            turn_timeout=args.turn_timeout or None, activity_timeout=args.activity_timeout,
+            max_waiting=args.max_waiting,
         )  # fmt: skip
     except ValueError as err:  # a setting that cannot work: one line, no traceback
         raise SystemExit(f"durable sidecar: {err}") from None
@@ -366,6 +368,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="connections open at once at most (the file-descriptor limit less a headroom "
         "for the store)",
+    )
+    p.add_argument(
+        "--turn-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a turn a worker has not answered this long goes to another worker (300; 0: never)",
+    )
+    p.add_argument(
+        "--activity-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="the same for an activity attempt (default: none, activities may run long)",
+    )
+    p.add_argument(
+        "--max-waiting",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="callers waiting in WaitForInstanceStart/Completion at once (10000)",
     )
     p.add_argument(
         "--fleet",

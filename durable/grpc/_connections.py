@@ -10,7 +10,7 @@
 - The event loop's "socket.accept() out of system resource" error, should the process
   run out of descriptors all the same, is logged at most once per minute.
 
-Idle time is measured on the sidecar's clock, by a sweep every second of it.
+Idle time is measured on the sidecar's clock, by its sweep every second of it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ log = logging.getLogger("durable.grpc.connections")
 
 DEFAULT_IDLE_TIMEOUT = 8.0
 """Seconds a connection may stay with no call open (closed within a second after)."""
-_SWEEP = timedelta(seconds=1)
 
 
 def default_max_connections() -> int:
@@ -126,12 +125,6 @@ class ConnectionGuard:
             elif now - conn.idle_since >= self.idle_timeout:
                 self.closed_idle += 1
                 self._close(conn)
-
-    async def run(self) -> None:
-        """Sweep every second of the clock, for as long as the sidecar serves."""
-        while True:
-            await self.clock.sleep_until(self.clock.now() + _SWEEP)
-            self.sweep()
 
 
 class GuardedServer(Server):

@@ -12,8 +12,9 @@ is whatever the server decoded it into. What it owns:
   bits), so only the stream it was sent to can answer or abandon it, and only for that
   send; a worker that sends no token (durabletask-js) is matched by instance (and task
   id, for activities), among the items held by streams of its own connection only;
-- at-least-once: the items a stream held when it went away, or that its worker
-  abandoned, are placed again; a completion for an item already resolved (a stale or
+- at-least-once: the items a stream held when it went away, that its worker
+  abandoned, or that it did not answer in time (:meth:`Dispatcher.expire`), are
+  placed again; a completion for an item already resolved (a stale or
   duplicate answer) is dropped, so nothing is applied twice.
 """
 
@@ -26,6 +27,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import anyio
@@ -101,6 +103,8 @@ class Item:
     """How many times it was placed on a stream."""
     waiting: bool = False
     """In the queue of items that wait for a stream."""
+    sent_at: datetime | None = None
+    """When it was placed on its stream (on the clock :meth:`Dispatcher.expire` gets)."""
 
     def __repr__(self) -> str:  # short: the work holds a whole history
         kind = type(self.work).__name__
@@ -126,6 +130,18 @@ class WorkerStream:
     held: dict[str, Item] = field(default_factory=dict)
     warm: dict[str, Warm] = field(default_factory=dict)
     origin: Hashable = None
+    max_turns: int = 0
+    """Turns the worker takes at once (its maxConcurrentOrchestrationWorkItems; 0: any)."""
+    max_activities: int = 0
+    """Activities the worker takes at once (maxConcurrentActivityWorkItems; 0: any)."""
+
+    def has_room(self, work: TurnWork | ActivityWork) -> bool:
+        """Whether the worker takes one more item of ``work``'s kind now."""
+        limit = self.max_turns if isinstance(work, TurnWork) else self.max_activities
+        if limit <= 0:
+            return True
+        kind = type(work)
+        return sum(type(item.work) is kind for item in self.held.values()) < limit
 
     def holds(self, item: Item) -> bool:
         """Whether ``item`` is still this stream's to send (not resolved or moved)."""
@@ -185,18 +201,17 @@ class Dispatcher:
     # -- streams --------------------------------------------------------------------
 
     def connect(
-        self, dialect: Dialect, *, stateful: bool, pings: bool, origin: Hashable = None
-    ) -> WorkerStream:
-        """A new stream (on the connection ``origin``); the items that waited for one go
-        to it."""
+        self, dialect: Dialect, *, stateful: bool, pings: bool, origin: Hashable = None,
+        max_turns: int = 0, max_activities: int = 0,
+    ) -> WorkerStream:  # fmt: skip
+        """A new stream (on the connection ``origin``, taking at most ``max_turns`` and
+        ``max_activities`` items at once); the items that waited for one go to it."""
         inbox, outbox = anyio.create_memory_object_stream[Item | None](math.inf)
         stream = WorkerStream(next(self._numbers), dialect, stateful, pings, outbox, inbox,
-                              origin=origin)  # fmt: skip
+                              origin=origin, max_turns=max_turns,
+                              max_activities=max_activities)  # fmt: skip
         self._streams.append(stream)
-        waiting, self._queue = self._queue, deque()
-        for item in waiting:
-            item.waiting = False
-            self._place(item)
+        self._place_waiting()
         self._changed()
         log.info("worker stream %d connected (%s%s)", stream.number, dialect,
                  ", stateful history" if stateful else "")  # fmt: skip
@@ -240,6 +255,13 @@ class Dispatcher:
                 self._withdraw(item)
         return item.result
 
+    def _place_waiting(self) -> None:
+        """Place the items that wait, in order, where there is room now."""
+        waiting, self._queue = self._queue, deque()
+        for item in waiting:
+            item.waiting = False
+            self._place(item)
+
     def _place(self, item: Item, avoid: WorkerStream | None = None) -> None:
         stream = self._pick(item.work, avoid)
         if stream is None:
@@ -252,6 +274,7 @@ class Dispatcher:
         item.sends += 1
         self._sent.pop(item.wire_token, None)  # an earlier send answers no more
         item.wire_token = self._new_token()
+        item.sent_at = None  # stamped by the next expiry sweep
         self._sent[item.wire_token] = item
         stream.held[item.token] = item
         stream.inbox.send_nowait(item)
@@ -259,7 +282,8 @@ class Dispatcher:
     def _pick(
         self, work: TurnWork | ActivityWork, avoid: WorkerStream | None
     ) -> WorkerStream | None:
-        streams = [s for s in self._streams if s is not avoid] or self._streams
+        roomy = [s for s in self._streams if s.has_room(work)]
+        streams = [s for s in roomy if s is not avoid] or roomy
         if not streams:
             return None
         if isinstance(work, TurnWork):
@@ -273,12 +297,14 @@ class Dispatcher:
         item.resolved = True
         self._items.pop(item.token, None)
         self._sent.pop(item.wire_token, None)
-        if item.stream is not None:
-            item.stream.held.pop(item.token, None)
-            item.stream = None
         if item.waiting:
             item.waiting = False
             self._queue.remove(item)
+        if item.stream is not None:
+            item.stream.held.pop(item.token, None)
+            item.stream = None
+            if self._queue:
+                self._place_waiting()  # the stream has room for one more
 
     def find(
         self, token: str, instance_id: str, task_id: int | None = None, origin: Hashable = None
@@ -314,6 +340,28 @@ class Dispatcher:
         item.result = result
         item.done.set()
         return True
+
+    def expire(
+        self, now: datetime, turns: timedelta | None, activities: timedelta | None
+    ) -> list[Item]:
+        """Move the items a stream has held longer than their kind's timeout (None:
+        no timeout) to another stream: their late answers are dropped (each send has
+        its own token). Call it every so often; an item's time starts at the first
+        call that sees it placed. The items moved."""
+        moved: list[Item] = []
+        for stream in list(self._streams):
+            for item in list(stream.held.values()):
+                limit = turns if isinstance(item.work, TurnWork) else activities
+                if item.sent_at is None:
+                    item.sent_at = now
+                elif limit is not None and now - item.sent_at >= limit:
+                    log.warning("worker stream %d did not answer %r in %s: sent elsewhere",
+                                stream.number, item, limit)  # fmt: skip
+                    stream.held.pop(item.token, None)
+                    item.stream = None
+                    self._place(item, avoid=stream)
+                    moved.append(item)
+        return moved
 
     def abandon(self, token: str) -> bool:
         """The worker gave the item back (by the token of its current send): place it

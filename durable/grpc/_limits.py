@@ -29,10 +29,42 @@ if TYPE_CHECKING:
 
     from ._dispatch import Item
 
-__all__ = ["DEFAULT_MAX_MESSAGE", "MessageTooLarge", "checked_reply", "receive", "too_big"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE",
+    "DEFAULT_MAX_WAITING",
+    "MessageTooLarge",
+    "Waiting",
+    "checked_reply",
+    "receive",
+    "too_big",
+]
 
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 """4 MiB, gRPC's usual default both ways (grpcio workers refuse more unless told)."""
+
+
+DEFAULT_MAX_WAITING = 10_000
+"""Callers that may wait in WaitForInstanceStart/Completion at once."""
+
+
+class Waiting:
+    """Counts the callers waiting for an instance; one over ``limit`` is refused
+    (RESOURCE_EXHAUSTED) rather than let waiters pile up without end."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_WAITING) -> None:
+        if limit < 1:
+            raise ValueError("the limit of waiting callers must be positive")
+        self.limit = limit
+        self.now = 0
+
+    async def __aenter__(self) -> None:
+        if self.now >= self.limit:
+            busy = f"{self.now} callers wait for instances already: try again later"
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, busy)
+        self.now += 1
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.now -= 1
 
 
 class MessageTooLarge(GRPCError):

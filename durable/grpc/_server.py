@@ -37,7 +37,14 @@ from . import _management as mgmt
 from ._auth import Gate
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
-from ._limits import DEFAULT_MAX_MESSAGE, checked_reply, receive, too_big
+from ._limits import (
+    DEFAULT_MAX_MESSAGE,
+    DEFAULT_MAX_WAITING,
+    Waiting,
+    checked_reply,
+    receive,
+    too_big,
+)
 from ._pastcache import PastCache
 from ._proto import dapr, ms
 from ._remote import TurnOutcome
@@ -51,6 +58,7 @@ from ._workitems import (
     encode_ping,
     parse,
     stream_options,
+    worker_limits,
 )
 
 if TYPE_CHECKING:
@@ -103,6 +111,7 @@ class SidecarService:
         api_token: str | None = None,
         ping_interval: float = 30.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE,
+        max_waiting: int = DEFAULT_MAX_WAITING,
     ) -> None:
         if ping_interval <= 0 or ping_interval >= 120:
             raise ValueError("ping_interval must be in (0, 120) seconds: MS workers give up at 120")
@@ -112,6 +121,8 @@ class SidecarService:
         self.gate = Gate(api_token, clock)
         self._ping = timedelta(seconds=ping_interval)
         self.max_message_size = max_message_size
+        self.waiting = Waiting(max_waiting)
+        """Callers in WaitForInstanceStart/Completion now, and how many may be."""
         self._past = PastCache()
         self.sent: deque[SentTurn] = deque(maxlen=_SENT_KEPT)
         """What went out for recent turns (messages in past/new events, delta or not)."""
@@ -122,8 +133,8 @@ class SidecarService:
             "Hello": self._hello,
             "StartInstance": lambda d: mgmt.start_instance(c, d),
             "GetInstance": lambda d: mgmt.get_instance(c, d),
-            "WaitForInstanceStart": lambda d: mgmt.wait_for_start(c, d),
-            "WaitForInstanceCompletion": lambda d: mgmt.wait_for_completion(c, d),
+            "WaitForInstanceStart": lambda d: mgmt.wait_for_start(c, d, self.waiting),
+            "WaitForInstanceCompletion": lambda d: mgmt.wait_for_completion(c, d, self.waiting),
             "RaiseEvent": lambda d: mgmt.raise_event(c, d),
             "TerminateInstance": lambda d: mgmt.terminate_instance(c, d),
             "SuspendInstance": lambda d: mgmt.suspend_instance(c, d),
@@ -175,10 +186,12 @@ class SidecarService:
     async def _get_work_items(self, stream: Stream[Any, Any]) -> None:
         self.gate.check(stream)
         with _statuses("GetWorkItems"):
-            dialect, capabilities = detect_dialect(await receive(stream, self.max_message_size))
+            data = await receive(stream, self.max_message_size)
+            dialect, capabilities = detect_dialect(data)
         stateful, pings = stream_options(dialect, capabilities)
+        limits = worker_limits(dialect, data)
         worker = self.dispatcher.connect(
-            dialect, stateful=stateful, pings=pings, origin=origin_of(stream)
+            dialect, stateful=stateful, pings=pings, origin=origin_of(stream), **limits
         )
         try:
             async with anyio.create_task_group() as tg:

@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,7 +31,7 @@ from ._connections import (
     default_max_connections,
 )
 from ._dispatch import Dispatcher
-from ._limits import DEFAULT_MAX_MESSAGE
+from ._limits import DEFAULT_MAX_MESSAGE, DEFAULT_MAX_WAITING
 from ._remote import RawCodec, RemoteExecutor
 from ._server import BytesCodec, SidecarService
 
@@ -88,6 +89,14 @@ class Sidecar:
     closed (a worker's open ``GetWorkItems`` keeps its own), and at most
     ``max_connections`` are open at once (by default the file-descriptor limit less a
     headroom for the store): see :mod:`durable.grpc._connections`.
+
+    Fairness: a turn a worker has not answered within ``turn_timeout`` seconds (an
+    activity within ``activity_timeout``; None: no limit, the default, since
+    activities may run long) goes to another worker, and the late answer is dropped;
+    an MS worker's ``maxConcurrentOrchestrationWorkItems`` and
+    ``maxConcurrentActivityWorkItems`` bound what it is handed at once; at most
+    ``max_waiting`` callers wait in WaitForInstanceStart/Completion at once, each
+    woken when the instance's status changes.
     """
 
     def __init__(
@@ -111,6 +120,9 @@ class Sidecar:
         max_message_size: int = DEFAULT_MAX_MESSAGE,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_connections: int | None = None,
+        turn_timeout: float | None = 300.0,
+        activity_timeout: float | None = None,
+        max_waiting: int = DEFAULT_MAX_WAITING,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
@@ -140,6 +152,7 @@ class Sidecar:
         self.service = SidecarService(
             self.dispatcher, self.client, self.runtime.clock,
             api_token=api_token, ping_interval=ping_interval, max_message_size=max_message_size,
+            max_waiting=max_waiting,
         )  # fmt: skip
         self._keepalive, self._keepalive_timeout = keepalive, keepalive_timeout
         self.connections = ConnectionGuard(
@@ -151,6 +164,8 @@ class Sidecar:
             [self.service], codec=BytesCodec(), guard=self.connections, config=config
         )
         self._accept_errors = AcceptErrorFilter()
+        self._turn_timeout = _seconds(turn_timeout)
+        self._activity_timeout = _seconds(activity_timeout)
         self._tasks: anyio.abc.TaskGroup | None = None
         """The grpclib server (for instrumentation, e.g. ``grpclib.events.listen``)."""
 
@@ -196,7 +211,7 @@ class Sidecar:
         logging.getLogger("asyncio").addFilter(self._accept_errors)
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
-        self._tasks.start_soon(self.connections.run)
+        self._tasks.start_soon(self._sweep)
         sockets = getattr(self.server._server, "sockets", None)  # no public accessor
         if sockets:
             self.port = sockets[0].getsockname()[1]
@@ -209,6 +224,14 @@ class Sidecar:
                     listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, wait)
         return self
 
+    async def _sweep(self) -> None:
+        """Every second of the clock: close idle connections, move unanswered items."""
+        clock = self.runtime.clock
+        while True:
+            await clock.sleep_until(clock.now() + _SWEEP)
+            self.connections.sweep()
+            self.dispatcher.expire(clock.now(), self._turn_timeout, self._activity_timeout)
+
     async def __aexit__(self, *exc_info: Any) -> None:
         if self._tasks is not None:
             self._tasks.cancel_scope.cancel()
@@ -220,6 +243,15 @@ class Sidecar:
             await self.server.wait_closed()
         finally:
             await self.runtime.__aexit__(*exc_info)
+
+
+_SWEEP = timedelta(seconds=1)
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    if value is not None and value <= 0:
+        raise ValueError("a work-item timeout must be positive seconds (or None: none)")
+    return None if value is None else timedelta(seconds=value)
 
 
 def _loopback(host: str) -> bool:
