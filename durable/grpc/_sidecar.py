@@ -123,6 +123,9 @@ class Sidecar:
         turn_timeout: float | None = 300.0,
         activity_timeout: float | None = None,
         max_waiting: int = DEFAULT_MAX_WAITING,
+        telemetry: bool | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
@@ -142,7 +145,8 @@ class Sidecar:
             Registry(), store=store, storage_options=storage_options, clock=clock,
             codec=RawCodec(), max_concurrent_workflows=max_in_flight,
             max_concurrent_activities=max_in_flight, poll_interval=poll_interval,
-            fleet=fleet, _executor=executor,
+            fleet=fleet, telemetry=telemetry, tracer_provider=tracer_provider,
+            meter_provider=meter_provider, _executor=executor,
         )  # fmt: skip
         self.client = Client(
             self.runtime.store, registry=None, clock=self.runtime.clock, codec=RawCodec(),
