@@ -188,8 +188,8 @@ class SidecarService:
         with _statuses("GetWorkItems"):
             data = await receive(stream, self.max_message_size)
             dialect, capabilities = detect_dialect(data)
+            limits = worker_limits(dialect, data)
         stateful, pings = stream_options(dialect, capabilities)
-        limits = worker_limits(dialect, data)
         worker = self.dispatcher.connect(
             dialect, stateful=stateful, pings=pings, origin=origin_of(stream), **limits
         )
