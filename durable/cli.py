@@ -231,18 +231,22 @@ async def _sidecar(args: argparse.Namespace) -> None:
 
 
 async def _ui(args: argparse.Namespace) -> None:
-    try:
-        from .console import serve  # the ui extra: Starlette, uvicorn, Jinja2
+    try:  # the ui extra: Starlette, uvicorn, Jinja2
+        from .console._serve import ListenError, serve
     except ImportError as err:
         raise SystemExit(f'durable: the console needs pip install "durable[ui]" ({err})') from None
 
     def ready(url: str) -> None:
         print(f"durable ui listening on {url}", flush=True)
 
-    await serve(
-        args.store, listen=args.listen, api_token=args.api_token, memo_prefix=args.prefix,
-        storage_options=dict(args.storage_option) or None, ready=ready, stop_on_signals=True,
-    )  # fmt: skip
+    try:
+        await serve(
+            args.store, listen=args.listen, api_token=args.api_token, memo_prefix=args.prefix,
+            storage_options=dict(args.storage_option) or None, ready=ready,
+            stop_on_signals=True,
+        )  # fmt: skip
+    except ListenError as err:
+        raise UsageError(str(err)) from None  # exit code 2
     print("durable ui stopped", flush=True)
 
 
