@@ -81,7 +81,8 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     keeps that run's seed (empty: ``run_id``). An activity's step (which keys its memo)
     is ``step_base`` plus its task id: a reuse or rerun starts above every step of the
     runs before it, so no memo is shared with them, nor deleted from under the new run
-    when theirs is."""
+    when theirs is. ``trace_parent`` and ``trace_state`` are the W3C trace context of
+    whoever started the run (empty: none), so the run's spans join that trace."""
 
     name: str
     input: Raw = NULL
@@ -91,6 +92,8 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     first_task_id: int = 0
     seed: str = ""
     step_base: int = 0
+    trace_parent: str = ""
+    trace_state: str = ""
 
     @property
     def replay_seed(self) -> str:
@@ -159,12 +162,14 @@ class TimerFired(Event, frozen=True, tag="timer_fired"):
 
 
 class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled"):
-    """The workflow started a sub-workflow."""
+    """The workflow started a sub-workflow. ``trace_parent``: the W3C trace context the
+    child's run starts under (the parent run's span; empty when not traced)."""
 
     task_id: int
     name: str
     instance_id: str
     input: Raw = NULL
+    trace_parent: str = ""
 
 
 class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):
