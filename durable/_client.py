@@ -21,6 +21,7 @@ from ._core._events import (
     NULL,
     EventRaised,
     HistoryEvent,
+    WorkflowCancelRequested,
     WorkflowResumed,
     WorkflowStarted,
     WorkflowSuspended,
@@ -477,10 +478,21 @@ class WorkflowHandle(Generic[T]):
         """Resume a suspended workflow."""
         await self._client._send(self.instance_id, WorkflowResumed(reason=reason))
 
-    async def terminate(self, reason: str = "", output: Any = None) -> None:
-        """End the workflow now as TERMINATED, with an optional output."""
+    async def cancel(self, reason: str = "") -> None:
+        """Ask the workflow to cancel, gracefully: it gets ``durable.CancelledError`` at
+        its current await and may clean up (run activities, call sub-workflows) before it
+        returns or re-raises; if the error escapes, it ends ``CANCELED``."""
+        await self._client._send(self.instance_id, WorkflowCancelRequested(reason=reason))
+
+    async def terminate(
+        self, reason: str = "", output: Any = None, *, recursive: bool = True
+    ) -> None:
+        """End the workflow now as TERMINATED, with an optional output. With
+        ``recursive`` (the default) its sub-workflows still running are terminated too,
+        and theirs: the whole tree."""
         raw = Raw(self._client.codec.encode(output))
-        await self._client._send(self.instance_id, WorkflowTerminated(reason=reason, output=raw))
+        event = WorkflowTerminated(reason=reason, output=raw, recursive=recursive)
+        await self._client._send(self.instance_id, event)
 
     async def history(self) -> list[HistoryEvent]:
         """The events of the current run, each with ``event_id`` and ``timestamp``."""

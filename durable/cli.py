@@ -87,7 +87,13 @@ async def _history(args: argparse.Namespace) -> None:
 
 async def _terminate(args: argparse.Namespace) -> None:
     async with Client(args.store) as client:
-        await client.get_handle(args.instance_id).terminate(args.reason)
+        handle = client.get_handle(args.instance_id)
+        await handle.terminate(args.reason, recursive=not args.no_recursive)
+
+
+async def _cancel(args: argparse.Namespace) -> None:
+    async with Client(args.store) as client:
+        await client.get_handle(args.instance_id).cancel(args.reason)
 
 
 async def _purge(args: argparse.Namespace) -> None:
@@ -252,6 +258,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("terminate", _terminate, "terminate a running instance")
     p.add_argument("instance_id")
     p.add_argument("--reason", default="terminated from the command line")
+    p.add_argument("--no-recursive", action="store_true", help="leave its sub-workflows running")
+    p = command("cancel", _cancel, "ask a running instance to cancel (it may clean up)")
+    p.add_argument("instance_id")
+    p.add_argument("--reason", default="cancelled from the command line")
     command("purge", _purge, "delete an ended instance").add_argument("instance_id")
     p = command("sweep", _sweep, "delete the memo of instances that ended before the retention")
     p.add_argument("--retention", type=_duration, required=True, help="e.g. 7d, 12h, 30m")

@@ -33,9 +33,11 @@ __all__ = [
     "HistoryEvent",
     "ParentRef",
     "PatchApplied",
+    "TaskCancelled",
     "TimerCreated",
     "TimerFired",
     "TurnStarted",
+    "WorkflowCancelRequested",
     "WorkflowCompleted",
     "WorkflowErrored",
     "WorkflowResumed",
@@ -159,12 +161,22 @@ class TimerFired(Event, frozen=True, tag="timer_fired"):
 
 
 class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled"):
-    """The workflow started a sub-workflow."""
+    """The workflow started a sub-workflow. ``on_parent_close``: what happens to it if
+    it still runs when this run ends (``terminate``, ``cancel``, ``abandon``; empty in
+    logs written before: terminated only when the parent is)."""
 
     task_id: int
     name: str
     instance_id: str
     input: Raw = NULL
+    on_parent_close: str = ""
+
+
+class TaskCancelled(Event, frozen=True, tag="task_cancelled"):
+    """The workflow cancelled its operation ``task_id`` (an activity, a timer, a
+    sub-workflow): its outcome, should one come, is never applied."""
+
+    task_id: int
 
 
 class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):
@@ -213,10 +225,20 @@ class WorkflowResumed(Event, frozen=True, tag="workflow_resumed"):
 
 class WorkflowTerminated(Event, frozen=True, tag="workflow_terminated"):
     """The instance was terminated from outside. ``parent`` is set when the end of its
-    parent's run terminated it: it then applies only to a child of that run."""
+    parent's run terminated it: it then applies only to a child of that run.
+    ``recursive``: its sub-workflows still running are terminated too."""
 
     reason: str = ""
     output: Raw = NULL
+    parent: ParentRef | None = None
+    recursive: bool = True
+
+
+class WorkflowCancelRequested(Event, frozen=True, tag="workflow_cancel_requested"):
+    """A graceful cancel: the workflow gets ``durable.CancelledError`` at its current
+    await and may clean up. ``parent`` as for a termination by the parent's end."""
+
+    reason: str = ""
     parent: ParentRef | None = None
 
 
@@ -257,6 +279,8 @@ HistoryEvent = (
     | ChildWorkflowErrored
     | EventRaised
     | PatchApplied
+    | TaskCancelled
+    | WorkflowCancelRequested
     | WorkflowSuspended
     | WorkflowResumed
     | WorkflowTerminated

@@ -18,6 +18,7 @@ from durable._core._events import (
     HistoryEvent,
     TimerCreated,
     TimerFired,
+    WorkflowCancelRequested,
 )
 
 from ._attempts import RunningAttempt
@@ -104,6 +105,8 @@ class _Activities(_EngineBase):
         instance_id, workflow_name, run_start, scheduled = work
         try:
             outcome = await self._attempt(instance_id, workflow_name, run_start, scheduled)
+            if outcome is None:
+                return  # cancelled: its operation waits for nothing
             copies = 1
             if self._hooks is not None:
                 await self._hooks.before_delivery(instance_id, outcome)
@@ -125,8 +128,9 @@ class _Activities(_EngineBase):
 
     async def _attempt(
         self, instance_id: str, workflow_name: str, run_start: int, scheduled: ActivityScheduled
-    ) -> ActivityCompleted | ActivityErrored:
-        """Run one attempt in its cancel scope, bounded by its timeouts."""
+    ) -> ActivityCompleted | ActivityErrored | None:
+        """Run one attempt in its cancel scope, bounded by its timeouts; None if its
+        operation was cancelled (or the run ended) meanwhile."""
         timeouts = scheduled.timeouts
         control = Attempt(
             self.clock, heartbeat_timeout=timeouts.heartbeat if timeouts else None,
@@ -134,22 +138,48 @@ class _Activities(_EngineBase):
             spawn=self._spawn, on_wait=self._attempt_waits,
         )  # fmt: skip
         running = RunningAttempt(scheduled, control)
+        key = (instance_id, run_start, scheduled.task_id)
+        inst = self._instances.get(instance_id)
+        if inst is not None and inst.run_start == run_start and key[2] not in inst.outstanding:
+            running.cancel()  # cancelled (or the run ended) before it began
         running.arm(self._timers, timeouts)
+        self._attempts[key] = running
         token = current_attempt.set(control)
         outcome: ActivityCompleted | ActivityErrored | None = None
         try:
             with running.scope:
-                if running.stopped is None:
+                if running.stopped is None and not running.cancelled:
                     outcome = await self.executor.run_activity(
                         instance_id, workflow_name, scheduled
                     )
         finally:
             current_attempt.reset(token)
             running.disarm(self._timers)
+            if self._attempts.get(key) is running:
+                del self._attempts[key]
+        if running.cancelled:
+            await control.finish(failed=True)
+            return None
         outcome = running.timed_out() or outcome
         assert outcome is not None, "an attempt ends with an outcome or stopped"
         await control.finish(failed=type(outcome) is ActivityErrored)
         return outcome
+
+    def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent, reason: str) -> None:
+        """The run gave up on an operation (cancelled it, or ended): stop its activity
+        attempt running here, disarm its timer, or ask its sub-workflow to cancel."""
+        task_id: int = scheduled.task_id  # type: ignore[union-attr]
+        if isinstance(scheduled, ActivityScheduled):
+            running = self._attempts.get((inst.id, inst.run_start, task_id))
+            if running is not None:
+                running.cancel()
+        elif isinstance(scheduled, TimerCreated):
+            armed = self._armed.get(inst.id)
+            if armed is not None:
+                armed.discard((inst.run_start, task_id))
+        elif isinstance(scheduled, ChildWorkflowScheduled):
+            cancel = WorkflowCancelRequested(reason=reason, parent=_child_of(inst, scheduled))
+            self._spawn_guarded(self._tell, scheduled.instance_id, cancel)
 
     def _attempt_waits(self, waiting: bool) -> None:
         """An attempt waits on its cancel signal (the runtime may count as idle, and a

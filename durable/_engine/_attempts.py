@@ -32,7 +32,7 @@ class RunningAttempt:
     """One attempt running here: its scope, its control, its pending timeout entries,
     and why it was stopped (a timeout's kind and limit), if it was."""
 
-    __slots__ = ("control", "scheduled", "scope", "stopped", "timers")
+    __slots__ = ("cancelled", "control", "scheduled", "scope", "stopped", "timers")
 
     def __init__(self, scheduled: ActivityScheduled, control: Attempt) -> None:
         self.scheduled = scheduled
@@ -40,6 +40,7 @@ class RunningAttempt:
         self.scope = anyio.CancelScope()
         self.timers: dict[str, int] = {}  # timeout kind -> timer queue entry
         self.stopped: tuple[str, timedelta] | None = None
+        self.cancelled = False  # its operation was cancelled: its outcome goes nowhere
 
     def arm(self, queue: TimerQueue, timeouts: ActivityTimeouts | None) -> None:
         """Queue the attempt's timeouts (an already passed ``close_by`` stops it now)."""
@@ -74,10 +75,20 @@ class RunningAttempt:
 
     def stop(self, kind: str, limit: timedelta) -> None:
         """Time the attempt out: set its cancel signal and cancel its scope."""
-        if self.stopped is None:
+        if self.stopped is None and not self.cancelled:
             self.stopped = (kind, limit)
-            self.scope.cancel()  # first: an await on the signal then raises, not returns
-            self.control.cancel()
+            self._halt()
+
+    def cancel(self) -> None:
+        """The workflow gave up on the operation (or ended): stop the attempt; it has
+        no outcome to deliver."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._halt()
+
+    def _halt(self) -> None:
+        self.scope.cancel()  # first: an await on the signal then raises, not returns
+        self.control.cancel()
 
     def disarm(self, queue: TimerQueue) -> None:
         """The attempt ended: its pending timeout entries never fire."""
@@ -87,7 +98,7 @@ class RunningAttempt:
 
     def timed_out(self) -> ActivityErrored | None:
         """The outcome of an attempt that a timeout stopped (None if none did)."""
-        if self.stopped is None:
+        if self.stopped is None or self.cancelled:
             return None
         kind, limit = self.stopped
         return ActivityErrored(task_id=self.scheduled.task_id, failure=timeout_failure(kind, limit))

@@ -22,8 +22,10 @@ from durable._core._events import (
     Event,
     HistoryEvent,
     ParentRef,
+    TaskCancelled,
     TimerCreated,
     TimerFired,
+    WorkflowCancelRequested,
     WorkflowStarted,
     WorkflowTerminated,
 )
@@ -145,7 +147,7 @@ def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
     run of its parent. Such an event is consumed and never applied."""
     if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
         return event.parent_run not in ("", inst.started.run_id)
-    if isinstance(event, WorkflowTerminated) and event.parent is not None:
+    if isinstance(event, WorkflowTerminated | WorkflowCancelRequested) and event.parent is not None:
         return inst.parent is None or not inst.parent.same_run(event.parent)
     return False
 
@@ -165,5 +167,5 @@ def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> N
     for event in events:
         if isinstance(event, _SCHEDULING):
             outstanding[event.task_id] = event
-        elif type(event) in _ANSWERS:
+        elif type(event) in _ANSWERS or type(event) is TaskCancelled:
             outstanding.pop(event.task_id, None)  # type: ignore[union-attr]

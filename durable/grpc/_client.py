@@ -400,7 +400,12 @@ class RemoteClient:
         await self._call(method, request, reply_type, instance_id)
 
 
-_ENDED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED)
+_ENDED = (
+    WorkflowStatus.COMPLETED,
+    WorkflowStatus.FAILED,
+    WorkflowStatus.TERMINATED,
+    WorkflowStatus.CANCELED,
+)
 _REPLIES: dict[str, dict[str, type[Any]]] = {
     "dapr": {
         "RaiseEvent": dapr.RaiseEventResponse,
