@@ -17,6 +17,7 @@ from msgspec import Raw
 
 from ._clock import Clock, SystemClock, within
 from ._core._codec import JsonCodec, PayloadCodec
+from ._core._context import positive
 from ._core._events import (
     NULL,
     EventRaised,
@@ -153,14 +154,20 @@ class Client:
         instance_id: str | None = None,
         reuse: bool = False,
         version: str | None = None,
+        execution_timeout: timedelta | None = None,
     ) -> WorkflowHandle[T]:
         """Start a workflow (its newest version, or ``version``); return its handle.
 
+        ``execution_timeout`` bounds the run and its continue-as-new successors: when it
+        passes, the instance ends FAILED with ``durable.TimeoutError``, and its
+        sub-workflows follow their ``on_parent_close``.
+
         Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
         ended one again), ``UnknownWorkflowError`` for a name this client's registry
-        lacks, and ``SerializationError`` before writing anything if the input cannot be
-        encoded.
+        lacks, ``InvalidArgumentError`` for a timeout that is not positive, and
+        ``SerializationError`` before writing anything if the input cannot be encoded.
         """
+        positive(execution_timeout, "execution_timeout")
         name = self._workflow_name(workflow)
         if self.registry is not None:
             version = self.registry.get_workflow(name, version).version
@@ -169,10 +176,13 @@ class Client:
         )
         raw = Raw(self.codec.encode(input))
         async with self._busy():
+            now = self.clock.now()
+            deadline = now + execution_timeout if execution_timeout is not None else None
             try:
                 created = await create_instance(
-                    self.store, self.clock.now(), instance_id, name, raw, reuse=reuse,
+                    self.store, now, instance_id, name, raw, reuse=reuse,
                     memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
+                    deadline=deadline,
                 )  # fmt: skip
             except InstanceExistsError as err:
                 if err.status == WorkflowStatus.PENDING:

@@ -30,6 +30,7 @@ __all__ = [
     "ContinuedAsNew",
     "Event",
     "EventRaised",
+    "ExecutionTimedOut",
     "HistoryEvent",
     "ParentRef",
     "PatchApplied",
@@ -83,7 +84,8 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     keeps that run's seed (empty: ``run_id``). An activity's step (which keys its memo)
     is ``step_base`` plus its task id: a reuse or rerun starts above every step of the
     runs before it, so no memo is shared with them, nor deleted from under the new run
-    when theirs is."""
+    when theirs is. ``deadline``: when the start's ``execution_timeout`` ends the run and
+    its continue-as-new successors (None: never)."""
 
     name: str
     input: Raw = NULL
@@ -93,6 +95,7 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     first_task_id: int = 0
     seed: str = ""
     step_base: int = 0
+    deadline: datetime | None = None
 
     @property
     def replay_seed(self) -> str:
@@ -234,6 +237,13 @@ class WorkflowTerminated(Event, frozen=True, tag="workflow_terminated"):
     recursive: bool = True
 
 
+class ExecutionTimedOut(Event, frozen=True, tag="execution_timed_out"):
+    """The start's ``execution_timeout`` passed (its ``deadline``): the run ends FAILED
+    with ``durable.TimeoutError``."""
+
+    deadline: datetime
+
+
 class WorkflowCancelRequested(Event, frozen=True, tag="workflow_cancel_requested"):
     """A graceful cancel: the workflow gets ``durable.CancelledError`` at its current
     await and may clean up. ``parent`` as for a termination by the parent's end."""
@@ -281,6 +291,7 @@ HistoryEvent = (
     | PatchApplied
     | TaskCancelled
     | WorkflowCancelRequested
+    | ExecutionTimedOut
     | WorkflowSuspended
     | WorkflowResumed
     | WorkflowTerminated

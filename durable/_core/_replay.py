@@ -20,6 +20,7 @@ from durable._errors import (
     ActivityTimeoutError,
     NonDeterminismError,
     SerializationError,
+    TimeoutError,
     WorkflowFailed,
 )
 
@@ -47,6 +48,7 @@ from ._events import (
     ContinuedAsNew,
     Event,
     EventRaised,
+    ExecutionTimedOut,
     HistoryEvent,
     PatchApplied,
     TaskCancelled,
@@ -129,8 +131,8 @@ _FINAL_TYPES: dict[type, type] = {
 # what a suspended run still takes: what ends the suspension, and, in replay, what its
 # code decided in the turn a suspend arrived in (recorded after the suspend)
 _NOT_HELD = frozenset(
-    {WorkflowResumed, WorkflowTerminated, TurnStarted, PatchApplied, TaskCancelled,
-     *_SCHEDULING_TYPES, *_FINAL_TYPES}
+    {WorkflowResumed, WorkflowTerminated, ExecutionTimedOut, TurnStarted, PatchApplied,
+     TaskCancelled, *_SCHEDULING_TYPES, *_FINAL_TYPES}
 )  # fmt: skip
 
 
@@ -464,6 +466,20 @@ class WorkflowRun:
             event_id=event.event_id,
         )
 
+    def _on_timed_out(self, event: ExecutionTimedOut) -> None:
+        """The execution timeout passed: the run fails now; nothing its code asked for in
+        this turn is recorded (as for a termination)."""
+        if self.final is not None:
+            return
+        error = TimeoutError(
+            f"workflow {self.instance_id!r} did not end within its execution_timeout "
+            f"(deadline {event.deadline.isoformat()})"
+        )
+        replaying = self.replaying
+        self._unwind()
+        self.replaying = replaying
+        self.final = FailWorkflow(failure_from_exception(error))
+
     def _on_terminated(self, event: WorkflowTerminated) -> None:
         self.terminated = True
         replaying = self.replaying
@@ -589,6 +605,7 @@ _HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
     PatchApplied: WorkflowRun._on_patch_applied,
     TaskCancelled: WorkflowRun._on_task_cancelled,
     WorkflowCancelRequested: WorkflowRun._on_cancel_requested,
+    ExecutionTimedOut: WorkflowRun._on_timed_out,
     WorkflowSuspended: WorkflowRun._on_suspended,
     WorkflowResumed: WorkflowRun._on_resumed,
     WorkflowTerminated: WorkflowRun._on_terminated,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -15,6 +15,7 @@ from durable._core._events import (
     ActivityErrored,
     ActivityScheduled,
     ChildWorkflowScheduled,
+    ExecutionTimedOut,
     HistoryEvent,
     TimerCreated,
     TimerFired,
@@ -27,6 +28,11 @@ from ._instance import Pending, _ActivityWork, _child_of, _Instance
 from ._lifecycle import (
     can_take_inline_turn,
 )
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+_DEADLINE = -1  # the task id under which a run's execution deadline is armed
 
 
 class _Activities(_EngineBase):
@@ -53,6 +59,23 @@ class _Activities(_EngineBase):
             inst.id, inst.run_start, event.task_id
         ):
             self._spawn_guarded(self._start_child, _child_of(inst, event), event)
+
+    def _arm_deadline(self, inst: _Instance) -> None:
+        """Bound the run by its start's ``execution_timeout``: at the deadline the run
+        (or the continue-as-new successor then current) gets ``ExecutionTimedOut``."""
+        deadline = inst.started.deadline
+        if deadline is None or inst.status.is_terminal:
+            return
+        if self._arm(inst.id, inst.run_start, _DEADLINE):
+            due = (self._deadline_due, inst.id, inst.run_start, deadline)
+            self._timers.add(deadline, due)
+
+    def _deadline_due(self, instance_id: str, run_start: int, deadline: datetime) -> None:
+        armed = self._armed.get(instance_id)
+        if armed is None or (run_start, _DEADLINE) not in armed:
+            return  # the run ended, or left this process: whoever runs it now armed it
+        armed.discard((run_start, _DEADLINE))
+        self.deliver(instance_id, ExecutionTimedOut(deadline=deadline), run_start)
 
     def _on_timer(self, payload: tuple[Any, ...]) -> None:
         if callable(payload[0]):  # work deferred after a store error
@@ -145,24 +168,22 @@ class _Activities(_EngineBase):
         running.arm(self._timers, timeouts)
         self._attempts[key] = running
         token = current_attempt.set(control)
-        outcome: ActivityCompleted | ActivityErrored | None = None
         try:
-            with running.scope:
-                if running.stopped is None and not running.cancelled:
-                    outcome = await self.executor.run_activity(
-                        instance_id, workflow_name, scheduled
-                    )
+            outcome = await running.run(
+                self.executor.run_activity(instance_id, workflow_name, scheduled)
+            )
         finally:
             current_attempt.reset(token)
             running.disarm(self._timers)
             if self._attempts.get(key) is running:
                 del self._attempts[key]
         if running.cancelled:
-            await control.finish(failed=True)
-            return None
-        outcome = running.timed_out() or outcome
-        assert outcome is not None, "an attempt ends with an outcome or stopped"
-        await control.finish(failed=type(outcome) is ActivityErrored)
+            outcome = None
+        else:
+            outcome = running.timed_out() or outcome
+            assert outcome is not None, "an attempt ends with an outcome or stopped"
+        if control.unwritten:
+            await control.finish(failed=type(outcome) is not ActivityCompleted)
         return outcome
 
     def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent, reason: str) -> None:

@@ -144,6 +144,7 @@ class _Commits(_EngineBase):
         inst.outstanding = {}
         inst.consumed = set(record.consumed)
         inst.run = self._new_run(inst, list(record.next_run))
+        self._arm_deadline(inst)  # a continued run keeps its start's deadline
         self._enqueue(inst)
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:

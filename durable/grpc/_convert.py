@@ -112,6 +112,7 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     ContinuedAsNew,
     EventRaised,
+    ExecutionTimedOut,
     HistoryEvent,
     ParentRef,
     PatchApplied,
@@ -379,8 +380,8 @@ def event_to_ms(
             )
         case ContinuedAsNew():
             out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
-        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested():
-            return None  # not carried: the protocol has no cancellation of tasks
+        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
+            return None  # not carried: the protocol has no cancellation nor execution timeout
         case _:
             assert_never(event)
     return out
@@ -519,8 +520,8 @@ def event_to_dapr(
             )
         case ContinuedAsNew():
             out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
-        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested():
-            return None  # not carried: the protocol has no cancellation of tasks
+        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
+            return None  # not carried: the protocol has no cancellation nor execution timeout
         case _:
             assert_never(event)
     return out

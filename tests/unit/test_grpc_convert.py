@@ -38,6 +38,7 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     ContinuedAsNew,
     EventRaised,
+    ExecutionTimedOut,
     HistoryEvent,
     ParentRef,
     PatchApplied,
@@ -291,12 +292,18 @@ def test_every_event_kind_is_covered(dialect: str) -> None:
         PatchApplied(patch_id="p"),
         TaskCancelled(task_id=1),
         WorkflowCancelRequested(),
+        ExecutionTimedOut(deadline=at),
     ]
     assert {type(s) for s in samples} == set(kinds), "a new event kind: map it in _convert"
     for sample in samples:
         out = event_to(dialect)(sample)
         if out is None:  # not carried by the protocol
-            assert type(sample) in (PatchApplied, TaskCancelled, WorkflowCancelRequested)
+            assert type(sample) in (
+                PatchApplied,
+                TaskCancelled,
+                WorkflowCancelRequested,
+                ExecutionTimedOut,
+            )
             continue
         back = cv.event_from_proto(over_the_wire(out), event_id=-1)
         assert type(back) is type(sample)
