@@ -172,6 +172,7 @@ class _Driver:
         self.ghosts: list[str] = []
         self.terminated: set[str] = set()  # instances a terminate was sent to
         self.cancelled: set[str] = set()  # instances a cancel was sent to
+        self.bounded: set[str] = set()  # tags started with an execution_timeout
         self.terminate_acked: set[str] = set()  # instances a terminate was acknowledged to
         self.nonces = 0
         self.tags = 0
@@ -259,9 +260,17 @@ class _Driver:
         program = random_program(self.rng)
         tag = self._new_tag(program)
         version = self.rng.choice(["1", "2"])
+        limit = None
+        if self.rng.random() < 0.15:  # bounded: it may end FAILED with a TimeoutError
+            limit = timedelta(seconds=self.rng.randint(5, 60))
+            self.bounded.add(tag)
         began = self.sim.ledger.writes
-        self.note(f"{via}: start {instance_id} {tag} v{version} {program}")
-        await client.start("prog", self._input(tag), instance_id=instance_id, version=version)
+        bound = f" within {limit.total_seconds():.0f}s" if limit else ""
+        self.note(f"{via}: start {instance_id} {tag} v{version}{bound} {program}")
+        await client.start(
+            "prog", self._input(tag), instance_id=instance_id, version=version,
+            execution_timeout=limit,
+        )  # fmt: skip
         self.acked_starts.append((instance_id, tag, began))
 
     def _ended_root(self) -> str:
@@ -664,6 +673,11 @@ class _Driver:
             for epoch in epochs:
                 self._check_epoch(epoch, raised, failed_children)
 
+    def _bounded(self, epoch: Epoch) -> bool:
+        """Whether the run's start (its own, or a continue-as-new chain's first run's)
+        had an execution_timeout."""
+        return epoch.tag in self.bounded
+
     def _parent_ended(self, epoch: Epoch) -> bool:
         """Whether a child run's parent may have ended it: a parent run that ends
         (returns, fails, is terminated or cancelled) terminates the children it still
@@ -692,6 +706,8 @@ class _Driver:
         if epoch.status == "FAILED":
             if epoch.failure_type.endswith("NonDeterminismError") and ledger.unguarded_since(epoch):
                 return  # code changed without a patch under its history: fails, visibly
+            if epoch.failure_type == "durable.TimeoutError" and self._bounded(epoch):
+                return  # its start's execution_timeout passed
             if not (any(s[0] == "raise" for s in program) and epoch.failure_type == "ValueError"):
                 patched = " (its code changed under a patch)" if ledger.deploys_in(epoch) else ""
                 ledger.violate(f"{where} FAILED ({epoch.failure_type}) though its program "
