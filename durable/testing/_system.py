@@ -612,8 +612,8 @@ class _Driver:
             if epoch.ended:
                 continue
             if instance_id in self.ghosts and instance_id not in self.terminate_acked:
-                continue  # no runtime can run it: it waits, as it should (a terminate that
-                # failed may not have reached it; a cancel needs its code)
+                continue  # no runtime can run it: it waits, as it should (a terminate
+                # that failed may never have been written; a cancel needs its code)
             found.append((instance_id, epoch.number))
         return found
 
