@@ -355,3 +355,25 @@ async def test_cli_cancel(tmp_path: Path) -> None:
             await rt.client.get_handle("stuck")
         state = await rt.client.get_handle("stuck").describe()
     assert state.status is WorkflowStatus.CANCELED
+
+
+@pytest.mark.parametrize("recursive", [True, False])
+async def test_the_sidecar_maps_terminate_recursive(recursive: bool) -> None:
+    """The Durable Task TerminateRequest's ``recursive`` reaches terminate (it was
+    ignored: every terminate through the sidecar ended the children)."""
+    from durable.grpc import _management as mgmt
+    from durable.grpc._proto import ms
+
+    calls: list[dict[str, Any]] = []
+
+    class Handle:
+        async def terminate(self, reason: str, output: Any, *, recursive: bool) -> None:
+            calls.append({"reason": reason, "recursive": recursive})
+
+    class StubClient:
+        def get_handle(self, instance_id: str) -> Handle:
+            return Handle()
+
+    request = ms.TerminateRequest(instance_id="wf-1", recursive=recursive)
+    await mgmt.terminate_instance(StubClient(), bytes(request))  # type: ignore[arg-type]
+    assert calls == [{"reason": "terminated by a client", "recursive": recursive}]
