@@ -85,7 +85,9 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     is ``step_base`` plus its task id: a reuse or rerun starts above every step of the
     runs before it, so no memo is shared with them, nor deleted from under the new run
     when theirs is. ``deadline``: when the start's ``execution_timeout`` ends the run and
-    its continue-as-new successors (None: never)."""
+    its continue-as-new successors (None: never). ``trace_parent`` and ``trace_state`` are
+    the W3C trace context of whoever started the run (empty: none), so the run's spans
+    join that trace."""
 
     name: str
     input: Raw = NULL
@@ -95,6 +97,8 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     first_task_id: int = 0
     seed: str = ""
     step_base: int = 0
+    trace_parent: str = ""
+    trace_state: str = ""
     deadline: datetime | None = None
 
     @property
@@ -166,12 +170,15 @@ class TimerFired(Event, frozen=True, tag="timer_fired"):
 class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled"):
     """The workflow started a sub-workflow. ``on_parent_close``: what happens to it if
     it still runs when this run ends (``terminate``, ``cancel``, ``abandon``; empty in
-    logs written before: terminated only when the parent is)."""
+    logs written before: terminated only when the parent is). ``trace_parent``: the W3C
+    trace context the child's run starts under (the parent run's span; empty when not
+    traced)."""
 
     task_id: int
     name: str
     instance_id: str
     input: Raw = NULL
+    trace_parent: str = ""
     on_parent_close: str = ""
 
 

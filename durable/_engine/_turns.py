@@ -152,8 +152,10 @@ class _Turns(_EngineBase):
 
     async def _turn_from_queue(self, inst: _Instance) -> None:
         self._queued -= 1
-        if inst.state is not InstanceState.DROPPED:  # a copy let go of meanwhile takes no turn
+        if inst.state is not InstanceState.DROPPED:
             await self._run_turn(inst)
+        else:  # a copy let go of meanwhile takes no turn: loads that waited for it go on
+            self._residency.evict_to_capacity()
 
     async def _run_turn(self, inst: _Instance) -> None:
         fire(inst, LifecycleEvent.START_TURN)
@@ -378,6 +380,9 @@ class _Turns(_EngineBase):
                         event_id=event_id, timestamp=now, task_id=action.task_id,
                         name=action.name, instance_id=action.instance_id, input=action.input,
                         on_parent_close=action.on_parent_close,
+                        trace_parent=""
+                        if self._observe is None
+                        else self._observe.child_trace_parent(inst.id, inst.started),
                     )  # fmt: skip
                 case RecordPatch():
                     event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)
@@ -404,6 +409,8 @@ class _Turns(_EngineBase):
                         run_id=self.ids.run_id(), parent=inst.parent, first_task_id=run.task_count,
                         version=inst.started.version, step_base=inst.started.step_base,
                         deadline=inst.started.deadline,
+                        trace_parent=inst.started.trace_parent,
+                        trace_state=inst.started.trace_state,
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(

@@ -60,6 +60,7 @@ from durable.testing._system_programs import (
     random_program,
 )
 from durable.testing._system_store import Crash, Sim, View
+from durable.testing._system_trace import SpanLog
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -158,6 +159,8 @@ class _Driver:
         self.sim = sim = Sim(seed, config)
         self.rng = sim.rng
         self.inner = MemoryStore()
+        self.spans = SpanLog()  # what every process records of its turns, attempts and runs
+        self.tracer_provider = self.spans.provider()
         self.clock = MockClock()
         self.harness = Harness()
         self.changes: tuple[bool, ...] = ()  # code changes deployed: guarded by a patch?
@@ -211,6 +214,7 @@ class _Driver:
             max_concurrent_activities=4, max_concurrent_workflows=4, poll_interval=1.0,
             max_resident_workflows=proc.max_resident, memo_retention=proc.retention,
             memo_sweep_interval=proc.sweep_every, entropy=entropy, fleet=fleet,
+            tracer_provider=self.tracer_provider,
         )  # fmt: skip
         try:
             with anyio.CancelScope() as scope:
@@ -481,8 +485,8 @@ class _Driver:
     def _check_announced(self) -> None:
         """Every new run reaches its owner: a run that has not begun (PENDING), whose
         partition has had one live holder since before the run was written, is in that
-        holder's memory or has its wakeup rung a few steps on (nothing else would ever
-        load it, short of the lease moving)."""
+        holder's memory (or being loaded into it) or has its wakeup rung a few steps on
+        (nothing else would ever load it, short of the lease moving)."""
         objects, step = self.inner._objects, self.sim.step
         for partition in range(self.partitions):
             lease = decode_lease(objects.get(f"leases/{partition:04d}", (b"",))[0])
@@ -505,8 +509,9 @@ class _Driver:
                 continue  # the holder named in the lease is gone, or the lease lapsed
             if wakeup_key(instance_id, partition) in objects:
                 continue
-            if proc.runtime._engine._instances.get(instance_id) is not None:
-                continue
+            engine = proc.runtime._engine
+            if instance_id in engine._instances or instance_id in engine._handovers:
+                continue  # in memory, or being loaded (after a lapse let go of it, say)
             meta = objects.get(f"instances/{instance_id}/meta")
             if meta is not None and b'"reason"' in meta[0]:
                 continue  # loaded, and parked: no worker here has its workflow
@@ -648,6 +653,7 @@ class _Driver:
     def _final_checks(self) -> None:
         ledger = self.sim.ledger
         ledger.check_event_order()
+        self.spans.check(ledger.violate)
         for instance_id, tag, began in self.acked_starts:
             epochs = ledger.epochs.get(instance_id, [])
             if not any(e.started_at >= began for e in epochs):
