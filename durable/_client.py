@@ -363,14 +363,15 @@ class Client:
     async def _send(self, instance_id: str, event: HistoryEvent) -> None:
         async with self._busy():
             engine = self._engine
-            unknown = engine is None or engine.local(instance_id) is None
-            if unknown and await read_meta(self.store, instance_id) is None:
+            local = engine.local(instance_id) if engine is not None else None
+            seen = local.run_start if local is not None else None  # the run before the write
+            if local is None and await read_meta(self.store, instance_id) is None:
                 await load_existing(self.store, instance_id)  # raises if absent
             now_ns = int(self.clock.now().timestamp() * 1e9)
             msg_id = self.ids.message_id(now_ns)
             message = await self._write_message(instance_id, msg_id, event)
             if engine is not None:
-                await engine.announce_message(instance_id, message)
+                await engine.announce_message(instance_id, message, seen)
             else:
                 await self._ring(instance_id)
 

@@ -168,7 +168,9 @@ class _Recovery(_EngineBase):
             # read before the instance is in memory (nothing else can take it meanwhile):
             # the messages that wait go ahead of the event this load delivers, and a
             # message delivered with it counts only if the inbox still holds it
-            items, set_aside = await self._read_inbox(instance_id, loaded.consumed)
+            items, set_aside = await self._read_inbox(
+                instance_id, loaded.consumed, loaded.run_start
+            )
             if then is not None and then[0] is None:
                 items.append(then)
         if loaded is None or self._live(instance_id) is not None:

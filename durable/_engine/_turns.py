@@ -253,6 +253,8 @@ class _Turns(_EngineBase):
             self._drop_run(inst)
             await self._reload(inst)
             return
+        if next_run:  # the messages the old run left are unconsumed in the new run's view
+            left = [(m, record.seq if m is not None else r, e) for m, r, e in left]
         inst.pending = left + inst.pending  # what the run did not take goes to the next
         run.committed(record.events)
         if self._hooks is not None:
@@ -265,14 +267,22 @@ class _Turns(_EngineBase):
         """The events of ``pending`` that a turn takes, numbered from ``first_id``, the
         pending item each came from, and the inbox messages they consume: each message
         once, and an outcome only if it is for the current run and answers an operation
-        that still waits for it."""
+        that still waits for it.
+
+        A message read under an earlier run is not taken: the current run's consumed ids
+        name only the messages still in the inbox when it began, so one that an earlier
+        run applied and deleted would look new. The inbox is read again instead."""
         events: list[HistoryEvent] = []
         sources: list[Pending] = []
         consumed: list[str] = []
         answered: set[int] = set()
+        stale = False
         for item in pending:
             msg_id, run_start, event = item
             if msg_id is not None:
+                if run_start != inst.run_start:
+                    stale = True
+                    continue
                 if msg_id in inst.consumed or msg_id in consumed:
                     continue
                 consumed.append(msg_id)
@@ -294,6 +304,8 @@ class _Turns(_EngineBase):
             event_id = first_id + len(events)
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
             sources.append(item)
+        if stale:
+            self._spawn_guarded(self._scan_inbox, inst)
         return events, sources, consumed
 
     async def _parked_turn(

@@ -1,0 +1,140 @@
+"""No event applied twice, none taken by the wrong run, no acknowledged start left unrun
+(issue 13, found by the whole-system simulation).
+
+Each race is forced by a store wrapper that pauses one call at a chosen point and runs
+the other side of the race there; nothing sleeps on real time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+import durable
+from durable import MockClock, Registry, WorkflowContext
+from durable._log._records import decode_record, log_key
+from durable.store import MemoryStore, ObjectStore
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+_CALLS = ("get", "get_with_etag", "put", "put_if_absent", "put_if_match", "list", "delete",
+          "delete_prefix")  # fmt: skip
+
+
+class Hold:
+    """Wraps a store; the first call that ``hold_at`` matches waits, before it reaches the
+    store (or, with ``after=True``, once the store answered, before its caller hears),
+    until ``release`` is set. ``entered`` tells the test it waits."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self._inner = inner
+        self.never_suspends = False
+        self._match: Callable[[str, str], bool] | None = None
+        self._after = False
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+
+    def hold_at(self, match: Callable[[str, str], bool], *, after: bool = False) -> None:
+        self._match, self._after = match, after
+        self.entered, self.release = anyio.Event(), anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name not in _CALLS:
+            return attr
+
+        async def call(key: str, *args: Any) -> Any:
+            held = self._match is not None and self._match(name, key)
+            if held:
+                self._match = None
+            if held and not self._after:
+                self.entered.set()
+                await self.release.wait()
+            result = await attr(key, *args)
+            if held and self._after:
+                self.entered.set()
+                await self.release.wait()
+            return result
+
+        return call
+
+
+def _registry() -> Registry:
+    registry = Registry()
+
+    @registry.workflow
+    async def ticker(ctx: WorkflowContext, got: list[int]) -> list[int]:
+        """Each run takes one "tick" and continues as new with the ticks so far; the
+        third run returns them."""
+        got = [*got, await ctx.wait_for_event("tick")]
+        if len(got) == 3:
+            return got
+        ctx.continue_as_new(got)
+
+    return registry
+
+
+async def _applied(store: ObjectStore, instance_id: str, name: str) -> list[Any]:
+    """The data of every ``name`` event the log of ``instance_id`` applied, in order."""
+    found: list[Any] = []
+    seq = 0
+    while True:
+        try:
+            record = decode_record(await store.get(log_key(instance_id, seq)), "")
+        except durable.DurableError:
+            return found
+        for event in record.events:
+            if type(event).__name__ == "EventRaised" and event.name == name:  # type: ignore[attr-defined]
+                found.append(bytes(event.input))  # type: ignore[attr-defined]
+        seq += 1
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    """Let other tasks run until ``done()`` (a bounded number of scheduling points)."""
+    for _ in range(10_000):
+        if done():
+            return
+        await anyio.lowlevel.checkpoint()
+    raise AssertionError("never happened")
+
+
+def _runs(store: MemoryStore, instance_id: str) -> int:
+    """How many runs the log of ``instance_id`` has begun (read without awaiting)."""
+    prefix = f"instances/{instance_id}/log/"
+    records = [decode_record(v[0], k) for k, v in store._objects.items() if k.startswith(prefix)]
+    return sum(1 for r in records if r.next_run)
+
+
+async def test_an_inbox_read_from_before_a_continue_as_new_applies_nothing_twice() -> None:
+    """Pins the doubled event (simulation seeds 126, 567): a load of an evicted instance
+    read a message from the inbox, then waited while another load applied it, the run
+    continued as new and the message was deleted. The first load's copy, now behind the
+    log, reloaded the new run and applied the message again: the new run's first record
+    names only the consumed messages still in the inbox, so it did not know it."""
+    inner, clock = MemoryStore(), MockClock(T0)
+    store = Hold(inner)
+    async with durable.Runtime(
+        _registry(), store=store, clock=clock, max_resident_workflows=0
+    ) as rt:
+        handle = await rt.start("ticker", [], instance_id="t")
+        await rt.wait_idle()
+        assert not rt._engine.is_resident("t")
+        # the load the first tick causes reads that tick's message, and waits there
+        store.hold_at(lambda op, key: op == "get" and "/inbox/" in key, after=True)
+        await handle.raise_event("tick", 1)
+        await store.entered.wait()
+        # meanwhile a second load takes both ticks: the run continues as new twice
+        await rt._engine.recover("t")
+        await handle.raise_event("tick", 2)
+        await _until(lambda: len(inner._objects) and _runs(inner, "t") == 3)
+        store.release.set()
+        await rt.wait_idle()
+        await handle.raise_event("tick", 3)
+        assert await handle.result(timeout=5) == [1, 2, 3]
+    assert await _applied(inner, "t", "tick") == [b"1", b"2", b"3"]
