@@ -41,6 +41,7 @@ from ._ids import IdSource, validate_instance_id
 from ._log._instances import (
     Created,
     create_instance,
+    current_start,
     load_existing,
     purge_instance,
     rerun_instance,
@@ -361,29 +362,38 @@ class Client:
         )
 
     async def _send(self, instance_id: str, event: HistoryEvent) -> None:
+        """Send ``event`` to the start the instance's current run belongs to: only its
+        runs apply it. If that run has ended, nothing is sent: a later start under the
+        id never takes it (Durable Task drops an event for an ended instance too)."""
         async with self._busy():
             engine = self._engine
-            local = engine.local(instance_id) if engine is not None else None
-            seen = local.run_start if local is not None else None  # the run before the write
-            if local is None and await read_meta(self.store, instance_id) is None:
-                await load_existing(self.store, instance_id)  # raises if absent
+            local = engine.running_here(instance_id) if engine is not None else None
+            if local is not None:
+                # the run in memory before the write: no run had consumed the message then
+                seen: int | None = local.run_start
+                to = local.started.origin_run
+            else:
+                seen = None
+                to, ended = await current_start(self.store, instance_id)  # raises if absent
+                if ended:
+                    return
             now_ns = int(self.clock.now().timestamp() * 1e9)
             msg_id = self.ids.message_id(now_ns)
-            message = await self._write_message(instance_id, msg_id, event)
+            message = await self._write_message(instance_id, msg_id, event, to)
             if engine is not None:
                 await engine.announce_message(instance_id, message, seen)
             else:
                 await self._ring(instance_id)
 
     async def _write_message(
-        self, instance_id: str, msg_id: str, event: HistoryEvent
+        self, instance_id: str, msg_id: str, event: HistoryEvent, to: str
     ) -> InboxMessage:
         """Write a message to the inbox, retrying transient errors under the same id: a
         write that landed but whose answer was lost is then written again in place, and
         the engine applies one message id once, so the event is never delivered twice."""
         for attempt in range(_SEND_ATTEMPTS):
             try:
-                return await send_message(self.store, instance_id, msg_id, event)
+                return await send_message(self.store, instance_id, msg_id, event, to)
             except StoreError as err:
                 if not err.transient or attempt == _SEND_ATTEMPTS - 1:
                     raise

@@ -80,7 +80,9 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     keeps that run's seed (empty: ``run_id``). An activity's step (which keys its memo)
     is ``step_base`` plus its task id: a reuse or rerun starts above every step of the
     runs before it, so no memo is shared with them, nor deleted from under the new run
-    when theirs is."""
+    when theirs is. ``origin`` is the run id of the start, reuse or rerun whose
+    continue-as-new this run is (empty: the run began one itself): what a message
+    from outside is addressed to."""
 
     name: str
     input: Raw = NULL
@@ -90,11 +92,18 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     first_task_id: int = 0
     seed: str = ""
     step_base: int = 0
+    origin: str = ""
 
     @property
     def replay_seed(self) -> str:
         """What seeds the run's random values, uuids and generated child ids."""
         return self.seed or self.run_id
+
+    @property
+    def origin_run(self) -> str:
+        """The run id of the start, reuse or rerun this run belongs to (through its
+        continue-as-new runs): events sent from outside are for it alone."""
+        return self.origin or self.run_id
 
 
 class TurnStarted(Event, frozen=True, tag="turn_started"):

@@ -169,7 +169,7 @@ class _Recovery(_EngineBase):
             # the messages that wait go ahead of the event this load delivers, and a
             # message delivered with it counts only if the inbox still holds it
             items, set_aside = await self._read_inbox(
-                instance_id, loaded.consumed, loaded.run_start
+                instance_id, loaded.consumed, loaded.run_start, loaded.started.origin_run
             )
             if then is not None and then[0] is None:
                 items.append(then)

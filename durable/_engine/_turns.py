@@ -414,6 +414,7 @@ class _Turns(_EngineBase):
                         event_id=0, timestamp=now, name=inst.name, input=action.input,
                         run_id=self.ids.run_id(), parent=inst.parent, first_task_id=run.task_count,
                         version=inst.started.version, step_base=inst.started.step_base,
+                        origin=inst.started.origin_run,
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(

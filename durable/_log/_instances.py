@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Created",
     "create_instance",
+    "current_start",
     "purge_instance",
     "rerun_instance",
     "send_message",
@@ -113,6 +114,7 @@ async def _start_run(
         input=started.input,
         parent=started.parent,
         version=started.version,
+        origin=started.origin_run,
     )
     try:
         etag: str | None = await write_meta(store, meta, meta_etag)
@@ -163,7 +165,9 @@ async def create_instance(
     started = msgspec.structs.replace(started, step_base=existing.step_end)
     if memo is not None:
         await memo.purge(instance_id, below=started.step_base)
-    await store.delete_prefix(inbox_prefix(instance_id))  # nor the old run's messages
+    # the old runs' messages stay: each names the start it was sent to, and the new run
+    # consumes them without applying them (deleting them here could delete the messages
+    # of a rerun or reuse that wins the race for the seq)
     try:
         return await _start_run(
             store, instance_id, existing.last_seq + 1, [started], now, now, etag
@@ -173,10 +177,11 @@ async def create_instance(
 
 
 async def send_message(
-    store: ObjectStore, instance_id: str, msg_id: str, event: HistoryEvent
+    store: ObjectStore, instance_id: str, msg_id: str, event: HistoryEvent, to: str = ""
 ) -> InboxMessage:
-    """Durably accept ``event`` for the instance in its inbox; the owner applies it."""
-    message = InboxMessage(msg_id, event)
+    """Durably accept ``event`` for the instance in its inbox, for the start ``to`` (see
+    :class:`InboxMessage`); the owner applies it."""
+    message = InboxMessage(msg_id, event, to)
     await store.put(inbox_key(instance_id, message.id), encode(message))
     return message
 
@@ -188,6 +193,25 @@ async def load_existing(store: ObjectStore, instance_id: str) -> RunLog:
     if run is None:
         raise InstanceNotFoundError(instance_id)
     return run
+
+
+async def current_start(store: ObjectStore, instance_id: str) -> tuple[str, bool]:
+    """The start the instance's current run belongs to (its ``origin_run``: what a message
+    from outside is addressed to), and whether that run has ended. Meta, rolled forward
+    through the records written after it; ``InstanceNotFoundError`` if there is none."""
+    found = await read_meta(store, instance_id)
+    if found is None or not found[0].origin:  # no meta, or one from before origins
+        run = await load_existing(store, instance_id)
+        return run.started.origin_run, run.status.is_terminal
+    meta = found[0]
+    origin, status, seq = meta.origin, meta.status, meta.seq
+    while (record := await read_record(store, instance_id, seq + 1)) is not None:
+        if record.purging:
+            raise InstanceNotFoundError(instance_id)
+        if record.next_run and isinstance(started := record.next_run[0], WorkflowStarted):
+            origin = started.origin_run
+        status, seq = record.status, seq + 1
+    return origin, WorkflowStatus(status).is_terminal
 
 
 async def purge_instance(
@@ -282,13 +306,13 @@ async def rerun_instance(
     # again, and the old run's memo can go (now, or by the sweeper) without touching theirs
     prefix: list[HistoryEvent] = [
         msgspec.structs.replace(
-            started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end
+            started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end, origin=""
         )
     ]
     prefix += [e for e in run.history if 0 < e.event_id < from_event_id]
     if check is not None:
         check(prefix)
-    await store.delete_prefix(inbox_prefix(instance_id))  # messages were for the old run
+    # messages for the old run stay, to be consumed and not applied (see create_instance)
     if memo is not None:
         await memo.purge(instance_id, below=run.step_end)
     found = await read_meta(store, instance_id)

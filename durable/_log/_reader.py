@@ -187,6 +187,7 @@ class RunLog:
             custom_status=self.custom_status,
             parent=parent,
             version=self.started.version,
+            origin=self.started.origin_run,
         )
 
 

@@ -122,13 +122,20 @@ class InstanceMeta(msgspec.Struct, omit_defaults=True):
     version: str = ""
     reason: str = ""  # why a running instance is not making progress (e.g. no worker)
     format: int = 1
+    origin: str = ""  # the current run's ``WorkflowStarted.origin_run`` (empty: not recorded)
 
 
 class InboxMessage(msgspec.Struct, frozen=True):
-    """An accepted, not yet applied message for an instance: one history event."""
+    """An accepted, not yet applied message for an instance: one history event.
+
+    ``to`` is the start (``WorkflowStarted.origin_run``) it was sent to: only that start's
+    runs apply it; once they have ended it is dropped, never taken by a later start
+    under the same id. Empty: for whichever run is current (an answer between
+    instances, which names the run it is for in its event)."""
 
     id: str
     event: HistoryEvent
+    to: str = ""
 
 
 _encoder = msgspec.json.Encoder()

@@ -8,7 +8,7 @@ the other side of the race there; nothing sleeps on real time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -138,3 +138,95 @@ async def test_an_inbox_read_from_before_a_continue_as_new_applies_nothing_twice
         await handle.raise_event("tick", 3)
         assert await handle.result(timeout=5) == [1, 2, 3]
     assert await _applied(inner, "t", "tick") == [b"1", b"2", b"3"]
+
+
+async def _outcome(rt: durable.Runtime, handle: durable.WorkflowHandle[Any]) -> Any:
+    """The instance's output once the runtime has nothing left to do (its timers fired
+    on the auto-advancing clock); None if it has not ended then."""
+    for _ in range(50):
+        await rt.wait_idle()
+        state = await handle.describe()
+        if state.status.is_terminal:
+            return state.output
+        await anyio.lowlevel.checkpoint()
+    return None
+
+
+def _waiting() -> Registry:
+    registry = Registry()
+
+    @registry.workflow
+    async def waiter(ctx: WorkflowContext, _: str) -> str:
+        """Sleeps a second (a step to rerun from), then returns the first "go"."""
+        await ctx.sleep(timedelta(seconds=1))
+        got: str = await ctx.wait_for_event("go")
+        return got
+
+    return registry
+
+
+async def test_an_event_raised_to_a_run_that_ends_before_it_lands_is_not_taken_by_a_reuse() -> None:
+    """Pins an event taken by the wrong run (simulation seeds 179, 223, 259, 326, 348,
+    355, 473, 511): an outside client read the run as current and wrote its event; the
+    run was terminated and the instance started again (reuse) before the write landed.
+    The reuse cleared the inbox before it began, so the event landed after and its new
+    run took it. An event is for the start it was raised to: once that has ended, the
+    event is dropped, never taken by a later start under the same id."""
+    inner, clock = MemoryStore(), MockClock(T0, auto_advance=True)
+    outside_store = Hold(inner)
+    async with durable.Runtime(_waiting(), store=inner, clock=clock) as rt:
+        first = await rt.start("waiter", "a", instance_id="w")
+        await rt.wait_idle()
+        outside = durable.Client(outside_store, clock=clock)
+        outside_store.hold_at(lambda op, key: op == "put" and "/inbox/" in key)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outside.get_handle("w").raise_event, "go", "to-the-first-run")
+            await outside_store.entered.wait()  # it read the run as current, and writes
+            await first.terminate("replaced")
+            with pytest.raises(durable.WorkflowFailed):
+                await first.result(timeout=5)
+            second = await rt.start("waiter", "b", instance_id="w", reuse=True)
+            await rt.wait_idle()
+            outside_store.release.set()
+        await rt._engine.poll_wakeups()  # the runtime's next poll: it reads the inbox
+        await rt.wait_idle()
+        await second.raise_event("go", "to-the-second-run")
+        assert await second.result(timeout=5) == "to-the-second-run"
+
+
+async def test_a_reuse_that_loses_to_a_rerun_leaves_the_reruns_messages() -> None:
+    """Pins an inbox message deleted before its run applied it (simulation seed 498): a
+    reuse read the instance as ended and cleared its inbox, but a rerun had begun the
+    next run meanwhile and an event had been raised to it; the reuse then lost the
+    race for the seq, and the rerun's event was gone (the rerun waited for ever)."""
+    inner, clock = MemoryStore(), MockClock(T0, auto_advance=True)
+    reusing = Hold(inner)
+    async with durable.Runtime(_waiting(), store=inner, clock=clock) as rt:
+        handle = await rt.start("waiter", "a", instance_id="w")
+        await rt.wait_idle()
+        await handle.raise_event("go", "old")
+        assert await handle.result(timeout=5) == "old"
+        timer = next(e for e in await handle.history() if type(e).__name__ == "TimerCreated")
+        outside = durable.Client(reusing, clock=clock, registry=_waiting())
+        # the reuse has read the old run as ended; it waits before clearing what it left
+        reusing.hold_at(lambda op, key: op == "list" and key.startswith("memo/"))
+        outcome: list[BaseException | None] = []
+
+        async def reuse() -> None:
+            try:
+                await outside.start("waiter", "b", instance_id="w", reuse=True)
+                outcome.append(None)
+            except durable.DurableError as err:
+                outcome.append(err)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reuse)
+            await reusing.entered.wait()
+            rerun = await rt.client.rerun("w", timer.event_id)
+            await rt.wait_idle()
+            sender = durable.Client(inner, clock=clock)  # through the inbox and a wakeup
+            await sender.get_handle("w").raise_event("go", "new")
+            reusing.release.set()
+        assert isinstance(outcome[0], durable.InstanceExistsError)
+        await rt._engine.poll_wakeups()  # the runtime's next poll: it reads the inbox
+        assert await _outcome(rt, rerun) == "new"
