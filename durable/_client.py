@@ -36,7 +36,7 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
-from ._fleet._partitions import load_config, partition_of
+from ._fleet._partitions import partition_of, read_config
 from ._ids import IdSource, validate_instance_id
 from ._log._instances import (
     Created,
@@ -211,9 +211,15 @@ class Client:
             await self._ring(instance_id)
 
     async def _ring(self, instance_id: str) -> None:
-        """Tell whichever process runs the instance's partition to look at it."""
+        """Tell whichever process runs the instance's partition to look at it. On a store
+        no runtime has used yet there is no one to tell, nor a partition count (a client
+        never fixes it: the runtimes do): the first runtime to start finds the
+        instance in the log."""
         if self._partitions is None:
-            self._partitions = (await load_config(self.store)).partitions
+            config = await read_config(self.store)
+            if config is None:
+                return
+            self._partitions = config.partitions
         partition = partition_of(instance_id, self._partitions)
         await self.store.put(wakeup_key(instance_id, partition), b"")
 

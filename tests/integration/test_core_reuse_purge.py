@@ -13,10 +13,12 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 
 import durable
 from durable import MockClock, Registry, WorkflowContext
+from durable._fleet._partitions import StoreConfig
 from durable._log._records import decode_record, log_key
 from durable.store import MemoryStore, ObjectStore
 
@@ -152,6 +154,10 @@ async def _outcome(rt: durable.Runtime, handle: durable.WorkflowHandle[Any]) -> 
     return None
 
 
+def decode_config(data: bytes) -> StoreConfig:
+    return msgspec.json.decode(data, type=StoreConfig)
+
+
 def _waiting() -> Registry:
     registry = Registry()
 
@@ -230,3 +236,21 @@ async def test_a_reuse_that_loses_to_a_rerun_leaves_the_reruns_messages() -> Non
         assert isinstance(outcome[0], durable.InstanceExistsError)
         await rt._engine.poll_wakeups()  # the runtime's next poll: it reads the inbox
         assert await _outcome(rt, rerun) == "new"
+
+
+async def test_an_outside_client_first_on_a_store_leaves_the_partition_count_to_the_fleet() -> None:
+    """Pins a fleet kept out by a client: an outside ``Client`` that was the first to use
+    a store wrote the default partition count (16) there to ring a wakeup, and a fleet
+    configured with 4 then refused to start (``StoreConfigError``). A client only reads
+    the count; on a store no runtime has used yet it rings nothing, and the first
+    runtime finds the instance in the log."""
+    inner, clock = MemoryStore(), MockClock(T0, auto_advance=True)
+    outside = durable.Client(inner, clock=clock)
+    await outside.start("waiter", "a", instance_id="w")
+    fleet = durable.Fleet(partitions=4, owner="p0")
+    async with durable.Runtime(_waiting(), store=inner, clock=clock, fleet=fleet) as rt:
+        await rt.wait_idle()
+        await outside.get_handle("w").raise_event("go", "ran")
+        await rt._engine.poll_wakeups()
+        assert await _outcome(rt, outside.get_handle("w")) == "ran"
+    assert decode_config(inner._objects["config"][0]).partitions == 4
