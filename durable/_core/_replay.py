@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec import Raw
 
-from durable._errors import ActivityFailed, NonDeterminismError, SerializationError, WorkflowFailed
+from durable._errors import (
+    ActivityFailed,
+    ActivityTimeoutError,
+    NonDeterminismError,
+    SerializationError,
+    WorkflowFailed,
+)
 
 from ._actions import (
     Action,
@@ -52,7 +58,7 @@ from ._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from ._failure import failure_from_exception
+from ._failure import failure_from_exception, is_timeout
 from ._futures import DurableFuture, Scheduler, WorkflowControl
 
 if TYPE_CHECKING:
@@ -380,7 +386,8 @@ class WorkflowRun:
 
     def _on_activity_errored(self, event: ActivityErrored) -> None:
         if (op := self._take_open(event.task_id)) is not None:
-            op.future.set_exception(ActivityFailed(op.name, event.task_id, event.failure))
+            cls = ActivityTimeoutError if is_timeout(event.failure) else ActivityFailed
+            op.future.set_exception(cls(op.name, event.task_id, event.failure))
 
     def _on_child_errored(self, event: ChildWorkflowErrored) -> None:
         if (op := self._take_open(event.task_id)) is not None:

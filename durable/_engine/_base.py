@@ -116,7 +116,9 @@ class _EngineBase:
         executor: Executor | None = None,
     ) -> None:
         self.registry = registry
-        self.executor: Executor = executor or LocalExecutor(registry, codec, memo_store)
+        self.executor: Executor = executor or LocalExecutor(
+            registry, codec, memo_store, max_concurrent_activities=max_concurrent_activities
+        )
         self.ids = ids or IdSource()
         self._hooks = hooks
         self.memo_store = memo_store

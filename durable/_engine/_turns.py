@@ -381,6 +381,7 @@ class _Turns(_EngineBase):
                         event_id=event_id, timestamp=now, task_id=action.task_id,
                         name=action.name, input=action.input, attempt=action.attempt,
                         step=action.step, execution_id=action.execution_id,
+                        timeouts=action.timeouts,
                     )  # fmt: skip
                 case StartTimer():
                     event = TimerCreated(

@@ -98,6 +98,9 @@ class LocalStore:
         self._stripe_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._lock_fds: dict[int, int] = {}  # stripe -> open lock file, kept for reuse
         self._leaders = 0  # callers running batches now (at most _LEADERS)
+        # the store's own worker threads: sync activities or other users of anyio's
+        # default limiter cannot hold the threads a commit needs, nor it theirs
+        self._threads = anyio.CapacityLimiter(_LEADERS)
         self._can_exchange = True  # renameat2(RENAME_EXCHANGE) works here (see _replace)
 
     @property
@@ -206,7 +209,7 @@ class LocalStore:
                 with anyio.CancelScope(shield=True):
                     while self._queue:
                         batch, self._queue = self._queue, []
-                        await anyio.to_thread.run_sync(_run_batch, batch)
+                        await anyio.to_thread.run_sync(_run_batch, batch, limiter=self._threads)
                         for done in batch:
                             done.done.set()
             finally:
