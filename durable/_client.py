@@ -180,7 +180,7 @@ class Client:
                     # announcing it: make sure whoever runs it knows
                     await self._nudge(instance_id)
                 raise
-            await self._announce(instance_id, created)
+            await self._retried(partial(self._announce, instance_id, created))
         if self._never_suspends:
             # A scheduling point even so: a loop of starts would otherwise hold the event
             # loop until the last one, every instance queued and none able to run (or be
@@ -293,7 +293,7 @@ class Client:
                 self.store, self.clock.now(), instance_id, from_event_id, self.memo_store,
                 run_id=self.ids.run_id(), check=check,
             )  # fmt: skip
-            await self._announce(instance_id, created)
+            await self._retried(partial(self._announce, instance_id, created))
         started = created.record.next_run[0]
         name = started.name if isinstance(started, WorkflowStarted) else None
         return WorkflowHandle(self, instance_id, name)
@@ -387,9 +387,9 @@ class Client:
             msg_id = self.ids.message_id(now_ns)
             message = await self._write_message(instance_id, msg_id, event, to)
             if engine is not None:
-                await engine.announce_message(instance_id, message, seen)
+                await self._retried(partial(engine.announce_message, instance_id, message, seen))
             else:
-                await self._ring(instance_id)
+                await self._retried(partial(self._ring, instance_id))
 
     async def _write_message(
         self, instance_id: str, msg_id: str, event: HistoryEvent, to: str
@@ -397,9 +397,17 @@ class Client:
         """Write a message to the inbox, retrying transient errors under the same id: a
         write that landed but whose answer was lost is then written again in place, and
         the engine applies one message id once, so the event is never delivered twice."""
+        return await self._retried(
+            partial(send_message, self.store, instance_id, msg_id, event, to)
+        )
+
+    async def _retried(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, tried again after a transient store error (a write that is the same
+        when repeated: an inbox message under its id, a wakeup), so that one lost
+        request does not leave what landed before it unannounced."""
         for attempt in range(_SEND_ATTEMPTS):
             try:
-                return await send_message(self.store, instance_id, msg_id, event, to)
+                return await call()
             except StoreError as err:
                 if not err.transient or attempt == _SEND_ATTEMPTS - 1:
                     raise

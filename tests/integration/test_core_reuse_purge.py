@@ -18,6 +18,7 @@ import pytest
 
 import durable
 from durable import MockClock, Registry, WorkflowContext
+from durable._errors import StoreError
 from durable._fleet._partitions import StoreConfig
 from durable._log._records import decode_record, log_key
 from durable.store import MemoryStore, ObjectStore
@@ -254,3 +255,44 @@ async def test_an_outside_client_first_on_a_store_leaves_the_partition_count_to_
         await rt._engine.poll_wakeups()
         assert await _outcome(rt, outside.get_handle("w")) == "ran"
     assert decode_config(inner._objects["config"][0]).partitions == 4
+
+
+class FailOnce:
+    """Wraps a store; the first call that ``fail_at`` matches fails transiently, before
+    it reaches the store."""
+
+    def __init__(self, inner: ObjectStore, fail_at: Callable[[str, str], bool]) -> None:
+        self._inner = inner
+        self.never_suspends = False
+        self._match: Callable[[str, str], bool] | None = fail_at
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name not in _CALLS:
+            return attr
+
+        async def call(key: str, *args: Any) -> Any:
+            if self._match is not None and self._match(name, key):
+                self._match = None
+                raise StoreError(f"injected: {name} {key}", key=key)
+            return await attr(key, *args)
+
+        return call
+
+
+async def test_a_start_whose_wakeup_write_fails_once_is_still_announced() -> None:
+    """Pins an acknowledged-looking start left unrun: an outside client wrote a new run,
+    then its wakeup write failed once; the start failed, though the run was in the log,
+    and the process that ran its partition never heard of it (until a lease moved). A
+    wakeup is written again, like an inbox message, after a transient error."""
+    inner, clock = MemoryStore(), MockClock(T0, auto_advance=True)
+    async with durable.Runtime(_waiting(), store=inner, clock=clock) as rt:
+        flaky = FailOnce(inner, lambda op, key: op == "put" and key.startswith("wakeups/"))
+        outside = durable.Client(flaky, clock=clock)
+        handle = await outside.start("waiter", "a", instance_id="w")
+        await rt._engine.poll_wakeups()  # the runtime's next poll: the bell was rung
+        await rt.wait_idle()
+        assert rt._engine.is_resident("w")
+        await handle.raise_event("go", "ran")
+        await rt._engine.poll_wakeups()
+        assert await _outcome(rt, handle) == "ran"
