@@ -296,3 +296,28 @@ async def test_a_start_whose_wakeup_write_fails_once_is_still_announced() -> Non
         await handle.raise_event("go", "ran")
         await rt._engine.poll_wakeups()
         assert await _outcome(rt, handle) == "ran"
+
+
+async def test_a_reuse_started_here_while_the_old_run_ends_here_is_run() -> None:
+    """Pins an acknowledged start that never ran: the runtime's own client started the
+    instance again (reuse) while this runtime was finishing the old run's last turn, whose
+    record had landed (so the start saw it ended). The new run was announced to the
+    copy of the old run still in memory, which ignored it, then let go; nothing else
+    ever loaded the new run."""
+    inner, clock = MemoryStore(), MockClock(T0, auto_advance=True)
+    store = Hold(inner)
+    async with durable.Runtime(_waiting(), store=store, clock=clock) as rt:
+        first = await rt.start("waiter", "a", instance_id="w")
+        await rt.wait_idle()
+        # the terminating turn's record lands; the turn waits before it hears so
+        store.hold_at(lambda op, key: op == "put_if_absent" and "/log/" in key, after=True)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first.terminate, "replaced")
+            await store.entered.wait()
+            second = await rt.client.start("waiter", "b", instance_id="w", reuse=True)
+            store.release.set()
+        await rt._engine.poll_wakeups()  # the runtime's next poll
+        await rt.wait_idle()
+        assert (await second.describe()).status is not durable.WorkflowStatus.PENDING
+        await second.raise_event("go", "ran")
+        assert await _outcome(rt, second) == "ran"
