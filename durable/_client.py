@@ -273,7 +273,7 @@ class Client:
         """Delete an ended instance and everything it stored; refuses a running one."""
         validate_instance_id(instance_id)
         async with self._busy():
-            await purge_instance(self.store, instance_id, self.memo_store)
+            await purge_instance(self.store, instance_id, self.memo_store, now=self.clock.now())
         if self._engine is not None:
             self._engine.forget(instance_id)
 

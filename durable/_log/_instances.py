@@ -3,12 +3,14 @@ create (exactly once), send a message to the inbox, rerun, purge."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import Raw
 
 from durable._core._events import (
+    EPOCH,
     ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,
@@ -40,7 +42,6 @@ from ._records import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from datetime import datetime
 
     from durable.store import ObjectStore
 
@@ -214,8 +215,15 @@ async def current_start(store: ObjectStore, instance_id: str) -> tuple[str, bool
     return origin, WorkflowStatus(status).is_terminal
 
 
+_PURGE_TAKEOVER = timedelta(minutes=1)  # a purge this long under way was cut short
+
+
 async def purge_instance(
-    store: ObjectStore, instance_id: str, memo: MemoStore | None = None
+    store: ObjectStore,
+    instance_id: str,
+    memo: MemoStore | None = None,
+    *,
+    now: datetime,
 ) -> None:
     """Delete everything of an ended instance, its memo too; refuse one that still runs.
 
@@ -223,42 +231,55 @@ async def purge_instance(
     then deleted. The purge first claims the seq after the last record with a purge
     record (a reuse or rerun that got there first makes the purge find a running
     instance; one that comes later finds the seq taken), then turns ``log/0`` into a
-    purge record (which a new start finds), and deletes ``log/0`` last. A purge cut
-    short is finished by the next one.
+    purge record (which a new start finds), and deletes ``log/0`` last. A purge that
+    finds another under way leaves it to finish, unless it began ``_PURGE_TAKEOVER``
+    ago (by ``now``, the Clock): then it was cut short, and this one finishes it. (Two
+    purges deleting at once could each delete ``log/0``: the second time, that of a
+    start made after the first time.)
     """
     while True:
         found = await read_meta(store, instance_id)
         run = await load_run(store, instance_id, found[0] if found else None)
         if run is None:
-            if not await _purge_under_way(store, instance_id):
+            since = await _purge_under_way(store, instance_id)
+            if since is None:
                 raise InstanceNotFoundError(instance_id)
+            if now - since < _PURGE_TAKEOVER:
+                return  # under way: the purge that began it finishes it
             break
         if not run.status.is_terminal:
             raise InstanceRunningError(instance_id, run.status)
-        claim = TurnRecord(seq=run.last_seq + 1, status=run.last.status, purging=True)
+        claim = TurnRecord(
+            seq=run.last_seq + 1, status=run.last.status, purging=True, purged_at=now
+        )
         try:
             await _put_once(store, log_key(instance_id, claim.seq), encode(claim))
         except ObjectExistsError:
             continue  # a run began meanwhile, or another purge claimed it: look again
         break
-    await _delete_claimed(store, instance_id, memo)
+    await _delete_claimed(store, instance_id, memo, now)
 
 
-async def _purge_under_way(store: ObjectStore, instance_id: str) -> bool:
-    """Whether the log holds a purge record (at ``log/0`` or last): a purge began."""
+async def _purge_under_way(store: ObjectStore, instance_id: str) -> datetime | None:
+    """When the purge under way began (the latest of its records, at ``log/0`` or last);
+    None if no purge record is there."""
     names = await store.list(f"{instance_prefix(instance_id)}/log")
+    found: datetime | None = None
     for name in {names[0], names[-1]} if names else ():
         record = await read_record(store, instance_id, int(name))
         if record is not None and record.purging:
-            return True
-    return False
+            at = record.purged_at or EPOCH  # written before purges recorded the time
+            found = at if found is None else max(found, at)
+    return found
 
 
-async def _delete_claimed(store: ObjectStore, instance_id: str, memo: MemoStore | None) -> None:
+async def _delete_claimed(
+    store: ObjectStore, instance_id: str, memo: MemoStore | None, now: datetime
+) -> None:
     """Delete a claimed instance, in an order that keeps every start out: ``log/0``
     becomes a purge record first, the claim goes after every other record, ``log/0``
     last of all."""
-    first = TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True)
+    first = TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True, purged_at=now)
     await store.put(log_key(instance_id, 0), encode(first))
     await store.delete(meta_key(instance_id))
     await store.delete_prefix(inbox_prefix(instance_id))

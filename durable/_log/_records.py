@@ -91,7 +91,8 @@ class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     ``consumed`` names the inbox messages the turn applied; ``status`` and
     ``custom_status`` are the instance's state after the turn. A ``purging`` record is
     no turn: a purge wrote it (after the last record, then over ``log/0``) so that no
-    start lands in a log being deleted; the instance reads as absent.
+    start lands in a log being deleted; the instance reads as absent. ``purged_at`` is
+    the Clock time the purge wrote it (None before purges recorded it).
     """
 
     seq: int
@@ -102,6 +103,7 @@ class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     custom_status: Raw = NULL
     format: int = 1
     purging: bool = False
+    purged_at: datetime | None = None
 
 
 class InstanceMeta(msgspec.Struct, omit_defaults=True):

@@ -20,6 +20,7 @@ import durable
 from durable import MockClock, Registry, WorkflowContext
 from durable._errors import StoreError
 from durable._fleet._partitions import StoreConfig
+from durable._log._reader import load_run
 from durable._log._records import decode_record, log_key
 from durable.store import MemoryStore, ObjectStore
 
@@ -321,3 +322,41 @@ async def test_a_reuse_started_here_while_the_old_run_ends_here_is_run() -> None
         assert (await second.describe()).status is not durable.WorkflowStatus.PENDING
         await second.raise_event("go", "ran")
         assert await _outcome(rt, second) == "ran"
+
+
+async def test_a_start_between_two_racing_purges_is_refused_or_survives_them() -> None:
+    """Pins an acknowledged start erased by a purge (and, had the purge stopped short of
+    ``log/0``, a start written beside a purge's records, which never runs: simulation
+    seed 171): two purges of one ended instance raced; the second finished the first's
+    work and deleted ``log/0`` last, a new start then took ``log/0``, and the first
+    purge, going on from where it paused, deleted the new run's records. A purge that
+    finds another under way leaves it to finish (unless it has been under way so long
+    that it was cut short)."""
+    inner, clock = MemoryStore(), MockClock(T0, auto_advance=True)
+    async with durable.Runtime(_waiting(), store=inner, clock=clock) as rt:
+        handle = await rt.start("waiter", "a", instance_id="w")
+        await rt.wait_idle()
+        await handle.raise_event("go", "old")
+        assert await _outcome(rt, handle) == "old"
+        slow_store = Hold(inner)
+        slow = durable.Client(slow_store, clock=clock)
+        slow_store.hold_at(lambda op, key: op == "delete" and key == log_key("w", 1))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow.purge, "w")
+            await slow_store.entered.wait()
+            await durable.Client(inner, clock=clock).purge("w")
+            try:
+                second: durable.WorkflowHandle[Any] | None = await rt.client.start(
+                    "waiter", "b", instance_id="w"
+                )
+            except durable.InstanceExistsError:
+                second = None  # refused while the first purge is under way
+            slow_store.release.set()
+        if second is None:
+            return  # nothing was promised
+        await second.raise_event("go", "new")
+        assert await _outcome(rt, second) == "new"
+    run = await load_run(inner, "w")  # the log holds the new run whole
+    assert run is not None, sorted(k for k in inner._objects if "/w/" in k)
+    assert bytes(run.started.input) == b'"b"'
+    assert run.status is durable.WorkflowStatus.COMPLETED
