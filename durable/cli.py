@@ -205,8 +205,9 @@ async def _ui(args: argparse.Namespace) -> None:
 
     await serve(
         args.store, listen=args.listen, api_token=args.api_token, memo_prefix=args.prefix,
-        storage_options=dict(args.storage_option) or None, ready=ready,
+        storage_options=dict(args.storage_option) or None, ready=ready, stop_on_signals=True,
     )  # fmt: skip
+    print("durable ui stopped", flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:

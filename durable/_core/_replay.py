@@ -121,11 +121,12 @@ _FINAL_TYPES: dict[type, type] = {
     ContinuedAsNew: ContinueAsNew,
 }
 
-# what a suspended run still takes: what ends the suspension, and, in replay, what its
-# code decided in the turn a suspend arrived in (recorded after the suspend)
+# what a suspended run still takes: what ends the suspension, another suspend (which
+# changes nothing: held, the resume would release it and suspend the run again), and, in
+# replay, what its code decided in the turn a suspend arrived in (recorded after it)
 _NOT_HELD = frozenset(
-    {WorkflowResumed, WorkflowTerminated, TurnStarted, PatchApplied, *_SCHEDULING_TYPES,
-     *_FINAL_TYPES}
+    {WorkflowResumed, WorkflowSuspended, WorkflowTerminated, TurnStarted, PatchApplied,
+     *_SCHEDULING_TYPES, *_FINAL_TYPES}
 )  # fmt: skip
 
 

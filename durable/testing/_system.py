@@ -167,7 +167,7 @@ class _Driver:
         self.roots: list[str] = []
         self.ghosts: list[str] = []
         self.terminated: set[str] = set()  # instances a terminate was sent to
-        self.terminate_acked: set[str] = set()  # ... and one of those calls returned
+        self.terminate_acked: set[str] = set()  # instances a terminate was acknowledged to
         self.nonces = 0
         self.tags = 0
         self.acked_starts: list[tuple[str, str, int]] = []  # (instance, tag, write)
@@ -465,8 +465,8 @@ class _Driver:
     def _check_announced(self) -> None:
         """Every new run reaches its owner: a run that has not begun (PENDING), whose
         partition has had one live holder since before the run was written, is in that
-        holder's memory or has its wakeup rung a few steps on (nothing else would ever
-        load it, short of the lease moving)."""
+        holder's memory (or being loaded into it) or has its wakeup rung a few steps on
+        (nothing else would ever load it, short of the lease moving)."""
         objects, step = self.inner._objects, self.sim.step
         for partition in range(self.partitions):
             lease = decode_lease(objects.get(f"leases/{partition:04d}", (b"",))[0])
@@ -489,8 +489,9 @@ class _Driver:
                 continue  # the holder named in the lease is gone, or the lease lapsed
             if wakeup_key(instance_id, partition) in objects:
                 continue
-            if proc.runtime._engine._instances.get(instance_id) is not None:
-                continue
+            engine = proc.runtime._engine
+            if instance_id in engine._instances or instance_id in engine._handovers:
+                continue  # in memory, or being loaded (after a lapse let go of it, say)
             meta = objects.get(f"instances/{instance_id}/meta")
             if meta is not None and b'"reason"' in meta[0]:
                 continue  # loaded, and parked: no worker here has its workflow
@@ -597,7 +598,7 @@ class _Driver:
                 continue
             if instance_id in self.ghosts and instance_id not in self.terminate_acked:
                 continue  # no runtime can run it: it waits, as it should (a terminate
-                # that failed may not have been sent)
+                # that failed may never have been written)
             found.append((instance_id, epoch.number))
         return found
 
