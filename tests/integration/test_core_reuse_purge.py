@@ -116,32 +116,41 @@ def _runs(store: MemoryStore, instance_id: str) -> int:
 
 
 async def test_an_inbox_read_from_before_a_continue_as_new_applies_nothing_twice() -> None:
-    """Pins the doubled event (simulation seeds 126, 567): a load of an evicted instance
-    read a message from the inbox, then waited while another load applied it, the run
-    continued as new and the message was deleted. The first load's copy, now behind the
-    log, reloaded the new run and applied the message again: the new run's first record
-    names only the consumed messages still in the inbox, so it did not know it."""
+    """Pins the doubled event (simulation seeds 126, 567): a process loading an instance
+    read a message from its inbox, then waited; meanwhile another process (the
+    partition's next holder) applied the message, the run continued as new and the
+    message was deleted. The first process's copy, behind the log, reloaded the new run
+    and applied the message again: the new run's first record names only the consumed
+    messages still in the inbox, so it did not know it."""
     inner, clock = MemoryStore(), MockClock(T0)
-    store = Hold(inner)
-    async with durable.Runtime(
-        _registry(), store=store, clock=clock, max_resident_workflows=0
-    ) as rt:
-        handle = await rt.start("ticker", [], instance_id="t")
-        await rt.wait_idle()
-        assert not rt._engine.is_resident("t")
-        # the load the first tick causes reads that tick's message, and waits there
-        store.hold_at(lambda op, key: op == "get" and "/inbox/" in key, after=True)
-        await handle.raise_event("tick", 1)
-        await store.entered.wait()
-        # meanwhile a second load takes both ticks: the run continues as new twice
-        await rt._engine.recover("t")
-        await handle.raise_event("tick", 2)
-        await _until(lambda: len(inner._objects) and _runs(inner, "t") == 3)
-        store.release.set()
-        await rt.wait_idle()
-        await handle.raise_event("tick", 3)
-        assert await handle.result(timeout=5) == [1, 2, 3]
+    outside = durable.Client(inner, clock=clock)
+    handle = await outside.start("ticker", [], instance_id="t")
+    slow_store = Hold(inner)
+    async with (
+        durable.Runtime(_registry(), store=slow_store, clock=clock, max_resident_workflows=0) as a,
+        durable.Runtime(_registry(), store=inner, clock=clock, max_resident_workflows=0) as b,
+    ):
+        await a.wait_idle()
+        await b.wait_idle()
+        assert not a._engine.is_resident("t")
+        assert not b._engine.is_resident("t")
+        # the load the first tick causes in process a reads the tick, and waits there
+        slow_store.hold_at(lambda op, key: op == "get" and "/inbox/" in key, after=True)
+        await a.client.get_handle("t").raise_event("tick", 1)
+        await slow_store.entered.wait()
+        # meanwhile process b takes both ticks: the run continues as new twice
+        clock.advance(timedelta(seconds=1))  # (message ids sort by the time they are sent)
+        await b.client.get_handle("t").raise_event("tick", 2)
+        await _until(lambda: _runs(inner, "t") == 3)
+        await b.wait_idle()
+        slow_store.release.set()
+        await a.wait_idle()
+        clock.advance(timedelta(seconds=1))
+        await b.client.get_handle("t").raise_event("tick", 3)
+        await b.wait_idle()
+        await a.wait_idle()
     assert await _applied(inner, "t", "tick") == [b"1", b"2", b"3"]
+    assert await handle.result(timeout=5) == [1, 2, 3]
 
 
 async def _outcome(rt: durable.Runtime, handle: durable.WorkflowHandle[Any]) -> Any:
