@@ -50,6 +50,7 @@ from ._log._instances import (
 from ._log._memo import MemoStore
 from ._log._reader import read_meta, read_record, record_after, record_outcome
 from ._log._records import InboxMessage, InstanceMeta, wakeup_key
+from ._observe import current_trace_context
 from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:
@@ -153,8 +154,13 @@ class Client:
         instance_id: str | None = None,
         reuse: bool = False,
         version: str | None = None,
+        _trace_context: tuple[str, str] | None = None,
     ) -> WorkflowHandle[T]:
         """Start a workflow (its newest version, or ``version``); return its handle.
+
+        The caller's current OpenTelemetry span (if any) is stored with the run, whose
+        spans then join its trace; ``_trace_context`` gives a W3C ``(traceparent,
+        tracestate)`` instead (the sidecar's, from a Durable Task SDK).
 
         Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
         ended one again), ``UnknownWorkflowError`` for a name this client's registry
@@ -168,11 +174,13 @@ class Client:
             self.ids.instance_id() if instance_id is None else validate_instance_id(instance_id)
         )
         raw = Raw(self.codec.encode(input))
+        trace_parent, trace_state = _trace_context or current_trace_context()
         async with self._busy():
             try:
                 created = await create_instance(
                     self.store, self.clock.now(), instance_id, name, raw, reuse=reuse,
                     memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
+                    trace_parent=trace_parent, trace_state=trace_state,
                 )  # fmt: skip
             except InstanceExistsError as err:
                 if err.status == WorkflowStatus.PENDING:

@@ -83,7 +83,9 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     runs before it, so no memo is shared with them, nor deleted from under the new run
     when theirs is. ``origin`` is the run id of the start, reuse or rerun whose
     continue-as-new this run is (empty: the run began one itself): what a message
-    from outside is addressed to."""
+    from outside is addressed to. ``trace_parent`` and ``trace_state`` are the W3C
+    trace context of whoever started the run (empty: none), so the run's spans join
+    that trace."""
 
     name: str
     input: Raw = NULL
@@ -94,6 +96,8 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     seed: str = ""
     step_base: int = 0
     origin: str = ""
+    trace_parent: str = ""
+    trace_state: str = ""
 
     @property
     def replay_seed(self) -> str:
@@ -168,12 +172,14 @@ class TimerFired(Event, frozen=True, tag="timer_fired"):
 
 
 class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled"):
-    """The workflow started a sub-workflow."""
+    """The workflow started a sub-workflow. ``trace_parent``: the W3C trace context the
+    child's run starts under (the parent run's span; empty when not traced)."""
 
     task_id: int
     name: str
     instance_id: str
     input: Raw = NULL
+    trace_parent: str = ""
 
 
 class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):

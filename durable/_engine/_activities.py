@@ -37,7 +37,7 @@ class _Activities(_EngineBase):
             if key not in self._inflight:
                 self._inflight.add(key)
                 self._busy += 1
-                work = (inst.id, inst.name, inst.run_start, event)
+                work = (inst.id, inst.started, inst.run_start, event)
                 claim = _CLAIM.get()
                 if claim is not None and not claim:
                     claim.append(work)  # the activity worker running this turn takes it next
@@ -101,9 +101,14 @@ class _Activities(_EngineBase):
                     self._send_activity.send_nowait(claim.pop())
 
     async def _run_attempt(self, work: _ActivityWork) -> None:
-        instance_id, workflow_name, run_start, scheduled = work
+        instance_id, started, run_start, scheduled = work
         try:
-            outcome = await self._attempt(instance_id, workflow_name, run_start, scheduled)
+            if self._observe is None:
+                outcome = await self._attempt(instance_id, started.name, run_start, scheduled)
+            else:
+                with self._observe.attempt(instance_id, started, scheduled) as attempt:
+                    outcome = await self._attempt(instance_id, started.name, run_start, scheduled)
+                    attempt.seen(outcome)
             copies = 1
             if self._hooks is not None:
                 await self._hooks.before_delivery(instance_id, outcome)

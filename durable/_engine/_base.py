@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from durable._log._instances import Created
     from durable._log._memo import MemoStore
     from durable._log._reader import RunLog
+    from durable._observe import Observer
     from durable._registry import Registry
     from durable.store import ObjectStore
 
@@ -115,6 +116,7 @@ class _EngineBase:
         ids: IdSource | None = None,
         hooks: EngineHooks | None = None,
         executor: Executor | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.registry = registry
         self.executor: Executor = executor or LocalExecutor(
@@ -122,6 +124,7 @@ class _EngineBase:
         )
         self.ids = ids or IdSource()
         self._hooks = hooks
+        self._observe = observer  # spans and metrics; None: telemetry is off
         self.memo_store = memo_store
         self._memo_retention = memo_retention
         self.store = store

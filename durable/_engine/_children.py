@@ -60,6 +60,7 @@ class _Children(_EngineBase):
                     scheduled.input, parent=parent, run_id=self.ids.run_id(), reuse=reuse,
                     memo=self.memo_store if reuse else None,
                     version=self._newest_version(scheduled.name),
+                    trace_parent=scheduled.trace_parent,
                 )  # fmt: skip
             except InstanceExistsError as err:
                 await self._settle_child(parent, scheduled, err)

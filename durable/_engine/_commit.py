@@ -86,6 +86,8 @@ class _Commits(_EngineBase):
             await self._reload(inst)
 
     async def _after_commit(self, inst: _Instance, record: TurnRecord) -> None:
+        if self._observe is not None:
+            self._observe.committed(inst.id, inst.started, inst.status, record)
         inst.seq = record.seq
         inst.next_event_id += len(record.events)
         inst.consumed.update(record.consumed)

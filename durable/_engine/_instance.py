@@ -58,7 +58,8 @@ _ANY_RUN = -1
 _ANSWERS_OF_STORE = (ObjectNotFoundError, ObjectExistsError, PreconditionFailedError)
 
 Pending = tuple[str | None, int, Event]  # (inbox message id, run it belongs to, event)
-_ActivityWork = tuple[str, str, int, ActivityScheduled]  # (instance, workflow, run, attempt)
+# (instance, the run's start, the run's first seq, the attempt)
+_ActivityWork = tuple[str, WorkflowStarted, int, ActivityScheduled]
 
 
 class _Instance:

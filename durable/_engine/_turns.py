@@ -388,6 +388,9 @@ class _Turns(_EngineBase):
                     event = ChildWorkflowScheduled(
                         event_id=event_id, timestamp=now, task_id=action.task_id,
                         name=action.name, instance_id=action.instance_id, input=action.input,
+                        trace_parent=""
+                        if self._observe is None
+                        else self._observe.child_trace_parent(inst.id, inst.started),
                     )  # fmt: skip
                 case RecordPatch():
                     event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)
@@ -412,6 +415,8 @@ class _Turns(_EngineBase):
                         run_id=self.ids.run_id(), parent=inst.parent, first_task_id=run.task_count,
                         version=inst.started.version, step_base=inst.started.step_base,
                         origin=inst.started.origin_run,
+                        trace_parent=inst.started.trace_parent,
+                        trace_state=inst.started.trace_state,
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(

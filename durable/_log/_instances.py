@@ -138,6 +138,8 @@ async def create_instance(
     memo: MemoStore | None = None,
     run_id: str,
     version: str = "",
+    trace_parent: str = "",
+    trace_state: str = "",
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
@@ -150,6 +152,8 @@ async def create_instance(
         run_id=run_id,
         parent=parent,
         version=version,
+        trace_parent=trace_parent,
+        trace_state=trace_state,
     )
     try:
         return await _start_run(store, instance_id, 0, [started], now, now, None)

@@ -37,6 +37,7 @@ from durable._errors import (
     WorkflowFailed,
 )
 from durable._ids import IdSource, validate_instance_id
+from durable._observe import current_trace_context
 from durable.grpc import _convert as cv
 from durable.grpc._proto import dapr, ms
 from durable.grpc._wire import check_dialect, metadata_for, open_channel, unary
@@ -188,6 +189,13 @@ class RemoteClient:
                     replaceable_status=ended
                 )
             reply_type = ms.CreateInstanceResponse
+        trace_parent, trace_state = current_trace_context()  # the caller's span, if traced
+        if trace_parent:
+            request.parent_trace_context = (
+                cv.trace_context_to_dapr(trace_parent, trace_state)
+                if self.dialect == "dapr"
+                else cv.trace_context_to_ms(trace_parent, trace_state)
+            )
         reply = await self._call("StartInstance", request, reply_type, instance_id)
         return RemoteWorkflowHandle(self, reply.instance_id or instance_id, name)
 

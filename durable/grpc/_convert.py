@@ -285,6 +285,24 @@ def _present(message: betterproto.Message) -> bool:
     return betterproto.serialized_on_wire(message)
 
 
+def trace_context_from_proto(
+    context: ms.TraceContext | dapr.TraceContext | None,
+) -> tuple[str, str] | None:
+    """A W3C ``(traceparent, tracestate)`` an SDK sent (``parentTraceContext``); None if
+    it sent none."""
+    if context is None or not _present(context) or not context.trace_parent:
+        return None
+    return context.trace_parent, context.trace_state or ""
+
+
+def trace_context_to_ms(parent: str, state: str = "") -> ms.TraceContext:
+    return ms.TraceContext(trace_parent=parent, trace_state=state or None)
+
+
+def trace_context_to_dapr(parent: str, state: str = "") -> dapr.TraceContext:
+    return dapr.TraceContext(trace_parent=parent, trace_state=state or None)
+
+
 # ---------------------------------------------------------------------------------------
 # History events, MS dialect
 # ---------------------------------------------------------------------------------------
@@ -307,6 +325,10 @@ def event_to_ms(
                     instance_id=instance_id, execution_id=event.replay_seed or None
                 ),
             )
+            if event.trace_parent:
+                started.parent_trace_context = trace_context_to_ms(
+                    event.trace_parent, event.trace_state
+                )
             if event.parent is not None:
                 started.parent_instance = ms.ParentInstanceInfo(
                     task_scheduled_id=event.parent.task_id,
@@ -444,6 +466,10 @@ def event_to_dapr(
                     instance_id=instance_id, execution_id=event.replay_seed or None
                 ),
             )
+            if event.trace_parent:
+                started.parent_trace_context = trace_context_to_dapr(
+                    event.trace_parent, event.trace_state
+                )
             if event.parent is not None:
                 started.parent_instance = dapr.ParentInstanceInfo(
                     task_scheduled_id=event.parent.task_id,
@@ -582,6 +608,10 @@ def event_from_proto(
                 parent_run = parent.orchestration_instance
             else:
                 parent_run = parent.workflow_instance
+            trace_parent, trace_state = trace_context_from_proto(body.parent_trace_context) or (
+                "",
+                "",
+            )
             return WorkflowStarted(
                 **common,
                 name=body.name,
@@ -594,6 +624,8 @@ def event_from_proto(
                 if _present(parent)
                 else None,
                 first_task_id=task_base,
+                trace_parent=trace_parent,
+                trace_state=trace_state,
             )
         case ms.OrchestratorStartedEvent() | dapr.WorkflowStartedEvent():
             return TurnStarted(**common)
@@ -921,11 +953,17 @@ _DURABLE_ID = "durable:"
 
 
 def activity_request_to_ms(
-    event: ActivityScheduled, *, instance_id: str, run_id: str = "", task_base: int = 0
+    event: ActivityScheduled,
+    *,
+    instance_id: str,
+    run_id: str = "",
+    task_base: int = 0,
+    trace_parent: str = "",
 ) -> ms.ActivityRequest:
     """The MS ActivityRequest that runs ``event``'s activity; durable's step number
-    (unique in the instance across runs, unlike the wire task id) goes in its tags."""
-    return ms.ActivityRequest(
+    (unique in the instance across runs, unlike the wire task id) goes in its tags;
+    ``trace_parent`` (the attempt's span) in its ``parentTraceContext``."""
+    request = ms.ActivityRequest(
         name=event.name,
         input=payload_to_proto(event.input),
         orchestration_instance=ms.OrchestrationInstance(
@@ -934,16 +972,24 @@ def activity_request_to_ms(
         task_id=event.task_id - task_base,
         tags={STEP_TAG: str(event.step)},
     )
+    if trace_parent:
+        request.parent_trace_context = trace_context_to_ms(trace_parent)
+    return request
 
 
 def activity_request_to_dapr(
-    event: ActivityScheduled, *, instance_id: str, run_id: str = "", task_base: int = 0
+    event: ActivityScheduled,
+    *,
+    instance_id: str,
+    run_id: str = "",
+    task_base: int = 0,
+    trace_parent: str = "",
 ) -> dapr.ActivityRequest:
     """The Dapr ActivityRequest that runs ``event``'s activity. Its ``taskExecutionId``
     is the one the worker gave when it scheduled the call (Dapr SDKs keep one per call,
     over its retries), or else ``durable:{run id}:{step}``: the same for every attempt
     of the step, unique across runs and instances, and read back by durable's worker."""
-    return dapr.ActivityRequest(
+    request = dapr.ActivityRequest(
         name=event.name,
         input=payload_to_proto(event.input),
         workflow_instance=dapr.WorkflowInstance(
@@ -952,6 +998,9 @@ def activity_request_to_dapr(
         task_id=event.task_id - task_base,
         task_execution_id=event.execution_id or f"{_DURABLE_ID}{run_id}:{event.step}",
     )
+    if trace_parent:
+        request.parent_trace_context = trace_context_to_dapr(trace_parent)
+    return request
 
 
 def step_of_activity_request(request: ms.ActivityRequest | dapr.ActivityRequest) -> int | None:

@@ -59,12 +59,14 @@ class TurnWork:
 
 @dataclass(frozen=True, eq=False)
 class ActivityWork:
-    """One activity attempt for a worker; ``wire_task_id`` is the id the worker sees."""
+    """One activity attempt for a worker; ``wire_task_id`` is the id the worker sees,
+    ``trace_parent`` the W3C context of the attempt's span (empty: not traced)."""
 
     instance_id: str
     run_id: str
     scheduled: ActivityScheduled
     wire_task_id: int
+    trace_parent: str = ""
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ async def start_instance(client: Client, data: bytes) -> bytes:
         cv.payload_from_proto(request.input),
         instance_id=request.instance_id or None,
         version=request.version or None,
+        _trace_context=cv.trace_context_from_proto(request.parent_trace_context),
     )
     return bytes(ms.CreateInstanceResponse(instance_id=handle.instance_id))
 

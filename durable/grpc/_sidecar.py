@@ -78,6 +78,9 @@ class Sidecar:
         fleet: Fleet | None = None,
         keepalive: float | None = 30.0,
         keepalive_timeout: float = 20.0,
+        telemetry: bool | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
@@ -94,7 +97,8 @@ class Sidecar:
             Registry(), store=store, storage_options=storage_options, clock=clock,
             codec=RawCodec(), max_concurrent_workflows=max_in_flight,
             max_concurrent_activities=max_in_flight, poll_interval=poll_interval,
-            fleet=fleet, _executor=executor,
+            fleet=fleet, telemetry=telemetry, tracer_provider=tracer_provider,
+            meter_provider=meter_provider, _executor=executor,
         )  # fmt: skip
         self.client = Client(
             self.runtime.store, registry=None, clock=self.runtime.clock, codec=RawCodec(),

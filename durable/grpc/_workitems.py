@@ -151,12 +151,14 @@ def _encode_activity(dialect: Dialect, work: ActivityWork, token: str) -> bytes:
     base = scheduled.task_id - work.wire_task_id
     if dialect == "ms":
         request = cv.activity_request_to_ms(
-            scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base
-        )
+            scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base,
+            trace_parent=work.trace_parent,
+        )  # fmt: skip
         return bytes(ms.WorkItem(activity_request=request, completion_token=token))
     dapr_request = cv.activity_request_to_dapr(
-        scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base
-    )
+        scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base,
+        trace_parent=work.trace_parent,
+    )  # fmt: skip
     return bytes(dapr.WorkItem(activity_request=dapr_request, completion_token=token))
 
 

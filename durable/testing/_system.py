@@ -59,6 +59,7 @@ from durable.testing._system_programs import (
     random_program,
 )
 from durable.testing._system_store import Crash, Sim, View
+from durable.testing._system_trace import SpanLog
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -154,6 +155,8 @@ class _Driver:
         self.sim = sim = Sim(seed, config)
         self.rng = sim.rng
         self.inner = MemoryStore()
+        self.spans = SpanLog()  # what every process records of its turns, attempts and runs
+        self.tracer_provider = self.spans.provider()
         self.clock = MockClock()
         self.harness = Harness()
         self.changes: tuple[bool, ...] = ()  # code changes deployed: guarded by a patch?
@@ -205,6 +208,7 @@ class _Driver:
             max_concurrent_activities=4, max_concurrent_workflows=4, poll_interval=1.0,
             max_resident_workflows=proc.max_resident, memo_retention=proc.retention,
             memo_sweep_interval=proc.sweep_every, entropy=entropy, fleet=fleet,
+            tracer_provider=self.tracer_provider,
         )  # fmt: skip
         try:
             with anyio.CancelScope() as scope:
@@ -633,6 +637,7 @@ class _Driver:
     def _final_checks(self) -> None:
         ledger = self.sim.ledger
         ledger.check_event_order()
+        self.spans.check(ledger.violate)
         for instance_id, tag, began in self.acked_starts:
             epochs = ledger.epochs.get(instance_id, [])
             if not any(e.started_at >= began for e in epochs):
