@@ -18,9 +18,9 @@ import pytest
 
 import durable
 from durable import MockClock, Registry, WorkflowContext
-from durable._errors import StoreError
+from durable._errors import ObjectNotFoundError, StoreError
 from durable._fleet._partitions import StoreConfig
-from durable._log._reader import load_run
+from durable._log._reader import load_run, read_meta, write_meta
 from durable._log._records import decode_record, log_key
 from durable.store import MemoryStore, ObjectStore
 
@@ -369,3 +369,26 @@ async def test_a_start_between_two_racing_purges_is_refused_or_survives_them() -
     assert run is not None, sorted(k for k in inner._objects if "/w/" in k)
     assert bytes(run.started.input) == b'"b"'
     assert run.status is durable.WorkflowStatus.COMPLETED
+
+
+async def test_a_meta_write_after_a_purge_does_not_bring_the_purged_run_back() -> None:
+    """Pins a start after a purge that never ran (simulation seeds 263, 317): the write
+    of an ended run's meta failed, the instance was purged, and the retry of that write
+    found the meta gone and wrote it again. A new start under the id then stood beside
+    the purged run's meta, which said the instance had ended: no runtime loaded it, and
+    a client sent it nothing. A meta deleted since it was read is never written again."""
+    inner, clock = MemoryStore(), MockClock(T0, auto_advance=True)
+    async with durable.Runtime(_waiting(), store=inner, clock=clock) as rt:
+        handle = await rt.start("waiter", "a", instance_id="w")
+        await rt.wait_idle()
+        await handle.raise_event("go", "old")
+        assert await _outcome(rt, handle) == "old"
+        found = await read_meta(inner, "w")
+        assert found is not None
+        ended, etag = found
+        await rt.client.purge("w")
+        with pytest.raises(ObjectNotFoundError):  # the retry of the ended run's meta
+            await write_meta(inner, ended, etag)
+        second = await rt.client.start("waiter", "b", instance_id="w")
+        await second.raise_event("go", "new")
+        assert await _outcome(rt, second) == "new"
