@@ -165,6 +165,15 @@ async def _outcome(rt: durable.Runtime, handle: durable.WorkflowHandle[Any]) -> 
     return None
 
 
+async def _run_to_its_end(rt: durable.Runtime) -> durable.WorkflowHandle[Any]:
+    """Start waiter ``w`` and let it end (with "old")."""
+    handle = await rt.start("waiter", "a", instance_id="w")
+    await rt.wait_idle()
+    await handle.raise_event("go", "old")
+    assert await _outcome(rt, handle) == "old"
+    return handle
+
+
 def decode_config(data: bytes) -> StoreConfig:
     return msgspec.json.decode(data, type=StoreConfig)
 
@@ -343,10 +352,7 @@ async def test_a_start_between_two_racing_purges_is_refused_or_survives_them() -
     that it was cut short)."""
     inner, clock = MemoryStore(), MockClock(T0, auto_advance=True)
     async with durable.Runtime(_waiting(), store=inner, clock=clock) as rt:
-        handle = await rt.start("waiter", "a", instance_id="w")
-        await rt.wait_idle()
-        await handle.raise_event("go", "old")
-        assert await _outcome(rt, handle) == "old"
+        await _run_to_its_end(rt)
         slow_store = Hold(inner)
         slow = durable.Client(slow_store, clock=clock)
         slow_store.hold_at(lambda op, key: op == "delete" and key == log_key("w", 1))
@@ -379,10 +385,7 @@ async def test_a_meta_write_after_a_purge_does_not_bring_the_purged_run_back() -
     a client sent it nothing. A meta deleted since it was read is never written again."""
     inner, clock = MemoryStore(), MockClock(T0, auto_advance=True)
     async with durable.Runtime(_waiting(), store=inner, clock=clock) as rt:
-        handle = await rt.start("waiter", "a", instance_id="w")
-        await rt.wait_idle()
-        await handle.raise_event("go", "old")
-        assert await _outcome(rt, handle) == "old"
+        await _run_to_its_end(rt)
         found = await read_meta(inner, "w")
         assert found is not None
         ended, etag = found
