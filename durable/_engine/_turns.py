@@ -301,8 +301,19 @@ class _Turns(_EngineBase):
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
             sources.append(item)
         if stale:
-            self._spawn_guarded(self.recover, inst.id)
+            self._read_again(inst)
         return events, sources, consumed
+
+    def _read_again(self, inst: _Instance) -> None:
+        """Messages in hand that were read under an earlier run: every message goes back
+        to the inbox, to be read again through a handover (in its senders' order, and
+        nothing handed at once meanwhile)."""
+        inst.pending = [item for item in inst.pending if item[0] is None]
+        if (handover := self._handovers.get(inst.id)) is not None:
+            handover.reread = True
+            return
+        self._handovers[inst.id] = Handover()
+        self._spawn_guarded(self._continue_handover, inst.id)
 
     async def _parked_turn(
         self, inst: _Instance, pending: list[Pending], *, reason_changed: bool = False
