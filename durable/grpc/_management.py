@@ -203,7 +203,8 @@ async def terminate_instance(client: Client, data: bytes) -> bytes:
     request = parse(ms.TerminateRequest, data)
     instance_id = _required(request.instance_id, "instanceId")
     handle = client.get_handle(instance_id)
-    await handle.terminate("terminated by a client", cv.payload_from_proto(request.output))
+    output = cv.payload_from_proto(request.output)
+    await handle.terminate("terminated by a client", output, recursive=request.recursive)
     return bytes(ms.TerminateResponse())
 
 
