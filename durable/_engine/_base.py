@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from durable._registry import Registry
     from durable.store import ObjectStore
 
+    from ._attempts import RunningAttempt
     from ._executor import Executor, TurnRunner
     from ._handover import Handover
 
@@ -140,6 +141,8 @@ class _EngineBase:
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
         self._inflight: set[tuple[str, int, int]] = set()
+        # the activity attempts running here, by (instance, run, task): to cancel them
+        self._attempts: dict[tuple[str, int, int], RunningAttempt] = {}
         # the timers and sub-workflows this process has under way, per instance: (run, task).
         # Kept while the instance is evicted; cleared when it leaves this process's charge
         # (ended, a new run, purged, its partition dropped), so a load arms exactly what
@@ -387,6 +390,10 @@ class _EngineBase:
 
         def _dispatch(self, inst: _Instance, event: HistoryEvent) -> None: ...
 
+        def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent, reason: str) -> None: ...
+
+        def _arm_deadline(self, inst: _Instance) -> None: ...
+
         def _on_timer(self, payload: tuple[Any, ...]) -> None: ...
 
         async def _start_child(
@@ -400,7 +407,7 @@ class _EngineBase:
             err: InstanceExistsError | None = None,
         ) -> None: ...
 
-        def _terminate_children(self, inst: _Instance) -> None: ...
+        def _close_children(self, inst: _Instance, record: TurnRecord) -> None: ...
 
         async def _tell_parent(self, inst: _Instance) -> bool: ...
 

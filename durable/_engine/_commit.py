@@ -10,8 +10,10 @@ import anyio.lowlevel
 
 from durable._core._events import (
     NULL,
+    ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,
+    TaskCancelled,
     TurnStarted,
     WorkflowErrored,
     WorkflowStarted,
@@ -104,6 +106,10 @@ class _Commits(_EngineBase):
                     self._dispatch(inst, event)  # fire-and-forget sub-workflows still start
             elif type(event) in _ANSWERS:
                 outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
+            elif type(event) is TaskCancelled:
+                cancelled = outstanding.pop(event.task_id, None)
+                if cancelled is not None:
+                    self._cancel_op(inst, cancelled, f"cancelled by its parent {inst.id!r}")
         told = True
         if record.next_run:
             self._start_new_run(inst, record)
@@ -142,12 +148,15 @@ class _Commits(_EngineBase):
         inst.outstanding = {}
         inst.consumed = set(record.consumed)
         inst.run = self._new_run(inst, list(record.next_run))
+        self._arm_deadline(inst)  # a continued run keeps its start's deadline
         self._enqueue(inst)
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
         inst.output, inst.failure = record_outcome(record)
-        if inst.status is WorkflowStatus.TERMINATED:
-            self._terminate_children(inst)
+        self._close_children(inst, record)
+        for scheduled in inst.outstanding.values():
+            if isinstance(scheduled, ActivityScheduled):  # nobody waits for it any more
+                self._cancel_op(inst, scheduled, "")
         self._drop_run(inst)
         self._armed.pop(inst.id, None)
         inst.outstanding.clear()

@@ -314,6 +314,7 @@ class _Recovery(_EngineBase):
     def _dispatch_open(self, inst: _Instance) -> None:
         """Re-dispatch what history left open and is not under way here: activities,
         timers, sub-workflows."""
+        self._arm_deadline(inst)
         for event in list(inst.outstanding.values()):
             if isinstance(event, ChildWorkflowScheduled):
                 # it may have ended, never begun, or hold an older run's child
