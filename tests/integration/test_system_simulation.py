@@ -31,11 +31,6 @@ OPEN: dict[str, tuple[str, str]] = {}
 
 # open bugs the CI seeds may find but do not always: accepted, not required
 ALSO_OPEN: dict[str, tuple[str, str]] = {
-    "event-for-an-ended-run": (
-        r"applied event _, raised to _ epoch _, to _",
-        "found by this simulation (seeds 179, 365): an event raised to an ended instance is "
-        "accepted, and a reuse's new run may take it",
-    ),
     "acknowledged-start-never-runs": (
         r"was never announced|status PENDING after the drain; waits on nothing open; unapplied",
         "found by this simulation (seed 171): a reuse acknowledged while a purge of the "
