@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from durable._registry import Registry
     from durable.store import ObjectStore
 
+    from ._attempts import RunningAttempt
     from ._executor import Executor, TurnRunner
     from ._handover import Handover
 
@@ -96,6 +97,10 @@ class EngineHooks:
 
     def committed(self, instance_id: str, record: TurnRecord) -> None:
         """Called once a turn's record is committed."""
+
+    def dropped(self, sender: str, sent: EventSent) -> None:
+        """Called when an event one instance sent another is dropped (the receiver does
+        not exist, or has ended)."""
 
 
 class _EngineBase:
@@ -138,9 +143,12 @@ class _EngineBase:
         self._max_activities = max_concurrent_activities
         self._turns = 0  # turns in progress, in turn workers or inline after an activity
         self._done_waiters: dict[str, anyio.Event] = {}
+        self._status_waiters: dict[str, anyio.Event] = {}  # set at the next status change
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
         self._inflight: set[tuple[str, int, int]] = set()
+        # the activity attempts running here, by (instance, run, task): to cancel them
+        self._attempts: dict[tuple[str, int, int], RunningAttempt] = {}
         # the timers and sub-workflows this process has under way, per instance: (run, task).
         # Kept while the instance is evicted; cleared when it leaves this process's charge
         # (ended, a new run, purged, its partition dropped), so a load arms exactly what
@@ -315,6 +323,14 @@ class _EngineBase:
     def local(self, instance_id: str) -> _Instance | None:
         return self._instances.get(instance_id)
 
+    def running_here(self, instance_id: str) -> _Instance | None:
+        """The instance's run in this process's memory, if this process runs it now and
+        that run has not ended: what the store holds, short of a write under way."""
+        inst = self._instances.get(instance_id)
+        if inst is None or inst.status.is_terminal or not (self.owns(instance_id) and self.running):
+            return None
+        return inst
+
     async def wait_done(self, instance_id: str) -> bool:
         """Wait until an instance this engine runs (in memory or evicted) ends; False if
         this engine does not run it."""
@@ -328,6 +344,21 @@ class _EngineBase:
             done = self._done_waiters[instance_id] = anyio.Event()
         await done.wait()
         return True
+
+    def status_changed(self, instance_id: str) -> anyio.Event | None:
+        """An event set when the status of an instance this engine runs next changes
+        (take it before reading the status, then wait on it); None if this engine does
+        not run the instance."""
+        if instance_id not in self._instances and instance_id not in self._evicted:
+            return None
+        event = self._status_waiters.get(instance_id)
+        if event is None:
+            event = self._status_waiters[instance_id] = anyio.Event()
+        return event
+
+    def _status_now_changed(self, instance_id: str) -> None:
+        if (event := self._status_waiters.pop(instance_id, None)) is not None:
+            event.set()
 
     def is_resident(self, instance_id: str) -> bool:
         """Whether the instance is held in this process's memory."""
@@ -374,6 +405,10 @@ class _EngineBase:
 
         def _dispatch(self, inst: _Instance, event: HistoryEvent) -> None: ...
 
+        def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent, reason: str) -> None: ...
+
+        def _arm_deadline(self, inst: _Instance) -> None: ...
+
         def _on_timer(self, payload: tuple[Any, ...]) -> None: ...
 
         async def _start_child(
@@ -387,7 +422,7 @@ class _EngineBase:
             err: InstanceExistsError | None = None,
         ) -> None: ...
 
-        def _terminate_children(self, inst: _Instance) -> None: ...
+        def _close_children(self, inst: _Instance, record: TurnRecord) -> None: ...
 
         async def _tell_parent(self, inst: _Instance) -> bool: ...
 
@@ -397,7 +432,9 @@ class _EngineBase:
 
         def _resend(self, inst: _Instance, sends: list[EventSent]) -> None: ...
 
-        async def announce_message(self, instance_id: str, message: InboxMessage) -> None: ...
+        async def announce_message(
+            self, instance_id: str, message: InboxMessage, run_start: int | None = None
+        ) -> None: ...
 
         async def _notify_parent_from_log(self, child: RunLog) -> None: ...
 
@@ -426,7 +463,7 @@ class _EngineBase:
         async def _note_set_aside(self, inst: _Instance, reason: str) -> None: ...
 
         async def _read_inbox(
-            self, instance_id: str, consumed: set[str]
+            self, instance_id: str, consumed: set[str], run_start: int, origin: str
         ) -> tuple[list[Pending], str]: ...
 
         async def _reload(self, inst: _Instance) -> None: ...

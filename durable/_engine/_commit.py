@@ -10,8 +10,10 @@ import anyio.lowlevel
 
 from durable._core._events import (
     NULL,
+    ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,
+    TaskCancelled,
     TurnStarted,
     WorkflowErrored,
     WorkflowStarted,
@@ -22,6 +24,7 @@ from durable._errors import (
     ObjectExistsError,
     StoreError,
 )
+from durable._log._msgids import watermarks
 from durable._log._reader import (
     record_outcome,
     write_meta,
@@ -35,7 +38,6 @@ from durable._log._records import (
 
 from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
 from ._instance import _ANSWERS, _SCHEDULING, _Instance
-from ._messages import watermarks
 
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
 
@@ -106,6 +108,10 @@ class _Commits(_EngineBase):
                     self._dispatch(inst, event)  # fire-and-forget sub-workflows still start
             elif type(event) in _ANSWERS:
                 outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
+            elif type(event) is TaskCancelled:
+                cancelled = outstanding.pop(event.task_id, None)
+                if cancelled is not None:
+                    self._cancel_op(inst, cancelled, f"cancelled by its parent {inst.id!r}")
         told = await self._send_events(inst, record.events)
         if record.next_run:
             self._start_new_run(inst, record)
@@ -123,6 +129,8 @@ class _Commits(_EngineBase):
             or record.seq - inst.meta_seq >= _META_EVERY
         ):
             await self._write_meta(inst)
+        if inst.status is not previous or record.next_run:
+            self._status_now_changed(inst.id)
         if inst.status.is_terminal:
             self._wake_waiters(inst)
         elif not record.next_run:
@@ -143,12 +151,15 @@ class _Commits(_EngineBase):
         inst.consumed = set(record.consumed)
         inst.received = watermarks(record.consumed)
         inst.run = self._new_run(inst, list(record.next_run))
+        self._arm_deadline(inst)  # a continued run keeps its start's deadline
         self._enqueue(inst)
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
         inst.output, inst.failure = record_outcome(record)
-        if inst.status is WorkflowStatus.TERMINATED:
-            self._terminate_children(inst)
+        self._close_children(inst, record)
+        for scheduled in inst.outstanding.values():
+            if isinstance(scheduled, ActivityScheduled):  # nobody waits for it any more
+                self._cancel_op(inst, scheduled, "")
         self._drop_run(inst)
         self._armed.pop(inst.id, None)
         inst.outstanding.clear()
@@ -156,6 +167,7 @@ class _Commits(_EngineBase):
     def _wake_waiters(self, inst: _Instance) -> None:
         if (done := self._done_waiters.pop(inst.id, None)) is not None:
             done.set()
+        self._status_now_changed(inst.id)
         self._evicted.discard(inst.id)
         # A finished instance needs no memory beyond what waiters read right now.
         if self._instances.get(inst.id) is inst and not inst.pending:
@@ -190,7 +202,7 @@ class _Commits(_EngineBase):
             run_start=inst.run_start, created_at=inst.created_at, updated_at=self.clock.now(),
             input=inst.started.input, output=output, failure=failure,
             custom_status=inst.custom_status, parent=inst.parent,
-            version=inst.started.version, reason=inst.reason,
+            version=inst.started.version, reason=inst.reason, origin=inst.started.origin_run,
         )  # fmt: skip
         inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
         inst.meta_seq = inst.seq

@@ -10,64 +10,21 @@ The instance's ``meta`` is not written past a turn until that turn's events are
 posted: a load from the store posts again those of the turns after the meta, under the
 same message ids. A receiver applies each once: one in its run's consumed ids is
 skipped, and so is one at or below its sender's *watermark*, the last message of that
-sender it consumed (one per sender, carried into each new run of a continue-as-new):
-a sender's messages are applied in the order sent, so everything up to the watermark
-was. An event for an instance that does not exist is dropped and logged, as Durable
-Task does.
+sender it consumed (one per sender, carried into each new run: see
+:mod:`durable._log._msgids`). An event for an instance that does not exist, or has ended, is dropped and
+logged, as Durable Task does.
 """
 
 from __future__ import annotations
 
-import hashlib
-from typing import TYPE_CHECKING
-
 from durable._core._events import EventRaised, EventSent, HistoryEvent
-from durable._errors import StoreError
-from durable._log._instances import send_message
-from durable._log._reader import read_record
+from durable._errors import InstanceNotFoundError, StoreError
+from durable._log._instances import current_start, send_message
 
 from ._base import _EngineBase, log
 from ._instance import _for_good, _Instance
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-    from datetime import datetime
-
-__all__ = ["applied_before", "message_id", "sender_of", "watermarks"]
-
-
-def message_id(sender: str, created_at: datetime, seq: int, event_id: int) -> str:
-    """The inbox id of the event a turn sends, minted once at its commit: for one
-    sender (its id, and when it was created: one purged and started again is another),
-    sorted in the order sent (``seq`` grows across its runs). What comes before the
-    first ``-`` names the sender: see :func:`sender_of`."""
-    digest = hashlib.blake2b(sender.encode(), digest_size=8).hexdigest()
-    created = int(created_at.timestamp() * 1e6)
-    return f"m{digest}{created:x}-{seq:012d}-{event_id:06d}"
-
-
-def sender_of(msg_id: str) -> str | None:
-    """Who sent an inbox message, for :func:`message_id`'s ids; None for a client's."""
-    return msg_id.partition("-")[0] if msg_id.startswith("m") else None
-
-
-def watermarks(msg_ids: Iterable[str]) -> dict[str, str]:
-    """The last message of each sender among ``msg_ids`` (consumed ones): a receiver
-    has applied every message a sender sent it up to that one, as it takes them in
-    the order sent."""
-    marks: dict[str, str] = {}
-    for msg_id in msg_ids:
-        sender = sender_of(msg_id)
-        if sender is not None and msg_id > marks.get(sender, ""):
-            marks[sender] = msg_id
-    return marks
-
-
-def applied_before(marks: dict[str, str], msg_id: str) -> bool:
-    """Whether a sender's message is one the receiver applied already (posted again
-    after a crash, once the run that applied it had moved on)."""
-    sender = sender_of(msg_id)
-    return sender is not None and msg_id <= marks.get(sender, "")
+__all__: list[str] = []
 
 
 class _Messages(_EngineBase):
@@ -122,16 +79,28 @@ class _Messages(_EngineBase):
             await self._write_meta(inst)
 
     async def _post_event(self, sender: str, sent: EventSent) -> None:
-        """Write one sent event to its receiver's inbox and announce it; drop it (logged)
-        if the receiver does not exist."""
+        """Write one sent event to its receiver's inbox, for the start its current run
+        belongs to, and announce it; drop it (logged) if the receiver does not exist or
+        has ended, as a client's event is."""
         target = sent.instance_id
-        if self._live(target) is None:
-            first = await read_record(self.store, target, 0)
-            if first is None or first.purging:
-                log.warning(
-                    "event %r from %r to %r dropped: no such instance", sent.name, sender, target
-                )
+        local = self.running_here(target)
+        seen: int | None = None
+        if local is not None:  # the run in memory before the write: none consumed it then
+            seen, to = local.run_start, local.started.origin_run
+        else:
+            try:
+                to, ended = await current_start(self.store, target)
+            except InstanceNotFoundError:
+                self._drop(sender, sent, "no such instance")
+                return
+            if ended:
+                self._drop(sender, sent, "it has ended")
                 return
         event = EventRaised(name=sent.name, input=sent.input)
-        message = await send_message(self.store, target, sent.message_id, event)
-        await self.announce_message(target, message)
+        message = await send_message(self.store, target, sent.message_id, event, to)
+        await self.announce_message(target, message, seen)
+
+    def _drop(self, sender: str, sent: EventSent, why: str) -> None:
+        log.warning("event %r from %r to %r dropped: %s", sent.name, sender, sent.instance_id, why)
+        if self._hooks is not None:
+            self._hooks.dropped(sender, sent)

@@ -24,6 +24,7 @@ from durable._errors import (
     StoreError,
     UnknownWorkflowError,
 )
+from durable._log._msgids import watermarks
 from durable._log._reader import (
     RunLog,
     load_run,
@@ -33,6 +34,7 @@ from durable._log._reader import (
 )
 from durable._log._records import (
     InstanceMeta,
+    meta_key,
     wakeup_key,
 )
 
@@ -47,7 +49,6 @@ from ._lifecycle import (
     is_backing_off,
     is_reloading,
 )
-from ._messages import watermarks
 
 if TYPE_CHECKING:
     from durable._log._instances import Created
@@ -65,11 +66,15 @@ class _Recovery(_EngineBase):
             await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
 
     def adopt_created(self, instance_id: str, created: Created) -> None:
-        """Take a run just created in the store into memory and queue its first turn."""
+        """Take a run just created in the store into memory and queue its first turn. A
+        copy of the old run still here, not ended in memory though it has in the log (its
+        last turn has landed, and not finished yet), hands over once it has ended."""
         started = created.record.next_run[0]
         assert isinstance(started, WorkflowStarted)
         inst = self._instances.get(instance_id)
         if inst is not None and not inst.status.is_terminal:
+            if inst.seq < created.record.seq:
+                self._spawn(self._load_after_end, instance_id)
             return
         if created.meta.unposted >= 0:  # the run before sent events that may not be posted:
             self._spawn_guarded(self.recover, instance_id)  # a load from the log posts them
@@ -79,6 +84,8 @@ class _Recovery(_EngineBase):
         inst.next_event_id = len(created.record.next_run)
         inst.meta_etag = created.meta_etag
         inst.meta_seq = created.record.seq if created.meta_etag is not None else -1
+        inst.consumed = set(created.record.consumed)  # the run before's watermarks
+        inst.received = watermarks(created.record.consumed)
         fire(inst, LifecycleEvent.LOADED)
         history = list(created.record.next_run)
         _fold(inst.outstanding, history)
@@ -94,6 +101,11 @@ class _Recovery(_EngineBase):
             return
         self._dispatch_open(inst)  # a rerun keeps history whose steps may still be open
         self._enqueue(inst)
+
+    async def _load_after_end(self, instance_id: str) -> None:
+        """Load the instance's new run once the copy of its old run here has ended."""
+        if await self.wait_done(instance_id):
+            self._spawn_guarded(self.recover, instance_id)
 
     async def recover_all(self, partitions: list[int] | None = None) -> None:
         """Load every unfinished instance in the store (or in ``partitions``) and
@@ -114,6 +126,11 @@ class _Recovery(_EngineBase):
                         return
                     log.warning("recovery of %r failed, retrying: %s", instance_id, err)
                     self._spawn_guarded(self.recover, instance_id)
+                except Exception as err:  # one bad instance must not stop the runtime
+                    log.exception("recovery of %r failed", instance_id)
+                    broken = StoreError(f"cannot recover {instance_id!r}: {err!r}",
+                                        key=meta_key(instance_id), transient=False)  # fmt: skip
+                    await self._fail_for_good(f"recovery of {instance_id!r}", broken)
 
         async with anyio.create_task_group() as tg:
             for instance_id in ids:
@@ -260,7 +277,9 @@ class _Recovery(_EngineBase):
         set_aside = ""
         if loaded is not None and not loaded.status.is_terminal:
             # read before the instance is in memory (nothing else can take it meanwhile)
-            items, set_aside = await self._read_inbox(instance_id, loaded.consumed)
+            items, set_aside = await self._read_inbox(
+                instance_id, loaded.consumed, loaded.run_start, loaded.started.origin_run
+            )
         if loaded is None or self._live(instance_id) is not None:
             # begun here meanwhile (a start): what this read found, a read of its own finds
             self._handovers[instance_id].reread = True
@@ -314,6 +333,7 @@ class _Recovery(_EngineBase):
     def _dispatch_open(self, inst: _Instance) -> None:
         """Re-dispatch what history left open and is not under way here: activities,
         timers, sub-workflows."""
+        self._arm_deadline(inst)
         for event in list(inst.outstanding.values()):
             if isinstance(event, ChildWorkflowScheduled):
                 # it may have ended, never begun, or hold an older run's child

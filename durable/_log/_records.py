@@ -13,6 +13,7 @@ from msgspec import Raw
 
 from durable._core._events import NULL, HistoryEvent, ParentRef
 from durable._core._failure import FailureDetails
+from durable._core._state import WorkflowStatus
 from durable._errors import StoreError
 
 __all__ = [
@@ -91,7 +92,8 @@ class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     ``consumed`` names the inbox messages the turn applied; ``status`` and
     ``custom_status`` are the instance's state after the turn. A ``purging`` record is
     no turn: a purge wrote it (after the last record, then over ``log/0``) so that no
-    start lands in a log being deleted; the instance reads as absent.
+    start lands in a log being deleted; the instance reads as absent. ``purged_at`` is
+    the Clock time the purge wrote it (None before purges recorded it).
     """
 
     seq: int
@@ -102,6 +104,7 @@ class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     custom_status: Raw = NULL
     format: int = 1
     purging: bool = False
+    purged_at: datetime | None = None
 
 
 class InstanceMeta(msgspec.Struct, omit_defaults=True):
@@ -125,15 +128,23 @@ class InstanceMeta(msgspec.Struct, omit_defaults=True):
     unposted: int = -1
     """The first seq, before ``run_start``, whose sent events may not have been posted
     (a reuse or rerun began before they were; -1: none): a load posts them."""
+    origin: str = ""  # the current run's ``WorkflowStarted.origin_run`` (empty: not recorded)
 
 
 class InboxMessage(msgspec.Struct, frozen=True):
-    """An accepted, not yet applied message for an instance: one history event."""
+    """An accepted, not yet applied message for an instance: one history event.
+
+    ``to`` is the start (``WorkflowStarted.origin_run``) it was sent to: only that start's
+    runs apply it; once they have ended it is dropped, never taken by a later start
+    under the same id. Empty: for whichever run is current (an answer between
+    instances, which names the run it is for in its event)."""
 
     id: str
     event: HistoryEvent
+    to: str = ""
 
 
+_STATUSES = frozenset(WorkflowStatus)
 _encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(TurnRecord)
 _meta_decoder = msgspec.json.Decoder(InstanceMeta)
@@ -151,13 +162,23 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes, key: str, what: str):  #
         raise StoreError(f"corrupt {what} at {key!r}: {err}", key=key, transient=False) from err
 
 
+def _status_checked(obj: TurnRecord | InstanceMeta, key: str, what: str) -> None:
+    """A status no version of durable writes makes the record corrupt (not a crash of
+    whoever reads it later)."""
+    if obj.status not in _STATUSES:
+        raise StoreError(f"corrupt {what} at {key!r}: unknown status {obj.status!r}",
+                         key=key, transient=False)  # fmt: skip
+
+
 def decode_record(data: bytes, key: str) -> TurnRecord:
     record: TurnRecord = _decode(_record_decoder, data, key, "turn record")
+    _status_checked(record, key, "turn record")
     return record
 
 
 def decode_meta(data: bytes, key: str) -> InstanceMeta:
     meta: InstanceMeta = _decode(_meta_decoder, data, key, "instance meta")
+    _status_checked(meta, key, "instance meta")
     return meta
 
 

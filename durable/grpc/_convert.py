@@ -75,8 +75,9 @@ Dapr keeps "sleep", "retry" and "event_timeout" in the timer's ``origin``;
 next run's history carries those events); ``FailureDetails.bases``; event positions
 of carried-over events.
 
-Payloads are JSON text both sides: ``msgspec.Raw`` ↔ ``google.protobuf.StringValue``,
-with ``null`` ↔ absent (what the SDKs send for ``None``). Time is UTC; betterproto
+Payloads are opaque text both sides: ``msgspec.Raw`` ↔ ``google.protobuf.StringValue``,
+with ``null`` ↔ absent (what the SDKs send for ``None``); text that is not one JSON
+value is stored as data (see :mod:`durable.grpc._payload`). Time is UTC; betterproto
 keeps microseconds, except that Dapr's "never" sentinel ``9999-12-31T23:59:59.999999999Z``
 (timers of indefinite waits, compared to the nanosecond) maps to ``datetime.max`` and
 back exactly.
@@ -90,10 +91,10 @@ from typing import TYPE_CHECKING, Any, assert_never, cast
 import betterproto
 import msgspec
 from betterproto.lib.google.protobuf import Timestamp
-from msgspec import Raw
 
 from durable._core._actions import (
     Action,
+    CancelTask,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -104,7 +105,6 @@ from durable._core._actions import (
     StartTimer,
 )
 from durable._core._events import (
-    NULL,
     ActivityCompleted,
     ActivityErrored,
     ActivityScheduled,
@@ -114,12 +114,15 @@ from durable._core._events import (
     ContinuedAsNew,
     EventRaised,
     EventSent,
+    ExecutionTimedOut,
     HistoryEvent,
     ParentRef,
     PatchApplied,
+    TaskCancelled,
     TimerCreated,
     TimerFired,
     TurnStarted,
+    WorkflowCancelRequested,
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
@@ -137,6 +140,7 @@ from durable.grpc._framing import (
     ProtocolError,
     wire_fields,
 )
+from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
 
 if TYPE_CHECKING:
@@ -186,17 +190,6 @@ _NEVER_SECONDS, _NEVER_NANOS = 253_402_300_799, 999_999_999
 # ---------------------------------------------------------------------------------------
 
 
-def payload_to_proto(payload: Raw) -> str | None:
-    """JSON text for a StringValue; ``null`` becomes absent."""
-    data = bytes(payload)
-    return None if data == b"null" else data.decode()
-
-
-def payload_from_proto(text: str | None) -> Raw:
-    """A StringValue's JSON text; absent or empty becomes ``null``."""
-    return Raw(text.encode()) if text else NULL
-
-
 def _time_to_proto(at: datetime) -> datetime:
     """A datetime for a Timestamp field: UTC, and the "never" sentinel to the nanosecond.
 
@@ -218,9 +211,10 @@ _STATUS = {
     WorkflowStatus.TERMINATED: 5,
     WorkflowStatus.PENDING: 6,
     WorkflowStatus.SUSPENDED: 7,
+    WorkflowStatus.CANCELED: 4,
 }
 _STATUS_BACK = {number: status for status, number in _STATUS.items()}
-_CANCELED, _STALLED = 4, 8
+_STALLED = 8
 
 
 def status_to_ms(status: WorkflowStatus) -> ms.OrchestrationStatus:
@@ -234,11 +228,9 @@ def status_to_dapr(status: WorkflowStatus) -> dapr.OrchestrationStatus:
 
 
 def status_from_proto(status: int) -> WorkflowStatus:
-    """durable's status for an OrchestrationStatus of either dialect: CANCELED counts as
-    TERMINATED, and Dapr's STALLED (stuck until an operator acts) as RUNNING."""
+    """durable's status for an OrchestrationStatus of either dialect: Dapr's STALLED
+    (stuck until an operator acts) counts as RUNNING."""
     number = int(status)
-    if number == _CANCELED:
-        return WorkflowStatus.TERMINATED
     if number == _STALLED:
         return WorkflowStatus.RUNNING
     try:
@@ -407,8 +399,8 @@ def event_to_ms(
             )
         case ContinuedAsNew():
             out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
-        case PatchApplied():
-            return None
+        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
+            return None  # not carried: the protocol has no cancellation nor execution timeout
         case _:
             assert_never(event)
     return out
@@ -556,8 +548,8 @@ def event_to_dapr(
             )
         case ContinuedAsNew():
             out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
-        case PatchApplied():
-            return None
+        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
+            return None  # not carried: the protocol has no cancellation nor execution timeout
         case _:
             assert_never(event)
     return out
@@ -760,7 +752,7 @@ def _completed(
             return WorkflowCompleted(**common, result=payload_from_proto(result))
         case WorkflowStatus.FAILED:
             return WorkflowErrored(**common, failure=failure_from_proto(failure))
-        case WorkflowStatus.TERMINATED:
+        case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
             return WorkflowTerminated(**common, output=payload_from_proto(result))
         case WorkflowStatus.CONTINUED_AS_NEW:
             return ContinuedAsNew(**common, input=payload_from_proto(result))
@@ -824,8 +816,8 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_ms(action.carryover),
             )
-        case RecordPatch():
-            return None
+        case RecordPatch() | CancelTask():
+            return None  # not carried: the protocol has no cancellation of tasks
         case _:
             assert_never(action)
     return ms.OrchestratorAction(id=-1, complete_orchestration=end)
@@ -886,8 +878,8 @@ def action_to_dapr(
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_dapr(action.carryover),
             )
-        case RecordPatch():
-            return None
+        case RecordPatch() | CancelTask():
+            return None  # not carried: the protocol has no cancellation of tasks
         case _:
             assert_never(action)
     return dapr.WorkflowAction(id=-1, complete_workflow=end)
@@ -957,7 +949,7 @@ def _end(
             if len(raised) != len(carryover):
                 raise ProtocolError("continue-as-new can carry over only eventRaised events")
             return ContinueAsNew(payload_from_proto(result), raised)
-        case WorkflowStatus.TERMINATED:
+        case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
             return None
     raise ProtocolError(f"a run cannot end with status {int(status)}")
 

@@ -68,6 +68,7 @@ class Epoch:
     misled: bool = False  # it was given the result of another run's child (reported)
     born_gen: int = 0  # the code generation its oldest history was recorded under
     ended_gen: int | None = None  # the code generation when it ended
+    origin: str = ""  # the run id its messages from outside are addressed to
 
     @property
     def ended(self) -> bool:
@@ -85,7 +86,7 @@ class Raise:
     sender: str
     began: float  # write count when the call began (a send: its commit, plus its rank)
     acked: float | None = None  # write count when it returned (None: it failed)
-    written_epoch: int | None = None  # the epoch current when its message landed
+    written_epoch: int | None = None  # the epoch its message is for (see Ledger._message)
     delivered: tuple[int, int] | None = None  # (epoch, write) of the commit applying it
     message_id: str = ""  # its inbox message, once written
 
@@ -100,6 +101,7 @@ class Ledger:
         self.epochs: dict[str, list[Epoch]] = {}
         self.raises: dict[int | str, Raise] = {}
         self.resent: set[str] = set()  # sends a rerun made again (same data): not judged
+        self.dropped_sends: set[str] = set()  # sent events a runtime dropped, by data
         self.log_deleted: dict[str, int] = {}  # instance -> the last write purging its log
         self.memo_written: dict[str, tuple[int, int]] = {}  # key -> (write, epoch number)
         self._last_seq: dict[str, int] = {}
@@ -228,6 +230,23 @@ class Ledger:
             epoch = self.current(instance_id)
             r.written_epoch = epoch.number if epoch is not None else None
             r.message_id = message.id
+            if message.to:
+                self._addressed(r, message.to)
+
+    def _addressed(self, r: Raise, to: str) -> None:
+        """A message names the start it is for: it must be one that was current while
+        its raise was under way (from the call to the landing); it is then that
+        start's, whatever runs when it lands (a start that ended before it landed
+        drops it)."""
+        epochs = self.epochs.get(r.instance_id, [])
+        addressed = next((e for e in epochs if e.origin == to), None)
+        began = max((e.number for e in epochs if e.started_at <= r.began), default=-1)
+        if addressed is None or addressed.number < began:
+            what = "no start of it" if addressed is None else f"epoch {addressed.number}"
+            self.violate(f"the message of event {r.nonce} for {r.instance_id!r} is for "
+                         f"{what}, not current while it was raised (epoch {began})")  # fmt: skip
+            return
+        r.written_epoch = addressed.number
 
     def _record(self, process: str, instance_id: str, seq: int, data: bytes) -> None:
         record = _record_decoder.decode(data)
@@ -300,7 +319,7 @@ class Ledger:
             self.violate(f"a new run of {instance_id!r} began while run {previous.tag!r} "
                          "had not ended")  # fmt: skip
         epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent,
-                      step_base=started.step_base)  # fmt: skip
+                      step_base=started.step_base, origin=started.origin_run)  # fmt: skip
         epoch.step = self.step
         rerun = any(not isinstance(e, WorkflowStarted) for e in record.next_run)
         epoch.born_gen = previous.born_gen if rerun and previous is not None else self.gen
@@ -322,6 +341,25 @@ class Ledger:
             at = self.writes + rank / (len(sends) + 1)
             self.raises[nonce] = Raise(nonce, event.instance_id, event.name, instance_id, at, at)
 
+    def dropped(self, sent: EventSent) -> None:
+        """A runtime dropped a sent event: its receiver did not exist, or had ended."""
+        nonce = msgspec.json.decode(sent.input)
+        r = self.raises.get(nonce) if isinstance(nonce, str) else None
+        if r is None:
+            return
+        self.dropped_sends.add(nonce)
+        self.trace.append(f"  (event {r.nonce!r} for {r.instance_id!r} dropped)")
+        epoch = self.current(r.instance_id)
+        if (
+            epoch is not None
+            and not epoch.ended
+            and epoch.started_at < r.began
+            and self.log_deleted.get(r.instance_id, -1) < epoch.started_at
+        ):
+            self.violate(f"event {r.nonce!r} that {r.sender!r} sent to {r.instance_id!r} was "
+                         f"dropped, though run {epoch.tag!r} ran there since before it was "
+                         "sent")  # fmt: skip
+
     def check_sends_posted(self) -> None:
         """No event lost between instances: every event a committed turn sent to an
         instance that existed then (started, and no purge deleted its log since), and
@@ -330,6 +368,8 @@ class Ledger:
         for r in self.raises.values():
             if not isinstance(r.nonce, str) or r.nonce in self.resent or r.message_id:
                 continue
+            if r.nonce in self.dropped_sends:
+                continue  # judged when it was dropped
             if self.log_deleted.get(r.sender, -1) > r.began:
                 continue  # the sender was purged since: what it had not posted goes with it
             epochs = self.epochs.get(r.instance_id, [])
