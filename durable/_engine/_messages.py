@@ -11,8 +11,8 @@ posted: a load from the store posts again those of the turns after the meta, und
 same message ids. A receiver applies each once: one in its run's consumed ids is
 skipped, and so is one at or below its sender's *watermark*, the last message of that
 sender it consumed (one per sender, carried into each new run: see
-:mod:`durable._log._msgids`). An event for an instance that does not exist, or has ended, is dropped and
-logged, as Durable Task does.
+:mod:`durable._log._msgids`). An event for an instance that does not exist, or has
+ended, is dropped and logged, as Durable Task does.
 """
 
 from __future__ import annotations

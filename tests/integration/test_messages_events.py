@@ -323,3 +323,34 @@ async def test_sends_not_posted_before_a_reuse_are_posted(store: ObjectStore) ->
     await client.start("sender", "nobody", instance_id="tx", reuse=True)
     async with durable.Runtime(registry, store=store, clock=clock) as rt:
         assert await rt.client.get_handle("rx").result(timeout=MINUTE) == [0]
+
+
+async def test_a_send_posted_again_after_the_receiver_was_started_again_is_not_applied(
+    store: ObjectStore,
+) -> None:
+    """Found by the simulation (seed 7): the receiver applied the event, ended and was
+    started again (reuse); the sender's meta was behind, so a new process posted the
+    event again, and the new start applied it a second time. The new start now gets
+    the old one's watermarks, and skips it."""
+    registry = Registry()
+
+    @registry.workflow
+    async def receiver(ctx: WorkflowContext) -> Any:
+        return await ctx.wait_for_event("n")
+
+    @registry.workflow
+    async def sender(ctx: WorkflowContext) -> str:
+        ctx.send_event("rx", "n", "first")
+        return "sent"
+
+    fail_meta_writes(store, "tx")
+    clock = MockClock(auto_advance=True)
+    async with durable.Runtime(registry, store=store, clock=clock) as rt:
+        receiving = await rt.start(receiver, instance_id="rx")
+        assert await (await rt.start(sender, instance_id="tx")) == "sent"
+        assert await receiving == "first"
+        await rt.start(receiver, instance_id="rx", reuse=True)
+    async with durable.Runtime(registry, store=store, clock=clock) as rt:
+        await rt.wait_idle()  # the sender is loaded again and posts its event again
+        await rt.client.get_handle("rx").raise_event("n", "second")
+        assert await rt.client.get_handle("rx").result(timeout=MINUTE) == "second"
