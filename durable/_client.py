@@ -68,6 +68,7 @@ T = TypeVar("T")
 
 _SEND_ATTEMPTS = 5  # tries of one inbox write, under one message id
 _SEND_BACKOFF = timedelta(seconds=0.2)
+_START_WITH_EVENT_ATTEMPTS = 8  # rounds of start-or-send while others start and end it
 
 
 class _Snapshot:
@@ -158,6 +159,7 @@ class Client:
         version: str | None = None,
         execution_timeout: timedelta | None = None,
         _trace_context: tuple[str, str] | None = None,
+        _event: EventRaised | None = None,
     ) -> WorkflowHandle[T]:
         """Start a workflow (its newest version, or ``version``); return its handle.
 
@@ -192,6 +194,7 @@ class Client:
                     memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
                     deadline=deadline,
                     trace_parent=trace_parent, trace_state=trace_state,
+                    events=() if _event is None else (_event,),
                 )  # fmt: skip
             except InstanceExistsError as err:
                 if err.status == WorkflowStatus.PENDING:
@@ -206,6 +209,36 @@ class Client:
             # evicted) in between.
             await anyio.lowlevel.checkpoint()
         return WorkflowHandle(self, instance_id, name)
+
+    async def start_with_event(
+        self,
+        workflow: Callable[..., Awaitable[T]] | str,
+        input: Any = None,
+        *,
+        instance_id: str,
+        event: str,
+        data: Any = None,
+    ) -> WorkflowHandle[T]:
+        """Deliver event ``event`` (with ``data``) to ``instance_id``, starting it first
+        with ``input`` if it is not running (an ended one is started again).
+
+        A start and its event are one write: no one ever sees the instance started
+        without the event. A running instance gets the event as ``raise_event`` gives
+        it; one that ends meanwhile is started again, with the event.
+        """
+        instance_id = validate_instance_id(instance_id)
+        raised = EventRaised(name=event, input=Raw(self.codec.encode(data)))
+        for _ in range(_START_WITH_EVENT_ATTEMPTS):
+            try:
+                return await self.start(
+                    workflow, input, instance_id=instance_id, reuse=True, _event=raised
+                )
+            except InstanceExistsError as err:
+                if err.status is None:
+                    continue  # another start took the seq: look again
+            if await self._send(instance_id, raised):  # it runs: the event is for it
+                return WorkflowHandle(self, instance_id, self._workflow_name(workflow))
+        raise InstanceExistsError(instance_id)
 
     async def _nudge(self, instance_id: str) -> None:
         if self._engine is not None:
@@ -386,10 +419,11 @@ class Client:
             is_resident=None if self._engine is None else self._engine.is_resident(instance_id),
         )
 
-    async def _send(self, instance_id: str, event: HistoryEvent) -> None:
+    async def _send(self, instance_id: str, event: HistoryEvent) -> bool:
         """Send ``event`` to the start the instance's current run belongs to: only its
-        runs apply it. If that run has ended, nothing is sent: a later start under the
-        id never takes it (Durable Task drops an event for an ended instance too)."""
+        runs apply it. If that run has ended, nothing is sent (False): a later start
+        under the id never takes it (Durable Task drops an event for an ended instance
+        too)."""
         async with self._busy():
             engine = self._engine
             local = engine.running_here(instance_id) if engine is not None else None
@@ -401,7 +435,7 @@ class Client:
                 seen = None
                 to, ended = await current_start(self.store, instance_id)  # raises if absent
                 if ended:
-                    return
+                    return False
             now_ns = int(self.clock.now().timestamp() * 1e9)
             msg_id = self.ids.message_id(now_ns)
             message = await self._write_message(instance_id, msg_id, event, to)
@@ -409,6 +443,7 @@ class Client:
                 await self._retried(partial(engine.announce_message, instance_id, message, seen))
             else:
                 await self._retried(partial(self._ring, instance_id))
+        return True
 
     async def _write_message(
         self, instance_id: str, msg_id: str, event: HistoryEvent, to: str

@@ -13,6 +13,7 @@ from durable._core._events import (
     EPOCH,
     ActivityScheduled,
     ChildWorkflowScheduled,
+    EventRaised,
     HistoryEvent,
     ParentRef,
     TimerCreated,
@@ -42,7 +43,7 @@ from ._records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from durable.store import ObjectStore
 
@@ -147,11 +148,12 @@ async def create_instance(
     deadline: datetime | None = None,
     trace_parent: str = "",
     trace_state: str = "",
+    events: Sequence[EventRaised] = (),
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
     ``InstanceExistsError``. ``deadline`` bounds the run and its continue-as-new
-    successors."""
+    successors. ``events`` arrive with the start, in the same record."""
     started = WorkflowStarted(
         event_id=0,
         timestamp=now,
@@ -164,8 +166,11 @@ async def create_instance(
         trace_parent=trace_parent,
         trace_state=trace_state,
     )
+    arrived: list[HistoryEvent] = [
+        msgspec.structs.replace(e, event_id=i, timestamp=now) for i, e in enumerate(events, 1)
+    ]
     try:
-        return await _start_run(store, instance_id, 0, [started], now, now, None)
+        return await _start_run(store, instance_id, 0, [started, *arrived], now, now, None)
     except ObjectExistsError:
         pass
     found = await read_meta(store, instance_id)
@@ -184,7 +189,7 @@ async def create_instance(
     # of a rerun or reuse that wins the race for the seq)
     try:
         return await _start_run(
-            store, instance_id, existing.last_seq + 1, [started], now, now, etag,
+            store, instance_id, existing.last_seq + 1, [started, *arrived], now, now, etag,
             existing.unposted, sorted(watermarks(existing.consumed).values()),
         )  # fmt: skip
     except ObjectExistsError:

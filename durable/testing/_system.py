@@ -4,7 +4,7 @@ One ``random.Random(seed)`` decides everything: how many runtimes share the stor
 (a fleet with leases, on one ``MockClock``), which random programs start
 (:mod:`durable.testing._system_programs`), which outside operations interleave with
 them (raise_event, a burst of them, suspend, resume, terminate, cancel, start with reuse,
-rerun, purge, sweep, a workflow no runtime has, a deploy of changed code that
+start with an event, rerun, purge, sweep, a workflow no runtime has, a deploy of changed code that
 restarts every runtime), and which fault hits each store call: a transient error
 before or after the write lands, a crash of the calling runtime before or after a
 write (it dies, and a new one starts later on the same store), a few scheduling
@@ -293,6 +293,23 @@ class _Driver:
         await client.start("prog", self._input(tag), instance_id=instance_id, reuse=True)
         self.acked_starts.append((instance_id, tag, began))
 
+    async def op_start_with_event(self, client: Client, via: str, instance_id: str) -> None:
+        """Start the instance with an event, or give its running run the event."""
+        program = random_program(self.rng)
+        tag = self._new_tag(program)
+        self.nonces += 1
+        name = self.rng.choice(EVENT_NAMES)
+        began = self.sim.ledger.writes
+        r = Raise(self.nonces, instance_id, name, via, began)
+        self.sim.ledger.raises[r.nonce] = r
+        self.note(f"{via}: start {instance_id} {tag} with {name}={r.nonce} {program}")
+        await client.start_with_event(
+            "prog", self._input(tag), instance_id=instance_id, event=name, data=r.nonce
+        )
+        r.acked = self.sim.ledger.writes
+        if any(e.tag == tag for e in self.sim.ledger.epochs.get(instance_id, [])):
+            self.acked_starts.append((instance_id, tag, began))
+
     async def op_ghost(self, client: Client, via: str) -> None:
         instance_id = f"g{len(self.ghosts)}"
         self.ghosts.append(instance_id)
@@ -420,8 +437,10 @@ class _Driver:
         if roll < 0.58:
             what = "terminate" if rng.random() < 0.6 else "cancel"
             return lambda: self.op_control(client, via, rng.choice(known + self.ghosts), what)
-        if roll < 0.68:
+        if roll < 0.65:
             return lambda: self.op_reuse(client, via, self._ended_root())
+        if roll < 0.68:
+            return lambda: self.op_start_with_event(client, via, self._ended_root())
         if roll < 0.75:
             return lambda: self.op_rerun(client, via, rng.choice(self.roots))
         if roll < 0.81:

@@ -25,6 +25,7 @@ from durable._core._events import (
     EventSent,
     ParentRef,
     TimerFired,
+    TurnStarted,
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowStarted,
@@ -277,6 +278,10 @@ class Ledger:
         if record.next_run and not can:
             epoch = self._new_epoch(instance_id, record)
             epoch.gap = gap  # judged at the end: a start that withdrew is not acknowledged
+            if not epoch.rerun:  # a start with an event: delivered with it
+                for event in record.next_run:
+                    if isinstance(event, EventRaised):
+                        self._started_with(process, epoch, event)
         if epoch is None:
             self.violate(f"{process} wrote log/{seq} of {instance_id!r}, which never started")
             return
@@ -321,7 +326,8 @@ class Ledger:
         epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent,
                       step_base=started.step_base, origin=started.origin_run)  # fmt: skip
         epoch.step = self.step
-        rerun = any(not isinstance(e, WorkflowStarted) for e in record.next_run)
+        # a rerun keeps turns of the run before; a start with an event holds just that
+        rerun = any(isinstance(e, TurnStarted) for e in record.next_run)
         epoch.born_gen = previous.born_gen if rerun and previous is not None else self.gen
         epoch.rerun = rerun
         epochs.append(epoch)
@@ -379,6 +385,14 @@ class Ledger:
                     f"event {r.nonce!r} that {r.sender!r} sent to {r.instance_id!r} "
                     f"(committed at write {int(r.began)}) never reached its inbox"
                 )
+
+    def _started_with(self, process: str, epoch: Epoch, event: EventRaised) -> None:
+        """A start that came with an event (``start_with_event``): it is that start's."""
+        nonce = msgspec.json.decode(event.input)
+        r = self.raises.get(nonce) if isinstance(nonce, int) else None
+        if r is not None and r.written_epoch is None:
+            r.written_epoch = epoch.number
+        self._delivered(process, epoch, event)
 
     def _delivered(self, process: str, epoch: Epoch, event: EventRaised) -> None:
         nonce = msgspec.json.decode(event.input)
