@@ -29,6 +29,8 @@ from ._core._events import (
     WorkflowTerminated,
 )
 from ._core._failure import FailureDetails
+from ._core._queries import answer_query
+from ._core._replay import WorkflowRun
 from ._core._state import WorkflowState, WorkflowStatus
 from ._engine._executor import LocalExecutor
 from ._errors import (
@@ -419,6 +421,31 @@ class Client:
             is_resident=None if self._engine is None else self._engine.is_resident(instance_id),
         )
 
+    async def _query(self, instance_id: str, name: str, args: tuple[Any, ...]) -> Any:
+        raw = Raw(self.codec.encode(list(args)))
+        engine = self._engine
+        answer = engine.query_resident(instance_id, name, raw) if engine is not None else None
+        if answer is None:
+            answer = await self._query_replayed(instance_id, name, raw)
+        return self._decode(answer)
+
+    async def _query_replayed(self, instance_id: str, name: str, args: Raw) -> Raw:
+        """Answer a query by replaying the instance's current run from the log here."""
+        executor = self._executor()
+        loaded = await load_existing(self.store, instance_id)
+        if executor is None:
+            raise UnknownWorkflowError(
+                f"no process holds {instance_id!r} here, and this client has no registry "
+                f"to replay {loaded.started.name!r} with: give it one"
+            )
+        run = executor.new_run(instance_id, loaded.history)
+        try:
+            if not isinstance(run, WorkflowRun):
+                raise UnknownWorkflowError(f"{loaded.started.name!r} runs on remote workers")
+            return answer_query(run, name, args)
+        finally:
+            run.close()
+
     async def _send(self, instance_id: str, event: HistoryEvent) -> bool:
         """Send ``event`` to the start the instance's current run belongs to: only its
         runs apply it. If that run has ended, nothing is sent (False): a later start
@@ -571,6 +598,15 @@ class WorkflowHandle(Generic[T]):
         raw = Raw(self._client.codec.encode(output))
         event = WorkflowTerminated(reason=reason, output=raw, recursive=recursive)
         await self._client._send(self.instance_id, event)
+
+    async def query(self, name: str, *args: Any) -> Any:
+        """Call the workflow's query handler ``name`` with ``args``; its answer.
+
+        The process that holds the instance answers from its run; else a replay of the
+        log here does (this client needs the workflow's code: its registry). Nothing is
+        written. ``UnknownQueryError`` for a name with no handler, ``QueryFailedError``
+        if the handler raised or tried to change the workflow."""
+        return await self._client._query(self.instance_id, name, args)
 
     async def history(self) -> list[HistoryEvent]:
         """The events of the current run, each with ``event_id`` and ``timestamp``."""

@@ -155,7 +155,23 @@ class WorkflowContext:
 
     def set_custom_status(self, value: Any) -> None:
         """Publish a small value that ``describe()`` shows while the workflow runs."""
+        self._run.not_in_query("set the custom status")
         self._run.custom_status = Raw(self._run.codec.encode(value))
+
+    def set_query_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
+        """Answer query ``name`` (``await handle.query(name, *args)``) with
+        ``handler(*args)``: a plain function that reads the workflow's state. It runs on
+        the state of the last committed turn and may change nothing: scheduling,
+        drawing random values or setting the custom status fails the query (never the
+        workflow). ``None`` removes the handler."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"a query name must be a non-empty str, not {name!r}")
+        if handler is None:
+            self._run.query_handlers.pop(name, None)
+        elif not callable(handler):
+            raise InvalidArgumentError(f"the query handler of {name!r} must be callable")
+        else:
+            self._run.query_handlers[name] = handler
 
     # -- durable operations -------------------------------------------------------
 

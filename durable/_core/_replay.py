@@ -19,6 +19,7 @@ from durable._errors import (
     ActivityFailed,
     ActivityTimeoutError,
     NonDeterminismError,
+    QueryFailedError,
     SerializationError,
     TimeoutError,
     WorkflowFailed,
@@ -188,6 +189,8 @@ class WorkflowRun:
         self._checked_patches: set[str] = set()  # patches the code checked or deprecated
         self._recorded_patches: set[str] = set()  # patches this run takes
         self._patch_keys = itertools.count(-1, -1)  # keys of RecordPatch, CancelTask in _pending
+        self.query_handlers: dict[str, Callable[..., Any]] = {}  # set by the code, by name
+        self.querying: str | None = None  # the query whose handler runs now (see _queries)
 
     # -- feeding events -------------------------------------------------------------
 
@@ -502,6 +505,7 @@ class WorkflowRun:
         return self._next_task_id
 
     def next_task_id(self) -> int:
+        self.not_in_query("schedule an operation")
         task_id = self._next_task_id
         self._next_task_id += 1
         return task_id
@@ -518,6 +522,11 @@ class WorkflowRun:
         """Record a one-way operation: matched against history or emitted; nothing
         waits for an outcome."""
         self._pending[action.task_id] = action
+
+    def not_in_query(self, what: str) -> None:
+        """Refuse what would change the run while a query handler reads it."""
+        if self.querying is not None:
+            raise QueryFailedError(self.instance_id, self.querying, f"its handler tried to {what}")
 
     def cancel_op(self, task_id: int) -> None:
         """The code cancelled operation ``task_id``: no outcome of it is applied any more,
@@ -538,6 +547,7 @@ class WorkflowRun:
                 self._recorded_patches.add(patch_id)
                 return True
             return False
+        self.not_in_query("record a patch")
         self._recorded_patches.add(patch_id)
         self._pending[next(self._patch_keys)] = RecordPatch(patch_id)
         return True
@@ -556,9 +566,13 @@ class WorkflowRun:
         return future
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> DurableFuture[Any]:
+        if self.querying is not None:
+            coro.close()
+            self.not_in_query("start a task")
         return self._scheduler.spawn(coro)
 
     def request_continue_as_new(self, raw_input: Raw) -> None:
+        self.not_in_query("continue as new")
         # events received but not waited for: those buffered, and those held while the
         # run was suspended and not released yet that earlier turns took (this turn's
         # are left for the new run to take)
@@ -575,6 +589,7 @@ class WorkflowRun:
         self._buffered.clear()
 
     def rng(self) -> random.Random:
+        self.not_in_query("draw a random value")
         if self._random is None:
             # The seed (the run id, or for a rerun the id of the run whose history it
             # keeps) is random, and history holds it, so a replay anywhere (even

@@ -12,10 +12,11 @@ EXPECTED = {
     "EvictionPolicy", "FailureDetails", "Fleet", "InstanceExistsError", "InstanceNotFoundError",
     "InstanceRunningError", "InvalidArgumentError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
-    "NonDeterminismError", "PayloadCodec",
+    "NonDeterminismError", "PayloadCodec", "QueryFailedError",
     "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreConfigError", "StoreError",
     "SystemClock",
-    "TimeoutError", "UnknownWorkflowError", "WorkflowContext", "WorkflowFailed",
+    "TimeoutError", "UnknownQueryError", "UnknownWorkflowError", "WorkflowContext",
+    "WorkflowFailed",
     "WorkflowHandle", "WorkflowState", "WorkflowStatus",
 }  # fmt: skip
 
