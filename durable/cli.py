@@ -25,6 +25,7 @@ from ._errors import (
     DurableError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
+    UnknownQueryError,
     UnknownWorkflowError,
 )
 from ._fleet._leases import Fleet
@@ -422,6 +423,14 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("instance_id")
     p.add_argument("event", help="the event's name")
     p.add_argument("--data", metavar="JSON", help="the event's payload, as JSON (null)")
+    p = command("query", v.query, "ask a workflow's query handler; print its answer as JSON")
+    p.add_argument("instance_id")
+    p.add_argument("name", help="the query's name")
+    p.add_argument("args", nargs="*", metavar="JSON", help="the handler's arguments, as JSON")
+    p.add_argument(
+        "--app", type=_load_registry, required=True, metavar="MODULE:ATTRIBUTE",
+        help="the registry with the workflow's code (a replay of its log answers)",
+    )  # fmt: skip
     for name, run, what in (
         ("suspend", v.suspend, "pause an instance: events wait until it resumes"),
         ("resume", v.resume, "resume a suspended instance"),
@@ -457,7 +466,7 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 # exit codes: 0 ok, 1 a failed workflow (or any other error), 2 bad usage, 3 not found
-_USAGE = (v.UsageError, InvalidInstanceIdError, UnknownWorkflowError)
+_USAGE = (v.UsageError, InvalidInstanceIdError, UnknownWorkflowError, UnknownQueryError)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "history",
     "list_instances",
     "purge",
+    "query",
     "raise_event",
     "rerun",
     "resume",
@@ -133,6 +134,20 @@ async def raise_event(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         await client.get_handle(args.instance_id).raise_event(args.event, data)
     print(f"raised {args.event!r} on {args.instance_id}")
+    return OK
+
+
+async def query(args: argparse.Namespace) -> int:
+    """Ask an instance's query handler; print its answer as JSON. Answered by a replay
+    of the instance's log here, so the workflow's code (``--app``) is needed."""
+    values = [_payload(text, "a query argument") for text in args.args]
+    async with Client(
+        args.store,
+        storage_options=dict(getattr(args, "storage_option", [])) or None,
+        registry=args.app,
+    ) as client:
+        answer = await client.get_handle(args.instance_id).query(args.name, *values)
+    print(msgspec.json.encode(answer).decode())
     return OK
 
 
