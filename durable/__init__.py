@@ -30,7 +30,10 @@ from ._errors import (
     StoreError,
     TimeoutError,
     UnknownQueryError,
+    UnknownUpdateError,
     UnknownWorkflowError,
+    UpdateFailedError,
+    UpdateRejectedError,
     WorkflowFailed,
 )
 from ._fleet._leases import Fleet
@@ -72,7 +75,10 @@ __all__ = [
     "SystemClock",
     "TimeoutError",
     "UnknownQueryError",
+    "UnknownUpdateError",
     "UnknownWorkflowError",
+    "UpdateFailedError",
+    "UpdateRejectedError",
     "WorkflowContext",
     "WorkflowFailed",
     "WorkflowHandle",

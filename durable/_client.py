@@ -22,6 +22,8 @@ from ._core._events import (
     NULL,
     EventRaised,
     HistoryEvent,
+    UpdateCompleted,
+    UpdateRequested,
     WorkflowCancelRequested,
     WorkflowResumed,
     WorkflowStarted,
@@ -32,16 +34,18 @@ from ._core._failure import FailureDetails
 from ._core._queries import answer_query
 from ._core._replay import WorkflowRun
 from ._core._state import WorkflowState, WorkflowStatus
+from ._core._updates import validate
 from ._engine._executor import LocalExecutor
 from ._errors import (
     InstanceExistsError,
     InstanceNotFoundError,
     StoreError,
     UnknownWorkflowError,
+    UpdateFailedError,
     WorkflowFailed,
 )
 from ._fleet._partitions import partition_of, read_config
-from ._ids import IdSource, validate_instance_id
+from ._ids import IdSource, validate_instance_id, validate_key
 from ._log._instances import (
     Created,
     create_instance,
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
 
     from ._engine import Engine
     from ._engine._executor import Executor
+    from ._log._reader import RunLog
     from ._registry import Registry
 
 __all__ = ["Client", "WorkflowHandle"]
@@ -70,6 +75,7 @@ T = TypeVar("T")
 
 _SEND_ATTEMPTS = 5  # tries of one inbox write, under one message id
 _SEND_BACKOFF = timedelta(seconds=0.2)
+_ENDED = FailureDetails("Ended", "the workflow ended before the update completed")
 _START_WITH_EVENT_ATTEMPTS = 8  # rounds of start-or-send while others start and end it
 
 
@@ -429,10 +435,50 @@ class Client:
             answer = await self._query_replayed(instance_id, name, raw)
         return self._decode(answer)
 
+    async def _start_update(
+        self, instance_id: str, name: str, arg: Any, update_id: str | None
+    ) -> str:
+        update_id = self.ids.instance_id() if update_id is None else update_id
+        validate_key(update_id, "update id")
+        raw = Raw(self.codec.encode(arg))
+        loaded = await load_existing(self.store, instance_id)
+        if any(_names_update(e, update_id) for e in loaded.history):
+            return update_id  # asked before (a retry): its one outcome is on its way
+        engine = self._engine
+        if engine is None or not engine.validate_resident(instance_id, name, raw):
+            await self._replayed(instance_id, loaded, lambda run: validate(run, name, raw))
+        event = UpdateRequested(update_id=update_id, name=name, input=raw)
+        if not await self._send(instance_id, event, msg_id=f"u-{update_id}"):
+            raise UpdateFailedError(instance_id, update_id, _ENDED)
+        return update_id
+
+    async def _update_result(self, instance_id: str, update_id: str) -> Any:
+        while True:
+            committed = None if self._engine is None else self._engine.commit_event(instance_id)
+            loaded = await load_existing(self.store, instance_id)
+            for event in loaded.history:
+                if type(event) is UpdateCompleted and event.update_id == update_id:
+                    if event.failure is not None:
+                        raise UpdateFailedError(instance_id, update_id, event.failure)
+                    return self._decode(event.result)
+            if loaded.status.is_terminal:
+                raise UpdateFailedError(instance_id, update_id, _ENDED)
+            if committed is not None:
+                await committed.wait()  # the instance's next commit here
+            else:
+                later = self.clock.now() + timedelta(seconds=self.poll_interval)
+                await self.clock.sleep_until(later)
+
     async def _query_replayed(self, instance_id: str, name: str, args: Raw) -> Raw:
         """Answer a query by replaying the instance's current run from the log here."""
-        executor = self._executor()
         loaded = await load_existing(self.store, instance_id)
+        return await self._replayed(instance_id, loaded, lambda run: answer_query(run, name, args))
+
+    async def _replayed(
+        self, instance_id: str, loaded: RunLog, read: Callable[[WorkflowRun], T]
+    ) -> T:
+        """``read`` the instance's current run, replayed from ``loaded`` here."""
+        executor = self._executor()
         if executor is None:
             raise UnknownWorkflowError(
                 f"no process holds {instance_id!r} here, and this client has no registry "
@@ -442,11 +488,13 @@ class Client:
         try:
             if not isinstance(run, WorkflowRun):
                 raise UnknownWorkflowError(f"{loaded.started.name!r} runs on remote workers")
-            return answer_query(run, name, args)
+            return read(run)
         finally:
             run.close()
 
-    async def _send(self, instance_id: str, event: HistoryEvent) -> bool:
+    async def _send(
+        self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
+    ) -> bool:
         """Send ``event`` to the start the instance's current run belongs to: only its
         runs apply it. If that run has ended, nothing is sent (False): a later start
         under the id never takes it (Durable Task drops an event for an ended instance
@@ -463,8 +511,8 @@ class Client:
                 to, ended = await current_start(self.store, instance_id)  # raises if absent
                 if ended:
                     return False
-            now_ns = int(self.clock.now().timestamp() * 1e9)
-            msg_id = self.ids.message_id(now_ns)
+            if msg_id is None:
+                msg_id = self.ids.message_id(int(self.clock.now().timestamp() * 1e9))
             message = await self._write_message(instance_id, msg_id, event, to)
             if engine is not None:
                 await self._retried(partial(engine.announce_message, instance_id, message, seen))
@@ -608,7 +656,34 @@ class WorkflowHandle(Generic[T]):
         if the handler raised or tried to change the workflow."""
         return await self._client._query(self.instance_id, name, args)
 
+    async def update(self, name: str, arg: Any = None, *, update_id: str | None = None) -> Any:
+        """Deliver update ``name`` with ``arg`` durably; its handler's result.
+
+        The validator runs first (``UpdateRejectedError``: nothing written). An accepted
+        update is in history and runs once per ``update_id`` (one is made when none is
+        given): after an unclear failure, call again with the same id to get the
+        outcome of the one update. ``UpdateFailedError`` if its handler raised,
+        ``UnknownUpdateError`` for a name without a handler."""
+        update_id = await self.start_update(name, arg, update_id=update_id)
+        return await self.update_result(update_id)
+
+    async def start_update(
+        self, name: str, arg: Any = None, *, update_id: str | None = None
+    ) -> str:
+        """Validate and deliver an update, without waiting for its outcome; its id."""
+        return await self._client._start_update(self.instance_id, name, arg, update_id)
+
+    async def update_result(self, update_id: str) -> Any:
+        """Wait for the outcome of update ``update_id``: its result, or
+        ``UpdateFailedError``."""
+        return await self._client._update_result(self.instance_id, update_id)
+
     async def history(self) -> list[HistoryEvent]:
         """The events of the current run, each with ``event_id`` and ``timestamp``."""
         run = await load_existing(self._client.store, self.instance_id)
         return run.history
+
+
+def _names_update(event: HistoryEvent, update_id: str) -> bool:
+    """Whether ``event`` is the request or the outcome of update ``update_id``."""
+    return type(event) in (UpdateRequested, UpdateCompleted) and event.update_id == update_id  # type: ignore[union-attr]

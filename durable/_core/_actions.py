@@ -13,6 +13,7 @@ from ._failure import FailureDetails
 __all__ = [
     "Action",
     "CancelTask",
+    "CompleteUpdate",
     "CompleteWorkflow",
     "ContinueAsNew",
     "FailWorkflow",
@@ -72,6 +73,14 @@ class SendEvent(msgspec.Struct, frozen=True):
     input: Raw
 
 
+class CompleteUpdate(msgspec.Struct, frozen=True):
+    """Record the outcome of update ``update_id``: its handler's result, or failure."""
+
+    update_id: str
+    result: Raw = NULL
+    failure: FailureDetails | None = None
+
+
 class RecordPatch(msgspec.Struct, frozen=True):
     """Record that this run takes the patched path of ``patch_id``."""
 
@@ -102,6 +111,7 @@ Action = (
     | StartTimer
     | StartChildWorkflow
     | SendEvent
+    | CompleteUpdate
     | RecordPatch
     | CancelTask
     | CompleteWorkflow

@@ -158,6 +158,28 @@ class WorkflowContext:
         self._run.not_in_query("set the custom status")
         self._run.custom_status = Raw(self._run.codec.encode(value))
 
+    def set_update_handler(
+        self,
+        name: str,
+        handler: Callable[[Any], Awaitable[Any]],
+        *,
+        validator: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Run ``await handler(arg)`` for each ``await handle.update(name, arg)``.
+
+        ``validator(arg)``, a plain function like a query handler, runs first where the
+        caller asks, on the state of the last committed turn: if it raises, the update
+        is rejected (``UpdateRejectedError``) and nothing is written. An accepted update
+        is in history and runs once per update id, as a task of the workflow: it may
+        await activities, timers, anything. Its result (or error) goes to the caller."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"an update name must be a non-empty str, not {name!r}")
+        if not callable(handler) or (validator is not None and not callable(validator)):
+            raise InvalidArgumentError(f"the update handler of {name!r} must be callable")
+        from ._updates import UpdateHandler
+
+        self._run.update_handlers[name] = UpdateHandler(handler, validator)
+
     def set_query_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
         """Answer query ``name`` (``await handle.query(name, *args)``) with
         ``handler(*args)``: a plain function that reads the workflow's state. It runs on

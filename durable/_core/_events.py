@@ -39,6 +39,8 @@ __all__ = [
     "TimerCreated",
     "TimerFired",
     "TurnStarted",
+    "UpdateCompleted",
+    "UpdateRequested",
     "WorkflowCancelRequested",
     "WorkflowCompleted",
     "WorkflowErrored",
@@ -238,6 +240,24 @@ class EventSent(Event, frozen=True, tag="event_sent"):
     message_id: str = ""
 
 
+class UpdateRequested(Event, frozen=True, tag="update_requested"):
+    """An update was accepted (its validator passed where the caller asked): the run
+    calls its handler ``name`` with ``input``. One ``update_id`` is applied once per run:
+    a second request with it (a caller's retry) is recorded and ignored."""
+
+    update_id: str
+    name: str
+    input: Raw = NULL
+
+
+class UpdateCompleted(Event, frozen=True, tag="update_completed"):
+    """The handler of update ``update_id`` returned ``result``, or raised (``failure``)."""
+
+    update_id: str
+    result: Raw = NULL
+    failure: FailureDetails | None = None
+
+
 class PatchApplied(Event, frozen=True, tag="patch_applied"):
     """The run took the new path of ``ctx.patched(patch_id)`` (first reached live)."""
 
@@ -319,6 +339,8 @@ HistoryEvent = (
     | ChildWorkflowErrored
     | EventRaised
     | EventSent
+    | UpdateRequested
+    | UpdateCompleted
     | PatchApplied
     | TaskCancelled
     | WorkflowCancelRequested

@@ -25,6 +25,7 @@ from durable._errors import (
     WorkflowFailed,
 )
 
+from . import _updates
 from ._actions import (
     Action,
     CancelTask,
@@ -58,6 +59,8 @@ from ._events import (
     TimerCreated,
     TimerFired,
     TurnStarted,
+    UpdateCompleted,
+    UpdateRequested,
     WorkflowCancelRequested,
     WorkflowCompleted,
     WorkflowErrored,
@@ -75,6 +78,7 @@ if TYPE_CHECKING:
     from durable._registry import Registry, WorkflowDefinition
 
     from ._codec import PayloadCodec
+    from ._updates import UpdateHandler
 
 __all__ = ["ContinueAsNewSignal", "WorkflowRun", "describe"]
 
@@ -139,7 +143,7 @@ _FINAL_TYPES: dict[type, type] = {
 # replay, what its code decided in the turn a suspend arrived in (recorded after it)
 _NOT_HELD = frozenset(
     {WorkflowResumed, WorkflowSuspended, WorkflowTerminated, ExecutionTimedOut, TurnStarted,
-     PatchApplied, TaskCancelled, *_SCHEDULING_TYPES, *_FINAL_TYPES}
+     PatchApplied, TaskCancelled, UpdateCompleted, *_SCHEDULING_TYPES, *_FINAL_TYPES}
 )  # fmt: skip
 
 
@@ -191,6 +195,8 @@ class WorkflowRun:
         self._patch_keys = itertools.count(-1, -1)  # keys of RecordPatch, CancelTask in _pending
         self.query_handlers: dict[str, Callable[..., Any]] = {}  # set by the code, by name
         self.querying: str | None = None  # the query whose handler runs now (see _queries)
+        self.update_handlers: dict[str, UpdateHandler] = {}  # set by the code (see _updates)
+        self.update_ids: set[str] = set()  # the updates this run has taken
 
     # -- feeding events -------------------------------------------------------------
 
@@ -528,6 +534,18 @@ class WorkflowRun:
         if self.querying is not None:
             raise QueryFailedError(self.instance_id, self.querying, f"its handler tried to {what}")
 
+    def record(self, action: Action) -> None:
+        """Record an action that names what it is about itself (no task id)."""
+        self._pending[next(self._patch_keys)] = action
+
+    def take_recorded(self, matches: Callable[[Action], bool]) -> bool:
+        """Take the first recorded action that ``matches``; whether there was one."""
+        for key, action in self._pending.items():
+            if matches(action):
+                del self._pending[key]
+                return True
+        return False
+
     def cancel_op(self, task_id: int) -> None:
         """The code cancelled operation ``task_id``: no outcome of it is applied any more,
         and the cancellation is recorded (an operation scheduled in this same turn is
@@ -631,6 +649,8 @@ _HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
     EventRaised: WorkflowRun._on_event_raised,
     PatchApplied: WorkflowRun._on_patch_applied,
     TaskCancelled: WorkflowRun._on_task_cancelled,
+    UpdateRequested: _updates.requested,
+    UpdateCompleted: _updates.completed,
     WorkflowCancelRequested: WorkflowRun._on_cancel_requested,
     ExecutionTimedOut: WorkflowRun._on_timed_out,
     WorkflowSuspended: WorkflowRun._on_suspended,

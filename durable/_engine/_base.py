@@ -172,6 +172,7 @@ class _EngineBase:
         self._stale_meta: dict[str, _Instance] = {}  # ended, but their meta write failed
         self._handovers: dict[str, Handover] = {}  # instances whose inbox read is under way
         self._outbox: dict[str, list[EventSent]] = {}  # per sender: sent, not posted yet
+        self._commit_waiters: dict[str, anyio.Event] = {}  # callers waiting for a commit
 
     def configure(self, partitions: int, leases: Leases | None = None) -> None:
         """Before :meth:`run`: the store's partition count, and this process's leases

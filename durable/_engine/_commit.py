@@ -93,6 +93,8 @@ class _Commits(_EngineBase):
             self._observe.committed(inst.id, inst.started, inst.status, record)
         inst.seq = record.seq
         inst.next_event_id += len(record.events)
+        if (waiting := self._commit_waiters.pop(inst.id, None)) is not None:
+            waiting.set()
         inst.consumed.update(record.consumed)
         inst.received.update(watermarks([*inst.received.values(), *record.consumed]))
         custom_changed = inst.custom_status != record.custom_status

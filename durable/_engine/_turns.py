@@ -9,6 +9,7 @@ import msgspec
 from durable._core._actions import (
     Action,
     CancelTask,
+    CompleteUpdate,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -30,6 +31,7 @@ from durable._core._events import (
     TaskCancelled,
     TimerCreated,
     TurnStarted,
+    UpdateCompleted,
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowStarted,
@@ -415,6 +417,11 @@ class _Turns(_EngineBase):
                         trace_parent=""
                         if self._observe is None
                         else self._observe.child_trace_parent(inst.id, inst.started),
+                    )  # fmt: skip
+                case CompleteUpdate():
+                    event = UpdateCompleted(
+                        event_id=event_id, timestamp=now, update_id=action.update_id,
+                        result=action.result, failure=action.failure,
                     )  # fmt: skip
                 case SendEvent():
                     event = EventSent(

@@ -95,6 +95,7 @@ from betterproto.lib.google.protobuf import Timestamp
 from durable._core._actions import (
     Action,
     CancelTask,
+    CompleteUpdate,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -122,6 +123,8 @@ from durable._core._events import (
     TimerCreated,
     TimerFired,
     TurnStarted,
+    UpdateCompleted,
+    UpdateRequested,
     WorkflowCancelRequested,
     WorkflowCompleted,
     WorkflowErrored,
@@ -401,6 +404,8 @@ def event_to_ms(
             out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case UpdateRequested() | UpdateCompleted():
+            return None  # not carried: the protocol has no updates
         case _:
             assert_never(event)
     return out
@@ -550,6 +555,8 @@ def event_to_dapr(
             out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case UpdateRequested() | UpdateCompleted():
+            return None  # not carried: the protocol has no updates
         case _:
             assert_never(event)
     return out
@@ -816,8 +823,8 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_ms(action.carryover),
             )
-        case RecordPatch() | CancelTask():
-            return None  # not carried: the protocol has no cancellation of tasks
+        case RecordPatch() | CancelTask() | CompleteUpdate():
+            return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
     return ms.OrchestratorAction(id=-1, complete_orchestration=end)
@@ -878,8 +885,8 @@ def action_to_dapr(
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_dapr(action.carryover),
             )
-        case RecordPatch() | CancelTask():
-            return None  # not carried: the protocol has no cancellation of tasks
+        case RecordPatch() | CancelTask() | CompleteUpdate():
+            return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
     return dapr.WorkflowAction(id=-1, complete_workflow=end)

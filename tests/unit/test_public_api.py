@@ -15,7 +15,8 @@ EXPECTED = {
     "NonDeterminismError", "PayloadCodec", "QueryFailedError",
     "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreConfigError", "StoreError",
     "SystemClock",
-    "TimeoutError", "UnknownQueryError", "UnknownWorkflowError", "WorkflowContext",
+    "TimeoutError", "UnknownQueryError", "UnknownUpdateError", "UnknownWorkflowError",
+    "UpdateFailedError", "UpdateRejectedError", "WorkflowContext",
     "WorkflowFailed",
     "WorkflowHandle", "WorkflowState", "WorkflowStatus",
 }  # fmt: skip
