@@ -176,14 +176,11 @@ class _Activities(_EngineBase):
                 )
             )
         finally:
-            running.disarm(self._timers)
+            if timeouts is not None:
+                running.disarm(self._timers)
             if self._attempts.get(key) is running:
                 del self._attempts[key]
-        if running.cancelled:
-            outcome = None
-        else:
-            outcome = running.timed_out() or outcome
-            assert outcome is not None, "an attempt ends with an outcome or stopped"
+        outcome = running.outcome(outcome)
         if running.unwritten:
             await running.finish(failed=type(outcome) is not ActivityCompleted)
         return outcome

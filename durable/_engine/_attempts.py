@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from durable._core._events import ActivityErrored
+from durable._core._events import ActivityCompleted, ActivityErrored
 from durable._core._failure import timeout_failure
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class RunningAttempt:
     async def run(self, attempt: Awaitable[_T]) -> _T | None:
         """Await the attempt's code; None if :meth:`stop` or :meth:`cancel` stopped it
         (a cancellation of the task from anywhere else propagates)."""
-        if self.halted:
+        if self.stopped is not None or self.cancelled:
             attempt.close()  # type: ignore[attr-defined]
             return None
         task = self.task = asyncio.current_task()
@@ -156,9 +156,16 @@ class RunningAttempt:
                 queue.discard(entry)
             self.timers.clear()
 
-    def timed_out(self) -> ActivityErrored | None:
-        """The outcome of an attempt that a timeout stopped (None if none did)."""
-        if self.stopped is None or self.cancelled:
+    def outcome(
+        self, returned: ActivityCompleted | ActivityErrored | None
+    ) -> ActivityCompleted | ActivityErrored | None:
+        """What the ended attempt delivers: None if its operation was cancelled, the
+        timeout's failure if one stopped it, else what its code returned."""
+        if self.cancelled:
             return None
-        kind, limit = self.stopped
-        return ActivityErrored(task_id=self.scheduled.task_id, failure=timeout_failure(kind, limit))
+        if self.stopped is not None:
+            kind, limit = self.stopped
+            failure = timeout_failure(kind, limit)
+            return ActivityErrored(task_id=self.scheduled.task_id, failure=failure)
+        assert returned is not None, "an attempt ends with an outcome or stopped"
+        return returned
