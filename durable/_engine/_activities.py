@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
@@ -169,13 +170,19 @@ class _Activities(_EngineBase):
         if timeouts is not None:
             running.arm(self._timers, timeouts, self.clock.now())
         self._attempts[key] = running
+        outcome = None
         try:
-            outcome = await running.run(
-                self.executor.run_activity(
-                    instance_id, workflow_name, scheduled, control=running.control
-                )
-            )
+            if not running.halted:  # the attempt's task, cancelled to stop it (see halt)
+                task = running.task = asyncio.current_task()
+                try:
+                    outcome = await self.executor.run_activity(
+                        instance_id, workflow_name, scheduled, control=running.control
+                    )
+                except asyncio.CancelledError:
+                    if not running.halted or task is None or task.uncancel() > 0:
+                        raise  # not this attempt's stop: the worker is cancelled
         finally:
+            running.task = None
             if timeouts is not None:
                 running.disarm(self._timers)
             if self._attempts.get(key) is running:

@@ -14,24 +14,22 @@ an attempt that ends first discards its entries.
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from durable._core._events import ActivityCompleted, ActivityErrored
+from durable._core._events import ActivityErrored
 from durable._core._failure import timeout_failure
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    import asyncio
+    from collections.abc import Callable
     from datetime import datetime, timedelta
 
     from durable._activity import Attempt
-    from durable._core._events import ActivityScheduled, ActivityTimeouts
+    from durable._core._events import ActivityCompleted, ActivityScheduled, ActivityTimeouts
 
     from ._timers import TimerQueue
 
 __all__ = ["RunningAttempt"]
-
-_T = TypeVar("_T")
 
 
 class RunningAttempt:
@@ -39,7 +37,8 @@ class RunningAttempt:
     entries, and why it was stopped (a timeout's kind and limit), if it was."""
 
     __slots__ = (
-        "_control", "_make", "cancelled", "instance_id", "scheduled", "stopped", "task", "timers",
+        "_control", "_make", "cancelled", "halted", "instance_id", "scheduled", "stopped",
+        "task", "timers",
     )  # fmt: skip
 
     def __init__(
@@ -56,6 +55,7 @@ class RunningAttempt:
         self.timers: dict[str, int] | None = None  # timeout kind -> timer queue entry
         self.stopped: tuple[str, timedelta] | None = None
         self.cancelled = False  # its operation was cancelled: its outcome goes nowhere
+        self.halted = False  # stopped by a timeout or cancelled
 
     def control(self) -> Attempt:
         """The attempt's control, made now if nothing asked for it before (already
@@ -124,30 +124,13 @@ class RunningAttempt:
             self._halt()
 
     def _halt(self) -> None:
+        """Stop the attempt: cancel its task (which the engine sets while the attempt's
+        code runs, and recognises the cancel by :attr:`halted`) and set its signal."""
+        self.halted = True
         if self.task is not None:  # first: an await on the signal then raises, not returns
             self.task.cancel()
         if self._control is not None:  # one made later starts cancelled
             self._control.cancel()
-
-    async def run(self, attempt: Awaitable[_T]) -> _T | None:
-        """Await the attempt's code; None if :meth:`stop` or :meth:`cancel` stopped it
-        (a cancellation of the task from anywhere else propagates)."""
-        if self.stopped is not None or self.cancelled:
-            attempt.close()  # type: ignore[attr-defined]
-            return None
-        task = self.task = asyncio.current_task()
-        try:
-            return await attempt
-        except asyncio.CancelledError:
-            if not self.halted or task is None or task.uncancel() > 0:
-                raise
-            return None
-        finally:
-            self.task = None
-
-    @property
-    def halted(self) -> bool:
-        return self.stopped is not None or self.cancelled
 
     def disarm(self, queue: TimerQueue) -> None:
         """The attempt ended: its pending timeout entries never fire."""
