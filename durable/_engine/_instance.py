@@ -139,6 +139,10 @@ def _child_of(inst: _Instance, scheduled: ChildWorkflowScheduled) -> ParentRef:
     return ParentRef(inst.id, scheduled.task_id, inst.started.run_id)
 
 
+# the events that may name a run of the instance: only these can be addressed elsewhere
+_RUN_ADDRESSED = frozenset({ChildWorkflowCompleted, ChildWorkflowErrored, WorkflowTerminated})
+
+
 def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
     """Whether ``event`` names a run that is not the instance's current one: a child's
     answer to another run of this parent, or a terminate for the children of another
