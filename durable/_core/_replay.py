@@ -131,6 +131,16 @@ class WorkflowRun:
     returns the actions the turn takes.
     """
 
+    # In slots: each event of each turn reads them, and CPython keeps at most 29
+    # attributes of an instance inline (beyond that, each read is a dict lookup).
+    __slots__ = (
+        "__dict__", "_buffered", "_checked_patches", "_final_matched", "_held",
+        "_history_patches", "_main_started", "_next_task_id", "_open", "_patch_keys",
+        "_pending", "_random", "_recorded_patches", "_released", "_scheduler", "_suspended",
+        "_turn_event_id", "_waiters", "codec", "ctx", "custom_status", "definition", "final",
+        "instance_id", "now", "registry", "replaying", "started", "terminated", "untaken",
+    )  # fmt: skip
+
     def __init__(
         self,
         instance_id: str,
