@@ -16,10 +16,12 @@ from ._core._state import WorkflowState, WorkflowStatus
 from ._engine._eviction import EvictionPolicy
 from ._errors import (
     ActivityFailed,
+    ActivityTimeoutError,
     DurableError,
     InstanceExistsError,
     InstanceNotFoundError,
     InstanceRunningError,
+    InvalidArgumentError,
     InvalidInstanceIdError,
     NonDeterminismError,
     SerializationError,
@@ -37,6 +39,7 @@ from ._runtime import Runtime
 __all__ = [
     "ActivityContext",
     "ActivityFailed",
+    "ActivityTimeoutError",
     "Client",
     "Clock",
     "DurableError",
@@ -47,6 +50,7 @@ __all__ = [
     "InstanceExistsError",
     "InstanceNotFoundError",
     "InstanceRunningError",
+    "InvalidArgumentError",
     "InvalidInstanceIdError",
     "JsonCodec",
     "Memo",

@@ -5,11 +5,13 @@ Every error the library raises on purpose derives from :class:`DurableError`::
     DurableError
     ├── WorkflowFailed            awaiting a workflow that ended in failure
     ├── ActivityFailed            awaiting an activity that failed (after its retries)
+    │   └── ActivityTimeoutError  an activity attempt, or all of them, ran out of time
     ├── NonDeterminismError       replayed code no longer matches its history
     ├── TimeoutError              a wait ran out of time (also a builtin TimeoutError)
     ├── InstanceExistsError       starting an id that is taken
     ├── InstanceNotFoundError     naming an id that does not exist (also a LookupError)
     ├── InvalidInstanceIdError    an id or key that cannot become an object key (also ValueError)
+    ├── InvalidArgumentError      an argument out of range: a timeout <= 0 (also ValueError)
     ├── UnknownWorkflowError      a workflow or activity name nobody registered (also LookupError)
     ├── SerializationError        a payload that cannot be encoded or decoded (also TypeError)
     ├── LifecycleError            internal: an instance moved in a way its lifecycle forbids
@@ -29,10 +31,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ActivityFailed",
+    "ActivityTimeoutError",
     "DurableError",
     "InstanceExistsError",
     "InstanceNotFoundError",
     "InstanceRunningError",
+    "InvalidArgumentError",
     "InvalidInstanceIdError",
     "NonDeterminismError",
     "ObjectExistsError",
@@ -85,6 +89,16 @@ class ActivityFailed(DurableError):
         self.failure = failure
 
 
+class ActivityTimeoutError(ActivityFailed):
+    """Raised inside a workflow when an activity ran out of time: ``timeout`` names which
+    limit passed (``"start_to_close"``, ``"heartbeat"`` or ``"schedule_to_close"``)."""
+
+    def __init__(self, name: str, task_id: int, failure: FailureDetails) -> None:
+        super().__init__(name, task_id, failure)
+        self.timeout = failure.message.partition(" ")[0]
+        """Which timeout fired: the first word of the recorded message."""
+
+
 class NonDeterminismError(DurableError):
     """Raised when replayed workflow code does something its history does not hold.
 
@@ -134,6 +148,10 @@ class InstanceNotFoundError(DurableError, LookupError):
 
 class InvalidInstanceIdError(DurableError, ValueError):
     """Raised when an instance id or memo key cannot safely become an object key."""
+
+
+class InvalidArgumentError(DurableError, ValueError):
+    """Raised when an argument is out of its range (a timeout that is not positive)."""
 
 
 class UnknownWorkflowError(DurableError, LookupError):

@@ -194,6 +194,22 @@ async def _sidecar(args: argparse.Namespace) -> None:
     print("durable sidecar stopped", flush=True)
 
 
+async def _ui(args: argparse.Namespace) -> None:
+    try:
+        from .console import serve  # the ui extra: Starlette, uvicorn, Jinja2
+    except ImportError as err:
+        raise SystemExit(f'durable: the console needs pip install "durable[ui]" ({err})') from None
+
+    def ready(url: str) -> None:
+        print(f"durable ui listening on {url}", flush=True)
+
+    await serve(
+        args.store, listen=args.listen, api_token=args.api_token, memo_prefix=args.prefix,
+        storage_options=dict(args.storage_option) or None, ready=ready, stop_on_signals=True,
+    )  # fmt: skip
+    print("durable ui stopped", flush=True)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="durable", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -284,6 +300,14 @@ def _parser() -> argparse.ArgumentParser:
         "the store)",
     )
     storage_and_fleet(p, None)
+    p = command("ui", _ui, "serve the web console: instances, histories and actions")
+    p.add_argument("--listen", default="127.0.0.1:8233", help="HOST:PORT (127.0.0.1:8233)")
+    p.add_argument("--api-token", help="require this token for every page and action")
+    p.add_argument("--prefix", default="memo", help="memo key prefix (memo)")
+    p.add_argument(
+        "-o", "--storage-option", type=_storage_option, action="append", default=[],
+        metavar="KEY=VALUE", help="passed to the store (repeatable)",
+    )  # fmt: skip
     return parser
 
 

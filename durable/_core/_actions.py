@@ -7,7 +7,7 @@ from datetime import datetime
 import msgspec
 from msgspec import Raw
 
-from ._events import NULL, EventRaised
+from ._events import NULL, ActivityTimeouts, EventRaised
 from ._failure import FailureDetails
 
 __all__ = [
@@ -32,6 +32,7 @@ class ScheduleActivity(msgspec.Struct, frozen=True):
     attempt: int
     step: int
     execution_id: str = ""
+    timeouts: ActivityTimeouts | None = None
 
 
 class StartTimer(msgspec.Struct, frozen=True):

@@ -9,18 +9,26 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 from msgspec import Raw
 
-from durable._errors import ActivityFailed, TimeoutError, WorkflowFailed
+from durable._errors import (
+    ActivityFailed,
+    ActivityTimeoutError,
+    InvalidArgumentError,
+    TimeoutError,
+    WorkflowFailed,
+)
 
 from ._actions import ScheduleActivity, StartChildWorkflow, StartTimer
+from ._events import ActivityTimeouts
+from ._failure import timeout_failure
 from ._futures import DurableFuture
 
 if TYPE_CHECKING:
     import random
-    from datetime import datetime, timedelta
 
     from ._replay import WorkflowRun
     from ._retry import RetryPolicy
@@ -28,6 +36,33 @@ if TYPE_CHECKING:
 __all__ = ["WorkflowContext"]
 
 T = TypeVar("T")
+
+
+def positive(value: timedelta | None, what: str) -> timedelta | None:
+    """``value`` if it is None or a positive ``timedelta``; else ``InvalidArgumentError``."""
+    if value is None:
+        return None
+    if not isinstance(value, timedelta):
+        raise InvalidArgumentError(f"{what} must be a datetime.timedelta, not {value!r}")
+    if value <= timedelta(0):
+        raise InvalidArgumentError(f"{what} must be positive, not {value}")
+    return value
+
+
+def _timeouts(
+    now: datetime,
+    start_to_close: timedelta | None,
+    schedule_to_close: timedelta | None,
+    heartbeat: timedelta | None,
+) -> ActivityTimeouts | None:
+    """An activity call's time limits, checked; None when it has none."""
+    start_to_close = positive(start_to_close, "start_to_close_timeout")
+    schedule_to_close = positive(schedule_to_close, "schedule_to_close_timeout")
+    heartbeat = positive(heartbeat, "heartbeat_timeout")
+    if start_to_close is None and schedule_to_close is None and heartbeat is None:
+        return None
+    close_by = now + schedule_to_close if schedule_to_close is not None else None
+    return ActivityTimeouts(start_to_close, heartbeat, schedule_to_close, close_by)
 
 
 class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -121,14 +156,31 @@ class WorkflowContext:
         input: Any = None,
         *,
         retry: RetryPolicy | None = None,
+        start_to_close_timeout: timedelta | None = None,
+        schedule_to_close_timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> DurableFuture[T]: ...
     @overload
     def call_activity(
-        self, activity: Callable[..., T], input: Any = None, *, retry: RetryPolicy | None = None
+        self,
+        activity: Callable[..., T],
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+        start_to_close_timeout: timedelta | None = None,
+        schedule_to_close_timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> DurableFuture[T]: ...
     @overload
     def call_activity(
-        self, activity: str, input: Any = None, *, retry: RetryPolicy | None = None
+        self,
+        activity: str,
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+        start_to_close_timeout: timedelta | None = None,
+        schedule_to_close_timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> DurableFuture[Any]: ...
     def call_activity(
         self,
@@ -136,41 +188,78 @@ class WorkflowContext:
         input: Any = None,
         *,
         retry: RetryPolicy | None = None,
+        start_to_close_timeout: timedelta | None = None,
+        schedule_to_close_timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> DurableFuture[Any]:
-        """Schedule an activity; await the result. Retries follow ``retry``."""
+        """Schedule an activity; await the result. Retries follow ``retry``.
+
+        ``start_to_close_timeout`` bounds each attempt and ``heartbeat_timeout`` the time
+        between its heartbeats (an attempt that outlives either fails, retryably, with
+        ``ActivityTimeoutError``); ``schedule_to_close_timeout`` bounds every attempt and
+        backoff together. Timeouts are durable timers on the runtime's Clock.
+        """
         run = self._run
         name = run.registry.name_of(activity, "activity")
         definition = run.registry.activities.get(name)
         output_type = definition.output_type if definition is not None else Any
+        timeouts = _timeouts(
+            run.now, start_to_close_timeout, schedule_to_close_timeout, heartbeat_timeout
+        )
         raw = Raw(run.codec.encode(input))
         if retry is None:
-            return self._schedule_activity(name, raw, 1, -1, output_type)[1]
-        return run.spawn(self._activity_with_retry(name, raw, retry, output_type))
+            return self._schedule_activity(name, raw, 1, -1, output_type, timeouts)[1]
+        return run.spawn(self._activity_with_retry(name, raw, retry, output_type, timeouts))
 
     def _schedule_activity(
-        self, name: str, raw: Raw, attempt: int, step: int, output_type: Any
+        self,
+        name: str,
+        raw: Raw,
+        attempt: int,
+        step: int,
+        output_type: Any,
+        timeouts: ActivityTimeouts | None = None,
     ) -> tuple[int, DurableFuture[Any], int]:
         run = self._run
         task_id = run.next_task_id()
         future: DurableFuture[Any] = DurableFuture()
         if step < 0:  # a first attempt: numbered above every earlier run's steps
             step = task_id + (run.started.step_base if run.started is not None else 0)
-        action = ScheduleActivity(task_id, name, raw, attempt, step)
+        action = ScheduleActivity(task_id, name, raw, attempt, step, timeouts=timeouts)
         run.schedule(action, future, name, output_type)
         return task_id, future, step
 
     async def _activity_with_retry(
-        self, name: str, raw: Raw, retry: RetryPolicy, output_type: Any
+        self,
+        name: str,
+        raw: Raw,
+        retry: RetryPolicy,
+        output_type: Any,
+        timeouts: ActivityTimeouts | None,
     ) -> Any:
         attempt, step = 1, -1
         while True:
-            _, future, step = self._schedule_activity(name, raw, attempt, step, output_type)
+            task_id, future, step = self._schedule_activity(
+                name, raw, attempt, step, output_type, timeouts
+            )
             try:
                 return await future
+            except ActivityTimeoutError as failed:
+                if failed.timeout == "schedule_to_close" or not retry.should_retry(
+                    attempt, failed.failure
+                ):
+                    raise
             except ActivityFailed as failed:
                 if not retry.should_retry(attempt, failed.failure):
                     raise
-            await self._timer(self._run.now + retry.delay(attempt), "retry")
+            wake = self._run.now + retry.delay(attempt)
+            close_by = timeouts.close_by if timeouts is not None else None
+            if close_by is not None and wake >= close_by:  # no time for another attempt
+                assert timeouts is not None
+                assert timeouts.schedule_to_close is not None
+                failure = timeout_failure("schedule_to_close", timeouts.schedule_to_close)
+                raise ActivityTimeoutError(name, task_id, failure)
+            await self._timer(wake, "retry")
             attempt += 1
 
     @overload

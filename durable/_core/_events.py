@@ -9,7 +9,7 @@ that knows their type decodes them.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 from msgspec import Raw
@@ -23,6 +23,7 @@ __all__ = [
     "ActivityCompleted",
     "ActivityErrored",
     "ActivityScheduled",
+    "ActivityTimeouts",
     "ChildWorkflowCompleted",
     "ChildWorkflowErrored",
     "ChildWorkflowScheduled",
@@ -101,10 +102,23 @@ class TurnStarted(Event, frozen=True, tag="turn_started"):
     """A turn began; its timestamp is what ``ctx.now()`` returns during the turn."""
 
 
+class ActivityTimeouts(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The time limits of one activity call. ``start_to_close`` bounds each attempt,
+    ``heartbeat`` the time between two heartbeats of an attempt; ``close_by`` (the first
+    attempt's schedule time plus ``schedule_to_close``) bounds every attempt and backoff
+    together."""
+
+    start_to_close: timedelta | None = None
+    heartbeat: timedelta | None = None
+    schedule_to_close: timedelta | None = None
+    close_by: datetime | None = None
+
+
 class ActivityScheduled(Event, frozen=True, tag="activity_scheduled"):
     """The workflow asked for an activity. ``step`` is the task id of the first
     attempt, shared by its retries; ``execution_id`` a remote worker's id for the call
-    (Dapr's ``taskExecutionId``), empty for durable's own workers."""
+    (Dapr's ``taskExecutionId``), empty for durable's own workers; ``timeouts`` the
+    call's time limits, if any."""
 
     task_id: int
     name: str
@@ -112,6 +126,7 @@ class ActivityScheduled(Event, frozen=True, tag="activity_scheduled"):
     attempt: int = 1
     step: int = -1
     execution_id: str = ""
+    timeouts: ActivityTimeouts | None = None
 
 
 class ActivityCompleted(Event, frozen=True, tag="activity_completed"):

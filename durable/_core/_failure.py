@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import traceback
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from durable._errors import ActivityFailed, WorkflowFailed
+from durable._errors import ActivityFailed, ActivityTimeoutError, WorkflowFailed
 
-__all__ = ["FailureDetails", "failure_from_exception", "qualified_name"]
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+__all__ = ["FailureDetails", "failure_from_exception", "qualified_name", "timeout_failure"]
 
 
 class FailureDetails(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -54,6 +58,24 @@ def failure_from_exception(exc: BaseException) -> FailureDetails:
         type=qualified_name(cls),
         message=str(exc),
         stack_trace="".join(traceback.format_exception(exc)),
-        bases=tuple(qualified_name(base) for base in cls.__mro__[1:] if base is not object),
+        bases=_bases(cls),
         cause=failure_from_exception(exc.__cause__) if exc.__cause__ is not None else None,
     )
+
+
+def _bases(cls: type) -> tuple[str, ...]:
+    return tuple(qualified_name(base) for base in cls.__mro__[1:] if base is not object)
+
+
+def timeout_failure(kind: str, limit: timedelta) -> FailureDetails:
+    """The failure of an activity that ran out of time: an ``ActivityTimeoutError`` whose
+    message starts with the timeout's ``kind`` (what ``ActivityTimeoutError.timeout`` reads)."""
+    cls = ActivityTimeoutError
+    return FailureDetails(
+        type=qualified_name(cls), message=f"{kind} timeout of {limit} passed", bases=_bases(cls)
+    )
+
+
+def is_timeout(failure: FailureDetails) -> bool:
+    """Whether ``failure`` records an activity timeout."""
+    return failure.type == qualified_name(ActivityTimeoutError)

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec import Raw
 
-from durable._errors import ActivityFailed, NonDeterminismError, SerializationError, WorkflowFailed
+from durable._errors import (
+    ActivityFailed,
+    ActivityTimeoutError,
+    NonDeterminismError,
+    SerializationError,
+    WorkflowFailed,
+)
 
 from ._actions import (
     Action,
@@ -52,7 +58,7 @@ from ._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from ._failure import failure_from_exception
+from ._failure import failure_from_exception, is_timeout
 from ._futures import DurableFuture, Scheduler, WorkflowControl
 
 if TYPE_CHECKING:
@@ -115,11 +121,12 @@ _FINAL_TYPES: dict[type, type] = {
     ContinuedAsNew: ContinueAsNew,
 }
 
-# what a suspended run still takes: what ends the suspension, and, in replay, what its
-# code decided in the turn a suspend arrived in (recorded after the suspend)
+# what a suspended run still takes: what ends the suspension, another suspend (which
+# changes nothing: held, the resume would release it and suspend the run again), and, in
+# replay, what its code decided in the turn a suspend arrived in (recorded after it)
 _NOT_HELD = frozenset(
-    {WorkflowResumed, WorkflowTerminated, TurnStarted, PatchApplied, *_SCHEDULING_TYPES,
-     *_FINAL_TYPES}
+    {WorkflowResumed, WorkflowSuspended, WorkflowTerminated, TurnStarted, PatchApplied,
+     *_SCHEDULING_TYPES, *_FINAL_TYPES}
 )  # fmt: skip
 
 
@@ -393,7 +400,8 @@ class WorkflowRun:
 
     def _on_activity_errored(self, event: ActivityErrored) -> None:
         if (op := self._take_open(event.task_id)) is not None:
-            op.future.set_exception(ActivityFailed(op.name, event.task_id, event.failure))
+            cls = ActivityTimeoutError if is_timeout(event.failure) else ActivityFailed
+            op.future.set_exception(cls(op.name, event.task_id, event.failure))
 
     def _on_child_errored(self, event: ChildWorkflowErrored) -> None:
         if (op := self._take_open(event.task_id)) is not None:

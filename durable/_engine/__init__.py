@@ -17,7 +17,8 @@ One module per concern; :class:`Engine` puts the concerns together over one shar
 - ``_commit``: the commit of a turn and what follows it (a new run, the end, the meta);
 - ``_activities``: dispatching activities, timers and sub-workflows, activity attempts;
 - ``_children``: sub-workflows, telling parents, events between instances;
-- ``_inbox``: inboxes, wakeups and polling;
+- ``_inbox``: inboxes, wakeups and polling; ``_handover``: one sender's events in order
+  (nothing is handed to an instance at once while its inbox is read);
 - ``_recovery``: loading from the log, reloads, partitions taken and dropped;
 - ``_residency`` and ``_eviction``: which waiting instances stay in memory;
 - ``_timers``: the durable timer queue; ``_executor``: where workflow and activity code runs.

@@ -9,7 +9,10 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from durable._activity import Attempt, current_attempt
 from durable._core._events import (
+    ActivityCompleted,
+    ActivityErrored,
     ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,
@@ -17,6 +20,7 @@ from durable._core._events import (
     TimerFired,
 )
 
+from ._attempts import RunningAttempt
 from ._base import _CLAIM, _FAIR_STREAK, _EngineBase
 from ._instance import Pending, _ActivityWork, _child_of, _Instance
 from ._lifecycle import (
@@ -99,7 +103,7 @@ class _Activities(_EngineBase):
     async def _run_attempt(self, work: _ActivityWork) -> None:
         instance_id, workflow_name, run_start, scheduled = work
         try:
-            outcome = await self.executor.run_activity(instance_id, workflow_name, scheduled)
+            outcome = await self._attempt(instance_id, workflow_name, run_start, scheduled)
             copies = 1
             if self._hooks is not None:
                 await self._hooks.before_delivery(instance_id, outcome)
@@ -118,3 +122,39 @@ class _Activities(_EngineBase):
         finally:
             self._inflight.discard((instance_id, run_start, scheduled.task_id))
             self.busy_exit()
+
+    async def _attempt(
+        self, instance_id: str, workflow_name: str, run_start: int, scheduled: ActivityScheduled
+    ) -> ActivityCompleted | ActivityErrored:
+        """Run one attempt in its cancel scope, bounded by its timeouts."""
+        timeouts = scheduled.timeouts
+        control = Attempt(
+            self.clock, heartbeat_timeout=timeouts.heartbeat if timeouts else None,
+            memo_store=self.memo_store, instance_id=instance_id, step=scheduled.step,
+            spawn=self._spawn, on_wait=self._attempt_waits,
+        )  # fmt: skip
+        running = RunningAttempt(scheduled, control)
+        running.arm(self._timers, timeouts)
+        token = current_attempt.set(control)
+        outcome: ActivityCompleted | ActivityErrored | None = None
+        try:
+            with running.scope:
+                if running.stopped is None:
+                    outcome = await self.executor.run_activity(
+                        instance_id, workflow_name, scheduled
+                    )
+        finally:
+            current_attempt.reset(token)
+            running.disarm(self._timers)
+        outcome = running.timed_out() or outcome
+        assert outcome is not None, "an attempt ends with an outcome or stopped"
+        await control.finish(failed=type(outcome) is ActivityErrored)
+        return outcome
+
+    def _attempt_waits(self, waiting: bool) -> None:
+        """An attempt waits on its cancel signal (the runtime may count as idle, and a
+        mock clock skip to its timeouts), or stops waiting."""
+        if waiting:
+            self.busy_exit()
+        else:
+            self.busy_enter()

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from durable.store import ObjectStore
 
     from ._executor import Executor, TurnRunner
+    from ._handover import Handover
 
 
 __all__ = ["EngineHooks"]
@@ -128,7 +129,9 @@ class _EngineBase:
         executor: Executor | None = None,
     ) -> None:
         self.registry = registry
-        self.executor: Executor = executor or LocalExecutor(registry, codec, memo_store)
+        self.executor: Executor = executor or LocalExecutor(
+            registry, codec, memo_store, max_concurrent_activities=max_concurrent_activities
+        )
         self.ids = ids or IdSource()
         self._hooks = hooks
         self.memo_store = memo_store
@@ -166,6 +169,7 @@ class _EngineBase:
         self._partitions = 1
         self._leases: Leases | None = None
         self._stale_meta: dict[str, _Instance] = {}  # ended, but their meta write failed
+        self._handovers: dict[str, Handover] = {}  # instances whose inbox read is under way
 
     def configure(self, partitions: int, leases: Leases | None = None) -> None:
         """Before :meth:`run`: the store's partition count, and this process's leases
@@ -409,11 +413,13 @@ class _EngineBase:
 
         async def announce_created(self, instance_id: str, created: Created) -> None: ...
 
-        async def recover(
-            self, instance_id: str, *, then: Pending | None = None
-        ) -> _Instance | None: ...
+        async def recover(self, instance_id: str) -> _Instance | None: ...
 
-        async def _then_found(self, inst: _Instance, item: Pending | None) -> _Instance: ...
+        async def _run_handover(self, instance_id: str) -> _Instance | None: ...
+
+        async def _continue_handover(self, instance_id: str) -> None: ...
+
+        def _hand_read(self, inst: _Instance, items: list[Pending]) -> None: ...
 
         async def _scan_inbox(self, inst: _Instance) -> None: ...
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+import anyio
+
 from durable._activity import execute_activity
 from durable._core._replay import WorkflowRun
 
@@ -117,11 +119,18 @@ class LocalExecutor:
     """Runs a registry's workflows and activities in this process."""
 
     def __init__(
-        self, registry: Registry, codec: PayloadCodec, memo_store: MemoStore | None = None
+        self,
+        registry: Registry,
+        codec: PayloadCodec,
+        memo_store: MemoStore | None = None,
+        *,
+        max_concurrent_activities: int = 100,
     ) -> None:
         self.registry = registry
         self.codec = codec
         self.memo_store = memo_store
+        # sync activities' own threads: blocking ones cannot take the store's, nor anyio's
+        self._threads = anyio.CapacityLimiter(max_concurrent_activities)
 
     def new_run(self, instance_id: str, history: list[HistoryEvent]) -> WorkflowRun:
         started = history[0]
@@ -135,8 +144,9 @@ class LocalExecutor:
         self, instance_id: str, workflow_name: str, scheduled: ActivityScheduled
     ) -> ActivityCompleted | ActivityErrored:
         return await execute_activity(
-            self.registry, self.codec, self.memo_store, instance_id, workflow_name, scheduled
-        )
+            self.registry, self.codec, self.memo_store, instance_id, workflow_name, scheduled,
+            self._threads,
+        )  # fmt: skip
 
     def newest_version(self, name: str) -> str:
         definition = self.registry.workflows.get(name)

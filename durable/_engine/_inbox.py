@@ -41,8 +41,8 @@ class _Inbox(_EngineBase):
             run_start = inst.run_start
             items, set_aside = await self._read_inbox(inst.id, inst.consumed)
             reason = set_aside or reason
-        self._hand(inst, items)
         await self._note_set_aside(inst, reason)
+        self._hand_read(inst, items)
 
     async def _note_set_aside(self, inst: _Instance, reason: str) -> None:
         """Say in the instance's ``reason`` (``describe()``) that a message was set aside."""
@@ -146,11 +146,7 @@ class _Inbox(_EngineBase):
 
     async def _answer_wakeup(self, instance_id: str) -> None:
         """Someone rang for the instance: load it, or read its inbox if it is here."""
-        inst = self._live(instance_id)
-        if inst is None:
-            await self.recover(instance_id)
-        else:
-            await self._scan_inbox(inst)
+        await self.recover(instance_id)
 
     async def _ring_again(self, instance_id: str, partition: int) -> None:
         """A wakeup could not be answered: ring it again for the next poll."""

@@ -1,5 +1,6 @@
-"""Recovery and reload: loading instances from the log, partitions taken and dropped,
-retrying after store errors, failing instances whose objects are broken for good.
+"""Recovery and reload: loading instances from the log, reading their inboxes under a
+handover (see :mod:`._handover`), partitions taken and dropped, retrying after store
+errors, failing instances whose objects are broken for good.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from durable._log._records import (
 )
 
 from ._base import _STORE_RETRY, _EngineBase, log
+from ._handover import Handover
 from ._instance import Pending, _child_of, _fold, _for_good, _Instance, _parent_event
 from ._lifecycle import (
     InstanceState,
@@ -119,7 +121,12 @@ class _Recovery(_EngineBase):
 
     async def take_partitions(self, partitions: list[int]) -> None:
         """This process just took these partitions' leases: recover their instances, in
-        the background (the lease loop must go on renewing meanwhile)."""
+        the background (the lease loop must go on renewing meanwhile). An inbox read
+        under way for one of them began before they were ours: it reads again."""
+        taken = set(partitions)
+        for instance_id, handover in self._handovers.items():
+            if self.partition(instance_id) in taken:
+                handover.reread = True
         self._spawn_guarded(self.recover_all, partitions)
 
     def drop_partitions(self, partitions: list[int]) -> None:
@@ -139,12 +146,95 @@ class _Recovery(_EngineBase):
         if (done := self._done_waiters.pop(instance_id, None)) is not None:
             done.set()
 
-    async def recover(self, instance_id: str, *, then: Pending | None = None) -> _Instance | None:
+    async def recover(self, instance_id: str) -> _Instance | None:
         """Load one instance from the store unless it is finished or another process
-        runs it; None if nothing to run here. ``then``: an event to deliver to it after
-        the messages waiting in its inbox, before it could be evicted again."""
-        if (inst := self._live(instance_id)) is not None:
-            return await self._then_found(inst, then)
+        runs it, or read its inbox if it is in memory; None if nothing runs here. If a
+        read of its inbox is under way, that read goes on once more instead."""
+        if (handover := self._handovers.get(instance_id)) is not None:
+            handover.reread = True
+            return self._live(instance_id)
+        handover = self._handovers[instance_id] = Handover()
+        try:
+            return await self._run_handover(instance_id)
+        except StoreError as err:
+            if err.transient:  # what waits in the handover keeps its place: a retry goes on
+                self._spawn_guarded(self._continue_handover, instance_id)
+            else:
+                self._end_handover(instance_id, handover)
+            raise
+        except BaseException:
+            self._end_handover(instance_id, handover)
+            raise
+
+    async def _continue_handover(self, instance_id: str) -> None:
+        """Run an instance's open handover in the background (its load, when the
+        instance is not in memory). A transient store error leaves it open for the
+        retry: what waits in it keeps its place."""
+        handover = self._handovers.get(instance_id)
+        if handover is None:
+            return
+        keep = False
+        try:
+            await self._residency.admit()  # under a cap, a mass wake-up loads in turn
+            try:
+                await self._run_handover(instance_id)
+            finally:
+                self._residency.loaded()
+        except StoreError as err:
+            keep = err.transient
+            raise
+        finally:
+            if not keep:
+                self._end_handover(instance_id, handover)
+
+    def _end_handover(self, instance_id: str, handover: Handover) -> None:
+        """Close a handover whose run failed (unless another took its place)."""
+        if self._handovers.get(instance_id) is handover:
+            del self._handovers[instance_id]
+
+    async def _run_handover(self, instance_id: str) -> _Instance | None:
+        """Read the instance's inbox (loading the instance first if it is not in memory)
+        and hand it what the read found, then what was delivered meanwhile; again while
+        a message delivered meanwhile needs a read of its own. Ends the handover; None
+        (dropping what waited) if the instance does not run here."""
+        handover = self._handovers[instance_id]
+        while True:
+            handover.begin_read()
+            inst = self._live(instance_id)
+            if inst is None:
+                inst = await self._load(instance_id)
+                if inst is None:  # not run here: what waited is for whoever runs it
+                    del self._handovers[instance_id]
+                    if handover.events:  # dropped: nothing of it is armed here now
+                        self._armed.pop(instance_id, None)
+                    return None
+            else:
+                await self._scan_inbox(inst)
+            if self._live(instance_id) is not inst:  # evicted, ended or let go meanwhile
+                if handover.settled and not handover.events:
+                    del self._handovers[instance_id]
+                    return None
+                continue  # what waits goes to the instance as it is now
+            if handover.settled:
+                del self._handovers[instance_id]
+                self._hand(inst, handover.take_events())
+                return inst
+
+    def _hand_read(self, inst: _Instance, items: list[Pending]) -> None:
+        """Hand what an inbox read found (less what the instance already has), then
+        the events that waited behind the read."""
+        handover = self._handovers.get(inst.id)
+        if handover is not None:
+            handover.found(items)
+        if inst.pending:
+            pending = {msg_id for msg_id, _, _ in inst.pending}
+            items = [item for item in items if item[0] not in pending]
+        items = [item for item in items if item[0] not in inst.consumed]
+        self._hand(inst, items if handover is None else items + handover.take_events())
+
+    async def _load(self, instance_id: str) -> _Instance | None:
+        """Load one instance from the store, read its inbox and hand what it holds;
+        None if the instance is finished or another process runs it."""
         if not self.owns(instance_id):
             return None
         found = await read_meta(self.store, instance_id)
@@ -165,19 +255,12 @@ class _Recovery(_EngineBase):
         items: list[Pending] = []
         set_aside = ""
         if loaded is not None and not loaded.status.is_terminal:
-            # read before the instance is in memory (nothing else can take it meanwhile):
-            # the messages that wait go ahead of the event this load delivers, and a
-            # message delivered with it counts only if the inbox still holds it
+            # read before the instance is in memory (nothing else can take it meanwhile)
             items, set_aside = await self._read_inbox(instance_id, loaded.consumed)
-            if then is not None and then[0] is None:
-                items.append(then)
         if loaded is None or self._live(instance_id) is not None:
-            # loaded by another task meanwhile: what this read found reaches it on its
-            # own (its load read the inbox, and each later message is announced)
-            if (inst := self._live(instance_id)) is None:
-                return None
-            await self._note_set_aside(inst, set_aside)
-            return await self._then_found(inst, then)
+            # begun here meanwhile (a start): what this read found, a read of its own finds
+            self._handovers[instance_id].reread = True
+            return self._live(instance_id)
         if not self.owns(instance_id):
             return None  # the partition moved while the log was read
         inst = _Instance(instance_id, loaded.started, loaded.created_at)
@@ -196,23 +279,11 @@ class _Recovery(_EngineBase):
                 await self._mark_terminal(instance_id)
                 await self._write_meta(inst)
             return None
-        self._hand(inst, items)
         await self._note_set_aside(inst, set_aside)
+        self._hand_read(inst, items)
         if inst.state is not InstanceState.QUEUED:
             self._residency.note_waiting(inst)
             self._residency.evict_to_capacity()
-        return inst
-
-    async def _then_found(self, inst: _Instance, item: Pending | None) -> _Instance:
-        """Hand ``item`` to an instance that another task loaded meanwhile. An inbox message
-        not seen here yet is read from the inbox instead: a run may have consumed it since
-        it was announced, and a run begun after that no longer names it as consumed."""
-        msg_id = item[0] if item is not None else None
-        if msg_id is None:
-            self._hand(inst, [item] if item is not None else [])
-            return inst
-        if msg_id not in inst.consumed and all(msg_id != p[0] for p in inst.pending):
-            await self._scan_inbox(inst)
         return inst
 
     def _load_into(self, inst: _Instance, loaded: RunLog) -> None:

@@ -38,6 +38,7 @@ class TimerQueue:
         self._heap: list[tuple[datetime, int, tuple[object, ...]]] = []
         self._background: list[tuple[datetime, int, tuple[object, ...]]] = []
         self._ids = itertools.count()
+        self._dead: set[int] = set()  # entries discarded before they came due
         self._sleep_scope: anyio.CancelScope | None = None
         self._sleep_until: datetime | None = None
         self._added = anyio.Event()
@@ -45,15 +46,27 @@ class TimerQueue:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def add(self, when: datetime, payload: tuple[object, ...], *, durable: bool = True) -> None:
-        heapq.heappush(
-            self._heap if durable else self._background, (when, next(self._ids), payload)
-        )
+    def add(self, when: datetime, payload: tuple[object, ...], *, durable: bool = True) -> int:
+        """Fire ``payload`` at ``when``; returns the entry's handle for :meth:`discard`."""
+        entry_id = next(self._ids)
+        heapq.heappush(self._heap if durable else self._background, (when, entry_id, payload))
         if self._sleep_until is None or when < self._sleep_until:
             if self._sleep_scope is not None:
                 self._sleep_scope.cancel()
             self._added.set()
         self._on_change()
+        return entry_id
+
+    def discard(self, entry_id: int) -> None:
+        """Never fire the entry (a bound on an activity attempt that ended first): it
+        no longer counts as a deadline a mock clock may jump to."""
+        self._dead.add(entry_id)
+        self._prune(self._heap)
+
+    def _prune(self, heap: list[tuple[datetime, int, tuple[object, ...]]]) -> None:
+        dead = self._dead
+        while dead and heap and heap[0][1] in dead:
+            dead.discard(heapq.heappop(heap)[1])
 
     def next_deadline(self) -> datetime | None:
         return self._heap[0][0] if self._heap else None
@@ -65,8 +78,13 @@ class TimerQueue:
             fired = False
             for heap in heaps:
                 while heap and heap[0][0] <= now:
-                    self._fire(heapq.heappop(heap)[2])
+                    _, entry_id, payload = heapq.heappop(heap)
+                    if entry_id in self._dead:
+                        self._dead.discard(entry_id)
+                        continue
+                    self._fire(payload)
                     fired = True
+                self._prune(heap)
             if fired:
                 self._on_change()
             deadlines = [heap[0][0] for heap in heaps if heap]

@@ -46,6 +46,7 @@ from durable._log._records import (
 )
 
 from ._base import _EngineBase, _NotLeased, log
+from ._handover import Handover
 from ._instance import (
     _ANSWERS,
     _ANY_RUN,
@@ -124,26 +125,20 @@ class _Turns(_EngineBase):
     def deliver(
         self, instance_id: str, event: Event, run_start: int = _ANY_RUN, msg_id: str | None = None
     ) -> None:
-        """Hand an event to an instance for its next turn (loading it if needed)."""
+        """Hand an event to an instance for its next turn: at once if it is in memory and
+        no read of its inbox is under way, else behind that read (loading it if needed:
+        the load is a read of its own). See :mod:`._handover`."""
+        item = (msg_id, run_start, event)
+        if (handover := self._handovers.get(instance_id)) is not None:
+            handover.add(item)
+            return
         inst = self._live(instance_id)
         if inst is None:
-            self._spawn_guarded(self._load_and_deliver, instance_id, (msg_id, run_start, event))
+            handover = self._handovers[instance_id] = Handover()
+            handover.add(item)
+            self._spawn_guarded(self._continue_handover, instance_id)
             return
-        self._hand(inst, [(msg_id, run_start, event)])
-
-    async def _load_and_deliver(self, instance_id: str, item: Pending) -> None:
-        inst = self._live(instance_id)
-        if inst is None:
-            await self._residency.admit()  # under a cap, a mass wake-up loads in turn
-            try:
-                if await self.recover(instance_id, then=item) is None:
-                    # not run here now (ended, or its lease lapsed): the event is dropped,
-                    # so nothing of the instance counts as armed here any more
-                    self._armed.pop(instance_id, None)
-            finally:
-                self._residency.loaded()
-            return
-        await self._then_found(inst, item)
+        self._hand(inst, [item])
 
     def _live(self, instance_id: str) -> _Instance | None:
         """The instance in memory, unless that copy has ended: then it is not the
@@ -380,6 +375,7 @@ class _Turns(_EngineBase):
                         event_id=event_id, timestamp=now, task_id=action.task_id,
                         name=action.name, input=action.input, attempt=action.attempt,
                         step=action.step, execution_id=action.execution_id,
+                        timeouts=action.timeouts,
                     )  # fmt: skip
                 case StartTimer():
                     event = TimerCreated(

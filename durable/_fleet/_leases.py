@@ -206,6 +206,10 @@ class Leases:
         lost: list[int] = []
         regained: list[int] = []  # renewed after their validity had lapsed
         body = self._body(now)
+        if lapsed := sorted(p for p, (_, valid_until) in self._held.items() if now >= valid_until):
+            # while lapsed, their messages went to the store, not to this process: the
+            # engine lets go of their instances before a renewal makes them ours again
+            self._on_lost(lapsed)
 
         async def renew(partition: int, etag: str, lapsed: bool) -> None:
             try:
@@ -228,7 +232,7 @@ class Leases:
             log.warning("%s lost partitions %s to another process", self.owner, lost)
             self._lose(lost)
         if regained:
-            # while lapsed, the engine let go of their instances: load them again
+            # the engine let go of their instances: load them again
             log.info("%s renewed lapsed partitions %s", self.owner, regained)
             await self._on_acquired(sorted(regained))
 

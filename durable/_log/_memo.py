@@ -36,6 +36,8 @@ log = logging.getLogger("durable.memo")
 # The store's own top-level names (and S3Store's probe): a memo prefix must not be one.
 _RESERVED = frozenset({INSTANCES, WAKEUPS, LEASES, MEMBERS, CONFIG_KEY, "_probe"})
 
+HEARTBEAT_KEY = "~heartbeat"  # the step's heartbeat details; no memo key may take it
+
 _marker_encoder = msgspec.json.Encoder()
 _marker_decoder = msgspec.json.Decoder(datetime)
 
@@ -72,6 +74,21 @@ class MemoStore:
 
     def _step_prefix(self, instance_id: str, task_id: int) -> str:
         return f"{self.prefix}/{instance_id}/{task_id}"
+
+    def heartbeat_key(self, instance_id: str, step: int) -> str:
+        """Where a step's last heartbeat details live: in its memo, under a name no memo
+        key may take, so purge and retention cover them."""
+        return f"{self._step_prefix(validate_key(instance_id), step)}/{HEARTBEAT_KEY}"
+
+    async def read_heartbeat(self, instance_id: str, step: int) -> bytes | None:
+        """The encoded details of the step's last recorded heartbeat, or None."""
+        key = self.heartbeat_key(instance_id, step)
+        try:
+            return await self.store.get(key)
+        except ObjectNotFoundError:
+            return None
+        except StoreError as err:
+            raise _transient(err, f"heartbeat read of {key!r} failed") from err
 
     def _marker_key(self, instance_id: str) -> str:
         return f"{self.prefix}-terminal/{instance_id}"
@@ -161,6 +178,8 @@ class Memo:
         return f"Memo({self.instance_id!r}, task {self.task_id})"
 
     def _key(self, key: str) -> str:
+        if key == HEARTBEAT_KEY:
+            raise InvalidInstanceIdError(f"memo key {key!r} is reserved for heartbeat details")
         return f"{self._prefix}/{validate_key(key, 'memo key')}"
 
     async def get(self, key: str, type: Any = Any) -> Any:

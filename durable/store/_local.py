@@ -13,28 +13,36 @@ fsspec's local ``pipe_file(mode="create")`` checks then writes, so two processes
 
 Without fsync, one object's operation is a handful of metadata syscalls (tens of
 microseconds), far less than a hop to a worker thread (hundreds on a small VM), so those
-run inline. Everything else (fsync, listings, deleting trees) runs in worker threads, and
-operations that arrive while others are in flight are grouped: one thread hop runs the
-whole batch in order (group commit), each operation still atomic with its own result.
-POSIX only.
+run inline. Everything else (fsync, listings, deleting trees) runs in worker threads on
+the store's own limiter, and operations that arrive while others are in flight are
+grouped: one thread hop runs the whole batch in order, each operation still atomic with
+its own result. With fsync a batch shares its flushes (group commit): its temp files'
+contents are flushed together, then its names, and only then does anyone get an answer
+(see ``LocalStore._run_batch``). Every file-system call goes through a
+:class:`~durable.store._localfs.FileOps`, so a test can model a power loss. POSIX only.
+
+What survives, per mode:
+
+* without fsync: a process crash loses nothing acknowledged; a power loss may lose
+  recent writes, and may leave an object empty or torn;
+* with fsync: a power loss loses nothing acknowledged, and never tears an object (a name
+  is published only over contents already on disk); an unacknowledged write may or may
+  not be there, whole.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import hashlib
 import itertools
 import os
-import shutil
-import sys
 import threading
 import zlib
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-import anyio.lowlevel
+import anyio
 import anyio.to_thread
 
 from durable._errors import (
@@ -44,8 +52,10 @@ from durable._errors import (
     StoreError,
 )
 
+from ._localfs import FileOps, OsFiles
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
 __all__ = ["LocalStore"]
 
@@ -53,7 +63,6 @@ _T = TypeVar("_T")
 
 _LEADERS = 2  # batches in flight at once (worker threads doing file I/O)
 _LOCK_STRIPES = 64  # lock files in .locks/; keys hashing to one stripe serialize their writes
-_MADE_DIRS_MAX = 100_000  # directories remembered as existing (a bounded cache)
 _WRITE_ATTEMPTS = 5  # a concurrent delete may prune the directory we are about to write in
 _NOT_A_FILE = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _temp_numbers = itertools.count()
@@ -76,29 +85,38 @@ def content_etag(data: bytes) -> str:
 class LocalStore:
     """An :class:`~durable.store.ObjectStore` kept as files under a local directory.
 
-    Keys map to paths under ``root``. With ``fsync=True`` every write is flushed to disk
-    with its directory before it returns, so it survives power loss; by default writes
+    Keys map to paths under ``root``. With ``fsync=True`` every write is on disk with
+    its directory entry before it returns, so it survives power loss; by default writes
     survive a process crash only. Writing the same bytes again gives the same ETag
     (it is a content hash), which is harmless for compare-and-swap: a match means the
     caller's view of the content is current.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], *, url: str | None = None, fsync: bool = False
+        self,
+        root: str | os.PathLike[str],
+        *,
+        url: str | None = None,
+        fsync: bool = False,
+        files: FileOps | None = None,
     ) -> None:
         self._root = os.path.abspath(os.fspath(root))
         self._url = url if url is not None else f"file://{self._root}"
         self._fsync = fsync
+        self._fs: FileOps = files if files is not None else OsFiles()
         self._lock_dir = f"{self._root}/.locks"
-        # With fsync: directories this store made and synced (or found), so each is synced
-        # once per process. Without fsync none is remembered: a write just tries, and
-        # makes the directory if the open says it is missing (no memory per instance).
-        self._made_dirs: set[str] = set()
-        self._queue: list[_Op] = []  # operations waiting for the next batch
+        self._queue: _Batch = []  # operations waiting for the next batch
         self._stripe_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._lock_fds: dict[int, int] = {}  # stripe -> open lock file, kept for reuse
         self._leaders = 0  # callers running batches now (at most _LEADERS)
-        self._can_exchange = True  # renameat2(RENAME_EXCHANGE) works here (see _replace)
+        # the store's own worker threads: sync activities or other users of anyio's
+        # default limiter cannot hold the threads a commit needs, nor it theirs
+        self._threads = anyio.CapacityLimiter(_LEADERS)
+        # with fsync: changes made (temp files, names) and changes a flush has covered,
+        # counted by batch, so a batch that changed nothing since the last flush skips it
+        self._count_lock = threading.Lock()
+        self._changes = 0
+        self._flushed = 0
 
     @property
     def url(self) -> str:
@@ -128,39 +146,44 @@ class LocalStore:
 
     async def get(self, key: str) -> bytes:
         """Return the object's bytes; raise ``ObjectNotFoundError`` if absent."""
-        return await self._one("read", key, self._get, key, self._path(key))
+        return await self._one(_Op(self._get, (key, self._path(key))), "read", key)
 
     async def get_with_etag(self, key: str) -> tuple[bytes, str]:
         """Return the object's bytes and ETag; raise ``ObjectNotFoundError`` if absent."""
-        return await self._one("read", key, self._get_with_etag, key, self._path(key))
+        return await self._one(_Op(self._get_with_etag, (key, self._path(key))), "read", key)
 
     async def put(self, key: str, data: bytes) -> str:
         """Write the object unconditionally (temp file, then rename); return its ETag."""
-        return await self._one("write", key, self._put, key, self._path(key), data)
+        path = self._path(key)
+        return await self._one(_Op(self._put, (key, path, data), path, data), "write", key)
 
     async def put_if_absent(self, key: str, data: bytes) -> str:
         """Write only if the key is absent (temp file, then link); else ``ObjectExistsError``."""
-        return await self._one("create", key, self._put_if_absent, key, self._path(key), data)
+        path = self._path(key)
+        op = _Op(self._put_if_absent, (key, path, data), path, data)
+        return await self._one(op, "create", key)
 
     async def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         """Write only if the content's ETag is ``etag``; else ``PreconditionFailedError``."""
         path = self._path(key)
-        return await self._one("update", key, self._put_if_match, key, path, data, etag)
+        op = _Op(self._put_if_match, (key, path, data, etag), path, data)
+        return await self._one(op, "update", key)
 
     async def list(self, prefix: str) -> list[str]:
         """Return the sorted non-dot names in the directory ``prefix``; missing lists empty."""
         prefix = prefix.rstrip("/")
         path = self._path(prefix) if prefix else self._root
-        return await self._run("list", prefix, _list_dir, path)
+        return await self._run(_Op(self._fs.list_dir, (path,)), "list", prefix)
 
     async def delete(self, key: str) -> None:
         """Delete one object and any directories it leaves empty; missing is fine."""
-        await self._one("delete", key, self._delete, key, self._path(key))
+        path = self._path(key)
+        await self._one(_Op(self._delete, (key, path), path), "delete", key)
 
     async def delete_prefix(self, prefix: str) -> None:
         """Delete the directory ``prefix`` and everything in it; missing is fine."""
-        prefix = prefix.rstrip("/")
-        await self._run("delete", prefix, self._delete_prefix, self._path(prefix))
+        path = self._path(prefix.rstrip("/"))
+        await self._run(_Op(self._delete_prefix, (path,), path), "delete", prefix)
 
     async def close(self) -> None:
         """Close the lock files this store keeps open."""
@@ -179,24 +202,26 @@ class LocalStore:
                 raise _bad_key(key)
         return f"{self._root}/{key}"
 
-    async def _one(self, verb: str, key: str, func: Callable[..., _T], *args: object) -> _T:
+    async def _one(self, op: _Op[_T], verb: str, key: str) -> _T:
         """One object's operation: inline when it cannot take long (no fsync), without
         yielding to the event loop (see :attr:`never_suspends`)."""
         if self._fsync:
-            return await self._run(verb, key, func, *args)
+            return await self._run(op, verb, key)
         try:
-            return func(*args)
+            if op.data is not None:
+                op.temp = self._write_temp(op.path, op.data, None)
+            return self._publish(op)
         except OSError as err:
             raise _os_error(err, verb, key, self._url) from err
 
-    async def _run(self, verb: str, key: str, func: Callable[..., _T], *args: object) -> _T:
-        """Run one operation's blocking helper in a worker thread, mapping ``OSError``.
+    async def _run(self, op: _Op[_T], verb: str, key: str) -> _T:
+        """Run one operation in a batch in a worker thread, mapping ``OSError``.
 
         A caller that finds fewer than ``_LEADERS`` batches in flight leads: it runs
         batches until the queue is empty (shielded, so a cancelled leader cannot strand
-        the others). Two leaders keep two threads, so both cores, busy.
+        the others). A lone caller runs at once; callers arriving meanwhile form the
+        next batch, so the batch grows with the load and shares its flushes.
         """
-        op = _Op(func, args)
         self._queue.append(op)
         if self._leaders >= _LEADERS:
             await op.done.wait()
@@ -204,24 +229,131 @@ class LocalStore:
             self._leaders += 1
             try:
                 with anyio.CancelScope(shield=True):
-                    while self._queue:
-                        batch, self._queue = self._queue, []
-                        await anyio.to_thread.run_sync(_run_batch, batch)
-                        for done in batch:
-                            done.done.set()
+                    await self._lead()
             finally:
                 self._leaders -= 1
         if op.error is None:
-            return op.value  # type: ignore[return-value]
+            return cast("_T", op.value)
         if isinstance(op.error, OSError):
             raise _os_error(op.error, verb, key, self._url) from op.error
         raise op.error
 
-    # -- worker-thread side: each helper is one whole operation ---------------------------
+    async def _lead(self) -> None:
+        """Run batches until the queue is empty and every caller has its answer.
+
+        With fsync the batches form a pipeline: one thread hop writes batch k's temp
+        files, flushes, then publishes batch k. That flush also covers batch k-1's
+        names, so batch k-1's callers are answered after it: under load each batch
+        costs one flush; a lone caller's batch takes two (its contents, its name).
+        """
+        unanswered: _Batch = []  # published, waiting for the flush that covers it
+        while self._queue or unanswered:
+            batch, self._queue = self._queue, []
+            try:
+                settled = await anyio.to_thread.run_sync(
+                    self._run_batch, batch, unanswered, limiter=self._threads
+                )
+            except BaseException as err:  # not the operations' own: none may hang on it
+                for op in (*unanswered, *batch):
+                    op.error = op.error or err
+                    op.done.set()
+                raise
+            for op in unanswered:
+                op.done.set()
+            unanswered = []
+            if settled:
+                for op in batch:
+                    op.done.set()
+            else:
+                unanswered = batch
+
+    # -- worker-thread side ---------------------------------------------------------------
+
+    def _run_batch(self, batch: _Batch, unanswered: _Batch) -> bool:
+        """Run a batch, each operation whole and in order with its own outcome; return
+        whether its callers may have their answers now (else after the next flush).
+
+        With fsync this is group commit: every new object's temp file is written, then
+        one flush makes their contents durable, and with them the names ``unanswered``
+        (the previous batch) published; then every operation publishes (link, rename,
+        unlink) in order. A name is published only over flushed contents, so no power
+        loss leaves a torn object, and no caller hears of a change before a flush
+        covers it, so a turn's effects follow its objects to disk.
+        """
+        if not self._fsync:
+            for op in batch:
+                self._attempt(op)
+            return True
+        made: set[str] = set()  # directories whose entries the flush must cover
+        temps: _Paths = []
+        for op in batch:
+            if op.data is not None:
+                try:
+                    op.temp = self._write_temp(op.path, op.data, made)
+                    temps.append(op.temp)
+                except BaseException as err:  # handed back to the operation's own caller
+                    op.error = err
+        changed = {os.path.dirname(op.path) for op in unanswered if op.path and _changed(op)}
+        covered = self._count_changes(bool(temps))
+        if covered > self._flushed:
+            if not self._flush([*unanswered, *batch], temps, made | changed):
+                return True
+            with self._count_lock:
+                self._flushed = max(self._flushed, covered)
+        for op in batch:
+            if op.error is None:
+                self._attempt(op)
+        return self._count_changes(any(map(_changed, batch))) == covered
+
+    def _count_changes(self, changed: bool) -> int:
+        """Count one more change if ``changed``; return the count."""
+        with self._count_lock:
+            self._changes += changed
+            return self._changes
+
+    def _attempt(self, op: _Op[Any]) -> None:
+        """Run one operation (its temp file written, if it has data), keeping its outcome."""
+        try:
+            if op.data is not None and op.temp is None:
+                op.temp = self._write_temp(op.path, op.data, None)
+            op.value = self._publish(op)
+        except BaseException as err:  # handed back to the operation's own caller
+            op.error = err
+
+    def _publish(self, op: _Op[_T]) -> _T:
+        """The operation's own step; the temp file of one that failed is removed."""
+        if op.temp is None:
+            return op.func(*op.args)
+        try:
+            return op.func(*op.args, op.temp)
+        except BaseException:
+            _unlink_quietly(self._fs, op.temp)
+            raise
+
+    def _flush(self, batch: _Batch, files: Iterable[str], dirs: Iterable[str]) -> bool:
+        """Make ``files``' contents and ``dirs``' entries durable: one flush of the whole
+        file system where the system has it, else each file and directory in turn. On
+        failure every operation of the batch that changed something fails with it
+        (its outcome is unknown, as after a timeout)."""
+        fs = self._fs
+        try:
+            if not fs.sync_all(self._root):
+                for path in files:
+                    fs.sync_file(path)
+                for path in dirs:
+                    fs.sync_dir(path)
+        except OSError as err:
+            for op in batch:
+                if _changed(op):
+                    op.error = err
+                    if op.temp is not None:
+                        _unlink_quietly(fs, op.temp)
+            return False
+        return True
 
     def _get(self, key: str, path: str) -> bytes:
         try:
-            return _read_file(path)
+            return self._fs.read(path)
         except _NOT_A_FILE:
             raise ObjectNotFoundError(key) from None
 
@@ -229,96 +361,62 @@ class LocalStore:
         data = self._get(key, path)
         return data, content_etag(data)
 
-    def _put(self, key: str, path: str, data: bytes) -> str:
+    def _put(self, key: str, path: str, data: bytes, temp: str) -> str:
         with self._locked(key):
-            self._replace(path, data)
+            self._replace(path, temp)
         return content_etag(data)
 
-    def _put_if_absent(self, key: str, path: str, data: bytes) -> str:
-        directory = os.path.dirname(path)
-        temp = self._write_temp(directory, data)
+    def _put_if_absent(self, key: str, path: str, data: bytes, temp: str) -> str:
         try:
-            os.link(temp, path)
+            self._fs.link(temp, path)
         except FileExistsError:
             raise ObjectExistsError(key) from None
         finally:
-            _unlink_quietly(temp)
-        if self._fsync:
-            _sync_dir(directory)
+            _unlink_quietly(self._fs, temp)
         return content_etag(data)
 
-    def _put_if_match(self, key: str, path: str, data: bytes, etag: str) -> str:
+    def _put_if_match(self, key: str, path: str, data: bytes, etag: str, temp: str) -> str:
         with self._locked(key):
             current = self._get(key, path)
             if content_etag(current) != etag:
                 raise PreconditionFailedError(key)
-            self._replace(path, data)
+            self._replace(path, temp)
         return content_etag(data)
 
     def _delete(self, key: str, path: str) -> None:
-        directory = os.path.dirname(path)
         with self._locked(key):
             try:
-                os.unlink(path)
+                self._fs.unlink(path)
             except _NOT_A_FILE:
                 return
-        if self._fsync:
-            _sync_dir(directory)
-        self._prune(directory)
+        self._prune(os.path.dirname(path))
 
     def _delete_prefix(self, path: str) -> None:
         try:
-            shutil.rmtree(path)
+            self._fs.rmtree(path)
         except (FileNotFoundError, NotADirectoryError):
             return
-        finally:
-            inside = path + "/"
-            self._made_dirs = {d for d in self._made_dirs if d != path and not d.startswith(inside)}
-        directory = os.path.dirname(path)
-        if self._fsync:
-            _sync_dir(directory)
-        self._prune(directory)
+        self._prune(os.path.dirname(path))
 
-    def _replace(self, path: str, data: bytes) -> None:
-        """Atomically make ``path`` hold ``data``: a temp file renamed over it, or (without
-        fsync, on Linux) exchanged with it and then removed, which readers see alike.
+    def _replace(self, path: str, temp: str) -> None:
+        """Atomically make ``path`` name the contents of ``temp``: renamed over it, or
+        (without fsync, on Linux) exchanged with it and the old one then removed, which
+        readers see alike.
 
         ext4 (``auto_da_alloc``) writes out a file renamed over another one at once and
         frees the old one's blocks, several times the cost of the whole rest of the
         write; an exchange followed by an unlink does neither. With fsync the temp file
         is on disk already, so the plain rename is as cheap.
         """
-        directory = os.path.dirname(path)
-        temp = self._write_temp(directory, data)
-        try:
-            if not self._fsync and self._exchange(temp, path):
-                try:
-                    os.unlink(temp)  # it names the old version now
-                except IsADirectoryError:  # the key names a directory: put it back
-                    self._exchange(temp, path)
-                    raise
-                return
-            os.replace(temp, path)
-        except BaseException:
-            _unlink_quietly(temp)
-            raise
-        if self._fsync:
-            _sync_dir(directory)
-
-    def _exchange(self, temp: str, path: str) -> bool:
-        """Swap the two names atomically (``renameat2(RENAME_EXCHANGE)``); False when
-        ``path`` does not exist or the system cannot (then never tried again)."""
-        if _renameat2 is None or not self._can_exchange:
-            return False
-        if _renameat2(_AT_FDCWD, os.fsencode(temp), _AT_FDCWD, os.fsencode(path), 2) == 0:
-            return True
-        code = ctypes.get_errno()
-        if code == errno.ENOENT:
-            return False
-        if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            self._can_exchange = False  # e.g. a file system without RENAME_EXCHANGE
-            return False
-        raise OSError(code, os.strerror(code), path)
+        fs = self._fs
+        if not self._fsync and fs.exchange(temp, path):
+            try:
+                fs.unlink(temp)  # it names the old version now
+            except IsADirectoryError:  # the key names a directory: put it back
+                fs.exchange(temp, path)
+                raise
+            return
+        fs.replace(temp, path)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
@@ -344,84 +442,78 @@ class LocalStore:
             os.makedirs(self._lock_dir, exist_ok=True)
             return os.open(lock_path, flags, 0o666)
 
-    def _write_temp(self, directory: str, data: bytes) -> str:
-        """Write ``data`` to a new dot-named file in ``directory`` and return its path."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    def _write_temp(self, path: str | None, data: bytes, made: set[str] | None) -> str:
+        """Write ``data`` to a new dot-named file beside ``path`` and return its name;
+        a directory made on the way adds its ancestors to ``made`` (their entries
+        must be flushed too)."""
+        assert path is not None
+        directory = os.path.dirname(path)
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            temp = f"{directory}/.tmp-{_pid}-{next(_temp_numbers)}"
             try:
-                if self._fsync and directory not in self._made_dirs:
-                    self._make_dir(directory)
-                temp = f"{directory}/.tmp-{_pid}-{next(_temp_numbers)}"
-                fd = os.open(temp, flags, 0o666)
-                break
+                self._fs.write_new(temp, data)
+                return temp
             except FileExistsError:
                 if attempt == _WRITE_ATTEMPTS:
                     raise  # a key component is a file, or stray temp files fill our names
             except FileNotFoundError:
                 if attempt == _WRITE_ATTEMPTS:
                     raise
-                if self._fsync:
-                    self._made_dirs.discard(directory)  # pruned by a concurrent delete
-                else:
-                    self._make_dir(directory)  # new, or pruned by a concurrent delete
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self._fsync:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink_quietly(temp)
-            raise
-        os.close(fd)
-        return temp
-
-    def _make_dir(self, directory: str) -> None:
-        """Create ``directory`` and its parents, syncing their entries if ``fsync`` is on."""
-        os.makedirs(directory, exist_ok=True)
-        if not self._fsync:
-            return
-        path = directory
-        while path != self._root and len(path) > len(self._root):
-            path = os.path.dirname(path)
-            _sync_dir(path)
-        made = self._made_dirs
-        if len(made) >= _MADE_DIRS_MAX:
-            made.clear()  # only a cache: a miss costs one makedirs and its syncs
-        made.add(directory)
+                self._fs.makedirs(directory)  # new, or pruned by a concurrent delete
+                if made is not None:
+                    parent = directory
+                    while len(parent) > len(self._root):
+                        parent = os.path.dirname(parent)
+                        made.add(parent)
+        raise AssertionError("unreachable")
 
     def _prune(self, directory: str) -> None:
         """Remove ``directory`` and its ancestors below the root while they are empty."""
         while directory != self._root and len(directory) > len(self._root):
             try:
-                os.rmdir(directory)
+                self._fs.rmdir(directory)
             except OSError:
                 return  # not empty (the usual case), or already gone
-            self._made_dirs.discard(directory)
             directory = os.path.dirname(directory)
 
 
-class _Op:
-    """One queued operation and, once its batch ran, its outcome."""
+_Batch = list["_Op[Any]"]  # spelled here: in LocalStore's body, ``list`` is its own method
+_Paths = list[str]
 
-    __slots__ = ("args", "done", "error", "func", "value")
 
-    def __init__(self, func: Callable[..., object], args: tuple[object, ...]) -> None:
+class _Op(Generic[_T]):
+    """One operation: what it runs, the path it changes and the bytes it writes (if
+    any), and, once its batch ran, its outcome."""
+
+    __slots__ = ("args", "data", "done", "error", "func", "path", "temp", "value")
+
+    def __init__(
+        self,
+        func: Callable[..., _T],
+        args: tuple[object, ...],
+        path: str | None = None,
+        data: bytes | None = None,
+    ) -> None:
         self.func = func
         self.args = args
+        self.path = path  # None for reads
+        self.data = data
+        self.temp: str | None = None
         self.done = anyio.Event()
-        self.value: object = None
+        self.value: _T | None = None
         self.error: BaseException | None = None
 
 
-def _run_batch(batch: list[_Op]) -> None:
-    """Worker-thread side of a group: each operation whole, in order."""
-    for op in batch:
-        try:
-            op.value = op.func(*op.args)
-        except BaseException as err:  # handed back to the operation's own caller
-            op.error = err
+def _changed(op: _Op[Any]) -> bool:
+    """Whether the operation changes the store and has not failed (so far)."""
+    return op.path is not None and op.error is None
+
+
+def _unlink_quietly(fs: FileOps, path: str) -> None:
+    """Remove a temp file if the system lets us: one left behind is a dot-file, skipped by
+    listings, and the failure that matters is the operation's own."""
+    with contextlib.suppress(OSError):
+        fs.unlink(path)
 
 
 _PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EACCES, errno.EPERM})
@@ -441,63 +533,3 @@ def _bad_key(key: str) -> StoreError:
         key=key,
         transient=False,
     )
-
-
-def _read_file(path: str) -> bytes:
-    """Return a whole file's bytes (files are never changed in place, so fstat is exact)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size) if size else os.read(fd, 1)  # a directory raises here
-        while len(data) < size:
-            more = os.read(fd, size - len(data))
-            if not more:
-                break
-            data += more
-        return data
-    finally:
-        os.close(fd)
-
-
-def _list_dir(path: str) -> list[str]:
-    """Return the sorted names in ``path`` that do not start with a dot."""
-    try:
-        with os.scandir(path) as entries:
-            return sorted(entry.name for entry in entries if entry.name[0] != ".")
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-_AT_FDCWD = -100
-
-
-def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
-    """libc's ``renameat2`` (Linux, glibc 2.28+), or None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        func = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-    func.restype = ctypes.c_int
-    renameat2: Callable[[int, bytes, int, bytes, int], int] = func
-    return renameat2
-
-
-_renameat2 = _load_renameat2()
-
-
-def _sync_dir(path: str) -> None:
-    """Flush a directory's entries to disk."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    """Remove a temp file, ignoring a file that is already gone."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

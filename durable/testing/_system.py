@@ -167,6 +167,7 @@ class _Driver:
         self.roots: list[str] = []
         self.ghosts: list[str] = []
         self.terminated: set[str] = set()  # instances a terminate was sent to
+        self.terminate_acked: set[str] = set()  # instances a terminate was acknowledged to
         self.nonces = 0
         self.tags = 0
         self.acked_starts: list[tuple[str, str, int]] = []  # (instance, tag, write)
@@ -323,6 +324,7 @@ class _Driver:
         if what == "terminate":
             self.terminated.add(instance_id)
             await handle.terminate("simulated")
+            self.terminate_acked.add(instance_id)
         elif what == "suspend":
             await handle.suspend("simulated")
         else:
@@ -593,8 +595,9 @@ class _Driver:
             epoch = epochs[-1]
             if epoch.ended:
                 continue
-            if instance_id in self.ghosts and instance_id not in self.terminated:
-                continue  # no runtime can run it: it waits, as it should
+            if instance_id in self.ghosts and instance_id not in self.terminate_acked:
+                continue  # no runtime can run it: it waits, as it should (a terminate
+                # that failed may never have been written)
             found.append((instance_id, epoch.number))
         return found
 

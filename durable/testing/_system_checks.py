@@ -343,7 +343,9 @@ class Ledger:
 
     def check_event_order(self) -> None:
         """Events one sender raised to one run under one name arrive in the order sent,
-        and none acknowledged before a later one was sent is skipped."""
+        and none acknowledged before a later one was sent is skipped. An event applied
+        to another run than the one it was raised for is judged (and reported) as it is
+        applied, not here as well."""
         groups: dict[tuple[str, int | None, str, str], list[Raise]] = {}
         for r in self.raises.values():
             groups.setdefault((r.instance_id, r.written_epoch, r.name, r.sender), []).append(r)
@@ -353,10 +355,12 @@ class Ledger:
             for later in raises:
                 if len(self.violations) > before:
                     break  # one report per sender, run and name
-                if later.delivered is None:
+                if later.delivered is None or later.delivered[0] != epoch:
                     continue
                 for earlier in raises:
                     if earlier is later or earlier.acked is None or earlier.acked > later.began:
+                        continue
+                    if earlier.delivered is not None and earlier.delivered[0] != epoch:
                         continue
                     if earlier.delivered is None or earlier.delivered[1] > later.delivered[1]:
                         self.violate(

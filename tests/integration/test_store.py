@@ -477,13 +477,13 @@ async def test_local_store_replaces_by_rename_without_exchange(
     import ctypes
     import errno
 
-    from durable.store import _local
+    from durable.store import _localfs
 
     def refuse(*args: object) -> int:
         ctypes.set_errno(errno.EINVAL)
         return -1
 
-    monkeypatch.setattr(_local, "_renameat2", None if system == "no renameat2" else refuse)
+    monkeypatch.setattr(_localfs, "_renameat2", None if system == "no renameat2" else refuse)
     store = LocalStore(tmp_path)
     etag = await store.put("k/meta", b"one")
     etag = await store.put_if_match("k/meta", b"two", etag)

@@ -6,9 +6,10 @@ import durable
 import durable.store
 
 EXPECTED = {
-    "ActivityContext", "ActivityFailed", "Client", "Clock", "DurableError", "DurableFuture",
+    "ActivityContext", "ActivityFailed", "ActivityTimeoutError", "Client", "Clock",
+    "DurableError", "DurableFuture",
     "EvictionPolicy", "FailureDetails", "Fleet", "InstanceExistsError", "InstanceNotFoundError",
-    "InstanceRunningError",
+    "InstanceRunningError", "InvalidArgumentError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
     "NonDeterminismError", "PayloadCodec",
     "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreConfigError", "StoreError",
