@@ -107,7 +107,8 @@ class Attempt:
         self.last_beat = clock.now()
         self.interval = heartbeat_timeout / 2 if heartbeat_timeout else _THROTTLE_WITHOUT_TIMEOUT
         self._memo_store = memo_store
-        self._key = memo_store.heartbeat_key(instance_id, step) if memo_store else ""
+        self._step = (instance_id, step)
+        self._key = ""  # the memo key of its details, once first written
         self._spawn = spawn
         self._hold = on_wait
         self._loop_thread = threading.get_ident()
@@ -116,7 +117,7 @@ class Attempt:
         self._closed = False
         self._wake: anyio.Event | None = None
         self._sleep: anyio.CancelScope | None = None
-        self._lock = anyio.Lock()
+        self._lock: anyio.Lock | None = None  # made by the first write (most make none)
         self.writes = 0  # store writes of heartbeat details, for tests and stats
 
     def beat(self, details: bytes | None) -> None:
@@ -160,10 +161,14 @@ class Attempt:
             self._flushing = False
 
     async def _write(self) -> None:
+        if self._lock is None:
+            self._lock = anyio.Lock()
         async with self._lock:
             data, self._queued = self._queued, None
             if data is None or self._memo_store is None:
                 return
+            if not self._key:
+                self._key = self._memo_store.heartbeat_key(*self._step)
             if self._hold is not None:
                 self._hold(False)  # a store write under way: the runtime is busy
             try:
