@@ -17,10 +17,12 @@ from msgspec import Raw
 
 from ._clock import Clock, SystemClock, within
 from ._core._codec import JsonCodec, PayloadCodec
+from ._core._context import positive
 from ._core._events import (
     NULL,
     EventRaised,
     HistoryEvent,
+    WorkflowCancelRequested,
     WorkflowResumed,
     WorkflowStarted,
     WorkflowSuspended,
@@ -49,6 +51,7 @@ from ._log._instances import (
 from ._log._memo import MemoStore
 from ._log._reader import read_meta, read_record, record_after, record_outcome
 from ._log._records import InboxMessage, InstanceMeta, wakeup_key
+from ._observe import current_trace_context
 from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:
@@ -152,14 +155,25 @@ class Client:
         instance_id: str | None = None,
         reuse: bool = False,
         version: str | None = None,
+        execution_timeout: timedelta | None = None,
+        _trace_context: tuple[str, str] | None = None,
     ) -> WorkflowHandle[T]:
         """Start a workflow (its newest version, or ``version``); return its handle.
 
+        ``execution_timeout`` bounds the run and its continue-as-new successors: when it
+        passes, the instance ends FAILED with ``durable.TimeoutError``, and its
+        sub-workflows follow their ``on_parent_close``.
+
+        The caller's current OpenTelemetry span (if any) is stored with the run, whose
+        spans then join its trace; ``_trace_context`` gives a W3C ``(traceparent,
+        tracestate)`` instead (the sidecar's, from a Durable Task SDK).
+
         Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
         ended one again), ``UnknownWorkflowError`` for a name this client's registry
-        lacks, and ``SerializationError`` before writing anything if the input cannot be
-        encoded.
+        lacks, ``InvalidArgumentError`` for a timeout that is not positive, and
+        ``SerializationError`` before writing anything if the input cannot be encoded.
         """
+        positive(execution_timeout, "execution_timeout")
         name = self._workflow_name(workflow)
         if self.registry is not None:
             version = self.registry.get_workflow(name, version).version
@@ -167,11 +181,16 @@ class Client:
             self.ids.instance_id() if instance_id is None else validate_instance_id(instance_id)
         )
         raw = Raw(self.codec.encode(input))
+        trace_parent, trace_state = _trace_context or current_trace_context()
         async with self._busy():
+            now = self.clock.now()
+            deadline = now + execution_timeout if execution_timeout is not None else None
             try:
                 created = await create_instance(
-                    self.store, self.clock.now(), instance_id, name, raw, reuse=reuse,
+                    self.store, now, instance_id, name, raw, reuse=reuse,
                     memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
+                    deadline=deadline,
+                    trace_parent=trace_parent, trace_state=trace_state,
                 )  # fmt: skip
             except InstanceExistsError as err:
                 if err.status == WorkflowStatus.PENDING:
@@ -477,10 +496,21 @@ class WorkflowHandle(Generic[T]):
         """Resume a suspended workflow."""
         await self._client._send(self.instance_id, WorkflowResumed(reason=reason))
 
-    async def terminate(self, reason: str = "", output: Any = None) -> None:
-        """End the workflow now as TERMINATED, with an optional output."""
+    async def cancel(self, reason: str = "") -> None:
+        """Ask the workflow to cancel, gracefully: it gets ``durable.CancelledError`` at
+        its current await and may clean up (run activities, call sub-workflows) before it
+        returns or re-raises; if the error escapes, it ends ``CANCELED``."""
+        await self._client._send(self.instance_id, WorkflowCancelRequested(reason=reason))
+
+    async def terminate(
+        self, reason: str = "", output: Any = None, *, recursive: bool = True
+    ) -> None:
+        """End the workflow now as TERMINATED, with an optional output. With
+        ``recursive`` (the default) its sub-workflows still running are terminated too,
+        and theirs: the whole tree."""
         raw = Raw(self._client.codec.encode(output))
-        await self._client._send(self.instance_id, WorkflowTerminated(reason=reason, output=raw))
+        event = WorkflowTerminated(reason=reason, output=raw, recursive=recursive)
+        await self._client._send(self.instance_id, event)
 
     async def history(self) -> list[HistoryEvent]:
         """The events of the current run, each with ``event_id`` and ``timestamp``."""

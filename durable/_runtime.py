@@ -18,6 +18,7 @@ from ._fleet._leases import Fleet, Leases, default_owner
 from ._fleet._partitions import load_config
 from ._ids import IdSource
 from ._log._memo import MemoStore
+from ._observe import make_observer
 from .store import ObjectStore, open_store
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ class Runtime:
         memo_sweep_interval: timedelta = timedelta(hours=1),
         entropy: random.Random | None = None,
         fleet: Fleet | None = None,
+        telemetry: bool | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
         _hooks: EngineHooks | None = None,
         _executor: Executor | None = None,
     ) -> None:
@@ -79,6 +83,9 @@ class Runtime:
         self.codec: PayloadCodec = codec or JsonCodec()
         self._owns_store = not isinstance(store, ObjectStore)
         self.store = open_store(store, storage_options=storage_options)
+        observer = make_observer(self.clock, telemetry, tracer_provider, meter_provider)
+        if observer is not None and observer.metrics is not None:
+            self.store = observer.metrics.timed(self.store, self.clock)
         self.memo_store = memo_store or MemoStore(self.store, memo_prefix, codec=self.codec)
         """Where activities' memo entries and terminal markers live."""
         self.memo_retention = memo_retention
@@ -104,7 +111,14 @@ class Runtime:
             ids=ids,
             hooks=_hooks,
             executor=_executor,
+            observer=observer,
         )
+        if observer is not None and observer.metrics is not None:
+            observer.metrics.gauges(
+                self._engine,
+                resident=lambda engine: len(engine._instances) if engine.running else 0,
+                partitions=lambda engine: len(engine.owned_partitions()) if engine.running else 0,
+            )
         self.client = Client(
             self.store, registry=registry, clock=self.clock, codec=self.codec,
             memo_store=self.memo_store, ids=ids, _engine=self._engine,
@@ -180,13 +194,15 @@ class Runtime:
         instance_id: str | None = None,
         reuse: bool = False,
         version: str | None = None,
+        execution_timeout: timedelta | None = None,
     ) -> WorkflowHandle[T]:
         """Start a workflow and return its handle (see :meth:`Client.start`)."""
         if self._tg is None:
             raise RuntimeError("start the Runtime first: async with Runtime(...) as runtime")
         return await self.client.start(
-            workflow, input, instance_id=instance_id, reuse=reuse, version=version
-        )
+            workflow, input, instance_id=instance_id, reuse=reuse, version=version,
+            execution_timeout=execution_timeout,
+        )  # fmt: skip
 
     async def sweep(self) -> int:
         """Run one retention sweep now; return how many instances' memo it deleted."""

@@ -4,10 +4,12 @@ store."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 from datetime import timedelta
@@ -15,18 +17,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 
-from ._client import Client
-from ._clock import SystemClock
-from ._errors import DurableError
+from ._cli import _verbs as v
+from ._cli._verbs import UsageError
+from ._core._state import WorkflowStatus
+from ._errors import (
+    DurableError,
+    InstanceNotFoundError,
+    InvalidInstanceIdError,
+    UnknownWorkflowError,
+)
 from ._fleet._leases import Fleet
-from ._log._memo import MemoStore
 from ._registry import Registry
 from ._runtime import Runtime
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 __all__ = ["main"]
 
@@ -57,44 +63,6 @@ async def _demo(args: argparse.Namespace) -> None:
     await module.main(args.store)
 
 
-async def _list(args: argparse.Namespace) -> None:
-    async with Client(args.store) as client:
-        async for state in client.list(status=args.status, name=args.name, limit=args.limit):
-            print(f"{state.instance_id}\t{state.name}\t{state.status}\t{state.updated_at}")
-
-
-async def _show(args: argparse.Namespace) -> None:
-    async with Client(args.store) as client:
-        state = await client.get_handle(args.instance_id).describe()
-        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(state)) + b"\n")
-
-
-async def _history(args: argparse.Namespace) -> None:
-    async with Client(args.store) as client:
-        events = await client.get_handle(args.instance_id).history()
-        if args.json:
-            sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(events)) + b"\n")
-            return
-        for event in events:
-            fields = msgspec.structs.asdict(event)
-            fields.pop("event_id"), fields.pop("timestamp")
-            detail = " ".join(f"{k}={msgspec.json.encode(v).decode()}" for k, v in fields.items())
-            print(
-                f"{event.event_id:>5}  {event.timestamp.isoformat()}  "
-                f"{type(event).__name__:<24} {detail}"
-            )
-
-
-async def _terminate(args: argparse.Namespace) -> None:
-    async with Client(args.store) as client:
-        await client.get_handle(args.instance_id).terminate(args.reason)
-
-
-async def _purge(args: argparse.Namespace) -> None:
-    async with Client(args.store) as client:
-        await client.purge(args.instance_id)
-
-
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -110,13 +78,43 @@ def _duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[unit]: value})
 
 
-async def _sweep(args: argparse.Namespace) -> None:
-    memo = MemoStore(args.store, args.prefix)
+def _api_token(args: argparse.Namespace) -> str | None:
+    """The sidecar's API token: ``--api-token``, ``--api-token-file`` or the
+    ``DURABLE_API_TOKEN`` environment variable (one at most); none means no token."""
+    given = [args.api_token is not None, args.api_token_file is not None]
+    if all(given):
+        raise ValueError("give --api-token or --api-token-file, not both")
+    if args.api_token_file is not None:
+        try:
+            with open(args.api_token_file, encoding="utf-8") as file:
+                token: str | None = file.read().strip()
+        except OSError as err:
+            raise ValueError(f"cannot read --api-token-file: {err}") from None
+        if not token:
+            raise ValueError(f"--api-token-file {args.api_token_file} is empty")
+        return token
+    if args.api_token is not None:
+        return str(args.api_token)
+    token = os.environ.get("DURABLE_API_TOKEN")
+    if token is not None and not token.strip():
+        raise ValueError("DURABLE_API_TOKEN is set but empty")
+    return token
+
+
+_SIZES = {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "b": 1}
+
+
+def _size(text: str) -> int:
+    """``4MiB``, ``512KiB``, ``16MB`` (or a bare number of bytes), at least 1 KiB."""
+    lowered = text.strip().lower()
+    unit = next((u for u in _SIZES if lowered.endswith(u)), "")
     try:
-        swept = await memo.sweep(SystemClock().now(), args.retention)
-    finally:
-        await memo.store.close()
-    print(f"swept the memo of {swept} ended instance(s)")
+        value = int(float(lowered.removesuffix(unit) or "x") * _SIZES.get(unit, 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 4MiB)") from None
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"a message limit under 1 KiB is no use: {text!r}")
+    return value
 
 
 def _load_registry(target: str) -> Registry:
@@ -146,67 +144,109 @@ def _storage_option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _host_port(text: str, option: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"{option} wants HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+@contextlib.asynccontextmanager
+async def _metrics(listen: str | None) -> AsyncIterator[Any]:
+    """``--metrics HOST:PORT``: serve the metrics for Prometheus while the block runs;
+    yields the meter provider to give the runtime (None: the global one)."""
+    if listen is None:
+        yield None
+        return
+    from ._observe._prometheus import MetricsEndpoint  # the prometheus extra
+
+    endpoint = MetricsEndpoint(*_host_port(listen, "--metrics"))
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(endpoint.serve)
+        print(f"metrics on http://{endpoint.host}:{port}/metrics", flush=True)
+        yield endpoint.meter_provider
+        tg.cancel_scope.cancel()
+
+
 async def _worker(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     registry = _load_registry(args.target)
     fleet = None
     if not args.solo:
         fleet = Fleet(partitions=args.partitions, lease_ttl=args.lease_ttl, owner=args.owner)
-    runtime = Runtime(
-        registry, store=args.store, storage_options=dict(args.storage_option) or None, fleet=fleet,
-        poll_interval=args.poll_interval,
-        max_concurrent_activities=args.max_concurrent_activities,
-    )  # fmt: skip
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with runtime:
-            print(f"READY {runtime.owner} partitions={runtime.partitions}", flush=True)
-            async for _ in signals:
-                break  # a clean stop: leases are released on the way out
+        async with _metrics(args.metrics) as meter_provider:
+            runtime = Runtime(
+                registry, store=args.store, storage_options=dict(args.storage_option) or None,
+                fleet=fleet, poll_interval=args.poll_interval,
+                max_concurrent_activities=args.max_concurrent_activities,
+                meter_provider=meter_provider,
+            )  # fmt: skip
+            async with runtime:
+                print(f"READY {runtime.owner} partitions={runtime.partitions}", flush=True)
+                async for _ in signals:
+                    break  # a clean stop: leases are released on the way out
     print(f"STOPPED {runtime.owner}", flush=True)
 
 
 async def _sidecar(args: argparse.Namespace) -> None:
     from .grpc import Sidecar  # grpc stubs load only for this command
 
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"durable: --listen wants HOST:PORT, got {args.listen!r}")
+    host, port = _host_port(args.listen, "--listen")
     fleet = None
     if args.fleet:
         ttl = timedelta(seconds=15) if args.lease_ttl is None else args.lease_ttl
         fleet = Fleet(partitions=args.partitions, lease_ttl=ttl, owner=args.owner)
     elif args.partitions is not None or args.owner is not None or args.lease_ttl is not None:
         raise SystemExit("durable: --partitions, --lease-ttl and --owner need --fleet")
-    sidecar = Sidecar(
-        args.store, host=host.strip("[]"), port=int(port),
-        tls_cert=args.tls_cert, tls_key=args.tls_key, api_token=args.api_token,
-        storage_options=dict(args.storage_option) or None, fleet=fleet,
-        poll_interval=args.poll_interval, keepalive=args.keepalive or None,
-        keepalive_timeout=args.keepalive_timeout,
-    )  # fmt: skip
+    try:
+        api_token = _api_token(args)
+    except ValueError as err:  # a setting that cannot work: one line, no traceback
+        raise SystemExit(f"durable sidecar: {err}") from None
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with sidecar:
-            print(f"durable sidecar listening on {host}:{sidecar.port}", flush=True)
-            if fleet is not None:
-                print(f"fleet member {sidecar.owner} partitions={sidecar.partitions}", flush=True)
-            async for _ in signals:
-                break  # a clean stop: in a fleet, leases are released on the way out
+        async with _metrics(args.metrics) as meter_provider:
+            try:
+                sidecar = Sidecar(
+                    args.store, host=host, port=port,
+                    tls_cert=args.tls_cert, tls_key=args.tls_key,
+                    tls_client_ca=args.tls_client_ca, api_token=api_token,
+                    storage_options=dict(args.storage_option) or None, fleet=fleet,
+                    poll_interval=args.poll_interval, keepalive=args.keepalive or None,
+                    keepalive_timeout=args.keepalive_timeout, meter_provider=meter_provider,
+                    max_message_size=args.max_message_size, idle_timeout=args.idle_timeout,
+                    max_connections=args.max_connections,
+                    turn_timeout=args.turn_timeout or None,
+                    activity_timeout=args.activity_timeout, max_waiting=args.max_waiting,
+                )  # fmt: skip
+            except ValueError as err:  # a setting that cannot work: one line
+                raise SystemExit(f"durable sidecar: {err}") from None
+            async with sidecar:
+                print(f"durable sidecar listening on {host}:{sidecar.port}", flush=True)
+                if fleet is not None:
+                    print(f"fleet member {sidecar.owner} partitions={sidecar.partitions}",
+                          flush=True)  # fmt: skip
+                async for _ in signals:
+                    break  # a clean stop: in a fleet, leases are released on the way out
     print("durable sidecar stopped", flush=True)
 
 
 async def _ui(args: argparse.Namespace) -> None:
-    try:
-        from .console import serve  # the ui extra: Starlette, uvicorn, Jinja2
+    try:  # the ui extra: Starlette, uvicorn, Jinja2
+        from .console._serve import ListenError, serve
     except ImportError as err:
         raise SystemExit(f'durable: the console needs pip install "durable[ui]" ({err})') from None
 
     def ready(url: str) -> None:
         print(f"durable ui listening on {url}", flush=True)
 
-    await serve(
-        args.store, listen=args.listen, api_token=args.api_token, memo_prefix=args.prefix,
-        storage_options=dict(args.storage_option) or None, ready=ready, stop_on_signals=True,
-    )  # fmt: skip
+    try:
+        await serve(
+            args.store, listen=args.listen, api_token=args.api_token, memo_prefix=args.prefix,
+            storage_options=dict(args.storage_option) or None, ready=ready,
+            stop_on_signals=True,
+        )  # fmt: skip
+    except ListenError as err:
+        raise UsageError(str(err)) from None  # exit code 2
     print("durable ui stopped", flush=True)
 
 
@@ -214,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="durable", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, run: Callable[[argparse.Namespace], Awaitable[None]],
+    def command(name: str, run: Callable[[argparse.Namespace], Awaitable[int | None]],
                 help: str) -> argparse.ArgumentParser:  # fmt: skip
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--store", default=DEFAULT_STORE, help=f"store URL ({DEFAULT_STORE})")
@@ -257,26 +297,25 @@ def _parser() -> argparse.ArgumentParser:
         help="run every partition: no leases (the only process on the store)",
     )
     p.add_argument("--max-concurrent-activities", type=int, default=100)
-    p = command("list", _list, "list instances")
-    p.add_argument("--status")
-    p.add_argument("--name")
-    p.add_argument("--limit", type=int)
-    command("show", _show, "describe one instance").add_argument("instance_id")
-    p = command("history", _history, "print an instance's history")
-    p.add_argument("instance_id")
-    p.add_argument("--json", action="store_true", help="as JSON (for the Replayer)")
-    p = command("terminate", _terminate, "terminate a running instance")
-    p.add_argument("instance_id")
-    p.add_argument("--reason", default="terminated from the command line")
-    command("purge", _purge, "delete an ended instance").add_argument("instance_id")
-    p = command("sweep", _sweep, "delete the memo of instances that ended before the retention")
+    p.add_argument(*_METRICS, **_METRICS_HELP)
+    _steering_verbs(command)
+    p = command("sweep", v.sweep, "delete the memo of instances that ended before the retention")
     p.add_argument("--retention", type=_duration, required=True, help="e.g. 7d, 12h, 30m")
     p.add_argument("--prefix", default="memo", help="memo key prefix (memo)")
     p = command("sidecar", _sidecar, "serve the Durable Task gRPC protocol over the store")
     p.add_argument("--listen", default="127.0.0.1:4001", help="HOST:PORT (127.0.0.1:4001)")
     p.add_argument("--tls-cert", help="PEM certificate file (TLS needs --tls-key too)")
     p.add_argument("--tls-key", help="PEM private key file")
-    p.add_argument("--api-token", help="require this dapr-api-token on every call")
+    p.add_argument(
+        "--tls-client-ca",
+        help="PEM CA file: require a client certificate it signed on every connection (mTLS)",
+    )
+    p.add_argument(
+        "--api-token",
+        help="require this dapr-api-token on every call (visible to other users of the "
+        "machine in the process list: prefer --api-token-file or DURABLE_API_TOKEN)",
+    )
+    p.add_argument("--api-token-file", help="read the API token from this file")
     p.add_argument(
         "--keepalive",
         type=float,
@@ -293,6 +332,48 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a ping may go unanswered (20)",
     )
     p.add_argument(
+        "--max-message-size",
+        type=_size,
+        default=4 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest message either way, e.g. 4MiB, 16MiB (4MiB, gRPC's usual): a bigger "
+        "request is refused unread, a bigger work item fails its instance",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=8.0,
+        metavar="SECONDS",
+        help="close a connection with no call open this long (8)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections open at once at most (the file-descriptor limit less a headroom "
+        "for the store)",
+    )
+    p.add_argument(
+        "--turn-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a turn a worker has not answered this long goes to another worker (300; 0: never)",
+    )
+    p.add_argument(
+        "--activity-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="the same for an activity attempt (default: none, activities may run long)",
+    )
+    p.add_argument(
+        "--max-waiting",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="callers waiting in WaitForInstanceStart/Completion at once (10000)",
+    )
+    p.add_argument(
         "--fleet",
         action="store_true",
         help="share the store with other sidecars: run only the partitions held by lease, "
@@ -300,6 +381,7 @@ def _parser() -> argparse.ArgumentParser:
         "the store)",
     )
     storage_and_fleet(p, None)
+    p.add_argument(*_METRICS, **_METRICS_HELP)
     p = command("ui", _ui, "serve the web console: instances, histories and actions")
     p.add_argument("--listen", default="127.0.0.1:8233", help="HOST:PORT (127.0.0.1:8233)")
     p.add_argument("--api-token", help="require this token for every page and action")
@@ -311,11 +393,84 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_METRICS = ("--metrics",)
+_METRICS_HELP: dict[str, Any] = {
+    "metavar": "HOST:PORT",
+    "help": "serve metrics for Prometheus at http://HOST:PORT/metrics (needs durable[prometheus])",
+}
+
+
+def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """The verbs that read and steer instances (``durable._cli._verbs``)."""
+
+    def read(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--json", action="store_true", help="print JSON, not a table")
+        return p
+
+    p = read(command("start", v.start, "start a workflow by name; print its instance id"))
+    p.add_argument("name", help="the workflow's registered name")
+    p.add_argument("--input", metavar="JSON", help="the input, as JSON (null)")
+    p.add_argument("--id", help="the instance id (a new one by default)")
+    p.add_argument("--reuse", action="store_true", help="start an ended instance again")
+    p.add_argument("--version", help="the workflow version (its newest by default)")
+    p.add_argument(
+        "--wait", action="store_true",
+        help="wait for the end and print the output (exit 1 if the workflow failed)",
+    )  # fmt: skip
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: at most this")
+    p = command("raise-event", v.raise_event, "send an event to an instance")
+    p.add_argument("instance_id")
+    p.add_argument("event", help="the event's name")
+    p.add_argument("--data", metavar="JSON", help="the event's payload, as JSON (null)")
+    for name, run, what in (
+        ("suspend", v.suspend, "pause an instance: events wait until it resumes"),
+        ("resume", v.resume, "resume a suspended instance"),
+        ("terminate", v.terminate, "end a running instance now"),
+        ("cancel", v.cancel, "ask a running instance to cancel: it may clean up first"),
+    ):
+        p = command(name, run, what)
+        p.add_argument("instance_id")
+        p.add_argument("--reason", default=f"{name} from the command line")
+        if name == "terminate":
+            p.add_argument(
+                "--no-recursive", action="store_true", help="leave its sub-workflows running"
+            )
+    p = command("rerun", v.rerun, "run an ended instance again from one of its events")
+    p.add_argument("instance_id")
+    p.add_argument("from_event", type=int, help="the event id of a scheduled step")
+    for name in ("show", "describe"):
+        read(command(name, v.describe, "describe one instance")).add_argument("instance_id")
+    p = read(command("list", v.list_instances, "list instances"))
+    p.add_argument("--status", choices=[s.value for s in WorkflowStatus])
+    p.add_argument("--name", help="only this workflow")
+    p.add_argument("--limit", type=int)
+    p = read(command("history", v.history, "print an instance's history"))
+    p.add_argument("instance_id")
+    p = read(command("watch", v.watch, "follow an instance's events until it ends"))
+    p.add_argument("instance_id")
+    p.add_argument("--interval", type=float, default=0.5, metavar="SECONDS",
+                   help="how often to look (0.5)")  # fmt: skip
+    p = command("purge", v.purge, "delete an ended instance, or every one a filter matches")
+    p.add_argument("instance_id", nargs="?")
+    p.add_argument("--status", choices=v.ENDED_STATUSES, help="every ended one with it")
+    p.add_argument("--name", help="every ended one of this workflow")
+
+
+# exit codes: 0 ok, 1 a failed workflow (or any other error), 2 bad usage, 3 not found
+_USAGE = (v.UsageError, InvalidInstanceIdError, UnknownWorkflowError)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``durable`` console script."""
     args = _parser().parse_args(argv)
     try:
-        anyio.run(args.run, args)
+        code = anyio.run(args.run, args)
+    except _USAGE as err:
+        print(f"durable: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except InstanceNotFoundError as err:
+        print(f"durable: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
     except DurableError as err:
         raise SystemExit(f"durable: {err}") from None
     except KeyboardInterrupt:
@@ -323,3 +478,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:  # output piped into head, less, ...
         sys.stderr.close()
         raise SystemExit(0) from None
+    if code:
+        raise SystemExit(code)

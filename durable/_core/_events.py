@@ -30,12 +30,15 @@ __all__ = [
     "ContinuedAsNew",
     "Event",
     "EventRaised",
+    "ExecutionTimedOut",
     "HistoryEvent",
     "ParentRef",
     "PatchApplied",
+    "TaskCancelled",
     "TimerCreated",
     "TimerFired",
     "TurnStarted",
+    "WorkflowCancelRequested",
     "WorkflowCompleted",
     "WorkflowErrored",
     "WorkflowResumed",
@@ -81,7 +84,10 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     keeps that run's seed (empty: ``run_id``). An activity's step (which keys its memo)
     is ``step_base`` plus its task id: a reuse or rerun starts above every step of the
     runs before it, so no memo is shared with them, nor deleted from under the new run
-    when theirs is."""
+    when theirs is. ``deadline``: when the start's ``execution_timeout`` ends the run and
+    its continue-as-new successors (None: never). ``trace_parent`` and ``trace_state`` are
+    the W3C trace context of whoever started the run (empty: none), so the run's spans
+    join that trace."""
 
     name: str
     input: Raw = NULL
@@ -91,6 +97,9 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     first_task_id: int = 0
     seed: str = ""
     step_base: int = 0
+    trace_parent: str = ""
+    trace_state: str = ""
+    deadline: datetime | None = None
 
     @property
     def replay_seed(self) -> str:
@@ -159,12 +168,25 @@ class TimerFired(Event, frozen=True, tag="timer_fired"):
 
 
 class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled"):
-    """The workflow started a sub-workflow."""
+    """The workflow started a sub-workflow. ``on_parent_close``: what happens to it if
+    it still runs when this run ends (``terminate``, ``cancel``, ``abandon``; empty in
+    logs written before: terminated only when the parent is). ``trace_parent``: the W3C
+    trace context the child's run starts under (the parent run's span; empty when not
+    traced)."""
 
     task_id: int
     name: str
     instance_id: str
     input: Raw = NULL
+    trace_parent: str = ""
+    on_parent_close: str = ""
+
+
+class TaskCancelled(Event, frozen=True, tag="task_cancelled"):
+    """The workflow cancelled its operation ``task_id`` (an activity, a timer, a
+    sub-workflow): its outcome, should one come, is never applied."""
+
+    task_id: int
 
 
 class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):
@@ -213,10 +235,27 @@ class WorkflowResumed(Event, frozen=True, tag="workflow_resumed"):
 
 class WorkflowTerminated(Event, frozen=True, tag="workflow_terminated"):
     """The instance was terminated from outside. ``parent`` is set when the end of its
-    parent's run terminated it: it then applies only to a child of that run."""
+    parent's run terminated it: it then applies only to a child of that run.
+    ``recursive``: its sub-workflows still running are terminated too."""
 
     reason: str = ""
     output: Raw = NULL
+    parent: ParentRef | None = None
+    recursive: bool = True
+
+
+class ExecutionTimedOut(Event, frozen=True, tag="execution_timed_out"):
+    """The start's ``execution_timeout`` passed (its ``deadline``): the run ends FAILED
+    with ``durable.TimeoutError``."""
+
+    deadline: datetime
+
+
+class WorkflowCancelRequested(Event, frozen=True, tag="workflow_cancel_requested"):
+    """A graceful cancel: the workflow gets ``durable.CancelledError`` at its current
+    await and may clean up. ``parent`` as for a termination by the parent's end."""
+
+    reason: str = ""
     parent: ParentRef | None = None
 
 
@@ -257,6 +296,9 @@ HistoryEvent = (
     | ChildWorkflowErrored
     | EventRaised
     | PatchApplied
+    | TaskCancelled
+    | WorkflowCancelRequested
+    | ExecutionTimedOut
     | WorkflowSuspended
     | WorkflowResumed
     | WorkflowTerminated

@@ -55,9 +55,11 @@ if TYPE_CHECKING:
     from durable._log._instances import Created
     from durable._log._memo import MemoStore
     from durable._log._reader import RunLog
+    from durable._observe import Observer
     from durable._registry import Registry
     from durable.store import ObjectStore
 
+    from ._attempts import RunningAttempt
     from ._executor import Executor, TurnRunner
     from ._handover import Handover
 
@@ -102,12 +104,12 @@ class _EngineBase:
     # 29 attributes of an instance inline (beyond that, each read is a dict lookup). The
     # ``__dict__`` still takes what is not listed here (tests replace methods in it).
     __slots__ = (
-        "__dict__", "__weakref__", "_armed", "_busy", "_changed", "_done_waiters",
-        "_evicted", "_handovers", "_hooks", "_inflight", "_instances", "_leases",
-        "_max_activities", "_max_turns", "_memo_retention", "_partitions", "_poll_interval",
-        "_queued", "_residency", "_send", "_send_activity", "_stale_meta",
-        "_store_never_suspends", "_tg", "_timers", "_turns", "clock", "codec", "executor",
-        "ids", "memo_store", "registry", "store",
+        "__dict__", "__weakref__", "_armed", "_attempts", "_busy", "_changed",
+        "_done_waiters", "_evicted", "_handovers", "_hooks", "_inflight", "_instances",
+        "_leases", "_max_activities", "_max_turns", "_memo_retention", "_observe",
+        "_partitions", "_poll_interval", "_queued", "_residency", "_send", "_send_activity",
+        "_stale_meta", "_status_waiters", "_store_never_suspends", "_tg", "_timers",
+        "_turns", "clock", "codec", "executor", "ids", "memo_store", "registry", "store",
     )  # fmt: skip
 
     def __init__(
@@ -127,6 +129,7 @@ class _EngineBase:
         ids: IdSource | None = None,
         hooks: EngineHooks | None = None,
         executor: Executor | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.registry = registry
         self.executor: Executor = executor or LocalExecutor(
@@ -134,6 +137,7 @@ class _EngineBase:
         )
         self.ids = ids or IdSource()
         self._hooks = hooks
+        self._observe = observer  # spans and metrics; None: telemetry is off
         self.memo_store = memo_store
         self._memo_retention = memo_retention
         self.store = store
@@ -145,9 +149,12 @@ class _EngineBase:
         self._max_activities = max_concurrent_activities
         self._turns = 0  # turns in progress, in turn workers or inline after an activity
         self._done_waiters: dict[str, anyio.Event] = {}
+        self._status_waiters: dict[str, anyio.Event] = {}  # set at the next status change
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
         self._inflight: set[tuple[str, int, int]] = set()
+        # the activity attempts running here, by (instance, run, task): to cancel them
+        self._attempts: dict[tuple[str, int, int], RunningAttempt] = {}
         # the timers and sub-workflows this process has under way, per instance: (run, task).
         # Kept while the instance is evicted; cleared when it leaves this process's charge
         # (ended, a new run, purged, its partition dropped), so a load arms exactly what
@@ -335,6 +342,21 @@ class _EngineBase:
         await done.wait()
         return True
 
+    def status_changed(self, instance_id: str) -> anyio.Event | None:
+        """An event set when the status of an instance this engine runs next changes
+        (take it before reading the status, then wait on it); None if this engine does
+        not run the instance."""
+        if instance_id not in self._instances and instance_id not in self._evicted:
+            return None
+        event = self._status_waiters.get(instance_id)
+        if event is None:
+            event = self._status_waiters[instance_id] = anyio.Event()
+        return event
+
+    def _status_now_changed(self, instance_id: str) -> None:
+        if (event := self._status_waiters.pop(instance_id, None)) is not None:
+            event.set()
+
     def is_resident(self, instance_id: str) -> bool:
         """Whether the instance is held in this process's memory."""
         return instance_id in self._instances
@@ -380,6 +402,10 @@ class _EngineBase:
 
         def _dispatch(self, inst: _Instance, event: HistoryEvent) -> None: ...
 
+        def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent, reason: str) -> None: ...
+
+        def _arm_deadline(self, inst: _Instance) -> None: ...
+
         def _on_timer(self, payload: tuple[Any, ...]) -> None: ...
 
         async def _start_child(
@@ -393,7 +419,7 @@ class _EngineBase:
             err: InstanceExistsError | None = None,
         ) -> None: ...
 
-        def _terminate_children(self, inst: _Instance) -> None: ...
+        def _close_children(self, inst: _Instance, record: TurnRecord) -> None: ...
 
         async def _tell_parent(self, inst: _Instance) -> bool: ...
 

@@ -8,8 +8,10 @@ import anyio.lowlevel
 
 from durable._core._events import (
     NULL,
+    ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,
+    TaskCancelled,
     TurnStarted,
     WorkflowErrored,
     WorkflowStarted,
@@ -89,6 +91,8 @@ class _Commits(_EngineBase):
             await self._reload(inst)
 
     async def _after_commit(self, inst: _Instance, record: TurnRecord) -> None:
+        if self._observe is not None:
+            self._observe.committed(inst.id, inst.started, inst.status, record)
         inst.seq = record.seq
         inst.next_event_id += len(record.events)
         if record.consumed:
@@ -106,6 +110,10 @@ class _Commits(_EngineBase):
                     self._dispatch(inst, event)  # fire-and-forget sub-workflows still start
             elif type(event) in _ANSWERS:
                 outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
+            elif type(event) is TaskCancelled:
+                cancelled = outstanding.pop(event.task_id, None)
+                if cancelled is not None:
+                    self._cancel_op(inst, cancelled, f"cancelled by its parent {inst.id!r}")
         told = True
         if record.next_run:
             self._start_new_run(inst, record)
@@ -123,6 +131,8 @@ class _Commits(_EngineBase):
             or record.seq - inst.meta_seq >= _META_EVERY
         ):
             await self._write_meta(inst)
+        if inst.status is not previous or record.next_run:
+            self._status_now_changed(inst.id)
         if inst.status.is_terminal:
             self._wake_waiters(inst)
         elif not record.next_run:
@@ -142,12 +152,15 @@ class _Commits(_EngineBase):
         inst.outstanding = {}
         inst.consumed = set(record.consumed)
         inst.run = self._new_run(inst, list(record.next_run))
+        self._arm_deadline(inst)  # a continued run keeps its start's deadline
         self._enqueue(inst)
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
         inst.output, inst.failure = record_outcome(record)
-        if inst.status is WorkflowStatus.TERMINATED:
-            self._terminate_children(inst)
+        self._close_children(inst, record)
+        for scheduled in inst.outstanding.values():
+            if isinstance(scheduled, ActivityScheduled):  # nobody waits for it any more
+                self._cancel_op(inst, scheduled, "")
         self._drop_run(inst)
         self._armed.pop(inst.id, None)
         inst.outstanding.clear()
@@ -155,6 +168,7 @@ class _Commits(_EngineBase):
     def _wake_waiters(self, inst: _Instance) -> None:
         if (done := self._done_waiters.pop(inst.id, None)) is not None:
             done.set()
+        self._status_now_changed(inst.id)
         self._evicted.discard(inst.id)
         # A finished instance needs no memory beyond what waiters read right now.
         if self._instances.get(inst.id) is inst and not inst.pending:

@@ -20,10 +20,13 @@ from durable._core._events import (
     ChildWorkflowErrored,
     ChildWorkflowScheduled,
     Event,
+    ExecutionTimedOut,
     HistoryEvent,
     ParentRef,
+    TaskCancelled,
     TimerCreated,
     TimerFired,
+    WorkflowCancelRequested,
     WorkflowStarted,
     WorkflowTerminated,
 )
@@ -58,7 +61,8 @@ _ANY_RUN = -1
 _ANSWERS_OF_STORE = (ObjectNotFoundError, ObjectExistsError, PreconditionFailedError)
 
 Pending = tuple[str | None, int, Event]  # (inbox message id, run it belongs to, event)
-_ActivityWork = tuple[str, str, int, ActivityScheduled]  # (instance, workflow, run, attempt)
+# (instance, the run's start, the run's first seq, the attempt)
+_ActivityWork = tuple[str, WorkflowStarted, int, ActivityScheduled]
 
 
 class _Instance:
@@ -145,12 +149,15 @@ _RUN_ADDRESSED = frozenset({ChildWorkflowCompleted, ChildWorkflowErrored, Workfl
 
 def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
     """Whether ``event`` names a run that is not the instance's current one: a child's
-    answer to another run of this parent, or a terminate for the children of another
-    run of its parent. Such an event is consumed and never applied."""
+    answer to another run of this parent, a terminate or cancel for the children of
+    another run of its parent, the execution deadline of an earlier start. Such an
+    event is consumed and never applied."""
     if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
         return event.parent_run not in ("", inst.started.run_id)
-    if isinstance(event, WorkflowTerminated) and event.parent is not None:
+    if isinstance(event, WorkflowTerminated | WorkflowCancelRequested) and event.parent is not None:
         return inst.parent is None or not inst.parent.same_run(event.parent)
+    if isinstance(event, ExecutionTimedOut):  # the deadline of an earlier start's runs
+        return event.deadline != inst.started.deadline
     return False
 
 
@@ -169,5 +176,5 @@ def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> N
     for event in events:
         if isinstance(event, _SCHEDULING):
             outstanding[event.task_id] = event
-        elif type(event) in _ANSWERS:
+        elif type(event) in _ANSWERS or type(event) is TaskCancelled:
             outstanding.pop(event.task_id, None)  # type: ignore[union-attr]

@@ -8,6 +8,7 @@ import msgspec
 
 from durable._core._actions import (
     Action,
+    CancelTask,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -24,6 +25,7 @@ from durable._core._events import (
     Event,
     HistoryEvent,
     PatchApplied,
+    TaskCancelled,
     TimerCreated,
     TurnStarted,
     WorkflowCompleted,
@@ -32,7 +34,7 @@ from durable._core._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from durable._core._state import WorkflowStatus
+from durable._core._state import WorkflowStatus, ended_by
 from durable._errors import (
     NonDeterminismError,
     StoreError,
@@ -157,8 +159,10 @@ class _Turns(_EngineBase):
 
     async def _turn_from_queue(self, inst: _Instance) -> None:
         self._queued -= 1
-        if inst.state is not _DROPPED:  # a copy let go of meanwhile takes no turn
+        if inst.state is not _DROPPED:
             await self._run_turn(inst)
+        else:  # a copy let go of meanwhile takes no turn: loads that waited for it go on
+            self._residency.evict_to_capacity()
 
     async def _run_turn(self, inst: _Instance) -> None:
         fire(inst, _START_TURN)
@@ -386,9 +390,15 @@ class _Turns(_EngineBase):
                     event = ChildWorkflowScheduled(
                         event_id=event_id, timestamp=now, task_id=action.task_id,
                         name=action.name, instance_id=action.instance_id, input=action.input,
+                        on_parent_close=action.on_parent_close,
+                        trace_parent=""
+                        if self._observe is None
+                        else self._observe.child_trace_parent(inst.id, inst.started),
                     )  # fmt: skip
                 case RecordPatch():
                     event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)
+                case CancelTask():
+                    event = TaskCancelled(event_id=event_id, timestamp=now, task_id=action.task_id)
                 case CompleteWorkflow():
                     event, status = (
                         WorkflowCompleted(event_id=event_id, timestamp=now, result=action.result),
@@ -398,7 +408,7 @@ class _Turns(_EngineBase):
                     event = WorkflowErrored(
                         event_id=event_id, timestamp=now, failure=action.failure
                     )
-                    status = WorkflowStatus.FAILED
+                    status = ended_by(action.failure)
                 case ContinueAsNew():
                     event = ContinuedAsNew(
                         event_id=event_id, timestamp=now, input=action.input,
@@ -409,6 +419,9 @@ class _Turns(_EngineBase):
                         event_id=0, timestamp=now, name=inst.name, input=action.input,
                         run_id=self.ids.run_id(), parent=inst.parent, first_task_id=run.task_count,
                         version=inst.started.version, step_base=inst.started.step_base,
+                        deadline=inst.started.deadline,
+                        trace_parent=inst.started.trace_parent,
+                        trace_state=inst.started.trace_state,
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(
@@ -417,7 +430,7 @@ class _Turns(_EngineBase):
                     )
             events.append(event)
             event_id += 1
-        if run.terminated and status not in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED):
+        if run.terminated and not status.is_terminal:
             status = WorkflowStatus.TERMINATED
         return events, next_run, status
 

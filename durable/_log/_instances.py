@@ -135,10 +135,14 @@ async def create_instance(
     memo: MemoStore | None = None,
     run_id: str,
     version: str = "",
+    deadline: datetime | None = None,
+    trace_parent: str = "",
+    trace_state: str = "",
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
-    ``InstanceExistsError``."""
+    ``InstanceExistsError``. ``deadline`` bounds the run and its continue-as-new
+    successors."""
     started = WorkflowStarted(
         event_id=0,
         timestamp=now,
@@ -147,6 +151,9 @@ async def create_instance(
         run_id=run_id,
         parent=parent,
         version=version,
+        deadline=deadline,
+        trace_parent=trace_parent,
+        trace_state=trace_state,
     )
     try:
         return await _start_run(store, instance_id, 0, [started], now, now, None)

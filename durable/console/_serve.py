@@ -19,12 +19,16 @@ from ._security import is_loopback
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-__all__ = ["parse_listen", "serve"]
+__all__ = ["BindError", "ListenError", "parse_listen", "serve"]
 
 
 class ListenError(DurableError, ValueError):
     """Raised when ``--listen`` is not HOST:PORT, or opens the console to the network
     without an API token."""
+
+
+class BindError(DurableError):
+    """Raised when the console cannot listen on its address (in use, not allowed)."""
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -44,7 +48,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
     except OSError as err:
         sock.close()
-        raise ListenError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+        raise BindError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     return sock
 
 

@@ -37,6 +37,7 @@ from durable._errors import (
     WorkflowFailed,
 )
 from durable._ids import IdSource, validate_instance_id
+from durable._observe import current_trace_context
 from durable.grpc import _convert as cv
 from durable.grpc._proto import dapr, ms
 from durable.grpc._wire import check_dialect, metadata_for, open_channel, unary
@@ -188,6 +189,13 @@ class RemoteClient:
                     replaceable_status=ended
                 )
             reply_type = ms.CreateInstanceResponse
+        trace_parent, trace_state = current_trace_context()  # the caller's span, if traced
+        if trace_parent:
+            request.parent_trace_context = (
+                cv.trace_context_to_dapr(trace_parent, trace_state)
+                if self.dialect == "dapr"
+                else cv.trace_context_to_ms(trace_parent, trace_state)
+            )
         reply = await self._call("StartInstance", request, reply_type, instance_id)
         return RemoteWorkflowHandle(self, reply.instance_id or instance_id, name)
 
@@ -400,7 +408,12 @@ class RemoteClient:
         await self._call(method, request, reply_type, instance_id)
 
 
-_ENDED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED)
+_ENDED = (
+    WorkflowStatus.COMPLETED,
+    WorkflowStatus.FAILED,
+    WorkflowStatus.TERMINATED,
+    WorkflowStatus.CANCELED,
+)
 _REPLIES: dict[str, dict[str, type[Any]]] = {
     "dapr": {
         "RaiseEvent": dapr.RaiseEventResponse,
@@ -480,13 +493,16 @@ class RemoteWorkflowHandle(Generic[T]):
         request = cls(instance_id=self.instance_id, reason=reason or None)
         await client._send(self.instance_id, "ResumeInstance", request)
 
-    async def terminate(self, reason: str = "", output: Any = None) -> None:
-        """End the workflow now as TERMINATED, with an optional output (the protocol
-        has no field for ``reason``: it is not sent)."""
+    async def terminate(
+        self, reason: str = "", output: Any = None, *, recursive: bool = True
+    ) -> None:
+        """End the workflow now as TERMINATED, with an optional output; ``recursive``
+        ends its sub-workflows too (the protocol has no field for ``reason``: it is not
+        sent)."""
         client = self._client
         payload = cv.payload_to_proto(Raw(client.codec.encode(output)))
         cls: Any = dapr.TerminateRequest if client.dialect == "dapr" else ms.TerminateRequest
-        request = cls(instance_id=self.instance_id, output=payload)
+        request = cls(instance_id=self.instance_id, output=payload, recursive=recursive)
         await client._send(self.instance_id, "TerminateInstance", request)
 
     async def history(self) -> list[HistoryEvent]:

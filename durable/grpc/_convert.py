@@ -74,8 +74,9 @@ Dapr keeps "sleep", "retry" and "event_timeout" in the timer's ``origin``;
 next run's history carries those events); ``FailureDetails.bases``; event positions
 of carried-over events.
 
-Payloads are JSON text both sides: ``msgspec.Raw`` ↔ ``google.protobuf.StringValue``,
-with ``null`` ↔ absent (what the SDKs send for ``None``). Time is UTC; betterproto
+Payloads are opaque text both sides: ``msgspec.Raw`` ↔ ``google.protobuf.StringValue``,
+with ``null`` ↔ absent (what the SDKs send for ``None``); text that is not one JSON
+value is stored as data (see :mod:`durable.grpc._payload`). Time is UTC; betterproto
 keeps microseconds, except that Dapr's "never" sentinel ``9999-12-31T23:59:59.999999999Z``
 (timers of indefinite waits, compared to the nanosecond) maps to ``datetime.max`` and
 back exactly.
@@ -89,10 +90,10 @@ from typing import TYPE_CHECKING, Any, assert_never, cast
 import betterproto
 import msgspec
 from betterproto.lib.google.protobuf import Timestamp
-from msgspec import Raw
 
 from durable._core._actions import (
     Action,
+    CancelTask,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -102,7 +103,6 @@ from durable._core._actions import (
     StartTimer,
 )
 from durable._core._events import (
-    NULL,
     ActivityCompleted,
     ActivityErrored,
     ActivityScheduled,
@@ -111,12 +111,15 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     ContinuedAsNew,
     EventRaised,
+    ExecutionTimedOut,
     HistoryEvent,
     ParentRef,
     PatchApplied,
+    TaskCancelled,
     TimerCreated,
     TimerFired,
     TurnStarted,
+    WorkflowCancelRequested,
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
@@ -134,6 +137,7 @@ from durable.grpc._framing import (
     ProtocolError,
     wire_fields,
 )
+from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
 
 if TYPE_CHECKING:
@@ -183,17 +187,6 @@ _NEVER_SECONDS, _NEVER_NANOS = 253_402_300_799, 999_999_999
 # ---------------------------------------------------------------------------------------
 
 
-def payload_to_proto(payload: Raw) -> str | None:
-    """JSON text for a StringValue; ``null`` becomes absent."""
-    data = bytes(payload)
-    return None if data == b"null" else data.decode()
-
-
-def payload_from_proto(text: str | None) -> Raw:
-    """A StringValue's JSON text; absent or empty becomes ``null``."""
-    return Raw(text.encode()) if text else NULL
-
-
 def _time_to_proto(at: datetime) -> datetime:
     """A datetime for a Timestamp field: UTC, and the "never" sentinel to the nanosecond.
 
@@ -215,9 +208,10 @@ _STATUS = {
     WorkflowStatus.TERMINATED: 5,
     WorkflowStatus.PENDING: 6,
     WorkflowStatus.SUSPENDED: 7,
+    WorkflowStatus.CANCELED: 4,
 }
 _STATUS_BACK = {number: status for status, number in _STATUS.items()}
-_CANCELED, _STALLED = 4, 8
+_STALLED = 8
 
 
 def status_to_ms(status: WorkflowStatus) -> ms.OrchestrationStatus:
@@ -231,11 +225,9 @@ def status_to_dapr(status: WorkflowStatus) -> dapr.OrchestrationStatus:
 
 
 def status_from_proto(status: int) -> WorkflowStatus:
-    """durable's status for an OrchestrationStatus of either dialect: CANCELED counts as
-    TERMINATED, and Dapr's STALLED (stuck until an operator acts) as RUNNING."""
+    """durable's status for an OrchestrationStatus of either dialect: Dapr's STALLED
+    (stuck until an operator acts) counts as RUNNING."""
     number = int(status)
-    if number == _CANCELED:
-        return WorkflowStatus.TERMINATED
     if number == _STALLED:
         return WorkflowStatus.RUNNING
     try:
@@ -285,6 +277,24 @@ def _present(message: betterproto.Message) -> bool:
     return betterproto.serialized_on_wire(message)
 
 
+def trace_context_from_proto(
+    context: ms.TraceContext | dapr.TraceContext | None,
+) -> tuple[str, str] | None:
+    """A W3C ``(traceparent, tracestate)`` an SDK sent (``parentTraceContext``); None if
+    it sent none."""
+    if context is None or not _present(context) or not context.trace_parent:
+        return None
+    return context.trace_parent, context.trace_state or ""
+
+
+def trace_context_to_ms(parent: str, state: str = "") -> ms.TraceContext:
+    return ms.TraceContext(trace_parent=parent, trace_state=state or None)
+
+
+def trace_context_to_dapr(parent: str, state: str = "") -> dapr.TraceContext:
+    return dapr.TraceContext(trace_parent=parent, trace_state=state or None)
+
+
 # ---------------------------------------------------------------------------------------
 # History events, MS dialect
 # ---------------------------------------------------------------------------------------
@@ -307,6 +317,10 @@ def event_to_ms(
                     instance_id=instance_id, execution_id=event.replay_seed or None
                 ),
             )
+            if event.trace_parent:
+                started.parent_trace_context = trace_context_to_ms(
+                    event.trace_parent, event.trace_state
+                )
             if event.parent is not None:
                 started.parent_instance = ms.ParentInstanceInfo(
                     task_scheduled_id=event.parent.task_id,
@@ -377,8 +391,8 @@ def event_to_ms(
             )
         case ContinuedAsNew():
             out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
-        case PatchApplied():
-            return None
+        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
+            return None  # not carried: the protocol has no cancellation nor execution timeout
         case _:
             assert_never(event)
     return out
@@ -444,6 +458,10 @@ def event_to_dapr(
                     instance_id=instance_id, execution_id=event.replay_seed or None
                 ),
             )
+            if event.trace_parent:
+                started.parent_trace_context = trace_context_to_dapr(
+                    event.trace_parent, event.trace_state
+                )
             if event.parent is not None:
                 started.parent_instance = dapr.ParentInstanceInfo(
                     task_scheduled_id=event.parent.task_id,
@@ -517,8 +535,8 @@ def event_to_dapr(
             )
         case ContinuedAsNew():
             out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
-        case PatchApplied():
-            return None
+        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
+            return None  # not carried: the protocol has no cancellation nor execution timeout
         case _:
             assert_never(event)
     return out
@@ -582,6 +600,10 @@ def event_from_proto(
                 parent_run = parent.orchestration_instance
             else:
                 parent_run = parent.workflow_instance
+            trace_parent, trace_state = trace_context_from_proto(body.parent_trace_context) or (
+                "",
+                "",
+            )
             return WorkflowStarted(
                 **common,
                 name=body.name,
@@ -594,6 +616,8 @@ def event_from_proto(
                 if _present(parent)
                 else None,
                 first_task_id=task_base,
+                trace_parent=trace_parent,
+                trace_state=trace_state,
             )
         case ms.OrchestratorStartedEvent() | dapr.WorkflowStartedEvent():
             return TurnStarted(**common)
@@ -709,7 +733,7 @@ def _completed(
             return WorkflowCompleted(**common, result=payload_from_proto(result))
         case WorkflowStatus.FAILED:
             return WorkflowErrored(**common, failure=failure_from_proto(failure))
-        case WorkflowStatus.TERMINATED:
+        case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
             return WorkflowTerminated(**common, output=payload_from_proto(result))
         case WorkflowStatus.CONTINUED_AS_NEW:
             return ContinuedAsNew(**common, input=payload_from_proto(result))
@@ -764,8 +788,8 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_ms(action.carryover),
             )
-        case RecordPatch():
-            return None
+        case RecordPatch() | CancelTask():
+            return None  # not carried: the protocol has no cancellation of tasks
         case _:
             assert_never(action)
     return ms.OrchestratorAction(id=-1, complete_orchestration=end)
@@ -817,8 +841,8 @@ def action_to_dapr(
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_dapr(action.carryover),
             )
-        case RecordPatch():
-            return None
+        case RecordPatch() | CancelTask():
+            return None  # not carried: the protocol has no cancellation of tasks
         case _:
             assert_never(action)
     return dapr.WorkflowAction(id=-1, complete_workflow=end)
@@ -884,7 +908,7 @@ def _end(
             if len(raised) != len(carryover):
                 raise ProtocolError("continue-as-new can carry over only eventRaised events")
             return ContinueAsNew(payload_from_proto(result), raised)
-        case WorkflowStatus.TERMINATED:
+        case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
             return None
     raise ProtocolError(f"a run cannot end with status {int(status)}")
 
@@ -921,11 +945,17 @@ _DURABLE_ID = "durable:"
 
 
 def activity_request_to_ms(
-    event: ActivityScheduled, *, instance_id: str, run_id: str = "", task_base: int = 0
+    event: ActivityScheduled,
+    *,
+    instance_id: str,
+    run_id: str = "",
+    task_base: int = 0,
+    trace_parent: str = "",
 ) -> ms.ActivityRequest:
     """The MS ActivityRequest that runs ``event``'s activity; durable's step number
-    (unique in the instance across runs, unlike the wire task id) goes in its tags."""
-    return ms.ActivityRequest(
+    (unique in the instance across runs, unlike the wire task id) goes in its tags;
+    ``trace_parent`` (the attempt's span) in its ``parentTraceContext``."""
+    request = ms.ActivityRequest(
         name=event.name,
         input=payload_to_proto(event.input),
         orchestration_instance=ms.OrchestrationInstance(
@@ -934,16 +964,24 @@ def activity_request_to_ms(
         task_id=event.task_id - task_base,
         tags={STEP_TAG: str(event.step)},
     )
+    if trace_parent:
+        request.parent_trace_context = trace_context_to_ms(trace_parent)
+    return request
 
 
 def activity_request_to_dapr(
-    event: ActivityScheduled, *, instance_id: str, run_id: str = "", task_base: int = 0
+    event: ActivityScheduled,
+    *,
+    instance_id: str,
+    run_id: str = "",
+    task_base: int = 0,
+    trace_parent: str = "",
 ) -> dapr.ActivityRequest:
     """The Dapr ActivityRequest that runs ``event``'s activity. Its ``taskExecutionId``
     is the one the worker gave when it scheduled the call (Dapr SDKs keep one per call,
     over its retries), or else ``durable:{run id}:{step}``: the same for every attempt
     of the step, unique across runs and instances, and read back by durable's worker."""
-    return dapr.ActivityRequest(
+    request = dapr.ActivityRequest(
         name=event.name,
         input=payload_to_proto(event.input),
         workflow_instance=dapr.WorkflowInstance(
@@ -952,6 +990,9 @@ def activity_request_to_dapr(
         task_id=event.task_id - task_base,
         task_execution_id=event.execution_id or f"{_DURABLE_ID}{run_id}:{event.step}",
     )
+    if trace_parent:
+        request.parent_trace_context = trace_context_to_dapr(trace_parent)
+    return request
 
 
 def step_of_activity_request(request: ms.ActivityRequest | dapr.ActivityRequest) -> int | None:

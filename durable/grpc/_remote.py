@@ -34,6 +34,7 @@ from durable._core._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
+from durable._observe import current_trace_context
 
 from ._dispatch import ActivityWork, TurnWork
 
@@ -237,7 +238,8 @@ class RemoteExecutor:
             started = (await self._load_history(instance_id))[0]
             assert isinstance(started, WorkflowStarted)
             base, run_id = started.first_task_id, started.run_id
-        work = ActivityWork(instance_id, run_id, scheduled, scheduled.task_id - base)
+        trace_parent = current_trace_context()[0]  # the attempt's span, if traced
+        work = ActivityWork(instance_id, run_id, scheduled, scheduled.task_id - base, trace_parent)
         outcome: ActivityCompleted | ActivityErrored = await self.dispatcher.submit(work)
         return outcome
 

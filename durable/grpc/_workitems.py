@@ -40,6 +40,8 @@ __all__ = [
     "encode_item",
     "encode_ping",
     "parse",
+    "stream_options",
+    "worker_limits",
 ]
 
 _ENDS = (CompleteWorkflow, FailWorkflow, ContinueAsNew)
@@ -76,6 +78,18 @@ def stream_options(dialect: Dialect, capabilities: set[int]) -> tuple[bool, bool
     stateful = dialect == "dapr" and _STATEFUL_HISTORY in capabilities
     pings = dialect == "ms" or (dialect == "dapr" and _HEALTH_PING in capabilities)
     return stateful, pings
+
+
+def worker_limits(dialect: Dialect, data: bytes) -> dict[str, int]:
+    """The items an MS worker takes at once, from its ``GetWorkItemsRequest`` (its
+    ``maxConcurrent*WorkItems``; 0: any); Dapr and minimal streams say nothing."""
+    if dialect != "ms":
+        return {}
+    request = parse(ms.GetWorkItemsRequest, data)
+    return {
+        "max_turns": max(0, request.max_concurrent_orchestration_work_items),
+        "max_activities": max(0, request.max_concurrent_activity_work_items),
+    }
 
 
 @dataclass(frozen=True)
@@ -151,12 +165,14 @@ def _encode_activity(dialect: Dialect, work: ActivityWork, token: str) -> bytes:
     base = scheduled.task_id - work.wire_task_id
     if dialect == "ms":
         request = cv.activity_request_to_ms(
-            scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base
-        )
+            scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base,
+            trace_parent=work.trace_parent,
+        )  # fmt: skip
         return bytes(ms.WorkItem(activity_request=request, completion_token=token))
     dapr_request = cv.activity_request_to_dapr(
-        scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base
-    )
+        scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base,
+        trace_parent=work.trace_parent,
+    )  # fmt: skip
     return bytes(dapr.WorkItem(activity_request=dapr_request, completion_token=token))
 
 

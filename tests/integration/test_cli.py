@@ -40,8 +40,8 @@ def test_demo_runs_then_tools_inspect_it(tmp_path: Path) -> None:
     assert (tmp_path / ".durable" / "instances" / "demo-order" / "meta").is_file()
 
     listed = durable(tmp_path, "list")
-    assert listed.stdout.split("\t")[:3] == ["demo-order", "place_order", "COMPLETED"]
-    shown = json.loads(durable(tmp_path, "show", "demo-order").stdout)
+    assert listed.stdout.splitlines()[1].split()[:3] == ["demo-order", "place_order", "COMPLETED"]
+    shown = json.loads(durable(tmp_path, "show", "demo-order", "--json").stdout)
     assert shown["status"] == "COMPLETED"
     assert shown["output"]["tracking"] == ["TRACK-LAMP", "TRACK-DESK", "TRACK-CHAIR"]
     history = json.loads(durable(tmp_path, "history", "demo-order", "--json").stdout)
@@ -54,9 +54,9 @@ def test_demo_runs_then_tools_inspect_it(tmp_path: Path) -> None:
     assert again.stdout.startswith("started demo-order again")
 
     assert durable(tmp_path, "purge", "demo-order").returncode == 0
-    assert durable(tmp_path, "list").stdout == ""
+    assert durable(tmp_path, "list").stdout == "(none)\n"
     missing = durable(tmp_path, "show", "demo-order")
-    assert missing.returncode == 1
+    assert missing.returncode == 3
     assert "no instance 'demo-order'" in missing.stderr
 
 

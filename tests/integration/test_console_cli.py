@@ -4,6 +4,7 @@ token, says so in one line, serves, and stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -34,11 +35,23 @@ def ui(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 )
 def test_bad_listen_is_one_line(tmp_path: Path, listen: str, message: str) -> None:
     """Bug pinned: a console reachable from the network without --api-token is refused
-    (and a bad address), with one line and no traceback."""
+    (and a bad address), as bad usage (exit 2), with one line and no traceback."""
     result = ui(tmp_path, "--listen", listen)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_address_in_use_is_one_line(tmp_path: Path) -> None:
+    """A port another process holds: exit 1, one line naming the address."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = ui(tmp_path, "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -1,0 +1,307 @@
+"""The verbs that read and steer instances in a store, each ``async (args) -> exit code``.
+
+Exit codes: 0 ok; 1 a workflow that failed (``start --wait``, ``watch``); 2 bad usage;
+3 not found (``durable.cli.main`` maps the errors).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from durable._client import Client
+from durable._clock import SystemClock
+from durable._core._events import WorkflowStarted
+from durable._core._state import WorkflowStatus
+from durable._errors import (
+    DurableError,
+    InstanceNotFoundError,
+    InstanceRunningError,
+    TimeoutError,
+)
+from durable._log._memo import MemoStore
+
+from ._output import cell, print_json, print_pairs, print_table, progress
+
+if TYPE_CHECKING:
+    import argparse
+
+    from durable._client import WorkflowHandle
+    from durable._core._events import HistoryEvent
+    from durable._core._state import WorkflowState
+
+__all__ = [
+    "UsageError",
+    "cancel",
+    "describe",
+    "history",
+    "list_instances",
+    "purge",
+    "raise_event",
+    "rerun",
+    "resume",
+    "start",
+    "suspend",
+    "sweep",
+    "terminate",
+    "watch",
+]
+
+OK, FAILED = 0, 1
+
+
+class UsageError(DurableError):
+    """Raised when the command line asks for something malformed (exit code 2)."""
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.store, storage_options=dict(getattr(args, "storage_option", [])) or None)
+
+
+def _payload(text: str | None, option: str) -> Any:
+    """A JSON payload given on the command line (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise UsageError(f"{option} is not JSON: {err}") from None
+
+
+def _failed(state: WorkflowState) -> str:
+    failure = state.failure
+    detail = f": {failure.type}: {failure.message}" if failure is not None else ""
+    return f"durable: {state.instance_id} {state.status.value.lower()}{detail}"
+
+
+# -- starting and steering ---------------------------------------------------------------
+
+
+async def start(args: argparse.Namespace) -> int:
+    """Start a workflow by name; with ``--wait``, wait for its end and print its output."""
+    data = _payload(args.input, "--input")
+    async with _client(args) as client:
+        handle: WorkflowHandle[Any] = await client.start(
+            args.name, data, instance_id=args.id, reuse=args.reuse, version=args.version
+        )
+        if not args.wait:
+            if args.json:
+                print_json({"instance_id": handle.instance_id})
+            else:
+                print(handle.instance_id)
+            return OK
+        state = await _until_ended(handle, args.timeout)
+        if args.json:
+            print_json(state)
+        if state.status is not WorkflowStatus.COMPLETED:
+            print(_failed(state), file=sys.stderr)
+            return FAILED
+        if not args.json:
+            print(msgspec.json.encode(state.output).decode())
+        return OK
+
+
+_LOOK = timedelta(seconds=0.25)
+
+
+async def _until_ended(handle: WorkflowHandle[Any], limit: float | None) -> WorkflowState:
+    """The instance's state once it ended, looking every quarter second; why it makes
+    no progress (no worker runs its workflow, say) is said on stderr as it changes."""
+    clock = SystemClock()
+    deadline = None if limit is None else clock.now() + timedelta(seconds=limit)
+    said = ""
+    while True:
+        state = await handle.describe()
+        if state.status.is_terminal:
+            return state
+        if state.reason != said:
+            said = state.reason
+            if said:
+                print(f"durable: {handle.instance_id} is waiting: {said}", file=sys.stderr)
+        now = clock.now()
+        if deadline is not None and now >= deadline:
+            raise TimeoutError(f"{handle.instance_id} did not end within {limit:g} s")
+        await clock.sleep_until(now + _LOOK if deadline is None else min(now + _LOOK, deadline))
+
+
+async def raise_event(args: argparse.Namespace) -> int:
+    data = _payload(args.data, "--data")
+    async with _client(args) as client:
+        await client.get_handle(args.instance_id).raise_event(args.event, data)
+    print(f"raised {args.event!r} on {args.instance_id}")
+    return OK
+
+
+async def suspend(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        await client.get_handle(args.instance_id).suspend(args.reason)
+    print(f"suspending {args.instance_id}")
+    return OK
+
+
+async def resume(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        await client.get_handle(args.instance_id).resume(args.reason)
+    print(f"resuming {args.instance_id}")
+    return OK
+
+
+async def terminate(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        handle = client.get_handle(args.instance_id)
+        await handle.terminate(args.reason, recursive=not args.no_recursive)
+    print(f"terminating {args.instance_id}")
+    return OK
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        await client.get_handle(args.instance_id).cancel(args.reason)
+    print(f"cancelling {args.instance_id}")
+    return OK
+
+
+async def rerun(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        handle = await client.rerun(args.instance_id, args.from_event)
+    print(f"rerunning {handle.instance_id} from event {args.from_event}")
+    return OK
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+async def describe(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        state = await client.get_handle(args.instance_id).describe()
+    if args.json:
+        print_json(state)
+        return OK
+    pairs: list[tuple[str, Any]] = [
+        ("instance", state.instance_id), ("workflow", state.name),
+        ("status", state.status.value), ("version", state.version or "-"),
+        ("created", state.created_at), ("updated", state.updated_at),
+        ("input", state.input), ("output", state.output),
+        ("custom status", state.custom_status),
+    ]  # fmt: skip
+    if state.reason:
+        pairs.append(("reason", state.reason))
+    if state.failure is not None:
+        pairs.append(("failure", f"{state.failure.type}: {state.failure.message}"))
+    print_pairs(pairs)
+    if state.failure is not None and state.failure.stack_trace:
+        print(state.failure.stack_trace.rstrip())
+    return OK
+
+
+async def list_instances(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        states = [s async for s in client.list(status=args.status, name=args.name,
+                                               limit=args.limit)]  # fmt: skip
+    if args.json:
+        print_json(states)
+    else:
+        print_table(
+            ("instance", "workflow", "status", "created", "updated"),
+            [(s.instance_id, s.name, s.status.value, s.created_at, s.updated_at) for s in states],
+        )
+    return OK
+
+
+def _event_line(event: HistoryEvent) -> str:
+    fields = msgspec.structs.asdict(event)
+    fields.pop("event_id"), fields.pop("timestamp")
+    detail = " ".join(f"{k}={msgspec.json.encode(v).decode()}" for k, v in fields.items())
+    return (
+        f"{event.event_id:>5}  {event.timestamp.isoformat()}  {type(event).__name__:<24} {detail}"
+    )
+
+
+async def history(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        events = await client.get_handle(args.instance_id).history()
+    if args.json:
+        print_json(events)
+    else:
+        for event in events:
+            print(_event_line(event))
+    return OK
+
+
+async def watch(args: argparse.Namespace) -> int:
+    """Print an instance's events as they are committed, until it ends (each run of a
+    continue-as-new in turn); exit 0 if it completed, 1 if it failed or was ended."""
+    clock = SystemClock()
+    run_id, shown = None, 0
+    async with _client(args) as client:
+        handle = client.get_handle(args.instance_id)
+        while True:
+            state = await handle.describe()
+            events = await handle.history()  # read after the state: an end shows in full
+            started = events[0]
+            run = started.run_id if isinstance(started, WorkflowStarted) else ""
+            if run != run_id:
+                run_id, shown = run, 0
+            for event in events[shown:]:
+                if args.json:
+                    sys.stdout.buffer.write(msgspec.json.encode(event) + b"\n")
+                else:
+                    sys.stdout.write(_event_line(event) + "\n")
+            sys.stdout.flush()
+            shown = len(events)
+            if state.status.is_terminal:
+                if state.status is not WorkflowStatus.COMPLETED:
+                    print(_failed(state), file=sys.stderr)
+                    return FAILED
+                return OK
+            await clock.sleep_until(clock.now() + timedelta(seconds=args.interval))
+
+
+# -- housekeeping ------------------------------------------------------------------------
+
+
+async def purge(args: argparse.Namespace) -> int:
+    """Delete one ended instance, or every ended instance a filter matches."""
+    filtered = args.status is not None or args.name is not None
+    if (args.instance_id is None) == (not filtered):
+        raise UsageError("purge takes an instance id, or --status/--name, not both")
+    async with _client(args) as client:
+        if args.instance_id is not None:
+            await client.purge(args.instance_id)
+            print(f"purged {args.instance_id}")
+            return OK
+        wanted = [args.status] if args.status else [s.value for s in _ENDED]
+        ids = [
+            state.instance_id
+            for status in wanted
+            async for state in client.list(status=status, name=args.name)
+        ]
+        skipped = 0
+        with progress("purging", len(ids)) as advance:
+            for instance_id in ids:
+                try:
+                    await client.purge(instance_id)
+                except (InstanceRunningError, InstanceNotFoundError):
+                    skipped += 1  # started again, or purged by someone else, meanwhile
+                advance(1)
+    print(f"purged {len(ids) - skipped} instance(s)" + (f", {skipped} skipped" if skipped else ""))
+    return OK
+
+
+_ENDED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED)
+ENDED_STATUSES = [s.value for s in _ENDED]
+
+
+async def sweep(args: argparse.Namespace) -> int:
+    memo = MemoStore(args.store, args.prefix)
+    try:
+        with progress("sweeping the memo of ended instances", None):
+            swept = await memo.sweep(SystemClock().now(), args.retention)
+    finally:
+        await memo.store.close()
+    print(f"swept the memo of {cell(swept)} ended instance(s)")
+    return OK
