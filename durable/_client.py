@@ -38,11 +38,12 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
-from ._fleet._partitions import load_config, partition_of
+from ._fleet._partitions import partition_of, read_config
 from ._ids import IdSource, validate_instance_id
 from ._log._instances import (
     Created,
     create_instance,
+    current_start,
     load_existing,
     purge_instance,
     rerun_instance,
@@ -198,7 +199,7 @@ class Client:
                     # announcing it: make sure whoever runs it knows
                     await self._nudge(instance_id)
                 raise
-            await self._announce(instance_id, created)
+            await self._retried(partial(self._announce, instance_id, created))
         if self._never_suspends:
             # A scheduling point even so: a loop of starts would otherwise hold the event
             # loop until the last one, every instance queued and none able to run (or be
@@ -229,9 +230,15 @@ class Client:
             await self._ring(instance_id)
 
     async def _ring(self, instance_id: str) -> None:
-        """Tell whichever process runs the instance's partition to look at it."""
+        """Tell whichever process runs the instance's partition to look at it. On a store
+        no runtime has used yet there is no one to tell, nor a partition count (a client
+        never fixes it: the runtimes do): the first runtime to start finds the
+        instance in the log."""
         if self._partitions is None:
-            self._partitions = (await load_config(self.store)).partitions
+            config = await read_config(self.store)
+            if config is None:
+                return
+            self._partitions = config.partitions
         partition = partition_of(instance_id, self._partitions)
         await self.store.put(wakeup_key(instance_id, partition), b"")
 
@@ -285,7 +292,7 @@ class Client:
         """Delete an ended instance and everything it stored; refuses a running one."""
         validate_instance_id(instance_id)
         async with self._busy():
-            await purge_instance(self.store, instance_id, self.memo_store)
+            await purge_instance(self.store, instance_id, self.memo_store, now=self.clock.now())
         if self._engine is not None:
             self._engine.forget(instance_id)
 
@@ -305,7 +312,7 @@ class Client:
                 self.store, self.clock.now(), instance_id, from_event_id, self.memo_store,
                 run_id=self.ids.run_id(), check=check,
             )  # fmt: skip
-            await self._announce(instance_id, created)
+            await self._retried(partial(self._announce, instance_id, created))
         started = created.record.next_run[0]
         name = started.name if isinstance(started, WorkflowStarted) else None
         return WorkflowHandle(self, instance_id, name)
@@ -380,28 +387,46 @@ class Client:
         )
 
     async def _send(self, instance_id: str, event: HistoryEvent) -> None:
+        """Send ``event`` to the start the instance's current run belongs to: only its
+        runs apply it. If that run has ended, nothing is sent: a later start under the
+        id never takes it (Durable Task drops an event for an ended instance too)."""
         async with self._busy():
             engine = self._engine
-            unknown = engine is None or engine.local(instance_id) is None
-            if unknown and await read_meta(self.store, instance_id) is None:
-                await load_existing(self.store, instance_id)  # raises if absent
+            local = engine.running_here(instance_id) if engine is not None else None
+            if local is not None:
+                # the run in memory before the write: no run had consumed the message then
+                seen: int | None = local.run_start
+                to = local.started.origin_run
+            else:
+                seen = None
+                to, ended = await current_start(self.store, instance_id)  # raises if absent
+                if ended:
+                    return
             now_ns = int(self.clock.now().timestamp() * 1e9)
             msg_id = self.ids.message_id(now_ns)
-            message = await self._write_message(instance_id, msg_id, event)
+            message = await self._write_message(instance_id, msg_id, event, to)
             if engine is not None:
-                await engine.announce_message(instance_id, message)
+                await self._retried(partial(engine.announce_message, instance_id, message, seen))
             else:
-                await self._ring(instance_id)
+                await self._retried(partial(self._ring, instance_id))
 
     async def _write_message(
-        self, instance_id: str, msg_id: str, event: HistoryEvent
+        self, instance_id: str, msg_id: str, event: HistoryEvent, to: str
     ) -> InboxMessage:
         """Write a message to the inbox, retrying transient errors under the same id: a
         write that landed but whose answer was lost is then written again in place, and
         the engine applies one message id once, so the event is never delivered twice."""
+        return await self._retried(
+            partial(send_message, self.store, instance_id, msg_id, event, to)
+        )
+
+    async def _retried(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, tried again after a transient store error (a write that is the same
+        when repeated: an inbox message under its id, a wakeup), so that one lost
+        request does not leave what landed before it unannounced."""
         for attempt in range(_SEND_ATTEMPTS):
             try:
-                return await send_message(self.store, instance_id, msg_id, event)
+                return await call()
             except StoreError as err:
                 if not err.transient or attempt == _SEND_ATTEMPTS - 1:
                     raise

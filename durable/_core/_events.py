@@ -84,10 +84,12 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     keeps that run's seed (empty: ``run_id``). An activity's step (which keys its memo)
     is ``step_base`` plus its task id: a reuse or rerun starts above every step of the
     runs before it, so no memo is shared with them, nor deleted from under the new run
-    when theirs is. ``deadline``: when the start's ``execution_timeout`` ends the run and
-    its continue-as-new successors (None: never). ``trace_parent`` and ``trace_state`` are
-    the W3C trace context of whoever started the run (empty: none), so the run's spans
-    join that trace."""
+    when theirs is. ``origin`` is the run id of the start, reuse or rerun whose
+    continue-as-new this run is (empty: the run began one itself): what a message
+    from outside is addressed to. ``deadline``: when the start's ``execution_timeout``
+    ends the run and its continue-as-new successors (None: never). ``trace_parent`` and
+    ``trace_state`` are the W3C trace context of whoever started the run (empty: none),
+    so the run's spans join that trace."""
 
     name: str
     input: Raw = NULL
@@ -97,6 +99,7 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     first_task_id: int = 0
     seed: str = ""
     step_base: int = 0
+    origin: str = ""
     trace_parent: str = ""
     trace_state: str = ""
     deadline: datetime | None = None
@@ -105,6 +108,12 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     def replay_seed(self) -> str:
         """What seeds the run's random values, uuids and generated child ids."""
         return self.seed or self.run_id
+
+    @property
+    def origin_run(self) -> str:
+        """The run id of the start, reuse or rerun this run belongs to (through its
+        continue-as-new runs): events sent from outside are for it alone."""
+        return self.origin or self.run_id
 
 
 class TurnStarted(Event, frozen=True, tag="turn_started"):

@@ -328,6 +328,14 @@ class _EngineBase:
     def local(self, instance_id: str) -> _Instance | None:
         return self._instances.get(instance_id)
 
+    def running_here(self, instance_id: str) -> _Instance | None:
+        """The instance's run in this process's memory, if this process runs it now and
+        that run has not ended: what the store holds, short of a write under way."""
+        inst = self._instances.get(instance_id)
+        if inst is None or inst.status.is_terminal or not (self.owns(instance_id) and self.running):
+            return None
+        return inst
+
     async def wait_done(self, instance_id: str) -> bool:
         """Wait until an instance this engine runs (in memory or evicted) ends; False if
         this engine does not run it."""
@@ -452,7 +460,7 @@ class _EngineBase:
         async def _note_set_aside(self, inst: _Instance, reason: str) -> None: ...
 
         async def _read_inbox(
-            self, instance_id: str, consumed: set[str]
+            self, instance_id: str, consumed: set[str], run_start: int, origin: str
         ) -> tuple[list[Pending], str]: ...
 
         async def _reload(self, inst: _Instance) -> None: ...

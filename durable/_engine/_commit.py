@@ -201,7 +201,7 @@ class _Commits(_EngineBase):
             run_start=inst.run_start, created_at=inst.created_at, updated_at=self.clock.now(),
             input=inst.started.input, output=output, failure=failure,
             custom_status=inst.custom_status, parent=inst.parent,
-            version=inst.started.version, reason=inst.reason,
+            version=inst.started.version, reason=inst.reason, origin=inst.started.origin_run,
         )  # fmt: skip
         inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
         inst.meta_seq = inst.seq

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ._executor import TurnRunner
 
 
-__all__ = ["Pending", "_ActivityWork", "_Instance"]
+__all__ = ["Pending", "Sent", "_ActivityWork", "_Instance"]
 
 _SCHEDULING = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
 # completion event type -> the scheduling event type it must answer
@@ -143,15 +143,21 @@ def _child_of(inst: _Instance, scheduled: ChildWorkflowScheduled) -> ParentRef:
     return ParentRef(inst.id, scheduled.task_id, inst.started.run_id)
 
 
-# the events that may name a run of the instance: only these can be addressed elsewhere
-_RUN_ADDRESSED = frozenset({ChildWorkflowCompleted, ChildWorkflowErrored, WorkflowTerminated})
+class Sent(Event, frozen=True):
+    """In place of an inbox message sent to another start of the instance than the one
+    that read it (an ended one: a start, reuse or rerun before it): a turn consumes the
+    message, and applies nothing. Never written: the message stays as it was sent."""
+
+    to: str = ""
 
 
 def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
     """Whether ``event`` names a run that is not the instance's current one: a child's
     answer to another run of this parent, a terminate or cancel for the children of
-    another run of its parent, the execution deadline of an earlier start. Such an
-    event is consumed and never applied."""
+    another run of its parent, the execution deadline of an earlier start, or a message
+    sent to another start. Such an event is consumed and never applied."""
+    if isinstance(event, Sent):
+        return True
     if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
         return event.parent_run not in ("", inst.started.run_id)
     if isinstance(event, WorkflowTerminated | WorkflowCancelRequested) and event.parent is not None:

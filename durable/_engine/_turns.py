@@ -52,7 +52,6 @@ from ._handover import Handover
 from ._instance import (
     _ANSWERS,
     _ANY_RUN,
-    _RUN_ADDRESSED,
     Pending,
     _addressed_elsewhere,
     _for_good,
@@ -262,6 +261,8 @@ class _Turns(_EngineBase):
             await self._reload(inst)
             return
         if left:  # what the run did not take goes to the next
+            if next_run:  # the messages the old run left are unconsumed in the new run's view
+                left = [(m, record.seq if m is not None else r, e) for m, r, e in left]
             inst.pending = left + inst.pending
         run.committed(record.events)
         if self._hooks is not None:
@@ -274,21 +275,30 @@ class _Turns(_EngineBase):
         """The events of ``pending`` that a turn takes, numbered from ``first_id``, the
         pending item each came from, and the inbox messages they consume: each message
         once, and an outcome only if it is for the current run and answers an operation
-        that still waits for it."""
+        that still waits for it.
+
+        A message read under an earlier run is not taken, nor any message after it: the
+        current run's consumed ids name only the messages still in the inbox when it
+        began, so one that an earlier run applied and deleted would look new. The inbox
+        is read again instead (in its senders' order)."""
         events: list[HistoryEvent] = []
         sources: list[Pending] = []
         consumed: list[str] = []
         answered: set[int] = set()
+        stale = False
         for item in pending:
             msg_id, run_start, event = item
             if msg_id is not None:
+                if stale or run_start != inst.run_start:
+                    stale = True
+                    continue
                 if msg_id in inst.consumed or msg_id in consumed:
                     continue
                 consumed.append(msg_id)
             elif run_start != _ANY_RUN and run_start != inst.run_start:
                 continue
             kind = type(event)
-            if kind in _RUN_ADDRESSED and _addressed_elsewhere(inst, event):
+            if _addressed_elsewhere(inst, event):
                 self._take_freed_child_id(inst, event)
                 continue
             answers = _ANSWERS.get(kind)
@@ -304,7 +314,20 @@ class _Turns(_EngineBase):
             event_id = first_id + len(events)
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
             sources.append(item)
+        if stale:
+            self._read_again(inst)
         return events, sources, consumed
+
+    def _read_again(self, inst: _Instance) -> None:
+        """Messages in hand that were read under an earlier run: every message goes back
+        to the inbox, to be read again through a handover (in its senders' order, and
+        nothing handed at once meanwhile)."""
+        inst.pending = [item for item in inst.pending if item[0] is None]
+        if (handover := self._handovers.get(inst.id)) is not None:
+            handover.reread = True
+            return
+        self._handovers[inst.id] = Handover()
+        self._spawn_guarded(self._continue_handover, inst.id)
 
     async def _parked_turn(
         self, inst: _Instance, pending: list[Pending], *, reason_changed: bool = False
@@ -419,6 +442,7 @@ class _Turns(_EngineBase):
                         event_id=0, timestamp=now, name=inst.name, input=action.input,
                         run_id=self.ids.run_id(), parent=inst.parent, first_task_id=run.task_count,
                         version=inst.started.version, step_base=inst.started.step_base,
+                        origin=inst.started.origin_run,
                         deadline=inst.started.deadline,
                         trace_parent=inst.started.trace_parent,
                         trace_state=inst.started.trace_state,

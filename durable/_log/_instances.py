@@ -3,12 +3,14 @@ create (exactly once), send a message to the inbox, rerun, purge."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import Raw
 
 from durable._core._events import (
+    EPOCH,
     ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,
@@ -40,7 +42,6 @@ from ._records import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from datetime import datetime
 
     from durable.store import ObjectStore
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Created",
     "create_instance",
+    "current_start",
     "purge_instance",
     "rerun_instance",
     "send_message",
@@ -113,6 +115,7 @@ async def _start_run(
         input=started.input,
         parent=started.parent,
         version=started.version,
+        origin=started.origin_run,
     )
     try:
         etag: str | None = await write_meta(store, meta, meta_etag)
@@ -170,7 +173,9 @@ async def create_instance(
     started = msgspec.structs.replace(started, step_base=existing.step_end)
     if memo is not None:
         await memo.purge(instance_id, below=started.step_base)
-    await store.delete_prefix(inbox_prefix(instance_id))  # nor the old run's messages
+    # the old runs' messages stay: each names the start it was sent to, and the new run
+    # consumes them without applying them (deleting them here could delete the messages
+    # of a rerun or reuse that wins the race for the seq)
     try:
         return await _start_run(
             store, instance_id, existing.last_seq + 1, [started], now, now, etag
@@ -180,10 +185,11 @@ async def create_instance(
 
 
 async def send_message(
-    store: ObjectStore, instance_id: str, msg_id: str, event: HistoryEvent
+    store: ObjectStore, instance_id: str, msg_id: str, event: HistoryEvent, to: str = ""
 ) -> InboxMessage:
-    """Durably accept ``event`` for the instance in its inbox; the owner applies it."""
-    message = InboxMessage(msg_id, event)
+    """Durably accept ``event`` for the instance in its inbox, for the start ``to`` (see
+    :class:`InboxMessage`); the owner applies it."""
+    message = InboxMessage(msg_id, event, to)
     await store.put(inbox_key(instance_id, message.id), encode(message))
     return message
 
@@ -197,8 +203,34 @@ async def load_existing(store: ObjectStore, instance_id: str) -> RunLog:
     return run
 
 
+async def current_start(store: ObjectStore, instance_id: str) -> tuple[str, bool]:
+    """The start the instance's current run belongs to (its ``origin_run``: what a message
+    from outside is addressed to), and whether that run has ended. Meta, rolled forward
+    through the records written after it; ``InstanceNotFoundError`` if there is none."""
+    found = await read_meta(store, instance_id)
+    if found is None or not found[0].origin:  # no meta, or one from before origins
+        run = await load_existing(store, instance_id)
+        return run.started.origin_run, run.status.is_terminal
+    meta = found[0]
+    origin, status, seq = meta.origin, meta.status, meta.seq
+    while (record := await read_record(store, instance_id, seq + 1)) is not None:
+        if record.purging:
+            raise InstanceNotFoundError(instance_id)
+        if record.next_run and isinstance(started := record.next_run[0], WorkflowStarted):
+            origin = started.origin_run
+        status, seq = record.status, seq + 1
+    return origin, WorkflowStatus(status).is_terminal
+
+
+_PURGE_TAKEOVER = timedelta(minutes=1)  # a purge this long under way was cut short
+
+
 async def purge_instance(
-    store: ObjectStore, instance_id: str, memo: MemoStore | None = None
+    store: ObjectStore,
+    instance_id: str,
+    memo: MemoStore | None = None,
+    *,
+    now: datetime,
 ) -> None:
     """Delete everything of an ended instance, its memo too; refuse one that still runs.
 
@@ -206,42 +238,55 @@ async def purge_instance(
     then deleted. The purge first claims the seq after the last record with a purge
     record (a reuse or rerun that got there first makes the purge find a running
     instance; one that comes later finds the seq taken), then turns ``log/0`` into a
-    purge record (which a new start finds), and deletes ``log/0`` last. A purge cut
-    short is finished by the next one.
+    purge record (which a new start finds), and deletes ``log/0`` last. A purge that
+    finds another under way leaves it to finish, unless it began ``_PURGE_TAKEOVER``
+    ago (by ``now``, the Clock): then it was cut short, and this one finishes it. (Two
+    purges deleting at once could each delete ``log/0``: the second time, that of a
+    start made after the first time.)
     """
     while True:
         found = await read_meta(store, instance_id)
         run = await load_run(store, instance_id, found[0] if found else None)
         if run is None:
-            if not await _purge_under_way(store, instance_id):
+            since = await _purge_under_way(store, instance_id)
+            if since is None:
                 raise InstanceNotFoundError(instance_id)
+            if now - since < _PURGE_TAKEOVER:
+                return  # under way: the purge that began it finishes it
             break
         if not run.status.is_terminal:
             raise InstanceRunningError(instance_id, run.status)
-        claim = TurnRecord(seq=run.last_seq + 1, status=run.last.status, purging=True)
+        claim = TurnRecord(
+            seq=run.last_seq + 1, status=run.last.status, purging=True, purged_at=now
+        )
         try:
             await _put_once(store, log_key(instance_id, claim.seq), encode(claim))
         except ObjectExistsError:
             continue  # a run began meanwhile, or another purge claimed it: look again
         break
-    await _delete_claimed(store, instance_id, memo)
+    await _delete_claimed(store, instance_id, memo, now)
 
 
-async def _purge_under_way(store: ObjectStore, instance_id: str) -> bool:
-    """Whether the log holds a purge record (at ``log/0`` or last): a purge began."""
+async def _purge_under_way(store: ObjectStore, instance_id: str) -> datetime | None:
+    """When the purge under way began (the latest of its records, at ``log/0`` or last);
+    None if no purge record is there."""
     names = await store.list(f"{instance_prefix(instance_id)}/log")
+    found: datetime | None = None
     for name in {names[0], names[-1]} if names else ():
         record = await read_record(store, instance_id, int(name))
         if record is not None and record.purging:
-            return True
-    return False
+            at = record.purged_at or EPOCH  # written before purges recorded the time
+            found = at if found is None else max(found, at)
+    return found
 
 
-async def _delete_claimed(store: ObjectStore, instance_id: str, memo: MemoStore | None) -> None:
+async def _delete_claimed(
+    store: ObjectStore, instance_id: str, memo: MemoStore | None, now: datetime
+) -> None:
     """Delete a claimed instance, in an order that keeps every start out: ``log/0``
     becomes a purge record first, the claim goes after every other record, ``log/0``
     last of all."""
-    first = TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True)
+    first = TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True, purged_at=now)
     await store.put(log_key(instance_id, 0), encode(first))
     await store.delete(meta_key(instance_id))
     await store.delete_prefix(inbox_prefix(instance_id))
@@ -289,13 +334,13 @@ async def rerun_instance(
     # again, and the old run's memo can go (now, or by the sweeper) without touching theirs
     prefix: list[HistoryEvent] = [
         msgspec.structs.replace(
-            started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end
+            started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end, origin=""
         )
     ]
     prefix += [e for e in run.history if 0 < e.event_id < from_event_id]
     if check is not None:
         check(prefix)
-    await store.delete_prefix(inbox_prefix(instance_id))  # messages were for the old run
+    # messages for the old run stay, to be consumed and not applied (see create_instance)
     if memo is not None:
         await memo.purge(instance_id, below=run.step_end)
     found = await read_meta(store, instance_id)
