@@ -4,11 +4,11 @@ One ``random.Random(seed)`` decides everything: how many runtimes share the stor
 (a fleet with leases, on one ``MockClock``), which random programs start
 (:mod:`durable.testing._system_programs`), which outside operations interleave with
 them (raise_event, a burst of them, suspend, resume, terminate, cancel, start with reuse,
-start with an event, rerun, purge, sweep, a workflow no runtime has, a deploy of changed code that
-restarts every runtime), and which fault hits each store call: a transient error
-before or after the write lands, a crash of the calling runtime before or after a
-write (it dies, and a new one starts later on the same store), a few scheduling
-points of latency that reorder concurrent calls, a stall of a few steps, lease
+start with an event, an update, rerun, purge, sweep, a workflow no runtime has, a deploy
+of changed code that restarts every runtime), and which fault hits each store call: a
+transient error before or after the write lands, a crash of the calling runtime before
+or after a write (it dies, and a new one starts later on the same store), a few
+scheduling points of latency that reorder concurrent calls, a stall of a few steps, lease
 renewals that fail, and clock jumps. Outside operations run in the background, each
 alongside the steps that follow it. Nothing reads real time and every task runs on
 one event loop, so the same seed gives the same trace.
@@ -180,6 +180,7 @@ class _Driver:
         self.bounded: set[str] = set()  # tags started with an execution_timeout
         self.terminate_acked: set[str] = set()  # instances a terminate was acknowledged to
         self.nonces = 0
+        self.updates = 0
         self.tags = 0
         self.acked_starts: list[tuple[str, str, int]] = []  # (instance, tag, write)
         self.finished = False
@@ -310,6 +311,20 @@ class _Driver:
         if any(e.tag == tag for e in self.sim.ledger.epochs.get(instance_id, [])):
             self.acked_starts.append((instance_id, tag, began))
 
+    async def op_update(self, client: Client, via: str, instance_id: str) -> None:
+        """Ask for an update (sometimes one the validator refuses), and sometimes ask
+        again with the same id, as a caller does after an unclear failure."""
+        self.updates += 1
+        update_id = f"up{self.updates}"
+        value = self.rng.choice([-1, self.rng.randrange(100)])
+        again = self.rng.random() < 0.3
+        self.note(f"{via}: update {update_id} bump({value}) of {instance_id}"
+                  + (", then again" if again else ""))  # fmt: skip
+        handle = client.get_handle(instance_id)
+        await handle.start_update("bump", value, update_id=update_id)
+        if again:
+            await handle.start_update("bump", value, update_id=update_id)
+
     async def op_ghost(self, client: Client, via: str) -> None:
         instance_id = f"g{len(self.ghosts)}"
         self.ghosts.append(instance_id)
@@ -437,8 +452,10 @@ class _Driver:
         if roll < 0.58:
             what = "terminate" if rng.random() < 0.6 else "cancel"
             return lambda: self.op_control(client, via, rng.choice(known + self.ghosts), what)
-        if roll < 0.65:
+        if roll < 0.62:
             return lambda: self.op_reuse(client, via, self._ended_root())
+        if roll < 0.65:
+            return lambda: self.op_update(client, via, rng.choice(known))
         if roll < 0.68:
             return lambda: self.op_start_with_event(client, via, self._ended_root())
         if roll < 0.75:

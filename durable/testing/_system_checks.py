@@ -26,12 +26,15 @@ from durable._core._events import (
     ParentRef,
     TimerFired,
     TurnStarted,
+    UpdateCompleted,
+    UpdateRequested,
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowStarted,
 )
 from durable._core._state import WorkflowStatus
 from durable._log._records import InboxMessage, TurnRecord
+from durable.testing._system_programs import act
 
 __all__ = ["RECORD_OVERHEAD", "Epoch", "Ledger", "Raise"]
 
@@ -60,6 +63,7 @@ class Epoch:
     output: Any = None
     failure_type: str = ""
     answered: set[int] = field(default_factory=set)  # task ids answered in the current run
+    updates: set[str] = field(default_factory=set)  # update ids completed in the current run
     step_base: int = 0  # its steps (memo keys) are this and above; lower ones are older runs'
     step: int = 0  # the driver's step when it began
     commits: int = 0  # records of it written so far
@@ -288,6 +292,8 @@ class Ledger:
         epoch.commits += 1
         self._sent(instance_id, record)
         for event in record.events:
+            if isinstance(event, UpdateCompleted):
+                self._update_completed(process, epoch, event, record)
             if isinstance(event, EventRaised):
                 self._delivered(process, epoch, event)
             elif isinstance(event, _ANSWERS):
@@ -299,6 +305,7 @@ class Ledger:
                     self._child_answer(process, epoch, event)
         if can:
             epoch.answered = set()
+            epoch.updates = set()
         epoch.status = record.status
         if WorkflowStatus(record.status).is_terminal and not record.next_run:
             epoch.ended_at = self.writes
@@ -385,6 +392,23 @@ class Ledger:
                     f"event {r.nonce!r} that {r.sender!r} sent to {r.instance_id!r} "
                     f"(committed at write {int(r.began)}) never reached its inbox"
                 )
+
+    def _update_completed(
+        self, process: str, epoch: Epoch, event: UpdateCompleted, record: TurnRecord
+    ) -> None:
+        """An update ran once in a run, and returned what its handler returns."""
+        where = f"{epoch.instance_id!r} (run {epoch.tag!r}, epoch {epoch.number})"
+        if event.update_id in epoch.updates:
+            self.violate(f"{process} applied update {event.update_id} a second time, to {where}")
+        epoch.updates.add(event.update_id)
+        if event.failure is not None:
+            return  # the run had no handler then (a workflow no runtime has, say)
+        asked = [
+            e for e in record.events
+            if isinstance(e, UpdateRequested) and e.update_id == event.update_id
+        ]  # fmt: skip
+        if asked and bytes(event.result) != _encode(act(msgspec.json.decode(asked[0].input))):
+            self.violate(f"update {event.update_id} of {where} returned {bytes(event.result)!r}")
 
     def _started_with(self, process: str, epoch: Epoch, event: EventRaised) -> None:
         """A start that came with an event (``start_with_event``): it is that start's."""

@@ -29,6 +29,9 @@ Steps cover the workflow API:
 * ``["slow", v]``           an activity whose first attempt hangs until its
   ``start_to_close_timeout`` passes; the retry returns
 
+Every run takes the update ``"bump"``: its handler returns ``act(value)``, and its
+validator refuses a negative value.
+
 Code is deployed in *generations*: each change after the first adds a one-second
 timer before every ``act`` step, either bare (a history recorded before it no longer
 replays) or under ``ctx.patched`` (it does).
@@ -204,6 +207,15 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
         program: Program = data["prog"]
         results: list[Any] = list(data["acc"])
         base = len(results)
+
+        async def bump(value: int) -> int:  # an update: what it returns, once per update id
+            return act(value)
+
+        def non_negative(value: int) -> None:
+            if value < 0:
+                raise ValueError(f"an update of {value} is refused")
+
+        ctx.set_update_handler("bump", bump, validator=non_negative)
 
         def call(value: int, fails: int = 0) -> Any:
             item = {"tag": tag, "v": value, "fails": fails}
