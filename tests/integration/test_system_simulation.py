@@ -85,8 +85,8 @@ async def test_a_failure_shrinks_to_a_smaller_configuration(
     acknowledges events, suspends and resumes and never sends them), so the test does not
     depend on an open bug."""
 
-    async def lost(self: Client, instance_id: str, event: object) -> None:
-        return None
+    async def lost(self: Client, instance_id: str, event: object, **_: object) -> bool:
+        return True
 
     monkeypatch.setattr(Client, "_send", lost)
     config = SystemConfig(operations=40)
