@@ -54,6 +54,7 @@ async def main(store: Path) -> None:
             await anyio.sleep_forever()
         handle = rt.client.get_handle("a")
         print(f"result {await handle.update('deposit', 5, update_id='u1')}", flush=True)
+        await rt.wait_idle()  # whatever the retry set off has run
         print(f"balance {await handle.query('balance')}", flush=True)
         done = [e for e in await handle.history() if isinstance(e, UpdateCompleted)]
         print(f"completed {len(done)}", flush=True)
