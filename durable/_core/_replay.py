@@ -162,8 +162,9 @@ class WorkflowRun:
         "_history_patches", "_main", "_main_started", "_next_task_id", "_open", "_patch_keys",
         "_pending", "_random", "_recorded_patches", "_released", "_scheduler", "_suspended",
         "_turn_event_id", "_waiters", "cancel_requested", "codec", "ctx", "custom_status",
-        "definition", "final", "instance_id", "now", "registry", "replaying", "started",
-        "terminated", "untaken",
+        "definition", "final", "instance_id", "now", "query_handlers", "querying",
+        "registry", "replaying", "started", "terminated", "untaken", "update_handlers",
+        "update_ids",
     )  # fmt: skip
 
     def __init__(
