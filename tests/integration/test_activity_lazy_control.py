@@ -93,3 +93,29 @@ async def test_plain_calls_make_no_control(
     async with runtime(registry) as rt:
         assert await (await rt.start(flow)) == [6, False]
     assert len(made) == 1
+
+
+async def test_a_sync_activity_heartbeats_from_its_thread(runtime: Callable[..., Any]) -> None:
+    """A sync activity's control is made on the loop's thread before its worker thread
+    starts (made lazily in the thread, it took that thread for the loop's): details a
+    sync attempt beats reach the next attempt."""
+    registry = Registry()
+    seen: list[Any] = []
+
+    @registry.activity
+    def beats(ctx: ActivityContext) -> str:
+        seen.append(ctx.heartbeat_details)
+        ctx.heartbeat(f"from attempt {ctx.attempt}")
+        if ctx.attempt == 1:
+            raise RuntimeError("fails once")
+        return "done"
+
+    @registry.workflow
+    async def flow(ctx: WorkflowContext) -> str:
+        out: str = await ctx.call_activity(beats, retry=durable.RetryPolicy(max_attempts=2))
+        return out
+
+    async with runtime(registry) as rt:
+        with anyio.fail_after(10):
+            assert await (await rt.start(flow)) == "done"
+    assert seen == [None, "from attempt 1"]
