@@ -61,10 +61,12 @@ def _timeouts(
 ) -> ActivityTimeouts | None:
     """An activity call's time limits, checked; None when it has none."""
     if start_to_close is None and schedule_to_close is None and heartbeat is None:
-        return None  # the common call: nothing to check
+        return None  # (the common call: nothing to check)
     start_to_close = positive(start_to_close, "start_to_close_timeout")
     schedule_to_close = positive(schedule_to_close, "schedule_to_close_timeout")
     heartbeat = positive(heartbeat, "heartbeat_timeout")
+    if start_to_close is None and schedule_to_close is None and heartbeat is None:
+        return None
     close_by = now + schedule_to_close if schedule_to_close is not None else None
     return ActivityTimeouts(start_to_close, heartbeat, schedule_to_close, close_by)
 
