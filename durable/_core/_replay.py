@@ -526,7 +526,8 @@ class WorkflowRun:
         return self._next_task_id
 
     def next_task_id(self) -> int:
-        self.not_in_query("schedule an operation")
+        if self.querying is not None:
+            self.not_in_query("schedule an operation")
         task_id = self._next_task_id
         self._next_task_id += 1
         return task_id

@@ -10,6 +10,7 @@ from durable._core._events import (
     NULL,
     ActivityScheduled,
     ChildWorkflowScheduled,
+    EventSent,
     HistoryEvent,
     TaskCancelled,
     TurnStarted,
@@ -96,7 +97,7 @@ class _Commits(_EngineBase):
             self._observe.committed(inst.id, inst.started, inst.status, record)
         inst.seq = record.seq
         inst.next_event_id += len(record.events)
-        if (waiting := self._commit_waiters.pop(inst.id, None)) is not None:
+        if self._commit_waiters and (waiting := self._commit_waiters.pop(inst.id, None)):
             waiting.set()
         if record.consumed:
             inst.consumed.update(record.consumed)
@@ -118,7 +119,9 @@ class _Commits(_EngineBase):
                 cancelled = outstanding.pop(event.task_id, None)
                 if cancelled is not None:
                     self._cancel_op(inst, cancelled, f"cancelled by its parent {inst.id!r}")
-        told = await self._send_events(inst, record.events)
+        told = True
+        if self._outbox or any(type(event) is EventSent for event in record.events):
+            told = await self._send_events(inst, record.events)
         if record.next_run:
             self._start_new_run(inst, record)
         elif ended:
