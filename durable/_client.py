@@ -36,8 +36,9 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
-from ._fleet._partitions import load_config, partition_of
+from ._fleet._partitions import load_config
 from ._ids import IdSource, validate_instance_id
+from ._log._active import ActiveIndex
 from ._log._instances import (
     Created,
     create_instance,
@@ -129,7 +130,7 @@ class Client:
         self.codec: PayloadCodec = codec or JsonCodec()
         self.poll_interval = poll_interval
         self._engine = _engine
-        self._partitions: int | None = None  # the store's partition count, read once
+        self._index: ActiveIndex | None = None  # the store's active index, its count read once
         self._never_suspends = bool(getattr(self.store, "never_suspends", False))
 
     async def __aenter__(self) -> Client:
@@ -177,7 +178,7 @@ class Client:
         async with self._busy():
             try:
                 created = await create_instance(
-                    self.store, self.clock.now(), instance_id, name, raw, reuse=reuse,
+                    await self._active(), self.clock.now(), instance_id, name, raw, reuse=reuse,
                     memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
                     trace_parent=trace_parent, trace_state=trace_state,
                 )  # fmt: skip
@@ -219,10 +220,17 @@ class Client:
 
     async def _ring(self, instance_id: str) -> None:
         """Tell whichever process runs the instance's partition to look at it."""
-        if self._partitions is None:
-            self._partitions = (await load_config(self.store)).partitions
-        partition = partition_of(instance_id, self._partitions)
-        await self.store.put(wakeup_key(instance_id, partition), b"")
+        index = await self._active()
+        await self.store.put(wakeup_key(instance_id, index.partition(instance_id)), b"")
+
+    async def _active(self) -> ActiveIndex:
+        """The store's active index (its runtime's, or one of its own: the store's
+        partition count is read once)."""
+        if self._engine is not None and self._engine.running:
+            return self._engine.index
+        if self._index is None:
+            self._index = ActiveIndex(self.store, (await load_config(self.store)).partitions)
+        return self._index
 
     def get_handle(self, instance_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing instance (no I/O: errors surface on use)."""
@@ -274,7 +282,7 @@ class Client:
         """Delete an ended instance and everything it stored; refuses a running one."""
         validate_instance_id(instance_id)
         async with self._busy():
-            await purge_instance(self.store, instance_id, self.memo_store)
+            await purge_instance(await self._active(), instance_id, self.memo_store)
         if self._engine is not None:
             self._engine.forget(instance_id)
 
@@ -291,7 +299,7 @@ class Client:
         check = partial(_check_replays, self._executor(), instance_id)
         async with self._busy():
             created = await rerun_instance(
-                self.store, self.clock.now(), instance_id, from_event_id, self.memo_store,
+                await self._active(), self.clock.now(), instance_id, from_event_id, self.memo_store,
                 run_id=self.ids.run_id(), check=check,
             )  # fmt: skip
             await self._announce(instance_id, created)

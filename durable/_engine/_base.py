@@ -20,6 +20,7 @@ import anyio.lowlevel
 from durable._errors import StoreError
 from durable._fleet._partitions import partition_of
 from durable._ids import IdSource
+from durable._log._active import ActiveIndex
 from durable._log._reader import read_meta
 from durable._log._records import (
     InstanceMeta,
@@ -158,6 +159,7 @@ class _EngineBase:
         self._queued = 0
         self._changed: anyio.Event | None = None
         self._partitions = 1
+        self.index = ActiveIndex(store, 1)  # the runs not yet ended, per partition
         self._leases: Leases | None = None
         self._stale_meta: dict[str, _Instance] = {}  # ended, but their meta write failed
         self._handovers: dict[str, Handover] = {}  # instances whose inbox read is under way
@@ -166,6 +168,7 @@ class _EngineBase:
         """Before :meth:`run`: the store's partition count, and this process's leases
         when it shares the store with others (None: it runs every partition)."""
         self._partitions = partitions
+        self.index = ActiveIndex(self.store, partitions)
         self._leases = leases
 
     def partition(self, instance_id: str) -> int:
@@ -395,6 +398,8 @@ class _EngineBase:
         def _wake_waiters(self, inst: _Instance) -> None: ...
 
         async def _mark_terminal(self, instance_id: str) -> None: ...
+
+        async def _index_end(self, instance_id: str, run_start: int, run_id: str) -> None: ...
 
         async def _write_meta(self, inst: _Instance) -> None: ...
 

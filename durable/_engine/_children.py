@@ -56,7 +56,7 @@ class _Children(_EngineBase):
         async with self._child_errors(parent, scheduled):
             try:
                 created = await create_instance(
-                    self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
+                    self.index, self.clock.now(), scheduled.instance_id, scheduled.name,
                     scheduled.input, parent=parent, run_id=self.ids.run_id(), reuse=reuse,
                     memo=self.memo_store if reuse else None,
                     version=self._newest_version(scheduled.name),

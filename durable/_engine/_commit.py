@@ -105,8 +105,12 @@ class _Commits(_EngineBase):
             elif type(event) in _ANSWERS:
                 outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
         told = True
+        run_start, run_id = inst.run_start, inst.started.run_id
         if record.next_run:
             self._start_new_run(inst, record)
+            # the instance goes on: its entry moves to the new run (the old one keeps it
+            # found until then)
+            await self._index_moved(inst, run_start, run_id)
         elif inst.status.is_terminal:
             self._finish(inst, record)
             if inst.parent is not None:
@@ -141,6 +145,16 @@ class _Commits(_EngineBase):
         inst.consumed = set(record.consumed)
         inst.run = self._new_run(inst, list(record.next_run))
         self._enqueue(inst)
+
+    async def _index_moved(self, inst: _Instance, run_start: int, run_id: str) -> None:
+        """Continue-as-new committed: index the new run, then drop the old run's entry
+        (a crash between leaves both: recovery drops the old one)."""
+        try:
+            await self.index.begin(inst.id, inst.run_start, inst.started.run_id)
+        except StoreError as err:
+            log.warning("could not index the new run of %r: %s", inst.id, err)
+            return  # the old entry keeps it found; recovery moves it
+        await self._index_end(inst.id, run_start, run_id)
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
         inst.output, inst.failure = record_outcome(record)
@@ -190,3 +204,6 @@ class _Commits(_EngineBase):
         inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
         inst.meta_seq = inst.seq
         self._stale_meta.pop(inst.id, None)
+        if inst.status.is_terminal:  # only now: until the meta says it ended, recovery
+            # must find it (to write that meta, or tell its parent)
+            await self._index_end(inst.id, inst.run_start, inst.started.run_id)

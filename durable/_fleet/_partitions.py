@@ -68,6 +68,9 @@ async def load_config(store: ObjectStore, partitions: int | None = None) -> Stor
     try:
         await store.put_if_absent(CONFIG_KEY, msgspec.json.encode(wanted))
         found = wanted
+        from durable._log._active import born_indexed  # (it needs partition_of, above)
+
+        await born_indexed(store, found.partitions)
     except ObjectExistsError:
         try:
             data = await store.get(CONFIG_KEY)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from durable.store import ObjectStore
 
+    from ._active import ActiveIndex
     from ._memo import MemoStore
 
 __all__ = [
@@ -86,7 +87,7 @@ async def _purged_before(store: ObjectStore, instance_id: str, seq: int) -> bool
 
 
 async def _start_run(
-    store: ObjectStore,
+    index: ActiveIndex,
     instance_id: str,
     seq: int,
     history: list[HistoryEvent],
@@ -94,14 +95,21 @@ async def _start_run(
     created_at: datetime,
     meta_etag: str | None,
 ) -> Created:
-    record = TurnRecord(seq=seq, status=WorkflowStatus.PENDING, next_run=history)
-    key = log_key(instance_id, seq)
-    await _put_once(store, key, encode(record))
-    if seq > 0 and await _purged_before(store, instance_id, seq):
-        await store.delete(key)  # announced to no one yet
-        raise InstanceNotFoundError(instance_id)
+    """Write a run's first record at ``seq``, its index entry first (see :mod:`._active`)."""
+    store = index.store
     started = history[0]
     assert isinstance(started, WorkflowStarted)
+    record = TurnRecord(seq=seq, status=WorkflowStatus.PENDING, next_run=history)
+    key = log_key(instance_id, seq)
+    await index.begin(instance_id, seq, started.run_id)
+    try:
+        await _put_once(store, key, encode(record))
+        if seq > 0 and await _purged_before(store, instance_id, seq):
+            await store.delete(key)  # announced to no one yet
+            raise InstanceNotFoundError(instance_id)
+    except (ObjectExistsError, InstanceNotFoundError):
+        await index.end(instance_id, seq, started.run_id)  # this run never began
+        raise
     meta = InstanceMeta(
         instance_id=instance_id,
         name=started.name,
@@ -124,7 +132,7 @@ async def _start_run(
 
 
 async def create_instance(
-    store: ObjectStore,
+    index: ActiveIndex,
     now: datetime,
     instance_id: str,
     name: str,
@@ -141,6 +149,7 @@ async def create_instance(
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
     ``InstanceExistsError``."""
+    store = index.store
     started = WorkflowStarted(
         event_id=0,
         timestamp=now,
@@ -153,7 +162,7 @@ async def create_instance(
         trace_state=trace_state,
     )
     try:
-        return await _start_run(store, instance_id, 0, [started], now, now, None)
+        return await _start_run(index, instance_id, 0, [started], now, now, None)
     except ObjectExistsError:
         pass
     found = await read_meta(store, instance_id)
@@ -170,7 +179,7 @@ async def create_instance(
     await store.delete_prefix(inbox_prefix(instance_id))  # nor the old run's messages
     try:
         return await _start_run(
-            store, instance_id, existing.last_seq + 1, [started], now, now, etag
+            index, instance_id, existing.last_seq + 1, [started], now, now, etag
         )
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None
@@ -195,7 +204,7 @@ async def load_existing(store: ObjectStore, instance_id: str) -> RunLog:
 
 
 async def purge_instance(
-    store: ObjectStore, instance_id: str, memo: MemoStore | None = None
+    index: ActiveIndex, instance_id: str, memo: MemoStore | None = None
 ) -> None:
     """Delete everything of an ended instance, its memo too; refuse one that still runs.
 
@@ -206,6 +215,7 @@ async def purge_instance(
     purge record (which a new start finds), and deletes ``log/0`` last. A purge cut
     short is finished by the next one.
     """
+    store = index.store
     while True:
         found = await read_meta(store, instance_id)
         run = await load_run(store, instance_id, found[0] if found else None)
@@ -220,6 +230,9 @@ async def purge_instance(
             await _put_once(store, log_key(instance_id, claim.seq), encode(claim))
         except ObjectExistsError:
             continue  # a run began meanwhile, or another purge claimed it: look again
+        # the run's entry is gone unless its end was cut short; entries of starts that
+        # lose to this purge are deleted by those starts
+        await index.end(instance_id, run.run_start, run.started.run_id)
         break
     await _delete_claimed(store, instance_id, memo)
 
@@ -255,7 +268,7 @@ _RERUN_FROM = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
 
 
 async def rerun_instance(
-    store: ObjectStore,
+    index: ActiveIndex,
     now: datetime,
     instance_id: str,
     from_event_id: int,
@@ -271,6 +284,7 @@ async def rerun_instance(
     old run's seed, so the kept history replays the same values. ``check`` sees the
     kept history before anything is written, and raises to refuse the rerun (e.g.
     ``NonDeterminismError``: the code no longer replays it)."""
+    store = index.store
     run = await load_existing(store, instance_id)
     if not run.status.is_terminal:
         raise InstanceRunningError(instance_id, run.status)
@@ -299,7 +313,7 @@ async def rerun_instance(
     etag = found[1] if found else None
     try:
         return await _start_run(
-            store, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag
+            index, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag
         )
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None
