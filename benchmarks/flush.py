@@ -1,6 +1,8 @@
 """Measure flush strategies for a batch of new objects on this disk (issue 18).
 
-``python -m benchmarks.flush [--batches 1,10,100] [--rounds N] [--dir PATH]``
+``python -m benchmarks.flush [--batches 1,10,100] [--rounds N] [--dir PATH]``, or
+``python -m benchmarks.flush --deletes 20000`` for the cost of creating files right after
+deleting many (see :func:`delete_probe`).
 
 Each strategy makes B new objects of 1 KiB, each in a directory of its own (as turns of
 different instances are), durable before it returns, and the figure is objects per
@@ -147,14 +149,37 @@ def create_fsync_seconds(directory: str, n: int = 30) -> float:
     return statistics.median(times)
 
 
+def _creates(directory: str, n: int) -> float:
+    """Mean µs to create (and write) ``n`` new files in a new ``directory``."""
+    os.mkdir(directory)
+    t0 = time.perf_counter()
+    for i in range(n):
+        _write(f"{directory}/{i}")
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def delete_probe(base: str, n: int) -> None:
+    """Print the cost of a file creation fresh and right after deleting ``n`` files (on
+    ext4 without a journal the allocator reads past every inode freed in the last
+    half-minute or so: what makes a store slow while ended instances are purged)."""
+    fresh = _creates(f"{base}/fresh", n)
+    shutil.rmtree(f"{base}/fresh")
+    after = _creates(f"{base}/after", n)
+    print(f"create: {fresh:,.1f} µs fresh, {after:,.1f} µs right after deleting {n:,} files")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="1,10,100")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+    parser.add_argument("--deletes", type=int, default=0, help="only the delete probe, N files")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="flush-", dir=args.dir)
     try:
+        if args.deletes:
+            delete_probe(base, args.deletes)
+            return
         own = disk_figures(base, 200)
         print(
             f"disk: {own['create_fsync_per_s']:,.0f} creates+fsync+dir fsync/s, "

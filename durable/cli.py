@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 from datetime import timedelta
@@ -75,6 +76,45 @@ def _duration(text: str) -> timedelta:
     if value < 0:
         raise argparse.ArgumentTypeError(f"a duration cannot be negative: {text!r}")
     return timedelta(**{_UNITS[unit]: value})
+
+
+def _api_token(args: argparse.Namespace) -> str | None:
+    """The sidecar's API token: ``--api-token``, ``--api-token-file`` or the
+    ``DURABLE_API_TOKEN`` environment variable (one at most); none means no token."""
+    given = [args.api_token is not None, args.api_token_file is not None]
+    if all(given):
+        raise ValueError("give --api-token or --api-token-file, not both")
+    if args.api_token_file is not None:
+        try:
+            with open(args.api_token_file, encoding="utf-8") as file:
+                token: str | None = file.read().strip()
+        except OSError as err:
+            raise ValueError(f"cannot read --api-token-file: {err}") from None
+        if not token:
+            raise ValueError(f"--api-token-file {args.api_token_file} is empty")
+        return token
+    if args.api_token is not None:
+        return str(args.api_token)
+    token = os.environ.get("DURABLE_API_TOKEN")
+    if token is not None and not token.strip():
+        raise ValueError("DURABLE_API_TOKEN is set but empty")
+    return token
+
+
+_SIZES = {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "b": 1}
+
+
+def _size(text: str) -> int:
+    """``4MiB``, ``512KiB``, ``16MB`` (or a bare number of bytes), at least 1 KiB."""
+    lowered = text.strip().lower()
+    unit = next((u for u in _SIZES if lowered.endswith(u)), "")
+    try:
+        value = int(float(lowered.removesuffix(unit) or "x") * _SIZES.get(unit, 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 4MiB)") from None
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"a message limit under 1 KiB is no use: {text!r}")
+    return value
 
 
 def _load_registry(target: str) -> Registry:
@@ -159,19 +199,34 @@ async def _sidecar(args: argparse.Namespace) -> None:
         fleet = Fleet(partitions=args.partitions, lease_ttl=ttl, owner=args.owner)
     elif args.partitions is not None or args.owner is not None or args.lease_ttl is not None:
         raise SystemExit("durable: --partitions, --lease-ttl and --owner need --fleet")
+    try:
+        api_token = _api_token(args)
+    except ValueError as err:  # a setting that cannot work: one line, no traceback
+        raise SystemExit(f"durable sidecar: {err}") from None
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with _metrics(args.metrics) as meter_provider, Sidecar(
-            args.store, host=host, port=port,
-            tls_cert=args.tls_cert, tls_key=args.tls_key, api_token=args.api_token,
-            storage_options=dict(args.storage_option) or None, fleet=fleet,
-            poll_interval=args.poll_interval, keepalive=args.keepalive or None,
-            keepalive_timeout=args.keepalive_timeout, meter_provider=meter_provider,
-        ) as sidecar:  # fmt: skip
-            print(f"durable sidecar listening on {host}:{sidecar.port}", flush=True)
-            if fleet is not None:
-                print(f"fleet member {sidecar.owner} partitions={sidecar.partitions}", flush=True)
-            async for _ in signals:
-                break  # a clean stop: in a fleet, leases are released on the way out
+        async with _metrics(args.metrics) as meter_provider:
+            try:
+                sidecar = Sidecar(
+                    args.store, host=host, port=port,
+                    tls_cert=args.tls_cert, tls_key=args.tls_key,
+                    tls_client_ca=args.tls_client_ca, api_token=api_token,
+                    storage_options=dict(args.storage_option) or None, fleet=fleet,
+                    poll_interval=args.poll_interval, keepalive=args.keepalive or None,
+                    keepalive_timeout=args.keepalive_timeout, meter_provider=meter_provider,
+                    max_message_size=args.max_message_size, idle_timeout=args.idle_timeout,
+                    max_connections=args.max_connections,
+                    turn_timeout=args.turn_timeout or None,
+                    activity_timeout=args.activity_timeout, max_waiting=args.max_waiting,
+                )  # fmt: skip
+            except ValueError as err:  # a setting that cannot work: one line
+                raise SystemExit(f"durable sidecar: {err}") from None
+            async with sidecar:
+                print(f"durable sidecar listening on {host}:{sidecar.port}", flush=True)
+                if fleet is not None:
+                    print(f"fleet member {sidecar.owner} partitions={sidecar.partitions}",
+                          flush=True)  # fmt: skip
+                async for _ in signals:
+                    break  # a clean stop: in a fleet, leases are released on the way out
     print("durable sidecar stopped", flush=True)
 
 
@@ -251,7 +306,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:4001", help="HOST:PORT (127.0.0.1:4001)")
     p.add_argument("--tls-cert", help="PEM certificate file (TLS needs --tls-key too)")
     p.add_argument("--tls-key", help="PEM private key file")
-    p.add_argument("--api-token", help="require this dapr-api-token on every call")
+    p.add_argument(
+        "--tls-client-ca",
+        help="PEM CA file: require a client certificate it signed on every connection (mTLS)",
+    )
+    p.add_argument(
+        "--api-token",
+        help="require this dapr-api-token on every call (visible to other users of the "
+        "machine in the process list: prefer --api-token-file or DURABLE_API_TOKEN)",
+    )
+    p.add_argument("--api-token-file", help="read the API token from this file")
     p.add_argument(
         "--keepalive",
         type=float,
@@ -266,6 +330,48 @@ def _parser() -> argparse.ArgumentParser:
         default=20.0,
         metavar="SECONDS",
         help="how long a ping may go unanswered (20)",
+    )
+    p.add_argument(
+        "--max-message-size",
+        type=_size,
+        default=4 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest message either way, e.g. 4MiB, 16MiB (4MiB, gRPC's usual): a bigger "
+        "request is refused unread, a bigger work item fails its instance",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=8.0,
+        metavar="SECONDS",
+        help="close a connection with no call open this long (8)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections open at once at most (the file-descriptor limit less a headroom "
+        "for the store)",
+    )
+    p.add_argument(
+        "--turn-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a turn a worker has not answered this long goes to another worker (300; 0: never)",
+    )
+    p.add_argument(
+        "--activity-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="the same for an activity attempt (default: none, activities may run long)",
+    )
+    p.add_argument(
+        "--max-waiting",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="callers waiting in WaitForInstanceStart/Completion at once (10000)",
     )
     p.add_argument(
         "--fleet",

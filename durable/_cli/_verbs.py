@@ -21,7 +21,7 @@ from durable._errors import (
     DurableError,
     InstanceNotFoundError,
     InstanceRunningError,
-    WorkflowFailed,
+    TimeoutError,
 )
 from durable._log._memo import MemoStore
 
@@ -93,19 +93,38 @@ async def start(args: argparse.Namespace) -> int:
             else:
                 print(handle.instance_id)
             return OK
-        try:
-            output = await handle.result(timeout=args.timeout)
-        except WorkflowFailed:
-            state = await handle.describe()
-            if args.json:
-                print_json(state)
+        state = await _until_ended(handle, args.timeout)
+        if args.json:
+            print_json(state)
+        if state.status is not WorkflowStatus.COMPLETED:
             print(_failed(state), file=sys.stderr)
             return FAILED
-        if args.json:
-            print_json(await handle.describe())
-        else:
-            print(msgspec.json.encode(output).decode())
+        if not args.json:
+            print(msgspec.json.encode(state.output).decode())
         return OK
+
+
+_LOOK = timedelta(seconds=0.25)
+
+
+async def _until_ended(handle: WorkflowHandle[Any], limit: float | None) -> WorkflowState:
+    """The instance's state once it ended, looking every quarter second; why it makes
+    no progress (no worker runs its workflow, say) is said on stderr as it changes."""
+    clock = SystemClock()
+    deadline = None if limit is None else clock.now() + timedelta(seconds=limit)
+    said = ""
+    while True:
+        state = await handle.describe()
+        if state.status.is_terminal:
+            return state
+        if state.reason != said:
+            said = state.reason
+            if said:
+                print(f"durable: {handle.instance_id} is waiting: {said}", file=sys.stderr)
+        now = clock.now()
+        if deadline is not None and now >= deadline:
+            raise TimeoutError(f"{handle.instance_id} did not end within {limit:g} s")
+        await clock.sleep_until(now + _LOOK if deadline is None else min(now + _LOOK, deadline))
 
 
 async def raise_event(args: argparse.Namespace) -> int:

@@ -137,6 +137,7 @@ class _EngineBase:
         self._max_activities = max_concurrent_activities
         self._turns = 0  # turns in progress, in turn workers or inline after an activity
         self._done_waiters: dict[str, anyio.Event] = {}
+        self._status_waiters: dict[str, anyio.Event] = {}  # set at the next status change
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
         self._inflight: set[tuple[str, int, int]] = set()
@@ -328,6 +329,21 @@ class _EngineBase:
             done = self._done_waiters[instance_id] = anyio.Event()
         await done.wait()
         return True
+
+    def status_changed(self, instance_id: str) -> anyio.Event | None:
+        """An event set when the status of an instance this engine runs next changes
+        (take it before reading the status, then wait on it); None if this engine does
+        not run the instance."""
+        if instance_id not in self._instances and instance_id not in self._evicted:
+            return None
+        event = self._status_waiters.get(instance_id)
+        if event is None:
+            event = self._status_waiters[instance_id] = anyio.Event()
+        return event
+
+    def _status_now_changed(self, instance_id: str) -> None:
+        if (event := self._status_waiters.pop(instance_id, None)) is not None:
+            event.set()
 
     def is_resident(self, instance_id: str) -> bool:
         """Whether the instance is held in this process's memory."""

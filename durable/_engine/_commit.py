@@ -125,6 +125,8 @@ class _Commits(_EngineBase):
             or record.seq - inst.meta_seq >= _META_EVERY
         ):
             await self._write_meta(inst)
+        if inst.status is not previous or record.next_run:
+            self._status_now_changed(inst.id)
         if inst.status.is_terminal:
             self._wake_waiters(inst)
         elif not record.next_run:
@@ -167,6 +169,7 @@ class _Commits(_EngineBase):
     def _wake_waiters(self, inst: _Instance) -> None:
         if (done := self._done_waiters.pop(inst.id, None)) is not None:
             done.set()
+        self._status_now_changed(inst.id)
         self._evicted.discard(inst.id)
         # A finished instance needs no memory beyond what waiters read right now.
         if self._instances.get(inst.id) is inst and not inst.pending:

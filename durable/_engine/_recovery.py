@@ -34,6 +34,7 @@ from durable._log._reader import (
 )
 from durable._log._records import (
     InstanceMeta,
+    meta_key,
     wakeup_key,
 )
 
@@ -114,6 +115,11 @@ class _Recovery(_EngineBase):
                         return
                     log.warning("recovery of %r failed, retrying: %s", instance_id, err)
                     self._spawn_guarded(self._recover_indexed, instance_id)
+                except Exception as err:  # one bad instance must not stop the runtime
+                    log.exception("recovery of %r failed", instance_id)
+                    broken = StoreError(f"cannot recover {instance_id!r}: {err!r}",
+                                        key=meta_key(instance_id), transient=False)  # fmt: skip
+                    await self._fail_for_good(f"recovery of {instance_id!r}", broken)
 
         async with anyio.create_task_group() as tg:
             for instance_id in ids:

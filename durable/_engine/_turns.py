@@ -150,8 +150,10 @@ class _Turns(_EngineBase):
 
     async def _turn_from_queue(self, inst: _Instance) -> None:
         self._queued -= 1
-        if inst.state is not InstanceState.DROPPED:  # a copy let go of meanwhile takes no turn
+        if inst.state is not InstanceState.DROPPED:
             await self._run_turn(inst)
+        else:  # a copy let go of meanwhile takes no turn: loads that waited for it go on
+            self._residency.evict_to_capacity()
 
     async def _run_turn(self, inst: _Instance) -> None:
         fire(inst, LifecycleEvent.START_TURN)

@@ -13,6 +13,7 @@ from msgspec import Raw
 
 from durable._core._events import NULL, HistoryEvent, ParentRef
 from durable._core._failure import FailureDetails
+from durable._core._state import WorkflowStatus
 from durable._errors import StoreError
 
 __all__ = [
@@ -131,6 +132,7 @@ class InboxMessage(msgspec.Struct, frozen=True):
     event: HistoryEvent
 
 
+_STATUSES = frozenset(WorkflowStatus)
 _encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(TurnRecord)
 _meta_decoder = msgspec.json.Decoder(InstanceMeta)
@@ -148,13 +150,23 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes, key: str, what: str):  #
         raise StoreError(f"corrupt {what} at {key!r}: {err}", key=key, transient=False) from err
 
 
+def _status_checked(obj: TurnRecord | InstanceMeta, key: str, what: str) -> None:
+    """A status no version of durable writes makes the record corrupt (not a crash of
+    whoever reads it later)."""
+    if obj.status not in _STATUSES:
+        raise StoreError(f"corrupt {what} at {key!r}: unknown status {obj.status!r}",
+                         key=key, transient=False)  # fmt: skip
+
+
 def decode_record(data: bytes, key: str) -> TurnRecord:
     record: TurnRecord = _decode(_record_decoder, data, key, "turn record")
+    _status_checked(record, key, "turn record")
     return record
 
 
 def decode_meta(data: bytes, key: str) -> InstanceMeta:
     meta: InstanceMeta = _decode(_meta_decoder, data, key, "instance meta")
+    _status_checked(meta, key, "instance meta")
     return meta
 
 

@@ -74,8 +74,9 @@ Dapr keeps "sleep", "retry" and "event_timeout" in the timer's ``origin``;
 next run's history carries those events); ``FailureDetails.bases``; event positions
 of carried-over events.
 
-Payloads are JSON text both sides: ``msgspec.Raw`` ↔ ``google.protobuf.StringValue``,
-with ``null`` ↔ absent (what the SDKs send for ``None``). Time is UTC; betterproto
+Payloads are opaque text both sides: ``msgspec.Raw`` ↔ ``google.protobuf.StringValue``,
+with ``null`` ↔ absent (what the SDKs send for ``None``); text that is not one JSON
+value is stored as data (see :mod:`durable.grpc._payload`). Time is UTC; betterproto
 keeps microseconds, except that Dapr's "never" sentinel ``9999-12-31T23:59:59.999999999Z``
 (timers of indefinite waits, compared to the nanosecond) maps to ``datetime.max`` and
 back exactly.
@@ -89,7 +90,6 @@ from typing import TYPE_CHECKING, Any, assert_never, cast
 import betterproto
 import msgspec
 from betterproto.lib.google.protobuf import Timestamp
-from msgspec import Raw
 
 from durable._core._actions import (
     Action,
@@ -102,7 +102,6 @@ from durable._core._actions import (
     StartTimer,
 )
 from durable._core._events import (
-    NULL,
     ActivityCompleted,
     ActivityErrored,
     ActivityScheduled,
@@ -134,6 +133,7 @@ from durable.grpc._framing import (
     ProtocolError,
     wire_fields,
 )
+from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
 
 if TYPE_CHECKING:
@@ -181,17 +181,6 @@ _NEVER_SECONDS, _NEVER_NANOS = 253_402_300_799, 999_999_999
 # ---------------------------------------------------------------------------------------
 # Values shared by both dialects
 # ---------------------------------------------------------------------------------------
-
-
-def payload_to_proto(payload: Raw) -> str | None:
-    """JSON text for a StringValue; ``null`` becomes absent."""
-    data = bytes(payload)
-    return None if data == b"null" else data.decode()
-
-
-def payload_from_proto(text: str | None) -> Raw:
-    """A StringValue's JSON text; absent or empty becomes ``null``."""
-    return Raw(text.encode()) if text else NULL
 
 
 def _time_to_proto(at: datetime) -> datetime:

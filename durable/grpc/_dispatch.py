@@ -8,10 +8,13 @@ is whatever the server decoded it into. What it owns:
 - placement: a turn goes to the stream that holds the instance's history warm if there
   is one, anything else round-robin; with no stream connected, items wait in a queue
   (a workflow whose worker is not connected waits, it does not fail);
-- correlation: every item gets a completion token; a completion is matched by token,
-  or by instance (and task id, for activities) when the worker sends none;
-- at-least-once: the items a stream held when it went away, or that its worker
-  abandoned, are placed again; a completion for an item already resolved (a stale or
+- correlation: every send of an item gets a completion token of its own (128 random
+  bits), so only the stream it was sent to can answer or abandon it, and only for that
+  send; a worker that sends no token (durabletask-js) is matched by instance (and task
+  id, for activities), among the items held by streams of its own connection only;
+- at-least-once: the items a stream held when it went away, that its worker
+  abandoned, or that it did not answer in time (:meth:`Dispatcher.expire`), are
+  placed again; a completion for an item already resolved (a stale or
   duplicate answer) is dropped, so nothing is applied twice.
 """
 
@@ -20,8 +23,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import secrets
 from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import anyio
@@ -83,10 +89,12 @@ class Warm:
 
 @dataclass(eq=False)
 class Item:
-    """A work item in flight: placed on a stream or waiting for one."""
+    """A work item in flight: placed on a stream or waiting for one. ``token`` names it
+    inside the sidecar; ``wire_token`` is the completion token of its current send."""
 
     token: str
     work: TurnWork | ActivityWork
+    wire_token: str = ""
     stream: WorkerStream | None = None
     dialect: Dialect = "dapr"
     """The dialect of the stream it was last sent to (how its completion is read)."""
@@ -94,19 +102,15 @@ class Item:
     resolved: bool = False
     done: anyio.Event = field(default_factory=anyio.Event)
     sends: int = 0
-    """How many times it was placed on a stream; the wire token names the send."""
+    """How many times it was placed on a stream."""
     waiting: bool = False
     """In the queue of items that wait for a stream."""
+    sent_at: datetime | None = None
+    """When it was placed on its stream (on the clock :meth:`Dispatcher.expire` gets)."""
 
     def __repr__(self) -> str:  # short: the work holds a whole history
         kind = type(self.work).__name__
         return f"Item({self.token!r}, {kind} of {self.work.instance_id!r}, sends={self.sends})"
-
-    @property
-    def wire_token(self) -> str:
-        """The completion token of the current send (``{token}.{sends}``): a completion
-        of any send answers the item, but only the current send can abandon it."""
-        return f"{self.token}.{self.sends}"
 
 
 @dataclass(eq=False)
@@ -115,7 +119,8 @@ class WorkerStream:
 
     ``outbox`` yields items to send, and ``None`` for a health ping. ``warm`` maps an
     instance to what its worker caches (kept only for streams that advertised stateful
-    history): see :class:`Warm`.
+    history): see :class:`Warm`. ``origin`` names the connection it came on (a
+    tokenless completion is matched only among the items of streams of its connection).
     """
 
     number: int
@@ -126,6 +131,19 @@ class WorkerStream:
     inbox: MemoryObjectSendStream[Item | None]
     held: dict[str, Item] = field(default_factory=dict)
     warm: dict[str, Warm] = field(default_factory=dict)
+    origin: Hashable = None
+    max_turns: int = 0
+    """Turns the worker takes at once (its maxConcurrentOrchestrationWorkItems; 0: any)."""
+    max_activities: int = 0
+    """Activities the worker takes at once (maxConcurrentActivityWorkItems; 0: any)."""
+
+    def has_room(self, work: TurnWork | ActivityWork) -> bool:
+        """Whether the worker takes one more item of ``work``'s kind now."""
+        limit = self.max_turns if isinstance(work, TurnWork) else self.max_activities
+        if limit <= 0:
+            return True
+        kind = type(work)
+        return sum(type(item.work) is kind for item in self.held.values()) < limit
 
     def holds(self, item: Item) -> bool:
         """Whether ``item`` is still this stream's to send (not resolved or moved)."""
@@ -160,8 +178,9 @@ class WorkerStream:
 class Dispatcher:
     """Work items, the streams that take them, and their completions."""
 
-    def __init__(self, token_prefix: str) -> None:
-        self._prefix = token_prefix
+    def __init__(self, tokens: Callable[[], str] | None = None) -> None:
+        self._new_token = tokens or _random_token
+        self._sent: dict[str, Item] = {}  # wire token of each item's current send
         self._tokens = itertools.count(1)
         self._numbers = itertools.count(1)
         self._streams: list[WorkerStream] = []
@@ -183,15 +202,18 @@ class Dispatcher:
 
     # -- streams --------------------------------------------------------------------
 
-    def connect(self, dialect: Dialect, *, stateful: bool, pings: bool) -> WorkerStream:
-        """A new stream; the items that waited for one go to it."""
+    def connect(
+        self, dialect: Dialect, *, stateful: bool, pings: bool, origin: Hashable = None,
+        max_turns: int = 0, max_activities: int = 0,
+    ) -> WorkerStream:  # fmt: skip
+        """A new stream (on the connection ``origin``, taking at most ``max_turns`` and
+        ``max_activities`` items at once); the items that waited for one go to it."""
         inbox, outbox = anyio.create_memory_object_stream[Item | None](math.inf)
-        stream = WorkerStream(next(self._numbers), dialect, stateful, pings, outbox, inbox)
+        stream = WorkerStream(next(self._numbers), dialect, stateful, pings, outbox, inbox,
+                              origin=origin, max_turns=max_turns,
+                              max_activities=max_activities)  # fmt: skip
         self._streams.append(stream)
-        waiting, self._queue = self._queue, deque()
-        for item in waiting:
-            item.waiting = False
-            self._place(item)
+        self._place_waiting()
         self._changed()
         log.info("worker stream %d connected (%s%s)", stream.number, dialect,
                  ", stateful history" if stateful else "")  # fmt: skip
@@ -225,7 +247,7 @@ class Dispatcher:
     async def submit(self, work: TurnWork | ActivityWork) -> Any:
         """Send ``work`` to a worker and wait for its decoded completion, however long
         that takes (no worker connected means waiting). Cancelling withdraws it."""
-        item = Item(f"{self._prefix}-{next(self._tokens)}", work)
+        item = Item(f"item-{next(self._tokens)}", work)
         self._items[item.token] = item
         self._place(item)
         try:
@@ -234,6 +256,13 @@ class Dispatcher:
             if not item.resolved:
                 self._withdraw(item)
         return item.result
+
+    def _place_waiting(self) -> None:
+        """Place the items that wait, in order, where there is room now."""
+        waiting, self._queue = self._queue, deque()
+        for item in waiting:
+            item.waiting = False
+            self._place(item)
 
     def _place(self, item: Item, avoid: WorkerStream | None = None) -> None:
         stream = self._pick(item.work, avoid)
@@ -245,13 +274,18 @@ class Dispatcher:
         item.stream = stream
         item.dialect = stream.dialect
         item.sends += 1
+        self._sent.pop(item.wire_token, None)  # an earlier send answers no more
+        item.wire_token = self._new_token()
+        item.sent_at = None  # stamped by the next expiry sweep
+        self._sent[item.wire_token] = item
         stream.held[item.token] = item
         stream.inbox.send_nowait(item)
 
     def _pick(
         self, work: TurnWork | ActivityWork, avoid: WorkerStream | None
     ) -> WorkerStream | None:
-        streams = [s for s in self._streams if s is not avoid] or self._streams
+        roomy = [s for s in self._streams if s.has_room(work)]
+        streams = [s for s in roomy if s is not avoid] or roomy
         if not streams:
             return None
         if isinstance(work, TurnWork):
@@ -264,23 +298,32 @@ class Dispatcher:
     def _withdraw(self, item: Item) -> None:
         item.resolved = True
         self._items.pop(item.token, None)
-        if item.stream is not None:
-            item.stream.held.pop(item.token, None)
-            item.stream = None
+        self._sent.pop(item.wire_token, None)
         if item.waiting:
             item.waiting = False
             self._queue.remove(item)
+        if item.stream is not None:
+            item.stream.held.pop(item.token, None)
+            item.stream = None
+            if self._queue:
+                self._place_waiting()  # the stream has room for one more
 
-    def find(self, token: str, instance_id: str, task_id: int | None = None) -> Item | None:
-        """The unresolved item a completion answers: by its token, or, when the worker
-        sent none, by instance (and wire task id for an activity, ``task_id``; ``None``
-        for a turn). ``None`` when the answer is stale or unknown."""
+    def find(
+        self, token: str, instance_id: str, task_id: int | None = None, origin: Hashable = None
+    ) -> Item | None:
+        """The unresolved item a completion answers: by the token of its current send,
+        or, when the worker sent none, by instance (and wire task id for an activity,
+        ``task_id``; ``None`` for a turn) among the items held by streams of the
+        completion's connection ``origin``. ``None`` when the answer is stale, unknown,
+        or not the sender's to give."""
         if token:
-            item = self._items.get(token.rpartition(".")[0] or token)
+            item = self._sent.get(token)
             if item is None or item.work.instance_id != instance_id:
                 return None
             return item
         for item in self._items.values():
+            if item.stream is None or item.stream.origin != origin:
+                continue  # waiting, or held on another connection
             work = item.work
             if work.instance_id != instance_id:
                 continue
@@ -300,17 +343,42 @@ class Dispatcher:
         item.done.set()
         return True
 
+    def expire(
+        self, now: datetime, turns: timedelta | None, activities: timedelta | None
+    ) -> list[Item]:
+        """Move the items a stream has held longer than their kind's timeout (None:
+        no timeout) to another stream: their late answers are dropped (each send has
+        its own token). Call it every so often; an item's time starts at the first
+        call that sees it placed. The items moved."""
+        moved: list[Item] = []
+        for stream in list(self._streams):
+            for item in list(stream.held.values()):
+                limit = turns if isinstance(item.work, TurnWork) else activities
+                if item.sent_at is None:
+                    item.sent_at = now
+                elif limit is not None and now - item.sent_at >= limit:
+                    log.warning("worker stream %d did not answer %r in %s: sent elsewhere",
+                                stream.number, item, limit)  # fmt: skip
+                    stream.held.pop(item.token, None)
+                    item.stream = None
+                    self._place(item, avoid=stream)
+                    moved.append(item)
+        return moved
+
     def abandon(self, token: str) -> bool:
-        """The worker gave the item back: place it again, on another stream if any."""
-        base, _, send = token.rpartition(".")
-        item = self._items.get(base or token)
+        """The worker gave the item back (by the token of its current send): place it
+        again, on another stream if any."""
+        item = self._sent.get(token) if token else None
         if item is None or item.resolved or item.stream is None:
-            return False  # unknown, answered, or already waiting to be placed again
-        if base and send != str(item.sends):
-            return False  # from an earlier send: the item has gone elsewhere since
+            return False  # unknown, an earlier send, answered, or waiting already
         previous = item.stream
         if previous is not None:
             previous.held.pop(item.token, None)
         item.stream = None
         self._place(item, avoid=previous)
         return True
+
+
+def _random_token() -> str:
+    """A completion token no one can guess: 128 random bits."""
+    return secrets.token_hex(16)

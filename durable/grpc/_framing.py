@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Generic, TypeVar, overload
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar, overload
 
 import betterproto
+from betterproto.lib.google.protobuf import Duration, Timestamp
 
 from durable._errors import DurableError
 
@@ -31,6 +33,7 @@ __all__ = [
     "ProtocolError",
     "RawMessage",
     "UndecodableError",
+    "check_wire_types",
     "field_chunk",
     "parse",
     "split_field",
@@ -61,11 +64,74 @@ E = TypeVar("E", bound=betterproto.Message)
 
 
 def parse(cls: type[E], data: bytes) -> E:
-    """``data`` parsed as ``cls``; any decoding failure is an :class:`UndecodableError`."""
+    """``data`` parsed as ``cls``; any decoding failure, and any field of a wire type
+    its declaration does not allow (betterproto takes those silently, and the value
+    then breaks whoever reads it), is an :class:`UndecodableError`."""
+    try:
+        check_wire_types(cls, data)
+    except UndecodableError as err:
+        raise UndecodableError(f"cannot parse {cls.__name__}: {err}") from None
+    return _parse(cls, data)
+
+
+def _parse(cls: type[E], data: bytes) -> E:
     try:
         return cls().parse(data)
     except Exception as err:  # betterproto raises whatever its decoders hit
         raise UndecodableError(f"cannot parse {cls.__name__}: {err}") from err
+
+
+_WIRE_OF = {
+    **dict.fromkeys(("int32", "int64", "uint32", "uint64", "sint32", "sint64", "bool",
+                     "enum"), VARINT),
+    **dict.fromkeys(("fixed64", "sfixed64", "double"), FIXED64),
+    **dict.fromkeys(("fixed32", "sfixed32", "float"), FIXED32),
+    **dict.fromkeys(("string", "bytes", "message", "map"), LENGTH_DELIMITED),
+}  # fmt: skip
+
+
+_WELL_KNOWN: dict[type, type[betterproto.Message]] = {datetime: Timestamp, timedelta: Duration}
+
+
+def check_wire_types(cls: type[betterproto.Message], data: bytes, path: str = "") -> None:
+    """Raise :class:`UndecodableError` for a field of ``data`` (a ``cls`` message, and
+    its sub-messages) sent with a wire type its proto type cannot have. Repeated
+    scalars may come packed; unknown fields are skipped, as protobuf does."""
+    meta: Any = cls._betterproto  # type: ignore[arg-type]
+    path = path or f"{cls.__name__}."
+    for number, wire, _, value, end in _fields(data):
+        name = meta.field_name_by_number.get(number)
+        if name is None:
+            continue
+        field_meta = meta.meta_by_field_name[name]
+        expected = _WIRE_OF.get(field_meta.proto_type, LENGTH_DELIMITED)
+        if wire != expected and not (wire == LENGTH_DELIMITED and _repeated(cls, name)):
+            raise UndecodableError(
+                f"{path}{name} (field {number}) sent with wire type {wire}, expected {expected}"
+            )
+        if field_meta.wraps:  # google.protobuf.StringValue and kin: field 1 is the value
+            _check_entry(data[value:end], f"{path}{name}", None, field_meta.wraps)
+        elif field_meta.proto_type == "map":  # an entry: field 1 the key, field 2 the value
+            _check_entry(data[value:end], f"{path}{name}", *field_meta.map_types)
+        elif field_meta.proto_type == "message":
+            sub = meta.cls_by_field[name]
+            sub = _WELL_KNOWN.get(sub, sub)  # betterproto's Python types for a few
+            check_wire_types(sub, data[value:end], f"{path}{name}.")
+
+
+def _check_entry(data: bytes, where: str, key: str | None, value: str) -> None:
+    """A map entry's (or a wrapper's, which has no key) fields 1 and 2 by their types."""
+    types = {1: value} if key is None else {1: key, 2: value}
+    for number, wire, _, _, _ in _fields(data):
+        expected = _WIRE_OF.get(types.get(number, ""), wire)
+        if wire != expected:
+            raise UndecodableError(f"{where} sent with wire type {wire}, expected {expected}")
+
+
+def _repeated(cls: type[betterproto.Message], name: str) -> bool:
+    """Whether the field is a repeated scalar (which may come packed)."""
+    meta: Any = cls._betterproto  # type: ignore[arg-type]
+    return isinstance(meta.default_gen[name](), list)
 
 
 def _varint_bytes(value: int) -> bytes:
@@ -201,7 +267,7 @@ class LazyEvents(Sequence[E], Generic[E]):
     def _get(self, i: int) -> E:
         event = self._parsed.get(i)
         if event is None:
-            event = self._parsed[i] = parse(self._cls, self._chunks[i])
+            event = self._parsed[i] = _parse(self._cls, self._chunks[i])  # from its own sidecar
         return event
 
     def digest(self, count: int) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import anyio
 import betterproto
 
 from durable._core._events import (
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from durable._core._events import HistoryEvent
     from durable._core._state import WorkflowState
 
+    from ._limits import Waiting
+
 __all__ = [
     "get_instance",
     "get_instance_history",
@@ -58,7 +61,7 @@ __all__ = [
     "wait_for_start",
 ]
 
-_START_POLL = timedelta(milliseconds=50)
+_RECHECK = timedelta(seconds=1)
 _DEFAULT_PAGE = 100
 
 
@@ -140,27 +143,48 @@ async def get_instance(client: Client, data: bytes) -> bytes:
     return _instance_reply(await _describe(client, instance_id), request.get_inputs_and_outputs)
 
 
-async def wait_for_start(client: Client, data: bytes) -> bytes:
-    """WaitForInstanceStart: once the instance has left PENDING (no deadline needed)."""
+async def wait_for_start(client: Client, data: bytes, waiting: Waiting) -> bytes:
+    """WaitForInstanceStart: once the instance has left PENDING (no deadline needed).
+    Woken by the engine when the instance's status changes; looked at again every
+    second of the clock all the same (another process of a fleet may run it)."""
     request = parse(ms.GetInstanceRequest, data)
     instance_id = _required(request.instance_id, "instanceId")
-    while True:
-        state = await _describe(client, instance_id)
-        if state is None or state.status is not WorkflowStatus.PENDING:
-            return _instance_reply(state, request.get_inputs_and_outputs)
-        await client.clock.sleep_until(client.clock.now() + _START_POLL)
+    async with waiting:
+        while True:
+            engine = client._engine
+            changed = engine.status_changed(instance_id) if engine is not None else None
+            state = await _describe(client, instance_id)
+            if state is None or state.status is not WorkflowStatus.PENDING:
+                return _instance_reply(state, request.get_inputs_and_outputs)
+            await _changed_or_later(client, changed)
 
 
-async def wait_for_completion(client: Client, data: bytes) -> bytes:
+async def _changed_or_later(client: Client, changed: anyio.Event | None) -> None:
+    """Until ``changed`` is set, or a second of the client's clock has passed."""
+    deadline = client.clock.now() + _RECHECK
+    async with anyio.create_task_group() as tg:
+
+        async def wake() -> None:
+            if changed is not None:
+                await changed.wait()
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(wake)
+        await client.clock.sleep_until(deadline)
+        tg.cancel_scope.cancel()
+
+
+async def wait_for_completion(client: Client, data: bytes, waiting: Waiting) -> bytes:
     """WaitForInstanceCompletion: once the instance has ended (no deadline needed)."""
     request = parse(ms.GetInstanceRequest, data)
     instance_id = _required(request.instance_id, "instanceId")
-    if await _describe(client, instance_id) is None:
-        return _instance_reply(None, False)
-    try:
-        await client.get_handle(instance_id).result()
-    except Exception:
-        pass  # a failed or terminated end is reported in the state
+    async with waiting:
+        if await _describe(client, instance_id) is None:
+            return _instance_reply(None, False)
+        try:
+            await client.get_handle(instance_id).result()
+        except Exception:
+            pass  # a failed or terminated end is reported in the state
     return _instance_reply(await _describe(client, instance_id), request.get_inputs_and_outputs)
 
 

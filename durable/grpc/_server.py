@@ -11,10 +11,9 @@ bug in a handler is logged and answered INTERNAL, and never takes the server dow
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +34,17 @@ from durable._errors import (
 )
 
 from . import _management as mgmt
+from ._auth import Gate
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
+from ._limits import (
+    DEFAULT_MAX_MESSAGE,
+    DEFAULT_MAX_WAITING,
+    Waiting,
+    checked_reply,
+    receive,
+    too_big,
+)
 from ._pastcache import PastCache
 from ._proto import dapr, ms
 from ._remote import TurnOutcome
@@ -50,6 +58,7 @@ from ._workitems import (
     encode_ping,
     parse,
     stream_options,
+    worker_limits,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +69,7 @@ if TYPE_CHECKING:
     from durable._client import Client
     from durable._clock import Clock
 
-    from ._dispatch import Dispatcher, WorkerStream
+    from ._dispatch import Dispatcher, Item, WorkerStream
 
 __all__ = ["BytesCodec", "SidecarService"]
 
@@ -86,6 +95,8 @@ class BytesCodec(CodecBase):
 
 
 Unary = Callable[[bytes], "Awaitable[bytes]"]
+FromWorker = Callable[[bytes, Hashable], "Awaitable[bytes]"]
+"""A worker's call: its request and the connection it came on (see :func:`origin_of`)."""
 
 
 class SidecarService:
@@ -99,26 +110,31 @@ class SidecarService:
         *,
         api_token: str | None = None,
         ping_interval: float = 30.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE,
+        max_waiting: int = DEFAULT_MAX_WAITING,
     ) -> None:
         if ping_interval <= 0 or ping_interval >= 120:
             raise ValueError("ping_interval must be in (0, 120) seconds: MS workers give up at 120")
         self.dispatcher = dispatcher
         self.client = client
         self.clock = clock
-        self._token = api_token.encode() if api_token else None
+        self.gate = Gate(api_token, clock)
         self._ping = timedelta(seconds=ping_interval)
+        self.max_message_size = max_message_size
+        self.waiting = Waiting(max_waiting)
+        """Callers in WaitForInstanceStart/Completion now, and how many may be."""
         self._past = PastCache()
         self.sent: deque[SentTurn] = deque(maxlen=_SENT_KEPT)
         """What went out for recent turns (messages in past/new events, delta or not)."""
 
     def __mapping__(self) -> dict[str, Handler]:
         c = self.client
-        unary: dict[str, Unary] = {
+        client: dict[str, Unary] = {
             "Hello": self._hello,
             "StartInstance": lambda d: mgmt.start_instance(c, d),
             "GetInstance": lambda d: mgmt.get_instance(c, d),
-            "WaitForInstanceStart": lambda d: mgmt.wait_for_start(c, d),
-            "WaitForInstanceCompletion": lambda d: mgmt.wait_for_completion(c, d),
+            "WaitForInstanceStart": lambda d: mgmt.wait_for_start(c, d, self.waiting),
+            "WaitForInstanceCompletion": lambda d: mgmt.wait_for_completion(c, d, self.waiting),
             "RaiseEvent": lambda d: mgmt.raise_event(c, d),
             "TerminateInstance": lambda d: mgmt.terminate_instance(c, d),
             "SuspendInstance": lambda d: mgmt.suspend_instance(c, d),
@@ -129,11 +145,17 @@ class SidecarService:
             "ListInstanceIDs": lambda d: mgmt.list_instance_ids_dapr(c, d),
             "RerunWorkflowFromEvent": lambda d: mgmt.rerun_from_event(c, d),
             "GetInstanceHistory": lambda d: mgmt.get_instance_history(c, d),
+        }
+        worker: dict[str, FromWorker] = {
             "CompleteOrchestratorTask": self._complete_turn,
             "CompleteWorkflowTask": self._complete_turn,
             "CompleteActivityTask": self._complete_activity,
             "AbandonTaskOrchestratorWorkItem": self._abandon_turn,
             "AbandonTaskActivityWorkItem": self._abandon_activity,
+        }
+        unary: dict[str, FromWorker] = {
+            **{name: _ignoring_origin(fn) for name, fn in client.items()},
+            **worker,
         }
         mapping = {
             _PATH + name: Handler(self._unary(name, fn), Cardinality.UNARY_UNARY, bytes, bytes)
@@ -146,21 +168,12 @@ class SidecarService:
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _authorize(self, stream: Stream[Any, Any]) -> None:
-        if self._token is None:
-            return
-        sent = stream.metadata.get("dapr-api-token") if stream.metadata else None
-        given = sent.encode() if isinstance(sent, str) else b""
-        if not hmac.compare_digest(given, self._token):
-            raise GRPCError(Status.UNAUTHENTICATED, "missing or wrong dapr-api-token")
-
-    def _unary(self, name: str, fn: Unary) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+    def _unary(self, name: str, fn: FromWorker) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         async def handle(stream: Stream[Any, Any]) -> None:
-            self._authorize(stream)
-            data = await stream.recv_message()
-            assert data is not None
+            self.gate.check(stream)
             with _statuses(name):
-                reply = await fn(data)
+                data = await receive(stream, self.max_message_size)
+                reply = checked_reply(await fn(data, origin_of(stream)), self.max_message_size)
             await stream.send_message(reply)
 
         return handle
@@ -171,13 +184,15 @@ class SidecarService:
     # -- workers --------------------------------------------------------------------
 
     async def _get_work_items(self, stream: Stream[Any, Any]) -> None:
-        self._authorize(stream)
-        data = await stream.recv_message()
-        assert data is not None
+        self.gate.check(stream)
         with _statuses("GetWorkItems"):
+            data = await receive(stream, self.max_message_size)
             dialect, capabilities = detect_dialect(data)
+            limits = worker_limits(dialect, data)
         stateful, pings = stream_options(dialect, capabilities)
-        worker = self.dispatcher.connect(dialect, stateful=stateful, pings=pings)
+        worker = self.dispatcher.connect(
+            dialect, stateful=stateful, pings=pings, origin=origin_of(stream), **limits
+        )
         try:
             async with anyio.create_task_group() as tg:
                 if pings:
@@ -190,6 +205,9 @@ class SidecarService:
                     if not worker.holds(item):
                         continue  # resolved or moved since it was queued
                     message, sent = encode_item(worker, item, self._past)
+                    if len(message) > self.max_message_size:  # the worker would refuse it
+                        self._fail_too_big(worker, item, len(message))
+                        continue
                     if sent is not None:
                         self.sent.append(sent)
                     await stream.send_message(message)
@@ -197,14 +215,22 @@ class SidecarService:
         finally:
             self.dispatcher.disconnect(worker)
 
+    def _fail_too_big(self, worker: WorkerStream, item: Item, size: int) -> None:
+        """An item no worker could receive fails (once), instead of going out again on
+        every reconnect and holding up the items queued behind it."""
+        log.warning("work item for %r not sent: %d bytes, over the limit of %d",
+                    item.work.instance_id, size, self.max_message_size)  # fmt: skip
+        worker.warm.pop(item.work.instance_id, None)  # the worker never got this history
+        self.dispatcher.resolve(item, too_big(item, size, self.max_message_size))
+
     async def _pinger(self, worker: WorkerStream) -> None:
         while True:
             await self.clock.sleep_until(self.clock.now() + self._ping)
             worker.ping()
 
-    async def _complete_turn(self, data: bytes) -> bytes:
+    async def _complete_turn(self, data: bytes, origin: Hashable) -> bytes:
         envelope = parse(Envelope, data)
-        item = self.dispatcher.find(envelope.completion_token, envelope.instance_id)
+        item = self.dispatcher.find(envelope.completion_token, envelope.instance_id, origin=origin)
         if item is None or not isinstance(item.work, TurnWork):
             log.info("dropped a stale orchestrator completion for %r", envelope.instance_id)
             return bytes(ms.CompleteTaskResponse())
@@ -223,9 +249,11 @@ class SidecarService:
         self.dispatcher.resolve(item, outcome)
         return bytes(ms.CompleteTaskResponse())
 
-    async def _complete_activity(self, data: bytes) -> bytes:
+    async def _complete_activity(self, data: bytes, origin: Hashable) -> bytes:
         shared = parse(dapr.ActivityResponse, data)  # fields 1, 2 and 5 are shared
-        item = self.dispatcher.find(shared.completion_token, shared.instance_id, shared.task_id)
+        item = self.dispatcher.find(
+            shared.completion_token, shared.instance_id, shared.task_id, origin=origin
+        )
         if item is None or not isinstance(item.work, ActivityWork):
             log.info("dropped a stale activity completion for %r", shared.instance_id)
             return bytes(ms.CompleteTaskResponse())
@@ -239,15 +267,30 @@ class SidecarService:
         self.dispatcher.resolve(item, outcome)
         return bytes(ms.CompleteTaskResponse())
 
-    async def _abandon_turn(self, data: bytes) -> bytes:
+    async def _abandon_turn(self, data: bytes, origin: Hashable) -> bytes:
         request = parse(ms.AbandonOrchestrationTaskRequest, data)
         self.dispatcher.abandon(request.completion_token)
         return bytes(ms.AbandonOrchestrationTaskResponse())
 
-    async def _abandon_activity(self, data: bytes) -> bytes:
+    async def _abandon_activity(self, data: bytes, origin: Hashable) -> bytes:
         request = parse(ms.AbandonActivityTaskRequest, data)
         self.dispatcher.abandon(request.completion_token)
         return bytes(ms.AbandonActivityTaskResponse())
+
+
+def origin_of(stream: Stream[Any, Any]) -> Hashable:
+    """The connection a call came on: its peer's address, unique among open
+    connections (a connection without one gets a name of its own)."""
+    return stream.peer.addr() or object()
+
+
+def _ignoring_origin(fn: Unary) -> FromWorker:
+    """A client call, which answers whatever connection it came on alike."""
+
+    async def call(data: bytes, origin: Hashable) -> bytes:
+        return await fn(data)
+
+    return call
 
 
 class _statuses:
@@ -268,7 +311,9 @@ class _statuses:
         if status is Status.INTERNAL:
             log.exception("%s failed", self.name, exc_info=err)
             raise GRPCError(Status.INTERNAL, f"{self.name} failed: {type(err).__name__}") from err
-        raise GRPCError(status, str(err)) from err
+        if status is Status.INVALID_ARGUMENT:  # one line: a client's mistake is no bug here
+            log.info("%s refused: %s", self.name, err)
+        raise GRPCError(status, str(err)) from None
 
 
 def _status_of(err: Exception) -> Status:

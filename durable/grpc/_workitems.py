@@ -40,6 +40,8 @@ __all__ = [
     "encode_item",
     "encode_ping",
     "parse",
+    "stream_options",
+    "worker_limits",
 ]
 
 _ENDS = (CompleteWorkflow, FailWorkflow, ContinueAsNew)
@@ -76,6 +78,18 @@ def stream_options(dialect: Dialect, capabilities: set[int]) -> tuple[bool, bool
     stateful = dialect == "dapr" and _STATEFUL_HISTORY in capabilities
     pings = dialect == "ms" or (dialect == "dapr" and _HEALTH_PING in capabilities)
     return stateful, pings
+
+
+def worker_limits(dialect: Dialect, data: bytes) -> dict[str, int]:
+    """The items an MS worker takes at once, from its ``GetWorkItemsRequest`` (its
+    ``maxConcurrent*WorkItems``; 0: any); Dapr and minimal streams say nothing."""
+    if dialect != "ms":
+        return {}
+    request = parse(ms.GetWorkItemsRequest, data)
+    return {
+        "max_turns": max(0, request.max_concurrent_orchestration_work_items),
+        "max_activities": max(0, request.max_concurrent_activity_work_items),
+    }
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,20 @@ def test_start_wait_prints_the_output_or_exits_1(store: str) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_start_wait_says_why_a_workflow_does_not_run(store: str) -> None:
+    """A name no worker runs is no error the command can see at once (a worker with it
+    may come): ``start --wait`` says on stderr why the instance waits, and gives up after
+    ``--timeout`` with exit 1."""
+    done = durable(store, "start", "no_such_workflow", "--wait", "--timeout", "10")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert "is waiting: waiting for a worker that runs it" in lines[0]
+    assert "no_such_workflow" in lines[0]
+    assert lines[-1].endswith("did not end within 10 s")
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.timeout(120)
 def test_suspend_raise_event_resume_and_watch(store: str) -> None:
     """A waiting instance is suspended, given its event, resumed; ``watch`` follows it to
     the end and prints its events; ``history`` and ``show`` read it."""

@@ -135,3 +135,42 @@ async def test_a_suspend_sent_to_a_suspended_run_is_not_kept_for_after_the_resum
         state = await handle.describe()
         assert state.status == durable.WorkflowStatus.COMPLETED, state
         assert await handle.result() == [1]
+
+
+async def test_a_load_waiting_for_room_gets_in_when_a_queued_turn_is_dropped() -> None:
+    """Found by the simulation (seed 579, once a lapsed lease let go of the partition's
+    instances): under ``max_resident_workflows``, a load waits for room while a turn is
+    queued; the queued instance was let go of before its turn ran, and the skipped turn
+    did not let the waiting load in, so it waited for ever and its event never arrived."""
+    inner, clock = MemoryStore(), durable.MockClock()
+    store = HookStore(inner)
+    outside = durable.Client(inner, clock=clock)  # another process: it rings wakeups
+    async with durable.Runtime(
+        registry(), store=store, clock=clock, max_resident_workflows=0,
+        max_concurrent_workflows=1,
+    ) as rt:  # fmt: skip
+        handles = {i: await rt.start("collect", 1, instance_id=i) for i in "cab"}
+        await anyio.wait_all_tasks_blocked()
+        assert not any(rt._engine.is_resident(i) for i in "cab")
+        committing, release = anyio.Event(), anyio.Event()
+
+        async def hold_the_turn_of_c(op: str, key: str) -> None:
+            if op == "put_if_absent" and key.startswith("instances/c/log/"):
+                committing.set()
+                await release.wait()
+
+        store.hook = hold_the_turn_of_c
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(handles["c"].raise_event, "e", 1)
+            await committing.wait()  # the one turn worker is busy with c
+            await outside.get_handle("a").raise_event("e", 2)
+            await run_clock(clock, 2)  # a wakeup loads a: queued behind c's turn
+            assert rt._engine.local("a") is not None
+            await handles["b"].raise_event("e", 3)  # b's load waits for room
+            await anyio.wait_all_tasks_blocked()
+            rt._engine.forget("a")  # let go of (as a lapsed lease does) while queued
+            release.set()
+        store.hook = None
+        await run_clock(clock, 3)
+        state = await outside.get_handle("b").describe()
+        assert state.status == durable.WorkflowStatus.COMPLETED, state

@@ -298,7 +298,7 @@ async def test_a_worker_that_stops_reading_loses_its_items() -> None:
         headers = [(":method", "POST"), (":scheme", "http"), (":path", PATH + "GetWorkItems"),
                    (":authority", "sidecar"), ("content-type", "application/grpc")]  # fmt: skip
         conn.send_headers(1, [*headers, ("te", "trailers")])
-        request = bytes(MS_WORKER)
+        request = bytes(ms.GetWorkItemsRequest(max_concurrent_orchestration_work_items=100))
         conn.send_data(1, b"\0" + len(request).to_bytes(4, "big") + request, end_stream=True)
         frozen.sendall(conn.data_to_send())  # ...but never reads again
         ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())

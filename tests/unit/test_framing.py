@@ -51,13 +51,13 @@ def _work(steps: int) -> TurnWork:
 @pytest.mark.parametrize("dialect", ["ms", "dapr"])
 @pytest.mark.parametrize("stateful", [False, True])
 def test_a_joined_turn_is_the_whole_message_encoded(dialect: str, stateful: bool) -> None:
-    dispatcher = Dispatcher("t")
+    dispatcher = Dispatcher()
     stream = dispatcher.connect(dialect, stateful=stateful, pings=False)  # type: ignore[arg-type]
     cache = PastCache()
     try:
         for steps in (1, 3, 8):  # a growing history: the cache joins what it encoded before
             work = _work(steps)
-            item = Item("t-1", work, sends=2)
+            item = Item("item-1", work, wire_token="t-1.2", sends=2)
             data, sent = encode_item(stream, item, cache)
             assert sent is not None
             past, new = work.past, work.new

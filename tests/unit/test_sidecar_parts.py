@@ -3,6 +3,7 @@ order of a run's first turn, and the dispatcher's matching (no sockets)."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import anyio
@@ -96,7 +97,7 @@ def chunks(messages: list[dapr.HistoryEvent] | list[ms.HistoryEvent]) -> list[by
 
 @pytest.mark.anyio
 async def test_dispatcher_matches_tokens_and_falls_back_to_instance_and_task() -> None:
-    dispatcher = Dispatcher("t")
+    dispatcher = Dispatcher(tokens=(f"t-{n}" for n in itertools.count(1)).__next__)
     scheduled = ActivityScheduled(task_id=12, name="a", step=12)
     results: dict[str, object] = {}
 
@@ -126,7 +127,7 @@ async def test_dispatcher_matches_tokens_and_falls_back_to_instance_and_task() -
         other = dispatcher.connect("ms", stateful=False, pings=True)
         assert list(other.held) == [turn.token]
         assert turn.dialect == "ms"
-        assert dispatcher.abandon(turn.token)  # the only stream: back to it
+        assert dispatcher.abandon(turn.wire_token)  # the only stream: back to it
         assert dispatcher.resolve(turn, "turned")
         dispatcher.disconnect(other)
     assert results == {"turn": "turned", "act": "done"}
@@ -134,7 +135,7 @@ async def test_dispatcher_matches_tokens_and_falls_back_to_instance_and_task() -
 
 @pytest.mark.anyio
 async def test_cancelled_submit_withdraws_its_item() -> None:
-    dispatcher = Dispatcher("t")
+    dispatcher = Dispatcher()
     with anyio.move_on_after(0):
         await dispatcher.submit(TurnWork("i", "r", [], [TurnStarted()], 0))
     assert dispatcher.waiting == 0
@@ -142,7 +143,7 @@ async def test_cancelled_submit_withdraws_its_item() -> None:
 
 
 def test_a_stream_trusts_its_cache_only_while_it_still_begins_the_history() -> None:
-    dispatcher = Dispatcher("t")
+    dispatcher = Dispatcher()
     stream = dispatcher.connect("dapr", stateful=True, pings=False)
     try:
         past = wire_order(history(turns(3)))
