@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -189,10 +189,31 @@ async def describe(args: argparse.Namespace) -> int:
     return OK
 
 
+def _moment(when: timedelta | datetime | None) -> datetime | None:
+    """A ``--since``/``--until`` value as a time: a duration counts back from now."""
+    if isinstance(when, timedelta):
+        return SystemClock().now() - when
+    return when
+
+
 async def list_instances(args: argparse.Namespace) -> int:
+    """List instances: all of them, or one page of ``--limit`` from ``--cursor`` (the
+    next page's cursor goes to stderr)."""
+    paged = args.cursor is not None
+    since, until = _moment(args.since), _moment(args.until)
+    states: list[WorkflowState] = []
+    cursor: str | None = args.cursor
     async with _client(args) as client:
-        states = [s async for s in client.list(status=args.status, name=args.name,
-                                               limit=args.limit)]  # fmt: skip
+        while True:
+            size = 100 if args.limit is None else min(100, args.limit - len(states))
+            page = await client.list_page(
+                status=args.status, name=args.name, created_after=since, created_before=until,
+                page_size=size, cursor=cursor,
+            )  # fmt: skip
+            states += page.items
+            cursor = page.next_cursor
+            if cursor is None or (args.limit is not None and len(states) >= args.limit):
+                break
     if args.json:
         print_json(states)
     else:
@@ -200,6 +221,8 @@ async def list_instances(args: argparse.Namespace) -> int:
             ("instance", "workflow", "status", "created", "updated"),
             [(s.instance_id, s.name, s.status.value, s.created_at, s.updated_at) for s in states],
         )
+    if cursor is not None and (paged or args.limit is not None):
+        print(f"more: --cursor {cursor}", file=sys.stderr)
     return OK
 
 

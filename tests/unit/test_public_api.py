@@ -9,6 +9,7 @@ EXPECTED = {
     "ActivityContext", "ActivityFailed", "ActivityTimeoutError", "Client", "Clock",
     "DurableError", "DurableFuture",
     "EvictionPolicy", "FailureDetails", "Fleet", "InstanceExistsError", "InstanceNotFoundError",
+    "InstancePage",
     "InstanceRunningError", "InvalidArgumentError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
     "NonDeterminismError", "PayloadCodec",
