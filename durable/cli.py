@@ -475,6 +475,9 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("instance_id", nargs="?")
     p.add_argument("--status", choices=v.ENDED_STATUSES, help="every ended one with it")
     p.add_argument("--name", help="every ended one of this workflow")
+    p.add_argument("--ended-before", type=_moment, metavar="WHEN",
+                   help="every one ended before this (30d ago, or an ISO time)")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="list them; delete nothing")
 
 
 # exit codes: 0 ok, 1 a failed workflow (or any other error), 2 bad usage, 3 not found

@@ -279,10 +279,14 @@ async def watch(args: argparse.Namespace) -> int:
 
 
 async def purge(args: argparse.Namespace) -> int:
-    """Delete one ended instance, or every ended instance a filter matches."""
-    filtered = args.status is not None or args.name is not None
+    """Delete one ended instance, or every ended instance a filter matches (``--dry-run``:
+    only say which)."""
+    filtered = args.status is not None or args.name is not None or args.ended_before is not None
     if (args.instance_id is None) == (not filtered):
-        raise UsageError("purge takes an instance id, or --status/--name, not both")
+        raise UsageError("purge takes an instance id, or --status/--name/--ended-before, not both")
+    if args.instance_id is not None and args.dry_run:
+        raise UsageError("--dry-run goes with a filter (--status/--name/--ended-before)")
+    cutoff = _moment(args.ended_before)
     async with _client(args) as client:
         if args.instance_id is not None:
             await client.purge(args.instance_id)
@@ -293,7 +297,13 @@ async def purge(args: argparse.Namespace) -> int:
             state.instance_id
             for status in wanted
             async for state in client.list(status=status, name=args.name)
+            if cutoff is None or (state.updated_at is not None and state.updated_at < cutoff)
         ]
+        if args.dry_run:
+            for instance_id in ids:
+                print(instance_id)
+            print(f"would purge {len(ids)} instance(s)", file=sys.stderr)
+            return OK
         skipped = 0
         with progress("purging", len(ids)) as advance:
             for instance_id in ids:

@@ -161,6 +161,7 @@ class _EngineBase:
         self._changed: anyio.Event | None = None
         self._partitions = 1
         self.index = ActiveIndex(store, 1)  # the runs not yet ended, per partition
+        self.history_retention: timedelta | None = None  # set: each end is marked for it
         self._leases: Leases | None = None
         self._stale_meta: dict[str, _Instance] = {}  # ended, but their meta write failed
         self._handovers: dict[str, Handover] = {}  # instances whose inbox read is under way

@@ -85,6 +85,9 @@ class _Children(_EngineBase):
             found = await read_meta(self.store, child_id)
             existing = await load_run(self.store, child_id, found[0] if found else None)
             if existing is None:  # never begun (or purged meanwhile)
+                if err is not None:  # yet a start just found it: a purge of it is under way
+                    raise StoreError(f"sub-workflow id {child_id!r} is being purged; "
+                                     "starting it again later")  # fmt: skip
                 await self._start_child(parent, scheduled)
                 return
             holder = existing.started.parent

@@ -32,6 +32,7 @@ from durable._log._records import (
     encode,
     log_key,
 )
+from durable._log._retention import note_ended
 
 from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
 from ._instance import _ANSWERS, _SCHEDULING, _Instance
@@ -210,3 +211,13 @@ class _Commits(_EngineBase):
         if inst.status.is_terminal:  # only now: until the meta says it ended, recovery
             # must find it (to write that meta, or tell its parent)
             await self._index_end(inst.id, inst.run_start, inst.started.run_id)
+            if self.history_retention is not None:
+                await self._note_ended(inst)
+
+    async def _note_ended(self, inst: _Instance) -> None:
+        """Mark the end for the history sweeper (one write; if it fails, the instance
+        is kept until purged by hand)."""
+        try:
+            await note_ended(self.index, inst.id, inst.seq, self.clock.now())
+        except StoreError as err:
+            log.warning("could not mark the end of %r for retention: %s", inst.id, err)

@@ -103,6 +103,7 @@ class _Recovery(_EngineBase):
         ids: list[str] = []
         for partition in wanted:
             ids += await self.index.ids(partition)
+        ids.sort()  # in id order, whatever their partitions
         limiter = anyio.CapacityLimiter(32)
 
         async def one(instance_id: str) -> None:

@@ -204,8 +204,12 @@ async def load_existing(store: ObjectStore, instance_id: str) -> RunLog:
 
 
 async def purge_instance(
-    index: ActiveIndex, instance_id: str, memo: MemoStore | None = None
-) -> None:
+    index: ActiveIndex,
+    instance_id: str,
+    memo: MemoStore | None = None,
+    *,
+    last_seq: int | None = None,
+) -> bool:
     """Delete everything of an ended instance, its memo too; refuse one that still runs.
 
     A start racing the purge is refused, or the purge is; never is a run acknowledged and
@@ -214,6 +218,9 @@ async def purge_instance(
     instance; one that comes later finds the seq taken), then turns ``log/0`` into a
     purge record (which a new start finds), and deletes ``log/0`` last. A purge cut
     short is finished by the next one.
+
+    With ``last_seq``, only an instance whose log still ends there is deleted (the
+    retention sweeper's check that it has not run since); returns False otherwise.
     """
     store = index.store
     while True:
@@ -225,6 +232,8 @@ async def purge_instance(
             break
         if not run.status.is_terminal:
             raise InstanceRunningError(instance_id, run.status)
+        if last_seq is not None and run.last_seq != last_seq:
+            return False
         claim = TurnRecord(seq=run.last_seq + 1, status=run.last.status, purging=True)
         try:
             await _put_once(store, log_key(instance_id, claim.seq), encode(claim))
@@ -235,6 +244,7 @@ async def purge_instance(
         await index.end(instance_id, run.run_start, run.started.run_id)
         break
     await _delete_claimed(store, instance_id, memo)
+    return True
 
 
 async def _purge_under_way(store: ObjectStore, instance_id: str) -> bool:
