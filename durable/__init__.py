@@ -17,6 +17,7 @@ from ._engine._eviction import EvictionPolicy
 from ._errors import (
     ActivityFailed,
     ActivityTimeoutError,
+    CancelledError,
     DurableError,
     InstanceExistsError,
     InstanceNotFoundError,
@@ -41,6 +42,7 @@ __all__ = [
     "ActivityContext",
     "ActivityFailed",
     "ActivityTimeoutError",
+    "CancelledError",
     "Client",
     "Clock",
     "DurableError",

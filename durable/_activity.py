@@ -21,7 +21,7 @@ import anyio.from_thread
 import anyio.to_thread
 from msgspec import Raw
 
-from ._core._events import ActivityCompleted, ActivityErrored, ActivityScheduled
+from ._core._events import EPOCH, ActivityCompleted, ActivityErrored, ActivityScheduled
 from ._core._failure import failure_from_exception
 from ._errors import StoreError
 
@@ -104,10 +104,10 @@ class Attempt:
     ) -> None:
         self.clock = clock
         self.cancelled = CancelSignal(on_wait)
-        self.last_beat = clock.now()
+        self.last_beat = EPOCH  # set by the runtime when it bounds the heartbeats
         self.interval = heartbeat_timeout / 2 if heartbeat_timeout else _THROTTLE_WITHOUT_TIMEOUT
         self._memo_store = memo_store
-        self._key = memo_store.heartbeat_key(instance_id, step) if memo_store else ""
+        self._step = (instance_id, step)
         self._spawn = spawn
         self._hold = on_wait
         self._loop_thread = threading.get_ident()
@@ -116,8 +116,12 @@ class Attempt:
         self._closed = False
         self._wake: anyio.Event | None = None
         self._sleep: anyio.CancelScope | None = None
-        self._lock = anyio.Lock()
-        self.writes = 0  # store writes of heartbeat details, for tests and stats
+        self._lock: anyio.Lock | None = None  # made on the first write: cheap attempts
+
+    @property
+    def unwritten(self) -> bool:
+        """Whether heartbeat details are queued or being written (see :meth:`finish`)."""
+        return self._queued is not None or self._flushing
 
     def beat(self, details: bytes | None) -> None:
         """A heartbeat (from the activity's thread, or the loop's)."""
@@ -160,17 +164,19 @@ class Attempt:
             self._flushing = False
 
     async def _write(self) -> None:
+        if self._lock is None:
+            self._lock = anyio.Lock()
         async with self._lock:
             data, self._queued = self._queued, None
             if data is None or self._memo_store is None:
                 return
             if self._hold is not None:
                 self._hold(False)  # a store write under way: the runtime is busy
+            key = self._memo_store.heartbeat_key(*self._step)
             try:
-                await self._memo_store.store.put(self._key, data)
-                self.writes += 1
+                await self._memo_store.store.put(key, data)
             except StoreError as err:
-                log.warning("heartbeat details not recorded at %r: %s", self._key, err)
+                log.warning("heartbeat details not recorded at %r: %s", key, err)
                 if self._queued is None:
                     self._queued = data
             finally:

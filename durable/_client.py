@@ -17,10 +17,12 @@ from msgspec import Raw
 
 from ._clock import Clock, SystemClock, within
 from ._core._codec import JsonCodec, PayloadCodec
+from ._core._context import positive
 from ._core._events import (
     NULL,
     EventRaised,
     HistoryEvent,
+    WorkflowCancelRequested,
     WorkflowResumed,
     WorkflowStarted,
     WorkflowSuspended,
@@ -36,13 +38,14 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
-from ._fleet._partitions import load_config
+from ._fleet._partitions import read_config
 from ._ids import IdSource, validate_instance_id
 from ._listing import Filters, InstancePage, page_metas
 from ._log._active import ActiveIndex
 from ._log._instances import (
     Created,
     create_instance,
+    current_start,
     load_existing,
     purge_instance,
     rerun_instance,
@@ -156,9 +159,14 @@ class Client:
         instance_id: str | None = None,
         reuse: bool = False,
         version: str | None = None,
+        execution_timeout: timedelta | None = None,
         _trace_context: tuple[str, str] | None = None,
     ) -> WorkflowHandle[T]:
         """Start a workflow (its newest version, or ``version``); return its handle.
+
+        ``execution_timeout`` bounds the run and its continue-as-new successors: when it
+        passes, the instance ends FAILED with ``durable.TimeoutError``, and its
+        sub-workflows follow their ``on_parent_close``.
 
         The caller's current OpenTelemetry span (if any) is stored with the run, whose
         spans then join its trace; ``_trace_context`` gives a W3C ``(traceparent,
@@ -166,9 +174,10 @@ class Client:
 
         Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
         ended one again), ``UnknownWorkflowError`` for a name this client's registry
-        lacks, and ``SerializationError`` before writing anything if the input cannot be
-        encoded.
+        lacks, ``InvalidArgumentError`` for a timeout that is not positive, and
+        ``SerializationError`` before writing anything if the input cannot be encoded.
         """
+        positive(execution_timeout, "execution_timeout")
         name = self._workflow_name(workflow)
         if self.registry is not None:
             version = self.registry.get_workflow(name, version).version
@@ -178,10 +187,13 @@ class Client:
         raw = Raw(self.codec.encode(input))
         trace_parent, trace_state = _trace_context or current_trace_context()
         async with self._busy():
+            now = self.clock.now()
+            deadline = now + execution_timeout if execution_timeout is not None else None
             try:
                 created = await create_instance(
-                    await self._active(), self.clock.now(), instance_id, name, raw, reuse=reuse,
+                    await self._active(), now, instance_id, name, raw, reuse=reuse,
                     memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
+                    deadline=deadline,
                     trace_parent=trace_parent, trace_state=trace_state,
                 )  # fmt: skip
             except InstanceExistsError as err:
@@ -190,7 +202,7 @@ class Client:
                     # announcing it: make sure whoever runs it knows
                     await self._nudge(instance_id)
                 raise
-            await self._announce(instance_id, created)
+            await self._retried(partial(self._announce, instance_id, created))
         if self._never_suspends:
             # A scheduling point even so: a loop of starts would otherwise hold the event
             # loop until the last one, every instance queued and none able to run (or be
@@ -221,17 +233,22 @@ class Client:
             await self._ring(instance_id)
 
     async def _ring(self, instance_id: str) -> None:
-        """Tell whichever process runs the instance's partition to look at it."""
+        """Tell whichever process runs the instance's partition to look at it. On a store
+        no runtime has used yet there is no one to tell, nor a partition count (a client
+        never fixes it: the runtimes do): the first runtime to start finds the
+        instance in the log."""
         index = await self._active()
-        await self.store.put(wakeup_key(instance_id, index.partition(instance_id)), b"")
+        if index.known:
+            await self.store.put(wakeup_key(instance_id, index.partition(instance_id)), b"")
 
     async def _active(self) -> ActiveIndex:
-        """The store's active index (its runtime's, or one of its own: the store's
-        partition count is read once)."""
+        """The store's active index: its runtime's, or one of its own (the store's
+        partition count read once a runtime has fixed it)."""
         if self._engine is not None and self._engine.running:
             return self._engine.index
-        if self._index is None:
-            self._index = ActiveIndex(self.store, (await load_config(self.store)).partitions)
+        if self._index is None or not self._index.known:
+            config = await read_config(self.store)
+            self._index = ActiveIndex(self.store, config.partitions if config else None)
         return self._index
 
     def get_handle(self, instance_id: str) -> WorkflowHandle[Any]:
@@ -285,7 +302,7 @@ class Client:
         instances that ended. Other listings go in id order, each page starting where
         the last one stopped. The index may lag the log by a turn."""
         index = await self._active()
-        if not self._all_indexed:
+        if not self._all_indexed and index.partitions is not None:
             self._all_indexed = len(await index.ready()) >= index.partitions
         filters = Filters(
             WorkflowStatus(status) if status is not None else None, name, created_after,
@@ -301,7 +318,8 @@ class Client:
         """Delete an ended instance and everything it stored; refuses a running one."""
         validate_instance_id(instance_id)
         async with self._busy():
-            await purge_instance(await self._active(), instance_id, self.memo_store)
+            index = await self._active()
+            await purge_instance(index, instance_id, self.memo_store, now=self.clock.now())
         if self._engine is not None:
             self._engine.forget(instance_id)
 
@@ -321,7 +339,7 @@ class Client:
                 await self._active(), self.clock.now(), instance_id, from_event_id, self.memo_store,
                 run_id=self.ids.run_id(), check=check,
             )  # fmt: skip
-            await self._announce(instance_id, created)
+            await self._retried(partial(self._announce, instance_id, created))
         started = created.record.next_run[0]
         name = started.name if isinstance(started, WorkflowStarted) else None
         return WorkflowHandle(self, instance_id, name)
@@ -396,28 +414,46 @@ class Client:
         )
 
     async def _send(self, instance_id: str, event: HistoryEvent) -> None:
+        """Send ``event`` to the start the instance's current run belongs to: only its
+        runs apply it. If that run has ended, nothing is sent: a later start under the
+        id never takes it (Durable Task drops an event for an ended instance too)."""
         async with self._busy():
             engine = self._engine
-            unknown = engine is None or engine.local(instance_id) is None
-            if unknown and await read_meta(self.store, instance_id) is None:
-                await load_existing(self.store, instance_id)  # raises if absent
+            local = engine.running_here(instance_id) if engine is not None else None
+            if local is not None:
+                # the run in memory before the write: no run had consumed the message then
+                seen: int | None = local.run_start
+                to = local.started.origin_run
+            else:
+                seen = None
+                to, ended = await current_start(self.store, instance_id)  # raises if absent
+                if ended:
+                    return
             now_ns = int(self.clock.now().timestamp() * 1e9)
             msg_id = self.ids.message_id(now_ns)
-            message = await self._write_message(instance_id, msg_id, event)
+            message = await self._write_message(instance_id, msg_id, event, to)
             if engine is not None:
-                await engine.announce_message(instance_id, message)
+                await self._retried(partial(engine.announce_message, instance_id, message, seen))
             else:
-                await self._ring(instance_id)
+                await self._retried(partial(self._ring, instance_id))
 
     async def _write_message(
-        self, instance_id: str, msg_id: str, event: HistoryEvent
+        self, instance_id: str, msg_id: str, event: HistoryEvent, to: str
     ) -> InboxMessage:
         """Write a message to the inbox, retrying transient errors under the same id: a
         write that landed but whose answer was lost is then written again in place, and
         the engine applies one message id once, so the event is never delivered twice."""
+        return await self._retried(
+            partial(send_message, self.store, instance_id, msg_id, event, to)
+        )
+
+    async def _retried(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, tried again after a transient store error (a write that is the same
+        when repeated: an inbox message under its id, a wakeup), so that one lost
+        request does not leave what landed before it unannounced."""
         for attempt in range(_SEND_ATTEMPTS):
             try:
-                return await send_message(self.store, instance_id, msg_id, event)
+                return await call()
             except StoreError as err:
                 if not err.transient or attempt == _SEND_ATTEMPTS - 1:
                     raise
@@ -512,10 +548,21 @@ class WorkflowHandle(Generic[T]):
         """Resume a suspended workflow."""
         await self._client._send(self.instance_id, WorkflowResumed(reason=reason))
 
-    async def terminate(self, reason: str = "", output: Any = None) -> None:
-        """End the workflow now as TERMINATED, with an optional output."""
+    async def cancel(self, reason: str = "") -> None:
+        """Ask the workflow to cancel, gracefully: it gets ``durable.CancelledError`` at
+        its current await and may clean up (run activities, call sub-workflows) before it
+        returns or re-raises; if the error escapes, it ends ``CANCELED``."""
+        await self._client._send(self.instance_id, WorkflowCancelRequested(reason=reason))
+
+    async def terminate(
+        self, reason: str = "", output: Any = None, *, recursive: bool = True
+    ) -> None:
+        """End the workflow now as TERMINATED, with an optional output. With
+        ``recursive`` (the default) its sub-workflows still running are terminated too,
+        and theirs: the whole tree."""
         raw = Raw(self._client.codec.encode(output))
-        await self._client._send(self.instance_id, WorkflowTerminated(reason=reason, output=raw))
+        event = WorkflowTerminated(reason=reason, output=raw, recursive=recursive)
+        await self._client._send(self.instance_id, event)
 
     async def history(self) -> list[HistoryEvent]:
         """The events of the current run, each with ``event_id`` and ``timestamp``."""

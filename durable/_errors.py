@@ -8,6 +8,7 @@ Every error the library raises on purpose derives from :class:`DurableError`::
     │   └── ActivityTimeoutError  an activity attempt, or all of them, ran out of time
     ├── NonDeterminismError       replayed code no longer matches its history
     ├── TimeoutError              a wait ran out of time (also a builtin TimeoutError)
+    ├── CancelledError            awaiting an operation (or in a workflow) that was cancelled
     ├── InstanceExistsError       starting an id that is taken
     ├── InstanceNotFoundError     naming an id that does not exist (also a LookupError)
     ├── InvalidInstanceIdError    an id or key that cannot become an object key (also ValueError)
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ActivityFailed",
     "ActivityTimeoutError",
+    "CancelledError",
     "DurableError",
     "InstanceExistsError",
     "InstanceNotFoundError",
@@ -112,6 +114,12 @@ class NonDeterminismError(DurableError):
 
 class TimeoutError(DurableError, builtins.TimeoutError):
     """Raised when a durable wait (an event, a result) runs out of time."""
+
+
+class CancelledError(DurableError):
+    """Raised inside a workflow at an await whose operation was cancelled: by
+    ``future.cancel()``, ``ctx.any(..., cancel_rest=True)``, or a cancel of the workflow
+    (``WorkflowHandle.cancel``). A workflow that lets it escape ends ``CANCELED``."""
 
 
 class InstanceExistsError(DurableError):

@@ -136,13 +136,14 @@ async def page_metas(
             if len(items) == page_size:
                 return items, _encode(_Cursor(False, 0, after))
     partition, after = at.partition, at.after
-    while partition < index.partitions:
+    count = index.partitions or 0  # (known: every partition is indexed)
+    while partition < count:
         ids = [i for i in await index.ids(partition) if i > after]
         while ids:
             take, ids = ids[: page_size - len(items)], ids[page_size - len(items) :]
             items += [m for m in await _metas(store, take) if filters.keep(m)]
             if len(items) == page_size:
-                last = partition == index.partitions - 1 and not ids
+                last = partition == count - 1 and not ids
                 return items, None if last else _encode(_Cursor(True, partition, take[-1]))
         partition, after = partition + 1, ""
     return items, None

@@ -204,13 +204,15 @@ class Runtime:
         instance_id: str | None = None,
         reuse: bool = False,
         version: str | None = None,
+        execution_timeout: timedelta | None = None,
     ) -> WorkflowHandle[T]:
         """Start a workflow and return its handle (see :meth:`Client.start`)."""
         if self._tg is None:
             raise RuntimeError("start the Runtime first: async with Runtime(...) as runtime")
         return await self.client.start(
-            workflow, input, instance_id=instance_id, reuse=reuse, version=version
-        )
+            workflow, input, instance_id=instance_id, reuse=reuse, version=version,
+            execution_timeout=execution_timeout,
+        )  # fmt: skip
 
     async def sweep(self) -> int:
         """Run one retention sweep now; return how many instances' memo it deleted."""

@@ -449,10 +449,15 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
         ("suspend", v.suspend, "pause an instance: events wait until it resumes"),
         ("resume", v.resume, "resume a suspended instance"),
         ("terminate", v.terminate, "end a running instance now"),
+        ("cancel", v.cancel, "ask a running instance to cancel: it may clean up first"),
     ):
         p = command(name, run, what)
         p.add_argument("instance_id")
         p.add_argument("--reason", default=f"{name} from the command line")
+        if name == "terminate":
+            p.add_argument(
+                "--no-recursive", action="store_true", help="leave its sub-workflows running"
+            )
     p = command("rerun", v.rerun, "run an ended instance again from one of its events")
     p.add_argument("instance_id")
     p.add_argument("from_event", type=int, help="the event id of a scheduled step")

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UsageError",
+    "cancel",
     "describe",
     "history",
     "list_instances",
@@ -151,8 +152,16 @@ async def resume(args: argparse.Namespace) -> int:
 
 async def terminate(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        await client.get_handle(args.instance_id).terminate(args.reason)
+        handle = client.get_handle(args.instance_id)
+        await handle.terminate(args.reason, recursive=not args.no_recursive)
     print(f"terminating {args.instance_id}")
+    return OK
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        await client.get_handle(args.instance_id).cancel(args.reason)
+    print(f"cancelling {args.instance_id}")
     return OK
 
 

@@ -12,6 +12,7 @@ from ._failure import FailureDetails
 
 __all__ = [
     "Action",
+    "CancelTask",
     "CompleteWorkflow",
     "ContinueAsNew",
     "FailWorkflow",
@@ -44,12 +45,21 @@ class StartTimer(msgspec.Struct, frozen=True):
 
 
 class StartChildWorkflow(msgspec.Struct, frozen=True):
-    """Start sub-workflow ``name`` as ``instance_id``."""
+    """Start sub-workflow ``name`` as ``instance_id``; ``on_parent_close`` says what
+    happens to it if it still runs when this run ends."""
 
     task_id: int
     name: str
     instance_id: str
     input: Raw
+    on_parent_close: str = ""
+
+
+class CancelTask(msgspec.Struct, frozen=True):
+    """Cancel operation ``task_id``: its outcome is never applied; a running activity
+    attempt is cancelled, a sub-workflow gets a cancel request."""
+
+    task_id: int
 
 
 class RecordPatch(msgspec.Struct, frozen=True):
@@ -82,6 +92,7 @@ Action = (
     | StartTimer
     | StartChildWorkflow
     | RecordPatch
+    | CancelTask
     | CompleteWorkflow
     | FailWorkflow
     | ContinueAsNew

@@ -10,7 +10,8 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
 from msgspec import Raw
 
@@ -33,9 +34,12 @@ if TYPE_CHECKING:
     from ._replay import WorkflowRun
     from ._retry import RetryPolicy
 
-__all__ = ["WorkflowContext"]
+__all__ = ["PARENT_CLOSE_POLICIES", "ParentClosePolicy", "WorkflowContext"]
 
 T = TypeVar("T")
+
+ParentClosePolicy = Literal["terminate", "cancel", "abandon"]
+PARENT_CLOSE_POLICIES: tuple[str, ...] = ("terminate", "cancel", "abandon")
 
 
 def positive(value: timedelta | None, what: str) -> timedelta | None:
@@ -63,6 +67,12 @@ def _timeouts(
         return None
     close_by = now + schedule_to_close if schedule_to_close is not None else None
     return ActivityTimeouts(start_to_close, heartbeat, schedule_to_close, close_by)
+
+
+def _cancel_all(futures: list[DurableFuture[Any]]) -> None:
+    """Cancel every one of ``futures`` not finished yet."""
+    for future in futures:
+        future.cancel()
 
 
 class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -227,6 +237,7 @@ class WorkflowContext:
             step = task_id + (run.started.step_base if run.started is not None else 0)
         action = ScheduleActivity(task_id, name, raw, attempt, step, timeouts=timeouts)
         run.schedule(action, future, name, output_type)
+        future.on_cancel(partial(run.cancel_op, task_id))
         return task_id, future, step
 
     async def _activity_with_retry(
@@ -270,6 +281,7 @@ class WorkflowContext:
         *,
         instance_id: str | None = None,
         retry: RetryPolicy | None = None,
+        on_parent_close: ParentClosePolicy = "terminate",
     ) -> DurableFuture[T]: ...
     @overload
     def call_workflow(
@@ -279,6 +291,7 @@ class WorkflowContext:
         *,
         instance_id: str | None = None,
         retry: RetryPolicy | None = None,
+        on_parent_close: ParentClosePolicy = "terminate",
     ) -> DurableFuture[Any]: ...
     def call_workflow(
         self,
@@ -287,10 +300,21 @@ class WorkflowContext:
         *,
         instance_id: str | None = None,
         retry: RetryPolicy | None = None,
+        on_parent_close: ParentClosePolicy = "terminate",
     ) -> DurableFuture[Any]:
-        """Start a sub-workflow; await its result (``WorkflowFailed`` if it fails)."""
+        """Start a sub-workflow; await its result (``WorkflowFailed`` if it fails).
+
+        ``on_parent_close`` says what happens to it if it still runs when this run ends
+        (returns, fails, is terminated or cancelled): ``"terminate"`` it (the default),
+        ``"cancel"`` it gracefully, or ``"abandon"`` it to run on.
+        """
         from durable._ids import validate_instance_id
 
+        if on_parent_close not in PARENT_CLOSE_POLICIES:
+            raise InvalidArgumentError(
+                f"on_parent_close must be one of {', '.join(PARENT_CLOSE_POLICIES)}, "
+                f"not {on_parent_close!r}"
+            )
         run = self._run
         name = run.registry.name_of(workflow, "workflow")
         definition = run.registry.workflows.get(name)
@@ -298,12 +322,19 @@ class WorkflowContext:
         raw = Raw(run.codec.encode(input))
         if instance_id is not None:
             validate_instance_id(instance_id)
+        start = partial(self._start_child, name, raw, instance_id, output_type, on_parent_close)
         if retry is None:
-            return self._start_child(name, raw, instance_id, output_type)
-        return run.spawn(self._child_with_retry(name, raw, instance_id, retry, output_type))
+            return start()
+        return run.spawn(self._child_with_retry(start, retry))
 
     def _start_child(
-        self, name: str, raw: Raw, instance_id: str | None, output_type: Any, attempt: int = 1
+        self,
+        name: str,
+        raw: Raw,
+        instance_id: str | None,
+        output_type: Any,
+        on_parent_close: str,
+        attempt: int = 1,
     ) -> DurableFuture[Any]:
         from durable._ids import validate_instance_id
 
@@ -317,20 +348,21 @@ class WorkflowContext:
         validate_instance_id(instance_id)  # a generated id can outgrow the limit
         future: DurableFuture[Any] = DurableFuture()
         run.schedule(
-            StartChildWorkflow(task_id, name, instance_id, raw),
+            StartChildWorkflow(task_id, name, instance_id, raw, on_parent_close),
             future,
             instance_id,
             output_type,
         )
+        future.on_cancel(partial(run.cancel_op, task_id))
         return future
 
     async def _child_with_retry(
-        self, name: str, raw: Raw, instance_id: str | None, retry: RetryPolicy, output_type: Any
+        self, start: Callable[..., DurableFuture[Any]], retry: RetryPolicy
     ) -> Any:
         attempt = 1
         while True:
             try:
-                return await self._start_child(name, raw, instance_id, output_type, attempt)
+                return await start(attempt=attempt)
             except WorkflowFailed as failed:
                 if not retry.should_retry(attempt, failed.failure):
                     raise
@@ -352,6 +384,7 @@ class WorkflowContext:
         task_id = run.next_task_id()
         future: DurableFuture[None] = DurableFuture()
         run.schedule(StartTimer(task_id, fire_at, purpose), future, purpose, None)
+        future.on_cancel(partial(run.cancel_op, task_id))
         return future
 
     @overload
@@ -375,11 +408,12 @@ class WorkflowContext:
             return received
         timer = self._timer(run.now + timeout, "event_timeout")
 
-        def expire(_: DurableFuture[None]) -> None:
-            if not received.done():
+        def expire(fired: DurableFuture[None]) -> None:
+            if not received.done() and fired.exception() is None:  # fired, not cancelled
                 received.set_exception(TimeoutError(f"no event {name!r} arrived within {timeout}"))
 
         timer.add_done_callback(expire)
+        received.on_cancel(partial(_cancel_all, [timer]))
         return received
 
     def all(self, tasks: Iterable[Awaitable[T]]) -> DurableFuture[list[T]]:
@@ -405,16 +439,33 @@ class WorkflowContext:
 
         for future in futures:
             future.add_done_callback(on_done)
+        combined.on_cancel(partial(_cancel_all, futures))
         return combined
 
-    def any(self, tasks: Iterable[Awaitable[T]]) -> DurableFuture[DurableFuture[T]]:
-        """Wait for the first task to finish and return that task (not its result)."""
+    def any(
+        self, tasks: Iterable[Awaitable[T]], *, cancel_rest: bool = False
+    ) -> DurableFuture[DurableFuture[T]]:
+        """Wait for the first task to finish and return that task (not its result).
+
+        The others go on running unless ``cancel_rest=True``: then they are cancelled
+        as the first finishes (their results are never applied; awaiting one raises
+        ``durable.CancelledError``).
+        """
         futures = [self._as_future(task) for task in tasks]
         if not futures:
             raise ValueError("ctx.any needs at least one task")
         winner: DurableFuture[DurableFuture[T]] = DurableFuture()
+
+        def on_done(future: DurableFuture[T]) -> None:
+            if winner.done():
+                return
+            winner.set_result(future)
+            if cancel_rest:
+                _cancel_all(futures)
+
         for future in futures:
-            future.add_done_callback(lambda f: winner.set_result(f))
+            future.add_done_callback(on_done)
+        winner.on_cancel(partial(_cancel_all, futures))
         return winner
 
     def continue_as_new(self, input: Any = None) -> NoReturn:

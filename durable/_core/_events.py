@@ -30,12 +30,15 @@ __all__ = [
     "ContinuedAsNew",
     "Event",
     "EventRaised",
+    "ExecutionTimedOut",
     "HistoryEvent",
     "ParentRef",
     "PatchApplied",
+    "TaskCancelled",
     "TimerCreated",
     "TimerFired",
     "TurnStarted",
+    "WorkflowCancelRequested",
     "WorkflowCompleted",
     "WorkflowErrored",
     "WorkflowResumed",
@@ -81,8 +84,12 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     keeps that run's seed (empty: ``run_id``). An activity's step (which keys its memo)
     is ``step_base`` plus its task id: a reuse or rerun starts above every step of the
     runs before it, so no memo is shared with them, nor deleted from under the new run
-    when theirs is. ``trace_parent`` and ``trace_state`` are the W3C trace context of
-    whoever started the run (empty: none), so the run's spans join that trace."""
+    when theirs is. ``origin`` is the run id of the start, reuse or rerun whose
+    continue-as-new this run is (empty: the run began one itself): what a message
+    from outside is addressed to. ``deadline``: when the start's ``execution_timeout``
+    ends the run and its continue-as-new successors (None: never). ``trace_parent`` and
+    ``trace_state`` are the W3C trace context of whoever started the run (empty: none),
+    so the run's spans join that trace."""
 
     name: str
     input: Raw = NULL
@@ -92,13 +99,21 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     first_task_id: int = 0
     seed: str = ""
     step_base: int = 0
+    origin: str = ""
     trace_parent: str = ""
     trace_state: str = ""
+    deadline: datetime | None = None
 
     @property
     def replay_seed(self) -> str:
         """What seeds the run's random values, uuids and generated child ids."""
         return self.seed or self.run_id
+
+    @property
+    def origin_run(self) -> str:
+        """The run id of the start, reuse or rerun this run belongs to (through its
+        continue-as-new runs): events sent from outside are for it alone."""
+        return self.origin or self.run_id
 
 
 class TurnStarted(Event, frozen=True, tag="turn_started"):
@@ -162,14 +177,25 @@ class TimerFired(Event, frozen=True, tag="timer_fired"):
 
 
 class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled"):
-    """The workflow started a sub-workflow. ``trace_parent``: the W3C trace context the
-    child's run starts under (the parent run's span; empty when not traced)."""
+    """The workflow started a sub-workflow. ``on_parent_close``: what happens to it if
+    it still runs when this run ends (``terminate``, ``cancel``, ``abandon``; empty in
+    logs written before: terminated only when the parent is). ``trace_parent``: the W3C
+    trace context the child's run starts under (the parent run's span; empty when not
+    traced)."""
 
     task_id: int
     name: str
     instance_id: str
     input: Raw = NULL
     trace_parent: str = ""
+    on_parent_close: str = ""
+
+
+class TaskCancelled(Event, frozen=True, tag="task_cancelled"):
+    """The workflow cancelled its operation ``task_id`` (an activity, a timer, a
+    sub-workflow): its outcome, should one come, is never applied."""
+
+    task_id: int
 
 
 class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):
@@ -218,10 +244,27 @@ class WorkflowResumed(Event, frozen=True, tag="workflow_resumed"):
 
 class WorkflowTerminated(Event, frozen=True, tag="workflow_terminated"):
     """The instance was terminated from outside. ``parent`` is set when the end of its
-    parent's run terminated it: it then applies only to a child of that run."""
+    parent's run terminated it: it then applies only to a child of that run.
+    ``recursive``: its sub-workflows still running are terminated too."""
 
     reason: str = ""
     output: Raw = NULL
+    parent: ParentRef | None = None
+    recursive: bool = True
+
+
+class ExecutionTimedOut(Event, frozen=True, tag="execution_timed_out"):
+    """The start's ``execution_timeout`` passed (its ``deadline``): the run ends FAILED
+    with ``durable.TimeoutError``."""
+
+    deadline: datetime
+
+
+class WorkflowCancelRequested(Event, frozen=True, tag="workflow_cancel_requested"):
+    """A graceful cancel: the workflow gets ``durable.CancelledError`` at its current
+    await and may clean up. ``parent`` as for a termination by the parent's end."""
+
+    reason: str = ""
     parent: ParentRef | None = None
 
 
@@ -262,6 +305,9 @@ HistoryEvent = (
     | ChildWorkflowErrored
     | EventRaised
     | PatchApplied
+    | TaskCancelled
+    | WorkflowCancelRequested
+    | ExecutionTimedOut
     | WorkflowSuspended
     | WorkflowResumed
     | WorkflowTerminated

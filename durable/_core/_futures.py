@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from durable._errors import CancelledError
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Generator
 
@@ -35,15 +37,34 @@ class DurableFuture(Generic[T]):
     """The result of a durable operation: an activity, a timer, an event, a sub-workflow.
 
     Await it inside a workflow. ``done()``, ``result()`` and ``exception()`` read it
-    without waiting, e.g. on the winner that ``ctx.any`` returns.
+    without waiting, e.g. on the winner that ``ctx.any`` returns. ``cancel()`` gives up
+    on it.
     """
 
-    __slots__ = ("_callbacks", "_state", "_value")
+    __slots__ = ("_callbacks", "_canceller", "_state", "_value")
 
     def __init__(self) -> None:
         self._state = _PENDING
         self._value: Any = None
         self._callbacks: list[Callable[[DurableFuture[T]], None]] | None = None
+        self._canceller: Callable[[], None] | None = None
+
+    def cancel(self) -> bool:
+        """Cancel the operation: awaiting it raises ``durable.CancelledError``. An
+        activity's running attempt is cancelled, a timer disarmed, a sub-workflow asked
+        to cancel; the cancellation is recorded in history, so a replay agrees. False
+        if it had finished already."""
+        if self._state != _PENDING:
+            return False
+        canceller, self._canceller = self._canceller, None
+        if canceller is not None:
+            canceller()
+        self.set_exception(CancelledError("the operation was cancelled"))
+        return True
+
+    def on_cancel(self, canceller: Callable[[], None]) -> None:
+        """What ``cancel()`` does besides failing the future (recording it, mostly)."""
+        self._canceller = canceller
 
     def done(self) -> bool:
         """Whether the operation has finished, well or badly."""
@@ -96,15 +117,31 @@ class DurableFuture(Generic[T]):
 class Task(DurableFuture[T]):
     """A coroutine run by the scheduler; completes with the coroutine's return value."""
 
-    __slots__ = ("_coro", "_scheduler")
+    __slots__ = ("_awaiting", "_coro", "_scheduler", "_throw")
 
     def __init__(self, coro: Coroutine[Any, Any, T], scheduler: Scheduler) -> None:
         super().__init__()
         self._coro = coro
         self._scheduler = scheduler
+        self._awaiting: DurableFuture[Any] | None = None
+        self._throw: BaseException | None = None  # raised at the coroutine's next step
+
+    def cancel(self) -> bool:
+        """Cancel what the coroutine awaits now: ``durable.CancelledError`` is raised
+        there, and the coroutine may catch it and go on (to clean up)."""
+        if self.done():
+            return False
+        awaiting = self._awaiting
+        if awaiting is not None and not awaiting.done():
+            awaiting.cancel()  # wakes this task, which then raises at its await
+        else:  # not started or woken already (so in the ready queue): raise at its step
+            self._throw = CancelledError("the operation was cancelled")
+        return True
 
     def step(self) -> None:
-        error: BaseException | None = None
+        error: BaseException | None = self._throw
+        self._throw = None
+        self._awaiting = None
         while True:
             try:
                 awaited = self._coro.send(None) if error is None else self._coro.throw(error)
@@ -121,6 +158,7 @@ class Task(DurableFuture[T]):
                 self.set_exception(exc)
                 return
             if isinstance(awaited, DurableFuture):
+                self._awaiting = awaited
                 awaited.add_done_callback(self._wake)
                 return
             error = RuntimeError(

@@ -20,11 +20,13 @@ from durable._errors import (
     ActivityTimeoutError,
     NonDeterminismError,
     SerializationError,
+    TimeoutError,
     WorkflowFailed,
 )
 
 from ._actions import (
     Action,
+    CancelTask,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -46,11 +48,14 @@ from ._events import (
     ContinuedAsNew,
     Event,
     EventRaised,
+    ExecutionTimedOut,
     HistoryEvent,
     PatchApplied,
+    TaskCancelled,
     TimerCreated,
     TimerFired,
     TurnStarted,
+    WorkflowCancelRequested,
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
@@ -59,7 +64,7 @@ from ._events import (
     WorkflowTerminated,
 )
 from ._failure import failure_from_exception, is_timeout
-from ._futures import DurableFuture, Scheduler, WorkflowControl
+from ._futures import DurableFuture, Scheduler, Task, WorkflowControl
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -101,6 +106,8 @@ def describe(item: Event | Action) -> str:
             | StartChildWorkflow(name=name, task_id=tid)
         ):
             return f"sub-workflow {name!r} (task {tid})"
+        case TaskCancelled(task_id=tid) | CancelTask(task_id=tid):
+            return f"the cancellation of task {tid}"
         case WorkflowCompleted() | CompleteWorkflow():
             return "completion of the workflow"
         case WorkflowErrored() | FailWorkflow():
@@ -125,8 +132,8 @@ _FINAL_TYPES: dict[type, type] = {
 # changes nothing: held, the resume would release it and suspend the run again), and, in
 # replay, what its code decided in the turn a suspend arrived in (recorded after it)
 _NOT_HELD = frozenset(
-    {WorkflowResumed, WorkflowSuspended, WorkflowTerminated, TurnStarted, PatchApplied,
-     *_SCHEDULING_TYPES, *_FINAL_TYPES}
+    {WorkflowResumed, WorkflowSuspended, WorkflowTerminated, ExecutionTimedOut, TurnStarted,
+     PatchApplied, TaskCancelled, *_SCHEDULING_TYPES, *_FINAL_TYPES}
 )  # fmt: skip
 
 
@@ -158,6 +165,8 @@ class WorkflowRun:
         self.started: WorkflowStarted | None = None
         self._final_matched = False
         self._main_started = False
+        self._main: Task[Any] | None = None
+        self.cancel_requested = False  # a cancel of the workflow arrived
         self._scheduler = Scheduler()
         self._pending: dict[int, Action] = {}
         self._open: dict[int, _Open] = {}
@@ -173,7 +182,7 @@ class WorkflowRun:
         self._history_patches: set[str] = set()  # patches recorded by the turns replayed
         self._checked_patches: set[str] = set()  # patches the code checked or deprecated
         self._recorded_patches: set[str] = set()  # patches this run takes
-        self._patch_keys = itertools.count(-1, -1)  # keys of RecordPatch among _pending
+        self._patch_keys = itertools.count(-1, -1)  # keys of RecordPatch, CancelTask in _pending
 
     # -- feeding events -------------------------------------------------------------
 
@@ -298,8 +307,10 @@ class WorkflowRun:
             self.final = FailWorkflow(failure_from_exception(err))
             return
         coro = definition.fn(self.ctx, value) if definition.takes_input else definition.fn(self.ctx)
-        main = self._scheduler.spawn(coro)
+        main = self._main = self._scheduler.spawn(coro)
         main.add_done_callback(self._on_main_done)
+        if self.cancel_requested:  # asked before the code began: it raises at once
+            main.cancel()
 
     def _on_main_done(self, main: DurableFuture[Any]) -> None:
         if self.final is not None:
@@ -438,6 +449,38 @@ class WorkflowRun:
             _HANDLERS[type(held_event)](self, held_event)
             self._run_tasks()
 
+    def _on_cancel_requested(self, event: WorkflowCancelRequested) -> None:
+        if self.cancel_requested:
+            return  # one cancel is enough: the workflow may be cleaning up
+        self.cancel_requested = True
+        if self._main is not None:
+            self._main.cancel()
+
+    def _on_task_cancelled(self, event: TaskCancelled) -> None:
+        for key, action in self._pending.items():
+            if type(action) is CancelTask and action.task_id == event.task_id:
+                del self._pending[key]
+                return
+        raise NonDeterminismError(
+            f"workflow {self.instance_id!r}: history event {event.event_id} is "
+            f"{describe(event)}, but the workflow code did not cancel it",
+            event_id=event.event_id,
+        )
+
+    def _on_timed_out(self, event: ExecutionTimedOut) -> None:
+        """The execution timeout passed: the run fails now; nothing its code asked for in
+        this turn is recorded (as for a termination)."""
+        if self.final is not None:
+            return
+        error = TimeoutError(
+            f"workflow {self.instance_id!r} did not end within its execution_timeout "
+            f"(deadline {event.deadline.isoformat()})"
+        )
+        replaying = self.replaying
+        self._unwind()
+        self.replaying = replaying
+        self.final = FailWorkflow(failure_from_exception(error))
+
     def _on_terminated(self, event: WorkflowTerminated) -> None:
         self.terminated = True
         replaying = self.replaying
@@ -465,6 +508,15 @@ class WorkflowRun:
         task_id: int = action.task_id  # type: ignore[union-attr]
         self._pending[task_id] = action
         self._open[task_id] = _Open(future, name, output_type)
+
+    def cancel_op(self, task_id: int) -> None:
+        """The code cancelled operation ``task_id``: no outcome of it is applied any more,
+        and the cancellation is recorded (an operation scheduled in this same turn is
+        simply not recorded at all)."""
+        if self._open.pop(task_id, None) is None:
+            return
+        if self._pending.pop(task_id, None) is None:
+            self._pending[next(self._patch_keys)] = CancelTask(task_id)
 
     def patched(self, patch_id: str) -> bool:
         """Whether this run takes the patched path (recording it the first time live)."""
@@ -552,6 +604,9 @@ _HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
     ChildWorkflowErrored: WorkflowRun._on_child_errored,
     EventRaised: WorkflowRun._on_event_raised,
     PatchApplied: WorkflowRun._on_patch_applied,
+    TaskCancelled: WorkflowRun._on_task_cancelled,
+    WorkflowCancelRequested: WorkflowRun._on_cancel_requested,
+    ExecutionTimedOut: WorkflowRun._on_timed_out,
     WorkflowSuspended: WorkflowRun._on_suspended,
     WorkflowResumed: WorkflowRun._on_resumed,
     WorkflowTerminated: WorkflowRun._on_terminated,

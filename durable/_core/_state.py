@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ._failure import FailureDetails
+from durable._errors import CancelledError
 
-__all__ = ["TERMINAL", "WorkflowState", "WorkflowStatus"]
+from ._failure import FailureDetails, qualified_name
+
+__all__ = ["TERMINAL", "WorkflowState", "WorkflowStatus", "ended_by"]
 
 
 class WorkflowStatus(enum.StrEnum):
@@ -21,15 +23,31 @@ class WorkflowStatus(enum.StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     TERMINATED = "TERMINATED"
+    CANCELED = "CANCELED"
     CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
 
     @property
     def is_terminal(self) -> bool:
-        """Completed, failed or terminated: nothing more will happen."""
+        """Completed, failed, terminated or canceled: nothing more will happen."""
         return self in TERMINAL
 
 
-TERMINAL = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED})
+TERMINAL = frozenset(
+    {
+        WorkflowStatus.COMPLETED,
+        WorkflowStatus.FAILED,
+        WorkflowStatus.TERMINATED,
+        WorkflowStatus.CANCELED,
+    }
+)
+
+
+def ended_by(failure: FailureDetails) -> WorkflowStatus:
+    """The status of a run that failed with ``failure``: CANCELED when the workflow let
+    ``durable.CancelledError`` escape, FAILED otherwise."""
+    if failure.type == qualified_name(CancelledError):
+        return WorkflowStatus.CANCELED
+    return WorkflowStatus.FAILED
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -15,9 +15,11 @@ from durable._core._events import (
     ActivityErrored,
     ActivityScheduled,
     ChildWorkflowScheduled,
+    ExecutionTimedOut,
     HistoryEvent,
     TimerCreated,
     TimerFired,
+    WorkflowCancelRequested,
 )
 
 from ._attempts import RunningAttempt
@@ -26,6 +28,11 @@ from ._instance import Pending, _ActivityWork, _child_of, _Instance
 from ._lifecycle import (
     can_take_inline_turn,
 )
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+_DEADLINE = -1  # the task id under which a run's execution deadline is armed
 
 
 class _Activities(_EngineBase):
@@ -52,6 +59,23 @@ class _Activities(_EngineBase):
             inst.id, inst.run_start, event.task_id
         ):
             self._spawn_guarded(self._start_child, _child_of(inst, event), event)
+
+    def _arm_deadline(self, inst: _Instance) -> None:
+        """Bound the run by its start's ``execution_timeout``: at the deadline the run
+        (or the continue-as-new successor then current) gets ``ExecutionTimedOut``."""
+        deadline = inst.started.deadline
+        if deadline is None or inst.status.is_terminal:
+            return
+        if self._arm(inst.id, inst.run_start, _DEADLINE):
+            due = (self._deadline_due, inst.id, inst.run_start, deadline)
+            self._timers.add(deadline, due)
+
+    def _deadline_due(self, instance_id: str, run_start: int, deadline: datetime) -> None:
+        armed = self._armed.get(instance_id)
+        if armed is None or (run_start, _DEADLINE) not in armed:
+            return  # the run ended, or left this process: whoever runs it now armed it
+        armed.discard((run_start, _DEADLINE))
+        self.deliver(instance_id, ExecutionTimedOut(deadline=deadline), run_start)
 
     def _on_timer(self, payload: tuple[Any, ...]) -> None:
         if callable(payload[0]):  # work deferred after a store error
@@ -108,7 +132,10 @@ class _Activities(_EngineBase):
             else:
                 with self._observe.attempt(instance_id, started, scheduled) as attempt:
                     outcome = await self._attempt(instance_id, started.name, run_start, scheduled)
-                    attempt.seen(outcome)
+                    if outcome is not None:
+                        attempt.seen(outcome)
+            if outcome is None:
+                return  # cancelled: its operation waits for nothing
             copies = 1
             if self._hooks is not None:
                 await self._hooks.before_delivery(instance_id, outcome)
@@ -130,8 +157,9 @@ class _Activities(_EngineBase):
 
     async def _attempt(
         self, instance_id: str, workflow_name: str, run_start: int, scheduled: ActivityScheduled
-    ) -> ActivityCompleted | ActivityErrored:
-        """Run one attempt in its cancel scope, bounded by its timeouts."""
+    ) -> ActivityCompleted | ActivityErrored | None:
+        """Run one attempt in its cancel scope, bounded by its timeouts; None if its
+        operation was cancelled (or the run ended) meanwhile."""
         timeouts = scheduled.timeouts
         control = Attempt(
             self.clock, heartbeat_timeout=timeouts.heartbeat if timeouts else None,
@@ -139,22 +167,46 @@ class _Activities(_EngineBase):
             spawn=self._spawn, on_wait=self._attempt_waits,
         )  # fmt: skip
         running = RunningAttempt(scheduled, control)
+        key = (instance_id, run_start, scheduled.task_id)
+        inst = self._instances.get(instance_id)
+        if inst is not None and inst.run_start == run_start and key[2] not in inst.outstanding:
+            running.cancel()  # cancelled (or the run ended) before it began
         running.arm(self._timers, timeouts)
+        self._attempts[key] = running
         token = current_attempt.set(control)
-        outcome: ActivityCompleted | ActivityErrored | None = None
         try:
-            with running.scope:
-                if running.stopped is None:
-                    outcome = await self.executor.run_activity(
-                        instance_id, workflow_name, scheduled
-                    )
+            outcome = await running.run(
+                self.executor.run_activity(instance_id, workflow_name, scheduled)
+            )
         finally:
             current_attempt.reset(token)
             running.disarm(self._timers)
-        outcome = running.timed_out() or outcome
-        assert outcome is not None, "an attempt ends with an outcome or stopped"
-        await control.finish(failed=type(outcome) is ActivityErrored)
+            if self._attempts.get(key) is running:
+                del self._attempts[key]
+        if running.cancelled:
+            outcome = None
+        else:
+            outcome = running.timed_out() or outcome
+            assert outcome is not None, "an attempt ends with an outcome or stopped"
+        if control.unwritten:
+            await control.finish(failed=type(outcome) is not ActivityCompleted)
         return outcome
+
+    def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent, reason: str) -> None:
+        """The run gave up on an operation (cancelled it, or ended): stop its activity
+        attempt running here, disarm its timer, or ask its sub-workflow to cancel."""
+        task_id: int = scheduled.task_id  # type: ignore[union-attr]
+        if isinstance(scheduled, ActivityScheduled):
+            running = self._attempts.get((inst.id, inst.run_start, task_id))
+            if running is not None:
+                running.cancel()
+        elif isinstance(scheduled, TimerCreated):
+            armed = self._armed.get(inst.id)
+            if armed is not None:
+                armed.discard((inst.run_start, task_id))
+        elif isinstance(scheduled, ChildWorkflowScheduled):
+            cancel = WorkflowCancelRequested(reason=reason, parent=_child_of(inst, scheduled))
+            self._spawn_guarded(self._tell, scheduled.instance_id, cancel)
 
     def _attempt_waits(self, waiting: bool) -> None:
         """An attempt waits on its cancel signal (the runtime may count as idle, and a

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from durable._registry import Registry
     from durable.store import ObjectStore
 
+    from ._attempts import RunningAttempt
     from ._executor import Executor, TurnRunner
     from ._handover import Handover
 
@@ -141,6 +142,8 @@ class _EngineBase:
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
         self._inflight: set[tuple[str, int, int]] = set()
+        # the activity attempts running here, by (instance, run, task): to cancel them
+        self._attempts: dict[tuple[str, int, int], RunningAttempt] = {}
         # the timers and sub-workflows this process has under way, per instance: (run, task).
         # Kept while the instance is evicted; cleared when it leaves this process's charge
         # (ended, a new run, purged, its partition dropped), so a load arms exactly what
@@ -317,6 +320,14 @@ class _EngineBase:
     def local(self, instance_id: str) -> _Instance | None:
         return self._instances.get(instance_id)
 
+    def running_here(self, instance_id: str) -> _Instance | None:
+        """The instance's run in this process's memory, if this process runs it now and
+        that run has not ended: what the store holds, short of a write under way."""
+        inst = self._instances.get(instance_id)
+        if inst is None or inst.status.is_terminal or not (self.owns(instance_id) and self.running):
+            return None
+        return inst
+
     async def wait_done(self, instance_id: str) -> bool:
         """Wait until an instance this engine runs (in memory or evicted) ends; False if
         this engine does not run it."""
@@ -391,6 +402,10 @@ class _EngineBase:
 
         def _dispatch(self, inst: _Instance, event: HistoryEvent) -> None: ...
 
+        def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent, reason: str) -> None: ...
+
+        def _arm_deadline(self, inst: _Instance) -> None: ...
+
         def _on_timer(self, payload: tuple[Any, ...]) -> None: ...
 
         async def _start_child(
@@ -404,7 +419,7 @@ class _EngineBase:
             err: InstanceExistsError | None = None,
         ) -> None: ...
 
-        def _terminate_children(self, inst: _Instance) -> None: ...
+        def _close_children(self, inst: _Instance, record: TurnRecord) -> None: ...
 
         async def _tell_parent(self, inst: _Instance) -> bool: ...
 
@@ -439,7 +454,7 @@ class _EngineBase:
         async def _note_set_aside(self, inst: _Instance, reason: str) -> None: ...
 
         async def _read_inbox(
-            self, instance_id: str, consumed: set[str]
+            self, instance_id: str, consumed: set[str], run_start: int, origin: str
         ) -> tuple[list[Pending], str]: ...
 
         async def _reload(self, inst: _Instance) -> None: ...

@@ -12,9 +12,11 @@ from durable._core._events import (
     Event,
     HistoryEvent,
     ParentRef,
+    WorkflowCancelRequested,
     WorkflowTerminated,
 )
 from durable._core._failure import failure_from_exception
+from durable._core._state import WorkflowStatus
 from durable._errors import (
     InstanceExistsError,
     StoreError,
@@ -32,6 +34,8 @@ from ._instance import _child_of, _for_good, _Instance, _parent_event
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from durable._log._records import TurnRecord
 
 
 class _Children(_EngineBase):
@@ -127,16 +131,33 @@ class _Children(_EngineBase):
                 parent_run=parent.run_id, failure=failure_from_exception(err),
             ))  # fmt: skip
 
-    def _terminate_children(self, inst: _Instance) -> None:
-        """A terminated run terminates the sub-workflows it still waits on (and they
-        theirs), as Durable Task's recursive terminate and Temporal's default parent
-        close policy do. The terminate names the run: an instance that took the child's
-        id since then ignores it."""
+    def _close_children(self, inst: _Instance, record: TurnRecord) -> None:
+        """The run ended: each sub-workflow it still waits on follows its
+        ``on_parent_close`` policy (terminate, cancel or abandon). A termination of the
+        parent terminates them all (and they theirs), as Durable Task's recursive
+        terminate does, unless it was not ``recursive``. The message names the run: an
+        instance that took the child's id since then ignores it."""
+        terminated = inst.status is WorkflowStatus.TERMINATED
+        recursive = True
+        for event in record.events:
+            if isinstance(event, WorkflowTerminated):
+                recursive = event.recursive
+        why = f"its parent {inst.id!r} ended {inst.status.value}"
         for event in inst.outstanding.values():
-            if isinstance(event, ChildWorkflowScheduled):
-                reason = f"its parent {inst.id!r} was terminated"
-                terminate = WorkflowTerminated(reason=reason, parent=_child_of(inst, event))
-                self._spawn_guarded(self._tell, event.instance_id, terminate)
+            if not isinstance(event, ChildWorkflowScheduled):
+                continue
+            if terminated:
+                policy = "terminate" if recursive else "abandon"
+            else:  # a log from before policies: children outlived a parent that ended
+                policy = event.on_parent_close or "abandon"
+            message: HistoryEvent
+            if policy == "terminate":
+                message = WorkflowTerminated(reason=why, parent=_child_of(inst, event))
+            elif policy == "cancel":
+                message = WorkflowCancelRequested(reason=why, parent=_child_of(inst, event))
+            else:
+                continue
+            self._spawn_guarded(self._tell, event.instance_id, message)
 
     async def _tell_parent(self, inst: _Instance) -> bool:
         """The instance ended: tell its parent before its meta says so (a new owner of

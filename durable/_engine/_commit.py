@@ -10,8 +10,10 @@ import anyio.lowlevel
 
 from durable._core._events import (
     NULL,
+    ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,
+    TaskCancelled,
     TurnStarted,
     WorkflowErrored,
     WorkflowStarted,
@@ -105,6 +107,10 @@ class _Commits(_EngineBase):
                     self._dispatch(inst, event)  # fire-and-forget sub-workflows still start
             elif type(event) in _ANSWERS:
                 outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
+            elif type(event) is TaskCancelled:
+                cancelled = outstanding.pop(event.task_id, None)
+                if cancelled is not None:
+                    self._cancel_op(inst, cancelled, f"cancelled by its parent {inst.id!r}")
         told = True
         run_start, run_id = inst.run_start, inst.started.run_id
         if record.next_run:
@@ -147,6 +153,7 @@ class _Commits(_EngineBase):
         inst.outstanding = {}
         inst.consumed = set(record.consumed)
         inst.run = self._new_run(inst, list(record.next_run))
+        self._arm_deadline(inst)  # a continued run keeps its start's deadline
         self._enqueue(inst)
 
     async def _index_moved(self, inst: _Instance, run_start: int, run_id: str) -> None:
@@ -161,8 +168,10 @@ class _Commits(_EngineBase):
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
         inst.output, inst.failure = record_outcome(record)
-        if inst.status is WorkflowStatus.TERMINATED:
-            self._terminate_children(inst)
+        self._close_children(inst, record)
+        for scheduled in inst.outstanding.values():
+            if isinstance(scheduled, ActivityScheduled):  # nobody waits for it any more
+                self._cancel_op(inst, scheduled, "")
         self._drop_run(inst)
         self._armed.pop(inst.id, None)
         inst.outstanding.clear()
@@ -203,7 +212,7 @@ class _Commits(_EngineBase):
             run_start=inst.run_start, created_at=inst.created_at, updated_at=self.clock.now(),
             input=inst.started.input, output=output, failure=failure,
             custom_status=inst.custom_status, parent=inst.parent,
-            version=inst.started.version, reason=inst.reason,
+            version=inst.started.version, reason=inst.reason, origin=inst.started.origin_run,
         )  # fmt: skip
         inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
         inst.meta_seq = inst.seq

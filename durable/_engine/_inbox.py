@@ -22,7 +22,7 @@ from durable._log._records import (
 )
 
 from ._base import _EngineBase, log
-from ._instance import _ANY_RUN, Pending, _Instance
+from ._instance import _ANY_RUN, Pending, Sent, _Instance
 
 
 class _Inbox(_EngineBase):
@@ -39,7 +39,8 @@ class _Inbox(_EngineBase):
         run_start = -1
         while run_start != inst.run_start:
             run_start = inst.run_start
-            items, set_aside = await self._read_inbox(inst.id, inst.consumed)
+            origin = inst.started.origin_run
+            items, set_aside = await self._read_inbox(inst.id, inst.consumed, run_start, origin)
             reason = set_aside or reason
         await self._note_set_aside(inst, reason)
         self._hand_read(inst, items)
@@ -50,10 +51,16 @@ class _Inbox(_EngineBase):
             inst.reason = reason
             await self._write_meta(inst)
 
-    async def _read_inbox(self, instance_id: str, consumed: set[str]) -> tuple[list[Pending], str]:
-        """The inbox messages not in ``consumed``, in the order they were sent, and why
-        one was set aside (or ""). A store error propagates, for the caller to retry
-        with nothing skipped; only a message that can never be decoded is set aside."""
+    async def _read_inbox(
+        self, instance_id: str, consumed: set[str], run_start: int, origin: str
+    ) -> tuple[list[Pending], str]:
+        """The inbox messages not in ``consumed`` (what the run that began at ``run_start``
+        has consumed), in the order they were sent, and why one was set aside (or "").
+        Each is marked as read under that run: a turn of a later run reads the inbox
+        again instead. One sent to another start than ``origin`` (the run's) comes as
+        :class:`Sent`, for the run to consume and not apply. A store error propagates,
+        for the caller to retry with nothing skipped; only a message that can never be
+        decoded is set aside."""
         items: list[Pending] = []
         set_aside = ""
         for msg_id in await self.store.list(inbox_prefix(instance_id)):
@@ -71,7 +78,8 @@ class _Inbox(_EngineBase):
             except StoreError as err:
                 set_aside = await self._set_aside(instance_id, msg_id, data, err)
                 continue
-            items.append((message.id, _ANY_RUN, message.event))
+            for_run = message.to in ("", origin)
+            items.append((message.id, run_start, message.event if for_run else Sent(to=message.to)))
         return items, set_aside
 
     async def _set_aside(self, instance_id: str, msg_id: str, data: bytes, err: StoreError) -> str:
@@ -116,11 +124,16 @@ class _Inbox(_EngineBase):
         elif instance_id not in self._instances:
             self._spawn_guarded(self.recover, instance_id)
 
-    async def announce_message(self, instance_id: str, message: InboxMessage) -> None:
+    async def announce_message(
+        self, instance_id: str, message: InboxMessage, run_start: int | None = None
+    ) -> None:
         """A message this process just wrote to an inbox: apply it here, or ring the
-        bell of the process that owns the instance's partition."""
+        bell of the process that owns the instance's partition. ``run_start``: the run
+        in memory here before the message was written (no run had consumed it then);
+        None if none was (a turn reads the inbox for it)."""
         if self.owns(instance_id) and self.running:
-            self.deliver(instance_id, message.event, _ANY_RUN, message.id)
+            seen = _ANY_RUN if run_start is None else run_start
+            self.deliver(instance_id, message.event, seen, message.id)
         else:
             await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
 

@@ -20,10 +20,13 @@ from durable._core._events import (
     ChildWorkflowErrored,
     ChildWorkflowScheduled,
     Event,
+    ExecutionTimedOut,
     HistoryEvent,
     ParentRef,
+    TaskCancelled,
     TimerCreated,
     TimerFired,
+    WorkflowCancelRequested,
     WorkflowStarted,
     WorkflowTerminated,
 )
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
     from ._executor import TurnRunner
 
 
-__all__ = ["Pending", "_ActivityWork", "_Instance"]
+__all__ = ["Pending", "Sent", "_ActivityWork", "_Instance"]
 
 _SCHEDULING = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
 # completion event type -> the scheduling event type it must answer
@@ -140,14 +143,27 @@ def _child_of(inst: _Instance, scheduled: ChildWorkflowScheduled) -> ParentRef:
     return ParentRef(inst.id, scheduled.task_id, inst.started.run_id)
 
 
+class Sent(Event, frozen=True):
+    """In place of an inbox message sent to another start of the instance than the one
+    that read it (an ended one: a start, reuse or rerun before it): a turn consumes the
+    message, and applies nothing. Never written: the message stays as it was sent."""
+
+    to: str = ""
+
+
 def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
     """Whether ``event`` names a run that is not the instance's current one: a child's
-    answer to another run of this parent, or a terminate for the children of another
-    run of its parent. Such an event is consumed and never applied."""
+    answer to another run of this parent, a terminate or cancel for the children of
+    another run of its parent, the execution deadline of an earlier start, or a message
+    sent to another start. Such an event is consumed and never applied."""
+    if isinstance(event, Sent):
+        return True
     if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
         return event.parent_run not in ("", inst.started.run_id)
-    if isinstance(event, WorkflowTerminated) and event.parent is not None:
+    if isinstance(event, WorkflowTerminated | WorkflowCancelRequested) and event.parent is not None:
         return inst.parent is None or not inst.parent.same_run(event.parent)
+    if isinstance(event, ExecutionTimedOut):  # the deadline of an earlier start's runs
+        return event.deadline != inst.started.deadline
     return False
 
 
@@ -166,5 +182,5 @@ def _fold(outstanding: dict[int, HistoryEvent], events: list[HistoryEvent]) -> N
     for event in events:
         if isinstance(event, _SCHEDULING):
             outstanding[event.task_id] = event
-        elif type(event) in _ANSWERS:
+        elif type(event) in _ANSWERS or type(event) is TaskCancelled:
             outstanding.pop(event.task_id, None)  # type: ignore[union-attr]

@@ -66,11 +66,15 @@ class _Recovery(_EngineBase):
             await self.store.put(wakeup_key(instance_id, self.partition(instance_id)), b"")
 
     def adopt_created(self, instance_id: str, created: Created) -> None:
-        """Take a run just created in the store into memory and queue its first turn."""
+        """Take a run just created in the store into memory and queue its first turn. A
+        copy of the old run still here, not ended in memory though it has in the log (its
+        last turn has landed, and not finished yet), hands over once it has ended."""
         started = created.record.next_run[0]
         assert isinstance(started, WorkflowStarted)
         inst = self._instances.get(instance_id)
         if inst is not None and not inst.status.is_terminal:
+            if inst.seq < created.record.seq:
+                self._spawn(self._load_after_end, instance_id)
             return
         inst = _Instance(instance_id, started, created.meta.created_at)
         inst.seq = inst.run_start = created.record.seq
@@ -92,6 +96,11 @@ class _Recovery(_EngineBase):
             return
         self._dispatch_open(inst)  # a rerun keeps history whose steps may still be open
         self._enqueue(inst)
+
+    async def _load_after_end(self, instance_id: str) -> None:
+        """Load the instance's new run once the copy of its old run here has ended."""
+        if await self.wait_done(instance_id):
+            self._spawn_guarded(self.recover, instance_id)
 
     async def recover_all(self, partitions: list[int] | None = None) -> None:
         """Load every unfinished instance of the store's partitions (or of
@@ -286,7 +295,9 @@ class _Recovery(_EngineBase):
         set_aside = ""
         if loaded is not None and not loaded.status.is_terminal:
             # read before the instance is in memory (nothing else can take it meanwhile)
-            items, set_aside = await self._read_inbox(instance_id, loaded.consumed)
+            items, set_aside = await self._read_inbox(
+                instance_id, loaded.consumed, loaded.run_start, loaded.started.origin_run
+            )
         if loaded is None or self._live(instance_id) is not None:
             # begun here meanwhile (a start): what this read found, a read of its own finds
             self._handovers[instance_id].reread = True
@@ -338,6 +349,7 @@ class _Recovery(_EngineBase):
     def _dispatch_open(self, inst: _Instance) -> None:
         """Re-dispatch what history left open and is not under way here: activities,
         timers, sub-workflows."""
+        self._arm_deadline(inst)
         for event in list(inst.outstanding.values()):
             if isinstance(event, ChildWorkflowScheduled):
                 # it may have ended, never begun, or hold an older run's child

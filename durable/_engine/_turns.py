@@ -8,6 +8,7 @@ import msgspec
 
 from durable._core._actions import (
     Action,
+    CancelTask,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -24,6 +25,7 @@ from durable._core._events import (
     Event,
     HistoryEvent,
     PatchApplied,
+    TaskCancelled,
     TimerCreated,
     TurnStarted,
     WorkflowCompleted,
@@ -32,7 +34,7 @@ from durable._core._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from durable._core._state import WorkflowStatus
+from durable._core._state import WorkflowStatus, ended_by
 from durable._errors import (
     NonDeterminismError,
     StoreError,
@@ -250,6 +252,8 @@ class _Turns(_EngineBase):
             self._drop_run(inst)
             await self._reload(inst)
             return
+        if next_run:  # the messages the old run left are unconsumed in the new run's view
+            left = [(m, record.seq if m is not None else r, e) for m, r, e in left]
         inst.pending = left + inst.pending  # what the run did not take goes to the next
         run.committed(record.events)
         if self._hooks is not None:
@@ -262,14 +266,23 @@ class _Turns(_EngineBase):
         """The events of ``pending`` that a turn takes, numbered from ``first_id``, the
         pending item each came from, and the inbox messages they consume: each message
         once, and an outcome only if it is for the current run and answers an operation
-        that still waits for it."""
+        that still waits for it.
+
+        A message read under an earlier run is not taken, nor any message after it: the
+        current run's consumed ids name only the messages still in the inbox when it
+        began, so one that an earlier run applied and deleted would look new. The inbox
+        is read again instead (in its senders' order)."""
         events: list[HistoryEvent] = []
         sources: list[Pending] = []
         consumed: list[str] = []
         answered: set[int] = set()
+        stale = False
         for item in pending:
             msg_id, run_start, event = item
             if msg_id is not None:
+                if stale or run_start != inst.run_start:
+                    stale = True
+                    continue
                 if msg_id in inst.consumed or msg_id in consumed:
                     continue
                 consumed.append(msg_id)
@@ -291,7 +304,20 @@ class _Turns(_EngineBase):
             event_id = first_id + len(events)
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
             sources.append(item)
+        if stale:
+            self._read_again(inst)
         return events, sources, consumed
+
+    def _read_again(self, inst: _Instance) -> None:
+        """Messages in hand that were read under an earlier run: every message goes back
+        to the inbox, to be read again through a handover (in its senders' order, and
+        nothing handed at once meanwhile)."""
+        inst.pending = [item for item in inst.pending if item[0] is None]
+        if (handover := self._handovers.get(inst.id)) is not None:
+            handover.reread = True
+            return
+        self._handovers[inst.id] = Handover()
+        self._spawn_guarded(self._continue_handover, inst.id)
 
     async def _parked_turn(
         self, inst: _Instance, pending: list[Pending], *, reason_changed: bool = False
@@ -377,12 +403,15 @@ class _Turns(_EngineBase):
                     event = ChildWorkflowScheduled(
                         event_id=event_id, timestamp=now, task_id=action.task_id,
                         name=action.name, instance_id=action.instance_id, input=action.input,
+                        on_parent_close=action.on_parent_close,
                         trace_parent=""
                         if self._observe is None
                         else self._observe.child_trace_parent(inst.id, inst.started),
                     )  # fmt: skip
                 case RecordPatch():
                     event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)
+                case CancelTask():
+                    event = TaskCancelled(event_id=event_id, timestamp=now, task_id=action.task_id)
                 case CompleteWorkflow():
                     event, status = (
                         WorkflowCompleted(event_id=event_id, timestamp=now, result=action.result),
@@ -392,7 +421,7 @@ class _Turns(_EngineBase):
                     event = WorkflowErrored(
                         event_id=event_id, timestamp=now, failure=action.failure
                     )
-                    status = WorkflowStatus.FAILED
+                    status = ended_by(action.failure)
                 case ContinueAsNew():
                     event = ContinuedAsNew(
                         event_id=event_id, timestamp=now, input=action.input,
@@ -403,6 +432,8 @@ class _Turns(_EngineBase):
                         event_id=0, timestamp=now, name=inst.name, input=action.input,
                         run_id=self.ids.run_id(), parent=inst.parent, first_task_id=run.task_count,
                         version=inst.started.version, step_base=inst.started.step_base,
+                        origin=inst.started.origin_run,
+                        deadline=inst.started.deadline,
                         trace_parent=inst.started.trace_parent,
                         trace_state=inst.started.trace_state,
                     )  # fmt: skip
@@ -413,7 +444,7 @@ class _Turns(_EngineBase):
                     )
             events.append(event)
             event_id += 1
-        if run.terminated and status not in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED):
+        if run.terminated and not status.is_terminal:
             status = WorkflowStatus.TERMINATED
         return events, next_run, status
 

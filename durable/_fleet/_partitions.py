@@ -25,6 +25,7 @@ __all__ = [
     "StoreConfigError",
     "load_config",
     "partition_of",
+    "read_config",
 ]
 
 CONFIG_KEY = "config"
@@ -57,6 +58,25 @@ def _check_count(partitions: int) -> int:
     return partitions
 
 
+def _decode(store: ObjectStore, data: bytes) -> StoreConfig:
+    try:
+        found = _decoder.decode(data)
+        _check_count(found.partitions)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
+        raise StoreConfigError(f"{store.url}: unreadable config object: {err}") from err
+    return found
+
+
+async def read_config(store: ObjectStore) -> StoreConfig | None:
+    """The store's config, or None if no runtime has used the store yet. Only a runtime
+    writes it (a client that fixed the default count would keep out a fleet configured
+    with another one)."""
+    try:
+        return _decode(store, await store.get(CONFIG_KEY))
+    except ObjectNotFoundError:
+        return None
+
+
 async def load_config(store: ObjectStore, partitions: int | None = None) -> StoreConfig:
     """Read the store's config, writing it first if the store has none.
 
@@ -68,19 +88,11 @@ async def load_config(store: ObjectStore, partitions: int | None = None) -> Stor
     try:
         await store.put_if_absent(CONFIG_KEY, msgspec.json.encode(wanted))
         found = wanted
-        from durable._log._active import born_indexed  # (it needs partition_of, above)
-
-        await born_indexed(store, found.partitions)
     except ObjectExistsError:
-        try:
-            data = await store.get(CONFIG_KEY)
-        except ObjectNotFoundError as err:  # deleted under us: a broken store
-            raise StoreConfigError(f"{store.url}: the config object vanished") from err
-        try:
-            found = _decoder.decode(data)
-            _check_count(found.partitions)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
-            raise StoreConfigError(f"{store.url}: unreadable config object: {err}") from err
+        config = await read_config(store)
+        if config is None:  # deleted under us: a broken store
+            raise StoreConfigError(f"{store.url}: the config object vanished") from None
+        found = config
     if partitions is not None and found.partitions != partitions:
         raise StoreConfigError(
             f"{store.url} has {found.partitions} partitions (fixed when the store was first "

@@ -14,9 +14,12 @@ leaves an entry too many, never one too few: recovery finds it, reads the log an
 deletes it. Run ids are never reused, so deleting one run's entry never touches
 another's, however a reuse or purge races the end.
 
-A store written before the index existed has no ``indexed/`` marker: the first
-recovery of each partition scans every instance once (:func:`build`), writing its
-progress so that a scan cut short resumes where it stopped.
+A store without ``indexed/`` markers (written before the index existed, or new) is
+scanned once by the first recovery of each partition (:func:`build`), which writes its
+progress so that a scan cut short resumes where it stopped. Until a runtime has used
+the store there is no partition count: a client's start then writes no entry before
+its record, but looks again after it (the scan, which comes after the count, finds
+the record otherwise).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import msgspec
 
 from durable._core._state import WorkflowStatus
 from durable._errors import StoreError
-from durable._fleet._partitions import partition_of
+from durable._fleet._partitions import partition_of, read_config
 
 from ._reader import RunLog, load_run, new_run_after, read_meta
 from ._records import INSTANCES
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 
     from durable.store import ObjectStore
 
-__all__ = ["ACTIVE", "INDEXED", "ActiveIndex", "Entry", "born_indexed", "build", "repair"]
+__all__ = ["ACTIVE", "INDEXED", "ActiveIndex", "Entry", "build", "repair"]
 
 ACTIVE = "active"
 INDEXED = "indexed"
@@ -75,13 +78,25 @@ _progress_decoder = msgspec.json.Decoder(_Progress)
 
 
 class ActiveIndex:
-    """The active index of one store, as every process sharing it sees it."""
+    """The active index of one store, as every process sharing it sees it
+    (``partitions`` None: no runtime has used the store yet, nothing is indexed)."""
 
-    def __init__(self, store: ObjectStore, partitions: int) -> None:
+    def __init__(self, store: ObjectStore, partitions: int | None) -> None:
         self.store = store
         self.partitions = partitions
 
+    @property
+    def known(self) -> bool:
+        return self.partitions is not None
+
+    async def refresh(self) -> bool:
+        """Whether the store's partition count is known now (reading it if not yet)."""
+        if self.partitions is None and (config := await read_config(self.store)) is not None:
+            self.partitions = config.partitions
+        return self.partitions is not None
+
     def partition(self, instance_id: str) -> int:
+        assert self.partitions is not None, "no runtime has used this store yet"
         return partition_of(instance_id, self.partitions)
 
     def _prefix(self, instance_id: str) -> str:
@@ -92,11 +107,13 @@ class ActiveIndex:
 
     async def begin(self, instance_id: str, seq: int, run_id: str) -> None:
         """A run is about to be written at ``seq``: enter it first."""
-        await self.store.put(self.key(instance_id, Entry(seq, run_id)), b"")
+        if self.known:
+            await self.store.put(self.key(instance_id, Entry(seq, run_id)), b"")
 
     async def end(self, instance_id: str, seq: int, run_id: str) -> None:
         """The run that began at ``seq`` has ended (or will never begin): drop it."""
-        await self.store.delete(self.key(instance_id, Entry(seq, run_id)))
+        if self.known:
+            await self.store.delete(self.key(instance_id, Entry(seq, run_id)))
 
     async def ids(self, partition: int) -> list[str]:
         """The instances with an entry in ``partition``, sorted (one LIST)."""
@@ -170,13 +187,6 @@ async def _index_one(index: ActiveIndex, instance_id: str, failed: list[StoreErr
             await index.begin(instance_id, run.run_start, run.started.run_id)
     except StoreError as err:
         failed.append(err)
-
-
-async def born_indexed(store: ObjectStore, partitions: int) -> None:
-    """A store just created: every partition's index is complete (empty) from the
-    start, so no one ever scans it."""
-    for partition in range(partitions):
-        await store.put(f"{INDEXED}/{partition:04d}", b"")
 
 
 async def _running(store: ObjectStore, instance_id: str) -> RunLog | None:

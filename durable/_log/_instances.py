@@ -3,12 +3,14 @@ create (exactly once), send a message to the inbox, rerun, purge."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import Raw
 
 from durable._core._events import (
+    EPOCH,
     ActivityScheduled,
     ChildWorkflowScheduled,
     HistoryEvent,
@@ -40,7 +42,6 @@ from ._records import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from datetime import datetime
 
     from durable.store import ObjectStore
 
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Created",
     "create_instance",
+    "current_start",
     "purge_instance",
     "rerun_instance",
     "send_message",
@@ -101,6 +103,7 @@ async def _start_run(
     assert isinstance(started, WorkflowStarted)
     record = TurnRecord(seq=seq, status=WorkflowStatus.PENDING, next_run=history)
     key = log_key(instance_id, seq)
+    known = index.known  # (if not, no runtime has used the store: see below)
     await index.begin(instance_id, seq, started.run_id)
     try:
         await _put_once(store, key, encode(record))
@@ -110,6 +113,8 @@ async def _start_run(
     except (ObjectExistsError, InstanceNotFoundError):
         await index.end(instance_id, seq, started.run_id)  # this run never began
         raise
+    if not known and await index.refresh():  # a runtime came meanwhile: its first scan
+        await index.begin(instance_id, seq, started.run_id)  # may have missed the record
     meta = InstanceMeta(
         instance_id=instance_id,
         name=started.name,
@@ -121,6 +126,7 @@ async def _start_run(
         input=started.input,
         parent=started.parent,
         version=started.version,
+        origin=started.origin_run,
     )
     try:
         etag: str | None = await write_meta(store, meta, meta_etag)
@@ -143,12 +149,14 @@ async def create_instance(
     memo: MemoStore | None = None,
     run_id: str,
     version: str = "",
+    deadline: datetime | None = None,
     trace_parent: str = "",
     trace_state: str = "",
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
-    ``InstanceExistsError``."""
+    ``InstanceExistsError``. ``deadline`` bounds the run and its continue-as-new
+    successors."""
     store = index.store
     started = WorkflowStarted(
         event_id=0,
@@ -158,6 +166,7 @@ async def create_instance(
         run_id=run_id,
         parent=parent,
         version=version,
+        deadline=deadline,
         trace_parent=trace_parent,
         trace_state=trace_state,
     )
@@ -176,7 +185,9 @@ async def create_instance(
     started = msgspec.structs.replace(started, step_base=existing.step_end)
     if memo is not None:
         await memo.purge(instance_id, below=started.step_base)
-    await store.delete_prefix(inbox_prefix(instance_id))  # nor the old run's messages
+    # the old runs' messages stay: each names the start it was sent to, and the new run
+    # consumes them without applying them (deleting them here could delete the messages
+    # of a rerun or reuse that wins the race for the seq)
     try:
         return await _start_run(
             index, instance_id, existing.last_seq + 1, [started], now, now, etag
@@ -186,10 +197,11 @@ async def create_instance(
 
 
 async def send_message(
-    store: ObjectStore, instance_id: str, msg_id: str, event: HistoryEvent
+    store: ObjectStore, instance_id: str, msg_id: str, event: HistoryEvent, to: str = ""
 ) -> InboxMessage:
-    """Durably accept ``event`` for the instance in its inbox; the owner applies it."""
-    message = InboxMessage(msg_id, event)
+    """Durably accept ``event`` for the instance in its inbox, for the start ``to`` (see
+    :class:`InboxMessage`); the owner applies it."""
+    message = InboxMessage(msg_id, event, to)
     await store.put(inbox_key(instance_id, message.id), encode(message))
     return message
 
@@ -203,11 +215,34 @@ async def load_existing(store: ObjectStore, instance_id: str) -> RunLog:
     return run
 
 
+async def current_start(store: ObjectStore, instance_id: str) -> tuple[str, bool]:
+    """The start the instance's current run belongs to (its ``origin_run``: what a message
+    from outside is addressed to), and whether that run has ended. Meta, rolled forward
+    through the records written after it; ``InstanceNotFoundError`` if there is none."""
+    found = await read_meta(store, instance_id)
+    if found is None or not found[0].origin:  # no meta, or one from before origins
+        run = await load_existing(store, instance_id)
+        return run.started.origin_run, run.status.is_terminal
+    meta = found[0]
+    origin, status, seq = meta.origin, meta.status, meta.seq
+    while (record := await read_record(store, instance_id, seq + 1)) is not None:
+        if record.purging:
+            raise InstanceNotFoundError(instance_id)
+        if record.next_run and isinstance(started := record.next_run[0], WorkflowStarted):
+            origin = started.origin_run
+        status, seq = record.status, seq + 1
+    return origin, WorkflowStatus(status).is_terminal
+
+
+_PURGE_TAKEOVER = timedelta(minutes=1)  # a purge this long under way was cut short
+
+
 async def purge_instance(
     index: ActiveIndex,
     instance_id: str,
     memo: MemoStore | None = None,
     *,
+    now: datetime,
     last_seq: int | None = None,
 ) -> bool:
     """Delete everything of an ended instance, its memo too; refuse one that still runs.
@@ -216,25 +251,34 @@ async def purge_instance(
     then deleted. The purge first claims the seq after the last record with a purge
     record (a reuse or rerun that got there first makes the purge find a running
     instance; one that comes later finds the seq taken), then turns ``log/0`` into a
-    purge record (which a new start finds), and deletes ``log/0`` last. A purge cut
-    short is finished by the next one.
+    purge record (which a new start finds), and deletes ``log/0`` last. A purge that
+    finds another under way leaves it to finish, unless it began ``_PURGE_TAKEOVER``
+    ago (by ``now``, the Clock): then it was cut short, and this one finishes it. (Two
+    purges deleting at once could each delete ``log/0``: the second time, that of a
+    start made after the first time.)
 
     With ``last_seq``, only an instance whose log still ends there is deleted (the
-    retention sweeper's check that it has not run since); returns False otherwise.
+    retention sweeper's check that it has not run since). Returns whether this call
+    deleted it (False: ``last_seq`` did not match, or another purge is under way).
     """
     store = index.store
     while True:
         found = await read_meta(store, instance_id)
         run = await load_run(store, instance_id, found[0] if found else None)
         if run is None:
-            if not await _purge_under_way(store, instance_id):
+            since = await _purge_under_way(store, instance_id)
+            if since is None:
                 raise InstanceNotFoundError(instance_id)
+            if now - since < _PURGE_TAKEOVER:
+                return False  # under way: the purge that began it finishes it
             break
         if not run.status.is_terminal:
             raise InstanceRunningError(instance_id, run.status)
         if last_seq is not None and run.last_seq != last_seq:
             return False
-        claim = TurnRecord(seq=run.last_seq + 1, status=run.last.status, purging=True)
+        claim = TurnRecord(
+            seq=run.last_seq + 1, status=run.last.status, purging=True, purged_at=now
+        )
         try:
             await _put_once(store, log_key(instance_id, claim.seq), encode(claim))
         except ObjectExistsError:
@@ -243,25 +287,30 @@ async def purge_instance(
         # lose to this purge are deleted by those starts
         await index.end(instance_id, run.run_start, run.started.run_id)
         break
-    await _delete_claimed(store, instance_id, memo)
+    await _delete_claimed(store, instance_id, memo, now)
     return True
 
 
-async def _purge_under_way(store: ObjectStore, instance_id: str) -> bool:
-    """Whether the log holds a purge record (at ``log/0`` or last): a purge began."""
+async def _purge_under_way(store: ObjectStore, instance_id: str) -> datetime | None:
+    """When the purge under way began (the latest of its records, at ``log/0`` or last);
+    None if no purge record is there."""
     names = await store.list(f"{instance_prefix(instance_id)}/log")
+    found: datetime | None = None
     for name in {names[0], names[-1]} if names else ():
         record = await read_record(store, instance_id, int(name))
         if record is not None and record.purging:
-            return True
-    return False
+            at = record.purged_at or EPOCH  # written before purges recorded the time
+            found = at if found is None else max(found, at)
+    return found
 
 
-async def _delete_claimed(store: ObjectStore, instance_id: str, memo: MemoStore | None) -> None:
+async def _delete_claimed(
+    store: ObjectStore, instance_id: str, memo: MemoStore | None, now: datetime
+) -> None:
     """Delete a claimed instance, in an order that keeps every start out: ``log/0``
     becomes a purge record first, the claim goes after every other record, ``log/0``
     last of all."""
-    first = TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True)
+    first = TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True, purged_at=now)
     await store.put(log_key(instance_id, 0), encode(first))
     await store.delete(meta_key(instance_id))
     await store.delete_prefix(inbox_prefix(instance_id))
@@ -310,13 +359,13 @@ async def rerun_instance(
     # again, and the old run's memo can go (now, or by the sweeper) without touching theirs
     prefix: list[HistoryEvent] = [
         msgspec.structs.replace(
-            started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end
+            started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end, origin=""
         )
     ]
     prefix += [e for e in run.history if 0 < e.event_id < from_event_id]
     if check is not None:
         check(prefix)
-    await store.delete_prefix(inbox_prefix(instance_id))  # messages were for the old run
+    # messages for the old run stay, to be consumed and not applied (see create_instance)
     if memo is not None:
         await memo.purge(instance_id, below=run.step_end)
     found = await read_meta(store, instance_id)

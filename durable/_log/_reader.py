@@ -187,6 +187,7 @@ class RunLog:
             custom_status=self.custom_status,
             parent=parent,
             version=self.started.version,
+            origin=self.started.origin_run,
         )
 
 
@@ -243,7 +244,10 @@ async def load_run(
 async def write_meta(store: ObjectStore, meta: InstanceMeta, etag: str | None) -> str:
     """Write ``meta`` by put-if-match (put-if-absent when new); never overwrite a newer one.
 
-    Returns the ETag now current.
+    Returns the ETag now current. A meta deleted since the writer read it (only a purge
+    deletes one) is not written again: ``ObjectNotFoundError``. (Written again, the
+    meta of the purged run stood beside a new start under the id, which took the run
+    for ended and never ran it.)
     """
     key = meta_key(meta.instance_id)
     data = encode(meta)
@@ -252,12 +256,12 @@ async def write_meta(store: ObjectStore, meta: InstanceMeta, etag: str | None) -
             if etag is None:
                 return await store.put_if_absent(key, data)
             return await store.put_if_match(key, data, etag)
-        except (ObjectExistsError, PreconditionFailedError, ObjectNotFoundError):
-            current = await read_meta(store, meta.instance_id)
-            if current is None:
-                etag = None
+        except (ObjectExistsError, PreconditionFailedError):
+            found, etag = await store.get_with_etag(key)  # deleted meanwhile: not found
+            try:
+                other = decode_meta(found, key)
+            except StoreError:
                 return await store.put(key, data)  # unreadable: replace it outright
-            other, etag = current
             if other.seq > meta.seq:
                 return etag
             meta = msgspec.structs.replace(meta, created_at=other.created_at)

@@ -92,7 +92,8 @@ class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     ``consumed`` names the inbox messages the turn applied; ``status`` and
     ``custom_status`` are the instance's state after the turn. A ``purging`` record is
     no turn: a purge wrote it (after the last record, then over ``log/0``) so that no
-    start lands in a log being deleted; the instance reads as absent.
+    start lands in a log being deleted; the instance reads as absent. ``purged_at`` is
+    the Clock time the purge wrote it (None before purges recorded it).
     """
 
     seq: int
@@ -103,6 +104,7 @@ class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     custom_status: Raw = NULL
     format: int = 1
     purging: bool = False
+    purged_at: datetime | None = None
 
 
 class InstanceMeta(msgspec.Struct, omit_defaults=True):
@@ -123,13 +125,20 @@ class InstanceMeta(msgspec.Struct, omit_defaults=True):
     version: str = ""
     reason: str = ""  # why a running instance is not making progress (e.g. no worker)
     format: int = 1
+    origin: str = ""  # the current run's ``WorkflowStarted.origin_run`` (empty: not recorded)
 
 
 class InboxMessage(msgspec.Struct, frozen=True):
-    """An accepted, not yet applied message for an instance: one history event."""
+    """An accepted, not yet applied message for an instance: one history event.
+
+    ``to`` is the start (``WorkflowStarted.origin_run``) it was sent to: only that start's
+    runs apply it; once they have ended it is dropped, never taken by a later start
+    under the same id. Empty: for whichever run is current (an answer between
+    instances, which names the run it is for in its event)."""
 
     id: str
     event: HistoryEvent
+    to: str = ""
 
 
 _STATUSES = frozenset(WorkflowStatus)

@@ -75,16 +75,18 @@ async def sweep_history(
             if start + timedelta(hours=1) > cutoff:
                 break  # sorted: every later hour is younger still
             for instance_id in await index.store.list(f"{prefix}/{hour}"):
-                if await _sweep_one(index, memo, instance_id, f"{prefix}/{hour}/{instance_id}"):
+                key = f"{prefix}/{hour}/{instance_id}"
+                if await _sweep_one(index, memo, instance_id, key, now):
                     deleted += 1
     return deleted
 
 
 async def _sweep_one(
-    index: ActiveIndex, memo: MemoStore | None, instance_id: str, key: str
+    index: ActiveIndex, memo: MemoStore | None, instance_id: str, key: str, now: datetime
 ) -> bool:
     """Delete the instance if its log still ends where its marker says; drop the
-    marker either way (a run begun since writes its own at its end)."""
+    marker then, or if it never will be (a run begun since writes its own marker at
+    its end). A purge under way elsewhere keeps the marker: the next sweep looks again."""
     store = index.store
     try:
         seq = int((await store.get(key)).decode())
@@ -100,13 +102,14 @@ async def _sweep_one(
             raise
         log.warning("not sweeping %r: %s", instance_id, err)
         run = None
-    purged = False
+    purged, done = False, True
     try:
         if run is None:  # gone, or a purge (this sweep's, say) was cut short: finish it
-            purged = await purge_instance(index, instance_id, memo)
+            purged = done = await purge_instance(index, instance_id, memo, now=now)
         elif run.status.is_terminal and run.last_seq == seq:
-            purged = await purge_instance(index, instance_id, memo, last_seq=seq)
+            purged = await purge_instance(index, instance_id, memo, now=now, last_seq=seq)
     except (InstanceRunningError, InstanceNotFoundError):
         pass  # started again, or purged by someone else, meanwhile
-    await store.delete(key)
+    if done:
+        await store.delete(key)
     return purged

@@ -408,7 +408,12 @@ class RemoteClient:
         await self._call(method, request, reply_type, instance_id)
 
 
-_ENDED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED)
+_ENDED = (
+    WorkflowStatus.COMPLETED,
+    WorkflowStatus.FAILED,
+    WorkflowStatus.TERMINATED,
+    WorkflowStatus.CANCELED,
+)
 _REPLIES: dict[str, dict[str, type[Any]]] = {
     "dapr": {
         "RaiseEvent": dapr.RaiseEventResponse,
@@ -488,13 +493,16 @@ class RemoteWorkflowHandle(Generic[T]):
         request = cls(instance_id=self.instance_id, reason=reason or None)
         await client._send(self.instance_id, "ResumeInstance", request)
 
-    async def terminate(self, reason: str = "", output: Any = None) -> None:
-        """End the workflow now as TERMINATED, with an optional output (the protocol
-        has no field for ``reason``: it is not sent)."""
+    async def terminate(
+        self, reason: str = "", output: Any = None, *, recursive: bool = True
+    ) -> None:
+        """End the workflow now as TERMINATED, with an optional output; ``recursive``
+        ends its sub-workflows too (the protocol has no field for ``reason``: it is not
+        sent)."""
         client = self._client
         payload = cv.payload_to_proto(Raw(client.codec.encode(output)))
         cls: Any = dapr.TerminateRequest if client.dialect == "dapr" else ms.TerminateRequest
-        request = cls(instance_id=self.instance_id, output=payload)
+        request = cls(instance_id=self.instance_id, output=payload, recursive=recursive)
         await client._send(self.instance_id, "TerminateInstance", request)
 
     async def history(self) -> list[HistoryEvent]:

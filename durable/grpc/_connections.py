@@ -1,8 +1,9 @@
 """Connection limits: no client can hold the sidecar's sockets or fill its log.
 
-- A connection with no call open for ``idle_timeout`` (one that never sent a request,
-  a handshake left half done, a client gone quiet) is closed; a worker's open
-  ``GetWorkItems`` call keeps its connection. TLS handshakes get the same time.
+- A connection that has had no call open and sent nothing for ``idle_timeout`` (one
+  that never sent a request, a handshake left half done, a client gone quiet) is
+  closed; a worker's open ``GetWorkItems`` call keeps its connection. TLS handshakes
+  get the same time.
 - At most ``max_connections`` are open at once, by default the file-descriptor limit
   less a headroom kept for the store (:func:`default_max_connections`). A connection
   beyond that takes the place of the one idle longest, or is closed at once if every
@@ -63,6 +64,7 @@ class _Guarded(H2Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.admitted:
+            self.idle_since = self.guard.clock.now()  # a client between calls is not idle
             super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:

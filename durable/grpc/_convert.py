@@ -93,6 +93,7 @@ from betterproto.lib.google.protobuf import Timestamp
 
 from durable._core._actions import (
     Action,
+    CancelTask,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
@@ -110,12 +111,15 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     ContinuedAsNew,
     EventRaised,
+    ExecutionTimedOut,
     HistoryEvent,
     ParentRef,
     PatchApplied,
+    TaskCancelled,
     TimerCreated,
     TimerFired,
     TurnStarted,
+    WorkflowCancelRequested,
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
@@ -204,9 +208,10 @@ _STATUS = {
     WorkflowStatus.TERMINATED: 5,
     WorkflowStatus.PENDING: 6,
     WorkflowStatus.SUSPENDED: 7,
+    WorkflowStatus.CANCELED: 4,
 }
 _STATUS_BACK = {number: status for status, number in _STATUS.items()}
-_CANCELED, _STALLED = 4, 8
+_STALLED = 8
 
 
 def status_to_ms(status: WorkflowStatus) -> ms.OrchestrationStatus:
@@ -220,11 +225,9 @@ def status_to_dapr(status: WorkflowStatus) -> dapr.OrchestrationStatus:
 
 
 def status_from_proto(status: int) -> WorkflowStatus:
-    """durable's status for an OrchestrationStatus of either dialect: CANCELED counts as
-    TERMINATED, and Dapr's STALLED (stuck until an operator acts) as RUNNING."""
+    """durable's status for an OrchestrationStatus of either dialect: Dapr's STALLED
+    (stuck until an operator acts) counts as RUNNING."""
     number = int(status)
-    if number == _CANCELED:
-        return WorkflowStatus.TERMINATED
     if number == _STALLED:
         return WorkflowStatus.RUNNING
     try:
@@ -388,8 +391,8 @@ def event_to_ms(
             )
         case ContinuedAsNew():
             out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
-        case PatchApplied():
-            return None
+        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
+            return None  # not carried: the protocol has no cancellation nor execution timeout
         case _:
             assert_never(event)
     return out
@@ -532,8 +535,8 @@ def event_to_dapr(
             )
         case ContinuedAsNew():
             out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
-        case PatchApplied():
-            return None
+        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
+            return None  # not carried: the protocol has no cancellation nor execution timeout
         case _:
             assert_never(event)
     return out
@@ -730,7 +733,7 @@ def _completed(
             return WorkflowCompleted(**common, result=payload_from_proto(result))
         case WorkflowStatus.FAILED:
             return WorkflowErrored(**common, failure=failure_from_proto(failure))
-        case WorkflowStatus.TERMINATED:
+        case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
             return WorkflowTerminated(**common, output=payload_from_proto(result))
         case WorkflowStatus.CONTINUED_AS_NEW:
             return ContinuedAsNew(**common, input=payload_from_proto(result))
@@ -785,8 +788,8 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_ms(action.carryover),
             )
-        case RecordPatch():
-            return None
+        case RecordPatch() | CancelTask():
+            return None  # not carried: the protocol has no cancellation of tasks
         case _:
             assert_never(action)
     return ms.OrchestratorAction(id=-1, complete_orchestration=end)
@@ -838,8 +841,8 @@ def action_to_dapr(
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_dapr(action.carryover),
             )
-        case RecordPatch():
-            return None
+        case RecordPatch() | CancelTask():
+            return None  # not carried: the protocol has no cancellation of tasks
         case _:
             assert_never(action)
     return dapr.WorkflowAction(id=-1, complete_workflow=end)
@@ -905,7 +908,7 @@ def _end(
             if len(raised) != len(carryover):
                 raise ProtocolError("continue-as-new can carry over only eventRaised events")
             return ContinueAsNew(payload_from_proto(result), raised)
-        case WorkflowStatus.TERMINATED:
+        case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
             return None
     raise ProtocolError(f"a run cannot end with status {int(status)}")
 

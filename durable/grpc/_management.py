@@ -63,7 +63,7 @@ __all__ = [
     "wait_for_start",
 ]
 
-_RECHECK = timedelta(seconds=1)
+_RECHECK = timedelta(seconds=5)
 _DEFAULT_PAGE = 100
 
 
@@ -148,7 +148,7 @@ async def get_instance(client: Client, data: bytes) -> bytes:
 async def wait_for_start(client: Client, data: bytes, waiting: Waiting) -> bytes:
     """WaitForInstanceStart: once the instance has left PENDING (no deadline needed).
     Woken by the engine when the instance's status changes; looked at again every
-    second of the clock all the same (another process of a fleet may run it)."""
+    five seconds of the clock all the same (another process of a fleet may run it)."""
     request = parse(ms.GetInstanceRequest, data)
     instance_id = _required(request.instance_id, "instanceId")
     async with waiting:
@@ -162,7 +162,7 @@ async def wait_for_start(client: Client, data: bytes, waiting: Waiting) -> bytes
 
 
 async def _changed_or_later(client: Client, changed: anyio.Event | None) -> None:
-    """Until ``changed`` is set, or a second of the client's clock has passed."""
+    """Until ``changed`` is set, or five seconds of the client's clock have passed."""
     deadline = client.clock.now() + _RECHECK
     async with anyio.create_task_group() as tg:
 
@@ -205,7 +205,8 @@ async def terminate_instance(client: Client, data: bytes) -> bytes:
     request = parse(ms.TerminateRequest, data)
     instance_id = _required(request.instance_id, "instanceId")
     handle = client.get_handle(instance_id)
-    await handle.terminate("terminated by a client", cv.payload_from_proto(request.output))
+    output = cv.payload_from_proto(request.output)
+    await handle.terminate("terminated by a client", output, recursive=request.recursive)
     return bytes(ms.TerminateResponse())
 
 

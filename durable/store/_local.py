@@ -295,11 +295,13 @@ class LocalStore:
                     op.error = err
         changed = {os.path.dirname(op.path) for op in unanswered if op.path and _changed(op)}
         covered = self._count_changes(bool(temps))
-        if covered > self._flushed:
-            if not self._flush([*unanswered, *batch], temps, made | changed):
+        if temps or changed or covered > self._flushed:
+            whole = self._flush([*unanswered, *batch], temps, made | changed)
+            if whole is None:
                 return True
-            with self._count_lock:
-                self._flushed = max(self._flushed, covered)
+            if whole:  # it covered every change counted so far, other leaders' too
+                with self._count_lock:
+                    self._flushed = max(self._flushed, covered)
         for op in batch:
             if op.error is None:
                 self._attempt(op)
@@ -330,26 +332,28 @@ class LocalStore:
             _unlink_quietly(self._fs, op.temp)
             raise
 
-    def _flush(self, batch: _Batch, files: Iterable[str], dirs: Iterable[str]) -> bool:
+    def _flush(self, batch: _Batch, files: Iterable[str], dirs: Iterable[str]) -> bool | None:
         """Make ``files``' contents and ``dirs``' entries durable: one flush of the whole
-        file system where the system has it, else each file and directory in turn. On
-        failure every operation of the batch that changed something fails with it
-        (its outcome is unknown, as after a timeout)."""
+        file system where the system has it (True), else each file and directory in turn
+        (False: that covers only these). On failure (None) every operation of the batch
+        that changed something fails with it (its outcome is unknown, as after a
+        timeout)."""
         fs = self._fs
         try:
-            if not fs.sync_all(self._root):
-                for path in files:
-                    fs.sync_file(path)
-                for path in dirs:
-                    fs.sync_dir(path)
+            if fs.sync_all(self._root):
+                return True
+            for path in files:
+                fs.sync_file(path)
+            for path in dirs:
+                fs.sync_dir(path)
         except OSError as err:
             for op in batch:
                 if _changed(op):
                     op.error = err
                     if op.temp is not None:
                         _unlink_quietly(fs, op.temp)
-            return False
-        return True
+            return None
+        return False
 
     def _get(self, key: str, path: str) -> bytes:
         try:

@@ -3,7 +3,7 @@
 One ``random.Random(seed)`` decides everything: how many runtimes share the store
 (a fleet with leases, on one ``MockClock``), which random programs start
 (:mod:`durable.testing._system_programs`), which outside operations interleave with
-them (raise_event, a burst of them, suspend, resume, terminate, start with reuse,
+them (raise_event, a burst of them, suspend, resume, terminate, cancel, start with reuse,
 rerun, purge, sweep, a workflow no runtime has, a deploy of changed code that
 restarts every runtime), and which fault hits each store call: a transient error
 before or after the write lands, a crash of the calling runtime before or after a
@@ -38,6 +38,7 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     TimerCreated,
 )
+from durable._core._state import TERMINAL
 from durable._errors import DurableError
 from durable._fleet._leases import Fleet
 from durable._fleet._partitions import load_config, partition_of
@@ -72,6 +73,9 @@ __all__ = ["SystemConfig", "SystemResult", "simulate_system"]
 _TTL = timedelta(seconds=9)
 _RENEW = timedelta(seconds=3)
 _DRAIN_ROUNDS = 120
+
+
+_ENDED = frozenset(status.value for status in TERMINAL)  # the statuses of an ended run
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,8 @@ class _Driver:
         self.roots: list[str] = []
         self.ghosts: list[str] = []
         self.terminated: set[str] = set()  # instances a terminate was sent to
+        self.cancelled: set[str] = set()  # instances a cancel was sent to
+        self.bounded: set[str] = set()  # tags started with an execution_timeout
         self.terminate_acked: set[str] = set()  # instances a terminate was acknowledged to
         self.nonces = 0
         self.tags = 0
@@ -260,9 +266,17 @@ class _Driver:
         program = random_program(self.rng)
         tag = self._new_tag(program)
         version = self.rng.choice(["1", "2"])
+        limit = None
+        if self.rng.random() < 0.15:  # bounded: it may end FAILED with a TimeoutError
+            limit = timedelta(seconds=self.rng.randint(5, 60))
+            self.bounded.add(tag)
         began = self.sim.ledger.writes
-        self.note(f"{via}: start {instance_id} {tag} v{version} {program}")
-        await client.start("prog", self._input(tag), instance_id=instance_id, version=version)
+        bound = f" within {limit.total_seconds():.0f}s" if limit else ""
+        self.note(f"{via}: start {instance_id} {tag} v{version}{bound} {program}")
+        await client.start(
+            "prog", self._input(tag), instance_id=instance_id, version=version,
+            execution_timeout=limit,
+        )  # fmt: skip
         self.acked_starts.append((instance_id, tag, began))
 
     def _ended_root(self) -> str:
@@ -331,6 +345,9 @@ class _Driver:
             self.terminated.add(instance_id)
             await handle.terminate("simulated")
             self.terminate_acked.add(instance_id)
+        elif what == "cancel":
+            self.cancelled.add(instance_id)
+            await handle.cancel("simulated")
         elif what == "suspend":
             await handle.suspend("simulated")
         else:
@@ -408,9 +425,8 @@ class _Driver:
             what = rng.choice(["suspend", "resume", "resume"])
             return lambda: self.op_control(client, via, rng.choice(known), what)
         if roll < 0.58:
-            return lambda: self.op_control(
-                client, via, rng.choice(known + self.ghosts), "terminate"
-            )
+            what = "terminate" if rng.random() < 0.6 else "cancel"
+            return lambda: self.op_control(client, via, rng.choice(known + self.ghosts), what)
         if roll < 0.68:
             return lambda: self.op_reuse(client, via, self._ended_root())
         if roll < 0.75:
@@ -611,7 +627,7 @@ class _Driver:
                 continue
             if instance_id in self.ghosts and instance_id not in self.terminate_acked:
                 continue  # no runtime can run it: it waits, as it should (a terminate
-                # that failed may never have been written)
+                # that failed may never have been written; a cancel needs its code)
             found.append((instance_id, epoch.number))
         return found
 
@@ -663,7 +679,7 @@ class _Driver:
             e.tag  # code changed without a patch under them
             for epochs in ledger.epochs.values()
             for e in epochs
-            if e.status == "TERMINATED"
+            if e.status in ("TERMINATED", "CANCELED")
             or (e.failure_type.endswith("NonDeterminismError") and ledger.unguarded_since(e))
         }
         for instance_id, epochs in ledger.epochs.items():
@@ -672,13 +688,19 @@ class _Driver:
             for epoch in epochs:
                 self._check_epoch(epoch, raised, failed_children)
 
+    def _bounded(self, epoch: Epoch) -> bool:
+        """Whether the run's start (its own, or a continue-as-new chain's first run's)
+        had an execution_timeout."""
+        return epoch.tag in self.bounded
+
     def _parent_ended(self, epoch: Epoch) -> bool:
-        """Whether a child run's parent may have terminated it: a terminated parent run
-        terminates its children, and a new run of the parent (a reuse, a rerun) ends
-        an older run's child to take its id."""
+        """Whether a child run's parent may have ended it: a parent run that ends
+        (returns, fails, is terminated or cancelled) terminates the children it still
+        waits on (their default ``on_parent_close``), and a new run of the parent (a
+        reuse, a rerun) ends an older run's child to take its id."""
         parent = epoch.parent
         epochs = self.sim.ledger.epochs.get(parent.instance_id, []) if parent else []
-        return len(epochs) > 1 or any(e.status == "TERMINATED" for e in epochs)
+        return len(epochs) > 1 or any(e.status in _ENDED for e in epochs)
 
     def _check_epoch(self, epoch: Epoch, raised: set[int], failed_children: set[str]) -> None:
         ledger = self.sim.ledger
@@ -692,9 +714,15 @@ class _Driver:
             if epoch.instance_id not in self.terminated and not self._parent_ended(epoch):
                 ledger.violate(f"{where} was TERMINATED, but no one terminated it")
             return
+        if epoch.status == "CANCELED":
+            if epoch.instance_id not in self.cancelled and not self._parent_ended(epoch):
+                ledger.violate(f"{where} was CANCELED, but no one cancelled it")
+            return
         if epoch.status == "FAILED":
             if epoch.failure_type.endswith("NonDeterminismError") and ledger.unguarded_since(epoch):
                 return  # code changed without a patch under its history: fails, visibly
+            if epoch.failure_type == "durable.TimeoutError" and self._bounded(epoch):
+                return  # its start's execution_timeout passed
             if not (any(s[0] == "raise" for s in program) and epoch.failure_type == "ValueError"):
                 patched = " (its code changed under a patch)" if ledger.deploys_in(epoch) else ""
                 ledger.violate(f"{where} FAILED ({epoch.failure_type}) though its program "

@@ -67,6 +67,7 @@ class Epoch:
     misled: bool = False  # it was given the result of another run's child (reported)
     born_gen: int = 0  # the code generation its oldest history was recorded under
     ended_gen: int | None = None  # the code generation when it ended
+    origin: str = ""  # the run id its messages from outside are addressed to
 
     @property
     def ended(self) -> bool:
@@ -83,7 +84,7 @@ class Raise:
     sender: str
     began: int  # write count when the call began
     acked: int | None = None  # write count when it returned (None: it failed)
-    written_epoch: int | None = None  # the epoch current when its message landed
+    written_epoch: int | None = None  # the epoch its message is for (see Ledger._message)
     delivered: tuple[int, int] | None = None  # (epoch, write) of the commit applying it
     message_id: str = ""  # its inbox message, once written
 
@@ -234,6 +235,23 @@ class Ledger:
             epoch = self.current(instance_id)
             r.written_epoch = epoch.number if epoch is not None else None
             r.message_id = message.id
+            if message.to:
+                self._addressed(r, message.to)
+
+    def _addressed(self, r: Raise, to: str) -> None:
+        """A message names the start it is for: it must be one that was current while
+        its raise was under way (from the call to the landing); it is then that
+        start's, whatever runs when it lands (a start that ended before it landed
+        drops it)."""
+        epochs = self.epochs.get(r.instance_id, [])
+        addressed = next((e for e in epochs if e.origin == to), None)
+        began = max((e.number for e in epochs if e.started_at <= r.began), default=-1)
+        if addressed is None or addressed.number < began:
+            what = "no start of it" if addressed is None else f"epoch {addressed.number}"
+            self.violate(f"the message of event {r.nonce} for {r.instance_id!r} is for "
+                         f"{what}, not current while it was raised (epoch {began})")  # fmt: skip
+            return
+        r.written_epoch = addressed.number
 
     def _record(self, process: str, instance_id: str, seq: int, data: bytes) -> None:
         record = _record_decoder.decode(data)
@@ -307,7 +325,7 @@ class Ledger:
             self.violate(f"a new run of {instance_id!r} began while run {previous.tag!r} "
                          "had not ended")  # fmt: skip
         epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent,
-                      step_base=started.step_base)  # fmt: skip
+                      step_base=started.step_base, origin=started.origin_run)  # fmt: skip
         epoch.step = self.step
         rerun = any(not isinstance(e, WorkflowStarted) for e in record.next_run)
         epoch.born_gen = previous.born_gen if rerun and previous is not None else self.gen

@@ -19,6 +19,13 @@ Steps cover the workflow API:
   event and then continuing as new (long continue-as-new chains, each run consuming
   a message: what a run carries over must not grow with their number)
 * ``["raise"]``             the workflow fails here
+* ``["cancel", v, quick, s]`` an activity cancelled after ``s`` seconds; it waits for its
+  cancel unless ``quick``. A cancel that took (``cancel()`` true) must never see the
+  activity's result applied
+* ``["anyc", [v, ...]]``    ``ctx.any(..., cancel_rest=True)``: the losers are cancelled,
+  or had finished first
+* ``["slow", v]``           an activity whose first attempt hangs until its
+  ``start_to_close_timeout`` passes; the retry returns
 
 Code is deployed in *generations*: each change after the first adds a one-second
 timer before every ``act`` step, either bare (a history recorded before it no longer
@@ -38,7 +45,13 @@ from typing import TYPE_CHECKING, Any
 from durable._activity import ActivityContext  # noqa: TC001 (read by the registry)
 from durable._core._context import WorkflowContext  # noqa: TC001 (read by the registry)
 from durable._core._retry import RetryPolicy
-from durable._errors import ActivityFailed, InvalidInstanceIdError, TimeoutError, WorkflowFailed
+from durable._errors import (
+    ActivityFailed,
+    CancelledError,
+    InvalidInstanceIdError,
+    TimeoutError,
+    WorkflowFailed,
+)
 from durable._registry import Registry
 
 if TYPE_CHECKING:
@@ -86,7 +99,15 @@ def child_id(parent_id: str, step: int, suffix: str) -> str:
 
 
 def _leaf(rng: random.Random, *, in_child: bool) -> list[Any]:
-    kind = rng.choice(["act", "act", "all", "any", "timer", "event", "event", "patch"])
+    kind = rng.choice(
+        ["act", "act", "all", "any", "timer", "event", "event", "patch", "cancel", "anyc", "slow"]
+    )
+    if kind == "cancel":
+        return ["cancel", rng.randrange(100), rng.random() < 0.5, rng.randint(1, 5)]
+    if kind == "anyc":
+        return ["anyc", rng.sample(range(100), rng.randint(2, 3))]
+    if kind == "slow":
+        return ["slow", rng.randrange(100)]
     if kind == "act":
         return ["act", rng.randrange(100), rng.choice([0, 0, 0, 1, 2, 3, 4])]
     if kind == "all":
@@ -161,6 +182,14 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
             raise error(f"attempt {ctx.attempt} of {key} fails on purpose")
         return act(item["v"])
 
+    @registry.activity
+    async def hang(ctx: ActivityContext, item: dict[str, Any]) -> int:
+        """Waits for its cancel (or its timeout) unless quick or a retry."""
+        if not item["quick"] and ctx.attempt == 1:
+            await ctx.cancelled.wait()
+            return -1  # never reached: a cancelled attempt is stopped at its await
+        return act(item["v"])
+
     async def prog(ctx: WorkflowContext, data: dict[str, Any]) -> dict[str, Any]:
         tag: str = data["tag"]
         program: Program = data["prog"]
@@ -208,6 +237,32 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
                     results.append(["child-failed", failed.failure.type])
             elif kind == "patch":
                 results.append(ctx.patched("sim-patch"))
+            elif kind == "cancel":
+                future = ctx.call_activity(hang, {"v": step[1], "quick": step[2]})
+                await ctx.sleep(timedelta(seconds=step[3]))
+                took = future.cancel()
+                try:
+                    results.append(["kept", took, await future])
+                except CancelledError:
+                    results.append(["cancelled", took])
+            elif kind == "anyc":
+                calls = [call(v) for v in step[1]]
+                winner = await ctx.any(calls, cancel_rest=True)
+                states: list[Any] = []
+                for loser in calls:  # a cancelled retry loop ends at its next step
+                    try:
+                        states.append(await loser)
+                    except CancelledError:
+                        states.append("CancelledError")
+                results.append(["anyc", winner.result(), states])
+            elif kind == "slow":
+                item = {"v": step[1], "quick": False}
+                timeout = timedelta(seconds=5)
+                results.append(
+                    await ctx.call_activity(
+                        hang, item, start_to_close_timeout=timeout, retry=_RETRY
+                    )
+                )
             elif kind == "can":
                 ctx.continue_as_new({"tag": tag, "prog": program[index + 1 :], "acc": results})
             elif kind == "loop":
@@ -261,6 +316,21 @@ def _step_mismatch(
         return None if got in [act(v) for v in step[1]] else f"got {got!r}"
     if kind in ("timer", "patch", "loop"):
         return None if got is True else f"got {got!r}"
+    if kind == "cancel":
+        if got == ["cancelled", True] or got == ["kept", False, act(step[1])]:
+            return None
+        if isinstance(got, list) and got[:2] == ["kept", True]:
+            return f"a cancelled activity's result was applied: {got!r}"
+        return f"got {got!r}"
+    if kind == "anyc":
+        values = [act(v) for v in step[1]]
+        ok = (
+            isinstance(got, list) and len(got) == 3 and got[1] in values
+            and all(g in (want, "CancelledError") for g, want in zip(got[2], values, strict=True))
+        )  # fmt: skip
+        return None if ok else f"got {got!r}: a loser neither finished nor was cancelled"
+    if kind == "slow":
+        return None if got == act(step[1]) else f"got {got!r}, want {act(step[1])!r}"
     if kind == "event":
         if got == ["timeout"] and step[2] is not None:
             return None

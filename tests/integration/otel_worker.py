@@ -1,12 +1,14 @@
 """The process that ``test_otel_crash.py`` kills: a chain of activities on a ``file://``
 store, its spans written to a file as they end.
 
-Usage: ``python otel_worker.py STORE_DIR SPANS_FILE TRACEPARENT N_STEPS``
+Usage: ``python otel_worker.py STORE_DIR SPANS_FILE TRACEPARENT N_STEPS [HOLD_AT]``
 
 It starts ``chain-1`` under the caller's span ``TRACEPARENT`` (unless a previous
 incarnation did), prints ``STEP n`` as each activity runs, and ``DONE result`` once the
-run ends. Every span is appended to ``SPANS_FILE`` as one JSON line in one write, so
-whole lines survive a SIGKILL.
+run ends. With ``HOLD_AT``, step ``HOLD_AT`` prints and then never returns, so the run
+cannot get past it in this process, however fast it is, before the test kills it.
+Every span is appended to ``SPANS_FILE`` as one JSON line in one write, so whole lines
+survive a SIGKILL.
 """
 
 from __future__ import annotations
@@ -50,12 +52,14 @@ class FileExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def build_registry() -> Registry:
+def build_registry(hold_at: int | None) -> Registry:
     registry = Registry()
 
     @registry.activity
     async def step(ctx: ActivityContext, n: int) -> int:
         print(f"STEP {n}", flush=True)
+        if n == hold_at:
+            await anyio.sleep_forever()
         return n + 1
 
     @registry.workflow
@@ -68,11 +72,13 @@ def build_registry() -> Registry:
     return registry
 
 
-async def run(store_dir: str, spans_file: str, traceparent: str, steps: int) -> None:
+async def run(
+    store_dir: str, spans_file: str, traceparent: str, steps: int, hold_at: int | None
+) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(FileExporter(spans_file)))
     async with durable.Runtime(
-        build_registry(), store=f"file://{store_dir}", tracer_provider=provider
+        build_registry(hold_at), store=f"file://{store_dir}", tracer_provider=provider
     ) as runtime:
         caller = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
         token = otel_context.attach(caller)
@@ -88,4 +94,5 @@ async def run(store_dir: str, spans_file: str, traceparent: str, steps: int) -> 
 
 if __name__ == "__main__":
     store_dir, spans_file, traceparent, steps = sys.argv[1:5]
-    anyio.run(run, store_dir, spans_file, traceparent, int(steps))
+    hold_at = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    anyio.run(run, store_dir, spans_file, traceparent, int(steps), hold_at)

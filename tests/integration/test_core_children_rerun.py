@@ -72,7 +72,9 @@ async def test_a_reused_parent_replaces_a_child_still_running_from_its_old_run()
     @registry.workflow
     async def quick(ctx: WorkflowContext, item: str) -> str:
         await ctx.sleep(timedelta(seconds=1))  # the child's task id differs from order's
-        ctx.call_workflow("process", item, instance_id="order-1-process")  # fire and forget
+        ctx.call_workflow(  # fire and forget: it outlives its parent
+            "process", item, instance_id="order-1-process", on_parent_close="abandon"
+        )
         return "left it running"
 
     async with durable.Runtime(

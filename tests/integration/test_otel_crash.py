@@ -18,10 +18,10 @@ CALLER_SPAN = "00f067aa0ba902b7"
 STEPS = 8
 
 
-def _worker(tmp_path: Path, number: int) -> LineProcess:
+def _worker(tmp_path: Path, number: int, *hold_at: str) -> LineProcess:
     caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
     argv = [sys.executable, str(HERE / "otel_worker.py"), str(tmp_path / "store"),
-            str(tmp_path / "spans.jsonl"), caller, str(STEPS)]  # fmt: skip
+            str(tmp_path / "spans.jsonl"), caller, str(STEPS), *hold_at]  # fmt: skip
     return LineProcess(
         f"worker {number}", argv, tmp_path / f"worker-{number}.log", child_env(), tmp_path
     )
@@ -29,10 +29,11 @@ def _worker(tmp_path: Path, number: int) -> LineProcess:
 
 def test_one_trace_across_a_killed_and_restarted_worker(tmp_path: Path) -> None:
     """The first worker starts the run under the caller's span and is SIGKILLed mid-run;
-    the second replays the log and finishes it. Every span of both processes is in the
-    caller's trace, under one workflow span (emitted once, by the second process, whose
-    parent is the caller's span), and no turn is recorded twice."""
-    first = _worker(tmp_path, 1)
+    the second replays the log and finishes it. The first holds step 3 open, so the kill
+    always lands mid-run, never after a run that raced to its end. Every span of both
+    processes is in the caller's trace, under one workflow span (emitted once, by the
+    second process, whose parent is the caller's span), and no turn is recorded twice."""
+    first = _worker(tmp_path, 1, "3")  # step 3 never returns in this process
     try:
         first.wait_for(r"^STEP 3$", "the fourth step")
         first.kill()

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,37 +14,17 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from _semantics import runtime_fixture, store_fixture  # noqa: F401 (fixtures)
 
 import durable
 import durable.testing
 from durable import ActivityContext, MockClock, Registry, RetryPolicy, WorkflowContext
 from durable._core._events import ActivityErrored, ActivityScheduled
-from durable.store import LocalStore, MemoryStore, ObjectStore
+from durable.store import ObjectStore
 
 pytestmark = pytest.mark.anyio
 
 SECOND = timedelta(seconds=1)
-
-
-@pytest.fixture(params=["memory", "file"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
-    """A fresh store on memory:// and file://."""
-    if request.param == "memory":
-        return MemoryStore()
-    return LocalStore(tmp_path / "store", url=f"file://{tmp_path / 'store'}")
-
-
-@pytest.fixture
-def runtime(store: ObjectStore) -> Callable[..., Any]:
-    @asynccontextmanager
-    async def make(
-        registry: Registry, clock: MockClock | None = None
-    ) -> AsyncIterator[durable.Runtime]:
-        clock = clock or MockClock(auto_advance=True)
-        async with durable.Runtime(registry, store=store, clock=clock) as rt:
-            yield rt
-
-    return make
 
 
 def count_heartbeat_writes(store: ObjectStore) -> list[str]:

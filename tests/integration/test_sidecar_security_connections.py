@@ -66,6 +66,23 @@ async def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(
             await idle.aclose()
 
 
+async def test_a_client_calling_now_and_then_keeps_its_connection() -> None:
+    """Found by the remote crash test: a client making a short call every second or two
+    was closed as idle (idle time was reckoned only from when a sweep saw no call
+    open), and its next call failed with "Connection lost". Idle means silent."""
+    clock = MockClock()
+    async with Sidecar("memory://", port=0, clock=clock, idle_timeout=5) as sidecar:
+        ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
+        try:
+            for _ in range(10):  # 20 s of the clock, a call every 2 s
+                assert await call(ch, "Hello", b"") == b""
+                clock.advance(timedelta(seconds=2))
+                await anyio.sleep(0.02)  # the sweep runs
+            assert sidecar.connections.closed_idle == 0
+        finally:
+            ch.close()
+
+
 async def test_at_the_cap_a_new_connection_takes_the_place_of_the_idlest() -> None:
     """Issue 19: idle connections starved real clients. At ``max_connections`` a new
     connection closes the one idle longest, and its calls are served."""

@@ -3,8 +3,8 @@
 A bounded set of seeds runs in a subprocess with a fixed ``PYTHONHASHSEED`` (set
 iteration order inside the runtime depends on it, so a seed replays exactly only
 under one hash seed). Every kind of violation those seeds find must belong to a bug
-still open; each open bug has a strict xfail below that turns into a failure, to be
-removed, as soon as its fix lands and the seeds stop finding it.
+listed below as still open; any other kind fails the run. A bug whose fix lands leaves
+the list, so that a seed finding it again fails CI.
 """
 
 from __future__ import annotations
@@ -17,25 +17,18 @@ import sys
 
 import pytest
 
+from durable._client import Client
 from durable.testing import SystemConfig, simulate_system
-from durable.testing._system_shrink import shrink
+from durable.testing._system_shrink import kind_of, shrink
 
 pytestmark = pytest.mark.anyio
 
 SEEDS = 80
 
-# kind of violation (a regex over the blanked message) -> the open bug it shows. None now:
-# "hangs" (a suspend sent before a resume applied after it) and "event-order" (one sender's
-# events out of order) are fixed (test_core_event_order.py): a seed finding them fails.
-OPEN: dict[str, tuple[str, str]] = {}
-
-# open bugs the CI seeds may find but do not always: accepted, not required
+# kind of violation (a regex over the blanked message) -> the open bug it shows. Fixed and
+# gone from here: "hangs" (a suspend sent before a resume applied after it) and
+# "event-order" (one sender's events out of order), test_core_event_order.py.
 ALSO_OPEN: dict[str, tuple[str, str]] = {
-    "event-for-an-ended-run": (
-        r"applied event _, raised to _ epoch _, to _",
-        "found by this simulation (seeds 179, 365): an event raised to an ended instance is "
-        "accepted, and a reuse's new run may take it",
-    ),
     "acknowledged-start-never-runs": (
         r"was never announced|status PENDING after the drain; waits on nothing open; unapplied",
         "found by this simulation (seed 171): a reuse acknowledged while a purge of the "
@@ -61,29 +54,16 @@ def kinds() -> dict[int, list[str]]:
 
 
 def test_the_ci_seeds_find_only_open_bugs(kinds: dict[int, list[str]]) -> None:
-    """Pins that the simulation finds nothing beyond the bugs listed in OPEN (a new
+    """Pins that the simulation finds nothing beyond the bugs listed as open (a new
     kind of violation is a new bug: run its seed with ``python -m
     durable.testing.soak --seed N`` to see the trace)."""
     unknown = {
         (seed, kind)
         for seed, seen in kinds.items()
         for kind in seen
-        if not any(re.search(pattern, kind) for pattern, _ in [*OPEN.values(), *ALSO_OPEN.values()])
+        if not any(re.search(pattern, kind) for pattern, _ in ALSO_OPEN.values())
     }
     assert not unknown, sorted(unknown)
-
-
-@pytest.mark.parametrize(
-    "bug",
-    [pytest.param(bug, marks=pytest.mark.xfail(strict=True, reason=reason))
-     for bug, (_, reason) in OPEN.items()],
-)  # fmt: skip
-def test_no_seed_finds(bug: str, kinds: dict[int, list[str]]) -> None:
-    """Pins each open bug the simulation finds (xfail until it is fixed; then this test
-    guards against its return)."""
-    pattern = OPEN[bug][0]
-    hits = [seed for seed, seen in kinds.items() if any(re.search(pattern, k) for k in seen)]
-    assert not hits, f"seeds {hits} still find it"
 
 
 async def test_the_same_seed_gives_the_same_trace() -> None:
@@ -96,17 +76,26 @@ async def test_the_same_seed_gives_the_same_trace() -> None:
     assert len(first.trace) > 50
 
 
-async def test_a_failure_shrinks_to_a_smaller_configuration() -> None:
-    """Pins that a failing seed is reported with its seed and shrunk to fewer operations
-    that still fail the same way."""
+async def test_a_failure_shrinks_to_a_smaller_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pins that a failing seed is reported with its seed and shrunk to a configuration
+    no larger that still fails the same way. The failure is planted (a client that
+    acknowledges events, suspends and resumes and never sends them), so the test does not
+    depend on an open bug."""
+
+    async def lost(self: Client, instance_id: str, event: object) -> None:
+        return None
+
+    monkeypatch.setattr(Client, "_send", lost)
     config = SystemConfig(operations=40)
     for seed in range(SEEDS):
         result = await simulate_system(seed, config)
         if not result.ok:
             break
-    else:
-        pytest.skip("no CI seed fails any more: nothing to shrink")
+    assert not result.ok, "no seed noticed a client that sends nothing"
     small = await shrink(result)
     assert not small.ok
+    assert kind_of(small.violations[0]) == kind_of(result.violations[0])
     assert small.config.operations <= result.config.operations
     assert f"seed={seed}" in small.format()

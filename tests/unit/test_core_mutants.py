@@ -774,11 +774,11 @@ def test_a_child_with_retry_runs_again_under_a_new_id_until_it_succeeds() -> Non
     attempt suffix starting at the wrong attempt."""
     live = Live(child_retries, "retries_child", "kid")
     (first,) = live.turn()
-    assert first == StartChildWorkflow(0, "stamped", "kid", raw(7))
+    assert first == StartChildWorkflow(0, "stamped", "kid", raw(7), "terminate")
     (second,) = fail_child(live, first, timedelta(seconds=2))
-    assert second == StartChildWorkflow(2, "stamped", "kid-2", raw(7))
+    assert second == StartChildWorkflow(2, "stamped", "kid-2", raw(7), "terminate")
     (third,) = fail_child(live, second, timedelta(seconds=4))
-    assert third == StartChildWorkflow(4, "stamped", "kid-3", raw(7))
+    assert third == StartChildWorkflow(4, "stamped", "kid-3", raw(7), "terminate")
     done = live.turn(ChildWorkflowCompleted(task_id=4, result=raw(T0.isoformat())))
     assert done == [CompleteWorkflow(raw([T0]))]  # decoded as the child's datetime
 

@@ -38,12 +38,15 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     ContinuedAsNew,
     EventRaised,
+    ExecutionTimedOut,
     HistoryEvent,
     ParentRef,
     PatchApplied,
+    TaskCancelled,
     TimerCreated,
     TimerFired,
     TurnStarted,
+    WorkflowCancelRequested,
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
@@ -287,12 +290,20 @@ def test_every_event_kind_is_covered(dialect: str) -> None:
         WorkflowErrored(failure=FailureDetails("E", "m")),
         ContinuedAsNew(),
         PatchApplied(patch_id="p"),
+        TaskCancelled(task_id=1),
+        WorkflowCancelRequested(),
+        ExecutionTimedOut(deadline=at),
     ]
     assert {type(s) for s in samples} == set(kinds), "a new event kind: map it in _convert"
     for sample in samples:
         out = event_to(dialect)(sample)
-        if out is None:
-            assert type(sample) is PatchApplied
+        if out is None:  # not carried by the protocol
+            assert type(sample) in (
+                PatchApplied,
+                TaskCancelled,
+                WorkflowCancelRequested,
+                ExecutionTimedOut,
+            )
             continue
         back = cv.event_from_proto(over_the_wire(out), event_id=-1)
         assert type(back) is type(sample)
@@ -432,7 +443,7 @@ def test_statuses(status: WorkflowStatus) -> None:
 
 
 def test_statuses_durable_lacks() -> None:
-    assert cv.status_from_proto(ms.OrchestrationStatus.CANCELED) is WorkflowStatus.TERMINATED
+    assert cv.status_from_proto(ms.OrchestrationStatus.CANCELED) is WorkflowStatus.CANCELED
     assert cv.status_from_proto(dapr.OrchestrationStatus.STALLED) is WorkflowStatus.RUNNING
     with pytest.raises(cv.ProtocolError, match="99"):
         cv.status_from_proto(99)

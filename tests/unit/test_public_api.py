@@ -6,7 +6,8 @@ import durable
 import durable.store
 
 EXPECTED = {
-    "ActivityContext", "ActivityFailed", "ActivityTimeoutError", "Client", "Clock",
+    "ActivityContext", "ActivityFailed", "ActivityTimeoutError", "CancelledError", "Client",
+    "Clock",
     "DurableError", "DurableFuture",
     "EvictionPolicy", "FailureDetails", "Fleet", "InstanceExistsError", "InstanceNotFoundError",
     "InstancePage",
@@ -48,13 +49,14 @@ def test_every_error_is_a_durable_error() -> None:
 
 def test_statuses() -> None:
     assert [s.value for s in durable.WorkflowStatus] == [
-        "PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "TERMINATED",
+        "PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "TERMINATED", "CANCELED",
         "CONTINUED_AS_NEW",
     ]  # fmt: skip
     assert {s for s in durable.WorkflowStatus if s.is_terminal} == {
         durable.WorkflowStatus.COMPLETED,
         durable.WorkflowStatus.FAILED,
         durable.WorkflowStatus.TERMINATED,
+        durable.WorkflowStatus.CANCELED,
     }
 
 
