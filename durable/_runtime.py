@@ -228,9 +228,10 @@ class Runtime:
         if self.history_retention is None:
             return 0
         engine = self._engine
+        now = self.clock.now()
         return await sweep_history(
-            engine.index, self.memo_store, engine.owned_partitions(), self.clock.now(),
-            self.history_retention,
+            engine.index, self.memo_store, engine.owned_partitions(),
+            before=now - self.history_retention, now=now,
         )  # fmt: skip
 
     async def _history_loop(self, retention: timedelta) -> None:

@@ -57,13 +57,14 @@ async def sweep_history(
     index: ActiveIndex,
     memo: MemoStore | None,
     partitions: Iterable[int],
+    *,
+    before: datetime,
     now: datetime,
-    retention: timedelta,
 ) -> int:
-    """Delete every instance of ``partitions`` whose run ended before ``now -
-    retention`` (to the hour: an hour's markers go once all of it is past) and has not
-    run since. Returns how many were deleted."""
-    cutoff = now - retention
+    """Delete every instance of ``partitions`` whose run ended before ``before`` (to
+    the hour: an hour's markers go once all of it is past) and has not run since;
+    ``now`` (the Clock) dates the purges. Returns how many were deleted."""
+    cutoff = before
     deleted = 0
     for partition in partitions:
         prefix = f"{ENDED}/{partition:04d}"

@@ -381,12 +381,13 @@ class _Driver:
         retention = timedelta(seconds=self.rng.choice([0, 5]))
         self.note(f"{via}: sweep (retention {retention.total_seconds():.0f}s)")
         await client.memo_store.sweep(self.clock.now(), retention)
-        # and the histories: every hour of markers is past (as if two hours went by)
-        later = self.clock.now() + timedelta(hours=2)
+        # and the histories: every hour of markers so far is past
+        now = self.clock.now()
         index = await client._active()
         swept = await sweep_history(
-            index, client.memo_store, range(self.partitions), later, retention
-        )
+            index, client.memo_store, range(self.partitions),
+            before=now + timedelta(hours=2), now=now,
+        )  # fmt: skip
         self.note(f"  history sweep deleted {swept}")
 
     async def _guard(self, what: Callable[[], Awaitable[None]]) -> None:

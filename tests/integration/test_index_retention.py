@@ -169,23 +169,25 @@ async def test_a_child_whose_id_is_being_purged_waits_for_the_purge() -> None:
     """Found by the simulation once retention swept sub-workflows: a parent starting a
     child whose id was half purged (log/0 already a purge record) went from start to
     settle and back without end (RecursionError: the runtime died). Now it tries again
-    on the Clock, and starts the child once the purge is finished."""
+    on the Clock, and once the purge is plainly cut short (a minute old) finishes it and
+    starts the child."""
     store = MemoryStore()
     clock = MockClock()
-    started = WorkflowStarted(event_id=0, timestamp=clock.now(), name="quick", run_id="r0")
-    await store.put(log_key("kid", 0), encode(TurnRecord(seq=0, status="PENDING",
-                                                         next_run=[started])))  # fmt: skip
+    now = clock.now()
+    started = WorkflowStarted(event_id=0, timestamp=now, name="quick", run_id="r0")
+    first = TurnRecord(seq=0, status="PENDING", next_run=[started])
+    await store.put(log_key("kid", 0), encode(first))
     await store.put(log_key("kid", 1), encode(TurnRecord(seq=1, status="COMPLETED")))
-    await store.put(log_key("kid", 2), encode(TurnRecord(seq=2, status="COMPLETED", purging=True)))
-    await store.put(log_key("kid", 0), encode(TurnRecord(seq=0, status="TERMINATED", purging=True)))
+    for seq in (2, 0):  # the claim, then log/0: a purge killed before it deleted anything
+        mark = TurnRecord(seq=seq, status="COMPLETED", purging=True, purged_at=now)
+        await store.put(log_key("kid", seq), encode(mark))
     async with durable.Runtime(parent_registry(), store=store, clock=clock) as rt:
         handle = await rt.start("parent", 4, instance_id="p")
-        for _ in range(5):
+        for _ in range(10):
             await anyio.wait_all_tasks_blocked()
             clock.advance(timedelta(seconds=2))
         assert not (await handle.describe()).status.is_terminal
-        await rt.client.purge("kid")  # finishes the purge
-        for _ in range(5):
+        for _ in range(40):
             await anyio.wait_all_tasks_blocked()
             clock.advance(timedelta(seconds=2))
         assert await handle == 4
@@ -201,7 +203,9 @@ async def test_each_process_sweeps_only_the_partitions_it_is_given() -> None:
         index = rt._engine.index
         clock.advance(timedelta(days=31))
         mine = {index.partition(f"q{i}") for i in range(4)}
-        swept = await sweep_history(index, None, sorted(mine), clock.now(), DAYS)
+        swept = await sweep_history(
+            index, None, sorted(mine), before=clock.now() - DAYS, now=clock.now()
+        )
         kept = [f"q{i}" for i in range(8) if index.partition(f"q{i}") not in mine]
         assert swept == 8 - len(kept)
         assert await left(store) == sorted(kept)
