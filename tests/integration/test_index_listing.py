@@ -25,7 +25,11 @@ async def fresh(store: ObjectStore, running: int, ended: int) -> None:
             assert await (await rt.start("quick", i, instance_id=f"e{i:05d}")) == i
         for i in range(running):
             await rt.start("waiter", i, instance_id=f"r{i:05d}")
-        await anyio.wait_all_tasks_blocked()
+        with anyio.fail_after(60):  # each has taken its first turn (S3 answers in threads)
+            for i in range(running):
+                handle = rt.client.get_handle(f"r{i:05d}")
+                while (await handle.describe()).status is not WorkflowStatus.RUNNING:
+                    await anyio.wait_all_tasks_blocked()
 
 
 async def test_listing_running_reads_the_active_index(store: ObjectStore) -> None:
