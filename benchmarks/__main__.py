@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ._peers import Comparison, PeerResult
     from ._suite import Row, Scenario
 
+assert _aging  # imported for its scenarios
 assert _churn  # imported for its scenarios
 assert _scale  # imported for its scenarios
 assert _sidecar  # imported for its scenarios
