@@ -142,10 +142,10 @@ class _Recovery(_EngineBase):
     async def _recover_indexed(self, instance_id: str) -> None:
         """Recover an instance the active index names, then bring its entries in line
         with the log (a crash between a run's end and its entry's delete, say)."""
-        entries = await self.index.entries(instance_id)  # before the log is read
         await self.recover(instance_id)
         if not self.owns(instance_id):
             return
+        entries = await self.index.entries(instance_id)  # before repair reads the log
         inst = self._live(instance_id)
         if inst is not None and entries == [Entry(inst.run_start, inst.started.run_id)]:
             return  # as it should be
