@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from contextvars import ContextVar
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from ._log._memo import Memo, MemoStore
     from ._registry import Registry
 
-__all__ = ["ActivityContext", "Attempt", "CancelSignal", "current_attempt", "execute_activity"]
+__all__ = ["ActivityContext", "Attempt", "CancelSignal", "execute_activity"]
 
 log = logging.getLogger("durable.activity")
 
@@ -201,10 +200,6 @@ class Attempt:
         self._queued = None
 
 
-current_attempt: ContextVar[Attempt | None] = ContextVar("durable_attempt", default=None)
-"""The attempt the runtime is running in this task (None: nothing steers it)."""
-
-
 class ActivityContext:
     """What an activity knows about the call it is serving."""
 
@@ -229,7 +224,7 @@ class ActivityContext:
         workflow_name: str,
         memo_store: MemoStore | None = None,
         *,
-        control: Attempt | None = None,
+        control: Attempt | Callable[[], Attempt] | None = None,
         codec: PayloadCodec | None = None,
         heartbeat_details: Any = None,
     ) -> None:
@@ -247,7 +242,7 @@ class ActivityContext:
         ``heartbeat_timeout`` (so an attempt run again after a crash sees them too)."""
         self._memo_store = memo_store
         self._memo: Memo | None = None
-        self._control = control
+        self._control = control  # or what makes it, when first asked for
         self._codec = codec
         self._signal: CancelSignal | None = None
 
@@ -255,8 +250,9 @@ class ActivityContext:
     def cancelled(self) -> CancelSignal:
         """Set when the runtime cancels this attempt: poll ``is_set()`` in a sync
         activity; an async one is also cancelled at its current await."""
-        if self._control is not None:
-            return self._control.cancelled
+        control = self._steered()
+        if control is not None:
+            return control.cancelled
         if self._signal is None:  # nothing steers this attempt: never cancelled
             self._signal = CancelSignal()
         return self._signal
@@ -265,14 +261,23 @@ class ActivityContext:
         """Say the attempt is alive, and record ``details`` (progress) for the next
         attempt to find in ``heartbeat_details``. Cheap: liveness stays in memory and
         details reach the store at most once per half the ``heartbeat_timeout``."""
-        if self._control is None:
+        control = self._steered()
+        if control is None:
             return
         data = None
         if details is not None:
             codec = self._codec or (self._memo_store.codec if self._memo_store else None)
             if codec is not None:
                 data = codec.encode(details)
-        self._control.beat(data)
+        control.beat(data)
+
+    def _steered(self) -> Attempt | None:
+        """The attempt's control (made on first use); None if nothing steers it."""
+        control = self._control
+        if control is None or isinstance(control, Attempt):
+            return control
+        made = self._control = control()
+        return made
 
     @property
     def memo(self) -> Memo:
@@ -298,10 +303,12 @@ async def execute_activity(
     workflow_name: str,
     scheduled: ActivityScheduled,
     threads: anyio.CapacityLimiter | None = None,
+    control: Callable[[], Attempt] | None = None,
 ) -> ActivityCompleted | ActivityErrored:
     """Run one attempt and turn its return value or exception into an event; a sync
     activity runs in a worker thread taken from ``threads`` (anyio's shared default
-    when None), so blocking activities cannot hold the threads other work needs."""
+    when None), so blocking activities cannot hold the threads other work needs;
+    ``control`` makes the attempt's control if the activity asks for it."""
     task_id = scheduled.task_id
     try:
         definition = registry.get_activity(scheduled.name)
@@ -315,12 +322,13 @@ async def execute_activity(
             details = codec.decode(raw) if raw is not None else None
         ctx = ActivityContext(
             instance_id, scheduled.step, scheduled.attempt, workflow_name, memo_store,
-            control=current_attempt.get(), codec=codec, heartbeat_details=details,
+            control=control, codec=codec, heartbeat_details=details,
         )  # fmt: skip
         args: tuple[Any, ...] = (ctx, value) if definition.takes_input else (ctx,)
         if definition.is_async:
             result = await definition.fn(*args)
         else:
+            ctx._steered()  # made here, on the loop's thread: the activity's may not make it
             result = await anyio.to_thread.run_sync(
                 partial(definition.fn, *args), abandon_on_cancel=True, limiter=threads
             )

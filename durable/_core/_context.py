@@ -60,6 +60,8 @@ def _timeouts(
     heartbeat: timedelta | None,
 ) -> ActivityTimeouts | None:
     """An activity call's time limits, checked; None when it has none."""
+    if start_to_close is None and schedule_to_close is None and heartbeat is None:
+        return None  # (the common call: nothing to check)
     start_to_close = positive(start_to_close, "start_to_close_timeout")
     schedule_to_close = positive(schedule_to_close, "schedule_to_close_timeout")
     heartbeat = positive(heartbeat, "heartbeat_timeout")

@@ -145,6 +145,17 @@ class WorkflowRun:
     returns the actions the turn takes.
     """
 
+    # In slots: each event of each turn reads them, and CPython keeps at most 29
+    # attributes of an instance inline (beyond that, each read is a dict lookup).
+    __slots__ = (
+        "__dict__", "_buffered", "_checked_patches", "_final_matched", "_held",
+        "_history_patches", "_main", "_main_started", "_next_task_id", "_open", "_patch_keys",
+        "_pending", "_random", "_recorded_patches", "_released", "_scheduler", "_suspended",
+        "_turn_event_id", "_waiters", "cancel_requested", "codec", "ctx", "custom_status",
+        "definition", "final", "instance_id", "now", "registry", "replaying", "started",
+        "terminated", "untaken",
+    )  # fmt: skip
+
     def __init__(
         self,
         instance_id: str,
@@ -198,14 +209,17 @@ class WorkflowRun:
         the one that ended it: those are left in :attr:`untaken`, for the next run.
         """
         self.replaying = replaying
-        self.untaken = []
-        turn_patches = _patches_by_turn(events) if replaying else {}
-        self._history_patches.update(turn_patches.pop(-1, ()))
+        if self.untaken:
+            self.untaken = []
+        turn_patches = _patches_by_turn(events) if replaying else _NO_PATCHES
+        if turn_patches:
+            self._history_patches.update(turn_patches.pop(-1, ()))
         handlers = _HANDLERS
         for index, event in enumerate(events):
-            if index in turn_patches:  # before the turn's code runs: it may check them
+            if turn_patches and index in turn_patches:  # before the turn's code runs
                 self._history_patches.update(turn_patches[index])
-            if self._ended_live() and type(event) is not TurnStarted:
+            # (self._ended_live(), inlined: this loop runs for every event of every turn)
+            if not replaying and self.final is not None and type(event) is not TurnStarted:
                 self.untaken.append(event)
                 continue
             if self._suspended and type(event) not in _NOT_HELD:
@@ -274,7 +288,7 @@ class WorkflowRun:
         self._pending.clear()
 
     def _run_tasks(self) -> None:
-        if self.finished:
+        if self.final is not None or self.terminated:  # (self.finished, inlined: hot)
             return
         try:
             self._scheduler.run()
@@ -575,6 +589,9 @@ class WorkflowRun:
 
 
 # Which method applies each event type: one table for every run (a run stays small).
+
+
+_NO_PATCHES: dict[int, list[str]] = {}  # a live turn's (never changed: apply reads it only)
 
 
 def _patches_by_turn(events: Sequence[Event]) -> dict[int, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,9 +27,10 @@ class WorkflowStatus(enum.StrEnum):
     CANCELED = "CANCELED"
     CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
 
-    @property
+    @functools.cached_property
     def is_terminal(self) -> bool:
-        """Completed, failed, terminated or canceled: nothing more will happen."""
+        """Completed, failed, terminated or canceled: nothing more will happen. (Cached
+        on the member: the engine asks it several times a turn.)"""
         return self in TERMINAL
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from durable._activity import Attempt, current_attempt
+from durable._activity import Attempt
 from durable._core._events import (
     ActivityCompleted,
     ActivityErrored,
@@ -160,37 +161,45 @@ class _Activities(_EngineBase):
     ) -> ActivityCompleted | ActivityErrored | None:
         """Run one attempt in its cancel scope, bounded by its timeouts; None if its
         operation was cancelled (or the run ended) meanwhile."""
-        timeouts = scheduled.timeouts
-        control = Attempt(
-            self.clock, heartbeat_timeout=timeouts.heartbeat if timeouts else None,
-            memo_store=self.memo_store, instance_id=instance_id, step=scheduled.step,
-            spawn=self._spawn, on_wait=self._attempt_waits,
-        )  # fmt: skip
-        running = RunningAttempt(scheduled, control)
+        running = RunningAttempt(instance_id, scheduled, self._new_control)
         key = (instance_id, run_start, scheduled.task_id)
         inst = self._instances.get(instance_id)
         if inst is not None and inst.run_start == run_start and key[2] not in inst.outstanding:
             running.cancel()  # cancelled (or the run ended) before it began
-        running.arm(self._timers, timeouts)
+        timeouts = scheduled.timeouts
+        if timeouts is not None:
+            running.arm(self._timers, timeouts, self.clock.now())
         self._attempts[key] = running
-        token = current_attempt.set(control)
+        outcome = None
         try:
-            outcome = await running.run(
-                self.executor.run_activity(instance_id, workflow_name, scheduled)
-            )
+            if not running.halted:  # the attempt's task, cancelled to stop it (see halt)
+                task = running.task = asyncio.current_task()
+                try:
+                    outcome = await self.executor.run_activity(
+                        instance_id, workflow_name, scheduled, control=running.control
+                    )
+                except asyncio.CancelledError:
+                    if not running.halted or task is None or task.uncancel() > 0:
+                        raise  # not this attempt's stop: the worker is cancelled
         finally:
-            current_attempt.reset(token)
-            running.disarm(self._timers)
+            running.task = None
+            if timeouts is not None:
+                running.disarm(self._timers)
             if self._attempts.get(key) is running:
                 del self._attempts[key]
-        if running.cancelled:
-            outcome = None
-        else:
-            outcome = running.timed_out() or outcome
-            assert outcome is not None, "an attempt ends with an outcome or stopped"
-        if control.unwritten:
-            await control.finish(failed=type(outcome) is not ActivityCompleted)
+        outcome = running.outcome(outcome)
+        if running.unwritten:
+            await running.finish(failed=type(outcome) is not ActivityCompleted)
         return outcome
+
+    def _new_control(self, instance_id: str, scheduled: ActivityScheduled) -> Attempt:
+        """The control of an attempt that needs one: its cancel signal, its heartbeats."""
+        timeouts = scheduled.timeouts
+        return Attempt(
+            self.clock, heartbeat_timeout=timeouts.heartbeat if timeouts else None,
+            memo_store=self.memo_store, instance_id=instance_id, step=scheduled.step,
+            spawn=self._spawn, on_wait=self._attempt_waits,
+        )  # fmt: skip
 
     def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent, reason: str) -> None:
         """The run gave up on an operation (cancelled it, or ended): stop its activity

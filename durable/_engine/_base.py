@@ -101,6 +101,18 @@ class EngineHooks:
 class _EngineBase:
     """Shared state and plumbing of one runtime process's engine."""
 
+    # The state lives in slots: every turn reads it many times, and CPython keeps at most
+    # 29 attributes of an instance inline (beyond that, each read is a dict lookup). The
+    # ``__dict__`` still takes what is not listed here (tests replace methods in it).
+    __slots__ = (
+        "__dict__", "__weakref__", "_armed", "_attempts", "_busy", "_changed",
+        "_done_waiters", "_evicted", "_handovers", "_hooks", "_inflight", "_instances",
+        "_leases", "_max_activities", "_max_turns", "_memo_retention", "_observe",
+        "_partitions", "_poll_interval", "_queued", "_residency", "_send", "_send_activity",
+        "_stale_meta", "_status_waiters", "_store_never_suspends", "_tg", "_timers",
+        "_turns", "clock", "codec", "executor", "ids", "memo_store", "registry", "store",
+    )  # fmt: skip
+
     def __init__(
         self,
         registry: Registry,

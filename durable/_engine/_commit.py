@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import anyio
 import anyio.abc
 import anyio.lowlevel
@@ -40,6 +38,8 @@ from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
 from ._instance import _ANSWERS, _SCHEDULING, _Instance
 
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
+# a record's status (a string once read back) -> the status (the enum's own call is slow)
+_STATUS: dict[str, WorkflowStatus] = {status.value: status for status in WorkflowStatus}
 
 
 class _Commits(_EngineBase):
@@ -52,26 +52,29 @@ class _Commits(_EngineBase):
         leases = self._leases
         if leases is not None and not leases.can_commit(self.partition(inst.id)):
             raise _NotLeased(inst.id)
-        with (
-            contextlib.nullcontext()
-            if self._store_never_suspends
-            else anyio.CancelScope(shield=True)
-        ):
-            try:
-                await self.store.put_if_absent(key, data)
-                return True
-            except ObjectExistsError:
-                return False
-            except StoreError as err:
-                # The write may or may not have landed: read back to know.
-                try:
-                    landed = await self.store.get(key) == data
-                except StoreError:
-                    landed = False
-                if not (landed or err.transient):
-                    raise  # the store refuses this record for good
-                return landed
+        if self._store_never_suspends:  # nothing to shield (and no scope to pay for)
+            return await self._put_record(key, data)
+        with anyio.CancelScope(shield=True):
+            return await self._put_record(key, data)
         return False  # not reached: the shielded scope is never cancelled
+
+    async def _put_record(self, key: str, data: bytes) -> bool:
+        """Put a record under its key once: whether it is there now (False: another
+        writer holds the key, or a transient error left it unwritten)."""
+        try:
+            await self.store.put_if_absent(key, data)
+            return True
+        except ObjectExistsError:
+            return False
+        except StoreError as err:
+            # The write may or may not have landed: read back to know.
+            try:
+                landed = await self.store.get(key) == data
+            except StoreError:
+                landed = False
+            if not (landed or err.transient):
+                raise  # the store refuses this record for good
+            return landed
 
     async def _commit_failure(self, inst: _Instance, err: Exception) -> None:
         """End the instance as FAILED with ``err`` (a replay that no longer matches)."""
@@ -93,11 +96,12 @@ class _Commits(_EngineBase):
             self._observe.committed(inst.id, inst.started, inst.status, record)
         inst.seq = record.seq
         inst.next_event_id += len(record.events)
-        inst.consumed.update(record.consumed)
+        if record.consumed:
+            inst.consumed.update(record.consumed)
         custom_changed = inst.custom_status != record.custom_status
         inst.custom_status = record.custom_status
         previous = inst.status
-        inst.status = WorkflowStatus(record.status)
+        inst.status = _STATUS[record.status]
         outstanding = inst.outstanding
         ended = inst.status.is_terminal
         for event in record.events:
@@ -118,7 +122,7 @@ class _Commits(_EngineBase):
             # the instance goes on: its entry moves to the new run (the old one keeps it
             # found until then)
             await self._index_moved(inst, run_start, run_id)
-        elif inst.status.is_terminal:
+        elif ended:
             self._finish(inst, record)
             if inst.parent is not None:
                 told = await self._tell_parent(inst)

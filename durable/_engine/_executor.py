@@ -16,10 +16,11 @@ from durable._activity import execute_activity
 from durable._core._replay import WorkflowRun
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from msgspec import Raw
 
+    from durable._activity import Attempt
     from durable._core._actions import Action
     from durable._core._codec import PayloadCodec
     from durable._core._events import (
@@ -101,9 +102,15 @@ class Executor(Protocol):
         ...
 
     async def run_activity(
-        self, instance_id: str, workflow_name: str, scheduled: ActivityScheduled
+        self,
+        instance_id: str,
+        workflow_name: str,
+        scheduled: ActivityScheduled,
+        *,
+        control: Callable[[], Attempt] | None = None,
     ) -> ActivityCompleted | ActivityErrored:
-        """Run one attempt of an activity; its outcome as an event."""
+        """Run one attempt of an activity; its outcome as an event. ``control`` makes
+        the attempt's cancel signal and heartbeats when the activity first asks for them."""
         ...
 
     def newest_version(self, name: str) -> str:
@@ -141,11 +148,16 @@ class LocalExecutor:
         return run
 
     async def run_activity(
-        self, instance_id: str, workflow_name: str, scheduled: ActivityScheduled
+        self,
+        instance_id: str,
+        workflow_name: str,
+        scheduled: ActivityScheduled,
+        *,
+        control: Callable[[], Attempt] | None = None,
     ) -> ActivityCompleted | ActivityErrored:
         return await execute_activity(
             self.registry, self.codec, self.memo_store, instance_id, workflow_name, scheduled,
-            self._threads,
+            self._threads, control,
         )  # fmt: skip
 
     def newest_version(self, name: str) -> str:

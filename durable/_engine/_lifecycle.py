@@ -101,8 +101,9 @@ __all__ = [
 ]
 
 
-class InstanceState(enum.Enum):
-    """Where an instance in memory is in its life."""
+class InstanceState(enum.StrEnum):
+    """Where an instance in memory is in its life. (A ``StrEnum``: the table's lookups
+    hash it in C, on every turn.)"""
 
     LOADING = "LOADING"  # just made; its state from the log is being set
     IDLE = "IDLE"  # waits for events; nothing under way
@@ -118,7 +119,7 @@ class InstanceState(enum.Enum):
     DROPPED = "DROPPED"  # the engine let go of this copy (evicted, forgotten)
 
 
-class LifecycleEvent(enum.Enum):
+class LifecycleEvent(enum.StrEnum):
     """What the engine does to an instance."""
 
     LOADED = "LOADED"  # its state was set from the log
@@ -170,6 +171,16 @@ TRANSITIONS: dict[InstanceState, dict[LifecycleEvent, InstanceState]] = {
     },
 }  # fmt: skip
 
+# Bound once for the questions the engine asks on every turn: reading a member off its
+# enum class takes CPython's slow attribute path (the enum type has a ``__getattr__``).
+_IDLE, _PARKED = S.IDLE, S.PARKED
+_END, _END_TURN = E.END, E.END_TURN
+_MAY_ENQUEUE = frozenset({S.IDLE, S.ENDED})
+_MAY_EVICT = frozenset({S.IDLE, S.BACKING_OFF, S.PARKED})
+_BACKING_OFF = frozenset({S.BACKING_OFF, S.TURN_FAILED})
+_RELOADING = frozenset({S.RELOADING, S.TURN_RELOADING})
+_PENDING = WorkflowStatus.PENDING
+
 
 def next_state(instance_id: str, state: InstanceState, event: LifecycleEvent) -> InstanceState:
     """The state after ``event``; raises :class:`LifecycleError` if the table forbids it."""
@@ -181,34 +192,37 @@ def next_state(instance_id: str, state: InstanceState, event: LifecycleEvent) ->
 
 def fire(inst: _Instance, event: LifecycleEvent) -> None:
     """Move ``inst`` by ``event``, checked against the table."""
-    inst.state = next_state(inst.id, inst.state, event)
+    after = TRANSITIONS[inst.state].get(event)
+    if after is None:
+        raise LifecycleError(inst.id, inst.state.value, event.value)
+    inst.state = after
 
 
 def end_of_turn(status: WorkflowStatus) -> LifecycleEvent:
     """What a turn's end fires: END if the run ended, END_TURN if it goes on."""
-    return LifecycleEvent.END if status.is_terminal else LifecycleEvent.END_TURN
+    return _END if status.is_terminal else _END_TURN
 
 
 def can_enqueue(state: InstanceState, pending: Iterable[tuple[Any, Any, Event]]) -> bool:
     """Whether an instance with pending events may be put in the turn queue now: it
     is not queued, in a turn, reloading or backing off, and if parked it has control
     messages (suspend, resume, terminate) to apply."""
-    if state is InstanceState.PARKED:
+    if state is _PARKED:
         return any(isinstance(event, CONTROL) for _, _, event in pending)
-    return state in (InstanceState.IDLE, InstanceState.ENDED)
+    return state in _MAY_ENQUEUE
 
 
 def can_take_inline_turn(state: InstanceState) -> bool:
     """Whether an activity worker may run the instance's next turn itself, at once."""
-    return state is InstanceState.IDLE
+    return state is _IDLE
 
 
 def can_evict(state: InstanceState, has_pending: bool, status: WorkflowStatus) -> bool:
     """Whether a resident instance may leave memory: it only waits (nothing under way,
     nothing pending), its run has begun, and has not ended."""
-    if state not in (InstanceState.IDLE, InstanceState.BACKING_OFF, InstanceState.PARKED):
+    if state not in _MAY_EVICT:
         return False
-    return not (has_pending or status.is_terminal or status is WorkflowStatus.PENDING)
+    return not (has_pending or status.is_terminal or status is _PENDING)
 
 
 def can_reload(state: InstanceState) -> bool:
@@ -219,12 +233,12 @@ def can_reload(state: InstanceState) -> bool:
 
 def is_backing_off(state: InstanceState) -> bool:
     """Whether a retry after a store error is already due (one retry at a time)."""
-    return state in (InstanceState.BACKING_OFF, InstanceState.TURN_FAILED)
+    return state in _BACKING_OFF
 
 
 def is_reloading(state: InstanceState) -> bool:
     """Whether a reload of the instance is under way (a second one waits for nothing)."""
-    return state in (InstanceState.RELOADING, InstanceState.TURN_RELOADING)
+    return state in _RELOADING
 
 
 def diagram() -> str:

@@ -71,16 +71,24 @@ if TYPE_CHECKING:
 
     from ._executor import TurnRunner
 
+# Bound once, for the turn loop (see _lifecycle: an enum class's attribute read is slow).
+_QUEUE, _START_TURN = LifecycleEvent.QUEUE, LifecycleEvent.START_TURN
+_DROPPED = InstanceState.DROPPED
+_PENDING, _RUNNING, _SUSPENDED = (
+    WorkflowStatus.PENDING, WorkflowStatus.RUNNING, WorkflowStatus.SUSPENDED
+)  # fmt: skip
+
 
 def _turn_events(
     inst: _Instance, run: TurnRunner, new: list[HistoryEvent], first_turn: bool, now: Any
 ) -> list[HistoryEvent]:
-    """A turn's events: ``TurnStarted``, then the ``new`` ones. A rerun's first turn
-    opens no turn: its history ends inside the turn it cut, so what that turn still asks
-    for is recorded in it, where a replay of the run meets it."""
+    """A turn's events (in ``new``'s own list): ``TurnStarted``, then the ``new`` ones.
+    A rerun's first turn opens no turn: its history ends inside the turn it cut, so what
+    that turn still asks for is recorded in it, where a replay of the run meets it."""
     if first_turn and run.took_turn:
         return _numbered(new, inst.next_event_id)
-    return [TurnStarted(event_id=inst.next_event_id, timestamp=now), *new]
+    new.insert(0, TurnStarted(event_id=inst.next_event_id, timestamp=now))
+    return new
 
 
 def _take(
@@ -92,8 +100,6 @@ def _take(
     """Split a turn's events (its ``TurnStarted``, if any, then one per source) into
     those the run took (renumbered, with the messages they consume) and the pending
     items of those it left, for the next run."""
-    if not untaken:
-        return events, consumed, []
     left_ids = {event.event_id for event in untaken}
     head = len(events) - len(sources)
     taken, left = events[:head], []
@@ -112,7 +118,7 @@ class _Turns(_EngineBase):
 
     def _enqueue(self, inst: _Instance) -> None:
         if can_enqueue(inst.state, inst.pending):
-            fire(inst, LifecycleEvent.QUEUE)
+            fire(inst, _QUEUE)
             self._queued += 1
             assert self._send is not None, "the engine is not running"
             self._send.send_nowait(inst)
@@ -152,13 +158,13 @@ class _Turns(_EngineBase):
 
     async def _turn_from_queue(self, inst: _Instance) -> None:
         self._queued -= 1
-        if inst.state is not InstanceState.DROPPED:
+        if inst.state is not _DROPPED:
             await self._run_turn(inst)
         else:  # a copy let go of meanwhile takes no turn: loads that waited for it go on
             self._residency.evict_to_capacity()
 
     async def _run_turn(self, inst: _Instance) -> None:
-        fire(inst, LifecycleEvent.START_TURN)
+        fire(inst, _START_TURN)
         self._busy += 1
         self._turns += 1
         try:
@@ -178,7 +184,7 @@ class _Turns(_EngineBase):
         finally:
             fire(inst, end_of_turn(inst.status))
             self._turns -= 1
-            needs_turn = inst.pending or inst.status is WorkflowStatus.PENDING
+            needs_turn = inst.pending or inst.status is _PENDING
             if needs_turn and self._instances.get(inst.id) is inst:
                 self._enqueue(inst)
             self._residency.evict_to_capacity()
@@ -203,7 +209,7 @@ class _Turns(_EngineBase):
             return
         now = self.clock.now()
         new, sources, consumed = self._new_events(inst, pending, inst.next_event_id + 1, now)
-        first_turn = inst.status is WorkflowStatus.PENDING
+        first_turn = inst.status is _PENDING
         if not new and not first_turn and not consumed:
             self._residency.note_waiting(inst)  # nothing new (a duplicate): still evictable
             return
@@ -232,7 +238,9 @@ class _Turns(_EngineBase):
             self._drop_run(inst)
             await self._commit_failure(inst, err)
             return
-        events, consumed, left = _take(run.untaken, events, sources, consumed)
+        left: list[Pending] | None = None
+        if run.untaken:  # the run ended before some of the events
+            events, consumed, left = _take(run.untaken, events, sources, consumed)
         new_events, next_run, status = self._record_actions(
             inst, run, actions, inst.next_event_id + len(events), now
         )
@@ -252,9 +260,10 @@ class _Turns(_EngineBase):
             self._drop_run(inst)
             await self._reload(inst)
             return
-        if next_run:  # the messages the old run left are unconsumed in the new run's view
-            left = [(m, record.seq if m is not None else r, e) for m, r, e in left]
-        inst.pending = left + inst.pending  # what the run did not take goes to the next
+        if left:  # what the run did not take goes to the next
+            if next_run:  # the messages the old run left are unconsumed in the new run's view
+                left = [(m, record.seq if m is not None else r, e) for m, r, e in left]
+            inst.pending = left + inst.pending
         run.committed(record.events)
         if self._hooks is not None:
             self._hooks.committed(inst.id, record)
@@ -288,10 +297,11 @@ class _Turns(_EngineBase):
                 consumed.append(msg_id)
             elif run_start != _ANY_RUN and run_start != inst.run_start:
                 continue
+            kind = type(event)
             if _addressed_elsewhere(inst, event):
                 self._take_freed_child_id(inst, event)
                 continue
-            answers = _ANSWERS.get(type(event))
+            answers = _ANSWERS.get(kind)
             if answers is not None:
                 task_id: int = event.task_id  # type: ignore[attr-defined]
                 scheduled = inst.outstanding.get(task_id)
@@ -383,7 +393,7 @@ class _Turns(_EngineBase):
         """Turn the actions into history events; work out the status after the turn."""
         events: list[HistoryEvent] = []
         next_run: list[HistoryEvent] = []
-        status = WorkflowStatus.SUSPENDED if run.suspended else WorkflowStatus.RUNNING
+        status = _SUSPENDED if run.suspended else _RUNNING
         for action in actions:
             event: HistoryEvent
             match action:

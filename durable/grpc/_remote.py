@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from datetime import datetime
 
+    from durable._activity import Attempt
     from durable._core._events import ActivityCompleted, ActivityErrored, HistoryEvent
     from durable._engine._eviction import EvictionPolicy
 
@@ -229,7 +230,12 @@ class RemoteExecutor:
             del self._runs[run.instance_id]
 
     async def run_activity(
-        self, instance_id: str, workflow_name: str, scheduled: ActivityScheduled
+        self,
+        instance_id: str,
+        workflow_name: str,
+        scheduled: ActivityScheduled,
+        *,
+        control: Callable[[], Attempt] | None = None,
     ) -> ActivityCompleted | ActivityErrored:
         run = self._runs.get(instance_id)
         if run is not None:
