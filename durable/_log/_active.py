@@ -48,6 +48,7 @@ INDEXED = "indexed"
 INDEXING = "indexing"
 _CHECKPOINT = 256  # instances scanned between two progress writes of a migration
 _BATCH = 32  # instances a migration reads at once
+_ATTEMPTS = 5  # tries of one instance's reads before its batch fails
 
 
 class Entry(NamedTuple):
@@ -181,12 +182,18 @@ async def build(index: ActiveIndex, partitions: Iterable[int]) -> None:
 
 
 async def _index_one(index: ActiveIndex, instance_id: str, failed: list[StoreError]) -> None:
-    try:
-        run = await _running(index.store, instance_id)
-        if run is not None:
-            await index.begin(instance_id, run.run_start, run.started.run_id)
-    except StoreError as err:
-        failed.append(err)
+    """Index one instance if it runs; a transient error is tried again a few times
+    before it fails the batch (a scan of many instances meets some)."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            run = await _running(index.store, instance_id)
+            if run is not None:
+                await index.begin(instance_id, run.run_start, run.started.run_id)
+            return
+        except StoreError as err:
+            if not err.transient or attempt == _ATTEMPTS - 1:
+                failed.append(err)
+                return
 
 
 async def _running(store: ObjectStore, instance_id: str) -> RunLog | None:
