@@ -110,7 +110,8 @@ class _EngineBase:
         "_leases", "_max_activities", "_max_turns", "_memo_retention", "_observe",
         "_partitions", "_poll_interval", "_queued", "_residency", "_send", "_send_activity",
         "_stale_meta", "_status_waiters", "_store_never_suspends", "_tg", "_timers",
-        "_turns", "clock", "codec", "executor", "ids", "memo_store", "registry", "store",
+        "_turns", "clock", "codec", "executor", "history_retention", "ids", "index",
+        "memo_store", "registry", "store",
     )  # fmt: skip
 
     def __init__(
