@@ -108,10 +108,11 @@ class _Activities(_EngineBase):
         scheduled. A sequential workflow then runs step after step with no hand-off."""
         claim: list[_ActivityWork] = []
         token = _CLAIM.set(claim)
+        task = asyncio.current_task()  # every attempt here runs in it
         try:
             streak = 0
             while True:
-                await self._run_attempt(work)
+                await self._run_attempt(work, task)
                 if not claim:
                     return
                 work = claim.pop()
@@ -125,14 +126,16 @@ class _Activities(_EngineBase):
                 with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
                     self._send_activity.send_nowait(claim.pop())
 
-    async def _run_attempt(self, work: _ActivityWork) -> None:
+    async def _run_attempt(self, work: _ActivityWork, task: asyncio.Task[Any] | None) -> None:
         instance_id, started, run_start, scheduled = work
         try:
             if self._observe is None:
-                outcome = await self._attempt(instance_id, started.name, run_start, scheduled)
+                outcome = await self._attempt(instance_id, started.name, run_start, scheduled, task)
             else:
                 with self._observe.attempt(instance_id, started, scheduled) as attempt:
-                    outcome = await self._attempt(instance_id, started.name, run_start, scheduled)
+                    outcome = await self._attempt(
+                        instance_id, started.name, run_start, scheduled, task
+                    )
                     if outcome is not None:
                         attempt.seen(outcome)
             if outcome is None:
@@ -157,10 +160,16 @@ class _Activities(_EngineBase):
             self.busy_exit()
 
     async def _attempt(
-        self, instance_id: str, workflow_name: str, run_start: int, scheduled: ActivityScheduled
+        self,
+        instance_id: str,
+        workflow_name: str,
+        run_start: int,
+        scheduled: ActivityScheduled,
+        task: asyncio.Task[Any] | None,
     ) -> ActivityCompleted | ActivityErrored | None:
-        """Run one attempt in its cancel scope, bounded by its timeouts; None if its
-        operation was cancelled (or the run ended) meanwhile."""
+        """Run one attempt in ``task`` (the worker's, cancelled to stop the attempt),
+        bounded by its timeouts; None if its operation was cancelled (or the run ended)
+        meanwhile."""
         running = RunningAttempt(instance_id, scheduled, self._new_control)
         key = (instance_id, run_start, scheduled.task_id)
         inst = self._instances.get(instance_id)
@@ -172,8 +181,8 @@ class _Activities(_EngineBase):
         self._attempts[key] = running
         outcome = None
         try:
-            if not running.halted:  # the attempt's task, cancelled to stop it (see halt)
-                task = running.task = asyncio.current_task()
+            if not running.halted:
+                running.task = task
                 try:
                     outcome = await self.executor.run_activity(
                         instance_id, workflow_name, scheduled, control=running.control
