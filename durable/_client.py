@@ -22,6 +22,8 @@ from ._core._events import (
     NULL,
     EventRaised,
     HistoryEvent,
+    UpdateCompleted,
+    UpdateRequested,
     WorkflowCancelRequested,
     WorkflowResumed,
     WorkflowStarted,
@@ -29,17 +31,21 @@ from ._core._events import (
     WorkflowTerminated,
 )
 from ._core._failure import FailureDetails
+from ._core._queries import answer_query
+from ._core._replay import WorkflowRun
 from ._core._state import WorkflowState, WorkflowStatus
+from ._core._updates import validate
 from ._engine._executor import LocalExecutor
 from ._errors import (
     InstanceExistsError,
     InstanceNotFoundError,
     StoreError,
     UnknownWorkflowError,
+    UpdateFailedError,
     WorkflowFailed,
 )
 from ._fleet._partitions import read_config
-from ._ids import IdSource, validate_instance_id
+from ._ids import IdSource, validate_instance_id, validate_key
 from ._listing import Filters, InstancePage, page_metas
 from ._log._active import ActiveIndex
 from ._log._instances import (
@@ -62,6 +68,7 @@ if TYPE_CHECKING:
 
     from ._engine import Engine
     from ._engine._executor import Executor
+    from ._log._reader import RunLog
     from ._registry import Registry
 
 __all__ = ["Client", "WorkflowHandle"]
@@ -70,6 +77,8 @@ T = TypeVar("T")
 
 _SEND_ATTEMPTS = 5  # tries of one inbox write, under one message id
 _SEND_BACKOFF = timedelta(seconds=0.2)
+_ENDED = FailureDetails("Ended", "the workflow ended before the update completed")
+_START_WITH_EVENT_ATTEMPTS = 8  # rounds of start-or-send while others start and end it
 
 
 class _Snapshot:
@@ -161,6 +170,7 @@ class Client:
         version: str | None = None,
         execution_timeout: timedelta | None = None,
         _trace_context: tuple[str, str] | None = None,
+        _event: EventRaised | None = None,
     ) -> WorkflowHandle[T]:
         """Start a workflow (its newest version, or ``version``); return its handle.
 
@@ -195,6 +205,7 @@ class Client:
                     memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
                     deadline=deadline,
                     trace_parent=trace_parent, trace_state=trace_state,
+                    events=() if _event is None else (_event,),
                 )  # fmt: skip
             except InstanceExistsError as err:
                 if err.status == WorkflowStatus.PENDING:
@@ -209,6 +220,36 @@ class Client:
             # evicted) in between.
             await anyio.lowlevel.checkpoint()
         return WorkflowHandle(self, instance_id, name)
+
+    async def start_with_event(
+        self,
+        workflow: Callable[..., Awaitable[T]] | str,
+        input: Any = None,
+        *,
+        instance_id: str,
+        event: str,
+        data: Any = None,
+    ) -> WorkflowHandle[T]:
+        """Deliver event ``event`` (with ``data``) to ``instance_id``, starting it first
+        with ``input`` if it is not running (an ended one is started again).
+
+        A start and its event are one write: no one ever sees the instance started
+        without the event. A running instance gets the event as ``raise_event`` gives
+        it; one that ends meanwhile is started again, with the event.
+        """
+        instance_id = validate_instance_id(instance_id)
+        raised = EventRaised(name=event, input=Raw(self.codec.encode(data)))
+        for _ in range(_START_WITH_EVENT_ATTEMPTS):
+            try:
+                return await self.start(
+                    workflow, input, instance_id=instance_id, reuse=True, _event=raised
+                )
+            except InstanceExistsError as err:
+                if err.status is None:
+                    continue  # another start took the seq: look again
+            if await self._send(instance_id, raised):  # it runs: the event is for it
+                return WorkflowHandle(self, instance_id, self._workflow_name(workflow))
+        raise InstanceExistsError(instance_id)
 
     async def _nudge(self, instance_id: str) -> None:
         if self._engine is not None:
@@ -413,10 +454,78 @@ class Client:
             is_resident=None if self._engine is None else self._engine.is_resident(instance_id),
         )
 
-    async def _send(self, instance_id: str, event: HistoryEvent) -> None:
+    async def _query(self, instance_id: str, name: str, args: tuple[Any, ...]) -> Any:
+        raw = Raw(self.codec.encode(list(args)))
+        engine = self._engine
+        answer = engine.query_resident(instance_id, name, raw) if engine is not None else None
+        if answer is None:
+            answer = await self._query_replayed(instance_id, name, raw)
+        return self._decode(answer)
+
+    async def _start_update(
+        self, instance_id: str, name: str, arg: Any, update_id: str | None
+    ) -> str:
+        update_id = self.ids.instance_id() if update_id is None else update_id
+        validate_key(update_id, "update id")
+        raw = Raw(self.codec.encode(arg))
+        loaded = await load_existing(self.store, instance_id)
+        if any(_names_update(e, update_id) for e in loaded.history):
+            return update_id  # asked before (a retry): its one outcome is on its way
+        engine = self._engine
+        if engine is None or not engine.validate_resident(instance_id, name, raw):
+            await self._replayed(instance_id, loaded, lambda run: validate(run, name, raw))
+        event = UpdateRequested(update_id=update_id, name=name, input=raw)
+        if not await self._send(instance_id, event, msg_id=f"u-{update_id}"):
+            raise UpdateFailedError(instance_id, update_id, _ENDED)
+        return update_id
+
+    async def _update_result(self, instance_id: str, update_id: str) -> Any:
+        while True:
+            committed = None if self._engine is None else self._engine.commit_event(instance_id)
+            loaded = await load_existing(self.store, instance_id)
+            for event in loaded.history:
+                if type(event) is UpdateCompleted and event.update_id == update_id:
+                    if event.failure is not None:
+                        raise UpdateFailedError(instance_id, update_id, event.failure)
+                    return self._decode(event.result)
+            if loaded.status.is_terminal:
+                raise UpdateFailedError(instance_id, update_id, _ENDED)
+            if committed is not None:
+                await committed.wait()  # the instance's next commit here
+            else:
+                later = self.clock.now() + timedelta(seconds=self.poll_interval)
+                await self.clock.sleep_until(later)
+
+    async def _query_replayed(self, instance_id: str, name: str, args: Raw) -> Raw:
+        """Answer a query by replaying the instance's current run from the log here."""
+        loaded = await load_existing(self.store, instance_id)
+        return await self._replayed(instance_id, loaded, lambda run: answer_query(run, name, args))
+
+    async def _replayed(
+        self, instance_id: str, loaded: RunLog, read: Callable[[WorkflowRun], T]
+    ) -> T:
+        """``read`` the instance's current run, replayed from ``loaded`` here."""
+        executor = self._executor()
+        if executor is None:
+            raise UnknownWorkflowError(
+                f"no process holds {instance_id!r} here, and this client has no registry "
+                f"to replay {loaded.started.name!r} with: give it one"
+            )
+        run = executor.new_run(instance_id, loaded.history)
+        try:
+            if not isinstance(run, WorkflowRun):
+                raise UnknownWorkflowError(f"{loaded.started.name!r} runs on remote workers")
+            return read(run)
+        finally:
+            run.close()
+
+    async def _send(
+        self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
+    ) -> bool:
         """Send ``event`` to the start the instance's current run belongs to: only its
-        runs apply it. If that run has ended, nothing is sent: a later start under the
-        id never takes it (Durable Task drops an event for an ended instance too)."""
+        runs apply it. If that run has ended, nothing is sent (False): a later start
+        under the id never takes it (Durable Task drops an event for an ended instance
+        too)."""
         async with self._busy():
             engine = self._engine
             local = engine.running_here(instance_id) if engine is not None else None
@@ -428,14 +537,15 @@ class Client:
                 seen = None
                 to, ended = await current_start(self.store, instance_id)  # raises if absent
                 if ended:
-                    return
-            now_ns = int(self.clock.now().timestamp() * 1e9)
-            msg_id = self.ids.message_id(now_ns)
+                    return False
+            if msg_id is None:
+                msg_id = self.ids.message_id(int(self.clock.now().timestamp() * 1e9))
             message = await self._write_message(instance_id, msg_id, event, to)
             if engine is not None:
                 await self._retried(partial(engine.announce_message, instance_id, message, seen))
             else:
                 await self._retried(partial(self._ring, instance_id))
+        return True
 
     async def _write_message(
         self, instance_id: str, msg_id: str, event: HistoryEvent, to: str
@@ -564,7 +674,43 @@ class WorkflowHandle(Generic[T]):
         event = WorkflowTerminated(reason=reason, output=raw, recursive=recursive)
         await self._client._send(self.instance_id, event)
 
+    async def query(self, name: str, *args: Any) -> Any:
+        """Call the workflow's query handler ``name`` with ``args``; its answer.
+
+        The process that holds the instance answers from its run; else a replay of the
+        log here does (this client needs the workflow's code: its registry). Nothing is
+        written. ``UnknownQueryError`` for a name with no handler, ``QueryFailedError``
+        if the handler raised or tried to change the workflow."""
+        return await self._client._query(self.instance_id, name, args)
+
+    async def update(self, name: str, arg: Any = None, *, update_id: str | None = None) -> Any:
+        """Deliver update ``name`` with ``arg`` durably; its handler's result.
+
+        The validator runs first (``UpdateRejectedError``: nothing written). An accepted
+        update is in history and runs once per ``update_id`` (one is made when none is
+        given): after an unclear failure, call again with the same id to get the
+        outcome of the one update. ``UpdateFailedError`` if its handler raised,
+        ``UnknownUpdateError`` for a name without a handler."""
+        update_id = await self.start_update(name, arg, update_id=update_id)
+        return await self.update_result(update_id)
+
+    async def start_update(
+        self, name: str, arg: Any = None, *, update_id: str | None = None
+    ) -> str:
+        """Validate and deliver an update, without waiting for its outcome; its id."""
+        return await self._client._start_update(self.instance_id, name, arg, update_id)
+
+    async def update_result(self, update_id: str) -> Any:
+        """Wait for the outcome of update ``update_id``: its result, or
+        ``UpdateFailedError``."""
+        return await self._client._update_result(self.instance_id, update_id)
+
     async def history(self) -> list[HistoryEvent]:
         """The events of the current run, each with ``event_id`` and ``timestamp``."""
         run = await load_existing(self._client.store, self.instance_id)
         return run.history
+
+
+def _names_update(event: HistoryEvent, update_id: str) -> bool:
+    """Whether ``event`` is the request or the outcome of update ``update_id``."""
+    return type(event) in (UpdateRequested, UpdateCompleted) and event.update_id == update_id  # type: ignore[union-attr]

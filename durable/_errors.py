@@ -14,6 +14,11 @@ Every error the library raises on purpose derives from :class:`DurableError`::
     ├── InvalidInstanceIdError    an id or key that cannot become an object key (also ValueError)
     ├── InvalidArgumentError      an argument out of range: a timeout <= 0 (also ValueError)
     ├── UnknownWorkflowError      a workflow or activity name nobody registered (also LookupError)
+    ├── UnknownQueryError         a query name the workflow has no handler for (also LookupError)
+    ├── QueryFailedError          a query handler raised, or tried to schedule something
+    ├── UnknownUpdateError        an update name the workflow has no handler for (also LookupError)
+    ├── UpdateRejectedError       an update's validator rejected it (nothing was written)
+    ├── UpdateFailedError         an update's handler raised (the workflow goes on)
     ├── SerializationError        a payload that cannot be encoded or decoded (also TypeError)
     ├── LifecycleError            internal: an instance moved in a way its lifecycle forbids
     └── StoreError                the object store failed or holds something unreadable
@@ -44,10 +49,15 @@ __all__ = [
     "ObjectExistsError",
     "ObjectNotFoundError",
     "PreconditionFailedError",
+    "QueryFailedError",
     "SerializationError",
     "StoreError",
     "TimeoutError",
+    "UnknownQueryError",
+    "UnknownUpdateError",
     "UnknownWorkflowError",
+    "UpdateFailedError",
+    "UpdateRejectedError",
     "WorkflowFailed",
 ]
 
@@ -164,6 +174,58 @@ class InvalidArgumentError(DurableError, ValueError):
 
 class UnknownWorkflowError(DurableError, LookupError):
     """Raised when a workflow or activity name is not in the registry."""
+
+
+class UnknownQueryError(DurableError, LookupError):
+    """Raised when a query names no handler the workflow has set (at its last turn)."""
+
+    def __init__(self, instance_id: str, name: str, known: list[str]) -> None:
+        have = ", ".join(repr(k) for k in sorted(known)) or "none"
+        super().__init__(f"workflow {instance_id!r} has no query handler {name!r} (it has {have})")
+        self.instance_id = instance_id
+        self.name = name
+
+
+class QueryFailedError(DurableError):
+    """Raised when a query handler raised, or tried to schedule something (a query
+    changes nothing): the query fails, the workflow goes on untouched."""
+
+    def __init__(self, instance_id: str, name: str, reason: str) -> None:
+        super().__init__(f"query {name!r} of workflow {instance_id!r} failed: {reason}")
+        self.instance_id = instance_id
+        self.name = name
+
+
+class UnknownUpdateError(DurableError, LookupError):
+    """Raised when an update names no handler the workflow has set (at its last turn)."""
+
+    def __init__(self, instance_id: str, name: str, known: list[str]) -> None:
+        have = ", ".join(repr(k) for k in sorted(known)) or "none"
+        super().__init__(f"workflow {instance_id!r} has no update handler {name!r} (it has {have})")
+        self.instance_id = instance_id
+        self.name = name
+
+
+class UpdateRejectedError(DurableError):
+    """Raised when an update's validator rejected it: nothing was written."""
+
+    def __init__(self, instance_id: str, name: str, reason: str) -> None:
+        super().__init__(f"update {name!r} of workflow {instance_id!r} was rejected: {reason}")
+        self.instance_id = instance_id
+        self.name = name
+
+
+class UpdateFailedError(DurableError):
+    """Raised when an update's handler raised, with its ``failure``; the workflow goes on."""
+
+    def __init__(self, instance_id: str, update_id: str, failure: FailureDetails) -> None:
+        super().__init__(
+            f"update {update_id!r} of workflow {instance_id!r} failed: "
+            f"{failure.type}: {failure.message}"
+        )
+        self.instance_id = instance_id
+        self.update_id = update_id
+        self.failure = failure
 
 
 class SerializationError(DurableError, TypeError):

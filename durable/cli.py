@@ -25,6 +25,8 @@ from ._errors import (
     DurableError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
+    UnknownQueryError,
+    UnknownUpdateError,
     UnknownWorkflowError,
 )
 from ._fleet._leases import Fleet
@@ -445,6 +447,23 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("instance_id")
     p.add_argument("event", help="the event's name")
     p.add_argument("--data", metavar="JSON", help="the event's payload, as JSON (null)")
+    p = command("query", v.query, "ask a workflow's query handler; print its answer as JSON")
+    p.add_argument("instance_id")
+    p.add_argument("name", help="the query's name")
+    p.add_argument("args", nargs="*", metavar="JSON", help="the handler's arguments, as JSON")
+    p.add_argument(
+        "--app", type=_load_registry, required=True, metavar="MODULE:ATTRIBUTE",
+        help="the registry with the workflow's code (a replay of its log answers)",
+    )  # fmt: skip
+    p = command("update", v.update, "deliver an update to a workflow; print its result as JSON")
+    p.add_argument("instance_id")
+    p.add_argument("name", help="the update's name")
+    p.add_argument("arg", nargs="?", metavar="JSON", help="the handler's argument, as JSON")
+    p.add_argument("--id", help="the update id: the same id runs once (a new one by default)")
+    p.add_argument(
+        "--app", type=_load_registry, required=True, metavar="MODULE:ATTRIBUTE",
+        help="the registry with the workflow's code (its validator runs here)",
+    )  # fmt: skip
     for name, run, what in (
         ("suspend", v.suspend, "pause an instance: events wait until it resumes"),
         ("resume", v.resume, "resume a suspended instance"),
@@ -486,7 +505,10 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 # exit codes: 0 ok, 1 a failed workflow (or any other error), 2 bad usage, 3 not found
-_USAGE = (v.UsageError, InvalidInstanceIdError, UnknownWorkflowError)
+_USAGE = (
+    v.UsageError, InvalidInstanceIdError, UnknownWorkflowError, UnknownQueryError,
+    UnknownUpdateError,
+)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:

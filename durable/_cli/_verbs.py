@@ -41,6 +41,7 @@ __all__ = [
     "history",
     "list_instances",
     "purge",
+    "query",
     "raise_event",
     "rerun",
     "resume",
@@ -48,6 +49,7 @@ __all__ = [
     "suspend",
     "sweep",
     "terminate",
+    "update",
     "watch",
 ]
 
@@ -133,6 +135,37 @@ async def raise_event(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         await client.get_handle(args.instance_id).raise_event(args.event, data)
     print(f"raised {args.event!r} on {args.instance_id}")
+    return OK
+
+
+async def query(args: argparse.Namespace) -> int:
+    """Ask an instance's query handler; print its answer as JSON. Answered by a replay
+    of the instance's log here, so the workflow's code (``--app``) is needed."""
+    values = [_payload(text, "a query argument") for text in args.args]
+    async with Client(
+        args.store,
+        storage_options=dict(getattr(args, "storage_option", [])) or None,
+        registry=args.app,
+    ) as client:
+        answer = await client.get_handle(args.instance_id).query(args.name, *values)
+    print(msgspec.json.encode(answer).decode())
+    return OK
+
+
+async def update(args: argparse.Namespace) -> int:
+    """Deliver an update (its validator first); print its result as JSON. ``--id`` makes
+    a retry after an unclear failure the same update: it runs once."""
+    value = _payload(args.arg, "the update argument")
+    async with Client(
+        args.store,
+        storage_options=dict(getattr(args, "storage_option", [])) or None,
+        registry=args.app,
+    ) as client:
+        handle = client.get_handle(args.instance_id)
+        update_id = await handle.start_update(args.name, value, update_id=args.id)
+        print(f"update {update_id}", file=sys.stderr)
+        result = await handle.update_result(update_id)
+    print(msgspec.json.encode(result).decode())
     return OK
 
 

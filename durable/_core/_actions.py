@@ -13,11 +13,13 @@ from ._failure import FailureDetails
 __all__ = [
     "Action",
     "CancelTask",
+    "CompleteUpdate",
     "CompleteWorkflow",
     "ContinueAsNew",
     "FailWorkflow",
     "RecordPatch",
     "ScheduleActivity",
+    "SendEvent",
     "StartChildWorkflow",
     "StartTimer",
 ]
@@ -62,6 +64,23 @@ class CancelTask(msgspec.Struct, frozen=True):
     task_id: int
 
 
+class SendEvent(msgspec.Struct, frozen=True):
+    """Send event ``name`` to instance ``instance_id``, once this turn commits."""
+
+    task_id: int
+    instance_id: str
+    name: str
+    input: Raw
+
+
+class CompleteUpdate(msgspec.Struct, frozen=True):
+    """Record the outcome of update ``update_id``: its handler's result, or failure."""
+
+    update_id: str
+    result: Raw = NULL
+    failure: FailureDetails | None = None
+
+
 class RecordPatch(msgspec.Struct, frozen=True):
     """Record that this run takes the patched path of ``patch_id``."""
 
@@ -91,6 +110,8 @@ Action = (
     ScheduleActivity
     | StartTimer
     | StartChildWorkflow
+    | SendEvent
+    | CompleteUpdate
     | RecordPatch
     | CancelTask
     | CompleteWorkflow

@@ -23,7 +23,7 @@ from durable._errors import (
     WorkflowFailed,
 )
 
-from ._actions import ScheduleActivity, StartChildWorkflow, StartTimer
+from ._actions import ScheduleActivity, SendEvent, StartChildWorkflow, StartTimer
 from ._events import ActivityTimeouts
 from ._failure import timeout_failure
 from ._futures import DurableFuture
@@ -157,7 +157,45 @@ class WorkflowContext:
 
     def set_custom_status(self, value: Any) -> None:
         """Publish a small value that ``describe()`` shows while the workflow runs."""
+        self._run.not_in_query("set the custom status")
         self._run.custom_status = Raw(self._run.codec.encode(value))
+
+    def set_update_handler(
+        self,
+        name: str,
+        handler: Callable[[Any], Awaitable[Any]],
+        *,
+        validator: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Run ``await handler(arg)`` for each ``await handle.update(name, arg)``.
+
+        ``validator(arg)``, a plain function like a query handler, runs first where the
+        caller asks, on the state of the last committed turn: if it raises, the update
+        is rejected (``UpdateRejectedError``) and nothing is written. An accepted update
+        is in history and runs once per update id, as a task of the workflow: it may
+        await activities, timers, anything. Its result (or error) goes to the caller."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"an update name must be a non-empty str, not {name!r}")
+        if not callable(handler) or (validator is not None and not callable(validator)):
+            raise InvalidArgumentError(f"the update handler of {name!r} must be callable")
+        from ._updates import UpdateHandler
+
+        self._run.update_handlers[name] = UpdateHandler(handler, validator)
+
+    def set_query_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
+        """Answer query ``name`` (``await handle.query(name, *args)``) with
+        ``handler(*args)``: a plain function that reads the workflow's state. It runs on
+        the state of the last committed turn and may change nothing: scheduling,
+        drawing random values or setting the custom status fails the query (never the
+        workflow). ``None`` removes the handler."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"a query name must be a non-empty str, not {name!r}")
+        if handler is None:
+            self._run.query_handlers.pop(name, None)
+        elif not callable(handler):
+            raise InvalidArgumentError(f"the query handler of {name!r} must be callable")
+        else:
+            self._run.query_handlers[name] = handler
 
     # -- durable operations -------------------------------------------------------
 
@@ -388,6 +426,22 @@ class WorkflowContext:
         run.schedule(StartTimer(task_id, fire_at, purpose), future, purpose, None)
         future.on_cancel(partial(run.cancel_op, task_id))
         return future
+
+    def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Send event ``name`` (with ``data``) to another instance: one way, durable.
+
+        It leaves once this turn commits and reaches the instance exactly once, in the
+        order this instance sent its events to it; an instance that does not exist
+        drops it (logged). An invalid id raises ``InvalidInstanceIdError`` here.
+        """
+        from durable._ids import validate_instance_id
+
+        validate_instance_id(instance_id)
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"an event name must be a non-empty str, not {name!r}")
+        run = self._run
+        raw = Raw(run.codec.encode(data))
+        run.emit(SendEvent(run.next_task_id(), instance_id, name, raw))
 
     @overload
     def wait_for_event(

@@ -30,6 +30,7 @@ __all__ = [
     "ContinuedAsNew",
     "Event",
     "EventRaised",
+    "EventSent",
     "ExecutionTimedOut",
     "HistoryEvent",
     "ParentRef",
@@ -38,6 +39,8 @@ __all__ = [
     "TimerCreated",
     "TimerFired",
     "TurnStarted",
+    "UpdateCompleted",
+    "UpdateRequested",
     "WorkflowCancelRequested",
     "WorkflowCompleted",
     "WorkflowErrored",
@@ -224,6 +227,37 @@ class EventRaised(Event, frozen=True, tag="event_raised"):
     input: Raw = NULL
 
 
+class EventSent(Event, frozen=True, tag="event_sent"):
+    """The workflow sent event ``name`` to instance ``instance_id``. The engine posts it
+    after the turn commits, under ``message_id`` (minted at the commit, so a post made
+    again after a crash is the same message, applied once); the ids one instance sends
+    sort in the order sent."""
+
+    task_id: int
+    instance_id: str
+    name: str
+    input: Raw = NULL
+    message_id: str = ""
+
+
+class UpdateRequested(Event, frozen=True, tag="update_requested"):
+    """An update was accepted (its validator passed where the caller asked): the run
+    calls its handler ``name`` with ``input``. One ``update_id`` is applied once per run:
+    a second request with it (a caller's retry) is recorded and ignored."""
+
+    update_id: str
+    name: str
+    input: Raw = NULL
+
+
+class UpdateCompleted(Event, frozen=True, tag="update_completed"):
+    """The handler of update ``update_id`` returned ``result``, or raised (``failure``)."""
+
+    update_id: str
+    result: Raw = NULL
+    failure: FailureDetails | None = None
+
+
 class PatchApplied(Event, frozen=True, tag="patch_applied"):
     """The run took the new path of ``ctx.patched(patch_id)`` (first reached live)."""
 
@@ -304,6 +338,9 @@ HistoryEvent = (
     | ChildWorkflowCompleted
     | ChildWorkflowErrored
     | EventRaised
+    | EventSent
+    | UpdateRequested
+    | UpdateCompleted
     | PatchApplied
     | TaskCancelled
     | WorkflowCancelRequested

@@ -19,11 +19,13 @@ from durable._errors import (
     ActivityFailed,
     ActivityTimeoutError,
     NonDeterminismError,
+    QueryFailedError,
     SerializationError,
     TimeoutError,
     WorkflowFailed,
 )
 
+from . import _updates
 from ._actions import (
     Action,
     CancelTask,
@@ -32,6 +34,7 @@ from ._actions import (
     FailWorkflow,
     RecordPatch,
     ScheduleActivity,
+    SendEvent,
     StartChildWorkflow,
     StartTimer,
 )
@@ -48,6 +51,7 @@ from ._events import (
     ContinuedAsNew,
     Event,
     EventRaised,
+    EventSent,
     ExecutionTimedOut,
     HistoryEvent,
     PatchApplied,
@@ -55,6 +59,8 @@ from ._events import (
     TimerCreated,
     TimerFired,
     TurnStarted,
+    UpdateCompleted,
+    UpdateRequested,
     WorkflowCancelRequested,
     WorkflowCompleted,
     WorkflowErrored,
@@ -72,6 +78,7 @@ if TYPE_CHECKING:
     from durable._registry import Registry, WorkflowDefinition
 
     from ._codec import PayloadCodec
+    from ._updates import UpdateHandler
 
 __all__ = ["ContinueAsNewSignal", "WorkflowRun", "describe"]
 
@@ -106,6 +113,8 @@ def describe(item: Event | Action) -> str:
             | StartChildWorkflow(name=name, task_id=tid)
         ):
             return f"sub-workflow {name!r} (task {tid})"
+        case EventSent(name=name, task_id=tid) | SendEvent(name=name, task_id=tid):
+            return f"event {name!r} sent (task {tid})"
         case TaskCancelled(task_id=tid) | CancelTask(task_id=tid):
             return f"the cancellation of task {tid}"
         case WorkflowCompleted() | CompleteWorkflow():
@@ -121,6 +130,7 @@ _SCHEDULING_TYPES: dict[type, type] = {
     ActivityScheduled: ScheduleActivity,
     TimerCreated: StartTimer,
     ChildWorkflowScheduled: StartChildWorkflow,
+    EventSent: SendEvent,
 }
 _FINAL_TYPES: dict[type, type] = {
     WorkflowCompleted: CompleteWorkflow,
@@ -133,7 +143,7 @@ _FINAL_TYPES: dict[type, type] = {
 # replay, what its code decided in the turn a suspend arrived in (recorded after it)
 _NOT_HELD = frozenset(
     {WorkflowResumed, WorkflowSuspended, WorkflowTerminated, ExecutionTimedOut, TurnStarted,
-     PatchApplied, TaskCancelled, *_SCHEDULING_TYPES, *_FINAL_TYPES}
+     PatchApplied, TaskCancelled, UpdateCompleted, *_SCHEDULING_TYPES, *_FINAL_TYPES}
 )  # fmt: skip
 
 
@@ -152,8 +162,9 @@ class WorkflowRun:
         "_history_patches", "_main", "_main_started", "_next_task_id", "_open", "_patch_keys",
         "_pending", "_random", "_recorded_patches", "_released", "_scheduler", "_suspended",
         "_turn_event_id", "_waiters", "cancel_requested", "codec", "ctx", "custom_status",
-        "definition", "final", "instance_id", "now", "registry", "replaying", "started",
-        "terminated", "untaken",
+        "definition", "final", "instance_id", "now", "query_handlers", "querying",
+        "registry", "replaying", "started", "terminated", "untaken", "update_handlers",
+        "update_ids",
     )  # fmt: skip
 
     def __init__(
@@ -194,6 +205,10 @@ class WorkflowRun:
         self._checked_patches: set[str] = set()  # patches the code checked or deprecated
         self._recorded_patches: set[str] = set()  # patches this run takes
         self._patch_keys = itertools.count(-1, -1)  # keys of RecordPatch, CancelTask in _pending
+        self.query_handlers: dict[str, Callable[..., Any]] = {}  # set by the code, by name
+        self.querying: str | None = None  # the query whose handler runs now (see _queries)
+        self.update_handlers: dict[str, UpdateHandler] = {}  # set by the code (see _updates)
+        self.update_ids: set[str] = set()  # the updates this run has taken
 
     # -- feeding events -------------------------------------------------------------
 
@@ -339,7 +354,7 @@ class WorkflowRun:
             self.final = FailWorkflow(failure_from_exception(err))
 
     def _on_scheduled(
-        self, event: ActivityScheduled | TimerCreated | ChildWorkflowScheduled
+        self, event: ActivityScheduled | TimerCreated | ChildWorkflowScheduled | EventSent
     ) -> None:
         action = self._pending.pop(event.task_id, None)
         if action is None:
@@ -511,6 +526,7 @@ class WorkflowRun:
         return self._next_task_id
 
     def next_task_id(self) -> int:
+        self.not_in_query("schedule an operation")
         task_id = self._next_task_id
         self._next_task_id += 1
         return task_id
@@ -522,6 +538,28 @@ class WorkflowRun:
         task_id: int = action.task_id  # type: ignore[union-attr]
         self._pending[task_id] = action
         self._open[task_id] = _Open(future, name, output_type)
+
+    def emit(self, action: SendEvent) -> None:
+        """Record a one-way operation: matched against history or emitted; nothing
+        waits for an outcome."""
+        self._pending[action.task_id] = action
+
+    def not_in_query(self, what: str) -> None:
+        """Refuse what would change the run while a query handler reads it."""
+        if self.querying is not None:
+            raise QueryFailedError(self.instance_id, self.querying, f"its handler tried to {what}")
+
+    def record(self, action: Action) -> None:
+        """Record an action that names what it is about itself (no task id)."""
+        self._pending[next(self._patch_keys)] = action
+
+    def take_recorded(self, matches: Callable[[Action], bool]) -> bool:
+        """Take the first recorded action that ``matches``; whether there was one."""
+        for key, action in self._pending.items():
+            if matches(action):
+                del self._pending[key]
+                return True
+        return False
 
     def cancel_op(self, task_id: int) -> None:
         """The code cancelled operation ``task_id``: no outcome of it is applied any more,
@@ -542,6 +580,7 @@ class WorkflowRun:
                 self._recorded_patches.add(patch_id)
                 return True
             return False
+        self.not_in_query("record a patch")
         self._recorded_patches.add(patch_id)
         self._pending[next(self._patch_keys)] = RecordPatch(patch_id)
         return True
@@ -560,9 +599,13 @@ class WorkflowRun:
         return future
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> DurableFuture[Any]:
+        if self.querying is not None:
+            coro.close()
+            self.not_in_query("start a task")
         return self._scheduler.spawn(coro)
 
     def request_continue_as_new(self, raw_input: Raw) -> None:
+        self.not_in_query("continue as new")
         # events received but not waited for: those buffered, and those held while the
         # run was suspended and not released yet that earlier turns took (this turn's
         # are left for the new run to take)
@@ -579,6 +622,7 @@ class WorkflowRun:
         self._buffered.clear()
 
     def rng(self) -> random.Random:
+        self.not_in_query("draw a random value")
         if self._random is None:
             # The seed (the run id, or for a rerun the id of the run whose history it
             # keeps) is random, and history holds it, so a replay anywhere (even
@@ -614,6 +658,7 @@ _HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
     ActivityScheduled: WorkflowRun._on_scheduled,
     TimerCreated: WorkflowRun._on_scheduled,
     ChildWorkflowScheduled: WorkflowRun._on_scheduled,
+    EventSent: WorkflowRun._on_scheduled,
     ActivityCompleted: WorkflowRun._on_activity_completed,
     ActivityErrored: WorkflowRun._on_activity_errored,
     TimerFired: WorkflowRun._on_timer_fired,
@@ -622,6 +667,8 @@ _HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
     EventRaised: WorkflowRun._on_event_raised,
     PatchApplied: WorkflowRun._on_patch_applied,
     TaskCancelled: WorkflowRun._on_task_cancelled,
+    UpdateRequested: _updates.requested,
+    UpdateCompleted: _updates.completed,
     WorkflowCancelRequested: WorkflowRun._on_cancel_requested,
     ExecutionTimedOut: WorkflowRun._on_timed_out,
     WorkflowSuspended: WorkflowRun._on_suspended,

@@ -16,7 +16,9 @@ One module per concern; :class:`Engine` puts the concerns together over one shar
 - ``_turns``: queueing instances and running a turn;
 - ``_commit``: the commit of a turn and what follows it (a new run, the end, the meta);
 - ``_activities``: dispatching activities, timers and sub-workflows, activity attempts;
-- ``_children``: sub-workflows, telling parents, events between instances;
+- ``_children``: sub-workflows, telling parents;
+- ``_messages``: events between instances (a turn's outbox, posted in order);
+- ``_queries``: queries answered from a run held here;
 - ``_inbox``: inboxes, wakeups and polling; ``_handover``: one sender's events in order
   (nothing is handed to an instance at once while its inbox is read);
 - ``_recovery``: loading from the log, reloads, partitions taken and dropped;
@@ -42,13 +44,15 @@ from ._children import _Children
 from ._commit import _Commits
 from ._inbox import _Inbox
 from ._instance import _ActivityWork, _Instance
+from ._messages import _Messages
+from ._queries import _Queries
 from ._recovery import _Recovery
 from ._turns import _Turns
 
 __all__ = ["Engine", "EngineHooks"]
 
 
-class Engine(_Turns, _Commits, _Activities, _Children, _Inbox, _Recovery):
+class Engine(_Turns, _Commits, _Activities, _Children, _Messages, _Queries, _Inbox, _Recovery):
     """Turns, commits, dispatch and recovery for one runtime process."""
 
     async def run(

@@ -23,6 +23,7 @@ from durable._ids import IdSource
 from durable._log._active import ActiveIndex
 from durable._log._reader import read_meta
 from durable._log._records import (
+    InboxMessage,
     InstanceMeta,
     TurnRecord,
     instance_of_key,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from durable._core._events import (
         ChildWorkflowScheduled,
         Event,
+        EventSent,
         HistoryEvent,
         ParentRef,
     )
@@ -97,6 +99,10 @@ class EngineHooks:
     def committed(self, instance_id: str, record: TurnRecord) -> None:
         """Called once a turn's record is committed."""
 
+    def dropped(self, sender: str, sent: EventSent) -> None:
+        """Called when an event one instance sent another is dropped (the receiver does
+        not exist, or has ended)."""
+
 
 class _EngineBase:
     """Shared state and plumbing of one runtime process's engine."""
@@ -106,9 +112,10 @@ class _EngineBase:
     # ``__dict__`` still takes what is not listed here (tests replace methods in it).
     __slots__ = (
         "__dict__", "__weakref__", "_armed", "_attempts", "_busy", "_changed",
-        "_done_waiters", "_evicted", "_handovers", "_hooks", "_inflight", "_instances",
-        "_leases", "_max_activities", "_max_turns", "_memo_retention", "_observe",
-        "_partitions", "_poll_interval", "_queued", "_residency", "_send", "_send_activity",
+        "_commit_waiters", "_done_waiters", "_evicted", "_handovers", "_hooks", "_inflight",
+        "_instances", "_leases", "_max_activities", "_max_turns", "_memo_retention",
+        "_observe", "_outbox", "_partitions", "_poll_interval", "_queued", "_residency",
+        "_send", "_send_activity",
         "_stale_meta", "_status_waiters", "_store_never_suspends", "_tg", "_timers",
         "_turns", "clock", "codec", "executor", "history_retention", "ids", "index",
         "memo_store", "registry", "store",
@@ -181,6 +188,8 @@ class _EngineBase:
         self._leases: Leases | None = None
         self._stale_meta: dict[str, _Instance] = {}  # ended, but their meta write failed
         self._handovers: dict[str, Handover] = {}  # instances whose inbox read is under way
+        self._outbox: dict[str, list[EventSent]] = {}  # per sender: sent, not posted yet
+        self._commit_waiters: dict[str, anyio.Event] = {}  # callers waiting for a commit
 
     def configure(self, partitions: int, leases: Leases | None = None) -> None:
         """Before :meth:`run`: the store's partition count, and this process's leases
@@ -437,6 +446,14 @@ class _EngineBase:
         async def _tell_parent(self, inst: _Instance) -> bool: ...
 
         async def _tell(self, instance_id: str, event: HistoryEvent) -> None: ...
+
+        async def _send_events(self, inst: _Instance, events: list[HistoryEvent]) -> bool: ...
+
+        def _resend(self, inst: _Instance, sends: list[EventSent]) -> None: ...
+
+        async def announce_message(
+            self, instance_id: str, message: InboxMessage, run_start: int | None = None
+        ) -> None: ...
 
         async def _notify_parent_from_log(self, child: RunLog) -> None: ...
 

@@ -22,6 +22,7 @@ from durable._errors import (
     ObjectExistsError,
     StoreError,
 )
+from durable._log._msgids import watermarks
 from durable._log._reader import (
     record_outcome,
     write_meta,
@@ -96,8 +97,11 @@ class _Commits(_EngineBase):
             self._observe.committed(inst.id, inst.started, inst.status, record)
         inst.seq = record.seq
         inst.next_event_id += len(record.events)
+        if (waiting := self._commit_waiters.pop(inst.id, None)) is not None:
+            waiting.set()
         if record.consumed:
             inst.consumed.update(record.consumed)
+            inst.received.update(watermarks([*inst.received.values(), *record.consumed]))
         custom_changed = inst.custom_status != record.custom_status
         inst.custom_status = record.custom_status
         previous = inst.status
@@ -115,7 +119,7 @@ class _Commits(_EngineBase):
                 cancelled = outstanding.pop(event.task_id, None)
                 if cancelled is not None:
                     self._cancel_op(inst, cancelled, f"cancelled by its parent {inst.id!r}")
-        told = True
+        told = await self._send_events(inst, record.events)
         run_start, run_id = inst.run_start, inst.started.run_id
         if record.next_run:
             self._start_new_run(inst, record)
@@ -125,7 +129,7 @@ class _Commits(_EngineBase):
         elif ended:
             self._finish(inst, record)
             if inst.parent is not None:
-                told = await self._tell_parent(inst)
+                told = await self._tell_parent(inst) and told
         if inst.status.is_terminal:
             await self._mark_terminal(inst.id)
         if told and (
@@ -156,6 +160,7 @@ class _Commits(_EngineBase):
         inst.next_event_id = len(record.next_run)
         inst.outstanding = {}
         inst.consumed = set(record.consumed)
+        inst.received = watermarks(record.consumed)
         inst.run = self._new_run(inst, list(record.next_run))
         self._arm_deadline(inst)  # a continued run keeps its start's deadline
         self._enqueue(inst)
@@ -199,6 +204,8 @@ class _Commits(_EngineBase):
             log.warning("could not write the terminal marker of %r: %s", instance_id, err)
 
     async def _write_meta(self, inst: _Instance) -> None:
+        if inst.id in self._outbox:
+            return  # not past turns whose sent events wait: they are written after them
         try:
             await self._write_meta_or_raise(inst)
         except StoreError as err:  # the index lags; the log is the truth

@@ -84,6 +84,7 @@ class _Instance:
         "parent",
         "pending",
         "reason",
+        "received",
         "residency",
         "run",
         "run_start",
@@ -110,6 +111,7 @@ class _Instance:
         self.pending: list[Pending] = []
         self.outstanding: dict[int, HistoryEvent] = {}
         self.consumed: set[str] = set()
+        self.received: dict[str, str] = {}  # watermarks of senders: see _messages
         self.state = InstanceState.LOADING  # its life in memory: see _lifecycle
         self.reason = ""  # why it makes no progress, for describe()
         self.residency = -1  # set by Residency: which stay in memory this object is

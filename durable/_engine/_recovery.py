@@ -25,6 +25,7 @@ from durable._errors import (
     UnknownWorkflowError,
 )
 from durable._log._active import Entry, build, repair
+from durable._log._msgids import watermarks
 from durable._log._reader import (
     RunLog,
     load_run,
@@ -76,11 +77,16 @@ class _Recovery(_EngineBase):
             if inst.seq < created.record.seq:
                 self._spawn(self._load_after_end, instance_id)
             return
+        if created.meta.unposted >= 0:  # the run before sent events that may not be posted:
+            self._spawn_guarded(self.recover, instance_id)  # a load from the log posts them
+            return
         inst = _Instance(instance_id, started, created.meta.created_at)
         inst.seq = inst.run_start = created.record.seq
         inst.next_event_id = len(created.record.next_run)
         inst.meta_etag = created.meta_etag
         inst.meta_seq = created.record.seq if created.meta_etag is not None else -1
+        inst.consumed = set(created.record.consumed)  # the run before's watermarks
+        inst.received = watermarks(created.record.consumed)
         fire(inst, LifecycleEvent.LOADED)
         history = list(created.record.next_run)
         _fold(inst.outstanding, history)
@@ -338,8 +344,10 @@ class _Recovery(_EngineBase):
         inst.status = loaded.status
         inst.custom_status = loaded.custom_status
         inst.consumed = loaded.consumed
+        inst.received = watermarks(loaded.consumed)
         inst.outstanding = {}
         _fold(inst.outstanding, loaded.history)
+        self._resend(inst, loaded.unsent)
         if loaded.status.is_terminal:
             return
         self._dispatch_open(inst)

@@ -9,11 +9,13 @@ import msgspec
 from durable._core._actions import (
     Action,
     CancelTask,
+    CompleteUpdate,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
     RecordPatch,
     ScheduleActivity,
+    SendEvent,
     StartChildWorkflow,
     StartTimer,
 )
@@ -23,11 +25,13 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     ContinuedAsNew,
     Event,
+    EventSent,
     HistoryEvent,
     PatchApplied,
     TaskCancelled,
     TimerCreated,
     TurnStarted,
+    UpdateCompleted,
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowStarted,
@@ -40,6 +44,7 @@ from durable._errors import (
     StoreError,
     UnknownWorkflowError,
 )
+from durable._log._msgids import applied_before, message_id, watermarks
 from durable._log._reader import load_run
 from durable._log._records import (
     TurnRecord,
@@ -247,6 +252,9 @@ class _Turns(_EngineBase):
         if next_run:
             # the new run skips the old run's messages that may still be in the inbox
             consumed += await self._undeleted(inst, consumed)
+            # and each sender's watermark, so that the new run skips what this one applied
+            marks = watermarks([*inst.received.values(), *consumed]).values()
+            consumed += sorted(set(marks).difference(consumed))
         record = TurnRecord(
             seq=inst.seq + 1,
             status=status,
@@ -295,6 +303,8 @@ class _Turns(_EngineBase):
                 if msg_id in inst.consumed or msg_id in consumed:
                     continue
                 consumed.append(msg_id)
+                if applied_before(inst.received, msg_id):
+                    continue  # posted again after its run moved on: consumed, not applied
             elif run_start != _ANY_RUN and run_start != inst.run_start:
                 continue
             kind = type(event)
@@ -417,6 +427,17 @@ class _Turns(_EngineBase):
                         trace_parent=""
                         if self._observe is None
                         else self._observe.child_trace_parent(inst.id, inst.started),
+                    )  # fmt: skip
+                case CompleteUpdate():
+                    event = UpdateCompleted(
+                        event_id=event_id, timestamp=now, update_id=action.update_id,
+                        result=action.result, failure=action.failure,
+                    )  # fmt: skip
+                case SendEvent():
+                    event = EventSent(
+                        event_id=event_id, timestamp=now, task_id=action.task_id,
+                        instance_id=action.instance_id, name=action.name, input=action.input,
+                        message_id=message_id(inst.id, inst.created_at, inst.seq + 1, event_id),
                     )  # fmt: skip
                 case RecordPatch():
                     event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)

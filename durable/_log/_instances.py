@@ -13,6 +13,7 @@ from durable._core._events import (
     EPOCH,
     ActivityScheduled,
     ChildWorkflowScheduled,
+    EventRaised,
     HistoryEvent,
     ParentRef,
     TimerCreated,
@@ -27,6 +28,7 @@ from durable._errors import (
     StoreError,
 )
 
+from ._msgids import watermarks
 from ._reader import RunLog, load_run, read_meta, read_record, write_meta
 from ._records import (
     InboxMessage,
@@ -41,7 +43,7 @@ from ._records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from durable.store import ObjectStore
 
@@ -96,12 +98,16 @@ async def _start_run(
     now: datetime,
     created_at: datetime,
     meta_etag: str | None,
+    unposted: int = -1,
+    consumed: list[str] | None = None,
 ) -> Created:
     """Write a run's first record at ``seq``, its index entry first (see :mod:`._active`)."""
     store = index.store
     started = history[0]
     assert isinstance(started, WorkflowStarted)
-    record = TurnRecord(seq=seq, status=WorkflowStatus.PENDING, next_run=history)
+    record = TurnRecord(
+        seq=seq, status=WorkflowStatus.PENDING, next_run=history, consumed=consumed or []
+    )
     key = log_key(instance_id, seq)
     known = index.known  # (if not, no runtime has used the store: see below)
     await index.begin(instance_id, seq, started.run_id)
@@ -126,6 +132,7 @@ async def _start_run(
         input=started.input,
         parent=started.parent,
         version=started.version,
+        unposted=unposted,
         origin=started.origin_run,
     )
     try:
@@ -152,11 +159,12 @@ async def create_instance(
     deadline: datetime | None = None,
     trace_parent: str = "",
     trace_state: str = "",
+    events: Sequence[EventRaised] = (),
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
     ``InstanceExistsError``. ``deadline`` bounds the run and its continue-as-new
-    successors."""
+    successors. ``events`` arrive with the start, in the same record."""
     store = index.store
     started = WorkflowStarted(
         event_id=0,
@@ -170,8 +178,11 @@ async def create_instance(
         trace_parent=trace_parent,
         trace_state=trace_state,
     )
+    arrived: list[HistoryEvent] = [
+        msgspec.structs.replace(e, event_id=i, timestamp=now) for i, e in enumerate(events, 1)
+    ]
     try:
-        return await _start_run(index, instance_id, 0, [started], now, now, None)
+        return await _start_run(index, instance_id, 0, [started, *arrived], now, now, None)
     except ObjectExistsError:
         pass
     found = await read_meta(store, instance_id)
@@ -190,8 +201,9 @@ async def create_instance(
     # of a rerun or reuse that wins the race for the seq)
     try:
         return await _start_run(
-            index, instance_id, existing.last_seq + 1, [started], now, now, etag
-        )
+            index, instance_id, existing.last_seq + 1, [started, *arrived], now, now, etag,
+            existing.unposted, sorted(watermarks(existing.consumed).values()),
+        )  # fmt: skip
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None
 
@@ -372,7 +384,8 @@ async def rerun_instance(
     etag = found[1] if found else None
     try:
         return await _start_run(
-            index, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag
-        )
+            index, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag,
+            run.unposted, sorted(watermarks(run.consumed).values()),
+        )  # fmt: skip
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None

@@ -17,6 +17,7 @@ from durable._core._events import (
     CONTROL,
     NULL,
     ActivityScheduled,
+    EventSent,
     HistoryEvent,
     ParentRef,
     WorkflowCompleted,
@@ -129,6 +130,10 @@ class RunLog:
     created_at: datetime
     consumed: set[str] = field(default_factory=set)
     head: int = 1  # how many events of ``history`` the run's first record holds
+    unposted: int = -1  # the seq of the first record that ``unsent`` comes from
+    unsent: list[EventSent] = field(default_factory=list)
+    """Events sent by the turns after the meta read (its seq), of this run and any run
+    before it since the meta's: they may not have been posted."""
 
     @property
     def status(self) -> WorkflowStatus:
@@ -201,11 +206,22 @@ async def load_run(
     of a corrupt record.
     """
     seq = meta.run_start if meta is not None else 0
+    unposted = meta.seq + 1 if meta is not None else 0
+    if meta is not None and meta.unposted >= 0:  # runs before this one sent events too
+        unposted = min(unposted, meta.unposted)
+        seq = min(seq, unposted)
     records: list[TurnRecord] = []
     run_start = seq
+    unsent: list[EventSent] = []  # of every run read: a new run keeps them
+    first_unsent = -1
     while (record := await read_record(store, instance_id, seq)) is not None:
         if record.purging:
             return None  # a purge is deleting the instance
+        if seq >= unposted:
+            sends = [e for e in record.events if type(e) is EventSent]
+            if sends and first_unsent < 0:
+                first_unsent = seq
+            unsent += sends
         if record.next_run:
             records, run_start = [record], seq
         else:
@@ -238,6 +254,8 @@ async def load_run(
         created_at=created_at,
         consumed=consumed,
         head=len(first.next_run),
+        unsent=unsent,
+        unposted=first_unsent,
     )
 
 

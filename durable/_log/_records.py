@@ -125,6 +125,9 @@ class InstanceMeta(msgspec.Struct, omit_defaults=True):
     version: str = ""
     reason: str = ""  # why a running instance is not making progress (e.g. no worker)
     format: int = 1
+    unposted: int = -1
+    """The first seq, before ``run_start``, whose sent events may not have been posted
+    (a reuse or rerun began before they were; -1: none): a load posts them."""
     origin: str = ""  # the current run's ``WorkflowStarted.origin_run`` (empty: not recorded)
 
 

@@ -45,6 +45,7 @@ TimerFired                  timerFired {fireAt, timerId}
 ChildWorkflowScheduled      subOrchestrationInstanceCreated | childWorkflowInstanceCreated
 ChildWorkflowCompleted/...  subOrchestrationInstanceCompleted/Failed | childWorkflow...
 EventRaised                 eventRaised {name, input}
+EventSent                   eventSent {instanceId, name, input}, eventId = action id
 WorkflowSuspended/Resumed   executionSuspended/Resumed {input = reason text}
 WorkflowTerminated          executionTerminated {input = output}
 WorkflowCompleted/Errored   executionCompleted {COMPLETED, result} / {FAILED, failure}
@@ -52,7 +53,7 @@ ContinuedAsNew              continueAsNew {input}
 PatchApplied                Dapr: in its turn's workflowStarted {version {patches}}; MS: none
 ==========================  ===========================================================
 
-Coming in, orchestratorCompleted/workflowCompleted, eventSent, entity, rewind, stalled
+Coming in, orchestratorCompleted/workflowCompleted, entity, rewind, stalled
 and other events durable has no counterpart for are skipped (``None``).
 
 Patches (Dapr only). A Dapr worker learns the patches a run took from the
@@ -94,11 +95,13 @@ from betterproto.lib.google.protobuf import Timestamp
 from durable._core._actions import (
     Action,
     CancelTask,
+    CompleteUpdate,
     CompleteWorkflow,
     ContinueAsNew,
     FailWorkflow,
     RecordPatch,
     ScheduleActivity,
+    SendEvent,
     StartChildWorkflow,
     StartTimer,
 )
@@ -111,6 +114,7 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     ContinuedAsNew,
     EventRaised,
+    EventSent,
     ExecutionTimedOut,
     HistoryEvent,
     ParentRef,
@@ -119,6 +123,8 @@ from durable._core._events import (
     TimerCreated,
     TimerFired,
     TurnStarted,
+    UpdateCompleted,
+    UpdateRequested,
     WorkflowCancelRequested,
     WorkflowCompleted,
     WorkflowErrored,
@@ -371,6 +377,11 @@ def event_to_ms(
             out.event_raised = ms.EventRaisedEvent(
                 name=event.name, input=payload_to_proto(event.input)
             )
+        case EventSent():
+            out.event_id = event.task_id - task_base
+            out.event_sent = ms.EventSentEvent(
+                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
+            )
         case WorkflowSuspended():
             out.execution_suspended = ms.ExecutionSuspendedEvent(input=event.reason or None)
         case WorkflowResumed():
@@ -393,6 +404,8 @@ def event_to_ms(
             out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case UpdateRequested() | UpdateCompleted():
+            return None  # not carried: the protocol has no updates
         case _:
             assert_never(event)
     return out
@@ -515,6 +528,11 @@ def event_to_dapr(
             out.event_raised = dapr.EventRaisedEvent(
                 name=event.name, input=payload_to_proto(event.input)
             )
+        case EventSent():
+            out.event_id = event.task_id - task_base
+            out.event_sent = dapr.EventSentEvent(
+                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
+            )
         case WorkflowSuspended():
             out.execution_suspended = dapr.ExecutionSuspendedEvent(input=event.reason or None)
         case WorkflowResumed():
@@ -537,6 +555,8 @@ def event_to_dapr(
             out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case UpdateRequested() | UpdateCompleted():
+            return None  # not carried: the protocol has no updates
         case _:
             assert_never(event)
     return out
@@ -668,6 +688,12 @@ def event_from_proto(
             return ChildWorkflowErrored(**common, task_id=task_id, failure=failure)
         case ms.EventRaisedEvent() | dapr.EventRaisedEvent():
             return EventRaised(**common, name=body.name, input=payload_from_proto(body.input))
+        case ms.EventSentEvent() | dapr.EventSentEvent():
+            input = payload_from_proto(body.input)
+            return EventSent(
+                **common, task_id=own_task, instance_id=body.instance_id, name=body.name,
+                input=input,
+            )  # fmt: skip
         case ms.ExecutionSuspendedEvent() | dapr.ExecutionSuspendedEvent():
             return WorkflowSuspended(**common, reason=body.input or "")
         case ms.ExecutionResumedEvent() | dapr.ExecutionResumedEvent():
@@ -772,6 +798,15 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                     input=payload_to_proto(action.input),
                 ),
             )
+        case SendEvent():
+            return ms.OrchestratorAction(
+                id=action.task_id - task_base,
+                send_event=ms.SendEventAction(
+                    instance=ms.OrchestrationInstance(instance_id=action.instance_id),
+                    name=action.name,
+                    data=payload_to_proto(action.input),
+                ),
+            )
         case CompleteWorkflow():
             end = ms.CompleteOrchestrationAction(
                 orchestration_status=status_to_ms(WorkflowStatus.COMPLETED),
@@ -788,8 +823,8 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_ms(action.carryover),
             )
-        case RecordPatch() | CancelTask():
-            return None  # not carried: the protocol has no cancellation of tasks
+        case RecordPatch() | CancelTask() | CompleteUpdate():
+            return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
     return ms.OrchestratorAction(id=-1, complete_orchestration=end)
@@ -825,6 +860,15 @@ def action_to_dapr(
                     input=payload_to_proto(action.input),
                 ),
             )
+        case SendEvent():
+            return dapr.WorkflowAction(
+                id=action.task_id - task_base,
+                send_event=dapr.SendEventAction(
+                    instance=dapr.WorkflowInstance(instance_id=action.instance_id),
+                    name=action.name,
+                    data=payload_to_proto(action.input),
+                ),
+            )
         case CompleteWorkflow():
             end = dapr.CompleteWorkflowAction(
                 workflow_status=status_to_dapr(WorkflowStatus.COMPLETED),
@@ -841,8 +885,8 @@ def action_to_dapr(
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_dapr(action.carryover),
             )
-        case RecordPatch() | CancelTask():
-            return None  # not carried: the protocol has no cancellation of tasks
+        case RecordPatch() | CancelTask() | CompleteUpdate():
+            return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
     return dapr.WorkflowAction(id=-1, complete_workflow=end)
@@ -855,7 +899,7 @@ def action_from_proto(
 
     ``None`` for a completion with status TERMINATED or CANCELED: a worker answers a
     termination that way, and durable's engine has already recorded it. Raises
-    :class:`ProtocolError` for the actions durable has no counterpart for: sendEvent,
+    :class:`ProtocolError` for the actions durable has no counterpart for:
     terminateOrchestration, MS entity messages and rewind, Dapr
     workflowVersionNotAvailable and createDetachedWorkflow.
     """
@@ -882,6 +926,10 @@ def action_from_proto(
         case ms.CreateSubOrchestrationAction() | dapr.CreateChildWorkflowAction():
             input = payload_from_proto(body.input)
             return StartChildWorkflow(task_id, body.name, body.instance_id, input)
+        case ms.SendEventAction() | dapr.SendEventAction():
+            return SendEvent(
+                task_id, body.instance.instance_id, body.name, payload_from_proto(body.data)
+            )
         case ms.CompleteOrchestrationAction():
             carryover = [event_from_proto(e) for e in body.carryover_events]
             return _end(body.orchestration_status, body.result, body.failure_details, carryover)

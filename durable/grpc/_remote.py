@@ -26,6 +26,7 @@ from durable._core._codec import NULL
 from durable._core._events import (
     ActivityScheduled,
     ChildWorkflowScheduled,
+    EventSent,
     PatchApplied,
     TimerCreated,
     TurnStarted,
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RawCodec", "RemoteExecutor", "RemoteRun", "TurnOutcome", "wire_order"]
 
-_SCHEDULING = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
+_SCHEDULING = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled, EventSent)
 
 
 class RawCodec:

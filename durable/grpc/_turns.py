@@ -35,6 +35,7 @@ from durable._core._actions import (
     FailWorkflow,
     RecordPatch,
     ScheduleActivity,
+    SendEvent,
     StartChildWorkflow,
     StartTimer,
 )
@@ -47,6 +48,7 @@ from durable._core._events import (
     ChildWorkflowErrored,
     ChildWorkflowScheduled,
     EventRaised,
+    EventSent,
     HistoryEvent,
     PatchApplied,
     TimerCreated,
@@ -104,7 +106,7 @@ def event_key(event: HistoryEvent) -> tuple[object, ...]:
     its kind and the ids and names it carries (not positions or timestamps, which the
     sidecar stamps)."""
     match event:
-        case ActivityScheduled() | ChildWorkflowScheduled():
+        case ActivityScheduled() | ChildWorkflowScheduled() | EventSent():
             return (type(event).__name__, event.task_id, event.name)
         case (
             TimerCreated()
@@ -129,6 +131,8 @@ def _action_key(action: Action) -> tuple[object, ...] | None:
             return ("TimerCreated", action.task_id)
         case StartChildWorkflow():
             return ("ChildWorkflowScheduled", action.task_id, action.name)
+        case SendEvent():
+            return ("EventSent", action.task_id, action.name)
     return None
 
 

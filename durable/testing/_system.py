@@ -4,11 +4,11 @@ One ``random.Random(seed)`` decides everything: how many runtimes share the stor
 (a fleet with leases, on one ``MockClock``), which random programs start
 (:mod:`durable.testing._system_programs`), which outside operations interleave with
 them (raise_event, a burst of them, suspend, resume, terminate, cancel, start with reuse,
-rerun, purge, sweep, a workflow no runtime has, a deploy of changed code that
-restarts every runtime), and which fault hits each store call: a transient error
-before or after the write lands, a crash of the calling runtime before or after a
-write (it dies, and a new one starts later on the same store), a few scheduling
-points of latency that reorder concurrent calls, a stall of a few steps, lease
+start with an event, an update, rerun, purge, sweep, a workflow no runtime has, a deploy
+of changed code that restarts every runtime), and which fault hits each store call: a
+transient error before or after the write lands, a crash of the calling runtime before
+or after a write (it dies, and a new one starts later on the same store), a few
+scheduling points of latency that reorder concurrent calls, a stall of a few steps, lease
 renewals that fail, and clock jumps. Outside operations run in the background, each
 alongside the steps that follow it. Nothing reads real time and every task runs on
 one event loop, so the same seed gives the same trace.
@@ -36,9 +36,11 @@ from durable._clock import MockClock
 from durable._core._events import (
     ActivityScheduled,
     ChildWorkflowScheduled,
+    EventSent,
     TimerCreated,
 )
 from durable._core._state import TERMINAL
+from durable._engine import EngineHooks
 from durable._errors import DurableError
 from durable._fleet._leases import Fleet
 from durable._fleet._partitions import load_config, partition_of
@@ -48,7 +50,7 @@ from durable._log._records import wakeup_key
 from durable._log._retention import sweep_history
 from durable._runtime import Runtime
 from durable.store import MemoryStore
-from durable.testing._system_checks import Epoch, Raise
+from durable.testing._system_checks import Epoch, Ledger, Raise
 from durable.testing._system_hangs import decode_lease, open_steps
 from durable.testing._system_programs import (
     EVENT_NAMES,
@@ -179,6 +181,7 @@ class _Driver:
         self.bounded: set[str] = set()  # tags started with an execution_timeout
         self.terminate_acked: set[str] = set()  # instances a terminate was acknowledged to
         self.nonces = 0
+        self.updates = 0
         self.tags = 0
         self.acked_starts: list[tuple[str, str, int]] = []  # (instance, tag, write)
         self.finished = False
@@ -215,7 +218,7 @@ class _Driver:
             max_concurrent_activities=4, max_concurrent_workflows=4, poll_interval=1.0,
             max_resident_workflows=proc.max_resident, memo_retention=proc.retention,
             memo_sweep_interval=proc.sweep_every, entropy=entropy, fleet=fleet,
-            tracer_provider=self.tracer_provider,
+            tracer_provider=self.tracer_provider, _hooks=_Drops(self.sim.ledger),
             history_retention=None if proc.retention is None else timedelta(hours=1),
         )  # fmt: skip
         try:
@@ -292,6 +295,37 @@ class _Driver:
         self.note(f"{via}: start {instance_id} {tag} reuse {program}")
         await client.start("prog", self._input(tag), instance_id=instance_id, reuse=True)
         self.acked_starts.append((instance_id, tag, began))
+
+    async def op_start_with_event(self, client: Client, via: str, instance_id: str) -> None:
+        """Start the instance with an event, or give its running run the event."""
+        program = random_program(self.rng)
+        tag = self._new_tag(program)
+        self.nonces += 1
+        name = self.rng.choice(EVENT_NAMES)
+        began = self.sim.ledger.writes
+        r = Raise(self.nonces, instance_id, name, via, began)
+        self.sim.ledger.raises[r.nonce] = r
+        self.note(f"{via}: start {instance_id} {tag} with {name}={r.nonce} {program}")
+        await client.start_with_event(
+            "prog", self._input(tag), instance_id=instance_id, event=name, data=r.nonce
+        )
+        r.acked = self.sim.ledger.writes
+        if any(e.tag == tag for e in self.sim.ledger.epochs.get(instance_id, [])):
+            self.acked_starts.append((instance_id, tag, began))
+
+    async def op_update(self, client: Client, via: str, instance_id: str) -> None:
+        """Ask for an update (sometimes one the validator refuses), and sometimes ask
+        again with the same id, as a caller does after an unclear failure."""
+        self.updates += 1
+        update_id = f"up{self.updates}"
+        value = self.rng.choice([-1, self.rng.randrange(100)])
+        again = self.rng.random() < 0.3
+        self.note(f"{via}: update {update_id} bump({value}) of {instance_id}"
+                  + (", then again" if again else ""))  # fmt: skip
+        handle = client.get_handle(instance_id)
+        await handle.start_update("bump", value, update_id=update_id)
+        if again:
+            await handle.start_update("bump", value, update_id=update_id)
 
     async def op_ghost(self, client: Client, via: str) -> None:
         instance_id = f"g{len(self.ghosts)}"
@@ -428,8 +462,12 @@ class _Driver:
         if roll < 0.58:
             what = "terminate" if rng.random() < 0.6 else "cancel"
             return lambda: self.op_control(client, via, rng.choice(known + self.ghosts), what)
-        if roll < 0.68:
+        if roll < 0.62:
             return lambda: self.op_reuse(client, via, self._ended_root())
+        if roll < 0.65:
+            return lambda: self.op_update(client, via, rng.choice(known))
+        if roll < 0.68:
+            return lambda: self.op_start_with_event(client, via, self._ended_root())
         if roll < 0.75:
             return lambda: self.op_rerun(client, via, rng.choice(self.roots))
         if roll < 0.81:
@@ -663,6 +701,7 @@ class _Driver:
     def _final_checks(self) -> None:
         ledger = self.sim.ledger
         ledger.check_event_order()
+        ledger.check_sends_posted()
         self.spans.check(ledger.violate)
         for instance_id, tag, began in self.acked_starts:
             epochs = ledger.epochs.get(instance_id, [])
@@ -703,7 +742,7 @@ class _Driver:
         epochs = self.sim.ledger.epochs.get(parent.instance_id, []) if parent else []
         return len(epochs) > 1 or any(e.status in _ENDED for e in epochs)
 
-    def _check_epoch(self, epoch: Epoch, raised: set[int], failed_children: set[str]) -> None:
+    def _check_epoch(self, epoch: Epoch, raised: set[int | str], failed_children: set[str]) -> None:
         ledger = self.sim.ledger
         program = self.programs.get(epoch.tag)
         where = f"{epoch.instance_id!r} run {epoch.tag!r} (epoch {epoch.number})"
@@ -732,6 +771,16 @@ class _Driver:
         problem = expected_mismatch(program, epoch.tag, epoch.output, raised, failed_children)
         if problem is not None and not epoch.misled:  # (a misled run was reported already)
             ledger.violate(f"{where} returned what the reference does not allow: {problem}")
+
+
+class _Drops(EngineHooks):
+    """Tells the ledger which sent events a runtime dropped (no receiver, or an ended one)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def dropped(self, sender: str, sent: EventSent) -> None:
+        self._ledger.dropped(sent)
 
 
 async def simulate_system(seed: int, config: SystemConfig | None = None) -> SystemResult:

@@ -22,14 +22,19 @@ from durable._core._events import (
     ChildWorkflowErrored,
     ContinuedAsNew,
     EventRaised,
+    EventSent,
     ParentRef,
     TimerFired,
+    TurnStarted,
+    UpdateCompleted,
+    UpdateRequested,
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowStarted,
 )
 from durable._core._state import WorkflowStatus
 from durable._log._records import InboxMessage, TurnRecord
+from durable.testing._system_programs import act
 
 __all__ = ["RECORD_OVERHEAD", "Epoch", "Ledger", "Raise"]
 
@@ -58,6 +63,7 @@ class Epoch:
     output: Any = None
     failure_type: str = ""
     answered: set[int] = field(default_factory=set)  # task ids answered in the current run
+    updates: set[str] = field(default_factory=set)  # update ids completed in the current run
     step_base: int = 0  # its steps (memo keys) are this and above; lower ones are older runs'
     step: int = 0  # the driver's step when it began
     commits: int = 0  # records of it written so far
@@ -76,14 +82,15 @@ class Epoch:
 
 @dataclass
 class Raise:
-    """One ``raise_event`` of the driver: its data is unique in the simulation."""
+    """One ``raise_event`` of the driver, or one ``ctx.send_event`` of a workflow (its
+    nonce a str, ``sender`` the sending instance): its data is unique in the simulation."""
 
-    nonce: int
+    nonce: int | str
     instance_id: str
     name: str
     sender: str
-    began: int  # write count when the call began
-    acked: int | None = None  # write count when it returned (None: it failed)
+    began: float  # write count when the call began (a send: its commit, plus its rank)
+    acked: float | None = None  # write count when it returned (None: it failed)
     written_epoch: int | None = None  # the epoch its message is for (see Ledger._message)
     delivered: tuple[int, int] | None = None  # (epoch, write) of the commit applying it
     message_id: str = ""  # its inbox message, once written
@@ -97,7 +104,10 @@ class Ledger:
         self.writes = 0
         self.violations: list[str] = []
         self.epochs: dict[str, list[Epoch]] = {}
-        self.raises: dict[int, Raise] = {}
+        self.raises: dict[int | str, Raise] = {}
+        self.resent: set[str] = set()  # sends a rerun made again (same data): not judged
+        self.dropped_sends: set[str] = set()  # sent events a runtime dropped, by data
+        self.log_deleted: dict[str, int] = {}  # instance -> the last write purging its log
         self.memo_written: dict[str, tuple[int, int]] = {}  # key -> (write, epoch number)
         self._last_seq: dict[str, int] = {}
         self.runs: dict[str, int] = {}  # runs of each instance so far
@@ -168,6 +178,7 @@ class Ledger:
                     epoch.erased_by = process  # type: ignore[union-attr]
                     epoch.ended_at, epoch.status = self.writes, "ERASED"  # type: ignore[union-attr]
                 self._last_seq.pop(instance_id, None)
+                self.log_deleted[instance_id] = self.writes
             elif parts[0] == "memo" and len(parts) >= 3:
                 written = self.memo_written.pop(key, None)
                 if live and written is not None and written[1] == epoch.number:  # type: ignore[union-attr]
@@ -195,13 +206,15 @@ class Ledger:
     def _size(
         self, process: str, instance_id: str, seq: int, record: TurnRecord, size: int
     ) -> None:
-        """A turn record holds its events, the ids of messages still in the inbox, and
-        little else: its size beyond theirs stays under a bound that does not grow with
-        the number of runs the instance has had (a new run must not carry the past of
-        every run before it)."""
+        """A turn record holds its events, the ids of messages still in the inbox, a
+        watermark per instance that sent it events, and little else: its size beyond
+        theirs stays under a bound that does not grow with the number of runs the
+        instance has had (a new run must not carry the past of every run before it)."""
         runs = self.runs.get(instance_id, 0)
         events = sum(len(_encode(e)) + _PER_EVENT for e in (*record.events, *record.next_run))
         events += _PER_EVENT * len(self.inbox.get(instance_id, ()))
+        # and the watermark of each instance that sent it events (one per sender)
+        events += sum(len(c) + 3 for c in record.consumed if c.startswith("m"))
         if size - events > self.largest.get(instance_id, (0, 0))[0]:
             self.largest[instance_id] = (size - events, runs)
         if size - events > RECORD_OVERHEAD and instance_id not in self._oversized:
@@ -211,6 +224,8 @@ class Ledger:
 
     def _message_deleted(self, process: str, instance_id: str, key: str) -> None:
         for r in self.raises.values():  # few raises per simulation
+            if r.nonce in self.resent:
+                continue
             if r.instance_id == instance_id and r.message_id and key.endswith(f"/{r.message_id}"):
                 epoch = self.current(instance_id)
                 if (
@@ -229,7 +244,7 @@ class Ledger:
             return
         if isinstance(message.event, EventRaised):
             nonce = msgspec.json.decode(message.event.input)
-            r = self.raises.get(nonce) if isinstance(nonce, int) else None
+            r = self.raises.get(nonce) if isinstance(nonce, int | str) else None
             if r is None:
                 return
             epoch = self.current(instance_id)
@@ -257,6 +272,7 @@ class Ledger:
         record = _record_decoder.decode(data)
         if record.purging:  # a purge's claim or mark, no turn: the instance reads as absent
             self.trace.append(f"w{self.writes} {process} purge mark {instance_id}/{seq}")
+            self.log_deleted[instance_id] = self.writes  # it reads as absent from now on
             return
         last = self._last_seq.get(instance_id, -1)
         gap = (
@@ -284,11 +300,18 @@ class Ledger:
             if not self.indexed.get(instance_id):
                 self.violate(f"{process} began run {epoch.tag!r} of {instance_id!r} at "
                              f"log/{seq} with no index entry")  # fmt: skip
+            if not epoch.rerun:  # a start with an event: delivered with it
+                for event in record.next_run:
+                    if isinstance(event, EventRaised):
+                        self._started_with(process, epoch, event)
         if epoch is None:
             self.violate(f"{process} wrote log/{seq} of {instance_id!r}, which never started")
             return
         epoch.commits += 1
+        self._sent(instance_id, record)
         for event in record.events:
+            if isinstance(event, UpdateCompleted):
+                self._update_completed(process, epoch, event, record)
             if isinstance(event, EventRaised):
                 self._delivered(process, epoch, event)
             elif isinstance(event, _ANSWERS):
@@ -300,6 +323,7 @@ class Ledger:
                     self._child_answer(process, epoch, event)
         if can:
             epoch.answered = set()
+            epoch.updates = set()
         epoch.status = record.status
         if WorkflowStatus(record.status).is_terminal and not record.next_run:
             epoch.ended_at = self.writes
@@ -327,15 +351,96 @@ class Ledger:
         epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent,
                       step_base=started.step_base, origin=started.origin_run)  # fmt: skip
         epoch.step = self.step
-        rerun = any(not isinstance(e, WorkflowStarted) for e in record.next_run)
+        # a rerun keeps turns of the run before; a start with an event holds just that
+        rerun = any(isinstance(e, TurnStarted) for e in record.next_run)
         epoch.born_gen = previous.born_gen if rerun and previous is not None else self.gen
         epoch.rerun = rerun
         epochs.append(epoch)
         return epoch
 
-    def _delivered(self, process: str, epoch: Epoch, event: EventRaised) -> None:
+    def _sent(self, instance_id: str, record: TurnRecord) -> None:
+        """A committed turn sent events: each is raised by its sender, acknowledged by
+        the commit; those of one turn in the order sent."""
+        sends = [e for e in record.events if isinstance(e, EventSent)]
+        for rank, event in enumerate(sends):
+            nonce = msgspec.json.decode(event.input)
+            if not isinstance(nonce, str):
+                continue
+            if nonce in self.raises:  # a rerun sends a step of the run it reruns again
+                self.resent.add(nonce)
+                continue
+            at = self.writes + rank / (len(sends) + 1)
+            self.raises[nonce] = Raise(nonce, event.instance_id, event.name, instance_id, at, at)
+
+    def dropped(self, sent: EventSent) -> None:
+        """A runtime dropped a sent event: its receiver did not exist, or had ended."""
+        nonce = msgspec.json.decode(sent.input)
+        r = self.raises.get(nonce) if isinstance(nonce, str) else None
+        if r is None:
+            return
+        self.dropped_sends.add(nonce)
+        self.trace.append(f"  (event {r.nonce!r} for {r.instance_id!r} dropped)")
+        epoch = self.current(r.instance_id)
+        if (
+            epoch is not None
+            and not epoch.ended
+            and epoch.started_at < r.began
+            and self.log_deleted.get(r.instance_id, -1) < epoch.started_at
+        ):
+            self.violate(f"event {r.nonce!r} that {r.sender!r} sent to {r.instance_id!r} was "
+                         f"dropped, though run {epoch.tag!r} ran there since before it was "
+                         "sent")  # fmt: skip
+
+    def check_sends_posted(self) -> None:
+        """No event lost between instances: every event a committed turn sent to an
+        instance that existed then (started, and no purge deleted its log since), and
+        that no purge deleted later, reached its inbox, unless the sender was purged
+        before (a purge does not post what a crash left unposted)."""
+        for r in self.raises.values():
+            if not isinstance(r.nonce, str) or r.nonce in self.resent or r.message_id:
+                continue
+            if r.nonce in self.dropped_sends:
+                continue  # judged when it was dropped
+            if self.log_deleted.get(r.sender, -1) > r.began:
+                continue  # the sender was purged since: what it had not posted goes with it
+            epochs = self.epochs.get(r.instance_id, [])
+            latest = max((e.started_at for e in epochs if e.started_at < r.began), default=None)
+            if latest is not None and self.log_deleted.get(r.instance_id, -1) < latest:
+                self.violate(
+                    f"event {r.nonce!r} that {r.sender!r} sent to {r.instance_id!r} "
+                    f"(committed at write {int(r.began)}) never reached its inbox"
+                )
+
+    def _update_completed(
+        self, process: str, epoch: Epoch, event: UpdateCompleted, record: TurnRecord
+    ) -> None:
+        """An update ran once in a run, and returned what its handler returns."""
+        where = f"{epoch.instance_id!r} (run {epoch.tag!r}, epoch {epoch.number})"
+        if event.update_id in epoch.updates:
+            self.violate(f"{process} applied update {event.update_id} a second time, to {where}")
+        epoch.updates.add(event.update_id)
+        if event.failure is not None:
+            return  # the run had no handler then (a workflow no runtime has, say)
+        asked = [
+            e for e in record.events
+            if isinstance(e, UpdateRequested) and e.update_id == event.update_id
+        ]  # fmt: skip
+        if asked and bytes(event.result) != _encode(act(msgspec.json.decode(asked[0].input))):
+            self.violate(f"update {event.update_id} of {where} returned {bytes(event.result)!r}")
+
+    def _started_with(self, process: str, epoch: Epoch, event: EventRaised) -> None:
+        """A start that came with an event (``start_with_event``): it is that start's."""
         nonce = msgspec.json.decode(event.input)
         r = self.raises.get(nonce) if isinstance(nonce, int) else None
+        if r is not None and r.written_epoch is None:
+            r.written_epoch = epoch.number
+        self._delivered(process, epoch, event)
+
+    def _delivered(self, process: str, epoch: Epoch, event: EventRaised) -> None:
+        nonce = msgspec.json.decode(event.input)
+        if nonce in self.resent:
+            return
+        r = self.raises.get(nonce) if isinstance(nonce, int | str) else None
         where = f"{epoch.instance_id!r} (run {epoch.tag!r}, epoch {epoch.number})"
         if r is None:
             self.violate(f"{process} applied an event {nonce!r} nobody raised, to {where}")

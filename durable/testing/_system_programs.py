@@ -18,6 +18,8 @@ Steps cover the workflow API:
 * ``["loop", n]``           ``n`` more runs, each waiting up to a second for a ``"tick"``
   event and then continuing as new (long continue-as-new chains, each run consuming
   a message: what a run carries over must not grow with their number)
+* ``["send", k, name, n]``  ``ctx.send_event`` of ``n`` events ``name`` to root instance
+  ``r{k}`` (which may not exist: the events are dropped), each with unique data
 * ``["raise"]``             the workflow fails here
 * ``["cancel", v, quick, s]`` an activity cancelled after ``s`` seconds; it waits for its
   cancel unless ``quick``. A cancel that took (``cancel()`` true) must never see the
@@ -26,6 +28,9 @@ Steps cover the workflow API:
   or had finished first
 * ``["slow", v]``           an activity whose first attempt hangs until its
   ``start_to_close_timeout`` passes; the retry returns
+
+Every run takes the update ``"bump"``: its handler returns ``act(value)``, and its
+validator refuses a negative value.
 
 Code is deployed in *generations*: each change after the first adds a one-second
 timer before every ``act`` step, either bare (a history recorded before it no longer
@@ -69,6 +74,7 @@ __all__ = [
     "event_names",
     "expected_mismatch",
     "random_program",
+    "sent_data",
 ]
 
 Program = list[list[Any]]
@@ -93,21 +99,27 @@ def act(value: int) -> int:
     return value * 2 + 1
 
 
+def sent_data(tag: str, step: int, k: int) -> str:
+    """The data of the ``k``-th event a ``send`` step sends: unique to the start."""
+    return f"{tag}/s{step}/{k}"
+
+
 def child_id(parent_id: str, step: int, suffix: str) -> str:
     """The instance id of a child started at ``step``."""
     return f"{parent_id}-c{step}" if not suffix else f"{parent_id}-{suffix}"
 
 
 def _leaf(rng: random.Random, *, in_child: bool) -> list[Any]:
-    kind = rng.choice(
-        ["act", "act", "all", "any", "timer", "event", "event", "patch", "cancel", "anyc", "slow"]
-    )
+    kinds = ["act", "act", "all", "any", "timer", "event", "event", "patch", "cancel", "anyc"]
+    kind = rng.choice([*kinds, "slow", "send"])
     if kind == "cancel":
         return ["cancel", rng.randrange(100), rng.random() < 0.5, rng.randint(1, 5)]
     if kind == "anyc":
         return ["anyc", rng.sample(range(100), rng.randint(2, 3))]
     if kind == "slow":
         return ["slow", rng.randrange(100)]
+    if kind == "send":
+        return ["send", rng.randrange(6), rng.choice(EVENT_NAMES), rng.randint(1, 3)]
     if kind == "act":
         return ["act", rng.randrange(100), rng.choice([0, 0, 0, 1, 2, 3, 4])]
     if kind == "all":
@@ -196,6 +208,15 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
         results: list[Any] = list(data["acc"])
         base = len(results)
 
+        async def bump(value: int) -> int:  # an update: what it returns, once per update id
+            return act(value)
+
+        def non_negative(value: int) -> None:
+            if value < 0:
+                raise ValueError(f"an update of {value} is refused")
+
+        ctx.set_update_handler("bump", bump, validator=non_negative)
+
         def call(value: int, fails: int = 0) -> Any:
             item = {"tag": tag, "v": value, "fails": fails}
             return ctx.call_activity(work, item, retry=_RETRY)
@@ -237,6 +258,10 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
                     results.append(["child-failed", failed.failure.type])
             elif kind == "patch":
                 results.append(ctx.patched("sim-patch"))
+            elif kind == "send":
+                for k in range(step[3]):
+                    ctx.send_event(f"r{step[1]}", step[2], sent_data(tag, base + index, k))
+                results.append(True)
             elif kind == "cancel":
                 future = ctx.call_activity(hang, {"v": step[1], "quick": step[2]})
                 await ctx.sleep(timedelta(seconds=step[3]))
@@ -284,7 +309,7 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
 
 
 def expected_mismatch(
-    program: Program, tag: str, output: Any, raised: set[int], failed_children: set[str]
+    program: Program, tag: str, output: Any, raised: set[int | str], failed_children: set[str]
 ) -> str | None:
     """Why ``output`` is not what ``program`` (started with ``tag``) may return; None if
     it is. ``raised``: the event data sent to it; ``failed_children``: child tags whose
@@ -303,7 +328,7 @@ def expected_mismatch(
 
 
 def _step_mismatch(
-    step: list[Any], got: Any, sub_tag: str, raised: set[int], failed_children: set[str]
+    step: list[Any], got: Any, sub_tag: str, raised: set[int | str], failed_children: set[str]
 ) -> str | None:
     kind = step[0]
     if kind == "act":
@@ -314,7 +339,7 @@ def _step_mismatch(
         return None if got == want else f"got {got!r}, want {want!r}"
     if kind == "any":
         return None if got in [act(v) for v in step[1]] else f"got {got!r}"
-    if kind in ("timer", "patch", "loop"):
+    if kind in ("timer", "patch", "loop", "send"):
         return None if got is True else f"got {got!r}"
     if kind == "cancel":
         if got == ["cancelled", True] or got == ["kept", False, act(step[1])]:

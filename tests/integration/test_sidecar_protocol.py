@@ -481,7 +481,8 @@ async def test_an_action_durable_cannot_apply_fails_the_instance(channel: Channe
     await start(channel, "sender")
     async with work_stream(channel, MS_WORKER) as worker:
         item = await next_item(worker, ms.WorkItem)
-        send = ms.OrchestratorAction(id=0, send_event=ms.SendEventAction(name="ping"))
+        stop = ms.TerminateOrchestrationAction(instance_id="other")
+        send = ms.OrchestratorAction(id=0, terminate_orchestration=stop)
         response = ms.OrchestratorResponse(instance_id="sender", actions=[send],
                                            completion_token=item.completion_token)  # fmt: skip
         with pytest.raises(GRPCError) as err:
@@ -489,4 +490,4 @@ async def test_an_action_durable_cannot_apply_fails_the_instance(channel: Channe
         assert err.value.status is Status.INVALID_ARGUMENT
         state = await outcome(channel, "sender")
     assert state.orchestration_status == ms.OrchestrationStatus.FAILED
-    assert "send_event" in state.failure_details.error_message
+    assert "terminate_orchestration" in state.failure_details.error_message

@@ -38,6 +38,7 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     ContinuedAsNew,
     EventRaised,
+    EventSent,
     ExecutionTimedOut,
     HistoryEvent,
     ParentRef,
@@ -46,6 +47,8 @@ from durable._core._events import (
     TimerCreated,
     TimerFired,
     TurnStarted,
+    UpdateCompleted,
+    UpdateRequested,
     WorkflowCancelRequested,
     WorkflowCompleted,
     WorkflowErrored,
@@ -293,6 +296,9 @@ def test_every_event_kind_is_covered(dialect: str) -> None:
         TaskCancelled(task_id=1),
         WorkflowCancelRequested(),
         ExecutionTimedOut(deadline=at),
+        EventSent(task_id=4, instance_id="x", name="n"),
+        UpdateRequested(update_id="u", name="n"),
+        UpdateCompleted(update_id="u"),
     ]
     assert {type(s) for s in samples} == set(kinds), "a new event kind: map it in _convert"
     for sample in samples:
@@ -303,6 +309,8 @@ def test_every_event_kind_is_covered(dialect: str) -> None:
                 TaskCancelled,
                 WorkflowCancelRequested,
                 ExecutionTimedOut,
+                UpdateRequested,
+                UpdateCompleted,
             )
             continue
         back = cv.event_from_proto(over_the_wire(out), event_id=-1)
@@ -343,7 +351,6 @@ def test_events_from_proto_skips_what_durable_does_not_model() -> None:
         ms.HistoryEvent(
             event_id=-1, timestamp=at, orchestrator_started=ms.OrchestratorStartedEvent()
         ),
-        ms.HistoryEvent(event_id=0, event_sent=ms.EventSentEvent(instance_id="x", name="n")),
         ms.HistoryEvent(event_id=-1, event_raised=ms.EventRaisedEvent(name="go", input="1")),
         ms.HistoryEvent(orchestrator_completed=ms.OrchestratorCompletedEvent()),
         ms.HistoryEvent(generic_event=ms.GenericEvent(data="x")),
@@ -522,7 +529,6 @@ def test_a_terminated_completion_is_no_action(status: int) -> None:
 @pytest.mark.parametrize(
     "action",
     [
-        ms.OrchestratorAction(id=1, send_event=ms.SendEventAction(name="e")),
         ms.OrchestratorAction(
             id=1, terminate_orchestration=ms.TerminateOrchestrationAction(instance_id="x")
         ),
@@ -540,7 +546,6 @@ def test_a_terminated_completion_is_no_action(status: int) -> None:
                 carryover_events=[ms.HistoryEvent(timer_fired=ms.TimerFiredEvent(timer_id=1))],
             )
         ),
-        dapr.WorkflowAction(id=1, send_event=dapr.SendEventAction(name="e")),
         dapr.WorkflowAction(
             id=1, workflow_version_not_available=dapr.WorkflowVersionNotAvailableAction()
         ),

@@ -192,7 +192,8 @@ def test_event_tags_are_stable() -> None:
         "child_workflow_completed", "child_workflow_failed", "event_raised", "patch_applied",
         "task_cancelled", "workflow_cancel_requested", "execution_timed_out",
         "workflow_suspended", "workflow_resumed", "workflow_terminated", "workflow_completed",
-        "workflow_failed", "continued_as_new",
+        "workflow_failed", "continued_as_new", "event_sent", "update_requested",
+        "update_completed",
     }  # fmt: skip
 
 

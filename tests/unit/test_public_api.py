@@ -13,10 +13,12 @@ EXPECTED = {
     "InstancePage",
     "InstanceRunningError", "InvalidArgumentError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
-    "NonDeterminismError", "PayloadCodec",
+    "NonDeterminismError", "PayloadCodec", "QueryFailedError",
     "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreConfigError", "StoreError",
     "SystemClock",
-    "TimeoutError", "UnknownWorkflowError", "WorkflowContext", "WorkflowFailed",
+    "TimeoutError", "UnknownQueryError", "UnknownUpdateError", "UnknownWorkflowError",
+    "UpdateFailedError", "UpdateRejectedError", "WorkflowContext",
+    "WorkflowFailed",
     "WorkflowHandle", "WorkflowState", "WorkflowStatus",
 }  # fmt: skip
 
