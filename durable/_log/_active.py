@@ -219,9 +219,10 @@ async def _running(store: ObjectStore, instance_id: str) -> RunLog | None:
 async def repair(index: ActiveIndex, instance_id: str, entries: list[Entry]) -> None:
     """Bring an instance's entries in line with its log: the current run has one if it
     has not ended; an entry whose seq the log has passed, and that is not the current
-    run's, goes (its run ended, or lost its race). An entry past the log's end is a
-    start under way (or one that died): it stays. ``entries`` were listed before this
-    call reads the log."""
+    run's, goes (its run ended, or lost its race). An instance that ended goes only
+    once its meta says so (what follows an end is finished by then). An entry past the
+    log's end is a start under way (or one that died): it stays. ``entries`` were listed
+    before this call reads the log."""
     found = await read_meta(index.store, instance_id)
     meta = found[0] if found is not None else None
     current: Entry | None = None
@@ -240,11 +241,13 @@ async def repair(index: ActiveIndex, instance_id: str, entries: list[Entry]) -> 
             return  # broken for good: recovery fails it, and the next one tidies up
         if run is None:
             return  # absent or being purged: an entry may be a start under way
+        if run.status.is_terminal:
+            return  # ended, but its meta lags: what follows an end (its sent events, its
+            # parent told) may be under way, and the meta's write drops the entry
         last_seq = run.last_seq
-        if not run.status.is_terminal:
-            current = Entry(run.run_start, run.started.run_id)
-            if current not in entries:
-                await index.begin(instance_id, current.seq, current.run_id)
+        current = Entry(run.run_start, run.started.run_id)
+        if current not in entries:
+            await index.begin(instance_id, current.seq, current.run_id)
     for entry in entries:
         if entry != current and entry.seq <= last_seq:
             await index.end(instance_id, entry.seq, entry.run_id)
