@@ -11,7 +11,7 @@ import sys
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from . import _churn, _scale, _scenarios, _sidecar, _telemetry
+from . import _aging, _churn, _scale, _scenarios, _sidecar, _telemetry
 from ._peers import PEER_SIZES, PEERS, column_for, comparisons, peer_sizes, run_peers, unavailable
 from ._suite import ALL_STORES, DEFAULT_STORES, SCENARIOS, environment, run_scenario
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ._peers import Comparison, PeerResult
     from ._suite import Row, Scenario
 
+assert _aging  # imported for its scenarios
 assert _churn  # imported for its scenarios
 assert _scale  # imported for its scenarios
 assert _sidecar  # imported for its scenarios

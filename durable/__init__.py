@@ -38,6 +38,7 @@ from ._errors import (
 )
 from ._fleet._leases import Fleet
 from ._fleet._partitions import StoreConfigError
+from ._listing import InstancePage
 from ._log._memo import Memo, MemoStore
 from ._registry import Registry
 from ._runtime import Runtime
@@ -56,6 +57,7 @@ __all__ = [
     "Fleet",
     "InstanceExistsError",
     "InstanceNotFoundError",
+    "InstancePage",
     "InstanceRunningError",
     "InvalidArgumentError",
     "InvalidInstanceIdError",

@@ -44,8 +44,10 @@ from ._errors import (
     UpdateFailedError,
     WorkflowFailed,
 )
-from ._fleet._partitions import partition_of, read_config
+from ._fleet._partitions import read_config
 from ._ids import IdSource, validate_instance_id, validate_key
+from ._listing import Filters, InstancePage, page_metas
+from ._log._active import ActiveIndex
 from ._log._instances import (
     Created,
     create_instance,
@@ -141,7 +143,8 @@ class Client:
         self.codec: PayloadCodec = codec or JsonCodec()
         self.poll_interval = poll_interval
         self._engine = _engine
-        self._partitions: int | None = None  # the store's partition count, read once
+        self._index: ActiveIndex | None = None  # the store's active index, its count read once
+        self._all_indexed = False  # every partition's index complete (then for good)
         self._never_suspends = bool(getattr(self.store, "never_suspends", False))
 
     async def __aenter__(self) -> Client:
@@ -198,7 +201,7 @@ class Client:
             deadline = now + execution_timeout if execution_timeout is not None else None
             try:
                 created = await create_instance(
-                    self.store, now, instance_id, name, raw, reuse=reuse,
+                    await self._active(), now, instance_id, name, raw, reuse=reuse,
                     memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
                     deadline=deadline,
                     trace_parent=trace_parent, trace_state=trace_state,
@@ -275,13 +278,19 @@ class Client:
         no runtime has used yet there is no one to tell, nor a partition count (a client
         never fixes it: the runtimes do): the first runtime to start finds the
         instance in the log."""
-        if self._partitions is None:
+        index = await self._active()
+        if index.known:
+            await self.store.put(wakeup_key(instance_id, index.partition(instance_id)), b"")
+
+    async def _active(self) -> ActiveIndex:
+        """The store's active index: its runtime's, or one of its own (the store's
+        partition count read once a runtime has fixed it)."""
+        if self._engine is not None and self._engine.running:
+            return self._engine.index
+        if self._index is None or not self._index.known:
             config = await read_config(self.store)
-            if config is None:
-                return
-            self._partitions = config.partitions
-        partition = partition_of(instance_id, self._partitions)
-        await self.store.put(wakeup_key(instance_id, partition), b"")
+            self._index = ActiveIndex(self.store, config.partitions if config else None)
+        return self._index
 
     def get_handle(self, instance_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing instance (no I/O: errors surface on use)."""
@@ -298,42 +307,60 @@ class Client:
         limit: int | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[WorkflowState]:
-        """Yield instances matching every filter given, in id order, reading
-        ``page_size`` index records at a time. The index may lag the log by a turn."""
-        wanted = WorkflowStatus(status) if status is not None else None
-        ids = await self.store.list("instances")
+        """Yield instances matching every filter given, reading ``page_size`` index
+        records at a time (see :meth:`list_page`). The index may lag the log by a turn."""
+        cursor: str | None = None
         count = 0
-        for offset in range(0, len(ids), page_size):
-            page: list[tuple[InstanceMeta, str] | None] = [None] * len(
-                ids[offset : offset + page_size]
-            )
-
-            async def read(i: int, instance_id: str, page: list[Any] = page) -> None:
-                page[i] = await read_meta(self.store, instance_id)
-
-            async with anyio.create_task_group() as tg:
-                for i, instance_id in enumerate(ids[offset : offset + page_size]):
-                    tg.start_soon(read, i, instance_id)
-            for found in page:
-                if found is None:
-                    continue
-                meta = found[0]
-                if wanted is not None and meta.status != wanted:
-                    continue
-                if name is not None and meta.name != name:
-                    continue
-                if created_after is not None and meta.created_at <= created_after:
-                    continue
-                yield self._state(meta.instance_id, _Snapshot(meta))
+        while True:
+            page = await self.list_page(
+                status=status, name=name, created_after=created_after,
+                page_size=page_size, cursor=cursor,
+            )  # fmt: skip
+            for state in page.items:
+                yield state
                 count += 1
                 if limit is not None and count >= limit:
                     return
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def list_page(
+        self,
+        *,
+        status: WorkflowStatus | str | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = 100,
+        cursor: str | None = None,
+    ) -> InstancePage:
+        """One page of the instances matching every filter given, and the cursor of
+        the next (pass it back with the same filters; ``None`` at the end).
+
+        ``PENDING``, ``RUNNING`` and ``SUSPENDED`` are read from the store's index of
+        active instances, in partition order: their cost does not grow with the
+        instances that ended. Other listings go in id order, each page starting where
+        the last one stopped. The index may lag the log by a turn."""
+        index = await self._active()
+        if not self._all_indexed and index.partitions is not None:
+            self._all_indexed = len(await index.ready()) >= index.partitions
+        filters = Filters(
+            WorkflowStatus(status) if status is not None else None, name, created_after,
+            created_before,
+        )  # fmt: skip
+        metas, next_cursor = await page_metas(
+            index, filters, page_size, cursor, indexed=self._all_indexed
+        )
+        items = [self._state(meta.instance_id, _Snapshot(meta)) for meta in metas]
+        return InstancePage(items, next_cursor)
 
     async def purge(self, instance_id: str) -> None:
         """Delete an ended instance and everything it stored; refuses a running one."""
         validate_instance_id(instance_id)
         async with self._busy():
-            await purge_instance(self.store, instance_id, self.memo_store, now=self.clock.now())
+            index = await self._active()
+            await purge_instance(index, instance_id, self.memo_store, now=self.clock.now())
         if self._engine is not None:
             self._engine.forget(instance_id)
 
@@ -350,7 +377,7 @@ class Client:
         check = partial(_check_replays, self._executor(), instance_id)
         async with self._busy():
             created = await rerun_instance(
-                self.store, self.clock.now(), instance_id, from_event_id, self.memo_store,
+                await self._active(), self.clock.now(), instance_id, from_event_id, self.memo_store,
                 run_id=self.ids.run_id(), check=check,
             )  # fmt: skip
             await self._retried(partial(self._announce, instance_id, created))

@@ -18,6 +18,7 @@ from ._fleet._leases import Fleet, Leases, default_owner
 from ._fleet._partitions import load_config
 from ._ids import IdSource
 from ._log._memo import MemoStore
+from ._log._retention import sweep_history
 from ._observe import make_observer
 from .store import ObjectStore, open_store
 
@@ -64,6 +65,7 @@ class Runtime:
         memo_prefix: str = "memo",
         memo_retention: timedelta | None = None,
         memo_sweep_interval: timedelta = timedelta(hours=1),
+        history_retention: timedelta | None = None,
         entropy: random.Random | None = None,
         fleet: Fleet | None = None,
         telemetry: bool | None = None,
@@ -78,6 +80,8 @@ class Runtime:
             raise ValueError("poll_interval must be positive (seconds)")
         if memo_sweep_interval <= timedelta(0):
             raise ValueError("memo_sweep_interval must be positive")
+        if history_retention is not None and history_retention <= timedelta(0):
+            raise ValueError("history_retention must be positive")
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.codec: PayloadCodec = codec or JsonCodec()
@@ -90,6 +94,8 @@ class Runtime:
         """Where activities' memo entries and terminal markers live."""
         self.memo_retention = memo_retention
         self._sweep_interval = memo_sweep_interval
+        self.history_retention = history_retention
+        """Ended instances older than this are deleted whole (None: kept)."""
         ids = IdSource(entropy)
         self.fleet = fleet
         self.owner = (fleet.owner if fleet else None) or default_owner(ids.run_id()[:8])
@@ -145,6 +151,7 @@ class Runtime:
                 on_lost=self._engine.drop_partitions,
             )  # fmt: skip
         self._engine.configure(config.partitions, self._leases)
+        self._engine.history_retention = self.history_retention
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
@@ -152,6 +159,9 @@ class Runtime:
             if self.memo_retention is not None:
                 self._engine.busy_enter()  # the first sweep is under way from now on
                 tg.start_soon(self._sweep_loop, self.memo_retention)
+            if self.history_retention is not None:
+                self._engine.busy_enter()
+                tg.start_soon(self._history_loop, self.history_retention)
         except BaseException as exc:
             tg.cancel_scope.cancel()
             await tg.__aexit__(type(exc), exc, exc.__traceback__)
@@ -211,6 +221,33 @@ class Runtime:
         return await self.memo_store.sweep(
             self.clock.now(), self.memo_retention, instances=self.store
         )
+
+    async def sweep_history(self) -> int:
+        """Delete, now, the instances of the partitions this process holds that ended
+        longer ago than ``history_retention``; returns how many."""
+        if self.history_retention is None:
+            return 0
+        engine = self._engine
+        now = self.clock.now()
+        return await sweep_history(
+            engine.index, self.memo_store, engine.owned_partitions(),
+            before=now - self.history_retention, now=now,
+        )  # fmt: skip
+
+    async def _history_loop(self, retention: timedelta) -> None:
+        """Sweep old histories at start, then every interval (the memo sweep's), on the
+        Clock; in a fleet, each process sweeps the partitions it holds."""
+        while True:  # entered busy, like the memo sweep
+            try:
+                swept = await self.sweep_history()
+                if swept:
+                    log.info("history sweep deleted %d ended instance(s)", swept)
+            except StoreError as err:
+                log.warning("history sweep failed, will retry next interval: %s", err)
+            finally:
+                self._engine.busy_exit()
+            await self.clock.sleep_until(self.clock.now() + self._sweep_interval)
+            self._engine.busy_enter()
 
     async def _sweep_loop(self, retention: timedelta) -> None:
         """Sweep at start (markers left by earlier processes), then every interval.

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,29 @@ def _load_module(path: Path) -> Any:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _moment(text: str) -> timedelta | datetime:
+    """``7d`` (that long ago) or an ISO-8601 time (UTC unless it says otherwise)."""
+    if (text[:1].isdigit() and text[-1:] in _UNITS) or text.replace(".", "", 1).isdigit():
+        return _duration(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (try 7d, 12h, or 2026-01-31T12:00)"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
 
 
 async def _demo(args: argparse.Namespace) -> None:
@@ -462,7 +485,10 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = read(command("list", v.list_instances, "list instances"))
     p.add_argument("--status", choices=[s.value for s in WorkflowStatus])
     p.add_argument("--name", help="only this workflow")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--since", type=_moment, help="created after this (7d ago, or an ISO time)")
+    p.add_argument("--until", type=_moment, help="created before this (7d ago, or an ISO time)")
+    p.add_argument("--limit", type=_positive, help="at most this many (then a --cursor)")
+    p.add_argument("--cursor", help="go on where an earlier --limit stopped")
     p = read(command("history", v.history, "print an instance's history"))
     p.add_argument("instance_id")
     p = read(command("watch", v.watch, "follow an instance's events until it ends"))
@@ -473,6 +499,9 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("instance_id", nargs="?")
     p.add_argument("--status", choices=v.ENDED_STATUSES, help="every ended one with it")
     p.add_argument("--name", help="every ended one of this workflow")
+    p.add_argument("--ended-before", type=_moment, metavar="WHEN",
+                   help="every one ended before this (30d ago, or an ISO time)")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="list them; delete nothing")
 
 
 # exit codes: 0 ok, 1 a failed workflow (or any other error), 2 bad usage, 3 not found

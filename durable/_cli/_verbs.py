@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -231,10 +231,31 @@ async def describe(args: argparse.Namespace) -> int:
     return OK
 
 
+def _moment(when: timedelta | datetime | None) -> datetime | None:
+    """A ``--since``/``--until`` value as a time: a duration counts back from now."""
+    if isinstance(when, timedelta):
+        return SystemClock().now() - when
+    return when
+
+
 async def list_instances(args: argparse.Namespace) -> int:
+    """List instances: all of them, or one page of ``--limit`` from ``--cursor`` (the
+    next page's cursor goes to stderr)."""
+    paged = args.cursor is not None
+    since, until = _moment(args.since), _moment(args.until)
+    states: list[WorkflowState] = []
+    cursor: str | None = args.cursor
     async with _client(args) as client:
-        states = [s async for s in client.list(status=args.status, name=args.name,
-                                               limit=args.limit)]  # fmt: skip
+        while True:
+            size = 100 if args.limit is None else min(100, args.limit - len(states))
+            page = await client.list_page(
+                status=args.status, name=args.name, created_after=since, created_before=until,
+                page_size=size, cursor=cursor,
+            )  # fmt: skip
+            states += page.items
+            cursor = page.next_cursor
+            if cursor is None or (args.limit is not None and len(states) >= args.limit):
+                break
     if args.json:
         print_json(states)
     else:
@@ -242,6 +263,8 @@ async def list_instances(args: argparse.Namespace) -> int:
             ("instance", "workflow", "status", "created", "updated"),
             [(s.instance_id, s.name, s.status.value, s.created_at, s.updated_at) for s in states],
         )
+    if cursor is not None and (paged or args.limit is not None):
+        print(f"more: --cursor {cursor}", file=sys.stderr)
     return OK
 
 
@@ -298,10 +321,14 @@ async def watch(args: argparse.Namespace) -> int:
 
 
 async def purge(args: argparse.Namespace) -> int:
-    """Delete one ended instance, or every ended instance a filter matches."""
-    filtered = args.status is not None or args.name is not None
+    """Delete one ended instance, or every ended instance a filter matches (``--dry-run``:
+    only say which)."""
+    filtered = args.status is not None or args.name is not None or args.ended_before is not None
     if (args.instance_id is None) == (not filtered):
-        raise UsageError("purge takes an instance id, or --status/--name, not both")
+        raise UsageError("purge takes an instance id, or --status/--name/--ended-before, not both")
+    if args.instance_id is not None and args.dry_run:
+        raise UsageError("--dry-run goes with a filter (--status/--name/--ended-before)")
+    cutoff = _moment(args.ended_before)
     async with _client(args) as client:
         if args.instance_id is not None:
             await client.purge(args.instance_id)
@@ -312,7 +339,13 @@ async def purge(args: argparse.Namespace) -> int:
             state.instance_id
             for status in wanted
             async for state in client.list(status=status, name=args.name)
+            if cutoff is None or (state.updated_at is not None and state.updated_at < cutoff)
         ]
+        if args.dry_run:
+            for instance_id in ids:
+                print(instance_id)
+            print(f"would purge {len(ids)} instance(s)", file=sys.stderr)
+            return OK
         skipped = 0
         with progress("purging", len(ids)) as advance:
             for instance_id in ids:

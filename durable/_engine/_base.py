@@ -20,6 +20,7 @@ import anyio.lowlevel
 from durable._errors import StoreError
 from durable._fleet._partitions import partition_of
 from durable._ids import IdSource
+from durable._log._active import ActiveIndex
 from durable._log._reader import read_meta
 from durable._log._records import (
     InboxMessage,
@@ -116,7 +117,8 @@ class _EngineBase:
         "_observe", "_outbox", "_partitions", "_poll_interval", "_queued", "_residency",
         "_send", "_send_activity",
         "_stale_meta", "_status_waiters", "_store_never_suspends", "_tg", "_timers",
-        "_turns", "clock", "codec", "executor", "ids", "memo_store", "registry", "store",
+        "_turns", "clock", "codec", "executor", "history_retention", "ids", "index",
+        "memo_store", "registry", "store",
     )  # fmt: skip
 
     def __init__(
@@ -181,6 +183,8 @@ class _EngineBase:
         self._queued = 0
         self._changed: anyio.Event | None = None
         self._partitions = 1
+        self.index = ActiveIndex(store, 1)  # the runs not yet ended, per partition
+        self.history_retention: timedelta | None = None  # set: each end is marked for it
         self._leases: Leases | None = None
         self._stale_meta: dict[str, _Instance] = {}  # ended, but their meta write failed
         self._handovers: dict[str, Handover] = {}  # instances whose inbox read is under way
@@ -191,6 +195,7 @@ class _EngineBase:
         """Before :meth:`run`: the store's partition count, and this process's leases
         when it shares the store with others (None: it runs every partition)."""
         self._partitions = partitions
+        self.index = ActiveIndex(self.store, partitions)
         self._leases = leases
 
     def partition(self, instance_id: str) -> int:
@@ -455,6 +460,8 @@ class _EngineBase:
         def _wake_waiters(self, inst: _Instance) -> None: ...
 
         async def _mark_terminal(self, instance_id: str) -> None: ...
+
+        async def _index_end(self, instance_id: str, run_start: int, run_id: str) -> None: ...
 
         async def _write_meta(self, inst: _Instance) -> None: ...
 

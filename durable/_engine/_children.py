@@ -19,9 +19,11 @@ from durable._core._failure import failure_from_exception
 from durable._core._state import WorkflowStatus
 from durable._errors import (
     InstanceExistsError,
+    InstanceNotFoundError,
+    InstanceRunningError,
     StoreError,
 )
-from durable._log._instances import create_instance, send_message
+from durable._log._instances import create_instance, purge_instance, send_message
 from durable._log._reader import (
     RunLog,
     load_run,
@@ -60,7 +62,7 @@ class _Children(_EngineBase):
         async with self._child_errors(parent, scheduled):
             try:
                 created = await create_instance(
-                    self.store, self.clock.now(), scheduled.instance_id, scheduled.name,
+                    self.index, self.clock.now(), scheduled.instance_id, scheduled.name,
                     scheduled.input, parent=parent, run_id=self.ids.run_id(), reuse=reuse,
                     memo=self.memo_store if reuse else None,
                     version=self._newest_version(scheduled.name),
@@ -89,6 +91,9 @@ class _Children(_EngineBase):
             found = await read_meta(self.store, child_id)
             existing = await load_run(self.store, child_id, found[0] if found else None)
             if existing is None:  # never begun (or purged meanwhile)
+                if err is not None and not await self._purge_done(child_id):
+                    raise StoreError(f"sub-workflow id {child_id!r} is being purged; "
+                                     "starting it again later")  # fmt: skip
                 await self._start_child(parent, scheduled)
                 return
             holder = existing.started.parent
@@ -107,6 +112,14 @@ class _Children(_EngineBase):
             else:
                 reason = f"replaced by the child of a new run of {parent.instance_id!r}"
                 await self._tell(child_id, WorkflowTerminated(reason=reason, parent=holder))
+
+    async def _purge_done(self, child_id: str) -> bool:
+        """A start found the id taken, yet no run under it: a purge of it is under way.
+        Finish it if it was cut short (as any purge would); False while it is not."""
+        try:
+            return await purge_instance(self.index, child_id, self.memo_store, now=self.clock.now())
+        except (InstanceNotFoundError, InstanceRunningError):
+            return True  # finished, or begun again, meanwhile: the start looks again
 
     @contextlib.asynccontextmanager
     async def _child_errors(

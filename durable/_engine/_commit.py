@@ -34,6 +34,7 @@ from durable._log._records import (
     encode,
     log_key,
 )
+from durable._log._retention import note_ended
 
 from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
 from ._instance import _ANSWERS, _SCHEDULING, _Instance
@@ -122,8 +123,12 @@ class _Commits(_EngineBase):
         told = True
         if self._outbox or any(type(event) is EventSent for event in record.events):
             told = await self._send_events(inst, record.events)
+        run_start, run_id = inst.run_start, inst.started.run_id
         if record.next_run:
             self._start_new_run(inst, record)
+            # the instance goes on: its entry moves to the new run (the old one keeps it
+            # found until then)
+            await self._index_moved(inst, run_start, run_id)
         elif ended:
             self._finish(inst, record)
             if inst.parent is not None:
@@ -162,6 +167,16 @@ class _Commits(_EngineBase):
         inst.run = self._new_run(inst, list(record.next_run))
         self._arm_deadline(inst)  # a continued run keeps its start's deadline
         self._enqueue(inst)
+
+    async def _index_moved(self, inst: _Instance, run_start: int, run_id: str) -> None:
+        """Continue-as-new committed: index the new run, then drop the old run's entry
+        (a crash between leaves both: recovery drops the old one)."""
+        try:
+            await self.index.begin(inst.id, inst.run_start, inst.started.run_id)
+        except StoreError as err:
+            log.warning("could not index the new run of %r: %s", inst.id, err)
+            return  # the old entry keeps it found; recovery moves it
+        await self._index_end(inst.id, run_start, run_id)
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
         inst.output, inst.failure = record_outcome(record)
@@ -216,3 +231,16 @@ class _Commits(_EngineBase):
         inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
         inst.meta_seq = inst.seq
         self._stale_meta.pop(inst.id, None)
+        if inst.status.is_terminal:  # only now: until the meta says it ended, recovery
+            # must find it (to write that meta, or tell its parent)
+            await self._index_end(inst.id, inst.run_start, inst.started.run_id)
+            if self.history_retention is not None:
+                await self._note_ended(inst)
+
+    async def _note_ended(self, inst: _Instance) -> None:
+        """Mark the end for the history sweeper (one write; if it fails, the instance
+        is kept until purged by hand)."""
+        try:
+            await note_ended(self.index, inst.id, inst.seq, self.clock.now())
+        except StoreError as err:
+            log.warning("could not mark the end of %r for retention: %s", inst.id, err)

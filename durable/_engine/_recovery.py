@@ -24,6 +24,7 @@ from durable._errors import (
     StoreError,
     UnknownWorkflowError,
 )
+from durable._log._active import Entry, build, repair
 from durable._log._msgids import watermarks
 from durable._log._reader import (
     RunLog,
@@ -108,24 +109,28 @@ class _Recovery(_EngineBase):
             self._spawn_guarded(self.recover, instance_id)
 
     async def recover_all(self, partitions: list[int] | None = None) -> None:
-        """Load every unfinished instance in the store (or in ``partitions``) and
-        re-dispatch its open work."""
-        ids = await self.store.list("instances")
-        if partitions is not None:
-            wanted = set(partitions)
-            ids = [i for i in ids if self.partition(i) in wanted]
+        """Load every unfinished instance of the store's partitions (or of
+        ``partitions``) and re-dispatch its open work. It reads the active index, so it
+        costs what runs, not what ever ran; a partition not indexed yet (a store written
+        before the index) is indexed first, by a scan that resumes if cut short."""
+        wanted = self.owned_partitions() if partitions is None else partitions
+        await build(self.index, wanted)
+        ids: list[str] = []
+        for partition in wanted:
+            ids += await self.index.ids(partition)
+        ids.sort()  # in id order, whatever their partitions
         limiter = anyio.CapacityLimiter(32)
 
         async def one(instance_id: str) -> None:
             async with limiter:
                 try:
-                    await self.recover(instance_id)
+                    await self._recover_indexed(instance_id)
                 except StoreError as err:
                     if _for_good(err):
                         await self._fail_for_good(f"recovery of {instance_id!r}", err)
                         return
                     log.warning("recovery of %r failed, retrying: %s", instance_id, err)
-                    self._spawn_guarded(self.recover, instance_id)
+                    self._spawn_guarded(self._recover_indexed, instance_id)
                 except Exception as err:  # one bad instance must not stop the runtime
                     log.exception("recovery of %r failed", instance_id)
                     broken = StoreError(f"cannot recover {instance_id!r}: {err!r}",
@@ -139,6 +144,25 @@ class _Recovery(_EngineBase):
             await self.poll_wakeups(partitions)
         except StoreError as err:
             log.warning("polling for messages at start failed: %s", err)
+
+    async def _recover_indexed(self, instance_id: str) -> None:
+        """Recover an instance the active index names, then bring its entries in line
+        with the log (a crash between a run's end and its entry's delete, say)."""
+        await self.recover(instance_id)
+        if not self.owns(instance_id):
+            return
+        entries = await self.index.entries(instance_id)  # before repair reads the log
+        inst = self._live(instance_id)
+        if inst is not None and entries == [Entry(inst.run_start, inst.started.run_id)]:
+            return  # as it should be
+        await repair(self.index, instance_id, entries)
+
+    async def _index_end(self, instance_id: str, run_start: int, run_id: str) -> None:
+        """A run ended: drop its index entry. If that fails, the next recovery does."""
+        try:
+            await self.index.end(instance_id, run_start, run_id)
+        except StoreError as err:
+            log.warning("could not drop the index entry of %r: %s", instance_id, err)
 
     async def take_partitions(self, partitions: list[int]) -> None:
         """This process just took these partitions' leases: recover their instances, in

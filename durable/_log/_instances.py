@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from durable.store import ObjectStore
 
+    from ._active import ActiveIndex
     from ._memo import MemoStore
 
 __all__ = [
@@ -90,7 +91,7 @@ async def _purged_before(store: ObjectStore, instance_id: str, seq: int) -> bool
 
 
 async def _start_run(
-    store: ObjectStore,
+    index: ActiveIndex,
     instance_id: str,
     seq: int,
     history: list[HistoryEvent],
@@ -100,16 +101,26 @@ async def _start_run(
     unposted: int = -1,
     consumed: list[str] | None = None,
 ) -> Created:
+    """Write a run's first record at ``seq``, its index entry first (see :mod:`._active`)."""
+    store = index.store
+    started = history[0]
+    assert isinstance(started, WorkflowStarted)
     record = TurnRecord(
         seq=seq, status=WorkflowStatus.PENDING, next_run=history, consumed=consumed or []
     )
     key = log_key(instance_id, seq)
-    await _put_once(store, key, encode(record))
-    if seq > 0 and await _purged_before(store, instance_id, seq):
-        await store.delete(key)  # announced to no one yet
-        raise InstanceNotFoundError(instance_id)
-    started = history[0]
-    assert isinstance(started, WorkflowStarted)
+    known = index.known  # (if not, no runtime has used the store: see below)
+    await index.begin(instance_id, seq, started.run_id)
+    try:
+        await _put_once(store, key, encode(record))
+        if seq > 0 and await _purged_before(store, instance_id, seq):
+            await store.delete(key)  # announced to no one yet
+            raise InstanceNotFoundError(instance_id)
+    except (ObjectExistsError, InstanceNotFoundError):
+        await index.end(instance_id, seq, started.run_id)  # this run never began
+        raise
+    if not known and await index.refresh():  # a runtime came meanwhile: its first scan
+        await index.begin(instance_id, seq, started.run_id)  # may have missed the record
     meta = InstanceMeta(
         instance_id=instance_id,
         name=started.name,
@@ -134,7 +145,7 @@ async def _start_run(
 
 
 async def create_instance(
-    store: ObjectStore,
+    index: ActiveIndex,
     now: datetime,
     instance_id: str,
     name: str,
@@ -154,6 +165,7 @@ async def create_instance(
     ended instance. Exactly one of any racing creators wins; the rest get
     ``InstanceExistsError``. ``deadline`` bounds the run and its continue-as-new
     successors. ``events`` arrive with the start, in the same record."""
+    store = index.store
     started = WorkflowStarted(
         event_id=0,
         timestamp=now,
@@ -170,7 +182,7 @@ async def create_instance(
         msgspec.structs.replace(e, event_id=i, timestamp=now) for i, e in enumerate(events, 1)
     ]
     try:
-        return await _start_run(store, instance_id, 0, [started, *arrived], now, now, None)
+        return await _start_run(index, instance_id, 0, [started, *arrived], now, now, None)
     except ObjectExistsError:
         pass
     found = await read_meta(store, instance_id)
@@ -189,7 +201,7 @@ async def create_instance(
     # of a rerun or reuse that wins the race for the seq)
     try:
         return await _start_run(
-            store, instance_id, existing.last_seq + 1, [started, *arrived], now, now, etag,
+            index, instance_id, existing.last_seq + 1, [started, *arrived], now, now, etag,
             existing.unposted, sorted(watermarks(existing.consumed).values()),
         )  # fmt: skip
     except ObjectExistsError:
@@ -238,12 +250,13 @@ _PURGE_TAKEOVER = timedelta(minutes=1)  # a purge this long under way was cut sh
 
 
 async def purge_instance(
-    store: ObjectStore,
+    index: ActiveIndex,
     instance_id: str,
     memo: MemoStore | None = None,
     *,
     now: datetime,
-) -> None:
+    last_seq: int | None = None,
+) -> bool:
     """Delete everything of an ended instance, its memo too; refuse one that still runs.
 
     A start racing the purge is refused, or the purge is; never is a run acknowledged and
@@ -255,7 +268,12 @@ async def purge_instance(
     ago (by ``now``, the Clock): then it was cut short, and this one finishes it. (Two
     purges deleting at once could each delete ``log/0``: the second time, that of a
     start made after the first time.)
+
+    With ``last_seq``, only an instance whose log still ends there is deleted (the
+    retention sweeper's check that it has not run since). Returns whether this call
+    deleted it (False: ``last_seq`` did not match, or another purge is under way).
     """
+    store = index.store
     while True:
         found = await read_meta(store, instance_id)
         run = await load_run(store, instance_id, found[0] if found else None)
@@ -264,10 +282,12 @@ async def purge_instance(
             if since is None:
                 raise InstanceNotFoundError(instance_id)
             if now - since < _PURGE_TAKEOVER:
-                return  # under way: the purge that began it finishes it
+                return False  # under way: the purge that began it finishes it
             break
         if not run.status.is_terminal:
             raise InstanceRunningError(instance_id, run.status)
+        if last_seq is not None and run.last_seq != last_seq:
+            return False
         claim = TurnRecord(
             seq=run.last_seq + 1, status=run.last.status, purging=True, purged_at=now
         )
@@ -275,8 +295,12 @@ async def purge_instance(
             await _put_once(store, log_key(instance_id, claim.seq), encode(claim))
         except ObjectExistsError:
             continue  # a run began meanwhile, or another purge claimed it: look again
+        # the run's entry is gone unless its end was cut short; entries of starts that
+        # lose to this purge are deleted by those starts
+        await index.end(instance_id, run.run_start, run.started.run_id)
         break
     await _delete_claimed(store, instance_id, memo, now)
+    return True
 
 
 async def _purge_under_way(store: ObjectStore, instance_id: str) -> datetime | None:
@@ -315,7 +339,7 @@ _RERUN_FROM = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
 
 
 async def rerun_instance(
-    store: ObjectStore,
+    index: ActiveIndex,
     now: datetime,
     instance_id: str,
     from_event_id: int,
@@ -331,6 +355,7 @@ async def rerun_instance(
     old run's seed, so the kept history replays the same values. ``check`` sees the
     kept history before anything is written, and raises to refuse the rerun (e.g.
     ``NonDeterminismError``: the code no longer replays it)."""
+    store = index.store
     run = await load_existing(store, instance_id)
     if not run.status.is_terminal:
         raise InstanceRunningError(instance_id, run.status)
@@ -359,7 +384,7 @@ async def rerun_instance(
     etag = found[1] if found else None
     try:
         return await _start_run(
-            store, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag,
+            index, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag,
             run.unposted, sorted(watermarks(run.consumed).values()),
         )  # fmt: skip
     except ObjectExistsError:

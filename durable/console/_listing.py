@@ -13,10 +13,8 @@ import bisect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import anyio
-
 from durable._core._state import WorkflowStatus
-from durable._log._reader import read_meta
+from durable._listing import read_metas
 from durable._log._records import INSTANCES, InstanceMeta
 
 if TYPE_CHECKING:
@@ -69,20 +67,6 @@ class ListPage:
         return any(not WorkflowStatus(meta.status).is_terminal for meta in self.rows)
 
 
-async def _read_metas(store: ObjectStore, ids: list[str]) -> list[InstanceMeta | None]:
-    """The metas of ``ids``, read concurrently, in the same order."""
-    found: list[InstanceMeta | None] = [None] * len(ids)
-
-    async def read(i: int, instance_id: str) -> None:
-        meta = await read_meta(store, instance_id)
-        found[i] = meta[0] if meta is not None else None
-
-    async with anyio.create_task_group() as tg:
-        for i, instance_id in enumerate(ids):
-            tg.start_soon(read, i, instance_id)
-    return found
-
-
 async def list_page(store: ObjectStore, query: ListQuery) -> ListPage:
     """The page ``query`` asks for, reading at most ``SCAN_LIMIT`` metas."""
     ids = await store.list(INSTANCES)
@@ -109,7 +93,7 @@ async def list_page(store: ObjectStore, query: ListQuery) -> ListPage:
             window = ids[max(start, cursor - chunk) : cursor]
         else:
             window = ids[cursor : min(stop, cursor + chunk)]
-        metas = await _read_metas(store, window)
+        metas = await read_metas(store, window)
         page.scanned += len(window)
         taken = 0
         order = range(len(window) - 1, -1, -1) if backward else range(len(window))

@@ -26,7 +26,9 @@ from durable._core._events import (
     WorkflowStarted,
 )
 from durable._core._state import WorkflowStatus
-from durable._errors import InstanceNotFoundError
+from durable._errors import InstanceNotFoundError, InvalidArgumentError
+from durable._listing import MAX_PAGE, names_after
+from durable._log._records import INSTANCES
 
 from . import _convert as cv
 from ._convert import ProtocolError
@@ -269,15 +271,23 @@ async def _matching(
 ) -> AsyncIterator[WorkflowState]:
     """Instances with a status in ``wanted`` (all if empty) created in [since, until]
     (an unset Timestamp, the epoch, means no bound)."""
-    async for state in client.list():
-        if wanted and state.status not in wanted:
-            continue
-        created = state.created_at
-        if created is not None and since is not None and since > EPOCH and created < since:
-            continue
-        if created is not None and until is not None and until > EPOCH and created > until:
-            continue
-        yield state
+    async for state in client.list(status=next(iter(wanted)) if len(wanted) == 1 else None):
+        if _keep(state, wanted, since, until):
+            yield state
+
+
+def _keep(
+    state: WorkflowState,
+    wanted: set[WorkflowStatus],
+    since: datetime | None,
+    until: datetime | None,
+) -> bool:
+    if wanted and state.status not in wanted:
+        return False
+    created = state.created_at
+    if created is not None and since is not None and since > EPOCH and created < since:
+        return False
+    return not (created is not None and until is not None and until > EPOCH and created > until)
 
 
 async def rerun_from_event(client: Client, data: bytes) -> bytes:
@@ -305,28 +315,37 @@ async def rerun_from_event(client: Client, data: bytes) -> bytes:
 
 
 async def query_instances(client: Client, data: bytes) -> bytes:
-    """QueryInstances (MS): filter by status, creation time and id prefix; paged by
-    instance id (the continuation token is the last id of the page)."""
+    """QueryInstances (MS): filter by status, creation time and id prefix; one page of
+    the client's listing per call, its cursor the continuation token (a page may come
+    back short, even empty, with a token: the caller goes on until there is none)."""
     query = parse(ms.QueryInstancesRequest, data).query
     wanted = {cv.status_from_proto(s) for s in query.runtime_status}
-    after = query.continuation_token or ""
     prefix = query.instance_id_prefix or ""
-    page = query.max_instance_count if query.max_instance_count > 0 else _DEFAULT_PAGE
-    states: list[ms.OrchestrationState] = []
-    token: str | None = None
-    async for state in _matching(client, wanted, query.created_time_from, query.created_time_to):
-        if state.instance_id <= after or not state.instance_id.startswith(prefix):
-            continue
-        if len(states) == page:
-            token = states[-1].instance_id
-            break
-        states.append(_state_to_ms(state, query.fetch_inputs_and_outputs))
-    return bytes(ms.QueryInstancesResponse(orchestration_state=states, continuation_token=token))
+    size = (
+        min(query.max_instance_count, MAX_PAGE) if query.max_instance_count > 0 else _DEFAULT_PAGE
+    )
+    try:
+        page = await client.list_page(
+            status=next(iter(wanted)) if len(wanted) == 1 else None,
+            page_size=size,
+            cursor=query.continuation_token or None,
+        )
+    except InvalidArgumentError as err:
+        raise ProtocolError(f"continuationToken: {err}") from None
+    since, until = query.created_time_from, query.created_time_to
+    states = [
+        _state_to_ms(state, query.fetch_inputs_and_outputs)
+        for state in page.items
+        if state.instance_id.startswith(prefix) and _keep(state, wanted, since, until)
+    ]
+    return bytes(
+        ms.QueryInstancesResponse(orchestration_state=states, continuation_token=page.next_cursor)
+    )
 
 
 async def _ids_after(client: Client, after: str, page: int) -> tuple[list[str], str | None]:
-    ids = sorted(await client.store.list("instances"))
-    chosen = [i for i in ids if i > after]
+    """A page of instance ids after ``after`` (one LIST on S3, from there on)."""
+    chosen = await names_after(client.store, INSTANCES, after, page + 1)
     if len(chosen) > page:
         return chosen[:page], chosen[page - 1]
     return chosen, None

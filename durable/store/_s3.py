@@ -45,6 +45,7 @@ from durable._errors import (
 )
 
 if TYPE_CHECKING:
+    import builtins
     from collections.abc import AsyncGenerator, Iterator, Mapping
 
 __all__ = ["S3Store"]
@@ -200,6 +201,27 @@ class S3Store:
                         entry["Prefix"][len(base) : -1] for entry in page.get("CommonPrefixes", ())
                     )
         return sorted(name for name in names if name and name[0] != ".")
+
+    async def list_after(self, prefix: str, after: str, limit: int) -> builtins.list[str]:
+        """The first ``limit`` names of :meth:`list` that sort after ``after``: one
+        LIST request per 1,000 names, however many come before ``after``."""
+        prefix = prefix.rstrip("/")
+        base = self._key(prefix) + "/" if prefix else (f"{self._root}/" if self._root else "")
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": base, "Delimiter": "/"}
+        if after:
+            kwargs["StartAfter"] = base + after
+        names: set[str] = set()
+        with self._errors("list", prefix):
+            while len(names) < limit:
+                kwargs["MaxKeys"] = min(1000, limit + 1 - len(names))
+                page = await self._call("list_objects_v2", **kwargs)
+                found = [e["Key"][len(base) :] for e in page.get("Contents", ())]
+                found += [e["Prefix"][len(base) : -1] for e in page.get("CommonPrefixes", ())]
+                names.update(n for n in found if n > after and n[0] != ".")
+                if not page.get("IsTruncated"):
+                    break
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        return sorted(names)[:limit]
 
     async def delete(self, key: str) -> None:
         """Delete one object (one DELETE); a missing key is not an error."""

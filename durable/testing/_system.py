@@ -47,6 +47,7 @@ from durable._fleet._partitions import load_config, partition_of
 from durable._ids import IdSource
 from durable._log._reader import load_run
 from durable._log._records import wakeup_key
+from durable._log._retention import sweep_history
 from durable._runtime import Runtime
 from durable.store import MemoryStore
 from durable.testing._system_checks import Epoch, Ledger, Raise
@@ -218,6 +219,7 @@ class _Driver:
             max_resident_workflows=proc.max_resident, memo_retention=proc.retention,
             memo_sweep_interval=proc.sweep_every, entropy=entropy, fleet=fleet,
             tracer_provider=self.tracer_provider, _hooks=_Drops(self.sim.ledger),
+            history_retention=None if proc.retention is None else timedelta(hours=1),
         )  # fmt: skip
         try:
             with anyio.CancelScope() as scope:
@@ -413,6 +415,14 @@ class _Driver:
         retention = timedelta(seconds=self.rng.choice([0, 5]))
         self.note(f"{via}: sweep (retention {retention.total_seconds():.0f}s)")
         await client.memo_store.sweep(self.clock.now(), retention)
+        # and the histories: every hour of markers so far is past
+        now = self.clock.now()
+        index = await client._active()
+        swept = await sweep_history(
+            index, client.memo_store, range(self.partitions),
+            before=now + timedelta(hours=2), now=now,
+        )  # fmt: skip
+        self.note(f"  history sweep deleted {swept}")
 
     async def _guard(self, what: Callable[[], Awaitable[None]]) -> None:
         """Run one operation; what it raises is its answer, not a failure (a crash of

@@ -113,6 +113,7 @@ class Ledger:
         self.runs: dict[str, int] = {}  # runs of each instance so far
         self._oversized: set[str] = set()
         self.inbox: dict[str, set[str]] = {}  # instance -> keys of the messages in its inbox
+        self.indexed: dict[str, set[str]] = {}  # instance -> its active-index entries
         self.largest: dict[str, tuple[int, int]] = {}  # instance -> (bytes beyond events, runs)
         self.step = 0  # the driver's steps so far
         self.gen = 0  # code generations deployed so far
@@ -154,6 +155,8 @@ class Ledger:
         elif parts[0] == "instances" and len(parts) == 4 and parts[2] == "inbox":
             self.inbox.setdefault(parts[1], set()).add(key)
             self._message(parts[1], data)
+        elif parts[0] == "active" and len(parts) == 4:
+            self.indexed.setdefault(parts[2], set()).add(parts[3])
         elif parts[0] == "memo" and len(parts) >= 3:
             epoch = self.current(parts[1])
             if epoch is not None and parts[2].isdigit() and int(parts[2]) < epoch.step_base:
@@ -184,9 +187,21 @@ class Ledger:
             elif parts[0] == "instances" and len(parts) == 4 and parts[2] == "inbox":
                 self.inbox.get(instance_id, set()).discard(key)
                 self._message_deleted(process, instance_id, key)
+            elif parts[0] == "active" and len(parts) == 4:
+                self._unindexed(process, parts[2], parts[3])
         if erased:
             for instance_id in erased:
                 self.trace.append(f"  (the log of {instance_id} is gone)")
+
+    def _unindexed(self, process: str, instance_id: str, name: str) -> None:
+        """An index entry went: the instance must keep one while its run has not ended
+        (recovery finds instances by the index alone)."""
+        entries = self.indexed.get(instance_id, set())
+        entries.discard(name)
+        epoch = self.current(instance_id)
+        if not entries and epoch is not None and not epoch.ended:
+            self.violate(f"{process} deleted the last index entry of {instance_id!r} "
+                         f"({name}) while run {epoch.tag!r} had not ended")  # fmt: skip
 
     def _size(
         self, process: str, instance_id: str, seq: int, record: TurnRecord, size: int
@@ -282,6 +297,9 @@ class Ledger:
         if record.next_run and not can:
             epoch = self._new_epoch(instance_id, record)
             epoch.gap = gap  # judged at the end: a start that withdrew is not acknowledged
+            if not self.indexed.get(instance_id):
+                self.violate(f"{process} began run {epoch.tag!r} of {instance_id!r} at "
+                             f"log/{seq} with no index entry")  # fmt: skip
             if not epoch.rerun:  # a start with an event: delivered with it
                 for event in record.next_run:
                     if isinstance(event, EventRaised):

@@ -308,7 +308,7 @@ async def test_a_rerun_announced_without_a_check_fails_visibly() -> None:
     second = await failed_steps(store)
     clock = MockClock(T0, auto_advance=True)
     async with durable.Runtime(steps_registry("other"), store=store, clock=clock) as rt:
-        created = await rerun_instance(store, clock.now(), "s", second, run_id="r2")
+        created = await rerun_instance(rt._engine.index, clock.now(), "s", second, run_id="r2")
         await rt._engine.announce_created("s", created)
         with anyio.fail_after(10), pytest.raises(durable.WorkflowFailed, match="event 2"):
             await rt.client.get_handle("s").result()

@@ -100,7 +100,7 @@ async def test_a_separate_memo_store(store: ObjectStore) -> None:
     ) as rt:
         assert await (await rt.start("pay", 5, instance_id="x")) == "ch-x-0"
     assert await elsewhere.list("m/x/0") == ["charge_id"]
-    assert await store.list("") == ["config", "instances"]  # no memo in the main store
+    assert await store.list("") == ["config", "indexed", "instances"]  # no memo in the main store
 
 
 async def test_bad_keys_and_values_write_nothing(store: ObjectStore) -> None:
@@ -212,7 +212,7 @@ async def test_purge_deletes_memo_and_marker(runtime_factory: Any, store: Object
             await handle
         assert await store.list("memo-terminal") == ["gone"]
         await rt.client.purge("gone")
-        assert await store.list("") == ["config"]  # the store's own settings stay
+        assert await store.list("") == ["config", "indexed"]  # the store's own settings stay
 
 
 async def test_reuse_starts_with_an_empty_memo(runtime_factory: Any) -> None:

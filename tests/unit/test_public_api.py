@@ -10,6 +10,7 @@ EXPECTED = {
     "Clock",
     "DurableError", "DurableFuture",
     "EvictionPolicy", "FailureDetails", "Fleet", "InstanceExistsError", "InstanceNotFoundError",
+    "InstancePage",
     "InstanceRunningError", "InvalidArgumentError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
     "NonDeterminismError", "PayloadCodec", "QueryFailedError",

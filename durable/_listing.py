@@ -1,0 +1,149 @@
+"""Listing instances a page at a time, by cursor: statuses that have not ended are read
+from the active index (what runs, not what ever ran); any other listing walks the
+instance directory from where the last page stopped, never re-reading earlier pages."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import anyio
+import msgspec
+
+from ._core._state import WorkflowState, WorkflowStatus
+from ._errors import InvalidArgumentError
+from ._log._reader import read_meta
+from ._log._records import INSTANCES, InstanceMeta
+
+if TYPE_CHECKING:
+    from ._log._active import ActiveIndex
+    from .store import ObjectStore
+
+__all__ = ["MAX_PAGE", "Filters", "InstancePage", "names_after", "page_metas", "read_metas"]
+
+_ACTIVE = frozenset({WorkflowStatus.PENDING, WorkflowStatus.RUNNING, WorkflowStatus.SUSPENDED})
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class InstancePage:
+    """One page of a listing: its instances, and the cursor of the next page (``None``
+    at the end)."""
+
+    items: list[WorkflowState]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a listing keeps: every filter given must match."""
+
+    status: WorkflowStatus | None = None
+    name: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def keep(self, meta: InstanceMeta) -> bool:
+        if self.status is not None and meta.status != self.status:
+            return False
+        if self.name is not None and meta.name != self.name:
+            return False
+        if self.created_after is not None and meta.created_at <= self.created_after:
+            return False
+        return self.created_before is None or meta.created_at < self.created_before
+
+
+class _Cursor(msgspec.Struct, frozen=True, array_like=True):
+    """Where a listing stopped: in the active index (``partition``, then id order) or
+    in the instance directory (id order); ``after`` is the last id it looked at."""
+
+    active: bool
+    partition: int
+    after: str
+
+
+_cursor_decoder = msgspec.json.Decoder(_Cursor)
+
+
+def _encode(cursor: _Cursor) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).decode().rstrip("=")
+
+
+def _decode(text: str) -> _Cursor:
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        return _cursor_decoder.decode(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidArgumentError(f"not a listing cursor: {text!r}") from None
+
+
+async def read_metas(store: ObjectStore, ids: list[str]) -> list[InstanceMeta | None]:
+    """The metas of ``ids``, read concurrently, in the same order (None: absent or
+    unreadable)."""
+    found: list[InstanceMeta | None] = [None] * len(ids)
+
+    async def read(i: int, instance_id: str) -> None:
+        meta = await read_meta(store, instance_id)
+        found[i] = meta[0] if meta is not None else None
+
+    async with anyio.create_task_group() as tg:
+        for i, instance_id in enumerate(ids):
+            tg.start_soon(read, i, instance_id)
+    return found
+
+
+async def _metas(store: ObjectStore, ids: list[str]) -> list[InstanceMeta]:
+    """The metas of ``ids``, less the absent ones (a start under way, or an instance
+    being purged)."""
+    return [meta for meta in await read_metas(store, ids) if meta is not None]
+
+
+async def names_after(store: ObjectStore, prefix: str, after: str, limit: int) -> list[str]:
+    """The first ``limit`` names under ``prefix`` after ``after``: one request where the
+    store can start a listing there (S3), else its whole listing."""
+    list_after = getattr(store, "list_after", None)
+    if list_after is not None:
+        names: list[str] = await list_after(prefix, after, limit)
+        return names
+    return [n for n in await store.list(prefix) if n > after][:limit]
+
+
+async def page_metas(
+    index: ActiveIndex, filters: Filters, page_size: int, cursor: str | None, *, indexed: bool
+) -> tuple[list[InstanceMeta], str | None]:
+    """One page of the metas that match ``filters``, and the next page's cursor.
+
+    A status that has not ended is read from the active index when every partition
+    is ``indexed``; anything else walks the instance directory from the cursor."""
+    if not 1 <= page_size <= MAX_PAGE:
+        raise InvalidArgumentError(f"page_size must be from 1 to {MAX_PAGE}: {page_size!r}")
+    active = indexed and filters.status in _ACTIVE
+    at = _decode(cursor) if cursor is not None else _Cursor(active, 0, "")
+    if at.active != active:
+        raise InvalidArgumentError("this cursor is of a listing with other filters")
+    store = index.store
+    items: list[InstanceMeta] = []
+    if not active:
+        after = at.after
+        while True:
+            ids = await names_after(store, INSTANCES, after, page_size - len(items))
+            if not ids:
+                return items, None
+            items += [m for m in await _metas(store, ids) if filters.keep(m)]
+            after = ids[-1]
+            if len(items) == page_size:
+                return items, _encode(_Cursor(False, 0, after))
+    partition, after = at.partition, at.after
+    count = index.partitions or 0  # (known: every partition is indexed)
+    while partition < count:
+        ids = [i for i in await index.ids(partition) if i > after]
+        while ids:
+            take, ids = ids[: page_size - len(items)], ids[page_size - len(items) :]
+            items += [m for m in await _metas(store, take) if filters.keep(m)]
+            if len(items) == page_size:
+                last = partition == count - 1 and not ids
+                return items, None if last else _encode(_Cursor(True, partition, take[-1]))
+        partition, after = partition + 1, ""
+    return items, None

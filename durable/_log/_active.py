@@ -1,0 +1,253 @@
+"""The active index: per partition, one object for each run not yet ended, so start-up,
+recovery and lease takeover list what runs instead of every instance that ever ran.
+
+Layout (the log stays the truth; every entry can be checked against it)::
+
+    active/{partition:04d}/{id}/{seq:012d}-{run_id}   a run began (or may begin) at seq
+    indexed/{partition:04d}                           the partition's index is complete
+    indexing/{partition:04d}                          how far its one-time scan got
+
+An entry is written *before* the log record that starts its run (a create, a reuse,
+a rerun), so no run is ever in the log without one; it is deleted *after* the record
+that ends the run (a continue-as-new moves it to the new run). A crash between the two
+leaves an entry too many, never one too few: recovery finds it, reads the log and
+deletes it. Run ids are never reused, so deleting one run's entry never touches
+another's, however a reuse or purge races the end.
+
+A store without ``indexed/`` markers (written before the index existed, or new) is
+scanned once by the first recovery of each partition (:func:`build`), which writes its
+progress so that a scan cut short resumes where it stopped. Until a runtime has used
+the store there is no partition count: a client's start then writes no entry before
+its record, but looks again after it (the scan, which comes after the count, finds
+the record otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import anyio
+import msgspec
+
+from durable._core._state import WorkflowStatus
+from durable._errors import StoreError
+from durable._fleet._partitions import partition_of, read_config
+
+from ._reader import RunLog, load_run, new_run_after, read_meta
+from ._records import INSTANCES
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from durable.store import ObjectStore
+
+__all__ = ["ACTIVE", "INDEXED", "ActiveIndex", "Entry", "build", "repair"]
+
+ACTIVE = "active"
+INDEXED = "indexed"
+INDEXING = "indexing"
+_CHECKPOINT = 256  # instances scanned between two progress writes of a migration
+_BATCH = 32  # instances a migration reads at once
+_ATTEMPTS = 5  # tries of one instance's reads before its batch fails
+
+
+class Entry(NamedTuple):
+    """One index entry: the run that began (or may begin) at ``seq``."""
+
+    seq: int
+    run_id: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.seq:012d}-{self.run_id}"
+
+    @classmethod
+    def parse(cls, name: str) -> Entry | None:
+        seq, sep, run_id = name.partition("-")
+        if not sep or not seq.isdigit() or not run_id:
+            return None
+        return cls(int(seq), run_id)
+
+
+class _Progress(msgspec.Struct, frozen=True):
+    """How far a partition's one-time scan got: the last instance id it indexed."""
+
+    after: str
+
+
+_progress_decoder = msgspec.json.Decoder(_Progress)
+
+
+class ActiveIndex:
+    """The active index of one store, as every process sharing it sees it
+    (``partitions`` None: no runtime has used the store yet, nothing is indexed)."""
+
+    def __init__(self, store: ObjectStore, partitions: int | None) -> None:
+        self.store = store
+        self.partitions = partitions
+
+    @property
+    def known(self) -> bool:
+        return self.partitions is not None
+
+    async def refresh(self) -> bool:
+        """Whether the store's partition count is known now (reading it if not yet)."""
+        if self.partitions is None and (config := await read_config(self.store)) is not None:
+            self.partitions = config.partitions
+        return self.partitions is not None
+
+    def partition(self, instance_id: str) -> int:
+        assert self.partitions is not None, "no runtime has used this store yet"
+        return partition_of(instance_id, self.partitions)
+
+    def _prefix(self, instance_id: str) -> str:
+        return f"{ACTIVE}/{self.partition(instance_id):04d}/{instance_id}"
+
+    def key(self, instance_id: str, entry: Entry) -> str:
+        return f"{self._prefix(instance_id)}/{entry.name}"
+
+    async def begin(self, instance_id: str, seq: int, run_id: str) -> None:
+        """A run is about to be written at ``seq``: enter it first."""
+        if self.known:
+            await self.store.put(self.key(instance_id, Entry(seq, run_id)), b"")
+
+    async def end(self, instance_id: str, seq: int, run_id: str) -> None:
+        """The run that began at ``seq`` has ended (or will never begin): drop it."""
+        if self.known:
+            await self.store.delete(self.key(instance_id, Entry(seq, run_id)))
+
+    async def ids(self, partition: int) -> list[str]:
+        """The instances with an entry in ``partition``, sorted (one LIST)."""
+        return await self.store.list(f"{ACTIVE}/{partition:04d}")
+
+    async def entries(self, instance_id: str) -> list[Entry]:
+        """The instance's entries (one LIST)."""
+        names = await self.store.list(self._prefix(instance_id))
+        return [e for e in map(Entry.parse, names) if e is not None]
+
+    async def ready(self) -> set[int]:
+        """The partitions whose index is complete (one LIST)."""
+        return {int(name) for name in await self.store.list(INDEXED) if name.isdigit()}
+
+    async def _scanned_after(self, partition: int) -> str:
+        """The last instance id a cut-short scan of ``partition`` got through."""
+        try:
+            data = await self.store.get(f"{INDEXING}/{partition:04d}")
+            return _progress_decoder.decode(data).after
+        except (StoreError, msgspec.DecodeError, msgspec.ValidationError) as err:
+            if isinstance(err, StoreError) and err.transient:
+                raise
+            return ""
+
+    async def _scanned(self, partition: int, after: str) -> None:
+        await self.store.put(f"{INDEXING}/{partition:04d}", msgspec.json.encode(_Progress(after)))
+
+    async def _done(self, partition: int) -> None:
+        await self.store.put(f"{INDEXED}/{partition:04d}", b"")
+        await self.store.delete(f"{INDEXING}/{partition:04d}")
+
+
+async def build(index: ActiveIndex, partitions: Iterable[int]) -> None:
+    """Index the runs of ``partitions`` that the log says have not ended: the one-time
+    scan of a store written before the index existed. Its progress is written every
+    few hundred instances, so a scan cut short resumes where it stopped."""
+    done = await index.ready()
+    after = {p: await index._scanned_after(p) for p in partitions if p not in done}
+    if not after:
+        return
+    ids = [
+        i
+        for i in await index.store.list(INSTANCES)
+        if index.partition(i) in after and i > after[index.partition(i)]
+    ]
+    since: dict[int, int] = dict.fromkeys(after, 0)
+    last: dict[int, str] = {}
+    for offset in range(0, len(ids), _BATCH):
+        batch = ids[offset : offset + _BATCH]
+        failed: list[StoreError] = []
+        async with anyio.create_task_group() as tg:
+            for instance_id in batch:
+                tg.start_soon(_index_one, index, instance_id, failed)
+        if failed:
+            raise failed[0]  # the scan goes on from its last checkpoint when tried again
+        for instance_id in batch:  # the batch is whole: the scan may resume after it
+            since[index.partition(instance_id)] += 1
+            last[index.partition(instance_id)] = instance_id
+        for partition, count in since.items():
+            if count >= _CHECKPOINT:
+                await index._scanned(partition, last[partition])
+                since[partition] = 0
+    for partition in after:
+        await index._done(partition)
+
+
+async def _index_one(index: ActiveIndex, instance_id: str, failed: list[StoreError]) -> None:
+    """Index one instance if it runs; a transient error is tried again a few times
+    before it fails the batch (a scan of many instances meets some)."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            run = await _running(index.store, instance_id)
+            if run is not None:
+                await index.begin(instance_id, run.run_start, run.started.run_id)
+            return
+        except StoreError as err:
+            if not err.transient or attempt == _ATTEMPTS - 1:
+                failed.append(err)
+                return
+
+
+async def _running(store: ObjectStore, instance_id: str) -> RunLog | None:
+    """The instance's current run if the log says it has not ended; None otherwise
+    (ended, absent, or broken for good: recovery fails those by the meta)."""
+    found = await read_meta(store, instance_id)
+    meta = found[0] if found is not None else None
+    if (
+        meta is not None
+        and WorkflowStatus(meta.status).is_terminal
+        and not await new_run_after(store, meta)
+    ):
+        return None
+    try:
+        run = await load_run(store, instance_id, meta)
+    except StoreError as err:
+        if err.transient:
+            raise
+        return None
+    return run if run is not None and not run.status.is_terminal else None
+
+
+async def repair(index: ActiveIndex, instance_id: str, entries: list[Entry]) -> None:
+    """Bring an instance's entries in line with its log: the current run has one if it
+    has not ended; an entry whose seq the log has passed, and that is not the current
+    run's, goes (its run ended, or lost its race). An instance that ended goes only
+    once its meta says so (what follows an end is finished by then). An entry past the
+    log's end is a start under way (or one that died): it stays. ``entries`` were listed
+    before this call reads the log."""
+    found = await read_meta(index.store, instance_id)
+    meta = found[0] if found is not None else None
+    current: Entry | None = None
+    if (
+        meta is not None
+        and WorkflowStatus(meta.status).is_terminal
+        and not await new_run_after(index.store, meta)
+    ):
+        last_seq = meta.seq
+    else:
+        try:
+            run = await load_run(index.store, instance_id, meta)
+        except StoreError as err:
+            if err.transient:
+                raise
+            return  # broken for good: recovery fails it, and the next one tidies up
+        if run is None:
+            return  # absent or being purged: an entry may be a start under way
+        if run.status.is_terminal:
+            return  # ended, but its meta lags: what follows an end (its sent events, its
+            # parent told) may be under way, and the meta's write drops the entry
+        last_seq = run.last_seq
+        current = Entry(run.run_start, run.started.run_id)
+        if current not in entries:
+            await index.begin(instance_id, current.seq, current.run_id)
+    for entry in entries:
+        if entry != current and entry.seq <= last_seq:
+            await index.end(instance_id, entry.seq, entry.run_id)
