@@ -9,6 +9,7 @@ from the annotations, so they must resolve at runtime.)
 
 from datetime import timedelta
 from time import perf_counter
+from typing import Any
 
 import anyio
 
@@ -68,10 +69,13 @@ def warm_up() -> None:
 # -- sequential ---------------------------------------------------------------------------
 
 
-async def _sequential_once(store: ObjectStore, k: int) -> dict[str, float]:
+async def _sequential_once(
+    store: ObjectStore, k: int, options: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """One ``k``-step sequential run on ``store`` (a runtime built with ``options``)."""
     _stamps.clear()
     try:
-        async with Runtime(REGISTRY, store=store) as rt:
+        async with Runtime(REGISTRY, store=store, **(options or {})) as rt:
             started = perf_counter()
             handle = await rt.start(bench_sequential, k)
             result = await handle

@@ -14,16 +14,13 @@ The issue's bar: ``sdk/off`` >= 0.8x in steps/s on ``memory://``.
 from the annotations, so they must resolve at runtime.)
 """
 
-from time import perf_counter
 from typing import Any
 
 import anyio
 
-from durable import Runtime
 from durable.store import ObjectStore
 
-from ._figures import sequential_figures
-from ._scenarios import REGISTRY, _stamps, bench_sequential
+from ._scenarios import _sequential_once
 from ._suite import Column, fresh_store, scenario
 
 _VARIANTS = ("off", "api", "sdk")
@@ -53,19 +50,7 @@ def _options(variant: str) -> tuple[dict[str, Any], Any]:
 
 async def _once(store: ObjectStore, k: int, variant: str) -> dict[str, float]:
     options, exported = _options(variant)
-    _stamps.clear()
-    try:
-        async with Runtime(REGISTRY, store=store, **options) as rt:
-            started = perf_counter()
-            result = await (await rt.start(bench_sequential, k))
-            ended = perf_counter()
-    finally:
-        await store.close()
-    stamps = list(_stamps)
-    _stamps.clear()
-    if result != k:
-        raise RuntimeError(f"telemetry run went wrong: result {result}")
-    figures = sequential_figures(stamps, started, ended, k)
+    figures = await _sequential_once(store, k, options)
     if exported is not None:
         spans, reader = exported
         count = len(spans.get_finished_spans())

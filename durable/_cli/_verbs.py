@@ -169,18 +169,21 @@ async def update(args: argparse.Namespace) -> int:
     return OK
 
 
-async def suspend(args: argparse.Namespace) -> int:
+async def _request(args: argparse.Namespace, verb: str, doing: str) -> int:
+    """Send the instance a request its handle makes with a reason (suspend, resume,
+    cancel), and say so."""
     async with _client(args) as client:
-        await client.get_handle(args.instance_id).suspend(args.reason)
-    print(f"suspending {args.instance_id}")
+        await getattr(client.get_handle(args.instance_id), verb)(args.reason)
+    print(f"{doing} {args.instance_id}")
     return OK
+
+
+async def suspend(args: argparse.Namespace) -> int:
+    return await _request(args, "suspend", "suspending")
 
 
 async def resume(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        await client.get_handle(args.instance_id).resume(args.reason)
-    print(f"resuming {args.instance_id}")
-    return OK
+    return await _request(args, "resume", "resuming")
 
 
 async def terminate(args: argparse.Namespace) -> int:
@@ -192,10 +195,7 @@ async def terminate(args: argparse.Namespace) -> int:
 
 
 async def cancel(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        await client.get_handle(args.instance_id).cancel(args.reason)
-    print(f"cancelling {args.instance_id}")
-    return OK
+    return await _request(args, "cancel", "cancelling")
 
 
 async def rerun(args: argparse.Namespace) -> int:

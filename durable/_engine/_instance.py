@@ -153,6 +153,12 @@ class Sent(Event, frozen=True):
     to: str = ""
 
 
+# the kinds of event that name a run of the instance or of its parent, built once (this
+# check runs for every event of every turn)
+_CHILD_ANSWERS = (ChildWorkflowCompleted, ChildWorkflowErrored)
+_PARENT_ORDERS = (WorkflowTerminated, WorkflowCancelRequested)
+
+
 def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
     """Whether ``event`` names a run that is not the instance's current one: a child's
     answer to another run of this parent, a terminate or cancel for the children of
@@ -160,9 +166,9 @@ def _addressed_elsewhere(inst: _Instance, event: Event) -> bool:
     sent to another start. Such an event is consumed and never applied."""
     if isinstance(event, Sent):
         return True
-    if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
+    if isinstance(event, _CHILD_ANSWERS):
         return event.parent_run not in ("", inst.started.run_id)
-    if isinstance(event, WorkflowTerminated | WorkflowCancelRequested) and event.parent is not None:
+    if isinstance(event, _PARENT_ORDERS) and event.parent is not None:
         return inst.parent is None or not inst.parent.same_run(event.parent)
     if isinstance(event, ExecutionTimedOut):  # the deadline of an earlier start's runs
         return event.deadline != inst.started.deadline

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -115,3 +116,20 @@ def wait_listening(proc: LineProcess, port: int) -> None:
                 continue
             pytest.fail(f"{proc.name} exited before listening\n{proc.tail()}")
     pytest.fail(f"{proc.name} does not listen on {port}\n{proc.tail()}")
+
+
+def run_until(
+    worker: Path, store: Path, mode: str, line: str
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start ``worker STORE MODE`` and read its output until ``line`` (or its end)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(worker), str(store), mode],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    for out in proc.stdout:
+        seen.append(out.strip())
+        if out.strip() == line:
+            break
+    return proc, seen

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import pytest
+from _procs import run_until
 
 WORKER = Path(__file__).with_name("messages_crash_worker.py")
 
 pytestmark = pytest.mark.anyio
-
-
-def _run_until(store: Path, mode: str, line: str) -> tuple[subprocess.Popen[str], list[str]]:
-    """Start the worker and read its output until ``line`` (or its end)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), str(store), mode],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    seen: list[str] = []
-    for out in proc.stdout:
-        seen.append(out.strip())
-        if out.strip() == line:
-            break
-    return proc, seen
 
 
 async def test_an_update_acknowledged_before_a_sigkill_is_applied_once_after_it(
@@ -38,14 +22,16 @@ async def test_an_update_acknowledged_before_a_sigkill_is_applied_once_after_it(
     same id gets its result, and the handler's effect is there once."""
     store = tmp_path / "store"
     with anyio.fail_after(60):
-        proc, seen = await anyio.to_thread.run_sync(_run_until, store, "start", "running")
+        proc, seen = await anyio.to_thread.run_sync(run_until, WORKER, store, "start", "running")
         if "acked" not in seen:  # the activity may print first: wait for the acknowledgement
             assert proc.stdout is not None
             seen.append((await anyio.to_thread.run_sync(proc.stdout.readline)).strip())
         proc.kill()  # SIGKILL: no clean shutdown
         _, err = await anyio.to_thread.run_sync(proc.communicate)
         assert sorted(seen) == ["acked", "running"], err
-        proc, seen = await anyio.to_thread.run_sync(_run_until, store, "resume", "completed 1")
+        proc, seen = await anyio.to_thread.run_sync(
+            run_until, WORKER, store, "resume", "completed 1"
+        )
         proc.kill()
         _, err = await anyio.to_thread.run_sync(proc.communicate)
     assert seen == ["result 5", "balance 5", "completed 1"], err
