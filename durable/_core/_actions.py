@@ -22,6 +22,7 @@ __all__ = [
     "SendEvent",
     "StartChildWorkflow",
     "StartTimer",
+    "UpsertSearchAttributes",
 ]
 
 
@@ -87,6 +88,12 @@ class RecordPatch(msgspec.Struct, frozen=True):
     patch_id: str
 
 
+class UpsertSearchAttributes(msgspec.Struct, frozen=True):
+    """Set (or, with ``None``, remove) search attributes, encoded."""
+
+    attributes: dict[str, str | None]
+
+
 class CompleteWorkflow(msgspec.Struct, frozen=True):
     """End the run with a result."""
 
@@ -113,6 +120,7 @@ Action = (
     | SendEvent
     | CompleteUpdate
     | RecordPatch
+    | UpsertSearchAttributes
     | CancelTask
     | CompleteWorkflow
     | FailWorkflow

@@ -35,6 +35,7 @@ __all__ = [
     "HistoryEvent",
     "ParentRef",
     "PatchApplied",
+    "SearchAttributesUpserted",
     "TaskCancelled",
     "TimerCreated",
     "TimerFired",
@@ -106,6 +107,8 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     trace_parent: str = ""
     trace_state: str = ""
     deadline: datetime | None = None
+    search_attributes: dict[str, str] = {}
+    """The run's search attributes at its start, encoded (see :mod:`._search`)."""
 
     @property
     def replay_seed(self) -> str:
@@ -264,6 +267,13 @@ class PatchApplied(Event, frozen=True, tag="patch_applied"):
     patch_id: str
 
 
+class SearchAttributesUpserted(Event, frozen=True, tag="search_attributes_upserted"):
+    """The run set (or, with ``None``, removed) search attributes: values encoded (see
+    :mod:`._search`)."""
+
+    attributes: dict[str, str | None]
+
+
 class WorkflowSuspended(Event, frozen=True, tag="workflow_suspended"):
     """The instance was suspended: new events wait until it resumes."""
 
@@ -342,6 +352,7 @@ HistoryEvent = (
     | UpdateRequested
     | UpdateCompleted
     | PatchApplied
+    | SearchAttributesUpserted
     | TaskCancelled
     | WorkflowCancelRequested
     | ExecutionTimedOut

@@ -12,12 +12,14 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     EventSent,
     HistoryEvent,
+    SearchAttributesUpserted,
     TaskCancelled,
     TurnStarted,
     WorkflowErrored,
     WorkflowStarted,
 )
 from durable._core._failure import failure_from_exception
+from durable._core._search import fold
 from durable._core._state import WorkflowStatus
 from durable._errors import (
     ObjectExistsError,
@@ -26,7 +28,6 @@ from durable._errors import (
 from durable._log._msgids import watermarks
 from durable._log._reader import (
     record_outcome,
-    write_meta,
 )
 from durable._log._records import (
     InstanceMeta,
@@ -35,6 +36,7 @@ from durable._log._records import (
     log_key,
 )
 from durable._log._retention import note_ended
+from durable._log._search import write_meta_indexed
 
 from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
 from ._instance import _ANSWERS, _SCHEDULING, _Instance
@@ -105,6 +107,8 @@ class _Commits(_EngineBase):
             inst.received.update(watermarks([*inst.received.values(), *record.consumed]))
         custom_changed = inst.custom_status != record.custom_status
         inst.custom_status = record.custom_status
+        if record.next_run or any(type(e) is SearchAttributesUpserted for e in record.events):
+            fold(inst.search, (*record.events, *record.next_run), inst.started.run_id)
         previous = inst.status
         inst.status = _STATUS[record.status]
         outstanding = inst.outstanding
@@ -140,6 +144,7 @@ class _Commits(_EngineBase):
             or inst.status.is_terminal
             or record.next_run
             or custom_changed
+            or inst.search != inst.meta_indexed.search
             or record.seq - inst.meta_seq >= _META_EVERY
         ):
             await self._write_meta(inst)
@@ -227,8 +232,11 @@ class _Commits(_EngineBase):
             input=inst.started.input, output=output, failure=failure,
             custom_status=inst.custom_status, parent=inst.parent,
             version=inst.started.version, reason=inst.reason, origin=inst.started.origin_run,
+            search=dict(inst.search),
         )  # fmt: skip
-        inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
+        inst.meta_etag, inst.meta_indexed = await write_meta_indexed(
+            self.store, meta, inst.meta_etag, inst.meta_indexed
+        )
         inst.meta_seq = inst.seq
         self._stale_meta.pop(inst.id, None)
         if inst.status.is_terminal:  # only now: until the meta says it ended, recovery

@@ -18,6 +18,7 @@ from durable._core._actions import (
     SendEvent,
     StartChildWorkflow,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from durable._core._events import (
     CONTROL,
@@ -28,6 +29,7 @@ from durable._core._events import (
     EventSent,
     HistoryEvent,
     PatchApplied,
+    SearchAttributesUpserted,
     TaskCancelled,
     TimerCreated,
     TurnStarted,
@@ -38,6 +40,7 @@ from durable._core._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
+from durable._core._search import Indexed, fold
 from durable._core._state import WorkflowStatus, ended_by
 from durable._errors import (
     NonDeterminismError,
@@ -441,6 +444,10 @@ class _Turns(_EngineBase):
                     )  # fmt: skip
                 case RecordPatch():
                     event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)
+                case UpsertSearchAttributes():
+                    event = SearchAttributesUpserted(
+                        event_id=event_id, timestamp=now, attributes=action.attributes
+                    )
                 case CancelTask():
                     event = TaskCancelled(event_id=event_id, timestamp=now, task_id=action.task_id)
                 case CompleteWorkflow():
@@ -467,6 +474,7 @@ class _Turns(_EngineBase):
                         deadline=inst.started.deadline,
                         trace_parent=inst.started.trace_parent,
                         trace_state=inst.started.trace_state,
+                        search_attributes=_carried(inst.search, events),
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(
@@ -490,3 +498,11 @@ class _Turns(_EngineBase):
         run = self._new_run(inst, loaded.history)
         inst.run = run
         return run
+
+
+def _carried(search: dict[str, Indexed], events: list[HistoryEvent]) -> dict[str, str]:
+    """The search attributes a continue-as-new carries into the new run: the run's, with
+    the upserts of the turn that continues it."""
+    now = dict(search)
+    fold(now, events, "")
+    return {name: indexed.value for name, indexed in now.items()}

@@ -19,6 +19,7 @@ from durable._core._events import (
     TimerCreated,
     WorkflowStarted,
 )
+from durable._core._search import Indexed, search_of
 from durable._core._state import WorkflowStatus
 from durable._errors import (
     InstanceExistsError,
@@ -41,9 +42,10 @@ from ._records import (
     log_key,
     meta_key,
 )
+from ._search import Indexing, unindex
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from durable.store import ObjectStore
 
@@ -100,8 +102,11 @@ async def _start_run(
     meta_etag: str | None,
     unposted: int = -1,
     consumed: list[str] | None = None,
+    before: InstanceMeta | None = None,
 ) -> Created:
-    """Write a run's first record at ``seq``, its index entry first (see :mod:`._active`)."""
+    """Write a run's first record at ``seq``, its index entry first (see :mod:`._active`);
+    then its meta (``before``: the meta at ``meta_etag``), whose search entries follow it
+    (see :mod:`._search`)."""
     store = index.store
     started = history[0]
     assert isinstance(started, WorkflowStarted)
@@ -134,9 +139,12 @@ async def _start_run(
         version=started.version,
         unposted=unposted,
         origin=started.origin_run,
+        search=search_of(history),
     )
     try:
-        etag: str | None = await write_meta(store, meta, meta_etag)
+        etag: str | None = await write_meta(
+            store, meta, meta_etag, Indexing.of(before) if before is not None else None
+        )
     except StoreError as err:
         if not err.transient:
             raise
@@ -160,11 +168,13 @@ async def create_instance(
     trace_parent: str = "",
     trace_state: str = "",
     events: Sequence[EventRaised] = (),
+    search: Mapping[str, str] | None = None,
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
     ``InstanceExistsError``. ``deadline`` bounds the run and its continue-as-new
-    successors. ``events`` arrive with the start, in the same record."""
+    successors. ``events`` arrive with the start, in the same record. ``search``: the
+    run's search attributes, encoded."""
     store = index.store
     started = WorkflowStarted(
         event_id=0,
@@ -177,6 +187,7 @@ async def create_instance(
         deadline=deadline,
         trace_parent=trace_parent,
         trace_state=trace_state,
+        search_attributes=dict(search or {}),
     )
     arrived: list[HistoryEvent] = [
         msgspec.structs.replace(e, event_id=i, timestamp=now) for i, e in enumerate(events, 1)
@@ -202,7 +213,7 @@ async def create_instance(
     try:
         return await _start_run(
             index, instance_id, existing.last_seq + 1, [started, *arrived], now, now, etag,
-            existing.unposted, sorted(watermarks(existing.consumed).values()),
+            existing.unposted, sorted(watermarks(existing.consumed).values()), meta,
         )  # fmt: skip
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None
@@ -274,6 +285,7 @@ async def purge_instance(
     deleted it (False: ``last_seq`` did not match, or another purge is under way).
     """
     store = index.store
+    searched: dict[str, Indexed] = {}  # the attributes of the log's last run
     while True:
         found = await read_meta(store, instance_id)
         run = await load_run(store, instance_id, found[0] if found else None)
@@ -298,8 +310,9 @@ async def purge_instance(
         # the run's entry is gone unless its end was cut short; entries of starts that
         # lose to this purge are deleted by those starts
         await index.end(instance_id, run.run_start, run.started.run_id)
+        searched = search_of(run.history)
         break
-    await _delete_claimed(store, instance_id, memo, now)
+    await _delete_claimed(store, instance_id, memo, now, searched)
     return True
 
 
@@ -317,13 +330,20 @@ async def _purge_under_way(store: ObjectStore, instance_id: str) -> datetime | N
 
 
 async def _delete_claimed(
-    store: ObjectStore, instance_id: str, memo: MemoStore | None, now: datetime
+    store: ObjectStore,
+    instance_id: str,
+    memo: MemoStore | None,
+    now: datetime,
+    searched: Mapping[str, Indexed],
 ) -> None:
     """Delete a claimed instance, in an order that keeps every start out: ``log/0``
     becomes a purge record first, the claim goes after every other record, ``log/0``
-    last of all."""
+    last of all. Its search entries go before its meta (which names them), with those
+    of ``searched`` (the log's, which the meta may lag)."""
     first = TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True, purged_at=now)
     await store.put(log_key(instance_id, 0), encode(first))
+    found = await read_meta(store, instance_id)  # (a purge cut short: its entries, again)
+    await unindex(store, instance_id, found[0] if found else None, searched)
     await store.delete(meta_key(instance_id))
     await store.delete_prefix(inbox_prefix(instance_id))
     if memo is not None:
@@ -381,11 +401,11 @@ async def rerun_instance(
     if memo is not None:
         await memo.purge(instance_id, below=run.step_end)
     found = await read_meta(store, instance_id)
-    etag = found[1] if found else None
+    meta, etag = found if found else (None, None)
     try:
         return await _start_run(
             index, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag,
-            run.unposted, sorted(watermarks(run.consumed).values()),
+            run.unposted, sorted(watermarks(run.consumed).values()), meta,
         )  # fmt: skip
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None

@@ -18,6 +18,7 @@ from durable._core._actions import (
     SendEvent,
     StartChildWorkflow,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from durable._core._events import EventRaised, HistoryEvent
 from durable._core._state import WorkflowStatus
@@ -101,7 +102,7 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_ms(action.carryover),
             )
-        case RecordPatch() | CancelTask() | CompleteUpdate():
+        case RecordPatch() | CancelTask() | CompleteUpdate() | UpsertSearchAttributes():
             return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
@@ -163,7 +164,7 @@ def action_to_dapr(
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_dapr(action.carryover),
             )
-        case RecordPatch() | CancelTask() | CompleteUpdate():
+        case RecordPatch() | CancelTask() | CompleteUpdate() | UpsertSearchAttributes():
             return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)

@@ -21,6 +21,7 @@ from durable._core._events import (
     HistoryEvent,
     ParentRef,
     PatchApplied,
+    SearchAttributesUpserted,
     TaskCancelled,
     TimerCreated,
     TimerFired,
@@ -171,8 +172,8 @@ def event_to_ms(
             out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
-        case UpdateRequested() | UpdateCompleted():
-            return None  # not carried: the protocol has no updates
+        case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
+            return None  # not carried: the protocol has no updates, no search attributes
         case _:
             assert_never(event)
     return out
@@ -292,8 +293,8 @@ def event_to_dapr(
             out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
-        case UpdateRequested() | UpdateCompleted():
-            return None  # not carried: the protocol has no updates
+        case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
+            return None  # not carried: the protocol has no updates, no search attributes
         case _:
             assert_never(event)
     return out
@@ -327,7 +328,8 @@ def events_to_dapr(
             )
             continue
         converted = event_to_dapr(event, instance_id=instance_id, task_base=task_base)
-        assert converted is not None  # only PatchApplied has no event of its own
+        if converted is None:
+            continue  # no form in the protocol (a run of this process's own code)
         if isinstance(event, TurnStarted):
             turn = converted.workflow_started
             if run_version is not None:

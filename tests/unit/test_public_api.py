@@ -14,7 +14,7 @@ EXPECTED = {
     "InstanceRunningError", "InvalidArgumentError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
     "NonDeterminismError", "PayloadCodec", "QueryFailedError",
-    "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreConfigError", "StoreError",
+    "Registry", "RetryPolicy", "Runtime", "SearchAttributeError", "SerializationError", "StoreConfigError", "StoreError",
     "SystemClock",
     "TimeoutError", "UnknownQueryError", "UnknownUpdateError", "UnknownWorkflowError",
     "UpdateFailedError", "UpdateRejectedError", "WorkflowContext",
