@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
 import anyio.abc
 import anyio.lowlevel
@@ -36,7 +38,10 @@ from durable._log._records import (
     log_key,
 )
 from durable._log._retention import note_ended
-from durable._log._search import write_meta_indexed
+from durable._log._search import delete_entries, write_meta_indexed
+
+if TYPE_CHECKING:
+    from durable.store import ObjectStore
 
 from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
 from ._instance import _ANSWERS, _SCHEDULING, _Instance
@@ -44,6 +49,13 @@ from ._instance import _ANSWERS, _SCHEDULING, _Instance
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
 # a record's status (a string once read back) -> the status (the enum's own call is slow)
 _STATUS: dict[str, WorkflowStatus] = {status.value: status for status in WorkflowStatus}
+
+
+async def _drop_entries(store: ObjectStore, instance_id: str, keys: set[str]) -> None:
+    """Delete search entries of replaced attributes (a retry raises until all are gone)."""
+    if failed := await delete_entries(store, keys):
+        keys.intersection_update(failed)
+        raise StoreError(f"could not delete old search entries of {instance_id!r}")
 
 
 class _Commits(_EngineBase):
@@ -239,6 +251,9 @@ class _Commits(_EngineBase):
         )
         inst.meta_seq = inst.seq
         self._stale_meta.pop(inst.id, None)
+        if inst.status.is_terminal and inst.meta_indexed.drop:  # no later meta deletes
+            # them: delete them again until they are gone (the meta lists them meanwhile)
+            self._spawn_guarded(_drop_entries, self.store, inst.id, set(inst.meta_indexed.drop))
         if inst.status.is_terminal:  # only now: until the meta says it ended, recovery
             # must find it (to write that meta, or tell its parent)
             await self._index_end(inst.id, inst.run_start, inst.started.run_id)

@@ -38,7 +38,7 @@ from durable._errors import (
     PreconditionFailedError,
     StoreError,
 )
-from durable._log._search import EMPTY, Indexing
+from durable._log._search import Indexing
 
 from ._lifecycle import InstanceState
 
@@ -121,7 +121,9 @@ class _Instance:
         self.reason = ""  # why it makes no progress, for describe()
         self.residency = -1  # set by Residency: which stay in memory this object is
         self.meta_etag: str | None = None
-        self.meta_indexed: Indexing = EMPTY  # what the meta at meta_etag says of its search entries
+        self.meta_indexed = (
+            Indexing.empty()
+        )  # what the meta at meta_etag says of its search entries
         self.search: dict[str, Indexed] = {}  # the run's search attributes, as the log has them
         self.meta_seq = -1
         self.meta_status = ""

@@ -39,7 +39,7 @@ from durable._log._records import (
     meta_key,
     wakeup_key,
 )
-from durable._log._search import EMPTY, Indexing, delete_entries
+from durable._log._search import Indexing, delete_entries
 
 from ._base import _STORE_RETRY, _EngineBase, log
 from ._handover import Handover
@@ -93,7 +93,8 @@ class _Recovery(_EngineBase):
         inst.next_event_id = len(created.record.next_run)
         inst.meta_etag = created.meta_etag
         inst.meta_seq = created.record.seq if created.meta_etag is not None else -1
-        inst.meta_indexed = Indexing.of(created.meta) if created.meta_etag is not None else EMPTY
+        if created.indexed is not None:
+            inst.meta_indexed = created.indexed
         inst.search = search_of(created.record.next_run)
         inst.consumed = set(created.record.consumed)  # the run before's watermarks
         inst.received = watermarks(created.record.consumed)
@@ -325,7 +326,8 @@ class _Recovery(_EngineBase):
         inst = _Instance(instance_id, loaded.started, loaded.created_at)
         inst.meta_etag = etag
         inst.meta_seq = meta.seq if meta is not None else -1
-        inst.meta_indexed = Indexing.of(meta) if meta is not None else EMPTY
+        if meta is not None:
+            inst.meta_indexed = Indexing.of(meta)
         self._instances[instance_id] = inst
         self._evicted.discard(instance_id)
         fire(inst, LifecycleEvent.LOADED)

@@ -30,7 +30,7 @@ from durable._errors import (
 )
 
 from ._msgids import watermarks
-from ._reader import RunLog, load_run, read_meta, read_record, write_meta
+from ._reader import RunLog, load_run, read_meta, read_record
 from ._records import (
     InboxMessage,
     InstanceMeta,
@@ -42,7 +42,7 @@ from ._records import (
     log_key,
     meta_key,
 )
-from ._search import Indexing, unindex
+from ._search import Indexing, unindex, write_meta_indexed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -68,6 +68,8 @@ class Created(msgspec.Struct):
     record: TurnRecord
     meta: InstanceMeta
     meta_etag: str | None  # None: the meta write failed; the engine rolls it forward
+    indexed: Indexing | None = None  # what the meta says of its search entries (None:
+    # the write failed, and the entries put for it are among those to delete)
 
 
 async def _put_once(store: ObjectStore, key: str, data: bytes) -> None:
@@ -141,15 +143,15 @@ async def _start_run(
         origin=started.origin_run,
         search=search_of(history),
     )
+    indexed = Indexing.of(before) if before is not None else Indexing.empty()
+    etag: str | None = None
     try:
-        etag: str | None = await write_meta(
-            store, meta, meta_etag, Indexing.of(before) if before is not None else None
-        )
+        etag, indexed = await write_meta_indexed(store, meta, meta_etag, indexed)
     except StoreError as err:
         if not err.transient:
             raise
-        etag = None  # the run exists: meta is only an index, rebuilt from the log
-    return Created(record, meta, etag)
+        # the run exists: meta is only an index, rebuilt from the log
+    return Created(record, meta, etag, indexed)
 
 
 async def create_instance(

@@ -21,9 +21,8 @@ purge deletes the instance's entries before its meta.
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
-import anyio
 import msgspec
 
 from durable._errors import (
@@ -36,29 +35,34 @@ from durable._errors import (
 from ._records import InstanceMeta, decode_meta, encode, meta_key
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Mapping
 
     from durable._core._search import Indexed
     from durable.store import ObjectStore
 
-__all__ = ["EMPTY", "SEARCH", "Indexing", "find", "unindex", "write_meta_indexed"]
+__all__ = ["SEARCH", "Indexing", "find", "unindex", "write_meta_indexed"]
 
 SEARCH = "search"
 
 
-class Indexing(NamedTuple):
-    """What a meta says of its search entries: the current attributes, and the entries
-    of replaced ones still to delete."""
+class Indexing:
+    """What a meta says of its search entries, as its writer knows it: the current
+    attributes, and the entries still to delete (those of replaced attributes, and
+    those put for a meta whose write failed)."""
 
-    search: Mapping[str, Indexed]
-    drop: Sequence[str]
+    __slots__ = ("drop", "search")
+
+    def __init__(self, search: Mapping[str, Indexed], drop: Iterable[str] = ()) -> None:
+        self.search = search
+        self.drop = set(drop)
 
     @classmethod
     def of(cls, meta: InstanceMeta) -> Indexing:
         return cls(meta.search, meta.search_drop)
 
-
-EMPTY = Indexing({}, ())
+    @classmethod
+    def empty(cls) -> Indexing:
+        return cls({})
 
 
 def _segment(encoded: str) -> str:
@@ -78,36 +82,21 @@ def entry_keys(instance_id: str, search: Mapping[str, Indexed]) -> set[str]:
     }
 
 
-async def _each(call: object, keys: Iterable[str]) -> None:
-    """Call ``call(key)`` for every key, concurrently."""
-    keys = list(keys)
-    if len(keys) == 1:
-        await call(keys[0])  # type: ignore[operator]
-        return
-    async with anyio.create_task_group() as tg:
-        for key in keys:
-            tg.start_soon(call, key)  # type: ignore[arg-type]
-
-
 async def _put_entries(store: ObjectStore, keys: Iterable[str]) -> None:
-    async def put(key: str) -> None:
+    """Put entries one by one (an instance has a few; a store error stays itself)."""
+    for key in sorted(keys):
         await store.put(key, b"")
-
-    await _each(put, keys)
 
 
 async def delete_entries(store: ObjectStore, keys: Iterable[str]) -> list[str]:
     """Delete entries; returns those whose delete failed (kept for a later writer)."""
     failed: list[str] = []
-
-    async def delete(key: str) -> None:
+    for key in sorted(keys):
         try:
             await store.delete(key)
         except StoreError:
             failed.append(key)
-
-    await _each(delete, keys)
-    return sorted(failed)
+    return failed
 
 
 async def write_meta_indexed(
@@ -117,24 +106,27 @@ async def write_meta_indexed(
     a newer one. Its search entries are put first, and those of the meta it replaces
     (``before``: what the meta at ``etag`` says; None: not known) deleted after.
 
-    Returns the ETag now current and what that meta says of its entries. A meta deleted
-    since the writer read it is not written again (``ObjectNotFoundError``), and the
-    entries put for it are deleted (a purge came: the run they name is gone)."""
+    Returns the ETag now current and what that meta says of its entries. If the write
+    fails, ``before`` keeps the entries put for it among those to delete (the next
+    write, for a meta that does not name them, deletes them). A meta deleted since the
+    writer read it is not written again (``ObjectNotFoundError``), and the entries put
+    for it are deleted (a purge came: the run they name is gone)."""
     key = meta_key(meta.instance_id)
     want = entry_keys(meta.instance_id, meta.search) if meta.search else set()
     if before is None and etag is None:
-        before = EMPTY
+        before = Indexing.empty()
     put: set[str] = set()
     for _ in range(8):
         have = entry_keys(meta.instance_id, before.search) if before is not None else set()
-        drop = (have | set(before.drop)) - want if before is not None else set()
+        drop = (have | before.drop) - want if before is not None else set()
         missing = want - have - put
         try:
             if missing:
+                if before is not None:
+                    before.drop |= missing  # until a meta names them
                 await _put_entries(store, missing)
                 put |= missing
-            written = msgspec.structs.replace(meta, search_drop=sorted(drop))
-            data = encode(written)
+            data = encode(msgspec.structs.replace(meta, search_drop=sorted(drop)))
             try:
                 if etag is None:
                     etag = await store.put_if_absent(key, data)
@@ -149,11 +141,12 @@ async def write_meta_indexed(
                     await _put_entries(store, want - put)
                     put = set(want)
                     etag = await store.put(key, encode(meta))
-                    return etag, Indexing(meta.search, ())
+                    return etag, Indexing(meta.search)
                 if other.seq > meta.seq:
-                    return etag, Indexing.of(other)
+                    stray = put - entry_keys(meta.instance_id, other.search)
+                    return etag, Indexing(other.search, {*other.search_drop, *stray})
                 meta = msgspec.structs.replace(meta, created_at=other.created_at)
-                before = Indexing.of(other)
+                before = Indexing(other.search, {*other.search_drop, *put})
                 continue
         except ObjectNotFoundError:
             await delete_entries(store, put)

@@ -20,6 +20,7 @@ from durable.testing._system_programs import (
     Program,
     build_registry,
     random_program,
+    start_attributes,
 )
 from durable.testing._system_store import Crash
 
@@ -59,7 +60,7 @@ class _Operations(_DriverBase):
         self.note(f"{via}: start {instance_id} {tag} v{version}{bound} {program}")
         await client.start(
             "prog", self._input(tag), instance_id=instance_id, version=version,
-            execution_timeout=limit,
+            execution_timeout=limit, search_attributes=start_attributes(len(self.roots)),
         )  # fmt: skip
         self.acked_starts.append((instance_id, tag, began))
 
@@ -74,7 +75,10 @@ class _Operations(_DriverBase):
         tag = self._new_tag(program)
         began = self.sim.ledger.writes
         self.note(f"{via}: start {instance_id} {tag} reuse {program}")
-        await client.start("prog", self._input(tag), instance_id=instance_id, reuse=True)
+        await client.start(
+            "prog", self._input(tag), instance_id=instance_id, reuse=True,
+            search_attributes=start_attributes(self.tags),
+        )  # fmt: skip
         self.acked_starts.append((instance_id, tag, began))
 
     async def op_start_with_event(self, client: Client, via: str, instance_id: str) -> None:
