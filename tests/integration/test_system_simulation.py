@@ -35,6 +35,14 @@ ALSO_OPEN: dict[str, tuple[str, str]] = {
         "found by this simulation (seed 171): a reuse acknowledged while a purge of the "
         "instance is under way is written at log/0 beside the purge's records and never runs",
     ),
+    "rerun-never-hears-its-child": (
+        r"a rerun\) never ended: status RUNNING after the drain; waits on a child \(COMPLETED\); "
+        r"no unapplied inbox message; wakeup absent; its partition is leased, not in its "
+        r"owner's memory",
+        "found by this simulation (seed 48, once search attributes joined it and moved its "
+        "timings): a rerun whose sub-workflow is started again and ends never hears of it; "
+        "the parent is not in its owner's memory and nothing loads it again",
+    ),
 }
 
 
