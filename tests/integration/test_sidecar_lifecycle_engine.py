@@ -96,8 +96,8 @@ async def test_a_recursive_purge_deletes_the_tree_and_only_it() -> None:
         # r-l is taken by an instance of its own (no parent): not r's any more
         await rt.start("leaf", "mine", instance_id="r-l", reuse=True)
         assert await _ended(rt, "r-l") is WorkflowStatus.COMPLETED
+        await rt.start("words", 1, instance_id="busy")
         with pytest.raises(InstanceRunningError):  # (and a root that runs is refused)
-            await rt.start("words", 1, instance_id="busy")
             await rt.client.purge("busy", recursive=True)
         assert await rt.client.purge("r", recursive=True) == 4
         gone = [i for i in ("r", "r-b", "r-b-0", "r-b-1", "r-l") if not await _exists(rt.client, i)]
@@ -158,3 +158,23 @@ async def test_a_rerun_into_a_new_instance_with_a_new_step_input() -> None:
         step = next(e for e in child if type(e).__name__ == "ActivityScheduled")
         with pytest.raises(ValueError, match="sub-workflow"):
             await rt.client.rerun("r-l", step.event_id, new_instance_id="orphan")
+
+
+async def test_the_simulation_catches_a_reuse_that_replaces_a_status_not_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole-system simulation starts instances again with a reuse limited to some
+    statuses, and its ledger checks each replaced run ended with one of them: with the
+    limit planted away (any ended run replaced), some seed reports it."""
+    from durable._log import _instances
+    from durable.testing import SystemConfig, simulate_system
+
+    def any_ended(status: WorkflowStatus, reuse: object) -> bool:
+        return status.is_terminal and reuse is not False
+
+    monkeypatch.setattr(_instances, "replaceable", any_ended)
+    for seed in range(80):
+        result = await simulate_system(seed, SystemConfig(operations=60))
+        if any("by a start that may replace only" in v for v in result.violations):
+            return
+    raise AssertionError("no seed noticed a reuse that ignores its statuses")
