@@ -95,6 +95,30 @@ def retrying_child(ctx: task.OrchestrationContext, tag: str) -> Any:
     yield ctx.call_activity(broken, input=tag, retry_policy=slow)
 
 
+GATE = threading.Event()  # holds the worker's one activity slot until set
+HELD = threading.Event()
+HOLD_DONE = threading.Event()
+
+
+def hold(ctx: task.ActivityContext, what: str) -> str:
+    HELD.set()
+    GATE.wait(60)
+    HOLD_DONE.set()
+    return what
+
+
+def fan(ctx: task.OrchestrationContext, tag: str) -> Any:
+    # the worker takes one activity at a time: while "hold" runs, the others wait
+    # in the sidecar's queue
+    first = ctx.call_activity(hold, input=f"{tag}-hold")
+    rest = [ctx.call_activity(record, input=f"{tag}-{i}") for i in range(3)]
+    yield task.when_all([first, *rest])
+
+
+def queued_tree(ctx: task.OrchestrationContext, tag: str) -> Any:
+    yield ctx.call_sub_orchestrator(fan, input=tag, instance_id=f"{tag}-f")
+
+
 def tree(ctx: task.OrchestrationContext, tag: str) -> Any:
     kids = [
         ctx.call_sub_orchestrator(waiting_child, input=f"{tag}-a", instance_id=f"{tag}-a"),
@@ -132,11 +156,12 @@ def _code(call: Any) -> str:
 
 def scenario(address: str) -> dict[str, Any]:
     out: dict[str, Any] = Loud()
-    with worker.TaskHubGrpcWorker(host_address=address) as w:
+    one_activity = worker.ConcurrencyOptions(maximum_concurrent_activity_work_items=1)
+    with worker.TaskHubGrpcWorker(host_address=address, concurrency_options=one_activity) as w:
         for orchestrator in (sender, receiver, fragile_child, retrying_parent, echo,
-                             waiting_child, retrying_child, tree):  # fmt: skip
+                             waiting_child, retrying_child, tree, fan, queued_tree):  # fmt: skip
             w.add_orchestrator(orchestrator)
-        for activity in (greet, record, broken, flaky_once):
+        for activity in (greet, record, broken, flaky_once, hold):
             w.add_activity(activity)
         w.start()
         c = client.TaskHubGrpcClient(host_address=address)
@@ -186,6 +211,16 @@ def scenario(address: str) -> dict[str, Any]:
         c.raise_orchestration_event("t1-a", "go")  # would run t1-a's activity
         threading.Event().wait(1.5)  # past t1-b's retry timer (1 s), which would run it again
         out["ran-after-terminate"] = sorted(RAN)
+        # activities of the tree waiting in the sidecar's queue when it is terminated
+        # never run: the worker's one activity slot is held until the tree has ended
+        c.schedule_new_orchestration(queued_tree, input="q1", instance_id="q1")
+        assert HELD.wait(WAIT)
+        c.terminate_orchestration("q1")
+        out["terminated-queued"] = [_done(c, i)["status"] for i in ("q1", "q1-f")]
+        GATE.set()
+        assert HOLD_DONE.wait(WAIT)
+        threading.Event().wait(1.0)  # time for the queued ones to reach the worker, if sent
+        out["ran-after-terminate-queued"] = sorted(r for r in RAN if r.startswith("q1"))
         # not recursive: the children run on
         c.schedule_new_orchestration(tree, input="t2", instance_id="t2")
         assert until(lambda: _status(c, "t2-a") == "RUNNING")

@@ -56,6 +56,10 @@ async def test_durabletask_sdk_lifecycle(sidecar: Sidecar) -> None:
     assert result["terminated"] == {"t1": "TERMINATED", "t1-a": "TERMINATED",
                                     "t1-b": "TERMINATED", "t1-c": "COMPLETED"}  # fmt: skip
     assert result["ran-after-terminate"] == ["t1-b"]
+    # activities queued in the sidecar (the worker takes one at a time) when the tree
+    # was terminated: none runs
+    assert result["terminated-queued"] == ["TERMINATED", "TERMINATED"]
+    assert result["ran-after-terminate-queued"] == []
     assert result["terminated-alone"] == ["TERMINATED", "RUNNING"]
     # recursive purge deletes the tree; without it, the parent alone
     assert result["purged-alone"] == [1, "TERMINATED"]
