@@ -159,9 +159,9 @@ async def test_a_changed_upsert_on_replay_is_a_non_determinism_error() -> None:
         with pytest.raises(durable.WorkflowFailed) as failed:
             await handle
     message = str(failed.value)
-    assert "NonDeterminism" in message or "history event" in message, message
     assert f"history event {upsert.event_id}" in message, message
-    assert "'s:paid'" in message and "'s:billed'" in message, message
+    assert "'s:paid'" in message, message
+    assert "'s:billed'" in message, message
 
 
 async def test_continue_as_new_keeps_the_attributes() -> None:
@@ -193,7 +193,8 @@ async def test_a_search_reads_the_instances_found_not_all() -> None:
     await client.list_page(status="RUNNING", page_size=1)  # config and markers, once
     before = sum(counted.calls.values())
     page = await client.list_page(search={"customer": "ada"})
-    assert len(page.items) == 10 and page.next_cursor is None
+    assert len(page.items) == 10
+    assert page.next_cursor is None
     assert sum(counted.calls.values()) - before <= 30, counted.calls
     first = await client.list_page(search={"customer": "ada"}, page_size=4)
     assert first.next_cursor is not None
