@@ -74,6 +74,31 @@ def _payload(text: str | None, option: str) -> Any:
         raise UsageError(f"{option} is not JSON: {err}") from None
 
 
+def _where(terms: list[str] | None) -> dict[str, Any]:
+    """``--where`` terms as search attributes: ``key=value`` is a str; ``key:=value`` an
+    int or bool (JSON) or a time (ISO, with its offset)."""
+    found: dict[str, Any] = {}
+    for term in terms or ():
+        key, typed, value = term.partition(":=")
+        if not typed:
+            key, eq, value = term.partition("=")
+            if not eq:
+                raise UsageError(f"--where {term!r}: expected key=value or key:=value")
+            found[key] = value
+            continue
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                raise UsageError(
+                    f"--where {term!r}: after := an int, true, false or an ISO time"
+                ) from None
+        found[key] = parsed
+    return found
+
+
 def _failed(state: WorkflowState) -> str:
     failure = state.failure
     detail = f": {failure.type}: {failure.message}" if failure is not None else ""
@@ -223,6 +248,8 @@ async def describe(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     if state.reason:
         pairs.append(("reason", state.reason))
+    for key, value in sorted(state.search_attributes.items()):
+        pairs.append((f"search {key}", value))
     if state.failure is not None:
         pairs.append(("failure", f"{state.failure.type}: {state.failure.message}"))
     print_pairs(pairs)
@@ -243,6 +270,7 @@ async def list_instances(args: argparse.Namespace) -> int:
     next page's cursor goes to stderr)."""
     paged = args.cursor is not None
     since, until = _moment(args.since), _moment(args.until)
+    search = _where(args.where)
     states: list[WorkflowState] = []
     cursor: str | None = args.cursor
     async with _client(args) as client:
@@ -250,7 +278,7 @@ async def list_instances(args: argparse.Namespace) -> int:
             size = 100 if args.limit is None else min(100, args.limit - len(states))
             page = await client.list_page(
                 status=args.status, name=args.name, created_after=since, created_before=until,
-                page_size=size, cursor=cursor,
+                search=search, page_size=size, cursor=cursor,
             )  # fmt: skip
             states += page.items
             cursor = page.next_cursor
