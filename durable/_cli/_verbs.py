@@ -16,11 +16,13 @@ import msgspec
 from durable._client import Client
 from durable._clock import SystemClock
 from durable._core._events import WorkflowStarted
+from durable._core._search import parse_where
 from durable._core._state import WorkflowStatus
 from durable._errors import (
     DurableError,
     InstanceNotFoundError,
     InstanceRunningError,
+    SearchAttributeError,
     TimeoutError,
 )
 from durable._log._memo import MemoStore
@@ -72,31 +74,6 @@ def _payload(text: str | None, option: str) -> Any:
         return json.loads(text)
     except ValueError as err:
         raise UsageError(f"{option} is not JSON: {err}") from None
-
-
-def _where(terms: list[str] | None) -> dict[str, Any]:
-    """``--where`` terms as search attributes: ``key=value`` is a str; ``key:=value`` an
-    int or bool (JSON) or a time (ISO, with its offset)."""
-    found: dict[str, Any] = {}
-    for term in terms or ():
-        key, typed, value = term.partition(":=")
-        if not typed:
-            key, eq, value = term.partition("=")
-            if not eq:
-                raise UsageError(f"--where {term!r}: expected key=value or key:=value")
-            found[key] = value
-            continue
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            try:
-                parsed = datetime.fromisoformat(value)
-            except ValueError:
-                raise UsageError(
-                    f"--where {term!r}: after := an int, true, false or an ISO time"
-                ) from None
-        found[key] = parsed
-    return found
 
 
 def _failed(state: WorkflowState) -> str:
@@ -270,7 +247,10 @@ async def list_instances(args: argparse.Namespace) -> int:
     next page's cursor goes to stderr)."""
     paged = args.cursor is not None
     since, until = _moment(args.since), _moment(args.until)
-    search = _where(args.where)
+    try:
+        search = parse_where(args.where or ())
+    except SearchAttributeError as err:
+        raise UsageError(f"--where {err}") from None
     states: list[WorkflowState] = []
     cursor: str | None = args.cursor
     async with _client(args) as client:

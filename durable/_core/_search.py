@@ -11,7 +11,7 @@ id), which names its index entry: no two settings ever share an entry.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +20,6 @@ import msgspec
 from durable._errors import SearchAttributeError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from ._events import HistoryEvent
 
 __all__ = [
@@ -34,6 +32,7 @@ __all__ = [
     "decode_values",
     "encode_value",
     "fold",
+    "parse_where",
     "search_of",
 ]
 
@@ -171,3 +170,31 @@ def search_of(history: Iterable[HistoryEvent]) -> dict[str, Indexed]:
     search: dict[str, Indexed] = {}
     fold(search, history, "")
     return search
+
+
+def parse_where(terms: Iterable[str]) -> dict[str, SearchValue]:
+    """``key=value`` terms (a str; ``key:=value``: an int, ``true``, ``false`` or an ISO
+    time with its offset) as attributes to search by (``durable list --where``, the
+    console's filter); ``SearchAttributeError`` for a term that is neither."""
+    found: dict[str, SearchValue] = {}
+    for term in terms:
+        key, typed, text = term.partition(":=")
+        if not typed:
+            key, eq, text = term.partition("=")
+            if not eq:
+                raise SearchAttributeError(f"{term!r}: expected key=value or key:=value")
+            found[key.strip()] = text
+            continue
+        key = key.strip()
+        if text in ("true", "false"):
+            found[key] = text == "true"
+        elif text.lstrip("-").isdigit():
+            found[key] = int(text)
+        else:
+            try:
+                found[key] = datetime.fromisoformat(text)
+            except ValueError:
+                raise SearchAttributeError(
+                    f"{term!r}: after := an int, true, false or an ISO time"
+                ) from None
+    return found
