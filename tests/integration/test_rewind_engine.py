@@ -45,7 +45,9 @@ class Flaky:
 
 def registry_for(flaky: Flaky) -> Registry:
     """``flow``: a, b, c in turn; ``handled``: x caught, then y, z; ``top`` -> ``mid`` ->
-    ``leaf``, each with an activity of its own before it calls the next."""
+    ``leaf``, each with an activity of its own before it calls the next; ``gate``: a,
+    then waits for "go"; ``outer``: starts ``inner`` (which waits for "finish", abandoned
+    if ``outer`` ends first), runs b, then takes inner's result."""
     registry = Registry()
 
     @registry.activity
@@ -81,6 +83,19 @@ def registry_for(flaky: Flaky) -> Registry:
     async def top(ctx: WorkflowContext) -> list[Any]:
         own = await ctx.call_activity(step, "top1")
         return [own, await ctx.call_workflow(mid, instance_id="mid")]
+
+    @registry.workflow
+    async def gate(ctx: WorkflowContext) -> list[str]:
+        return [await ctx.call_activity(step, "a"), await ctx.wait_for_event("go")]
+
+    @registry.workflow
+    async def inner(ctx: WorkflowContext) -> str:
+        return f"inner {await ctx.wait_for_event('finish')}"
+
+    @registry.workflow
+    async def outer(ctx: WorkflowContext) -> list[str]:
+        child = ctx.call_workflow(inner, instance_id="inner", on_parent_close="abandon")
+        return [await ctx.call_activity(step, "b"), await child]
 
     return registry
 
@@ -250,11 +265,16 @@ async def test_only_a_failed_instance_is_rewound() -> None:
     async with runtime(registry_for(flaky)) as rt:
         handle = await rt.start("flow", instance_id="f")
         await result(handle)
+        log = await rt.client.store.list("instances/f/log")
         with pytest.raises(durable.InstanceStatusError, match="COMPLETED"):
             await handle.rewind()
         with pytest.raises(durable.InstanceNotFoundError):
             await rt.client.rewind("nobody")
-        assert len(await handle.history()) == len(await handle.history())
+        assert await rt.client.store.list("instances/f/log") == log
+        waiting = await rt.start("gate", instance_id="g")
+        await rt.wait_idle()
+        with pytest.raises(durable.InstanceStatusError, match="RUNNING"):
+            await waiting.rewind()
 
 
 async def test_a_rewind_written_by_a_client_without_a_runtime() -> None:
@@ -318,3 +338,39 @@ async def test_two_rewinds_at_once_make_one_run() -> None:
     assert len(lost) == 1
     assert [m.reason for m in rewinds(history)] == ["second"]
     assert flaky.calls == ["a", "b", "b", "c"]
+
+
+async def test_an_event_sent_to_the_failed_instance_is_not_the_rewound_runs() -> None:
+    """ "go" raised while the instance was FAILED is for that run, which had ended: the
+    rewound run (a new start) does not take it; one raised after the rewind it does."""
+    flaky = Flaky(a=1)
+    async with runtime(registry_for(flaky)) as rt:
+        handle = await rt.start("gate", instance_id="g")
+        await failed(handle)
+        await handle.raise_event("go", "early")
+        await handle.rewind()
+        await rt.wait_idle()
+        assert (await handle.describe()).status is WorkflowStatus.RUNNING
+        await handle.raise_event("go", "late")
+        assert await result(handle) == ["A", "late"]
+
+
+async def test_a_child_that_completed_after_its_parent_failed_gives_the_rewind_its_result() -> None:
+    """b failed outer while inner (abandoned on outer's end) still waited; inner then
+    completed. The rewind of outer runs b again and takes inner's result: inner is not
+    started again."""
+    flaky = Flaky(b=1)
+    registry = registry_for(flaky)
+    async with runtime(registry) as rt:
+        handle = await rt.start("outer", instance_id="o")
+        await failed(handle)
+        kid = rt.client.get_handle("inner")
+        await kid.raise_event("finish", "done")
+        assert await result(kid) == "inner done"
+        await handle.rewind()
+        assert await result(handle) == ["B", "inner done"]
+        inner_runs = [e for e in await kid.history() if isinstance(e, WorkflowStarted)]
+        history = await handle.history()
+    assert len(inner_runs) == 1
+    assert flaky.calls == ["b", "b"]
+    Replayer(registry).check(history)
