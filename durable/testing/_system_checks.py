@@ -76,7 +76,8 @@ class Epoch:
     ended_gen: int | None = None  # the code generation when it ended
     origin: str = ""  # the run id its messages from outside are addressed to
     rewinds: tuple[str, ...] = ()  # the failed runs it rewinds (their children are its)
-    kept: set[int] = field(default_factory=set)  # a rewind's completed task ids: never again
+    completed: set[int] = field(default_factory=set)  # task ids of activities that returned
+    kept: set[int] = field(default_factory=set)  # a rewind's: those of the run it rewinds
 
     @property
     def ended(self) -> bool:
@@ -322,6 +323,8 @@ class Ledger:
                     self.violate(f"{process} applied a second {type(event).__name__} for task "
                                  f"{event.task_id} of {instance_id!r} in one run")  # fmt: skip
                 epoch.answered.add(event.task_id)
+                if isinstance(event, ActivityCompleted):
+                    epoch.completed.add(event.task_id)
                 if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
                     self._child_answer(process, epoch, event)
         if can:
@@ -354,8 +357,11 @@ class Ledger:
         epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent,
                       step_base=started.step_base, origin=started.origin_run,
                       rewinds=started.rewinds)  # fmt: skip
-        if started.rewinds:  # what a rewind keeps as done must not run again
-            epoch.kept = {e.task_id for e in record.next_run if isinstance(e, ActivityCompleted)}
+        if started.rewinds and previous is not None:
+            # what the run it rewinds had done (each activity that returned) never runs
+            # again, and what it keeps is not answered a second time
+            epoch.kept = set(previous.completed)
+            epoch.answered = {e.task_id for e in record.next_run if isinstance(e, _ANSWERS)}
         epoch.step = self.step
         # a rerun keeps turns of the run before; a start with an event holds just that
         rerun = any(isinstance(e, TurnStarted) for e in record.next_run)
@@ -379,13 +385,13 @@ class Ledger:
             self.raises[nonce] = Raise(nonce, event.instance_id, event.name, instance_id, at, at)
 
     def attempt_began(self, instance_id: str, task_id: int) -> None:
-        """An activity attempt began: never one that a rewind of its run kept as
-        completed (a rewind runs again only what failed)."""
+        """An activity attempt began: never one of a task that had completed in the run
+        a rewind rewinds (a rewind runs again only what failed)."""
         epoch = self.current(instance_id)
         if epoch is not None and not epoch.ended and task_id in epoch.kept:
             self.violate(f"an attempt of task {task_id} of {instance_id!r} began in run "
-                         f"{epoch.tag!r} (epoch {epoch.number}), a rewind that kept the "
-                         "task's result")  # fmt: skip
+                         f"{epoch.tag!r} (epoch {epoch.number}), a rewind of a run in which "
+                         "it had completed")  # fmt: skip
 
     def dropped(self, sent: EventSent) -> None:
         """A runtime dropped a sent event: its receiver did not exist, or had ended."""

@@ -40,6 +40,7 @@ RPCS = sorted(
         "ListInstanceIds",
         "ListInstanceIDs",
         "RerunWorkflowFromEvent",
+        "RewindInstance",
         "GetInstanceHistory",
         "CompleteOrchestratorTask",
         "CompleteWorkflowTask",
