@@ -144,6 +144,7 @@ class SidecarService:
             "ListInstanceIds": lambda d: mgmt.list_instance_ids_ms(c, d),
             "ListInstanceIDs": lambda d: mgmt.list_instance_ids_dapr(c, d),
             "RerunWorkflowFromEvent": lambda d: mgmt.rerun_from_event(c, d),
+            "RestartInstance": lambda d: mgmt.restart_instance(c, d),
             "RewindInstance": lambda d: mgmt.rewind_instance(c, d),
             "GetInstanceHistory": lambda d: mgmt.get_instance_history(c, d),
         }
