@@ -36,6 +36,7 @@ from ._log._instances import (
 )
 from ._log._reader import read_meta, read_record, record_after, record_outcome
 from ._observe import current_trace_context
+from ._registry import workflow_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -131,7 +132,7 @@ class Client(_Messages):
         ``SerializationError`` before writing anything if the input cannot be encoded.
         """
         positive(execution_timeout, "execution_timeout")
-        name = self._workflow_name(workflow)
+        name = workflow_name(self.registry, workflow)
         if self.registry is not None:
             version = self.registry.get_workflow(name, version).version
         instance_id = (
@@ -191,7 +192,7 @@ class Client(_Messages):
                 if err.status is None:
                     continue  # another start took the seq: look again
             if await self._send(instance_id, raised):  # it runs: the event is for it
-                return WorkflowHandle(self, instance_id, self._workflow_name(workflow))
+                return WorkflowHandle(self, instance_id, workflow_name(self.registry, workflow))
         raise InstanceExistsError(instance_id)
 
     async def _nudge(self, instance_id: str) -> None:
@@ -199,16 +200,6 @@ class Client(_Messages):
             await self._engine.nudge(instance_id)
         else:
             await self._ring(instance_id)
-
-    def _workflow_name(self, workflow: Callable[..., Any] | str) -> str:
-        if self.registry is None:
-            if not isinstance(workflow, str):
-                qualname = getattr(workflow, "__qualname__", repr(workflow))
-                raise TypeError(f"this client has no registry: start {qualname} by its name")
-            return workflow
-        name = self.registry.name_of(workflow, "workflow")
-        self.registry.get_workflow(name)
-        return name
 
     async def _announce(self, instance_id: str, created: Created) -> None:
         if self._engine is not None:
