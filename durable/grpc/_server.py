@@ -37,6 +37,7 @@ from . import _management as mgmt
 from ._auth import Gate
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
+from ._history import history_chunks
 from ._limits import (
     DEFAULT_MAX_MESSAGE,
     DEFAULT_MAX_WAITING,
@@ -164,6 +165,9 @@ class SidecarService:
         mapping[_PATH + "GetWorkItems"] = Handler(
             self._get_work_items, Cardinality.UNARY_STREAM, bytes, bytes
         )
+        mapping[_PATH + "StreamInstanceHistory"] = Handler(
+            self._stream_history, Cardinality.UNARY_STREAM, bytes, bytes
+        )
         return mapping
 
     # -- plumbing -------------------------------------------------------------------
@@ -180,6 +184,15 @@ class SidecarService:
 
     async def _hello(self, data: bytes) -> bytes:
         return b""
+
+    async def _stream_history(self, stream: Stream[Any, Any]) -> None:
+        self.gate.check(stream)
+        with _statuses("StreamInstanceHistory"):
+            data = await receive(stream, self.max_message_size)
+            chunks = [checked_reply(c, self.max_message_size)
+                      for c in await history_chunks(self.client, data)]  # fmt: skip
+        for chunk in chunks:
+            await stream.send_message(chunk)
 
     # -- workers --------------------------------------------------------------------
 
