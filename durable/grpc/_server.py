@@ -37,6 +37,7 @@ from . import _management as mgmt
 from ._auth import Gate
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
+from ._framing import ENTITIES_UNSUPPORTED, NotSupportedError
 from ._history import history_chunks
 from ._limits import (
     DEFAULT_MAX_MESSAGE,
@@ -146,6 +147,7 @@ class SidecarService:
             "ListInstanceIDs": lambda d: mgmt.list_instance_ids_dapr(c, d),
             "RerunWorkflowFromEvent": lambda d: mgmt.rerun_from_event(c, d),
             "GetInstanceHistory": lambda d: mgmt.get_instance_history(c, d),
+            **dict.fromkeys(_ENTITY_RPCS, _refuse_entities),
         }
         worker: dict[str, FromWorker] = {
             "CompleteOrchestratorTask": self._complete_turn,
@@ -250,7 +252,8 @@ class SidecarService:
         try:
             outcome = decode_turn(item.dialect, data, item.work)
         except ProtocolError as err:
-            failure = FailureDetails("ProtocolError", f"durable cannot apply this turn: {err}")
+            kind = type(err).__name__ if isinstance(err, NotSupportedError) else "ProtocolError"
+            failure = FailureDetails(kind, f"durable cannot apply this turn: {err}")
             self.dispatcher.resolve(item, TurnOutcome([FailWorkflow(failure)]))
             raise
         if not envelope.completion_token and _reuses_task_ids(outcome, item.work):
@@ -329,7 +332,18 @@ class _statuses:
         raise GRPCError(status, str(err)) from None
 
 
+_ENTITY_RPCS = ("SignalEntity", "GetEntity", "QueryEntities", "CleanEntityStorage",
+                "CompleteEntityTask", "AbandonTaskEntityWorkItem")  # fmt: skip
+
+
+async def _refuse_entities(data: bytes) -> bytes:
+    """The entity RPCs, client's and worker's: refused by name."""
+    raise NotSupportedError(ENTITIES_UNSUPPORTED)
+
+
 def _status_of(err: Exception) -> Status:
+    if isinstance(err, NotSupportedError):
+        return Status.UNIMPLEMENTED
     if isinstance(err, InstanceNotFoundError):
         return Status.NOT_FOUND
     if isinstance(err, InstanceExistsError):

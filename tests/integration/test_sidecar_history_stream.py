@@ -84,17 +84,20 @@ async def test_dapr_sdk_reads_history(sidecar: Sidecar) -> None:  # noqa: F811
     events = result["events"]
     assert events[0] == ["EXECUTION_STARTED", -1, "main", None]
     assert events[-1] == ["EXECUTION_COMPLETED", -1, None, None]
-    assert sorted(events, key=repr) == sorted([
-        ["EXECUTION_STARTED", -1, "main", None],
-        ["TASK_SCHEDULED", 1, "greet", None],
-        ["EVENT_RAISED", -1, "go", None],
-        ["TASK_COMPLETED", -1, None, 1],
-        ["TIMER_CREATED", 2, None, None],
-        ["TIMER_FIRED", -1, None, None],
-        ["CHILD_WORKFLOW_INSTANCE_CREATED", 3, "child", None],
-        ["CHILD_WORKFLOW_INSTANCE_COMPLETED", -1, None, 3],
-        ["EXECUTION_COMPLETED", -1, None, None],
-    ], key=repr)  # the event may come before or after the activity's end
+    assert sorted(events, key=repr) == sorted(
+        [
+            ["EXECUTION_STARTED", -1, "main", None],
+            ["TASK_SCHEDULED", 1, "greet", None],
+            ["EVENT_RAISED", -1, "go", None],
+            ["TASK_COMPLETED", -1, None, 1],
+            ["TIMER_CREATED", 2, None, None],
+            ["TIMER_FIRED", -1, None, None],
+            ["CHILD_WORKFLOW_INSTANCE_CREATED", 3, "child", None],
+            ["CHILD_WORKFLOW_INSTANCE_COMPLETED", -1, None, 3],
+            ["EXECUTION_COMPLETED", -1, None, None],
+        ],
+        key=repr,
+    )  # the event may come before or after the activity's end
 
 
 async def test_a_big_history_comes_in_chunks(channel: Channel) -> None:
