@@ -37,6 +37,7 @@ from . import _management as mgmt
 from ._auth import Gate
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
+from ._filters import work_filters
 from ._framing import ENTITIES_UNSUPPORTED, NotSupportedError
 from ._history import history_chunks
 from ._limits import (
@@ -204,9 +205,15 @@ class SidecarService:
             data = await receive(stream, self.max_message_size)
             dialect, capabilities = detect_dialect(data)
             limits = worker_limits(dialect, data)
+            filters = work_filters(dialect, data)
         stateful, pings = stream_options(dialect, capabilities)
         worker = self.dispatcher.connect(
-            dialect, stateful=stateful, pings=pings, origin=origin_of(stream), **limits
+            dialect,
+            stateful=stateful,
+            pings=pings,
+            origin=origin_of(stream),
+            **limits,
+            accepts=filters.accepts if filters is not None else None,
         )
         try:
             async with anyio.create_task_group() as tg:
