@@ -35,11 +35,12 @@ from ._log._instances import (
     rerun_instance,
 )
 from ._log._reader import read_meta, read_record, record_after, record_outcome
+from ._log._tree import purge_tree
 from ._observe import current_trace_context
 from ._registry import workflow_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 
     from ._core._failure import FailureDetails
     from ._engine._executor import Executor
@@ -49,6 +50,7 @@ __all__ = ["Client", "WorkflowHandle"]
 
 T = TypeVar("T")
 _START_WITH_EVENT_ATTEMPTS = 8  # rounds of start-or-send while others start and end it
+_KEEP: Any = object()  # rerun: the step keeps its own input
 
 
 class _Snapshot:
@@ -110,7 +112,7 @@ class Client(_Messages):
         input: Any = None,
         *,
         instance_id: str | None = None,
-        reuse: bool = False,
+        reuse: bool | Collection[WorkflowStatus] = False,
         version: str | None = None,
         execution_timeout: timedelta | None = None,
         _trace_context: tuple[str, str] | None = None,
@@ -127,8 +129,9 @@ class Client(_Messages):
         tracestate)`` instead (the sidecar's, from a Durable Task SDK).
 
         Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
-        ended one again), ``UnknownWorkflowError`` for a name this client's registry
-        lacks, ``InvalidArgumentError`` for a timeout that is not positive, and
+        ended one again; a collection of statuses, one that ended with one of them),
+        ``UnknownWorkflowError`` for a name this client's registry lacks,
+        ``InvalidArgumentError`` for a timeout that is not positive, and
         ``SerializationError`` before writing anything if the input cannot be encoded.
         """
         positive(execution_timeout, "execution_timeout")
@@ -270,18 +273,41 @@ class Client(_Messages):
         items = [self._state(meta.instance_id, _Snapshot(meta)) for meta in metas]
         return InstancePage(items, next_cursor)
 
-    async def purge(self, instance_id: str) -> None:
-        """Delete an ended instance and everything it stored; refuses a running one."""
+    async def purge(self, instance_id: str, *, recursive: bool = False) -> int:
+        """Delete an ended instance and everything it stored; refuses a running one.
+        With ``recursive``, the sub-workflows its current run started go too (those
+        that have ended and still hold their ids), and theirs. Returns how many
+        instances were deleted."""
         validate_instance_id(instance_id)
         async with self._busy():
             index = await self._active()
+            if recursive:
+                return await purge_tree(
+                    index, instance_id, self.memo_store, now=self.clock.now(), purged=self._forget
+                )
             await purge_instance(index, instance_id, self.memo_store, now=self.clock.now())
+        self._forget(instance_id)
+        return 1
+
+    def _forget(self, instance_id: str) -> None:
         if self._engine is not None:
             self._engine.forget(instance_id)
 
-    async def rerun(self, instance_id: str, from_event_id: int) -> WorkflowHandle[Any]:
+    async def rerun(
+        self,
+        instance_id: str,
+        from_event_id: int,
+        *,
+        new_instance_id: str | None = None,
+        step_input: Any = _KEEP,
+    ) -> WorkflowHandle[Any]:
         """Run an ended instance again from a scheduled step ``from_event_id`` on: the
         history before it is kept, that step and the rest run anew.
+
+        ``new_instance_id``: the rerun is a new instance of that id, and this one stays
+        as it is (``InstanceExistsError`` if the id is taken; a sub-workflow reruns only
+        in place). ``step_input``: the step ``from_event_id`` (an activity or a
+        sub-workflow, not a timer) runs with this input instead of its own.
 
         Raises ``NonDeterminismError`` (naming the event), before writing anything, if
         this client's code (its runtime's, or its registry's) no longer replays the kept
@@ -289,16 +315,18 @@ class Client(_Messages):
         fails it, with the same error.
         """
         validate_instance_id(instance_id)
-        check = partial(_check_replays, self._executor(), instance_id)
+        into = validate_instance_id(new_instance_id) if new_instance_id is not None else None
+        raw = Raw(self.codec.encode(step_input)) if step_input is not _KEEP else None
+        check = partial(_check_replays, self._executor(), into or instance_id)
         async with self._busy():
             created = await rerun_instance(
                 await self._active(), self.clock.now(), instance_id, from_event_id, self.memo_store,
-                run_id=self.ids.run_id(), check=check,
+                run_id=self.ids.run_id(), check=check, into=into, step_input=raw,
             )  # fmt: skip
-            await self._retried(partial(self._announce, instance_id, created))
+            await self._retried(partial(self._announce, into or instance_id, created))
         started = created.record.next_run[0]
         name = started.name if isinstance(started, WorkflowStarted) else None
-        return WorkflowHandle(self, instance_id, name)
+        return WorkflowHandle(self, into or instance_id, name)
 
     # -- reading state --------------------------------------------------------------
 

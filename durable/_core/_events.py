@@ -63,11 +63,23 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_de
 
 class ParentRef(msgspec.Struct, frozen=True):
     """The parent of a sub-workflow: where its result goes. ``run_id`` names the
-    parent's run that started it (empty in logs written before: any run of the parent)."""
+    parent's run that started it (empty in logs written before: any run of the parent).
+    ``scheduled`` is the event id of the ``ChildWorkflowScheduled`` that started it (-1
+    in logs written before, and from a Durable Task worker): a Durable Task SDK retries
+    a sub-orchestration under the same id and task id, and only this tells the retry
+    from the call it retries."""
 
     instance_id: str
     task_id: int
     run_id: str = ""
+    scheduled: int = -1
+
+    def same_call(self, other: ParentRef) -> bool:
+        """Whether both name one scheduling of one call of one run (one not recorded
+        matches any)."""
+        return self.same_run(other) and (
+            self.scheduled == other.scheduled or self.scheduled < 0 or other.scheduled < 0
+        )
 
     def same_run(self, other: ParentRef) -> bool:
         """Whether both name one call of one run of the parent (an unnamed run matches

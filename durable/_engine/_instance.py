@@ -142,7 +142,7 @@ def _parent_event(
 
 def _child_of(inst: _Instance, scheduled: ChildWorkflowScheduled) -> ParentRef:
     """The parent link of the sub-workflow that ``inst``'s current run schedules."""
-    return ParentRef(inst.id, scheduled.task_id, inst.started.run_id)
+    return ParentRef(inst.id, scheduled.task_id, inst.started.run_id, scheduled.event_id)
 
 
 class Sent(Event, frozen=True):

@@ -184,11 +184,13 @@ class RemoteClient:
                 input=payload,
                 request_time=self.clock.now(),
             )
-            if reuse:
-                ended = [ms.OrchestrationStatus(cv.status_to_ms(s)) for s in _ENDED]
-                request.orchestration_id_reuse_policy = ms.OrchestrationIdReusePolicy(
-                    replaceable_status=ended
-                )
+            # a policy always: without one a sidecar replaces an ended instance. Refusing
+            # takes a list of none; an empty message is not sent, and CONTINUED_AS_NEW
+            # is never an instance's status, so a list of it replaces none
+            ended = _ENDED if reuse else (WorkflowStatus.CONTINUED_AS_NEW,)
+            request.orchestration_id_reuse_policy = ms.OrchestrationIdReusePolicy(
+                replaceable_status=[ms.OrchestrationStatus(cv.status_to_ms(s)) for s in ended]
+            )
             reply_type = ms.CreateInstanceResponse
         trace_parent, trace_state = current_trace_context()  # the caller's span, if traced
         if trace_parent:

@@ -147,6 +147,7 @@ class SidecarService:
             "ListInstanceIds": lambda d: mgmt.list_instance_ids_ms(c, d),
             "ListInstanceIDs": lambda d: mgmt.list_instance_ids_dapr(c, d),
             "RerunWorkflowFromEvent": lambda d: mgmt.rerun_from_event(c, d),
+            "RestartInstance": lambda d: mgmt.restart_instance(c, d),
             "GetInstanceHistory": lambda d: mgmt.get_instance_history(c, d),
             **dict.fromkeys(_ENTITY_RPCS, _refuse_entities),
         }

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from durable._core._events import ActivityScheduled, ChildWorkflowScheduled, TimerCreated
+from durable._core._state import TERMINAL, WorkflowStatus
 from durable._errors import DurableError
 from durable._log._reader import load_run
 from durable._log._retention import sweep_history
@@ -70,11 +71,18 @@ class _Operations(_DriverBase):
         return self.rng.choice(ended if ended and self.rng.random() < 0.8 else self.roots)
 
     async def op_reuse(self, client: Client, via: str, instance_id: str) -> None:
+        """A start that replaces an ended instance: any, or (an id-reuse policy) only
+        one that ended with the statuses given, which the ledger then checks."""
         program = random_program(self.rng)
         tag = self._new_tag(program)
+        reuse: bool | frozenset[WorkflowStatus] = True
+        if self.rng.random() < 0.3:
+            reuse = frozenset(self.rng.sample(sorted(TERMINAL), self.rng.randint(1, 3)))
+            self.sim.ledger.reuse_limits[tag] = frozenset(str(s) for s in reuse)
         began = self.sim.ledger.writes
-        self.note(f"{via}: start {instance_id} {tag} reuse {program}")
-        await client.start("prog", self._input(tag), instance_id=instance_id, reuse=True)
+        only = f" of {', '.join(sorted(reuse))}" if isinstance(reuse, frozenset) else ""
+        self.note(f"{via}: start {instance_id} {tag} reuse{only} {program}")
+        await client.start("prog", self._input(tag), instance_id=instance_id, reuse=reuse)
         self.acked_starts.append((instance_id, tag, began))
 
     async def op_start_with_event(self, client: Client, via: str, instance_id: str) -> None:
@@ -169,8 +177,13 @@ class _Operations(_DriverBase):
             await handle.resume("simulated")
 
     async def op_purge(self, client: Client, via: str, instance_id: str) -> None:
-        self.note(f"{via}: purge {instance_id}")
-        await client.purge(instance_id)
+        """Purge an instance; half the time with its sub-workflows (recursive): an
+        acknowledged start that took a child's id meanwhile must survive it."""
+        recursive = self.rng.random() < 0.5
+        self.note(f"{via}: purge {instance_id}" + (" recursive" if recursive else ""))
+        deleted = await client.purge(instance_id, recursive=recursive)
+        if recursive:
+            self.note(f"  deleted {deleted}")
 
     async def op_rerun(self, client: Client, via: str, instance_id: str) -> None:
         run = await load_run(self.inner, instance_id)

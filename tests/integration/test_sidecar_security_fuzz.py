@@ -40,6 +40,7 @@ RPCS = sorted(
         "ListInstanceIds",
         "ListInstanceIDs",
         "RerunWorkflowFromEvent",
+        "RestartInstance",
         "GetInstanceHistory",
         "StreamInstanceHistory",
         "SignalEntity",
