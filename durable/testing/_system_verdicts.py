@@ -83,6 +83,7 @@ class _Verdicts(_DriverBase):
         ledger.check_event_order()
         ledger.check_sends_posted()
         self.spans.check(ledger.violate)
+        self.spans.check_ends(self._ended_runs(), self._told_otherwise_logs(), ledger.violate)
         for instance_id, tag, began in self.acked_starts:
             epochs = ledger.epochs.get(instance_id, [])
             if not any(e.started_at >= began for e in epochs):
@@ -107,6 +108,19 @@ class _Verdicts(_DriverBase):
                 continue
             for epoch in epochs:
                 self._check_epoch(epoch, raised, failed_children)
+
+    def _ended_runs(self) -> list[tuple[str, str]]:
+        """``(instance id, status)`` of each start whose last run ended (not erased)."""
+        return [
+            (epoch.instance_id, epoch.status)
+            for epochs in self.sim.ledger.epochs.values()
+            for epoch in epochs
+            if epoch.ended and epoch.status in _ENDED
+        ]
+
+    def _told_otherwise_logs(self) -> set[str]:
+        """Instances a log record of which landed while its writer was told it had not."""
+        return {key.split("/")[1] for key in self.sim.told_otherwise if "/log/" in key}
 
     def _bounded(self, epoch: Epoch) -> bool:
         """Whether the run's start (its own, or a continue-as-new chain's first run's)
