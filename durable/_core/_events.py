@@ -219,21 +219,27 @@ class TaskCancelled(Event, frozen=True, tag="task_cancelled"):
 
 class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):
     """A sub-workflow completed. ``parent_run``: the parent's run it answers (applied to
-    no other run; empty: any)."""
+    no other run; empty: any). ``scheduled``: the event id of the
+    ``ChildWorkflowScheduled`` it answers (-1: any): a late copy of the answer to a
+    call that a Durable Task SDK has since retried under the same task id is not the
+    retry's answer."""
 
     task_id: int
     result: Raw = NULL
     instance_id: str = ""
     parent_run: str = ""
+    scheduled: int = -1
 
 
 class ChildWorkflowErrored(Event, frozen=True, tag="child_workflow_failed"):
-    """A sub-workflow failed or was terminated. ``parent_run`` as for completion."""
+    """A sub-workflow failed or was terminated. ``parent_run`` and ``scheduled`` as for
+    completion."""
 
     task_id: int
     failure: FailureDetails
     instance_id: str = ""
     parent_run: str = ""
+    scheduled: int = -1
 
 
 class EventRaised(Event, frozen=True, tag="event_raised"):
