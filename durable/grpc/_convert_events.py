@@ -32,6 +32,7 @@ from durable._core._events import (
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
+    WorkflowRewound,
     WorkflowStarted,
     WorkflowSuspended,
     WorkflowTerminated,
@@ -172,6 +173,8 @@ def event_to_ms(
             out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case WorkflowRewound():
+            return None  # not carried: the history before it is the rewound one already
         case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
             return None  # not carried: the protocol has no updates, no search attributes
         case _:
@@ -293,6 +296,8 @@ def event_to_dapr(
             out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case WorkflowRewound():
+            return None  # not carried: the history before it is the rewound one already
         case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
             return None  # not carried: the protocol has no updates, no search attributes
         case _:
