@@ -211,6 +211,7 @@ class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled")
     input: Raw = NULL
     trace_parent: str = ""
     on_parent_close: str = ""
+    replace_ended: bool = False  # see StartChildWorkflow
 
 
 class TaskCancelled(Event, frozen=True, tag="task_cancelled"):
