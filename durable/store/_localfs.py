@@ -11,6 +11,7 @@ import ctypes
 import errno
 import os
 import shutil
+import stat
 import sys
 from typing import TYPE_CHECKING, Protocol
 
@@ -34,6 +35,11 @@ class FileOps(Protocol):
 
     def read(self, path: str) -> bytes:
         """A whole file's bytes, all of one version of the file ``path`` names."""
+        ...
+
+    def is_dir(self, path: str) -> bool:
+        """Whether ``path`` names a directory (not following a last symlink);
+        ``FileNotFoundError`` if it names nothing."""
         ...
 
     def list_dir(self, path: str) -> list[str]:
@@ -133,6 +139,9 @@ class OsFiles:
             named = os.stat(path)  # FileNotFoundError: deleted since, as it may be
             if named.st_ino == before.st_ino and named.st_ctime_ns == before.st_ctime_ns:
                 return data
+
+    def is_dir(self, path: str) -> bool:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
 
     def list_dir(self, path: str) -> list[str]:
         try:

@@ -219,3 +219,18 @@ def test_a_power_loss_while_deletes_and_creates_share_batches(cut_at: int) -> No
     ]
     for seed in range(8):
         anyio.run(_churn_under_power_loss, rounds, cut_at, seed)
+
+
+async def test_deleting_a_key_that_names_a_directory_keeps_the_directory(tmp_path: Path) -> None:
+    """Churn (issue 18): a delete frees the key's file into the pool by renaming it,
+    and a rename moves a directory as readily: deleting a key that names a directory
+    (a prefix of other keys) must leave it, and everything in it, where it is."""
+    store = LocalStore(tmp_path)
+    await store.put_if_absent("instances/x/log/0", b"turn")
+    await store.delete("instances/x")
+    await store.delete("instances/x/log")
+    assert await store.get("instances/x/log/0") == b"turn"
+    await store.put_if_absent("instances/y/log/0", b"next")
+    assert await store.get("instances/y/log/0") == b"next"
+    assert await store.get("instances/x/log/0") == b"turn"
+    await store.close()

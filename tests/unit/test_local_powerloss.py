@@ -130,6 +130,13 @@ class FakeDisk:
                 raise FileNotFoundError(errno.ENOENT, "missing", path)
             return self.files[path].data
 
+    def is_dir(self, path: str) -> bool:
+        with self.lock:
+            self._tick()
+            if path not in self.files and path not in self.dirs:
+                raise FileNotFoundError(errno.ENOENT, "missing", path)
+            return path in self.dirs
+
     def list_dir(self, path: str) -> list[str]:
         with self.lock:
             self._tick()
