@@ -417,23 +417,20 @@ class LocalStore:
 
     def _replace(self, path: str, temp: str, *, a_file: bool = False) -> None:
         """Atomically make ``path`` name the contents of ``temp``: exchanged with it and
-        the old version then removed, which readers see alike, or renamed over it.
+        the old version then freed into the pool (see _localpool.py), which readers see
+        alike, or, where the system cannot exchange, renamed over it. ``a_file``: the
+        caller knows ``path`` names a file (it just read it), so it need not be looked
+        at before it is freed.
 
-        When ``path`` is known to name a file (``a_file``: it was just read), the old
-        version is freed into the pool (see _localpool.py) to be reused. Else, without
-        fsync, on Linux, it is exchanged and unlinked: ext4 (``auto_da_alloc``) writes
-        out a file renamed over another one at once and frees the old one's blocks,
-        several times the cost of the whole rest of the write; an exchange followed by
-        an unlink does neither. With fsync the temp file is on disk already, so the
-        plain rename is as cheap.
+        Besides keeping the old file for reuse, the exchange spares ext4
+        (``auto_da_alloc``) writing out a file renamed over another one at once and
+        freeing the old one's blocks, several times the cost of the whole rest of the
+        write.
         """
         fs = self._fs
-        if (a_file or not self._fsync) and fs.exchange(temp, path):
+        if fs.exchange(temp, path):
             try:
-                if a_file:
-                    self._release(temp)  # it names the old version now
-                else:
-                    fs.unlink(temp)
+                self._release(temp, a_file=a_file)  # it names the old version now
             except IsADirectoryError:  # the key names a directory: put it back
                 fs.exchange(temp, path)
                 raise
