@@ -234,3 +234,24 @@ async def test_deleting_a_key_that_names_a_directory_keeps_the_directory(tmp_pat
     assert await store.get("instances/y/log/0") == b"next"
     assert await store.get("instances/x/log/0") == b"turn"
     await store.close()
+
+
+async def test_freed_files_of_an_ended_process_are_reused_and_a_live_one_s_are_not(
+    tmp_path: Path,
+) -> None:
+    """Churn (issue 18): a store takes over the freed files a process that has ended
+    left in ``.free/`` (else they would stay there for good), never those of a live
+    process (it may still be reading them, or, with fsync, not have flushed their
+    rename yet)."""
+    free = tmp_path / ".free"
+    free.mkdir()
+    (free / f"{os.getpid()}-7").write_bytes(b"a live process's freed file")
+    (free / "4194304-0").write_bytes(b"an ended process's")  # no pid reaches 2**22
+    ended = os.stat(free / "4194304-0").st_ino
+    store = LocalStore(tmp_path)
+    await store.put_if_absent("i/a/log/0", b"new")
+    assert _inode(str(tmp_path), "i/a/log/0") == ended
+    await store.put_if_absent("i/a/log/1", b"newer")
+    assert (free / f"{os.getpid()}-7").read_bytes() == b"a live process's freed file"
+    assert await store.get("i/a/log/0") == b"new"
+    await store.close()
