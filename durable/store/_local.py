@@ -338,7 +338,7 @@ class LocalStore:
         try:
             return op.func(*op.args, op.temp)
         except BaseException:
-            _unlink_quietly(self._fs, op.temp)
+            self._release_quietly(op.temp)
             raise
 
     def _flush(self, batch: _Batch, files: Iterable[str], dirs: Iterable[str]) -> bool | None:
@@ -384,11 +384,7 @@ class LocalStore:
         try:
             self._fs.link(temp, path)
         except FileExistsError:
-            self._release(temp)
-            raise ObjectExistsError(key) from None
-        except BaseException:
-            _unlink_quietly(self._fs, temp)
-            raise
+            raise ObjectExistsError(key) from None  # the temp file is freed by _publish
         _unlink_quietly(self._fs, temp)  # the file lives on under the key's name
         return content_etag(data)
 
@@ -515,6 +511,14 @@ class LocalStore:
             _unlink_quietly(self._fs, temp)
             raise
         return True
+
+    def _release_quietly(self, temp: str) -> None:
+        """Free the temp file of an operation that failed, into the pool if it takes
+        it; a failure here is left behind as a dot-file (the operation's own matters)."""
+        try:
+            self._release(temp)
+        except OSError:
+            _unlink_quietly(self._fs, temp)
 
     def _make_dirs(self, directory: str, made: set[str] | None) -> None:
         """Make ``directory`` and its missing parents; with ``made``, note the
