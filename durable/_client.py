@@ -3,82 +3,54 @@
 A client reads and writes the store directly, so it works from any process. The
 client of a running ``Runtime`` (``runtime.client``) also hands messages straight to
 the engine in memory, and waits for results without polling.
+
+``Client`` puts its parts together: ``_client_base`` (what it holds, and its plumbing to
+the store and an in-process engine), ``_client_messages`` (messages, updates and queries
+for an instance) and, here, starting, listing, housekeeping and reading state;
+``WorkflowHandle`` lives in ``_handle``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 import anyio.lowlevel
 from msgspec import Raw
 
-from ._clock import Clock, SystemClock, within
-from ._core._codec import JsonCodec, PayloadCodec
+from ._client_messages import _Messages
 from ._core._context import positive
-from ._core._events import (
-    NULL,
-    EventRaised,
-    HistoryEvent,
-    UpdateCompleted,
-    UpdateRequested,
-    WorkflowCancelRequested,
-    WorkflowResumed,
-    WorkflowStarted,
-    WorkflowSuspended,
-    WorkflowTerminated,
-)
-from ._core._failure import FailureDetails
-from ._core._queries import answer_query
-from ._core._replay import WorkflowRun
+from ._core._events import EventRaised, HistoryEvent, WorkflowStarted
 from ._core._state import WorkflowState, WorkflowStatus
-from ._core._updates import validate
-from ._engine._executor import LocalExecutor
-from ._errors import (
-    InstanceExistsError,
-    InstanceNotFoundError,
-    StoreError,
-    UnknownWorkflowError,
-    UpdateFailedError,
-    WorkflowFailed,
-)
-from ._fleet._partitions import read_config
-from ._ids import IdSource, validate_instance_id, validate_key
+from ._errors import InstanceExistsError, InstanceNotFoundError, UnknownWorkflowError
+from ._handle import WorkflowHandle
+from ._ids import validate_instance_id
 from ._listing import Filters, InstancePage, page_metas
-from ._log._active import ActiveIndex
 from ._log._instances import (
     Created,
     create_instance,
-    current_start,
     load_existing,
     purge_instance,
     rerun_instance,
-    send_message,
 )
-from ._log._memo import MemoStore
 from ._log._reader import read_meta, read_record, record_after, record_outcome
-from ._log._records import InboxMessage, InstanceMeta, wakeup_key
+from ._log._tree import purge_tree
 from ._observe import current_trace_context
-from .store import ObjectStore, open_store
+from ._registry import workflow_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 
-    from ._engine import Engine
+    from ._core._failure import FailureDetails
     from ._engine._executor import Executor
-    from ._log._reader import RunLog
-    from ._registry import Registry
+    from ._log._records import InstanceMeta
 
 __all__ = ["Client", "WorkflowHandle"]
 
 T = TypeVar("T")
-
-_SEND_ATTEMPTS = 5  # tries of one inbox write, under one message id
-_SEND_BACKOFF = timedelta(seconds=0.2)
-_ENDED = FailureDetails("Ended", "the workflow ended before the update completed")
 _START_WITH_EVENT_ATTEMPTS = 8  # rounds of start-or-send while others start and end it
+_KEEP: Any = object()  # rerun: the step keeps its own input
 
 
 class _Snapshot:
@@ -113,39 +85,13 @@ def _check_replays(
         pass  # not registered here: the process that runs it finds out
 
 
-class Client:
+class Client(_Messages):
     """Manages instances in a store: start, handles, list, purge, rerun.
 
     ``Client(store=...)`` needs no runtime in the same process: the runtime that owns
     the store picks up what the client writes. Give it the runtime's ``memo_prefix`` (or
     ``memo_store``), so that a purge, reuse or rerun clears the right memo.
     """
-
-    def __init__(
-        self,
-        store: str | ObjectStore = "file://./.durable",
-        *,
-        storage_options: Mapping[str, Any] | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        codec: PayloadCodec | None = None,
-        poll_interval: float = 0.25,
-        memo_store: MemoStore | None = None,
-        memo_prefix: str = "memo",
-        ids: IdSource | None = None,
-        _engine: Engine | None = None,
-    ) -> None:
-        self.store = open_store(store, storage_options=storage_options)
-        self.ids = ids or IdSource()
-        self.memo_store = memo_store or MemoStore(self.store, memo_prefix)
-        self.registry = registry
-        self.clock: Clock = clock or SystemClock()
-        self.codec: PayloadCodec = codec or JsonCodec()
-        self.poll_interval = poll_interval
-        self._engine = _engine
-        self._index: ActiveIndex | None = None  # the store's active index, its count read once
-        self._all_indexed = False  # every partition's index complete (then for good)
-        self._never_suspends = bool(getattr(self.store, "never_suspends", False))
 
     async def __aenter__(self) -> Client:
         return self
@@ -166,7 +112,7 @@ class Client:
         input: Any = None,
         *,
         instance_id: str | None = None,
-        reuse: bool = False,
+        reuse: bool | Collection[WorkflowStatus] = False,
         version: str | None = None,
         execution_timeout: timedelta | None = None,
         _trace_context: tuple[str, str] | None = None,
@@ -183,12 +129,13 @@ class Client:
         tracestate)`` instead (the sidecar's, from a Durable Task SDK).
 
         Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
-        ended one again), ``UnknownWorkflowError`` for a name this client's registry
-        lacks, ``InvalidArgumentError`` for a timeout that is not positive, and
+        ended one again; a collection of statuses, one that ended with one of them),
+        ``UnknownWorkflowError`` for a name this client's registry lacks,
+        ``InvalidArgumentError`` for a timeout that is not positive, and
         ``SerializationError`` before writing anything if the input cannot be encoded.
         """
         positive(execution_timeout, "execution_timeout")
-        name = self._workflow_name(workflow)
+        name = workflow_name(self.registry, workflow)
         if self.registry is not None:
             version = self.registry.get_workflow(name, version).version
         instance_id = (
@@ -248,7 +195,7 @@ class Client:
                 if err.status is None:
                     continue  # another start took the seq: look again
             if await self._send(instance_id, raised):  # it runs: the event is for it
-                return WorkflowHandle(self, instance_id, self._workflow_name(workflow))
+                return WorkflowHandle(self, instance_id, workflow_name(self.registry, workflow))
         raise InstanceExistsError(instance_id)
 
     async def _nudge(self, instance_id: str) -> None:
@@ -257,40 +204,11 @@ class Client:
         else:
             await self._ring(instance_id)
 
-    def _workflow_name(self, workflow: Callable[..., Any] | str) -> str:
-        if self.registry is None:
-            if not isinstance(workflow, str):
-                qualname = getattr(workflow, "__qualname__", repr(workflow))
-                raise TypeError(f"this client has no registry: start {qualname} by its name")
-            return workflow
-        name = self.registry.name_of(workflow, "workflow")
-        self.registry.get_workflow(name)
-        return name
-
     async def _announce(self, instance_id: str, created: Created) -> None:
         if self._engine is not None:
             await self._engine.announce_created(instance_id, created)
         else:
             await self._ring(instance_id)
-
-    async def _ring(self, instance_id: str) -> None:
-        """Tell whichever process runs the instance's partition to look at it. On a store
-        no runtime has used yet there is no one to tell, nor a partition count (a client
-        never fixes it: the runtimes do): the first runtime to start finds the
-        instance in the log."""
-        index = await self._active()
-        if index.known:
-            await self.store.put(wakeup_key(instance_id, index.partition(instance_id)), b"")
-
-    async def _active(self) -> ActiveIndex:
-        """The store's active index: its runtime's, or one of its own (the store's
-        partition count read once a runtime has fixed it)."""
-        if self._engine is not None and self._engine.running:
-            return self._engine.index
-        if self._index is None or not self._index.known:
-            config = await read_config(self.store)
-            self._index = ActiveIndex(self.store, config.partitions if config else None)
-        return self._index
 
     def get_handle(self, instance_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing instance (no I/O: errors surface on use)."""
@@ -355,18 +273,41 @@ class Client:
         items = [self._state(meta.instance_id, _Snapshot(meta)) for meta in metas]
         return InstancePage(items, next_cursor)
 
-    async def purge(self, instance_id: str) -> None:
-        """Delete an ended instance and everything it stored; refuses a running one."""
+    async def purge(self, instance_id: str, *, recursive: bool = False) -> int:
+        """Delete an ended instance and everything it stored; refuses a running one.
+        With ``recursive``, the sub-workflows its current run started go too (those
+        that have ended and still hold their ids), and theirs. Returns how many
+        instances were deleted."""
         validate_instance_id(instance_id)
         async with self._busy():
             index = await self._active()
+            if recursive:
+                return await purge_tree(
+                    index, instance_id, self.memo_store, now=self.clock.now(), purged=self._forget
+                )
             await purge_instance(index, instance_id, self.memo_store, now=self.clock.now())
+        self._forget(instance_id)
+        return 1
+
+    def _forget(self, instance_id: str) -> None:
         if self._engine is not None:
             self._engine.forget(instance_id)
 
-    async def rerun(self, instance_id: str, from_event_id: int) -> WorkflowHandle[Any]:
+    async def rerun(
+        self,
+        instance_id: str,
+        from_event_id: int,
+        *,
+        new_instance_id: str | None = None,
+        step_input: Any = _KEEP,
+    ) -> WorkflowHandle[Any]:
         """Run an ended instance again from a scheduled step ``from_event_id`` on: the
         history before it is kept, that step and the rest run anew.
+
+        ``new_instance_id``: the rerun is a new instance of that id, and this one stays
+        as it is (``InstanceExistsError`` if the id is taken; a sub-workflow reruns only
+        in place). ``step_input``: the step ``from_event_id`` (an activity or a
+        sub-workflow, not a timer) runs with this input instead of its own.
 
         Raises ``NonDeterminismError`` (naming the event), before writing anything, if
         this client's code (its runtime's, or its registry's) no longer replays the kept
@@ -374,23 +315,18 @@ class Client:
         fails it, with the same error.
         """
         validate_instance_id(instance_id)
-        check = partial(_check_replays, self._executor(), instance_id)
+        into = validate_instance_id(new_instance_id) if new_instance_id is not None else None
+        raw = Raw(self.codec.encode(step_input)) if step_input is not _KEEP else None
+        check = partial(_check_replays, self._executor(), into or instance_id)
         async with self._busy():
             created = await rerun_instance(
                 await self._active(), self.clock.now(), instance_id, from_event_id, self.memo_store,
-                run_id=self.ids.run_id(), check=check,
+                run_id=self.ids.run_id(), check=check, into=into, step_input=raw,
             )  # fmt: skip
-            await self._retried(partial(self._announce, instance_id, created))
+            await self._retried(partial(self._announce, into or instance_id, created))
         started = created.record.next_run[0]
         name = started.name if isinstance(started, WorkflowStarted) else None
-        return WorkflowHandle(self, instance_id, name)
-
-    def _executor(self) -> Executor | None:
-        """What runs workflow code here: the runtime's, or one over this client's
-        registry (None: a client without the code)."""
-        if self._engine is not None:
-            return self._engine.executor
-        return LocalExecutor(self.registry, self.codec) if self.registry is not None else None
+        return WorkflowHandle(self, into or instance_id, name)
 
     # -- reading state --------------------------------------------------------------
 
@@ -430,11 +366,6 @@ class Client:
             return wf.input_type, wf.output_type
         return Any, Any
 
-    def _decode(self, raw: Raw, type_: Any = Any) -> Any:
-        if raw == NULL:
-            return None
-        return self.codec.decode(raw, type_)
-
     def _state(self, instance_id: str, snap: _Snapshot) -> WorkflowState:
         input_type, output_type = self._types(snap.name)
         return WorkflowState(
@@ -454,126 +385,6 @@ class Client:
             is_resident=None if self._engine is None else self._engine.is_resident(instance_id),
         )
 
-    async def _query(self, instance_id: str, name: str, args: tuple[Any, ...]) -> Any:
-        raw = Raw(self.codec.encode(list(args)))
-        engine = self._engine
-        answer = engine.query_resident(instance_id, name, raw) if engine is not None else None
-        if answer is None:
-            answer = await self._query_replayed(instance_id, name, raw)
-        return self._decode(answer)
-
-    async def _start_update(
-        self, instance_id: str, name: str, arg: Any, update_id: str | None
-    ) -> str:
-        update_id = self.ids.instance_id() if update_id is None else update_id
-        validate_key(update_id, "update id")
-        raw = Raw(self.codec.encode(arg))
-        loaded = await load_existing(self.store, instance_id)
-        if any(_names_update(e, update_id) for e in loaded.history):
-            return update_id  # asked before (a retry): its one outcome is on its way
-        engine = self._engine
-        if engine is None or not engine.validate_resident(instance_id, name, raw):
-            await self._replayed(instance_id, loaded, lambda run: validate(run, name, raw))
-        event = UpdateRequested(update_id=update_id, name=name, input=raw)
-        if not await self._send(instance_id, event, msg_id=f"u-{update_id}"):
-            raise UpdateFailedError(instance_id, update_id, _ENDED)
-        return update_id
-
-    async def _update_result(self, instance_id: str, update_id: str) -> Any:
-        while True:
-            committed = None if self._engine is None else self._engine.commit_event(instance_id)
-            loaded = await load_existing(self.store, instance_id)
-            for event in loaded.history:
-                if type(event) is UpdateCompleted and event.update_id == update_id:
-                    if event.failure is not None:
-                        raise UpdateFailedError(instance_id, update_id, event.failure)
-                    return self._decode(event.result)
-            if loaded.status.is_terminal:
-                raise UpdateFailedError(instance_id, update_id, _ENDED)
-            if committed is not None:
-                await committed.wait()  # the instance's next commit here
-            else:
-                later = self.clock.now() + timedelta(seconds=self.poll_interval)
-                await self.clock.sleep_until(later)
-
-    async def _query_replayed(self, instance_id: str, name: str, args: Raw) -> Raw:
-        """Answer a query by replaying the instance's current run from the log here."""
-        loaded = await load_existing(self.store, instance_id)
-        return await self._replayed(instance_id, loaded, lambda run: answer_query(run, name, args))
-
-    async def _replayed(
-        self, instance_id: str, loaded: RunLog, read: Callable[[WorkflowRun], T]
-    ) -> T:
-        """``read`` the instance's current run, replayed from ``loaded`` here."""
-        executor = self._executor()
-        if executor is None:
-            raise UnknownWorkflowError(
-                f"no process holds {instance_id!r} here, and this client has no registry "
-                f"to replay {loaded.started.name!r} with: give it one"
-            )
-        run = executor.new_run(instance_id, loaded.history)
-        try:
-            if not isinstance(run, WorkflowRun):
-                raise UnknownWorkflowError(f"{loaded.started.name!r} runs on remote workers")
-            return read(run)
-        finally:
-            run.close()
-
-    async def _send(
-        self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
-    ) -> bool:
-        """Send ``event`` to the start the instance's current run belongs to: only its
-        runs apply it. If that run has ended, nothing is sent (False): a later start
-        under the id never takes it (Durable Task drops an event for an ended instance
-        too)."""
-        async with self._busy():
-            engine = self._engine
-            local = engine.running_here(instance_id) if engine is not None else None
-            if local is not None:
-                # the run in memory before the write: no run had consumed the message then
-                seen: int | None = local.run_start
-                to = local.started.origin_run
-            else:
-                seen = None
-                to, ended = await current_start(self.store, instance_id)  # raises if absent
-                if ended:
-                    return False
-            if msg_id is None:
-                msg_id = self.ids.message_id(int(self.clock.now().timestamp() * 1e9))
-            message = await self._write_message(instance_id, msg_id, event, to)
-            if engine is not None:
-                await self._retried(partial(engine.announce_message, instance_id, message, seen))
-            else:
-                await self._retried(partial(self._ring, instance_id))
-        return True
-
-    async def _write_message(
-        self, instance_id: str, msg_id: str, event: HistoryEvent, to: str
-    ) -> InboxMessage:
-        """Write a message to the inbox, retrying transient errors under the same id: a
-        write that landed but whose answer was lost is then written again in place, and
-        the engine applies one message id once, so the event is never delivered twice."""
-        return await self._retried(
-            partial(send_message, self.store, instance_id, msg_id, event, to)
-        )
-
-    async def _retried(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, tried again after a transient store error (a write that is the same
-        when repeated: an inbox message under its id, a wakeup), so that one lost
-        request does not leave what landed before it unannounced."""
-        for attempt in range(_SEND_ATTEMPTS):
-            try:
-                return await call()
-            except StoreError as err:
-                if not err.transient or attempt == _SEND_ATTEMPTS - 1:
-                    raise
-                if attempt:  # the first retry goes at once: a lost answer is the usual case
-                    await self.clock.sleep_until(self.clock.now() + _SEND_BACKOFF * attempt)
-        raise AssertionError("unreachable")
-
-    def _busy(self) -> _BusyScope:
-        return _BusyScope(self._engine)
-
     async def _wait(self, instance_id: str) -> _Snapshot:
         engine = self._engine
         if engine is not None:
@@ -586,131 +397,3 @@ class Client:
                 continue
             now = self.clock.now()
             await self.clock.sleep_until(now + timedelta(seconds=self.poll_interval))
-
-
-class _BusyScope:
-    """Tells an in-process engine that a client call is under way (for auto-advance)."""
-
-    __slots__ = ("_engine",)
-
-    def __init__(self, engine: Engine | None) -> None:
-        self._engine = engine
-
-    async def __aenter__(self) -> None:
-        if self._engine is not None:
-            self._engine.busy_enter()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._engine is not None:
-            self._engine.busy_exit()
-
-
-class WorkflowHandle(Generic[T]):
-    """A workflow instance: await it for the result, or steer it.
-
-    ``await handle`` returns the output, or raises ``WorkflowFailed`` with the failure.
-    """
-
-    __slots__ = ("_client", "_name", "instance_id")
-
-    def __init__(self, client: Client, instance_id: str, name: str | None) -> None:
-        self._client = client
-        self.instance_id = instance_id
-        self._name = name
-
-    def __repr__(self) -> str:
-        return f"WorkflowHandle({self.instance_id!r})"
-
-    def __await__(self) -> Generator[Any, None, T]:
-        return self.result().__await__()
-
-    async def result(self, timeout: timedelta | float | None = None) -> T:  # noqa: ASYNC109 (a Clock timeout)
-        """The workflow's output once it ends; ``durable.TimeoutError`` if ``timeout``
-        (on the client's Clock) passes first."""
-        client = self._client
-        snap = await within(
-            client.clock, timeout, partial(client._wait, self.instance_id),
-            f"workflow {self.instance_id!r}",
-        )  # fmt: skip
-        if snap.status is not WorkflowStatus.COMPLETED:
-            failure = snap.failure or FailureDetails(
-                snap.status.value, "the workflow did not complete"
-            )
-            raise WorkflowFailed(self.instance_id, failure)
-        _, output_type = client._types(snap.name)
-        result: T = client._decode(snap.output, output_type)
-        return result
-
-    async def describe(self) -> WorkflowState:
-        """The instance's status, payloads and timestamps."""
-        return self._client._state(self.instance_id, await self._client._snapshot(self.instance_id))
-
-    async def raise_event(self, name: str, data: Any = None) -> None:
-        """Send an external event; it waits in the workflow until asked for."""
-        raw = Raw(self._client.codec.encode(data))
-        await self._client._send(self.instance_id, EventRaised(name=name, input=raw))
-
-    async def suspend(self, reason: str = "") -> None:
-        """Pause the workflow: events queue up until ``resume``."""
-        await self._client._send(self.instance_id, WorkflowSuspended(reason=reason))
-
-    async def resume(self, reason: str = "") -> None:
-        """Resume a suspended workflow."""
-        await self._client._send(self.instance_id, WorkflowResumed(reason=reason))
-
-    async def cancel(self, reason: str = "") -> None:
-        """Ask the workflow to cancel, gracefully: it gets ``durable.CancelledError`` at
-        its current await and may clean up (run activities, call sub-workflows) before it
-        returns or re-raises; if the error escapes, it ends ``CANCELED``."""
-        await self._client._send(self.instance_id, WorkflowCancelRequested(reason=reason))
-
-    async def terminate(
-        self, reason: str = "", output: Any = None, *, recursive: bool = True
-    ) -> None:
-        """End the workflow now as TERMINATED, with an optional output. With
-        ``recursive`` (the default) its sub-workflows still running are terminated too,
-        and theirs: the whole tree."""
-        raw = Raw(self._client.codec.encode(output))
-        event = WorkflowTerminated(reason=reason, output=raw, recursive=recursive)
-        await self._client._send(self.instance_id, event)
-
-    async def query(self, name: str, *args: Any) -> Any:
-        """Call the workflow's query handler ``name`` with ``args``; its answer.
-
-        The process that holds the instance answers from its run; else a replay of the
-        log here does (this client needs the workflow's code: its registry). Nothing is
-        written. ``UnknownQueryError`` for a name with no handler, ``QueryFailedError``
-        if the handler raised or tried to change the workflow."""
-        return await self._client._query(self.instance_id, name, args)
-
-    async def update(self, name: str, arg: Any = None, *, update_id: str | None = None) -> Any:
-        """Deliver update ``name`` with ``arg`` durably; its handler's result.
-
-        The validator runs first (``UpdateRejectedError``: nothing written). An accepted
-        update is in history and runs once per ``update_id`` (one is made when none is
-        given): after an unclear failure, call again with the same id to get the
-        outcome of the one update. ``UpdateFailedError`` if its handler raised,
-        ``UnknownUpdateError`` for a name without a handler."""
-        update_id = await self.start_update(name, arg, update_id=update_id)
-        return await self.update_result(update_id)
-
-    async def start_update(
-        self, name: str, arg: Any = None, *, update_id: str | None = None
-    ) -> str:
-        """Validate and deliver an update, without waiting for its outcome; its id."""
-        return await self._client._start_update(self.instance_id, name, arg, update_id)
-
-    async def update_result(self, update_id: str) -> Any:
-        """Wait for the outcome of update ``update_id``: its result, or
-        ``UpdateFailedError``."""
-        return await self._client._update_result(self.instance_id, update_id)
-
-    async def history(self) -> list[HistoryEvent]:
-        """The events of the current run, each with ``event_id`` and ``timestamp``."""
-        run = await load_existing(self._client.store, self.instance_id)
-        return run.history
-
-
-def _names_update(event: HistoryEvent, update_id: str) -> bool:
-    """Whether ``event`` is the request or the outcome of update ``update_id``."""
-    return type(event) in (UpdateRequested, UpdateCompleted) and event.update_id == update_id  # type: ignore[union-attr]

@@ -63,11 +63,23 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_de
 
 class ParentRef(msgspec.Struct, frozen=True):
     """The parent of a sub-workflow: where its result goes. ``run_id`` names the
-    parent's run that started it (empty in logs written before: any run of the parent)."""
+    parent's run that started it (empty in logs written before: any run of the parent).
+    ``scheduled`` is the event id of the ``ChildWorkflowScheduled`` that started it (-1
+    in logs written before, and from a Durable Task worker): a Durable Task SDK retries
+    a sub-orchestration under the same id and task id, and only this tells the retry
+    from the call it retries."""
 
     instance_id: str
     task_id: int
     run_id: str = ""
+    scheduled: int = -1
+
+    def same_call(self, other: ParentRef) -> bool:
+        """Whether both name one scheduling of one call of one run (one not recorded
+        matches any)."""
+        return self.same_run(other) and (
+            self.scheduled == other.scheduled or self.scheduled < 0 or other.scheduled < 0
+        )
 
     def same_run(self, other: ParentRef) -> bool:
         """Whether both name one call of one run of the parent (an unnamed run matches
@@ -203,21 +215,27 @@ class TaskCancelled(Event, frozen=True, tag="task_cancelled"):
 
 class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):
     """A sub-workflow completed. ``parent_run``: the parent's run it answers (applied to
-    no other run; empty: any)."""
+    no other run; empty: any). ``scheduled``: the event id of the
+    ``ChildWorkflowScheduled`` it answers (-1: any): a late copy of the answer to a
+    call that a Durable Task SDK has since retried under the same task id is not the
+    retry's answer."""
 
     task_id: int
     result: Raw = NULL
     instance_id: str = ""
     parent_run: str = ""
+    scheduled: int = -1
 
 
 class ChildWorkflowErrored(Event, frozen=True, tag="child_workflow_failed"):
-    """A sub-workflow failed or was terminated. ``parent_run`` as for completion."""
+    """A sub-workflow failed or was terminated. ``parent_run`` and ``scheduled`` as for
+    completion."""
 
     task_id: int
     failure: FailureDetails
     instance_id: str = ""
     parent_run: str = ""
+    scheduled: int = -1
 
 
 class EventRaised(Event, frozen=True, tag="event_raised"):

@@ -97,11 +97,15 @@ class _Children(_EngineBase):
                 await self._start_child(parent, scheduled)
                 return
             holder = existing.started.parent
-            if holder is not None and holder.same_run(parent):
+            if holder is not None and holder.same_call(parent):
                 if existing.status.is_terminal:
                     await self._notify_parent_from_log(existing)
                 else:  # announced again: its creator may have failed or died before
                     await self.nudge(child_id)  # ringing the bell of the child's owner
+            elif holder is not None and holder.same_run(parent) and existing.status.is_terminal:
+                # the call scheduled again under its id and task id once its child had
+                # ended (a Durable Task SDK's retry): a new child replaces the old one
+                await self._start_child(parent, scheduled, reuse=True)
             elif holder is None or holder.instance_id != parent.instance_id:
                 self.deliver(parent.instance_id, ChildWorkflowErrored(
                     task_id=scheduled.task_id, instance_id=child_id, parent_run=parent.run_id,

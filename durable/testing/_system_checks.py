@@ -109,6 +109,7 @@ class Ledger:
         self.dropped_sends: set[str] = set()  # sent events a runtime dropped, by data
         self.log_deleted: dict[str, int] = {}  # instance -> the last write purging its log
         self.memo_written: dict[str, tuple[int, int]] = {}  # key -> (write, epoch number)
+        self.reuse_limits: dict[str, frozenset[str]] = {}  # start tag -> what it may replace
         self._last_seq: dict[str, int] = {}
         self.runs: dict[str, int] = {}  # runs of each instance so far
         self._oversized: set[str] = set()
@@ -295,7 +296,8 @@ class Ledger:
             self.runs[instance_id] = self.runs.get(instance_id, 0) + 1
         self._size(process, instance_id, seq, record, len(data))
         if record.next_run and not can:
-            epoch = self._new_epoch(instance_id, record)
+            replaced, epoch = epoch, self._new_epoch(instance_id, record)
+            self._check_reuse(process, replaced, epoch, seq)
             epoch.gap = gap  # judged at the end: a start that withdrew is not acknowledged
             if not self.indexed.get(instance_id):
                 self.violate(f"{process} began run {epoch.tag!r} of {instance_id!r} at "
@@ -334,6 +336,17 @@ class Ledger:
                 elif isinstance(event, WorkflowErrored):
                     epoch.failure_type = event.failure.type
                     self.trace.append(f"  ({instance_id} failed: {event.failure.message[:300]})")
+
+    def _check_reuse(self, process: str, replaced: Epoch | None, epoch: Epoch, seq: int) -> None:
+        """A start allowed to replace only some ended statuses (an id-reuse policy)
+        replaced a run that ended with one of them (or began the log anew)."""
+        limit = self.reuse_limits.get(epoch.tag)
+        if limit is None or seq == 0 or replaced is None or epoch.rerun:
+            return
+        if replaced.status not in limit:
+            self.violate(f"{process} replaced run {replaced.tag!r} of {epoch.instance_id!r} "
+                         f"({replaced.status}) by a start that may replace only "
+                         f"{sorted(limit)}")  # fmt: skip
 
     def _new_epoch(self, instance_id: str, record: TurnRecord) -> Epoch:
         started = record.next_run[0]

@@ -392,8 +392,8 @@ def test_payloads() -> None:
     assert cv.payload_to_proto(NULL) is None
     assert cv.payload_to_proto(Raw(b'{"a":[1,"\xc3\xa9"]}')) == '{"a":[1,"é"]}'
     assert cv.payload_from_proto(None) == NULL
-    assert cv.payload_from_proto("") == NULL
-    assert cv.payload_from_proto("null") == NULL
+    assert cv.payload_to_proto(cv.payload_from_proto("")) == ""  # issue 14: text, kept
+    assert cv.payload_to_proto(cv.payload_from_proto("null")) == "null"
     assert cv.payload_from_proto('"x"') == Raw(b'"x"')
     wire = bytes(ms.TaskScheduledEvent(name="a", input=cv.payload_to_proto(NULL)))
     assert cv.wire_fields(wire) == [(1, cv.LENGTH_DELIMITED)]  # null is absent, not "null"
@@ -659,7 +659,7 @@ def test_activity_results() -> None:
         ),
     )
     assert cv.activity_result_from_proto(over_the_wire(failed)) == ActivityErrored(
-        task_id=3, failure=FailureDetails("ValueError", "bad", "tb")
+        task_id=3, failure=FailureDetails("ValueError", "bad", "tb", non_retriable=True)
     )
 
 

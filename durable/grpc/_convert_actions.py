@@ -1,0 +1,261 @@
+"""A turn's actions to and from either wire dialect (see :mod:`durable.grpc._convert`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, assert_never
+
+import betterproto
+
+from durable._core._actions import (
+    Action,
+    CancelTask,
+    CompleteUpdate,
+    CompleteWorkflow,
+    ContinueAsNew,
+    FailWorkflow,
+    RecordPatch,
+    ScheduleActivity,
+    SendEvent,
+    StartChildWorkflow,
+    StartTimer,
+)
+from durable._core._events import EventRaised, HistoryEvent
+from durable._core._state import WorkflowStatus
+from durable.grpc._convert_activities import DURABLE_ID, STEP_TAG, step_of
+from durable.grpc._convert_events import event_from_proto, events_to_dapr, events_to_ms
+from durable.grpc._convert_values import (
+    dapr_timer_origin,
+    dapr_timer_purpose,
+    failure_from_proto,
+    failure_to_dapr,
+    failure_to_ms,
+    status_from_proto,
+    status_to_dapr,
+    status_to_ms,
+    time_to_proto,
+)
+from durable.grpc._framing import ENTITIES_UNSUPPORTED, NotSupportedError, ProtocolError
+from durable.grpc._payload import payload_from_proto, payload_to_proto
+from durable.grpc._proto import dapr, ms
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+__all__ = [
+    "action_from_proto",
+    "action_to_dapr",
+    "action_to_ms",
+    "patches_from_proto",
+]
+
+
+def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction | None:
+    """``action`` as an MS OrchestratorAction; ends of the run get id -1. ``None`` for
+    RecordPatch: the MS dialect has no patches. An activity's step number (the task id
+    of its first attempt, so equal for its retries) goes in its tags."""
+    match action:
+        case ScheduleActivity():
+            return ms.OrchestratorAction(
+                id=action.task_id - task_base,
+                schedule_task=ms.ScheduleTaskAction(
+                    name=action.name, input=payload_to_proto(action.input),
+                    tags={STEP_TAG: str(action.step - task_base)},
+                ),
+            )  # fmt: skip
+        case StartTimer():
+            return ms.OrchestratorAction(
+                id=action.task_id - task_base,
+                create_timer=ms.CreateTimerAction(fire_at=time_to_proto(action.fire_at)),
+            )
+        case StartChildWorkflow():
+            return ms.OrchestratorAction(
+                id=action.task_id - task_base,
+                create_sub_orchestration=ms.CreateSubOrchestrationAction(
+                    instance_id=action.instance_id,
+                    name=action.name,
+                    input=payload_to_proto(action.input),
+                ),
+            )
+        case SendEvent():
+            return ms.OrchestratorAction(
+                id=action.task_id - task_base,
+                send_event=ms.SendEventAction(
+                    instance=ms.OrchestrationInstance(instance_id=action.instance_id),
+                    name=action.name,
+                    data=payload_to_proto(action.input),
+                ),
+            )
+        case CompleteWorkflow():
+            end = ms.CompleteOrchestrationAction(
+                orchestration_status=status_to_ms(WorkflowStatus.COMPLETED),
+                result=payload_to_proto(action.result),
+            )
+        case FailWorkflow():
+            end = ms.CompleteOrchestrationAction(
+                orchestration_status=status_to_ms(WorkflowStatus.FAILED),
+                failure_details=failure_to_ms(action.failure),
+            )
+        case ContinueAsNew():
+            end = ms.CompleteOrchestrationAction(
+                orchestration_status=status_to_ms(WorkflowStatus.CONTINUED_AS_NEW),
+                result=payload_to_proto(action.input),
+                carryover_events=events_to_ms(action.carryover),
+            )
+        case RecordPatch() | CancelTask() | CompleteUpdate():
+            return None  # not carried: the protocol has no cancellation of tasks, no updates
+        case _:
+            assert_never(action)
+    return ms.OrchestratorAction(id=-1, complete_orchestration=end)
+
+
+def action_to_dapr(
+    action: Action, *, task_base: int = 0, instance_id: str = ""
+) -> dapr.WorkflowAction | None:
+    """``action`` as a Dapr WorkflowAction; see :func:`action_to_ms`. ``None`` for
+    RecordPatch, which travels in ``WorkflowResponse.version.patches`` instead. An
+    activity's ``taskExecutionId`` is ``durable:{instance_id}:{step}``: the same for
+    every attempt of a step, as Dapr means it."""
+    match action:
+        case ScheduleActivity():
+            return dapr.WorkflowAction(
+                id=action.task_id - task_base,
+                schedule_task=dapr.ScheduleTaskAction(
+                    name=action.name, input=payload_to_proto(action.input),
+                    task_execution_id=action.execution_id
+                    or f"{DURABLE_ID}{instance_id}:{action.step - task_base}",
+                ),
+            )  # fmt: skip
+        case StartTimer():
+            timer = dapr.CreateTimerAction(fire_at=time_to_proto(action.fire_at))
+            dapr_timer_origin(timer, action.purpose)
+            return dapr.WorkflowAction(id=action.task_id - task_base, create_timer=timer)
+        case StartChildWorkflow():
+            return dapr.WorkflowAction(
+                id=action.task_id - task_base,
+                create_child_workflow=dapr.CreateChildWorkflowAction(
+                    instance_id=action.instance_id,
+                    name=action.name,
+                    input=payload_to_proto(action.input),
+                ),
+            )
+        case SendEvent():
+            return dapr.WorkflowAction(
+                id=action.task_id - task_base,
+                send_event=dapr.SendEventAction(
+                    instance=dapr.WorkflowInstance(instance_id=action.instance_id),
+                    name=action.name,
+                    data=payload_to_proto(action.input),
+                ),
+            )
+        case CompleteWorkflow():
+            end = dapr.CompleteWorkflowAction(
+                workflow_status=status_to_dapr(WorkflowStatus.COMPLETED),
+                result=payload_to_proto(action.result),
+            )
+        case FailWorkflow():
+            end = dapr.CompleteWorkflowAction(
+                workflow_status=status_to_dapr(WorkflowStatus.FAILED),
+                failure_details=failure_to_dapr(action.failure),
+            )
+        case ContinueAsNew():
+            end = dapr.CompleteWorkflowAction(
+                workflow_status=status_to_dapr(WorkflowStatus.CONTINUED_AS_NEW),
+                result=payload_to_proto(action.input),
+                carryover_events=events_to_dapr(action.carryover),
+            )
+        case RecordPatch() | CancelTask() | CompleteUpdate():
+            return None  # not carried: the protocol has no cancellation of tasks, no updates
+        case _:
+            assert_never(action)
+    return dapr.WorkflowAction(id=-1, complete_workflow=end)
+
+
+def action_from_proto(
+    action: ms.OrchestratorAction | dapr.WorkflowAction, *, task_base: int = 0
+) -> Action | None:
+    """durable's action for an OrchestratorAction (MS) or WorkflowAction (Dapr).
+
+    ``None`` for a completion with status TERMINATED or CANCELED: a worker answers a
+    termination that way, and durable's engine has already recorded it. Raises
+    :class:`ProtocolError` for the actions durable has no counterpart for:
+    terminateOrchestration, MS entity messages and rewind, Dapr
+    workflowVersionNotAvailable and createDetachedWorkflow.
+    """
+    if isinstance(action, ms.OrchestratorAction):
+        kind, body = betterproto.which_one_of(action, "orchestratorActionType")
+    else:
+        kind, body = betterproto.which_one_of(action, "workflowActionType")
+    task_id = action.id + task_base
+    match body:
+        case ms.ScheduleTaskAction() | dapr.ScheduleTaskAction():
+            input = payload_from_proto(body.input)
+            step = step_of(body)  # a retry of a step, from durable's RemoteWorker
+            execution_id = ""  # a Dapr SDK's own id for the call, kept for its retries
+            if isinstance(body, dapr.ScheduleTaskAction) and not body.task_execution_id.startswith(
+                DURABLE_ID
+            ):
+                execution_id = body.task_execution_id
+            step = task_id if step is None else step + task_base
+            return ScheduleActivity(task_id, body.name, input, 1, step, execution_id)
+        case ms.CreateTimerAction():
+            return StartTimer(task_id, body.fire_at, "sleep")
+        case dapr.CreateTimerAction():
+            return StartTimer(task_id, body.fire_at, dapr_timer_purpose(body))
+        case ms.CreateSubOrchestrationAction() | dapr.CreateChildWorkflowAction():
+            input = payload_from_proto(body.input)
+            return StartChildWorkflow(task_id, body.name, body.instance_id, input)
+        case ms.SendEventAction() | dapr.SendEventAction():
+            return SendEvent(
+                task_id, body.instance.instance_id, body.name, payload_from_proto(body.data)
+            )
+        case ms.CompleteOrchestrationAction():
+            carryover = [event_from_proto(e) for e in body.carryover_events]
+            return _end(body.orchestration_status, body.result, body.failure_details, carryover)
+        case dapr.CompleteWorkflowAction():
+            carryover = [event_from_proto(e) for e in body.carryover_events]
+            return _end(body.workflow_status, body.result, body.failure_details, carryover)
+        case ms.SendEntityMessageAction():
+            raise NotSupportedError(f"{ENTITIES_UNSUPPORTED} (action id {action.id})")
+    raise ProtocolError(f"{kind or 'empty'} action (id {action.id}) has no counterpart in durable")
+
+
+def _end(
+    status: int,
+    result: str | None,
+    failure: ms.TaskFailureDetails | dapr.TaskFailureDetails,
+    carryover: list[HistoryEvent | None],
+) -> Action | None:
+    """The action for completeOrchestration / completeWorkflow, by its status."""
+    match status_from_proto(status):
+        case WorkflowStatus.COMPLETED:
+            return CompleteWorkflow(payload_from_proto(result))
+        case WorkflowStatus.FAILED:
+            return FailWorkflow(failure_from_proto(failure))
+        case WorkflowStatus.CONTINUED_AS_NEW:
+            raised = tuple(e for e in carryover if isinstance(e, EventRaised))
+            if len(raised) != len(carryover):
+                raise ProtocolError("continue-as-new can carry over only eventRaised events")
+            return ContinueAsNew(payload_from_proto(result), raised)
+        case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
+            return None
+    raise ProtocolError(f"a run cannot end with status {int(status)}")
+
+
+def patches_from_proto(
+    response: ms.OrchestratorResponse | dapr.WorkflowResponse, *, recorded: Collection[str] = ()
+) -> list[RecordPatch]:
+    """The RecordPatch actions a completed turn asks for.
+
+    A Dapr worker lists in ``WorkflowResponse.version.patches`` every patch its run took
+    so far, recorded or not: pass the patches the history already records as
+    ``recorded``. The MS dialect has no patches (its field 6 is a trace context).
+    """
+    if isinstance(response, ms.OrchestratorResponse) or response.version is None:
+        return []
+    seen = set(recorded)
+    out: list[RecordPatch] = []
+    for patch in response.version.patches:
+        if patch not in seen:
+            seen.add(patch)
+            out.append(RecordPatch(patch))
+    return out

@@ -1,0 +1,118 @@
+"""Activity work items and their results in either wire dialect (see
+:mod:`durable.grpc._convert`)."""
+
+from __future__ import annotations
+
+from durable._core._events import ActivityCompleted, ActivityErrored, ActivityScheduled
+from durable.grpc._convert_values import (
+    failure_from_proto,
+    present,
+    trace_context_to_dapr,
+    trace_context_to_ms,
+)
+from durable.grpc._payload import payload_from_proto, payload_to_proto
+from durable.grpc._proto import dapr, ms
+
+__all__ = [
+    "DURABLE_ID",
+    "STEP_TAG",
+    "activity_request_to_dapr",
+    "activity_request_to_ms",
+    "activity_result_from_proto",
+    "step_of",
+    "step_of_activity_request",
+]
+
+
+STEP_TAG = "durable.step"
+"""The MS ``ActivityRequest.tags`` entry that carries durable's step number."""
+DURABLE_ID = "durable:"
+"""How a Dapr ``taskExecutionId`` made by durable begins."""
+
+
+def activity_request_to_ms(
+    event: ActivityScheduled,
+    *,
+    instance_id: str,
+    run_id: str = "",
+    task_base: int = 0,
+    trace_parent: str = "",
+) -> ms.ActivityRequest:
+    """The MS ActivityRequest that runs ``event``'s activity; durable's step number
+    (unique in the instance across runs, unlike the wire task id) goes in its tags;
+    ``trace_parent`` (the attempt's span) in its ``parentTraceContext``."""
+    request = ms.ActivityRequest(
+        name=event.name,
+        input=payload_to_proto(event.input),
+        orchestration_instance=ms.OrchestrationInstance(
+            instance_id=instance_id, execution_id=run_id or None
+        ),
+        task_id=event.task_id - task_base,
+        tags={STEP_TAG: str(event.step)},
+    )
+    if trace_parent:
+        request.parent_trace_context = trace_context_to_ms(trace_parent)
+    return request
+
+
+def activity_request_to_dapr(
+    event: ActivityScheduled,
+    *,
+    instance_id: str,
+    run_id: str = "",
+    task_base: int = 0,
+    trace_parent: str = "",
+) -> dapr.ActivityRequest:
+    """The Dapr ActivityRequest that runs ``event``'s activity. Its ``taskExecutionId``
+    is the one the worker gave when it scheduled the call (Dapr SDKs keep one per call,
+    over its retries), or else ``durable:{run id}:{step}``: the same for every attempt
+    of the step, unique across runs and instances, and read back by durable's worker."""
+    request = dapr.ActivityRequest(
+        name=event.name,
+        input=payload_to_proto(event.input),
+        workflow_instance=dapr.WorkflowInstance(
+            instance_id=instance_id, execution_id=run_id or None
+        ),
+        task_id=event.task_id - task_base,
+        task_execution_id=event.execution_id or f"{DURABLE_ID}{run_id}:{event.step}",
+    )
+    if trace_parent:
+        request.parent_trace_context = trace_context_to_dapr(trace_parent)
+    return request
+
+
+def step_of_activity_request(request: ms.ActivityRequest | dapr.ActivityRequest) -> int | None:
+    """Durable's step number carried by an activity request from durable's sidecar
+    (None from another sidecar)."""
+    return step_of(request)
+
+
+def step_of(
+    message: ms.ActivityRequest
+    | dapr.ActivityRequest
+    | ms.ScheduleTaskAction
+    | dapr.ScheduleTaskAction,
+) -> int | None:
+    """The step number in MS tags or at the end of a durable-made Dapr
+    ``taskExecutionId`` (``durable:…:{step}``); None otherwise (Dapr SDKs make their
+    own, a UUID)."""
+    if isinstance(message, ms.ActivityRequest | ms.ScheduleTaskAction):
+        text = message.tags.get(STEP_TAG, "")
+    elif message.task_execution_id.startswith(DURABLE_ID):
+        text = message.task_execution_id.rpartition(":")[2]
+    else:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def activity_result_from_proto(
+    response: ms.ActivityResponse | dapr.ActivityResponse, *, task_base: int = 0
+) -> ActivityCompleted | ActivityErrored:
+    """The event an ActivityResponse of either dialect reports: failed if it carries
+    failureDetails. Position and time are the engine's to stamp."""
+    task_id = response.task_id + task_base
+    if present(response.failure_details):
+        return ActivityErrored(
+            task_id=task_id, failure=failure_from_proto(response.failure_details)
+        )
+    return ActivityCompleted(task_id=task_id, result=payload_from_proto(response.result))
