@@ -9,7 +9,11 @@ fsspec's local ``pipe_file(mode="create")`` checks then writes, so two processes
 * ``put``, ``put_if_match`` and ``delete`` run under an exclusive ``fcntl.flock`` on one of
   a fixed set of lock files in ``.locks/`` (chosen by a stable hash of the key), so a
   compare-and-swap cannot interleave with another writer of the same key in any process;
-* ETags are content hashes, so every process computes the same ETag for the same bytes.
+* ETags are content hashes, so every process computes the same ETag for the same bytes;
+* a deleted object's file, and the version a put replaced, are kept in ``.free/`` and
+  written over as the next new objects (see ``_localpool.py``): a store that deletes
+  ended instances all day neither frees nor takes inodes, which on ext4 without a
+  journal makes every creation scan past the inodes freed in the last minute.
 
 Without fsync, one object's operation is a handful of metadata syscalls (tens of
 microseconds), far less than a hop to a worker thread (hundreds on a small VM), so those
@@ -24,10 +28,12 @@ contents are flushed together, then its names, and only then does anyone get an 
 What survives, per mode:
 
 * without fsync: a process crash loses nothing acknowledged; a power loss may lose
-  recent writes, and may leave an object empty or torn;
+  recent writes, and may leave an object empty or torn (and, as freed files are
+  reused, a key deleted shortly before holding part of a newer object);
 * with fsync: a power loss loses nothing acknowledged, and never tears an object (a name
   is published only over contents already on disk); an unacknowledged write may or may
-  not be there, whole.
+  not be there, whole. A freed file is reused only after a flush covered the rename
+  that freed it, so a deleted key never comes back holding another object.
 """
 
 from __future__ import annotations
