@@ -48,13 +48,15 @@ class StartTimer(msgspec.Struct, frozen=True):
 
 class StartChildWorkflow(msgspec.Struct, frozen=True):
     """Start sub-workflow ``name`` as ``instance_id``; ``on_parent_close`` says what
-    happens to it if it still runs when this run ends."""
+    happens to it if it still runs when this run ends; ``version``: the version it runs
+    at (empty: the newest the registry knows)."""
 
     task_id: int
     name: str
     instance_id: str
     input: Raw
     on_parent_close: str = ""
+    version: str = ""
 
 
 class CancelTask(msgspec.Struct, frozen=True):
