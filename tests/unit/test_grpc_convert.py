@@ -53,6 +53,7 @@ from durable._core._events import (
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
+    WorkflowRewound,
     WorkflowStarted,
     WorkflowSuspended,
     WorkflowTerminated,
@@ -299,6 +300,7 @@ def test_every_event_kind_is_covered(dialect: str) -> None:
         EventSent(task_id=4, instance_id="x", name="n"),
         UpdateRequested(update_id="u", name="n"),
         UpdateCompleted(update_id="u"),
+        WorkflowRewound(run_id="r"),
     ]
     assert {type(s) for s in samples} == set(kinds), "a new event kind: map it in _convert"
     for sample in samples:
@@ -311,6 +313,7 @@ def test_every_event_kind_is_covered(dialect: str) -> None:
                 ExecutionTimedOut,
                 UpdateRequested,
                 UpdateCompleted,
+                WorkflowRewound,
             )
             continue
         back = cv.event_from_proto(over_the_wire(out), event_id=-1)
