@@ -208,6 +208,7 @@ class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled")
     input: Raw = NULL
     trace_parent: str = ""
     on_parent_close: str = ""
+    replace_ended: bool = False  # see StartChildWorkflow
     version: str = ""
 
 

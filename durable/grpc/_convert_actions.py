@@ -205,8 +205,14 @@ def action_from_proto(
             return StartTimer(task_id, body.fire_at, dapr_timer_purpose(body))
         case ms.CreateSubOrchestrationAction() | dapr.CreateChildWorkflowAction():
             input = payload_from_proto(body.input)
+            # an ended instance under the id is replaced, as the Durable Task backends do
             return StartChildWorkflow(
-                task_id, body.name, body.instance_id, input, version=body.version or ""
+                task_id,
+                body.name,
+                body.instance_id,
+                input,
+                replace_ended=True,
+                version=body.version or "",
             )
         case ms.SendEventAction() | dapr.SendEventAction():
             return SendEvent(

@@ -167,7 +167,10 @@ def actions(draw: st.DrawFn, task_base: int) -> Action:
         case 1:
             return StartTimer(task_id, draw(fire_times), draw(purposes))
         case 2:
-            return StartChildWorkflow(task_id, draw(names), draw(names), draw(payloads))
+            # a sub-orchestration from the wire replaces an ended holder of its id
+            return StartChildWorkflow(
+                task_id, draw(names), draw(names), draw(payloads), replace_ended=True
+            )
         case 3:
             return CompleteWorkflow(draw(payloads))
         case 4:
