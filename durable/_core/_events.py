@@ -45,6 +45,7 @@ __all__ = [
     "WorkflowCompleted",
     "WorkflowErrored",
     "WorkflowResumed",
+    "WorkflowRewound",
     "WorkflowStarted",
     "WorkflowSuspended",
     "WorkflowTerminated",
@@ -104,7 +105,9 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     from outside is addressed to. ``deadline``: when the start's ``execution_timeout``
     ends the run and its continue-as-new successors (None: never). ``trace_parent`` and
     ``trace_state`` are the W3C trace context of whoever started the run (empty: none),
-    so the run's spans join that trace."""
+    so the run's spans join that trace. ``rewinds``: the run ids of the failed runs
+    this run rewinds, oldest first (a rewind of a rewind names both; empty: no rewind),
+    so that a sub-workflow one of them started is rewound with it, not replaced."""
 
     name: str
     input: Raw = NULL
@@ -118,6 +121,7 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     trace_parent: str = ""
     trace_state: str = ""
     deadline: datetime | None = None
+    rewinds: tuple[str, ...] = ()
 
     @property
     def replay_seed(self) -> str:
@@ -196,7 +200,7 @@ class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled")
     it still runs when this run ends (``terminate``, ``cancel``, ``abandon``; empty in
     logs written before: terminated only when the parent is). ``trace_parent``: the W3C
     trace context the child's run starts under (the parent run's span; empty when not
-    traced)."""
+    traced). ``version``: the version the child runs at (empty: the newest)."""
 
     task_id: int
     name: str
@@ -204,6 +208,8 @@ class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled")
     input: Raw = NULL
     trace_parent: str = ""
     on_parent_close: str = ""
+    replace_ended: bool = False  # see StartChildWorkflow
+    version: str = ""
 
 
 class TaskCancelled(Event, frozen=True, tag="task_cancelled"):
@@ -294,6 +300,15 @@ class WorkflowResumed(Event, frozen=True, tag="workflow_resumed"):
     reason: str = ""
 
 
+class WorkflowRewound(Event, frozen=True, tag="workflow_rewound"):
+    """The failed run ``run_id`` was rewound into this run: its history up to here is
+    that run's without the failures it did not handle (see :mod:`durable._log._rewind`),
+    so the steps that failed run again and those that succeeded keep their results."""
+
+    run_id: str
+    reason: str = ""
+
+
 class WorkflowTerminated(Event, frozen=True, tag="workflow_terminated"):
     """The instance was terminated from outside. ``parent`` is set when the end of its
     parent's run terminated it: it then applies only to a child of that run.
@@ -365,6 +380,7 @@ HistoryEvent = (
     | ExecutionTimedOut
     | WorkflowSuspended
     | WorkflowResumed
+    | WorkflowRewound
     | WorkflowTerminated
     | WorkflowCompleted
     | WorkflowErrored

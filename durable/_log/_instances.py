@@ -3,6 +3,7 @@ create (exactly once), send a message to the inbox, rerun, purge."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ from durable._errors import (
     InstanceNotFoundError,
     InstanceRunningError,
     ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
     StoreError,
 )
 
@@ -34,6 +37,7 @@ from ._records import (
     InboxMessage,
     InstanceMeta,
     TurnRecord,
+    decode_record,
     encode,
     inbox_key,
     inbox_prefix,
@@ -43,7 +47,7 @@ from ._records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Sequence
 
     from durable.store import ObjectStore
 
@@ -58,6 +62,7 @@ __all__ = [
     "replaceable",
     "rerun_instance",
     "send_message",
+    "start_after",
 ]
 
 
@@ -275,24 +280,27 @@ async def purge_instance(
     then deleted. The purge first claims the seq after the last record with a purge
     record (a reuse or rerun that got there first makes the purge find a running
     instance; one that comes later finds the seq taken), then turns ``log/0`` into a
-    purge record (which a new start finds), and deletes ``log/0`` last. A purge that
-    finds another under way leaves it to finish, unless it began ``_PURGE_TAKEOVER``
-    ago (by ``now``, the Clock): then it was cut short, and this one finishes it. (Two
-    purges deleting at once could each delete ``log/0``: the second time, that of a
-    start made after the first time.)
+    purge record (which a new start finds) and holds it by its ETag while it deletes
+    the records up to its claim, ``log/0`` last (see :func:`_delete_claimed`). A purge
+    that finds another under way leaves it to finish, unless the other's record is
+    ``_PURGE_TAKEOVER`` old (by ``now``, the Clock): then it was cut short, and this one
+    takes ``log/0`` over and finishes it; the one taken over, should it go on, finds
+    ``log/0`` no longer its own and stops before its next delete.
 
     With ``last_seq``, only an instance whose log still ends there is deleted (the
     retention sweeper's check that it has not run since). Returns whether this call
-    deleted it (False: ``last_seq`` did not match, or another purge is under way).
+    deleted it (False: ``last_seq`` did not match, or another purge is under way or
+    took this one over).
     """
     store = index.store
     while True:
         found = await read_meta(store, instance_id)
         run = await load_run(store, instance_id, found[0] if found else None)
         if run is None:
-            since = await _purge_under_way(store, instance_id)
-            if since is None:
+            under_way = await _purge_under_way(store, instance_id)
+            if under_way is None:
                 raise InstanceNotFoundError(instance_id)
+            since, claimed, first_etag = under_way
             if now - since < _PURGE_TAKEOVER:
                 return False  # under way: the purge that began it finishes it
             break
@@ -300,6 +308,10 @@ async def purge_instance(
             raise InstanceRunningError(instance_id, run.status)
         if last_seq is not None and run.last_seq != last_seq:
             return False
+        try:  # what this purge holds log/0 against (see _delete_claimed)
+            first_etag = (await store.get_with_etag(log_key(instance_id, 0)))[1]
+        except ObjectNotFoundError:
+            first_etag = None  # (a log left so by an earlier purge: taken if still absent)
         claim = TurnRecord(
             seq=run.last_seq + 1, status=run.last.status, purging=True, purged_at=now
         )
@@ -310,9 +322,9 @@ async def purge_instance(
         # the run's entry is gone unless its end was cut short; entries of starts that
         # lose to this purge are deleted by those starts
         await index.end(instance_id, run.run_start, run.started.run_id)
+        claimed = claim.seq
         break
-    await _delete_claimed(store, instance_id, memo, now)
-    return True
+    return await _delete_claimed(store, instance_id, claimed, first_etag, memo, now)
 
 
 def _with_input(target: HistoryEvent, input: Raw, step_base: int) -> HistoryEvent:
@@ -325,36 +337,83 @@ def _with_input(target: HistoryEvent, input: Raw, step_base: int) -> HistoryEven
     raise ValueError(f"event {target.event_id} is a timer: a timer takes no input")
 
 
-async def _purge_under_way(store: ObjectStore, instance_id: str) -> datetime | None:
-    """When the purge under way began (the latest of its records, at ``log/0`` or last);
-    None if no purge record is there."""
+async def _purge_under_way(
+    store: ObjectStore, instance_id: str
+) -> tuple[datetime, int, str | None] | None:
+    """When the purge under way began or was last taken over (the latest of its records,
+    at ``log/0`` or last), the seq it claimed (0 once its claim is deleted), and the
+    ETag of ``log/0`` as read (None: absent); None if no purge record is there."""
     names = await store.list(f"{instance_prefix(instance_id)}/log")
     found: datetime | None = None
-    for name in {names[0], names[-1]} if names else ():
-        record = await read_record(store, instance_id, int(name))
-        if record is not None and record.purging:
+    claimed = 0
+    first_etag: str | None = None
+    for seq in sorted({int(names[0]), int(names[-1])}) if names else ():
+        key = log_key(instance_id, seq)
+        try:
+            data, etag = await store.get_with_etag(key)
+        except ObjectNotFoundError:
+            continue
+        record = decode_record(data, key)
+        if seq == 0:
+            first_etag = etag
+        if record.purging:
             at = record.purged_at or EPOCH  # written before purges recorded the time
             found = at if found is None else max(found, at)
-    return found
+            claimed = seq
+    return None if found is None else (found, claimed, first_etag)
 
 
 async def _delete_claimed(
-    store: ObjectStore, instance_id: str, memo: MemoStore | None, now: datetime
-) -> None:
-    """Delete a claimed instance, in an order that keeps every start out: ``log/0``
-    becomes a purge record first, the claim goes after every other record, ``log/0``
-    last of all."""
-    first = TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True, purged_at=now)
-    await store.put(log_key(instance_id, 0), encode(first))
-    await store.delete(meta_key(instance_id))
-    await store.delete_prefix(inbox_prefix(instance_id))
+    store: ObjectStore,
+    instance_id: str,
+    claimed: int,
+    first_etag: str | None,
+    memo: MemoStore | None,
+    now: datetime,
+) -> bool:
+    """Delete a claimed instance, its records up to ``claimed`` (a purge never deletes a
+    run it did not claim), holding ``log/0`` by its ETag: it becomes this purge's
+    record first, written only over the version read before the claim (``first_etag``;
+    None: absent), so a start finds it and a purge that takes this one over replaces
+    it; each delete first checks it is still this purge's (one taken over stops there:
+    what it would delete may be a later start's), and it goes last of all. Returns
+    False if another purge took this one over."""
+    first_key = log_key(instance_id, 0)
+    first = encode(TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True, purged_at=now))
+    try:
+        if first_etag is None:
+            held = await store.put_if_absent(first_key, first)
+        else:
+            held = await store.put_if_match(first_key, first, first_etag)
+    except (ObjectExistsError, ObjectNotFoundError, PreconditionFailedError):
+        return False  # another purge took this one over (and may have finished)
+
+    async def still_held() -> bool:
+        try:
+            return (await store.get_with_etag(first_key))[1] == held
+        except ObjectNotFoundError:
+            return False
+
+    async def delete_meta() -> None:
+        await store.delete(meta_key(instance_id))
+
+    async def delete_inbox() -> None:
+        await store.delete_prefix(inbox_prefix(instance_id))
+
+    steps: list[Callable[[], Awaitable[None]]] = [delete_meta, delete_inbox]
     if memo is not None:
-        await memo.purge(instance_id)
+        steps.append(functools.partial(memo.purge, instance_id))
+    for step in steps:
+        if not await still_held():
+            return False
+        await step()
     names = await store.list(f"{instance_prefix(instance_id)}/log")
-    for name in names[1:-1]:
-        await store.delete(log_key(instance_id, int(name)))
-    for name in reversed(names[:1] + names[1:][-1:]):
-        await store.delete(log_key(instance_id, int(name)))
+    seqs = sorted(seq for seq in map(int, names) if 0 < seq <= claimed)
+    for seq in [*seqs, 0]:  # the claim after every other record, log/0 last of all
+        if not await still_held():
+            return False
+        await store.delete(log_key(instance_id, seq))
+    return True
 
 
 _RERUN_FROM = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
@@ -419,12 +478,21 @@ async def rerun_instance(
     # messages for the old run stay, to be consumed and not applied (see create_instance)
     if memo is not None:
         await memo.purge(instance_id, below=run.step_end)
-    found = await read_meta(store, instance_id)
+    return await start_after(index, run, prefix, now)
+
+
+async def start_after(
+    index: ActiveIndex, run: RunLog, history: list[HistoryEvent], now: datetime
+) -> Created:
+    """Write a new run with ``history`` right after the ended ``run`` (a rerun, a
+    rewind), carrying its watermarks and what it may not have posted;
+    ``InstanceExistsError`` if another run took that seq first."""
+    found = await read_meta(index.store, run.instance_id)
     etag = found[1] if found else None
     try:
         return await _start_run(
-            index, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag,
+            index, run.instance_id, run.last_seq + 1, history, now, run.created_at, etag,
             run.unposted, sorted(watermarks(run.consumed).values()),
         )  # fmt: skip
     except ObjectExistsError:
-        raise InstanceExistsError(instance_id) from None
+        raise InstanceExistsError(run.instance_id) from None

@@ -305,6 +305,16 @@ class RemoteClient:
         )
         return RemoteWorkflowHandle(self, reply.new_instance_id or instance_id, None)
 
+    async def rewind(self, instance_id: str, reason: str = "") -> RemoteWorkflowHandle[Any]:
+        """Rewind a FAILED instance (RewindInstance: see :meth:`durable.Client.rewind`).
+        The Dapr dialect has no such call: ``NotImplementedError``."""
+        validate_instance_id(instance_id)
+        if self.dialect == "dapr":
+            raise NotImplementedError("the Dapr dialect has no RewindInstance")
+        request = ms.RewindInstanceRequest(instance_id=instance_id, reason=reason or None)
+        await self._call("RewindInstance", request, ms.RewindInstanceResponse, instance_id)
+        return RemoteWorkflowHandle(self, instance_id, None)
+
     # -- reading state ----------------------------------------------------------------
 
     async def _describe(self, instance_id: str) -> WorkflowState:
@@ -497,6 +507,10 @@ class RemoteWorkflowHandle(Generic[T]):
         cls: Any = dapr.TerminateRequest if client.dialect == "dapr" else ms.TerminateRequest
         request = cls(instance_id=self.instance_id, output=payload, recursive=recursive)
         await client._send(self.instance_id, "TerminateInstance", request)
+
+    async def rewind(self, reason: str = "") -> None:
+        """Rewind the FAILED workflow: what failed runs again, what succeeded is kept."""
+        await self._client.rewind(self.instance_id, reason)
 
     async def history(self) -> list[HistoryEvent]:
         """The events of the current run as the sidecar holds them (task ids numbered

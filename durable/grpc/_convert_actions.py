@@ -74,6 +74,7 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                     instance_id=action.instance_id,
                     name=action.name,
                     input=payload_to_proto(action.input),
+                    version=action.version or None,
                 ),
             )
         case SendEvent():
@@ -136,6 +137,7 @@ def action_to_dapr(
                     instance_id=action.instance_id,
                     name=action.name,
                     input=payload_to_proto(action.input),
+                    version=action.version or None,
                 ),
             )
         case SendEvent():
@@ -203,7 +205,15 @@ def action_from_proto(
             return StartTimer(task_id, body.fire_at, dapr_timer_purpose(body))
         case ms.CreateSubOrchestrationAction() | dapr.CreateChildWorkflowAction():
             input = payload_from_proto(body.input)
-            return StartChildWorkflow(task_id, body.name, body.instance_id, input)
+            # an ended instance under the id is replaced, as the Durable Task backends do
+            return StartChildWorkflow(
+                task_id,
+                body.name,
+                body.instance_id,
+                input,
+                replace_ended=True,
+                version=body.version or "",
+            )
         case ms.SendEventAction() | dapr.SendEventAction():
             return SendEvent(
                 task_id, body.instance.instance_id, body.name, payload_from_proto(body.data)

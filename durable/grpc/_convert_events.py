@@ -31,6 +31,7 @@ from durable._core._events import (
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
+    WorkflowRewound,
     WorkflowStarted,
     WorkflowSuspended,
     WorkflowTerminated,
@@ -129,8 +130,9 @@ def event_to_ms(
         case ChildWorkflowScheduled():
             out.event_id = event.task_id - task_base
             out.sub_orchestration_instance_created = ms.SubOrchestrationInstanceCreatedEvent(
-                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
-            )
+                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input),
+                version=event.version or None,
+            )  # fmt: skip
         case ChildWorkflowCompleted():
             out.sub_orchestration_instance_completed = ms.SubOrchestrationInstanceCompletedEvent(
                 task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
@@ -171,6 +173,8 @@ def event_to_ms(
             out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case WorkflowRewound():
+            return None  # not carried: the history before it is the rewound one already
         case UpdateRequested() | UpdateCompleted():
             return None  # not carried: the protocol has no updates
         case _:
@@ -250,8 +254,9 @@ def event_to_dapr(
         case ChildWorkflowScheduled():
             out.event_id = event.task_id - task_base
             out.child_workflow_instance_created = dapr.ChildWorkflowInstanceCreatedEvent(
-                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
-            )
+                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input),
+                version=event.version or None,
+            )  # fmt: skip
         case ChildWorkflowCompleted():
             out.child_workflow_instance_completed = dapr.ChildWorkflowInstanceCompletedEvent(
                 task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
@@ -292,6 +297,8 @@ def event_to_dapr(
             out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case WorkflowRewound():
+            return None  # not carried: the history before it is the rewound one already
         case UpdateRequested() | UpdateCompleted():
             return None  # not carried: the protocol has no updates
         case _:
@@ -327,7 +334,8 @@ def events_to_dapr(
             )
             continue
         converted = event_to_dapr(event, instance_id=instance_id, task_base=task_base)
-        assert converted is not None  # only PatchApplied has no event of its own
+        if converted is None:  # no form on the wire (a rewind's mark, say)
+            continue
         if isinstance(event, TurnStarted):
             turn = converted.workflow_started
             if run_version is not None:
@@ -417,6 +425,7 @@ def event_from_proto(
                 name=body.name,
                 instance_id=body.instance_id,
                 input=input,
+                version=body.version or "",
             )
         case (
             ms.SubOrchestrationInstanceCompletedEvent() | dapr.ChildWorkflowInstanceCompletedEvent()

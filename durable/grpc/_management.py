@@ -58,6 +58,7 @@ __all__ = [
     "rerun_from_event",
     "restart_instance",
     "resume_instance",
+    "rewind_instance",
     "start_instance",
     "suspend_instance",
     "terminate_instance",
@@ -334,6 +335,16 @@ async def rerun_from_event(client: Client, data: bytes) -> bytes:
             )
             return bytes(dapr.RerunWorkflowFromEventResponse(new_instance_id=rerun.instance_id))
     raise ProtocolError(f"instance {instance_id!r} has no scheduled step {request.event_id}")
+
+
+async def rewind_instance(client: Client, data: bytes) -> bytes:
+    """RewindInstance (MS): the engine's rewind of a FAILED instance (FAILED_PRECONDITION
+    for any other status, NOT_FOUND for an unknown id): its failed activities and
+    sub-orchestrations run again, its successful ones keep their results."""
+    request = parse(ms.RewindInstanceRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    await client.rewind(instance_id, request.reason or "")
+    return bytes(ms.RewindInstanceResponse())
 
 
 # -- listing ----------------------------------------------------------------------------

@@ -148,6 +148,7 @@ class SidecarService:
             "ListInstanceIDs": lambda d: mgmt.list_instance_ids_dapr(c, d),
             "RerunWorkflowFromEvent": lambda d: mgmt.rerun_from_event(c, d),
             "RestartInstance": lambda d: mgmt.restart_instance(c, d),
+            "RewindInstance": lambda d: mgmt.rewind_instance(c, d),
             "GetInstanceHistory": lambda d: mgmt.get_instance_history(c, d),
             **dict.fromkeys(_ENTITY_RPCS, _refuse_entities),
         }

@@ -41,6 +41,7 @@ RPCS = sorted(
         "ListInstanceIDs",
         "RerunWorkflowFromEvent",
         "RestartInstance",
+        "RewindInstance",
         "GetInstanceHistory",
         "StreamInstanceHistory",
         "SignalEntity",

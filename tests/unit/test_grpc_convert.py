@@ -53,6 +53,7 @@ from durable._core._events import (
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
+    WorkflowRewound,
     WorkflowStarted,
     WorkflowSuspended,
     WorkflowTerminated,
@@ -166,7 +167,10 @@ def actions(draw: st.DrawFn, task_base: int) -> Action:
         case 1:
             return StartTimer(task_id, draw(fire_times), draw(purposes))
         case 2:
-            return StartChildWorkflow(task_id, draw(names), draw(names), draw(payloads))
+            # a sub-orchestration from the wire replaces an ended holder of its id
+            return StartChildWorkflow(
+                task_id, draw(names), draw(names), draw(payloads), replace_ended=True
+            )
         case 3:
             return CompleteWorkflow(draw(payloads))
         case 4:
@@ -299,6 +303,7 @@ def test_every_event_kind_is_covered(dialect: str) -> None:
         EventSent(task_id=4, instance_id="x", name="n"),
         UpdateRequested(update_id="u", name="n"),
         UpdateCompleted(update_id="u"),
+        WorkflowRewound(run_id="r"),
     ]
     assert {type(s) for s in samples} == set(kinds), "a new event kind: map it in _convert"
     for sample in samples:
@@ -311,6 +316,7 @@ def test_every_event_kind_is_covered(dialect: str) -> None:
                 ExecutionTimedOut,
                 UpdateRequested,
                 UpdateCompleted,
+                WorkflowRewound,
             )
             continue
         back = cv.event_from_proto(over_the_wire(out), event_id=-1)
