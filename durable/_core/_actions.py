@@ -51,7 +51,8 @@ class StartChildWorkflow(msgspec.Struct, frozen=True):
     """Start sub-workflow ``name`` as ``instance_id``; ``on_parent_close`` says what
     happens to it if it still runs when this run ends. ``replace_ended``: an ended
     instance of another parent (or none) that holds the id is replaced (Durable Task's
-    rule), instead of failing the call."""
+    rule), instead of failing the call. ``version``: the version it runs at (empty: the
+    newest the registry knows)."""
 
     task_id: int
     name: str
@@ -59,6 +60,7 @@ class StartChildWorkflow(msgspec.Struct, frozen=True):
     input: Raw
     on_parent_close: str = ""
     replace_ended: bool = False
+    version: str = ""
 
 
 class CancelTask(msgspec.Struct, frozen=True):

@@ -203,7 +203,7 @@ class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled")
     it still runs when this run ends (``terminate``, ``cancel``, ``abandon``; empty in
     logs written before: terminated only when the parent is). ``trace_parent``: the W3C
     trace context the child's run starts under (the parent run's span; empty when not
-    traced)."""
+    traced). ``version``: the version the child runs at (empty: the newest)."""
 
     task_id: int
     name: str
@@ -212,6 +212,7 @@ class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled")
     trace_parent: str = ""
     on_parent_close: str = ""
     replace_ended: bool = False  # see StartChildWorkflow
+    version: str = ""
 
 
 class TaskCancelled(Event, frozen=True, tag="task_cancelled"):

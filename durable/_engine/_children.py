@@ -72,7 +72,7 @@ class _Children(_EngineBase):
                     self.index, self.clock.now(), scheduled.instance_id, scheduled.name,
                     scheduled.input, parent=parent, run_id=self.ids.run_id(), reuse=reuse,
                     memo=self.memo_store if reuse else None,
-                    version=self._newest_version(scheduled.name),
+                    version=scheduled.version or self._newest_version(scheduled.name),
                     trace_parent=scheduled.trace_parent,
                 )  # fmt: skip
             except InstanceExistsError as err:

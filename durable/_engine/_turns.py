@@ -429,7 +429,7 @@ class _Turns(_EngineBase):
                         event_id=event_id, timestamp=now, task_id=action.task_id,
                         name=action.name, instance_id=action.instance_id, input=action.input,
                         on_parent_close=action.on_parent_close,
-                        replace_ended=action.replace_ended,
+                        replace_ended=action.replace_ended, version=action.version,
                         trace_parent=""
                         if self._observe is None
                         else self._observe.child_trace_parent(inst.id, inst.started),

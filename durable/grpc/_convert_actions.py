@@ -75,6 +75,7 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                     instance_id=action.instance_id,
                     name=action.name,
                     input=payload_to_proto(action.input),
+                    version=action.version or None,
                 ),
             )
         case SendEvent():
@@ -137,6 +138,7 @@ def action_to_dapr(
                     instance_id=action.instance_id,
                     name=action.name,
                     input=payload_to_proto(action.input),
+                    version=action.version or None,
                 ),
             )
         case SendEvent():
@@ -206,7 +208,12 @@ def action_from_proto(
             input = payload_from_proto(body.input)
             # an ended instance under the id is replaced, as the Durable Task backends do
             return StartChildWorkflow(
-                task_id, body.name, body.instance_id, input, replace_ended=True
+                task_id,
+                body.name,
+                body.instance_id,
+                input,
+                replace_ended=True,
+                version=body.version or "",
             )
         case ms.SendEventAction() | dapr.SendEventAction():
             return SendEvent(

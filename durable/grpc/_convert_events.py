@@ -131,8 +131,9 @@ def event_to_ms(
         case ChildWorkflowScheduled():
             out.event_id = event.task_id - task_base
             out.sub_orchestration_instance_created = ms.SubOrchestrationInstanceCreatedEvent(
-                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
-            )
+                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input),
+                version=event.version or None,
+            )  # fmt: skip
         case ChildWorkflowCompleted():
             out.sub_orchestration_instance_completed = ms.SubOrchestrationInstanceCompletedEvent(
                 task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
@@ -254,8 +255,9 @@ def event_to_dapr(
         case ChildWorkflowScheduled():
             out.event_id = event.task_id - task_base
             out.child_workflow_instance_created = dapr.ChildWorkflowInstanceCreatedEvent(
-                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
-            )
+                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input),
+                version=event.version or None,
+            )  # fmt: skip
         case ChildWorkflowCompleted():
             out.child_workflow_instance_completed = dapr.ChildWorkflowInstanceCompletedEvent(
                 task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
@@ -424,6 +426,7 @@ def event_from_proto(
                 name=body.name,
                 instance_id=body.instance_id,
                 input=input,
+                version=body.version or "",
             )
         case (
             ms.SubOrchestrationInstanceCompletedEvent() | dapr.ChildWorkflowInstanceCompletedEvent()
