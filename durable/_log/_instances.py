@@ -479,11 +479,13 @@ async def rerun_instance(
     if into is not None and started.parent is not None:
         raise ValueError(f"{instance_id!r} is a sub-workflow: it can be rerun only in place")
     # the steps that run again are numbered anew, above the old run's: they really run
-    # again, and the old run's memo can go (now, or by the sweeper) without touching theirs
+    # again, and the old run's memo can go (now, or by the sweeper) without touching theirs.
+    # A rerun rewinds nothing, even of a run that did: a call it makes again runs anew
     prefix: list[HistoryEvent] = [
         msgspec.structs.replace(
-            started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end, origin=""
-        )
+            started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end,
+            origin="", rewinds=(),
+        )  # fmt: skip
     ]
     prefix += [e for e in run.history if 0 < e.event_id < from_event_id]
     if step_input is not None:
