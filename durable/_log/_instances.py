@@ -481,12 +481,11 @@ async def rerun_instance(
     # the steps that run again are numbered anew, above the old run's: they really run
     # again, and the old run's memo can go (now, or by the sweeper) without touching theirs.
     # A rerun rewinds nothing, even of a run that did: a call it makes again runs anew
-    prefix: list[HistoryEvent] = [
-        msgspec.structs.replace(
-            started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end,
-            origin="", rewinds=(),
-        )  # fmt: skip
-    ]
+    first = msgspec.structs.replace(
+        started, run_id=run_id, seed=started.replay_seed, step_base=run.step_end,
+        origin="", rewinds=(),
+    )  # fmt: skip
+    prefix: list[HistoryEvent] = [first]
     prefix += [e for e in run.history if 0 < e.event_id < from_event_id]
     if step_input is not None:
         prefix.append(_with_input(target, step_input, run.step_end))
