@@ -213,6 +213,7 @@ class UpdateRejectedError(DurableError):
         super().__init__(f"update {name!r} of workflow {instance_id!r} was rejected: {reason}")
         self.instance_id = instance_id
         self.name = name
+        self.reason = reason
 
 
 class UpdateFailedError(DurableError):

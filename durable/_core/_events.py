@@ -92,7 +92,9 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     from outside is addressed to. ``deadline``: when the start's ``execution_timeout``
     ends the run and its continue-as-new successors (None: never). ``trace_parent`` and
     ``trace_state`` are the W3C trace context of whoever started the run (empty: none),
-    so the run's spans join that trace."""
+    so the run's spans join that trace. ``updates``: the outcomes of the updates the runs
+    before it took (through continue-as-new), so that a retried update id is answered,
+    never run again (the most recent ones, up to a bound: see :mod:`._updates`)."""
 
     name: str
     input: Raw = NULL
@@ -106,6 +108,7 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     trace_parent: str = ""
     trace_state: str = ""
     deadline: datetime | None = None
+    updates: tuple[UpdateCompleted, ...] = ()
 
     @property
     def replay_seed(self) -> str:
