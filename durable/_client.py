@@ -280,7 +280,10 @@ class Client(_Messages):
         return InstancePage(items, next_cursor)
 
     async def purge(self, instance_id: str) -> None:
-        """Delete an ended instance and everything it stored; refuses a running one."""
+        """Delete an ended instance and everything it stored; refuses a running one
+        (``InstanceRunningError``), and one whose last turns sent events to other
+        instances that are not posted yet (its runtime retries them; purge once they
+        are: the log is what a restart posts them again from)."""
         validate_instance_id(instance_id)
         async with self._busy():
             index = await self._active()
