@@ -11,7 +11,7 @@ import sys
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from . import _aging, _churn, _scale, _scenarios, _sidecar, _telemetry
+from . import _aging, _churn, _scale, _scenarios, _sidecar, _sidecar_sdk, _telemetry
 from ._peers import PEER_SIZES, PEERS, column_for, comparisons, peer_sizes, run_peers, unavailable
 from ._suite import ALL_STORES, DEFAULT_STORES, SCENARIOS, environment, run_scenario
 
@@ -23,6 +23,7 @@ assert _aging  # imported for its scenarios
 assert _churn  # imported for its scenarios
 assert _scale  # imported for its scenarios
 assert _sidecar  # imported for its scenarios
+assert _sidecar_sdk  # imported for its scenarios
 assert _telemetry  # imported for its scenarios
 
 

@@ -7,6 +7,9 @@ Run by the suite (:func:`benchmarks._suite.run_child`), not by hand:
 * ``peer NAME PLAN``: a peer's measurements; PLAN is JSON
   ``{"repeat": R, "cells": [["sequential", 100], ...]}``. This imports only the peer's
   module and its SDK, never durable.
+* ``sdk VARIANT N [PID]``: one ``sidecar-sdk`` run of the ``durabletask`` SDK (N
+  concurrent 10-step orchestrations) on VARIANT (``in-memory`` or ``sidecar=HOST:PORT``),
+  with the CPU time of this process and of PID (the sidecar) over the measured run.
 
 The last line on stdout is the JSON result; lines on stderr starting with ``..`` are
 progress.
@@ -33,6 +36,10 @@ def main(argv: list[str]) -> int:
         from ._peers import run_peer_in_this_process
 
         result = run_peer_in_this_process(argv[1], json.loads(argv[2]), _progress)
+    elif len(argv) in (3, 4) and argv[0] == "sdk":
+        from ._sidecar_sdk import sdk_run_in_this_process
+
+        result = sdk_run_in_this_process(argv[1], int(argv[2]), int(argv[3]) if argv[3:] else None)
     else:
         print(__doc__, file=sys.stderr)
         return 2

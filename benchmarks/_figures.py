@@ -12,7 +12,14 @@ import os
 import statistics
 from dataclasses import dataclass, field
 
-__all__ = ["Row", "latency_figures", "percentile", "rss_bytes", "sequential_figures"]
+__all__ = [
+    "Row",
+    "cpu_seconds",
+    "latency_figures",
+    "percentile",
+    "rss_bytes",
+    "sequential_figures",
+]
 
 
 @dataclass
@@ -82,6 +89,13 @@ def latency_figures(
         "p99_s": percentile(latencies, 99),
         "max_s": max(latencies),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far (``/proc``; Linux)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes() -> int:

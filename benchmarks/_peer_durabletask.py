@@ -89,15 +89,23 @@ def _quiet_logger() -> logging.Logger:
 
 
 class DurableTaskBench:
-    """A test backend, a worker and a client; ``close`` stops all three."""
+    """A backend, a worker and a client; ``close`` stops all three.
+
+    ``variant`` is ``"in-memory"`` (the SDK's test backend, started here) or
+    ``"sidecar=HOST:PORT"`` (a sidecar already listening there, e.g. ``durable
+    sidecar``: the ``sidecar-sdk`` scenario)."""
 
     def __init__(self, variant: str) -> None:
-        if variant != "in-memory":
-            raise ValueError(f"unknown durabletask variant {variant!r}")
         logging.getLogger("durabletask").setLevel(logging.WARNING)
-        port = _free_loopback_port()
-        self._backend = create_test_backend(port=port)
-        address = f"localhost:{port}"
+        if variant == "in-memory":
+            port = _free_loopback_port()
+            self._backend: Any = create_test_backend(port=port)
+            address = f"localhost:{port}"
+        elif variant.startswith("sidecar="):
+            self._backend = None
+            address = variant.removeprefix("sidecar=")
+        else:
+            raise ValueError(f"unknown durabletask variant {variant!r}")
         logger = _quiet_logger()
         self._worker = TaskHubGrpcWorker(
             host_address=address, logger=logger, emit_trace_spans=False
@@ -121,8 +129,9 @@ class DurableTaskBench:
     def close(self) -> None:
         self._worker.stop()  # type: ignore[no-untyped-call]
         self._client.close()
-        self._backend.stop()
-        self._backend.reset()  # type: ignore[no-untyped-call]
+        if self._backend is not None:
+            self._backend.stop()
+            self._backend.reset()
 
     def _run(self, orchestrator: task.Orchestrator[int, int], k: int) -> None:
         instance_id = self._client.schedule_new_orchestration(orchestrator, input=k)

@@ -350,3 +350,31 @@ def run_child(
         detail = "\n".join(tail) or "(no output)"
         raise ChildFailed(f"child {' '.join(args[:2])} failed ({why}):\n{detail}")
     return json.loads(lines[-1])
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_listening(proc: subprocess.Popen[Any], port: int, what: str) -> None:
+    """Block until ``proc`` accepts connections on loopback ``port``; RuntimeError if it
+    exits first or never does."""
+    import socket
+
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            try:  # paces the polling (a refused connect returns at once) and sees an exit
+                code = proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                continue
+            raise RuntimeError(f"{what} exited ({code}) before listening") from None
+    raise RuntimeError(f"{what} does not listen on {port}")

@@ -28,6 +28,8 @@ from grpclib.const import Cardinality
 from durable.grpc._proto import ms
 from durable.grpc._server import BytesCodec
 
+from ._figures import cpu_seconds
+
 PATH = "/TaskHubSidecarService/"
 
 
@@ -54,12 +56,6 @@ async def _latencies(port: int, calls: int) -> list[float]:
         ch.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -75,10 +71,10 @@ async def _round(port: int, pid: int, idle: int, waiting: int, calls: int) -> di
             for i in range(waiting):
                 tg.start_soon(_call, channels[i % len(channels)], "WaitForInstanceStart", wait)
             await anyio.sleep(2)  # every caller waiting
-            cpu_before, wall_before = _cpu_seconds(pid), time.perf_counter()
+            cpu_before, wall_before = cpu_seconds(pid), time.perf_counter()
             loaded = await _latencies(port, calls)
             await anyio.sleep(2)  # and a stretch of only waiting
-            cpu = (_cpu_seconds(pid) - cpu_before) / (time.perf_counter() - wall_before)
+            cpu = (cpu_seconds(pid) - cpu_before) / (time.perf_counter() - wall_before)
             tg.cancel_scope.cancel()
     finally:
         for ch in channels:

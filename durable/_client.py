@@ -35,10 +35,13 @@ from ._log._instances import (
     rerun_instance,
 )
 from ._log._reader import read_meta, read_record, record_after, record_outcome
+from ._log._rewind import rewind_instance
+from ._log._tree import purge_tree
 from ._observe import current_trace_context
+from ._registry import workflow_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 
     from ._core._failure import FailureDetails
     from ._engine._executor import Executor
@@ -48,6 +51,7 @@ __all__ = ["Client", "WorkflowHandle"]
 
 T = TypeVar("T")
 _START_WITH_EVENT_ATTEMPTS = 8  # rounds of start-or-send while others start and end it
+_KEEP: Any = object()  # rerun: the step keeps its own input
 
 
 class _Snapshot:
@@ -83,7 +87,7 @@ def _check_replays(
 
 
 class Client(_Messages):
-    """Manages instances in a store: start, handles, list, purge, rerun.
+    """Manages instances in a store: start, handles, list, purge, rerun, rewind.
 
     ``Client(store=...)`` needs no runtime in the same process: the runtime that owns
     the store picks up what the client writes. Give it the runtime's ``memo_prefix`` (or
@@ -109,7 +113,7 @@ class Client(_Messages):
         input: Any = None,
         *,
         instance_id: str | None = None,
-        reuse: bool = False,
+        reuse: bool | Collection[WorkflowStatus] = False,
         version: str | None = None,
         execution_timeout: timedelta | None = None,
         _trace_context: tuple[str, str] | None = None,
@@ -126,12 +130,13 @@ class Client(_Messages):
         tracestate)`` instead (the sidecar's, from a Durable Task SDK).
 
         Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
-        ended one again), ``UnknownWorkflowError`` for a name this client's registry
-        lacks, ``InvalidArgumentError`` for a timeout that is not positive, and
+        ended one again; a collection of statuses, one that ended with one of them),
+        ``UnknownWorkflowError`` for a name this client's registry lacks,
+        ``InvalidArgumentError`` for a timeout that is not positive, and
         ``SerializationError`` before writing anything if the input cannot be encoded.
         """
         positive(execution_timeout, "execution_timeout")
-        name = self._workflow_name(workflow)
+        name = workflow_name(self.registry, workflow)
         if self.registry is not None:
             version = self.registry.get_workflow(name, version).version
         instance_id = (
@@ -191,7 +196,7 @@ class Client(_Messages):
                 if err.status is None:
                     continue  # another start took the seq: look again
             if await self._send(instance_id, raised):  # it runs: the event is for it
-                return WorkflowHandle(self, instance_id, self._workflow_name(workflow))
+                return WorkflowHandle(self, instance_id, workflow_name(self.registry, workflow))
         raise InstanceExistsError(instance_id)
 
     async def _nudge(self, instance_id: str) -> None:
@@ -199,16 +204,6 @@ class Client(_Messages):
             await self._engine.nudge(instance_id)
         else:
             await self._ring(instance_id)
-
-    def _workflow_name(self, workflow: Callable[..., Any] | str) -> str:
-        if self.registry is None:
-            if not isinstance(workflow, str):
-                qualname = getattr(workflow, "__qualname__", repr(workflow))
-                raise TypeError(f"this client has no registry: start {qualname} by its name")
-            return workflow
-        name = self.registry.name_of(workflow, "workflow")
-        self.registry.get_workflow(name)
-        return name
 
     async def _announce(self, instance_id: str, created: Created) -> None:
         if self._engine is not None:
@@ -279,21 +274,43 @@ class Client(_Messages):
         items = [self._state(meta.instance_id, _Snapshot(meta)) for meta in metas]
         return InstancePage(items, next_cursor)
 
-    async def purge(self, instance_id: str) -> None:
+    async def purge(self, instance_id: str, *, recursive: bool = False) -> int:
         """Delete an ended instance and everything it stored; refuses a running one
         (``InstanceRunningError``), and one whose last turns sent events to other
         instances that are not posted yet (its runtime retries them; purge once they
-        are: the log is what a restart posts them again from)."""
+        are: the log is what a restart posts them again from). With ``recursive``, the
+        sub-workflows its current run started go too (those that have ended and still
+        hold their ids), and theirs. Returns how many instances were deleted."""
         validate_instance_id(instance_id)
         async with self._busy():
             index = await self._active()
+            if recursive:
+                return await purge_tree(
+                    index, instance_id, self.memo_store, now=self.clock.now(), purged=self._forget
+                )
             await purge_instance(index, instance_id, self.memo_store, now=self.clock.now())
+        self._forget(instance_id)
+        return 1
+
+    def _forget(self, instance_id: str) -> None:
         if self._engine is not None:
             self._engine.forget(instance_id)
 
-    async def rerun(self, instance_id: str, from_event_id: int) -> WorkflowHandle[Any]:
+    async def rerun(
+        self,
+        instance_id: str,
+        from_event_id: int,
+        *,
+        new_instance_id: str | None = None,
+        step_input: Any = _KEEP,
+    ) -> WorkflowHandle[Any]:
         """Run an ended instance again from a scheduled step ``from_event_id`` on: the
         history before it is kept, that step and the rest run anew.
+
+        ``new_instance_id``: the rerun is a new instance of that id, and this one stays
+        as it is (``InstanceExistsError`` if the id is taken; a sub-workflow reruns only
+        in place). ``step_input``: the step ``from_event_id`` (an activity or a
+        sub-workflow, not a timer) runs with this input instead of its own.
 
         Raises ``NonDeterminismError`` (naming the event), before writing anything, if
         this client's code (its runtime's, or its registry's) no longer replays the kept
@@ -301,12 +318,41 @@ class Client(_Messages):
         fails it, with the same error.
         """
         validate_instance_id(instance_id)
+        into = validate_instance_id(new_instance_id) if new_instance_id is not None else None
+        raw = Raw(self.codec.encode(step_input)) if step_input is not _KEEP else None
+        return await self._new_run(into or instance_id, partial(
+            rerun_instance, instance_id=instance_id, from_event_id=from_event_id,
+            memo=self.memo_store, into=into, step_input=raw,
+        ))  # fmt: skip
+
+    async def rewind(self, instance_id: str, reason: str = "") -> WorkflowHandle[Any]:
+        """Rewind a FAILED instance: it runs on from where it failed, as a new run that
+        keeps its history without the failures its code did not handle. The activities
+        and sub-workflows that failed run again (a failed sub-workflow is rewound too,
+        and its own); those that succeeded keep their results and do not run again. The
+        rewind is in the history (``WorkflowRewound``, with ``reason``).
+
+        ``InstanceStatusError`` if the instance did not fail. Raises
+        ``NonDeterminismError`` (naming the event), before writing anything, if this
+        client's code no longer replays the kept history; a client without the code
+        cannot tell: the runtime that runs the rewound run fails it, with that error.
+        """
+        validate_instance_id(instance_id)
+        return await self._new_run(instance_id, partial(
+            rewind_instance, instance_id=instance_id, reason=reason
+        ))  # fmt: skip
+
+    async def _new_run(
+        self, instance_id: str, write: Callable[..., Awaitable[Created]]
+    ) -> WorkflowHandle[Any]:
+        """Write, with ``write``, a run of ``instance_id`` that keeps history of a run
+        before (a rerun, a rewind), checked against this client's code first, and have
+        it run."""
         check = partial(_check_replays, self._executor(), instance_id)
         async with self._busy():
-            created = await rerun_instance(
-                await self._active(), self.clock.now(), instance_id, from_event_id, self.memo_store,
-                run_id=self.ids.run_id(), check=check,
-            )  # fmt: skip
+            created = await write(
+                await self._active(), self.clock.now(), run_id=self.ids.run_id(), check=check
+            )
             await self._retried(partial(self._announce, instance_id, created))
         started = created.record.next_run[0]
         name = started.name if isinstance(started, WorkflowStarted) else None

@@ -188,3 +188,16 @@ class Registry:
             raise UnknownWorkflowError(
                 f"no activity named {name!r} is registered (known: {known})"
             ) from None
+
+
+def workflow_name(registry: Registry | None, workflow: Callable[..., Any] | str) -> str:
+    """The name a client starts ``workflow`` by: checked against ``registry`` when it has
+    one; without one, only a name will do."""
+    if registry is None:
+        if not isinstance(workflow, str):
+            qualname = getattr(workflow, "__qualname__", repr(workflow))
+            raise TypeError(f"this client has no registry: start {qualname} by its name")
+        return workflow
+    name = registry.name_of(workflow, "workflow")
+    registry.get_workflow(name)
+    return name

@@ -45,6 +45,7 @@ __all__ = [
     "WorkflowCompleted",
     "WorkflowErrored",
     "WorkflowResumed",
+    "WorkflowRewound",
     "WorkflowStarted",
     "WorkflowSuspended",
     "WorkflowTerminated",
@@ -63,11 +64,23 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_de
 
 class ParentRef(msgspec.Struct, frozen=True):
     """The parent of a sub-workflow: where its result goes. ``run_id`` names the
-    parent's run that started it (empty in logs written before: any run of the parent)."""
+    parent's run that started it (empty in logs written before: any run of the parent).
+    ``scheduled`` is the event id of the ``ChildWorkflowScheduled`` that started it (-1
+    in logs written before, and from a Durable Task worker): a Durable Task SDK retries
+    a sub-orchestration under the same id and task id, and only this tells the retry
+    from the call it retries."""
 
     instance_id: str
     task_id: int
     run_id: str = ""
+    scheduled: int = -1
+
+    def same_call(self, other: ParentRef) -> bool:
+        """Whether both name one scheduling of one call of one run (one not recorded
+        matches any)."""
+        return self.same_run(other) and (
+            self.scheduled == other.scheduled or self.scheduled < 0 or other.scheduled < 0
+        )
 
     def same_run(self, other: ParentRef) -> bool:
         """Whether both name one call of one run of the parent (an unnamed run matches
@@ -92,9 +105,12 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     from outside is addressed to. ``deadline``: when the start's ``execution_timeout``
     ends the run and its continue-as-new successors (None: never). ``trace_parent`` and
     ``trace_state`` are the W3C trace context of whoever started the run (empty: none),
-    so the run's spans join that trace. ``updates``: the outcomes of the updates the runs
-    before it took (through continue-as-new), so that a retried update id is answered,
-    never run again (the most recent ones, up to a bound: see :mod:`._updates`)."""
+    so the run's spans join that trace. ``rewinds``: the run ids of the failed runs
+    this run rewinds, oldest first (a rewind of a rewind names both; empty: no rewind),
+    so that a sub-workflow one of them started is rewound with it, not replaced.
+    ``updates``: the outcomes of the updates the runs before it took (through
+    continue-as-new), so that a retried update id is answered, never run again (the most
+    recent ones, up to a bound: see :mod:`._updates`)."""
 
     name: str
     input: Raw = NULL
@@ -108,6 +124,7 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     trace_parent: str = ""
     trace_state: str = ""
     deadline: datetime | None = None
+    rewinds: tuple[str, ...] = ()
     updates: tuple[UpdateCompleted, ...] = ()
 
     @property
@@ -206,21 +223,27 @@ class TaskCancelled(Event, frozen=True, tag="task_cancelled"):
 
 class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):
     """A sub-workflow completed. ``parent_run``: the parent's run it answers (applied to
-    no other run; empty: any)."""
+    no other run; empty: any). ``scheduled``: the event id of the
+    ``ChildWorkflowScheduled`` it answers (-1: any): a late copy of the answer to a
+    call that a Durable Task SDK has since retried under the same task id is not the
+    retry's answer."""
 
     task_id: int
     result: Raw = NULL
     instance_id: str = ""
     parent_run: str = ""
+    scheduled: int = -1
 
 
 class ChildWorkflowErrored(Event, frozen=True, tag="child_workflow_failed"):
-    """A sub-workflow failed or was terminated. ``parent_run`` as for completion."""
+    """A sub-workflow failed or was terminated. ``parent_run`` and ``scheduled`` as for
+    completion."""
 
     task_id: int
     failure: FailureDetails
     instance_id: str = ""
     parent_run: str = ""
+    scheduled: int = -1
 
 
 class EventRaised(Event, frozen=True, tag="event_raised"):
@@ -276,6 +299,15 @@ class WorkflowSuspended(Event, frozen=True, tag="workflow_suspended"):
 class WorkflowResumed(Event, frozen=True, tag="workflow_resumed"):
     """The instance was resumed."""
 
+    reason: str = ""
+
+
+class WorkflowRewound(Event, frozen=True, tag="workflow_rewound"):
+    """The failed run ``run_id`` was rewound into this run: its history up to here is
+    that run's without the failures it did not handle (see :mod:`durable._log._rewind`),
+    so the steps that failed run again and those that succeeded keep their results."""
+
+    run_id: str
     reason: str = ""
 
 
@@ -350,6 +382,7 @@ HistoryEvent = (
     | ExecutionTimedOut
     | WorkflowSuspended
     | WorkflowResumed
+    | WorkflowRewound
     | WorkflowTerminated
     | WorkflowCompleted
     | WorkflowErrored

@@ -95,6 +95,12 @@ class _Activities(_EngineBase):
         armed.add((run_start, task_id))
         return True
 
+    def _disarm(self, instance_id: str, run_start: int, task_id: int) -> None:
+        """Note a sub-workflow as no longer under way here (it has answered)."""
+        armed = self._armed.get(instance_id)
+        if armed:
+            armed.discard((run_start, task_id))
+
     def _disarm_fired(self, instance_id: str, items: list[Pending]) -> None:
         armed = self._armed.get(instance_id)
         if armed:

@@ -115,7 +115,11 @@ class _Commits(_EngineBase):
                 if not ended or isinstance(event, ChildWorkflowScheduled):
                     self._dispatch(inst, event)  # fire-and-forget sub-workflows still start
             elif type(event) in _ANSWERS:
-                outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
+                answered = outstanding.pop(event.task_id, None)  # type: ignore[union-attr]
+                if type(answered) is ChildWorkflowScheduled:
+                    # the call's task id is free again: a Durable Task SDK's retry of a
+                    # sub-orchestration schedules it again under the same one
+                    self._disarm(inst.id, inst.run_start, answered.task_id)
             elif type(event) is TaskCancelled:
                 cancelled = outstanding.pop(event.task_id, None)
                 if cancelled is not None:

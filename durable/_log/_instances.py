@@ -43,7 +43,7 @@ from ._records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
     from durable.store import ObjectStore
 
@@ -55,8 +55,10 @@ __all__ = [
     "create_instance",
     "current_start",
     "purge_instance",
+    "replaceable",
     "rerun_instance",
     "send_message",
+    "start_after",
 ]
 
 
@@ -151,7 +153,7 @@ async def create_instance(
     name: str,
     input: Raw,
     *,
-    reuse: bool = False,
+    reuse: bool | Collection[WorkflowStatus] = False,
     parent: ParentRef | None = None,
     memo: MemoStore | None = None,
     run_id: str,
@@ -163,8 +165,11 @@ async def create_instance(
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
-    ``InstanceExistsError``. ``deadline`` bounds the run and its continue-as-new
-    successors. ``events`` arrive with the start, in the same record."""
+    ``InstanceExistsError``. ``reuse`` replaces an ended instance (``True``), or one
+    that ended with one of the statuses given: the status read is the one replaced, as
+    the new run's record is written right after it with put-if-absent. ``deadline``
+    bounds the run and its continue-as-new successors. ``events`` arrive with the
+    start, in the same record."""
     store = index.store
     started = WorkflowStarted(
         event_id=0,
@@ -189,7 +194,7 @@ async def create_instance(
     meta, etag = found if found is not None else (None, None)
     existing = await load_run(store, instance_id, meta)
     status = existing.status if existing is not None else None
-    if existing is None or not reuse or not existing.status.is_terminal:
+    if existing is None or not replaceable(existing.status, reuse):
         raise InstanceExistsError(instance_id, status)
     # The new run's steps begin above the old runs': it never finds their memo, and
     # deleting theirs (here, by a racing reuse, or by the sweeper) never touches its own.
@@ -206,6 +211,14 @@ async def create_instance(
         )  # fmt: skip
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None
+
+
+def replaceable(status: WorkflowStatus, reuse: bool | Collection[WorkflowStatus]) -> bool:
+    """Whether a start with ``reuse`` may replace an instance in ``status``: only an
+    ended one, and with a collection, only one that ended so."""
+    if not status.is_terminal or reuse is False:
+        return False
+    return reuse is True or status in reuse
 
 
 async def send_message(
@@ -310,6 +323,16 @@ async def purge_instance(
     return True
 
 
+def _with_input(target: HistoryEvent, input: Raw, step_base: int) -> HistoryEvent:
+    """The step ``target`` scheduled again with ``input`` (numbered as a new run's)."""
+    if isinstance(target, ActivityScheduled):
+        step = step_base + target.task_id
+        return msgspec.structs.replace(target, input=input, attempt=1, step=step)
+    if isinstance(target, ChildWorkflowScheduled):
+        return msgspec.structs.replace(target, input=input)
+    raise ValueError(f"event {target.event_id} is a timer: a timer takes no input")
+
+
 async def _purge_under_way(store: ObjectStore, instance_id: str) -> datetime | None:
     """When the purge under way began (the latest of its records, at ``log/0`` or last);
     None if no purge record is there."""
@@ -354,6 +377,8 @@ async def rerun_instance(
     *,
     run_id: str,
     check: Callable[[list[HistoryEvent]], None] | None = None,
+    into: str | None = None,
+    step_input: Raw | None = None,
 ) -> Created:
     """Start a new run of an ended instance whose history is the old one cut just before
     ``from_event_id`` (a scheduled activity, timer or sub-workflow): that step and
@@ -361,7 +386,13 @@ async def rerun_instance(
     answer it alone, and a child it starts again replaces the old run's. It keeps the
     old run's seed, so the kept history replays the same values. ``check`` sees the
     kept history before anything is written, and raises to refuse the rerun (e.g.
-    ``NonDeterminismError``: the code no longer replays it)."""
+    ``NonDeterminismError``: the code no longer replays it).
+
+    ``into``: the run is a new instance of that id (``InstanceExistsError`` if taken)
+    and the source stays as it is; a sub-workflow cannot be rerun so (it would have
+    no parent). ``step_input``: the step at ``from_event_id`` (an activity or a
+    sub-workflow) runs again with this input instead of the one the code gives it
+    (the kept history then holds it as scheduled)."""
     store = index.store
     run = await load_existing(store, instance_id)
     if not run.status.is_terminal:
@@ -374,6 +405,8 @@ async def rerun_instance(
             f"sub-workflow; event {from_event_id} is {kind}"
         )
     started = run.started
+    if into is not None and started.parent is not None:
+        raise ValueError(f"{instance_id!r} is a sub-workflow: it can be rerun only in place")
     # the steps that run again are numbered anew, above the old run's: they really run
     # again, and the old run's memo can go (now, or by the sweeper) without touching theirs
     prefix: list[HistoryEvent] = [
@@ -382,17 +415,33 @@ async def rerun_instance(
         )
     ]
     prefix += [e for e in run.history if 0 < e.event_id < from_event_id]
+    if step_input is not None:
+        prefix.append(_with_input(target, step_input, run.step_end))
     if check is not None:
         check(prefix)
+    if into is not None:
+        try:
+            return await _start_run(index, into, 0, prefix, now, now, None)
+        except ObjectExistsError:
+            raise InstanceExistsError(into) from None
     # messages for the old run stay, to be consumed and not applied (see create_instance)
     if memo is not None:
         await memo.purge(instance_id, below=run.step_end)
-    found = await read_meta(store, instance_id)
+    return await start_after(index, run, prefix, now)
+
+
+async def start_after(
+    index: ActiveIndex, run: RunLog, history: list[HistoryEvent], now: datetime
+) -> Created:
+    """Write a new run with ``history`` right after the ended ``run`` (a rerun, a
+    rewind), carrying its watermarks and what it may not have posted;
+    ``InstanceExistsError`` if another run took that seq first."""
+    found = await read_meta(index.store, run.instance_id)
     etag = found[1] if found else None
     try:
         return await _start_run(
-            index, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag,
+            index, run.instance_id, run.last_seq + 1, history, now, run.created_at, etag,
             run.unposted, sorted(watermarks(run.consumed).values()),
         )  # fmt: skip
     except ObjectExistsError:
-        raise InstanceExistsError(instance_id) from None
+        raise InstanceExistsError(run.instance_id) from None

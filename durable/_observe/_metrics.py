@@ -64,6 +64,22 @@ class Metrics:
             "durable.store.request.duration", unit="s",
             description="one object store request, by operation",
         )  # fmt: skip
+        # each record names its instrument's method and attributes made once, not per call
+        self._turn_record = self.turn_duration.record
+        self._activity_record = self.activity_duration.record
+        self._by_workflow: dict[str, dict[str, str]] = {}
+        self._by_activity: dict[str, dict[str, str]] = {}
+
+    def turn(self, workflow: str, seconds: float, first: bool) -> None:
+        """A turn of a ``workflow`` run took ``seconds``; ``first``: the run's first."""
+        self._turn_record(seconds, _labels(self._by_workflow, "workflow", workflow))
+        if first:
+            self.started.count(workflow)
+
+    def attempted(self, activity: str, outcome: str, seconds: float) -> None:
+        """An attempt of ``activity`` ended with ``outcome`` after ``seconds``."""
+        self.attempts.count(activity, outcome)
+        self._activity_record(seconds, _labels(self._by_activity, "activity", activity))
 
     def timed(self, store: ObjectStore, clock: Clock) -> ObjectStore:
         """``store``, with each request's duration recorded."""
@@ -98,6 +114,14 @@ class Metrics:
         return callback
 
 
+def _labels(made: dict[str, dict[str, str]], label: str, value: str) -> dict[str, str]:
+    """The attributes ``{label: value}``, made once per value (the SDK copies them)."""
+    found = made.get(value)
+    if found is None:
+        found = made[value] = {label: value}
+    return found
+
+
 class _Tally:
     """A counter kept as plain integers per label values, which the SDK reads when it
     collects (an observable counter): counting costs a dict update, not an SDK call."""
@@ -122,6 +146,14 @@ class _Tally:
         ]
 
 
+# the attributes of each operation's records (the SDK copies them; made once here)
+_GET, _PUT, _PUT_IF_ABSENT, _PUT_IF_MATCH, _LIST, _DELETE, _DELETE_PREFIX = (
+    {"operation": operation}
+    for operation in ("get", "put", "put_if_absent", "put_if_match", "list", "delete",
+                      "delete_prefix")
+)  # fmt: skip
+
+
 class TimedStore:
     """An :class:`~durable.store.ObjectStore` that records how long each request to
     ``inner`` takes (on ``clock``), by operation; anything else is ``inner``'s."""
@@ -138,65 +170,64 @@ class TimedStore:
     def url(self) -> str:
         return self.inner.url
 
-    def _done(self, operation: str, began: Any) -> None:
-        seconds = (self._clock.now() - began).total_seconds()
-        self._record(seconds, {"operation": operation})
+    def _done(self, operation: dict[str, str], began: Any) -> None:
+        self._record((self._clock.now() - began).total_seconds(), operation)
 
     async def get(self, key: str) -> bytes:
         began = self._clock.now()
         try:
             return await self.inner.get(key)
         finally:
-            self._done("get", began)
+            self._done(_GET, began)
 
     async def get_with_etag(self, key: str) -> tuple[bytes, str]:
         began = self._clock.now()
         try:
             return await self.inner.get_with_etag(key)
         finally:
-            self._done("get", began)
+            self._done(_GET, began)
 
     async def put(self, key: str, data: bytes) -> str:
         began = self._clock.now()
         try:
             return await self.inner.put(key, data)
         finally:
-            self._done("put", began)
+            self._done(_PUT, began)
 
     async def put_if_absent(self, key: str, data: bytes) -> str:
         began = self._clock.now()
         try:
             return await self.inner.put_if_absent(key, data)
         finally:
-            self._done("put_if_absent", began)
+            self._done(_PUT_IF_ABSENT, began)
 
     async def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         began = self._clock.now()
         try:
             return await self.inner.put_if_match(key, data, etag)
         finally:
-            self._done("put_if_match", began)
+            self._done(_PUT_IF_MATCH, began)
 
     async def list(self, prefix: str) -> list[str]:
         began = self._clock.now()
         try:
             return await self.inner.list(prefix)
         finally:
-            self._done("list", began)
+            self._done(_LIST, began)
 
     async def delete(self, key: str) -> None:
         began = self._clock.now()
         try:
             await self.inner.delete(key)
         finally:
-            self._done("delete", began)
+            self._done(_DELETE, began)
 
     async def delete_prefix(self, prefix: str) -> None:
         began = self._clock.now()
         try:
             await self.inner.delete_prefix(prefix)
         finally:
-            self._done("delete_prefix", began)
+            self._done(_DELETE_PREFIX, began)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -41,6 +41,7 @@ __all__ = ["Tracing", "current_trace_context"]
 _NAME = "durable"
 _MICROSECOND = timedelta(microseconds=1)
 _EMPTY = otel_context.Context()
+_attach, _detach, _set_span = otel_context.attach, otel_context.detach, trace.set_span_in_context
 
 
 def _ns(when: datetime) -> int:
@@ -104,6 +105,7 @@ class Tracing:
 
     def __init__(self, provider: trace.TracerProvider | None = None) -> None:
         self._tracer = trace.get_tracer(_NAME) if provider is None else provider.get_tracer(_NAME)
+        self._start = self._tracer.start_span  # looked up once: it runs twice per step
         # the context of the last run seen: a run's turns and attempts come in a row
         self._last: tuple[WorkflowStarted | None, otel_context.Context] = (None, _EMPTY)
 
@@ -133,13 +135,13 @@ class Tracing:
         end: datetime,
     ) -> None:
         """A committed turn: ``start`` when it began, ``end`` once committed."""
-        attributes: dict[str, str | int] = {"durable.instance_id": instance_id, "durable.seq": seq,
-                      "durable.status": status}  # fmt: skip
-        span = self._tracer.start_span(
-            "turn", self._inside(instance_id, started), attributes=attributes,
+        span = self._start(
+            "turn", self._inside(instance_id, started),
+            attributes={"durable.instance_id": instance_id, "durable.seq": seq,
+                        "durable.status": status},
             start_time=_ns(start),
         )  # fmt: skip
-        span.end(end_time=_ns(end))
+        span.end(_ns(end))
 
     def run_ended(
         self,
@@ -176,20 +178,21 @@ class Tracing:
     ) -> tuple[trace.Span, object]:
         """The ``activity {name}`` span of one attempt, made current while it runs (a
         remote worker is handed its context; the activity's own spans nest under it)."""
-        attributes: dict[str, str | int] = {
-            "durable.instance_id": instance_id, "durable.attempt": attempt,
-        }  # fmt: skip
-        span = self._tracer.start_span(
-            f"activity {name}", self._inside(instance_id, started), attributes=attributes,
+        span = self._start(
+            f"activity {name}", self._inside(instance_id, started),
+            attributes={"durable.instance_id": instance_id, "durable.attempt": attempt},
             start_time=_ns(start),
         )  # fmt: skip
-        return span, otel_context.attach(trace.set_span_in_context(span))
+        return span, _attach(_set_span(span))
 
     def attempt_ended(
-        self, span: trace.Span, token: object, status: str, failure: str | None, end: datetime
+        self, running: tuple[trace.Span, object], status: str, failure: str | None, end: datetime
     ) -> None:
-        otel_context.detach(token)  # type: ignore[arg-type]
+        """The attempt's span ends (``running``, from :meth:`attempt_started`), with its
+        ``status`` and, if it failed, why."""
+        span, token = running
+        _detach(token)  # type: ignore[arg-type]
         span.set_attribute("durable.status", status)
         if failure is not None:
             span.set_status(Status(StatusCode.ERROR, failure))
-        span.end(end_time=_ns(end))
+        span.end(_ns(end))

@@ -38,6 +38,7 @@ from durable._errors import (
 )
 from durable._ids import IdSource, validate_instance_id
 from durable._observe import current_trace_context
+from durable._registry import workflow_name
 from durable.grpc import _convert as cv
 from durable.grpc._proto import dapr, ms
 from durable.grpc._wire import check_dialect, metadata_for, open_channel, unary
@@ -158,7 +159,7 @@ class RemoteClient:
     ) -> RemoteWorkflowHandle[T]:
         """Start a workflow; return its handle. Raises ``InstanceExistsError`` if
         ``instance_id`` is taken (``reuse=True`` starts an ended one again)."""
-        name = self._workflow_name(workflow)
+        name = workflow_name(self.registry, workflow)
         if self.registry is not None:
             version = self.registry.get_workflow(name, version).version
         instance_id = (
@@ -183,11 +184,13 @@ class RemoteClient:
                 input=payload,
                 request_time=self.clock.now(),
             )
-            if reuse:
-                ended = [ms.OrchestrationStatus(cv.status_to_ms(s)) for s in _ENDED]
-                request.orchestration_id_reuse_policy = ms.OrchestrationIdReusePolicy(
-                    replaceable_status=ended
-                )
+            # a policy always: without one a sidecar replaces an ended instance. Refusing
+            # takes a list of none; an empty message is not sent, and CONTINUED_AS_NEW
+            # is never an instance's status, so a list of it replaces none
+            ended = _ENDED if reuse else (WorkflowStatus.CONTINUED_AS_NEW,)
+            request.orchestration_id_reuse_policy = ms.OrchestrationIdReusePolicy(
+                replaceable_status=[ms.OrchestrationStatus(cv.status_to_ms(s)) for s in ended]
+            )
             reply_type = ms.CreateInstanceResponse
         trace_parent, trace_state = current_trace_context()  # the caller's span, if traced
         if trace_parent:
@@ -198,16 +201,6 @@ class RemoteClient:
             )
         reply = await self._call("StartInstance", request, reply_type, instance_id)
         return RemoteWorkflowHandle(self, reply.instance_id or instance_id, name)
-
-    def _workflow_name(self, workflow: Callable[..., Any] | str) -> str:
-        if self.registry is None:
-            if not isinstance(workflow, str):
-                qualname = getattr(workflow, "__qualname__", repr(workflow))
-                raise TypeError(f"this client has no registry: start {qualname} by its name")
-            return workflow
-        name = self.registry.name_of(workflow, "workflow")
-        self.registry.get_workflow(name)
-        return name
 
     def get_handle(self, instance_id: str) -> RemoteWorkflowHandle[Any]:
         """A handle on an existing instance (no I/O: errors surface on use)."""
@@ -311,6 +304,16 @@ class RemoteClient:
             instance_id,
         )
         return RemoteWorkflowHandle(self, reply.new_instance_id or instance_id, None)
+
+    async def rewind(self, instance_id: str, reason: str = "") -> RemoteWorkflowHandle[Any]:
+        """Rewind a FAILED instance (RewindInstance: see :meth:`durable.Client.rewind`).
+        The Dapr dialect has no such call: ``NotImplementedError``."""
+        validate_instance_id(instance_id)
+        if self.dialect == "dapr":
+            raise NotImplementedError("the Dapr dialect has no RewindInstance")
+        request = ms.RewindInstanceRequest(instance_id=instance_id, reason=reason or None)
+        await self._call("RewindInstance", request, ms.RewindInstanceResponse, instance_id)
+        return RemoteWorkflowHandle(self, instance_id, None)
 
     # -- reading state ----------------------------------------------------------------
 
@@ -504,6 +507,10 @@ class RemoteWorkflowHandle(Generic[T]):
         cls: Any = dapr.TerminateRequest if client.dialect == "dapr" else ms.TerminateRequest
         request = cls(instance_id=self.instance_id, output=payload, recursive=recursive)
         await client._send(self.instance_id, "TerminateInstance", request)
+
+    async def rewind(self, reason: str = "") -> None:
+        """Rewind the FAILED workflow: what failed runs again, what succeeded is kept."""
+        await self._client.rewind(self.instance_id, reason)
 
     async def history(self) -> list[HistoryEvent]:
         """The events of the current run as the sidecar holds them (task ids numbered

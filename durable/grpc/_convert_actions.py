@@ -34,7 +34,7 @@ from durable.grpc._convert_values import (
     status_to_ms,
     time_to_proto,
 )
-from durable.grpc._framing import ProtocolError
+from durable.grpc._framing import ENTITIES_UNSUPPORTED, NotSupportedError, ProtocolError
 from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
 
@@ -214,6 +214,8 @@ def action_from_proto(
         case dapr.CompleteWorkflowAction():
             carryover = [event_from_proto(e) for e in body.carryover_events]
             return _end(body.workflow_status, body.result, body.failure_details, carryover)
+        case ms.SendEntityMessageAction():
+            raise NotSupportedError(f"{ENTITIES_UNSUPPORTED} (action id {action.id})")
     raise ProtocolError(f"{kind or 'empty'} action (id {action.id}) has no counterpart in durable")
 
 

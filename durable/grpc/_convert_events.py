@@ -31,6 +31,7 @@ from durable._core._events import (
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
+    WorkflowRewound,
     WorkflowStarted,
     WorkflowSuspended,
     WorkflowTerminated,
@@ -171,6 +172,8 @@ def event_to_ms(
             out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case WorkflowRewound():
+            return None  # not carried: the history before it is the rewound one already
         case UpdateRequested() | UpdateCompleted():
             return None  # not carried: the protocol has no updates
         case _:
@@ -292,6 +295,8 @@ def event_to_dapr(
             out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case WorkflowRewound():
+            return None  # not carried: the history before it is the rewound one already
         case UpdateRequested() | UpdateCompleted():
             return None  # not carried: the protocol has no updates
         case _:
@@ -327,7 +332,8 @@ def events_to_dapr(
             )
             continue
         converted = event_to_dapr(event, instance_id=instance_id, task_base=task_base)
-        assert converted is not None  # only PatchApplied has no event of its own
+        if converted is None:  # no form on the wire (a rewind's mark, say)
+            continue
         if isinstance(event, TurnStarted):
             turn = converted.workflow_started
             if run_version is not None:

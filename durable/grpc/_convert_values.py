@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import cast
 
 import betterproto
-from betterproto.lib.google.protobuf import Timestamp
+import msgspec
+from betterproto.lib.google.protobuf import ListValue, NullValue, Struct, Timestamp, Value
 
 from durable._core._failure import FailureDetails
 from durable._core._state import WorkflowStatus
@@ -93,18 +94,24 @@ def failure_to_ms(failure: FailureDetails) -> ms.TaskFailureDetails:
         error_type=failure.type,
         error_message=failure.message,
         stack_trace=failure.stack_trace or None,
+        is_non_retriable=failure.non_retriable,
     )
     if failure.cause is not None:
         out.inner_failure = failure_to_ms(failure.cause)
+    if failure.properties:
+        properties = msgspec.json.decode(failure.properties, type=dict[str, object])
+        out.properties = {key: _value_to_proto(value) for key, value in properties.items()}
     return out
 
 
 def failure_to_dapr(failure: FailureDetails) -> dapr.TaskFailureDetails:
-    """``failure`` as Dapr TaskFailureDetails (``bases`` has no field: dropped)."""
+    """``failure`` as Dapr TaskFailureDetails (``bases`` and ``properties`` have no
+    field: dropped)."""
     out = dapr.TaskFailureDetails(
         error_type=failure.type,
         error_message=failure.message,
         stack_trace=failure.stack_trace or None,
+        is_non_retriable=failure.non_retriable,
     )
     if failure.cause is not None:
         out.inner_failure = failure_to_dapr(failure.cause)
@@ -113,14 +120,50 @@ def failure_to_dapr(failure: FailureDetails) -> dapr.TaskFailureDetails:
 
 def failure_from_proto(details: ms.TaskFailureDetails | dapr.TaskFailureDetails) -> FailureDetails:
     """durable's FailureDetails for TaskFailureDetails of either dialect (the two share
-    fields 1-5; ``isNonRetriable`` and MS ``properties`` are dropped)."""
+    fields 1-5; MS ``properties`` are kept as a JSON object)."""
     inner = details.inner_failure
+    properties = getattr(details, "properties", None)
+    carried = {key: _value_from_proto(value) for key, value in (properties or {}).items()}
     return FailureDetails(
         type=details.error_type,
         message=details.error_message,
         stack_trace=details.stack_trace or "",
         cause=failure_from_proto(inner) if present(inner) else None,
+        non_retriable=details.is_non_retriable,
+        properties=msgspec.json.encode(carried).decode() if carried else "",
     )
+
+
+def _value_from_proto(value: Value) -> object:
+    """The JSON value of a ``google.protobuf.Value`` (one with no kind is ``null``)."""
+    kind, inner = betterproto.which_one_of(value, "kind")
+    match kind:
+        case "struct_value" if isinstance(inner, Struct):
+            return {key: _value_from_proto(v) for key, v in inner.fields.items()}
+        case "list_value" if isinstance(inner, ListValue):
+            return [_value_from_proto(v) for v in inner.values]
+        case "number_value" | "string_value" | "bool_value":
+            return inner
+    return None
+
+
+def _value_to_proto(value: object) -> Value:
+    """The ``google.protobuf.Value`` of a JSON value (integers become numbers)."""
+    match value:
+        case None:
+            return Value(null_value=NullValue(0))
+        case bool():
+            return Value(bool_value=value)
+        case int() | float():
+            return Value(number_value=float(value))
+        case str():
+            return Value(string_value=value)
+        case list():
+            return Value(list_value=ListValue(values=[_value_to_proto(v) for v in value]))
+        case dict():
+            return Value(struct_value=Struct(
+                fields={str(k): _value_to_proto(v) for k, v in value.items()}))  # fmt: skip
+    raise ProtocolError(f"failure property of type {type(value).__name__}")
 
 
 def present(message: betterproto.Message) -> bool:

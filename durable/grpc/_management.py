@@ -33,6 +33,7 @@ from durable._log._records import INSTANCES
 from . import _convert as cv
 from ._convert import ProtocolError
 from ._framing import parse
+from ._lifecycle import restart, reuse_of, start_replacing
 from ._proto import dapr, ms
 from ._remote import wire_order
 
@@ -55,7 +56,9 @@ __all__ = [
     "query_instances",
     "raise_event",
     "rerun_from_event",
+    "restart_instance",
     "resume_instance",
+    "rewind_instance",
     "start_instance",
     "suspend_instance",
     "terminate_instance",
@@ -121,21 +124,32 @@ def _instance_reply(state: WorkflowState | None, payloads: bool) -> bytes:
 
 
 async def start_instance(client: Client, data: bytes) -> bytes:
-    """StartInstance: field 10 is an MS Timestamp or a Dapr bool (ignored either way)."""
+    """StartInstance: field 10 is an MS Timestamp or a Dapr bool (enforceUniqueInstanceId).
+    An id that is taken is replaced as :mod:`._lifecycle` says."""
     request: ms.CreateInstanceRequest | dapr.CreateInstanceRequest
     if cv.VARINT in _wire_types(data).get(10, set()):
         request = parse(dapr.CreateInstanceRequest, data)
     else:
         request = parse(ms.CreateInstanceRequest, data)
     name = _required(request.name, "CreateInstanceRequest.name (the workflow to start)")
-    handle: WorkflowHandle[object] = await client.start(
+    handle: WorkflowHandle[object] = await start_replacing(
+        client,
         name,
         cv.payload_from_proto(request.input),
         instance_id=request.instance_id or None,
+        reuse=reuse_of(request, data),
         version=request.version or None,
         _trace_context=cv.trace_context_from_proto(request.parent_trace_context),
     )
     return bytes(ms.CreateInstanceResponse(instance_id=handle.instance_id))
+
+
+async def restart_instance(client: Client, data: bytes) -> bytes:
+    """RestartInstance: the ended instance's workflow again, same id or a new one."""
+    request = parse(ms.RestartInstanceRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    started = await restart(client, instance_id, request.restart_with_new_instance_id)
+    return bytes(ms.RestartInstanceResponse(instance_id=started))
 
 
 async def get_instance(client: Client, data: bytes) -> bytes:
@@ -224,17 +238,18 @@ async def resume_instance(client: Client, data: bytes) -> bytes:
     return bytes(ms.ResumeResponse())
 
 
-async def _purge_one(client: Client, instance_id: str) -> int:
+async def _purge_one(client: Client, instance_id: str, recursive: bool) -> int:
     try:
-        await client.purge(instance_id)
+        return await client.purge(instance_id, recursive=recursive)
     except InstanceNotFoundError:
         return 0
-    return 1
 
 
 async def purge_instances(client: Client, data: bytes) -> bytes:
-    """PurgeInstances by id, MS id batch, or (MS) filter. Field 4 is an MS message or
-    a Dapr bool, field 5 an MS bool or a Dapr message: wire types tell them apart."""
+    """PurgeInstances by id, MS id batch, or filter (created time range, statuses; only
+    ended instances match), each with its sub-workflows if ``recursive``. Field 4 is
+    an MS message or a Dapr bool, field 5 an MS bool or a Dapr message: wire types
+    tell them apart."""
     types = _wire_types(data)
     four, five = types.get(4, set()), types.get(5, set())
     ms_sign = cv.LENGTH_DELIMITED in four or cv.VARINT in five
@@ -247,20 +262,23 @@ async def purge_instances(client: Client, data: bytes) -> bytes:
     else:
         request = parse(ms.PurgeInstancesRequest, data)
     count = 0
+    recursive = request.recursive
     kind, value = betterproto.which_one_of(request, "request")
     if kind == "instance_id" and isinstance(value, str):
-        count = await _purge_one(client, value)
+        count = await _purge_one(client, value, recursive)
     elif kind == "instance_batch" and isinstance(value, ms.InstanceBatch):
         for instance_id in value.instance_ids:
-            count += await _purge_one(client, instance_id)
+            count += await _purge_one(client, instance_id, recursive)
     elif kind == "purge_instance_filter":
-        if isinstance(request, dapr.PurgeInstancesRequest):
-            raise ProtocolError("purging by filter is not supported in the Dapr dialect")
         flt = request.purge_instance_filter
         wanted = {cv.status_from_proto(s) for s in flt.runtime_status}
-        async for state in _matching(client, wanted, flt.created_time_from, flt.created_time_to):
-            if state.status.is_terminal:
-                count += await _purge_one(client, state.instance_id)
+        matches = [
+            state.instance_id
+            async for state in _matching(client, wanted, flt.created_time_from, flt.created_time_to)
+            if state.status.is_terminal
+        ]  # all first: a recursive purge deletes children that may match as well
+        for instance_id in matches:
+            count += await _purge_one(client, instance_id, recursive)
     else:
         raise ProtocolError("PurgeInstancesRequest names no instance (instanceId or filter)")
     return bytes(ms.PurgeInstancesResponse(deleted_instance_count=count, is_complete=True))
@@ -291,14 +309,20 @@ def _keep(
 
 
 async def rerun_from_event(client: Client, data: bytes) -> bytes:
-    """RerunWorkflowFromEvent: durable reruns the instance in place, from the step the
-    worker numbered ``eventID`` (the id of its taskScheduled/timerCreated/...)."""
+    """RerunWorkflowFromEvent, from the step the worker numbered ``eventID`` (the id of
+    its taskScheduled/timerCreated/...): into ``newInstanceID`` when it names another
+    instance (the source stays as it is), else in place (durable's default; Dapr's is
+    a new random id). ``overwriteInput`` gives that step ``input`` (null if unset)."""
     request = parse(dapr.RerunWorkflowFromEventRequest, data)
     instance_id = _required(request.source_instance_id, "sourceInstanceID")
-    if request.new_instance_id and request.new_instance_id != instance_id:
-        raise ProtocolError("durable reruns an instance in place: newInstanceID must be empty")
-    if request.overwrite_input:
-        raise ProtocolError("durable reruns with the original input: overwriteInput is unsupported")
+    into = request.new_instance_id or None
+    if into == instance_id:
+        into = None
+    if request.new_child_workflow_instance_id:
+        raise ProtocolError("newChildWorkflowInstanceID is not supported: the child keeps its id")
+    overwrite = (
+        {"step_input": cv.payload_from_proto(request.input)} if request.overwrite_input else {}
+    )
     handle = client.get_handle(instance_id)
     history = await handle.history()
     started = history[0]
@@ -306,9 +330,21 @@ async def rerun_from_event(client: Client, data: bytes) -> bytes:
     for event in history:
         scheduling = isinstance(event, ActivityScheduled | TimerCreated | ChildWorkflowScheduled)
         if scheduling and event.task_id - base == request.event_id:  # type: ignore[union-attr]
-            await client.rerun(instance_id, event.event_id)
-            return bytes(dapr.RerunWorkflowFromEventResponse(new_instance_id=instance_id))
+            rerun = await client.rerun(
+                instance_id, event.event_id, new_instance_id=into, **overwrite
+            )
+            return bytes(dapr.RerunWorkflowFromEventResponse(new_instance_id=rerun.instance_id))
     raise ProtocolError(f"instance {instance_id!r} has no scheduled step {request.event_id}")
+
+
+async def rewind_instance(client: Client, data: bytes) -> bytes:
+    """RewindInstance (MS): the engine's rewind of a FAILED instance (FAILED_PRECONDITION
+    for any other status, NOT_FOUND for an unknown id): its failed activities and
+    sub-orchestrations run again, its successful ones keep their results."""
+    request = parse(ms.RewindInstanceRequest, data)
+    instance_id = _required(request.instance_id, "instanceId")
+    await client.rewind(instance_id, request.reason or "")
+    return bytes(ms.RewindInstanceResponse())
 
 
 # -- listing ----------------------------------------------------------------------------

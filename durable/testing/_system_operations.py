@@ -1,7 +1,7 @@
 """The outside operations of the whole-system simulation, and the driver's choice of
 the next ones: start (plain, with reuse, with an event), raise_event and bursts of it,
-suspend, resume, terminate, cancel, an update, rerun, purge, sweep, a workflow no
-runtime has, and a deploy of changed code that restarts every runtime."""
+suspend, resume, terminate, cancel, an update, rerun, rewind, purge, sweep, a workflow
+no runtime has, and a deploy of changed code that restarts every runtime."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from durable._core._events import ActivityScheduled, ChildWorkflowScheduled, TimerCreated
+from durable._core._state import TERMINAL, WorkflowStatus
 from durable._errors import DurableError
 from durable._log._reader import load_run
 from durable._log._retention import sweep_history
@@ -19,6 +20,7 @@ from durable.testing._system_programs import (
     TICK,
     Program,
     build_registry,
+    mends,
     random_program,
 )
 from durable.testing._system_store import Crash
@@ -70,11 +72,18 @@ class _Operations(_DriverBase):
         return self.rng.choice(ended if ended and self.rng.random() < 0.8 else self.roots)
 
     async def op_reuse(self, client: Client, via: str, instance_id: str) -> None:
+        """A start that replaces an ended instance: any, or (an id-reuse policy) only
+        one that ended with the statuses given, which the ledger then checks."""
         program = random_program(self.rng)
         tag = self._new_tag(program)
+        reuse: bool | frozenset[WorkflowStatus] = True
+        if self.rng.random() < 0.3:
+            reuse = frozenset(self.rng.sample(sorted(TERMINAL), self.rng.randint(1, 3)))
+            self.sim.ledger.reuse_limits[tag] = frozenset(str(s) for s in reuse)
         began = self.sim.ledger.writes
-        self.note(f"{via}: start {instance_id} {tag} reuse {program}")
-        await client.start("prog", self._input(tag), instance_id=instance_id, reuse=True)
+        only = f" of {', '.join(sorted(reuse))}" if isinstance(reuse, frozenset) else ""
+        self.note(f"{via}: start {instance_id} {tag} reuse{only} {program}")
+        await client.start("prog", self._input(tag), instance_id=instance_id, reuse=reuse)
         self.acked_starts.append((instance_id, tag, began))
 
     async def op_start_with_event(self, client: Client, via: str, instance_id: str) -> None:
@@ -169,8 +178,13 @@ class _Operations(_DriverBase):
             await handle.resume("simulated")
 
     async def op_purge(self, client: Client, via: str, instance_id: str) -> None:
-        self.note(f"{via}: purge {instance_id}")
-        await client.purge(instance_id)
+        """Purge an instance; half the time with its sub-workflows (recursive): an
+        acknowledged start that took a child's id meanwhile must survive it."""
+        recursive = self.rng.random() < 0.5
+        self.note(f"{via}: purge {instance_id}" + (" recursive" if recursive else ""))
+        deleted = await client.purge(instance_id, recursive=recursive)
+        if recursive:
+            self.note(f"  deleted {deleted}")
 
     async def op_rerun(self, client: Client, via: str, instance_id: str) -> None:
         run = await load_run(self.inner, instance_id)
@@ -191,6 +205,23 @@ class _Operations(_DriverBase):
         await client.rerun(instance_id, target.event_id)
         tag = self.sim.ledger.current(instance_id)
         self.acked_starts.append((instance_id, tag.tag if tag else "?", began))
+
+    async def op_rewind(self, client: Client, via: str) -> None:
+        """Rewind a root, most often one whose run FAILED (any other is refused), at a
+        mend step if one did."""
+        failed = [i for i in self.roots if (e := self.sim.ledger.current(i)) and
+                  e.status == "FAILED"]  # fmt: skip
+        mending = [i for i in failed if mends(self.programs.get(self._tag_of(i), []))]
+        pool = (mending or failed) if failed and self.rng.random() < 0.9 else self.roots
+        instance_id = self.rng.choice(pool)
+        began = self.sim.ledger.writes
+        self.note(f"{via}: rewind {instance_id}")
+        await client.rewind(instance_id, "simulated")
+        self.acked_starts.append((instance_id, self._tag_of(instance_id) or "?", began))
+
+    def _tag_of(self, instance_id: str) -> str:
+        epoch = self.sim.ledger.current(instance_id)
+        return epoch.tag if epoch is not None else ""
 
     async def op_sweep(self, client: Client, via: str) -> None:
         retention = timedelta(seconds=self.rng.choice([0, 5]))
@@ -233,8 +264,10 @@ class _Operations(_DriverBase):
             return lambda: self.op_start(client, via)
         if not self.config.outside_ops:
             return lambda: self.op_raise(client, via, rng.choice(known))
-        if roll < 0.41:
+        if roll < 0.38:
             return lambda: self.op_raise(client, via, rng.choice(known))
+        if roll < 0.41:
+            return lambda: self.op_rewind(client, via)
         if roll < 0.45:
             return lambda: self.op_burst(client, via, rng.choice(known))
         if roll < 0.53:
@@ -249,8 +282,10 @@ class _Operations(_DriverBase):
             return lambda: self.op_update(client, via, rng.choice(known))
         if roll < 0.68:
             return lambda: self.op_start_with_event(client, via, self._ended_root())
-        if roll < 0.75:
+        if roll < 0.72:
             return lambda: self.op_rerun(client, via, rng.choice(self.roots))
+        if roll < 0.75:
+            return lambda: self.op_rewind(client, via)
         if roll < 0.81:
             return lambda: self.op_purge(client, via, rng.choice(self.roots + self.ghosts))
         if roll < 0.88:

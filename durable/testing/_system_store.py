@@ -53,6 +53,7 @@ class Sim:
         self.ledger = Ledger(self.trace)
         self.faults_on = True
         self.crashes = 0
+        self.told_otherwise: set[str] = set()  # keys written while the writer was told not
         self.lease_outage: set[str] = set()  # processes whose lease writes fail now
         self.processes: Mapping[str, Process] = {}  # the driver's, by name
         self.step = 0  # the driver's steps so far
@@ -163,6 +164,8 @@ class View:
         _check_key(key)
         etag = await call()
         self._sim.ledger.wrote(self._process, key, data)
+        if fault:
+            self._sim.told_otherwise.add(key)
         self._after(op, key, fault)
         return etag
 

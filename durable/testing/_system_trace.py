@@ -5,8 +5,10 @@ Spans are recorded only for what is committed or done, never while replaying; so
 through crashes, reloads, evictions and partition moves between processes: no turn of
 a run is recorded twice (its seq is unique under its run's span), no run's
 ``workflow`` span is emitted twice, and every span under a run's ``workflow`` span is in
-that span's trace. The tracer needs only the ``opentelemetry-api``; without it the
-simulation runs untraced.
+that span's trace. Every run that ended has its ``workflow`` span, with the status it
+ended with, unless the write that ended it landed while its writer was told it failed
+(or died): then no process knows to emit it. The tracer needs only the
+``opentelemetry-api``; without it the simulation runs untraced.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Container, Iterable, Iterator
 
 __all__ = ["SpanLog"]
 
@@ -52,6 +54,7 @@ class SpanLog:
 
     def __init__(self) -> None:
         self.spans: list[Recorded] = []
+        self.tracing = False  # a provider was handed out: the runtimes record here
 
     def provider(self) -> Any:
         """A tracer provider that records here; None without the ``opentelemetry-api``."""
@@ -59,7 +62,28 @@ class SpanLog:
             from opentelemetry import trace
         except ImportError:
             return None
+        self.tracing = True
         return _provider(self, trace)
+
+    def check_ends(
+        self, ended: Iterable[tuple[str, str]], unsure: Container[str],
+        violate: Callable[[str], None],
+    ) -> None:  # fmt: skip
+        """Each ``(instance id, status)`` of a run that ended has a ``workflow`` span of
+        its own, but for instances in ``unsure`` (a write of their log landed while its
+        writer was told otherwise)."""
+        if not self.tracing:
+            return
+        emitted = Counter(
+            (s.attributes.get("durable.instance_id"), str(s.attributes.get("durable.status")))
+            for s in self.spans
+            if s.name.startswith("workflow ")
+        )
+        for (instance_id, status), count in Counter(ended).items():
+            spans = emitted[instance_id, status]
+            if spans < count and instance_id not in unsure:
+                violate(f"{instance_id!r} ended {status} {count} time(s), but its workflow "
+                        f"span with that status was emitted {spans} time(s)")  # fmt: skip
 
     def check(self, violate: Callable[[str], None]) -> None:
         """The invariants of the recorded spans (see the module's docstring)."""

@@ -11,7 +11,7 @@ from durable._fleet._partitions import partition_of
 from durable._log._records import wakeup_key
 from durable.testing._system_fleet import _DriverBase
 from durable.testing._system_hangs import decode_lease
-from durable.testing._system_programs import expected_mismatch
+from durable.testing._system_programs import expected_mismatch, mends
 
 if TYPE_CHECKING:
     from durable.testing._system_checks import Epoch
@@ -83,6 +83,7 @@ class _Verdicts(_DriverBase):
         ledger.check_event_order()
         ledger.check_sends_posted()
         self.spans.check(ledger.violate)
+        self.spans.check_ends(self._ended_runs(), self._told_otherwise_logs(), ledger.violate)
         for instance_id, tag, began in self.acked_starts:
             epochs = ledger.epochs.get(instance_id, [])
             if not any(e.started_at >= began for e in epochs):
@@ -107,6 +108,19 @@ class _Verdicts(_DriverBase):
                 continue
             for epoch in epochs:
                 self._check_epoch(epoch, raised, failed_children)
+
+    def _ended_runs(self) -> list[tuple[str, str]]:
+        """``(instance id, status)`` of each start whose last run ended (not erased)."""
+        return [
+            (epoch.instance_id, epoch.status)
+            for epochs in self.sim.ledger.epochs.values()
+            for epoch in epochs
+            if epoch.ended and epoch.status in _ENDED
+        ]
+
+    def _told_otherwise_logs(self) -> set[str]:
+        """Instances a log record of which landed while its writer was told it had not."""
+        return {key.split("/")[1] for key in self.sim.told_otherwise if "/log/" in key}
 
     def _bounded(self, epoch: Epoch) -> bool:
         """Whether the run's start (its own, or a continue-as-new chain's first run's)
@@ -143,6 +157,8 @@ class _Verdicts(_DriverBase):
                 return  # code changed without a patch under its history: fails, visibly
             if epoch.failure_type == "durable.TimeoutError" and self._bounded(epoch):
                 return  # its start's execution_timeout passed
+            if epoch.failure_type.endswith(("Unmended", "WorkflowFailed")) and mends(program):
+                return  # a mend step failed it (until a rewind)
             if not (any(s[0] == "raise" for s in program) and epoch.failure_type == "ValueError"):
                 patched = " (its code changed under a patch)" if ledger.deploys_in(epoch) else ""
                 ledger.violate(f"{where} FAILED ({epoch.failure_type}) though its program "

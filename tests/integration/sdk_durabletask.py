@@ -17,9 +17,12 @@ import socket
 import sys
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durabletask import client, task, worker
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ATTEMPTS: dict[str, int] = {}
 WAIT = 30  # seconds: a generous bound for each client wait
@@ -120,7 +123,7 @@ def scenario(address: str) -> dict[str, Any]:
         iid = c.schedule_new_orchestration(main, input={"name": "ada"}, instance_id="order-1")
         c.raise_orchestration_event(iid, "approval", data={"ok": True})
         out["main"] = _state(c, iid)
-        c.purge_orchestration(iid)
+        c.purge_orchestration(iid, recursive=False)  # the child stays (the reference: any)
         out["purged"] = c.get_orchestration_state(iid) is None
         out["child"] = _state(c, f"{iid}-child")
 
@@ -162,7 +165,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-if __name__ == "__main__":
+def run(scenario: Callable[[str], dict[str, Any]]) -> None:
+    """Run ``scenario`` against the target on the command line (``inmemory``: the SDK's
+    own backend, started here) and print its ``RESULT`` line."""
     target = sys.argv[1]
     if target == "inmemory":
         from durabletask.testing import create_test_backend
@@ -176,3 +181,7 @@ if __name__ == "__main__":
     else:
         result = scenario(target)
     print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    run(scenario)
