@@ -18,6 +18,7 @@ from durable._core._actions import (
     SendEvent,
     StartChildWorkflow,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from durable._core._events import (
     ActivityScheduled,
@@ -28,6 +29,7 @@ from durable._core._events import (
     ExecutionTimedOut,
     HistoryEvent,
     PatchApplied,
+    SearchAttributesUpserted,
     TaskCancelled,
     TimerCreated,
     TurnStarted,
@@ -39,6 +41,7 @@ from durable._core._events import (
     WorkflowTerminated,
 )
 from durable._core._replay import timed_out
+from durable._core._search import Indexed, fold
 from durable._core._state import WorkflowStatus, ended_by
 from durable._errors import (
     NonDeterminismError,
@@ -435,6 +438,7 @@ class _Turns(_EngineBase):
                         event_id=event_id, timestamp=now, task_id=action.task_id,
                         name=action.name, instance_id=action.instance_id, input=action.input,
                         on_parent_close=action.on_parent_close,
+                        replace_ended=action.replace_ended, version=action.version,
                         trace_parent=""
                         if self._observe is None
                         else self._observe.child_trace_parent(inst.id, inst.started),
@@ -452,6 +456,10 @@ class _Turns(_EngineBase):
                     )  # fmt: skip
                 case RecordPatch():
                     event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)
+                case UpsertSearchAttributes():
+                    event = SearchAttributesUpserted(
+                        event_id=event_id, timestamp=now, attributes=action.attributes
+                    )
                 case CancelTask():
                     event = TaskCancelled(event_id=event_id, timestamp=now, task_id=action.task_id)
                 case CompleteWorkflow():
@@ -477,7 +485,9 @@ class _Turns(_EngineBase):
                         origin=inst.started.origin_run,
                         deadline=inst.started.deadline,
                         trace_parent=inst.started.trace_parent,
-                        trace_state=inst.started.trace_state, updates=action.updates,
+                        trace_state=inst.started.trace_state,
+                        search_attributes=_carried(inst.search, events),
+                        updates=action.updates,
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(
@@ -508,3 +518,11 @@ def _answers_this_call(answer: Any, scheduled: Any) -> bool:
     (an answer or a scheduling that does not say is taken as such)."""
     made: int = answer.scheduled
     return made < 0 or scheduled.event_id < 0 or made == scheduled.event_id
+
+
+def _carried(search: dict[str, Indexed], events: list[HistoryEvent]) -> dict[str, str]:
+    """The search attributes a continue-as-new carries into the new run: the run's, with
+    the upserts of the turn that continues it."""
+    now = dict(search)
+    fold(now, events, "")
+    return {name: indexed.value for name, indexed in now.items()}

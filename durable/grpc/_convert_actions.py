@@ -18,6 +18,7 @@ from durable._core._actions import (
     SendEvent,
     StartChildWorkflow,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from durable._core._events import EventRaised, HistoryEvent
 from durable._core._state import WorkflowStatus
@@ -74,6 +75,7 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                     instance_id=action.instance_id,
                     name=action.name,
                     input=payload_to_proto(action.input),
+                    version=action.version or None,
                 ),
             )
         case SendEvent():
@@ -101,7 +103,7 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_ms(action.carryover),
             )
-        case RecordPatch() | CancelTask() | CompleteUpdate():
+        case RecordPatch() | CancelTask() | CompleteUpdate() | UpsertSearchAttributes():
             return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
@@ -136,6 +138,7 @@ def action_to_dapr(
                     instance_id=action.instance_id,
                     name=action.name,
                     input=payload_to_proto(action.input),
+                    version=action.version or None,
                 ),
             )
         case SendEvent():
@@ -163,7 +166,7 @@ def action_to_dapr(
                 result=payload_to_proto(action.input),
                 carryover_events=events_to_dapr(action.carryover),
             )
-        case RecordPatch() | CancelTask() | CompleteUpdate():
+        case RecordPatch() | CancelTask() | CompleteUpdate() | UpsertSearchAttributes():
             return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
@@ -203,7 +206,15 @@ def action_from_proto(
             return StartTimer(task_id, body.fire_at, dapr_timer_purpose(body))
         case ms.CreateSubOrchestrationAction() | dapr.CreateChildWorkflowAction():
             input = payload_from_proto(body.input)
-            return StartChildWorkflow(task_id, body.name, body.instance_id, input)
+            # an ended instance under the id is replaced, as the Durable Task backends do
+            return StartChildWorkflow(
+                task_id,
+                body.name,
+                body.instance_id,
+                input,
+                replace_ended=True,
+                version=body.version or "",
+            )
         case ms.SendEventAction() | dapr.SendEventAction():
             return SendEvent(
                 task_id, body.instance.instance_id, body.name, payload_from_proto(body.data)

@@ -21,6 +21,7 @@ from durable._core._events import (
     HistoryEvent,
     ParentRef,
     PatchApplied,
+    SearchAttributesUpserted,
     TaskCancelled,
     TimerCreated,
     TimerFired,
@@ -130,8 +131,9 @@ def event_to_ms(
         case ChildWorkflowScheduled():
             out.event_id = event.task_id - task_base
             out.sub_orchestration_instance_created = ms.SubOrchestrationInstanceCreatedEvent(
-                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
-            )
+                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input),
+                version=event.version or None,
+            )  # fmt: skip
         case ChildWorkflowCompleted():
             out.sub_orchestration_instance_completed = ms.SubOrchestrationInstanceCompletedEvent(
                 task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
@@ -174,8 +176,8 @@ def event_to_ms(
             return None  # not carried: the protocol has no cancellation nor execution timeout
         case WorkflowRewound():
             return None  # not carried: the history before it is the rewound one already
-        case UpdateRequested() | UpdateCompleted():
-            return None  # not carried: the protocol has no updates
+        case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
+            return None  # not carried: the protocol has no updates, no search attributes
         case _:
             assert_never(event)
     return out
@@ -253,8 +255,9 @@ def event_to_dapr(
         case ChildWorkflowScheduled():
             out.event_id = event.task_id - task_base
             out.child_workflow_instance_created = dapr.ChildWorkflowInstanceCreatedEvent(
-                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
-            )
+                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input),
+                version=event.version or None,
+            )  # fmt: skip
         case ChildWorkflowCompleted():
             out.child_workflow_instance_completed = dapr.ChildWorkflowInstanceCompletedEvent(
                 task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
@@ -297,8 +300,8 @@ def event_to_dapr(
             return None  # not carried: the protocol has no cancellation nor execution timeout
         case WorkflowRewound():
             return None  # not carried: the history before it is the rewound one already
-        case UpdateRequested() | UpdateCompleted():
-            return None  # not carried: the protocol has no updates
+        case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
+            return None  # not carried: the protocol has no updates, no search attributes
         case _:
             assert_never(event)
     return out
@@ -332,8 +335,8 @@ def events_to_dapr(
             )
             continue
         converted = event_to_dapr(event, instance_id=instance_id, task_base=task_base)
-        if converted is None:  # no form on the wire (a rewind's mark, say)
-            continue
+        if converted is None:
+            continue  # no form in the protocol (a run of this process's own code)
         if isinstance(event, TurnStarted):
             turn = converted.workflow_started
             if run_version is not None:
@@ -423,6 +426,7 @@ def event_from_proto(
                 name=body.name,
                 instance_id=body.instance_id,
                 input=input,
+                version=body.version or "",
             )
         case (
             ms.SubOrchestrationInstanceCompletedEvent() | dapr.ChildWorkflowInstanceCompletedEvent()
