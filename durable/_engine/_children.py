@@ -166,8 +166,8 @@ class _Children(_EngineBase):
                 self.index, self.clock.now(), child_id, run_id=self.ids.run_id(),
                 reason=reason, parent=parent, holder=holder,
             )  # fmt: skip
-        except (InstanceExistsError, InstanceStatusError):
-            await self._settle_child(parent, scheduled)  # it moved meanwhile: look again
+        except (InstanceExistsError, InstanceStatusError, InstanceNotFoundError):
+            await self._settle_child(parent, scheduled)  # it moved (or went) meanwhile: look again
             return
         await self.announce_created(child_id, created)
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+import durable
 from durable import WorkflowStatus
-from durable._core._events import ChildWorkflowScheduled, HistoryEvent, WorkflowStarted
+from durable._core._events import (
+    ChildWorkflowScheduled,
+    HistoryEvent,
+    WorkflowRewound,
+    WorkflowStarted,
+)
+from durable.store import MemoryStore
 from durable.testing import Replayer
 from tests.integration.test_rewind_engine import Flaky, failed, registry_for, result, runtime
 
@@ -47,3 +54,44 @@ async def test_a_rerun_of_a_rewound_run_runs_its_sub_workflow_anew() -> None:
     assert [r.parent.run_id if r.parent else None for r in inner] == [started.run_id]
     assert flaky.calls == ["b", "b", "b"]
     Replayer(registry).check(history)
+
+
+class PurgeOnRead(MemoryStore):
+    """Once armed, purges instance ``kid`` (through ``client``) just before the
+    ``at``-th read of its meta: a sweep that removes it midway through a look at it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client: durable.Client | None = None
+        self.kid = ""
+        self.at = 0
+        self.reads = 0
+
+    async def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        if self.client is not None and key == f"instances/{self.kid}/meta":
+            self.reads += 1
+            if self.reads == self.at:
+                client, self.client = self.client, None
+                await client.purge(self.kid)
+        return await super().get_with_etag(key)
+
+
+async def test_a_rewind_whose_failed_sub_workflow_is_purged_meanwhile_starts_it_anew() -> None:
+    """Simulation seed 254: a rewound parent found its failed sub-workflow to rewind, and
+    a sweep purged that sub-workflow before the rewind of it read its log: the
+    ``InstanceNotFoundError`` escaped and ended the runtime. The call now looks again and
+    starts the sub-workflow anew from its call, as for one purged before."""
+    flaky = Flaky(mid1=1)
+    store = PurgeOnRead()
+    async with runtime(registry_for(flaky), store) as rt:
+        handle = await rt.start("top", instance_id="t")
+        await failed(handle)
+        assert (await rt.client.get_handle("mid").describe()).status is WorkflowStatus.FAILED
+        store.kid, store.at = "mid", 2
+        store.client = durable.Client(store, clock=rt.client.clock)
+        await handle.rewind()
+        assert await result(handle) == ["TOP1", ["MID1", ["LEAF1", "LEAF2"]]]
+        mid = await rt.client.get_handle("mid").history()
+    assert store.client is None  # the purge happened
+    assert not [e for e in mid if isinstance(e, WorkflowRewound)]  # started anew
+    assert flaky.calls == ["top1", "mid1", "mid1", "leaf1", "leaf2"]
