@@ -4,10 +4,9 @@ and Dapr timer origins (see :mod:`durable.grpc._convert`)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import cast
-
-import betterproto
-from betterproto.lib.google.protobuf import Timestamp
+from typing import Any
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.wrappers_pb2 import StringValue
 
 from durable._core._failure import FailureDetails
 from durable._core._state import WorkflowStatus
@@ -21,10 +20,11 @@ __all__ = [
     "failure_from_proto",
     "failure_to_dapr",
     "failure_to_ms",
-    "present",
     "status_from_proto",
     "status_to_dapr",
     "status_to_ms",
+    "text",
+    "time_from_proto",
     "time_to_proto",
     "trace_context_from_proto",
     "trace_context_to_dapr",
@@ -38,17 +38,30 @@ NEVER = datetime.max.replace(tzinfo=UTC)
 _NEVER_SECONDS, _NEVER_NANOS = 253_402_300_799, 999_999_999
 
 
-def time_to_proto(at: datetime) -> datetime:
-    """A datetime for a Timestamp field: UTC, and the "never" sentinel to the nanosecond.
-
-    betterproto encodes datetimes with microseconds only; a Timestamp message placed in
-    the field is encoded as is, which is how ``NEVER`` keeps its 999,999,999 nanos.
-    """
+def time_to_proto(at: datetime) -> Timestamp:
+    """A Timestamp for ``at`` (naive means UTC), with the "never" sentinel to the
+    nanosecond: ``datetime.max`` has microseconds only, Dapr compares 999,999,999 nanos."""
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     if at == NEVER:
-        return cast("datetime", Timestamp(seconds=_NEVER_SECONDS, nanos=_NEVER_NANOS))
-    return at
+        return Timestamp(seconds=_NEVER_SECONDS, nanos=_NEVER_NANOS)
+    out = Timestamp()
+    out.FromDatetime(at)
+    return out
+
+
+def time_from_proto(at: Timestamp) -> datetime:
+    """The UTC datetime of a Timestamp (to the microsecond), the "never" sentinel back to
+    :data:`NEVER`."""
+    if at.seconds >= _NEVER_SECONDS and at.nanos >= _NEVER_NANOS - 999:
+        return NEVER
+    return at.ToDatetime(tzinfo=UTC)
+
+
+def text(value: str | None) -> StringValue | None:
+    """A StringValue holding ``value``; ``None`` (the field left absent) for ``None`` or
+    the empty string, which the SDKs read alike."""
+    return StringValue(value=value) if value else None
 
 
 _STATUS = {
@@ -65,14 +78,24 @@ _STATUS_BACK = {number: status for status, number in _STATUS.items()}
 _STALLED = 8
 
 
+def _by_name(module: Any, enum: str) -> dict[WorkflowStatus, Any]:
+    """``_STATUS`` as the module's typed enum constants (the wire numbers)."""
+    values = module.DESCRIPTOR.enum_types_by_name[enum].values_by_number
+    return {status: getattr(module, values[number].name) for status, number in _STATUS.items()}
+
+
+_MS_STATUS: dict[WorkflowStatus, ms.OrchestrationStatus] = _by_name(ms, "OrchestrationStatus")
+_DAPR_STATUS: dict[WorkflowStatus, dapr.OrchestrationStatus] = _by_name(dapr, "OrchestrationStatus")
+
+
 def status_to_ms(status: WorkflowStatus) -> ms.OrchestrationStatus:
     """The MS OrchestrationStatus of ``status``."""
-    return ms.OrchestrationStatus(_STATUS[status])
+    return _MS_STATUS[status]
 
 
 def status_to_dapr(status: WorkflowStatus) -> dapr.OrchestrationStatus:
     """The Dapr OrchestrationStatus of ``status``."""
-    return dapr.OrchestrationStatus(_STATUS[status])
+    return _DAPR_STATUS[status]
 
 
 def status_from_proto(status: int) -> WorkflowStatus:
@@ -90,60 +113,56 @@ def status_from_proto(status: int) -> WorkflowStatus:
 def failure_to_ms(failure: FailureDetails) -> ms.TaskFailureDetails:
     """``failure`` as MS TaskFailureDetails (``bases`` has no field: dropped)."""
     out = ms.TaskFailureDetails(
-        error_type=failure.type,
-        error_message=failure.message,
-        stack_trace=failure.stack_trace or None,
+        errorType=failure.type,
+        errorMessage=failure.message,
+        stackTrace=text(failure.stack_trace),
     )
     if failure.cause is not None:
-        out.inner_failure = failure_to_ms(failure.cause)
+        out.innerFailure.CopyFrom(failure_to_ms(failure.cause))
     return out
 
 
 def failure_to_dapr(failure: FailureDetails) -> dapr.TaskFailureDetails:
     """``failure`` as Dapr TaskFailureDetails (``bases`` has no field: dropped)."""
     out = dapr.TaskFailureDetails(
-        error_type=failure.type,
-        error_message=failure.message,
-        stack_trace=failure.stack_trace or None,
+        errorType=failure.type,
+        errorMessage=failure.message,
+        stackTrace=text(failure.stack_trace),
     )
     if failure.cause is not None:
-        out.inner_failure = failure_to_dapr(failure.cause)
+        out.innerFailure.CopyFrom(failure_to_dapr(failure.cause))
     return out
 
 
 def failure_from_proto(details: ms.TaskFailureDetails | dapr.TaskFailureDetails) -> FailureDetails:
     """durable's FailureDetails for TaskFailureDetails of either dialect (the two share
     fields 1-5; ``isNonRetriable`` and MS ``properties`` are dropped)."""
-    inner = details.inner_failure
     return FailureDetails(
-        type=details.error_type,
-        message=details.error_message,
-        stack_trace=details.stack_trace or "",
-        cause=failure_from_proto(inner) if present(inner) else None,
+        type=details.errorType,
+        message=details.errorMessage,
+        stack_trace=details.stackTrace.value,
+        cause=failure_from_proto(details.innerFailure)
+        if details.HasField("innerFailure")
+        else None,
     )
 
 
-def present(message: betterproto.Message) -> bool:
-    """Whether a sub-message was set (betterproto returns a default one when not)."""
-    return betterproto.serialized_on_wire(message)
-
-
 def trace_context_from_proto(
-    context: ms.TraceContext | dapr.TraceContext | None,
+    context: ms.TraceContext | dapr.TraceContext,
 ) -> tuple[str, str] | None:
     """A W3C ``(traceparent, tracestate)`` an SDK sent (``parentTraceContext``); None if
-    it sent none."""
-    if context is None or not present(context) or not context.trace_parent:
+    it sent none (an absent context reads as an empty one)."""
+    if not context.traceParent:
         return None
-    return context.trace_parent, context.trace_state or ""
+    return context.traceParent, context.traceState.value
 
 
 def trace_context_to_ms(parent: str, state: str = "") -> ms.TraceContext:
-    return ms.TraceContext(trace_parent=parent, trace_state=state or None)
+    return ms.TraceContext(traceParent=parent, traceState=text(state))
 
 
 def trace_context_to_dapr(parent: str, state: str = "") -> dapr.TraceContext:
-    return dapr.TraceContext(trace_parent=parent, trace_state=state or None)
+    return dapr.TraceContext(traceParent=parent, traceState=text(state))
 
 
 # ---------------------------------------------------------------------------------------
@@ -151,29 +170,28 @@ def trace_context_to_dapr(parent: str, state: str = "") -> dapr.TraceContext:
 # ---------------------------------------------------------------------------------------
 
 _PURPOSE_TO_ORIGIN = {
-    "sleep": "create_timer",
-    "retry": "activity_retry",
-    "event_timeout": "external_event",
+    "sleep": "createTimer",
+    "retry": "activityRetry",
+    "event_timeout": "externalEvent",
 }
 _ORIGIN_TO_PURPOSE = {
-    "create_timer": "sleep",
-    "activity_retry": "retry",
-    "child_workflow_retry": "retry",
-    "external_event": "event_timeout",
+    "createTimer": "sleep",
+    "activityRetry": "retry",
+    "childWorkflowRetry": "retry",
+    "externalEvent": "event_timeout",
 }
 
 
 def dapr_timer_origin(timer: dapr.TimerCreatedEvent | dapr.CreateTimerAction, purpose: str) -> None:
     """Record ``purpose`` in the timer's ``origin`` (names and ids are not known)."""
     match _PURPOSE_TO_ORIGIN.get(purpose):
-        case "create_timer":
-            timer.create_timer = dapr.TimerOriginCreateTimer()
-        case "activity_retry":
-            timer.activity_retry = dapr.TimerOriginActivityRetry()
-        case "external_event":
-            timer.external_event = dapr.TimerOriginExternalEvent()
+        case "createTimer":
+            timer.createTimer.CopyFrom(dapr.TimerOriginCreateTimer())
+        case "activityRetry":
+            timer.activityRetry.CopyFrom(dapr.TimerOriginActivityRetry())
+        case "externalEvent":
+            timer.externalEvent.CopyFrom(dapr.TimerOriginExternalEvent())
 
 
 def dapr_timer_purpose(timer: dapr.TimerCreatedEvent | dapr.CreateTimerAction) -> str:
-    origin, _ = betterproto.which_one_of(timer, "origin")
-    return _ORIGIN_TO_PURPOSE.get(origin, "sleep")
+    return _ORIGIN_TO_PURPOSE.get(timer.WhichOneof("origin") or "", "sleep")
