@@ -67,8 +67,8 @@ class Sidecar(ms.TaskHubSidecarServiceBase):
         request = ms.OrchestratorRequest(
             instance_id="order-42", new_events=cv.events_to_ms(HISTORY, instance_id="order-42")
         )
-        yield ms.WorkItem(health_ping=ms.HealthPing())
-        yield ms.WorkItem(orchestrator_request=request, completion_token="t-1")
+        yield ms.WorkItem(healthPing=ms.HealthPing())
+        yield ms.WorkItem(orchestratorRequest=request, completionToken="t-1")
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ async def test_hello_and_start_instance_over_loopback(
                 instance_id="order-42",
                 name="checkout",
                 input='{"sku":"x"}',
-                request_time=AT,
+                requestTime=AT,
             )
         )
         assert created.instance_id == "order-42"
@@ -131,7 +131,7 @@ async def test_hello_and_start_instance_over_loopback(
         ("order-42", "checkout", '{"sku":"x"}'),
         ("", "checkout", None),
     ]
-    assert service.started[0].request_time == AT
+    assert service.started[0].requestTime == AT
 
 
 @pytest.mark.anyio
@@ -145,14 +145,14 @@ async def test_work_items_stream_and_convert_back(
         items = [
             item
             async for item in client.get_work_items(
-                ms.GetWorkItemsRequest(max_concurrent_orchestration_work_items=8)
+                ms.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=8)
             )
         ]
     finally:
         channel.close()
     assert paths == ["/TaskHubSidecarService/GetWorkItems"]
-    assert [item.completion_token for item in items] == ["", "t-1"]
-    request = items[1].orchestrator_request
+    assert [item.completionToken for item in items] == ["", "t-1"]
+    request = items[1].orchestratorRequest
     assert request.new_events[2].event_id == 0  # taskScheduled: eventId = action id
     assert cv.events_from_proto(request.new_events) == HISTORY
 
@@ -167,7 +167,7 @@ def test_durabletask_worker_replays_our_history() -> None:
 
     def checkout(ctx: Any, order: Any) -> Any:
         price = yield ctx.call_activity("quote", input=order)
-        yield ctx.create_timer(ctx.current_utc_datetime + timedelta(seconds=5))
+        yield ctx.createTimer(ctx.current_utc_datetime + timedelta(seconds=5))
         shipped = yield ctx.call_sub_orchestrator("ship", input=price, instance_id="ship-1")
         approved = yield ctx.wait_for_external_event("approval")
         return [price, shipped, approved]

@@ -168,11 +168,11 @@ async def test_the_sidecar_pages_with_real_continuation_tokens() -> None:
             while True:
                 before = len(counted.metas_read())
                 query = ms.QueryInstancesRequest(
-                    query=ms.InstanceQuery(max_instance_count=10, continuation_token=token)
+                    query=ms.InstanceQuery(maxInstanceCount=10, continuation_token=token)
                 )
                 reply = ms.QueryInstancesResponse().parse(await call(ch, "QueryInstances", query))
                 reads.append(len(counted.metas_read()) - before)
-                seen += [s.instance_id for s in reply.orchestration_state]
+                seen += [s.instance_id for s in reply.orchestrationState]
                 if not reply.continuation_token:
                     break
                 token = reply.continuation_token
@@ -185,7 +185,7 @@ async def test_the_sidecar_pages_with_real_continuation_tokens() -> None:
                 got = dapr.ListInstanceIDsResponse().parse(
                     await call(ch, "ListInstanceIDs", request)
                 )
-                ids += got.instance_ids
+                ids += got.instanceIds
                 if not got.continuation_token:
                     break
                 token = got.continuation_token

@@ -95,7 +95,7 @@ async def next_item(
             data = await stream.recv_message()
             assert data is not None, "the work-item stream ended"
             item = cls().parse(data)
-            if skip_pings and betterproto.which_one_of(item, "request")[0] == "health_ping":
+            if skip_pings and betterproto.which_one_of(item, "request")[0] == "healthPing":
                 continue
             return item
 
@@ -109,22 +109,22 @@ async def start(ch: Channel, instance_id: str, name: str = "wf", data: str = '"i
 
 
 def completion(item: ms.WorkItem, result: str, token: str | None = None) -> bytes:
-    request = item.orchestrator_request
-    done = ms.OrchestratorAction(id=-1, complete_orchestration=ms.CompleteOrchestrationAction(
-        orchestration_status=ms.OrchestrationStatus.COMPLETED, result=result))  # fmt: skip
+    request = item.orchestratorRequest
+    done = ms.OrchestratorAction(id=-1, completeOrchestration=ms.CompleteOrchestrationAction(
+        orchestrationStatus=ms.ORCHESTRATION_STATUS_COMPLETED, result=result))  # fmt: skip
     return bytes(ms.OrchestratorResponse(
         instance_id=request.instance_id, actions=[done],
-        completion_token=item.completion_token if token is None else token))  # fmt: skip
+        completionToken=item.completionToken if token is None else token))  # fmt: skip
 
 
 async def outcome(ch: Channel, instance_id: str) -> ms.OrchestrationState:
     reply = ms.GetInstanceResponse().parse(await call(ch, "WaitForInstanceCompletion",
-        ms.GetInstanceRequest(instance_id=instance_id, get_inputs_and_outputs=True)))  # fmt: skip
+        ms.GetInstanceRequest(instance_id=instance_id, getInputsAndOutputs=True)))  # fmt: skip
     assert reply.exists
-    return reply.orchestration_state
+    return reply.orchestrationState
 
 
-MS_WORKER = ms.GetWorkItemsRequest(max_concurrent_orchestration_work_items=4)
+MS_WORKER = ms.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=4)
 
 
 # -- security and bad input -------------------------------------------------------------
@@ -164,7 +164,7 @@ async def test_api_token_is_checked_on_every_call() -> None:
         ("CompleteOrchestratorTask", b"\x0a\xff", Status.INVALID_ARGUMENT, "cannot parse"),
         ("GetWorkItems", b"\x08", Status.INVALID_ARGUMENT, "varint"),
         ("RerunWorkflowFromEvent", bytes(dapr.RerunWorkflowFromEventRequest(
-            source_instance_id="nobody", event_id=1)), Status.NOT_FOUND, "nobody"),
+            sourceInstanceID="nobody", event_id=1)), Status.NOT_FOUND, "nobody"),
     ],
 )  # fmt: skip
 async def test_malformed_requests_get_invalid_argument(
@@ -198,25 +198,25 @@ async def test_workflow_waits_for_a_worker_then_completes(
     state = (
         ms.GetInstanceResponse()
         .parse(await call(channel, "GetInstance", ms.GetInstanceRequest(instance_id="lonely")))
-        .orchestration_state
+        .orchestrationState
     )
-    assert state.orchestration_status == ms.OrchestrationStatus.PENDING  # waiting, not failed
+    assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_PENDING  # waiting, not failed
     async with work_stream(channel, MS_WORKER) as worker:
         item = await next_item(worker, ms.WorkItem)
-        request = item.orchestrator_request
+        request = item.orchestratorRequest
         assert request.instance_id == "lonely"
         kinds = [betterproto.which_one_of(e, "eventType")[0] for e in request.new_events]
-        assert kinds == ["orchestrator_started", "execution_started"]  # the SDKs' order
-        assert request.past_events == []
+        assert kinds == ["orchestratorStarted", "executionStarted"]  # the SDKs' order
+        assert request.pastEvents == []
         await call(channel, "CompleteOrchestratorTask", completion(item, '"done"'))
         state = await outcome(channel, "lonely")
-    assert state.orchestration_status == ms.OrchestrationStatus.COMPLETED
+    assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_COMPLETED
     assert state.output == '"done"'
     history = dapr.GetInstanceHistoryResponse().parse(
         await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest("lonely"))
     )
     kinds = [betterproto.which_one_of(e, "eventType")[0] for e in history.events]
-    assert kinds == ["workflow_started", "execution_started", "execution_completed"]
+    assert kinds == ["workflow_started", "executionStarted", "executionCompleted"]
 
 
 async def test_disconnect_mid_item_redispatches_and_stale_completions_drop(
@@ -225,12 +225,12 @@ async def test_disconnect_mid_item_redispatches_and_stale_completions_drop(
     await start(channel, "moved")
     async with work_stream(channel, MS_WORKER) as first:
         lost = await next_item(first, ms.WorkItem)
-        assert lost.orchestrator_request.instance_id == "moved"
+        assert lost.orchestratorRequest.instance_id == "moved"
     # the first worker went away without answering: the item goes to the next one
     async with work_stream(channel, MS_WORKER) as second:
         again = await next_item(second, ms.WorkItem)
-        assert again.orchestrator_request.instance_id == "moved"
-        assert again.orchestrator_request.new_events == lost.orchestrator_request.new_events
+        assert again.orchestratorRequest.instance_id == "moved"
+        assert again.orchestratorRequest.new_events == lost.orchestratorRequest.new_events
         await call(channel, "CompleteOrchestratorTask", completion(again, '"second"'))
         assert (await outcome(channel, "moved")).output == '"second"'
         # a late answer to the same item, and one with a token nobody issued: dropped
@@ -249,32 +249,32 @@ async def test_a_tokenless_late_answer_to_an_earlier_turn_is_dropped(
     """durabletask-js sends no completion token, so its answers are matched by instance:
     an answer to turn 1 that comes late (its worker went quiet, the turn was sent again
     and answered elsewhere) must not be taken as the answer to turn 2."""
-    schedule = ms.OrchestratorAction(id=0, schedule_task=ms.ScheduleTaskAction(
+    schedule = ms.OrchestratorAction(id=0, scheduleTask=ms.ScheduleTaskAction(
         name="step", input='"x"'))  # fmt: skip
     await start(channel, "late")
     async with work_stream(channel, MS_WORKER) as quiet:
         lost = await next_item(quiet, ms.WorkItem)
     async with work_stream(channel, MS_WORKER) as worker:
         turn = await next_item(worker, ms.WorkItem)
-        assert turn.orchestrator_request.instance_id == "late"
+        assert turn.orchestratorRequest.instance_id == "late"
         await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-            instance_id="late", actions=[schedule], completion_token=""))  # fmt: skip
+            instance_id="late", actions=[schedule], completionToken=""))  # fmt: skip
         task = await next_item(worker, ms.WorkItem)
         await call(channel, "CompleteActivityTask", ms.ActivityResponse(
-            instance_id="late", task_id=task.activity_request.task_id, result='"r"'))  # fmt: skip
+            instance_id="late", task_id=task.activityRequest.task_id, result='"r"'))  # fmt: skip
         second = await next_item(worker, ms.WorkItem)  # turn 2 is out
-        assert second.orchestrator_request.new_events[1].task_completed.result == '"r"'
+        assert second.orchestratorRequest.new_events[1].taskCompleted.result == '"r"'
         # the quiet worker's answer to turn 1 arrives now, without a token
-        assert lost.orchestrator_request.instance_id == "late"
+        assert lost.orchestratorRequest.instance_id == "late"
         await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-            instance_id="late", actions=[schedule], completion_token=""))  # fmt: skip
+            instance_id="late", actions=[schedule], completionToken=""))  # fmt: skip
         await call(channel, "CompleteOrchestratorTask", completion(second, '"ok"', token=""))
         assert (await outcome(channel, "late")).output == '"ok"'
     history = dapr.GetInstanceHistoryResponse().parse(
         await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest("late"))
     )
     kinds = [betterproto.which_one_of(e, "eventType")[0] for e in history.events]
-    assert kinds.count("task_scheduled") == 1
+    assert kinds.count("taskScheduled") == 1
 
 
 async def test_a_worker_that_stops_reading_loses_its_items() -> None:
@@ -298,7 +298,7 @@ async def test_a_worker_that_stops_reading_loses_its_items() -> None:
         headers = [(":method", "POST"), (":scheme", "http"), (":path", PATH + "GetWorkItems"),
                    (":authority", "sidecar"), ("content-type", "application/grpc")]  # fmt: skip
         conn.send_headers(1, [*headers, ("te", "trailers")])
-        request = bytes(ms.GetWorkItemsRequest(max_concurrent_orchestration_work_items=100))
+        request = bytes(ms.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=100))
         conn.send_data(1, b"\0" + len(request).to_bytes(4, "big") + request, end_stream=True)
         frozen.sendall(conn.data_to_send())  # ...but never reads again
         ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
@@ -322,7 +322,7 @@ async def test_a_worker_that_stops_reading_loses_its_items() -> None:
                 with anyio.fail_after(60):
                     while done != set(names):
                         item = await next_item(worker, ms.WorkItem)
-                        instance_id = item.orchestrator_request.instance_id
+                        instance_id = item.orchestratorRequest.instance_id
                         await call(answers, "CompleteOrchestratorTask", completion(item, '"ok"'))
                         done.add(instance_id)
             assert all([(await outcome(answers, n)).output == '"ok"' for n in names])
@@ -336,34 +336,34 @@ async def test_activity_redispatch_and_abandon(channel: Channel) -> None:
     await start(channel, "act")
     async with work_stream(channel, MS_WORKER) as worker:
         item = await next_item(worker, ms.WorkItem)
-        schedule = ms.OrchestratorAction(id=0, schedule_task=ms.ScheduleTaskAction(
+        schedule = ms.OrchestratorAction(id=0, scheduleTask=ms.ScheduleTaskAction(
             name="step", input='"x"'))  # fmt: skip
         await call(
             channel,
             "CompleteOrchestratorTask",
             bytes(
                 ms.OrchestratorResponse(
-                    instance_id="act", actions=[schedule], completion_token=item.completion_token
+                    instance_id="act", actions=[schedule], completionToken=item.completionToken
                 )
             ),
         )
         task = await next_item(worker, ms.WorkItem)
-        assert task.activity_request.name == "step"
+        assert task.activityRequest.name == "step"
         await call(
             channel,
             "AbandonTaskActivityWorkItem",
-            ms.AbandonActivityTaskRequest(completion_token=task.completion_token),
+            ms.AbandonActivityTaskRequest(completionToken=task.completionToken),
         )
         task = await next_item(worker, ms.WorkItem)  # given back, it comes again
-        assert task.activity_request.name == "step"
+        assert task.activityRequest.name == "step"
         await call(channel, "CompleteActivityTask", ms.ActivityResponse(
-            instance_id="act", task_id=task.activity_request.task_id, result='"r"',
-            completion_token=task.completion_token))  # fmt: skip
+            instance_id="act", task_id=task.activityRequest.task_id, result='"r"',
+            completionToken=task.completionToken))  # fmt: skip
         turn = await next_item(worker, ms.WorkItem)
         kinds = [betterproto.which_one_of(e, "eventType")[0]
-                 for e in turn.orchestrator_request.new_events]  # fmt: skip
-        assert kinds == ["orchestrator_started", "task_completed"]
-        assert turn.orchestrator_request.new_events[1].task_completed.result == '"r"'
+                 for e in turn.orchestratorRequest.new_events]  # fmt: skip
+        assert kinds == ["orchestratorStarted", "taskCompleted"]
+        assert turn.orchestratorRequest.new_events[1].taskCompleted.result == '"r"'
         await call(channel, "CompleteOrchestratorTask", completion(turn, '"ok"'))
         assert (await outcome(channel, "act")).output == '"ok"'
 
@@ -372,18 +372,18 @@ async def test_health_pings_only_where_accepted(sidecar: Sidecar, channel: Chann
     async with work_stream(channel, MS_WORKER) as ms_stream:
         for _ in range(2):
             ping = await next_item(ms_stream, ms.WorkItem, skip_pings=False)
-            assert betterproto.which_one_of(ping, "request")[0] == "health_ping"
+            assert betterproto.which_one_of(ping, "request")[0] == "healthPing"
     pinged = dapr.GetWorkItemsRequest(capabilities=[dapr.WorkerCapability(3)])
     async with work_stream(channel, pinged) as dapr_stream:
         ping = await next_item(dapr_stream, dapr.WorkItem, skip_pings=False)
-        assert betterproto.which_one_of(ping, "request")[0] == "health_ping"
+        assert betterproto.which_one_of(ping, "request")[0] == "healthPing"
     for request in (dapr.GetWorkItemsRequest(capabilities=[dapr.WorkerCapability(2)]),
                     dapr.GetWorkItemsRequest()):  # fmt: skip
         async with work_stream(channel, request) as quiet:
             # several ping intervals go by: the first thing sent is still the work item
             await start(channel, f"quiet-{len(request.capabilities)}")
             item = await next_item(quiet, dapr.WorkItem, skip_pings=False)
-            assert betterproto.which_one_of(item, "request")[0] == "workflow_request"
+            assert betterproto.which_one_of(item, "request")[0] == "workflowRequest"
 
 
 # -- the command ------------------------------------------------------------------------
@@ -482,12 +482,12 @@ async def test_an_action_durable_cannot_apply_fails_the_instance(channel: Channe
     async with work_stream(channel, MS_WORKER) as worker:
         item = await next_item(worker, ms.WorkItem)
         stop = ms.TerminateOrchestrationAction(instance_id="other")
-        send = ms.OrchestratorAction(id=0, terminate_orchestration=stop)
+        send = ms.OrchestratorAction(id=0, terminateOrchestration=stop)
         response = ms.OrchestratorResponse(instance_id="sender", actions=[send],
-                                           completion_token=item.completion_token)  # fmt: skip
+                                           completionToken=item.completionToken)  # fmt: skip
         with pytest.raises(GRPCError) as err:
             await call(channel, "CompleteOrchestratorTask", response)
         assert err.value.status is Status.INVALID_ARGUMENT
         state = await outcome(channel, "sender")
-    assert state.orchestration_status == ms.OrchestrationStatus.FAILED
-    assert "terminate_orchestration" in state.failure_details.error_message
+    assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_FAILED
+    assert "terminateOrchestration" in state.failureDetails.errorMessage

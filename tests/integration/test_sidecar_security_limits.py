@@ -116,22 +116,22 @@ async def test_a_work_item_over_the_limit_fails_its_instance_and_the_rest_run() 
             await start(ch, "heavy", data=payload)
             async with work_stream(ch, MS_WORKER) as worker:
                 turn = await next_item(worker, ms.WorkItem)
-                schedule = ms.OrchestratorAction(id=0, schedule_task=ms.ScheduleTaskAction(
+                schedule = ms.OrchestratorAction(id=0, scheduleTask=ms.ScheduleTaskAction(
                     name="a", input=payload))  # fmt: skip
                 await call(ch, "CompleteOrchestratorTask", ms.OrchestratorResponse(
                     instance_id="heavy", actions=[schedule],
-                    completion_token=turn.completion_token))  # fmt: skip
+                    completionToken=turn.completionToken))  # fmt: skip
                 task = await next_item(worker, ms.WorkItem)
                 await call(ch, "CompleteActivityTask", ms.ActivityResponse(
                     instance_id="heavy", task_id=0, result=payload,
-                    completion_token=task.completion_token))  # fmt: skip
+                    completionToken=task.completionToken))  # fmt: skip
                 # the next turn holds three payloads: 1.2 MB, over the limit
                 failed = await outcome(ch, "heavy")
-                assert failed.orchestration_status == ms.OrchestrationStatus.FAILED
-                assert failed.failure_details.error_type == "MessageTooLarge"
-                assert "1048576-byte message limit" in failed.failure_details.error_message
+                assert failed.orchestrationStatus == ms.ORCHESTRATION_STATUS_FAILED
+                assert failed.failureDetails.errorType == "MessageTooLarge"
+                assert "1048576-byte message limit" in failed.failureDetails.errorMessage
                 await start(ch, "next")
                 turn = await next_item(worker, ms.WorkItem)
-                assert turn.orchestrator_request.instance_id == "next"
+                assert turn.orchestratorRequest.instance_id == "next"
         finally:
             ch.close()

@@ -335,12 +335,12 @@ def test_durable_task_id_convention(dialect: str) -> None:
     to = cv.events_to_ms if dialect == "ms" else cv.events_to_dapr
     wire = to(history, instance_id="i", task_base=base)
     assert [e.event_id for e in wire] == [-1, -1, 0, 1, 2, -1, -1, -1, -1]
-    assert wire[6].task_completed.task_scheduled_id == 0
-    assert wire[7].timer_fired.timer_id == 1
+    assert wire[6].taskCompleted.taskScheduledId == 0
+    assert wire[7].timer_fired.timerId == 1
     kind, _ = betterproto.which_one_of(wire[1], "eventType")
-    assert kind == ("orchestrator_started" if dialect == "ms" else "workflow_started")
-    started = wire[0].execution_started
-    instance = started.orchestration_instance if dialect == "ms" else started.workflow_instance
+    assert kind == ("orchestratorStarted" if dialect == "ms" else "workflow_started")
+    started = wire[0].executionStarted
+    instance = started.orchestrationInstance if dialect == "ms" else started.workflowInstance
     assert instance.instance_id == "i"
     assert cv.events_from_proto(wire, task_base=base) == history
 
@@ -349,18 +349,18 @@ def test_events_from_proto_skips_what_durable_does_not_model() -> None:
     at = datetime(2024, 5, 1, tzinfo=UTC)
     wire = [
         ms.HistoryEvent(
-            event_id=-1, timestamp=at, orchestrator_started=ms.OrchestratorStartedEvent()
+            event_id=-1, timestamp=at, orchestratorStarted=ms.OrchestratorStartedEvent()
         ),
         ms.HistoryEvent(event_id=-1, event_raised=ms.EventRaisedEvent(name="go", input="1")),
-        ms.HistoryEvent(orchestrator_completed=ms.OrchestratorCompletedEvent()),
-        ms.HistoryEvent(generic_event=ms.GenericEvent(data="x")),
+        ms.HistoryEvent(orchestratorCompleted=ms.OrchestratorCompletedEvent()),
+        ms.HistoryEvent(genericEvent=ms.GenericEvent(data="x")),
         ms.HistoryEvent(),
     ]
     assert cv.events_from_proto(wire, first_event_id=7) == [
         TurnStarted(event_id=7, timestamp=at),
         EventRaised(event_id=8, name="go", input=Raw(b"1")),
     ]
-    stalled = dapr.HistoryEvent(execution_stalled=dapr.ExecutionStalledEvent(description="x"))
+    stalled = dapr.HistoryEvent(executionStalled=dapr.ExecutionStalledEvent(description="x"))
     assert cv.events_from_proto([stalled, over_the_wire(stalled)]) == []
 
 
@@ -369,9 +369,9 @@ def test_execution_completed_statuses(dialect: str) -> None:
     def completed(status: int, result: str | None = None) -> ms.HistoryEvent | dapr.HistoryEvent:
         if dialect == "ms":
             done = ms.ExecutionCompletedEvent(ms.OrchestrationStatus(status), result)
-            return ms.HistoryEvent(execution_completed=done)
+            return ms.HistoryEvent(executionCompleted=done)
         return dapr.HistoryEvent(
-            execution_completed=dapr.ExecutionCompletedEvent(
+            executionCompleted=dapr.ExecutionCompletedEvent(
                 dapr.OrchestrationStatus(status), result
             )
         )
@@ -431,12 +431,12 @@ def test_dapr_timer_origins() -> None:
         wire = cv.event_to_dapr(TimerCreated(task_id=0, fire_at=EPOCH, purpose=purpose))
         return betterproto.which_one_of(wire.timer_created, "origin")[0]
 
-    assert origin("sleep") == "create_timer"
-    assert origin("retry") == "activity_retry"
-    assert origin("event_timeout") == "external_event"
+    assert origin("sleep") == "createTimer"
+    assert origin("retry") == "activityRetry"
+    assert origin("event_timeout") == "externalEvent"
     assert origin("other") == ""
     retry = dapr.TimerCreatedEvent(
-        child_workflow_retry=dapr.TimerOriginChildWorkflowRetry(instance_id="c")
+        childWorkflowRetry=dapr.TimerOriginChildWorkflowRetry(instance_id="c")
     )
     back = cv.event_from_proto(dapr.HistoryEvent(event_id=4, timer_created=retry), task_base=1)
     assert back == TimerCreated(task_id=5, fire_at=EPOCH, purpose="retry")
@@ -450,11 +450,11 @@ def test_statuses(status: WorkflowStatus) -> None:
 
 
 def test_statuses_durable_lacks() -> None:
-    assert cv.status_from_proto(ms.OrchestrationStatus.CANCELED) is WorkflowStatus.CANCELED
-    assert cv.status_from_proto(dapr.OrchestrationStatus.STALLED) is WorkflowStatus.RUNNING
+    assert cv.status_from_proto(ms.ORCHESTRATION_STATUS_CANCELED) is WorkflowStatus.CANCELED
+    assert cv.status_from_proto(dapr.ORCHESTRATION_STATUS_STALLED) is WorkflowStatus.RUNNING
     with pytest.raises(cv.ProtocolError, match="99"):
         cv.status_from_proto(99)
-    stalled = ms.ExecutionCompletedEvent().parse(b"\x08\x08").orchestration_status
+    stalled = ms.ExecutionCompletedEvent().parse(b"\x08\x08").orchestrationStatus
     assert cv.status_from_proto(stalled) is WorkflowStatus.RUNNING  # an MS parse of Dapr's 8
 
 
@@ -495,62 +495,62 @@ def test_dapr_schedule_task_action_from_a_dapr_worker() -> None:
     """What a Dapr worker sends: taskExecutionId set, and the timer's origin named."""
     scheduled = dapr.WorkflowAction(
         id=3,
-        schedule_task=dapr.ScheduleTaskAction(name="a", input="[1]", task_execution_id="u-1"),
+        scheduleTask=dapr.ScheduleTaskAction(name="a", input="[1]", taskExecutionId="u-1"),
     )
     assert cv.action_from_proto(over_the_wire(scheduled)) == ScheduleActivity(
         3, "a", Raw(b"[1]"), 1, 3, "u-1"
     )  # the worker's id for the call is kept, to hand back with every attempt
     event = ActivityScheduled(task_id=5, name="a", step=3, execution_id="u-1")
     request = cv.activity_request_to_dapr(event, instance_id="i", run_id="r", task_base=2)
-    assert request.task_execution_id == "u-1"
+    assert request.taskExecutionId == "u-1"
     assert cv.step_of_activity_request(request) is None  # not durable's: no step in it
     ours = cv.activity_request_to_dapr(msgspec.structs.replace(event, execution_id=""),
                                        instance_id="i", run_id="r", task_base=2)  # fmt: skip
-    assert ours.task_execution_id == "durable:r:3"
+    assert ours.taskExecutionId == "durable:r:3"
     assert cv.step_of_activity_request(ours) == 3
-    foreign = dapr.ActivityRequest(task_execution_id="order:12")  # digits, not durable's
+    foreign = dapr.ActivityRequest(taskExecutionId="order:12")  # digits, not durable's
     assert cv.step_of_activity_request(foreign) is None
     timer = dapr.CreateTimerAction(
         fire_at=datetime(2030, 1, 1, tzinfo=UTC),
-        external_event=dapr.TimerOriginExternalEvent(name="approval"),
+        externalEvent=dapr.TimerOriginExternalEvent(name="approval"),
     )
-    back = cv.action_from_proto(dapr.WorkflowAction(id=4, create_timer=timer), task_base=2)
+    back = cv.action_from_proto(dapr.WorkflowAction(id=4, createTimer=timer), task_base=2)
     assert back == StartTimer(6, datetime(2030, 1, 1, tzinfo=UTC), "event_timeout")
 
 
 @pytest.mark.parametrize("status", [4, 5])
 def test_a_terminated_completion_is_no_action(status: int) -> None:
-    end = ms.CompleteOrchestrationAction(orchestration_status=ms.OrchestrationStatus(status))
-    assert cv.action_from_proto(ms.OrchestratorAction(id=7, complete_orchestration=end)) is None
-    end_dapr = dapr.CompleteWorkflowAction(workflow_status=dapr.OrchestrationStatus(status))
-    assert cv.action_from_proto(dapr.WorkflowAction(id=7, complete_workflow=end_dapr)) is None
+    end = ms.CompleteOrchestrationAction(orchestrationStatus=ms.OrchestrationStatus(status))
+    assert cv.action_from_proto(ms.OrchestratorAction(id=7, completeOrchestration=end)) is None
+    end_dapr = dapr.CompleteWorkflowAction(workflowStatus=dapr.OrchestrationStatus(status))
+    assert cv.action_from_proto(dapr.WorkflowAction(id=7, completeWorkflow=end_dapr)) is None
 
 
 @pytest.mark.parametrize(
     "action",
     [
         ms.OrchestratorAction(
-            id=1, terminate_orchestration=ms.TerminateOrchestrationAction(instance_id="x")
+            id=1, terminateOrchestration=ms.TerminateOrchestrationAction(instance_id="x")
         ),
-        ms.OrchestratorAction(id=1, send_entity_message=ms.SendEntityMessageAction()),
-        ms.OrchestratorAction(id=1, rewind_orchestration=ms.RewindOrchestrationAction()),
+        ms.OrchestratorAction(id=1, sendEntityMessage=ms.SendEntityMessageAction()),
+        ms.OrchestratorAction(id=1, rewindOrchestration=ms.RewindOrchestrationAction()),
         ms.OrchestratorAction(id=1),
         ms.OrchestratorAction(
-            complete_orchestration=ms.CompleteOrchestrationAction(
-                orchestration_status=ms.OrchestrationStatus.RUNNING
+            completeOrchestration=ms.CompleteOrchestrationAction(
+                orchestrationStatus=ms.ORCHESTRATION_STATUS_RUNNING
             )
         ),
         ms.OrchestratorAction(
-            complete_orchestration=ms.CompleteOrchestrationAction(
-                orchestration_status=ms.OrchestrationStatus.CONTINUED_AS_NEW,
-                carryover_events=[ms.HistoryEvent(timer_fired=ms.TimerFiredEvent(timer_id=1))],
+            completeOrchestration=ms.CompleteOrchestrationAction(
+                orchestrationStatus=ms.ORCHESTRATION_STATUS_CONTINUED_AS_NEW,
+                carryoverEvents=[ms.HistoryEvent(timer_fired=ms.TimerFiredEvent(timerId=1))],
             )
         ),
         dapr.WorkflowAction(
-            id=1, workflow_version_not_available=dapr.WorkflowVersionNotAvailableAction()
+            id=1, workflowVersionNotAvailable=dapr.WorkflowVersionNotAvailableAction()
         ),
         dapr.WorkflowAction(
-            id=1, create_detached_workflow=dapr.CreateDetachedWorkflowAction(name="d")
+            id=1, createDetachedWorkflow=dapr.CreateDetachedWorkflowAction(name="d")
         ),
     ],
 )
@@ -579,8 +579,8 @@ def test_patches_ride_on_their_turn() -> None:
     ]
     wire = cv.events_to_dapr(history)
     assert [betterproto.which_one_of(e, "eventType")[0] for e in wire] == [
-        "execution_started", "workflow_started", "task_scheduled", "workflow_started",
-        "task_completed", "execution_completed",
+        "executionStarted", "workflow_started", "taskScheduled", "workflow_started",
+        "taskCompleted", "executionCompleted",
     ]  # fmt: skip
     assert wire[1].workflow_started.version == dapr.WorkflowVersion(patches=["fix-1", "fix-2"])
     assert wire[3].workflow_started.version == dapr.WorkflowVersion(patches=["fix-3"])
@@ -619,7 +619,7 @@ def test_patches_from_proto() -> None:
     ]
     assert cv.patches_from_proto(dapr.WorkflowResponse(instance_id="i")) == []
     traced = ms.OrchestratorResponse(
-        orchestration_trace_context=ms.OrchestrationTraceContext(span_id="s")
+        orchestrationTraceContext=ms.OrchestrationTraceContext(span_id="s")
     )
     assert cv.patches_from_proto(traced) == []
 
@@ -634,19 +634,19 @@ def test_activity_request(dialect: str) -> None:
         request: ms.ActivityRequest | dapr.ActivityRequest = cv.activity_request_to_ms(
             scheduled, instance_id="order-42", run_id="r1", task_base=10
         )
-        instance = request.orchestration_instance
+        instance = request.orchestrationInstance
     else:
         request = cv.activity_request_to_dapr(
             scheduled, instance_id="order-42", run_id="r1", task_base=10
         )
-        instance = request.workflow_instance
+        instance = request.workflowInstance
     request = over_the_wire(request)
     assert (request.name, request.input, request.task_id) == ("quote", '"sku"', 2)
     assert (instance.instance_id, instance.execution_id) == ("order-42", "r1")
 
 
 def test_activity_results() -> None:
-    ok = ms.ActivityResponse(instance_id="i", task_id=2, result='{"p":1}', completion_token="t")
+    ok = ms.ActivityResponse(instance_id="i", task_id=2, result='{"p":1}', completionToken="t")
     assert cv.activity_result_from_proto(over_the_wire(ok), task_base=10) == ActivityCompleted(
         task_id=12, result=Raw(b'{"p":1}')
     )
@@ -654,8 +654,8 @@ def test_activity_results() -> None:
     assert cv.activity_result_from_proto(over_the_wire(empty)) == ActivityCompleted(task_id=0)
     failed = dapr.ActivityResponse(
         task_id=3,
-        failure_details=dapr.TaskFailureDetails(
-            error_type="ValueError", error_message="bad", stack_trace="tb", is_non_retriable=True
+        failureDetails=dapr.TaskFailureDetails(
+            errorType="ValueError", errorMessage="bad", stack_trace="tb", isNonRetriable=True
         ),
     )
     assert cv.activity_result_from_proto(over_the_wire(failed)) == ActivityErrored(
@@ -669,11 +669,11 @@ def test_activity_results() -> None:
 def test_wire_fields() -> None:
     assert cv.wire_fields(b"") == []
     request = ms.GetWorkItemsRequest(
-        max_concurrent_orchestration_work_items=200, max_concurrent_activity_work_items=200
+        maxConcurrentOrchestrationWorkItems=200, maxConcurrentActivityWorkItems=200
     )
     assert cv.wire_fields(bytes(request)) == [(1, cv.VARINT), (2, cv.VARINT)]
     capabilities = dapr.GetWorkItemsRequest(
-        capabilities=[dapr.WorkerCapability.HEALTH_PING, dapr.WorkerCapability.STATEFUL_HISTORY]
+        capabilities=[dapr.WORKER_CAPABILITY_HEALTH_PING, dapr.WORKER_CAPABILITY_STATEFUL_HISTORY]
     )
     assert cv.wire_fields(bytes(capabilities)) == [(4, cv.LENGTH_DELIMITED)]  # packed
     assert cv.wire_fields(b"\x0d\x00\x00\x00\x00\x11" + bytes(8)) == [
@@ -689,10 +689,10 @@ def test_an_ms_trace_context_is_not_a_dapr_version() -> None:
     """OrchestratorResponse 6 (MS orchestrationTraceContext) vs WorkflowResponse 6 (Dapr
     version). Parse a completion with the class of the stream it answers."""
     context = ms.OrchestrationTraceContext(
-        span_id="00f067aa0ba902b7", span_start_time=datetime(2024, 5, 1, 12, tzinfo=UTC)
+        span_id="00f067aa0ba902b7", spanStartTime=datetime(2024, 5, 1, 12, tzinfo=UTC)
     )
-    response = bytes(ms.OrchestratorResponse(instance_id="i", orchestration_trace_context=context))
-    assert ms.OrchestratorResponse().parse(response).orchestration_trace_context == context
+    response = bytes(ms.OrchestratorResponse(instance_id="i", orchestrationTraceContext=context))
+    assert ms.OrchestratorResponse().parse(response).orchestrationTraceContext == context
     # the start time's varints are not UTF-8: betterproto refuses the whole message...
     with pytest.raises(UnicodeDecodeError):
         dapr.WorkflowResponse().parse(response)
@@ -700,7 +700,7 @@ def test_an_ms_trace_context_is_not_a_dapr_version() -> None:
     span_only = bytes(
         ms.OrchestratorResponse(
             instance_id="i",
-            orchestration_trace_context=ms.OrchestrationTraceContext(span_id="abc"),
+            orchestrationTraceContext=ms.OrchestrationTraceContext(span_id="abc"),
         )
     )
     misread = dapr.WorkflowResponse().parse(span_only)
@@ -715,9 +715,9 @@ def test_an_ms_trace_context_is_not_a_dapr_version() -> None:
 def test_health_pings_do_not_cross_dialects() -> None:
     """MS pings in WorkItem 4, Dapr 1.19 in 6: the other side sees no work item at all
     (the Dapr SDK then raises and reconnects), so never ping a stream in the wrong one."""
-    ms_ping = bytes(ms.WorkItem(health_ping=ms.HealthPing()))
-    dapr_ping = bytes(dapr.WorkItem(health_ping=dapr.HealthPing()))
-    assert betterproto.which_one_of(ms.WorkItem().parse(ms_ping), "request")[0] == "health_ping"
+    ms_ping = bytes(ms.WorkItem(healthPing=ms.HealthPing()))
+    dapr_ping = bytes(dapr.WorkItem(healthPing=dapr.HealthPing()))
+    assert betterproto.which_one_of(ms.WorkItem().parse(ms_ping), "request")[0] == "healthPing"
     assert betterproto.which_one_of(dapr.WorkItem().parse(ms_ping), "request") == ("", None)
     assert betterproto.which_one_of(ms.WorkItem().parse(dapr_ping), "request") == ("", None)
     assert cv.wire_fields(ms_ping) == [(4, cv.LENGTH_DELIMITED)]
@@ -729,15 +729,15 @@ def test_create_instance_field_10_needs_a_wire_type_check() -> None:
     betterproto does not check wire types, so the wrong class takes it silently."""
     ms_request = bytes(
         ms.CreateInstanceRequest(
-            instance_id="i", name="w", request_time=datetime(2024, 5, 1, tzinfo=UTC)
+            instance_id="i", name="w", requestTime=datetime(2024, 5, 1, tzinfo=UTC)
         )
     )
     misread = dapr.CreateInstanceRequest().parse(ms_request)
     # read as a packed list of bools: truthy, not False, and no error
-    assert misread.enforce_unique_instance_id
-    assert not isinstance(misread.enforce_unique_instance_id, bool)
+    assert misread.enforceUniqueInstanceId
+    assert not isinstance(misread.enforceUniqueInstanceId, bool)
     dapr_request = bytes(
-        dapr.CreateInstanceRequest(instance_id="i", name="w", enforce_unique_instance_id=True)
+        dapr.CreateInstanceRequest(instance_id="i", name="w", enforceUniqueInstanceId=True)
     )
     assert (10, cv.LENGTH_DELIMITED) in cv.wire_fields(ms_request)
     assert (10, cv.VARINT) in cv.wire_fields(dapr_request)
@@ -746,17 +746,17 @@ def test_create_instance_field_10_needs_a_wire_type_check() -> None:
 def test_purge_fields_4_and_5_need_a_wire_type_check() -> None:
     """MS instanceBatch (message) | Dapr force (bool) at 4; MS isOrchestration (bool) |
     Dapr router (message) at 5. The MS client sets isOrchestration."""
-    ms_request = bytes(ms.PurgeInstancesRequest(instance_id="i", is_orchestration=True))
+    ms_request = bytes(ms.PurgeInstancesRequest(instance_id="i", isOrchestration=True))
     misread = dapr.PurgeInstancesRequest().parse(ms_request)
     assert misread.router == 1  # an int where a TaskRouter belongs: silently wrong
     assert (5, cv.VARINT) in cv.wire_fields(ms_request)
     dapr_request = bytes(
         dapr.PurgeInstancesRequest(
-            instance_id="i", force=True, router=dapr.TaskRouter(source_app_id="a")
+            instance_id="i", force=True, router=dapr.TaskRouter(sourceAppID="a")
         )
     )
     assert {(4, cv.VARINT), (5, cv.LENGTH_DELIMITED)} <= set(cv.wire_fields(dapr_request))
-    batch = bytes(ms.PurgeInstancesRequest(instance_batch=ms.InstanceBatch(["a", "b"])))
+    batch = bytes(ms.PurgeInstancesRequest(instanceBatch=ms.InstanceBatch(["a", "b"])))
     assert cv.wire_fields(batch) == [(4, cv.LENGTH_DELIMITED)]
 
 

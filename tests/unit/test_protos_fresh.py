@@ -105,8 +105,8 @@ def test_protocol_facts(message: type, field: str, number: int) -> None:
 
 
 def test_capability_values() -> None:
-    assert int(ms.WorkerCapability.HISTORY_STREAMING) == 1
-    assert int(ms.WorkerCapability.LARGE_PAYLOADS) == 3
-    assert int(dapr.WorkerCapability.STATEFUL_HISTORY) == 2
-    assert int(dapr.WorkerCapability.HEALTH_PING) == 3
-    assert int(dapr.OrchestrationStatus.STALLED) == 8
+    assert int(ms.WORKER_CAPABILITY_HISTORY_STREAMING) == 1
+    assert int(ms.WORKER_CAPABILITY_LARGE_PAYLOADS) == 3
+    assert int(dapr.WORKER_CAPABILITY_STATEFUL_HISTORY) == 2
+    assert int(dapr.WORKER_CAPABILITY_HEALTH_PING) == 3
+    assert int(dapr.ORCHESTRATION_STATUS_STALLED) == 8

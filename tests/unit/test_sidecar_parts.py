@@ -32,7 +32,7 @@ AT = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def test_dialect_of_get_work_items() -> None:
-    assert detect_dialect(bytes(ms.GetWorkItemsRequest(max_concurrent_activity_work_items=2))) == (
+    assert detect_dialect(bytes(ms.GetWorkItemsRequest(maxConcurrentActivityWorkItems=2))) == (
         "ms", set())  # fmt: skip
     assert detect_dialect(b"") == ("minimal", set())
     request = dapr.GetWorkItemsRequest(capabilities=[dapr.WorkerCapability(3),
