@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 import grpclib
@@ -104,6 +104,20 @@ def _streaming(fn: Callable[[Any], AsyncIterator[Any]]) -> Callable[[Any], Await
     return handle
 
 
+def handler_table(table: dict[str, tuple[Any, Cardinality, Any, Any]]) -> dict[str, Handler]:
+    """grpclib's handler table for ``{method: (function, cardinality, request type, reply
+    type)}``: each function takes the request and returns the reply (or yields them)."""
+    return {
+        f"/TaskHubSidecarService/{name}": Handler(
+            _streaming(fn) if kind is Cardinality.UNARY_STREAM else _unary(fn),
+            kind,
+            request,
+            reply,
+        )
+        for name, (fn, kind, request, reply) in table.items()
+    }
+
+
 class DaprStub:
     def __mapping__(self) -> dict[str, Handler]:
         """grpclib's handler table: each RPC the stub answers, at its package-less path."""
@@ -154,15 +168,7 @@ class DaprStub:
                 dapr.ListInstanceIDsResponse,
             ),
         }  # fmt: skip
-        return {
-            f"/TaskHubSidecarService/{name}": Handler(
-                _streaming(fn) if kind is Cardinality.UNARY_STREAM else _unary(fn),  # type: ignore[arg-type]
-                kind,
-                request,
-                reply,
-            )  # fmt: skip
-            for name, (fn, kind, request, reply) in table.items()
-        }
+        return handler_table(table)
 
     def __init__(self, api_token: str | None = None) -> None:
         self.api_token = api_token

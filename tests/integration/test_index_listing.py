@@ -170,7 +170,7 @@ async def test_the_sidecar_pages_with_real_continuation_tokens() -> None:
                 query = ms.QueryInstancesRequest(
                     query=ms.InstanceQuery(maxInstanceCount=10, continuation_token=token)
                 )
-                reply = ms.QueryInstancesResponse().parse(await call(ch, "QueryInstances", query))
+                reply = ms.QueryInstancesResponse.FromString(await call(ch, "QueryInstances", query))
                 reads.append(len(counted.metas_read()) - before)
                 seen += [s.instance_id for s in reply.orchestrationState]
                 if not reply.continuation_token:
@@ -182,7 +182,7 @@ async def test_the_sidecar_pages_with_real_continuation_tokens() -> None:
             token = ""
             while True:
                 request = dapr.ListInstanceIDsRequest(page_size=10, continuation_token=token)
-                got = dapr.ListInstanceIDsResponse().parse(
+                got = dapr.ListInstanceIDsResponse.FromString(
                     await call(ch, "ListInstanceIDs", request)
                 )
                 ids += got.instanceIds

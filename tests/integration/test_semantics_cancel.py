@@ -375,5 +375,5 @@ async def test_the_sidecar_maps_terminate_recursive(recursive: bool) -> None:
             return Handle()
 
     request = ms.TerminateRequest(instance_id="wf-1", recursive=recursive)
-    await mgmt.terminate_instance(StubClient(), bytes(request))  # type: ignore[arg-type]
+    await mgmt.terminate_instance(StubClient(), request.SerializeToString())  # type: ignore[arg-type]
     assert calls == [{"reason": "terminated by a client", "recursive": recursive}]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-import betterproto
+from google.protobuf.message import Message
 import pytest
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
@@ -56,7 +56,7 @@ async def channel(sidecar: Sidecar) -> AsyncIterator[Channel]:
         ch.close()
 
 
-async def call(ch: Channel, method: str, data: bytes | betterproto.Message, **kw: Any) -> bytes:
+async def call(ch: Channel, method: str, data: bytes | Message, **kw: Any) -> bytes:
     """One unary call with raw bytes (or a message of either dialect)."""
     with anyio.fail_after(10):
         async with ch.request(PATH + method, Cardinality.UNARY_UNARY, bytes, bytes, **kw) as s:
@@ -78,11 +78,11 @@ async def first_work_item(ch: Channel, data: bytes, **kw: Any) -> bytes | None:
 
 @asynccontextmanager
 async def work_stream(
-    ch: Channel, request: betterproto.Message
+    ch: Channel, request: Message
 ) -> AsyncIterator[Stream[bytes, bytes]]:
     """A worker's GetWorkItems call; leaving the block drops it (a disconnect)."""
     async with ch.request(PATH + "GetWorkItems", Cardinality.UNARY_STREAM, bytes, bytes) as s:
-        await s.send_message(bytes(request), end=True)
+        await s.send_message(request.SerializeToString(), end=True)
         yield s
         await s.cancel()
 
@@ -95,13 +95,13 @@ async def next_item(
             data = await stream.recv_message()
             assert data is not None, "the work-item stream ended"
             item = cls().parse(data)
-            if skip_pings and betterproto.which_one_of(item, "request")[0] == "healthPing":
+            if skip_pings and (item.WhichOneof("request") or "") == "healthPing":
                 continue
             return item
 
 
 async def start(ch: Channel, instance_id: str, name: str = "wf", data: str = '"in"') -> None:
-    created = ms.CreateInstanceResponse().parse(
+    created = ms.CreateInstanceResponse.FromString(
         await call(ch, "StartInstance", ms.CreateInstanceRequest(
             instance_id=instance_id, name=name, input=data))
     )  # fmt: skip
@@ -112,13 +112,13 @@ def completion(item: ms.WorkItem, result: str, token: str | None = None) -> byte
     request = item.orchestratorRequest
     done = ms.OrchestratorAction(id=-1, completeOrchestration=ms.CompleteOrchestrationAction(
         orchestrationStatus=ms.ORCHESTRATION_STATUS_COMPLETED, result=result))  # fmt: skip
-    return bytes(ms.OrchestratorResponse(
+    return ms.OrchestratorResponse(
         instance_id=request.instance_id, actions=[done],
-        completionToken=item.completionToken if token is None else token))  # fmt: skip
+        completionToken=item.completionToken if token is None else token).SerializeToString()  # fmt: skip
 
 
 async def outcome(ch: Channel, instance_id: str) -> ms.OrchestrationState:
-    reply = ms.GetInstanceResponse().parse(await call(ch, "WaitForInstanceCompletion",
+    reply = ms.GetInstanceResponse.FromString(await call(ch, "WaitForInstanceCompletion",
         ms.GetInstanceRequest(instance_id=instance_id, getInputsAndOutputs=True)))  # fmt: skip
     assert reply.exists
     return reply.orchestrationState
@@ -151,20 +151,20 @@ async def test_api_token_is_checked_on_every_call() -> None:
     ("method", "data", "status", "says"),
     [
         ("StartInstance", b"\xff\xff\xff", Status.INVALID_ARGUMENT, "varint"),
-        ("StartInstance", bytes(ms.CreateInstanceRequest(instance_id="x")),
+        ("StartInstance", ms.CreateInstanceRequest(instance_id="x").SerializeToString(),
          Status.INVALID_ARGUMENT, "name"),
-        ("StartInstance", bytes(ms.CreateInstanceRequest(instance_id="../etc", name="wf")),
+        ("StartInstance", ms.CreateInstanceRequest(instance_id="../etc", name="wf").SerializeToString(),
          Status.INVALID_ARGUMENT, "instance id"),
-        ("RaiseEvent", bytes(ms.RaiseEventRequest(instance_id="nobody", name="e")),
+        ("RaiseEvent", ms.RaiseEventRequest(instance_id="nobody", name="e").SerializeToString(),
          Status.NOT_FOUND, "nobody"),
-        ("GetInstanceHistory", bytes(dapr.GetInstanceHistoryRequest(instance_id="nobody")),
+        ("GetInstanceHistory", dapr.GetInstanceHistoryRequest(instance_id="nobody").SerializeToString(),
          Status.NOT_FOUND, "nobody"),
-        ("GetInstance", bytes(ms.GetInstanceRequest()), Status.INVALID_ARGUMENT, "instanceId"),
-        ("PurgeInstances", bytes(ms.PurgeInstancesRequest()), Status.INVALID_ARGUMENT, "names no"),
+        ("GetInstance", ms.GetInstanceRequest().SerializeToString(), Status.INVALID_ARGUMENT, "instanceId"),
+        ("PurgeInstances", ms.PurgeInstancesRequest().SerializeToString(), Status.INVALID_ARGUMENT, "names no"),
         ("CompleteOrchestratorTask", b"\x0a\xff", Status.INVALID_ARGUMENT, "cannot parse"),
         ("GetWorkItems", b"\x08", Status.INVALID_ARGUMENT, "varint"),
-        ("RerunWorkflowFromEvent", bytes(dapr.RerunWorkflowFromEventRequest(
-            sourceInstanceID="nobody", event_id=1)), Status.NOT_FOUND, "nobody"),
+        ("RerunWorkflowFromEvent", dapr.RerunWorkflowFromEventRequest(
+            sourceInstanceID="nobody", event_id=1).SerializeToString(), Status.NOT_FOUND, "nobody"),
     ],
 )  # fmt: skip
 async def test_malformed_requests_get_invalid_argument(
@@ -179,7 +179,7 @@ async def test_malformed_requests_get_invalid_argument(
 
 
 async def test_unknown_instance_does_not_exist(channel: Channel) -> None:
-    reply = ms.GetInstanceResponse().parse(
+    reply = ms.GetInstanceResponse.FromString(
         await call(channel, "GetInstance", ms.GetInstanceRequest(instance_id="nobody"))
     )
     assert not reply.exists
@@ -205,17 +205,17 @@ async def test_workflow_waits_for_a_worker_then_completes(
         item = await next_item(worker, ms.WorkItem)
         request = item.orchestratorRequest
         assert request.instance_id == "lonely"
-        kinds = [betterproto.which_one_of(e, "eventType")[0] for e in request.new_events]
+        kinds = [(e.WhichOneof("eventType") or "") for e in request.newEvents]
         assert kinds == ["orchestratorStarted", "executionStarted"]  # the SDKs' order
         assert request.pastEvents == []
         await call(channel, "CompleteOrchestratorTask", completion(item, '"done"'))
         state = await outcome(channel, "lonely")
     assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_COMPLETED
     assert state.output == '"done"'
-    history = dapr.GetInstanceHistoryResponse().parse(
+    history = dapr.GetInstanceHistoryResponse.FromString(
         await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest("lonely"))
     )
-    kinds = [betterproto.which_one_of(e, "eventType")[0] for e in history.events]
+    kinds = [(e.WhichOneof("eventType") or "") for e in history.events]
     assert kinds == ["workflow_started", "executionStarted", "executionCompleted"]
 
 
@@ -230,7 +230,7 @@ async def test_disconnect_mid_item_redispatches_and_stale_completions_drop(
     async with work_stream(channel, MS_WORKER) as second:
         again = await next_item(second, ms.WorkItem)
         assert again.orchestratorRequest.instance_id == "moved"
-        assert again.orchestratorRequest.new_events == lost.orchestratorRequest.new_events
+        assert again.orchestratorRequest.newEvents == lost.orchestratorRequest.newEvents
         await call(channel, "CompleteOrchestratorTask", completion(again, '"second"'))
         assert (await outcome(channel, "moved")).output == '"second"'
         # a late answer to the same item, and one with a token nobody issued: dropped
@@ -263,17 +263,17 @@ async def test_a_tokenless_late_answer_to_an_earlier_turn_is_dropped(
         await call(channel, "CompleteActivityTask", ms.ActivityResponse(
             instance_id="late", task_id=task.activityRequest.task_id, result='"r"'))  # fmt: skip
         second = await next_item(worker, ms.WorkItem)  # turn 2 is out
-        assert second.orchestratorRequest.new_events[1].taskCompleted.result == '"r"'
+        assert second.orchestratorRequest.newEvents[1].taskCompleted.result == '"r"'
         # the quiet worker's answer to turn 1 arrives now, without a token
         assert lost.orchestratorRequest.instance_id == "late"
         await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
             instance_id="late", actions=[schedule], completionToken=""))  # fmt: skip
         await call(channel, "CompleteOrchestratorTask", completion(second, '"ok"', token=""))
         assert (await outcome(channel, "late")).output == '"ok"'
-    history = dapr.GetInstanceHistoryResponse().parse(
+    history = dapr.GetInstanceHistoryResponse.FromString(
         await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest("late"))
     )
-    kinds = [betterproto.which_one_of(e, "eventType")[0] for e in history.events]
+    kinds = [(e.WhichOneof("eventType") or "") for e in history.events]
     assert kinds.count("taskScheduled") == 1
 
 
@@ -298,7 +298,7 @@ async def test_a_worker_that_stops_reading_loses_its_items() -> None:
         headers = [(":method", "POST"), (":scheme", "http"), (":path", PATH + "GetWorkItems"),
                    (":authority", "sidecar"), ("content-type", "application/grpc")]  # fmt: skip
         conn.send_headers(1, [*headers, ("te", "trailers")])
-        request = bytes(ms.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=100))
+        request = ms.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=100).SerializeToString()
         conn.send_data(1, b"\0" + len(request).to_bytes(4, "big") + request, end_stream=True)
         frozen.sendall(conn.data_to_send())  # ...but never reads again
         ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
@@ -341,11 +341,11 @@ async def test_activity_redispatch_and_abandon(channel: Channel) -> None:
         await call(
             channel,
             "CompleteOrchestratorTask",
-            bytes(
+            
                 ms.OrchestratorResponse(
                     instance_id="act", actions=[schedule], completionToken=item.completionToken
                 )
-            ),
+            .SerializeToString(),
         )
         task = await next_item(worker, ms.WorkItem)
         assert task.activityRequest.name == "step"
@@ -360,10 +360,10 @@ async def test_activity_redispatch_and_abandon(channel: Channel) -> None:
             instance_id="act", task_id=task.activityRequest.task_id, result='"r"',
             completionToken=task.completionToken))  # fmt: skip
         turn = await next_item(worker, ms.WorkItem)
-        kinds = [betterproto.which_one_of(e, "eventType")[0]
-                 for e in turn.orchestratorRequest.new_events]  # fmt: skip
+        kinds = [(e.WhichOneof("eventType") or "")
+                 for e in turn.orchestratorRequest.newEvents]  # fmt: skip
         assert kinds == ["orchestratorStarted", "taskCompleted"]
-        assert turn.orchestratorRequest.new_events[1].taskCompleted.result == '"r"'
+        assert turn.orchestratorRequest.newEvents[1].taskCompleted.result == '"r"'
         await call(channel, "CompleteOrchestratorTask", completion(turn, '"ok"'))
         assert (await outcome(channel, "act")).output == '"ok"'
 
@@ -372,18 +372,18 @@ async def test_health_pings_only_where_accepted(sidecar: Sidecar, channel: Chann
     async with work_stream(channel, MS_WORKER) as ms_stream:
         for _ in range(2):
             ping = await next_item(ms_stream, ms.WorkItem, skip_pings=False)
-            assert betterproto.which_one_of(ping, "request")[0] == "healthPing"
+            assert (ping.WhichOneof("request") or "") == "healthPing"
     pinged = dapr.GetWorkItemsRequest(capabilities=[dapr.WorkerCapability(3)])
     async with work_stream(channel, pinged) as dapr_stream:
         ping = await next_item(dapr_stream, dapr.WorkItem, skip_pings=False)
-        assert betterproto.which_one_of(ping, "request")[0] == "healthPing"
+        assert (ping.WhichOneof("request") or "") == "healthPing"
     for request in (dapr.GetWorkItemsRequest(capabilities=[dapr.WorkerCapability(2)]),
                     dapr.GetWorkItemsRequest()):  # fmt: skip
         async with work_stream(channel, request) as quiet:
             # several ping intervals go by: the first thing sent is still the work item
             await start(channel, f"quiet-{len(request.capabilities)}")
             item = await next_item(quiet, dapr.WorkItem, skip_pings=False)
-            assert betterproto.which_one_of(item, "request")[0] == "workflowRequest"
+            assert (item.WhichOneof("request") or "") == "workflowRequest"
 
 
 # -- the command ------------------------------------------------------------------------

@@ -95,7 +95,7 @@ async def test_at_the_cap_a_new_connection_takes_the_place_of_the_idlest() -> No
         try:
             await start(ch, "served")
             reply = await call(ch, "GetInstance", ms.GetInstanceRequest(instance_id="served"))
-            assert ms.GetInstanceResponse().parse(reply).exists
+            assert ms.GetInstanceResponse.FromString(reply).exists
             assert await closed_by_peer(idle[0])
             assert len(sidecar.connections.open) == 3
         finally:
@@ -141,7 +141,7 @@ async def test_idle_connections_under_a_low_descriptor_limit(tmp_path: Path) -> 
                         reply = await call(ch, "GetInstance",
                                            ms.GetInstanceRequest(instance_id=f"i{i}"),
                                            metadata=token)  # fmt: skip
-                        assert ms.GetInstanceResponse().parse(reply).exists
+                        assert ms.GetInstanceResponse.FromString(reply).exists
             finally:
                 ch.close()
             with anyio.fail_after(20):  # the idle timeout is real time here: 3 s

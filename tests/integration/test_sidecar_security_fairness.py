@@ -99,7 +99,7 @@ async def test_wait_for_start_is_woken_by_the_start_and_waiters_are_capped() -> 
 
             async def wait() -> None:
                 request = ms.GetInstanceRequest(instance_id="later")
-                replies.append(ms.GetInstanceResponse().parse(
+                replies.append(ms.GetInstanceResponse.FromString(
                     await call(ch, "WaitForInstanceStart", request)))  # fmt: skip
 
             async with anyio.create_task_group() as tg:

@@ -85,7 +85,7 @@ async def test_a_valid_but_oversize_start_is_refused_and_not_stored() -> None:
         try:
             for instance_id, exists in (("big", False), ("fits", True)):
                 reply = await call(ch, "GetInstance", ms.GetInstanceRequest(instance_id))
-                assert ms.GetInstanceResponse().parse(reply).exists is exists
+                assert ms.GetInstanceResponse.FromString(reply).exists is exists
         finally:
             ch.close()
 
@@ -96,7 +96,7 @@ def grpcio_start(port: int, instance_id: str, data: str) -> tuple[str, str]:
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         method = channel.unary_unary(PATH + "StartInstance")
-        request = bytes(ms.CreateInstanceRequest(instance_id=instance_id, name="wf", input=data))
+        request = ms.CreateInstanceRequest(instance_id=instance_id, name="wf", input=data).SerializeToString()
         try:
             method(request, timeout=20)
         except grpc.RpcError as err:

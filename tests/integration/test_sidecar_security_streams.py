@@ -81,7 +81,7 @@ async def test_a_tokenless_completion_from_another_connection_is_refused(
             completionToken=task.completionToken))  # fmt: skip
         turn = await next_item(worker, ms.WorkItem)
         kinds = [
-            betterproto.which_one_of(e, "eventType") for e in turn.orchestratorRequest.new_events
+            betterproto.which_one_of(e, "eventType") for e in turn.orchestratorRequest.newEvents
         ]
         assert [e.result for k, e in kinds if k == "taskCompleted"] == ['"real"']
         await call(victim, "CompleteOrchestratorTask", completion(turn, '"ok"'))
