@@ -19,7 +19,7 @@ from durable._core._actions import CompleteWorkflow, ContinueAsNew, FailWorkflow
 
 from . import _convert as cv
 from ._dispatch import ActivityWork, Dialect, TurnWork, Warm
-from ._framing import TURN_REQUEST, field_chunk, parse, string_fields
+from ._framing import TURN_REQUEST, UndecodableError, field_chunk, parse, string_fields
 from ._proto import dapr, ms
 from ._remote import TurnOutcome
 
@@ -60,7 +60,10 @@ class Envelope:
     @classmethod
     def read(cls, data: bytes) -> Envelope:
         """The envelope of an encoded turn completion, either dialect."""
-        fields = string_fields(data, (1, 4))
+        try:
+            fields = string_fields(data, (1, 4))
+        except UndecodableError as err:
+            raise UndecodableError(f"cannot parse the turn completion: {err}") from None
         return cls(fields.get(1, ""), fields.get(4, ""))
 
 
@@ -132,7 +135,7 @@ def encode_item(
                                       executionId=cv.text(work.run_id))  # fmt: skip
         tail = ms.OrchestratorRequest(newEvents=new_ms)
         data = _turn_item(head.SerializeToString(), past_ms, tail.SerializeToString(),
-                          ms.WorkItem(completionToken=item.wire_token).SerializeToString())  # fmt: skip
+                          ms.WorkItem(completionToken=item.wire_token).SerializeToString())
         return data, SentTurn(work.instance_id, len(past_ms), len(new_ms), None, len(data))
     past = cache.dapr(work)
     new = cv.events_to_dapr(work.new, instance_id=work.instance_id, task_base=work.task_base)
@@ -151,7 +154,7 @@ def encode_item(
                                   executionId=cv.text(work.run_id))  # fmt: skip
     tail_d = dapr.WorkflowRequest(newEvents=new, cachedHistory=cached)
     data = _turn_item(head_d.SerializeToString(), past, tail_d.SerializeToString(),
-                      dapr.WorkItem(completionToken=item.wire_token).SerializeToString())  # fmt: skip
+                      dapr.WorkItem(completionToken=item.wire_token).SerializeToString())
     delta = cached.eventCount if cached else None
     return data, SentTurn(work.instance_id, len(past), len(new), delta, len(data))
 

@@ -21,6 +21,7 @@ import anyio
 import grpclib
 import msgspec
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.wrappers_pb2 import StringValue
 from grpclib.const import Cardinality, Handler
 from grpclib.events import RecvRequest, listen
 from grpclib.server import Server
@@ -102,6 +103,11 @@ def _streaming(fn: Callable[[Any], AsyncIterator[Any]]) -> Callable[[Any], Await
             await stream.send_message(reply)
 
     return handle
+
+
+def wrapped(value: str | None) -> StringValue | None:
+    """A StringValue holding ``value`` as given (empty included); None leaves it absent."""
+    return None if value is None else StringValue(value=value)
 
 
 def handler_table(table: dict[str, tuple[Any, Cardinality, Any, Any]]) -> dict[str, Handler]:

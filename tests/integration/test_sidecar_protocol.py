@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-from google.protobuf.message import Message
 import pytest
+from dapr_stub import wrapped
+from google.protobuf.message import Message
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
@@ -60,7 +61,9 @@ async def call(ch: Channel, method: str, data: bytes | Message, **kw: Any) -> by
     """One unary call with raw bytes (or a message of either dialect)."""
     with anyio.fail_after(10):
         async with ch.request(PATH + method, Cardinality.UNARY_UNARY, bytes, bytes, **kw) as s:
-            await s.send_message(bytes(data), end=True)
+            await s.send_message(
+                data if isinstance(data, bytes) else data.SerializeToString(), end=True
+            )
             reply = await s.recv_message()
             await s.recv_trailing_metadata()
     assert reply is not None
@@ -77,9 +80,7 @@ async def first_work_item(ch: Channel, data: bytes, **kw: Any) -> bytes | None:
 
 
 @asynccontextmanager
-async def work_stream(
-    ch: Channel, request: Message
-) -> AsyncIterator[Stream[bytes, bytes]]:
+async def work_stream(ch: Channel, request: Message) -> AsyncIterator[Stream[bytes, bytes]]:
     """A worker's GetWorkItems call; leaving the block drops it (a disconnect)."""
     async with ch.request(PATH + "GetWorkItems", Cardinality.UNARY_STREAM, bytes, bytes) as s:
         await s.send_message(request.SerializeToString(), end=True)
@@ -94,7 +95,7 @@ async def next_item(
         while True:
             data = await stream.recv_message()
             assert data is not None, "the work-item stream ended"
-            item = cls().parse(data)
+            item = cls.FromString(data)
             if skip_pings and (item.WhichOneof("request") or "") == "healthPing":
                 continue
             return item
@@ -103,23 +104,25 @@ async def next_item(
 async def start(ch: Channel, instance_id: str, name: str = "wf", data: str = '"in"') -> None:
     created = ms.CreateInstanceResponse.FromString(
         await call(ch, "StartInstance", ms.CreateInstanceRequest(
-            instance_id=instance_id, name=name, input=data))
+            instanceId=instance_id, name=name, input=wrapped(data)))
     )  # fmt: skip
-    assert created.instance_id == instance_id
+    assert created.instanceId == instance_id
 
 
 def completion(item: ms.WorkItem, result: str, token: str | None = None) -> bytes:
     request = item.orchestratorRequest
     done = ms.OrchestratorAction(id=-1, completeOrchestration=ms.CompleteOrchestrationAction(
-        orchestrationStatus=ms.ORCHESTRATION_STATUS_COMPLETED, result=result))  # fmt: skip
+        orchestrationStatus=ms.ORCHESTRATION_STATUS_COMPLETED, result=wrapped(result)))  # fmt: skip
     return ms.OrchestratorResponse(
-        instance_id=request.instance_id, actions=[done],
-        completionToken=item.completionToken if token is None else token).SerializeToString()  # fmt: skip
+        instanceId=request.instanceId,
+        actions=[done],
+        completionToken=item.completionToken if token is None else token,
+    ).SerializeToString()
 
 
 async def outcome(ch: Channel, instance_id: str) -> ms.OrchestrationState:
     reply = ms.GetInstanceResponse.FromString(await call(ch, "WaitForInstanceCompletion",
-        ms.GetInstanceRequest(instance_id=instance_id, getInputsAndOutputs=True)))  # fmt: skip
+        ms.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=True)))  # fmt: skip
     assert reply.exists
     return reply.orchestrationState
 
@@ -151,25 +154,27 @@ async def test_api_token_is_checked_on_every_call() -> None:
     ("method", "data", "status", "says"),
     [
         ("StartInstance", b"\xff\xff\xff", Status.INVALID_ARGUMENT, "varint"),
-        ("StartInstance", ms.CreateInstanceRequest(instance_id="x").SerializeToString(),
+        ("StartInstance", ms.CreateInstanceRequest(instanceId="x"),
          Status.INVALID_ARGUMENT, "name"),
-        ("StartInstance", ms.CreateInstanceRequest(instance_id="../etc", name="wf").SerializeToString(),
+        ("StartInstance", ms.CreateInstanceRequest(instanceId="../etc", name="wf"),
          Status.INVALID_ARGUMENT, "instance id"),
-        ("RaiseEvent", ms.RaiseEventRequest(instance_id="nobody", name="e").SerializeToString(),
+        ("RaiseEvent", ms.RaiseEventRequest(instanceId="nobody", name="e"),
          Status.NOT_FOUND, "nobody"),
-        ("GetInstanceHistory", dapr.GetInstanceHistoryRequest(instance_id="nobody").SerializeToString(),
+        ("GetInstanceHistory", dapr.GetInstanceHistoryRequest(instanceId="nobody"),
          Status.NOT_FOUND, "nobody"),
-        ("GetInstance", ms.GetInstanceRequest().SerializeToString(), Status.INVALID_ARGUMENT, "instanceId"),
-        ("PurgeInstances", ms.PurgeInstancesRequest().SerializeToString(), Status.INVALID_ARGUMENT, "names no"),
+        ("GetInstance", ms.GetInstanceRequest(), Status.INVALID_ARGUMENT, "instanceId"),
+        ("PurgeInstances", ms.PurgeInstancesRequest(), Status.INVALID_ARGUMENT, "names no"),
         ("CompleteOrchestratorTask", b"\x0a\xff", Status.INVALID_ARGUMENT, "cannot parse"),
         ("GetWorkItems", b"\x08", Status.INVALID_ARGUMENT, "varint"),
         ("RerunWorkflowFromEvent", dapr.RerunWorkflowFromEventRequest(
-            sourceInstanceID="nobody", event_id=1).SerializeToString(), Status.NOT_FOUND, "nobody"),
+            sourceInstanceID="nobody", eventID=1), Status.NOT_FOUND, "nobody"),
     ],
 )  # fmt: skip
 async def test_malformed_requests_get_invalid_argument(
-    channel: Channel, method: str, data: bytes, status: Status, says: str
+    channel: Channel, method: str, data: bytes | Message, status: Status, says: str
 ) -> None:
+    if isinstance(data, Message):
+        data = data.SerializeToString()
     send = first_work_item if method == "GetWorkItems" else partial(call, method=method)
     with pytest.raises(GRPCError) as err:
         await send(channel, data=data)
@@ -180,7 +185,7 @@ async def test_malformed_requests_get_invalid_argument(
 
 async def test_unknown_instance_does_not_exist(channel: Channel) -> None:
     reply = ms.GetInstanceResponse.FromString(
-        await call(channel, "GetInstance", ms.GetInstanceRequest(instance_id="nobody"))
+        await call(channel, "GetInstance", ms.GetInstanceRequest(instanceId="nobody"))
     )
     assert not reply.exists
 
@@ -195,28 +200,28 @@ async def test_workflow_waits_for_a_worker_then_completes(
     with anyio.fail_after(10):
         while sidecar.dispatcher.waiting == 0:  # the first turn waits for a worker
             await anyio.lowlevel.checkpoint()
-    state = (
-        ms.GetInstanceResponse()
-        .parse(await call(channel, "GetInstance", ms.GetInstanceRequest(instance_id="lonely")))
-        .orchestrationState
-    )
+    state = ms.GetInstanceResponse.FromString(
+        await call(channel, "GetInstance", ms.GetInstanceRequest(instanceId="lonely"))
+    ).orchestrationState
     assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_PENDING  # waiting, not failed
     async with work_stream(channel, MS_WORKER) as worker:
         item = await next_item(worker, ms.WorkItem)
         request = item.orchestratorRequest
-        assert request.instance_id == "lonely"
+        assert request.instanceId == "lonely"
         kinds = [(e.WhichOneof("eventType") or "") for e in request.newEvents]
         assert kinds == ["orchestratorStarted", "executionStarted"]  # the SDKs' order
         assert request.pastEvents == []
         await call(channel, "CompleteOrchestratorTask", completion(item, '"done"'))
         state = await outcome(channel, "lonely")
     assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_COMPLETED
-    assert state.output == '"done"'
+    assert state.output.value == '"done"'
     history = dapr.GetInstanceHistoryResponse.FromString(
-        await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest("lonely"))
+        await call(
+            channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest(instanceId="lonely")
+        )
     )
     kinds = [(e.WhichOneof("eventType") or "") for e in history.events]
-    assert kinds == ["workflow_started", "executionStarted", "executionCompleted"]
+    assert kinds == ["workflowStarted", "executionStarted", "executionCompleted"]
 
 
 async def test_disconnect_mid_item_redispatches_and_stale_completions_drop(
@@ -225,20 +230,20 @@ async def test_disconnect_mid_item_redispatches_and_stale_completions_drop(
     await start(channel, "moved")
     async with work_stream(channel, MS_WORKER) as first:
         lost = await next_item(first, ms.WorkItem)
-        assert lost.orchestratorRequest.instance_id == "moved"
+        assert lost.orchestratorRequest.instanceId == "moved"
     # the first worker went away without answering: the item goes to the next one
     async with work_stream(channel, MS_WORKER) as second:
         again = await next_item(second, ms.WorkItem)
-        assert again.orchestratorRequest.instance_id == "moved"
+        assert again.orchestratorRequest.instanceId == "moved"
         assert again.orchestratorRequest.newEvents == lost.orchestratorRequest.newEvents
         await call(channel, "CompleteOrchestratorTask", completion(again, '"second"'))
-        assert (await outcome(channel, "moved")).output == '"second"'
+        assert (await outcome(channel, "moved")).output.value == '"second"'
         # a late answer to the same item, and one with a token nobody issued: dropped
         assert await call(channel, "CompleteOrchestratorTask",
                           completion(lost, '"first"')) == b""  # fmt: skip
         assert await call(channel, "CompleteOrchestratorTask",
                           completion(lost, '"forged"', token="nobody-1")) == b""  # fmt: skip
-    assert (await outcome(channel, "moved")).output == '"second"'
+    assert (await outcome(channel, "moved")).output.value == '"second"'
     turns = [s for s in sidecar.sent if s.instance_id == "moved"]
     assert len(turns) == 2  # sent twice, applied once
 
@@ -250,28 +255,33 @@ async def test_a_tokenless_late_answer_to_an_earlier_turn_is_dropped(
     an answer to turn 1 that comes late (its worker went quiet, the turn was sent again
     and answered elsewhere) must not be taken as the answer to turn 2."""
     schedule = ms.OrchestratorAction(id=0, scheduleTask=ms.ScheduleTaskAction(
-        name="step", input='"x"'))  # fmt: skip
+        name="step", input=wrapped('"x"')))  # fmt: skip
     await start(channel, "late")
     async with work_stream(channel, MS_WORKER) as quiet:
         lost = await next_item(quiet, ms.WorkItem)
     async with work_stream(channel, MS_WORKER) as worker:
         turn = await next_item(worker, ms.WorkItem)
-        assert turn.orchestratorRequest.instance_id == "late"
+        assert turn.orchestratorRequest.instanceId == "late"
         await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-            instance_id="late", actions=[schedule], completionToken=""))  # fmt: skip
+            instanceId="late", actions=[schedule], completionToken=""))  # fmt: skip
         task = await next_item(worker, ms.WorkItem)
-        await call(channel, "CompleteActivityTask", ms.ActivityResponse(
-            instance_id="late", task_id=task.activityRequest.task_id, result='"r"'))  # fmt: skip
+        await call(
+            channel,
+            "CompleteActivityTask",
+            ms.ActivityResponse(
+                instanceId="late", taskId=task.activityRequest.taskId, result=wrapped('"r"')
+            ),
+        )
         second = await next_item(worker, ms.WorkItem)  # turn 2 is out
-        assert second.orchestratorRequest.newEvents[1].taskCompleted.result == '"r"'
+        assert second.orchestratorRequest.newEvents[1].taskCompleted.result.value == '"r"'
         # the quiet worker's answer to turn 1 arrives now, without a token
-        assert lost.orchestratorRequest.instance_id == "late"
+        assert lost.orchestratorRequest.instanceId == "late"
         await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-            instance_id="late", actions=[schedule], completionToken=""))  # fmt: skip
+            instanceId="late", actions=[schedule], completionToken=""))  # fmt: skip
         await call(channel, "CompleteOrchestratorTask", completion(second, '"ok"', token=""))
-        assert (await outcome(channel, "late")).output == '"ok"'
+        assert (await outcome(channel, "late")).output.value == '"ok"'
     history = dapr.GetInstanceHistoryResponse.FromString(
-        await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest("late"))
+        await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest(instanceId="late"))
     )
     kinds = [(e.WhichOneof("eventType") or "") for e in history.events]
     assert kinds.count("taskScheduled") == 1
@@ -298,7 +308,9 @@ async def test_a_worker_that_stops_reading_loses_its_items() -> None:
         headers = [(":method", "POST"), (":scheme", "http"), (":path", PATH + "GetWorkItems"),
                    (":authority", "sidecar"), ("content-type", "application/grpc")]  # fmt: skip
         conn.send_headers(1, [*headers, ("te", "trailers")])
-        request = ms.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=100).SerializeToString()
+        request = ms.GetWorkItemsRequest(
+            maxConcurrentOrchestrationWorkItems=100
+        ).SerializeToString()
         conn.send_data(1, b"\0" + len(request).to_bytes(4, "big") + request, end_stream=True)
         frozen.sendall(conn.data_to_send())  # ...but never reads again
         ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
@@ -322,10 +334,10 @@ async def test_a_worker_that_stops_reading_loses_its_items() -> None:
                 with anyio.fail_after(60):
                     while done != set(names):
                         item = await next_item(worker, ms.WorkItem)
-                        instance_id = item.orchestratorRequest.instance_id
+                        instance_id = item.orchestratorRequest.instanceId
                         await call(answers, "CompleteOrchestratorTask", completion(item, '"ok"'))
                         done.add(instance_id)
-            assert all([(await outcome(answers, n)).output == '"ok"' for n in names])
+            assert all([(await outcome(answers, n)).output.value == '"ok"' for n in names])
             answers.close()
         finally:
             ch.close()
@@ -337,15 +349,13 @@ async def test_activity_redispatch_and_abandon(channel: Channel) -> None:
     async with work_stream(channel, MS_WORKER) as worker:
         item = await next_item(worker, ms.WorkItem)
         schedule = ms.OrchestratorAction(id=0, scheduleTask=ms.ScheduleTaskAction(
-            name="step", input='"x"'))  # fmt: skip
+            name="step", input=wrapped('"x"')))  # fmt: skip
         await call(
             channel,
             "CompleteOrchestratorTask",
-            
-                ms.OrchestratorResponse(
-                    instance_id="act", actions=[schedule], completionToken=item.completionToken
-                )
-            .SerializeToString(),
+            ms.OrchestratorResponse(
+                instanceId="act", actions=[schedule], completionToken=item.completionToken
+            ).SerializeToString(),
         )
         task = await next_item(worker, ms.WorkItem)
         assert task.activityRequest.name == "step"
@@ -357,15 +367,15 @@ async def test_activity_redispatch_and_abandon(channel: Channel) -> None:
         task = await next_item(worker, ms.WorkItem)  # given back, it comes again
         assert task.activityRequest.name == "step"
         await call(channel, "CompleteActivityTask", ms.ActivityResponse(
-            instance_id="act", task_id=task.activityRequest.task_id, result='"r"',
+            instanceId="act", taskId=task.activityRequest.taskId, result=wrapped('"r"'),
             completionToken=task.completionToken))  # fmt: skip
         turn = await next_item(worker, ms.WorkItem)
         kinds = [(e.WhichOneof("eventType") or "")
                  for e in turn.orchestratorRequest.newEvents]  # fmt: skip
         assert kinds == ["orchestratorStarted", "taskCompleted"]
-        assert turn.orchestratorRequest.newEvents[1].taskCompleted.result == '"r"'
+        assert turn.orchestratorRequest.newEvents[1].taskCompleted.result.value == '"r"'
         await call(channel, "CompleteOrchestratorTask", completion(turn, '"ok"'))
-        assert (await outcome(channel, "act")).output == '"ok"'
+        assert (await outcome(channel, "act")).output.value == '"ok"'
 
 
 async def test_health_pings_only_where_accepted(sidecar: Sidecar, channel: Channel) -> None:
@@ -373,12 +383,14 @@ async def test_health_pings_only_where_accepted(sidecar: Sidecar, channel: Chann
         for _ in range(2):
             ping = await next_item(ms_stream, ms.WorkItem, skip_pings=False)
             assert (ping.WhichOneof("request") or "") == "healthPing"
-    pinged = dapr.GetWorkItemsRequest(capabilities=[dapr.WorkerCapability(3)])
+    pinged = dapr.GetWorkItemsRequest(capabilities=[dapr.WORKER_CAPABILITY_HEALTH_PING])
     async with work_stream(channel, pinged) as dapr_stream:
         ping = await next_item(dapr_stream, dapr.WorkItem, skip_pings=False)
         assert (ping.WhichOneof("request") or "") == "healthPing"
-    for request in (dapr.GetWorkItemsRequest(capabilities=[dapr.WorkerCapability(2)]),
-                    dapr.GetWorkItemsRequest()):  # fmt: skip
+    for request in (
+        dapr.GetWorkItemsRequest(capabilities=[dapr.WORKER_CAPABILITY_STATEFUL_HISTORY]),
+        dapr.GetWorkItemsRequest(),
+    ):
         async with work_stream(channel, request) as quiet:
             # several ping intervals go by: the first thing sent is still the work item
             await start(channel, f"quiet-{len(request.capabilities)}")
@@ -481,9 +493,9 @@ async def test_an_action_durable_cannot_apply_fails_the_instance(channel: Channe
     await start(channel, "sender")
     async with work_stream(channel, MS_WORKER) as worker:
         item = await next_item(worker, ms.WorkItem)
-        stop = ms.TerminateOrchestrationAction(instance_id="other")
+        stop = ms.TerminateOrchestrationAction(instanceId="other")
         send = ms.OrchestratorAction(id=0, terminateOrchestration=stop)
-        response = ms.OrchestratorResponse(instance_id="sender", actions=[send],
+        response = ms.OrchestratorResponse(instanceId="sender", actions=[send],
                                            completionToken=item.completionToken)  # fmt: skip
         with pytest.raises(GRPCError) as err:
             await call(channel, "CompleteOrchestratorTask", response)

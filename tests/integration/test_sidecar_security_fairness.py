@@ -51,7 +51,7 @@ async def test_a_worker_is_handed_no_more_turns_than_it_takes() -> None:
                 assert sidecar.dispatcher.waiting == 2
                 await call(ch, "CompleteOrchestratorTask", completion(first, '"ok"'))
                 second = await next_item(one_at_a_time, ms.WorkItem)  # room again: the next
-                assert second.orchestratorRequest.instance_id != "i0"
+                assert second.orchestratorRequest.instanceId != "i0"
                 assert len(stream.held) == 1
         finally:
             ch.close()
@@ -78,10 +78,10 @@ async def test_an_unanswered_turn_goes_to_another_worker_and_the_late_answer_dro
                     assert item.stream.held  # not yet
                     clock.advance(timedelta(seconds=2))
                     again = await next_item(other, ms.WorkItem)
-                    assert again.orchestratorRequest.instance_id == "slow"
+                    assert again.orchestratorRequest.instanceId == "slow"
                     await call(ch, "CompleteOrchestratorTask", completion(lost, '"late"'))
                     await call(ch, "CompleteOrchestratorTask", completion(again, '"other"'))
-                    assert (await outcome(ch, "slow")).output == '"other"'
+                    assert (await outcome(ch, "slow")).output.value == '"other"'
         finally:
             ch.close()
 
@@ -98,7 +98,7 @@ async def test_wait_for_start_is_woken_by_the_start_and_waiters_are_capped() -> 
             replies: list[ms.GetInstanceResponse] = []
 
             async def wait() -> None:
-                request = ms.GetInstanceRequest(instance_id="later")
+                request = ms.GetInstanceRequest(instanceId="later")
                 replies.append(ms.GetInstanceResponse.FromString(
                     await call(ch, "WaitForInstanceStart", request)))  # fmt: skip
 
@@ -107,13 +107,15 @@ async def test_wait_for_start_is_woken_by_the_start_and_waiters_are_capped() -> 
                 tg.start_soon(wait)
                 await until(lambda: sidecar.service.waiting.now == 2)
                 with pytest.raises(GRPCError) as err:
-                    await call(ch, "WaitForInstanceStart", ms.GetInstanceRequest("later"))
+                    await call(
+                        ch, "WaitForInstanceStart", ms.GetInstanceRequest(instanceId="later")
+                    )
                 assert err.value.status is Status.RESOURCE_EXHAUSTED
                 assert replies == []
                 async with work_stream(ch, worker()) as stream:
                     turn = await next_item(stream, ms.WorkItem)
                     await call(ch, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-                        instance_id="later", completionToken=turn.completionToken))  # fmt: skip
+                        instanceId="later", completionToken=turn.completionToken))  # fmt: skip
             statuses = [r.orchestrationState.orchestrationStatus for r in replies]
             assert statuses == [ms.ORCHESTRATION_STATUS_RUNNING] * 2
             assert sidecar.service.waiting.now == 0

@@ -109,8 +109,10 @@ def test_split_turn_reads_back_lazily_and_digests_tell_histories_apart() -> None
     changed = list(past)
     changed[2] = dapr.HistoryEvent.FromString(past[2].SerializeToString().replace(b"step", b"stop"))
     assert changed[2] != past[2]
-    other = LazyEvents(split_field(dapr.WorkflowRequest(pastEvents=changed).SerializeToString(), 3)[0],
-                       dapr.HistoryEvent)  # fmt: skip
+    other = LazyEvents(
+        split_field(dapr.WorkflowRequest(pastEvents=changed).SerializeToString(), 3)[0],
+        dapr.HistoryEvent,
+    )
     assert other.digest(2) == lazy.digest(2)
     assert other.digest(len(past)) != lazy.digest(len(past))
     assert split_turn(dapr.WorkItem(completionToken="only").SerializeToString()) is None

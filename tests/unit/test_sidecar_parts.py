@@ -32,11 +32,13 @@ AT = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def test_dialect_of_get_work_items() -> None:
-    assert detect_dialect(ms.GetWorkItemsRequest(maxConcurrentActivityWorkItems=2).SerializeToString()) == (
-        "ms", set())  # fmt: skip
+    assert detect_dialect(
+        ms.GetWorkItemsRequest(maxConcurrentActivityWorkItems=2).SerializeToString()
+    ) == ("ms", set())
     assert detect_dialect(b"") == ("minimal", set())
-    request = dapr.GetWorkItemsRequest(capabilities=[dapr.WORKER_CAPABILITY_HEALTH_PING,
-                                                     dapr.WORKER_CAPABILITY_STATEFUL_HISTORY])  # fmt: skip
+    request = dapr.GetWorkItemsRequest(
+        capabilities=[dapr.WORKER_CAPABILITY_HEALTH_PING, dapr.WORKER_CAPABILITY_STATEFUL_HISTORY]
+    )
     assert detect_dialect(request.SerializeToString()) == ("dapr", {2, 3})
     assert stream_options("dapr", {2, 3}) == (True, True)
     assert stream_options("dapr", {2}) == (True, False)
