@@ -134,8 +134,12 @@ def encode_item(
         head = ms.OrchestratorRequest(instanceId=work.instance_id,
                                       executionId=cv.text(work.run_id))  # fmt: skip
         tail = ms.OrchestratorRequest(newEvents=new_ms)
-        data = _turn_item(head.SerializeToString(), past_ms, tail.SerializeToString(),
-                          ms.WorkItem(completionToken=item.wire_token).SerializeToString())
+        data = _turn_item(
+            head.SerializeToString(),
+            past_ms,
+            tail.SerializeToString(),
+            ms.WorkItem(completionToken=item.wire_token).SerializeToString(),
+        )
         return data, SentTurn(work.instance_id, len(past_ms), len(new_ms), None, len(data))
     past = cache.dapr(work)
     new = cv.events_to_dapr(work.new, instance_id=work.instance_id, task_base=work.task_base)
@@ -153,8 +157,12 @@ def encode_item(
     head_d = dapr.WorkflowRequest(instanceId=work.instance_id,
                                   executionId=cv.text(work.run_id))  # fmt: skip
     tail_d = dapr.WorkflowRequest(newEvents=new, cachedHistory=cached)
-    data = _turn_item(head_d.SerializeToString(), past, tail_d.SerializeToString(),
-                      dapr.WorkItem(completionToken=item.wire_token).SerializeToString())
+    data = _turn_item(
+        head_d.SerializeToString(),
+        past,
+        tail_d.SerializeToString(),
+        dapr.WorkItem(completionToken=item.wire_token).SerializeToString(),
+    )
     delta = cached.eventCount if cached else None
     return data, SentTurn(work.instance_id, len(past), len(new), delta, len(data))
 
