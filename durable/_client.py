@@ -35,6 +35,7 @@ from ._log._instances import (
     rerun_instance,
 )
 from ._log._reader import read_meta, read_record, record_after, record_outcome
+from ._log._rewind import rewind_instance
 from ._log._tree import purge_tree
 from ._observe import current_trace_context
 from ._registry import workflow_name
@@ -86,7 +87,7 @@ def _check_replays(
 
 
 class Client(_Messages):
-    """Manages instances in a store: start, handles, list, purge, rerun.
+    """Manages instances in a store: start, handles, list, purge, rerun, rewind.
 
     ``Client(store=...)`` needs no runtime in the same process: the runtime that owns
     the store picks up what the client writes. Give it the runtime's ``memo_prefix`` (or
@@ -317,16 +318,43 @@ class Client(_Messages):
         validate_instance_id(instance_id)
         into = validate_instance_id(new_instance_id) if new_instance_id is not None else None
         raw = Raw(self.codec.encode(step_input)) if step_input is not _KEEP else None
-        check = partial(_check_replays, self._executor(), into or instance_id)
+        return await self._new_run(into or instance_id, partial(
+            rerun_instance, instance_id=instance_id, from_event_id=from_event_id,
+            memo=self.memo_store, into=into, step_input=raw,
+        ))  # fmt: skip
+
+    async def rewind(self, instance_id: str, reason: str = "") -> WorkflowHandle[Any]:
+        """Rewind a FAILED instance: it runs on from where it failed, as a new run that
+        keeps its history without the failures its code did not handle. The activities
+        and sub-workflows that failed run again (a failed sub-workflow is rewound too,
+        and its own); those that succeeded keep their results and do not run again. The
+        rewind is in the history (``WorkflowRewound``, with ``reason``).
+
+        ``InstanceStatusError`` if the instance did not fail. Raises
+        ``NonDeterminismError`` (naming the event), before writing anything, if this
+        client's code no longer replays the kept history; a client without the code
+        cannot tell: the runtime that runs the rewound run fails it, with that error.
+        """
+        validate_instance_id(instance_id)
+        return await self._new_run(instance_id, partial(
+            rewind_instance, instance_id=instance_id, reason=reason
+        ))  # fmt: skip
+
+    async def _new_run(
+        self, instance_id: str, write: Callable[..., Awaitable[Created]]
+    ) -> WorkflowHandle[Any]:
+        """Write, with ``write``, a run of ``instance_id`` that keeps history of a run
+        before (a rerun, a rewind), checked against this client's code first, and have
+        it run."""
+        check = partial(_check_replays, self._executor(), instance_id)
         async with self._busy():
-            created = await rerun_instance(
-                await self._active(), self.clock.now(), instance_id, from_event_id, self.memo_store,
-                run_id=self.ids.run_id(), check=check, into=into, step_input=raw,
-            )  # fmt: skip
-            await self._retried(partial(self._announce, into or instance_id, created))
+            created = await write(
+                await self._active(), self.clock.now(), run_id=self.ids.run_id(), check=check
+            )
+            await self._retried(partial(self._announce, instance_id, created))
         started = created.record.next_run[0]
         name = started.name if isinstance(started, WorkflowStarted) else None
-        return WorkflowHandle(self, into or instance_id, name)
+        return WorkflowHandle(self, instance_id, name)
 
     # -- reading state --------------------------------------------------------------
 

@@ -11,6 +11,8 @@ Every error the library raises on purpose derives from :class:`DurableError`::
     ├── CancelledError            awaiting an operation (or in a workflow) that was cancelled
     ├── InstanceExistsError       starting an id that is taken
     ├── InstanceNotFoundError     naming an id that does not exist (also a LookupError)
+    ├── InstanceStatusError       an operation the instance's status does not allow (a rewind
+    │                             of one that did not fail)
     ├── InvalidInstanceIdError    an id or key that cannot become an object key (also ValueError)
     ├── InvalidArgumentError      an argument out of range: a timeout <= 0 (also ValueError)
     ├── UnknownWorkflowError      a workflow or activity name nobody registered (also LookupError)
@@ -43,6 +45,7 @@ __all__ = [
     "InstanceExistsError",
     "InstanceNotFoundError",
     "InstanceRunningError",
+    "InstanceStatusError",
     "InvalidArgumentError",
     "InvalidInstanceIdError",
     "NonDeterminismError",
@@ -154,6 +157,17 @@ class InstanceRunningError(DurableError):
             f"instance {instance_id!r} is {status}: terminate it or wait for it to end first"
         )
         self.instance_id = instance_id
+
+
+class InstanceStatusError(DurableError):
+    """Raised when an operation needs the instance in another status: a rewind needs a
+    FAILED one."""
+
+    def __init__(self, instance_id: str, status: str, why: str) -> None:
+        super().__init__(f"instance {instance_id!r} is {status}: {why}")
+        self.instance_id = instance_id
+        self.status = status
+        """The instance's status when it was refused."""
 
 
 class InstanceNotFoundError(DurableError, LookupError):

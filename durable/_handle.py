@@ -101,6 +101,11 @@ class WorkflowHandle(Generic[T]):
         event = WorkflowTerminated(reason=reason, output=raw, recursive=recursive)
         await self._client._send(self.instance_id, event)
 
+    async def rewind(self, reason: str = "") -> None:
+        """Rewind the FAILED workflow: what failed runs again, what succeeded is kept
+        (see :meth:`Client.rewind <durable.Client.rewind>`)."""
+        await self._client.rewind(self.instance_id, reason)
+
     async def query(self, name: str, *args: Any) -> Any:
         """Call the workflow's query handler ``name`` with ``args``; its answer.
 

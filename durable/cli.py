@@ -480,6 +480,9 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command("rerun", v.rerun, "run an ended instance again from one of its events")
     p.add_argument("instance_id")
     p.add_argument("from_event", type=int, help="the event id of a scheduled step")
+    p = command("rewind", v.rewind, "run a failed instance on: what failed runs again")
+    p.add_argument("instance_id")
+    p.add_argument("--reason", default="rewind from the command line")
     for name in ("show", "describe"):
         read(command(name, v.describe, "describe one instance")).add_argument("instance_id")
     p = read(command("list", v.list_instances, "list instances"))

@@ -45,6 +45,7 @@ __all__ = [
     "raise_event",
     "rerun",
     "resume",
+    "rewind",
     "start",
     "suspend",
     "sweep",
@@ -202,6 +203,13 @@ async def rerun(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         handle = await client.rerun(args.instance_id, args.from_event)
     print(f"rerunning {handle.instance_id} from event {args.from_event}")
+    return OK
+
+
+async def rewind(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        await client.rewind(args.instance_id, args.reason)
+    print(f"rewinding {args.instance_id}")
     return OK
 
 

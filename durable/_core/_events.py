@@ -45,6 +45,7 @@ __all__ = [
     "WorkflowCompleted",
     "WorkflowErrored",
     "WorkflowResumed",
+    "WorkflowRewound",
     "WorkflowStarted",
     "WorkflowSuspended",
     "WorkflowTerminated",
@@ -104,7 +105,9 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     from outside is addressed to. ``deadline``: when the start's ``execution_timeout``
     ends the run and its continue-as-new successors (None: never). ``trace_parent`` and
     ``trace_state`` are the W3C trace context of whoever started the run (empty: none),
-    so the run's spans join that trace."""
+    so the run's spans join that trace. ``rewinds``: the run ids of the failed runs
+    this run rewinds, oldest first (a rewind of a rewind names both; empty: no rewind),
+    so that a sub-workflow one of them started is rewound with it, not replaced."""
 
     name: str
     input: Raw = NULL
@@ -118,6 +121,7 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     trace_parent: str = ""
     trace_state: str = ""
     deadline: datetime | None = None
+    rewinds: tuple[str, ...] = ()
 
     @property
     def replay_seed(self) -> str:
@@ -215,21 +219,27 @@ class TaskCancelled(Event, frozen=True, tag="task_cancelled"):
 
 class ChildWorkflowCompleted(Event, frozen=True, tag="child_workflow_completed"):
     """A sub-workflow completed. ``parent_run``: the parent's run it answers (applied to
-    no other run; empty: any)."""
+    no other run; empty: any). ``scheduled``: the event id of the
+    ``ChildWorkflowScheduled`` it answers (-1: any): a late copy of the answer to a
+    call that a Durable Task SDK has since retried under the same task id is not the
+    retry's answer."""
 
     task_id: int
     result: Raw = NULL
     instance_id: str = ""
     parent_run: str = ""
+    scheduled: int = -1
 
 
 class ChildWorkflowErrored(Event, frozen=True, tag="child_workflow_failed"):
-    """A sub-workflow failed or was terminated. ``parent_run`` as for completion."""
+    """A sub-workflow failed or was terminated. ``parent_run`` and ``scheduled`` as for
+    completion."""
 
     task_id: int
     failure: FailureDetails
     instance_id: str = ""
     parent_run: str = ""
+    scheduled: int = -1
 
 
 class EventRaised(Event, frozen=True, tag="event_raised"):
@@ -285,6 +295,15 @@ class WorkflowSuspended(Event, frozen=True, tag="workflow_suspended"):
 class WorkflowResumed(Event, frozen=True, tag="workflow_resumed"):
     """The instance was resumed."""
 
+    reason: str = ""
+
+
+class WorkflowRewound(Event, frozen=True, tag="workflow_rewound"):
+    """The failed run ``run_id`` was rewound into this run: its history up to here is
+    that run's without the failures it did not handle (see :mod:`durable._log._rewind`),
+    so the steps that failed run again and those that succeeded keep their results."""
+
+    run_id: str
     reason: str = ""
 
 
@@ -359,6 +378,7 @@ HistoryEvent = (
     | ExecutionTimedOut
     | WorkflowSuspended
     | WorkflowResumed
+    | WorkflowRewound
     | WorkflowTerminated
     | WorkflowCompleted
     | WorkflowErrored

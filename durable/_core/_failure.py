@@ -20,7 +20,9 @@ class FailureDetails(msgspec.Struct, frozen=True, omit_defaults=True):
 
     ``type`` is the exception's class name (``ValueError``, ``mymod.CardDeclined``);
     ``bases`` lists the qualified names of its base classes, so retry policies can
-    match subclasses on replay without importing anything.
+    match subclasses on replay without importing anything. ``non_retriable`` and
+    ``properties`` (a JSON object's text, empty for none) are what a Durable Task SDK
+    attached to a failure, kept so it reads them back as sent.
     """
 
     type: str
@@ -28,6 +30,8 @@ class FailureDetails(msgspec.Struct, frozen=True, omit_defaults=True):
     stack_trace: str = ""
     bases: tuple[str, ...] = ()
     cause: FailureDetails | None = None
+    non_retriable: bool = False
+    properties: str = ""
 
     def is_a(self, names: frozenset[str]) -> bool:
         """Whether this error's type or one of its bases is among ``names``."""
@@ -52,6 +56,8 @@ def failure_from_exception(exc: BaseException) -> FailureDetails:
             stack_trace=inner.stack_trace,
             bases=inner.bases,
             cause=inner.cause,
+            non_retriable=inner.non_retriable,
+            properties=inner.properties,
         )
     cls = type(exc)
     return FailureDetails(

@@ -65,6 +65,7 @@ from ._events import (
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
+    WorkflowRewound,
     WorkflowStarted,
     WorkflowSuspended,
     WorkflowTerminated,
@@ -143,7 +144,8 @@ _FINAL_TYPES: dict[type, type] = {
 # replay, what its code decided in the turn a suspend arrived in (recorded after it)
 _NOT_HELD = frozenset(
     {WorkflowResumed, WorkflowSuspended, WorkflowTerminated, ExecutionTimedOut, TurnStarted,
-     PatchApplied, TaskCancelled, UpdateCompleted, *_SCHEDULING_TYPES, *_FINAL_TYPES}
+     PatchApplied, TaskCancelled, UpdateCompleted, WorkflowRewound, *_SCHEDULING_TYPES,
+     *_FINAL_TYPES}
 )  # fmt: skip
 
 
@@ -478,6 +480,9 @@ class WorkflowRun:
             _HANDLERS[type(held_event)](self, held_event)
             self._run_tasks()
 
+    def _on_rewound(self, event: WorkflowRewound) -> None:
+        """Nothing to do: the history before it is already the rewound one."""
+
     def _on_cancel_requested(self, event: WorkflowCancelRequested) -> None:
         if self.cancel_requested:
             return  # one cancel is enough: the workflow may be cleaning up
@@ -674,6 +679,7 @@ _HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
     ExecutionTimedOut: WorkflowRun._on_timed_out,
     WorkflowSuspended: WorkflowRun._on_suspended,
     WorkflowResumed: WorkflowRun._on_resumed,
+    WorkflowRewound: WorkflowRun._on_rewound,
     WorkflowTerminated: WorkflowRun._on_terminated,
     WorkflowCompleted: WorkflowRun._on_final,
     WorkflowErrored: WorkflowRun._on_final,

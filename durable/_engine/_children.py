@@ -21,6 +21,7 @@ from durable._errors import (
     InstanceExistsError,
     InstanceNotFoundError,
     InstanceRunningError,
+    InstanceStatusError,
     StoreError,
 )
 from durable._log._instances import create_instance, purge_instance, send_message
@@ -30,6 +31,7 @@ from durable._log._reader import (
     read_meta,
 )
 from durable._log._records import wakeup_key
+from durable._log._rewind import rewind_instance
 
 from ._base import _EngineBase, log
 from ._instance import _child_of, _for_good, _Instance, _parent_event
@@ -38,6 +40,11 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from durable._log._records import TurnRecord
+
+
+# the ends of a child that its parent's rewind keeps: rewound (FAILED), or its result
+# taken (COMPLETED); any other is replaced by a new child, as for a rerun
+_KEPT_BY_REWIND = (WorkflowStatus.FAILED, WorkflowStatus.COMPLETED)
 
 
 class _Children(_EngineBase):
@@ -84,8 +91,9 @@ class _Children(_EngineBase):
         run of this parent (the parent was started again with ``reuse=True``, or rerun):
         the new run never joins it, it gets a child of its own with its own input. An
         ended one is replaced at once; a running one is terminated first, and its end,
-        reported to the old run, brings the parent back here to replace it. Any other
-        instance: the parent's call fails, as the id is someone else's."""
+        reported to the old run, brings the parent back here to replace it. Unless the
+        parent's run rewinds the run that made this call (see :meth:`_rewound_call`).
+        Any other instance: the parent's call fails, as the id is someone else's."""
         async with self._child_errors(parent, scheduled):
             child_id = scheduled.instance_id
             found = await read_meta(self.store, child_id)
@@ -111,11 +119,53 @@ class _Children(_EngineBase):
                     task_id=scheduled.task_id, instance_id=child_id, parent_run=parent.run_id,
                     failure=failure_from_exception(err or InstanceExistsError(child_id)),
                 ))  # fmt: skip
+            elif self._rewound_call(parent, holder) and existing.status in _KEPT_BY_REWIND:
+                await self._rewind_child(parent, holder, scheduled, existing)
             elif existing.status.is_terminal:
                 await self._start_child(parent, scheduled, reuse=True)
             else:
                 reason = f"replaced by the child of a new run of {parent.instance_id!r}"
                 await self._tell(child_id, WorkflowTerminated(reason=reason, parent=holder))
+
+    def _rewound_call(self, parent: ParentRef, holder: ParentRef) -> bool:
+        """Whether the child's ``holder`` is this very call made by a failed run that
+        the parent's run ``parent`` rewinds (the parent runs here: it dispatches)."""
+        inst = self._instances.get(parent.instance_id)
+        return (
+            inst is not None
+            and inst.started.run_id == parent.run_id
+            and holder.task_id == parent.task_id
+            and holder.run_id in inst.started.rewinds
+        )
+
+    async def _rewind_child(
+        self,
+        parent: ParentRef,
+        holder: ParentRef,
+        scheduled: ChildWorkflowScheduled,
+        existing: RunLog,
+    ) -> None:
+        """The child of a call that the parent's rewind made open again: a FAILED one is
+        rewound too, to answer the parent's new run; one that COMPLETED (after its
+        parent had failed) gives the new run its result. A purged one was started anew
+        from its call, like any child never begun."""
+        child_id = scheduled.instance_id
+        if existing.status is WorkflowStatus.COMPLETED:
+            output, failure = existing.outcome()
+            self.deliver(parent.instance_id, _parent_event(
+                parent, child_id, existing.status, output, failure
+            ))  # fmt: skip
+            return
+        reason = f"its parent {parent.instance_id!r} was rewound"
+        try:
+            created = await rewind_instance(
+                self.index, self.clock.now(), child_id, run_id=self.ids.run_id(),
+                reason=reason, parent=parent, holder=holder,
+            )  # fmt: skip
+        except (InstanceExistsError, InstanceStatusError):
+            await self._settle_child(parent, scheduled)  # it moved meanwhile: look again
+            return
+        await self.announce_created(child_id, created)
 
     async def _purge_done(self, child_id: str) -> bool:
         """A start found the id taken, yet no run under it: a purge of it is under way.

@@ -132,11 +132,12 @@ def _parent_event(
     """What a parent's run receives when its sub-workflow ``child_id`` ends."""
     if status is WorkflowStatus.COMPLETED:
         return ChildWorkflowCompleted(
-            task_id=parent.task_id, result=output, instance_id=child_id, parent_run=parent.run_id
-        )
+            task_id=parent.task_id, result=output, instance_id=child_id, parent_run=parent.run_id,
+            scheduled=parent.scheduled,
+        )  # fmt: skip
     return ChildWorkflowErrored(
         task_id=parent.task_id, instance_id=child_id, parent_run=parent.run_id,
-        failure=failure or FailureDetails("Terminated", "terminated"),
+        failure=failure or FailureDetails("Terminated", "terminated"), scheduled=parent.scheduled,
     )  # fmt: skip
 
 

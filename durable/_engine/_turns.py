@@ -320,6 +320,8 @@ class _Turns(_EngineBase):
                 child_id = getattr(event, "instance_id", "")
                 if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
                     continue
+                if child_id and not _answers_this_call(event, scheduled):
+                    continue  # a late answer to a call since scheduled again (a retry)
                 answered.add(task_id)
             event_id = first_id + len(events)
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
@@ -490,3 +492,10 @@ class _Turns(_EngineBase):
         run = self._new_run(inst, loaded.history)
         inst.run = run
         return run
+
+
+def _answers_this_call(answer: Any, scheduled: Any) -> bool:
+    """Whether a sub-workflow's answer is for the scheduling of its call that waits now
+    (an answer or a scheduling that does not say is taken as such)."""
+    made: int = answer.scheduled
+    return made < 0 or scheduled.event_id < 0 or made == scheduled.event_id

@@ -58,6 +58,7 @@ __all__ = [
     "replaceable",
     "rerun_instance",
     "send_message",
+    "start_after",
 ]
 
 
@@ -419,12 +420,21 @@ async def rerun_instance(
     # messages for the old run stay, to be consumed and not applied (see create_instance)
     if memo is not None:
         await memo.purge(instance_id, below=run.step_end)
-    found = await read_meta(store, instance_id)
+    return await start_after(index, run, prefix, now)
+
+
+async def start_after(
+    index: ActiveIndex, run: RunLog, history: list[HistoryEvent], now: datetime
+) -> Created:
+    """Write a new run with ``history`` right after the ended ``run`` (a rerun, a
+    rewind), carrying its watermarks and what it may not have posted;
+    ``InstanceExistsError`` if another run took that seq first."""
+    found = await read_meta(index.store, run.instance_id)
     etag = found[1] if found else None
     try:
         return await _start_run(
-            index, instance_id, run.last_seq + 1, prefix, now, run.created_at, etag,
+            index, run.instance_id, run.last_seq + 1, history, now, run.created_at, etag,
             run.unposted, sorted(watermarks(run.consumed).values()),
         )  # fmt: skip
     except ObjectExistsError:
-        raise InstanceExistsError(instance_id) from None
+        raise InstanceExistsError(run.instance_id) from None

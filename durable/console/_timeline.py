@@ -23,6 +23,7 @@ from durable._core._events import (
     TimerFired,
     TurnStarted,
     WorkflowResumed,
+    WorkflowRewound,
     WorkflowSuspended,
     WorkflowTerminated,
 )
@@ -133,7 +134,7 @@ def _spans(history: list[HistoryEvent], at: dict[int, float]) -> tuple[list[_Spa
                 marks.append(Mark(event.event_id, "turn", _px(x)))
             case EventRaised():
                 marks.append(Mark(event.event_id, f"event {event.name}", _px(x)))
-            case WorkflowSuspended() | WorkflowResumed() | WorkflowTerminated():
+            case WorkflowSuspended() | WorkflowResumed() | WorkflowTerminated() | WorkflowRewound():
                 marks.append(Mark(event.event_id, type(event).__name__, _px(x)))
             case _:
                 pass

@@ -165,7 +165,7 @@ class RemoteClient:
         instance_id = (
             self.ids.instance_id() if instance_id is None else validate_instance_id(instance_id)
         )
-        payload = cv.text(cv.payload_to_proto(Raw(self.codec.encode(input))))
+        payload = cv.payload_out(Raw(self.codec.encode(input)))
         request: dapr.CreateInstanceRequest | ms.CreateInstanceRequest
         if self.dialect == "dapr":
             request = dapr.CreateInstanceRequest(
@@ -305,6 +305,16 @@ class RemoteClient:
         )
         return RemoteWorkflowHandle(self, reply.newInstanceID or instance_id, None)
 
+    async def rewind(self, instance_id: str, reason: str = "") -> RemoteWorkflowHandle[Any]:
+        """Rewind a FAILED instance (RewindInstance: see :meth:`durable.Client.rewind`).
+        The Dapr dialect has no such call: ``NotImplementedError``."""
+        validate_instance_id(instance_id)
+        if self.dialect == "dapr":
+            raise NotImplementedError("the Dapr dialect has no RewindInstance")
+        request = ms.RewindInstanceRequest(instanceId=instance_id, reason=cv.text(reason))
+        await self._call("RewindInstance", request, ms.RewindInstanceResponse, instance_id)
+        return RemoteWorkflowHandle(self, instance_id, None)
+
     # -- reading state ----------------------------------------------------------------
 
     async def _describe(self, instance_id: str) -> WorkflowState:
@@ -328,8 +338,7 @@ class RemoteClient:
             return wf.input_type, wf.output_type
         return Any, Any
 
-    def _decode(self, text: str | None, type_: Any = Any) -> Any:
-        raw = cv.payload_from_proto(text)
+    def _decode(self, raw: Raw, type_: Any = Any) -> Any:
         return None if raw == NULL else self.codec.decode(raw, type_)
 
     def _state(
@@ -349,12 +358,13 @@ class RemoteClient:
             instance_id=state.instanceId or instance_id,
             name=state.name,
             status=status,
-            input=self._decode(state.input.value, input_type),
+            input=self._decode(cv.payload_in(state, "input"), input_type),
             output=self._decode(
-                state.output.value, output_type if status is WorkflowStatus.COMPLETED else Any
+                cv.payload_in(state, "output"),
+                output_type if status is WorkflowStatus.COMPLETED else Any,
             ),
             failure=failure,
-            custom_status=self._decode(state.customStatus.value),
+            custom_status=self._decode(cv.payload_in(state, "customStatus")),
             created_at=self._time(state, "createdTimestamp"),
             updated_at=self._time(state, "lastUpdatedTimestamp"),
             version=state.version.value,
@@ -469,7 +479,7 @@ class RemoteWorkflowHandle(Generic[T]):
     async def raise_event(self, name: str, data: Any = None) -> None:
         """Send an external event; it waits in the workflow until asked for."""
         client = self._client
-        payload = cv.text(cv.payload_to_proto(Raw(client.codec.encode(data))))
+        payload = cv.payload_out(Raw(client.codec.encode(data)))
         request: Message
         if client.dialect == "dapr":
             request = dapr.RaiseEventRequest(instanceId=self.instance_id, name=name, input=payload)
@@ -498,10 +508,14 @@ class RemoteWorkflowHandle(Generic[T]):
         ends its sub-workflows too (the protocol has no field for ``reason``: it is not
         sent)."""
         client = self._client
-        payload = cv.text(cv.payload_to_proto(Raw(client.codec.encode(output))))
+        payload = cv.payload_out(Raw(client.codec.encode(output)))
         cls: Any = dapr.TerminateRequest if client.dialect == "dapr" else ms.TerminateRequest
         request = cls(instanceId=self.instance_id, output=payload, recursive=recursive)
         await client._send(self.instance_id, "TerminateInstance", request)
+
+    async def rewind(self, reason: str = "") -> None:
+        """Rewind the FAILED workflow: what failed runs again, what succeeded is kept."""
+        await self._client.rewind(self.instance_id, reason)
 
     async def history(self) -> list[HistoryEvent]:
         """The events of the current run as the sidecar holds them (task ids numbered

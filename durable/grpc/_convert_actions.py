@@ -27,19 +27,21 @@ from durable.grpc._convert_values import (
     failure_from_proto,
     failure_to_dapr,
     failure_to_ms,
+    payload_in,
+    payload_out,
     status_from_proto,
     status_to_dapr,
     status_to_ms,
-    text,
     time_from_proto,
     time_to_proto,
 )
-from durable.grpc._framing import ProtocolError
-from durable.grpc._payload import payload_from_proto, payload_to_proto
+from durable.grpc._framing import ENTITIES_UNSUPPORTED, NotSupportedError, ProtocolError
 from durable.grpc._proto import dapr, ms
 
 if TYPE_CHECKING:
     from collections.abc import Collection
+
+    from msgspec import Raw
 
 __all__ = [
     "action_from_proto",
@@ -58,7 +60,7 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
             return ms.OrchestratorAction(
                 id=action.task_id - task_base,
                 scheduleTask=ms.ScheduleTaskAction(
-                    name=action.name, input=text(payload_to_proto(action.input)),
+                    name=action.name, input=payload_out(action.input),
                     tags={STEP_TAG: str(action.step - task_base)},
                 ),
             )  # fmt: skip
@@ -73,7 +75,7 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                 createSubOrchestration=ms.CreateSubOrchestrationAction(
                     instanceId=action.instance_id,
                     name=action.name,
-                    input=text(payload_to_proto(action.input)),
+                    input=payload_out(action.input),
                 ),
             )
         case SendEvent():
@@ -82,13 +84,13 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                 sendEvent=ms.SendEventAction(
                     instance=ms.OrchestrationInstance(instanceId=action.instance_id),
                     name=action.name,
-                    data=text(payload_to_proto(action.input)),
+                    data=payload_out(action.input),
                 ),
             )
         case CompleteWorkflow():
             end = ms.CompleteOrchestrationAction(
                 orchestrationStatus=status_to_ms(WorkflowStatus.COMPLETED),
-                result=text(payload_to_proto(action.result)),
+                result=payload_out(action.result),
             )
         case FailWorkflow():
             end = ms.CompleteOrchestrationAction(
@@ -98,7 +100,7 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
         case ContinueAsNew():
             end = ms.CompleteOrchestrationAction(
                 orchestrationStatus=status_to_ms(WorkflowStatus.CONTINUED_AS_NEW),
-                result=text(payload_to_proto(action.input)),
+                result=payload_out(action.input),
                 carryoverEvents=events_to_ms(action.carryover),
             )
         case RecordPatch() | CancelTask() | CompleteUpdate():
@@ -120,7 +122,7 @@ def action_to_dapr(
             return dapr.WorkflowAction(
                 id=action.task_id - task_base,
                 scheduleTask=dapr.ScheduleTaskAction(
-                    name=action.name, input=text(payload_to_proto(action.input)),
+                    name=action.name, input=payload_out(action.input),
                     taskExecutionId=action.execution_id
                     or f"{DURABLE_ID}{instance_id}:{action.step - task_base}",
                 ),
@@ -135,7 +137,7 @@ def action_to_dapr(
                 createChildWorkflow=dapr.CreateChildWorkflowAction(
                     instanceId=action.instance_id,
                     name=action.name,
-                    input=text(payload_to_proto(action.input)),
+                    input=payload_out(action.input),
                 ),
             )
         case SendEvent():
@@ -144,13 +146,13 @@ def action_to_dapr(
                 sendEvent=dapr.SendEventAction(
                     instance=dapr.WorkflowInstance(instanceId=action.instance_id),
                     name=action.name,
-                    data=text(payload_to_proto(action.input)),
+                    data=payload_out(action.input),
                 ),
             )
         case CompleteWorkflow():
             end = dapr.CompleteWorkflowAction(
                 workflowStatus=status_to_dapr(WorkflowStatus.COMPLETED),
-                result=text(payload_to_proto(action.result)),
+                result=payload_out(action.result),
             )
         case FailWorkflow():
             end = dapr.CompleteWorkflowAction(
@@ -160,7 +162,7 @@ def action_to_dapr(
         case ContinueAsNew():
             end = dapr.CompleteWorkflowAction(
                 workflowStatus=status_to_dapr(WorkflowStatus.CONTINUED_AS_NEW),
-                result=text(payload_to_proto(action.input)),
+                result=payload_out(action.input),
                 carryoverEvents=events_to_dapr(action.carryover),
             )
         case RecordPatch() | CancelTask() | CompleteUpdate():
@@ -189,7 +191,7 @@ def action_from_proto(
     task_id = action.id + task_base
     match body:
         case ms.ScheduleTaskAction() | dapr.ScheduleTaskAction():
-            input = payload_from_proto(body.input.value)
+            input = payload_in(body, "input")
             step = step_of(body)  # a retry of a step, from durable's RemoteWorker
             execution_id = ""  # a Dapr SDK's own id for the call, kept for its retries
             if isinstance(body, dapr.ScheduleTaskAction) and not body.taskExecutionId.startswith(
@@ -203,38 +205,42 @@ def action_from_proto(
         case dapr.CreateTimerAction():
             return StartTimer(task_id, time_from_proto(body.fireAt), dapr_timer_purpose(body))
         case ms.CreateSubOrchestrationAction() | dapr.CreateChildWorkflowAction():
-            input = payload_from_proto(body.input.value)
+            input = payload_in(body, "input")
             return StartChildWorkflow(task_id, body.name, body.instanceId, input)
         case ms.SendEventAction() | dapr.SendEventAction():
-            return SendEvent(
-                task_id, body.instance.instanceId, body.name, payload_from_proto(body.data.value)
-            )
+            return SendEvent(task_id, body.instance.instanceId, body.name, payload_in(body, "data"))
         case ms.CompleteOrchestrationAction():
             carryover = [event_from_proto(e) for e in body.carryoverEvents]
-            return _end(body.orchestrationStatus, body.result.value, body.failureDetails, carryover)
+            return _end(
+                body.orchestrationStatus, payload_in(body, "result"), body.failureDetails, carryover
+            )
         case dapr.CompleteWorkflowAction():
             carryover = [event_from_proto(e) for e in body.carryoverEvents]
-            return _end(body.workflowStatus, body.result.value, body.failureDetails, carryover)
+            return _end(
+                body.workflowStatus, payload_in(body, "result"), body.failureDetails, carryover
+            )
+        case ms.SendEntityMessageAction():
+            raise NotSupportedError(f"{ENTITIES_UNSUPPORTED} (action id {action.id})")
     raise ProtocolError(f"{kind or 'empty'} action (id {action.id}) has no counterpart in durable")
 
 
 def _end(
     status: int,
-    result: str | None,
+    result: Raw,
     failure: ms.TaskFailureDetails | dapr.TaskFailureDetails,
     carryover: list[HistoryEvent | None],
 ) -> Action | None:
     """The action for completeOrchestration / completeWorkflow, by its status."""
     match status_from_proto(status):
         case WorkflowStatus.COMPLETED:
-            return CompleteWorkflow(payload_from_proto(result))
+            return CompleteWorkflow(result)
         case WorkflowStatus.FAILED:
             return FailWorkflow(failure_from_proto(failure))
         case WorkflowStatus.CONTINUED_AS_NEW:
             raised = tuple(e for e in carryover if isinstance(e, EventRaised))
             if len(raised) != len(carryover):
                 raise ProtocolError("continue-as-new can carry over only eventRaised events")
-            return ContinueAsNew(payload_from_proto(result), raised)
+            return ContinueAsNew(result, raised)
         case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
             return None
     raise ProtocolError(f"a run cannot end with status {int(status)}")

@@ -6,11 +6,12 @@ from __future__ import annotations
 from durable._core._events import ActivityCompleted, ActivityErrored, ActivityScheduled
 from durable.grpc._convert_values import (
     failure_from_proto,
+    payload_in,
+    payload_out,
     text,
     trace_context_to_dapr,
     trace_context_to_ms,
 )
-from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
 
 __all__ = [
@@ -43,7 +44,7 @@ def activity_request_to_ms(
     ``trace_parent`` (the attempt's span) in its ``parentTraceContext``."""
     request = ms.ActivityRequest(
         name=event.name,
-        input=text(payload_to_proto(event.input)),
+        input=payload_out(event.input),
         orchestrationInstance=ms.OrchestrationInstance(
             instanceId=instance_id, executionId=text(run_id)
         ),
@@ -69,7 +70,7 @@ def activity_request_to_dapr(
     of the step, unique across runs and instances, and read back by durable's worker."""
     request = dapr.ActivityRequest(
         name=event.name,
-        input=text(payload_to_proto(event.input)),
+        input=payload_out(event.input),
         workflowInstance=dapr.WorkflowInstance(instanceId=instance_id, executionId=text(run_id)),
         taskId=event.task_id - task_base,
         taskExecutionId=event.execution_id or f"{DURABLE_ID}{run_id}:{event.step}",
@@ -111,4 +112,4 @@ def activity_result_from_proto(
     task_id = response.taskId + task_base
     if response.HasField("failureDetails"):
         return ActivityErrored(task_id=task_id, failure=failure_from_proto(response.failureDetails))
-    return ActivityCompleted(task_id=task_id, result=payload_from_proto(response.result.value))
+    return ActivityCompleted(task_id=task_id, result=payload_in(response, "result"))

@@ -30,6 +30,7 @@ from durable._core._events import (
     WorkflowCompleted,
     WorkflowErrored,
     WorkflowResumed,
+    WorkflowRewound,
     WorkflowStarted,
     WorkflowSuspended,
     WorkflowTerminated,
@@ -41,6 +42,8 @@ from durable.grpc._convert_values import (
     failure_from_proto,
     failure_to_dapr,
     failure_to_ms,
+    payload_in,
+    payload_out,
     status_from_proto,
     status_to_dapr,
     status_to_ms,
@@ -52,11 +55,12 @@ from durable.grpc._convert_values import (
     trace_context_to_ms,
 )
 from durable.grpc._framing import ProtocolError
-from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from msgspec import Raw
 
 __all__ = [
     "event_from_proto",
@@ -85,7 +89,7 @@ def event_to_ms(
             started = ms.ExecutionStartedEvent(
                 name=event.name,
                 version=text(event.version),
-                input=text(payload_to_proto(event.input)),
+                input=payload_out(event.input),
                 orchestrationInstance=ms.OrchestrationInstance(
                     instanceId=instance_id, executionId=text(event.replay_seed)
                 ),
@@ -110,13 +114,13 @@ def event_to_ms(
         case ActivityScheduled():
             out.eventId = event.task_id - task_base
             out.taskScheduled.CopyFrom(
-                ms.TaskScheduledEvent(name=event.name, input=text(payload_to_proto(event.input)))
+                ms.TaskScheduledEvent(name=event.name, input=payload_out(event.input))
             )
         case ActivityCompleted():
             out.taskCompleted.CopyFrom(
                 ms.TaskCompletedEvent(
                     taskScheduledId=event.task_id - task_base,
-                    result=text(payload_to_proto(event.result)),
+                    result=payload_out(event.result),
                 )
             )
         case ActivityErrored():
@@ -141,14 +145,14 @@ def event_to_ms(
                 ms.SubOrchestrationInstanceCreatedEvent(
                     instanceId=event.instance_id,
                     name=event.name,
-                    input=text(payload_to_proto(event.input)),
+                    input=payload_out(event.input),
                 )
             )
         case ChildWorkflowCompleted():
             out.subOrchestrationInstanceCompleted.CopyFrom(
                 ms.SubOrchestrationInstanceCompletedEvent(
                     taskScheduledId=event.task_id - task_base,
-                    result=text(payload_to_proto(event.result)),
+                    result=payload_out(event.result),
                 )
             )
         case ChildWorkflowErrored():
@@ -160,7 +164,7 @@ def event_to_ms(
             )
         case EventRaised():
             out.eventRaised.CopyFrom(
-                ms.EventRaisedEvent(name=event.name, input=text(payload_to_proto(event.input)))
+                ms.EventRaisedEvent(name=event.name, input=payload_out(event.input))
             )
         case EventSent():
             out.eventId = event.task_id - task_base
@@ -168,7 +172,7 @@ def event_to_ms(
                 ms.EventSentEvent(
                     instanceId=event.instance_id,
                     name=event.name,
-                    input=text(payload_to_proto(event.input)),
+                    input=payload_out(event.input),
                 )
             )
         case WorkflowSuspended():
@@ -177,13 +181,13 @@ def event_to_ms(
             out.executionResumed.CopyFrom(ms.ExecutionResumedEvent(input=text(event.reason)))
         case WorkflowTerminated():
             out.executionTerminated.CopyFrom(
-                ms.ExecutionTerminatedEvent(input=text(payload_to_proto(event.output)))
+                ms.ExecutionTerminatedEvent(input=payload_out(event.output))
             )
         case WorkflowCompleted():
             out.executionCompleted.CopyFrom(
                 ms.ExecutionCompletedEvent(
                     orchestrationStatus=status_to_ms(WorkflowStatus.COMPLETED),
-                    result=text(payload_to_proto(event.result)),
+                    result=payload_out(event.result),
                 )
             )
         case WorkflowErrored():
@@ -194,11 +198,11 @@ def event_to_ms(
                 )
             )
         case ContinuedAsNew():
-            out.continueAsNew.CopyFrom(
-                ms.ContinueAsNewEvent(input=text(payload_to_proto(event.input)))
-            )
+            out.continueAsNew.CopyFrom(ms.ContinueAsNewEvent(input=payload_out(event.input)))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case WorkflowRewound():
+            return None  # not carried: the history before it is the rewound one already
         case UpdateRequested() | UpdateCompleted():
             return None  # not carried: the protocol has no updates
         case _:
@@ -231,7 +235,7 @@ def event_to_dapr(
             started = dapr.ExecutionStartedEvent(
                 name=event.name,
                 version=text(event.version),
-                input=text(payload_to_proto(event.input)),
+                input=payload_out(event.input),
                 workflowInstance=dapr.WorkflowInstance(
                     instanceId=instance_id, executionId=text(event.replay_seed)
                 ),
@@ -256,14 +260,14 @@ def event_to_dapr(
         case ActivityScheduled():
             out.eventId = event.task_id - task_base
             out.taskScheduled.CopyFrom(dapr.TaskScheduledEvent(
-                name=event.name, input=text(payload_to_proto(event.input)),
+                name=event.name, input=payload_out(event.input),
                 taskExecutionId=event.execution_id,
             ))  # fmt: skip
         case ActivityCompleted():
             out.taskCompleted.CopyFrom(
                 dapr.TaskCompletedEvent(
                     taskScheduledId=event.task_id - task_base,
-                    result=text(payload_to_proto(event.result)),
+                    result=payload_out(event.result),
                 )
             )
         case ActivityErrored():
@@ -290,14 +294,14 @@ def event_to_dapr(
                 dapr.ChildWorkflowInstanceCreatedEvent(
                     instanceId=event.instance_id,
                     name=event.name,
-                    input=text(payload_to_proto(event.input)),
+                    input=payload_out(event.input),
                 )
             )
         case ChildWorkflowCompleted():
             out.childWorkflowInstanceCompleted.CopyFrom(
                 dapr.ChildWorkflowInstanceCompletedEvent(
                     taskScheduledId=event.task_id - task_base,
-                    result=text(payload_to_proto(event.result)),
+                    result=payload_out(event.result),
                 )
             )
         case ChildWorkflowErrored():
@@ -309,7 +313,7 @@ def event_to_dapr(
             )
         case EventRaised():
             out.eventRaised.CopyFrom(
-                dapr.EventRaisedEvent(name=event.name, input=text(payload_to_proto(event.input)))
+                dapr.EventRaisedEvent(name=event.name, input=payload_out(event.input))
             )
         case EventSent():
             out.eventId = event.task_id - task_base
@@ -317,7 +321,7 @@ def event_to_dapr(
                 dapr.EventSentEvent(
                     instanceId=event.instance_id,
                     name=event.name,
-                    input=text(payload_to_proto(event.input)),
+                    input=payload_out(event.input),
                 )
             )
         case WorkflowSuspended():
@@ -326,13 +330,13 @@ def event_to_dapr(
             out.executionResumed.CopyFrom(dapr.ExecutionResumedEvent(input=text(event.reason)))
         case WorkflowTerminated():
             out.executionTerminated.CopyFrom(
-                dapr.ExecutionTerminatedEvent(input=text(payload_to_proto(event.output)))
+                dapr.ExecutionTerminatedEvent(input=payload_out(event.output))
             )
         case WorkflowCompleted():
             out.executionCompleted.CopyFrom(
                 dapr.ExecutionCompletedEvent(
                     workflowStatus=status_to_dapr(WorkflowStatus.COMPLETED),
-                    result=text(payload_to_proto(event.result)),
+                    result=payload_out(event.result),
                 )
             )
         case WorkflowErrored():
@@ -343,11 +347,11 @@ def event_to_dapr(
                 )
             )
         case ContinuedAsNew():
-            out.continueAsNew.CopyFrom(
-                dapr.ContinueAsNewEvent(input=text(payload_to_proto(event.input)))
-            )
+            out.continueAsNew.CopyFrom(dapr.ContinueAsNewEvent(input=payload_out(event.input)))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
+        case WorkflowRewound():
+            return None  # not carried: the history before it is the rewound one already
         case UpdateRequested() | UpdateCompleted():
             return None  # not carried: the protocol has no updates
         case _:
@@ -383,7 +387,8 @@ def events_to_dapr(
                 turn.version.name = run_version
             continue
         converted = event_to_dapr(event, instance_id=instance_id, task_base=task_base)
-        assert converted is not None  # only PatchApplied has no event of its own
+        if converted is None:  # no form on the wire (a rewind's mark, say)
+            continue
         if isinstance(event, TurnStarted):
             turn = converted.workflowStarted
             if run_version is not None:
@@ -428,7 +433,7 @@ def event_from_proto(
             return WorkflowStarted(
                 **common,
                 name=body.name,
-                input=payload_from_proto(body.input.value),
+                input=payload_in(body, "input"),
                 run_id=run.executionId.value,
                 version=body.version.value,
                 parent=ParentRef(
@@ -443,7 +448,7 @@ def event_from_proto(
         case ms.OrchestratorStartedEvent() | dapr.WorkflowStartedEvent():
             return TurnStarted(**common)
         case ms.TaskScheduledEvent() | dapr.TaskScheduledEvent():
-            input = payload_from_proto(body.input.value)
+            input = payload_in(body, "input")
             execution_id = body.taskExecutionId if isinstance(body, dapr.TaskScheduledEvent) else ""
             return ActivityScheduled(
                 **common, task_id=own_task, name=body.name, input=input, step=own_task,
@@ -451,9 +456,7 @@ def event_from_proto(
             )  # fmt: skip
         case ms.TaskCompletedEvent() | dapr.TaskCompletedEvent():
             task_id = body.taskScheduledId + task_base
-            return ActivityCompleted(
-                **common, task_id=task_id, result=payload_from_proto(body.result.value)
-            )
+            return ActivityCompleted(**common, task_id=task_id, result=payload_in(body, "result"))
         case ms.TaskFailedEvent() | dapr.TaskFailedEvent():
             task_id = body.taskScheduledId + task_base
             failure = failure_from_proto(body.failureDetails)
@@ -469,7 +472,7 @@ def event_from_proto(
             task_id = body.timerId + task_base
             return TimerFired(**common, task_id=task_id, fire_at=time_from_proto(body.fireAt))
         case ms.SubOrchestrationInstanceCreatedEvent() | dapr.ChildWorkflowInstanceCreatedEvent():
-            input = payload_from_proto(body.input.value)
+            input = payload_in(body, "input")
             return ChildWorkflowScheduled(
                 **common,
                 task_id=own_task,
@@ -481,16 +484,16 @@ def event_from_proto(
             ms.SubOrchestrationInstanceCompletedEvent() | dapr.ChildWorkflowInstanceCompletedEvent()
         ):
             task_id = body.taskScheduledId + task_base
-            result = payload_from_proto(body.result.value)
+            result = payload_in(body, "result")
             return ChildWorkflowCompleted(**common, task_id=task_id, result=result)
         case ms.SubOrchestrationInstanceFailedEvent() | dapr.ChildWorkflowInstanceFailedEvent():
             task_id = body.taskScheduledId + task_base
             failure = failure_from_proto(body.failureDetails)
             return ChildWorkflowErrored(**common, task_id=task_id, failure=failure)
         case ms.EventRaisedEvent() | dapr.EventRaisedEvent():
-            return EventRaised(**common, name=body.name, input=payload_from_proto(body.input.value))
+            return EventRaised(**common, name=body.name, input=payload_in(body, "input"))
         case ms.EventSentEvent() | dapr.EventSentEvent():
-            input = payload_from_proto(body.input.value)
+            input = payload_in(body, "input")
             return EventSent(
                 **common, task_id=own_task, instance_id=body.instanceId, name=body.name,
                 input=input,
@@ -500,15 +503,17 @@ def event_from_proto(
         case ms.ExecutionResumedEvent() | dapr.ExecutionResumedEvent():
             return WorkflowResumed(**common, reason=body.input.value)
         case ms.ExecutionTerminatedEvent() | dapr.ExecutionTerminatedEvent():
-            return WorkflowTerminated(**common, output=payload_from_proto(body.input.value))
+            return WorkflowTerminated(**common, output=payload_in(body, "input"))
         case ms.ExecutionCompletedEvent():
             return _completed(
-                common, body.orchestrationStatus, body.result.value, body.failureDetails
+                common, body.orchestrationStatus, payload_in(body, "result"), body.failureDetails
             )
         case dapr.ExecutionCompletedEvent():
-            return _completed(common, body.workflowStatus, body.result.value, body.failureDetails)
+            return _completed(
+                common, body.workflowStatus, payload_in(body, "result"), body.failureDetails
+            )
         case ms.ContinueAsNewEvent() | dapr.ContinueAsNewEvent():
-            return ContinuedAsNew(**common, input=payload_from_proto(body.input.value))
+            return ContinuedAsNew(**common, input=payload_in(body, "input"))
     return None
 
 
@@ -550,17 +555,17 @@ def events_from_proto(
 def _completed(
     common: dict[str, Any],
     status: int,
-    result: str | None,
+    result: Raw,
     failure: ms.TaskFailureDetails | dapr.TaskFailureDetails,
 ) -> HistoryEvent:
     """The event for executionCompleted, by its status."""
     match status_from_proto(status):
         case WorkflowStatus.COMPLETED:
-            return WorkflowCompleted(**common, result=payload_from_proto(result))
+            return WorkflowCompleted(**common, result=result)
         case WorkflowStatus.FAILED:
             return WorkflowErrored(**common, failure=failure_from_proto(failure))
         case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
-            return WorkflowTerminated(**common, output=payload_from_proto(result))
+            return WorkflowTerminated(**common, output=result)
         case WorkflowStatus.CONTINUED_AS_NEW:
-            return ContinuedAsNew(**common, input=payload_from_proto(result))
+            return ContinuedAsNew(**common, input=result)
     raise ProtocolError(f"executionCompleted with a non-final status ({int(status)})")

@@ -4,15 +4,23 @@ and Dapr timer origins (see :mod:`durable.grpc._convert`)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
+from google.protobuf.struct_pb2 import ListValue, Struct, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import StringValue
 
+from durable._core._events import NULL
 from durable._core._failure import FailureDetails
 from durable._core._state import WorkflowStatus
 from durable.grpc._framing import ProtocolError
+from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+    from msgspec import Raw
 
 __all__ = [
     "NEVER",
@@ -24,6 +32,8 @@ __all__ = [
     "status_from_proto",
     "status_to_dapr",
     "status_to_ms",
+    "payload_in",
+    "payload_out",
     "text",
     "time_from_proto",
     "time_to_proto",
@@ -57,6 +67,22 @@ def time_from_proto(at: Timestamp) -> datetime:
     if at.seconds >= _NEVER_SECONDS and at.nanos >= _NEVER_NANOS - 999:
         return NEVER
     return at.ToDatetime(tzinfo=UTC)
+
+
+def payload_in(message: Message, field: str) -> Raw:
+    """The stored payload of a StringValue field of ``message``: absent is ``null``; any
+    text, empty and ``null`` included, is kept as sent (see :mod:`durable.grpc._payload`)."""
+    if not message.HasField(field):
+        return NULL
+    value: StringValue = getattr(message, field)
+    return payload_from_proto(value.value)
+
+
+def payload_out(payload: Raw) -> StringValue | None:
+    """The StringValue for a stored payload: ``None`` (absent) for ``null``, else the
+    text, empty included."""
+    text = payload_to_proto(payload)
+    return None if text is None else StringValue(value=text)
 
 
 def text(value: str | None) -> StringValue | None:
@@ -117,18 +143,25 @@ def failure_to_ms(failure: FailureDetails) -> ms.TaskFailureDetails:
         errorType=failure.type,
         errorMessage=failure.message,
         stackTrace=text(failure.stack_trace),
+        isNonRetriable=failure.non_retriable,
     )
     if failure.cause is not None:
         out.innerFailure.CopyFrom(failure_to_ms(failure.cause))
+    if failure.properties:
+        properties = msgspec.json.decode(failure.properties, type=dict[str, object])
+        for key, value in properties.items():
+            out.properties[key].CopyFrom(_value_to_proto(value))
     return out
 
 
 def failure_to_dapr(failure: FailureDetails) -> dapr.TaskFailureDetails:
-    """``failure`` as Dapr TaskFailureDetails (``bases`` has no field: dropped)."""
+    """``failure`` as Dapr TaskFailureDetails (``bases`` and ``properties`` have no
+    field: dropped)."""
     out = dapr.TaskFailureDetails(
         errorType=failure.type,
         errorMessage=failure.message,
         stackTrace=text(failure.stack_trace),
+        isNonRetriable=failure.non_retriable,
     )
     if failure.cause is not None:
         out.innerFailure.CopyFrom(failure_to_dapr(failure.cause))
@@ -137,7 +170,9 @@ def failure_to_dapr(failure: FailureDetails) -> dapr.TaskFailureDetails:
 
 def failure_from_proto(details: ms.TaskFailureDetails | dapr.TaskFailureDetails) -> FailureDetails:
     """durable's FailureDetails for TaskFailureDetails of either dialect (the two share
-    fields 1-5; ``isNonRetriable`` and MS ``properties`` are dropped)."""
+    fields 1-5; MS ``properties`` are kept as a JSON object)."""
+    properties = details.properties if isinstance(details, ms.TaskFailureDetails) else {}
+    carried = {key: _value_from_proto(value) for key, value in properties.items()}
     return FailureDetails(
         type=details.errorType,
         message=details.errorMessage,
@@ -145,7 +180,44 @@ def failure_from_proto(details: ms.TaskFailureDetails | dapr.TaskFailureDetails)
         cause=failure_from_proto(details.innerFailure)
         if details.HasField("innerFailure")
         else None,
+        non_retriable=details.isNonRetriable,
+        properties=msgspec.json.encode(carried).decode() if carried else "",
     )
+
+
+def _value_from_proto(value: Value) -> object:
+    """The JSON value of a ``google.protobuf.Value`` (one with no kind is ``null``)."""
+    match value.WhichOneof("kind"):
+        case "struct_value":
+            return {key: _value_from_proto(v) for key, v in value.struct_value.fields.items()}
+        case "list_value":
+            return [_value_from_proto(v) for v in value.list_value.values]
+        case "number_value":
+            return value.number_value
+        case "string_value":
+            return value.string_value
+        case "bool_value":
+            return value.bool_value
+    return None
+
+
+def _value_to_proto(value: object) -> Value:
+    """The ``google.protobuf.Value`` of a JSON value (integers become numbers)."""
+    match value:
+        case None:
+            return Value(null_value=0)  # type: ignore[arg-type]
+        case bool():
+            return Value(bool_value=value)
+        case int() | float():
+            return Value(number_value=float(value))
+        case str():
+            return Value(string_value=value)
+        case list():
+            return Value(list_value=ListValue(values=[_value_to_proto(v) for v in value]))
+        case dict():
+            return Value(struct_value=Struct(
+                fields={str(k): _value_to_proto(v) for k, v in value.items()}))  # fmt: skip
+    raise ProtocolError(f"failure property of type {type(value).__name__}")
 
 
 def trace_context_from_proto(

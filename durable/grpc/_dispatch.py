@@ -61,6 +61,9 @@ class TurnWork:
     task_base: int
     recorded_patches: frozenset[str] = frozenset()
     next_task: int = 0
+    name: str = ""
+    """The workflow's name and version (what work-item filters match)."""
+    version: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,6 +76,8 @@ class ActivityWork:
     scheduled: ActivityScheduled
     wire_task_id: int
     trace_parent: str = ""
+    version: str = ""
+    """The version of the workflow that scheduled it (what work-item filters match)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,8 @@ class Item:
 class WorkerStream:
     """One connected ``GetWorkItems`` call and what the server sends on it.
 
-    ``outbox`` yields items to send, and ``None`` for a health ping. ``warm`` maps an
+    ``outbox`` yields items to send, and ``None`` for a health ping. ``accepts`` says
+    which work the worker takes (its work-item filters; None: all). ``warm`` maps an
     instance to what its worker caches (kept only for streams that advertised stateful
     history): see :class:`Warm`. ``origin`` names the connection it came on (a
     tokenless completion is matched only among the items of streams of its connection).
@@ -136,9 +142,13 @@ class WorkerStream:
     """Turns the worker takes at once (its maxConcurrentOrchestrationWorkItems; 0: any)."""
     max_activities: int = 0
     """Activities the worker takes at once (maxConcurrentActivityWorkItems; 0: any)."""
+    accepts: Callable[[TurnWork | ActivityWork], bool] | None = None
 
     def has_room(self, work: TurnWork | ActivityWork) -> bool:
-        """Whether the worker takes one more item of ``work``'s kind now."""
+        """Whether the worker takes one more item of ``work`` now (its filters take it,
+        and it holds fewer than its limit of that kind)."""
+        if self.accepts is not None and not self.accepts(work):
+            return False
         limit = self.max_turns if isinstance(work, TurnWork) else self.max_activities
         if limit <= 0:
             return True
@@ -205,13 +215,15 @@ class Dispatcher:
     def connect(
         self, dialect: Dialect, *, stateful: bool, pings: bool, origin: Hashable = None,
         max_turns: int = 0, max_activities: int = 0,
+        accepts: Callable[[TurnWork | ActivityWork], bool] | None = None,
     ) -> WorkerStream:  # fmt: skip
         """A new stream (on the connection ``origin``, taking at most ``max_turns`` and
-        ``max_activities`` items at once); the items that waited for one go to it."""
+        ``max_activities`` items at once, and only the work ``accepts`` takes; None:
+        all); the items that waited for one go to it."""
         inbox, outbox = anyio.create_memory_object_stream[Item | None](math.inf)
         stream = WorkerStream(next(self._numbers), dialect, stateful, pings, outbox, inbox,
                               origin=origin, max_turns=max_turns,
-                              max_activities=max_activities)  # fmt: skip
+                              max_activities=max_activities, accepts=accepts)  # fmt: skip
         self._streams.append(stream)
         self._place_waiting()
         self._changed()

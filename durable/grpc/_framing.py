@@ -32,7 +32,9 @@ __all__ = [
     "PAST_EVENTS",
     "TURN_REQUEST",
     "VARINT",
+    "ENTITIES_UNSUPPORTED",
     "LazyEvents",
+    "NotSupportedError",
     "ProtocolError",
     "RawMessage",
     "UndecodableError",
@@ -49,6 +51,17 @@ __all__ = [
 class ProtocolError(DurableError, ValueError):
     """Raised when a Durable Task message is malformed, or asks for something durable's
     model has no counterpart for (sending an event, terminating another instance...)."""
+
+
+class NotSupportedError(ProtocolError):
+    """A Durable Task feature durable's sidecar does not implement, refused by name
+    (gRPC UNIMPLEMENTED) rather than as a malformed message."""
+
+
+ENTITIES_UNSUPPORTED = (
+    "Durable Entities (call_entity, signal_entity, lock_entities and the entity RPCs) "
+    "are not supported by durable's sidecar"
+)
 
 
 class UndecodableError(ProtocolError):

@@ -57,6 +57,7 @@ __all__ = [
     "rerun_from_event",
     "restart_instance",
     "resume_instance",
+    "rewind_instance",
     "start_instance",
     "suspend_instance",
     "terminate_instance",
@@ -94,10 +95,10 @@ def _state_to_ms(state: WorkflowState, payloads: bool) -> ms.OrchestrationState:
     if state.updated_at is not None:
         out.lastUpdatedTimestamp.CopyFrom(cv.time_to_proto(state.updated_at))
     for field, payload in (("input", state.input), ("output", state.output)):
-        if payloads and payload is not None and (value := cv.payload_to_proto(payload)):
-            getattr(out, field).value = value
-    if state.custom_status is not None and (status := cv.payload_to_proto(state.custom_status)):
-        out.customStatus.value = status
+        if payloads and payload is not None and (value := cv.payload_out(payload)) is not None:
+            getattr(out, field).CopyFrom(value)
+    if state.custom_status is not None and (status := cv.payload_out(state.custom_status)):
+        out.customStatus.CopyFrom(status)
     if state.failure is not None and state.status is WorkflowStatus.FAILED:
         out.failureDetails.CopyFrom(cv.failure_to_ms(state.failure))
     return out
@@ -133,7 +134,7 @@ async def start_instance(client: Client, data: bytes) -> bytes:
     handle: WorkflowHandle[object] = await start_replacing(
         client,
         name,
-        cv.payload_from_proto(request.input.value),
+        cv.payload_in(request, "input"),
         instance_id=request.instanceId or None,
         reuse=reuse_of(request),
         version=request.version.value or None,
@@ -209,9 +210,7 @@ async def raise_event(client: Client, data: bytes) -> bytes:
     request = parse(ms.RaiseEventRequest, data)
     instance_id = _required(request.instanceId, "instanceId")
     name = _required(request.name, "RaiseEventRequest.name")
-    await client.get_handle(instance_id).raise_event(
-        name, cv.payload_from_proto(request.input.value)
-    )
+    await client.get_handle(instance_id).raise_event(name, cv.payload_in(request, "input"))
     return ms.RaiseEventResponse().SerializeToString()
 
 
@@ -219,7 +218,7 @@ async def terminate_instance(client: Client, data: bytes) -> bytes:
     request = parse(ms.TerminateRequest, data)
     instance_id = _required(request.instanceId, "instanceId")
     handle = client.get_handle(instance_id)
-    output = cv.payload_from_proto(request.output.value)
+    output = cv.payload_in(request, "output")
     await handle.terminate("terminated by a client", output, recursive=request.recursive)
     return ms.TerminateResponse().SerializeToString()
 
@@ -326,9 +325,7 @@ async def rerun_from_event(client: Client, data: bytes) -> bytes:
         into = None
     if request.newChildWorkflowInstanceID:
         raise ProtocolError("newChildWorkflowInstanceID is not supported: the child keeps its id")
-    overwrite = (
-        {"step_input": cv.payload_from_proto(request.input.value)} if request.overwriteInput else {}
-    )
+    overwrite = {"step_input": cv.payload_in(request, "input")} if request.overwriteInput else {}
     handle = client.get_handle(instance_id)
     history = await handle.history()
     started = history[0]
@@ -343,6 +340,16 @@ async def rerun_from_event(client: Client, data: bytes) -> bytes:
                 newInstanceID=rerun.instance_id
             ).SerializeToString()
     raise ProtocolError(f"instance {instance_id!r} has no scheduled step {request.eventID}")
+
+
+async def rewind_instance(client: Client, data: bytes) -> bytes:
+    """RewindInstance (MS): the engine's rewind of a FAILED instance (FAILED_PRECONDITION
+    for any other status, NOT_FOUND for an unknown id): its failed activities and
+    sub-orchestrations run again, its successful ones keep their results."""
+    request = parse(ms.RewindInstanceRequest, data)
+    instance_id = _required(request.instanceId, "instanceId")
+    await client.rewind(instance_id, request.reason.value)
+    return ms.RewindInstanceResponse().SerializeToString()
 
 
 # -- listing ----------------------------------------------------------------------------

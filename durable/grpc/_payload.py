@@ -11,8 +11,9 @@ sends it reads back as sent.
 
 The mapping is one to one: a plain JSON value is stored as it is (readable, and what
 existing stores hold), and a JSON value that happens to begin like the wrapper is
-wrapped too, so nothing a client sends reads back as something else. Absent, empty
-and ``null`` are one value, no payload (what the SDKs send for ``None``).
+wrapped too, so nothing a client sends reads back as something else. Only an absent
+StringValue is no payload (the store's ``null``, what the SDKs send for ``None``); the
+empty text and the text ``null`` are texts like any other and read back as sent.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ _decode_text = msgspec.json.Decoder(_Text).decode
 
 def _plain(data: bytes) -> bool:
     """Whether ``data`` is exactly one JSON value (valid UTF-8, no padding) that cannot
-    be taken for a wrapped text: stored as it is."""
-    if data[0] in _BLANK or data[-1] in _BLANK or data.startswith(_WRAPPED):
+    be taken for a wrapped text nor for no payload: stored as it is."""
+    if not data or data == b"null" or data.startswith(_WRAPPED):
+        return False
+    if data[0] in _BLANK or data[-1] in _BLANK:
         return False
     try:
         msgspec.json.decode(data)
@@ -53,8 +56,9 @@ def _plain(data: bytes) -> bool:
 
 def payload_from_proto(text: str | None) -> Raw:
     """What the store keeps for a StringValue's text: the JSON value itself, or the
-    text wrapped as data when it is anything else; absent or empty becomes ``null``."""
-    if not text:
+    text wrapped as data when it is anything else (empty and ``null`` included); absent
+    becomes the store's ``null``."""
+    if text is None:
         return NULL
     data = text.encode()
     if _plain(data):

@@ -113,6 +113,7 @@ class RemoteRun:
         self.instance_id = instance_id
         self.run_id = started.run_id
         self.task_base = started.first_task_id
+        self.name, self.version = started.name, started.version
         self.step_base = started.step_base  # workers number steps from the task ids
         self.history = list(history)
         self.terminated = False
@@ -176,7 +177,8 @@ class RemoteRun:
             # take no turn without one, so the wire alone opens one (it is not recorded)
             new = [TurnStarted(event_id=len(past), timestamp=self._last_turn_time())]
         work = TurnWork(self.instance_id, self.run_id, past, new, self.task_base,
-                        frozenset(self._patches), self._task_count)  # fmt: skip
+                        frozenset(self._patches), self._task_count, self.name,
+                        self.version)  # fmt: skip
         outcome: TurnOutcome = await self._executor.dispatcher.submit(work)
         self.custom_status = outcome.custom_status
         actions = outcome.actions
@@ -240,13 +242,14 @@ class RemoteExecutor:
     ) -> ActivityCompleted | ActivityErrored:
         run = self._runs.get(instance_id)
         if run is not None:
-            base, run_id = run.task_base, run.run_id
+            base, run_id, version = run.task_base, run.run_id, run.version
         else:
             started = (await self._load_history(instance_id))[0]
             assert isinstance(started, WorkflowStarted)
-            base, run_id = started.first_task_id, started.run_id
+            base, run_id, version = started.first_task_id, started.run_id, started.version
         trace_parent = current_trace_context()[0]  # the attempt's span, if traced
-        work = ActivityWork(instance_id, run_id, scheduled, scheduled.task_id - base, trace_parent)
+        work = ActivityWork(instance_id, run_id, scheduled, scheduled.task_id - base, trace_parent,
+                            version)  # fmt: skip
         outcome: ActivityCompleted | ActivityErrored = await self.dispatcher.submit(work)
         return outcome
 

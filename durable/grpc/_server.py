@@ -37,6 +37,9 @@ from . import _management as mgmt
 from ._auth import Gate
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
+from ._filters import work_filters
+from ._framing import ENTITIES_UNSUPPORTED, NotSupportedError
+from ._history import history_chunks
 from ._limits import (
     DEFAULT_MAX_MESSAGE,
     DEFAULT_MAX_WAITING,
@@ -145,7 +148,9 @@ class SidecarService:
             "ListInstanceIDs": lambda d: mgmt.list_instance_ids_dapr(c, d),
             "RerunWorkflowFromEvent": lambda d: mgmt.rerun_from_event(c, d),
             "RestartInstance": lambda d: mgmt.restart_instance(c, d),
+            "RewindInstance": lambda d: mgmt.rewind_instance(c, d),
             "GetInstanceHistory": lambda d: mgmt.get_instance_history(c, d),
+            **dict.fromkeys(_ENTITY_RPCS, _refuse_entities),
         }
         worker: dict[str, FromWorker] = {
             "CompleteOrchestratorTask": self._complete_turn,
@@ -165,6 +170,9 @@ class SidecarService:
         mapping[_PATH + "GetWorkItems"] = Handler(
             self._get_work_items, Cardinality.UNARY_STREAM, bytes, bytes
         )
+        mapping[_PATH + "StreamInstanceHistory"] = Handler(
+            self._stream_history, Cardinality.UNARY_STREAM, bytes, bytes
+        )
         return mapping
 
     # -- plumbing -------------------------------------------------------------------
@@ -182,6 +190,15 @@ class SidecarService:
     async def _hello(self, data: bytes) -> bytes:
         return b""
 
+    async def _stream_history(self, stream: Stream[Any, Any]) -> None:
+        self.gate.check(stream)
+        with _statuses("StreamInstanceHistory"):
+            data = await receive(stream, self.max_message_size)
+            chunks = [checked_reply(c, self.max_message_size)
+                      for c in await history_chunks(self.client, data)]  # fmt: skip
+        for chunk in chunks:
+            await stream.send_message(chunk)
+
     # -- workers --------------------------------------------------------------------
 
     async def _get_work_items(self, stream: Stream[Any, Any]) -> None:
@@ -190,9 +207,15 @@ class SidecarService:
             data = await receive(stream, self.max_message_size)
             dialect, capabilities = detect_dialect(data)
             limits = worker_limits(dialect, data)
+            filters = work_filters(dialect, data)
         stateful, pings = stream_options(dialect, capabilities)
         worker = self.dispatcher.connect(
-            dialect, stateful=stateful, pings=pings, origin=origin_of(stream), **limits
+            dialect,
+            stateful=stateful,
+            pings=pings,
+            origin=origin_of(stream),
+            **limits,
+            accepts=filters.accepts if filters is not None else None,
         )
         try:
             async with anyio.create_task_group() as tg:
@@ -238,7 +261,8 @@ class SidecarService:
         try:
             outcome = decode_turn(item.dialect, data, item.work)
         except ProtocolError as err:
-            failure = FailureDetails("ProtocolError", f"durable cannot apply this turn: {err}")
+            kind = type(err).__name__ if isinstance(err, NotSupportedError) else "ProtocolError"
+            failure = FailureDetails(kind, f"durable cannot apply this turn: {err}")
             self.dispatcher.resolve(item, TurnOutcome([FailWorkflow(failure)]))
             raise
         if not envelope.completion_token and _reuses_task_ids(outcome, item.work):
@@ -317,7 +341,18 @@ class _statuses:
         raise GRPCError(status, str(err)) from None
 
 
+_ENTITY_RPCS = ("SignalEntity", "GetEntity", "QueryEntities", "CleanEntityStorage",
+                "CompleteEntityTask", "AbandonTaskEntityWorkItem")  # fmt: skip
+
+
+async def _refuse_entities(data: bytes) -> bytes:
+    """The entity RPCs, client's and worker's: refused by name."""
+    raise NotSupportedError(ENTITIES_UNSUPPORTED)
+
+
 def _status_of(err: Exception) -> Status:
+    if isinstance(err, NotSupportedError):
+        return Status.UNIMPLEMENTED
     if isinstance(err, InstanceNotFoundError):
         return Status.NOT_FOUND
     if isinstance(err, InstanceExistsError):

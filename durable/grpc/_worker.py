@@ -412,7 +412,7 @@ class RemoteWorker:
             scheduled = ActivityScheduled(
                 task_id=request.taskId,
                 name=request.name,
-                input=cv.payload_from_proto(request.input.value),
+                input=cv.payload_in(request, "input"),
                 step=request.taskId if step is None else step,  # keys the memo
             )
             outcome = await execute_activity(
@@ -458,8 +458,8 @@ def _activity_response(
         details = to_proto(failure)
         details.errorMessage = details.errorMessage or failure.type
         response.failureDetails.CopyFrom(details)
-    elif (value := cv.payload_to_proto(outcome.result)) is not None:
-        response.result.value = value
+    elif (value := cv.payload_out(outcome.result)) is not None:
+        response.result.CopyFrom(value)
     result: ms.ActivityResponse | dapr.ActivityResponse = response
     return result
 
@@ -476,14 +476,14 @@ def _workflow_response_ms(outcome: TurnOutcome, token: str) -> ms.OrchestratorRe
                 id=-1,
                 completeOrchestration=ms.CompleteOrchestrationAction(
                     orchestrationStatus=cv.status_to_ms(WorkflowStatus.TERMINATED),
-                    result=cv.text(cv.payload_to_proto(outcome.terminated.output)),
+                    result=cv.payload_out(outcome.terminated.output),
                 ),
             )
         )
     return ms.OrchestratorResponse(
         instanceId=outcome.instance_id,
         actions=[a for a in actions if a is not None],
-        customStatus=cv.text(cv.payload_to_proto(outcome.custom_status)),
+        customStatus=cv.payload_out(outcome.custom_status),
         completionToken=token,
     )
 
@@ -501,14 +501,14 @@ def _workflow_response_dapr(outcome: TurnOutcome, token: str) -> dapr.WorkflowRe
                 id=-1,
                 completeWorkflow=dapr.CompleteWorkflowAction(
                     workflowStatus=cv.status_to_dapr(WorkflowStatus.TERMINATED),
-                    result=cv.text(cv.payload_to_proto(outcome.terminated.output)),
+                    result=cv.payload_out(outcome.terminated.output),
                 ),
             )
         )
     response = dapr.WorkflowResponse(
         instanceId=outcome.instance_id,
         actions=[a for a in actions if a is not None],
-        customStatus=cv.text(cv.payload_to_proto(outcome.custom_status)),
+        customStatus=cv.payload_out(outcome.custom_status),
         completionToken=token,
     )
     if outcome.patches or outcome.version:

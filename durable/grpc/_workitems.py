@@ -209,7 +209,7 @@ def decode_turn(dialect: Dialect, data: bytes, work: TurnWork) -> TurnOutcome:
     ends = [a for a in actions if isinstance(a, _ENDS)]
     steps = [a for a in actions if not isinstance(a, _ENDS)]
     patches = cv.patches_from_proto(response, recorded=work.recorded_patches)
-    status = cv.payload_from_proto(response.customStatus.value)
+    status = cv.payload_in(response, "customStatus")
     return TurnOutcome([*steps, *patches, *ends], status)
 
 

@@ -4,7 +4,7 @@ One ``random.Random(seed)`` decides everything: how many runtimes share the stor
 (a fleet with leases, on one ``MockClock``), which random programs start
 (:mod:`durable.testing._system_programs`), which outside operations interleave with
 them (raise_event, a burst of them, suspend, resume, terminate, cancel, start with reuse,
-start with an event, an update, rerun, purge, sweep, a workflow no runtime has, a deploy
+start with an event, an update, rerun, rewind, purge, sweep, a workflow no runtime has, a deploy
 of changed code that restarts every runtime), and which fault hits each store call: a
 transient error before or after the write lands, a crash of the calling runtime before
 or after a write (it dies, and a new one starts later on the same store), a few

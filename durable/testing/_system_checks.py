@@ -50,7 +50,8 @@ _ANSWERS = (ActivityCompleted, ActivityErrored, TimerFired, ChildWorkflowComplet
 
 @dataclass
 class Epoch:
-    """One start of an instance (a start, reuse or rerun) and its continue-as-new runs."""
+    """One start of an instance (a start, reuse, rerun or rewind) and its continue-as-new
+    runs."""
 
     instance_id: str
     number: int
@@ -74,6 +75,9 @@ class Epoch:
     born_gen: int = 0  # the code generation its oldest history was recorded under
     ended_gen: int | None = None  # the code generation when it ended
     origin: str = ""  # the run id its messages from outside are addressed to
+    rewinds: tuple[str, ...] = ()  # the failed runs it rewinds (their children are its)
+    completed: set[int] = field(default_factory=set)  # task ids of activities that returned
+    kept: set[int] = field(default_factory=set)  # a rewind's: those of the run it rewinds
 
     @property
     def ended(self) -> bool:
@@ -321,6 +325,8 @@ class Ledger:
                     self.violate(f"{process} applied a second {type(event).__name__} for task "
                                  f"{event.task_id} of {instance_id!r} in one run")  # fmt: skip
                 epoch.answered.add(event.task_id)
+                if isinstance(event, ActivityCompleted):
+                    epoch.completed.add(event.task_id)
                 if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
                     self._child_answer(process, epoch, event)
         if can:
@@ -362,7 +368,13 @@ class Ledger:
             self.violate(f"a new run of {instance_id!r} began while run {previous.tag!r} "
                          "had not ended")  # fmt: skip
         epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent,
-                      step_base=started.step_base, origin=started.origin_run)  # fmt: skip
+                      step_base=started.step_base, origin=started.origin_run,
+                      rewinds=started.rewinds)  # fmt: skip
+        if started.rewinds and previous is not None:
+            # what the run it rewinds had done (each activity that returned) never runs
+            # again, and what it keeps is not answered a second time
+            epoch.kept = set(previous.completed)
+            epoch.answered = {e.task_id for e in record.next_run if isinstance(e, _ANSWERS)}
         epoch.step = self.step
         # a rerun keeps turns of the run before; a start with an event holds just that
         rerun = any(isinstance(e, TurnStarted) for e in record.next_run)
@@ -384,6 +396,15 @@ class Ledger:
                 continue
             at = self.writes + rank / (len(sends) + 1)
             self.raises[nonce] = Raise(nonce, event.instance_id, event.name, instance_id, at, at)
+
+    def attempt_began(self, instance_id: str, task_id: int) -> None:
+        """An activity attempt began: never one of a task that had completed in the run
+        a rewind rewinds (a rewind runs again only what failed)."""
+        epoch = self.current(instance_id)
+        if epoch is not None and not epoch.ended and task_id in epoch.kept:
+            self.violate(f"an attempt of task {task_id} of {instance_id!r} began in run "
+                         f"{epoch.tag!r} (epoch {epoch.number}), a rewind of a run in which "
+                         "it had completed")  # fmt: skip
 
     def dropped(self, sent: EventSent) -> None:
         """A runtime dropped a sent event: its receiver did not exist, or had ended."""
@@ -485,6 +506,8 @@ class Ledger:
                          "its child")  # fmt: skip
             return
         child = mine[-1]
+        if child.parent is not None and child.parent.run_id in epoch.rewinds:
+            return  # a child of a failed run this one rewinds: its result is this run's
         if child.started_at < epoch.started_at:
             epoch.misled = True
             how = "rerun" if epoch.rerun else "run"

@@ -1,6 +1,6 @@
-"""The end of a simulated run: faults off, every process up, every run resumed and
-fed the events its program still needs until all end, and for a run that never does,
-what it waits on."""
+"""The end of a simulated run: faults off, every process up, every run that failed at a
+mend step rewound, every run resumed and fed the events its program still needs until
+all end, and for a run that never does, what it waits on."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ class _Drain(_DriverBase):
             if not self.in_flight:
                 break
             self.clock.advance(_RENEW)
+        await self._rewind_the_mending()
         fed: set[tuple[str, int]] = set()
         for round_ in range(_DRAIN_ROUNDS):
             self._restart_the_down(tg)  # as a supervisor would
@@ -59,6 +60,27 @@ class _Drain(_DriverBase):
                 f"{', a rerun' if stuck.rerun else ''}) never ended: "
                 f"status {stuck.status} after the drain; {why}"
             )
+
+    async def _rewind_the_mending(self) -> None:
+        """Rewind each root whose run failed at a mend step (its own or a child's): its
+        tree runs on, rewound, children too, and ends in the drain, judged as any run."""
+        ledger = self.sim.ledger
+        for instance_id in self.roots:
+            epoch = ledger.current(instance_id)
+            if (
+                epoch is None
+                or epoch.status != "FAILED"
+                or not epoch.failure_type.endswith(("Unmended", "WorkflowFailed"))
+            ):
+                continue
+            began = ledger.writes
+            self.note(f"drain: client: rewind {instance_id}")
+            try:
+                await self.client.rewind(instance_id, "drain")
+            except DurableError as err:
+                self.note(f"  -> {type(err).__name__}: {str(err)[:100]}")
+                continue
+            self.acked_starts.append((instance_id, epoch.tag, began))
 
     async def _why_stuck(self, instance_id: str) -> str:
         """What a run that never ended waits on, and what should have woken it: its

@@ -89,7 +89,7 @@ class _DriverBase:
         self.spans = SpanLog()  # what every process records of its turns, attempts and runs
         self.tracer_provider = self.spans.provider()
         self.clock = MockClock()
-        self.harness = Harness()
+        self.harness = Harness(began=sim.ledger.attempt_began)
         self.changes: tuple[bool, ...] = ()  # code changes deployed: guarded by a patch?
         self.registry: Registry = build_registry(self.harness)
         self.in_flight = 0  # outside operations under way

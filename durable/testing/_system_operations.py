@@ -1,7 +1,7 @@
 """The outside operations of the whole-system simulation, and the driver's choice of
 the next ones: start (plain, with reuse, with an event), raise_event and bursts of it,
-suspend, resume, terminate, cancel, an update, rerun, purge, sweep, a workflow no
-runtime has, and a deploy of changed code that restarts every runtime."""
+suspend, resume, terminate, cancel, an update, rerun, rewind, purge, sweep, a workflow
+no runtime has, and a deploy of changed code that restarts every runtime."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from durable.testing._system_programs import (
     TICK,
     Program,
     build_registry,
+    mends,
     random_program,
 )
 from durable.testing._system_store import Crash
@@ -205,6 +206,23 @@ class _Operations(_DriverBase):
         tag = self.sim.ledger.current(instance_id)
         self.acked_starts.append((instance_id, tag.tag if tag else "?", began))
 
+    async def op_rewind(self, client: Client, via: str) -> None:
+        """Rewind a root, most often one whose run FAILED (any other is refused), at a
+        mend step if one did."""
+        failed = [i for i in self.roots if (e := self.sim.ledger.current(i)) and
+                  e.status == "FAILED"]  # fmt: skip
+        mending = [i for i in failed if mends(self.programs.get(self._tag_of(i), []))]
+        pool = (mending or failed) if failed and self.rng.random() < 0.9 else self.roots
+        instance_id = self.rng.choice(pool)
+        began = self.sim.ledger.writes
+        self.note(f"{via}: rewind {instance_id}")
+        await client.rewind(instance_id, "simulated")
+        self.acked_starts.append((instance_id, self._tag_of(instance_id) or "?", began))
+
+    def _tag_of(self, instance_id: str) -> str:
+        epoch = self.sim.ledger.current(instance_id)
+        return epoch.tag if epoch is not None else ""
+
     async def op_sweep(self, client: Client, via: str) -> None:
         retention = timedelta(seconds=self.rng.choice([0, 5]))
         self.note(f"{via}: sweep (retention {retention.total_seconds():.0f}s)")
@@ -246,8 +264,10 @@ class _Operations(_DriverBase):
             return lambda: self.op_start(client, via)
         if not self.config.outside_ops:
             return lambda: self.op_raise(client, via, rng.choice(known))
-        if roll < 0.41:
+        if roll < 0.38:
             return lambda: self.op_raise(client, via, rng.choice(known))
+        if roll < 0.41:
+            return lambda: self.op_rewind(client, via)
         if roll < 0.45:
             return lambda: self.op_burst(client, via, rng.choice(known))
         if roll < 0.53:
@@ -262,8 +282,10 @@ class _Operations(_DriverBase):
             return lambda: self.op_update(client, via, rng.choice(known))
         if roll < 0.68:
             return lambda: self.op_start_with_event(client, via, self._ended_root())
-        if roll < 0.75:
+        if roll < 0.72:
             return lambda: self.op_rerun(client, via, rng.choice(self.roots))
+        if roll < 0.75:
+            return lambda: self.op_rewind(client, via)
         if roll < 0.81:
             return lambda: self.op_purge(client, via, rng.choice(self.roots + self.ghosts))
         if roll < 0.88:

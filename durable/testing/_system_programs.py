@@ -28,6 +28,9 @@ Steps cover the workflow API:
   or had finished first
 * ``["slow", v]``           an activity whose first attempt hangs until its
   ``start_to_close_timeout`` passes; the retry returns
+* ``["mend", v]``           an activity that fails for good until its run is rewound
+  (its memo remembers the try): the run fails, and so does a parent's call of a child
+  that holds one; a rewind of the (root) run runs it again, and then it returns
 
 Every run takes the update ``"bump"``: its handler returns ``act(value)``, and its
 validator refuses a negative value.
@@ -43,6 +46,7 @@ carries the results of the runs before a continue-as-new.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -73,6 +77,7 @@ __all__ = [
     "child_id",
     "event_names",
     "expected_mismatch",
+    "mends",
     "random_program",
     "sent_data",
 ]
@@ -85,6 +90,17 @@ LONG_ID = "kunde-" + "é" * 130  # 136 characters, 266 bytes: too long for a fil
 
 class PlannedFailure(Exception):
     """Raised by an activity that a program tells to fail for good (not retried)."""
+
+
+class Unmended(Exception):
+    """Raised by a ``mend`` step's activity until its run is rewound."""
+
+
+# a mend step's activity: retried after a store error, never after its planned failure
+_MEND_RETRY = RetryPolicy(
+    max_attempts=8, initial_interval=timedelta(seconds=1), max_interval=timedelta(seconds=5),
+    non_retryable=(Unmended,),
+)  # fmt: skip
 
 
 # enough attempts that the store's transient errors (read by the memo) never exhaust them
@@ -148,9 +164,17 @@ def random_program(rng: random.Random, *, in_child: bool = False) -> Program:
             program.append(["loop", rng.choice([3, 10, 40, 160])])
         else:
             program.append(_leaf(rng, in_child=in_child))
-    if rng.random() < 0.08:
+    roll = rng.random()
+    if roll < 0.08:
         program.append(["raise"])
+    elif roll < 0.2:
+        program.insert(rng.randrange(len(program) + 1), ["mend", rng.randrange(100)])
     return program
+
+
+def mends(program: Program) -> bool:
+    """Whether the program (or a child's) has a ``mend`` step: it fails until rewound."""
+    return any(s[0] == "mend" or (s[0] == "child" and mends(s[1])) for s in program)
 
 
 def event_names(program: Program) -> list[str]:
@@ -172,6 +196,8 @@ class Harness:
     attempts: dict[str, int] = field(default_factory=dict)
     memo_writes: list[tuple[str, int, str]] = field(default_factory=list)
     """(instance id, step, tag) of every memo entry an activity wrote successfully."""
+    began: Callable[[str, int], None] = lambda instance_id, task_id: None
+    """Told as each activity attempt begins (the ledger judges it)."""
 
 
 def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry:
@@ -182,6 +208,7 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
 
     @registry.activity
     async def work(ctx: ActivityContext, item: dict[str, Any]) -> int:
+        harness.began(ctx.instance_id, ctx.task_id)
         key = f"{ctx.instance_id}/{ctx.task_id}/{item['tag']}"
         harness.attempts[key] = harness.attempts.get(key, 0) + 1
         paid = await ctx.memo.get("paid")
@@ -195,8 +222,18 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
         return act(item["v"])
 
     @registry.activity
+    async def mend(ctx: ActivityContext, item: dict[str, Any]) -> int:
+        """Fails until its run is rewound: its memo remembers the first try."""
+        harness.began(ctx.instance_id, ctx.task_id)
+        if await ctx.memo.get("tried") is None:
+            await ctx.memo.put("tried", item["tag"])
+            raise Unmended(f"task {ctx.task_id} of {ctx.instance_id} fails until rewound")
+        return act(item["v"])
+
+    @registry.activity
     async def hang(ctx: ActivityContext, item: dict[str, Any]) -> int:
         """Waits for its cancel (or its timeout) unless quick or a retry."""
+        harness.began(ctx.instance_id, ctx.task_id)
         if not item["quick"] and ctx.attempt == 1:
             await ctx.cancelled.wait()
             return -1  # never reached: a cancelled attempt is stopped at its await
@@ -255,6 +292,8 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
                 except InvalidInstanceIdError:
                     results.append(["bad-id"])
                 except WorkflowFailed as failed:
+                    if failed.failure.type.endswith("Unmended"):
+                        raise  # a mend step's failure fails the tree, up to its root
                     results.append(["child-failed", failed.failure.type])
             elif kind == "patch":
                 results.append(ctx.patched("sim-patch"))
@@ -299,6 +338,9 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
                     rest = [["loop", step[1] - 1], *program[index + 1 :]]
                     ctx.continue_as_new({"tag": tag, "prog": rest, "acc": results})
                 results.append(True)
+            elif kind == "mend":
+                item = {"tag": tag, "v": step[1]}
+                results.append(await ctx.call_activity(mend, item, retry=_MEND_RETRY))
             elif kind == "raise":
                 raise ValueError(f"program of {ctx.instance_id} fails on purpose")
         return {"tag": tag, "r": results}
@@ -354,7 +396,7 @@ def _step_mismatch(
             and all(g in (want, "CancelledError") for g, want in zip(got[2], values, strict=True))
         )  # fmt: skip
         return None if ok else f"got {got!r}: a loser neither finished nor was cancelled"
-    if kind == "slow":
+    if kind in ("slow", "mend"):
         return None if got == act(step[1]) else f"got {got!r}, want {act(step[1])!r}"
     if kind == "event":
         if got == ["timeout"] and step[2] is not None:

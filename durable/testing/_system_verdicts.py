@@ -11,7 +11,7 @@ from durable._fleet._partitions import partition_of
 from durable._log._records import wakeup_key
 from durable.testing._system_fleet import _DriverBase
 from durable.testing._system_hangs import decode_lease
-from durable.testing._system_programs import expected_mismatch
+from durable.testing._system_programs import expected_mismatch, mends
 
 if TYPE_CHECKING:
     from durable.testing._system_checks import Epoch
@@ -157,6 +157,8 @@ class _Verdicts(_DriverBase):
                 return  # code changed without a patch under its history: fails, visibly
             if epoch.failure_type == "durable.TimeoutError" and self._bounded(epoch):
                 return  # its start's execution_timeout passed
+            if epoch.failure_type.endswith(("Unmended", "WorkflowFailed")) and mends(program):
+                return  # a mend step failed it (until a rewind)
             if not (any(s[0] == "raise" for s in program) and epoch.failure_type == "ValueError"):
                 patched = " (its code changed under a patch)" if ledger.deploys_in(epoch) else ""
                 ledger.violate(f"{where} FAILED ({epoch.failure_type}) though its program "

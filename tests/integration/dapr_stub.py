@@ -342,7 +342,7 @@ class DaprStub:
                 case ContinueAsNew():
                     inst.history, inst.input = [], action.input
                     inst.inbox = [self._started(inst), *action.carryover, *inst.inbox]
-                    inst.custom_status = cv.payload_from_proto(workflow_response.customStatus.value)
+                    inst.custom_status = cv.payload_in(workflow_response, "customStatus")
                     self._pump()
                     return dapr.CompleteTaskResponse()
         taken = {e.patch_id for e in inst.history if isinstance(e, PatchApplied)}
@@ -351,7 +351,7 @@ class DaprStub:
         self.patch_lists.append(list(workflow_response.version.patches))
         inst.history += new + recorded
         inst.history = [msgspec.structs.replace(e, event_id=i) for i, e in enumerate(inst.history)]
-        inst.custom_status = cv.payload_from_proto(workflow_response.customStatus.value)
+        inst.custom_status = cv.payload_in(workflow_response, "customStatus")
         if terminated is not None and not inst.status.is_terminal:
             inst.status, inst.output = WorkflowStatus.TERMINATED, terminated.output
         if not inst.status.is_terminal:
@@ -412,7 +412,7 @@ class DaprStub:
             req.enforceUniqueInstanceId or not existing.status.is_terminal
         ):
             raise grpclib.GRPCError(grpclib.Status.ALREADY_EXISTS, "taken")
-        self._create(req.instanceId, req.name, cv.payload_from_proto(req.input.value))
+        self._create(req.instanceId, req.name, cv.payload_in(req, "input"))
         self._pump()
         return dapr.CreateInstanceResponse(instanceId=req.instanceId)
 
@@ -428,9 +428,9 @@ class DaprStub:
             workflowStatus=cv.status_to_dapr(inst.status),
             createdTimestamp=AT,
             lastUpdatedTimestamp=AT,
-            input=cv.text(cv.payload_to_proto(inst.input)),
-            output=cv.text(cv.payload_to_proto(inst.output)),
-            customStatus=cv.text(cv.payload_to_proto(inst.custom_status)),
+            input=cv.payload_out(inst.input),
+            output=cv.payload_out(inst.output),
+            customStatus=cv.payload_out(inst.custom_status),
         )
         if inst.failure is not None:
             state.failureDetails.CopyFrom(cv.failure_to_dapr(inst.failure))
@@ -446,16 +446,14 @@ class DaprStub:
         self, raise_event_request: dapr.RaiseEventRequest
     ) -> dapr.RaiseEventResponse:
         req = raise_event_request
-        self._deliver(
-            req.instanceId, EventRaised(name=req.name, input=cv.payload_from_proto(req.input.value))
-        )
+        self._deliver(req.instanceId, EventRaised(name=req.name, input=cv.payload_in(req, "input")))
         return dapr.RaiseEventResponse()
 
     async def terminate_instance(
         self, terminate_request: dapr.TerminateRequest
     ) -> dapr.TerminateResponse:
         req = terminate_request
-        output = cv.payload_from_proto(req.output.value)
+        output = cv.payload_in(req, "output")
         self._deliver(req.instanceId, WorkflowTerminated(output=output))
         return dapr.TerminateResponse()
 

@@ -4,6 +4,10 @@ Run by tests/integration/test_sidecar_sdks.py in a process of its own::
 
     python sdk_dapr.py PORT [STEPS]
 
+With ``dapr-ext-workflow`` 1.18 (``LEGACY``: an empty ``GetWorkItemsRequest``, no
+stateful history, no listing, no rerun) it runs the scenario and the sequential
+workflow once, and prints what that release can tell.
+
 The same scenario as sdk_durabletask.py, written with Dapr's API, printing the same
 JSON shape. Then a sequential workflow runs twice, once with the worker's stateful
 history on (dapr 1.19's default) and once off, for the test to count the events the
@@ -20,6 +24,7 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 
+LEGACY = not hasattr(wf.DaprWorkflowClient, "rerun_workflow_from_event")  # dapr 1.18
 ATTEMPTS: dict[str, int] = {}
 EXECUTION_IDS: list[str] = []  # the flaky call's taskExecutionId, per attempt
 WAIT = 30
@@ -31,7 +36,7 @@ def greet(ctx: wf.WorkflowActivityContext, name: str) -> str:
 
 
 def flaky(ctx: wf.WorkflowActivityContext, key: str) -> str:
-    EXECUTION_IDS.append(ctx.get_inner_context().task_execution_id)
+    EXECUTION_IDS.append(getattr(ctx.get_inner_context(), "task_execution_id", ""))
     ATTEMPTS[key] = ATTEMPTS.get(key, 0) + 1
     if ATTEMPTS[key] < 3:
         raise ValueError(f"attempt {ATTEMPTS[key]} of {key} fails")
@@ -103,8 +108,8 @@ def _fresh(fn: Any) -> Any:
 
 
 def _runtime(port: str, *, stateful: bool) -> wf.WorkflowRuntime:
-    runtime = wf.WorkflowRuntime(host="127.0.0.1", port=port,
-                                 disable_stateful_history=not stateful)  # fmt: skip
+    options = {} if LEGACY else {"disable_stateful_history": not stateful}
+    runtime = wf.WorkflowRuntime(host="127.0.0.1", port=port, **options)
     for workflow in (main, child, waiter, failing, steps, looping):
         runtime.register_workflow(_fresh(workflow))
     for activity in (greet, flaky, broken):
@@ -169,10 +174,16 @@ def scenario(port: str) -> dict[str, Any]:
         iid = c.schedule_new_workflow(looping, input=0, instance_id="loop-1")
         out["continued"] = _state(c, iid)
 
+        if LEGACY:
+            iid = c.schedule_new_workflow(steps, input=STEPS, instance_id="steps-full")
+            out["steps-full"] = _state(c, iid)["output"]
+            return out
         iid = c.schedule_new_workflow(steps, input=STEPS, instance_id="steps-stateful")
         out["steps-stateful"] = _state(c, iid)["output"]
     finally:
         runtime.shutdown()
+        if LEGACY:
+            c.close()
     runtime = _runtime(port, stateful=False)
     runtime.start()
     try:

@@ -17,9 +17,12 @@ import socket
 import sys
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durabletask import client, task, worker
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ATTEMPTS: dict[str, int] = {}
 WAIT = 30  # seconds: a generous bound for each client wait
@@ -162,7 +165,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-if __name__ == "__main__":
+def run(scenario: Callable[[str], dict[str, Any]]) -> None:
+    """Run ``scenario`` against the target on the command line (``inmemory``: the SDK's
+    own backend, started here) and print its ``RESULT`` line."""
     target = sys.argv[1]
     if target == "inmemory":
         from durabletask.testing import create_test_backend
@@ -176,3 +181,7 @@ if __name__ == "__main__":
     else:
         result = scenario(target)
     print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    run(scenario)

@@ -39,8 +39,13 @@ def status_becomes(store: str, instance_id: str, wanted: str) -> None:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[str]:
     """A file store with a ``durable worker`` running ``cli_app:registry`` on it."""
+    yield from worker_on_store(tmp_path, "cli_app:registry")
+
+
+def worker_on_store(tmp_path: Path, app: str) -> Iterator[str]:
+    """A file store's URL, with a ``durable worker`` running ``app`` on it meanwhile."""
     url = f"file://{tmp_path / 'store'}"
-    argv = [sys.executable, "-m", "durable", "worker", "cli_app:registry", "--store", url,
+    argv = [sys.executable, "-m", "durable", "worker", app, "--store", url,
             "--solo", "--poll-interval", "0.05"]  # fmt: skip
     worker = LineProcess("worker", argv, tmp_path / "worker.log", child_env(), HERE)
     try:

@@ -178,3 +178,31 @@ async def test_the_simulation_catches_a_reuse_that_replaces_a_status_not_listed(
         if any("by a start that may replace only" in v for v in result.violations):
             return
     raise AssertionError("no seed noticed a reuse that ignores its statuses")
+
+
+async def test_a_late_answer_to_a_retried_call_is_not_the_retrys_answer() -> None:
+    """A Durable Task SDK retries a sub-orchestration under the same id and task id. A
+    late copy of the first child's answer (told again by a recovery) reached the parent
+    after the retry was scheduled, and was taken as the retry's answer: the answer
+    names the scheduling it is for, and the turn takes it only for that one."""
+    from durable._core._events import ChildWorkflowErrored, ChildWorkflowScheduled, WorkflowStarted
+    from durable._core._failure import FailureDetails
+    from durable._engine._instance import _ANY_RUN, _Instance
+
+    async with durable.Runtime(_registry(), store=MemoryStore(), clock=MockClock(T0)) as rt:
+        started = WorkflowStarted(event_id=0, timestamp=T0, name="p", run_id="run")
+        inst = _Instance("p", started, T0)
+        retry = ChildWorkflowScheduled(event_id=8, task_id=1, name="c", instance_id="p-c")
+        inst.outstanding[1] = retry
+        failed = FailureDetails("ValueError", "attempt 1")
+
+        def answer(scheduled: int) -> Any:
+            return ChildWorkflowErrored(task_id=1, failure=failed, instance_id="p-c",
+                                        parent_run="run", scheduled=scheduled)  # fmt: skip
+
+        late = [(None, _ANY_RUN, answer(2))]  # for the first scheduling, event 2
+        events, _, _ = rt._engine._new_events(inst, late, 9, T0)
+        assert events == []
+        fresh = [(None, _ANY_RUN, answer(8))]
+        events, _, _ = rt._engine._new_events(inst, fresh, 9, T0)
+        assert [e.event_id for e in events] == [9]

@@ -71,8 +71,14 @@ async def sidecar() -> AsyncIterator[Sidecar]:
 @pytest.fixture(scope="module")
 def reference() -> dict[str, Any]:
     """The scenario on durabletask's own in-memory backend (what the sidecar must match)."""
+    return in_memory_backend("sdk_durabletask.py")
+
+
+def in_memory_backend(script: str) -> dict[str, Any]:
+    """What a durabletask SDK script (see ``sdk_durabletask.run``) gives on the SDK's
+    own in-memory backend."""
     done = subprocess.run(
-        [sys.executable, str(HERE / "sdk_durabletask.py"), "inmemory"],
+        [sys.executable, str(HERE / script), "inmemory"],
         env=sdk_env(), capture_output=True, timeout=90, check=False,
     )  # fmt: skip
     for line in done.stdout.decode().splitlines():

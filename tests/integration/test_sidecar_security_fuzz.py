@@ -41,7 +41,15 @@ RPCS = sorted(
         "ListInstanceIDs",
         "RerunWorkflowFromEvent",
         "RestartInstance",
+        "RewindInstance",
         "GetInstanceHistory",
+        "StreamInstanceHistory",
+        "SignalEntity",
+        "GetEntity",
+        "QueryEntities",
+        "CleanEntityStorage",
+        "CompleteEntityTask",
+        "AbandonTaskEntityWorkItem",
         "CompleteOrchestratorTask",
         "CompleteWorkflowTask",
         "CompleteActivityTask",
@@ -84,7 +92,8 @@ async def channel() -> AsyncIterator[Channel]:
 
 async def status_of(ch: Channel, method: str, data: bytes | None) -> Status | None:
     """The status the call ends with (None: it succeeded, or a stream still open)."""
-    cardinality = Cardinality.UNARY_STREAM if method == "GetWorkItems" else Cardinality.UNARY_UNARY
+    streaming = method in ("GetWorkItems", "StreamInstanceHistory")
+    cardinality = Cardinality.UNARY_STREAM if streaming else Cardinality.UNARY_UNARY
     if data is None:  # grpclib's client would not send a unary call with no message
         cardinality = Cardinality.STREAM_STREAM
     try:

@@ -49,9 +49,9 @@ async def channel() -> AsyncIterator[Channel]:
             ch.close()
 
 
-def wire(text: str) -> str | None:
-    """What a payload reads back as: absent, empty and ``null`` are no payload."""
-    return None if text in ("", "null") else text
+def wire(text: str) -> str:
+    """What a payload reads back as: the text sent, empty and ``null`` too (issue 14)."""
+    return text
 
 
 async def state_of(ch: Channel, instance_id: str) -> ms.OrchestrationState:

@@ -193,7 +193,7 @@ def test_event_tags_are_stable() -> None:
         "task_cancelled", "workflow_cancel_requested", "execution_timed_out",
         "workflow_suspended", "workflow_resumed", "workflow_terminated", "workflow_completed",
         "workflow_failed", "continued_as_new", "event_sent", "update_requested",
-        "update_completed",
+        "update_completed", "workflow_rewound",
     }  # fmt: skip
 
 

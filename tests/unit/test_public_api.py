@@ -11,7 +11,7 @@ EXPECTED = {
     "DurableError", "DurableFuture",
     "EvictionPolicy", "FailureDetails", "Fleet", "InstanceExistsError", "InstanceNotFoundError",
     "InstancePage",
-    "InstanceRunningError", "InvalidArgumentError",
+    "InstanceRunningError", "InstanceStatusError", "InvalidArgumentError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
     "NonDeterminismError", "PayloadCodec", "QueryFailedError",
     "Registry", "RetryPolicy", "Runtime", "SerializationError", "StoreConfigError", "StoreError",
@@ -40,7 +40,7 @@ def test_every_error_is_a_durable_error() -> None:
         durable.WorkflowFailed, durable.ActivityFailed, durable.NonDeterminismError,
         durable.TimeoutError, durable.InstanceExistsError, durable.InstanceNotFoundError,
         durable.InvalidInstanceIdError, durable.StoreError, durable.SerializationError,
-        durable.UnknownWorkflowError, durable.InstanceRunningError,
+        durable.UnknownWorkflowError, durable.InstanceRunningError, durable.InstanceStatusError,
     ]  # fmt: skip
     for error in errors:
         assert issubclass(error, durable.DurableError), error
