@@ -80,10 +80,11 @@ async def first_work_item(ch: Channel, data: bytes, **kw: Any) -> bytes | None:
 
 
 @asynccontextmanager
-async def work_stream(ch: Channel, request: Message) -> AsyncIterator[Stream[bytes, bytes]]:
+async def work_stream(ch: Channel, request: Message | bytes) -> AsyncIterator[Stream[bytes, bytes]]:
     """A worker's GetWorkItems call; leaving the block drops it (a disconnect)."""
+    data = request if isinstance(request, bytes) else request.SerializeToString()
     async with ch.request(PATH + "GetWorkItems", Cardinality.UNARY_STREAM, bytes, bytes) as s:
-        await s.send_message(request.SerializeToString(), end=True)
+        await s.send_message(data, end=True)
         yield s
         await s.cancel()
 
