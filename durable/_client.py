@@ -22,6 +22,7 @@ from msgspec import Raw
 from ._client_messages import _Messages
 from ._core._context import positive
 from ._core._events import EventRaised, HistoryEvent, WorkflowStarted
+from ._core._search import check_search, decode_values, fold
 from ._core._state import WorkflowState, WorkflowStatus
 from ._errors import InstanceExistsError, InstanceNotFoundError, UnknownWorkflowError
 from ._handle import WorkflowHandle
@@ -41,7 +42,7 @@ from ._observe import current_trace_context
 from ._registry import workflow_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 
     from ._core._failure import FailureDetails
     from ._engine._executor import Executor
@@ -58,7 +59,7 @@ class _Snapshot:
     """An instance's state in encoded form, as the store holds it."""
 
     __slots__ = ("created_at", "custom_status", "failure", "input", "name", "output",
-                 "reason", "status", "updated_at", "version")  # fmt: skip
+                 "reason", "search", "status", "updated_at", "version")  # fmt: skip
 
     def __init__(self, meta: InstanceMeta) -> None:
         self.name = meta.name
@@ -71,6 +72,7 @@ class _Snapshot:
         self.updated_at = meta.updated_at
         self.version = meta.version
         self.reason = meta.reason
+        self.search = dict(meta.search)
 
 
 def _check_replays(
@@ -116,6 +118,7 @@ class Client(_Messages):
         reuse: bool | Collection[WorkflowStatus] = False,
         version: str | None = None,
         execution_timeout: timedelta | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
         _trace_context: tuple[str, str] | None = None,
         _event: EventRaised | None = None,
     ) -> WorkflowHandle[T]:
@@ -125,6 +128,10 @@ class Client(_Messages):
         passes, the instance ends FAILED with ``durable.TimeoutError``, and its
         sub-workflows follow their ``on_parent_close``.
 
+        ``search_attributes`` (str, int, bool or timezone-aware datetime values) let
+        :meth:`list_page` find the instance by equality (``search={...}``); the workflow
+        changes them with ``ctx.upsert_search_attributes``.
+
         The caller's current OpenTelemetry span (if any) is stored with the run, whose
         spans then join its trace; ``_trace_context`` gives a W3C ``(traceparent,
         tracestate)`` instead (the sidecar's, from a Durable Task SDK).
@@ -132,10 +139,12 @@ class Client(_Messages):
         Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
         ended one again; a collection of statuses, one that ended with one of them),
         ``UnknownWorkflowError`` for a name this client's registry lacks,
-        ``InvalidArgumentError`` for a timeout that is not positive, and
+        ``InvalidArgumentError`` for a timeout that is not positive,
+        ``SearchAttributeError`` for a search attribute not allowed, and
         ``SerializationError`` before writing anything if the input cannot be encoded.
         """
         positive(execution_timeout, "execution_timeout")
+        search = check_search(search_attributes or {})
         name = workflow_name(self.registry, workflow)
         if self.registry is not None:
             version = self.registry.get_workflow(name, version).version
@@ -153,7 +162,7 @@ class Client(_Messages):
                     memo=self.memo_store, run_id=self.ids.run_id(), version=version or "",
                     deadline=deadline,
                     trace_parent=trace_parent, trace_state=trace_state,
-                    events=() if _event is None else (_event,),
+                    events=() if _event is None else (_event,), search=search,
                 )  # fmt: skip
             except InstanceExistsError as err:
                 if err.status == WorkflowStatus.PENDING:
@@ -223,6 +232,7 @@ class Client(_Messages):
         status: WorkflowStatus | str | None = None,
         name: str | None = None,
         created_after: datetime | None = None,
+        search: Mapping[str, Any] | None = None,
         limit: int | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[WorkflowState]:
@@ -232,7 +242,7 @@ class Client(_Messages):
         count = 0
         while True:
             page = await self.list_page(
-                status=status, name=name, created_after=created_after,
+                status=status, name=name, created_after=created_after, search=search,
                 page_size=page_size, cursor=cursor,
             )  # fmt: skip
             for state in page.items:
@@ -251,6 +261,7 @@ class Client(_Messages):
         name: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        search: Mapping[str, Any] | None = None,
         page_size: int = 100,
         cursor: str | None = None,
     ) -> InstancePage:
@@ -260,13 +271,16 @@ class Client(_Messages):
         ``PENDING``, ``RUNNING`` and ``SUSPENDED`` are read from the store's index of
         active instances, in partition order: their cost does not grow with the
         instances that ended. Other listings go in id order, each page starting where
-        the last one stopped. The index may lag the log by a turn."""
+        the last one stopped. ``search`` keeps the instances whose search attributes
+        equal every value it gives, read from the store's search index, in id order:
+        its cost is that of the instances found. The index may lag the log by a turn."""
+        encoded = check_search(search or {})
         index = await self._active()
         if not self._all_indexed and index.partitions is not None:
             self._all_indexed = len(await index.ready()) >= index.partitions
         filters = Filters(
             WorkflowStatus(status) if status is not None else None, name, created_after,
-            created_before,
+            created_before, encoded,
         )  # fmt: skip
         metas, next_cursor = await page_metas(
             index, filters, page_size, cursor, indexed=self._all_indexed
@@ -376,6 +390,7 @@ class Client(_Messages):
         while (record := await read_record(self.store, instance_id, seq)) is not None:
             if record.purging:
                 raise InstanceNotFoundError(instance_id)
+            fold(snap.search, (*record.events, *record.next_run), "")
             snap.status = WorkflowStatus(record.status)
             snap.custom_status = record.custom_status
             events = record.next_run or record.events
@@ -411,6 +426,7 @@ class Client(_Messages):
             version=snap.version,
             reason=snap.reason,
             is_resident=None if self._engine is None else self._engine.is_resident(instance_id),
+            search_attributes=decode_values(snap.search),
         )
 
     async def _wait(self, instance_id: str) -> _Snapshot:

@@ -15,6 +15,7 @@ Every error the library raises on purpose derives from :class:`DurableError`::
     │                             of one that did not fail)
     ├── InvalidInstanceIdError    an id or key that cannot become an object key (also ValueError)
     ├── InvalidArgumentError      an argument out of range: a timeout <= 0 (also ValueError)
+    │   └── SearchAttributeError  a search attribute whose name or value is not allowed
     ├── UnknownWorkflowError      a workflow or activity name nobody registered (also LookupError)
     ├── UnknownQueryError         a query name the workflow has no handler for (also LookupError)
     ├── QueryFailedError          a query handler raised, or tried to schedule something
@@ -53,6 +54,7 @@ __all__ = [
     "ObjectNotFoundError",
     "PreconditionFailedError",
     "QueryFailedError",
+    "SearchAttributeError",
     "SerializationError",
     "StoreError",
     "TimeoutError",
@@ -184,6 +186,11 @@ class InvalidInstanceIdError(DurableError, ValueError):
 
 class InvalidArgumentError(DurableError, ValueError):
     """Raised when an argument is out of its range (a timeout that is not positive)."""
+
+
+class SearchAttributeError(InvalidArgumentError):
+    """Raised when a search attribute's name is not allowed, or its value is not a str,
+    int, bool or timezone-aware datetime within bounds (nothing is written)."""
 
 
 class UnknownWorkflowError(DurableError, LookupError):

@@ -1,11 +1,14 @@
-"""Listing instances a page at a time, by cursor: statuses that have not ended are read
-from the active index (what runs, not what ever ran); any other listing walks the
-instance directory from where the last page stopped, never re-reading earlier pages."""
+"""Listing instances a page at a time, by cursor: a search by attributes reads the
+search index (the instances that hold the values, not every one); statuses that have
+not ended are read from the active index (what runs, not what ever ran); any other
+listing walks the instance directory from where the last page stopped, never
+re-reading earlier pages."""
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -16,6 +19,7 @@ from ._core._state import WorkflowState, WorkflowStatus
 from ._errors import InvalidArgumentError
 from ._log._reader import read_meta
 from ._log._records import INSTANCES, InstanceMeta
+from ._log._search import find, matches
 
 if TYPE_CHECKING:
     from ._log._active import ActiveIndex
@@ -44,9 +48,12 @@ class Filters:
     name: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    search: Mapping[str, str] = field(default_factory=dict)  # encoded values
 
     def keep(self, meta: InstanceMeta) -> bool:
         if self.status is not None and meta.status != self.status:
+            return False
+        if self.search and not matches(meta, self.search):
             return False
         if self.name is not None and meta.name != self.name:
             return False
@@ -56,12 +63,14 @@ class Filters:
 
 
 class _Cursor(msgspec.Struct, frozen=True, array_like=True):
-    """Where a listing stopped: in the active index (``partition``, then id order) or
-    in the instance directory (id order); ``after`` is the last id it looked at."""
+    """Where a listing stopped: in the active index (``partition``, then id order), in
+    the search index (``search``, id order) or in the instance directory (id order);
+    ``after`` is the last id it looked at."""
 
     active: bool
     partition: int
     after: str
+    search: bool = False
 
 
 _cursor_decoder = msgspec.json.Decoder(_Cursor)
@@ -119,12 +128,21 @@ async def page_metas(
     is ``indexed``; anything else walks the instance directory from the cursor."""
     if not 1 <= page_size <= MAX_PAGE:
         raise InvalidArgumentError(f"page_size must be from 1 to {MAX_PAGE}: {page_size!r}")
-    active = indexed and filters.status in _ACTIVE
-    at = _decode(cursor) if cursor is not None else _Cursor(active, 0, "")
-    if at.active != active:
+    searching = bool(filters.search)
+    active = indexed and filters.status in _ACTIVE and not searching
+    at = _decode(cursor) if cursor is not None else _Cursor(active, 0, "", searching)
+    if at.active != active or at.search != searching:
         raise InvalidArgumentError("this cursor is of a listing with other filters")
     store = index.store
     items: list[InstanceMeta] = []
+    if searching:
+        found = [i for i in await find(store, filters.search) if i > at.after]
+        while found:
+            take, found = found[: page_size - len(items)], found[page_size - len(items) :]
+            items += [m for m in await _metas(store, take) if filters.keep(m)]
+            if len(items) == page_size and found:
+                return items, _encode(_Cursor(False, 0, take[-1], True))
+        return items, None
     if not active:
         after = at.after
         while True:

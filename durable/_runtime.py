@@ -205,13 +205,14 @@ class Runtime:
         reuse: bool = False,
         version: str | None = None,
         execution_timeout: timedelta | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle[T]:
         """Start a workflow and return its handle (see :meth:`Client.start`)."""
         if self._tg is None:
             raise RuntimeError("start the Runtime first: async with Runtime(...) as runtime")
         return await self.client.start(
             workflow, input, instance_id=instance_id, reuse=reuse, version=version,
-            execution_timeout=execution_timeout,
+            execution_timeout=execution_timeout, search_attributes=search_attributes,
         )  # fmt: skip
 
     async def sweep(self) -> int:

@@ -490,6 +490,9 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--name", help="only this workflow")
     p.add_argument("--since", type=_moment, help="created after this (7d ago, or an ISO time)")
     p.add_argument("--until", type=_moment, help="created before this (7d ago, or an ISO time)")
+    p.add_argument("--where", action="append", metavar="KEY=VALUE",
+                   help="a search attribute equals a str (KEY:=VALUE: an int, true, false "
+                   "or an ISO time); repeat for more")  # fmt: skip
     p.add_argument("--limit", type=_positive, help="at most this many (then a --cursor)")
     p.add_argument("--cursor", help="go on where an earlier --limit stopped")
     p = read(command("history", v.history, "print an instance's history"))

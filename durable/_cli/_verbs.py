@@ -16,11 +16,13 @@ import msgspec
 from durable._client import Client
 from durable._clock import SystemClock
 from durable._core._events import WorkflowStarted
+from durable._core._search import parse_where
 from durable._core._state import WorkflowStatus
 from durable._errors import (
     DurableError,
     InstanceNotFoundError,
     InstanceRunningError,
+    SearchAttributeError,
     TimeoutError,
 )
 from durable._log._memo import MemoStore
@@ -231,6 +233,8 @@ async def describe(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     if state.reason:
         pairs.append(("reason", state.reason))
+    for key, value in sorted(state.search_attributes.items()):
+        pairs.append((f"search {key}", value))
     if state.failure is not None:
         pairs.append(("failure", f"{state.failure.type}: {state.failure.message}"))
     print_pairs(pairs)
@@ -251,6 +255,10 @@ async def list_instances(args: argparse.Namespace) -> int:
     next page's cursor goes to stderr)."""
     paged = args.cursor is not None
     since, until = _moment(args.since), _moment(args.until)
+    try:
+        search = parse_where(args.where or ())
+    except SearchAttributeError as err:
+        raise UsageError(f"--where {err}") from None
     states: list[WorkflowState] = []
     cursor: str | None = args.cursor
     async with _client(args) as client:
@@ -258,7 +266,7 @@ async def list_instances(args: argparse.Namespace) -> int:
             size = 100 if args.limit is None else min(100, args.limit - len(states))
             page = await client.list_page(
                 status=args.status, name=args.name, created_after=since, created_before=until,
-                page_size=size, cursor=cursor,
+                search=search, page_size=size, cursor=cursor,
             )  # fmt: skip
             states += page.items
             cursor = page.next_cursor

@@ -22,6 +22,7 @@ __all__ = [
     "SendEvent",
     "StartChildWorkflow",
     "StartTimer",
+    "UpsertSearchAttributes",
 ]
 
 
@@ -48,13 +49,18 @@ class StartTimer(msgspec.Struct, frozen=True):
 
 class StartChildWorkflow(msgspec.Struct, frozen=True):
     """Start sub-workflow ``name`` as ``instance_id``; ``on_parent_close`` says what
-    happens to it if it still runs when this run ends."""
+    happens to it if it still runs when this run ends. ``replace_ended``: an ended
+    instance of another parent (or none) that holds the id is replaced (Durable Task's
+    rule), instead of failing the call. ``version``: the version it runs at (empty: the
+    newest the registry knows)."""
 
     task_id: int
     name: str
     instance_id: str
     input: Raw
     on_parent_close: str = ""
+    replace_ended: bool = False
+    version: str = ""
 
 
 class CancelTask(msgspec.Struct, frozen=True):
@@ -87,6 +93,12 @@ class RecordPatch(msgspec.Struct, frozen=True):
     patch_id: str
 
 
+class UpsertSearchAttributes(msgspec.Struct, frozen=True):
+    """Set (or, with ``None``, remove) search attributes, encoded."""
+
+    attributes: dict[str, str | None]
+
+
 class CompleteWorkflow(msgspec.Struct, frozen=True):
     """End the run with a result."""
 
@@ -113,6 +125,7 @@ Action = (
     | SendEvent
     | CompleteUpdate
     | RecordPatch
+    | UpsertSearchAttributes
     | CancelTask
     | CompleteWorkflow
     | FailWorkflow

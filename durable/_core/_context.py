@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
@@ -23,10 +23,17 @@ from durable._errors import (
     WorkflowFailed,
 )
 
-from ._actions import ScheduleActivity, SendEvent, StartChildWorkflow, StartTimer
+from ._actions import (
+    ScheduleActivity,
+    SendEvent,
+    StartChildWorkflow,
+    StartTimer,
+    UpsertSearchAttributes,
+)
 from ._events import ActivityTimeouts
 from ._failure import timeout_failure
 from ._futures import DurableFuture
+from ._search import check_upsert
 
 if TYPE_CHECKING:
     import random
@@ -159,6 +166,17 @@ class WorkflowContext:
         """Publish a small value that ``describe()`` shows while the workflow runs."""
         self._run.not_in_query("set the custom status")
         self._run.custom_status = Raw(self._run.codec.encode(value))
+
+    def upsert_search_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set search attributes of this instance (``None`` removes one): recorded in
+        history with the turn, so a replay must upsert the same; ``Client.list_page(
+        search=...)`` finds the instance by them once the turn commits. Values are str,
+        int, bool or timezone-aware datetime; anything else raises
+        ``SearchAttributeError`` here, before anything is recorded."""
+        attributes = check_upsert(attributes)
+        self._run.not_in_query("upsert search attributes")
+        if attributes:
+            self._run.record(UpsertSearchAttributes(attributes))
 
     def set_update_handler(
         self,

@@ -35,6 +35,7 @@ __all__ = [
     "HistoryEvent",
     "ParentRef",
     "PatchApplied",
+    "SearchAttributesUpserted",
     "TaskCancelled",
     "TimerCreated",
     "TimerFired",
@@ -122,6 +123,8 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     trace_state: str = ""
     deadline: datetime | None = None
     rewinds: tuple[str, ...] = ()
+    search_attributes: dict[str, str] = {}
+    """The run's search attributes at its start, encoded (see :mod:`._search`)."""
 
     @property
     def replay_seed(self) -> str:
@@ -200,7 +203,7 @@ class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled")
     it still runs when this run ends (``terminate``, ``cancel``, ``abandon``; empty in
     logs written before: terminated only when the parent is). ``trace_parent``: the W3C
     trace context the child's run starts under (the parent run's span; empty when not
-    traced)."""
+    traced). ``version``: the version the child runs at (empty: the newest)."""
 
     task_id: int
     name: str
@@ -208,6 +211,8 @@ class ChildWorkflowScheduled(Event, frozen=True, tag="child_workflow_scheduled")
     input: Raw = NULL
     trace_parent: str = ""
     on_parent_close: str = ""
+    replace_ended: bool = False  # see StartChildWorkflow
+    version: str = ""
 
 
 class TaskCancelled(Event, frozen=True, tag="task_cancelled"):
@@ -284,6 +289,13 @@ class PatchApplied(Event, frozen=True, tag="patch_applied"):
     """The run took the new path of ``ctx.patched(patch_id)`` (first reached live)."""
 
     patch_id: str
+
+
+class SearchAttributesUpserted(Event, frozen=True, tag="search_attributes_upserted"):
+    """The run set (or, with ``None``, removed) search attributes: values encoded (see
+    :mod:`._search`)."""
+
+    attributes: dict[str, str | None]
 
 
 class WorkflowSuspended(Event, frozen=True, tag="workflow_suspended"):
@@ -373,6 +385,7 @@ HistoryEvent = (
     | UpdateRequested
     | UpdateCompleted
     | PatchApplied
+    | SearchAttributesUpserted
     | TaskCancelled
     | WorkflowCancelRequested
     | ExecutionTimedOut

@@ -37,6 +37,7 @@ from ._actions import (
     SendEvent,
     StartChildWorkflow,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from ._context import WorkflowContext
 from ._events import (
@@ -55,6 +56,7 @@ from ._events import (
     ExecutionTimedOut,
     HistoryEvent,
     PatchApplied,
+    SearchAttributesUpserted,
     TaskCancelled,
     TimerCreated,
     TimerFired,
@@ -124,6 +126,8 @@ def describe(item: Event | Action) -> str:
             return "failure of the workflow"
         case ContinuedAsNew() | ContinueAsNew():
             return "continue-as-new"
+        case SearchAttributesUpserted(attributes=a) | UpsertSearchAttributes(attributes=a):
+            return f"an upsert of search attributes {a!r}"
     return type(item).__name__
 
 
@@ -144,7 +148,8 @@ _FINAL_TYPES: dict[type, type] = {
 # replay, what its code decided in the turn a suspend arrived in (recorded after it)
 _NOT_HELD = frozenset(
     {WorkflowResumed, WorkflowSuspended, WorkflowTerminated, ExecutionTimedOut, TurnStarted,
-     PatchApplied, TaskCancelled, UpdateCompleted, WorkflowRewound, *_SCHEDULING_TYPES,
+     PatchApplied, SearchAttributesUpserted, TaskCancelled, UpdateCompleted, WorkflowRewound,
+     *_SCHEDULING_TYPES,
      *_FINAL_TYPES}
 )  # fmt: skip
 
@@ -466,6 +471,24 @@ class WorkflowRun:
             )
         self._recorded_patches.add(event.patch_id)
 
+    def _on_search_upserted(self, event: SearchAttributesUpserted) -> None:
+        """History holds an upsert: the code must have asked for the same one."""
+        for key, action in self._pending.items():
+            if type(action) is UpsertSearchAttributes:
+                del self._pending[key]
+                if action.attributes != event.attributes:
+                    raise NonDeterminismError(
+                        f"workflow {self.instance_id!r}: history event {event.event_id} is "
+                        f"{describe(event)}, but the workflow code asked for {describe(action)}",
+                        event_id=event.event_id,
+                    )
+                return
+        raise NonDeterminismError(
+            f"workflow {self.instance_id!r}: history event {event.event_id} is "
+            f"{describe(event)}, but the workflow code did not upsert them",
+            event_id=event.event_id,
+        )
+
     def _on_suspended(self, event: WorkflowSuspended) -> None:
         self._suspended = True
 
@@ -672,6 +695,7 @@ _HANDLERS: dict[type, Callable[[WorkflowRun, Any], None]] = {
     ChildWorkflowErrored: WorkflowRun._on_child_errored,
     EventRaised: WorkflowRun._on_event_raised,
     PatchApplied: WorkflowRun._on_patch_applied,
+    SearchAttributesUpserted: WorkflowRun._on_search_upserted,
     TaskCancelled: WorkflowRun._on_task_cancelled,
     UpdateRequested: _updates.requested,
     UpdateCompleted: _updates.completed,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -70,3 +70,5 @@ class WorkflowState:
     """Why a running instance makes no progress (for example, no worker has its version)."""
     is_resident: bool | None = None
     """Whether this process holds the instance in memory (None: not known here)."""
+    search_attributes: dict[str, Any] = field(default_factory=dict)
+    """The instance's search attributes (str, int, bool or datetime values), by name."""

@@ -125,10 +125,13 @@ class RunningAttempt:
 
     def _halt(self) -> None:
         """Stop the attempt: cancel its task (which the engine sets while the attempt's
-        code runs, and recognises the cancel by :attr:`halted`) and set its signal."""
+        code runs, and recognises the cancel by :attr:`halted`) and set its signal. Its
+        task is cancelled once only, however many stops come (a timeout, then the run's
+        end): the attempt takes back one cancel request, and a second would escape it
+        and end the worker, and with it the engine's task group."""
+        if self.task is not None and not self.halted:  # first: an await on the signal
+            self.task.cancel()  # then raises, not returns
         self.halted = True
-        if self.task is not None:  # first: an await on the signal then raises, not returns
-            self.task.cancel()
         if self._control is not None:  # one made later starts cancelled
             self._control.cancel()
 

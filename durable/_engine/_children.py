@@ -72,7 +72,7 @@ class _Children(_EngineBase):
                     self.index, self.clock.now(), scheduled.instance_id, scheduled.name,
                     scheduled.input, parent=parent, run_id=self.ids.run_id(), reuse=reuse,
                     memo=self.memo_store if reuse else None,
-                    version=self._newest_version(scheduled.name),
+                    version=scheduled.version or self._newest_version(scheduled.name),
                     trace_parent=scheduled.trace_parent,
                 )  # fmt: skip
             except InstanceExistsError as err:
@@ -93,7 +93,8 @@ class _Children(_EngineBase):
         ended one is replaced at once; a running one is terminated first, and its end,
         reported to the old run, brings the parent back here to replace it. Unless the
         parent's run rewinds the run that made this call (see :meth:`_rewound_call`).
-        Any other instance: the parent's call fails, as the id is someone else's."""
+        Any other instance: the parent's call fails, as the id is someone else's (unless
+        the call says ``replace_ended`` and that instance has ended: then it is replaced)."""
         async with self._child_errors(parent, scheduled):
             child_id = scheduled.instance_id
             found = await read_meta(self.store, child_id)
@@ -115,6 +116,9 @@ class _Children(_EngineBase):
                 # ended (a Durable Task SDK's retry): a new child replaces the old one
                 await self._start_child(parent, scheduled, reuse=True)
             elif holder is None or holder.instance_id != parent.instance_id:
+                if scheduled.replace_ended and existing.status.is_terminal:
+                    await self._start_child(parent, scheduled, reuse=True)
+                    return
                 self.deliver(parent.instance_id, ChildWorkflowErrored(
                     task_id=scheduled.task_id, instance_id=child_id, parent_run=parent.run_id,
                     failure=failure_from_exception(err or InstanceExistsError(child_id)),

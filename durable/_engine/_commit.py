@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
 import anyio.abc
 import anyio.lowlevel
@@ -12,12 +14,14 @@ from durable._core._events import (
     ChildWorkflowScheduled,
     EventSent,
     HistoryEvent,
+    SearchAttributesUpserted,
     TaskCancelled,
     TurnStarted,
     WorkflowErrored,
     WorkflowStarted,
 )
 from durable._core._failure import failure_from_exception
+from durable._core._search import fold
 from durable._core._state import WorkflowStatus
 from durable._errors import (
     ObjectExistsError,
@@ -26,7 +30,6 @@ from durable._errors import (
 from durable._log._msgids import watermarks
 from durable._log._reader import (
     record_outcome,
-    write_meta,
 )
 from durable._log._records import (
     InstanceMeta,
@@ -35,6 +38,10 @@ from durable._log._records import (
     log_key,
 )
 from durable._log._retention import note_ended
+from durable._log._search import delete_entries, write_meta_indexed
+
+if TYPE_CHECKING:
+    from durable.store import ObjectStore
 
 from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
 from ._instance import _ANSWERS, _SCHEDULING, _Instance
@@ -42,6 +49,13 @@ from ._instance import _ANSWERS, _SCHEDULING, _Instance
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
 # a record's status (a string once read back) -> the status (the enum's own call is slow)
 _STATUS: dict[str, WorkflowStatus] = {status.value: status for status in WorkflowStatus}
+
+
+async def _drop_entries(store: ObjectStore, instance_id: str, keys: set[str]) -> None:
+    """Delete search entries of replaced attributes (a retry raises until all are gone)."""
+    if failed := await delete_entries(store, keys):
+        keys.intersection_update(failed)
+        raise StoreError(f"could not delete old search entries of {instance_id!r}")
 
 
 class _Commits(_EngineBase):
@@ -105,6 +119,8 @@ class _Commits(_EngineBase):
             inst.received.update(watermarks([*inst.received.values(), *record.consumed]))
         custom_changed = inst.custom_status != record.custom_status
         inst.custom_status = record.custom_status
+        if record.next_run or any(type(e) is SearchAttributesUpserted for e in record.events):
+            fold(inst.search, (*record.events, *record.next_run), inst.started.run_id)
         previous = inst.status
         inst.status = _STATUS[record.status]
         outstanding = inst.outstanding
@@ -144,6 +160,7 @@ class _Commits(_EngineBase):
             or inst.status.is_terminal
             or record.next_run
             or custom_changed
+            or inst.search != inst.meta_indexed.search
             or record.seq - inst.meta_seq >= _META_EVERY
         ):
             await self._write_meta(inst)
@@ -231,10 +248,16 @@ class _Commits(_EngineBase):
             input=inst.started.input, output=output, failure=failure,
             custom_status=inst.custom_status, parent=inst.parent,
             version=inst.started.version, reason=inst.reason, origin=inst.started.origin_run,
+            search=dict(inst.search),
         )  # fmt: skip
-        inst.meta_etag = await write_meta(self.store, meta, inst.meta_etag)
+        inst.meta_etag, inst.meta_indexed = await write_meta_indexed(
+            self.store, meta, inst.meta_etag, inst.meta_indexed
+        )
         inst.meta_seq = inst.seq
         self._stale_meta.pop(inst.id, None)
+        if inst.status.is_terminal and inst.meta_indexed.drop:  # no later meta deletes
+            # them: delete them again until they are gone (the meta lists them meanwhile)
+            self._spawn_guarded(_drop_entries, self.store, inst.id, set(inst.meta_indexed.drop))
         if inst.status.is_terminal:  # only now: until the meta says it ended, recovery
             # must find it (to write that meta, or tell its parent)
             await self._index_end(inst.id, inst.run_start, inst.started.run_id)

@@ -38,10 +38,13 @@ from durable._errors import (
     PreconditionFailedError,
     StoreError,
 )
+from durable._log._search import Indexing
 
 from ._lifecycle import InstanceState
 
 if TYPE_CHECKING:
+    from durable._core._search import Indexed
+
     from ._executor import TurnRunner
 
 
@@ -75,6 +78,7 @@ class _Instance:
         "failure",
         "id",
         "meta_etag",
+        "meta_indexed",
         "meta_seq",
         "meta_status",
         "name",
@@ -88,6 +92,7 @@ class _Instance:
         "residency",
         "run",
         "run_start",
+        "search",
         "seq",
         "seq_at_turn_start",
         "started",
@@ -116,6 +121,10 @@ class _Instance:
         self.reason = ""  # why it makes no progress, for describe()
         self.residency = -1  # set by Residency: which stay in memory this object is
         self.meta_etag: str | None = None
+        self.meta_indexed = (
+            Indexing.empty()
+        )  # what the meta at meta_etag says of its search entries
+        self.search: dict[str, Indexed] = {}  # the run's search attributes, as the log has them
         self.meta_seq = -1
         self.meta_status = ""
         self.output: Raw = NULL

@@ -18,6 +18,7 @@ from durable._core._events import (
     WorkflowStarted,
 )
 from durable._core._failure import failure_from_exception
+from durable._core._search import search_of
 from durable._core._state import WorkflowStatus
 from durable._errors import (
     NonDeterminismError,
@@ -38,6 +39,7 @@ from durable._log._records import (
     meta_key,
     wakeup_key,
 )
+from durable._log._search import Indexing, delete_entries
 
 from ._base import _STORE_RETRY, _EngineBase, log
 from ._handover import Handover
@@ -53,6 +55,12 @@ from ._lifecycle import (
 
 if TYPE_CHECKING:
     from durable._log._instances import Created
+
+
+def _search_lags(inst: _Instance) -> bool:
+    """Whether the meta's search attributes (and so the search index) lag the log's, or
+    entries of replaced ones are still to delete."""
+    return inst.search != inst.meta_indexed.search or bool(inst.meta_indexed.drop)
 
 
 class _Recovery(_EngineBase):
@@ -85,6 +93,9 @@ class _Recovery(_EngineBase):
         inst.next_event_id = len(created.record.next_run)
         inst.meta_etag = created.meta_etag
         inst.meta_seq = created.record.seq if created.meta_etag is not None else -1
+        if created.indexed is not None:
+            inst.meta_indexed = created.indexed
+        inst.search = search_of(created.record.next_run)
         inst.consumed = set(created.record.consumed)  # the run before's watermarks
         inst.received = watermarks(created.record.consumed)
         fire(inst, LifecycleEvent.LOADED)
@@ -289,6 +300,8 @@ class _Recovery(_EngineBase):
             and WorkflowStatus(meta.status).is_terminal
             and not await new_run_after(self.store, meta)
         ):
+            if meta.search_drop:  # its writer stopped before deleting them
+                await delete_entries(self.store, meta.search_drop)
             return None  # ended, and no new run began after the meta was written
         try:
             loaded = await load_run(self.store, instance_id, meta)
@@ -313,6 +326,8 @@ class _Recovery(_EngineBase):
         inst = _Instance(instance_id, loaded.started, loaded.created_at)
         inst.meta_etag = etag
         inst.meta_seq = meta.seq if meta is not None else -1
+        if meta is not None:
+            inst.meta_indexed = Indexing.of(meta)
         self._instances[instance_id] = inst
         self._evicted.discard(instance_id)
         fire(inst, LifecycleEvent.LOADED)
@@ -320,12 +335,14 @@ class _Recovery(_EngineBase):
         if loaded.status.is_terminal:
             self._let_go(inst)
             await self._notify_parent_from_log(loaded)  # before a meta that says it ended
-            if meta is None or meta.status != loaded.status:
+            if meta is None or meta.status != loaded.status or _search_lags(inst):
                 # ended, but the process stopped before marking it: finish that now
                 inst.output, inst.failure = loaded.outcome()
                 await self._mark_terminal(instance_id)
                 await self._write_meta(inst)
             return None
+        if _search_lags(inst):  # a crash between a turn and its meta: the search index
+            await self._write_meta(inst)  # follows the meta, so both catch up now
         await self._note_set_aside(inst, set_aside)
         self._hand_read(inst, items)
         if inst.state is not InstanceState.QUEUED:
@@ -343,6 +360,7 @@ class _Recovery(_EngineBase):
         inst.next_event_id = len(loaded.history)
         inst.status = loaded.status
         inst.custom_status = loaded.custom_status
+        inst.search = search_of(loaded.history)
         inst.consumed = loaded.consumed
         inst.received = watermarks(loaded.consumed)
         inst.outstanding = {}
@@ -443,7 +461,7 @@ class _Recovery(_EngineBase):
             except StoreError:
                 log.exception("could not tell the parent of %r that it failed", instance_id)
         try:
-            await write_meta(self.store, failed, etag)
+            await write_meta(self.store, failed, etag, Indexing.of(base) if meta else None)
         except StoreError:
             log.exception("could not record the failure of %r", instance_id)
         if inst is not None:

@@ -18,6 +18,7 @@ from durable._core._actions import (
     SendEvent,
     StartChildWorkflow,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from durable._core._events import (
     CONTROL,
@@ -28,6 +29,7 @@ from durable._core._events import (
     EventSent,
     HistoryEvent,
     PatchApplied,
+    SearchAttributesUpserted,
     TaskCancelled,
     TimerCreated,
     TurnStarted,
@@ -38,6 +40,7 @@ from durable._core._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
+from durable._core._search import Indexed, fold
 from durable._core._state import WorkflowStatus, ended_by
 from durable._errors import (
     NonDeterminismError,
@@ -426,6 +429,7 @@ class _Turns(_EngineBase):
                         event_id=event_id, timestamp=now, task_id=action.task_id,
                         name=action.name, instance_id=action.instance_id, input=action.input,
                         on_parent_close=action.on_parent_close,
+                        replace_ended=action.replace_ended, version=action.version,
                         trace_parent=""
                         if self._observe is None
                         else self._observe.child_trace_parent(inst.id, inst.started),
@@ -443,6 +447,10 @@ class _Turns(_EngineBase):
                     )  # fmt: skip
                 case RecordPatch():
                     event = PatchApplied(event_id=event_id, timestamp=now, patch_id=action.patch_id)
+                case UpsertSearchAttributes():
+                    event = SearchAttributesUpserted(
+                        event_id=event_id, timestamp=now, attributes=action.attributes
+                    )
                 case CancelTask():
                     event = TaskCancelled(event_id=event_id, timestamp=now, task_id=action.task_id)
                 case CompleteWorkflow():
@@ -469,6 +477,7 @@ class _Turns(_EngineBase):
                         deadline=inst.started.deadline,
                         trace_parent=inst.started.trace_parent,
                         trace_state=inst.started.trace_state,
+                        search_attributes=_carried(inst.search, events),
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(
@@ -499,3 +508,11 @@ def _answers_this_call(answer: Any, scheduled: Any) -> bool:
     (an answer or a scheduling that does not say is taken as such)."""
     made: int = answer.scheduled
     return made < 0 or scheduled.event_id < 0 or made == scheduled.event_id
+
+
+def _carried(search: dict[str, Indexed], events: list[HistoryEvent]) -> dict[str, str]:
+    """The search attributes a continue-as-new carries into the new run: the run's, with
+    the upserts of the turn that continues it."""
+    now = dict(search)
+    fold(now, events, "")
+    return {name: indexed.value for name, indexed in now.items()}

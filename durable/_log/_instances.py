@@ -3,6 +3,7 @@ create (exactly once), send a message to the inbox, rerun, purge."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -19,21 +20,25 @@ from durable._core._events import (
     TimerCreated,
     WorkflowStarted,
 )
+from durable._core._search import Indexed, search_of
 from durable._core._state import WorkflowStatus
 from durable._errors import (
     InstanceExistsError,
     InstanceNotFoundError,
     InstanceRunningError,
     ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
     StoreError,
 )
 
 from ._msgids import watermarks
-from ._reader import RunLog, load_run, read_meta, read_record, write_meta
+from ._reader import RunLog, load_run, read_meta, read_record
 from ._records import (
     InboxMessage,
     InstanceMeta,
     TurnRecord,
+    decode_record,
     encode,
     inbox_key,
     inbox_prefix,
@@ -41,9 +46,10 @@ from ._records import (
     log_key,
     meta_key,
 )
+from ._search import Indexing, unindex, write_meta_indexed
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
     from durable.store import ObjectStore
 
@@ -68,6 +74,8 @@ class Created(msgspec.Struct):
     record: TurnRecord
     meta: InstanceMeta
     meta_etag: str | None  # None: the meta write failed; the engine rolls it forward
+    indexed: Indexing | None = None  # what the meta says of its search entries (None:
+    # the write failed, and the entries put for it are among those to delete)
 
 
 async def _put_once(store: ObjectStore, key: str, data: bytes) -> None:
@@ -102,8 +110,11 @@ async def _start_run(
     meta_etag: str | None,
     unposted: int = -1,
     consumed: list[str] | None = None,
+    before: InstanceMeta | None = None,
 ) -> Created:
-    """Write a run's first record at ``seq``, its index entry first (see :mod:`._active`)."""
+    """Write a run's first record at ``seq``, its index entry first (see :mod:`._active`);
+    then its meta (``before``: the meta at ``meta_etag``), whose search entries follow it
+    (see :mod:`._search`)."""
     store = index.store
     started = history[0]
     assert isinstance(started, WorkflowStarted)
@@ -136,14 +147,17 @@ async def _start_run(
         version=started.version,
         unposted=unposted,
         origin=started.origin_run,
+        search=search_of(history),
     )
+    indexed = Indexing.of(before) if before is not None else Indexing.empty()
+    etag: str | None = None
     try:
-        etag: str | None = await write_meta(store, meta, meta_etag)
+        etag, indexed = await write_meta_indexed(store, meta, meta_etag, indexed)
     except StoreError as err:
         if not err.transient:
             raise
-        etag = None  # the run exists: meta is only an index, rebuilt from the log
-    return Created(record, meta, etag)
+        # the run exists: meta is only an index, rebuilt from the log
+    return Created(record, meta, etag, indexed)
 
 
 async def create_instance(
@@ -162,6 +176,7 @@ async def create_instance(
     trace_parent: str = "",
     trace_state: str = "",
     events: Sequence[EventRaised] = (),
+    search: Mapping[str, str] | None = None,
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
@@ -169,7 +184,7 @@ async def create_instance(
     that ended with one of the statuses given: the status read is the one replaced, as
     the new run's record is written right after it with put-if-absent. ``deadline``
     bounds the run and its continue-as-new successors. ``events`` arrive with the
-    start, in the same record."""
+    start, in the same record. ``search``: the run's search attributes, encoded."""
     store = index.store
     started = WorkflowStarted(
         event_id=0,
@@ -182,6 +197,7 @@ async def create_instance(
         deadline=deadline,
         trace_parent=trace_parent,
         trace_state=trace_state,
+        search_attributes=dict(search or {}),
     )
     arrived: list[HistoryEvent] = [
         msgspec.structs.replace(e, event_id=i, timestamp=now) for i, e in enumerate(events, 1)
@@ -207,7 +223,7 @@ async def create_instance(
     try:
         return await _start_run(
             index, instance_id, existing.last_seq + 1, [started, *arrived], now, now, etag,
-            existing.unposted, sorted(watermarks(existing.consumed).values()),
+            existing.unposted, sorted(watermarks(existing.consumed).values()), meta,
         )  # fmt: skip
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None
@@ -276,24 +292,28 @@ async def purge_instance(
     then deleted. The purge first claims the seq after the last record with a purge
     record (a reuse or rerun that got there first makes the purge find a running
     instance; one that comes later finds the seq taken), then turns ``log/0`` into a
-    purge record (which a new start finds), and deletes ``log/0`` last. A purge that
-    finds another under way leaves it to finish, unless it began ``_PURGE_TAKEOVER``
-    ago (by ``now``, the Clock): then it was cut short, and this one finishes it. (Two
-    purges deleting at once could each delete ``log/0``: the second time, that of a
-    start made after the first time.)
+    purge record (which a new start finds) and holds it by its ETag while it deletes
+    the records up to its claim, ``log/0`` last (see :func:`_delete_claimed`). A purge
+    that finds another under way leaves it to finish, unless the other's record is
+    ``_PURGE_TAKEOVER`` old (by ``now``, the Clock): then it was cut short, and this one
+    takes ``log/0`` over and finishes it; the one taken over, should it go on, finds
+    ``log/0`` no longer its own and stops before its next delete.
 
     With ``last_seq``, only an instance whose log still ends there is deleted (the
     retention sweeper's check that it has not run since). Returns whether this call
-    deleted it (False: ``last_seq`` did not match, or another purge is under way).
+    deleted it (False: ``last_seq`` did not match, or another purge is under way or
+    took this one over).
     """
     store = index.store
+    searched: dict[str, Indexed] = {}  # the attributes of the log's last run
     while True:
         found = await read_meta(store, instance_id)
         run = await load_run(store, instance_id, found[0] if found else None)
         if run is None:
-            since = await _purge_under_way(store, instance_id)
-            if since is None:
+            under_way = await _purge_under_way(store, instance_id)
+            if under_way is None:
                 raise InstanceNotFoundError(instance_id)
+            since, claimed, first_etag = under_way
             if now - since < _PURGE_TAKEOVER:
                 return False  # under way: the purge that began it finishes it
             break
@@ -301,6 +321,10 @@ async def purge_instance(
             raise InstanceRunningError(instance_id, run.status)
         if last_seq is not None and run.last_seq != last_seq:
             return False
+        try:  # what this purge holds log/0 against (see _delete_claimed)
+            first_etag = (await store.get_with_etag(log_key(instance_id, 0)))[1]
+        except ObjectNotFoundError:
+            first_etag = None  # (a log left so by an earlier purge: taken if still absent)
         claim = TurnRecord(
             seq=run.last_seq + 1, status=run.last.status, purging=True, purged_at=now
         )
@@ -311,9 +335,10 @@ async def purge_instance(
         # the run's entry is gone unless its end was cut short; entries of starts that
         # lose to this purge are deleted by those starts
         await index.end(instance_id, run.run_start, run.started.run_id)
+        claimed = claim.seq
+        searched = search_of(run.history)
         break
-    await _delete_claimed(store, instance_id, memo, now)
-    return True
+    return await _delete_claimed(store, instance_id, claimed, first_etag, memo, now, searched)
 
 
 def _with_input(target: HistoryEvent, input: Raw, step_base: int) -> HistoryEvent:
@@ -326,36 +351,89 @@ def _with_input(target: HistoryEvent, input: Raw, step_base: int) -> HistoryEven
     raise ValueError(f"event {target.event_id} is a timer: a timer takes no input")
 
 
-async def _purge_under_way(store: ObjectStore, instance_id: str) -> datetime | None:
-    """When the purge under way began (the latest of its records, at ``log/0`` or last);
-    None if no purge record is there."""
+async def _purge_under_way(
+    store: ObjectStore, instance_id: str
+) -> tuple[datetime, int, str | None] | None:
+    """When the purge under way began or was last taken over (the latest of its records,
+    at ``log/0`` or last), the seq it claimed (0 once its claim is deleted), and the
+    ETag of ``log/0`` as read (None: absent); None if no purge record is there."""
     names = await store.list(f"{instance_prefix(instance_id)}/log")
     found: datetime | None = None
-    for name in {names[0], names[-1]} if names else ():
-        record = await read_record(store, instance_id, int(name))
-        if record is not None and record.purging:
+    claimed = 0
+    first_etag: str | None = None
+    for seq in sorted({int(names[0]), int(names[-1])}) if names else ():
+        key = log_key(instance_id, seq)
+        try:
+            data, etag = await store.get_with_etag(key)
+        except ObjectNotFoundError:
+            continue
+        record = decode_record(data, key)
+        if seq == 0:
+            first_etag = etag
+        if record.purging:
             at = record.purged_at or EPOCH  # written before purges recorded the time
             found = at if found is None else max(found, at)
-    return found
+            claimed = seq
+    return None if found is None else (found, claimed, first_etag)
 
 
 async def _delete_claimed(
-    store: ObjectStore, instance_id: str, memo: MemoStore | None, now: datetime
-) -> None:
-    """Delete a claimed instance, in an order that keeps every start out: ``log/0``
-    becomes a purge record first, the claim goes after every other record, ``log/0``
-    last of all."""
-    first = TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True, purged_at=now)
-    await store.put(log_key(instance_id, 0), encode(first))
-    await store.delete(meta_key(instance_id))
-    await store.delete_prefix(inbox_prefix(instance_id))
+    store: ObjectStore,
+    instance_id: str,
+    claimed: int,
+    first_etag: str | None,
+    memo: MemoStore | None,
+    now: datetime,
+    searched: Mapping[str, Indexed],
+) -> bool:
+    """Delete a claimed instance, its records up to ``claimed`` (a purge never deletes a
+    run it did not claim), holding ``log/0`` by its ETag: it becomes this purge's
+    record first, written only over the version read before the claim (``first_etag``;
+    None: absent), so a start finds it and a purge that takes this one over replaces
+    it; each delete first checks it is still this purge's (one taken over stops there:
+    what it would delete may be a later start's), and it goes last of all. Returns
+    False if another purge took this one over. Its search entries go before its meta
+    (which names them), with those of ``searched`` (the log's, which the meta may lag)."""
+    first_key = log_key(instance_id, 0)
+    first = encode(TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True, purged_at=now))
+    try:
+        if first_etag is None:
+            held = await store.put_if_absent(first_key, first)
+        else:
+            held = await store.put_if_match(first_key, first, first_etag)
+    except (ObjectExistsError, ObjectNotFoundError, PreconditionFailedError):
+        return False  # another purge took this one over (and may have finished)
+
+    async def still_held() -> bool:
+        try:
+            return (await store.get_with_etag(first_key))[1] == held
+        except ObjectNotFoundError:
+            return False
+
+    async def unindex_search() -> None:
+        found = await read_meta(store, instance_id)  # (a purge cut short: again)
+        await unindex(store, instance_id, found[0] if found else None, searched)
+
+    async def delete_meta() -> None:
+        await store.delete(meta_key(instance_id))
+
+    async def delete_inbox() -> None:
+        await store.delete_prefix(inbox_prefix(instance_id))
+
+    steps: list[Callable[[], Awaitable[None]]] = [unindex_search, delete_meta, delete_inbox]
     if memo is not None:
-        await memo.purge(instance_id)
+        steps.append(functools.partial(memo.purge, instance_id))
+    for step in steps:
+        if not await still_held():
+            return False
+        await step()
     names = await store.list(f"{instance_prefix(instance_id)}/log")
-    for name in names[1:-1]:
-        await store.delete(log_key(instance_id, int(name)))
-    for name in reversed(names[:1] + names[1:][-1:]):
-        await store.delete(log_key(instance_id, int(name)))
+    seqs = sorted(seq for seq in map(int, names) if 0 < seq <= claimed)
+    for seq in [*seqs, 0]:  # the claim after every other record, log/0 last of all
+        if not await still_held():
+            return False
+        await store.delete(log_key(instance_id, seq))
+    return True
 
 
 _RERUN_FROM = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
@@ -430,11 +508,11 @@ async def start_after(
     rewind), carrying its watermarks and what it may not have posted;
     ``InstanceExistsError`` if another run took that seq first."""
     found = await read_meta(index.store, run.instance_id)
-    etag = found[1] if found else None
+    meta, etag = found if found else (None, None)
     try:
         return await _start_run(
             index, run.instance_id, run.last_seq + 1, history, now, run.created_at, etag,
-            run.unposted, sorted(watermarks(run.consumed).values()),
+            run.unposted, sorted(watermarks(run.consumed).values()), meta,
         )  # fmt: skip
     except ObjectExistsError:
         raise InstanceExistsError(run.instance_id) from None

@@ -10,9 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import msgspec
-from msgspec import Raw
-
 from durable._core._events import (
     CONTROL,
     NULL,
@@ -26,11 +23,10 @@ from durable._core._events import (
     WorkflowTerminated,
 )
 from durable._core._failure import FailureDetails
+from durable._core._search import search_of
 from durable._core._state import WorkflowStatus
 from durable._errors import (
-    ObjectExistsError,
     ObjectNotFoundError,
-    PreconditionFailedError,
     StoreError,
 )
 
@@ -39,12 +35,14 @@ from ._records import (
     TurnRecord,
     decode_meta,
     decode_record,
-    encode,
     log_key,
     meta_key,
 )
+from ._search import Indexing, write_meta_indexed
 
 if TYPE_CHECKING:
+    from msgspec import Raw
+
     from durable.store import ObjectStore
 
 __all__ = [
@@ -193,6 +191,7 @@ class RunLog:
             parent=parent,
             version=self.started.version,
             origin=self.started.origin_run,
+            search=search_of(self.history),
         )
 
 
@@ -259,28 +258,16 @@ async def load_run(
     )
 
 
-async def write_meta(store: ObjectStore, meta: InstanceMeta, etag: str | None) -> str:
+async def write_meta(
+    store: ObjectStore, meta: InstanceMeta, etag: str | None, before: Indexing | None = None
+) -> str:
     """Write ``meta`` by put-if-match (put-if-absent when new); never overwrite a newer one.
 
     Returns the ETag now current. A meta deleted since the writer read it (only a purge
     deletes one) is not written again: ``ObjectNotFoundError``. (Written again, the
     meta of the purged run stood beside a new start under the id, which took the run
-    for ended and never ran it.)
+    for ended and never ran it.) Its search entries follow it (see
+    :func:`._search.write_meta_indexed`; ``before``: what the meta at ``etag`` says).
     """
-    key = meta_key(meta.instance_id)
-    data = encode(meta)
-    for _ in range(8):
-        try:
-            if etag is None:
-                return await store.put_if_absent(key, data)
-            return await store.put_if_match(key, data, etag)
-        except (ObjectExistsError, PreconditionFailedError):
-            found, etag = await store.get_with_etag(key)  # deleted meanwhile: not found
-            try:
-                other = decode_meta(found, key)
-            except StoreError:
-                return await store.put(key, data)  # unreadable: replace it outright
-            if other.seq > meta.seq:
-                return etag
-            meta = msgspec.structs.replace(meta, created_at=other.created_at)
-    raise StoreError(f"meta at {key!r} keeps changing under the writer", key=key)
+    etag, _ = await write_meta_indexed(store, meta, etag, before)
+    return etag

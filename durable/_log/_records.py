@@ -13,6 +13,7 @@ from msgspec import Raw
 
 from durable._core._events import NULL, HistoryEvent, ParentRef
 from durable._core._failure import FailureDetails
+from durable._core._search import Indexed
 from durable._core._state import WorkflowStatus
 from durable._errors import StoreError
 
@@ -129,6 +130,11 @@ class InstanceMeta(msgspec.Struct, omit_defaults=True):
     """The first seq, before ``run_start``, whose sent events may not have been posted
     (a reuse or rerun began before they were; -1: none): a load posts them."""
     origin: str = ""  # the current run's ``WorkflowStarted.origin_run`` (empty: not recorded)
+    search: dict[str, Indexed] = {}
+    """The current run's search attributes (each with the event that set it: its entry in
+    the search index, see :mod:`._search`)."""
+    search_drop: list[str] = []
+    """Search index entries of attributes replaced, still to delete."""
 
 
 class InboxMessage(msgspec.Struct, frozen=True):

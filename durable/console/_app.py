@@ -17,12 +17,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from durable._core._state import WorkflowStatus
-from durable._errors import DurableError, InstanceNotFoundError, InvalidInstanceIdError
+from durable._errors import (
+    DurableError,
+    InstanceNotFoundError,
+    InvalidArgumentError,
+    InvalidInstanceIdError,
+)
 from durable._ids import validate_instance_id
 
 from ._actions import ACTIONS, ActionInputError, perform
 from ._instance import load_instance, pretty
-from ._listing import PAGE_SIZES, ListQuery, list_page
+from ._listing import PAGE_SIZES, ListQuery, indexed_page, list_page
 from ._security import CSRF_COOKIE, SESSION_COOKIE, Guard, Secrets
 from ._timeline import RERUNNABLE
 
@@ -50,7 +55,7 @@ def _list_url(query: ListQuery, **changes: Any) -> str:
     fields = {
         "status": query.status.value if query.status else "", "name": query.name,
         "prefix": query.prefix, "size": query.size if query.size != 50 else "",
-        "after": "", "before": "",
+        "where": query.where, "after": "", "before": "", "cursor": "",
     }  # fmt: skip
     fields.update(changes)
     kept = {k: v for k, v in fields.items() if v not in ("", None)}
@@ -121,8 +126,15 @@ class _Console:
             status=status, name=params.get("name", "").strip(),
             prefix=params.get("prefix", "").strip(), after=params.get("after", ""),
             before=params.get("before", ""), size=size if size in PAGE_SIZES else 50,
+            where=params.get("where", "").strip(), cursor=params.get("cursor", ""),
         )  # fmt: skip
-        page = await list_page(self.client.store, query)
+        try:
+            if query.indexed:
+                page = await indexed_page(self.client, query)
+            else:
+                page = await list_page(self.client.store, query)
+        except InvalidArgumentError as err:  # a malformed search, a stale cursor
+            return self.error(request, 400, str(err))
         return self.render(request, "list.html", title="Instances", query=query, page=page)
 
     def _instance_id(self, request: Request) -> str:

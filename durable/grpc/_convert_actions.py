@@ -16,6 +16,7 @@ from durable._core._actions import (
     SendEvent,
     StartChildWorkflow,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from durable._core._events import EventRaised, HistoryEvent
 from durable._core._state import WorkflowStatus
@@ -76,6 +77,7 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                     instanceId=action.instance_id,
                     name=action.name,
                     input=payload_out(action.input),
+                    version=text(action.version),
                 ),
             )
         case SendEvent():
@@ -103,7 +105,7 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
                 result=payload_out(action.input),
                 carryoverEvents=events_to_ms(action.carryover),
             )
-        case RecordPatch() | CancelTask() | CompleteUpdate():
+        case RecordPatch() | CancelTask() | CompleteUpdate() | UpsertSearchAttributes():
             return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
@@ -138,6 +140,7 @@ def action_to_dapr(
                     instanceId=action.instance_id,
                     name=action.name,
                     input=payload_out(action.input),
+                    version=text(action.version),
                 ),
             )
         case SendEvent():
@@ -165,7 +168,7 @@ def action_to_dapr(
                 result=payload_out(action.input),
                 carryoverEvents=events_to_dapr(action.carryover),
             )
-        case RecordPatch() | CancelTask() | CompleteUpdate():
+        case RecordPatch() | CancelTask() | CompleteUpdate() | UpsertSearchAttributes():
             return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
@@ -206,7 +209,15 @@ def action_from_proto(
             return StartTimer(task_id, time_from_proto(body.fireAt), dapr_timer_purpose(body))
         case ms.CreateSubOrchestrationAction() | dapr.CreateChildWorkflowAction():
             input = payload_in(body, "input")
-            return StartChildWorkflow(task_id, body.name, body.instanceId, input)
+            # an ended instance under the id is replaced, as the Durable Task backends do
+            return StartChildWorkflow(
+                task_id,
+                body.name,
+                body.instanceId,
+                input,
+                replace_ended=True,
+                version=body.version.value,
+            )
         case ms.SendEventAction() | dapr.SendEventAction():
             return SendEvent(task_id, body.instance.instanceId, body.name, payload_in(body, "data"))
         case ms.CompleteOrchestrationAction():

@@ -20,6 +20,7 @@ from durable._core._events import (
     HistoryEvent,
     ParentRef,
     PatchApplied,
+    SearchAttributesUpserted,
     TaskCancelled,
     TimerCreated,
     TimerFired,
@@ -146,6 +147,7 @@ def event_to_ms(
                     instanceId=event.instance_id,
                     name=event.name,
                     input=payload_out(event.input),
+                    version=text(event.version),
                 )
             )
         case ChildWorkflowCompleted():
@@ -203,8 +205,8 @@ def event_to_ms(
             return None  # not carried: the protocol has no cancellation nor execution timeout
         case WorkflowRewound():
             return None  # not carried: the history before it is the rewound one already
-        case UpdateRequested() | UpdateCompleted():
-            return None  # not carried: the protocol has no updates
+        case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
+            return None  # not carried: the protocol has no updates, no search attributes
         case _:
             assert_never(event)
     return out
@@ -295,6 +297,7 @@ def event_to_dapr(
                     instanceId=event.instance_id,
                     name=event.name,
                     input=payload_out(event.input),
+                    version=text(event.version),
                 )
             )
         case ChildWorkflowCompleted():
@@ -352,8 +355,8 @@ def event_to_dapr(
             return None  # not carried: the protocol has no cancellation nor execution timeout
         case WorkflowRewound():
             return None  # not carried: the history before it is the rewound one already
-        case UpdateRequested() | UpdateCompleted():
-            return None  # not carried: the protocol has no updates
+        case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
+            return None  # not carried: the protocol has no updates, no search attributes
         case _:
             assert_never(event)
     return out
@@ -387,8 +390,8 @@ def events_to_dapr(
                 turn.version.name = run_version
             continue
         converted = event_to_dapr(event, instance_id=instance_id, task_base=task_base)
-        if converted is None:  # no form on the wire (a rewind's mark, say)
-            continue
+        if converted is None:
+            continue  # no form in the protocol (a run of this process's own code)
         if isinstance(event, TurnStarted):
             turn = converted.workflowStarted
             if run_version is not None:
@@ -479,6 +482,7 @@ def event_from_proto(
                 name=body.name,
                 instance_id=body.instanceId,
                 input=input,
+                version=body.version.value,
             )
         case (
             ms.SubOrchestrationInstanceCompletedEvent() | dapr.ChildWorkflowInstanceCompletedEvent()

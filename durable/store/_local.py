@@ -9,7 +9,11 @@ fsspec's local ``pipe_file(mode="create")`` checks then writes, so two processes
 * ``put``, ``put_if_match`` and ``delete`` run under an exclusive ``fcntl.flock`` on one of
   a fixed set of lock files in ``.locks/`` (chosen by a stable hash of the key), so a
   compare-and-swap cannot interleave with another writer of the same key in any process;
-* ETags are content hashes, so every process computes the same ETag for the same bytes.
+* ETags are content hashes, so every process computes the same ETag for the same bytes;
+* a deleted object's file, and the version a put replaced, are kept in ``.free/`` and
+  written over as the next new objects (see ``_localpool.py``): a store that deletes
+  ended instances all day neither frees nor takes inodes, which on ext4 without a
+  journal makes every creation scan past the inodes freed in the last minute.
 
 Without fsync, one object's operation is a handful of metadata syscalls (tens of
 microseconds), far less than a hop to a worker thread (hundreds on a small VM), so those
@@ -24,10 +28,12 @@ contents are flushed together, then its names, and only then does anyone get an 
 What survives, per mode:
 
 * without fsync: a process crash loses nothing acknowledged; a power loss may lose
-  recent writes, and may leave an object empty or torn;
+  recent writes, and may leave an object empty or torn (and, as freed files are
+  reused, a key deleted shortly before holding part of a newer object);
 * with fsync: a power loss loses nothing acknowledged, and never tears an object (a name
   is published only over contents already on disk); an unacknowledged write may or may
-  not be there, whole.
+  not be there, whole. A freed file is reused only after a flush covered the rename
+  that freed it, so a deleted key never comes back holding another object.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from durable._errors import (
 )
 
 from ._localfs import FileOps, OsFiles
+from ._localpool import FreeFiles
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -117,6 +124,8 @@ class LocalStore:
         self._count_lock = threading.Lock()
         self._changes = 0
         self._flushed = 0
+        # files freed by deletes and replaced versions, reused for new files
+        self._free = FreeFiles(self._fs, self._root, self._change_count if fsync else None)
 
     @property
     def url(self) -> str:
@@ -299,6 +308,7 @@ class LocalStore:
             whole = self._flush([*unanswered, *batch], temps, made | changed)
             if whole is None:
                 return True
+            self._free.flushed(covered, whole)
             if whole:  # it covered every change counted so far, other leaders' too
                 with self._count_lock:
                     self._flushed = max(self._flushed, covered)
@@ -306,6 +316,11 @@ class LocalStore:
             if op.error is None:
                 self._attempt(op)
         return self._count_changes(any(map(_changed, batch))) == covered
+
+    def _change_count(self) -> int:
+        """The count of changes so far (for the pool of freed files)."""
+        with self._count_lock:
+            return self._changes
 
     def _count_changes(self, changed: bool) -> int:
         """Count one more change if ``changed``; return the count."""
@@ -329,7 +344,7 @@ class LocalStore:
         try:
             return op.func(*op.args, op.temp)
         except BaseException:
-            _unlink_quietly(self._fs, op.temp)
+            self._release_quietly(op.temp)
             raise
 
     def _flush(self, batch: _Batch, files: Iterable[str], dirs: Iterable[str]) -> bool | None:
@@ -357,7 +372,8 @@ class LocalStore:
 
     def _get(self, key: str, path: str) -> bytes:
         try:
-            return self._fs.read(path)
+            with self._free.reading():
+                return self._fs.read(path)
         except _NOT_A_FILE:
             raise ObjectNotFoundError(key) from None
 
@@ -374,9 +390,8 @@ class LocalStore:
         try:
             self._fs.link(temp, path)
         except FileExistsError:
-            raise ObjectExistsError(key) from None
-        finally:
-            _unlink_quietly(self._fs, temp)
+            raise ObjectExistsError(key) from None  # the temp file is freed by _publish
+        _unlink_quietly(self._fs, temp)  # the file lives on under the key's name
         return content_etag(data)
 
     def _put_if_match(self, key: str, path: str, data: bytes, etag: str, temp: str) -> str:
@@ -384,13 +399,13 @@ class LocalStore:
             current = self._get(key, path)
             if content_etag(current) != etag:
                 raise PreconditionFailedError(key)
-            self._replace(path, temp)
+            self._replace(path, temp, a_file=True)
         return content_etag(data)
 
     def _delete(self, key: str, path: str) -> None:
         with self._locked(key):
             try:
-                self._fs.unlink(path)
+                self._release(path, a_file=False)
             except _NOT_A_FILE:
                 return
         self._prune(os.path.dirname(path))
@@ -402,25 +417,37 @@ class LocalStore:
             return
         self._prune(os.path.dirname(path))
 
-    def _replace(self, path: str, temp: str) -> None:
-        """Atomically make ``path`` name the contents of ``temp``: renamed over it, or
-        (without fsync, on Linux) exchanged with it and the old one then removed, which
-        readers see alike.
+    def _replace(self, path: str, temp: str, *, a_file: bool = False) -> None:
+        """Atomically make ``path`` name the contents of ``temp``: exchanged with it and
+        the old version then freed into the pool (see _localpool.py), which readers see
+        alike, or, where the system cannot exchange, renamed over it. ``a_file``: the
+        caller knows ``path`` names a file (it just read it), so it need not be looked
+        at before it is freed.
 
-        ext4 (``auto_da_alloc``) writes out a file renamed over another one at once and
-        frees the old one's blocks, several times the cost of the whole rest of the
-        write; an exchange followed by an unlink does neither. With fsync the temp file
-        is on disk already, so the plain rename is as cheap.
+        Besides keeping the old file for reuse, the exchange spares ext4
+        (``auto_da_alloc``) writing out a file renamed over another one at once and
+        freeing the old one's blocks, several times the cost of the whole rest of the
+        write.
         """
         fs = self._fs
-        if not self._fsync and fs.exchange(temp, path):
+        if fs.exchange(temp, path):
             try:
-                fs.unlink(temp)  # it names the old version now
+                self._release(temp, a_file=a_file)  # it names the old version now
             except IsADirectoryError:  # the key names a directory: put it back
                 fs.exchange(temp, path)
                 raise
             return
         fs.replace(temp, path)
+
+    def _release(self, path: str, *, a_file: bool = True) -> None:
+        """Remove the name ``path`` of a file, keeping the file for reuse if the pool
+        takes it (``FileNotFoundError`` if missing, ``IsADirectoryError`` if a directory:
+        unless ``a_file`` says it is one, it is looked at first, as the pool would take
+        a directory whole)."""
+        if not a_file and self._fs.is_dir(path):
+            raise IsADirectoryError(errno.EISDIR, "a directory", path)
+        if not self._free.give(path):
+            self._fs.unlink(path)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
@@ -447,15 +474,16 @@ class LocalStore:
             return os.open(lock_path, flags, 0o666)
 
     def _write_temp(self, path: str | None, data: bytes, made: set[str] | None) -> str:
-        """Write ``data`` to a new dot-named file beside ``path`` and return its name;
-        a directory made on the way adds its ancestors to ``made`` (their entries
-        must be flushed too)."""
+        """Write ``data`` to a new dot-named file beside ``path`` (a freed file reused,
+        if one is ready) and return its name; a directory made on the way adds its
+        ancestors to ``made`` (their entries must be flushed too)."""
         assert path is not None
         directory = os.path.dirname(path)
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             temp = f"{directory}/.tmp-{_pid}-{next(_temp_numbers)}"
             try:
-                self._fs.write_new(temp, data)
+                if not self._write_reused(directory, temp, data, made):
+                    self._fs.write_new(temp, data)
                 return temp
             except FileExistsError:
                 if attempt == _WRITE_ATTEMPTS:
@@ -463,13 +491,50 @@ class LocalStore:
             except FileNotFoundError:
                 if attempt == _WRITE_ATTEMPTS:
                     raise
-                self._fs.makedirs(directory)  # new, or pruned by a concurrent delete
-                if made is not None:
-                    parent = directory
-                    while len(parent) > len(self._root):
-                        parent = os.path.dirname(parent)
-                        made.add(parent)
+                self._make_dirs(directory, made)  # new, or pruned by a concurrent delete
         raise AssertionError("unreachable")
+
+    def _write_reused(self, directory: str, temp: str, data: bytes, made: set[str] | None) -> bool:
+        """Make ``temp`` hold ``data`` by renaming a freed file there and writing over it;
+        False if no freed file is ready (or the one taken is gone)."""
+        name = self._free.take()
+        if name is None:
+            return False
+        try:
+            try:
+                self._fs.replace(name, temp)
+            except FileNotFoundError:  # no directory yet, or the freed file is gone
+                self._make_dirs(directory, made)
+                self._fs.replace(name, temp)
+        except FileNotFoundError:
+            return False  # gone: taken by another process, which adopted it
+        except BaseException:
+            self._free.untake(name)
+            raise
+        try:
+            self._fs.overwrite(temp, data)
+        except BaseException:
+            _unlink_quietly(self._fs, temp)
+            raise
+        return True
+
+    def _release_quietly(self, temp: str) -> None:
+        """Free the temp file of an operation that failed, into the pool if it takes
+        it; a failure here is left behind as a dot-file (the operation's own matters)."""
+        try:
+            self._release(temp)
+        except OSError:
+            _unlink_quietly(self._fs, temp)
+
+    def _make_dirs(self, directory: str, made: set[str] | None) -> None:
+        """Make ``directory`` and its missing parents; with ``made``, note the
+        directories whose entries a flush must then cover."""
+        self._fs.makedirs(directory)
+        if made is not None:
+            parent = directory
+            while len(parent) > len(self._root):
+                parent = os.path.dirname(parent)
+                made.add(parent)
 
     def _prune(self, directory: str) -> None:
         """Remove ``directory`` and its ancestors below the root while they are empty."""

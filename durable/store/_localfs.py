@@ -11,6 +11,7 @@ import ctypes
 import errno
 import os
 import shutil
+import stat
 import sys
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,8 +28,18 @@ class FileOps(Protocol):
         """Create ``path`` (it must not exist) holding ``data``; nothing flushed."""
         ...
 
+    def overwrite(self, path: str, data: bytes) -> None:
+        """Make the existing file ``path`` hold ``data`` (written in place, cut to its
+        length); nothing flushed."""
+        ...
+
     def read(self, path: str) -> bytes:
-        """A whole file's bytes."""
+        """A whole file's bytes, all of one version of the file ``path`` names."""
+        ...
+
+    def is_dir(self, path: str) -> bool:
+        """Whether ``path`` names a directory (not following a last symlink);
+        ``FileNotFoundError`` if it names nothing."""
         ...
 
     def list_dir(self, path: str) -> list[str]:
@@ -96,20 +107,41 @@ class OsFiles:
             raise
         os.close(fd)
 
-    def read(self, path: str) -> bytes:
-        # files are never changed in place, so fstat's size is exact
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    def overwrite(self, path: str, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            size = os.fstat(fd).st_size
-            data = os.read(fd, size) if size else os.read(fd, 1)  # a directory raises here
-            while len(data) < size:
-                more = os.read(fd, size - len(data))
-                if not more:
-                    break
-                data += more
-            return data
+            view, offset = memoryview(data), 0
+            while offset < len(data):
+                offset += os.pwrite(fd, view[offset:], offset)
+            os.ftruncate(fd, len(data))
         finally:
             os.close(fd)
+
+    def read(self, path: str) -> bytes:
+        # a file named by a key is not written while it has that name, so fstat's size
+        # is exact; but a store may free it and write it anew as another key's file
+        # (see _localpool.py): a reader in another process then finds the name no
+        # longer leads to the file it read, or the file changed meanwhile, and reads
+        # again (this process's own reads hold freed files back instead)
+        while True:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                before = os.fstat(fd)
+                size = before.st_size
+                data = os.read(fd, size) if size else os.read(fd, 1)  # a directory raises
+                while len(data) < size:
+                    more = os.read(fd, size - len(data))
+                    if not more:
+                        break
+                    data += more
+            finally:
+                os.close(fd)
+            named = os.stat(path)  # FileNotFoundError: deleted since, as it may be
+            if named.st_ino == before.st_ino and named.st_ctime_ns == before.st_ctime_ns:
+                return data
+
+    def is_dir(self, path: str) -> bool:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
 
     def list_dir(self, path: str) -> list[str]:
         try:

@@ -5,7 +5,8 @@ One ``random.Random(seed)`` decides everything: how many runtimes share the stor
 (:mod:`durable.testing._system_programs`), which outside operations interleave with
 them (raise_event, a burst of them, suspend, resume, terminate, cancel, start with reuse,
 start with an event, an update, rerun, rewind, purge, sweep, a workflow no runtime has, a deploy
-of changed code that restarts every runtime), and which fault hits each store call: a
+of changed code that restarts every runtime; programs upsert search attributes), and which
+fault hits each store call: a
 transient error before or after the write lands, a crash of the calling runtime before
 or after a write (it dies, and a new one starts later on the same store), a few
 scheduling points of latency that reorder concurrent calls, a stall of a few steps, lease
@@ -31,6 +32,7 @@ from durable._fleet._partitions import load_config
 from durable.testing._system_drain import _Drain
 from durable.testing._system_fleet import _settle
 from durable.testing._system_operations import _Operations
+from durable.testing._system_search import _Search
 from durable.testing._system_verdicts import _Verdicts
 
 __all__ = ["SystemConfig", "SystemResult", "simulate_system"]
@@ -74,7 +76,7 @@ class SystemResult:
         return "\n".join(lines)
 
 
-class _Driver(_Operations, _Drain, _Verdicts):
+class _Driver(_Operations, _Drain, _Verdicts, _Search):
     """Runs one seeded simulation: operations and faults step by step, then the drain
     and the verdicts."""
 
@@ -123,6 +125,7 @@ class _Driver(_Operations, _Drain, _Verdicts):
                 self._fault_step(tg)
                 await _settle()
             await self._drain(tg)
+            await self._check_search()
             self.finished = True  # the order tasks are cancelled in is not seeded: untraced
             tg.cancel_scope.cancel()
         self._final_checks()

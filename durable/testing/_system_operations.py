@@ -22,6 +22,7 @@ from durable.testing._system_programs import (
     build_registry,
     mends,
     random_program,
+    start_attributes,
 )
 from durable.testing._system_store import Crash
 
@@ -61,7 +62,7 @@ class _Operations(_DriverBase):
         self.note(f"{via}: start {instance_id} {tag} v{version}{bound} {program}")
         await client.start(
             "prog", self._input(tag), instance_id=instance_id, version=version,
-            execution_timeout=limit,
+            execution_timeout=limit, search_attributes=start_attributes(len(self.roots)),
         )  # fmt: skip
         self.acked_starts.append((instance_id, tag, began))
 
@@ -83,7 +84,10 @@ class _Operations(_DriverBase):
         began = self.sim.ledger.writes
         only = f" of {', '.join(sorted(reuse))}" if isinstance(reuse, frozenset) else ""
         self.note(f"{via}: start {instance_id} {tag} reuse{only} {program}")
-        await client.start("prog", self._input(tag), instance_id=instance_id, reuse=reuse)
+        await client.start(
+            "prog", self._input(tag), instance_id=instance_id, reuse=reuse,
+            search_attributes=start_attributes(self.tags),
+        )  # fmt: skip
         self.acked_starts.append((instance_id, tag, began))
 
     async def op_start_with_event(self, client: Client, via: str, instance_id: str) -> None:

@@ -31,6 +31,7 @@ Steps cover the workflow API:
 * ``["mend", v]``           an activity that fails for good until its run is rewound
   (its memo remembers the try): the run fails, and so does a parent's call of a child
   that holds one; a rewind of the (root) run runs it again, and then it returns
+* ``["search", v]``         ``ctx.upsert_search_attributes`` (see :mod:`._system_search`)
 
 Every run takes the update ``"bump"``: its handler returns ``act(value)``, and its
 validator refuses a negative value.
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENT_NAMES",
     "LONG_ID",
+    "SEARCHED",
     "TICK",
     "Harness",
     "Program",
@@ -79,13 +81,34 @@ __all__ = [
     "expected_mismatch",
     "mends",
     "random_program",
+    "search_step_attributes",
     "sent_data",
+    "start_attributes",
 ]
 
 Program = list[list[Any]]
 EVENT_NAMES = ("a", "b")
 TICK = "tick"  # the event a loop's runs wait for
 LONG_ID = "kunde-" + "é" * 130  # 136 characters, 266 bytes: too long for a file name
+
+
+SEARCHED = ("group", "stage")  # the attributes the simulation sets
+
+
+def start_attributes(number: int) -> dict[str, str]:
+    """The attributes a start gives: its number picks one of three groups (no draw of
+    the seeded random source: adding them changed no program)."""
+    return {"group": f"g{number % 3}"}
+
+
+def search_step_attributes(value: int) -> dict[str, str | None]:
+    """What a ``["search", v]`` step upserts: a stage, or (v = 3) none, and the group
+    moved on for v = 2."""
+    if value == 3:
+        return {"stage": None}
+    if value == 2:
+        return {"stage": "s2", "group": "moved"}
+    return {"stage": f"s{value}"}
 
 
 class PlannedFailure(Exception):
@@ -127,7 +150,9 @@ def child_id(parent_id: str, step: int, suffix: str) -> str:
 
 def _leaf(rng: random.Random, *, in_child: bool) -> list[Any]:
     kinds = ["act", "act", "all", "any", "timer", "event", "event", "patch", "cancel", "anyc"]
-    kind = rng.choice([*kinds, "slow", "send"])
+    kind = rng.choice([*kinds, "slow", "send", "search"])
+    if kind == "search":
+        return ["search", rng.randrange(4)]
     if kind == "cancel":
         return ["cancel", rng.randrange(100), rng.random() < 0.5, rng.randint(1, 5)]
     if kind == "anyc":
@@ -297,6 +322,9 @@ def build_registry(harness: Harness, changes: tuple[bool, ...] = ()) -> Registry
                     results.append(["child-failed", failed.failure.type])
             elif kind == "patch":
                 results.append(ctx.patched("sim-patch"))
+            elif kind == "search":
+                ctx.upsert_search_attributes(search_step_attributes(step[1]))
+                results.append(True)
             elif kind == "send":
                 for k in range(step[3]):
                     ctx.send_event(f"r{step[1]}", step[2], sent_data(tag, base + index, k))
@@ -381,7 +409,7 @@ def _step_mismatch(
         return None if got == want else f"got {got!r}, want {want!r}"
     if kind == "any":
         return None if got in [act(v) for v in step[1]] else f"got {got!r}"
-    if kind in ("timer", "patch", "loop", "send"):
+    if kind in ("timer", "patch", "loop", "send", "search"):
         return None if got is True else f"got {got!r}"
     if kind == "cancel":
         if got == ["cancelled", True] or got == ["kept", False, act(step[1])]:

@@ -10,7 +10,9 @@ Three orchestrations are started before any worker connects: ``main`` at version
 end (its activity has no version of its own: it counts as 1.0). The other two must
 still be pending. Worker B (2.0, STRICT, filters) takes ``main`` 2.0 but not
 ``other`` 1.0; worker C (explicit filters: ``other`` any version, ``greet``) takes it.
-Prints the status of each instance at each stage and which worker ran what.
+A's ``parent`` (1.0) starts its ``main`` sub-orchestration at A's default version,
+1.0, and A runs it. Prints the status of each instance at each stage and which
+worker ran what.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def main(ctx: task.OrchestrationContext, name: str) -> Any:
     return said
 
 
+def parent(ctx: task.OrchestrationContext, name: str) -> Any:
+    said = yield ctx.call_sub_orchestrator("main", input=name, instance_id=f"{ctx.instance_id}-c")
+    return said
+
+
 def other(ctx: task.OrchestrationContext, name: str) -> Any:
     said = yield ctx.call_activity("greet", input=name)
     return said
@@ -52,7 +59,8 @@ def _worker(
     w.add_activity(greet_as(who))  # registered as "greet"
     if "version" in how:
         w.use_versioning(worker.VersioningOptions(
-            version=how["version"], match_strategy=worker.VersionMatchStrategy.STRICT))  # fmt: skip
+            version=how["version"], default_version=how["version"],
+            match_strategy=worker.VersionMatchStrategy.STRICT))  # fmt: skip
     if "filters" in how:
         w.use_work_item_filters(how["filters"])
     else:
@@ -79,10 +87,14 @@ def scenario(address: str) -> dict[str, Any]:
     c.schedule_new_orchestration("other", input="o1", instance_id="other-v1", version="1.0")
     ids = ["main-v1", "main-v2", "other-v1"]
 
-    a = _worker(address, "A", [main], version="1.0")
+    a = _worker(address, "A", [main, parent], version="1.0")
     a.start()
     c.schedule_new_orchestration("main", input="v1", instance_id="main-v1", version="1.0")
     _done(c, "main-v1")
+    # its sub-orchestration runs at the worker's default version, 1.0: A takes it too
+    c.schedule_new_orchestration("parent", input="p1", instance_id="parent-v1", version="1.0")
+    _done(c, "parent-v1")
+    out["parent"] = _statuses(c, ["parent-v1", "parent-v1-c"])
     out["after A"] = _statuses(c, ids)
     a.stop()
 

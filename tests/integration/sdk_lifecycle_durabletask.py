@@ -78,6 +78,14 @@ def retrying_parent(ctx: task.OrchestrationContext, key: str) -> Any:
     return said
 
 
+def adopting_parent(ctx: task.OrchestrationContext, child_id: str) -> Any:
+    try:
+        said = yield ctx.call_sub_orchestrator(echo, input="adopted", instance_id=child_id)
+    except task.TaskFailedError as err:
+        return {"failed": err.details.message[:200]}
+    return said
+
+
 def echo(ctx: task.OrchestrationContext, value: Any) -> Any:
     said = yield ctx.call_activity(greet, input=str(value))
     return said
@@ -159,7 +167,8 @@ def scenario(address: str) -> dict[str, Any]:
     one_activity = worker.ConcurrencyOptions(maximum_concurrent_activity_work_items=1)
     with worker.TaskHubGrpcWorker(host_address=address, concurrency_options=one_activity) as w:
         for orchestrator in (sender, receiver, fragile_child, retrying_parent, echo,
-                             waiting_child, retrying_child, tree, fan, queued_tree):  # fmt: skip
+                             waiting_child, retrying_child, tree, fan, queued_tree,
+                             adopting_parent):  # fmt: skip
             w.add_orchestrator(orchestrator)
         for activity in (greet, record, broken, flaky_once, hold):
             w.add_activity(activity)
@@ -178,6 +187,20 @@ def scenario(address: str) -> dict[str, Any]:
         c.schedule_new_orchestration(retrying_parent, input="kid", instance_id="retry-1")
         out["child-retry"] = _done(c, "retry-1")
         out["child-retry-child"] = _done(c, "retry-1-child")
+
+        # 2b. a sub-orchestration under an id another instance holds: replaced if that
+        # one has ended, the call failed at once if it runs
+        c.schedule_new_orchestration(echo, input="mine", instance_id="held-ended")
+        _done(c, "held-ended")
+        c.schedule_new_orchestration(adopting_parent, input="held-ended", instance_id="adopt-1")
+        out["child-id-ended"] = [_done(c, "adopt-1"), _done(c, "held-ended")]
+        c.schedule_new_orchestration(receiver, instance_id="held-running")
+        c.wait_for_orchestration_start("held-running", timeout=WAIT)
+        c.schedule_new_orchestration(adopting_parent, input="held-running", instance_id="adopt-2")
+        adopt = _done(c, "adopt-2")
+        out["child-id-running"] = [adopt["status"], "failed" in (adopt["output"] or {}),
+                                   _status(c, "held-running")]  # fmt: skip
+        c.terminate_orchestration("held-running")
 
         # 3. starting an id that is taken, with and without a reuse policy
         c.schedule_new_orchestration(echo, input=1, instance_id="reuse-1")

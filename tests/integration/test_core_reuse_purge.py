@@ -369,9 +369,16 @@ async def test_a_start_between_two_racing_purges_is_refused_or_survives_them() -
             slow_store.release.set()
         if second is None:
             return  # nothing was promised
-        await second.raise_event("go", "new")
-        assert await _outcome(rt, second) == "new"
-    run = await load_run(inner, "w")  # the log holds the new run whole
+        await _second_run_ends(rt, inner, second)
+
+
+async def _second_run_ends(
+    rt: durable.Runtime, inner: MemoryStore, second: durable.WorkflowHandle[Any]
+) -> None:
+    """The second start of ``w`` (with "b") runs to its end, and the log holds it whole."""
+    await second.raise_event("go", "new")
+    assert await _outcome(rt, second) == "new"
+    run = await load_run(inner, "w")
     assert run is not None, sorted(k for k in inner._objects if "/w/" in k)
     assert bytes(run.started.input) == b'"b"'
     assert run.status is durable.WorkflowStatus.COMPLETED

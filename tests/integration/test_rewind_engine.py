@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -47,7 +47,8 @@ def registry_for(flaky: Flaky) -> Registry:
     """``flow``: a, b, c in turn; ``handled``: x caught, then y, z; ``top`` -> ``mid`` ->
     ``leaf``, each with an activity of its own before it calls the next; ``gate``: a,
     then waits for "go"; ``outer``: starts ``inner`` (which waits for "finish", abandoned
-    if ``outer`` ends first), runs b, then takes inner's result."""
+    if ``outer`` ends first), runs b, then takes inner's result; ``holder``: the same
+    with its child terminated if it ends first."""
     registry = Registry()
 
     @registry.activity
@@ -95,6 +96,16 @@ def registry_for(flaky: Flaky) -> Registry:
     @registry.workflow
     async def outer(ctx: WorkflowContext) -> list[str]:
         child = ctx.call_workflow(inner, instance_id="inner", on_parent_close="abandon")
+        return [await ctx.call_activity(step, "b"), await child]
+
+    @registry.workflow
+    async def retried(ctx: WorkflowContext) -> list[str]:
+        policy = durable.RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
+        return [await ctx.call_activity(step, "r", retry=policy)]
+
+    @registry.workflow
+    async def holder(ctx: WorkflowContext) -> list[str]:
+        child = ctx.call_workflow(inner, instance_id="held")  # terminated when holder ends
         return [await ctx.call_activity(step, "b"), await child]
 
     return registry
@@ -373,4 +384,47 @@ async def test_a_child_that_completed_after_its_parent_failed_gives_the_rewind_i
         history = await handle.history()
     assert len(inner_runs) == 1
     assert flaky.calls == ["b", "b"]
+    Replayer(registry).check(history)
+
+
+async def test_a_child_terminated_by_its_parents_failure_starts_anew() -> None:
+    """b failed holder, whose end terminated its child (its ``on_parent_close``). A
+    TERMINATED run cannot be rewound: the rewind of holder starts the child anew from
+    its call (as the README says), and the tree completes."""
+    flaky = Flaky(b=1)
+    async with runtime(registry_for(flaky)) as rt:
+        handle = await rt.start("holder", instance_id="h")
+        await failed(handle)
+        kid = rt.client.get_handle("held")
+        await rt.wait_idle()
+        assert (await kid.describe()).status is WorkflowStatus.TERMINATED
+        before = (await kid.history())[0]
+        await handle.rewind()
+        await rt.wait_idle()
+        await kid.raise_event("finish", "anew")
+        assert await result(handle) == ["B", "inner anew"]
+        history = await kid.history()
+    assert isinstance(before, WorkflowStarted)
+    assert isinstance(history[0], WorkflowStarted)
+    assert history[0].run_id != before.run_id
+    assert not rewinds(history)
+
+
+async def test_a_step_out_of_retries_runs_its_last_attempt_again_once() -> None:
+    """r failed both attempts its policy allows: the rewind runs the last attempt again,
+    once (the retry history before it stays, as the code went on from it); a second
+    failure then fails the run again, and another rewind runs it once more."""
+    flaky = Flaky(r=3)
+    registry = registry_for(flaky)
+    async with runtime(registry) as rt:
+        handle = await rt.start("retried", instance_id="r")
+        await failed(handle)
+        assert flaky.count("r") == 2
+        await handle.rewind()
+        await failed(handle)
+        assert flaky.count("r") == 3
+        await handle.rewind()
+        assert await result(handle) == ["R"]
+        history = await handle.history()
+    assert flaky.count("r") == 4
     Replayer(registry).check(history)

@@ -33,16 +33,21 @@ async def test_durabletask_sdk_filters_and_strict_versions(sidecar: Sidecar) -> 
     """Issue 14: work-item filters were ignored, so a STRICT 1.0 worker got a 2.0
     orchestration (and failed it with VersionMismatch) and a worker got orchestrations
     it never registered. Now each instance waits, PENDING, for a worker whose filters
-    take it; an activity with no version of its own counts as its orchestration's."""
+    take it; an activity with no version of its own counts as its orchestration's.
+    A sub-orchestration started at version 1.0 ran at version "" (durable dropped the
+    version), so no STRICT worker took it."""
     result = await run_sdk(sys.executable, str(HERE / "sdk_filters_durabletask.py"),
                            f"127.0.0.1:{sidecar.port}")  # fmt: skip
     v1, v2, o1 = ["COMPLETED", '"hello v1 from A"'], ["COMPLETED", '"hello v2 from B"'], [
         "COMPLETED", '"hello o1 from C"']  # fmt: skip
     pending = ["PENDING", None]
     assert result["after A"] == {"main-v1": v1, "main-v2": pending, "other-v1": pending}
+    from_a = ["COMPLETED", '"hello p1 from A"']  # the child ran at its parent's version
+    assert result["parent"] == {"parent-v1": from_a, "parent-v1-c": from_a}
     assert result["after B"] == {"main-v1": v1, "main-v2": v2, "other-v1": pending}
     assert result["after C"] == {"main-v1": v1, "main-v2": v2, "other-v1": o1}
-    assert result["ran"] == [["A", "greet", "v1"], ["B", "greet", "v2"], ["C", "greet", "o1"]]
+    assert result["ran"] == [["A", "greet", "v1"], ["A", "greet", "p1"], ["B", "greet", "v2"],
+                             ["C", "greet", "o1"]]  # fmt: skip
 
 
 @pytest.fixture

@@ -31,8 +31,9 @@ def _done(output: Any, status: str = "COMPLETED") -> dict[str, Any]:
 
 async def test_durabletask_sdk_lifecycle(sidecar: Sidecar) -> None:
     """Issue 14: ctx.send_event failed the sender; a sub-orchestration retried under its
-    id failed ("already exists (status FAILED)") and hung its parent; the reuse policy
-    was ignored; recursive purge left the children; RestartInstance was UNIMPLEMENTED."""
+    id failed ("already exists (status FAILED)") and hung its parent, and one under the
+    id of another, ended instance failed; the reuse policy was ignored; recursive purge
+    left the children; RestartInstance was UNIMPLEMENTED."""
     script = str(HERE / "sdk_lifecycle_durabletask.py")
     result = await run_sdk(sys.executable, script, f"127.0.0.1:{sidecar.port}")
     # an event between instances; one to an instance that does not exist is dropped
@@ -42,6 +43,10 @@ async def test_durabletask_sdk_lifecycle(sidecar: Sidecar) -> None:
     # the retry of a failed sub-orchestration replaces it, under the same id
     assert result["child-retry"] == _done("kid ok after 2 attempts")
     assert result["child-retry-child"] == _done("kid ok after 2 attempts")
+    # a sub-orchestration under an id another instance holds: that one is replaced if
+    # it has ended; if it runs, the call fails at once (and it runs on)
+    assert result["child-id-ended"] == [_done("hello adopted"), _done("hello adopted")]
+    assert result["child-id-running"] == ["COMPLETED", True, "RUNNING"]
     # no policy: an ended instance is replaced; a policy replaces only what it lists,
     # a listed running one too (terminated first)
     assert result["reuse-none"] == "OK"

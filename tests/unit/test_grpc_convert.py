@@ -44,6 +44,7 @@ from durable._core._events import (
     HistoryEvent,
     ParentRef,
     PatchApplied,
+    SearchAttributesUpserted,
     TaskCancelled,
     TimerCreated,
     TimerFired,
@@ -168,7 +169,10 @@ def actions(draw: st.DrawFn, task_base: int) -> Action:
         case 1:
             return StartTimer(task_id, draw(fire_times), draw(purposes))
         case 2:
-            return StartChildWorkflow(task_id, draw(names), draw(names), draw(payloads))
+            # a sub-orchestration from the wire replaces an ended holder of its id
+            return StartChildWorkflow(
+                task_id, draw(names), draw(names), draw(payloads), replace_ended=True
+            )
         case 3:
             return CompleteWorkflow(draw(payloads))
         case 4:
@@ -305,6 +309,7 @@ def test_every_event_kind_is_covered(dialect: str) -> None:
         UpdateRequested(update_id="u", name="n"),
         UpdateCompleted(update_id="u"),
         WorkflowRewound(run_id="r"),
+        SearchAttributesUpserted(attributes={"a": "s:b"}),
     ]
     assert {type(s) for s in samples} == set(kinds), "a new event kind: map it in _convert"
     for sample in samples:
@@ -318,6 +323,7 @@ def test_every_event_kind_is_covered(dialect: str) -> None:
                 UpdateRequested,
                 UpdateCompleted,
                 WorkflowRewound,
+                SearchAttributesUpserted,
             )
             continue
         back = cv.event_from_proto(over_the_wire(out), event_id=-1)

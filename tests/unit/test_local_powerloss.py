@@ -81,8 +81,9 @@ class FakeDisk:
         disk = FakeDisk(self.root)
         for path, inode in files.items():
             data = inode.durable
-            if inode.data != inode.durable and rng.random() < keep:
-                data = inode.data[: rng.randint(0, len(inode.data))]
+            if inode.data != inode.durable and rng.random() < keep:  # torn: part written
+                cut = rng.randint(0, len(inode.data))
+                data = inode.data[:cut] + inode.durable[cut:]
             disk.files[path] = disk.durable_files[path] = _Inode(data, data)
         disk.dirs, disk.durable_dirs = set(dirs), set(dirs)
         return disk
@@ -113,6 +114,13 @@ class FakeDisk:
                 raise FileExistsError(errno.EEXIST, "exists", path)
             self._change("create", path, inode=_Inode(data))
 
+    def overwrite(self, path: str, data: bytes) -> None:
+        with self.lock:
+            self._tick()
+            if path not in self.files:
+                raise FileNotFoundError(errno.ENOENT, "missing", path)
+            self.files[path].data = data  # in place: the disk keeps the old until flushed
+
     def read(self, path: str) -> bytes:
         with self.lock:
             self._tick()
@@ -121,6 +129,13 @@ class FakeDisk:
             if path not in self.files:
                 raise FileNotFoundError(errno.ENOENT, "missing", path)
             return self.files[path].data
+
+    def is_dir(self, path: str) -> bool:
+        with self.lock:
+            self._tick()
+            if path not in self.files and path not in self.dirs:
+                raise FileNotFoundError(errno.ENOENT, "missing", path)
+            return path in self.dirs
 
     def list_dir(self, path: str) -> list[str]:
         with self.lock:
@@ -145,12 +160,24 @@ class FakeDisk:
     def replace(self, src: str, dst: str) -> None:
         with self.lock:
             self._tick()
+            if src not in self.files:
+                raise FileNotFoundError(errno.ENOENT, "missing", src)
+            self._need_parent(dst)
             if dst in self.dirs:
                 raise IsADirectoryError(errno.EISDIR, "a directory", dst)
             self._change("rename", src, dst)
 
     def exchange(self, a: str, b: str) -> bool:
-        return False
+        with self.lock:
+            self._tick()
+            if a not in self.files:
+                raise FileNotFoundError(errno.ENOENT, "missing", a)
+            if b in self.dirs:
+                raise IsADirectoryError(errno.EISDIR, "a directory", b)
+            if b not in self.files:
+                return False
+            self._change("exchange", a, b)
+            return True
 
     def unlink(self, path: str) -> None:
         with self.lock:
@@ -234,6 +261,8 @@ def _apply(
         files[a] = inode
     elif kind == "rename" and a in files and b not in dirs:
         files[b] = files.pop(a)
+    elif kind == "exchange" and a in files and b in files:
+        files[a], files[b] = files[b], files[a]
     elif kind == "unlink":
         files.pop(a, None)
     elif kind == "mkdir" and a not in files:

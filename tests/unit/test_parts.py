@@ -190,6 +190,7 @@ def test_event_tags_are_stable() -> None:
         "workflow_started", "turn_started", "activity_scheduled", "activity_completed",
         "activity_failed", "timer_created", "timer_fired", "child_workflow_scheduled",
         "child_workflow_completed", "child_workflow_failed", "event_raised", "patch_applied",
+        "search_attributes_upserted",
         "task_cancelled", "workflow_cancel_requested", "execution_timed_out",
         "workflow_suspended", "workflow_resumed", "workflow_terminated", "workflow_completed",
         "workflow_failed", "continued_as_new", "event_sent", "update_requested",

@@ -1,0 +1,191 @@
+"""The search index: one empty object per current search attribute of an instance, so
+a lookup by equality lists the instances that hold a value instead of reading them all.
+
+Layout (the meta stays the truth that a lookup checks every hit against)::
+
+    search/{name}/{value, base64url}/{id}/{run_id}-{event_id}
+
+The last segment names the event that set the value (see :mod:`durable._core._search`):
+no two settings share an entry, so deleting an old one never deletes a newer one, in
+whatever order racing writers land.
+
+Entries follow the meta, by its writer (:func:`write_meta_indexed`): the entries of
+the attributes the new meta holds are put *before* it is written, so a meta never
+names an attribute that has no entry; the entries of the attributes it replaced are
+deleted *after*, and the meta lists them (``search_drop``) until they are gone: a crash
+between leaves entries too many, which the next writer of the meta deletes (a
+recovery writes the meta of an instance whose attributes or drops lag the log). A
+purge deletes the instance's entries before its meta.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from durable._errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+)
+
+from ._records import InstanceMeta, decode_meta, encode, meta_key
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from durable._core._search import Indexed
+    from durable.store import ObjectStore
+
+__all__ = ["SEARCH", "Indexing", "find", "unindex", "write_meta_indexed"]
+
+SEARCH = "search"
+
+
+class Indexing:
+    """What a meta says of its search entries, as its writer knows it: the current
+    attributes, and the entries still to delete (those of replaced attributes, and
+    those put for a meta whose write failed)."""
+
+    __slots__ = ("drop", "search")
+
+    def __init__(self, search: Mapping[str, Indexed], drop: Iterable[str] = ()) -> None:
+        self.search = search
+        self.drop = set(drop)
+
+    @classmethod
+    def of(cls, meta: InstanceMeta) -> Indexing:
+        return cls(meta.search, meta.search_drop)
+
+    @classmethod
+    def empty(cls) -> Indexing:
+        return cls({})
+
+
+def _segment(encoded: str) -> str:
+    return base64.urlsafe_b64encode(encoded.encode()).decode().rstrip("=")
+
+
+def value_prefix(name: str, encoded: str) -> str:
+    """Where the entries of the instances holding ``name`` = (encoded) value are."""
+    return f"{SEARCH}/{name}/{_segment(encoded)}"
+
+
+def entry_keys(instance_id: str, search: Mapping[str, Indexed]) -> set[str]:
+    """The keys of the entries of an instance's current attributes."""
+    return {
+        f"{value_prefix(name, indexed.value)}/{instance_id}/{indexed.at}"
+        for name, indexed in search.items()
+    }
+
+
+async def _put_entries(store: ObjectStore, keys: Iterable[str]) -> None:
+    """Put entries one by one (an instance has a few; a store error stays itself)."""
+    for key in sorted(keys):
+        await store.put(key, b"")
+
+
+async def delete_entries(store: ObjectStore, keys: Iterable[str]) -> list[str]:
+    """Delete entries; returns those whose delete failed (kept for a later writer)."""
+    failed: list[str] = []
+    for key in sorted(keys):
+        try:
+            await store.delete(key)
+        except StoreError:
+            failed.append(key)
+    return failed
+
+
+async def write_meta_indexed(
+    store: ObjectStore, meta: InstanceMeta, etag: str | None, before: Indexing | None
+) -> tuple[str, Indexing]:
+    """Write ``meta`` by put-if-match (put-if-absent when ``etag`` is None); never over
+    a newer one. Its search entries are put first, and those of the meta it replaces
+    (``before``: what the meta at ``etag`` says; None: not known) deleted after.
+
+    Returns the ETag now current and what that meta says of its entries. If the write
+    fails, ``before`` keeps the entries put for it among those to delete (the next
+    write, for a meta that does not name them, deletes them). A meta deleted since the
+    writer read it is not written again (``ObjectNotFoundError``), and the entries put
+    for it are deleted (a purge came: the run they name is gone)."""
+    key = meta_key(meta.instance_id)
+    want = entry_keys(meta.instance_id, meta.search) if meta.search else set()
+    if before is None and etag is None:
+        before = Indexing.empty()
+    put: set[str] = set()
+    for _ in range(8):
+        have = entry_keys(meta.instance_id, before.search) if before is not None else set()
+        drop = (have | before.drop) - want if before is not None else set()
+        missing = want - have - put
+        try:
+            if missing:
+                if before is not None:
+                    before.drop |= missing  # until a meta names them
+                await _put_entries(store, missing)
+                put |= missing
+            data = encode(msgspec.structs.replace(meta, search_drop=sorted(drop)))
+            try:
+                if etag is None:
+                    etag = await store.put_if_absent(key, data)
+                else:
+                    etag = await store.put_if_match(key, data, etag)
+            except (ObjectExistsError, PreconditionFailedError):
+                found, etag = await store.get_with_etag(key)  # deleted meanwhile: not found
+                try:
+                    other = decode_meta(found, key)
+                except StoreError:
+                    before = None  # unreadable: replace it outright (its entries unknown)
+                    await _put_entries(store, want - put)
+                    put = set(want)
+                    etag = await store.put(key, encode(meta))
+                    return etag, Indexing(meta.search)
+                if other.seq > meta.seq:
+                    stray = put - entry_keys(meta.instance_id, other.search)
+                    return etag, Indexing(other.search, {*other.search_drop, *stray})
+                meta = msgspec.structs.replace(meta, created_at=other.created_at)
+                before = Indexing(other.search, {*other.search_drop, *put})
+                continue
+        except ObjectNotFoundError:
+            await delete_entries(store, put)
+            raise
+        return etag, Indexing(meta.search, await delete_entries(store, drop))
+    raise StoreError(f"meta at {key!r} keeps changing under the writer", key=key)
+
+
+async def find(store: ObjectStore, search: Mapping[str, str]) -> list[str]:
+    """The ids of the instances with an entry for every (encoded) attribute of
+    ``search``, sorted: one LIST per attribute. Entries may outlive their values (a
+    crash, a race): the caller checks each hit against its meta."""
+    found: set[str] | None = None
+    for name, encoded in sorted(search.items()):
+        ids = set(await store.list(value_prefix(name, encoded)))
+        found = ids if found is None else found & ids
+        if not found:
+            return []
+    return sorted(found or ())
+
+
+def matches(meta: InstanceMeta, search: Mapping[str, str]) -> bool:
+    """Whether the meta holds every (encoded) attribute of ``search``."""
+    for name, encoded in search.items():
+        indexed = meta.search.get(name)
+        if indexed is None or indexed.value != encoded:
+            return False
+    return True
+
+
+async def unindex(
+    store: ObjectStore, instance_id: str, meta: InstanceMeta | None, *also: Mapping[str, Indexed]
+) -> None:
+    """Delete the entries an instance may have: its meta's, those it still has to drop,
+    and those of ``also`` (the attributes of its log, which the meta may lag)."""
+    keys: set[str] = set()
+    if meta is not None:
+        keys = entry_keys(instance_id, meta.search) | set(meta.search_drop)
+    for search in also:
+        keys |= entry_keys(instance_id, search)
+    if keys and (failed := await delete_entries(store, keys)):
+        raise StoreError(f"could not delete search entries of {instance_id!r}", key=failed[0])
