@@ -33,6 +33,7 @@ from durable.grpc._convert_values import (
     status_from_proto,
     status_to_dapr,
     status_to_ms,
+    text,
     time_from_proto,
     time_to_proto,
 )
