@@ -117,16 +117,23 @@ async def write_meta_indexed(
         before = Indexing.empty()
     put: set[str] = set()
     for _ in range(8):
-        have = entry_keys(meta.instance_id, before.search) if before is not None else set()
-        drop = (have | before.drop) - want if before is not None else set()
-        missing = want - have - put
+        # (no attributes before, none now: the usual case skips the key sets' building)
+        have, drop = set(), set()
+        if before is not None and before.search:
+            have = entry_keys(meta.instance_id, before.search)
+        if before is not None and (have or before.drop):
+            drop = (have | before.drop) - want
+        missing = want - have - put if want else set()
         try:
             if missing:
                 if before is not None:
                     before.drop |= missing  # until a meta names them
                 await _put_entries(store, missing)
                 put |= missing
-            data = encode(msgspec.structs.replace(meta, search_drop=sorted(drop)))
+            listed = meta
+            if drop or meta.search_drop:
+                listed = msgspec.structs.replace(meta, search_drop=sorted(drop))
+            data = encode(listed)
             try:
                 if etag is None:
                     etag = await store.put_if_absent(key, data)
@@ -151,7 +158,7 @@ async def write_meta_indexed(
         except ObjectNotFoundError:
             await delete_entries(store, put)
             raise
-        return etag, Indexing(meta.search, await delete_entries(store, drop))
+        return etag, Indexing(meta.search, await delete_entries(store, drop) if drop else ())
     raise StoreError(f"meta at {key!r} keeps changing under the writer", key=key)
 
 
