@@ -289,10 +289,12 @@ class Client(_Messages):
         return InstancePage(items, next_cursor)
 
     async def purge(self, instance_id: str, *, recursive: bool = False) -> int:
-        """Delete an ended instance and everything it stored; refuses a running one.
-        With ``recursive``, the sub-workflows its current run started go too (those
-        that have ended and still hold their ids), and theirs. Returns how many
-        instances were deleted."""
+        """Delete an ended instance and everything it stored; refuses a running one
+        (``InstanceRunningError``), and one whose last turns sent events to other
+        instances that are not posted yet (its runtime retries them; purge once they
+        are: the log is what a restart posts them again from). With ``recursive``, the
+        sub-workflows its current run started go too (those that have ended and still
+        hold their ids), and theirs. Returns how many instances were deleted."""
         validate_instance_id(instance_id)
         async with self._busy():
             index = await self._active()

@@ -15,8 +15,8 @@ from ._core._events import HistoryEvent, UpdateCompleted, UpdateRequested
 from ._core._failure import FailureDetails
 from ._core._queries import answer_query
 from ._core._replay import WorkflowRun
-from ._core._updates import validate
-from ._errors import UnknownWorkflowError, UpdateFailedError
+from ._core._updates import REJECTED, validate
+from ._errors import UnknownWorkflowError, UpdateFailedError, UpdateRejectedError
 from ._ids import validate_key
 from ._log._instances import current_start, load_existing, send_message
 
@@ -49,7 +49,9 @@ class _Messages(_ClientBase):
         validate_key(update_id, "update id")
         raw = Raw(self.codec.encode(arg))
         loaded = await load_existing(self.store, instance_id)
-        if any(_names_update(e, update_id) for e in loaded.history):
+        if _outcome(loaded, update_id) is not None or any(
+            _names_update(e, update_id) for e in loaded.history
+        ):
             return update_id  # asked before (a retry): its one outcome is on its way
         engine = self._engine
         if engine is None or not engine.validate_resident(instance_id, name, raw):
@@ -63,11 +65,13 @@ class _Messages(_ClientBase):
         while True:
             committed = None if self._engine is None else self._engine.commit_event(instance_id)
             loaded = await load_existing(self.store, instance_id)
-            for event in loaded.history:
-                if type(event) is UpdateCompleted and event.update_id == update_id:
-                    if event.failure is not None:
-                        raise UpdateFailedError(instance_id, update_id, event.failure)
+            event = _outcome(loaded, update_id)
+            if event is not None:
+                if event.failure is None:
                     return self._decode(event.result)
+                if event.failure.type == REJECTED:  # by the run, on the state it then had
+                    raise UpdateRejectedError(instance_id, update_id, event.failure.message)
+                raise UpdateFailedError(instance_id, update_id, event.failure)
             if loaded.status.is_terminal:
                 raise UpdateFailedError(instance_id, update_id, _ENDED)
             if committed is not None:
@@ -136,6 +140,18 @@ class _Messages(_ClientBase):
         return await self._retried(
             partial(send_message, self.store, instance_id, msg_id, event, to)
         )
+
+
+def _outcome(loaded: RunLog, update_id: str) -> UpdateCompleted | None:
+    """The outcome of update ``update_id`` in the current run, or handed to it by the
+    runs before it (through continue-as-new); None while it has none."""
+    for event in loaded.history:
+        if type(event) is UpdateCompleted and event.update_id == update_id:
+            return event
+    for event in loaded.started.updates:
+        if event.update_id == update_id:
+            return event
+    return None
 
 
 def _names_update(event: HistoryEvent, update_id: str) -> bool:

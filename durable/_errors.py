@@ -161,10 +161,10 @@ class InstanceExistsError(DurableError):
 class InstanceRunningError(DurableError):
     """Raised when an operation needs an ended instance (purge, rerun) but it still runs."""
 
-    def __init__(self, instance_id: str, status: str) -> None:
-        super().__init__(
-            f"instance {instance_id!r} is {status}: terminate it or wait for it to end first"
-        )
+    def __init__(
+        self, instance_id: str, status: str, hint: str = "terminate it or wait for it to end first"
+    ) -> None:
+        super().__init__(f"instance {instance_id!r} is {status}: {hint}")
         self.instance_id = instance_id
 
 
@@ -241,6 +241,7 @@ class UpdateRejectedError(DurableError):
         super().__init__(f"update {name!r} of workflow {instance_id!r} was rejected: {reason}")
         self.instance_id = instance_id
         self.name = name
+        self.reason = reason
 
 
 class UpdateFailedError(DurableError):

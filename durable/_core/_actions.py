@@ -7,7 +7,7 @@ from datetime import datetime
 import msgspec
 from msgspec import Raw
 
-from ._events import NULL, ActivityTimeouts, EventRaised
+from ._events import NULL, ActivityTimeouts, EventRaised, UpdateCompleted
 from ._failure import FailureDetails
 
 __all__ = [
@@ -112,10 +112,12 @@ class FailWorkflow(msgspec.Struct, frozen=True):
 
 
 class ContinueAsNew(msgspec.Struct, frozen=True):
-    """End the run and start a fresh one with ``input``."""
+    """End the run and start a fresh one with ``input``; ``updates``: the outcomes of the
+    updates taken so far, which the new run answers a retry with."""
 
     input: Raw
     carryover: tuple[EventRaised, ...] = ()
+    updates: tuple[UpdateCompleted, ...] = ()
 
 
 Action = (

@@ -108,7 +108,10 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     ``trace_state`` are the W3C trace context of whoever started the run (empty: none),
     so the run's spans join that trace. ``rewinds``: the run ids of the failed runs
     this run rewinds, oldest first (a rewind of a rewind names both; empty: no rewind),
-    so that a sub-workflow one of them started is rewound with it, not replaced."""
+    so that a sub-workflow one of them started is rewound with it, not replaced.
+    ``updates``: the outcomes of the updates the runs before it took (through
+    continue-as-new), so that a retried update id is answered, never run again (the most
+    recent ones, up to a bound: see :mod:`._updates`)."""
 
     name: str
     input: Raw = NULL
@@ -125,6 +128,7 @@ class WorkflowStarted(Event, frozen=True, tag="workflow_started"):
     rewinds: tuple[str, ...] = ()
     search_attributes: dict[str, str] = {}
     """The run's search attributes at its start, encoded (see :mod:`._search`)."""
+    updates: tuple[UpdateCompleted, ...] = ()
 
     @property
     def replay_seed(self) -> str:

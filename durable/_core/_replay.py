@@ -72,7 +72,7 @@ from ._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
-from ._failure import failure_from_exception, is_timeout
+from ._failure import FailureDetails, failure_from_exception, is_timeout
 from ._futures import DurableFuture, Scheduler, Task, WorkflowControl
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     from ._codec import PayloadCodec
     from ._updates import UpdateHandler
 
-__all__ = ["ContinueAsNewSignal", "WorkflowRun", "describe"]
+__all__ = ["ContinueAsNewSignal", "WorkflowRun", "describe", "timed_out"]
 
 Final = CompleteWorkflow | FailWorkflow | ContinueAsNew
 
@@ -102,6 +102,16 @@ class _Open:
         self.future = future
         self.name = name
         self.output_type = output_type
+
+
+def timed_out(instance_id: str, event: ExecutionTimedOut) -> FailureDetails:
+    """The failure a run ends with when its start's execution timeout passes (the same
+    whether its code ran the turn, or its instance was parked without the code)."""
+    error = TimeoutError(
+        f"workflow {instance_id!r} did not end within its execution_timeout "
+        f"(deadline {event.deadline.isoformat()})"
+    )
+    return failure_from_exception(error)
 
 
 def describe(item: Event | Action) -> str:
@@ -171,7 +181,7 @@ class WorkflowRun:
         "_turn_event_id", "_waiters", "cancel_requested", "codec", "ctx", "custom_status",
         "definition", "final", "instance_id", "now", "query_handlers", "querying",
         "registry", "replaying", "started", "terminated", "untaken", "update_handlers",
-        "update_ids",
+        "update_ids", "update_outcomes",
     )  # fmt: skip
 
     def __init__(
@@ -216,6 +226,7 @@ class WorkflowRun:
         self.querying: str | None = None  # the query whose handler runs now (see _queries)
         self.update_handlers: dict[str, UpdateHandler] = {}  # set by the code (see _updates)
         self.update_ids: set[str] = set()  # the updates this run has taken
+        self.update_outcomes: dict[str, UpdateCompleted] = {}  # theirs, once completed
 
     # -- feeding events -------------------------------------------------------------
 
@@ -325,6 +336,8 @@ class WorkflowRun:
         self.started = event
         self.now = event.timestamp
         self._next_task_id = event.first_task_id
+        if event.updates:
+            _updates.take_carried(self, event.updates)
 
     def _on_turn_started(self, event: TurnStarted) -> None:
         self._turn_event_id = event.event_id
@@ -529,14 +542,10 @@ class WorkflowRun:
         this turn is recorded (as for a termination)."""
         if self.final is not None:
             return
-        error = TimeoutError(
-            f"workflow {self.instance_id!r} did not end within its execution_timeout "
-            f"(deadline {event.deadline.isoformat()})"
-        )
         replaying = self.replaying
         self._unwind()
         self.replaying = replaying
-        self.final = FailWorkflow(failure_from_exception(error))
+        self.final = FailWorkflow(timed_out(self.instance_id, event))
 
     def _on_terminated(self, event: WorkflowTerminated) -> None:
         self.terminated = True
@@ -647,7 +656,7 @@ class WorkflowRun:
             key=lambda event: event.event_id,
         )
         carryover = tuple(EventRaised(name=e.name, input=e.input) for e in carry)
-        self.final = ContinueAsNew(raw_input, carryover)
+        self.final = ContinueAsNew(raw_input, carryover, _updates.carried(self))
         self._buffered.clear()
 
     def rng(self) -> random.Random:

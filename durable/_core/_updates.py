@@ -5,8 +5,16 @@ An accepted update is an ``UpdateRequested`` event: the run calls the handler as
 of its own (it may await activities, timers, anything), and records the outcome as
 ``UpdateCompleted`` in the turn it comes in. One update id runs once per run: a second
 request with it (a caller retrying after an unclear failure) is recorded and ignored.
+A continue-as-new hands the new run the outcomes of the updates taken so far (the last
+:data:`CARRIED_UPDATES` of them), so that a retry there is answered with the one
+outcome, never run again; an update whose handler still ran is carried as failed
+(``ContinuedAsNew``): its caller gets an answer, and no second run.
+
 The validator is a plain function called on the run's state, as a query handler is
-(:mod:`._queries`): it rejects before anything is written.
+(:mod:`._queries`): the caller runs it first, and a rejection writes nothing. The run
+runs it again when it takes the update, on the state then (another update may have come
+first): one it rejects there completes as failed with ``UpdateRejected``, its handler
+never run, and its caller gets ``UpdateRejectedError`` as from its own check.
 """
 
 from __future__ import annotations
@@ -26,14 +34,22 @@ from durable._errors import (
 )
 
 from ._actions import CompleteUpdate
+from ._events import UpdateCompleted
 from ._failure import FailureDetails, failure_from_exception
 from ._queries import answer_query
 
 if TYPE_CHECKING:
-    from ._events import UpdateCompleted, UpdateRequested
+    from ._events import UpdateRequested
     from ._replay import WorkflowRun
 
-__all__ = ["UpdateHandler", "completed", "requested", "validate"]
+__all__ = ["CARRIED_UPDATES", "REJECTED", "UpdateHandler", "carried", "completed", "requested",
+           "take_carried", "validate"]  # fmt: skip
+
+CARRIED_UPDATES = 1000  # outcomes a continue-as-new hands on: retries of older ones run again
+REJECTED = "UpdateRejected"  # the failure type of an update its validator rejected in the run
+_CUT_SHORT = FailureDetails(
+    "ContinuedAsNew", "the run continued as new before the update completed"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,11 @@ def requested(run: WorkflowRun, event: UpdateRequested) -> None:
         message = f"no update handler {event.name!r} (it has {known})"
         _finish(run, event.update_id, failure=FailureDetails("UnknownUpdate", message))
         return
+    try:  # again, on the state the run has now: the caller checked an earlier one
+        validate(run, event.name, event.input)
+    except UpdateRejectedError as err:
+        _finish(run, event.update_id, failure=FailureDetails(REJECTED, err.reason))
+        return
     try:
         value = run.codec.decode(event.input, Any)
     except SerializationError as err:
@@ -106,7 +127,26 @@ def _finish(
     action = CompleteUpdate(update_id, failure=failure) if result is None else (
         CompleteUpdate(update_id, result)
     )  # fmt: skip
+    run.update_outcomes[update_id] = UpdateCompleted(
+        update_id=update_id, result=action.result, failure=failure
+    )
     run.record(action)
+
+
+def carried(run: WorkflowRun) -> tuple[UpdateCompleted, ...]:
+    """What a continue-as-new hands the new run: the outcomes of the updates taken so far
+    (the most recent :data:`CARRIED_UPDATES`), those still running as failed."""
+    outcomes = dict(run.update_outcomes)
+    for update_id in sorted(run.update_ids.difference(outcomes)):
+        outcomes.setdefault(update_id, UpdateCompleted(update_id=update_id, failure=_CUT_SHORT))
+    return tuple(outcomes.values())[-CARRIED_UPDATES:]
+
+
+def take_carried(run: WorkflowRun, updates: tuple[UpdateCompleted, ...]) -> None:
+    """A run begins with the outcomes the run before handed on: a retry of one is ignored."""
+    for outcome in updates:
+        run.update_ids.add(outcome.update_id)
+        run.update_outcomes[outcome.update_id] = outcome
 
 
 def completed(run: WorkflowRun, event: UpdateCompleted) -> None:

@@ -125,6 +125,7 @@ class _Commits(_EngineBase):
         inst.status = _STATUS[record.status]
         outstanding = inst.outstanding
         ended = inst.status.is_terminal
+        sends = False  # (found in this loop: a pass of its own cost every commit a call)
         for event in record.events:
             if isinstance(event, _SCHEDULING):
                 outstanding[event.task_id] = event
@@ -140,8 +141,10 @@ class _Commits(_EngineBase):
                 cancelled = outstanding.pop(event.task_id, None)
                 if cancelled is not None:
                     self._cancel_op(inst, cancelled, f"cancelled by its parent {inst.id!r}")
+            elif type(event) is EventSent:
+                sends = True
         told = True
-        if self._outbox or any(type(event) is EventSent for event in record.events):
+        if self._outbox or sends:
             told = await self._send_events(inst, record.events)
         run_start, run_id = inst.run_start, inst.started.run_id
         if record.next_run:

@@ -72,7 +72,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from durable._core._events import CONTROL
+from durable._core._events import CONTROL, ExecutionTimedOut
 from durable._core._state import WorkflowStatus
 from durable._errors import LifecycleError
 
@@ -85,6 +85,7 @@ if TYPE_CHECKING:
     from ._instance import _Instance
 
 __all__ = [
+    "PARKED_APPLIES",
     "TRANSITIONS",
     "InstanceState",
     "LifecycleEvent",
@@ -174,6 +175,9 @@ TRANSITIONS: dict[InstanceState, dict[LifecycleEvent, InstanceState]] = {
 # Bound once for the questions the engine asks on every turn: reading a member off its
 # enum class takes CPython's slow attribute path (the enum type has a ``__getattr__``).
 _IDLE, _PARKED = S.IDLE, S.PARKED
+# what a parked instance applies without its workflow's code: the control messages, and
+# its execution deadline (the run fails with durable.TimeoutError)
+PARKED_APPLIES = (*CONTROL, ExecutionTimedOut)
 _END, _END_TURN = E.END, E.END_TURN
 _MAY_ENQUEUE = frozenset({S.IDLE, S.ENDED})
 _MAY_EVICT = frozenset({S.IDLE, S.BACKING_OFF, S.PARKED})
@@ -205,10 +209,10 @@ def end_of_turn(status: WorkflowStatus) -> LifecycleEvent:
 
 def can_enqueue(state: InstanceState, pending: Iterable[tuple[Any, Any, Event]]) -> bool:
     """Whether an instance with pending events may be put in the turn queue now: it
-    is not queued, in a turn, reloading or backing off, and if parked it has control
-    messages (suspend, resume, terminate) to apply."""
+    is not queued, in a turn, reloading or backing off, and if parked it has what a
+    parked instance applies (:data:`PARKED_APPLIES`)."""
     if state is _PARKED:
-        return any(isinstance(event, CONTROL) for _, _, event in pending)
+        return any(isinstance(event, PARKED_APPLIES) for _, _, event in pending)
     return state in _MAY_ENQUEUE
 
 

@@ -21,12 +21,12 @@ from durable._core._actions import (
     UpsertSearchAttributes,
 )
 from durable._core._events import (
-    CONTROL,
     ActivityScheduled,
     ChildWorkflowScheduled,
     ContinuedAsNew,
     Event,
     EventSent,
+    ExecutionTimedOut,
     HistoryEvent,
     PatchApplied,
     SearchAttributesUpserted,
@@ -40,6 +40,7 @@ from durable._core._events import (
     WorkflowSuspended,
     WorkflowTerminated,
 )
+from durable._core._replay import timed_out
 from durable._core._search import Indexed, fold
 from durable._core._state import WorkflowStatus, ended_by
 from durable._errors import (
@@ -67,6 +68,7 @@ from ._instance import (
     _numbered,
 )
 from ._lifecycle import (
+    PARKED_APPLIES,
     InstanceState,
     LifecycleEvent,
     can_enqueue,
@@ -348,15 +350,16 @@ class _Turns(_EngineBase):
         self, inst: _Instance, pending: list[Pending], *, reason_changed: bool = False
     ) -> None:
         """A turn of an instance whose workflow is not registered here: apply the
-        control messages (suspend, resume, terminate), which need no workflow code, and
-        keep every other event for a worker that has the code.
+        control messages (suspend, resume, terminate) and the execution deadline (the run
+        fails with ``durable.TimeoutError``), which need no workflow code, and keep every
+        other event for a worker that has the code.
 
         The record holds the control events alone, with no ``TurnStarted`` (the code
         took no turn), so a worker that has the code replays them where they happened.
         A run whose code has not taken its first turn (a rerun's kept turns are not its
         own) stays PENDING once resumed: its first turn is still to come."""
-        control = [item for item in pending if isinstance(item[2], CONTROL)]
-        rest = [item for item in pending if not isinstance(item[2], CONTROL)]
+        control = [item for item in pending if isinstance(item[2], PARKED_APPLIES)]
+        rest = [item for item in pending if not isinstance(item[2], PARKED_APPLIES)]
         now = self.clock.now()
         events, _, consumed = self._new_events(inst, control, inst.next_event_id, now)
         if not events:
@@ -371,11 +374,17 @@ class _Turns(_EngineBase):
             return
         status = inst.status
         for i, event in enumerate(events):
-            if isinstance(event, WorkflowTerminated):
+            if isinstance(event, WorkflowTerminated | ExecutionTimedOut):
                 del events[i + 1 :]  # the run ends here: what follows is for nobody
                 status = WorkflowStatus.TERMINATED
+                if isinstance(event, ExecutionTimedOut):  # it fails as its code would
+                    failure = timed_out(inst.id, event)
+                    events.append(WorkflowErrored(event_id=event.event_id + 1, timestamp=now,
+                                                  failure=failure))  # fmt: skip
+                    status = WorkflowStatus.FAILED
                 consumed += [msg_id for msg_id, _, _ in pending if msg_id is not None]
                 rest = []
+                break
             elif isinstance(event, WorkflowSuspended):
                 status = WorkflowStatus.SUSPENDED
             elif status is WorkflowStatus.SUSPENDED:
@@ -478,6 +487,7 @@ class _Turns(_EngineBase):
                         trace_parent=inst.started.trace_parent,
                         trace_state=inst.started.trace_state,
                         search_attributes=_carried(inst.search, events),
+                        updates=action.updates,
                     )  # fmt: skip
                     next_run = [started]
                     next_run.extend(

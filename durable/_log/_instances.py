@@ -286,7 +286,9 @@ async def purge_instance(
     now: datetime,
     last_seq: int | None = None,
 ) -> bool:
-    """Delete everything of an ended instance, its memo too; refuse one that still runs.
+    """Delete everything of an ended instance, its memo too; refuse one that still runs,
+    or whose sent events may not be posted yet (its meta lags its last turns that sent
+    some: a restart posts them again from its log, so deleting it could lose them).
 
     A start racing the purge is refused, or the purge is; never is a run acknowledged and
     then deleted. The purge first claims the seq after the last record with a purge
@@ -319,6 +321,11 @@ async def purge_instance(
             break
         if not run.status.is_terminal:
             raise InstanceRunningError(instance_id, run.status)
+        if run.unsent:  # a restart posts them from this log: it stays until they are
+            raise InstanceRunningError(
+                instance_id, f"{run.status}, the events it sent not posted yet",
+                "try again once they are (its runtime retries them)",
+            )  # fmt: skip
         if last_seq is not None and run.last_seq != last_seq:
             return False
         try:  # what this purge holds log/0 against (see _delete_claimed)

@@ -64,7 +64,7 @@ class Epoch:
     output: Any = None
     failure_type: str = ""
     answered: set[int] = field(default_factory=set)  # task ids answered in the current run
-    updates: set[str] = field(default_factory=set)  # update ids completed in the current run
+    updates: set[str] = field(default_factory=set)  # update ids completed (across CAN)
     step_base: int = 0  # its steps (memo keys) are this and above; lower ones are older runs'
     step: int = 0  # the driver's step when it began
     commits: int = 0  # records of it written so far
@@ -330,8 +330,7 @@ class Ledger:
                 if isinstance(event, ChildWorkflowCompleted | ChildWorkflowErrored):
                     self._child_answer(process, epoch, event)
         if can:
-            epoch.answered = set()
-            epoch.updates = set()
+            epoch.answered = set()  # (update ids stay: one runs once across continue-as-new)
         epoch.status = record.status
         if WorkflowStatus(record.status).is_terminal and not record.next_run:
             epoch.ended_at = self.writes
@@ -448,7 +447,8 @@ class Ledger:
     def _update_completed(
         self, process: str, epoch: Epoch, event: UpdateCompleted, record: TurnRecord
     ) -> None:
-        """An update ran once in a run, and returned what its handler returns."""
+        """An update ran once in its start (across continue-as-new), and returned what its
+        handler returns."""
         where = f"{epoch.instance_id!r} (run {epoch.tag!r}, epoch {epoch.number})"
         if event.update_id in epoch.updates:
             self.violate(f"{process} applied update {event.update_id} a second time, to {where}")

@@ -106,6 +106,7 @@ class _DriverBase:
         self.terminate_acked: set[str] = set()  # instances a terminate was acknowledged to
         self.nonces = 0
         self.updates = 0
+        self.asked_updates: dict[str, list[tuple[str, int]]] = {}  # by instance, in order
         self.tags = 0
         self.acked_starts: list[tuple[str, str, int]] = []  # (instance, tag, write)
         self.finished = False

@@ -109,14 +109,22 @@ class _Operations(_DriverBase):
 
     async def op_update(self, client: Client, via: str, instance_id: str) -> None:
         """Ask for an update (sometimes one the validator refuses), and sometimes ask
-        again with the same id, as a caller does after an unclear failure."""
+        again with the same id, as a caller does after an unclear failure: at once, or
+        much later (after the run continued as new, say)."""
+        handle = client.get_handle(instance_id)
+        earlier = self.asked_updates.setdefault(instance_id, [])
+        if earlier and self.rng.random() < 0.2:
+            update_id, value = self.rng.choice(earlier)
+            self.note(f"{via}: update {update_id} bump({value}) of {instance_id}, asked again")
+            await handle.start_update("bump", value, update_id=update_id)
+            return
         self.updates += 1
         update_id = f"up{self.updates}"
         value = self.rng.choice([-1, self.rng.randrange(100)])
         again = self.rng.random() < 0.3
         self.note(f"{via}: update {update_id} bump({value}) of {instance_id}"
                   + (", then again" if again else ""))  # fmt: skip
-        handle = client.get_handle(instance_id)
+        earlier.append((update_id, value))
         await handle.start_update("bump", value, update_id=update_id)
         if again:
             await handle.start_update("bump", value, update_id=update_id)
