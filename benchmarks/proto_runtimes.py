@@ -12,14 +12,15 @@ runtime builds, encodes, decodes and reads (every field the sidecar or a worker 
 
 Runtimes (the Microsoft dialect's schema, ``protos/durable/grpc/ms``):
 
-- ``betterproto``: 2.0.0b7, pure Python (durable's generated stubs);
+- ``betterproto``: 2.0.0b7, pure Python (stubs generated now with
+  ``betterproto[compiler]``, which durable no longer depends on: skipped when absent);
 - ``betterproto+rust``: the same stubs with ``betterproto-rust-codec`` importable (it
   replaces ``bytes()`` and ``parse()``; building and reading stay in Python). Measured
   in a child process, since betterproto picks the codec at import;
 - ``betterproto2``: 0.10 stubs generated now with ``betterproto2-compiler`` (skipped
   when not installed; ``--bp2-venv`` points at a virtualenv that has it);
-- ``upb``: the official ``protobuf`` runtime's ``_pb2`` module generated now with
-  ``grpcio-tools``' protoc (the ``dev`` extra).
+- ``upb``: the official ``protobuf`` runtime, durable's own ``_pb2`` stubs (what the
+  sidecar runs since the measurements below moved it off betterproto).
 
 Figures: µs of CPU (``time.process_time``) per step for build+encode, decode+read and
 their sum, the median of ``--rounds`` rounds of 2,000 steps each; and the ratio to pure
@@ -245,39 +246,40 @@ def _protoc(plugin_args: list[str], out: Path, python: str = sys.executable) -> 
 def load(runtime: str, scratch: Path) -> Workload:
     """The workload for ``runtime``, generating its stubs under ``scratch`` if needed."""
     if runtime in ("betterproto", "betterproto+rust"):
-        import betterproto
+        out = scratch / "bp"
+        _protoc([f"--python_betterproto_out={out}"], out)
+        import betterproto  # type: ignore[import-not-found, unused-ignore]
 
-        from durable.grpc._proto import ms
-
-        return BetterprotoWorkload(ms, betterproto.which_one_of, classmethod_parse=False)
+        module = _load_generated(out, "bench_bp_ms")
+        return BetterprotoWorkload(module, betterproto.which_one_of, classmethod_parse=False)
     if runtime == "betterproto2":
         out = scratch / "bp2"
         _protoc([f"--python_betterproto2_out={out}"], out)
-        sys.path.insert(0, str(scratch))
         import betterproto2  # type: ignore[import-not-found, unused-ignore]
 
-        module = importlib.import_module("bp2")
+        module = _load_generated(out, "bench_bp2_ms")
         return BetterprotoWorkload(module, betterproto2.which_one_of, classmethod_parse=True)
     if runtime == "upb":
-        out = scratch / "upb"
-        _protoc([f"--python_out={out}"], out)
-        module = _load_pb2(out)
         from google.protobuf.internal import (  # type: ignore[import-untyped, unused-ignore]
             api_implementation,
         )
 
+        from durable.grpc._proto import ms  # durable's own stubs
+
         if api_implementation.Type() != "upb":
             raise RuntimeError(f"protobuf runs on {api_implementation.Type()}, not upb")
-        return UpbWorkload(module)
+        return UpbWorkload(ms)
     raise ValueError(runtime)
 
 
-def _load_pb2(out: Path) -> Any:
-    path = out / "durable" / "grpc" / "ms" / "orchestrator_service_pb2.py"
-    spec = importlib.util.spec_from_file_location("bench_ms_pb2", path)
+def _load_generated(out: Path, name: str) -> Any:
+    """The module a betterproto plugin wrote for the ``durable.grpc.ms`` package."""
+    path = out / "durable" / "grpc" / "ms" / "__init__.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while building
     spec.loader.exec_module(module)
     return module
 

@@ -43,7 +43,7 @@ async def _call(ch: Channel, method: str, request: bytes) -> bytes:
 
 async def _latencies(port: int, calls: int) -> list[float]:
     ch = Channel("127.0.0.1", port, codec=BytesCodec())
-    request = bytes(ms.GetInstanceRequest(instance_id="pending"))
+    request = ms.GetInstanceRequest(instanceId="pending").SerializeToString()
     try:
         await _call(ch, "GetInstance", request)  # connect first
         out = []
@@ -65,7 +65,7 @@ async def _round(port: int, pid: int, idle: int, waiting: int, calls: int) -> di
     quiet = await _latencies(port, calls)
     sockets = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(idle)]
     channels = [Channel("127.0.0.1", port, codec=BytesCodec()) for _ in range(10)]
-    wait = bytes(ms.GetInstanceRequest(instance_id="pending"))
+    wait = ms.GetInstanceRequest(instanceId="pending").SerializeToString()
     try:
         async with anyio.create_task_group() as tg:
             for i in range(waiting):
@@ -100,8 +100,8 @@ async def _main(args: argparse.Namespace) -> None:
         line = await anyio.to_thread.run_sync(process.stdout.readline)
         port = int(line.rsplit(":", 1)[1])
         ch = Channel("127.0.0.1", port, codec=BytesCodec())
-        await _call(ch, "StartInstance",
-                    bytes(ms.CreateInstanceRequest(instance_id="pending", name="wf")))  # fmt: skip
+        start = ms.CreateInstanceRequest(instanceId="pending", name="wf")
+        await _call(ch, "StartInstance", start.SerializeToString())
         ch.close()
         rounds = [await _round(port, process.pid, args.idle, args.waiting, args.calls)
                   for _ in range(args.rounds)]  # fmt: skip

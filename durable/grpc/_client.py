@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import ssl as _ssl
     from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 
-    import betterproto
+    from google.protobuf.message import Message
     from grpclib.client import Channel
 
     from durable._core._events import HistoryEvent
@@ -130,7 +130,7 @@ class RemoteClient:
     async def _call(
         self,
         method: str,
-        request: betterproto.Message,
+        request: Message,
         reply_type: type[Reply],
         instance_id: str | None = None,
     ) -> Reply:
@@ -165,42 +165,44 @@ class RemoteClient:
         instance_id = (
             self.ids.instance_id() if instance_id is None else validate_instance_id(instance_id)
         )
-        payload = cv.payload_to_proto(Raw(self.codec.encode(input)))
-        request: betterproto.Message
+        payload = cv.payload_out(Raw(self.codec.encode(input)))
+        request: dapr.CreateInstanceRequest | ms.CreateInstanceRequest
         if self.dialect == "dapr":
             request = dapr.CreateInstanceRequest(
-                instance_id=instance_id,
+                instanceId=instance_id,
                 name=name,
-                version=version or None,
+                version=cv.text(version),
                 input=payload,
-                enforce_unique_instance_id=not reuse,
+                enforceUniqueInstanceId=not reuse,
             )
             reply_type: Any = dapr.CreateInstanceResponse
         else:
             request = ms.CreateInstanceRequest(
-                instance_id=instance_id,
+                instanceId=instance_id,
                 name=name,
-                version=version or None,
+                version=cv.text(version),
                 input=payload,
-                request_time=self.clock.now(),
+                requestTime=cv.time_to_proto(self.clock.now()),
             )
             # a policy always: without one a sidecar replaces an ended instance. Refusing
             # takes a list of none; an empty message is not sent, and CONTINUED_AS_NEW
             # is never an instance's status, so a list of it replaces none
             ended = _ENDED if reuse else (WorkflowStatus.CONTINUED_AS_NEW,)
-            request.orchestration_id_reuse_policy = ms.OrchestrationIdReusePolicy(
-                replaceable_status=[ms.OrchestrationStatus(cv.status_to_ms(s)) for s in ended]
+            request.orchestrationIdReusePolicy.CopyFrom(
+                ms.OrchestrationIdReusePolicy(replaceableStatus=[cv.status_to_ms(s) for s in ended])
             )
             reply_type = ms.CreateInstanceResponse
         trace_parent, trace_state = current_trace_context()  # the caller's span, if traced
         if trace_parent:
-            request.parent_trace_context = (
-                cv.trace_context_to_dapr(trace_parent, trace_state)
-                if self.dialect == "dapr"
-                else cv.trace_context_to_ms(trace_parent, trace_state)
-            )
+            if isinstance(request, dapr.CreateInstanceRequest):
+                context = cv.trace_context_to_dapr(trace_parent, trace_state)
+                request.parentTraceContext.CopyFrom(context)
+            else:
+                request.parentTraceContext.CopyFrom(
+                    cv.trace_context_to_ms(trace_parent, trace_state)
+                )
         reply = await self._call("StartInstance", request, reply_type, instance_id)
-        return RemoteWorkflowHandle(self, reply.instance_id or instance_id, name)
+        return RemoteWorkflowHandle(self, reply.instanceId or instance_id, name)
 
     def get_handle(self, instance_id: str) -> RemoteWorkflowHandle[Any]:
         """A handle on an existing instance (no I/O: errors surface on use)."""
@@ -242,34 +244,34 @@ class RemoteClient:
         while True:
             if self.dialect == "ms":
                 query = ms.InstanceQuery(
-                    max_instance_count=page_size,
-                    continuation_token=token,
-                    fetch_inputs_and_outputs=True,
+                    maxInstanceCount=page_size,
+                    continuationToken=cv.text(token),
+                    fetchInputsAndOutputs=True,
                 )
                 if wanted is not None:
-                    query.runtime_status = [cv.status_to_ms(wanted)]
+                    query.runtimeStatus.append(cv.status_to_ms(wanted))
                 if created_after is not None:
-                    query.created_time_from = created_after
+                    query.createdTimeFrom.CopyFrom(cv.time_to_proto(created_after))
                 reply = await self._call(
                     "QueryInstances",
                     ms.QueryInstancesRequest(query=query),
                     ms.QueryInstancesResponse,
                 )
-                for state in reply.orchestration_state:
-                    yield self._state(state.instance_id, state)
-                token = reply.continuation_token
+                for state in reply.orchestrationState:
+                    yield self._state(state.instanceId, state)
+                token = reply.continuationToken.value
             else:
                 listed = await self._call(
                     "ListInstanceIDs",
-                    dapr.ListInstanceIDsRequest(continuation_token=token, page_size=page_size),
+                    dapr.ListInstanceIDsRequest(continuationToken=token, pageSize=page_size),
                     dapr.ListInstanceIDsResponse,
                 )
-                for instance_id in listed.instance_ids:
+                for instance_id in listed.instanceIds:
                     try:
                         yield await self._describe(instance_id)
                     except InstanceNotFoundError:
                         continue  # purged since it was listed
-                token = listed.continuation_token
+                token = listed.continuationToken
             if not token:
                 return
 
@@ -278,12 +280,12 @@ class RemoteClient:
         state = await self._describe(validate_instance_id(instance_id))
         if not state.status.is_terminal:
             raise InstanceRunningError(instance_id, state.status)
-        request: betterproto.Message
+        request: Message
         if self.dialect == "dapr":
-            request = dapr.PurgeInstancesRequest(instance_id=instance_id)
+            request = dapr.PurgeInstancesRequest(instanceId=instance_id)
             reply_type: Any = dapr.PurgeInstancesResponse
         else:
-            request = ms.PurgeInstancesRequest(instance_id=instance_id, is_orchestration=True)
+            request = ms.PurgeInstancesRequest(instanceId=instance_id, isOrchestration=True)
             reply_type = ms.PurgeInstancesResponse
         await self._call("PurgeInstances", request, reply_type, instance_id)
 
@@ -297,13 +299,11 @@ class RemoteClient:
             raise NotImplementedError("the MS dialect has no RerunWorkflowFromEvent")
         reply = await self._call(
             "RerunWorkflowFromEvent",
-            dapr.RerunWorkflowFromEventRequest(
-                source_instance_id=instance_id, event_id=from_event_id
-            ),
+            dapr.RerunWorkflowFromEventRequest(sourceInstanceID=instance_id, eventID=from_event_id),
             dapr.RerunWorkflowFromEventResponse,
             instance_id,
         )
-        return RemoteWorkflowHandle(self, reply.new_instance_id or instance_id, None)
+        return RemoteWorkflowHandle(self, reply.newInstanceID or instance_id, None)
 
     async def rewind(self, instance_id: str, reason: str = "") -> RemoteWorkflowHandle[Any]:
         """Rewind a FAILED instance (RewindInstance: see :meth:`durable.Client.rewind`).
@@ -311,24 +311,24 @@ class RemoteClient:
         validate_instance_id(instance_id)
         if self.dialect == "dapr":
             raise NotImplementedError("the Dapr dialect has no RewindInstance")
-        request = ms.RewindInstanceRequest(instance_id=instance_id, reason=reason or None)
+        request = ms.RewindInstanceRequest(instanceId=instance_id, reason=cv.text(reason))
         await self._call("RewindInstance", request, ms.RewindInstanceResponse, instance_id)
         return RemoteWorkflowHandle(self, instance_id, None)
 
     # -- reading state ----------------------------------------------------------------
 
     async def _describe(self, instance_id: str) -> WorkflowState:
-        request: betterproto.Message
+        request: Message
         if self.dialect == "dapr":
-            request = dapr.GetInstanceRequest(instance_id=instance_id, get_inputs_and_outputs=True)
+            request = dapr.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=True)
             reply: Any = await self._call(
                 "GetInstance", request, dapr.GetInstanceResponse, instance_id
             )
-            found = reply.workflow_state
+            found = reply.workflowState
         else:
-            request = ms.GetInstanceRequest(instance_id=instance_id, get_inputs_and_outputs=True)
+            request = ms.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=True)
             reply = await self._call("GetInstance", request, ms.GetInstanceResponse, instance_id)
-            found = reply.orchestration_state
+            found = reply.orchestrationState
         if not reply.exists:
             raise InstanceNotFoundError(instance_id)
         return self._state(instance_id, found)
@@ -338,43 +338,48 @@ class RemoteClient:
             return wf.input_type, wf.output_type
         return Any, Any
 
-    def _decode(self, text: str | None, type_: Any = Any) -> Any:
-        raw = cv.payload_from_proto(text)
+    def _decode(self, raw: Raw, type_: Any = Any) -> Any:
         return None if raw == NULL else self.codec.decode(raw, type_)
 
     def _state(
         self, instance_id: str, state: ms.OrchestrationState | dapr.WorkflowState
     ) -> WorkflowState:
         if isinstance(state, ms.OrchestrationState):
-            status = cv.status_from_proto(state.orchestration_status)
+            status = cv.status_from_proto(state.orchestrationStatus)
         else:
-            status = cv.status_from_proto(state.workflow_status)
+            status = cv.status_from_proto(state.workflowStatus)
         input_type, output_type = self._types(state.name)
-        details = state.failure_details
-        failure = cv.failure_from_proto(details) if details and details.error_type else None
+        details = state.failureDetails
+        failure = cv.failure_from_proto(details) if details.errorType else None
         if failure is None and status is WorkflowStatus.TERMINATED:
             # as durable's own log reports a termination (the wire has no reason)
             failure = FailureDetails("Terminated", "terminated")
         return WorkflowState(
-            instance_id=state.instance_id or instance_id,
+            instance_id=state.instanceId or instance_id,
             name=state.name,
             status=status,
-            input=self._decode(state.input, input_type),
+            input=self._decode(cv.payload_in(state, "input"), input_type),
             output=self._decode(
-                state.output, output_type if status is WorkflowStatus.COMPLETED else Any
+                cv.payload_in(state, "output"),
+                output_type if status is WorkflowStatus.COMPLETED else Any,
             ),
             failure=failure,
-            custom_status=self._decode(state.custom_status),
-            created_at=state.created_timestamp,
-            updated_at=state.last_updated_timestamp,
-            version=state.version or "",
+            custom_status=self._decode(cv.payload_in(state, "customStatus")),
+            created_at=self._time(state, "createdTimestamp"),
+            updated_at=self._time(state, "lastUpdatedTimestamp"),
+            version=state.version.value,
         )
+
+    @staticmethod
+    def _time(state: ms.OrchestrationState | dapr.WorkflowState, field: str) -> datetime | None:
+        """A Timestamp field of ``state``; None when absent."""
+        return cv.time_from_proto(getattr(state, field)) if state.HasField(field) else None
 
     async def _history(self, instance_id: str) -> builtins.list[HistoryEvent]:
         if self.dialect == "dapr":
             reply = await self._call(
                 "GetInstanceHistory",
-                dapr.GetInstanceHistoryRequest(instance_id=instance_id),
+                dapr.GetInstanceHistoryRequest(instanceId=instance_id),
                 dapr.GetInstanceHistoryResponse,
                 instance_id,
             )
@@ -390,7 +395,7 @@ class RemoteClient:
                 metadata=self._metadata,
             ) as stream:
                 await stream.send_message(
-                    ms.StreamInstanceHistoryRequest(instance_id=instance_id), end=True
+                    ms.StreamInstanceHistoryRequest(instanceId=instance_id), end=True
                 )
                 while (chunk := await stream.recv_message()) is not None:
                     events += chunk.events
@@ -405,7 +410,7 @@ class RemoteClient:
                 return state
             await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.poll_interval))
 
-    async def _send(self, instance_id: str, method: str, request: betterproto.Message) -> None:
+    async def _send(self, instance_id: str, method: str, request: Message) -> None:
         await self._describe(instance_id)  # an unknown id raises, as with Client
         reply_type: Any = _REPLIES[self.dialect][method]
         await self._call(method, request, reply_type, instance_id)
@@ -474,26 +479,26 @@ class RemoteWorkflowHandle(Generic[T]):
     async def raise_event(self, name: str, data: Any = None) -> None:
         """Send an external event; it waits in the workflow until asked for."""
         client = self._client
-        payload = cv.payload_to_proto(Raw(client.codec.encode(data)))
-        request: betterproto.Message
+        payload = cv.payload_out(Raw(client.codec.encode(data)))
+        request: Message
         if client.dialect == "dapr":
-            request = dapr.RaiseEventRequest(instance_id=self.instance_id, name=name, input=payload)
+            request = dapr.RaiseEventRequest(instanceId=self.instance_id, name=name, input=payload)
         else:
-            request = ms.RaiseEventRequest(instance_id=self.instance_id, name=name, input=payload)
+            request = ms.RaiseEventRequest(instanceId=self.instance_id, name=name, input=payload)
         await client._send(self.instance_id, "RaiseEvent", request)
 
     async def suspend(self, reason: str = "") -> None:
         """Pause the workflow: events queue up until ``resume``."""
         client = self._client
         cls: Any = dapr.SuspendRequest if client.dialect == "dapr" else ms.SuspendRequest
-        request = cls(instance_id=self.instance_id, reason=reason or None)
+        request = cls(instanceId=self.instance_id, reason=cv.text(reason))
         await client._send(self.instance_id, "SuspendInstance", request)
 
     async def resume(self, reason: str = "") -> None:
         """Resume a suspended workflow."""
         client = self._client
         cls: Any = dapr.ResumeRequest if client.dialect == "dapr" else ms.ResumeRequest
-        request = cls(instance_id=self.instance_id, reason=reason or None)
+        request = cls(instanceId=self.instance_id, reason=cv.text(reason))
         await client._send(self.instance_id, "ResumeInstance", request)
 
     async def terminate(
@@ -503,9 +508,9 @@ class RemoteWorkflowHandle(Generic[T]):
         ends its sub-workflows too (the protocol has no field for ``reason``: it is not
         sent)."""
         client = self._client
-        payload = cv.payload_to_proto(Raw(client.codec.encode(output)))
+        payload = cv.payload_out(Raw(client.codec.encode(output)))
         cls: Any = dapr.TerminateRequest if client.dialect == "dapr" else ms.TerminateRequest
-        request = cls(instance_id=self.instance_id, output=payload, recursive=recursive)
+        request = cls(instanceId=self.instance_id, output=payload, recursive=recursive)
         await client._send(self.instance_id, "TerminateInstance", request)
 
     async def rewind(self, reason: str = "") -> None:

@@ -77,8 +77,8 @@ of carried-over events.
 
 Payloads are opaque text both sides: ``msgspec.Raw`` ↔ ``google.protobuf.StringValue``,
 with ``null`` ↔ absent (what the SDKs send for ``None``); text that is not one JSON
-value is stored as data (see :mod:`durable.grpc._payload`). Time is UTC; betterproto
-keeps microseconds, except that Dapr's "never" sentinel ``9999-12-31T23:59:59.999999999Z``
+value is stored as data (see :mod:`durable.grpc._payload`). Time is UTC to the
+microsecond, except that Dapr's "never" sentinel ``9999-12-31T23:59:59.999999999Z``
 (timers of indefinite waits, compared to the nanosecond) maps to ``datetime.max`` and
 back exactly.
 
@@ -118,9 +118,14 @@ from durable.grpc._convert_values import (
     failure_from_proto,
     failure_to_dapr,
     failure_to_ms,
+    payload_in,
+    payload_out,
     status_from_proto,
     status_to_dapr,
     status_to_ms,
+    text,
+    time_from_proto,
+    time_to_proto,
     trace_context_from_proto,
     trace_context_to_dapr,
     trace_context_to_ms,
@@ -160,11 +165,16 @@ __all__ = [
     "failure_to_ms",
     "patches_from_proto",
     "payload_from_proto",
+    "payload_in",
+    "payload_out",
     "payload_to_proto",
     "status_from_proto",
     "status_to_dapr",
     "status_to_ms",
     "step_of_activity_request",
+    "text",
+    "time_from_proto",
+    "time_to_proto",
     "trace_context_from_proto",
     "trace_context_to_dapr",
     "trace_context_to_ms",

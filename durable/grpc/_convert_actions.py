@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, assert_never
 
-import betterproto
-
 from durable._core._actions import (
     Action,
     CancelTask,
@@ -30,17 +28,22 @@ from durable.grpc._convert_values import (
     failure_from_proto,
     failure_to_dapr,
     failure_to_ms,
+    payload_in,
+    payload_out,
     status_from_proto,
     status_to_dapr,
     status_to_ms,
+    text,
+    time_from_proto,
     time_to_proto,
 )
 from durable.grpc._framing import ENTITIES_UNSUPPORTED, NotSupportedError, ProtocolError
-from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
 
 if TYPE_CHECKING:
     from collections.abc import Collection
+
+    from msgspec import Raw
 
 __all__ = [
     "action_from_proto",
@@ -58,56 +61,56 @@ def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction
         case ScheduleActivity():
             return ms.OrchestratorAction(
                 id=action.task_id - task_base,
-                schedule_task=ms.ScheduleTaskAction(
-                    name=action.name, input=payload_to_proto(action.input),
+                scheduleTask=ms.ScheduleTaskAction(
+                    name=action.name, input=payload_out(action.input),
                     tags={STEP_TAG: str(action.step - task_base)},
                 ),
             )  # fmt: skip
         case StartTimer():
             return ms.OrchestratorAction(
                 id=action.task_id - task_base,
-                create_timer=ms.CreateTimerAction(fire_at=time_to_proto(action.fire_at)),
+                createTimer=ms.CreateTimerAction(fireAt=time_to_proto(action.fire_at)),
             )
         case StartChildWorkflow():
             return ms.OrchestratorAction(
                 id=action.task_id - task_base,
-                create_sub_orchestration=ms.CreateSubOrchestrationAction(
-                    instance_id=action.instance_id,
+                createSubOrchestration=ms.CreateSubOrchestrationAction(
+                    instanceId=action.instance_id,
                     name=action.name,
-                    input=payload_to_proto(action.input),
-                    version=action.version or None,
+                    input=payload_out(action.input),
+                    version=text(action.version),
                 ),
             )
         case SendEvent():
             return ms.OrchestratorAction(
                 id=action.task_id - task_base,
-                send_event=ms.SendEventAction(
-                    instance=ms.OrchestrationInstance(instance_id=action.instance_id),
+                sendEvent=ms.SendEventAction(
+                    instance=ms.OrchestrationInstance(instanceId=action.instance_id),
                     name=action.name,
-                    data=payload_to_proto(action.input),
+                    data=payload_out(action.input),
                 ),
             )
         case CompleteWorkflow():
             end = ms.CompleteOrchestrationAction(
-                orchestration_status=status_to_ms(WorkflowStatus.COMPLETED),
-                result=payload_to_proto(action.result),
+                orchestrationStatus=status_to_ms(WorkflowStatus.COMPLETED),
+                result=payload_out(action.result),
             )
         case FailWorkflow():
             end = ms.CompleteOrchestrationAction(
-                orchestration_status=status_to_ms(WorkflowStatus.FAILED),
-                failure_details=failure_to_ms(action.failure),
+                orchestrationStatus=status_to_ms(WorkflowStatus.FAILED),
+                failureDetails=failure_to_ms(action.failure),
             )
         case ContinueAsNew():
             end = ms.CompleteOrchestrationAction(
-                orchestration_status=status_to_ms(WorkflowStatus.CONTINUED_AS_NEW),
-                result=payload_to_proto(action.input),
-                carryover_events=events_to_ms(action.carryover),
+                orchestrationStatus=status_to_ms(WorkflowStatus.CONTINUED_AS_NEW),
+                result=payload_out(action.input),
+                carryoverEvents=events_to_ms(action.carryover),
             )
         case RecordPatch() | CancelTask() | CompleteUpdate() | UpsertSearchAttributes():
             return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
-    return ms.OrchestratorAction(id=-1, complete_orchestration=end)
+    return ms.OrchestratorAction(id=-1, completeOrchestration=end)
 
 
 def action_to_dapr(
@@ -121,56 +124,56 @@ def action_to_dapr(
         case ScheduleActivity():
             return dapr.WorkflowAction(
                 id=action.task_id - task_base,
-                schedule_task=dapr.ScheduleTaskAction(
-                    name=action.name, input=payload_to_proto(action.input),
-                    task_execution_id=action.execution_id
+                scheduleTask=dapr.ScheduleTaskAction(
+                    name=action.name, input=payload_out(action.input),
+                    taskExecutionId=action.execution_id
                     or f"{DURABLE_ID}{instance_id}:{action.step - task_base}",
                 ),
             )  # fmt: skip
         case StartTimer():
-            timer = dapr.CreateTimerAction(fire_at=time_to_proto(action.fire_at))
+            timer = dapr.CreateTimerAction(fireAt=time_to_proto(action.fire_at))
             dapr_timer_origin(timer, action.purpose)
-            return dapr.WorkflowAction(id=action.task_id - task_base, create_timer=timer)
+            return dapr.WorkflowAction(id=action.task_id - task_base, createTimer=timer)
         case StartChildWorkflow():
             return dapr.WorkflowAction(
                 id=action.task_id - task_base,
-                create_child_workflow=dapr.CreateChildWorkflowAction(
-                    instance_id=action.instance_id,
+                createChildWorkflow=dapr.CreateChildWorkflowAction(
+                    instanceId=action.instance_id,
                     name=action.name,
-                    input=payload_to_proto(action.input),
-                    version=action.version or None,
+                    input=payload_out(action.input),
+                    version=text(action.version),
                 ),
             )
         case SendEvent():
             return dapr.WorkflowAction(
                 id=action.task_id - task_base,
-                send_event=dapr.SendEventAction(
-                    instance=dapr.WorkflowInstance(instance_id=action.instance_id),
+                sendEvent=dapr.SendEventAction(
+                    instance=dapr.WorkflowInstance(instanceId=action.instance_id),
                     name=action.name,
-                    data=payload_to_proto(action.input),
+                    data=payload_out(action.input),
                 ),
             )
         case CompleteWorkflow():
             end = dapr.CompleteWorkflowAction(
-                workflow_status=status_to_dapr(WorkflowStatus.COMPLETED),
-                result=payload_to_proto(action.result),
+                workflowStatus=status_to_dapr(WorkflowStatus.COMPLETED),
+                result=payload_out(action.result),
             )
         case FailWorkflow():
             end = dapr.CompleteWorkflowAction(
-                workflow_status=status_to_dapr(WorkflowStatus.FAILED),
-                failure_details=failure_to_dapr(action.failure),
+                workflowStatus=status_to_dapr(WorkflowStatus.FAILED),
+                failureDetails=failure_to_dapr(action.failure),
             )
         case ContinueAsNew():
             end = dapr.CompleteWorkflowAction(
-                workflow_status=status_to_dapr(WorkflowStatus.CONTINUED_AS_NEW),
-                result=payload_to_proto(action.input),
-                carryover_events=events_to_dapr(action.carryover),
+                workflowStatus=status_to_dapr(WorkflowStatus.CONTINUED_AS_NEW),
+                result=payload_out(action.input),
+                carryoverEvents=events_to_dapr(action.carryover),
             )
         case RecordPatch() | CancelTask() | CompleteUpdate() | UpsertSearchAttributes():
             return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
-    return dapr.WorkflowAction(id=-1, complete_workflow=end)
+    return dapr.WorkflowAction(id=-1, completeWorkflow=end)
 
 
 def action_from_proto(
@@ -185,46 +188,49 @@ def action_from_proto(
     workflowVersionNotAvailable and createDetachedWorkflow.
     """
     if isinstance(action, ms.OrchestratorAction):
-        kind, body = betterproto.which_one_of(action, "orchestratorActionType")
+        kind = action.WhichOneof("orchestratorActionType")
     else:
-        kind, body = betterproto.which_one_of(action, "workflowActionType")
+        kind = action.WhichOneof("workflowActionType")
+    body = getattr(action, kind) if kind is not None else None
     task_id = action.id + task_base
     match body:
         case ms.ScheduleTaskAction() | dapr.ScheduleTaskAction():
-            input = payload_from_proto(body.input)
+            input = payload_in(body, "input")
             step = step_of(body)  # a retry of a step, from durable's RemoteWorker
             execution_id = ""  # a Dapr SDK's own id for the call, kept for its retries
-            if isinstance(body, dapr.ScheduleTaskAction) and not body.task_execution_id.startswith(
+            if isinstance(body, dapr.ScheduleTaskAction) and not body.taskExecutionId.startswith(
                 DURABLE_ID
             ):
-                execution_id = body.task_execution_id
+                execution_id = body.taskExecutionId
             step = task_id if step is None else step + task_base
             return ScheduleActivity(task_id, body.name, input, 1, step, execution_id)
         case ms.CreateTimerAction():
-            return StartTimer(task_id, body.fire_at, "sleep")
+            return StartTimer(task_id, time_from_proto(body.fireAt), "sleep")
         case dapr.CreateTimerAction():
-            return StartTimer(task_id, body.fire_at, dapr_timer_purpose(body))
+            return StartTimer(task_id, time_from_proto(body.fireAt), dapr_timer_purpose(body))
         case ms.CreateSubOrchestrationAction() | dapr.CreateChildWorkflowAction():
-            input = payload_from_proto(body.input)
+            input = payload_in(body, "input")
             # an ended instance under the id is replaced, as the Durable Task backends do
             return StartChildWorkflow(
                 task_id,
                 body.name,
-                body.instance_id,
+                body.instanceId,
                 input,
                 replace_ended=True,
-                version=body.version or "",
+                version=body.version.value,
             )
         case ms.SendEventAction() | dapr.SendEventAction():
-            return SendEvent(
-                task_id, body.instance.instance_id, body.name, payload_from_proto(body.data)
-            )
+            return SendEvent(task_id, body.instance.instanceId, body.name, payload_in(body, "data"))
         case ms.CompleteOrchestrationAction():
-            carryover = [event_from_proto(e) for e in body.carryover_events]
-            return _end(body.orchestration_status, body.result, body.failure_details, carryover)
+            carryover = [event_from_proto(e) for e in body.carryoverEvents]
+            return _end(
+                body.orchestrationStatus, payload_in(body, "result"), body.failureDetails, carryover
+            )
         case dapr.CompleteWorkflowAction():
-            carryover = [event_from_proto(e) for e in body.carryover_events]
-            return _end(body.workflow_status, body.result, body.failure_details, carryover)
+            carryover = [event_from_proto(e) for e in body.carryoverEvents]
+            return _end(
+                body.workflowStatus, payload_in(body, "result"), body.failureDetails, carryover
+            )
         case ms.SendEntityMessageAction():
             raise NotSupportedError(f"{ENTITIES_UNSUPPORTED} (action id {action.id})")
     raise ProtocolError(f"{kind or 'empty'} action (id {action.id}) has no counterpart in durable")
@@ -232,21 +238,21 @@ def action_from_proto(
 
 def _end(
     status: int,
-    result: str | None,
+    result: Raw,
     failure: ms.TaskFailureDetails | dapr.TaskFailureDetails,
     carryover: list[HistoryEvent | None],
 ) -> Action | None:
     """The action for completeOrchestration / completeWorkflow, by its status."""
     match status_from_proto(status):
         case WorkflowStatus.COMPLETED:
-            return CompleteWorkflow(payload_from_proto(result))
+            return CompleteWorkflow(result)
         case WorkflowStatus.FAILED:
             return FailWorkflow(failure_from_proto(failure))
         case WorkflowStatus.CONTINUED_AS_NEW:
             raised = tuple(e for e in carryover if isinstance(e, EventRaised))
             if len(raised) != len(carryover):
                 raise ProtocolError("continue-as-new can carry over only eventRaised events")
-            return ContinueAsNew(payload_from_proto(result), raised)
+            return ContinueAsNew(result, raised)
         case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
             return None
     raise ProtocolError(f"a run cannot end with status {int(status)}")
@@ -261,7 +267,7 @@ def patches_from_proto(
     so far, recorded or not: pass the patches the history already records as
     ``recorded``. The MS dialect has no patches (its field 6 is a trace context).
     """
-    if isinstance(response, ms.OrchestratorResponse) or response.version is None:
+    if isinstance(response, ms.OrchestratorResponse):
         return []
     seen = set(recorded)
     out: list[RecordPatch] = []

@@ -6,11 +6,12 @@ from __future__ import annotations
 from durable._core._events import ActivityCompleted, ActivityErrored, ActivityScheduled
 from durable.grpc._convert_values import (
     failure_from_proto,
-    present,
+    payload_in,
+    payload_out,
+    text,
     trace_context_to_dapr,
     trace_context_to_ms,
 )
-from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
 
 __all__ = [
@@ -43,15 +44,15 @@ def activity_request_to_ms(
     ``trace_parent`` (the attempt's span) in its ``parentTraceContext``."""
     request = ms.ActivityRequest(
         name=event.name,
-        input=payload_to_proto(event.input),
-        orchestration_instance=ms.OrchestrationInstance(
-            instance_id=instance_id, execution_id=run_id or None
+        input=payload_out(event.input),
+        orchestrationInstance=ms.OrchestrationInstance(
+            instanceId=instance_id, executionId=text(run_id)
         ),
-        task_id=event.task_id - task_base,
+        taskId=event.task_id - task_base,
         tags={STEP_TAG: str(event.step)},
     )
     if trace_parent:
-        request.parent_trace_context = trace_context_to_ms(trace_parent)
+        request.parentTraceContext.CopyFrom(trace_context_to_ms(trace_parent))
     return request
 
 
@@ -69,15 +70,13 @@ def activity_request_to_dapr(
     of the step, unique across runs and instances, and read back by durable's worker."""
     request = dapr.ActivityRequest(
         name=event.name,
-        input=payload_to_proto(event.input),
-        workflow_instance=dapr.WorkflowInstance(
-            instance_id=instance_id, execution_id=run_id or None
-        ),
-        task_id=event.task_id - task_base,
-        task_execution_id=event.execution_id or f"{DURABLE_ID}{run_id}:{event.step}",
+        input=payload_out(event.input),
+        workflowInstance=dapr.WorkflowInstance(instanceId=instance_id, executionId=text(run_id)),
+        taskId=event.task_id - task_base,
+        taskExecutionId=event.execution_id or f"{DURABLE_ID}{run_id}:{event.step}",
     )
     if trace_parent:
-        request.parent_trace_context = trace_context_to_dapr(trace_parent)
+        request.parentTraceContext.CopyFrom(trace_context_to_dapr(trace_parent))
     return request
 
 
@@ -98,8 +97,8 @@ def step_of(
     own, a UUID)."""
     if isinstance(message, ms.ActivityRequest | ms.ScheduleTaskAction):
         text = message.tags.get(STEP_TAG, "")
-    elif message.task_execution_id.startswith(DURABLE_ID):
-        text = message.task_execution_id.rpartition(":")[2]
+    elif message.taskExecutionId.startswith(DURABLE_ID):
+        text = message.taskExecutionId.rpartition(":")[2]
     else:
         return None
     return int(text) if text.isdigit() else None
@@ -110,9 +109,7 @@ def activity_result_from_proto(
 ) -> ActivityCompleted | ActivityErrored:
     """The event an ActivityResponse of either dialect reports: failed if it carries
     failureDetails. Position and time are the engine's to stamp."""
-    task_id = response.task_id + task_base
-    if present(response.failure_details):
-        return ActivityErrored(
-            task_id=task_id, failure=failure_from_proto(response.failure_details)
-        )
-    return ActivityCompleted(task_id=task_id, result=payload_from_proto(response.result))
+    task_id = response.taskId + task_base
+    if response.HasField("failureDetails"):
+        return ActivityErrored(task_id=task_id, failure=failure_from_proto(response.failureDetails))
+    return ActivityCompleted(task_id=task_id, result=payload_in(response, "result"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, assert_never
 
-import betterproto
 import msgspec
 
 from durable._core._events import (
@@ -44,21 +43,25 @@ from durable.grpc._convert_values import (
     failure_from_proto,
     failure_to_dapr,
     failure_to_ms,
-    present,
+    payload_in,
+    payload_out,
     status_from_proto,
     status_to_dapr,
     status_to_ms,
+    text,
+    time_from_proto,
     time_to_proto,
     trace_context_from_proto,
     trace_context_to_dapr,
     trace_context_to_ms,
 )
 from durable.grpc._framing import ProtocolError
-from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from msgspec import Raw
 
 __all__ = [
     "event_from_proto",
@@ -81,97 +84,123 @@ def event_to_ms(
     """``event`` as an MS HistoryEvent. ``instance_id`` fills executionStarted's
     orchestrationInstance; ``task_base`` is the run's ``first_task_id``. ``None`` for
     PatchApplied: the MS dialect has no patches."""
-    out = ms.HistoryEvent(event_id=-1, timestamp=time_to_proto(event.timestamp))
+    out = ms.HistoryEvent(eventId=-1, timestamp=time_to_proto(event.timestamp))
     match event:
         case WorkflowStarted():
             started = ms.ExecutionStartedEvent(
                 name=event.name,
-                version=event.version or None,
-                input=payload_to_proto(event.input),
-                orchestration_instance=ms.OrchestrationInstance(
-                    instance_id=instance_id, execution_id=event.replay_seed or None
+                version=text(event.version),
+                input=payload_out(event.input),
+                orchestrationInstance=ms.OrchestrationInstance(
+                    instanceId=instance_id, executionId=text(event.replay_seed)
                 ),
             )
             if event.trace_parent:
-                started.parent_trace_context = trace_context_to_ms(
-                    event.trace_parent, event.trace_state
+                started.parentTraceContext.CopyFrom(
+                    trace_context_to_ms(event.trace_parent, event.trace_state)
                 )
             if event.parent is not None:
-                started.parent_instance = ms.ParentInstanceInfo(
-                    task_scheduled_id=event.parent.task_id,
-                    orchestration_instance=ms.OrchestrationInstance(
-                        instance_id=event.parent.instance_id,
-                        execution_id=event.parent.run_id or None,
-                    ),
+                started.parentInstance.CopyFrom(
+                    ms.ParentInstanceInfo(
+                        taskScheduledId=event.parent.task_id,
+                        orchestrationInstance=ms.OrchestrationInstance(
+                            instanceId=event.parent.instance_id,
+                            executionId=text(event.parent.run_id),
+                        ),
+                    )
                 )
-            out.execution_started = started
+            out.executionStarted.CopyFrom(started)
         case TurnStarted():
-            out.orchestrator_started = ms.OrchestratorStartedEvent()
+            out.orchestratorStarted.CopyFrom(ms.OrchestratorStartedEvent())
         case ActivityScheduled():
-            out.event_id = event.task_id - task_base
-            out.task_scheduled = ms.TaskScheduledEvent(
-                name=event.name, input=payload_to_proto(event.input)
+            out.eventId = event.task_id - task_base
+            out.taskScheduled.CopyFrom(
+                ms.TaskScheduledEvent(name=event.name, input=payload_out(event.input))
             )
         case ActivityCompleted():
-            out.task_completed = ms.TaskCompletedEvent(
-                task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
+            out.taskCompleted.CopyFrom(
+                ms.TaskCompletedEvent(
+                    taskScheduledId=event.task_id - task_base,
+                    result=payload_out(event.result),
+                )
             )
         case ActivityErrored():
-            out.task_failed = ms.TaskFailedEvent(
-                task_scheduled_id=event.task_id - task_base,
-                failure_details=failure_to_ms(event.failure),
+            out.taskFailed.CopyFrom(
+                ms.TaskFailedEvent(
+                    taskScheduledId=event.task_id - task_base,
+                    failureDetails=failure_to_ms(event.failure),
+                )
             )
         case TimerCreated():
-            out.event_id = event.task_id - task_base
-            out.timer_created = ms.TimerCreatedEvent(fire_at=time_to_proto(event.fire_at))
+            out.eventId = event.task_id - task_base
+            out.timerCreated.CopyFrom(ms.TimerCreatedEvent(fireAt=time_to_proto(event.fire_at)))
         case TimerFired():
-            out.timer_fired = ms.TimerFiredEvent(
-                fire_at=time_to_proto(event.fire_at), timer_id=event.task_id - task_base
+            out.timerFired.CopyFrom(
+                ms.TimerFiredEvent(
+                    fireAt=time_to_proto(event.fire_at), timerId=event.task_id - task_base
+                )
             )
         case ChildWorkflowScheduled():
-            out.event_id = event.task_id - task_base
-            out.sub_orchestration_instance_created = ms.SubOrchestrationInstanceCreatedEvent(
-                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input),
-                version=event.version or None,
-            )  # fmt: skip
+            out.eventId = event.task_id - task_base
+            out.subOrchestrationInstanceCreated.CopyFrom(
+                ms.SubOrchestrationInstanceCreatedEvent(
+                    instanceId=event.instance_id,
+                    name=event.name,
+                    input=payload_out(event.input),
+                    version=text(event.version),
+                )
+            )
         case ChildWorkflowCompleted():
-            out.sub_orchestration_instance_completed = ms.SubOrchestrationInstanceCompletedEvent(
-                task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
+            out.subOrchestrationInstanceCompleted.CopyFrom(
+                ms.SubOrchestrationInstanceCompletedEvent(
+                    taskScheduledId=event.task_id - task_base,
+                    result=payload_out(event.result),
+                )
             )
         case ChildWorkflowErrored():
-            out.sub_orchestration_instance_failed = ms.SubOrchestrationInstanceFailedEvent(
-                task_scheduled_id=event.task_id - task_base,
-                failure_details=failure_to_ms(event.failure),
+            out.subOrchestrationInstanceFailed.CopyFrom(
+                ms.SubOrchestrationInstanceFailedEvent(
+                    taskScheduledId=event.task_id - task_base,
+                    failureDetails=failure_to_ms(event.failure),
+                )
             )
         case EventRaised():
-            out.event_raised = ms.EventRaisedEvent(
-                name=event.name, input=payload_to_proto(event.input)
+            out.eventRaised.CopyFrom(
+                ms.EventRaisedEvent(name=event.name, input=payload_out(event.input))
             )
         case EventSent():
-            out.event_id = event.task_id - task_base
-            out.event_sent = ms.EventSentEvent(
-                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
+            out.eventId = event.task_id - task_base
+            out.eventSent.CopyFrom(
+                ms.EventSentEvent(
+                    instanceId=event.instance_id,
+                    name=event.name,
+                    input=payload_out(event.input),
+                )
             )
         case WorkflowSuspended():
-            out.execution_suspended = ms.ExecutionSuspendedEvent(input=event.reason or None)
+            out.executionSuspended.CopyFrom(ms.ExecutionSuspendedEvent(input=text(event.reason)))
         case WorkflowResumed():
-            out.execution_resumed = ms.ExecutionResumedEvent(input=event.reason or None)
+            out.executionResumed.CopyFrom(ms.ExecutionResumedEvent(input=text(event.reason)))
         case WorkflowTerminated():
-            out.execution_terminated = ms.ExecutionTerminatedEvent(
-                input=payload_to_proto(event.output)
+            out.executionTerminated.CopyFrom(
+                ms.ExecutionTerminatedEvent(input=payload_out(event.output))
             )
         case WorkflowCompleted():
-            out.execution_completed = ms.ExecutionCompletedEvent(
-                orchestration_status=status_to_ms(WorkflowStatus.COMPLETED),
-                result=payload_to_proto(event.result),
+            out.executionCompleted.CopyFrom(
+                ms.ExecutionCompletedEvent(
+                    orchestrationStatus=status_to_ms(WorkflowStatus.COMPLETED),
+                    result=payload_out(event.result),
+                )
             )
         case WorkflowErrored():
-            out.execution_completed = ms.ExecutionCompletedEvent(
-                orchestration_status=status_to_ms(WorkflowStatus.FAILED),
-                failure_details=failure_to_ms(event.failure),
+            out.executionCompleted.CopyFrom(
+                ms.ExecutionCompletedEvent(
+                    orchestrationStatus=status_to_ms(WorkflowStatus.FAILED),
+                    failureDetails=failure_to_ms(event.failure),
+                )
             )
         case ContinuedAsNew():
-            out.continue_as_new = ms.ContinueAsNewEvent(input=payload_to_proto(event.input))
+            out.continueAsNew.CopyFrom(ms.ContinueAsNewEvent(input=payload_out(event.input)))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
         case WorkflowRewound():
@@ -202,100 +231,126 @@ def event_to_dapr(
     """``event`` as a Dapr HistoryEvent; see :func:`event_to_ms`. ``None`` for
     PatchApplied, which has no event of its own: :func:`events_to_dapr` puts it in its
     turn's workflowStarted."""
-    out = dapr.HistoryEvent(event_id=-1, timestamp=time_to_proto(event.timestamp))
+    out = dapr.HistoryEvent(eventId=-1, timestamp=time_to_proto(event.timestamp))
     match event:
         case WorkflowStarted():
             started = dapr.ExecutionStartedEvent(
                 name=event.name,
-                version=event.version or None,
-                input=payload_to_proto(event.input),
-                workflow_instance=dapr.WorkflowInstance(
-                    instance_id=instance_id, execution_id=event.replay_seed or None
+                version=text(event.version),
+                input=payload_out(event.input),
+                workflowInstance=dapr.WorkflowInstance(
+                    instanceId=instance_id, executionId=text(event.replay_seed)
                 ),
             )
             if event.trace_parent:
-                started.parent_trace_context = trace_context_to_dapr(
-                    event.trace_parent, event.trace_state
+                started.parentTraceContext.CopyFrom(
+                    trace_context_to_dapr(event.trace_parent, event.trace_state)
                 )
             if event.parent is not None:
-                started.parent_instance = dapr.ParentInstanceInfo(
-                    task_scheduled_id=event.parent.task_id,
-                    workflow_instance=dapr.WorkflowInstance(
-                        instance_id=event.parent.instance_id,
-                        execution_id=event.parent.run_id or None,
-                    ),
+                started.parentInstance.CopyFrom(
+                    dapr.ParentInstanceInfo(
+                        taskScheduledId=event.parent.task_id,
+                        workflowInstance=dapr.WorkflowInstance(
+                            instanceId=event.parent.instance_id,
+                            executionId=text(event.parent.run_id),
+                        ),
+                    )
                 )
-            out.execution_started = started
+            out.executionStarted.CopyFrom(started)
         case TurnStarted():
-            out.workflow_started = dapr.WorkflowStartedEvent()
+            out.workflowStarted.CopyFrom(dapr.WorkflowStartedEvent())
         case ActivityScheduled():
-            out.event_id = event.task_id - task_base
-            out.task_scheduled = dapr.TaskScheduledEvent(
-                name=event.name, input=payload_to_proto(event.input),
-                task_execution_id=event.execution_id,
-            )  # fmt: skip
+            out.eventId = event.task_id - task_base
+            out.taskScheduled.CopyFrom(dapr.TaskScheduledEvent(
+                name=event.name, input=payload_out(event.input),
+                taskExecutionId=event.execution_id,
+            ))  # fmt: skip
         case ActivityCompleted():
-            out.task_completed = dapr.TaskCompletedEvent(
-                task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
+            out.taskCompleted.CopyFrom(
+                dapr.TaskCompletedEvent(
+                    taskScheduledId=event.task_id - task_base,
+                    result=payload_out(event.result),
+                )
             )
         case ActivityErrored():
-            out.task_failed = dapr.TaskFailedEvent(
-                task_scheduled_id=event.task_id - task_base,
-                failure_details=failure_to_dapr(event.failure),
+            out.taskFailed.CopyFrom(
+                dapr.TaskFailedEvent(
+                    taskScheduledId=event.task_id - task_base,
+                    failureDetails=failure_to_dapr(event.failure),
+                )
             )
         case TimerCreated():
-            out.event_id = event.task_id - task_base
-            timer = dapr.TimerCreatedEvent(fire_at=time_to_proto(event.fire_at))
+            out.eventId = event.task_id - task_base
+            timer = dapr.TimerCreatedEvent(fireAt=time_to_proto(event.fire_at))
             dapr_timer_origin(timer, event.purpose)
-            out.timer_created = timer
+            out.timerCreated.CopyFrom(timer)
         case TimerFired():
-            out.timer_fired = dapr.TimerFiredEvent(
-                fire_at=time_to_proto(event.fire_at), timer_id=event.task_id - task_base
+            out.timerFired.CopyFrom(
+                dapr.TimerFiredEvent(
+                    fireAt=time_to_proto(event.fire_at), timerId=event.task_id - task_base
+                )
             )
         case ChildWorkflowScheduled():
-            out.event_id = event.task_id - task_base
-            out.child_workflow_instance_created = dapr.ChildWorkflowInstanceCreatedEvent(
-                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input),
-                version=event.version or None,
-            )  # fmt: skip
+            out.eventId = event.task_id - task_base
+            out.childWorkflowInstanceCreated.CopyFrom(
+                dapr.ChildWorkflowInstanceCreatedEvent(
+                    instanceId=event.instance_id,
+                    name=event.name,
+                    input=payload_out(event.input),
+                    version=text(event.version),
+                )
+            )
         case ChildWorkflowCompleted():
-            out.child_workflow_instance_completed = dapr.ChildWorkflowInstanceCompletedEvent(
-                task_scheduled_id=event.task_id - task_base, result=payload_to_proto(event.result)
+            out.childWorkflowInstanceCompleted.CopyFrom(
+                dapr.ChildWorkflowInstanceCompletedEvent(
+                    taskScheduledId=event.task_id - task_base,
+                    result=payload_out(event.result),
+                )
             )
         case ChildWorkflowErrored():
-            out.child_workflow_instance_failed = dapr.ChildWorkflowInstanceFailedEvent(
-                task_scheduled_id=event.task_id - task_base,
-                failure_details=failure_to_dapr(event.failure),
+            out.childWorkflowInstanceFailed.CopyFrom(
+                dapr.ChildWorkflowInstanceFailedEvent(
+                    taskScheduledId=event.task_id - task_base,
+                    failureDetails=failure_to_dapr(event.failure),
+                )
             )
         case EventRaised():
-            out.event_raised = dapr.EventRaisedEvent(
-                name=event.name, input=payload_to_proto(event.input)
+            out.eventRaised.CopyFrom(
+                dapr.EventRaisedEvent(name=event.name, input=payload_out(event.input))
             )
         case EventSent():
-            out.event_id = event.task_id - task_base
-            out.event_sent = dapr.EventSentEvent(
-                instance_id=event.instance_id, name=event.name, input=payload_to_proto(event.input)
+            out.eventId = event.task_id - task_base
+            out.eventSent.CopyFrom(
+                dapr.EventSentEvent(
+                    instanceId=event.instance_id,
+                    name=event.name,
+                    input=payload_out(event.input),
+                )
             )
         case WorkflowSuspended():
-            out.execution_suspended = dapr.ExecutionSuspendedEvent(input=event.reason or None)
+            out.executionSuspended.CopyFrom(dapr.ExecutionSuspendedEvent(input=text(event.reason)))
         case WorkflowResumed():
-            out.execution_resumed = dapr.ExecutionResumedEvent(input=event.reason or None)
+            out.executionResumed.CopyFrom(dapr.ExecutionResumedEvent(input=text(event.reason)))
         case WorkflowTerminated():
-            out.execution_terminated = dapr.ExecutionTerminatedEvent(
-                input=payload_to_proto(event.output)
+            out.executionTerminated.CopyFrom(
+                dapr.ExecutionTerminatedEvent(input=payload_out(event.output))
             )
         case WorkflowCompleted():
-            out.execution_completed = dapr.ExecutionCompletedEvent(
-                workflow_status=status_to_dapr(WorkflowStatus.COMPLETED),
-                result=payload_to_proto(event.result),
+            out.executionCompleted.CopyFrom(
+                dapr.ExecutionCompletedEvent(
+                    workflowStatus=status_to_dapr(WorkflowStatus.COMPLETED),
+                    result=payload_out(event.result),
+                )
             )
         case WorkflowErrored():
-            out.execution_completed = dapr.ExecutionCompletedEvent(
-                workflow_status=status_to_dapr(WorkflowStatus.FAILED),
-                failure_details=failure_to_dapr(event.failure),
+            out.executionCompleted.CopyFrom(
+                dapr.ExecutionCompletedEvent(
+                    workflowStatus=status_to_dapr(WorkflowStatus.FAILED),
+                    failureDetails=failure_to_dapr(event.failure),
+                )
             )
         case ContinuedAsNew():
-            out.continue_as_new = dapr.ContinueAsNewEvent(input=payload_to_proto(event.input))
+            out.continueAsNew.CopyFrom(dapr.ContinueAsNewEvent(input=payload_out(event.input)))
         case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
             return None  # not carried: the protocol has no cancellation nor execution timeout
         case WorkflowRewound():
@@ -326,21 +381,21 @@ def events_to_dapr(
             run_version = event.version or None
         if isinstance(event, PatchApplied):
             if turn is None:
-                carrier = dapr.HistoryEvent(event_id=-1, timestamp=time_to_proto(event.timestamp))
-                carrier.workflow_started = turn = dapr.WorkflowStartedEvent()
+                carrier = dapr.HistoryEvent(eventId=-1, timestamp=time_to_proto(event.timestamp))
+                turn = carrier.workflowStarted
+                turn.SetInParent()
                 out.append(carrier)
-            patches = turn.version.patches if turn.version is not None else []
-            turn.version = dapr.WorkflowVersion(
-                patches=[*patches, event.patch_id], name=run_version
-            )
+            turn.version.patches.append(event.patch_id)
+            if run_version is not None:
+                turn.version.name = run_version
             continue
         converted = event_to_dapr(event, instance_id=instance_id, task_base=task_base)
         if converted is None:
             continue  # no form in the protocol (a run of this process's own code)
         if isinstance(event, TurnStarted):
-            turn = converted.workflow_started
+            turn = converted.workflowStarted
             if run_version is not None:
-                turn.version = dapr.WorkflowVersion(patches=[], name=run_version)
+                turn.version.name = run_version
         out.append(converted)
     return out
 
@@ -355,36 +410,39 @@ def event_from_proto(
 ) -> HistoryEvent | None:
     """durable's event for a HistoryEvent of either dialect, at position ``event_id``;
     ``None`` for the kinds durable has no counterpart for (see :mod:`durable.grpc._convert`)."""
-    _, body = betterproto.which_one_of(event, "eventType")
-    common: dict[str, Any] = {"event_id": event_id, "timestamp": event.timestamp}
-    own_task = event.event_id + task_base  # the action id of a scheduling event
+    kind = event.WhichOneof("eventType")
+    if kind is None:
+        return None
+    body = getattr(event, kind)
+    common: dict[str, Any] = {"event_id": event_id, "timestamp": time_from_proto(event.timestamp)}
+    own_task = event.eventId + task_base  # the action id of a scheduling event
     match body:
         case ms.ExecutionStartedEvent() | dapr.ExecutionStartedEvent():
-            parent = body.parent_instance
+            parent = body.parentInstance
             run: ms.OrchestrationInstance | dapr.WorkflowInstance
             parent_run: ms.OrchestrationInstance | dapr.WorkflowInstance
             if isinstance(body, ms.ExecutionStartedEvent):
-                run = body.orchestration_instance
+                run = body.orchestrationInstance
             else:
-                run = body.workflow_instance
+                run = body.workflowInstance
             if isinstance(parent, ms.ParentInstanceInfo):
-                parent_run = parent.orchestration_instance
+                parent_run = parent.orchestrationInstance
             else:
-                parent_run = parent.workflow_instance
-            trace_parent, trace_state = trace_context_from_proto(body.parent_trace_context) or (
+                parent_run = parent.workflowInstance
+            trace_parent, trace_state = trace_context_from_proto(body.parentTraceContext) or (
                 "",
                 "",
             )
             return WorkflowStarted(
                 **common,
                 name=body.name,
-                input=payload_from_proto(body.input),
-                run_id=run.execution_id or "",
-                version=body.version or "",
+                input=payload_in(body, "input"),
+                run_id=run.executionId.value,
+                version=body.version.value,
                 parent=ParentRef(
-                    parent_run.instance_id, parent.task_scheduled_id, parent_run.execution_id or ""
+                    parent_run.instanceId, parent.taskScheduledId, parent_run.executionId.value
                 )
-                if present(parent)
+                if body.HasField("parentInstance")
                 else None,
                 first_task_id=task_base,
                 trace_parent=trace_parent,
@@ -393,82 +451,81 @@ def event_from_proto(
         case ms.OrchestratorStartedEvent() | dapr.WorkflowStartedEvent():
             return TurnStarted(**common)
         case ms.TaskScheduledEvent() | dapr.TaskScheduledEvent():
-            input = payload_from_proto(body.input)
-            execution_id = (
-                body.task_execution_id if isinstance(body, dapr.TaskScheduledEvent) else ""
-            )
+            input = payload_in(body, "input")
+            execution_id = body.taskExecutionId if isinstance(body, dapr.TaskScheduledEvent) else ""
             return ActivityScheduled(
                 **common, task_id=own_task, name=body.name, input=input, step=own_task,
                 execution_id=execution_id,
             )  # fmt: skip
         case ms.TaskCompletedEvent() | dapr.TaskCompletedEvent():
-            task_id = body.task_scheduled_id + task_base
-            return ActivityCompleted(
-                **common, task_id=task_id, result=payload_from_proto(body.result)
-            )
+            task_id = body.taskScheduledId + task_base
+            return ActivityCompleted(**common, task_id=task_id, result=payload_in(body, "result"))
         case ms.TaskFailedEvent() | dapr.TaskFailedEvent():
-            task_id = body.task_scheduled_id + task_base
-            failure = failure_from_proto(body.failure_details)
+            task_id = body.taskScheduledId + task_base
+            failure = failure_from_proto(body.failureDetails)
             return ActivityErrored(**common, task_id=task_id, failure=failure)
         case ms.TimerCreatedEvent():
-            return TimerCreated(**common, task_id=own_task, fire_at=body.fire_at)
+            fire_at = time_from_proto(body.fireAt)
+            return TimerCreated(**common, task_id=own_task, fire_at=fire_at)
         case dapr.TimerCreatedEvent():
             purpose = dapr_timer_purpose(body)
-            return TimerCreated(**common, task_id=own_task, fire_at=body.fire_at, purpose=purpose)
+            fire_at = time_from_proto(body.fireAt)
+            return TimerCreated(**common, task_id=own_task, fire_at=fire_at, purpose=purpose)
         case ms.TimerFiredEvent() | dapr.TimerFiredEvent():
-            task_id = body.timer_id + task_base
-            return TimerFired(**common, task_id=task_id, fire_at=body.fire_at)
+            task_id = body.timerId + task_base
+            return TimerFired(**common, task_id=task_id, fire_at=time_from_proto(body.fireAt))
         case ms.SubOrchestrationInstanceCreatedEvent() | dapr.ChildWorkflowInstanceCreatedEvent():
-            input = payload_from_proto(body.input)
+            input = payload_in(body, "input")
             return ChildWorkflowScheduled(
                 **common,
                 task_id=own_task,
                 name=body.name,
-                instance_id=body.instance_id,
+                instance_id=body.instanceId,
                 input=input,
-                version=body.version or "",
+                version=body.version.value,
             )
         case (
             ms.SubOrchestrationInstanceCompletedEvent() | dapr.ChildWorkflowInstanceCompletedEvent()
         ):
-            task_id = body.task_scheduled_id + task_base
-            result = payload_from_proto(body.result)
+            task_id = body.taskScheduledId + task_base
+            result = payload_in(body, "result")
             return ChildWorkflowCompleted(**common, task_id=task_id, result=result)
         case ms.SubOrchestrationInstanceFailedEvent() | dapr.ChildWorkflowInstanceFailedEvent():
-            task_id = body.task_scheduled_id + task_base
-            failure = failure_from_proto(body.failure_details)
+            task_id = body.taskScheduledId + task_base
+            failure = failure_from_proto(body.failureDetails)
             return ChildWorkflowErrored(**common, task_id=task_id, failure=failure)
         case ms.EventRaisedEvent() | dapr.EventRaisedEvent():
-            return EventRaised(**common, name=body.name, input=payload_from_proto(body.input))
+            return EventRaised(**common, name=body.name, input=payload_in(body, "input"))
         case ms.EventSentEvent() | dapr.EventSentEvent():
-            input = payload_from_proto(body.input)
+            input = payload_in(body, "input")
             return EventSent(
-                **common, task_id=own_task, instance_id=body.instance_id, name=body.name,
+                **common, task_id=own_task, instance_id=body.instanceId, name=body.name,
                 input=input,
             )  # fmt: skip
         case ms.ExecutionSuspendedEvent() | dapr.ExecutionSuspendedEvent():
-            return WorkflowSuspended(**common, reason=body.input or "")
+            return WorkflowSuspended(**common, reason=body.input.value)
         case ms.ExecutionResumedEvent() | dapr.ExecutionResumedEvent():
-            return WorkflowResumed(**common, reason=body.input or "")
+            return WorkflowResumed(**common, reason=body.input.value)
         case ms.ExecutionTerminatedEvent() | dapr.ExecutionTerminatedEvent():
-            return WorkflowTerminated(**common, output=payload_from_proto(body.input))
+            return WorkflowTerminated(**common, output=payload_in(body, "input"))
         case ms.ExecutionCompletedEvent():
-            return _completed(common, body.orchestration_status, body.result, body.failure_details)
+            return _completed(
+                common, body.orchestrationStatus, payload_in(body, "result"), body.failureDetails
+            )
         case dapr.ExecutionCompletedEvent():
-            return _completed(common, body.workflow_status, body.result, body.failure_details)
+            return _completed(
+                common, body.workflowStatus, payload_in(body, "result"), body.failureDetails
+            )
         case ms.ContinueAsNewEvent() | dapr.ContinueAsNewEvent():
-            return ContinuedAsNew(**common, input=payload_from_proto(body.input))
+            return ContinuedAsNew(**common, input=payload_in(body, "input"))
     return None
 
 
 def _patches_of(event: ms.HistoryEvent | dapr.HistoryEvent) -> list[str]:
     """The patches a Dapr workflowStarted records."""
-    if isinstance(event, ms.HistoryEvent):
+    if isinstance(event, ms.HistoryEvent) or event.WhichOneof("eventType") != "workflowStarted":
         return []
-    _, started = betterproto.which_one_of(event, "eventType")
-    if not isinstance(started, dapr.WorkflowStartedEvent) or started.version is None:
-        return []
-    return list(started.version.patches)
+    return list(event.workflowStarted.version.patches)
 
 
 _RUN_ENDS = WorkflowCompleted | WorkflowErrored | WorkflowTerminated | ContinuedAsNew
@@ -502,17 +559,17 @@ def events_from_proto(
 def _completed(
     common: dict[str, Any],
     status: int,
-    result: str | None,
+    result: Raw,
     failure: ms.TaskFailureDetails | dapr.TaskFailureDetails,
 ) -> HistoryEvent:
     """The event for executionCompleted, by its status."""
     match status_from_proto(status):
         case WorkflowStatus.COMPLETED:
-            return WorkflowCompleted(**common, result=payload_from_proto(result))
+            return WorkflowCompleted(**common, result=result)
         case WorkflowStatus.FAILED:
             return WorkflowErrored(**common, failure=failure_from_proto(failure))
         case WorkflowStatus.TERMINATED | WorkflowStatus.CANCELED:
-            return WorkflowTerminated(**common, output=payload_from_proto(result))
+            return WorkflowTerminated(**common, output=result)
         case WorkflowStatus.CONTINUED_AS_NEW:
-            return ContinuedAsNew(**common, input=payload_from_proto(result))
+            return ContinuedAsNew(**common, input=result)
     raise ProtocolError(f"executionCompleted with a non-final status ({int(status)})")

@@ -4,16 +4,23 @@ and Dapr timer origins (see :mod:`durable.grpc._convert`)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import cast
+from typing import TYPE_CHECKING, Any
 
-import betterproto
 import msgspec
-from betterproto.lib.google.protobuf import ListValue, NullValue, Struct, Timestamp, Value
+from google.protobuf.struct_pb2 import ListValue, Struct, Value
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.wrappers_pb2 import StringValue
 
+from durable._core._events import NULL
 from durable._core._failure import FailureDetails
 from durable._core._state import WorkflowStatus
 from durable.grpc._framing import ProtocolError
+from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+    from msgspec import Raw
 
 __all__ = [
     "NEVER",
@@ -22,10 +29,13 @@ __all__ = [
     "failure_from_proto",
     "failure_to_dapr",
     "failure_to_ms",
-    "present",
     "status_from_proto",
     "status_to_dapr",
     "status_to_ms",
+    "payload_in",
+    "payload_out",
+    "text",
+    "time_from_proto",
     "time_to_proto",
     "trace_context_from_proto",
     "trace_context_to_dapr",
@@ -39,17 +49,46 @@ NEVER = datetime.max.replace(tzinfo=UTC)
 _NEVER_SECONDS, _NEVER_NANOS = 253_402_300_799, 999_999_999
 
 
-def time_to_proto(at: datetime) -> datetime:
-    """A datetime for a Timestamp field: UTC, and the "never" sentinel to the nanosecond.
-
-    betterproto encodes datetimes with microseconds only; a Timestamp message placed in
-    the field is encoded as is, which is how ``NEVER`` keeps its 999,999,999 nanos.
-    """
+def time_to_proto(at: datetime) -> Timestamp:
+    """A Timestamp for ``at`` (naive means UTC), with the "never" sentinel to the
+    nanosecond: ``datetime.max`` has microseconds only, Dapr compares 999,999,999 nanos."""
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     if at == NEVER:
-        return cast("datetime", Timestamp(seconds=_NEVER_SECONDS, nanos=_NEVER_NANOS))
-    return at
+        return Timestamp(seconds=_NEVER_SECONDS, nanos=_NEVER_NANOS)
+    out = Timestamp()
+    out.FromDatetime(at)
+    return out
+
+
+def time_from_proto(at: Timestamp) -> datetime:
+    """The UTC datetime of a Timestamp (to the microsecond), the "never" sentinel back to
+    :data:`NEVER`."""
+    if at.seconds >= _NEVER_SECONDS and at.nanos >= _NEVER_NANOS - 999:
+        return NEVER
+    return at.ToDatetime(tzinfo=UTC)
+
+
+def payload_in(message: Message, field: str) -> Raw:
+    """The stored payload of a StringValue field of ``message``: absent is ``null``; any
+    text, empty and ``null`` included, is kept as sent (see :mod:`durable.grpc._payload`)."""
+    if not message.HasField(field):
+        return NULL
+    value: StringValue = getattr(message, field)
+    return payload_from_proto(value.value)
+
+
+def payload_out(payload: Raw) -> StringValue | None:
+    """The StringValue for a stored payload: ``None`` (absent) for ``null``, else the
+    text, empty included."""
+    text = payload_to_proto(payload)
+    return None if text is None else StringValue(value=text)
+
+
+def text(value: str | None) -> StringValue | None:
+    """A StringValue holding ``value``; ``None`` (the field left absent) for ``None`` or
+    the empty string, which the SDKs read alike."""
+    return StringValue(value=value) if value else None
 
 
 _STATUS = {
@@ -66,14 +105,24 @@ _STATUS_BACK = {number: status for status, number in _STATUS.items()}
 _STALLED = 8
 
 
+def _by_name(module: Any, enum: str) -> dict[WorkflowStatus, Any]:
+    """``_STATUS`` as the module's typed enum constants (the wire numbers)."""
+    values = module.DESCRIPTOR.enum_types_by_name[enum].values_by_number
+    return {status: getattr(module, values[number].name) for status, number in _STATUS.items()}
+
+
+_MS_STATUS: dict[WorkflowStatus, ms.OrchestrationStatus] = _by_name(ms, "OrchestrationStatus")
+_DAPR_STATUS: dict[WorkflowStatus, dapr.OrchestrationStatus] = _by_name(dapr, "OrchestrationStatus")
+
+
 def status_to_ms(status: WorkflowStatus) -> ms.OrchestrationStatus:
     """The MS OrchestrationStatus of ``status``."""
-    return ms.OrchestrationStatus(_STATUS[status])
+    return _MS_STATUS[status]
 
 
 def status_to_dapr(status: WorkflowStatus) -> dapr.OrchestrationStatus:
     """The Dapr OrchestrationStatus of ``status``."""
-    return dapr.OrchestrationStatus(_STATUS[status])
+    return _DAPR_STATUS[status]
 
 
 def status_from_proto(status: int) -> WorkflowStatus:
@@ -91,16 +140,17 @@ def status_from_proto(status: int) -> WorkflowStatus:
 def failure_to_ms(failure: FailureDetails) -> ms.TaskFailureDetails:
     """``failure`` as MS TaskFailureDetails (``bases`` has no field: dropped)."""
     out = ms.TaskFailureDetails(
-        error_type=failure.type,
-        error_message=failure.message,
-        stack_trace=failure.stack_trace or None,
-        is_non_retriable=failure.non_retriable,
+        errorType=failure.type,
+        errorMessage=failure.message,
+        stackTrace=text(failure.stack_trace),
+        isNonRetriable=failure.non_retriable,
     )
     if failure.cause is not None:
-        out.inner_failure = failure_to_ms(failure.cause)
+        out.innerFailure.CopyFrom(failure_to_ms(failure.cause))
     if failure.properties:
         properties = msgspec.json.decode(failure.properties, type=dict[str, object])
-        out.properties = {key: _value_to_proto(value) for key, value in properties.items()}
+        for key, value in properties.items():
+            out.properties[key].CopyFrom(_value_to_proto(value))
     return out
 
 
@@ -108,42 +158,46 @@ def failure_to_dapr(failure: FailureDetails) -> dapr.TaskFailureDetails:
     """``failure`` as Dapr TaskFailureDetails (``bases`` and ``properties`` have no
     field: dropped)."""
     out = dapr.TaskFailureDetails(
-        error_type=failure.type,
-        error_message=failure.message,
-        stack_trace=failure.stack_trace or None,
-        is_non_retriable=failure.non_retriable,
+        errorType=failure.type,
+        errorMessage=failure.message,
+        stackTrace=text(failure.stack_trace),
+        isNonRetriable=failure.non_retriable,
     )
     if failure.cause is not None:
-        out.inner_failure = failure_to_dapr(failure.cause)
+        out.innerFailure.CopyFrom(failure_to_dapr(failure.cause))
     return out
 
 
 def failure_from_proto(details: ms.TaskFailureDetails | dapr.TaskFailureDetails) -> FailureDetails:
     """durable's FailureDetails for TaskFailureDetails of either dialect (the two share
     fields 1-5; MS ``properties`` are kept as a JSON object)."""
-    inner = details.inner_failure
-    properties = getattr(details, "properties", None)
-    carried = {key: _value_from_proto(value) for key, value in (properties or {}).items()}
+    properties = details.properties if isinstance(details, ms.TaskFailureDetails) else {}
+    carried = {key: _value_from_proto(value) for key, value in properties.items()}
     return FailureDetails(
-        type=details.error_type,
-        message=details.error_message,
-        stack_trace=details.stack_trace or "",
-        cause=failure_from_proto(inner) if present(inner) else None,
-        non_retriable=details.is_non_retriable,
+        type=details.errorType,
+        message=details.errorMessage,
+        stack_trace=details.stackTrace.value,
+        cause=failure_from_proto(details.innerFailure)
+        if details.HasField("innerFailure")
+        else None,
+        non_retriable=details.isNonRetriable,
         properties=msgspec.json.encode(carried).decode() if carried else "",
     )
 
 
 def _value_from_proto(value: Value) -> object:
     """The JSON value of a ``google.protobuf.Value`` (one with no kind is ``null``)."""
-    kind, inner = betterproto.which_one_of(value, "kind")
-    match kind:
-        case "struct_value" if isinstance(inner, Struct):
-            return {key: _value_from_proto(v) for key, v in inner.fields.items()}
-        case "list_value" if isinstance(inner, ListValue):
-            return [_value_from_proto(v) for v in inner.values]
-        case "number_value" | "string_value" | "bool_value":
-            return inner
+    match value.WhichOneof("kind"):
+        case "struct_value":
+            return {key: _value_from_proto(v) for key, v in value.struct_value.fields.items()}
+        case "list_value":
+            return [_value_from_proto(v) for v in value.list_value.values]
+        case "number_value":
+            return value.number_value
+        case "string_value":
+            return value.string_value
+        case "bool_value":
+            return value.bool_value
     return None
 
 
@@ -151,7 +205,7 @@ def _value_to_proto(value: object) -> Value:
     """The ``google.protobuf.Value`` of a JSON value (integers become numbers)."""
     match value:
         case None:
-            return Value(null_value=NullValue(0))
+            return Value(null_value=0)  # type: ignore[arg-type]
         case bool():
             return Value(bool_value=value)
         case int() | float():
@@ -166,27 +220,22 @@ def _value_to_proto(value: object) -> Value:
     raise ProtocolError(f"failure property of type {type(value).__name__}")
 
 
-def present(message: betterproto.Message) -> bool:
-    """Whether a sub-message was set (betterproto returns a default one when not)."""
-    return betterproto.serialized_on_wire(message)
-
-
 def trace_context_from_proto(
-    context: ms.TraceContext | dapr.TraceContext | None,
+    context: ms.TraceContext | dapr.TraceContext,
 ) -> tuple[str, str] | None:
     """A W3C ``(traceparent, tracestate)`` an SDK sent (``parentTraceContext``); None if
-    it sent none."""
-    if context is None or not present(context) or not context.trace_parent:
+    it sent none (an absent context reads as an empty one)."""
+    if not context.traceParent:
         return None
-    return context.trace_parent, context.trace_state or ""
+    return context.traceParent, context.traceState.value
 
 
 def trace_context_to_ms(parent: str, state: str = "") -> ms.TraceContext:
-    return ms.TraceContext(trace_parent=parent, trace_state=state or None)
+    return ms.TraceContext(traceParent=parent, traceState=text(state))
 
 
 def trace_context_to_dapr(parent: str, state: str = "") -> dapr.TraceContext:
-    return dapr.TraceContext(trace_parent=parent, trace_state=state or None)
+    return dapr.TraceContext(traceParent=parent, traceState=text(state))
 
 
 # ---------------------------------------------------------------------------------------
@@ -194,29 +243,28 @@ def trace_context_to_dapr(parent: str, state: str = "") -> dapr.TraceContext:
 # ---------------------------------------------------------------------------------------
 
 _PURPOSE_TO_ORIGIN = {
-    "sleep": "create_timer",
-    "retry": "activity_retry",
-    "event_timeout": "external_event",
+    "sleep": "createTimer",
+    "retry": "activityRetry",
+    "event_timeout": "externalEvent",
 }
 _ORIGIN_TO_PURPOSE = {
-    "create_timer": "sleep",
-    "activity_retry": "retry",
-    "child_workflow_retry": "retry",
-    "external_event": "event_timeout",
+    "createTimer": "sleep",
+    "activityRetry": "retry",
+    "childWorkflowRetry": "retry",
+    "externalEvent": "event_timeout",
 }
 
 
 def dapr_timer_origin(timer: dapr.TimerCreatedEvent | dapr.CreateTimerAction, purpose: str) -> None:
     """Record ``purpose`` in the timer's ``origin`` (names and ids are not known)."""
     match _PURPOSE_TO_ORIGIN.get(purpose):
-        case "create_timer":
-            timer.create_timer = dapr.TimerOriginCreateTimer()
-        case "activity_retry":
-            timer.activity_retry = dapr.TimerOriginActivityRetry()
-        case "external_event":
-            timer.external_event = dapr.TimerOriginExternalEvent()
+        case "createTimer":
+            timer.createTimer.CopyFrom(dapr.TimerOriginCreateTimer())
+        case "activityRetry":
+            timer.activityRetry.CopyFrom(dapr.TimerOriginActivityRetry())
+        case "externalEvent":
+            timer.externalEvent.CopyFrom(dapr.TimerOriginExternalEvent())
 
 
 def dapr_timer_purpose(timer: dapr.TimerCreatedEvent | dapr.CreateTimerAction) -> str:
-    origin, _ = betterproto.which_one_of(timer, "origin")
-    return _ORIGIN_TO_PURPOSE.get(origin, "sleep")
+    return _ORIGIN_TO_PURPOSE.get(timer.WhichOneof("origin") or "", "sleep")

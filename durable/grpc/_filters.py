@@ -18,11 +18,14 @@ stays pending) until one connects that takes it. Entity filters are not read
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ._convert_values import present
 from ._dispatch import ActivityWork, Dialect, TurnWork
 from ._framing import parse
 from ._proto import ms
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = ["WorkFilters", "work_filters"]
 
@@ -49,14 +52,15 @@ def work_filters(dialect: Dialect, data: bytes) -> WorkFilters | None:
     none, or speaks a dialect without them."""
     if dialect != "ms":
         return None
-    sent = parse(ms.GetWorkItemsRequest, data).work_item_filters
-    if not present(sent):
+    request = parse(ms.GetWorkItemsRequest, data)
+    if not request.HasField("workItemFilters"):
         return None
+    sent = request.workItemFilters
     return WorkFilters(_by_name(sent.orchestrations), _by_name(sent.activities))
 
 
 def _by_name(
-    entries: list[ms.OrchestrationFilter] | list[ms.ActivityFilter],
+    entries: Iterable[ms.OrchestrationFilter] | Iterable[ms.ActivityFilter],
 ) -> dict[str, frozenset[str]]:
     """Versions per name; a name listed twice takes what either entry takes."""
     out: dict[str, frozenset[str]] = {}

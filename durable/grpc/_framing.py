@@ -14,13 +14,16 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
-import betterproto
-from betterproto.lib.google.protobuf import Duration, Timestamp
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 
 from durable._errors import DurableError
+
+if TYPE_CHECKING:
+    from google._upb._message import Descriptor as UpbDescriptor
+    from google.protobuf.descriptor import Descriptor
 
 __all__ = [
     "FIXED32",
@@ -40,6 +43,7 @@ __all__ = [
     "parse",
     "split_field",
     "split_turn",
+    "string_fields",
     "wire_fields",
 ]
 
@@ -73,15 +77,15 @@ PAST_EVENTS = 3
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 """Protobuf wire types."""
 
-E = TypeVar("E", bound=betterproto.Message)
+E = TypeVar("E", bound=Message)
 
 
 def parse(cls: type[E], data: bytes) -> E:
     """``data`` parsed as ``cls``; any decoding failure, and any field of a wire type
-    its declaration does not allow (betterproto takes those silently, and the value
-    then breaks whoever reads it), is an :class:`UndecodableError`."""
+    its declaration does not allow (protobuf keeps those as unknown fields, so the value
+    would vanish silently), is an :class:`UndecodableError`."""
     try:
-        check_wire_types(cls, data)
+        check_wire_types(cls.DESCRIPTOR, data)
     except UndecodableError as err:
         raise UndecodableError(f"cannot parse {cls.__name__}: {err}") from None
     return _parse(cls, data)
@@ -89,62 +93,44 @@ def parse(cls: type[E], data: bytes) -> E:
 
 def _parse(cls: type[E], data: bytes) -> E:
     try:
-        return cls().parse(data)
-    except Exception as err:  # betterproto raises whatever its decoders hit
+        return cls.FromString(data)
+    except (DecodeError, RuntimeError, ValueError) as err:
         raise UndecodableError(f"cannot parse {cls.__name__}: {err}") from err
 
 
 _WIRE_OF = {
-    **dict.fromkeys(("int32", "int64", "uint32", "uint64", "sint32", "sint64", "bool",
-                     "enum"), VARINT),
-    **dict.fromkeys(("fixed64", "sfixed64", "double"), FIXED64),
-    **dict.fromkeys(("fixed32", "sfixed32", "float"), FIXED32),
-    **dict.fromkeys(("string", "bytes", "message", "map"), LENGTH_DELIMITED),
+    **dict.fromkeys((FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64,
+                     FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_UINT64,
+                     FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64,
+                     FieldDescriptor.TYPE_BOOL, FieldDescriptor.TYPE_ENUM), VARINT),
+    **dict.fromkeys((FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64,
+                     FieldDescriptor.TYPE_DOUBLE), FIXED64),
+    **dict.fromkeys((FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32,
+                     FieldDescriptor.TYPE_FLOAT), FIXED32),
 }  # fmt: skip
+"""The wire type of each scalar proto type; the rest (strings, bytes, messages, maps)
+are length-delimited."""
 
 
-_WELL_KNOWN: dict[type, type[betterproto.Message]] = {datetime: Timestamp, timedelta: Duration}
-
-
-def check_wire_types(cls: type[betterproto.Message], data: bytes, path: str = "") -> None:
-    """Raise :class:`UndecodableError` for a field of ``data`` (a ``cls`` message, and
-    its sub-messages) sent with a wire type its proto type cannot have. Repeated
-    scalars may come packed; unknown fields are skipped, as protobuf does."""
-    meta: Any = cls._betterproto  # type: ignore[arg-type]
-    path = path or f"{cls.__name__}."
+def check_wire_types(descriptor: Descriptor | UpbDescriptor, data: bytes, path: str = "") -> None:
+    """Raise :class:`UndecodableError` for a field of ``data`` (a message of
+    ``descriptor``, and its sub-messages, map entries and wrappers included) sent with a
+    wire type its proto type cannot have. Repeated scalars may come packed; unknown
+    fields are skipped, as protobuf does."""
+    path = path or f"{descriptor.name}."
+    by_number = descriptor.fields_by_number
     for number, wire, _, value, end in _fields(data):
-        name = meta.field_name_by_number.get(number)
-        if name is None:
+        field = by_number.get(number)
+        if field is None:
             continue
-        field_meta = meta.meta_by_field_name[name]
-        expected = _WIRE_OF.get(field_meta.proto_type, LENGTH_DELIMITED)
-        if wire != expected and not (wire == LENGTH_DELIMITED and _repeated(cls, name)):
+        expected = _WIRE_OF.get(field.type, LENGTH_DELIMITED)
+        if wire != expected and not (wire == LENGTH_DELIMITED and field.is_repeated):
             raise UndecodableError(
-                f"{path}{name} (field {number}) sent with wire type {wire}, expected {expected}"
+                f"{path}{field.name} (field {number}) sent with wire type {wire}, "
+                f"expected {expected}"
             )
-        if field_meta.wraps:  # google.protobuf.StringValue and kin: field 1 is the value
-            _check_entry(data[value:end], f"{path}{name}", None, field_meta.wraps)
-        elif field_meta.proto_type == "map":  # an entry: field 1 the key, field 2 the value
-            _check_entry(data[value:end], f"{path}{name}", *field_meta.map_types)
-        elif field_meta.proto_type == "message":
-            sub = meta.cls_by_field[name]
-            sub = _WELL_KNOWN.get(sub, sub)  # betterproto's Python types for a few
-            check_wire_types(sub, data[value:end], f"{path}{name}.")
-
-
-def _check_entry(data: bytes, where: str, key: str | None, value: str) -> None:
-    """A map entry's (or a wrapper's, which has no key) fields 1 and 2 by their types."""
-    types = {1: value} if key is None else {1: key, 2: value}
-    for number, wire, _, _, _ in _fields(data):
-        expected = _WIRE_OF.get(types.get(number, ""), wire)
-        if wire != expected:
-            raise UndecodableError(f"{where} sent with wire type {wire}, expected {expected}")
-
-
-def _repeated(cls: type[betterproto.Message], name: str) -> bool:
-    """Whether the field is a repeated scalar (which may come packed)."""
-    meta: Any = cls._betterproto  # type: ignore[arg-type]
-    return isinstance(meta.default_gen[name](), list)
+        if field.message_type is not None:
+            check_wire_types(field.message_type, data[value:end], f"{path}{field.name}.")
 
 
 def _varint_bytes(value: int) -> bytes:
@@ -204,15 +190,31 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
 def wire_fields(data: bytes) -> list[tuple[int, int]]:
     """``(field number, wire type)`` of each top-level field of an encoded message.
 
-    betterproto does not check wire types: where the dialects give one field number
-    two types, a message parsed with the wrong class takes the value silently (an MS
-    ``CreateInstanceRequest.requestTime`` Timestamp lands in Dapr's
-    ``enforceUniqueInstanceId`` as truthy bytes). Look here first:
+    protobuf keeps a field of the wrong wire type as an unknown field: where the
+    dialects give one field number two types, a message parsed with the wrong class
+    loses the value silently (an MS ``CreateInstanceRequest.requestTime`` Timestamp is
+    not Dapr's ``enforceUniqueInstanceId``). Look here first:
     CreateInstanceRequest 10 (MS Timestamp: LENGTH_DELIMITED | Dapr bool: VARINT),
     PurgeInstancesRequest 4 (MS message | Dapr bool) and 5 (MS bool | Dapr message);
     GetWorkItemsRequest's numbers tell the dialect (MS 1-3, 10-12 | Dapr 4).
     """
     return [(number, wire) for number, wire, _, _, _ in _fields(data)]
+
+
+def string_fields(data: bytes, numbers: tuple[int, ...]) -> dict[int, str]:
+    """The top-level string fields ``numbers`` of the message ``data`` (the last
+    occurrence of each, as protobuf reads them); other fields are skipped."""
+    found: dict[int, str] = {}
+    for number, wire, _, value, end in _fields(data):
+        if number not in numbers:
+            continue
+        if wire != LENGTH_DELIMITED:
+            raise UndecodableError(f"field {number} sent with wire type {wire}, expected 2")
+        try:
+            found[number] = data[value:end].decode()
+        except UnicodeDecodeError as err:
+            raise UndecodableError(f"field {number} is not UTF-8: {err}") from None
+    return found
 
 
 def split_field(data: bytes, number: int) -> tuple[list[bytes], bytes]:

@@ -48,13 +48,13 @@ def _field_one(body: bytes) -> bytes:
 async def history_chunks(client: Client, data: bytes) -> list[bytes]:
     """The HistoryChunk messages answering a StreamInstanceHistoryRequest."""
     request = parse(ms.StreamInstanceHistoryRequest, data)
-    if not request.instance_id:
+    if not request.instanceId:
         raise ProtocolError("instanceId is required")
-    history = await client.get_handle(request.instance_id).history()
+    history = await client.get_handle(request.instanceId).history()
     chunks: list[bytes] = []
     chunk = bytearray()
-    for event in history_to_ms(request.instance_id, history):
-        part = _field_one(bytes(event))
+    for event in history_to_ms(request.instanceId, history):
+        part = _field_one(event.SerializeToString())
         if chunk and len(chunk) + len(part) > CHUNK_BYTES:
             chunks.append(bytes(chunk))
             chunk.clear()

@@ -32,14 +32,14 @@ Reuse = bool | frozenset[WorkflowStatus]
 """What a start may replace: any ended instance (True), none, or those statuses."""
 
 
-def reuse_of(request: ms.CreateInstanceRequest | dapr.CreateInstanceRequest, data: bytes) -> Reuse:
-    """What the start ``request`` (whose bytes are ``data``) may replace."""
+def reuse_of(request: ms.CreateInstanceRequest | dapr.CreateInstanceRequest) -> Reuse:
+    """What the start ``request`` may replace."""
     if isinstance(request, dapr.CreateInstanceRequest):
-        return not request.enforce_unique_instance_id
-    if not any(number == 6 for number, _ in cv.wire_fields(data)):
+        return not request.enforceUniqueInstanceId
+    if not request.HasField("orchestrationIdReusePolicy"):
         return True
-    policy = request.orchestration_id_reuse_policy
-    return frozenset(cv.status_from_proto(s) for s in policy.replaceable_status)
+    policy = request.orchestrationIdReusePolicy
+    return frozenset(cv.status_from_proto(s) for s in policy.replaceableStatus)
 
 
 async def start_replacing(

@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import anyio
-import betterproto
 
 from durable._core._events import (
     EPOCH,
@@ -86,22 +85,22 @@ def _required(value: str, what: str) -> str:
 def _state_to_ms(state: WorkflowState, payloads: bool) -> ms.OrchestrationState:
     """A WorkflowState as OrchestrationState (fields 1-15, which both dialects share)."""
     out = ms.OrchestrationState(
-        instance_id=state.instance_id,
+        instanceId=state.instance_id,
         name=state.name,
-        version=state.version or None,
-        orchestration_status=cv.status_to_ms(state.status),
+        version=cv.text(state.version),
+        orchestrationStatus=cv.status_to_ms(state.status),
     )
     if state.created_at is not None:
-        out.created_timestamp = state.created_at
+        out.createdTimestamp.CopyFrom(cv.time_to_proto(state.created_at))
     if state.updated_at is not None:
-        out.last_updated_timestamp = state.updated_at
-    if payloads:
-        out.input = cv.payload_to_proto(state.input) if state.input is not None else None
-        out.output = cv.payload_to_proto(state.output) if state.output is not None else None
-    if state.custom_status is not None:
-        out.custom_status = cv.payload_to_proto(state.custom_status)
+        out.lastUpdatedTimestamp.CopyFrom(cv.time_to_proto(state.updated_at))
+    for field, payload in (("input", state.input), ("output", state.output)):
+        if payloads and payload is not None and (value := cv.payload_out(payload)) is not None:
+            getattr(out, field).CopyFrom(value)
+    if state.custom_status is not None and (status := cv.payload_out(state.custom_status)):
+        out.customStatus.CopyFrom(status)
     if state.failure is not None and state.status is WorkflowStatus.FAILED:
-        out.failure_details = cv.failure_to_ms(state.failure)
+        out.failureDetails.CopyFrom(cv.failure_to_ms(state.failure))
     return out
 
 
@@ -114,10 +113,10 @@ async def _describe(client: Client, instance_id: str) -> WorkflowState | None:
 
 def _instance_reply(state: WorkflowState | None, payloads: bool) -> bytes:
     if state is None:
-        return bytes(ms.GetInstanceResponse(exists=False))
-    return bytes(
-        ms.GetInstanceResponse(exists=True, orchestration_state=_state_to_ms(state, payloads))
-    )
+        return ms.GetInstanceResponse(exists=False).SerializeToString()
+    return ms.GetInstanceResponse(
+        exists=True, orchestrationState=_state_to_ms(state, payloads)
+    ).SerializeToString()
 
 
 # -- starting and reading ---------------------------------------------------------------
@@ -135,28 +134,28 @@ async def start_instance(client: Client, data: bytes) -> bytes:
     handle: WorkflowHandle[object] = await start_replacing(
         client,
         name,
-        cv.payload_from_proto(request.input),
-        instance_id=request.instance_id or None,
-        reuse=reuse_of(request, data),
-        version=request.version or None,
-        _trace_context=cv.trace_context_from_proto(request.parent_trace_context),
+        cv.payload_in(request, "input"),
+        instance_id=request.instanceId or None,
+        reuse=reuse_of(request),
+        version=request.version.value or None,
+        _trace_context=cv.trace_context_from_proto(request.parentTraceContext),
     )
-    return bytes(ms.CreateInstanceResponse(instance_id=handle.instance_id))
+    return ms.CreateInstanceResponse(instanceId=handle.instance_id).SerializeToString()
 
 
 async def restart_instance(client: Client, data: bytes) -> bytes:
     """RestartInstance: the ended instance's workflow again, same id or a new one."""
     request = parse(ms.RestartInstanceRequest, data)
-    instance_id = _required(request.instance_id, "instanceId")
-    started = await restart(client, instance_id, request.restart_with_new_instance_id)
-    return bytes(ms.RestartInstanceResponse(instance_id=started))
+    instance_id = _required(request.instanceId, "instanceId")
+    started = await restart(client, instance_id, request.restartWithNewInstanceId)
+    return ms.RestartInstanceResponse(instanceId=started).SerializeToString()
 
 
 async def get_instance(client: Client, data: bytes) -> bytes:
     """GetInstance: ``exists`` false for an unknown instance."""
     request = parse(ms.GetInstanceRequest, data)
-    instance_id = _required(request.instance_id, "instanceId")
-    return _instance_reply(await _describe(client, instance_id), request.get_inputs_and_outputs)
+    instance_id = _required(request.instanceId, "instanceId")
+    return _instance_reply(await _describe(client, instance_id), request.getInputsAndOutputs)
 
 
 async def wait_for_start(client: Client, data: bytes, waiting: Waiting) -> bytes:
@@ -164,14 +163,14 @@ async def wait_for_start(client: Client, data: bytes, waiting: Waiting) -> bytes
     Woken by the engine when the instance's status changes; looked at again every
     five seconds of the clock all the same (another process of a fleet may run it)."""
     request = parse(ms.GetInstanceRequest, data)
-    instance_id = _required(request.instance_id, "instanceId")
+    instance_id = _required(request.instanceId, "instanceId")
     async with waiting:
         while True:
             engine = client._engine
             changed = engine.status_changed(instance_id) if engine is not None else None
             state = await _describe(client, instance_id)
             if state is None or state.status is not WorkflowStatus.PENDING:
-                return _instance_reply(state, request.get_inputs_and_outputs)
+                return _instance_reply(state, request.getInputsAndOutputs)
             await _changed_or_later(client, changed)
 
 
@@ -193,7 +192,7 @@ async def _changed_or_later(client: Client, changed: anyio.Event | None) -> None
 async def wait_for_completion(client: Client, data: bytes, waiting: Waiting) -> bytes:
     """WaitForInstanceCompletion: once the instance has ended (no deadline needed)."""
     request = parse(ms.GetInstanceRequest, data)
-    instance_id = _required(request.instance_id, "instanceId")
+    instance_id = _required(request.instanceId, "instanceId")
     async with waiting:
         if await _describe(client, instance_id) is None:
             return _instance_reply(None, False)
@@ -201,7 +200,7 @@ async def wait_for_completion(client: Client, data: bytes, waiting: Waiting) -> 
             await client.get_handle(instance_id).result()
         except Exception:
             pass  # a failed or terminated end is reported in the state
-    return _instance_reply(await _describe(client, instance_id), request.get_inputs_and_outputs)
+    return _instance_reply(await _describe(client, instance_id), request.getInputsAndOutputs)
 
 
 # -- steering ---------------------------------------------------------------------------
@@ -209,33 +208,33 @@ async def wait_for_completion(client: Client, data: bytes, waiting: Waiting) -> 
 
 async def raise_event(client: Client, data: bytes) -> bytes:
     request = parse(ms.RaiseEventRequest, data)
-    instance_id = _required(request.instance_id, "instanceId")
+    instance_id = _required(request.instanceId, "instanceId")
     name = _required(request.name, "RaiseEventRequest.name")
-    await client.get_handle(instance_id).raise_event(name, cv.payload_from_proto(request.input))
-    return bytes(ms.RaiseEventResponse())
+    await client.get_handle(instance_id).raise_event(name, cv.payload_in(request, "input"))
+    return ms.RaiseEventResponse().SerializeToString()
 
 
 async def terminate_instance(client: Client, data: bytes) -> bytes:
     request = parse(ms.TerminateRequest, data)
-    instance_id = _required(request.instance_id, "instanceId")
+    instance_id = _required(request.instanceId, "instanceId")
     handle = client.get_handle(instance_id)
-    output = cv.payload_from_proto(request.output)
+    output = cv.payload_in(request, "output")
     await handle.terminate("terminated by a client", output, recursive=request.recursive)
-    return bytes(ms.TerminateResponse())
+    return ms.TerminateResponse().SerializeToString()
 
 
 async def suspend_instance(client: Client, data: bytes) -> bytes:
     request = parse(ms.SuspendRequest, data)
-    instance_id = _required(request.instance_id, "instanceId")
-    await client.get_handle(instance_id).suspend(request.reason or "")
-    return bytes(ms.SuspendResponse())
+    instance_id = _required(request.instanceId, "instanceId")
+    await client.get_handle(instance_id).suspend(request.reason.value)
+    return ms.SuspendResponse().SerializeToString()
 
 
 async def resume_instance(client: Client, data: bytes) -> bytes:
     request = parse(ms.ResumeRequest, data)
-    instance_id = _required(request.instance_id, "instanceId")
-    await client.get_handle(instance_id).resume(request.reason or "")
-    return bytes(ms.ResumeResponse())
+    instance_id = _required(request.instanceId, "instanceId")
+    await client.get_handle(instance_id).resume(request.reason.value)
+    return ms.ResumeResponse().SerializeToString()
 
 
 async def _purge_one(client: Client, instance_id: str, recursive: bool) -> int:
@@ -263,25 +262,31 @@ async def purge_instances(client: Client, data: bytes) -> bytes:
         request = parse(ms.PurgeInstancesRequest, data)
     count = 0
     recursive = request.recursive
-    kind, value = betterproto.which_one_of(request, "request")
-    if kind == "instance_id" and isinstance(value, str):
-        count = await _purge_one(client, value, recursive)
-    elif kind == "instance_batch" and isinstance(value, ms.InstanceBatch):
-        for instance_id in value.instance_ids:
+    kind = request.WhichOneof("request")
+    if kind == "instanceId":
+        count = await _purge_one(client, request.instanceId, recursive)
+    elif kind == "instanceBatch" and isinstance(request, ms.PurgeInstancesRequest):
+        for instance_id in request.instanceBatch.instanceIds:
             count += await _purge_one(client, instance_id, recursive)
-    elif kind == "purge_instance_filter":
-        flt = request.purge_instance_filter
-        wanted = {cv.status_from_proto(s) for s in flt.runtime_status}
+    elif kind == "purgeInstanceFilter":
+        flt = request.purgeInstanceFilter
+        wanted = {cv.status_from_proto(s) for s in flt.runtimeStatus}
+        since, until = (
+            cv.time_from_proto(flt.createdTimeFrom),
+            cv.time_from_proto(flt.createdTimeTo),
+        )
         matches = [
             state.instance_id
-            async for state in _matching(client, wanted, flt.created_time_from, flt.created_time_to)
+            async for state in _matching(client, wanted, since, until)
             if state.status.is_terminal
         ]  # all first: a recursive purge deletes children that may match as well
         for instance_id in matches:
             count += await _purge_one(client, instance_id, recursive)
     else:
         raise ProtocolError("PurgeInstancesRequest names no instance (instanceId or filter)")
-    return bytes(ms.PurgeInstancesResponse(deleted_instance_count=count, is_complete=True))
+    return ms.PurgeInstancesResponse(
+        deletedInstanceCount=count, isComplete={"value": True}
+    ).SerializeToString()
 
 
 async def _matching(
@@ -314,27 +319,27 @@ async def rerun_from_event(client: Client, data: bytes) -> bytes:
     instance (the source stays as it is), else in place (durable's default; Dapr's is
     a new random id). ``overwriteInput`` gives that step ``input`` (null if unset)."""
     request = parse(dapr.RerunWorkflowFromEventRequest, data)
-    instance_id = _required(request.source_instance_id, "sourceInstanceID")
-    into = request.new_instance_id or None
+    instance_id = _required(request.sourceInstanceID, "sourceInstanceID")
+    into = request.newInstanceID or None
     if into == instance_id:
         into = None
-    if request.new_child_workflow_instance_id:
+    if request.newChildWorkflowInstanceID:
         raise ProtocolError("newChildWorkflowInstanceID is not supported: the child keeps its id")
-    overwrite = (
-        {"step_input": cv.payload_from_proto(request.input)} if request.overwrite_input else {}
-    )
+    overwrite = {"step_input": cv.payload_in(request, "input")} if request.overwriteInput else {}
     handle = client.get_handle(instance_id)
     history = await handle.history()
     started = history[0]
     base = started.first_task_id if isinstance(started, WorkflowStarted) else 0
     for event in history:
         scheduling = isinstance(event, ActivityScheduled | TimerCreated | ChildWorkflowScheduled)
-        if scheduling and event.task_id - base == request.event_id:  # type: ignore[union-attr]
+        if scheduling and event.task_id - base == request.eventID:  # type: ignore[union-attr]
             rerun = await client.rerun(
                 instance_id, event.event_id, new_instance_id=into, **overwrite
             )
-            return bytes(dapr.RerunWorkflowFromEventResponse(new_instance_id=rerun.instance_id))
-    raise ProtocolError(f"instance {instance_id!r} has no scheduled step {request.event_id}")
+            return dapr.RerunWorkflowFromEventResponse(
+                newInstanceID=rerun.instance_id
+            ).SerializeToString()
+    raise ProtocolError(f"instance {instance_id!r} has no scheduled step {request.eventID}")
 
 
 async def rewind_instance(client: Client, data: bytes) -> bytes:
@@ -342,9 +347,9 @@ async def rewind_instance(client: Client, data: bytes) -> bytes:
     for any other status, NOT_FOUND for an unknown id): its failed activities and
     sub-orchestrations run again, its successful ones keep their results."""
     request = parse(ms.RewindInstanceRequest, data)
-    instance_id = _required(request.instance_id, "instanceId")
-    await client.rewind(instance_id, request.reason or "")
-    return bytes(ms.RewindInstanceResponse())
+    instance_id = _required(request.instanceId, "instanceId")
+    await client.rewind(instance_id, request.reason.value)
+    return ms.RewindInstanceResponse().SerializeToString()
 
 
 # -- listing ----------------------------------------------------------------------------
@@ -355,28 +360,29 @@ async def query_instances(client: Client, data: bytes) -> bytes:
     the client's listing per call, its cursor the continuation token (a page may come
     back short, even empty, with a token: the caller goes on until there is none)."""
     query = parse(ms.QueryInstancesRequest, data).query
-    wanted = {cv.status_from_proto(s) for s in query.runtime_status}
-    prefix = query.instance_id_prefix or ""
-    size = (
-        min(query.max_instance_count, MAX_PAGE) if query.max_instance_count > 0 else _DEFAULT_PAGE
-    )
+    wanted = {cv.status_from_proto(s) for s in query.runtimeStatus}
+    prefix = query.instanceIdPrefix.value
+    size = min(query.maxInstanceCount, MAX_PAGE) if query.maxInstanceCount > 0 else _DEFAULT_PAGE
     try:
         page = await client.list_page(
             status=next(iter(wanted)) if len(wanted) == 1 else None,
             page_size=size,
-            cursor=query.continuation_token or None,
+            cursor=query.continuationToken.value or None,
         )
     except InvalidArgumentError as err:
         raise ProtocolError(f"continuationToken: {err}") from None
-    since, until = query.created_time_from, query.created_time_to
+    since, until = (
+        cv.time_from_proto(query.createdTimeFrom),
+        cv.time_from_proto(query.createdTimeTo),
+    )
     states = [
-        _state_to_ms(state, query.fetch_inputs_and_outputs)
+        _state_to_ms(state, query.fetchInputsAndOutputs)
         for state in page.items
         if state.instance_id.startswith(prefix) and _keep(state, wanted, since, until)
     ]
-    return bytes(
-        ms.QueryInstancesResponse(orchestration_state=states, continuation_token=page.next_cursor)
-    )
+    return ms.QueryInstancesResponse(
+        orchestrationState=states, continuationToken=cv.text(page.next_cursor)
+    ).SerializeToString()
 
 
 async def _ids_after(client: Client, after: str, page: int) -> tuple[list[str], str | None]:
@@ -390,12 +396,14 @@ async def _ids_after(client: Client, after: str, page: int) -> tuple[list[str], 
 async def list_instance_ids_ms(client: Client, data: bytes) -> bytes:
     """ListInstanceIds (MS): ids by status, paged by ``lastInstanceKey``."""
     request = parse(ms.ListInstanceIdsRequest, data)
-    page = request.page_size if request.page_size > 0 else _DEFAULT_PAGE
-    after = request.last_instance_key or ""
-    if not request.runtime_status:
+    page = request.pageSize if request.pageSize > 0 else _DEFAULT_PAGE
+    after = request.lastInstanceKey.value
+    if not request.runtimeStatus:
         ids, token = await _ids_after(client, after, page)
-        return bytes(ms.ListInstanceIdsResponse(instance_ids=ids, last_instance_key=token))
-    wanted = {cv.status_from_proto(s) for s in request.runtime_status}
+        return ms.ListInstanceIdsResponse(
+            instanceIds=ids, lastInstanceKey=cv.text(token)
+        ).SerializeToString()
+    wanted = {cv.status_from_proto(s) for s in request.runtimeStatus}
     ids = []
     token = None
     async for state in _matching(client, wanted, None, None):
@@ -405,15 +413,19 @@ async def list_instance_ids_ms(client: Client, data: bytes) -> bytes:
             token = ids[-1]
             break
         ids.append(state.instance_id)
-    return bytes(ms.ListInstanceIdsResponse(instance_ids=ids, last_instance_key=token))
+    return ms.ListInstanceIdsResponse(
+        instanceIds=ids, lastInstanceKey=cv.text(token)
+    ).SerializeToString()
 
 
 async def list_instance_ids_dapr(client: Client, data: bytes) -> bytes:
     """ListInstanceIDs (Dapr): every id, paged by ``continuationToken``."""
     request = parse(dapr.ListInstanceIDsRequest, data)
-    page = request.page_size or _DEFAULT_PAGE
-    ids, token = await _ids_after(client, request.continuation_token or "", page)
-    return bytes(dapr.ListInstanceIDsResponse(instance_ids=ids, continuation_token=token))
+    page = request.pageSize or _DEFAULT_PAGE
+    ids, token = await _ids_after(client, request.continuationToken, page)
+    return dapr.ListInstanceIDsResponse(
+        instanceIds=ids, continuationToken=token
+    ).SerializeToString()
 
 
 # -- history ----------------------------------------------------------------------------
@@ -430,7 +442,7 @@ def history_to_dapr(instance_id: str, history: list[HistoryEvent]) -> list[dapr.
 async def get_instance_history(client: Client, data: bytes) -> bytes:
     """GetInstanceHistory: the complete committed history of the current run."""
     request = parse(dapr.GetInstanceHistoryRequest, data)
-    instance_id = _required(request.instance_id, "instanceId")
+    instance_id = _required(request.instanceId, "instanceId")
     history = await client.get_handle(instance_id).history()
     events = history_to_dapr(instance_id, history)
-    return bytes(dapr.GetInstanceHistoryResponse(events=events))
+    return dapr.GetInstanceHistoryResponse(events=events).SerializeToString()

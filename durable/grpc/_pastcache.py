@@ -92,4 +92,4 @@ class PastCache:
 
 
 def _chunks(messages: list[ms.HistoryEvent] | list[dapr.HistoryEvent]) -> list[bytes]:
-    return [field_chunk(PAST_EVENTS, bytes(m)) for m in messages]
+    return [field_chunk(PAST_EVENTS, m.SerializeToString()) for m in messages]

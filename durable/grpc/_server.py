@@ -253,11 +253,11 @@ class SidecarService:
             worker.ping()
 
     async def _complete_turn(self, data: bytes, origin: Hashable) -> bytes:
-        envelope = parse(Envelope, data)
+        envelope = Envelope.read(data)
         item = self.dispatcher.find(envelope.completion_token, envelope.instance_id, origin=origin)
         if item is None or not isinstance(item.work, TurnWork):
             log.info("dropped a stale orchestrator completion for %r", envelope.instance_id)
-            return bytes(ms.CompleteTaskResponse())
+            return ms.CompleteTaskResponse().SerializeToString()
         try:
             outcome = decode_turn(item.dialect, data, item.work)
         except ProtocolError as err:
@@ -270,18 +270,18 @@ class SidecarService:
             # again after its worker went quiet) must not stand for this one
             instance_id = item.work.instance_id
             log.info("dropped a tokenless completion of an earlier turn of %r", instance_id)
-            return bytes(ms.CompleteTaskResponse())
+            return ms.CompleteTaskResponse().SerializeToString()
         self.dispatcher.resolve(item, outcome)
-        return bytes(ms.CompleteTaskResponse())
+        return ms.CompleteTaskResponse().SerializeToString()
 
     async def _complete_activity(self, data: bytes, origin: Hashable) -> bytes:
         shared = parse(dapr.ActivityResponse, data)  # fields 1, 2 and 5 are shared
         item = self.dispatcher.find(
-            shared.completion_token, shared.instance_id, shared.task_id, origin=origin
+            shared.completionToken, shared.instanceId, shared.taskId, origin=origin
         )
         if item is None or not isinstance(item.work, ActivityWork):
-            log.info("dropped a stale activity completion for %r", shared.instance_id)
-            return bytes(ms.CompleteTaskResponse())
+            log.info("dropped a stale activity completion for %r", shared.instanceId)
+            return ms.CompleteTaskResponse().SerializeToString()
         try:
             outcome = decode_activity(item.dialect, data, item.work)
         except ProtocolError as err:  # an unreadable answer is a failed attempt, not a hang
@@ -290,17 +290,17 @@ class SidecarService:
             self.dispatcher.resolve(item, ActivityErrored(task_id=task_id, failure=failure))
             raise
         self.dispatcher.resolve(item, outcome)
-        return bytes(ms.CompleteTaskResponse())
+        return ms.CompleteTaskResponse().SerializeToString()
 
     async def _abandon_turn(self, data: bytes, origin: Hashable) -> bytes:
         request = parse(ms.AbandonOrchestrationTaskRequest, data)
-        self.dispatcher.abandon(request.completion_token)
-        return bytes(ms.AbandonOrchestrationTaskResponse())
+        self.dispatcher.abandon(request.completionToken)
+        return ms.AbandonOrchestrationTaskResponse().SerializeToString()
 
     async def _abandon_activity(self, data: bytes, origin: Hashable) -> bytes:
         request = parse(ms.AbandonActivityTaskRequest, data)
-        self.dispatcher.abandon(request.completion_token)
-        return bytes(ms.AbandonActivityTaskResponse())
+        self.dispatcher.abandon(request.completionToken)
+        return ms.AbandonActivityTaskResponse().SerializeToString()
 
 
 def origin_of(stream: Stream[Any, Any]) -> Hashable:

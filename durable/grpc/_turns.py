@@ -149,7 +149,7 @@ def _run_id_of(events: Sequence[WireEvent]) -> str | None:
     """The execution id of the run whose history starts ``events`` (None: no start in
     its first events)."""
     for event in events[:4]:
-        converted = cv.event_from_proto(event) if event.is_set("execution_started") else None
+        converted = cv.event_from_proto(event) if event.HasField("executionStarted") else None
         if isinstance(converted, WorkflowStarted):
             return converted.run_id
     return None
@@ -196,11 +196,11 @@ class TurnTaker:
     ) -> TurnOutcome:
         """One turn over the whole committed ``history``, with a fresh run."""
         try:
-            past_events = cv.events_from_proto(history)
-            new_events = cv.events_from_proto(new, first_event_id=len(past_events))
+            pastEvents = cv.events_from_proto(history)
+            new_events = cv.events_from_proto(new, first_event_id=len(pastEvents))
             expected = self._expected_of(new_events)
-            past_events, new_events = _start_first(past_events, new_events)
-            started = past_events[0]
+            pastEvents, new_events = _start_first(pastEvents, new_events)
+            started = pastEvents[0]
             assert isinstance(started, WorkflowStarted)
             definition = self.registry.get_workflow(started.name, started.version or None)
             run = WorkflowRun(instance_id, definition, self.registry, self.codec)
@@ -214,12 +214,12 @@ class TurnTaker:
             expected=[],
             next_event_id=0,
             run_id=started.run_id,
-            patches=[e.patch_id for e in past_events if isinstance(e, PatchApplied)],
+            patches=[e.patch_id for e in pastEvents if isinstance(e, PatchApplied)],
             size=0,
             digest=_digest(history, len(history)),
         )
-        outcome = self._run_turn(instance_id, entry, past_events, new_events, expected)
-        outcome.replayed = len(past_events)
+        outcome = self._run_turn(instance_id, entry, pastEvents, new_events, expected)
+        outcome.replayed = len(pastEvents)
         return outcome
 
     def settle(self, outcome: TurnOutcome, *, generation: int) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import ssl as _ssl
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-import betterproto
 import grpclib.const
+from google.protobuf.message import Message
 from grpclib.client import Channel
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["Dialect", "check_dialect", "metadata_for", "open_channel", "parse_target", "unary"]
 
 Dialect = Literal["dapr", "ms"]
-Reply = TypeVar("Reply", bound=betterproto.Message)
+Reply = TypeVar("Reply", bound=Message)
 
 _SERVICE = "/TaskHubSidecarService/"
 
@@ -69,7 +69,7 @@ def metadata_for(api_token: str | None) -> Mapping[str, str] | None:
 async def unary(
     channel: Channel,
     method: str,
-    request: betterproto.Message,
+    request: Message,
     reply_type: type[Reply],
     *,
     metadata: Mapping[str, str] | None,

@@ -31,9 +31,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import betterproto
 import grpclib.const
-from betterproto.lib.google.protobuf import Empty
+from google.protobuf.empty_pb2 import Empty
 
 from durable._activity import execute_activity
 from durable._clock import Clock, SystemClock
@@ -55,6 +54,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from anyio.abc import TaskStatus
+    from google.protobuf.message import Message
     from grpclib.client import Channel
 
     from durable._core._events import ActivityCompleted
@@ -251,16 +251,16 @@ class RemoteWorker:
         await unary(
             channel, "Hello", Empty(), Empty, metadata=self._metadata, seconds=_CALL_TIMEOUT
         )
-        request: betterproto.Message
+        request: dapr.GetWorkItemsRequest | ms.GetWorkItemsRequest
         if self.dialect == "dapr":
-            capabilities = [dapr.WorkerCapability(3)]  # HEALTH_PING
+            capabilities = [dapr.WORKER_CAPABILITY_HEALTH_PING]
             if self.stateful_history:
-                capabilities.insert(0, dapr.WorkerCapability(2))  # STATEFUL_HISTORY
+                capabilities.insert(0, dapr.WORKER_CAPABILITY_STATEFUL_HISTORY)
             request = dapr.GetWorkItemsRequest(capabilities=capabilities)
         else:
             request = ms.GetWorkItemsRequest(
-                max_concurrent_orchestration_work_items=self.max_concurrent_workflows,
-                max_concurrent_activity_work_items=self.max_concurrent_activities,
+                maxConcurrentOrchestrationWorkItems=self.max_concurrent_workflows,
+                maxConcurrentActivityWorkItems=self.max_concurrent_activities,
             )
         with anyio.CancelScope() as scope:
             async with channel.request(
@@ -305,21 +305,18 @@ class RemoteWorker:
         split = split_turn(data)
         if split is not None:
             rest, request_data, past = split
-            token = parse(kinds.item, rest).completion_token
+            token = parse(kinds.item, rest).completionToken
             turn = parse(kinds.turn, request_data)
             events = LazyEvents(past, kinds.event)
             work.start_soon(self._workflow_item, conn, turn, events, token)
             return
         item = parse(kinds.item, data)
-        kind, body = betterproto.which_one_of(item, "request")
-        token = item.completion_token
-        match body:
-            case ms.ActivityRequest() | dapr.ActivityRequest():
-                work.start_soon(self._activity_item, conn, body, token)
-            case ms.HealthPing() | dapr.HealthPing():
-                pass  # liveness only
-            case _:
-                log.warning("ignoring a %s work item: durable has no counterpart", kind or "empty")
+        kind = item.WhichOneof("request")
+        token = item.completionToken
+        if kind == "activityRequest":
+            work.start_soon(self._activity_item, conn, item.activityRequest, token)
+        elif kind != "healthPing":  # a ping is liveness only
+            log.warning("ignoring a %s work item: durable has no counterpart", kind or "empty")
 
     # -- workflow turns ---------------------------------------------------------------
 
@@ -331,12 +328,12 @@ class RemoteWorker:
         token: str,
     ) -> None:
         async with self._workflow_slots:
-            instance_id = request.instance_id
+            instance_id = request.instanceId
             cached: int | None = None
-            if isinstance(request, dapr.WorkflowRequest) and request.cached_history is not None:
-                cached = request.cached_history.event_count
+            if isinstance(request, dapr.WorkflowRequest) and request.HasField("cachedHistory"):
+                cached = request.cachedHistory.eventCount
             try:
-                outcome = self.turns.take(instance_id, past, request.new_events, cached)
+                outcome = self.turns.take(instance_id, past, request.newEvents, cached)
             except UndecodableError as exc:
                 log.warning("instance %r: a damaged work item (%s); reconnecting", instance_id, exc)
                 conn.scope.cancel()  # the sidecar sends the item again on the new stream
@@ -354,7 +351,7 @@ class RemoteWorker:
                     )
                     conn.scope.cancel()
                     return
-                outcome = self.turns.replay(instance_id, history, request.new_events)
+                outcome = self.turns.replay(instance_id, history, request.newEvents)
             if outcome.failure is not None:
                 log.error(
                     "instance %r: the turn failed: %s: %s",
@@ -378,7 +375,7 @@ class RemoteWorker:
         reply = await unary(
             self._channel,
             "GetInstanceHistory",
-            dapr.GetInstanceHistoryRequest(instance_id=instance_id),
+            dapr.GetInstanceHistoryRequest(instanceId=instance_id),
             dapr.GetInstanceHistoryResponse,
             metadata=self._metadata,
             seconds=_CALL_TIMEOUT,
@@ -393,7 +390,7 @@ class RemoteWorker:
         )
         await self._complete("CompleteOrchestratorTask", response)
 
-    async def _complete(self, method: str, response: betterproto.Message) -> None:
+    async def _complete(self, method: str, response: Message) -> None:
         """Send a completion (an empty reply in the stream's dialect comes back)."""
         assert self._channel is not None
         await unary(
@@ -408,15 +405,15 @@ class RemoteWorker:
     ) -> None:
         async with self._activity_slots:
             if isinstance(request, ms.ActivityRequest):
-                instance_id = request.orchestration_instance.instance_id
+                instance_id = request.orchestrationInstance.instanceId
             else:
-                instance_id = request.workflow_instance.instance_id
+                instance_id = request.workflowInstance.instanceId
             step = cv.step_of_activity_request(request)
             scheduled = ActivityScheduled(
-                task_id=request.task_id,
+                task_id=request.taskId,
                 name=request.name,
-                input=cv.payload_from_proto(request.input),
-                step=request.task_id if step is None else step,  # keys the memo
+                input=cv.payload_in(request, "input"),
+                step=request.taskId if step is None else step,  # keys the memo
             )
             outcome = await execute_activity(
                 self.registry, self.codec, self.memo_store, instance_id, "", scheduled
@@ -429,7 +426,7 @@ class RemoteWorker:
                     "instance %r: completing activity %r (task %d) failed: %r; reconnecting",
                     instance_id,
                     request.name,
-                    request.task_id,
+                    request.taskId,
                     exc,
                 )
                 # the sidecar still holds the item on this stream: a new stream makes it
@@ -449,20 +446,20 @@ def _activity_response(
     sidecars (durabletask's in-memory backend) read an empty one as success."""
     if dialect == "dapr":
         response: Any = dapr.ActivityResponse(
-            instance_id=instance_id, task_id=outcome.task_id, completion_token=token
+            instanceId=instance_id, taskId=outcome.task_id, completionToken=token
         )
     else:
         response = ms.ActivityResponse(
-            instance_id=instance_id, task_id=outcome.task_id, completion_token=token
+            instanceId=instance_id, taskId=outcome.task_id, completionToken=token
         )
     if isinstance(outcome, ActivityErrored):
         failure = outcome.failure
         to_proto = cv.failure_to_dapr if dialect == "dapr" else cv.failure_to_ms
         details = to_proto(failure)
-        details.error_message = details.error_message or failure.type
-        response.failure_details = details
-    else:
-        response.result = cv.payload_to_proto(outcome.result)
+        details.errorMessage = details.errorMessage or failure.type
+        response.failureDetails.CopyFrom(details)
+    elif (value := cv.payload_out(outcome.result)) is not None:
+        response.result.CopyFrom(value)
     result: ms.ActivityResponse | dapr.ActivityResponse = response
     return result
 
@@ -477,17 +474,17 @@ def _workflow_response_ms(outcome: TurnOutcome, token: str) -> ms.OrchestratorRe
         actions.append(
             ms.OrchestratorAction(
                 id=-1,
-                complete_orchestration=ms.CompleteOrchestrationAction(
-                    orchestration_status=cv.status_to_ms(WorkflowStatus.TERMINATED),
-                    result=cv.payload_to_proto(outcome.terminated.output),
+                completeOrchestration=ms.CompleteOrchestrationAction(
+                    orchestrationStatus=cv.status_to_ms(WorkflowStatus.TERMINATED),
+                    result=cv.payload_out(outcome.terminated.output),
                 ),
             )
         )
     return ms.OrchestratorResponse(
-        instance_id=outcome.instance_id,
+        instanceId=outcome.instance_id,
         actions=[a for a in actions if a is not None],
-        custom_status=cv.payload_to_proto(outcome.custom_status),
-        completion_token=token,
+        customStatus=cv.payload_out(outcome.custom_status),
+        completionToken=token,
     )
 
 
@@ -502,20 +499,20 @@ def _workflow_response_dapr(outcome: TurnOutcome, token: str) -> dapr.WorkflowRe
         actions.append(
             dapr.WorkflowAction(
                 id=-1,
-                complete_workflow=dapr.CompleteWorkflowAction(
-                    workflow_status=cv.status_to_dapr(WorkflowStatus.TERMINATED),
-                    result=cv.payload_to_proto(outcome.terminated.output),
+                completeWorkflow=dapr.CompleteWorkflowAction(
+                    workflowStatus=cv.status_to_dapr(WorkflowStatus.TERMINATED),
+                    result=cv.payload_out(outcome.terminated.output),
                 ),
             )
         )
     response = dapr.WorkflowResponse(
-        instance_id=outcome.instance_id,
+        instanceId=outcome.instance_id,
         actions=[a for a in actions if a is not None],
-        custom_status=cv.payload_to_proto(outcome.custom_status),
-        completion_token=token,
+        customStatus=cv.payload_out(outcome.custom_status),
+        completionToken=token,
     )
     if outcome.patches or outcome.version:
-        response.version = dapr.WorkflowVersion(
-            patches=outcome.patches, name=outcome.version or None
+        response.version.CopyFrom(
+            dapr.WorkflowVersion(patches=outcome.patches, name=outcome.version or None)
         )
     return response

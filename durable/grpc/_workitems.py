@@ -13,14 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import betterproto
 import msgspec
 
 from durable._core._actions import CompleteWorkflow, ContinueAsNew, FailWorkflow
 
 from . import _convert as cv
 from ._dispatch import ActivityWork, Dialect, TurnWork, Warm
-from ._framing import TURN_REQUEST, field_chunk, parse
+from ._framing import TURN_REQUEST, UndecodableError, field_chunk, parse, string_fields
 from ._proto import dapr, ms
 from ._remote import TurnOutcome
 
@@ -50,13 +49,22 @@ _MS_FIELDS = frozenset({1, 2, 3, 10, 11, 12})
 _STATEFUL_HISTORY, _HEALTH_PING = 2, 3  # Dapr WorkerCapability values
 
 
-@dataclass(eq=False, repr=False)
-class Envelope(betterproto.Message):
+@dataclass(frozen=True, slots=True)
+class Envelope:
     """What both dialects' OrchestratorResponse / WorkflowResponse share and what a
-    completion is matched by: read first, before the dialect is known."""
+    completion is matched by (fields 1 and 4): read first, before the dialect is known."""
 
-    instance_id: str = betterproto.string_field(1)
-    completion_token: str = betterproto.string_field(4)
+    instance_id: str
+    completion_token: str
+
+    @classmethod
+    def read(cls, data: bytes) -> Envelope:
+        """The envelope of an encoded turn completion, either dialect."""
+        try:
+            fields = string_fields(data, (1, 4))
+        except UndecodableError as err:
+            raise UndecodableError(f"cannot parse the turn completion: {err}") from None
+        return cls(fields.get(1, ""), fields.get(4, ""))
 
 
 def detect_dialect(data: bytes) -> tuple[Dialect, set[int]]:
@@ -87,8 +95,8 @@ def worker_limits(dialect: Dialect, data: bytes) -> dict[str, int]:
         return {}
     request = parse(ms.GetWorkItemsRequest, data)
     return {
-        "max_turns": max(0, request.max_concurrent_orchestration_work_items),
-        "max_activities": max(0, request.max_concurrent_activity_work_items),
+        "max_turns": max(0, request.maxConcurrentOrchestrationWorkItems),
+        "max_activities": max(0, request.maxConcurrentActivityWorkItems),
     }
 
 
@@ -108,8 +116,8 @@ class SentTurn:
 def encode_ping(dialect: Dialect) -> bytes:
     """A health-ping ``WorkItem`` (MS field 4, Dapr field 6)."""
     if dialect == "ms":
-        return bytes(ms.WorkItem(health_ping=ms.HealthPing()))
-    return bytes(dapr.WorkItem(health_ping=dapr.HealthPing()))
+        return ms.WorkItem(healthPing={}).SerializeToString()
+    return dapr.WorkItem(healthPing={}).SerializeToString()
 
 
 def encode_item(
@@ -123,11 +131,15 @@ def encode_item(
     if stream.dialect == "ms":
         past_ms = cache.ms(work)
         new_ms = cv.events_to_ms(work.new, instance_id=work.instance_id, task_base=work.task_base)
-        head = ms.OrchestratorRequest(instance_id=work.instance_id,
-                                      execution_id=work.run_id or None)  # fmt: skip
-        tail = ms.OrchestratorRequest(new_events=new_ms)
-        data = _turn_item(bytes(head), past_ms, bytes(tail),
-                          bytes(ms.WorkItem(completion_token=item.wire_token)))  # fmt: skip
+        head = ms.OrchestratorRequest(instanceId=work.instance_id,
+                                      executionId=cv.text(work.run_id))  # fmt: skip
+        tail = ms.OrchestratorRequest(newEvents=new_ms)
+        data = _turn_item(
+            head.SerializeToString(),
+            past_ms,
+            tail.SerializeToString(),
+            ms.WorkItem(completionToken=item.wire_token).SerializeToString(),
+        )
         return data, SentTurn(work.instance_id, len(past_ms), len(new_ms), None, len(data))
     past = cache.dapr(work)
     new = cv.events_to_dapr(work.new, instance_id=work.instance_id, task_base=work.task_base)
@@ -136,18 +148,22 @@ def encode_item(
     if stream.stateful:
         count = stream.cached(work)
         if 0 < count <= full:
-            past, cached = past[count:], dapr.CachedHistory(event_count=count)
+            past, cached = past[count:], dapr.CachedHistory(eventCount=count)
         if work.past:
             stream.remember(work.instance_id, Warm(work.run_id, full, len(work.past),
                                                    work.past[-1]))  # fmt: skip
         else:
             stream.warm.pop(work.instance_id, None)
-    head_d = dapr.WorkflowRequest(instance_id=work.instance_id,
-                                  execution_id=work.run_id or None)  # fmt: skip
-    tail_d = dapr.WorkflowRequest(new_events=new, cached_history=cached)
-    data = _turn_item(bytes(head_d), past, bytes(tail_d),
-                      bytes(dapr.WorkItem(completion_token=item.wire_token)))  # fmt: skip
-    delta = cached.event_count if cached else None
+    head_d = dapr.WorkflowRequest(instanceId=work.instance_id,
+                                  executionId=cv.text(work.run_id))  # fmt: skip
+    tail_d = dapr.WorkflowRequest(newEvents=new, cachedHistory=cached)
+    data = _turn_item(
+        head_d.SerializeToString(),
+        past,
+        tail_d.SerializeToString(),
+        dapr.WorkItem(completionToken=item.wire_token).SerializeToString(),
+    )
+    delta = cached.eventCount if cached else None
     return data, SentTurn(work.instance_id, len(past), len(new), delta, len(data))
 
 
@@ -168,12 +184,12 @@ def _encode_activity(dialect: Dialect, work: ActivityWork, token: str) -> bytes:
             scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base,
             trace_parent=work.trace_parent,
         )  # fmt: skip
-        return bytes(ms.WorkItem(activity_request=request, completion_token=token))
+        return ms.WorkItem(activityRequest=request, completionToken=token).SerializeToString()
     dapr_request = cv.activity_request_to_dapr(
         scheduled, instance_id=work.instance_id, run_id=work.run_id, task_base=base,
         trace_parent=work.trace_parent,
     )  # fmt: skip
-    return bytes(dapr.WorkItem(activity_request=dapr_request, completion_token=token))
+    return dapr.WorkItem(activityRequest=dapr_request, completionToken=token).SerializeToString()
 
 
 def decode_turn(dialect: Dialect, data: bytes, work: TurnWork) -> TurnOutcome:
@@ -193,7 +209,8 @@ def decode_turn(dialect: Dialect, data: bytes, work: TurnWork) -> TurnOutcome:
     ends = [a for a in actions if isinstance(a, _ENDS)]
     steps = [a for a in actions if not isinstance(a, _ENDS)]
     patches = cv.patches_from_proto(response, recorded=work.recorded_patches)
-    return TurnOutcome([*steps, *patches, *ends], cv.payload_from_proto(response.custom_status))
+    status = cv.payload_in(response, "customStatus")
+    return TurnOutcome([*steps, *patches, *ends], status)
 
 
 def decode_activity(

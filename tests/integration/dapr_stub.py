@@ -12,14 +12,17 @@ Every dispatch is logged in ``sent`` so tests can count what went over the wire.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 import grpclib
 import msgspec
-from betterproto.lib.google.protobuf import Empty
+from google.protobuf.empty_pb2 import Empty
+from google.protobuf.wrappers_pb2 import StringValue
+from grpclib.const import Cardinality, Handler
 from grpclib.events import RecvRequest, listen
 from grpclib.server import Server
 from msgspec import Raw
@@ -85,7 +88,94 @@ class Sent:
     cached: int | None
 
 
-class DaprStub(dapr.TaskHubSidecarServiceBase):
+def _unary(fn: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[None]]:
+    async def handle(stream: Any) -> None:
+        request = await stream.recv_message()
+        await stream.send_message(await fn(request))
+
+    return handle
+
+
+def _streaming(fn: Callable[[Any], AsyncIterator[Any]]) -> Callable[[Any], Awaitable[None]]:
+    async def handle(stream: Any) -> None:
+        request = await stream.recv_message()
+        async for reply in fn(request):
+            await stream.send_message(reply)
+
+    return handle
+
+
+def wrapped(value: str | None) -> StringValue | None:
+    """A StringValue holding ``value`` as given (empty included); None leaves it absent."""
+    return None if value is None else StringValue(value=value)
+
+
+def handler_table(table: dict[str, tuple[Any, Cardinality, Any, Any]]) -> dict[str, Handler]:
+    """grpclib's handler table for ``{method: (function, cardinality, request type, reply
+    type)}``: each function takes the request and returns the reply (or yields them)."""
+    return {
+        f"/TaskHubSidecarService/{name}": Handler(
+            _streaming(fn) if kind is Cardinality.UNARY_STREAM else _unary(fn),
+            kind,
+            request,
+            reply,
+        )
+        for name, (fn, kind, request, reply) in table.items()
+    }
+
+
+class DaprStub:
+    def __mapping__(self) -> dict[str, Handler]:
+        """grpclib's handler table: each RPC the stub answers, at its package-less path."""
+        unary = Cardinality.UNARY_UNARY
+        table = {
+            "Hello": (self.hello, unary, Empty, Empty),
+            "GetWorkItems": (
+                self.get_work_items, Cardinality.UNARY_STREAM, dapr.GetWorkItemsRequest,
+                dapr.WorkItem,
+            ),
+            "GetInstanceHistory": (
+                self.get_instance_history, unary, dapr.GetInstanceHistoryRequest,
+                dapr.GetInstanceHistoryResponse,
+            ),
+            "CompleteOrchestratorTask": (
+                self.complete_orchestrator_task, unary, dapr.WorkflowResponse,
+                dapr.CompleteTaskResponse,
+            ),
+            "CompleteActivityTask": (
+                self.complete_activity_task, unary, dapr.ActivityResponse,
+                dapr.CompleteTaskResponse,
+            ),
+            "StartInstance": (
+                self.start_instance, unary, dapr.CreateInstanceRequest,
+                dapr.CreateInstanceResponse,
+            ),
+            "GetInstance": (
+                self.get_instance, unary, dapr.GetInstanceRequest, dapr.GetInstanceResponse,
+            ),
+            "RaiseEvent": (
+                self.raise_event, unary, dapr.RaiseEventRequest, dapr.RaiseEventResponse,
+            ),
+            "TerminateInstance": (
+                self.terminate_instance, unary, dapr.TerminateRequest, dapr.TerminateResponse,
+            ),
+            "SuspendInstance": (
+                self.suspend_instance, unary, dapr.SuspendRequest, dapr.SuspendResponse,
+            ),
+            "ResumeInstance": (
+                self.resume_instance, unary, dapr.ResumeRequest, dapr.ResumeResponse,
+            ),
+            "PurgeInstances": (
+                self.purge_instances, unary, dapr.PurgeInstancesRequest,
+                dapr.PurgeInstancesResponse,
+            ),
+            "ListInstanceIDs": (
+                self.list_instance_i_ds, unary, dapr.ListInstanceIDsRequest,
+                dapr.ListInstanceIDsResponse,
+            ),
+        }  # fmt: skip
+        return handler_table(table)
+
     def __init__(self, api_token: str | None = None) -> None:
         self.api_token = api_token
         self.instances: dict[str, Instance] = {}
@@ -134,30 +224,30 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
             past = self.wire(inst, inst.history)
             full = len(past)
             request = dapr.WorkflowRequest(
-                instance_id=inst.instance_id, new_events=self.wire(inst, new)
+                instanceId=inst.instance_id, newEvents=self.wire(inst, new)
             )
             warm = self.warm.get(inst.instance_id, 0)
             if self.stateful and 0 < warm <= full:
                 past = past[warm:]
-                request.cached_history = dapr.CachedHistory(event_count=warm)
-            request.past_events = past
+                request.cachedHistory.eventCount = warm
+            request.pastEvents.extend(past)
             if self.stateful:
                 self.warm[inst.instance_id] = full
             self.sent.append(Sent(inst.instance_id, len(past), len(new), warm or None))
             token = f"t{next(self._tokens)}"
             self._turns[token] = (inst.instance_id, new)
-            self._out.send_nowait(dapr.WorkItem(workflow_request=request, completion_token=token))
+            self._out.send_nowait(dapr.WorkItem(workflowRequest=request, completionToken=token))
 
     def _dispatch_activity(self, inst: Instance, event: ActivityScheduled) -> None:
         assert self._out is not None
         request = cv.activity_request_to_dapr(event, instance_id=inst.instance_id)
         self._out.send_nowait(
-            dapr.WorkItem(activity_request=request, completion_token=f"a{next(self._tokens)}")
+            dapr.WorkItem(activityRequest=request, completionToken=f"a{next(self._tokens)}")
         )
 
     # -- worker RPCs ------------------------------------------------------------------
 
-    async def hello(self, betterproto_lib_google_protobuf_empty: Empty) -> Empty:
+    async def hello(self, empty: Empty) -> Empty:
         return Empty()
 
     async def get_work_items(
@@ -165,7 +255,7 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
     ) -> AsyncIterator[dapr.WorkItem]:
         self.requests.append(get_work_items_request)
         self.streams += 1
-        self.stateful = dapr.WorkerCapability.STATEFUL_HISTORY in (
+        self.stateful = dapr.WORKER_CAPABILITY_STATEFUL_HISTORY in (
             get_work_items_request.capabilities
         )
         self.warm = {}  # per stream
@@ -181,7 +271,7 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
         send, receive = anyio.create_memory_object_stream[dapr.WorkItem](1000)
         self._out = send
         try:
-            yield dapr.WorkItem(health_ping=dapr.HealthPing())
+            yield dapr.WorkItem(healthPing={})
             self._pump()
             async for item in receive:
                 yield item
@@ -194,7 +284,7 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
     async def get_instance_history(
         self, get_instance_history_request: dapr.GetInstanceHistoryRequest
     ) -> dapr.GetInstanceHistoryResponse:
-        iid = get_instance_history_request.instance_id
+        iid = get_instance_history_request.instanceId
         self.history_calls.append(iid)
         if self.fail_history:
             self.fail_history = False
@@ -205,7 +295,7 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
     async def complete_orchestrator_task(
         self, workflow_response: dapr.WorkflowResponse
     ) -> dapr.CompleteTaskResponse:
-        turn = self._turns.pop(workflow_response.completion_token, None)
+        turn = self._turns.pop(workflow_response.completionToken, None)
         if turn is None:
             return dapr.CompleteTaskResponse()  # stale: dropped
         iid, new = turn
@@ -252,17 +342,16 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
                 case ContinueAsNew():
                     inst.history, inst.input = [], action.input
                     inst.inbox = [self._started(inst), *action.carryover, *inst.inbox]
-                    inst.custom_status = cv.payload_from_proto(workflow_response.custom_status)
+                    inst.custom_status = cv.payload_in(workflow_response, "customStatus")
                     self._pump()
                     return dapr.CompleteTaskResponse()
         taken = {e.patch_id for e in inst.history if isinstance(e, PatchApplied)}
         patches = cv.patches_from_proto(workflow_response, recorded=taken)
         recorded += [PatchApplied(patch_id=p.patch_id) for p in patches]
-        version = workflow_response.version
-        self.patch_lists.append(list(version.patches) if version is not None else [])
+        self.patch_lists.append(list(workflow_response.version.patches))
         inst.history += new + recorded
         inst.history = [msgspec.structs.replace(e, event_id=i) for i, e in enumerate(inst.history)]
-        inst.custom_status = cv.payload_from_proto(workflow_response.custom_status)
+        inst.custom_status = cv.payload_in(workflow_response, "customStatus")
         if terminated is not None and not inst.status.is_terminal:
             inst.status, inst.output = WorkflowStatus.TERMINATED, terminated.output
         if not inst.status.is_terminal:
@@ -286,7 +375,7 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
     async def complete_activity_task(
         self, activity_response: dapr.ActivityResponse
     ) -> dapr.CompleteTaskResponse:
-        inst = self.instances.get(activity_response.instance_id)
+        inst = self.instances.get(activity_response.instanceId)
         if inst is not None and not inst.status.is_terminal:
             inst.inbox.append(cv.activity_result_from_proto(activity_response))
             self._pump()
@@ -318,34 +407,34 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
         self, create_instance_request: dapr.CreateInstanceRequest
     ) -> dapr.CreateInstanceResponse:
         req = create_instance_request
-        existing = self.instances.get(req.instance_id)
+        existing = self.instances.get(req.instanceId)
         if existing is not None and (
-            req.enforce_unique_instance_id or not existing.status.is_terminal
+            req.enforceUniqueInstanceId or not existing.status.is_terminal
         ):
             raise grpclib.GRPCError(grpclib.Status.ALREADY_EXISTS, "taken")
-        self._create(req.instance_id, req.name, cv.payload_from_proto(req.input))
+        self._create(req.instanceId, req.name, cv.payload_in(req, "input"))
         self._pump()
-        return dapr.CreateInstanceResponse(instance_id=req.instance_id)
+        return dapr.CreateInstanceResponse(instanceId=req.instanceId)
 
     async def get_instance(
         self, get_instance_request: dapr.GetInstanceRequest
     ) -> dapr.GetInstanceResponse:
-        inst = self.instances.get(get_instance_request.instance_id)
+        inst = self.instances.get(get_instance_request.instanceId)
         if inst is None:
             return dapr.GetInstanceResponse(exists=False)
         state = dapr.WorkflowState(
-            instance_id=inst.instance_id,
+            instanceId=inst.instance_id,
             name=inst.name,
-            workflow_status=cv.status_to_dapr(inst.status),
-            created_timestamp=AT,
-            last_updated_timestamp=AT,
-            input=cv.payload_to_proto(inst.input),
-            output=cv.payload_to_proto(inst.output),
-            custom_status=cv.payload_to_proto(inst.custom_status),
+            workflowStatus=cv.status_to_dapr(inst.status),
+            createdTimestamp=AT,
+            lastUpdatedTimestamp=AT,
+            input=cv.payload_out(inst.input),
+            output=cv.payload_out(inst.output),
+            customStatus=cv.payload_out(inst.custom_status),
         )
         if inst.failure is not None:
-            state.failure_details = cv.failure_to_dapr(inst.failure)
-        return dapr.GetInstanceResponse(exists=True, workflow_state=state)
+            state.failureDetails.CopyFrom(cv.failure_to_dapr(inst.failure))
+        return dapr.GetInstanceResponse(exists=True, workflowState=state)
 
     def _deliver(self, instance_id: str, event: HistoryEvent) -> None:
         inst = self._get(instance_id)
@@ -357,49 +446,48 @@ class DaprStub(dapr.TaskHubSidecarServiceBase):
         self, raise_event_request: dapr.RaiseEventRequest
     ) -> dapr.RaiseEventResponse:
         req = raise_event_request
-        self._deliver(
-            req.instance_id, EventRaised(name=req.name, input=cv.payload_from_proto(req.input))
-        )
+        self._deliver(req.instanceId, EventRaised(name=req.name, input=cv.payload_in(req, "input")))
         return dapr.RaiseEventResponse()
 
     async def terminate_instance(
         self, terminate_request: dapr.TerminateRequest
     ) -> dapr.TerminateResponse:
         req = terminate_request
-        self._deliver(req.instance_id, WorkflowTerminated(output=cv.payload_from_proto(req.output)))
+        output = cv.payload_in(req, "output")
+        self._deliver(req.instanceId, WorkflowTerminated(output=output))
         return dapr.TerminateResponse()
 
     async def suspend_instance(self, suspend_request: dapr.SuspendRequest) -> dapr.SuspendResponse:
         self._deliver(
-            suspend_request.instance_id, WorkflowSuspended(reason=suspend_request.reason or "")
+            suspend_request.instanceId, WorkflowSuspended(reason=suspend_request.reason.value)
         )
         return dapr.SuspendResponse()
 
     async def resume_instance(self, resume_request: dapr.ResumeRequest) -> dapr.ResumeResponse:
         self._deliver(
-            resume_request.instance_id, WorkflowResumed(reason=resume_request.reason or "")
+            resume_request.instanceId, WorkflowResumed(reason=resume_request.reason.value)
         )
         return dapr.ResumeResponse()
 
     async def purge_instances(
         self, purge_instances_request: dapr.PurgeInstancesRequest
     ) -> dapr.PurgeInstancesResponse:
-        inst = self._get(purge_instances_request.instance_id)
+        inst = self._get(purge_instances_request.instanceId)
         if not inst.status.is_terminal:
             raise grpclib.GRPCError(grpclib.Status.FAILED_PRECONDITION, "still running")
         del self.instances[inst.instance_id]
-        return dapr.PurgeInstancesResponse(deleted_instance_count=1)
+        return dapr.PurgeInstancesResponse(deletedInstanceCount=1)
 
     async def list_instance_i_ds(
         self, list_instance_i_ds_request: dapr.ListInstanceIDsRequest
     ) -> dapr.ListInstanceIDsResponse:
         ids = sorted(self.instances)
-        start = int(list_instance_i_ds_request.continuation_token or 0)
-        size = list_instance_i_ds_request.page_size or 100
+        start = int(list_instance_i_ds_request.continuationToken or 0)
+        size = list_instance_i_ds_request.pageSize or 100
         page = ids[start : start + size]
         more = start + size < len(ids)
         return dapr.ListInstanceIDsResponse(
-            instance_ids=page, continuation_token=str(start + size) if more else None
+            instanceIds=page, continuationToken=str(start + size) if more else None
         )
 
 

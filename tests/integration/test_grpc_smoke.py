@@ -1,5 +1,5 @@
-"""The generated stubs talk: a grpclib server built on the generated base class, and the
-generated client stubs, over a real socket on 127.0.0.1."""
+"""The generated messages talk: a grpclib server with a handler table over them, and
+grpclib client calls, over a real socket on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import Any
 
 import grpclib
 import pytest
-from betterproto.lib.google.protobuf import Empty
+from dapr_stub import handler_table
+from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
+from grpclib.const import Cardinality, Handler
 from grpclib.events import RecvRequest, listen
 from grpclib.server import Server
 from msgspec import Raw
@@ -37,6 +39,7 @@ from durable._core._events import (
 )
 from durable.grpc import _convert as cv
 from durable.grpc._proto import dapr, ms
+from durable.grpc._wire import unary
 
 AT = datetime(2024, 5, 1, 12, tzinfo=UTC)
 HISTORY: list[HistoryEvent] = [
@@ -46,29 +49,46 @@ HISTORY: list[HistoryEvent] = [
 ]
 
 
-class Sidecar(ms.TaskHubSidecarServiceBase):
+class Sidecar:
     """Just enough of a sidecar (MS dialect) to answer three calls."""
 
     def __init__(self) -> None:
         self.started: list[ms.CreateInstanceRequest] = []
 
-    async def hello(self, betterproto_lib_google_protobuf_empty: Empty) -> Empty:
+    def __mapping__(self) -> dict[str, Handler]:
+        unary = Cardinality.UNARY_UNARY
+        return handler_table({
+            "Hello": (self.hello, unary, Empty, Empty),
+            "StartInstance": (
+                self.start_instance, unary, ms.CreateInstanceRequest, ms.CreateInstanceResponse
+            ),
+            "GetWorkItems": (
+                self.get_work_items, Cardinality.UNARY_STREAM, ms.GetWorkItemsRequest, ms.WorkItem
+            ),
+        })  # fmt: skip
+
+    async def hello(self, empty: Empty) -> Empty:
         return Empty()
 
     async def start_instance(
         self, create_instance_request: ms.CreateInstanceRequest
     ) -> ms.CreateInstanceResponse:
         self.started.append(create_instance_request)
-        return ms.CreateInstanceResponse(instance_id=create_instance_request.instance_id or "new")
+        return ms.CreateInstanceResponse(instanceId=create_instance_request.instanceId or "new")
 
     async def get_work_items(
         self, get_work_items_request: ms.GetWorkItemsRequest
     ) -> AsyncIterator[ms.WorkItem]:
         request = ms.OrchestratorRequest(
-            instance_id="order-42", new_events=cv.events_to_ms(HISTORY, instance_id="order-42")
+            instanceId="order-42", newEvents=cv.events_to_ms(HISTORY, instance_id="order-42")
         )
-        yield ms.WorkItem(health_ping=ms.HealthPing())
-        yield ms.WorkItem(orchestrator_request=request, completion_token="t-1")
+        yield ms.WorkItem(healthPing=ms.HealthPing())
+        yield ms.WorkItem(orchestratorRequest=request, completionToken="t-1")
+
+
+async def call(channel: Channel, method: str, request: Any, reply: Any) -> Any:
+    """One unary call to ``/TaskHubSidecarService/{method}``."""
+    return await unary(channel, method, request, reply, metadata=None, seconds=5)
 
 
 @pytest.fixture
@@ -97,27 +117,38 @@ async def test_hello_and_start_instance_over_loopback(
     service, paths, port = sidecar
     channel = Channel("127.0.0.1", port)
     try:
-        client = ms.TaskHubSidecarServiceStub(channel, timeout=5)
-        assert await client.hello(Empty()) == Empty()
-        created = await client.start_instance(
+        assert await call(channel, "Hello", Empty(), Empty) == Empty()
+        created = await call(
+            channel,
+            "StartInstance",
             ms.CreateInstanceRequest(
-                instance_id="order-42",
+                instanceId="order-42",
                 name="checkout",
-                input='{"sku":"x"}',
-                request_time=AT,
-            )
+                input={"value": '{"sku":"x"}'},
+                requestTime=AT,
+            ),
+            ms.CreateInstanceResponse,
         )
-        assert created.instance_id == "order-42"
+        assert created.instanceId == "order-42"
         # a Dapr client reaches the same paths; their shared fields read the same
-        dapr_client = dapr.TaskHubSidecarServiceStub(channel, timeout=5)
-        await dapr_client.hello(Empty())
-        created = await dapr_client.start_instance(dapr.CreateInstanceRequest(name="checkout"))
-        assert created.instance_id == "new"
+        await call(channel, "Hello", Empty(), Empty)
+        created = await call(
+            channel,
+            "StartInstance",
+            dapr.CreateInstanceRequest(name="checkout"),
+            dapr.CreateInstanceResponse,
+        )
+        assert created.instanceId == "new"
         # ...but not the Dapr spelling of a method the MS service spells differently.
         # (grpclib answers an unknown path with a trailers-only UNIMPLEMENTED that has no
         # content-type, which its own client reports as UNKNOWN.)
         with pytest.raises(grpclib.GRPCError) as err:
-            await dapr_client.list_instance_i_ds(dapr.ListInstanceIDsRequest())
+            await call(
+                channel,
+                "ListInstanceIDs",
+                dapr.ListInstanceIDsRequest(),
+                dapr.ListInstanceIDsResponse,
+            )
         assert err.value.status in {grpclib.Status.UNIMPLEMENTED, grpclib.Status.UNKNOWN}
     finally:
         channel.close()
@@ -127,11 +158,12 @@ async def test_hello_and_start_instance_over_loopback(
         "/TaskHubSidecarService/Hello",
         "/TaskHubSidecarService/StartInstance",
     ]  # RecvRequest fires only for paths the service has
-    assert [(r.instance_id, r.name, r.input) for r in service.started] == [
+    assert [(r.instanceId, r.name, r.input.value) for r in service.started] == [
         ("order-42", "checkout", '{"sku":"x"}'),
-        ("", "checkout", None),
+        ("", "checkout", ""),
     ]
-    assert service.started[0].request_time == AT
+    assert not service.started[1].HasField("input")
+    assert service.started[0].requestTime.ToDatetime(tzinfo=UTC) == AT
 
 
 @pytest.mark.anyio
@@ -141,20 +173,25 @@ async def test_work_items_stream_and_convert_back(
     _, paths, port = sidecar
     channel = Channel("127.0.0.1", port)
     try:
-        client = ms.TaskHubSidecarServiceStub(channel, timeout=5)
-        items = [
-            item
-            async for item in client.get_work_items(
-                ms.GetWorkItemsRequest(max_concurrent_orchestration_work_items=8)
+        items = []
+        async with channel.request(
+            "/TaskHubSidecarService/GetWorkItems",
+            Cardinality.UNARY_STREAM,
+            ms.GetWorkItemsRequest,
+            ms.WorkItem,
+        ) as stream:
+            await stream.send_message(
+                ms.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=8), end=True
             )
-        ]
+            while (item := await stream.recv_message()) is not None:
+                items.append(item)
     finally:
         channel.close()
     assert paths == ["/TaskHubSidecarService/GetWorkItems"]
-    assert [item.completion_token for item in items] == ["", "t-1"]
-    request = items[1].orchestrator_request
-    assert request.new_events[2].event_id == 0  # taskScheduled: eventId = action id
-    assert cv.events_from_proto(request.new_events) == HISTORY
+    assert [item.completionToken for item in items] == ["", "t-1"]
+    request = items[1].orchestratorRequest
+    assert request.newEvents[2].eventId == 0  # taskScheduled: eventId = action id
+    assert cv.events_from_proto(request.newEvents) == HISTORY
 
 
 def test_durabletask_worker_replays_our_history() -> None:
@@ -185,7 +222,10 @@ def test_durabletask_worker_replays_our_history() -> None:
         new = [TurnStarted(), *inbox]
         new = [replace(e, event_id=len(history) + i, timestamp=now) for i, e in enumerate(new)]
         past_wire, new_wire = (
-            [pb.HistoryEvent.FromString(bytes(e)) for e in cv.events_to_ms(h, task_base=base)]
+            [
+                pb.HistoryEvent.FromString(e.SerializeToString())
+                for e in cv.events_to_ms(h, task_base=base)
+            ]
             for h in (history, new)
         )
         executor = worker._OrchestrationExecutor(
@@ -194,7 +234,7 @@ def test_durabletask_worker_replays_our_history() -> None:
         result = executor.execute("order-42", past_wire, new_wire)
         actions = [
             cv.action_from_proto(
-                ms.OrchestratorAction().parse(a.SerializeToString()), task_base=base
+                ms.OrchestratorAction.FromString(a.SerializeToString()), task_base=base
             )
             for a in result.actions
         ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from dapr_stub import wrapped
 from test_index_active import Recording, old_store, registry
 
 import durable
@@ -168,27 +169,31 @@ async def test_the_sidecar_pages_with_real_continuation_tokens() -> None:
             while True:
                 before = len(counted.metas_read())
                 query = ms.QueryInstancesRequest(
-                    query=ms.InstanceQuery(max_instance_count=10, continuation_token=token)
+                    query=ms.InstanceQuery(
+                        maxInstanceCount=10, continuationToken=wrapped(token or None)
+                    )
                 )
-                reply = ms.QueryInstancesResponse().parse(await call(ch, "QueryInstances", query))
+                reply = ms.QueryInstancesResponse.FromString(
+                    await call(ch, "QueryInstances", query)
+                )
                 reads.append(len(counted.metas_read()) - before)
-                seen += [s.instance_id for s in reply.orchestration_state]
-                if not reply.continuation_token:
+                seen += [s.instanceId for s in reply.orchestrationState]
+                if not reply.continuationToken.value:
                     break
-                token = reply.continuation_token
+                token = reply.continuationToken.value
             assert seen == [f"e{i:05d}" for i in range(25)]
             assert max(reads) <= 10, reads
             ids: list[str] = []
             token = ""
             while True:
-                request = dapr.ListInstanceIDsRequest(page_size=10, continuation_token=token)
-                got = dapr.ListInstanceIDsResponse().parse(
+                request = dapr.ListInstanceIDsRequest(pageSize=10, continuationToken=token)
+                got = dapr.ListInstanceIDsResponse.FromString(
                     await call(ch, "ListInstanceIDs", request)
                 )
-                ids += got.instance_ids
-                if not got.continuation_token:
+                ids += got.instanceIds
+                if not got.continuationToken:
                     break
-                token = got.continuation_token
+                token = got.continuationToken
             assert ids == seen
         finally:
             ch.close()

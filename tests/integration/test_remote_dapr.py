@@ -107,8 +107,8 @@ async def _until(handle: Any, status: WorkflowStatus) -> None:
 async def test_capabilities_and_deltas(env: Env) -> None:
     (request,) = env.stub.requests
     assert set(request.capabilities) == {
-        dapr.WorkerCapability.STATEFUL_HISTORY,
-        dapr.WorkerCapability.HEALTH_PING,
+        dapr.WORKER_CAPABILITY_STATEFUL_HISTORY,
+        dapr.WORKER_CAPABILITY_HEALTH_PING,
     }
     handle = await env.client.start(chain, 5, instance_id="chain-1")
     await handle.raise_event("go", 10)

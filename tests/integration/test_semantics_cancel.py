@@ -374,6 +374,6 @@ async def test_the_sidecar_maps_terminate_recursive(recursive: bool) -> None:
         def get_handle(self, instance_id: str) -> Handle:
             return Handle()
 
-    request = ms.TerminateRequest(instance_id="wf-1", recursive=recursive)
-    await mgmt.terminate_instance(StubClient(), bytes(request))  # type: ignore[arg-type]
+    request = ms.TerminateRequest(instanceId="wf-1", recursive=recursive)
+    await mgmt.terminate_instance(StubClient(), request.SerializeToString())  # type: ignore[arg-type]
     assert calls == [{"reason": "terminated by a client", "recursive": recursive}]

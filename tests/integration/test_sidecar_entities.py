@@ -40,6 +40,6 @@ async def test_entities_are_refused_by_name_and_corrupt_nothing(sidecar: Sidecar
 def test_an_entity_message_action_is_refused_as_unsupported() -> None:
     """Issue 14: sendEntityMessage is refused as a feature durable lacks, not as a
     malformed message."""
-    action = ms.OrchestratorAction(id=1, send_entity_message=ms.SendEntityMessageAction())
+    action = ms.OrchestratorAction(id=1, sendEntityMessage=ms.SendEntityMessageAction())
     with pytest.raises(NotSupportedError, match="Durable Entities"):
         cv.action_from_proto(action)

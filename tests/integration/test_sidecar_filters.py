@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from dapr_stub import wrapped
 from grpclib.client import Channel
 from test_sidecar_protocol import call, next_item, start, work_stream
 from test_sidecar_sdks import HERE, run_sdk, sidecar  # noqa: F401  (a fixture)
@@ -59,13 +60,15 @@ async def channel(sidecar: Sidecar) -> AsyncIterator[Channel]:  # noqa: F811
 
 
 def filtered(orchestrations: dict[str, list[str]], activities: dict[str, list[str]]) -> bytes:
-    return bytes(ms.GetWorkItemsRequest(
-        max_concurrent_orchestration_work_items=4,
-        work_item_filters=ms.WorkItemFilters(
-            orchestrations=[ms.OrchestrationFilter(n, v) for n, v in orchestrations.items()],
-            activities=[ms.ActivityFilter(n, v) for n, v in activities.items()],
+    return ms.GetWorkItemsRequest(
+        maxConcurrentOrchestrationWorkItems=4,
+        workItemFilters=ms.WorkItemFilters(
+            orchestrations=[
+                ms.OrchestrationFilter(name=n, versions=v) for n, v in orchestrations.items()
+            ],
+            activities=[ms.ActivityFilter(name=n, versions=v) for n, v in activities.items()],
         ),
-    ))  # fmt: skip
+    ).SerializeToString()  # fmt: skip
 
 
 async def until(condition: object) -> None:
@@ -82,20 +85,20 @@ async def test_raw_filters_route_by_name_and_version(sidecar: Sidecar, channel: 
     await start(channel, "y-1", name="y")  # version "": neither stream takes it
     for version in "23":
         await call(channel, "StartInstance", ms.CreateInstanceRequest(
-            instance_id=f"y-{version}", name="y", version=version))  # fmt: skip
-    schedule = ms.OrchestratorAction(id=0, schedule_task=ms.ScheduleTaskAction(name="a"))
+            instanceId=f"y-{version}", name="y", version=wrapped(version)))  # fmt: skip
+    schedule = ms.OrchestratorAction(id=0, scheduleTask=ms.ScheduleTaskAction(name="a"))
     async with (
         work_stream(channel, filtered({"x": []}, {})) as xs,
         work_stream(channel, filtered({"y": ["2", "3"], "z": []}, {"a": ["3"]})) as ys,
     ):
         x = await next_item(xs, ms.WorkItem)
-        assert x.orchestrator_request.instance_id == "x-1"
-        got = {(await next_item(ys, ms.WorkItem)).orchestrator_request.instance_id
+        assert x.orchestratorRequest.instanceId == "x-1"
+        got = {(await next_item(ys, ms.WorkItem)).orchestratorRequest.instanceId
                for _ in range(2)}  # fmt: skip
         assert got == {"y-2", "y-3"}
         # x-1 schedules activity "a" at version "": no stream's activity filters take it
         answer = ms.OrchestratorResponse(
-            instance_id="x-1", actions=[schedule], completion_token=x.completion_token
+            instanceId="x-1", actions=[schedule], completionToken=x.completionToken
         )
         await call(channel, "CompleteOrchestratorTask", answer)
         await until(lambda: sidecar.dispatcher.waiting == 2)  # y-1's turn, x-1's activity
@@ -121,10 +124,13 @@ def test_filter_matching() -> None:
 def test_a_request_without_filters_takes_everything() -> None:
     """Issue 14: no filters (and the Dapr and minimal dialects, which have none)
     means no filtering; a name listed twice takes what either entry takes."""
-    plain = ms.GetWorkItemsRequest(max_concurrent_orchestration_work_items=1)
-    assert work_filters("ms", bytes(plain)) is None
+    plain = ms.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=1)
+    assert work_filters("ms", plain.SerializeToString()) is None
     assert work_filters("dapr", b"") is None
-    entries = [ms.OrchestrationFilter("wf", ["1"]), ms.OrchestrationFilter("wf", ["2"])]
-    request = ms.GetWorkItemsRequest(work_item_filters=ms.WorkItemFilters(entries))
-    twice = work_filters("ms", bytes(request))
+    entries = [
+        ms.OrchestrationFilter(name="wf", versions=["1"]),
+        ms.OrchestrationFilter(name="wf", versions=["2"]),
+    ]
+    request = ms.GetWorkItemsRequest(workItemFilters=ms.WorkItemFilters(orchestrations=entries))
+    twice = work_filters("ms", request.SerializeToString())
     assert twice == WorkFilters({"wf": frozenset({"1", "2"})}, {})

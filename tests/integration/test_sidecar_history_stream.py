@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-import betterproto
 import pytest
+from dapr_stub import wrapped
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
@@ -42,14 +42,14 @@ async def stream_history(ch: Channel, request: ms.StreamInstanceHistoryRequest) 
     path = "/TaskHubSidecarService/StreamInstanceHistory"
     chunks = []
     async with ch.request(path, Cardinality.UNARY_STREAM, bytes, bytes, timeout=10) as stream:
-        await stream.send_message(bytes(request), end=True)
+        await stream.send_message(request.SerializeToString(), end=True)
         while (chunk := await stream.recv_message()) is not None:
             chunks.append(chunk)
     return chunks
 
 
 def kind(event: ms.HistoryEvent | dapr.HistoryEvent) -> str:
-    return betterproto.which_one_of(event, "eventType")[0]
+    return event.WhichOneof("eventType") or ""
 
 
 async def test_durabletask_sdk_reads_history_as_its_own_backend_gives_it(
@@ -108,40 +108,40 @@ async def test_a_big_history_comes_in_chunks(channel: Channel) -> None:
     await start(channel, "big", data=big)
     for n in range(4):
         await call(channel, "RaiseEvent", ms.RaiseEventRequest(
-            instance_id="big", name=f"e{n}", input=big))  # fmt: skip
-    done = ms.OrchestratorAction(id=-1, complete_orchestration=ms.CompleteOrchestrationAction(
-        orchestration_status=ms.OrchestrationStatus.COMPLETED, result=big))  # fmt: skip
+            instanceId="big", name=f"e{n}", input=wrapped(big)))  # fmt: skip
+    done = ms.OrchestratorAction(id=-1, completeOrchestration=ms.CompleteOrchestrationAction(
+        orchestrationStatus=ms.ORCHESTRATION_STATUS_COMPLETED, result=wrapped(big)))  # fmt: skip
     async with work_stream(channel, MS_WORKER) as worker:
         while True:  # until a turn has seen the four events, then end the run
             item = await next_item(worker, ms.WorkItem)
-            request = item.orchestrator_request
-            events = [*request.past_events, *request.new_events]
-            seen = [e for e in events if kind(e) == "event_raised"]
+            request = item.orchestratorRequest
+            events = [*request.pastEvents, *request.newEvents]
+            seen = [e for e in events if kind(e) == "eventRaised"]
             await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-                instance_id="big", completion_token=item.completion_token,
+                instanceId="big", completionToken=item.completionToken,
                 actions=[done] if len(seen) == 4 else []))  # fmt: skip
             if len(seen) == 4:
                 break
         await outcome(channel, "big")
-    chunks = await stream_history(channel, ms.StreamInstanceHistoryRequest(instance_id="big"))
+    chunks = await stream_history(channel, ms.StreamInstanceHistoryRequest(instanceId="big"))
     assert len(chunks) >= 2
-    events = [e for c in chunks for e in ms.HistoryChunk().parse(c).events]
+    events = [e for c in chunks for e in ms.HistoryChunk.FromString(c).events]
     assert all(len(c) <= CHUNK_BYTES for c in chunks)
-    asked = dapr.GetInstanceHistoryRequest(instance_id="big")
-    whole = dapr.GetInstanceHistoryResponse().parse(
+    asked = dapr.GetInstanceHistoryRequest(instanceId="big")
+    whole = dapr.GetInstanceHistoryResponse.FromString(
         await call(channel, "GetInstanceHistory", asked)
     )
     kinds = [kind(e) for e in events]
-    assert [(e.event_id, e.timestamp) for e in events] == [
-        (e.event_id, e.timestamp) for e in whole.events]  # fmt: skip
-    assert kinds.count("event_raised") == 4
-    assert [e.event_raised.input for e in events if kind(e) == "event_raised"] == [big] * 4
+    assert [(e.eventId, e.timestamp) for e in events] == [
+        (e.eventId, e.timestamp) for e in whole.events]  # fmt: skip
+    assert kinds.count("eventRaised") == 4
+    assert [e.eventRaised.input.value for e in events if kind(e) == "eventRaised"] == [big] * 4
 
 
 async def test_unknown_and_missing_ids(channel: Channel) -> None:
     """Issue 14: an unknown instance is NOT_FOUND, a request without an id INVALID_ARGUMENT."""
     with pytest.raises(GRPCError) as err:
-        await stream_history(channel, ms.StreamInstanceHistoryRequest(instance_id="nope"))
+        await stream_history(channel, ms.StreamInstanceHistoryRequest(instanceId="nope"))
     assert err.value.status == Status.NOT_FOUND
     with pytest.raises(GRPCError) as err:
         await stream_history(channel, ms.StreamInstanceHistoryRequest())

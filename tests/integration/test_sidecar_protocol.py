@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-import betterproto
 import pytest
+from dapr_stub import wrapped
+from google.protobuf.message import Message
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
@@ -56,11 +57,13 @@ async def channel(sidecar: Sidecar) -> AsyncIterator[Channel]:
         ch.close()
 
 
-async def call(ch: Channel, method: str, data: bytes | betterproto.Message, **kw: Any) -> bytes:
+async def call(ch: Channel, method: str, data: bytes | Message, **kw: Any) -> bytes:
     """One unary call with raw bytes (or a message of either dialect)."""
     with anyio.fail_after(10):
         async with ch.request(PATH + method, Cardinality.UNARY_UNARY, bytes, bytes, **kw) as s:
-            await s.send_message(bytes(data), end=True)
+            await s.send_message(
+                data if isinstance(data, bytes) else data.SerializeToString(), end=True
+            )
             reply = await s.recv_message()
             await s.recv_trailing_metadata()
     assert reply is not None
@@ -77,12 +80,11 @@ async def first_work_item(ch: Channel, data: bytes, **kw: Any) -> bytes | None:
 
 
 @asynccontextmanager
-async def work_stream(
-    ch: Channel, request: betterproto.Message
-) -> AsyncIterator[Stream[bytes, bytes]]:
+async def work_stream(ch: Channel, request: Message | bytes) -> AsyncIterator[Stream[bytes, bytes]]:
     """A worker's GetWorkItems call; leaving the block drops it (a disconnect)."""
+    data = request if isinstance(request, bytes) else request.SerializeToString()
     async with ch.request(PATH + "GetWorkItems", Cardinality.UNARY_STREAM, bytes, bytes) as s:
-        await s.send_message(bytes(request), end=True)
+        await s.send_message(data, end=True)
         yield s
         await s.cancel()
 
@@ -94,37 +96,39 @@ async def next_item(
         while True:
             data = await stream.recv_message()
             assert data is not None, "the work-item stream ended"
-            item = cls().parse(data)
-            if skip_pings and betterproto.which_one_of(item, "request")[0] == "health_ping":
+            item = cls.FromString(data)
+            if skip_pings and (item.WhichOneof("request") or "") == "healthPing":
                 continue
             return item
 
 
 async def start(ch: Channel, instance_id: str, name: str = "wf", data: str = '"in"') -> None:
-    created = ms.CreateInstanceResponse().parse(
+    created = ms.CreateInstanceResponse.FromString(
         await call(ch, "StartInstance", ms.CreateInstanceRequest(
-            instance_id=instance_id, name=name, input=data))
+            instanceId=instance_id, name=name, input=wrapped(data)))
     )  # fmt: skip
-    assert created.instance_id == instance_id
+    assert created.instanceId == instance_id
 
 
 def completion(item: ms.WorkItem, result: str, token: str | None = None) -> bytes:
-    request = item.orchestrator_request
-    done = ms.OrchestratorAction(id=-1, complete_orchestration=ms.CompleteOrchestrationAction(
-        orchestration_status=ms.OrchestrationStatus.COMPLETED, result=result))  # fmt: skip
-    return bytes(ms.OrchestratorResponse(
-        instance_id=request.instance_id, actions=[done],
-        completion_token=item.completion_token if token is None else token))  # fmt: skip
+    request = item.orchestratorRequest
+    done = ms.OrchestratorAction(id=-1, completeOrchestration=ms.CompleteOrchestrationAction(
+        orchestrationStatus=ms.ORCHESTRATION_STATUS_COMPLETED, result=wrapped(result)))  # fmt: skip
+    return ms.OrchestratorResponse(
+        instanceId=request.instanceId,
+        actions=[done],
+        completionToken=item.completionToken if token is None else token,
+    ).SerializeToString()
 
 
 async def outcome(ch: Channel, instance_id: str) -> ms.OrchestrationState:
-    reply = ms.GetInstanceResponse().parse(await call(ch, "WaitForInstanceCompletion",
-        ms.GetInstanceRequest(instance_id=instance_id, get_inputs_and_outputs=True)))  # fmt: skip
+    reply = ms.GetInstanceResponse.FromString(await call(ch, "WaitForInstanceCompletion",
+        ms.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=True)))  # fmt: skip
     assert reply.exists
-    return reply.orchestration_state
+    return reply.orchestrationState
 
 
-MS_WORKER = ms.GetWorkItemsRequest(max_concurrent_orchestration_work_items=4)
+MS_WORKER = ms.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=4)
 
 
 # -- security and bad input -------------------------------------------------------------
@@ -151,25 +155,27 @@ async def test_api_token_is_checked_on_every_call() -> None:
     ("method", "data", "status", "says"),
     [
         ("StartInstance", b"\xff\xff\xff", Status.INVALID_ARGUMENT, "varint"),
-        ("StartInstance", bytes(ms.CreateInstanceRequest(instance_id="x")),
+        ("StartInstance", ms.CreateInstanceRequest(instanceId="x"),
          Status.INVALID_ARGUMENT, "name"),
-        ("StartInstance", bytes(ms.CreateInstanceRequest(instance_id="../etc", name="wf")),
+        ("StartInstance", ms.CreateInstanceRequest(instanceId="../etc", name="wf"),
          Status.INVALID_ARGUMENT, "instance id"),
-        ("RaiseEvent", bytes(ms.RaiseEventRequest(instance_id="nobody", name="e")),
+        ("RaiseEvent", ms.RaiseEventRequest(instanceId="nobody", name="e"),
          Status.NOT_FOUND, "nobody"),
-        ("GetInstanceHistory", bytes(dapr.GetInstanceHistoryRequest(instance_id="nobody")),
+        ("GetInstanceHistory", dapr.GetInstanceHistoryRequest(instanceId="nobody"),
          Status.NOT_FOUND, "nobody"),
-        ("GetInstance", bytes(ms.GetInstanceRequest()), Status.INVALID_ARGUMENT, "instanceId"),
-        ("PurgeInstances", bytes(ms.PurgeInstancesRequest()), Status.INVALID_ARGUMENT, "names no"),
+        ("GetInstance", ms.GetInstanceRequest(), Status.INVALID_ARGUMENT, "instanceId"),
+        ("PurgeInstances", ms.PurgeInstancesRequest(), Status.INVALID_ARGUMENT, "names no"),
         ("CompleteOrchestratorTask", b"\x0a\xff", Status.INVALID_ARGUMENT, "cannot parse"),
         ("GetWorkItems", b"\x08", Status.INVALID_ARGUMENT, "varint"),
-        ("RerunWorkflowFromEvent", bytes(dapr.RerunWorkflowFromEventRequest(
-            source_instance_id="nobody", event_id=1)), Status.NOT_FOUND, "nobody"),
+        ("RerunWorkflowFromEvent", dapr.RerunWorkflowFromEventRequest(
+            sourceInstanceID="nobody", eventID=1), Status.NOT_FOUND, "nobody"),
     ],
 )  # fmt: skip
 async def test_malformed_requests_get_invalid_argument(
-    channel: Channel, method: str, data: bytes, status: Status, says: str
+    channel: Channel, method: str, data: bytes | Message, status: Status, says: str
 ) -> None:
+    if isinstance(data, Message):
+        data = data.SerializeToString()
     send = first_work_item if method == "GetWorkItems" else partial(call, method=method)
     with pytest.raises(GRPCError) as err:
         await send(channel, data=data)
@@ -179,8 +185,8 @@ async def test_malformed_requests_get_invalid_argument(
 
 
 async def test_unknown_instance_does_not_exist(channel: Channel) -> None:
-    reply = ms.GetInstanceResponse().parse(
-        await call(channel, "GetInstance", ms.GetInstanceRequest(instance_id="nobody"))
+    reply = ms.GetInstanceResponse.FromString(
+        await call(channel, "GetInstance", ms.GetInstanceRequest(instanceId="nobody"))
     )
     assert not reply.exists
 
@@ -195,28 +201,28 @@ async def test_workflow_waits_for_a_worker_then_completes(
     with anyio.fail_after(10):
         while sidecar.dispatcher.waiting == 0:  # the first turn waits for a worker
             await anyio.lowlevel.checkpoint()
-    state = (
-        ms.GetInstanceResponse()
-        .parse(await call(channel, "GetInstance", ms.GetInstanceRequest(instance_id="lonely")))
-        .orchestration_state
-    )
-    assert state.orchestration_status == ms.OrchestrationStatus.PENDING  # waiting, not failed
+    state = ms.GetInstanceResponse.FromString(
+        await call(channel, "GetInstance", ms.GetInstanceRequest(instanceId="lonely"))
+    ).orchestrationState
+    assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_PENDING  # waiting, not failed
     async with work_stream(channel, MS_WORKER) as worker:
         item = await next_item(worker, ms.WorkItem)
-        request = item.orchestrator_request
-        assert request.instance_id == "lonely"
-        kinds = [betterproto.which_one_of(e, "eventType")[0] for e in request.new_events]
-        assert kinds == ["orchestrator_started", "execution_started"]  # the SDKs' order
-        assert request.past_events == []
+        request = item.orchestratorRequest
+        assert request.instanceId == "lonely"
+        kinds = [(e.WhichOneof("eventType") or "") for e in request.newEvents]
+        assert kinds == ["orchestratorStarted", "executionStarted"]  # the SDKs' order
+        assert request.pastEvents == []
         await call(channel, "CompleteOrchestratorTask", completion(item, '"done"'))
         state = await outcome(channel, "lonely")
-    assert state.orchestration_status == ms.OrchestrationStatus.COMPLETED
-    assert state.output == '"done"'
-    history = dapr.GetInstanceHistoryResponse().parse(
-        await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest("lonely"))
+    assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_COMPLETED
+    assert state.output.value == '"done"'
+    history = dapr.GetInstanceHistoryResponse.FromString(
+        await call(
+            channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest(instanceId="lonely")
+        )
     )
-    kinds = [betterproto.which_one_of(e, "eventType")[0] for e in history.events]
-    assert kinds == ["workflow_started", "execution_started", "execution_completed"]
+    kinds = [(e.WhichOneof("eventType") or "") for e in history.events]
+    assert kinds == ["workflowStarted", "executionStarted", "executionCompleted"]
 
 
 async def test_disconnect_mid_item_redispatches_and_stale_completions_drop(
@@ -225,20 +231,20 @@ async def test_disconnect_mid_item_redispatches_and_stale_completions_drop(
     await start(channel, "moved")
     async with work_stream(channel, MS_WORKER) as first:
         lost = await next_item(first, ms.WorkItem)
-        assert lost.orchestrator_request.instance_id == "moved"
+        assert lost.orchestratorRequest.instanceId == "moved"
     # the first worker went away without answering: the item goes to the next one
     async with work_stream(channel, MS_WORKER) as second:
         again = await next_item(second, ms.WorkItem)
-        assert again.orchestrator_request.instance_id == "moved"
-        assert again.orchestrator_request.new_events == lost.orchestrator_request.new_events
+        assert again.orchestratorRequest.instanceId == "moved"
+        assert again.orchestratorRequest.newEvents == lost.orchestratorRequest.newEvents
         await call(channel, "CompleteOrchestratorTask", completion(again, '"second"'))
-        assert (await outcome(channel, "moved")).output == '"second"'
+        assert (await outcome(channel, "moved")).output.value == '"second"'
         # a late answer to the same item, and one with a token nobody issued: dropped
         assert await call(channel, "CompleteOrchestratorTask",
                           completion(lost, '"first"')) == b""  # fmt: skip
         assert await call(channel, "CompleteOrchestratorTask",
                           completion(lost, '"forged"', token="nobody-1")) == b""  # fmt: skip
-    assert (await outcome(channel, "moved")).output == '"second"'
+    assert (await outcome(channel, "moved")).output.value == '"second"'
     turns = [s for s in sidecar.sent if s.instance_id == "moved"]
     assert len(turns) == 2  # sent twice, applied once
 
@@ -249,32 +255,37 @@ async def test_a_tokenless_late_answer_to_an_earlier_turn_is_dropped(
     """durabletask-js sends no completion token, so its answers are matched by instance:
     an answer to turn 1 that comes late (its worker went quiet, the turn was sent again
     and answered elsewhere) must not be taken as the answer to turn 2."""
-    schedule = ms.OrchestratorAction(id=0, schedule_task=ms.ScheduleTaskAction(
-        name="step", input='"x"'))  # fmt: skip
+    schedule = ms.OrchestratorAction(id=0, scheduleTask=ms.ScheduleTaskAction(
+        name="step", input=wrapped('"x"')))  # fmt: skip
     await start(channel, "late")
     async with work_stream(channel, MS_WORKER) as quiet:
         lost = await next_item(quiet, ms.WorkItem)
     async with work_stream(channel, MS_WORKER) as worker:
         turn = await next_item(worker, ms.WorkItem)
-        assert turn.orchestrator_request.instance_id == "late"
+        assert turn.orchestratorRequest.instanceId == "late"
         await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-            instance_id="late", actions=[schedule], completion_token=""))  # fmt: skip
+            instanceId="late", actions=[schedule], completionToken=""))  # fmt: skip
         task = await next_item(worker, ms.WorkItem)
-        await call(channel, "CompleteActivityTask", ms.ActivityResponse(
-            instance_id="late", task_id=task.activity_request.task_id, result='"r"'))  # fmt: skip
+        await call(
+            channel,
+            "CompleteActivityTask",
+            ms.ActivityResponse(
+                instanceId="late", taskId=task.activityRequest.taskId, result=wrapped('"r"')
+            ),
+        )
         second = await next_item(worker, ms.WorkItem)  # turn 2 is out
-        assert second.orchestrator_request.new_events[1].task_completed.result == '"r"'
+        assert second.orchestratorRequest.newEvents[1].taskCompleted.result.value == '"r"'
         # the quiet worker's answer to turn 1 arrives now, without a token
-        assert lost.orchestrator_request.instance_id == "late"
+        assert lost.orchestratorRequest.instanceId == "late"
         await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-            instance_id="late", actions=[schedule], completion_token=""))  # fmt: skip
+            instanceId="late", actions=[schedule], completionToken=""))  # fmt: skip
         await call(channel, "CompleteOrchestratorTask", completion(second, '"ok"', token=""))
-        assert (await outcome(channel, "late")).output == '"ok"'
-    history = dapr.GetInstanceHistoryResponse().parse(
-        await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest("late"))
+        assert (await outcome(channel, "late")).output.value == '"ok"'
+    history = dapr.GetInstanceHistoryResponse.FromString(
+        await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest(instanceId="late"))
     )
-    kinds = [betterproto.which_one_of(e, "eventType")[0] for e in history.events]
-    assert kinds.count("task_scheduled") == 1
+    kinds = [(e.WhichOneof("eventType") or "") for e in history.events]
+    assert kinds.count("taskScheduled") == 1
 
 
 async def test_a_worker_that_stops_reading_loses_its_items() -> None:
@@ -298,7 +309,9 @@ async def test_a_worker_that_stops_reading_loses_its_items() -> None:
         headers = [(":method", "POST"), (":scheme", "http"), (":path", PATH + "GetWorkItems"),
                    (":authority", "sidecar"), ("content-type", "application/grpc")]  # fmt: skip
         conn.send_headers(1, [*headers, ("te", "trailers")])
-        request = bytes(ms.GetWorkItemsRequest(max_concurrent_orchestration_work_items=100))
+        request = ms.GetWorkItemsRequest(
+            maxConcurrentOrchestrationWorkItems=100
+        ).SerializeToString()
         conn.send_data(1, b"\0" + len(request).to_bytes(4, "big") + request, end_stream=True)
         frozen.sendall(conn.data_to_send())  # ...but never reads again
         ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
@@ -322,10 +335,10 @@ async def test_a_worker_that_stops_reading_loses_its_items() -> None:
                 with anyio.fail_after(60):
                     while done != set(names):
                         item = await next_item(worker, ms.WorkItem)
-                        instance_id = item.orchestrator_request.instance_id
+                        instance_id = item.orchestratorRequest.instanceId
                         await call(answers, "CompleteOrchestratorTask", completion(item, '"ok"'))
                         done.add(instance_id)
-            assert all([(await outcome(answers, n)).output == '"ok"' for n in names])
+            assert all([(await outcome(answers, n)).output.value == '"ok"' for n in names])
             answers.close()
         finally:
             ch.close()
@@ -336,54 +349,54 @@ async def test_activity_redispatch_and_abandon(channel: Channel) -> None:
     await start(channel, "act")
     async with work_stream(channel, MS_WORKER) as worker:
         item = await next_item(worker, ms.WorkItem)
-        schedule = ms.OrchestratorAction(id=0, schedule_task=ms.ScheduleTaskAction(
-            name="step", input='"x"'))  # fmt: skip
+        schedule = ms.OrchestratorAction(id=0, scheduleTask=ms.ScheduleTaskAction(
+            name="step", input=wrapped('"x"')))  # fmt: skip
         await call(
             channel,
             "CompleteOrchestratorTask",
-            bytes(
-                ms.OrchestratorResponse(
-                    instance_id="act", actions=[schedule], completion_token=item.completion_token
-                )
-            ),
+            ms.OrchestratorResponse(
+                instanceId="act", actions=[schedule], completionToken=item.completionToken
+            ).SerializeToString(),
         )
         task = await next_item(worker, ms.WorkItem)
-        assert task.activity_request.name == "step"
+        assert task.activityRequest.name == "step"
         await call(
             channel,
             "AbandonTaskActivityWorkItem",
-            ms.AbandonActivityTaskRequest(completion_token=task.completion_token),
+            ms.AbandonActivityTaskRequest(completionToken=task.completionToken),
         )
         task = await next_item(worker, ms.WorkItem)  # given back, it comes again
-        assert task.activity_request.name == "step"
+        assert task.activityRequest.name == "step"
         await call(channel, "CompleteActivityTask", ms.ActivityResponse(
-            instance_id="act", task_id=task.activity_request.task_id, result='"r"',
-            completion_token=task.completion_token))  # fmt: skip
+            instanceId="act", taskId=task.activityRequest.taskId, result=wrapped('"r"'),
+            completionToken=task.completionToken))  # fmt: skip
         turn = await next_item(worker, ms.WorkItem)
-        kinds = [betterproto.which_one_of(e, "eventType")[0]
-                 for e in turn.orchestrator_request.new_events]  # fmt: skip
-        assert kinds == ["orchestrator_started", "task_completed"]
-        assert turn.orchestrator_request.new_events[1].task_completed.result == '"r"'
+        kinds = [(e.WhichOneof("eventType") or "")
+                 for e in turn.orchestratorRequest.newEvents]  # fmt: skip
+        assert kinds == ["orchestratorStarted", "taskCompleted"]
+        assert turn.orchestratorRequest.newEvents[1].taskCompleted.result.value == '"r"'
         await call(channel, "CompleteOrchestratorTask", completion(turn, '"ok"'))
-        assert (await outcome(channel, "act")).output == '"ok"'
+        assert (await outcome(channel, "act")).output.value == '"ok"'
 
 
 async def test_health_pings_only_where_accepted(sidecar: Sidecar, channel: Channel) -> None:
     async with work_stream(channel, MS_WORKER) as ms_stream:
         for _ in range(2):
             ping = await next_item(ms_stream, ms.WorkItem, skip_pings=False)
-            assert betterproto.which_one_of(ping, "request")[0] == "health_ping"
-    pinged = dapr.GetWorkItemsRequest(capabilities=[dapr.WorkerCapability(3)])
+            assert (ping.WhichOneof("request") or "") == "healthPing"
+    pinged = dapr.GetWorkItemsRequest(capabilities=[dapr.WORKER_CAPABILITY_HEALTH_PING])
     async with work_stream(channel, pinged) as dapr_stream:
         ping = await next_item(dapr_stream, dapr.WorkItem, skip_pings=False)
-        assert betterproto.which_one_of(ping, "request")[0] == "health_ping"
-    for request in (dapr.GetWorkItemsRequest(capabilities=[dapr.WorkerCapability(2)]),
-                    dapr.GetWorkItemsRequest()):  # fmt: skip
+        assert (ping.WhichOneof("request") or "") == "healthPing"
+    for request in (
+        dapr.GetWorkItemsRequest(capabilities=[dapr.WORKER_CAPABILITY_STATEFUL_HISTORY]),
+        dapr.GetWorkItemsRequest(),
+    ):
         async with work_stream(channel, request) as quiet:
             # several ping intervals go by: the first thing sent is still the work item
             await start(channel, f"quiet-{len(request.capabilities)}")
             item = await next_item(quiet, dapr.WorkItem, skip_pings=False)
-            assert betterproto.which_one_of(item, "request")[0] == "workflow_request"
+            assert (item.WhichOneof("request") or "") == "workflowRequest"
 
 
 # -- the command ------------------------------------------------------------------------
@@ -481,13 +494,13 @@ async def test_an_action_durable_cannot_apply_fails_the_instance(channel: Channe
     await start(channel, "sender")
     async with work_stream(channel, MS_WORKER) as worker:
         item = await next_item(worker, ms.WorkItem)
-        stop = ms.TerminateOrchestrationAction(instance_id="other")
-        send = ms.OrchestratorAction(id=0, terminate_orchestration=stop)
-        response = ms.OrchestratorResponse(instance_id="sender", actions=[send],
-                                           completion_token=item.completion_token)  # fmt: skip
+        stop = ms.TerminateOrchestrationAction(instanceId="other")
+        send = ms.OrchestratorAction(id=0, terminateOrchestration=stop)
+        response = ms.OrchestratorResponse(instanceId="sender", actions=[send],
+                                           completionToken=item.completionToken)  # fmt: skip
         with pytest.raises(GRPCError) as err:
             await call(channel, "CompleteOrchestratorTask", response)
         assert err.value.status is Status.INVALID_ARGUMENT
         state = await outcome(channel, "sender")
-    assert state.orchestration_status == ms.OrchestrationStatus.FAILED
-    assert "terminate_orchestration" in state.failure_details.error_message
+    assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_FAILED
+    assert "terminateOrchestration" in state.failureDetails.errorMessage

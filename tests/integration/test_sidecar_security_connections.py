@@ -94,8 +94,8 @@ async def test_at_the_cap_a_new_connection_takes_the_place_of_the_idlest() -> No
         ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
         try:
             await start(ch, "served")
-            reply = await call(ch, "GetInstance", ms.GetInstanceRequest(instance_id="served"))
-            assert ms.GetInstanceResponse().parse(reply).exists
+            reply = await call(ch, "GetInstance", ms.GetInstanceRequest(instanceId="served"))
+            assert ms.GetInstanceResponse.FromString(reply).exists
             assert await closed_by_peer(idle[0])
             assert len(sidecar.connections.open) == 3
         finally:
@@ -136,12 +136,12 @@ async def test_idle_connections_under_a_low_descriptor_limit(tmp_path: Path) -> 
             try:
                 with anyio.fail_after(30):
                     for i in range(20):  # each call on the file store opens files
-                        created = ms.CreateInstanceRequest(instance_id=f"i{i}", name="wf")
+                        created = ms.CreateInstanceRequest(instanceId=f"i{i}", name="wf")
                         await call(ch, "StartInstance", created, metadata=token)
                         reply = await call(ch, "GetInstance",
-                                           ms.GetInstanceRequest(instance_id=f"i{i}"),
+                                           ms.GetInstanceRequest(instanceId=f"i{i}"),
                                            metadata=token)  # fmt: skip
-                        assert ms.GetInstanceResponse().parse(reply).exists
+                        assert ms.GetInstanceResponse.FromString(reply).exists
             finally:
                 ch.close()
             with anyio.fail_after(20):  # the idle timeout is real time here: 3 s

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.anyio
 def worker(turns: int = 0) -> ms.GetWorkItemsRequest:
     """An MS worker's request; ``turns`` is its maxConcurrentOrchestrationWorkItems."""
     return ms.GetWorkItemsRequest(
-        max_concurrent_orchestration_work_items=turns, max_concurrent_activity_work_items=5
+        maxConcurrentOrchestrationWorkItems=turns, maxConcurrentActivityWorkItems=5
     )
 
 
@@ -51,7 +51,7 @@ async def test_a_worker_is_handed_no_more_turns_than_it_takes() -> None:
                 assert sidecar.dispatcher.waiting == 2
                 await call(ch, "CompleteOrchestratorTask", completion(first, '"ok"'))
                 second = await next_item(one_at_a_time, ms.WorkItem)  # room again: the next
-                assert second.orchestrator_request.instance_id != "i0"
+                assert second.orchestratorRequest.instanceId != "i0"
                 assert len(stream.held) == 1
         finally:
             ch.close()
@@ -78,10 +78,10 @@ async def test_an_unanswered_turn_goes_to_another_worker_and_the_late_answer_dro
                     assert item.stream.held  # not yet
                     clock.advance(timedelta(seconds=2))
                     again = await next_item(other, ms.WorkItem)
-                    assert again.orchestrator_request.instance_id == "slow"
+                    assert again.orchestratorRequest.instanceId == "slow"
                     await call(ch, "CompleteOrchestratorTask", completion(lost, '"late"'))
                     await call(ch, "CompleteOrchestratorTask", completion(again, '"other"'))
-                    assert (await outcome(ch, "slow")).output == '"other"'
+                    assert (await outcome(ch, "slow")).output.value == '"other"'
         finally:
             ch.close()
 
@@ -98,8 +98,8 @@ async def test_wait_for_start_is_woken_by_the_start_and_waiters_are_capped() -> 
             replies: list[ms.GetInstanceResponse] = []
 
             async def wait() -> None:
-                request = ms.GetInstanceRequest(instance_id="later")
-                replies.append(ms.GetInstanceResponse().parse(
+                request = ms.GetInstanceRequest(instanceId="later")
+                replies.append(ms.GetInstanceResponse.FromString(
                     await call(ch, "WaitForInstanceStart", request)))  # fmt: skip
 
             async with anyio.create_task_group() as tg:
@@ -107,15 +107,17 @@ async def test_wait_for_start_is_woken_by_the_start_and_waiters_are_capped() -> 
                 tg.start_soon(wait)
                 await until(lambda: sidecar.service.waiting.now == 2)
                 with pytest.raises(GRPCError) as err:
-                    await call(ch, "WaitForInstanceStart", ms.GetInstanceRequest("later"))
+                    await call(
+                        ch, "WaitForInstanceStart", ms.GetInstanceRequest(instanceId="later")
+                    )
                 assert err.value.status is Status.RESOURCE_EXHAUSTED
                 assert replies == []
                 async with work_stream(ch, worker()) as stream:
                     turn = await next_item(stream, ms.WorkItem)
                     await call(ch, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-                        instance_id="later", completion_token=turn.completion_token))  # fmt: skip
-            statuses = [r.orchestration_state.orchestration_status for r in replies]
-            assert statuses == [ms.OrchestrationStatus.RUNNING] * 2
+                        instanceId="later", completionToken=turn.completionToken))  # fmt: skip
+            statuses = [r.orchestrationState.orchestrationStatus for r in replies]
+            assert statuses == [ms.ORCHESTRATION_STATUS_RUNNING] * 2
             assert sidecar.service.waiting.now == 0
         finally:
             ch.close()

@@ -13,6 +13,7 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
+from dapr_stub import wrapped
 from grpclib import Status
 from grpclib.client import Channel
 from test_sidecar_protocol import MS_WORKER, PATH, call, next_item, outcome, start, work_stream
@@ -84,8 +85,8 @@ async def test_a_valid_but_oversize_start_is_refused_and_not_stored() -> None:
         ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
         try:
             for instance_id, exists in (("big", False), ("fits", True)):
-                reply = await call(ch, "GetInstance", ms.GetInstanceRequest(instance_id))
-                assert ms.GetInstanceResponse().parse(reply).exists is exists
+                reply = await call(ch, "GetInstance", ms.GetInstanceRequest(instanceId=instance_id))
+                assert ms.GetInstanceResponse.FromString(reply).exists is exists
         finally:
             ch.close()
 
@@ -96,7 +97,9 @@ def grpcio_start(port: int, instance_id: str, data: str) -> tuple[str, str]:
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         method = channel.unary_unary(PATH + "StartInstance")
-        request = bytes(ms.CreateInstanceRequest(instance_id=instance_id, name="wf", input=data))
+        request = ms.CreateInstanceRequest(
+            instanceId=instance_id, name="wf", input=wrapped(data)
+        ).SerializeToString()
         try:
             method(request, timeout=20)
         except grpc.RpcError as err:
@@ -116,22 +119,22 @@ async def test_a_work_item_over_the_limit_fails_its_instance_and_the_rest_run() 
             await start(ch, "heavy", data=payload)
             async with work_stream(ch, MS_WORKER) as worker:
                 turn = await next_item(worker, ms.WorkItem)
-                schedule = ms.OrchestratorAction(id=0, schedule_task=ms.ScheduleTaskAction(
-                    name="a", input=payload))  # fmt: skip
+                schedule = ms.OrchestratorAction(id=0, scheduleTask=ms.ScheduleTaskAction(
+                    name="a", input=wrapped(payload)))  # fmt: skip
                 await call(ch, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-                    instance_id="heavy", actions=[schedule],
-                    completion_token=turn.completion_token))  # fmt: skip
+                    instanceId="heavy", actions=[schedule],
+                    completionToken=turn.completionToken))  # fmt: skip
                 task = await next_item(worker, ms.WorkItem)
                 await call(ch, "CompleteActivityTask", ms.ActivityResponse(
-                    instance_id="heavy", task_id=0, result=payload,
-                    completion_token=task.completion_token))  # fmt: skip
+                    instanceId="heavy", taskId=0, result=wrapped(payload),
+                    completionToken=task.completionToken))  # fmt: skip
                 # the next turn holds three payloads: 1.2 MB, over the limit
                 failed = await outcome(ch, "heavy")
-                assert failed.orchestration_status == ms.OrchestrationStatus.FAILED
-                assert failed.failure_details.error_type == "MessageTooLarge"
-                assert "1048576-byte message limit" in failed.failure_details.error_message
+                assert failed.orchestrationStatus == ms.ORCHESTRATION_STATUS_FAILED
+                assert failed.failureDetails.errorType == "MessageTooLarge"
+                assert "1048576-byte message limit" in failed.failureDetails.errorMessage
                 await start(ch, "next")
                 turn = await next_item(worker, ms.WorkItem)
-                assert turn.orchestrator_request.instance_id == "next"
+                assert turn.orchestratorRequest.instanceId == "next"
         finally:
             ch.close()

@@ -8,9 +8,9 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import betterproto
 import msgspec
 import pytest
+from dapr_stub import wrapped
 from grpclib.client import Channel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,20 +49,25 @@ async def channel() -> AsyncIterator[Channel]:
             ch.close()
 
 
+def sent(message: Any, field: str) -> str | None:
+    """The text of a StringValue field as it came: None when absent."""
+    return getattr(message, field).value if message.HasField(field) else None
+
+
 def wire(text: str) -> str:
     """What a payload reads back as: the text sent, empty and ``null`` too (issue 14)."""
     return text
 
 
 async def state_of(ch: Channel, instance_id: str) -> ms.OrchestrationState:
-    reply = ms.GetInstanceResponse().parse(await call(ch, "GetInstance", ms.GetInstanceRequest(
-        instance_id=instance_id, get_inputs_and_outputs=True)))  # fmt: skip
+    reply = ms.GetInstanceResponse.FromString(await call(ch, "GetInstance", ms.GetInstanceRequest(
+        instanceId=instance_id, getInputsAndOutputs=True)))  # fmt: skip
     assert reply.exists
-    return reply.orchestration_state
+    return reply.orchestrationState
 
 
 def kind(event: ms.HistoryEvent) -> str:
-    return betterproto.which_one_of(event, "eventType")[0]
+    return event.WhichOneof("eventType") or ""
 
 
 async def test_a_forged_input_does_not_forge_the_state(channel: Channel) -> None:
@@ -70,19 +75,19 @@ async def test_a_forged_input_does_not_forge_the_state(channel: Channel) -> None
     COMPLETED with output "FORGED" for an instance no worker ever ran."""
     await start(channel, "forged", data=FORGED_STATE)
     state = await state_of(channel, "forged")
-    assert state.orchestration_status == ms.OrchestrationStatus.PENDING
-    assert state.input == FORGED_STATE
-    assert state.output is None
+    assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_PENDING
+    assert sent(state, "input") == FORGED_STATE
+    assert not state.HasField("output")
 
 
 async def test_a_bad_status_input_breaks_no_query(channel: Channel) -> None:
     """Issue 19: an input of ``null,"status":"completed"`` made QueryInstances fail for
     every caller."""
     await start(channel, "poison", data=BAD_STATUS)
-    query = ms.QueryInstancesRequest(query=ms.InstanceQuery(fetch_inputs_and_outputs=True))
-    reply = ms.QueryInstancesResponse().parse(await call(channel, "QueryInstances", query))
-    (state,) = reply.orchestration_state
-    assert state.input == BAD_STATUS
+    query = ms.QueryInstancesRequest(query=ms.InstanceQuery(fetchInputsAndOutputs=True))
+    reply = ms.QueryInstancesResponse.FromString(await call(channel, "QueryInstances", query))
+    (state,) = reply.orchestrationState
+    assert sent(state, "input") == BAD_STATUS
 
 
 async def test_forgeries_then_a_restart(tmp_path: Path) -> None:
@@ -99,29 +104,29 @@ async def test_forgeries_then_a_restart(tmp_path: Path) -> None:
         await start(ch, "signalled")
         for text in ATTACKS:
             await call(ch, "RaiseEvent", ms.RaiseEventRequest(
-                instance_id="signalled", name="e", input=text))  # fmt: skip
+                instanceId="signalled", name="e", input=wrapped(text)))  # fmt: skip
         ch.close()
     async with Sidecar(store, port=0) as sidecar:  # the restart
         ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
         try:
             for i, text in enumerate(ATTACKS):
                 state = await state_of(ch, f"start-{i}")
-                assert state.input == text
-                assert state.orchestration_status == ms.OrchestrationStatus.PENDING
-            query = ms.QueryInstancesRequest(query=ms.InstanceQuery(max_instance_count=100))
-            listed = ms.QueryInstancesResponse().parse(await call(ch, "QueryInstances", query))
-            assert len(listed.orchestration_state) == len(ATTACKS) + 1
+                assert sent(state, "input") == text
+                assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_PENDING
+            query = ms.QueryInstancesRequest(query=ms.InstanceQuery(maxInstanceCount=100))
+            listed = ms.QueryInstancesResponse.FromString(await call(ch, "QueryInstances", query))
+            assert len(listed.orchestrationState) == len(ATTACKS) + 1
             async with work_stream(ch, MS_WORKER) as worker:
                 with anyio.fail_after(10):
                     while True:
                         item = await next_item(worker, ms.WorkItem)
-                        request = item.orchestrator_request
-                        if request.instance_id == "signalled":
+                        request = item.orchestratorRequest
+                        if request.instanceId == "signalled":
                             break
-                events = [*request.past_events, *request.new_events]
-                raised = [e.event_raised.input for e in events if kind(e) == "event_raised"]
+                events = [*request.pastEvents, *request.newEvents]
+                raised = [sent(e.eventRaised, "input") for e in events if kind(e) == "eventRaised"]
                 assert raised == ATTACKS
-                assert not [e for e in events if kind(e) == "task_completed"]
+                assert not [e for e in events if kind(e) == "taskCompleted"]
         finally:
             ch.close()
 
@@ -172,11 +177,11 @@ async def test_one_bad_record_fails_its_instance_and_the_rest_run(
         ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
         try:
             failed = await outcome(ch, "poisoned")
-            assert failed.orchestration_status == ms.OrchestrationStatus.FAILED
-            assert says in failed.failure_details.error_message
+            assert failed.orchestrationStatus == ms.ORCHESTRATION_STATUS_FAILED
+            assert says in failed.failureDetails.errorMessage
             async with work_stream(ch, MS_WORKER) as worker:
                 item = await next_item(worker, ms.WorkItem)
-                assert item.orchestrator_request.instance_id == "healthy"
+                assert item.orchestratorRequest.instanceId == "healthy"
         finally:
             ch.close()
 
@@ -202,50 +207,51 @@ async def test_every_payload_field_round_trips_any_text(channel: Channel, text: 
     instance_id = f"p-{uuid.uuid4().hex}"
     await start(channel, instance_id, data=text)
     await call(channel, "RaiseEvent", ms.RaiseEventRequest(
-        instance_id=instance_id, name="e", input=text))  # fmt: skip
-    schedule = ms.OrchestratorAction(id=0, schedule_task=ms.ScheduleTaskAction(
-        name="a", input=text))  # fmt: skip
-    done = ms.OrchestratorAction(id=-1, complete_orchestration=ms.CompleteOrchestrationAction(
-        orchestration_status=ms.OrchestrationStatus.COMPLETED, result=text))  # fmt: skip
+        instanceId=instance_id, name="e", input=wrapped(text)))  # fmt: skip
+    schedule = ms.OrchestratorAction(id=0, scheduleTask=ms.ScheduleTaskAction(
+        name="a", input=wrapped(text)))  # fmt: skip
+    done = ms.OrchestratorAction(id=-1, completeOrchestration=ms.CompleteOrchestrationAction(
+        orchestrationStatus=ms.ORCHESTRATION_STATUS_COMPLETED, result=wrapped(text)))  # fmt: skip
     async with work_stream(channel, MS_WORKER) as worker:
         while True:
             item = await mine(channel, worker, instance_id)
-            if betterproto.which_one_of(item, "request")[0] == "activity_request":
-                assert item.activity_request.input == wire(text)
+            if (item.WhichOneof("request") or "") == "activityRequest":
+                assert sent(item.activityRequest, "input") == wire(text)
                 await call(channel, "CompleteActivityTask", ms.ActivityResponse(
-                    instance_id=instance_id, task_id=item.activity_request.task_id,
-                    result=text, completion_token=item.completion_token))  # fmt: skip
+                    instanceId=instance_id, taskId=item.activityRequest.taskId,
+                    result=wrapped(text), completionToken=item.completionToken))  # fmt: skip
                 continue
-            request = item.orchestrator_request
-            events = [*request.past_events, *request.new_events]
+            request = item.orchestratorRequest
+            events = [*request.pastEvents, *request.newEvents]
             kinds = [kind(e) for e in events]
-            assert "task_failed" not in kinds
+            assert "taskFailed" not in kinds
             for event in events:
-                if kind(event) == "execution_started":
-                    assert event.execution_started.input == wire(text)
-                if kind(event) == "event_raised":
-                    assert event.event_raised.input == wire(text)
-                if kind(event) == "task_completed":
-                    assert event.task_completed.result == wire(text)
-            ending = "task_completed" in kinds and "event_raised" in kinds
-            actions = [done] if ending else [] if "task_scheduled" in kinds else [schedule]
+                if kind(event) == "executionStarted":
+                    assert sent(event.executionStarted, "input") == wire(text)
+                if kind(event) == "eventRaised":
+                    assert sent(event.eventRaised, "input") == wire(text)
+                if kind(event) == "taskCompleted":
+                    assert sent(event.taskCompleted, "result") == wire(text)
+            ending = "taskCompleted" in kinds and "eventRaised" in kinds
+            actions = [done] if ending else [] if "taskScheduled" in kinds else [schedule]
             await call(channel, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-                instance_id=instance_id, actions=actions, custom_status=text,
-                completion_token=item.completion_token))  # fmt: skip
+                instanceId=instance_id, actions=actions, customStatus=wrapped(text),
+                completionToken=item.completionToken))  # fmt: skip
             if ending:
                 break
         state = await outcome(channel, instance_id)
-    assert state.orchestration_status == ms.OrchestrationStatus.COMPLETED
-    assert (state.input, state.output, state.custom_status) == (wire(text),) * 3
+    assert state.orchestrationStatus == ms.ORCHESTRATION_STATUS_COMPLETED
+    read = (sent(state, "input"), sent(state, "output"), sent(state, "customStatus"))
+    assert read == (wire(text),) * 3
     await start(channel, instance_id + "-t")
     await call(channel, "TerminateInstance", ms.TerminateRequest(
-        instance_id=instance_id + "-t", output=text))  # fmt: skip
+        instanceId=instance_id + "-t", output=wrapped(text)))  # fmt: skip
     async with work_stream(channel, MS_WORKER) as worker, anyio.create_task_group() as tg:
         tg.start_soon(mine, channel, worker, "")  # answers the terminated one's turns
         ended = await outcome(channel, instance_id + "-t")
         tg.cancel_scope.cancel()
-    assert ended.orchestration_status == ms.OrchestrationStatus.TERMINATED
-    assert ended.output == wire(text)
+    assert ended.orchestrationStatus == ms.ORCHESTRATION_STATUS_TERMINATED
+    assert sent(ended, "output") == wire(text)
 
 
 async def mine(ch: Channel, worker: Any, instance_id: str) -> ms.WorkItem:
@@ -253,23 +259,25 @@ async def mine(ch: Channel, worker: Any, instance_id: str) -> ms.WorkItem:
     (terminated ones) are answered with nothing."""
     while True:
         item: ms.WorkItem = await next_item(worker, ms.WorkItem)
-        which, request = betterproto.which_one_of(item, "request")
-        if which == "activity_request" or request.instance_id == instance_id:
+        which = item.WhichOneof("request")
+        if which == "activityRequest" or item.orchestratorRequest.instanceId == instance_id:
             return item
         await call(ch, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-            instance_id=item.orchestrator_request.instance_id,
-            completion_token=item.completion_token))  # fmt: skip
+            instanceId=item.orchestratorRequest.instanceId,
+            completionToken=item.completionToken))  # fmt: skip
 
 
 async def test_dapr_payloads_round_trip_through_history(channel: Channel) -> None:
     """Issue 19: the Dapr dialect's GetInstanceHistory gives back a non-JSON input as
     sent, not the store's wrapping of it."""
     await start(channel, "dapr-h", data=NOT_JSON)
-    history = dapr.GetInstanceHistoryResponse().parse(
-        await call(channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest("dapr-h"))
+    history = dapr.GetInstanceHistoryResponse.FromString(
+        await call(
+            channel, "GetInstanceHistory", dapr.GetInstanceHistoryRequest(instanceId="dapr-h")
+        )
     )
-    started = [e for e in history.events if kind(e) == "execution_started"]  # type: ignore[arg-type]
-    assert started[0].execution_started.input == NOT_JSON
+    started = [e for e in history.events if kind(e) == "executionStarted"]  # type: ignore[arg-type]
+    assert sent(started[0].executionStarted, "input") == NOT_JSON
 
 
 @settings(max_examples=500)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
-import betterproto
 import pytest
+from dapr_stub import wrapped
 from grpclib.client import Channel
 from test_sidecar_protocol import MS_WORKER, call, completion, next_item, outcome, start
 from test_sidecar_protocol import work_stream as stream_on
@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.anyio
 
-SCHEDULE = ms.OrchestratorAction(id=0, schedule_task=ms.ScheduleTaskAction(name="a", input="1"))
+SCHEDULE = ms.OrchestratorAction(
+    id=0, scheduleTask=ms.ScheduleTaskAction(name="a", input=wrapped("1"))
+)
 
 
 @pytest.fixture
@@ -68,24 +70,25 @@ async def test_a_tokenless_completion_from_another_connection_is_refused(
     async with stream_on(victim, MS_WORKER) as worker:
         turn = await next_item(worker, ms.WorkItem)
         await call(attacker, "CompleteOrchestratorTask", completion(turn, '"hijacked"', token=""))
-        token = turn.completion_token
+        token = turn.completionToken
         await call(victim, "CompleteOrchestratorTask", ms.OrchestratorResponse(
-            instance_id="v", actions=[SCHEDULE], completion_token=token))  # fmt: skip
+            instanceId="v", actions=[SCHEDULE], completionToken=token))  # fmt: skip
         task = await next_item(worker, ms.WorkItem)
-        assert task.activity_request.task_id == 0
+        assert task.activityRequest.taskId == 0
         await call(attacker, "CompleteActivityTask", ms.ActivityResponse(
-            instance_id="v", task_id=0, result='"forged"'))  # fmt: skip
+            instanceId="v", taskId=0, result=wrapped('"forged"')))  # fmt: skip
         assert holder(sidecar, "v") is not None  # still the victim's to answer
         await call(victim, "CompleteActivityTask", ms.ActivityResponse(
-            instance_id="v", task_id=0, result='"real"',
-            completion_token=task.completion_token))  # fmt: skip
+            instanceId="v", taskId=0, result=wrapped('"real"'),
+            completionToken=task.completionToken))  # fmt: skip
         turn = await next_item(worker, ms.WorkItem)
-        kinds = [
-            betterproto.which_one_of(e, "eventType") for e in turn.orchestrator_request.new_events
+        events = turn.orchestratorRequest.newEvents
+        kinds = [(e.WhichOneof("eventType"), e) for e in events]
+        assert [e.taskCompleted.result.value for k, e in kinds if k == "taskCompleted"] == [
+            '"real"'
         ]
-        assert [e.result for k, e in kinds if k == "task_completed"] == ['"real"']
         await call(victim, "CompleteOrchestratorTask", completion(turn, '"ok"'))
-        assert (await outcome(victim, "v")).output == '"ok"'
+        assert (await outcome(victim, "v")).output.value == '"ok"'
 
 
 async def test_a_tokenless_worker_is_matched_on_its_own_connection(
@@ -97,7 +100,7 @@ async def test_a_tokenless_worker_is_matched_on_its_own_connection(
     async with stream_on(victim, MS_WORKER) as worker:
         turn = await next_item(worker, ms.WorkItem)
         await call(victim, "CompleteOrchestratorTask", completion(turn, '"ok"', token=""))
-        assert (await outcome(victim, "js")).output == '"ok"'
+        assert (await outcome(victim, "js")).output.value == '"ok"'
 
 
 async def test_guessed_and_bare_tokens_are_refused(
@@ -119,20 +122,20 @@ async def test_guessed_and_bare_tokens_are_refused(
                 own = await next_item(worker, ms.WorkItem)  # round robin gave it to the victim
             else:
                 own = await next_item(spy, ms.WorkItem)
-            for token in (theirs.completion_token, own.completion_token):
+            for token in (theirs.completionToken, own.completionToken):
                 assert re.fullmatch(r"[0-9a-f]{32}", token), token
-            assert theirs.completion_token != own.completion_token
+            assert theirs.completionToken != own.completionToken
             victim_stream = holder(sidecar, "v")
-            for guess in _guesses(own.completion_token, theirs.completion_token):
+            for guess in _guesses(own.completionToken, theirs.completionToken):
                 for method, request in (
                     ("AbandonTaskOrchestratorWorkItem",
-                     ms.AbandonOrchestrationTaskRequest(completion_token=guess)),
+                     ms.AbandonOrchestrationTaskRequest(completionToken=guess)),
                     ("CompleteOrchestratorTask", completion(theirs, '"forged"', token=guess)),
                 ):  # fmt: skip
                     await call(attacker, method, request)
                     assert holder(sidecar, "v") is victim_stream
         await call(victim, "CompleteOrchestratorTask", completion(theirs, '"ok"'))
-        assert (await outcome(victim, "v")).output == '"ok"'
+        assert (await outcome(victim, "v")).output.value == '"ok"'
 
 
 def _guesses(own: str, theirs: str) -> list[str]:
@@ -158,10 +161,10 @@ async def test_a_late_answer_from_the_stream_an_item_left_is_dropped(
         lost = await next_item(first, ms.WorkItem)
     async with stream_on(victim, MS_WORKER) as second:
         again = await next_item(second, ms.WorkItem)
-        assert again.completion_token != lost.completion_token
+        assert again.completionToken != lost.completionToken
         await call(attacker, "CompleteOrchestratorTask", completion(lost, '"late"'))
-        abandon = ms.AbandonOrchestrationTaskRequest(completion_token=lost.completion_token)
+        abandon = ms.AbandonOrchestrationTaskRequest(completionToken=lost.completionToken)
         await call(attacker, "AbandonTaskOrchestratorWorkItem", abandon)
         assert holder(sidecar, "moved") is sidecar.dispatcher.streams[0]
         await call(victim, "CompleteOrchestratorTask", completion(again, '"second"'))
-        assert (await outcome(victim, "moved")).output == '"second"'
+        assert (await outcome(victim, "moved")).output.value == '"second"'

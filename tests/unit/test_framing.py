@@ -62,23 +62,23 @@ def test_a_joined_turn_is_the_whole_message_encoded(dialect: str, stateful: bool
             assert sent is not None
             past, new = work.past, work.new
             if dialect == "ms":
-                expected = bytes(ms.WorkItem(
-                    orchestrator_request=ms.OrchestratorRequest(
-                        instance_id="inst", execution_id="r1",
-                        past_events=cv.events_to_ms(past, instance_id="inst", task_base=0),
-                        new_events=cv.events_to_ms(new, instance_id="inst", task_base=0)),
-                    completion_token="t-1.2"))  # fmt: skip
+                expected = ms.WorkItem(
+                    orchestratorRequest=ms.OrchestratorRequest(
+                        instanceId="inst", executionId=cv.text("r1"),
+                        pastEvents=cv.events_to_ms(past, instance_id="inst", task_base=0),
+                        newEvents=cv.events_to_ms(new, instance_id="inst", task_base=0)),
+                    completionToken="t-1.2").SerializeToString()  # fmt: skip
             else:
                 full = cv.events_to_dapr(past, instance_id="inst", task_base=0)
                 cached = None
                 if sent.cached is not None:
-                    full, cached = full[sent.cached :], dapr.CachedHistory(sent.cached)
-                expected = bytes(dapr.WorkItem(
-                    workflow_request=dapr.WorkflowRequest(
-                        instance_id="inst", execution_id="r1", past_events=full,
-                        new_events=cv.events_to_dapr(new, instance_id="inst", task_base=0),
-                        cached_history=cached),
-                    completion_token="t-1.2"))  # fmt: skip
+                    full, cached = full[sent.cached :], dapr.CachedHistory(eventCount=sent.cached)
+                expected = dapr.WorkItem(
+                    workflowRequest=dapr.WorkflowRequest(
+                        instanceId="inst", executionId=cv.text("r1"), pastEvents=full,
+                        newEvents=cv.events_to_dapr(new, instance_id="inst", task_base=0),
+                        cachedHistory=cached),
+                    completionToken="t-1.2").SerializeToString()  # fmt: skip
             assert data == expected
         if dialect == "dapr" and stateful:
             assert sent.cached is not None  # a delta was sent
@@ -90,14 +90,14 @@ def test_a_joined_turn_is_the_whole_message_encoded(dialect: str, stateful: bool
 def test_split_turn_reads_back_lazily_and_digests_tell_histories_apart() -> None:
     past = cv.events_to_dapr(_history(5), instance_id="inst", task_base=0)
     item = dapr.WorkItem(
-        workflow_request=dapr.WorkflowRequest(instance_id="inst", past_events=past),
-        completion_token="tok",
+        workflowRequest=dapr.WorkflowRequest(instanceId="inst", pastEvents=past),
+        completionToken="tok",
     )
-    split = split_turn(bytes(item))
+    split = split_turn(item.SerializeToString())
     assert split is not None
     rest, request, chunks = split
-    assert dapr.WorkItem().parse(rest).completion_token == "tok"
-    assert dapr.WorkflowRequest().parse(request).instance_id == "inst"
+    assert dapr.WorkItem.FromString(rest).completionToken == "tok"
+    assert dapr.WorkflowRequest.FromString(request).instanceId == "inst"
     lazy = LazyEvents(chunks, dapr.HistoryEvent)
     assert len(lazy) == len(past)
     assert lazy[-1] == past[-1]
@@ -107,13 +107,15 @@ def test_split_turn_reads_back_lazily_and_digests_tell_histories_apart() -> None
         lazy[len(past)]
     # a payload changed in an early event changes the digest of every prefix holding it
     changed = list(past)
-    changed[2] = dapr.HistoryEvent().parse(bytes(past[2]).replace(b"step", b"stop"))
+    changed[2] = dapr.HistoryEvent.FromString(past[2].SerializeToString().replace(b"step", b"stop"))
     assert changed[2] != past[2]
-    other = LazyEvents(split_field(bytes(dapr.WorkflowRequest(past_events=changed)), 3)[0],
-                       dapr.HistoryEvent)  # fmt: skip
+    other = LazyEvents(
+        split_field(dapr.WorkflowRequest(pastEvents=changed).SerializeToString(), 3)[0],
+        dapr.HistoryEvent,
+    )
     assert other.digest(2) == lazy.digest(2)
     assert other.digest(len(past)) != lazy.digest(len(past))
-    assert split_turn(bytes(dapr.WorkItem(completion_token="only"))) is None
+    assert split_turn(dapr.WorkItem(completionToken="only").SerializeToString()) is None
     # the same bytes cut into events differently are not the same history
     a, b, c = chunks[0], chunks[1], chunks[2]
     one = LazyEvents([a + b, c], dapr.HistoryEvent)

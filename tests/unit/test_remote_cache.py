@@ -181,7 +181,7 @@ class Sidecar:
         self.warm = len(self.wire(self.history))
         self.sent.append((len(past), cached))
         if self.lazy:
-            past = LazyEvents([bytes(e) for e in past], dapr.HistoryEvent)
+            past = LazyEvents([e.SerializeToString() for e in past], dapr.HistoryEvent)
         return past, new, cached
 
     def turn(self, *inbox: HistoryEvent) -> list[Action]:
@@ -289,7 +289,7 @@ def test_a_damaged_past_event_is_not_the_workflows_failure() -> None:
     side.turn(_answer(first, 10))
     past, new, _ = _delta(side, TimerFired(task_id=99, fire_at=AT))
     assert isinstance(past, LazyEvents)
-    damaged = [bytes(e) for e in past]
+    damaged = [e.SerializeToString() for e in past]
     damaged[-1] = b"\x0a\xff"  # a field longer than the event
     lazy = LazyEvents(damaged, dapr.HistoryEvent)
     with pytest.raises(UndecodableError):

@@ -32,12 +32,14 @@ AT = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def test_dialect_of_get_work_items() -> None:
-    assert detect_dialect(bytes(ms.GetWorkItemsRequest(max_concurrent_activity_work_items=2))) == (
-        "ms", set())  # fmt: skip
+    assert detect_dialect(
+        ms.GetWorkItemsRequest(maxConcurrentActivityWorkItems=2).SerializeToString()
+    ) == ("ms", set())
     assert detect_dialect(b"") == ("minimal", set())
-    request = dapr.GetWorkItemsRequest(capabilities=[dapr.WorkerCapability(3),
-                                                     dapr.WorkerCapability(2)])  # fmt: skip
-    assert detect_dialect(bytes(request)) == ("dapr", {2, 3})
+    request = dapr.GetWorkItemsRequest(
+        capabilities=[dapr.WORKER_CAPABILITY_HEALTH_PING, dapr.WORKER_CAPABILITY_STATEFUL_HISTORY]
+    )
+    assert detect_dialect(request.SerializeToString()) == ("dapr", {2, 3})
     assert stream_options("dapr", {2, 3}) == (True, True)
     assert stream_options("dapr", {2}) == (True, False)
     assert stream_options("ms", set()) == (False, True)
@@ -92,7 +94,7 @@ def test_past_cache_converts_only_new_turns_and_matches_a_full_conversion() -> N
 
 
 def chunks(messages: list[dapr.HistoryEvent] | list[ms.HistoryEvent]) -> list[bytes]:
-    return [field_chunk(PAST_EVENTS, bytes(m)) for m in messages]
+    return [field_chunk(PAST_EVENTS, m.SerializeToString()) for m in messages]
 
 
 @pytest.mark.anyio

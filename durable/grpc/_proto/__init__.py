@@ -1,4 +1,4 @@
-"""Generated betterproto stubs for the Durable Task sidecar protocol. DO NOT EDIT.
+"""Generated protobuf stubs for the Durable Task sidecar protocol. DO NOT EDIT.
 
 ``ms``: the Microsoft dialect (``durabletask``); ``dapr``: the Dapr 1.19 dialect.
 Regenerate with ``protos/generate``; the sources are in ``protos/``. Protobuf types
