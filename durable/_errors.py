@@ -43,6 +43,7 @@ __all__ = [
     "ActivityTimeoutError",
     "CancelledError",
     "DurableError",
+    "EngineFailedError",
     "InstanceExistsError",
     "InstanceNotFoundError",
     "InstanceRunningError",
@@ -135,6 +136,12 @@ class CancelledError(DurableError):
     """Raised inside a workflow at an await whose operation was cancelled: by
     ``future.cancel()``, ``ctx.any(..., cancel_rest=True)``, or a cancel of the workflow
     (``WorkflowHandle.cancel``). A workflow that lets it escape ends ``CANCELED``."""
+
+
+class EngineFailedError(DurableError):
+    """Raised out of a runtime whose engine stopped on a fault of its own: one of its
+    tasks ended by a cancellation nobody asked for (a stray ``task.cancel()``), which
+    would otherwise end every other task of the engine without a word."""
 
 
 class InstanceExistsError(DurableError):

@@ -39,7 +39,7 @@ from durable._clock import MockClock
 from durable._errors import StoreError
 
 from ._activities import _Activities
-from ._base import EngineHooks, log
+from ._base import EngineHooks, log, supervised
 from ._children import _Children
 from ._commit import _Commits
 from ._inbox import _Inbox
@@ -71,9 +71,9 @@ class Engine(_Turns, _Commits, _Activities, _Children, _Messages, _Queries, _Inb
             ):
                 self._send, self._send_activity, self._tg = send, send_activity, tg
                 for _ in range(self._max_turns):
-                    tg.start_soon(self._serve, receive, self._turn_from_queue)
+                    tg.start_soon(supervised, self._serve, receive, self._turn_from_queue)
                 for _ in range(self._max_activities):
-                    tg.start_soon(self._serve, receive_activity, self._run_activity)
+                    tg.start_soon(supervised, self._serve, receive_activity, self._run_activity)
                 if self._leases is None:
                     try:
                         await self.recover_all()
@@ -84,8 +84,8 @@ class Engine(_Turns, _Commits, _Activities, _Children, _Messages, _Queries, _Inb
                         self._spawn_guarded(self.recover_all)
                 else:  # each partition is recovered as its lease is taken
                     await tg.start(self._leases.run)
-                tg.start_soon(self._timers.run)
-                tg.start_soon(self._poll_loop)
+                tg.start_soon(supervised, self._timers.run)
+                tg.start_soon(supervised, self._poll_loop)
                 if isinstance(self.clock, MockClock) and self.clock.auto_advance:
                     tg.start_soon(self._auto_advance, self.clock)
                 task_status.started()

@@ -9,6 +9,7 @@ looking up instances. Each concern of the engine is a mixin over this base.
 from __future__ import annotations
 
 import logging
+import math
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from durable._errors import StoreError
+from durable._errors import EngineFailedError, StoreError
 from durable._fleet._partitions import partition_of
 from durable._ids import IdSource
 from durable._log._active import ActiveIndex
@@ -76,6 +77,23 @@ _FAIR_STREAK = 32  # queued items a worker takes before it yields to other tasks
 # In an activity worker running a turn: where that turn's first new activity goes, so the
 # same worker runs it next instead of handing it to another worker.
 _CLAIM: ContextVar[list[_ActivityWork] | None] = ContextVar("durable_claim", default=None)
+
+
+async def supervised(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    """Run one task of the engine's task group. A task that ends by a cancellation no
+    enclosing scope asked for (a stray ``task.cancel()``) would make the group cancel
+    every other task without an error, leaving a runtime with no turns, timers or
+    leases: it fails the engine loudly instead (the log is the truth; a restart
+    recovers what was under way)."""
+    try:
+        await fn(*args)
+    except anyio.get_cancelled_exc_class():
+        if anyio.current_effective_deadline() == -math.inf:
+            raise  # asked for: the engine is stopping
+        name = getattr(fn, "__name__", repr(fn))
+        raise EngineFailedError(
+            f"engine task {name} ended by a cancellation nobody asked for"
+        ) from None
 
 
 class _NotLeased(Exception):
@@ -216,7 +234,7 @@ class _EngineBase:
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._tg is not None, "the engine is not running"
-        self._tg.start_soon(fn, *args)
+        self._tg.start_soon(supervised, fn, *args)
 
     def _spawn_guarded(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run background work that counts as busy and, if the store fails transiently,

@@ -119,13 +119,12 @@ class _Commits(_EngineBase):
             inst.received.update(watermarks([*inst.received.values(), *record.consumed]))
         custom_changed = inst.custom_status != record.custom_status
         inst.custom_status = record.custom_status
-        if record.next_run or any(type(e) is SearchAttributesUpserted for e in record.events):
-            fold(inst.search, (*record.events, *record.next_run), inst.started.run_id)
         previous = inst.status
         inst.status = _STATUS[record.status]
         outstanding = inst.outstanding
         ended = inst.status.is_terminal
-        sends = False  # (found in this loop: a pass of its own cost every commit a call)
+        # (found in this loop: a pass of their own cost every commit a call)
+        sends = upserts = False
         for event in record.events:
             if isinstance(event, _SCHEDULING):
                 outstanding[event.task_id] = event
@@ -143,6 +142,10 @@ class _Commits(_EngineBase):
                     self._cancel_op(inst, cancelled, f"cancelled by its parent {inst.id!r}")
             elif type(event) is EventSent:
                 sends = True
+            elif type(event) is SearchAttributesUpserted:
+                upserts = True
+        if upserts or record.next_run:
+            fold(inst.search, (*record.events, *record.next_run), inst.started.run_id)
         told = True
         if self._outbox or sends:
             told = await self._send_events(inst, record.events)

@@ -95,7 +95,7 @@ class _Recovery(_EngineBase):
         inst.meta_seq = created.record.seq if created.meta_etag is not None else -1
         if created.indexed is not None:
             inst.meta_indexed = created.indexed
-        inst.search = search_of(created.record.next_run)
+        inst.search = dict(created.meta.search)  # (its meta's: of the same history)
         inst.consumed = set(created.record.consumed)  # the run before's watermarks
         inst.received = watermarks(created.record.consumed)
         fire(inst, LifecycleEvent.LOADED)

@@ -32,7 +32,7 @@ from durable._errors import (
     StoreError,
 )
 
-from ._records import InstanceMeta, decode_meta, encode, meta_key
+from ._records import InstanceMeta, decode_meta, decode_record, encode, log_key, meta_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -99,6 +99,29 @@ async def delete_entries(store: ObjectStore, keys: Iterable[str]) -> list[str]:
     return failed
 
 
+async def _holds_run(store: ObjectStore, meta: InstanceMeta) -> bool:
+    """Whether the log still holds the run ``meta`` describes: the record at its
+    ``run_start`` starts a run of the meta's start, and no purge is under way (a purge
+    and a new start under the id replace it; run ids are never reused). A meta from
+    before origins names no start: it is taken as held (so is an unreadable log)."""
+    if not meta.origin:
+        return True
+    for seq in sorted({0, meta.run_start}):
+        key = log_key(meta.instance_id, seq)
+        try:
+            record = decode_record(await store.get(key), key)
+        except ObjectNotFoundError:
+            return False
+        except StoreError as err:
+            if err.transient:
+                raise
+            return True  # unreadable: recovery fails the run; the meta says what it can
+        if record.purging:
+            return False
+    started = record.next_run[0] if record.next_run else None
+    return getattr(started, "origin_run", None) == meta.origin
+
+
 async def write_meta_indexed(
     store: ObjectStore, meta: InstanceMeta, etag: str | None, before: Indexing | None
 ) -> tuple[str, Indexing]:
@@ -110,23 +133,39 @@ async def write_meta_indexed(
     fails, ``before`` keeps the entries put for it among those to delete (the next
     write, for a meta that does not name them, deletes them). A meta deleted since the
     writer read it is not written again (``ObjectNotFoundError``), and the entries put
-    for it are deleted (a purge came: the run they name is gone)."""
+    for it are deleted (a purge came: the run they name is gone).
+
+    A meta is never written for a run the log no longer holds: a write not fenced by
+    an ETag (put-if-absent past the run's first record: the writer never read the
+    meta, or its first write failed) and a write over another start's meta first
+    check the log (:func:`_holds_run`). Seqs order metas of one log only: after a
+    purge and a new start under the id, an old run's meta written back (absent, or
+    of a higher seq than the new run's) said the new run had ended."""
     key = meta_key(meta.instance_id)
+    if etag is None and meta.seq > meta.run_start and not await _holds_run(store, meta):
+        raise ObjectNotFoundError(key)  # (as for a meta a purge deleted)
     want = entry_keys(meta.instance_id, meta.search) if meta.search else set()
     if before is None and etag is None:
         before = Indexing.empty()
     put: set[str] = set()
     for _ in range(8):
-        have = entry_keys(meta.instance_id, before.search) if before is not None else set()
-        drop = (have | before.drop) - want if before is not None else set()
-        missing = want - have - put
+        # (no attributes before, none now: the usual case skips the key sets' building)
+        have, drop = set(), set()
+        if before is not None and before.search:
+            have = entry_keys(meta.instance_id, before.search)
+        if before is not None and (have or before.drop):
+            drop = (have | before.drop) - want
+        missing = want - have - put if want else set()
         try:
             if missing:
                 if before is not None:
                     before.drop |= missing  # until a meta names them
                 await _put_entries(store, missing)
                 put |= missing
-            data = encode(msgspec.structs.replace(meta, search_drop=sorted(drop)))
+            listed = meta
+            if drop or meta.search_drop:
+                listed = msgspec.structs.replace(meta, search_drop=sorted(drop))
+            data = encode(listed)
             try:
                 if etag is None:
                     etag = await store.put_if_absent(key, data)
@@ -142,7 +181,9 @@ async def write_meta_indexed(
                     put = set(want)
                     etag = await store.put(key, encode(meta))
                     return etag, Indexing(meta.search)
-                if other.seq > meta.seq:
+                if other.seq > meta.seq or (
+                    other.origin != meta.origin and not await _holds_run(store, meta)
+                ):  # a newer meta, or one of a start that replaced this run's log
                     stray = put - entry_keys(meta.instance_id, other.search)
                     return etag, Indexing(other.search, {*other.search_drop, *stray})
                 meta = msgspec.structs.replace(meta, created_at=other.created_at)
@@ -151,7 +192,7 @@ async def write_meta_indexed(
         except ObjectNotFoundError:
             await delete_entries(store, put)
             raise
-        return etag, Indexing(meta.search, await delete_entries(store, drop))
+        return etag, Indexing(meta.search, await delete_entries(store, drop) if drop else ())
     raise StoreError(f"meta at {key!r} keeps changing under the writer", key=key)
 
 

@@ -9,7 +9,8 @@ EXPECTED = {
     "ActivityContext", "ActivityFailed", "ActivityTimeoutError", "CancelledError", "Client",
     "Clock",
     "DurableError", "DurableFuture",
-    "EvictionPolicy", "FailureDetails", "Fleet", "InstanceExistsError", "InstanceNotFoundError",
+    "EngineFailedError", "EvictionPolicy", "FailureDetails", "Fleet", "InstanceExistsError",
+    "InstanceNotFoundError",
     "InstancePage",
     "InstanceRunningError", "InstanceStatusError", "InvalidArgumentError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
@@ -42,6 +43,7 @@ def test_every_error_is_a_durable_error() -> None:
         durable.TimeoutError, durable.InstanceExistsError, durable.InstanceNotFoundError,
         durable.InvalidInstanceIdError, durable.StoreError, durable.SerializationError,
         durable.UnknownWorkflowError, durable.InstanceRunningError, durable.InstanceStatusError,
+        durable.EngineFailedError,
     ]  # fmt: skip
     for error in errors:
         assert issubclass(error, durable.DurableError), error
