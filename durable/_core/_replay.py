@@ -33,10 +33,7 @@ from ._actions import (
     ContinueAsNew,
     FailWorkflow,
     RecordPatch,
-    ScheduleActivity,
     SendEvent,
-    StartChildWorkflow,
-    StartTimer,
     UpsertSearchAttributes,
 )
 from ._context import WorkflowContext
@@ -74,6 +71,7 @@ from ._events import (
 )
 from ._failure import FailureDetails, failure_from_exception, is_timeout
 from ._futures import DurableFuture, Scheduler, Task, WorkflowControl
+from ._pairs import FINAL_ACTIONS, SCHEDULING_ACTIONS, describe
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -114,53 +112,14 @@ def timed_out(instance_id: str, event: ExecutionTimedOut) -> FailureDetails:
     return failure_from_exception(error)
 
 
-def describe(item: Event | Action) -> str:
-    """A short human description of a scheduling event or action, for error messages."""
-    match item:
-        case ActivityScheduled(name=name, task_id=tid) | ScheduleActivity(name=name, task_id=tid):
-            return f"activity {name!r} (task {tid})"
-        case TimerCreated(task_id=tid) | StartTimer(task_id=tid):
-            return f"a timer (task {tid})"
-        case (
-            ChildWorkflowScheduled(name=name, task_id=tid)
-            | StartChildWorkflow(name=name, task_id=tid)
-        ):
-            return f"sub-workflow {name!r} (task {tid})"
-        case EventSent(name=name, task_id=tid) | SendEvent(name=name, task_id=tid):
-            return f"event {name!r} sent (task {tid})"
-        case TaskCancelled(task_id=tid) | CancelTask(task_id=tid):
-            return f"the cancellation of task {tid}"
-        case WorkflowCompleted() | CompleteWorkflow():
-            return "completion of the workflow"
-        case WorkflowErrored() | FailWorkflow():
-            return "failure of the workflow"
-        case ContinuedAsNew() | ContinueAsNew():
-            return "continue-as-new"
-        case SearchAttributesUpserted(attributes=a) | UpsertSearchAttributes(attributes=a):
-            return f"an upsert of search attributes {a!r}"
-    return type(item).__name__
-
-
-_SCHEDULING_TYPES: dict[type, type] = {
-    ActivityScheduled: ScheduleActivity,
-    TimerCreated: StartTimer,
-    ChildWorkflowScheduled: StartChildWorkflow,
-    EventSent: SendEvent,
-}
-_FINAL_TYPES: dict[type, type] = {
-    WorkflowCompleted: CompleteWorkflow,
-    WorkflowErrored: FailWorkflow,
-    ContinuedAsNew: ContinueAsNew,
-}
-
 # what a suspended run still takes: what ends the suspension, another suspend (which
 # changes nothing: held, the resume would release it and suspend the run again), and, in
 # replay, what its code decided in the turn a suspend arrived in (recorded after it)
 _NOT_HELD = frozenset(
     {WorkflowResumed, WorkflowSuspended, WorkflowTerminated, ExecutionTimedOut, TurnStarted,
      PatchApplied, SearchAttributesUpserted, TaskCancelled, UpdateCompleted, WorkflowRewound,
-     *_SCHEDULING_TYPES,
-     *_FINAL_TYPES}
+     *SCHEDULING_ACTIONS,
+     *FINAL_ACTIONS}
 )  # fmt: skip
 
 
@@ -383,7 +342,7 @@ class WorkflowRun:
                 f"{describe(event)}, but the workflow code did not schedule it",
                 event_id=event.event_id,
             )
-        if type(action) is not _SCHEDULING_TYPES[type(event)] or getattr(
+        if type(action) is not SCHEDULING_ACTIONS[type(event)] or getattr(
             action, "name", None
         ) != getattr(event, "name", None):
             raise NonDeterminismError(
@@ -393,7 +352,7 @@ class WorkflowRun:
             )
 
     def _on_final(self, event: WorkflowCompleted | WorkflowErrored | ContinuedAsNew) -> None:
-        if self.final is None or type(self.final) is not _FINAL_TYPES[type(event)]:
+        if self.final is None or type(self.final) is not FINAL_ACTIONS[type(event)]:
             did = (
                 f"ended with the {describe(self.final)}"
                 if self.final is not None
