@@ -20,7 +20,6 @@ from durable._core._events import (
     HistoryEvent,
     TimerCreated,
     TimerFired,
-    WorkflowCancelRequested,
 )
 
 from ._attempts import RunningAttempt
@@ -216,9 +215,10 @@ class _Activities(_EngineBase):
             spawn=self._spawn, on_wait=self._attempt_waits,
         )  # fmt: skip
 
-    def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent, reason: str) -> None:
+    def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent) -> None:
         """The run gave up on an operation (cancelled it, or ended): stop its activity
-        attempt running here, disarm its timer, or ask its sub-workflow to cancel."""
+        attempt running here, or disarm its timer. (A sub-workflow is told through the
+        outbox: see :func:`._children.child_orders`.)"""
         task_id: int = scheduled.task_id  # type: ignore[union-attr]
         if isinstance(scheduled, ActivityScheduled):
             running = self._attempts.get((inst.id, inst.run_start, task_id))
@@ -228,9 +228,6 @@ class _Activities(_EngineBase):
             armed = self._armed.get(inst.id)
             if armed is not None:
                 armed.discard((inst.run_start, task_id))
-        elif isinstance(scheduled, ChildWorkflowScheduled):
-            cancel = WorkflowCancelRequested(reason=reason, parent=_child_of(inst, scheduled))
-            self._spawn_guarded(self._tell, scheduled.instance_id, cancel)
 
     def _attempt_waits(self, waiting: bool) -> None:
         """An attempt waits on its cancel signal (the runtime may count as idle, and a

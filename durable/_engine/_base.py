@@ -26,6 +26,7 @@ from durable._log._reader import read_meta
 from durable._log._records import (
     InboxMessage,
     InstanceMeta,
+    Post,
     TurnRecord,
     instance_of_key,
 )
@@ -206,7 +207,7 @@ class _EngineBase:
         self._leases: Leases | None = None
         self._stale_meta: dict[str, _Instance] = {}  # ended, but their meta write failed
         self._handovers: dict[str, Handover] = {}  # instances whose inbox read is under way
-        self._outbox: dict[str, list[EventSent]] = {}  # per sender: sent, not posted yet
+        self._outbox: dict[str, list[Post]] = {}  # per sender: sent, not posted yet
         self._commit_waiters: dict[str, anyio.Event] = {}  # callers waiting for a commit
 
     def configure(self, partitions: int, leases: Leases | None = None) -> None:
@@ -444,7 +445,7 @@ class _EngineBase:
 
         def _dispatch(self, inst: _Instance, event: HistoryEvent) -> None: ...
 
-        def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent, reason: str) -> None: ...
+        def _cancel_op(self, inst: _Instance, scheduled: HistoryEvent) -> None: ...
 
         def _arm_deadline(self, inst: _Instance) -> None: ...
 
@@ -461,15 +462,13 @@ class _EngineBase:
             err: InstanceExistsError | None = None,
         ) -> None: ...
 
-        def _close_children(self, inst: _Instance, record: TurnRecord) -> None: ...
-
         async def _tell_parent(self, inst: _Instance) -> bool: ...
 
         async def _tell(self, instance_id: str, event: HistoryEvent) -> None: ...
 
-        async def _send_events(self, inst: _Instance, events: list[HistoryEvent]) -> bool: ...
+        async def _send_events(self, inst: _Instance, record: TurnRecord) -> bool: ...
 
-        def _resend(self, inst: _Instance, sends: list[EventSent]) -> None: ...
+        def _resend(self, inst: _Instance, sends: list[Post]) -> None: ...
 
         async def announce_message(
             self, instance_id: str, message: InboxMessage, run_start: int | None = None

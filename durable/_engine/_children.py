@@ -12,6 +12,7 @@ from durable._core._events import (
     Event,
     HistoryEvent,
     ParentRef,
+    TaskCancelled,
     WorkflowCancelRequested,
     WorkflowTerminated,
 )
@@ -25,21 +26,76 @@ from durable._errors import (
     StoreError,
 )
 from durable._log._instances import create_instance, purge_instance, send_message
+from durable._log._msgids import message_id
 from durable._log._reader import (
     RunLog,
     load_run,
     read_meta,
 )
-from durable._log._records import wakeup_key
+from durable._log._records import ChildOrder, wakeup_key
 from durable._log._rewind import rewind_instance
 
 from ._base import _EngineBase, log
-from ._instance import _child_of, _for_good, _Instance, _parent_event
+from ._instance import _ANSWERS, _SCHEDULING, _child_of, _for_good, _Instance, _parent_event
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from durable._log._records import TurnRecord
+
+def child_orders(
+    inst: _Instance, seq: int, events: list[HistoryEvent], status: WorkflowStatus
+) -> list[ChildOrder]:
+    """What the turn that commits ``events`` as record ``seq`` (the run's status then
+    ``status``) tells sub-workflows of the run, to post through its outbox: cancel each
+    it cancelled; and if the run ended, each it still waits on follows its
+    ``on_parent_close`` policy (terminate, cancel or abandon). A termination of the
+    parent terminates them all (and they theirs), as Durable Task's recursive terminate
+    does, unless it was not ``recursive``. Each order names the parent's run: an
+    instance that took the child's id since then consumes it and applies nothing."""
+    waiting = dict(inst.outstanding)
+    orders: list[ChildOrder] = []
+    recursive = True
+    for event in events:
+        if isinstance(event, _SCHEDULING):
+            waiting[event.task_id] = event
+        elif type(event) in _ANSWERS:
+            waiting.pop(event.task_id, None)  # type: ignore[union-attr]
+        elif isinstance(event, TaskCancelled):
+            cancelled = waiting.pop(event.task_id, None)
+            if isinstance(cancelled, ChildWorkflowScheduled):
+                why = f"cancelled by its parent {inst.id!r}"
+                cancel = WorkflowCancelRequested(reason=why, parent=_child_of(inst, cancelled))
+                orders.append(_order(inst, seq, event.event_id, cancelled, cancel))
+        elif isinstance(event, WorkflowTerminated):
+            recursive = event.recursive
+    if not status.is_terminal or not events:
+        return orders
+    why = f"its parent {inst.id!r} ended {status.value}"
+    event_id = events[-1].event_id  # the end's orders: numbered after the record's events
+    for scheduled in waiting.values():
+        if not isinstance(scheduled, ChildWorkflowScheduled):
+            continue
+        if status is WorkflowStatus.TERMINATED:
+            policy = "terminate" if recursive else "abandon"
+        else:  # a log from before policies: children outlived a parent that ended
+            policy = scheduled.on_parent_close or "abandon"
+        order: HistoryEvent
+        if policy == "terminate":
+            order = WorkflowTerminated(reason=why, parent=_child_of(inst, scheduled))
+        elif policy == "cancel":
+            order = WorkflowCancelRequested(reason=why, parent=_child_of(inst, scheduled))
+        else:
+            continue
+        event_id += 1
+        orders.append(_order(inst, seq, event_id, scheduled, order))
+    return orders
+
+
+def _order(
+    inst: _Instance, seq: int, event_id: int, child: ChildWorkflowScheduled, event: HistoryEvent
+) -> ChildOrder:
+    msg_id = message_id(inst.id, inst.created_at, seq, event_id)
+    return ChildOrder(instance_id=child.instance_id, message_id=msg_id, event=event)
 
 
 # the ends of a child that its parent's rewind keeps: rewound (FAILED), or its result
@@ -198,34 +254,6 @@ class _Children(_EngineBase):
                 task_id=scheduled.task_id, instance_id=scheduled.instance_id,
                 parent_run=parent.run_id, failure=failure_from_exception(err),
             ))  # fmt: skip
-
-    def _close_children(self, inst: _Instance, record: TurnRecord) -> None:
-        """The run ended: each sub-workflow it still waits on follows its
-        ``on_parent_close`` policy (terminate, cancel or abandon). A termination of the
-        parent terminates them all (and they theirs), as Durable Task's recursive
-        terminate does, unless it was not ``recursive``. The message names the run: an
-        instance that took the child's id since then ignores it."""
-        terminated = inst.status is WorkflowStatus.TERMINATED
-        recursive = True
-        for event in record.events:
-            if isinstance(event, WorkflowTerminated):
-                recursive = event.recursive
-        why = f"its parent {inst.id!r} ended {inst.status.value}"
-        for event in inst.outstanding.values():
-            if not isinstance(event, ChildWorkflowScheduled):
-                continue
-            if terminated:
-                policy = "terminate" if recursive else "abandon"
-            else:  # a log from before policies: children outlived a parent that ended
-                policy = event.on_parent_close or "abandon"
-            message: HistoryEvent
-            if policy == "terminate":
-                message = WorkflowTerminated(reason=why, parent=_child_of(inst, event))
-            elif policy == "cancel":
-                message = WorkflowCancelRequested(reason=why, parent=_child_of(inst, event))
-            else:
-                continue
-            self._spawn_guarded(self._tell, event.instance_id, message)
 
     async def _tell_parent(self, inst: _Instance) -> bool:
         """The instance ended: tell its parent before its meta says so (a new owner of

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from durable.store import ObjectStore
 
 from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
+from ._children import child_orders
 from ._instance import _ANSWERS, _SCHEDULING, _Instance
 
 _META_EVERY = 32  # rewrite meta at least every this many turns (it is only an index)
@@ -101,7 +102,9 @@ class _Commits(_EngineBase):
             TurnStarted(event_id=inst.next_event_id, timestamp=now),
             WorkflowErrored(event_id=inst.next_event_id + 1, timestamp=now, failure=failure),
         ]
-        record = TurnRecord(seq=inst.seq + 1, status=WorkflowStatus.FAILED, events=events)
+        status, seq = WorkflowStatus.FAILED, inst.seq + 1
+        orders = child_orders(inst, seq, events, status)
+        record = TurnRecord(seq=seq, status=status, events=events, orders=orders)
         if await self._commit(inst, record):
             await self._after_commit(inst, record)
         else:
@@ -138,8 +141,8 @@ class _Commits(_EngineBase):
                     self._disarm(inst.id, inst.run_start, answered.task_id)
             elif type(event) is TaskCancelled:
                 cancelled = outstanding.pop(event.task_id, None)
-                if cancelled is not None:
-                    self._cancel_op(inst, cancelled, f"cancelled by its parent {inst.id!r}")
+                if cancelled is not None:  # (a sub-workflow's cancel is among its orders)
+                    self._cancel_op(inst, cancelled)
             elif type(event) is EventSent:
                 sends = True
             elif type(event) is SearchAttributesUpserted:
@@ -147,8 +150,8 @@ class _Commits(_EngineBase):
         if upserts or record.next_run:
             fold(inst.search, (*record.events, *record.next_run), inst.started.run_id)
         told = True
-        if self._outbox or sends:
-            told = await self._send_events(inst, record.events)
+        if self._outbox or sends or record.orders:
+            told = await self._send_events(inst, record)
         run_start, run_id = inst.run_start, inst.started.run_id
         if record.next_run:
             self._start_new_run(inst, record)
@@ -207,10 +210,9 @@ class _Commits(_EngineBase):
 
     def _finish(self, inst: _Instance, record: TurnRecord) -> None:
         inst.output, inst.failure = record_outcome(record)
-        self._close_children(inst, record)
         for scheduled in inst.outstanding.values():
             if isinstance(scheduled, ActivityScheduled):  # nobody waits for it any more
-                self._cancel_op(inst, scheduled, "")
+                self._cancel_op(inst, scheduled)
         self._drop_run(inst)
         self._armed.pop(inst.id, None)
         inst.outstanding.clear()

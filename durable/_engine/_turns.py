@@ -57,6 +57,7 @@ from durable._log._records import (
 )
 
 from ._base import _EngineBase, _NotLeased, log
+from ._children import child_orders
 from ._handover import Handover
 from ._instance import (
     _ANSWERS,
@@ -251,7 +252,7 @@ class _Turns(_EngineBase):
         left: list[Pending] | None = None
         if run.untaken:  # the run ended before some of the events
             events, consumed, left = _take(run.untaken, events, sources, consumed)
-        new_events, next_run, status = self._record_actions(
+        new_events, next_run, status, cancels = self._record_actions(
             inst, run, actions, inst.next_event_id + len(events), now
         )
         if next_run:
@@ -260,13 +261,16 @@ class _Turns(_EngineBase):
             # and each sender's watermark, so that the new run skips what this one applied
             marks = watermarks([*inst.received.values(), *consumed]).values()
             consumed += sorted(set(marks).difference(consumed))
+        events = events + new_events
+        seq = inst.seq + 1
         record = TurnRecord(
-            seq=inst.seq + 1,
+            seq=seq,
             status=status,
-            events=events + new_events,
+            events=events,
             next_run=next_run,
             consumed=consumed,
             custom_status=run.custom_status,
+            orders=child_orders(inst, seq, events, status) if cancels or status.is_terminal else [],
         )
         if not await self._commit(inst, record):
             inst.pending = pending + inst.pending
@@ -389,9 +393,10 @@ class _Turns(_EngineBase):
                 status = WorkflowStatus.SUSPENDED
             elif status is WorkflowStatus.SUSPENDED:
                 status = WorkflowStatus.RUNNING if loaded.turn_taken else WorkflowStatus.PENDING
+        seq = inst.seq + 1
         record = TurnRecord(
-            seq=inst.seq + 1, status=status, events=events, consumed=sorted(set(consumed)),
-            custom_status=inst.custom_status,
+            seq=seq, status=status, events=events, consumed=sorted(set(consumed)),
+            custom_status=inst.custom_status, orders=child_orders(inst, seq, events, status),
         )  # fmt: skip
         if not await self._commit(inst, record):
             inst.pending = pending + inst.pending
@@ -413,11 +418,13 @@ class _Turns(_EngineBase):
 
     def _record_actions(
         self, inst: _Instance, run: TurnRunner, actions: list[Action], event_id: int, now: Any
-    ) -> tuple[list[HistoryEvent], list[HistoryEvent], WorkflowStatus]:
-        """Turn the actions into history events; work out the status after the turn."""
+    ) -> tuple[list[HistoryEvent], list[HistoryEvent], WorkflowStatus, bool]:
+        """Turn the actions into history events; work out the status after the turn,
+        and whether the turn cancelled an operation (one may be a sub-workflow's)."""
         events: list[HistoryEvent] = []
         next_run: list[HistoryEvent] = []
         status = _SUSPENDED if run.suspended else _RUNNING
+        cancels = False
         for action in actions:
             event: HistoryEvent
             match action:
@@ -462,6 +469,7 @@ class _Turns(_EngineBase):
                     )
                 case CancelTask():
                     event = TaskCancelled(event_id=event_id, timestamp=now, task_id=action.task_id)
+                    cancels = True
                 case CompleteWorkflow():
                     event, status = (
                         WorkflowCompleted(event_id=event_id, timestamp=now, result=action.result),
@@ -498,7 +506,7 @@ class _Turns(_EngineBase):
             event_id += 1
         if run.terminated and not status.is_terminal:
             status = WorkflowStatus.TERMINATED
-        return events, next_run, status
+        return events, next_run, status, cancels
 
     async def _rebuild(self, inst: _Instance) -> TurnRunner | None:
         """Replay the current run from the log (a cache miss); None if the log moved."""

@@ -14,7 +14,6 @@ from durable._core._events import (
     CONTROL,
     NULL,
     ActivityScheduled,
-    EventSent,
     HistoryEvent,
     ParentRef,
     WorkflowCompleted,
@@ -32,11 +31,13 @@ from durable._errors import (
 
 from ._records import (
     InstanceMeta,
+    Post,
     TurnRecord,
     decode_meta,
     decode_record,
     log_key,
     meta_key,
+    posts_of,
 )
 from ._search import Indexing, write_meta_indexed
 
@@ -129,9 +130,10 @@ class RunLog:
     consumed: set[str] = field(default_factory=set)
     head: int = 1  # how many events of ``history`` the run's first record holds
     unposted: int = -1  # the seq of the first record that ``unsent`` comes from
-    unsent: list[EventSent] = field(default_factory=list)
-    """Events sent by the turns after the meta read (its seq), of this run and any run
-    before it since the meta's: they may not have been posted."""
+    unsent: list[Post] = field(default_factory=list)
+    """Events sent (and orders given to sub-workflows) by the turns after the meta read
+    (its seq), of this run and any run before it since the meta's: they may not have
+    been posted."""
 
     @property
     def status(self) -> WorkflowStatus:
@@ -211,13 +213,13 @@ async def load_run(
         seq = min(seq, unposted)
     records: list[TurnRecord] = []
     run_start = seq
-    unsent: list[EventSent] = []  # of every run read: a new run keeps them
+    unsent: list[Post] = []  # of every run read: a new run keeps them
     first_unsent = -1
     while (record := await read_record(store, instance_id, seq)) is not None:
         if record.purging:
             return None  # a purge is deleting the instance
         if seq >= unposted:
-            sends = [e for e in record.events if type(e) is EventSent]
+            sends = posts_of(record)
             if sends and first_unsent < 0:
                 first_unsent = seq
             unsent += sends

@@ -11,16 +11,18 @@ from datetime import datetime
 import msgspec
 from msgspec import Raw
 
-from durable._core._events import NULL, HistoryEvent, ParentRef
+from durable._core._events import NULL, EventSent, HistoryEvent, ParentRef
 from durable._core._failure import FailureDetails
 from durable._core._search import Indexed
 from durable._core._state import WorkflowStatus
 from durable._errors import StoreError
 
 __all__ = [
+    "ChildOrder",
     "WAKEUPS",
     "InboxMessage",
     "InstanceMeta",
+    "Post",
     "TurnRecord",
     "decode_message",
     "decode_meta",
@@ -32,6 +34,7 @@ __all__ = [
     "instance_prefix",
     "log_key",
     "meta_key",
+    "posts_of",
     "unreadable_key",
     "wakeup_key",
     "wakeup_prefix",
@@ -85,6 +88,18 @@ def wakeup_key(instance_id: str, partition: int) -> str:
     return f"{WAKEUPS}/{partition:04d}/{instance_id}"
 
 
+class ChildOrder(msgspec.Struct, frozen=True):
+    """What a committed turn tells one of its sub-workflows: cancel
+    (``WorkflowCancelRequested``) or terminate (``WorkflowTerminated``), naming the
+    parent's run. Posted after the commit through the sender's outbox, under
+    ``message_id`` (minted at the commit, in the order of the sender's sent events), so
+    a post made again after a crash is the same message, applied once."""
+
+    instance_id: str
+    message_id: str
+    event: HistoryEvent
+
+
 class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """One committed turn: ``log/{seq}``.
 
@@ -94,7 +109,8 @@ class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     ``custom_status`` are the instance's state after the turn. A ``purging`` record is
     no turn: a purge wrote it (after the last record, then over ``log/0``) so that no
     start lands in a log being deleted; the instance reads as absent. ``purged_at`` is
-    the Clock time the purge wrote it (None before purges recorded it).
+    the Clock time the purge wrote it (None before purges recorded it). ``orders``:
+    what the turn tells its sub-workflows (see :class:`ChildOrder`).
     """
 
     seq: int
@@ -106,6 +122,24 @@ class TurnRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     format: int = 1
     purging: bool = False
     purged_at: datetime | None = None
+    orders: list[ChildOrder] = []
+
+
+Post = EventSent | ChildOrder
+"""One message a committed turn posts to another instance, after its commit."""
+
+
+def posts_of(record: TurnRecord) -> list[Post]:
+    """What a committed turn posts to other instances, in the order it sent them (its
+    message ids sort so)."""
+    sends: list[Post] = [event for event in record.events if type(event) is EventSent]
+    if record.orders:
+        sends = sorted([*sends, *record.orders], key=_message_id)
+    return sends
+
+
+def _message_id(post: Post) -> str:
+    return post.message_id
 
 
 class InstanceMeta(msgspec.Struct, omit_defaults=True):

@@ -1,5 +1,5 @@
 """Gaps of cancellation (issue 15, part B review): a sub-workflow's cancel committed by
-its parent just before a crash (pinned open: xfail). The crash is forced: the store
+its parent just before a crash. The crash is forced: the store
 freezes right after the parent's record that cancels the child is written, and the
 process is stopped there."""
 
@@ -62,12 +62,12 @@ class Freezing:
         return wrapped
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a child's cancel lost to a crash")
 async def test_a_cancel_committed_before_a_crash_reaches_the_child(store: ObjectStore) -> None:
-    """Open bug (pinned, not fixed): the parent's turn that cancels its sub-workflow
-    committed, then the process died before the child recorded the cancel (it was handed
-    over in memory). A restarted runtime finds the cancel in the parent's history, the
-    operation closed, and never tells the child again: the child runs on."""
+    """Bug: the parent's turn that cancels its sub-workflow committed, then the process
+    died before the child recorded the cancel (it was handed over in memory). A
+    restarted runtime found the cancel in the parent's history, the operation closed,
+    and never told the child again: the child ran on. The order is now in the parent's
+    record and posted through its outbox, again after a restart."""
     clock = durable.MockClock(auto_advance=True)
     freezing = Freezing(store)
     with anyio.CancelScope() as crash:
