@@ -112,6 +112,10 @@ class _Recovery(_EngineBase):
             self._enqueue(inst)
             return
         self._dispatch_open(inst)  # a rerun keeps history whose steps may still be open
+        if started.parent is not None:
+            # a sub-workflow reads its inbox first: its parent's orders may wait there,
+            # posted while the id had ended or not begun (none is handed before them)
+            self._reread(instance_id)
         self._enqueue(inst)
 
     async def _load_after_end(self, instance_id: str) -> None:

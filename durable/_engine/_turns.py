@@ -344,11 +344,16 @@ class _Turns(_EngineBase):
         to the inbox, to be read again through a handover (in its senders' order, and
         nothing handed at once meanwhile)."""
         inst.pending = [item for item in inst.pending if item[0] is None]
-        if (handover := self._handovers.get(inst.id)) is not None:
+        self._reread(inst.id)
+
+    def _reread(self, instance_id: str) -> None:
+        """Read the instance's inbox (again) through a handover: nothing is handed to
+        it at once until that read is over."""
+        if (handover := self._handovers.get(instance_id)) is not None:
             handover.reread = True
             return
-        self._handovers[inst.id] = Handover()
-        self._spawn_guarded(self._continue_handover, inst.id)
+        self._handovers[instance_id] = Handover()
+        self._spawn_guarded(self._continue_handover, instance_id)
 
     async def _parked_turn(
         self, inst: _Instance, pending: list[Pending], *, reason_changed: bool = False

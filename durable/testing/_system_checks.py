@@ -24,6 +24,7 @@ from durable._core._events import (
     EventRaised,
     EventSent,
     ParentRef,
+    TaskCancelled,
     TimerFired,
     TurnStarted,
     UpdateCompleted,
@@ -78,10 +79,28 @@ class Epoch:
     rewinds: tuple[str, ...] = ()  # the failed runs it rewinds (their children are its)
     completed: set[int] = field(default_factory=set)  # task ids of activities that returned
     kept: set[int] = field(default_factory=set)  # a rewind's: those of the run it rewinds
+    run_id: str = ""  # its current run's id (a continue-as-new moves it)
+    cancelled: set[int] = field(default_factory=set)  # task ids its current run cancelled
+    owed: bool = False
+    """A child whose parent's run ended while it ran (or before it began), its call
+    still open (not answered, not cancelled): that end terminates it (the programs'
+    children keep the default ``on_parent_close``), with no help from the drain,
+    whatever crash came between the parent's end and it. (A cancelled call asks the
+    child to cancel: it may go on.)"""
 
     @property
     def ended(self) -> bool:
         return self.ended_at is not None
+
+
+def _still_open(parent: Epoch, call: ParentRef) -> bool:
+    """Whether the parent's current run still waits on the sub-workflow call ``call``
+    (neither answered nor cancelled)."""
+    return (
+        call.run_id == parent.run_id
+        and call.task_id not in parent.answered
+        and call.task_id not in parent.cancelled
+    )
 
 
 @dataclass
@@ -316,6 +335,8 @@ class Ledger:
         epoch.commits += 1
         self._sent(instance_id, record)
         for event in record.events:
+            if isinstance(event, TaskCancelled):
+                epoch.cancelled.add(event.task_id)
             if isinstance(event, UpdateCompleted):
                 self._update_completed(process, epoch, event, record)
             if isinstance(event, EventRaised):
@@ -331,8 +352,12 @@ class Ledger:
                     self._child_answer(process, epoch, event)
         if can:
             epoch.answered = set()  # (update ids stay: one runs once across continue-as-new)
+            epoch.cancelled = set()
+            if isinstance(begun := record.next_run[0], WorkflowStarted):
+                epoch.run_id = begun.run_id
         epoch.status = record.status
         if WorkflowStatus(record.status).is_terminal and not record.next_run:
+            self._owe_children(epoch)
             epoch.ended_at = self.writes
             epoch.ended_gen = self.gen
             for event in record.events:
@@ -341,6 +366,14 @@ class Ledger:
                 elif isinstance(event, WorkflowErrored):
                     epoch.failure_type = event.failure.type
                     self.trace.append(f"  ({instance_id} failed: {event.failure.message[:300]})")
+
+    def _owe_children(self, parent: Epoch) -> None:
+        """The parent's run ends: each child run of it still running is owed its end."""
+        for epochs in self.epochs.values():
+            child = epochs[-1]
+            ref = child.parent
+            if ref is not None and not child.ended and ref.instance_id == parent.instance_id:
+                child.owed = child.owed or _still_open(parent, ref)
 
     def _check_reuse(self, process: str, replaced: Epoch | None, epoch: Epoch, seq: int) -> None:
         """A start allowed to replace only some ended statuses (an id-reuse policy)
@@ -368,7 +401,11 @@ class Ledger:
                          "had not ended")  # fmt: skip
         epoch = Epoch(instance_id, len(epochs), tag, started.name, self.writes, started.parent,
                       step_base=started.step_base, origin=started.origin_run,
-                      rewinds=started.rewinds)  # fmt: skip
+                      rewinds=started.rewinds, run_id=started.run_id)  # fmt: skip
+        parent = started.parent
+        if parent is not None:  # begun after its parent's run ended: that end closes it too
+            ran = self.epochs.get(parent.instance_id, [])
+            epoch.owed = any(e.ended and _still_open(e, parent) for e in ran)
         if started.rewinds and previous is not None:
             # what the run it rewinds had done (each activity that returned) never runs
             # again, and what it keeps is not answered a second time

@@ -47,6 +47,8 @@ class _Drain(_DriverBase):
             if not open_:
                 return
             for instance_id, epoch in open_:
+                if sim.ledger.epochs[instance_id][epoch].owed:
+                    continue  # its parent's end closes it: no help
                 if (instance_id, epoch) not in fed and round_ >= 2:
                     fed.add((instance_id, epoch))
                     await self._feed(instance_id)
@@ -55,9 +57,10 @@ class _Drain(_DriverBase):
         for instance_id, number in self._open_epochs():
             stuck = sim.ledger.epochs[instance_id][number]
             why = await self._why_stuck(instance_id)
+            owed = ", though its parent's run ended (it terminates its children)"
             sim.ledger.violate(
                 f"{instance_id!r} run {stuck.tag!r} (epoch {number}"
-                f"{', a rerun' if stuck.rerun else ''}) never ended: "
+                f"{', a rerun' if stuck.rerun else ''}) never ended{owed if stuck.owed else ''}: "
                 f"status {stuck.status} after the drain; {why}"
             )
 

@@ -18,6 +18,7 @@ from _semantics import SECOND, store_fixture  # noqa: F401 (fixtures)
 import durable
 from durable import Registry, WorkflowContext, WorkflowStatus
 from durable._core._events import WorkflowCancelRequested
+from durable._errors import ObjectNotFoundError
 from durable.store import ObjectStore
 
 pytestmark = pytest.mark.anyio
@@ -333,3 +334,54 @@ async def test_an_order_posted_again_after_a_crash_is_applied_once(store: Object
         assert await kid == 0
         cancels = [e for e in await kid.history() if isinstance(e, WorkflowCancelRequested)]
     assert len(cancels) == 1
+
+
+class HoldingChildStart:
+    """The store; the sub-workflow's first record waits until a read of the child's log
+    has found nothing after its parent's order reached the child's inbox (the read of
+    the order's announcement came before the child began)."""
+
+    def __init__(self, store: ObjectStore, child: str) -> None:
+        self.store = store
+        self.url = store.url
+        self.first = f"instances/{child}/log/{0:012d}"
+        self.inbox = f"instances/{child}/inbox/"
+        self.ordered = False
+        self.looked = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.store, name)
+        if not callable(call) or name == "close":
+            return call
+
+        async def wrapped(*args: Any) -> Any:
+            key = args[0] if args else ""
+            if name == "put_if_absent" and key == self.first:
+                await self.looked.wait()
+            try:
+                result = await call(*args)
+            except ObjectNotFoundError:
+                if key == self.first and self.ordered:
+                    self.looked.set()
+                raise
+            if name == "put" and key.startswith(self.inbox):
+                self.ordered = True
+            return result
+
+        return wrapped
+
+
+async def test_an_order_posted_before_the_child_began_is_applied(store: ObjectStore) -> None:
+    """Bug: a parent's order reached its sub-workflow's inbox before the child's first
+    record was written (the parent's last turn started the child and ended): its
+    announcement found no child to load, and the child's first run, begun afterwards,
+    never read its inbox, so it ran on (and a later order, handed to it at once, passed
+    the waiting one: the waiting one was then skipped as old). A sub-workflow's first
+    run now reads its inbox before anything is handed to it."""
+    clock = durable.MockClock(auto_advance=True)
+    holding = HoldingChildStart(store, "kid")
+    async with durable.Runtime(registry, store=holding, clock=clock) as rt:  # type: ignore[arg-type]
+        await rt.start(leaving_at_once, instance_id="p")
+        await rt.wait_idle()
+        assert holding.looked.is_set()
+        assert (await rt.client.get_handle("kid").describe()).status is WorkflowStatus.CANCELED
