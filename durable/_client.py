@@ -36,6 +36,7 @@ from ._log._instances import (
     rerun_instance,
 )
 from ._log._reader import read_meta, read_record, record_after, record_outcome
+from ._log._records import StartRequest
 from ._log._rewind import rewind_instance
 from ._log._tree import purge_tree
 from ._observe import current_trace_context
@@ -192,10 +193,14 @@ class Client(_Messages):
 
         A start and its event are one write: no one ever sees the instance started
         without the event. A running instance gets the event as ``raise_event`` gives
-        it; one that ends meanwhile is started again, with the event.
+        it; if its run ends before applying it, the runtime starts the instance again
+        with the event (in one write, as here).
         """
         instance_id = validate_instance_id(instance_id)
         raised = EventRaised(name=event, input=Raw(self.codec.encode(data)))
+        name = workflow_name(self.registry, workflow)
+        version = self.registry.get_workflow(name).version if self.registry is not None else ""
+        start = StartRequest(name, Raw(self.codec.encode(input)), version)
         for _ in range(_START_WITH_EVENT_ATTEMPTS):
             try:
                 return await self.start(
@@ -204,7 +209,8 @@ class Client(_Messages):
             except InstanceExistsError as err:
                 if err.status is None:
                     continue  # another start took the seq: look again
-            if await self._send(instance_id, raised):  # it runs: the event is for it
+            # it runs: the event is for it (and if it ends first, the engine starts it again)
+            if await self._send(instance_id, raised, start=start):
                 return WorkflowHandle(self, instance_id, workflow_name(self.registry, workflow))
         raise InstanceExistsError(instance_id)
 

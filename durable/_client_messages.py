@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._log._reader import RunLog
-    from ._log._records import InboxMessage
+    from ._log._records import InboxMessage, StartRequest
 
 T = TypeVar("T")
 
@@ -104,12 +104,18 @@ class _Messages(_ClientBase):
             run.close()
 
     async def _send(
-        self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
+        self,
+        instance_id: str,
+        event: HistoryEvent,
+        *,
+        msg_id: str | None = None,
+        start: StartRequest | None = None,
     ) -> bool:
         """Send ``event`` to the start the instance's current run belongs to: only its
         runs apply it. If that run has ended, nothing is sent (False): a later start
         under the id never takes it (Durable Task drops an event for an ended instance
-        too)."""
+        too). ``start``: a ``start_with_event``'s message, which a run that ends before
+        applying it starts again (see :class:`~durable._log._records.InboxMessage`)."""
         async with self._busy():
             engine = self._engine
             local = engine.running_here(instance_id) if engine is not None else None
@@ -124,7 +130,7 @@ class _Messages(_ClientBase):
                     return False
             if msg_id is None:
                 msg_id = self.ids.message_id(int(self.clock.now().timestamp() * 1e9))
-            message = await self._write_message(instance_id, msg_id, event, to)
+            message = await self._write_message(instance_id, msg_id, event, to, start)
             if engine is not None:
                 await self._retried(partial(engine.announce_message, instance_id, message, seen))
             else:
@@ -132,13 +138,18 @@ class _Messages(_ClientBase):
         return True
 
     async def _write_message(
-        self, instance_id: str, msg_id: str, event: HistoryEvent, to: str
+        self,
+        instance_id: str,
+        msg_id: str,
+        event: HistoryEvent,
+        to: str,
+        start: StartRequest | None = None,
     ) -> InboxMessage:
         """Write a message to the inbox, retrying transient errors under the same id: a
         write that landed but whose answer was lost is then written again in place, and
         the engine applies one message id once, so the event is never delivered twice."""
         return await self._retried(
-            partial(send_message, self.store, instance_id, msg_id, event, to)
+            partial(send_message, self.store, instance_id, msg_id, event, to, start)
         )
 
 

@@ -1,15 +1,29 @@
-"""Inboxes and wakeups: reading messages, ringing and answering bells, polling."""
+"""Inboxes and wakeups: reading messages, ringing and answering bells, polling.
+
+A message of ``start_with_event`` (its ``start`` set) is applied by the first run that
+reads it while running, of whichever start: its caller asked for the instance to run
+with the event. One that reaches the instance once its run has ended without applying
+it (or once the instance is gone) starts the instance again with its event, in one
+write that records the message as consumed (:meth:`_Inbox._start_waiting`): exactly
+once, as a new run begins only right after the run read (or at ``log/0``, if none),
+and every new run begins with the messages the run before consumed that are still in
+the inbox (:func:`durable._log._instances.create_instance`). A plain message to an
+ended run is dropped, as Durable Task does.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
 
+from durable._core._events import EventRaised
 from durable._errors import (
+    InstanceExistsError,
     ObjectNotFoundError,
     StoreError,
 )
-from durable._log._reader import read_record
+from durable._log._instances import create_instance
+from durable._log._reader import load_run, read_meta, read_record
 from durable._log._records import (
     WAKEUPS,
     InboxMessage,
@@ -78,7 +92,7 @@ class _Inbox(_EngineBase):
             except StoreError as err:
                 set_aside = await self._set_aside(instance_id, msg_id, data, err)
                 continue
-            for_run = message.to in ("", origin)
+            for_run = message.to in ("", origin) or message.start is not None
             items.append((message.id, run_start, message.event if for_run else Sent(to=message.to)))
         return items, set_aside
 
@@ -113,8 +127,48 @@ class _Inbox(_EngineBase):
             if err.transient:
                 raise  # retried after a backoff
             return  # unreadable: leave the messages be
-        if after is None:
-            await self._delete_messages(instance_id, msg_ids)
+        if after is None:  # (start_with_event's are left to the run they start)
+            starting = await self._start_waiting(instance_id)
+            await self._delete_messages(instance_id, [m for m in msg_ids if m not in starting])
+
+    async def _start_waiting(self, instance_id: str) -> set[str]:
+        """Start the instance again if it is not running and ``start_with_event``
+        messages that no run applied wait in its inbox: one new run, with their events
+        (the first one's workflow and input), right after the ended run (or at
+        ``log/0``). Returns the ids of those found; raises a transient StoreError if
+        another start took the seq (retried: that run reads them, or this looks again)."""
+        found = await read_meta(self.store, instance_id)
+        run = await load_run(self.store, instance_id, found[0] if found else None)
+        waiting: list[InboxMessage] = []
+        for msg_id in await self.store.list(inbox_prefix(instance_id)):
+            if run is not None and msg_id in run.consumed:
+                continue
+            key = inbox_key(instance_id, msg_id)
+            try:
+                message = decode_message(await self.store.get(key), key)
+            except (ObjectNotFoundError, StoreError):
+                continue  # applied meanwhile, or set aside by the run that reads it
+            if message.start is not None and isinstance(message.event, EventRaised):
+                waiting.append(message)
+        running = run is not None and not run.status.is_terminal
+        if not waiting or running or not self.owns(instance_id):
+            return {message.id for message in waiting}
+        start = waiting[0].start
+        assert start is not None
+        try:
+            created = await create_instance(
+                self.index, self.clock.now(), instance_id, start.name, start.input,
+                reuse=run is not None, after=run, memo=self.memo_store,
+                run_id=self.ids.run_id(), version=start.version or self._newest_version(start.name),
+                events=[m.event for m in waiting if isinstance(m.event, EventRaised)],
+                consumed=[message.id for message in waiting],
+            )  # fmt: skip
+        except InstanceExistsError as err:
+            raise StoreError(f"{instance_id!r} began meanwhile: looking again",
+                             key=inbox_prefix(instance_id), transient=True) from err  # fmt: skip
+        log.info("%r started again with %d event(s) of start_with_event", instance_id, len(waiting))
+        await self.announce_created(instance_id, created)
+        return {message.id for message in waiting}
 
     async def nudge(self, instance_id: str) -> None:
         """Make sure an instance that exists in the store runs somewhere: load it here,

@@ -306,6 +306,7 @@ class _Recovery(_EngineBase):
         ):
             if meta.search_drop:  # its writer stopped before deleting them
                 await delete_entries(self.store, meta.search_drop)
+            self._spawn_guarded(self._start_waiting, instance_id)
             return None  # ended, and no new run began after the meta was written
         try:
             loaded = await load_run(self.store, instance_id, meta)
@@ -324,6 +325,8 @@ class _Recovery(_EngineBase):
         if loaded is None or self._live(instance_id) is not None:
             # begun here meanwhile (a start): what this read found, a read of its own finds
             self._handovers[instance_id].reread = True
+            if loaded is None:  # none (or purged): a start_with_event's message starts it
+                self._spawn_guarded(self._start_waiting, instance_id)
             return self._live(instance_id)
         if not self.owns(instance_id):
             return None  # the partition moved while the log was read
@@ -344,6 +347,7 @@ class _Recovery(_EngineBase):
                 inst.output, inst.failure = loaded.outcome()
                 await self._mark_terminal(instance_id)
                 await self._write_meta(inst)
+            self._spawn_guarded(self._start_waiting, instance_id)
             return None
         if _search_lags(inst):  # a crash between a turn and its meta: the search index
             await self._write_meta(inst)  # follows the meta, so both catch up now

@@ -37,7 +37,9 @@ from ._reader import RunLog, load_run, read_meta, read_record
 from ._records import (
     InboxMessage,
     InstanceMeta,
+    StartRequest,
     TurnRecord,
+    decode_message,
     decode_record,
     encode,
     inbox_key,
@@ -109,7 +111,7 @@ async def _start_run(
     created_at: datetime,
     meta_etag: str | None,
     unposted: int = -1,
-    consumed: list[str] | None = None,
+    consumed: Sequence[str] = (),
     before: InstanceMeta | None = None,
 ) -> Created:
     """Write a run's first record at ``seq``, its index entry first (see :mod:`._active`);
@@ -119,7 +121,7 @@ async def _start_run(
     started = history[0]
     assert isinstance(started, WorkflowStarted)
     record = TurnRecord(
-        seq=seq, status=WorkflowStatus.PENDING, next_run=history, consumed=consumed or []
+        seq=seq, status=WorkflowStatus.PENDING, next_run=history, consumed=list(consumed)
     )
     key = log_key(instance_id, seq)
     known = index.known  # (if not, no runtime has used the store: see below)
@@ -177,6 +179,8 @@ async def create_instance(
     trace_state: str = "",
     events: Sequence[EventRaised] = (),
     search: Mapping[str, str] | None = None,
+    consumed: Sequence[str] = (),
+    after: RunLog | None = None,
 ) -> Created:
     """Write the first record of a new run: ``log/0``, or the next seq when reusing an
     ended instance. Exactly one of any racing creators wins; the rest get
@@ -184,7 +188,9 @@ async def create_instance(
     that ended with one of the statuses given: the status read is the one replaced, as
     the new run's record is written right after it with put-if-absent. ``deadline``
     bounds the run and its continue-as-new successors. ``events`` arrive with the
-    start, in the same record. ``search``: the run's search attributes, encoded."""
+    start, in the same record; ``consumed``: the inbox messages they came in. ``after``:
+    replace exactly that ended run (``InstanceExistsError`` if it is not the last any
+    more). ``search``: the run's search attributes, encoded."""
     store = index.store
     started = WorkflowStarted(
         event_id=0,
@@ -202,13 +208,16 @@ async def create_instance(
     arrived: list[HistoryEvent] = [
         msgspec.structs.replace(e, event_id=i, timestamp=now) for i, e in enumerate(events, 1)
     ]
-    try:
-        return await _start_run(index, instance_id, 0, [started, *arrived], now, now, None)
-    except ObjectExistsError:
-        pass
+    if after is None:
+        try:
+            return await _start_run(
+                index, instance_id, 0, [started, *arrived], now, now, None, consumed=consumed
+            )
+        except ObjectExistsError:
+            pass
     found = await read_meta(store, instance_id)
     meta, etag = found if found is not None else (None, None)
-    existing = await load_run(store, instance_id, meta)
+    existing = after or await load_run(store, instance_id, meta)
     status = existing.status if existing is not None else None
     if existing is None or not replaceable(existing.status, reuse):
         raise InstanceExistsError(instance_id, status)
@@ -223,10 +232,19 @@ async def create_instance(
     try:
         return await _start_run(
             index, instance_id, existing.last_seq + 1, [started, *arrived], now, now, etag,
-            existing.unposted, sorted(watermarks(existing.consumed).values()), meta,
+            existing.unposted, await _carried(store, existing, consumed), meta,
         )  # fmt: skip
     except ObjectExistsError:
         raise InstanceExistsError(instance_id) from None
+
+
+async def _carried(store: ObjectStore, run: RunLog, taken: Sequence[str] = ()) -> list[str]:
+    """The consumed ids a new run after the ended ``run`` begins with: the run's
+    watermarks, the messages it consumed that are still in the inbox (a
+    ``start_with_event`` message is for whichever start reads it: one the run applied
+    must not be applied again), and ``taken``, those the new run's own events came in."""
+    left = run.consumed.intersection(await store.list(inbox_prefix(run.instance_id)))
+    return sorted({*watermarks(run.consumed).values(), *left, *taken})
 
 
 def replaceable(status: WorkflowStatus, reuse: bool | Collection[WorkflowStatus]) -> bool:
@@ -238,11 +256,16 @@ def replaceable(status: WorkflowStatus, reuse: bool | Collection[WorkflowStatus]
 
 
 async def send_message(
-    store: ObjectStore, instance_id: str, msg_id: str, event: HistoryEvent, to: str = ""
+    store: ObjectStore,
+    instance_id: str,
+    msg_id: str,
+    event: HistoryEvent,
+    to: str = "",
+    start: StartRequest | None = None,
 ) -> InboxMessage:
     """Durably accept ``event`` for the instance in its inbox, for the start ``to`` (see
-    :class:`InboxMessage`); the owner applies it."""
-    message = InboxMessage(msg_id, event, to)
+    :class:`InboxMessage`; ``start``: a ``start_with_event``'s); the owner applies it."""
+    message = InboxMessage(msg_id, event, to, start)
     await store.put(inbox_key(instance_id, message.id), encode(message))
     return message
 
@@ -308,6 +331,7 @@ async def purge_instance(
     """
     store = index.store
     searched: dict[str, Indexed] = {}  # the attributes of the log's last run
+    applied: set[str] | None = None  # what the log's last run consumed (None: not known)
     while True:
         found = await read_meta(store, instance_id)
         run = await load_run(store, instance_id, found[0] if found else None)
@@ -344,8 +368,11 @@ async def purge_instance(
         await index.end(instance_id, run.run_start, run.started.run_id)
         claimed = claim.seq
         searched = search_of(run.history)
+        applied = run.consumed
         break
-    return await _delete_claimed(store, instance_id, claimed, first_etag, memo, now, searched)
+    return await _delete_claimed(
+        store, instance_id, claimed, first_etag, memo, now, searched, applied
+    )
 
 
 def _with_input(target: HistoryEvent, input: Raw, step_base: int) -> HistoryEvent:
@@ -392,6 +419,7 @@ async def _delete_claimed(
     memo: MemoStore | None,
     now: datetime,
     searched: Mapping[str, Indexed],
+    applied: set[str] | None = None,
 ) -> bool:
     """Delete a claimed instance, its records up to ``claimed`` (a purge never deletes a
     run it did not claim), holding ``log/0`` by its ETag: it becomes this purge's
@@ -400,7 +428,10 @@ async def _delete_claimed(
     it; each delete first checks it is still this purge's (one taken over stops there:
     what it would delete may be a later start's), and it goes last of all. Returns
     False if another purge took this one over. Its search entries go before its meta
-    (which names them), with those of ``searched`` (the log's, which the meta may lag)."""
+    (which names them), with those of ``searched`` (the log's, which the meta may lag).
+    A ``start_with_event`` message not in ``applied`` (what the purged run consumed)
+    stays: it came after the run's end, and starts the instance anew once the purge
+    is over (a purge that took another over, not knowing that, deletes every one)."""
     first_key = log_key(instance_id, 0)
     first = encode(TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True, purged_at=now))
     try:
@@ -425,7 +456,14 @@ async def _delete_claimed(
         await store.delete(meta_key(instance_id))
 
     async def delete_inbox() -> None:
-        await store.delete_prefix(inbox_prefix(instance_id))
+        if applied is None:
+            await store.delete_prefix(inbox_prefix(instance_id))
+            return
+        for msg_id in await store.list(inbox_prefix(instance_id)):
+            key = inbox_key(instance_id, msg_id)
+            if msg_id not in applied and await _starts(store, key):
+                continue
+            await store.delete(key)
 
     steps: list[Callable[[], Awaitable[None]]] = [unindex_search, delete_meta, delete_inbox]
     if memo is not None:
@@ -441,6 +479,18 @@ async def _delete_claimed(
             return False
         await store.delete(log_key(instance_id, seq))
     return True
+
+
+async def _starts(store: ObjectStore, key: str) -> bool:
+    """Whether the inbox message at ``key`` is a ``start_with_event``'s."""
+    try:
+        return decode_message(await store.get(key), key).start is not None
+    except ObjectNotFoundError:
+        return False
+    except StoreError as err:
+        if err.transient:
+            raise
+        return False  # unreadable for good: it starts nothing
 
 
 _RERUN_FROM = (ActivityScheduled, TimerCreated, ChildWorkflowScheduled)
@@ -520,7 +570,7 @@ async def start_after(
     try:
         return await _start_run(
             index, run.instance_id, run.last_seq + 1, history, now, run.created_at, etag,
-            run.unposted, sorted(watermarks(run.consumed).values()), meta,
+            run.unposted, await _carried(index.store, run), meta,
         )  # fmt: skip
     except ObjectExistsError:
         raise InstanceExistsError(run.instance_id) from None

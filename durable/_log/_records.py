@@ -23,6 +23,7 @@ __all__ = [
     "InboxMessage",
     "InstanceMeta",
     "Post",
+    "StartRequest",
     "TurnRecord",
     "decode_message",
     "decode_meta",
@@ -171,17 +172,31 @@ class InstanceMeta(msgspec.Struct, omit_defaults=True):
     """Search index entries of attributes replaced, still to delete."""
 
 
-class InboxMessage(msgspec.Struct, frozen=True):
+class StartRequest(msgspec.Struct, frozen=True):
+    """What a ``start_with_event`` message starts if it finds the instance not running:
+    the workflow, its input and version (empty: the newest)."""
+
+    name: str
+    input: Raw = NULL
+    version: str = ""
+
+
+class InboxMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     """An accepted, not yet applied message for an instance: one history event.
 
     ``to`` is the start (``WorkflowStarted.origin_run``) it was sent to: only that start's
     runs apply it; once they have ended it is dropped, never taken by a later start
     under the same id. Empty: for whichever run is current (an answer between
-    instances, which names the run it is for in its event)."""
+    instances, which names the run it is for in its event). ``start``: a message of
+    ``start_with_event``, which starts the instance if it is not running and delivers
+    its event atomically: the first run that reads it while running applies it, of
+    whichever start; one that reaches the instance once it has ended (or is gone)
+    starts it again with its event, in one write (see :mod:`durable._engine._inbox`)."""
 
     id: str
     event: HistoryEvent
     to: str = ""
+    start: StartRequest | None = None
 
 
 _STATUSES = frozenset(WorkflowStatus)

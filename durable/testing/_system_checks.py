@@ -103,6 +103,14 @@ def _still_open(parent: Epoch, call: ParentRef) -> bool:
     )
 
 
+def _for_epoch(r: Raise, number: int) -> bool:
+    """Whether start ``number`` may apply the event of ``r``: the one it was written
+    for, or for a ``start_with_event``'s, one after it."""
+    if r.starts and r.written_epoch is not None:
+        return number >= r.written_epoch
+    return r.written_epoch == number
+
+
 @dataclass
 class Raise:
     """One ``raise_event`` of the driver, or one ``ctx.send_event`` of a workflow (its
@@ -117,6 +125,9 @@ class Raise:
     written_epoch: int | None = None  # the epoch its message is for (see Ledger._message)
     delivered: tuple[int, int] | None = None  # (epoch, write) of the commit applying it
     message_id: str = ""  # its inbox message, once written
+    starts: bool = False
+    """A ``start_with_event``'s: once acknowledged, it is applied exactly once, by the
+    start it was written for or (that one ended first) one after it."""
 
 
 class Ledger:
@@ -461,6 +472,16 @@ class Ledger:
                          f"dropped, though run {epoch.tag!r} ran there since before it was "
                          "sent")  # fmt: skip
 
+    def check_starts_applied(self) -> None:
+        """No start_with_event lost: each one acknowledged had its event applied (by
+        the run it started, by the run it found running, or, that run ended first, by
+        the run it started again)."""
+        for r in self.raises.values():
+            if r.starts and r.acked is not None and r.delivered is None:
+                self.violate(f"the event {r.nonce} of a start_with_event of "
+                             f"{r.instance_id!r}, acknowledged at write {int(r.acked)}, "
+                             "was never applied")  # fmt: skip
+
     def check_sends_posted(self) -> None:
         """No event lost between instances: every event a committed turn sent to an
         instance that existed then (started, and no purge deleted its log since), and
@@ -518,7 +539,7 @@ class Ledger:
         elif r.delivered is not None:
             self.violate(f"{process} applied event {nonce} a second time, to {where} "
                          f"(first at write {r.delivered[1]})")  # fmt: skip
-        elif r.instance_id != epoch.instance_id or r.written_epoch != epoch.number:
+        elif r.instance_id != epoch.instance_id or not _for_epoch(r, epoch.number):
             self.violate(f"{process} applied event {nonce}, raised to {r.instance_id!r} "
                          f"epoch {r.written_epoch}, to {where}")  # fmt: skip
         if r is not None and r.delivered is None:

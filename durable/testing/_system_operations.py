@@ -97,7 +97,7 @@ class _Operations(_DriverBase):
         self.nonces += 1
         name = self.rng.choice(EVENT_NAMES)
         began = self.sim.ledger.writes
-        r = Raise(self.nonces, instance_id, name, via, began)
+        r = Raise(self.nonces, instance_id, name, via, began, starts=True)
         self.sim.ledger.raises[r.nonce] = r
         self.note(f"{via}: start {instance_id} {tag} with {name}={r.nonce} {program}")
         await client.start_with_event(

@@ -82,6 +82,7 @@ class _Verdicts(_DriverBase):
         ledger = self.sim.ledger
         ledger.check_event_order()
         ledger.check_sends_posted()
+        ledger.check_starts_applied()
         self.spans.check(ledger.violate)
         self.spans.check_ends(self._ended_runs(), self._told_otherwise_logs(), ledger.violate)
         for instance_id, tag, began in self.acked_starts:

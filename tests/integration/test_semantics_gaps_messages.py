@@ -1,7 +1,7 @@
 """Gaps of events between instances (issue 15, part B review): a sender whose sent
 events are not posted yet cannot be purged (its log is what posts them again after a
-crash); start_with_event racing the end of the run (pinned open: xfail). Races forced
-by wrappers that pause a call, on a MockClock."""
+crash); start_with_event racing the end of the run. Races forced by wrappers that
+pause a call, on a MockClock."""
 
 from __future__ import annotations
 
@@ -79,25 +79,25 @@ async def box(ctx: WorkflowContext) -> int:
     return got
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: start_with_event racing the end of the run")
 async def test_start_with_event_racing_the_end_of_the_run_keeps_the_event(
     runtime: Any,
 ) -> None:
-    """Open bug (pinned, not fixed): start_with_event found the instance running and
-    sent it the event, but the run ended between that look and the event's write: the
-    event went to an ended run and was dropped, though start_with_event returned as if
-    delivered. Forced: its write waits until another event has ended the run."""
+    """Bug: start_with_event found the instance running and sent it the event, but the
+    run ended between that look and the event's write: the event went to an ended run
+    and was dropped, though start_with_event returned as if delivered. Now a
+    start_with_event message that reaches an ended run starts the instance again with
+    it. Forced: its write waits until another event has ended the run."""
     async with runtime(registry) as rt:
         handle = await rt.start(box, instance_id="b")
         await rt.wait_idle()
         client = rt.client
         write, reached, go = client._write_message, anyio.Event(), anyio.Event()
 
-        async def paused(instance_id: str, msg_id: str, event: Any, to: str) -> Any:
+        async def paused(instance_id: str, msg_id: str, event: Any, to: str, *rest: Any) -> Any:
             if isinstance(event, EventRaised) and bytes(event.input) == b"2":
                 reached.set()  # it looked: the run was running
                 await go.wait()
-            return await write(instance_id, msg_id, event, to)
+            return await write(instance_id, msg_id, event, to, *rest)
 
         client._write_message = paused  # type: ignore[method-assign]
         async with anyio.create_task_group() as tg:
