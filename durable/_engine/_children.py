@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from durable._core._events import (
     ChildWorkflowCompleted,
@@ -52,28 +52,30 @@ def child_orders(
     parent terminates them all (and they theirs), as Durable Task's recursive terminate
     does, unless it was not ``recursive``. Each order names the parent's run: an
     instance that took the child's id since then consumes it and applies nothing."""
-    waiting = dict(inst.outstanding)
+    waiting: dict[int, Any] = dict(inst.outstanding)
     orders: list[ChildOrder] = []
     recursive = True
-    for event in events:
-        if isinstance(event, _SCHEDULING):
-            waiting[event.task_id] = event
-        elif type(event) in _ANSWERS:
-            waiting.pop(event.task_id, None)  # type: ignore[union-attr]
-        elif isinstance(event, TaskCancelled):
-            cancelled = waiting.pop(event.task_id, None)
-            if isinstance(cancelled, ChildWorkflowScheduled):
+    for event in events:  # (by type, not isinstance: this runs at the end of every run)
+        kind = type(event)
+        any_event: Any = event  # (its kind checked by type)
+        if kind in _SCHEDULING:
+            waiting[any_event.task_id] = event
+        elif kind in _ANSWERS:
+            waiting.pop(any_event.task_id, None)
+        elif kind is TaskCancelled:
+            cancelled = waiting.pop(any_event.task_id, None)
+            if type(cancelled) is ChildWorkflowScheduled:
                 why = f"cancelled by its parent {inst.id!r}"
                 cancel = WorkflowCancelRequested(reason=why, parent=_child_of(inst, cancelled))
                 orders.append(_order(inst, seq, event.event_id, cancelled, cancel))
-        elif isinstance(event, WorkflowTerminated):
-            recursive = event.recursive
+        elif kind is WorkflowTerminated:
+            recursive = any_event.recursive
     if not status.is_terminal or not events:
         return orders
     why = f"its parent {inst.id!r} ended {status.value}"
     event_id = events[-1].event_id  # the end's orders: numbered after the record's events
     for scheduled in waiting.values():
-        if not isinstance(scheduled, ChildWorkflowScheduled):
+        if type(scheduled) is not ChildWorkflowScheduled:
             continue
         if status is WorkflowStatus.TERMINATED:
             policy = "terminate" if recursive else "abandon"

@@ -252,7 +252,7 @@ class _Turns(_EngineBase):
         left: list[Pending] | None = None
         if run.untaken:  # the run ended before some of the events
             events, consumed, left = _take(run.untaken, events, sources, consumed)
-        new_events, next_run, status, cancels = self._record_actions(
+        new_events, next_run, status, may_order = self._record_actions(
             inst, run, actions, inst.next_event_id + len(events), now
         )
         if next_run:
@@ -270,7 +270,9 @@ class _Turns(_EngineBase):
             next_run=next_run,
             consumed=consumed,
             custom_status=run.custom_status,
-            orders=child_orders(inst, seq, events, status) if cancels or status.is_terminal else [],
+            orders=child_orders(inst, seq, events, status)
+            if may_order or (status.is_terminal and inst.outstanding)
+            else [],
         )
         if not await self._commit(inst, record):
             inst.pending = pending + inst.pending
@@ -425,11 +427,12 @@ class _Turns(_EngineBase):
         self, inst: _Instance, run: TurnRunner, actions: list[Action], event_id: int, now: Any
     ) -> tuple[list[HistoryEvent], list[HistoryEvent], WorkflowStatus, bool]:
         """Turn the actions into history events; work out the status after the turn,
-        and whether the turn cancelled an operation (one may be a sub-workflow's)."""
+        and whether the turn may give a sub-workflow an order: it cancelled an operation
+        (a sub-workflow's, perhaps) or started a sub-workflow (its end may close it)."""
         events: list[HistoryEvent] = []
         next_run: list[HistoryEvent] = []
         status = _SUSPENDED if run.suspended else _RUNNING
-        cancels = False
+        may_order = False
         for action in actions:
             event: HistoryEvent
             match action:
@@ -455,6 +458,7 @@ class _Turns(_EngineBase):
                         if self._observe is None
                         else self._observe.child_trace_parent(inst.id, inst.started),
                     )  # fmt: skip
+                    may_order = True
                 case CompleteUpdate():
                     event = UpdateCompleted(
                         event_id=event_id, timestamp=now, update_id=action.update_id,
@@ -474,7 +478,7 @@ class _Turns(_EngineBase):
                     )
                 case CancelTask():
                     event = TaskCancelled(event_id=event_id, timestamp=now, task_id=action.task_id)
-                    cancels = True
+                    may_order = True
                 case CompleteWorkflow():
                     event, status = (
                         WorkflowCompleted(event_id=event_id, timestamp=now, result=action.result),
@@ -511,7 +515,7 @@ class _Turns(_EngineBase):
             event_id += 1
         if run.terminated and not status.is_terminal:
             status = WorkflowStatus.TERMINATED
-        return events, next_run, status, cancels
+        return events, next_run, status, may_order
 
     async def _rebuild(self, inst: _Instance) -> TurnRunner | None:
         """Replay the current run from the log (a cache miss); None if the log moved."""

@@ -130,6 +130,13 @@ class View:
             return "error"
         return ""
 
+    def _crash_after_orders(self) -> bool:
+        """Whether the process dies right after a turn record that gives sub-workflows
+        orders (cancel, terminate) lands: often, as only their outbox carries them over."""
+        sim = self._sim
+        crashable = self._process in sim.processes and sim.config.crashes and sim.crashes < 3
+        return crashable and sim.chance(0.25)
+
     def _crash(self, op: str, key: str, when: str) -> None:
         sim = self._sim
         sim.crashes += 1
@@ -164,6 +171,8 @@ class View:
         _check_key(key)
         etag = await call()
         self._sim.ledger.wrote(self._process, key, data)
+        if not fault and b'"orders":' in data and self._crash_after_orders():
+            fault = "crash"  # its sub-workflows not told yet: only the outbox can
         if fault:
             self._sim.told_otherwise.add(key)
         self._after(op, key, fault)
