@@ -135,7 +135,7 @@ class View:
         orders (cancel, terminate) lands: often, as only their outbox carries them over."""
         sim = self._sim
         crashable = self._process in sim.processes and sim.config.crashes and sim.crashes < 3
-        return crashable and sim.chance(0.25)
+        return crashable and sim.chance(0.5)
 
     def _crash(self, op: str, key: str, when: str) -> None:
         sim = self._sim
