@@ -7,6 +7,7 @@ re-reading earlier pages."""
 from __future__ import annotations
 
 import base64
+import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,8 +152,11 @@ async def names_after(
     if list_after is not None:
         names: list[str] = await list_after(prefix, after, limit, starting=starting)
         return names
-    listed = await store.list(prefix)
-    return [n for n in listed if n > after and n.startswith(starting)][:limit]
+    listed = await store.list(prefix)  # (sorted: the first one wanted is found by bisection)
+    first = bisect.bisect_right(listed, after) if after >= starting else (
+        bisect.bisect_left(listed, starting))  # fmt: skip
+    names = listed[first : first + limit]
+    return names if not starting else [n for n in names if n.startswith(starting)]
 
 
 async def page_metas(
