@@ -35,12 +35,20 @@ async def waiter(ctx: durable.WorkflowContext, n: int) -> int:
 
 async def fill(store: ObjectStore) -> None:
     """Ended ``e-00``..``e-11`` and ``f-0``..``f-2``, waiting ``w-00``..``w-04``; the
-    runtime that ran them indexed the store (a RUNNING listing reads the index)."""
+    runtime that ran them indexed the store (a RUNNING listing reads the index). The
+    ``f-*`` are ``tier=gold``, and so are ``h-0`` and ``h-1``."""
     async with durable.Runtime(registry, store=store, clock=MockClock(auto_advance=True)) as rt:
         for i in range(12):
             assert await (await rt.start(quick, i, instance_id=f"e-{i:02d}")) == i
         for i in range(3):
-            assert await (await rt.start(quick, i, instance_id=f"f-{i}")) == i
+            gold = {"tier": "gold"}
+            assert (
+                await (await rt.start(quick, i, instance_id=f"f-{i}", search_attributes=gold)) == i
+            )
+        for i in range(2):
+            assert (
+                await (await rt.start(quick, i, instance_id=f"h-{i}", search_attributes=gold)) == i
+            )
         for i in range(5):
             await rt.start(waiter, i, instance_id=f"w-{i:02d}")
         with anyio.fail_after(60):
@@ -79,6 +87,11 @@ async def test_list_page_by_id_prefix(store: ObjectStore) -> None:
     running = await every_page(client, id_prefix="w-0", status="RUNNING")
     assert sorted(i for page in running for i in page) == [f"w-{i:02d}" for i in range(5)]
     assert await every_page(client, id_prefix="w", status="COMPLETED") == [[]]
+    gold = {"tier": "gold"}
+    assert await every_page(client, search=gold, id_prefix="f-") == [["f-0", "f-1", "f-2"]]
+    assert await every_page(client, search=gold, id_prefix="h") == [["h-0", "h-1"]]
+    pages = await every_page(client, search=gold)
+    assert [i for page in pages for i in page] == ["f-0", "f-1", "f-2", "h-0", "h-1"]
     listed = [s.instance_id async for s in client.list(id_prefix="f-")]
     assert listed == ["f-0", "f-1", "f-2"]
 
