@@ -271,9 +271,15 @@ class WorkflowContext:
         name = run.registry.name_of(activity, "activity")
         definition = run.registry.activities.get(name)
         output_type = definition.output_type if definition is not None else Any
-        timeouts = _timeouts(
-            run.now, start_to_close_timeout, schedule_to_close_timeout, heartbeat_timeout
-        )
+        timeouts = None  # (the common call has none: no call, and no clock read, for it)
+        if (
+            start_to_close_timeout is not None
+            or schedule_to_close_timeout is not None
+            or heartbeat_timeout is not None
+        ):
+            timeouts = _timeouts(
+                run.now, start_to_close_timeout, schedule_to_close_timeout, heartbeat_timeout
+            )
         raw = Raw(run.codec.encode(input))
         if retry is None:
             return self._schedule_activity(name, raw, 1, -1, output_type, timeouts)[1]

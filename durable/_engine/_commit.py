@@ -149,8 +149,8 @@ class _Commits(_EngineBase):
         told = True
         if self._outbox or sends:
             told = await self._send_events(inst, record.events)
-        run_start, run_id = inst.run_start, inst.started.run_id
         if record.next_run:
+            run_start, run_id = inst.run_start, inst.started.run_id
             self._start_new_run(inst, record)
             # the instance goes on: its entry moves to the new run (the old one keeps it
             # found until then)

@@ -61,6 +61,7 @@ from ._handover import Handover
 from ._instance import (
     _ANSWERS,
     _ANY_RUN,
+    _NAMES_A_RUN,
     Pending,
     _addressed_elsewhere,
     _for_good,
@@ -313,7 +314,7 @@ class _Turns(_EngineBase):
             elif run_start != _ANY_RUN and run_start != inst.run_start:
                 continue
             kind = type(event)
-            if _addressed_elsewhere(inst, event):
+            if kind in _NAMES_A_RUN and _addressed_elsewhere(inst, event):
                 self._take_freed_child_id(inst, event)
                 continue
             answers = _ANSWERS.get(kind)
@@ -322,11 +323,14 @@ class _Turns(_EngineBase):
                 scheduled = inst.outstanding.get(task_id)
                 if type(scheduled) is not answers or task_id in answered:
                     continue
-                child_id = getattr(event, "instance_id", "")
-                if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
-                    continue
-                if child_id and not _answers_this_call(event, scheduled):
-                    continue  # a late answer to a call since scheduled again (a retry)
+                # (a sub-workflow's answer alone names a child: a getattr with a default
+                # cost every other answer a raised and caught AttributeError)
+                if answers is ChildWorkflowScheduled:
+                    child_id: str = event.instance_id  # type: ignore[attr-defined]
+                    if child_id and scheduled.instance_id != child_id:  # type: ignore[union-attr]
+                        continue
+                    if child_id and not _answers_this_call(event, scheduled):
+                        continue  # a late answer to a call since scheduled again (a retry)
                 answered.add(task_id)
             event_id = first_id + len(events)
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]
