@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -41,6 +41,8 @@ from durable._log._retention import note_ended
 from durable._log._search import delete_entries, write_meta_indexed
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from durable.store import ObjectStore
 
 from ._base import _STORE_RETRY, _EngineBase, _NotLeased, log
@@ -63,15 +65,21 @@ async def _drop_entries(store: ObjectStore, instance_id: str, keys: set[str]) ->
 class _Commits(_EngineBase):
     """Write a turn's record exactly once, then carry out what it says."""
 
-    async def _commit(self, inst: _Instance, record: TurnRecord) -> bool:
-        """Write ``log/{seq}`` once; False if another writer holds that seq."""
+    def _commit(self, inst: _Instance, record: TurnRecord) -> Coroutine[Any, Any, bool]:
+        """Write ``log/{seq}`` once; False if another writer holds that seq. (Not a
+        coroutine itself: the put's is awaited directly, one layer fewer every turn.)"""
         key = log_key(inst.id, record.seq)
         data = encode(record)
         leases = self._leases
         if leases is not None and not leases.can_commit(self.partition(inst.id)):
             raise _NotLeased(inst.id)
         if self._store_never_suspends:  # nothing to shield (and no scope to pay for)
-            return await self._put_record(key, data)
+            return self._put_record(key, data)
+        return self._put_shielded(key, data)
+
+    async def _put_shielded(self, key: str, data: bytes) -> bool:
+        """:meth:`_put_record`, shielded from cancellation: a turn's write, once begun,
+        ends, so the engine knows whether it landed."""
         with anyio.CancelScope(shield=True):
             return await self._put_record(key, data)
         return False  # not reached: the shielded scope is never cancelled

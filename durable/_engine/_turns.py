@@ -178,8 +178,15 @@ class _Turns(_EngineBase):
         fire(inst, _START_TURN)
         self._busy += 1
         self._turns += 1
+        pending, inst.pending = inst.pending, []
         try:
-            await self._turn(inst)
+            try:
+                await self._turn_with(inst, pending)
+            except BaseException:
+                # Nothing was committed: keep the events for the next attempt.
+                if inst.seq_at_turn_start == inst.seq:
+                    inst.pending = pending + inst.pending
+                raise
         except StoreError as err:
             if not _for_good(err) or instance_of_key(err.key) != inst.id:
                 log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
@@ -200,16 +207,6 @@ class _Turns(_EngineBase):
                 self._enqueue(inst)
             self._residency.evict_to_capacity()
             self.busy_exit()
-
-    async def _turn(self, inst: _Instance) -> None:
-        pending, inst.pending = inst.pending, []
-        try:
-            await self._turn_with(inst, pending)
-        except BaseException:
-            # Nothing was committed: keep the events for the next attempt.
-            if inst.seq_at_turn_start == inst.seq:
-                inst.pending = pending + inst.pending
-            raise
 
     async def _turn_with(self, inst: _Instance, pending: list[Pending]) -> None:
         inst.seq_at_turn_start = inst.seq
