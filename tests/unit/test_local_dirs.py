@@ -10,6 +10,7 @@ sit in a directory per instance (written before) still opens, and recovery moves
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import anyio
@@ -124,7 +125,7 @@ async def test_a_store_with_entries_in_a_directory_each_opens_and_moves_them(
         for i in range(3):
             assert await rt.client.get_handle(f"r{i}").result() == i
     assert _index_keys(str(tmp_path)) == []
-    assert ACTIVE not in os.listdir(tmp_path)  # no directory left behind
+    assert ACTIVE not in await store.list("")  # no directory left behind
     await store.close()
 
 
@@ -150,3 +151,94 @@ async def test_an_id_too_long_for_a_flat_entry_keeps_a_directory(tmp_path: Path)
         assert await rt.client.get_handle(long_id).result() == 5
     assert _index_keys(str(tmp_path)) == []
     await store.close()
+
+
+class _RemovalsSeen(OsFiles):
+    """The operating system's calls, noting the thread of every directory removed,
+    and pausing (until ``release``) the removal of ``paused``, once it is under way."""
+
+    def __init__(self, paused: str = "") -> None:
+        super().__init__()
+        self.on_loop: list[str] = []
+        self.off_loop: list[str] = []
+        self.paused = paused
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def rmdir(self, path: str) -> None:
+        if path == self.paused:
+            self.entered.set()
+            self.release.wait(10)
+        super().rmdir(path)
+        on_loop = threading.current_thread() is threading.main_thread()
+        (self.on_loop if on_loop else self.off_loop).append(path)
+
+
+async def test_a_purge_removes_the_instance_s_directories_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """Issue 18, purge speed: a purge on ``file://`` removed ``instances/{id}/log`` and
+    ``instances/{id}`` inline on the event loop, 4.6 ms each on this disk: about 70% of
+    a purge (41 instances/s in a profile of 500). Emptied directories are now removed
+    by a thread of the store, and a listing still never shows them."""
+    root = str(tmp_path)
+    files = _RemovalsSeen()
+    store = LocalStore(root, files=files)
+    clock = MockClock(auto_advance=True)
+    async with durable.Runtime(registry(), store=store, clock=clock) as rt:
+        for i in range(3):
+            assert await (await rt.start("quick", i, instance_id=f"q{i}")) == i
+        for i in range(3):
+            await rt.client.purge(f"q{i}")
+        assert await store.list("instances") == []
+    await store.close()
+    assert files.on_loop == []
+    assert {f"{root}/instances/q{i}/log" for i in range(3)} <= set(files.off_loop)
+    assert {f"{root}/instances/q{i}" for i in range(3)} <= set(files.off_loop)
+
+
+async def test_a_listing_waits_for_the_removal_of_a_directory_under_way(
+    tmp_path: Path,
+) -> None:
+    """Issue 18: emptied directories are removed by the store's thread after the delete
+    returns; a listing that came while one was being removed showed the name with
+    nothing beneath it. The removal is paused inside the file system: the listing
+    waits for it, and one elsewhere does not."""
+    root = str(tmp_path)
+    files = _RemovalsSeen(paused=f"{root}/a/b")
+    store = LocalStore(root, files=files)
+    await store.put("a/b/x", b"1")
+    await store.put("c/y", b"2")
+    await store.delete("a/b/x")
+    await anyio.to_thread.run_sync(files.entered.wait, 10)
+    assert await store.list("c") == ["y"]  # elsewhere: no wait
+    listed: list[list[str]] = []
+
+    async def list_a() -> None:
+        listed.append(await store.list("a"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(list_a)
+        await anyio.wait_all_tasks_blocked()
+        assert listed == []  # waiting for the removal
+        files.release.set()
+    assert listed == [[]]
+    assert await store.list("") == ["c"]
+    await store.close()
+
+
+async def test_a_write_into_a_directory_being_removed_stays(tmp_path: Path) -> None:
+    """Issue 18: the store's thread removes a directory a delete emptied while a new
+    object is written there (paused inside the removal): the removal fails, as the
+    directory is not empty, and the object stays."""
+    root = str(tmp_path)
+    files = _RemovalsSeen(paused=f"{root}/a/b")
+    store = LocalStore(root, files=files)
+    await store.put_if_absent("a/b/x", b"1")
+    await store.delete("a/b/x")
+    await anyio.to_thread.run_sync(files.entered.wait, 10)
+    await store.put_if_absent("a/b/y", b"2")
+    files.release.set()
+    await store.close()  # waits for the thread
+    assert await store.list("a/b") == ["y"]
+    assert await store.get("a/b/y") == b"2"
