@@ -126,6 +126,7 @@ class LocalStore:
         # with fsync: changes made (temp files, names) and changes a flush has covered,
         # counted by batch, so a batch that changed nothing since the last flush skips it
         self._count_lock = threading.Lock()
+        self._flushing = threading.Lock()  # held by the leader flushing now
         self._changes = 0
         self._flushed = 0
         # files freed by deletes and replaced versions, reused for new files
@@ -314,13 +315,18 @@ class LocalStore:
         changed = {os.path.dirname(op.path) for op in unanswered if op.path and _changed(op)}
         covered = self._count_changes(bool(temps))
         if temps or changed or covered > self._flushed:
-            whole = self._flush([*unanswered, *batch], temps, made | changed)
-            if whole is None:
-                return True
-            self._free.flushed(covered, whole)
-            if whole:  # it covered every change counted so far, other leaders' too
-                with self._count_lock:
-                    self._flushed = max(self._flushed, covered)
+            # one flush at a time: a leader that waited for another's may find that
+            # flush covered its changes too (it began after they were counted)
+            with self._flushing:
+                if covered > self._flushed:
+                    covered = self._change_count()  # counted: written before this flush
+                    whole = self._flush([*unanswered, *batch], temps, made | changed)
+                    if whole is None:
+                        return True
+                    self._free.flushed(covered, whole)
+                    if whole:  # it covered every change counted so far, other leaders' too
+                        with self._count_lock:
+                            self._flushed = max(self._flushed, covered)
         for op in batch:
             if op.error is None:
                 self._attempt(op)

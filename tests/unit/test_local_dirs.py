@@ -242,3 +242,60 @@ async def test_a_write_into_a_directory_being_removed_stays(tmp_path: Path) -> N
     await store.close()  # waits for the thread
     assert await store.list("a/b") == ["y"]
     assert await store.get("a/b/y") == b"2"
+
+
+class _CountingFlushes(OsFiles):
+    """The operating system's calls, counting whole-file-system flushes, and those
+    before any name was published (flushes of contents alone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+        self.before_names = 0
+        self.links = 0
+
+    def link(self, src: str, dst: str) -> None:
+        self.links += 1
+        super().link(src, dst)
+
+    def sync_all(self, path: str) -> bool:
+        self.flushes += 1
+        self.before_names += self.links == 0
+        return super().sync_all(path)
+
+
+def _wait_for_changes(store: LocalStore, count: int) -> None:
+    """Spin until the store has counted ``count`` changes (both leaders' temp files
+    written): a worker thread's wait, bounded."""
+    for _ in range(10_000_000):
+        if store._change_count() >= count:
+            return
+        os.sched_yield()
+    raise AssertionError("the leaders never counted their changes")
+
+
+async def test_leaders_waiting_for_one_flush_share_it(tmp_path: Path) -> None:
+    """Issue 18, group commit on ``file://?fsync=1``: the store's two leaders each
+    flushed the whole file system for their own batch, two ``syncfs`` at once where
+    one covered both (each flush cost ~4 ms under load, and creating files beside a
+    flush under way cost 3x). Now one flush runs at a time, and a leader whose
+    changes a flush begun since has covered skips its own. Both leaders are held at
+    the flush (the store's own lock, held here) with their files written."""
+    if not OsFiles().sync_all(str(tmp_path)):
+        pytest.skip("no syncfs here: each leader flushes its own files")
+    files = _CountingFlushes()
+    store = LocalStore(tmp_path, fsync=True, files=files)
+    store._flushing.acquire()  # the flush is busy: both leaders wait for it
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.put_if_absent, "a/x", b"1")
+        tg.start_soon(store.put_if_absent, "b/y", b"2")
+        try:
+            await anyio.to_thread.run_sync(_wait_for_changes, store, 2)
+            assert files.flushes == 0
+        finally:
+            store._flushing.release()
+    assert files.before_names == 1  # one flush covered both batches' contents
+    assert files.flushes <= 3  # and one or two their names (as their leaders meet)
+    assert await store.get("a/x") == b"1"
+    assert await store.get("b/y") == b"2"
+    await store.close()
