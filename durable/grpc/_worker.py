@@ -47,6 +47,7 @@ from durable.grpc._framing import LazyEvents, RawMessage, UndecodableError, pars
 from durable.grpc._proto import dapr, ms
 from durable.grpc._turns import TurnOutcome, TurnTaker
 from durable.grpc._wire import check_dialect, metadata_for, open_channel, parse_target, unary
+from durable.grpc._worklink import WORK_STREAM, Completion, WorkLink, open_link, unsupported
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
     from google.protobuf.message import Message
-    from grpclib.client import Channel
+    from grpclib.client import Channel, Stream
 
     from durable._core._events import ActivityCompleted
     from durable._log._memo import MemoStore
@@ -83,10 +84,12 @@ _DAPR_KINDS = _Kinds(dapr.WorkItem, dapr.WorkflowRequest, dapr.HistoryEvent)
 
 @dataclass(slots=True)
 class _Connection:
-    """One GetWorkItems stream: a scope to tear it down, the cache generation it fills."""
+    """One work-item stream: a scope to tear it down, the cache generation it fills,
+    and the work stream its completions go back on (None: unary calls)."""
 
     scope: anyio.CancelScope
     generation: int
+    link: WorkLink | None = None
 
 
 class RemoteWorker:
@@ -133,6 +136,7 @@ class RemoteWorker:
         reconnect_max_delay: timedelta = timedelta(seconds=30),
         idle_timeout: timedelta | None = timedelta(seconds=120),
         rng: random.Random | None = None,
+        work_stream: bool = True,
     ) -> None:
         if max_concurrent_activities < 1 or max_concurrent_workflows < 1:
             raise ValueError("concurrency limits must be at least 1")
@@ -172,6 +176,10 @@ class RemoteWorker:
         self._connected = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._channel: Channel | None = None
+        self.work_stream = work_stream
+        """Whether to offer durable's work stream at connect (False: standard RPCs only)."""
+        self.streamed = False
+        """Whether the current (or last) connection runs over durable's work stream."""
 
     def __repr__(self) -> str:
         full = self.dialect == "dapr" and not self.stateful_history
@@ -244,24 +252,17 @@ class RemoteWorker:
     # -- the stream -------------------------------------------------------------------
 
     async def _serve(self, work: anyio.abc.TaskGroup) -> None:
-        """Say Hello, open GetWorkItems and hand each item to a task in ``work``."""
+        """Say Hello, open the work stream (or, from a sidecar without it, GetWorkItems)
+        and hand each item to a task in ``work``."""
         channel = self._channel
         assert channel is not None
         self.attempts += 1
         await unary(
             channel, "Hello", Empty(), Empty, metadata=self._metadata, seconds=_CALL_TIMEOUT
         )
-        request: dapr.GetWorkItemsRequest | ms.GetWorkItemsRequest
-        if self.dialect == "dapr":
-            capabilities = [dapr.WORKER_CAPABILITY_HEALTH_PING]
-            if self.stateful_history:
-                capabilities.insert(0, dapr.WORKER_CAPABILITY_STATEFUL_HISTORY)
-            request = dapr.GetWorkItemsRequest(capabilities=capabilities)
-        else:
-            request = ms.GetWorkItemsRequest(
-                maxConcurrentOrchestrationWorkItems=self.max_concurrent_workflows,
-                maxConcurrentActivityWorkItems=self.max_concurrent_activities,
-            )
+        request = self._work_items_request()
+        if self.work_stream and await self._serve_work_stream(work, request):
+            return
         with anyio.CancelScope() as scope:
             async with channel.request(
                 "/TaskHubSidecarService/GetWorkItems",
@@ -269,21 +270,72 @@ class RemoteWorker:
                 type(request),
                 RawMessage,  # read by _dispatch: a turn's past events stay encoded
                 metadata=self._metadata,
-            ) as stream:
-                await stream.send_message(request, end=True)
-                self.cache.clear()  # what the sidecar knows we hold is per stream
-                conn = _Connection(scope, self.cache.generation)
-                self.connects += 1
-                self._connected.set()
-                log.info("connected to %s (%s dialect)", self.target, self.dialect)
-                async with anyio.create_task_group() as watch:
-                    heard = [self.clock.now()]
-                    if self.idle_timeout is not None:
-                        watch.start_soon(self._watchdog, scope, heard, self.idle_timeout)
-                    while (item := await stream.recv_message()) is not None:
-                        heard[0] = self.clock.now()
-                        self._dispatch(work, conn, item.data)
-                    watch.cancel_scope.cancel()
+            ) as items:
+                await items.send_message(request, end=True)
+                await self._pump(work, _Connection(scope, 0), items)
+
+    async def _serve_work_stream(
+        self, work: anyio.abc.TaskGroup, request: ms.GetWorkItemsRequest | dapr.GetWorkItemsRequest
+    ) -> bool:
+        """Serve over durable's work stream until it ends; False (at once) when the
+        sidecar has none, so the standard calls must serve."""
+        channel = self._channel
+        assert channel is not None
+        link: WorkLink | None = None
+        try:
+            with anyio.CancelScope() as scope:
+                async with channel.request(
+                    WORK_STREAM, grpclib.const.Cardinality.STREAM_STREAM, RawMessage,
+                    RawMessage, metadata=self._metadata,
+                ) as stream:  # fmt: skip
+                    link = await open_link(stream, request.SerializeToString(), _CALL_TIMEOUT)
+                    try:
+                        await self._pump(work, _Connection(scope, 0, link), stream)
+                    finally:
+                        link.close()
+        except Exception as err:
+            if link is not None or not unsupported(err):
+                raise
+            log.info("%s has no work stream: using GetWorkItems and unary completions",
+                     self.target)  # fmt: skip
+            return False
+        return True
+
+    def _work_items_request(self) -> ms.GetWorkItemsRequest | dapr.GetWorkItemsRequest:
+        """The ``GetWorkItemsRequest`` this worker opens its stream with."""
+        if self.dialect == "dapr":
+            capabilities = [dapr.WORKER_CAPABILITY_HEALTH_PING]
+            if self.stateful_history:
+                capabilities.insert(0, dapr.WORKER_CAPABILITY_STATEFUL_HISTORY)
+            return dapr.GetWorkItemsRequest(capabilities=capabilities)
+        return ms.GetWorkItemsRequest(
+            maxConcurrentOrchestrationWorkItems=self.max_concurrent_workflows,
+            maxConcurrentActivityWorkItems=self.max_concurrent_activities,
+        )
+
+    async def _pump(
+        self, work: anyio.abc.TaskGroup, conn: _Connection, stream: Stream[Any, RawMessage]
+    ) -> None:
+        """Read the open stream's messages until it ends, handing each work item to a
+        task in ``work`` (on a work stream, acks go to the completions they answer)."""
+        self.cache.clear()  # what the sidecar knows we hold is per stream
+        conn.generation = self.cache.generation
+        self.connects += 1
+        self.streamed = conn.link is not None
+        self._connected.set()
+        log.info("connected to %s (%s dialect%s)", self.target, self.dialect,
+                 ", work stream" if self.streamed else "")  # fmt: skip
+        link = conn.link
+        async with anyio.create_task_group() as watch:
+            heard = [self.clock.now()]
+            if self.idle_timeout is not None:
+                watch.start_soon(self._watchdog, conn.scope, heard, self.idle_timeout)
+            while (message := await stream.recv_message()) is not None:
+                heard[0] = self.clock.now()
+                data = message.data if link is None else link.received(message.data)
+                if data is not None:
+                    self._dispatch(work, conn, data)
+            watch.cancel_scope.cancel()
 
     async def _watchdog(
         self, scope: anyio.CancelScope, heard: list[datetime], idle: timedelta
@@ -361,7 +413,7 @@ class RemoteWorker:
                 )
             self.turns.settle(outcome, generation=conn.generation)
             try:
-                await self._complete_workflow(outcome, token)
+                await self._complete_workflow(conn, outcome, token)
             except Exception as exc:
                 self.turns.discard(outcome)
                 log.warning(
@@ -382,17 +434,22 @@ class RemoteWorker:
         )
         return list(reply.events)
 
-    async def _complete_workflow(self, outcome: TurnOutcome, token: str) -> None:
+    async def _complete_workflow(self, conn: _Connection, outcome: TurnOutcome, token: str) -> None:
         response = (
             _workflow_response_dapr(outcome, token)
             if self.dialect == "dapr"
             else _workflow_response_ms(outcome, token)
         )
-        await self._complete("CompleteOrchestratorTask", response)
+        await self._complete(conn, "completeTurn", response)
 
-    async def _complete(self, method: str, response: Message) -> None:
-        """Send a completion (an empty reply in the stream's dialect comes back)."""
+    async def _complete(self, conn: _Connection, kind: Completion, response: Message) -> None:
+        """Send a completion on the work stream its item came on, or by the unary call
+        (an empty reply in the stream's dialect comes back)."""
+        if conn.link is not None:
+            await conn.link.complete(kind, response.SerializeToString())
+            return
         assert self._channel is not None
+        method = "CompleteOrchestratorTask" if kind == "completeTurn" else "CompleteActivityTask"
         await unary(
             self._channel, method, response, _complete_reply(self.dialect),
             metadata=self._metadata, seconds=_CALL_TIMEOUT,
@@ -420,7 +477,7 @@ class RemoteWorker:
             )
             response = _activity_response(self.dialect, instance_id, outcome, token)
             try:
-                await self._complete("CompleteActivityTask", response)
+                await self._complete(conn, "completeActivity", response)
             except Exception as exc:
                 log.warning(
                     "instance %r: completing activity %r (task %d) failed: %r; reconnecting",

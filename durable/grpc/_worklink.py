@@ -1,0 +1,130 @@
+"""durable's worker stream, the worker's end: completions out, acknowledgements in.
+
+A :class:`~durable.grpc.RemoteWorker` talking to durable's sidecar opens
+``/durable.grpc.ext.DurableWorker/WorkStream`` (``protos/durable/grpc/ext``) instead of
+``GetWorkItems``: one bidirectional call that brings the work items and takes their
+completions, each answered by an ``Ack`` once the sidecar has applied it. That spares
+a unary call (HTTP/2 headers both ways, a stream opened and closed) per completion.
+:func:`open_link` opens it: a sidecar without it (a Dapr sidecar, durabletask-go,
+an older durable) answers UNIMPLEMENTED, and the worker falls back to the standard
+calls.
+
+What the stream keeps of the unary calls' guarantees: a completion goes out on the
+stream its item came on, and the sidecar applies it only if that stream still holds
+the item (by the token of that send); an unanswered completion fails its caller when
+the stream breaks, and the sidecar places every item the stream held and had not
+resolved again (a new send, a new token), so nothing is lost and nothing applies twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+from grpclib import GRPCError, Status
+
+from ._framing import RawMessage, parse
+from ._proto import ext
+
+if TYPE_CHECKING:
+    from grpclib.client import Stream
+
+__all__ = ["WORK_STREAM", "Completion", "WorkLink", "open_link", "unsupported"]
+
+log = logging.getLogger("durable.grpc.worker")
+
+WORK_STREAM = "/durable.grpc.ext.DurableWorker/WorkStream"
+"""The route of durable's worker stream (built by hand, as the standard ones are)."""
+
+Completion = Literal["completeTurn", "completeActivity"]
+"""Which completion a message carries (its field in ``WorkerMessage``)."""
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A completion sent and not yet acknowledged."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    ack: ext.Ack | None = None
+
+
+class WorkLink:
+    """One open work stream: sends completions and matches the sidecar's acks."""
+
+    def __init__(self, stream: Stream[Any, Any], timeout: float) -> None:
+        self._stream = stream
+        self._timeout = timeout
+        self._lock = anyio.Lock()
+        self._seq = itertools.count(1)
+        self._waiting: dict[int, _Waiter] = {}
+        self._closed = False
+
+    async def complete(self, kind: Completion, data: bytes) -> None:
+        """Send a completion and return once the sidecar acknowledged it: raises
+        GRPCError when it refused it, ConnectionError when the stream broke first."""
+        if self._closed:
+            raise ConnectionError("the work stream is closed")
+        seq = next(self._seq)
+        waiter = self._waiting[seq] = _Waiter()
+        message = ext.WorkerMessage(seq=seq, **{kind: data}).SerializeToString()
+        try:
+            with anyio.fail_after(self._timeout):
+                async with self._lock:  # a message goes out whole: one sender at a time
+                    await self._stream.send_message(RawMessage(message))
+                await waiter.done.wait()
+        finally:
+            self._waiting.pop(seq, None)
+        ack = waiter.ack
+        if ack is None:
+            raise ConnectionError("the work stream broke before the sidecar acknowledged")
+        if ack.outcome == ext.ACK_REFUSED:
+            raise GRPCError(_status(ack.code), ack.message)
+        if ack.outcome == ext.ACK_DROPPED:
+            log.info("the sidecar dropped a completion (stale: its item went elsewhere)")
+
+    def received(self, data: bytes) -> bytes | None:
+        """A message from the sidecar: the work item it carries, or None (an ack, now
+        matched to its completion)."""
+        message = parse(ext.SidecarMessage, data)
+        kind = message.WhichOneof("kind")
+        if kind == "workItem":
+            return message.workItem
+        if kind == "ack":
+            waiter = self._waiting.get(message.ack.seq)
+            if waiter is not None:
+                waiter.ack = message.ack
+                waiter.done.set()
+        return None
+
+    def close(self) -> None:
+        """The stream ended: every completion still waiting fails (ConnectionError)."""
+        self._closed = True
+        for waiter in self._waiting.values():
+            waiter.done.set()
+
+
+async def open_link(stream: Stream[Any, Any], request: bytes, ack_timeout: float) -> WorkLink:
+    """Open the work stream ``stream`` with the dialect's ``GetWorkItemsRequest``
+    ``request`` (acks due within ``ack_timeout`` seconds). A sidecar without a work
+    stream answers UNIMPLEMENTED: see :func:`unsupported`."""
+    await stream.send_message(RawMessage(ext.WorkerMessage(open=request).SerializeToString()))
+    await stream.recv_initial_metadata()
+    return WorkLink(stream, ack_timeout)
+
+
+def unsupported(err: BaseException) -> bool:
+    """Whether ``err``, raised while opening a work stream, says the sidecar has none
+    (grpclib servers answer UNIMPLEMENTED; grpcio ones reset the stream too, and the
+    status comes out as the call closes)."""
+    return isinstance(err, GRPCError) and err.status is Status.UNIMPLEMENTED
+
+
+def _status(code: int) -> Status:
+    """The gRPC status ``code`` names (UNKNOWN for a number gRPC does not define)."""
+    try:
+        return Status(code)
+    except ValueError:
+        return Status.UNKNOWN
