@@ -229,7 +229,7 @@ class SidecarService:
             if opening.WhichOneof("kind") != "open":
                 raise ProtocolError("a work stream's first message is `open`")
         worker = self._connect(stream, opening.open)
-        lock = anyio.Lock()
+        lock = anyio.Lock(fast_acquire=True)
 
         async def send(message: bytes) -> None:
             async with lock:  # a message goes out whole: one sender at a time

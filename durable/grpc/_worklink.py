@@ -57,7 +57,7 @@ class WorkLink:
     def __init__(self, stream: Stream[Any, Any], timeout: float) -> None:
         self._stream = stream
         self._timeout = timeout
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)
         self._seq = itertools.count(1)
         self._waiting: dict[int, _Waiter] = {}
         self._closed = False
