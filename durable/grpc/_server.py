@@ -383,7 +383,7 @@ class SidecarService:
             log.info("dropped a stale activity completion for %r", shared.instanceId)
             return False
         try:
-            outcome = decode_activity(item.dialect, data, item.work)
+            outcome = decode_activity(item.dialect, data, item.work, as_dapr=shared)
         except ProtocolError as err:  # an unreadable answer is a failed attempt, not a hang
             failure = FailureDetails("ProtocolError", f"unreadable activity completion: {err}")
             task_id = item.work.scheduled.task_id
