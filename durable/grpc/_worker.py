@@ -288,7 +288,7 @@ class RemoteWorker:
                     WORK_STREAM, grpclib.const.Cardinality.STREAM_STREAM, RawMessage,
                     RawMessage, metadata=self._metadata,
                 ) as stream:  # fmt: skip
-                    link = await open_link(stream, request.SerializeToString(), _CALL_TIMEOUT)
+                    link = await open_link(stream, request.SerializeToString(), self.clock)
                     try:
                         await self._pump(work, _Connection(scope, 0, link), stream)
                     finally:
@@ -328,8 +328,8 @@ class RemoteWorker:
         link = conn.link
         async with anyio.create_task_group() as watch:
             heard = [self.clock.now()]
-            if self.idle_timeout is not None:
-                watch.start_soon(self._watchdog, conn.scope, heard, self.idle_timeout)
+            if self.idle_timeout is not None or link is not None:
+                watch.start_soon(self._watchdog, conn, heard, self.idle_timeout)
             while (message := await stream.recv_message()) is not None:
                 heard[0] = self.clock.now()
                 data = message.data if link is None else link.received(message.data)
@@ -338,17 +338,29 @@ class RemoteWorker:
             watch.cancel_scope.cancel()
 
     async def _watchdog(
-        self, scope: anyio.CancelScope, heard: list[datetime], idle: timedelta
+        self, conn: _Connection, heard: list[datetime], idle: timedelta | None
     ) -> None:
-        """Drop the stream when nothing (not even a health ping) came for ``idle``: a
-        connection can die without either side noticing."""
+        """Drop the stream when nothing (not even a health ping) came for ``idle``, or
+        a completion on a work stream has waited ``_CALL_TIMEOUT`` for its ack (a unary
+        completion times out alike): a connection can die without either side noticing."""
+        ack_timeout = timedelta(seconds=_CALL_TIMEOUT)
         while True:
-            deadline = heard[0] + idle
-            if self.clock.now() >= deadline:
-                log.warning("nothing from %s for %s: reconnecting", self.target, idle)
-                scope.cancel()
-                return
-            await self.clock.sleep_until(deadline)
+            now = self.clock.now()
+            wake: list[datetime] = []
+            if idle is not None:
+                if now >= heard[0] + idle:
+                    log.warning("nothing from %s for %s: reconnecting", self.target, idle)
+                    conn.scope.cancel()
+                    return
+                wake.append(heard[0] + idle)
+            if conn.link is not None:
+                sent = conn.link.oldest()
+                if sent is not None and now >= sent + ack_timeout:
+                    log.warning("no ack from %s for %s: reconnecting", self.target, ack_timeout)
+                    conn.scope.cancel()
+                    return
+                wake.append((sent or now) + ack_timeout)
+            await self.clock.sleep_until(min(wake))
 
     def _dispatch(self, work: anyio.abc.TaskGroup, conn: _Connection, data: bytes) -> None:
         """Hand an encoded work item to a task. A turn's past events are split off and

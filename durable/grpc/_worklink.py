@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -31,6 +32,8 @@ from ._proto import ext
 
 if TYPE_CHECKING:
     from grpclib.client import Stream
+
+    from durable._clock import Clock
 
 __all__ = ["WORK_STREAM", "Completion", "WorkLink", "open_link", "unsupported"]
 
@@ -45,8 +48,9 @@ Completion = Literal["completeTurn", "completeActivity"]
 
 @dataclass(slots=True)
 class _Waiter:
-    """A completion sent and not yet acknowledged."""
+    """A completion sent (at ``sent``) and not yet acknowledged."""
 
+    sent: datetime
     done: anyio.Event = field(default_factory=anyio.Event)
     ack: ext.Ack | None = None
 
@@ -54,9 +58,9 @@ class _Waiter:
 class WorkLink:
     """One open work stream: sends completions and matches the sidecar's acks."""
 
-    def __init__(self, stream: Stream[Any, Any], timeout: float) -> None:
+    def __init__(self, stream: Stream[Any, Any], clock: Clock) -> None:
         self._stream = stream
-        self._timeout = timeout
+        self._clock = clock
         self._lock = anyio.Lock(fast_acquire=True)
         self._seq = itertools.count(1)
         self._waiting: dict[int, _Waiter] = {}
@@ -64,17 +68,17 @@ class WorkLink:
 
     async def complete(self, kind: Completion, data: bytes) -> None:
         """Send a completion and return once the sidecar acknowledged it: raises
-        GRPCError when it refused it, ConnectionError when the stream broke first."""
+        GRPCError when it refused it, ConnectionError when the stream broke first (an
+        ack overdue breaks it: see :meth:`oldest`)."""
         if self._closed:
             raise ConnectionError("the work stream is closed")
         seq = next(self._seq)
-        waiter = self._waiting[seq] = _Waiter()
+        waiter = self._waiting[seq] = _Waiter(self._clock.now())
         message = ext.WorkerMessage(seq=seq, **{kind: data}).SerializeToString()
         try:
-            with anyio.fail_after(self._timeout):
-                async with self._lock:  # a message goes out whole: one sender at a time
-                    await self._stream.send_message(RawMessage(message))
-                await waiter.done.wait()
+            async with self._lock:  # a message goes out whole: one sender at a time
+                await self._stream.send_message(RawMessage(message))
+            await waiter.done.wait()
         finally:
             self._waiting.pop(seq, None)
         ack = waiter.ack
@@ -99,6 +103,14 @@ class WorkLink:
                 waiter.done.set()
         return None
 
+    def oldest(self) -> datetime | None:
+        """When the oldest completion still waiting for its ack was sent (None: none
+        waits). The worker's watchdog drops a stream whose ack is overdue, as a unary
+        call would time out: one clock check, not a timer per completion."""
+        for waiter in self._waiting.values():  # in the order they were sent
+            return waiter.sent
+        return None
+
     def close(self) -> None:
         """The stream ended: every completion still waiting fails (ConnectionError)."""
         self._closed = True
@@ -106,13 +118,13 @@ class WorkLink:
             waiter.done.set()
 
 
-async def open_link(stream: Stream[Any, Any], request: bytes, ack_timeout: float) -> WorkLink:
+async def open_link(stream: Stream[Any, Any], request: bytes, clock: Clock) -> WorkLink:
     """Open the work stream ``stream`` with the dialect's ``GetWorkItemsRequest``
-    ``request`` (acks due within ``ack_timeout`` seconds). A sidecar without a work
-    stream answers UNIMPLEMENTED: see :func:`unsupported`."""
+    ``request`` (``clock`` stamps completions). A sidecar without a work stream answers
+    UNIMPLEMENTED: see :func:`unsupported`."""
     await stream.send_message(RawMessage(ext.WorkerMessage(open=request).SerializeToString()))
     await stream.recv_initial_metadata()
-    return WorkLink(stream, ack_timeout)
+    return WorkLink(stream, clock)
 
 
 def unsupported(err: BaseException) -> bool:
