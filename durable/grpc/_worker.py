@@ -171,8 +171,9 @@ class RemoteWorker:
         self._ssl = ssl
         self._metadata: Mapping[str, str] | None = metadata_for(api_token)
         self._rng = rng or random.Random()
-        self._workflow_slots = anyio.CapacityLimiter(max_concurrent_workflows)
-        self._activity_slots = anyio.CapacityLimiter(max_concurrent_activities)
+        # semaphores, not CapacityLimiters: no per-task bookkeeping, no checkpoint when free
+        self._workflow_slots = anyio.Semaphore(max_concurrent_workflows, fast_acquire=True)
+        self._activity_slots = anyio.Semaphore(max_concurrent_activities, fast_acquire=True)
         self._connected = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._channel: Channel | None = None
