@@ -47,7 +47,14 @@ from durable.grpc._framing import LazyEvents, RawMessage, UndecodableError, pars
 from durable.grpc._proto import dapr, ms
 from durable.grpc._turns import TurnOutcome, TurnTaker
 from durable.grpc._wire import check_dialect, metadata_for, open_channel, parse_target, unary
-from durable.grpc._worklink import WORK_STREAM, Completion, WorkLink, open_link, unsupported
+from durable.grpc._worklink import (
+    WORK_STREAM,
+    Completion,
+    Refused,
+    WorkLink,
+    open_link,
+    unsupported,
+)
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -425,14 +432,18 @@ class RemoteWorker:
                     outcome.failure.message,
                 )
             self.turns.settle(outcome, generation=conn.generation)
-            try:
-                await self._complete_workflow(conn, outcome, token)
-            except Exception as exc:
+
+            def failed(exc: Exception) -> None:
                 self.turns.discard(outcome)
                 log.warning(
                     "instance %r: completing the turn failed: %r; reconnecting", instance_id, exc
                 )
                 conn.scope.cancel()  # as for an activity: have the sidecar send it again
+
+            try:
+                await self._complete_workflow(conn, outcome, token, failed)
+            except Exception as exc:
+                failed(exc)
 
     async def _fetch_history(self, instance_id: str) -> list[dapr.HistoryEvent]:
         assert self._channel is not None
@@ -447,19 +458,24 @@ class RemoteWorker:
         )
         return list(reply.events)
 
-    async def _complete_workflow(self, conn: _Connection, outcome: TurnOutcome, token: str) -> None:
+    async def _complete_workflow(
+        self, conn: _Connection, outcome: TurnOutcome, token: str, failed: Refused
+    ) -> None:
         response = (
             _workflow_response_dapr(outcome, token)
             if self.dialect == "dapr"
             else _workflow_response_ms(outcome, token)
         )
-        await self._complete(conn, "completeTurn", response)
+        await self._complete(conn, "completeTurn", response, failed)
 
-    async def _complete(self, conn: _Connection, kind: Completion, response: Message) -> None:
-        """Send a completion on the work stream its item came on, or by the unary call
-        (an empty reply in the stream's dialect comes back)."""
+    async def _complete(
+        self, conn: _Connection, kind: Completion, response: Message, failed: Refused
+    ) -> None:
+        """Send a completion on the work stream its item came on (``failed`` hears of
+        a refusal when its ack comes), or by the unary call (an empty reply in the
+        stream's dialect comes back; a refusal raises)."""
         if conn.link is not None:
-            await conn.link.complete(kind, response.SerializeToString())
+            await conn.link.complete(kind, response.SerializeToString(), failed)
             return
         assert self._channel is not None
         method = "CompleteOrchestratorTask" if kind == "completeTurn" else "CompleteActivityTask"
@@ -489,9 +505,8 @@ class RemoteWorker:
                 self.registry, self.codec, self.memo_store, instance_id, "", scheduled
             )
             response = _activity_response(self.dialect, instance_id, outcome, token)
-            try:
-                await self._complete(conn, "completeActivity", response)
-            except Exception as exc:
+
+            def failed(exc: Exception) -> None:
                 log.warning(
                     "instance %r: completing activity %r (task %d) failed: %r; reconnecting",
                     instance_id,
@@ -502,6 +517,11 @@ class RemoteWorker:
                 # the sidecar still holds the item on this stream: a new stream makes it
                 # send the item again (at-least-once) instead of waiting for an answer
                 conn.scope.cancel()
+
+            try:
+                await self._complete(conn, "completeActivity", response, failed)
+            except Exception as exc:
+                failed(exc)
 
 
 def _complete_reply(dialect: str) -> type[ms.CompleteTaskResponse | dapr.CompleteTaskResponse]:

@@ -11,16 +11,19 @@ calls.
 
 What the stream keeps of the unary calls' guarantees: a completion goes out on the
 stream its item came on, and the sidecar applies it only if that stream still holds
-the item (by the token of that send); an unanswered completion fails its caller when
-the stream breaks, and the sidecar places every item the stream held and had not
-resolved again (a new send, a new token), so nothing is lost and nothing applies twice.
+the item (by the token of that send). The worker does not wait for acks: when the
+stream breaks, the sidecar places every item it held and had not resolved again (a new
+send, a new token), so nothing is lost and nothing applies twice; an ack says whether a
+completion was applied, dropped (stale) or refused (the worker reconnects, as when a
+unary completion fails), and one overdue drops the stream.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 
     from durable._clock import Clock
 
-__all__ = ["WORK_STREAM", "Completion", "WorkLink", "open_link", "unsupported"]
+__all__ = ["WORK_STREAM", "Completion", "Refused", "WorkLink", "open_link", "unsupported"]
 
 log = logging.getLogger("durable.grpc.worker")
 
@@ -46,13 +49,16 @@ Completion = Literal["completeTurn", "completeActivity"]
 """Which completion a message carries (its field in ``WorkerMessage``)."""
 
 
-@dataclass(slots=True)
-class _Waiter:
-    """A completion sent (at ``sent``) and not yet acknowledged."""
+Refused = Callable[[Exception], None]
+"""Told why, when the sidecar refuses a completion (its ack says REFUSED)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Unacked:
+    """A completion sent (at ``sent``) whose ack has not come yet."""
 
     sent: datetime
-    done: anyio.Event = field(default_factory=anyio.Event)
-    ack: ext.Ack | None = None
+    refused: Refused
 
 
 class WorkLink:
@@ -63,31 +69,22 @@ class WorkLink:
         self._clock = clock
         self._lock = anyio.Lock(fast_acquire=True)
         self._seq = itertools.count(1)
-        self._waiting: dict[int, _Waiter] = {}
+        self._unacked: dict[int, _Unacked] = {}
         self._closed = False
 
-    async def complete(self, kind: Completion, data: bytes) -> None:
-        """Send a completion and return once the sidecar acknowledged it: raises
-        GRPCError when it refused it, ConnectionError when the stream broke first (an
-        ack overdue breaks it: see :meth:`oldest`)."""
+    async def complete(self, kind: Completion, data: bytes, refused: Refused) -> None:
+        """Send a completion (ConnectionError when the stream is gone). Its ack comes
+        later, on the stream: ``refused`` hears of a refusal; a completion the sidecar
+        had not applied when the stream broke is placed again by the sidecar (a new
+        send), so nothing waits for acks here, and an overdue one breaks the stream
+        (see :meth:`oldest`)."""
         if self._closed:
             raise ConnectionError("the work stream is closed")
         seq = next(self._seq)
-        waiter = self._waiting[seq] = _Waiter(self._clock.now())
+        self._unacked[seq] = _Unacked(self._clock.now(), refused)
         message = ext.WorkerMessage(seq=seq, **{kind: data}).SerializeToString()
-        try:
-            async with self._lock:  # a message goes out whole: one sender at a time
-                await self._stream.send_message(RawMessage(message))
-            await waiter.done.wait()
-        finally:
-            self._waiting.pop(seq, None)
-        ack = waiter.ack
-        if ack is None:
-            raise ConnectionError("the work stream broke before the sidecar acknowledged")
-        if ack.outcome == ext.ACK_REFUSED:
-            raise GRPCError(_status(ack.code), ack.message)
-        if ack.outcome == ext.ACK_DROPPED:
-            log.info("the sidecar dropped a completion (stale: its item went elsewhere)")
+        async with self._lock:  # a message goes out whole: one sender at a time
+            await self._stream.send_message(RawMessage(message))
 
     def received(self, data: bytes) -> bytes | None:
         """A message from the sidecar: the work item it carries, or None (an ack, now
@@ -97,25 +94,28 @@ class WorkLink:
         if kind == "workItem":
             return message.workItem
         if kind == "ack":
-            waiter = self._waiting.get(message.ack.seq)
-            if waiter is not None:
-                waiter.ack = message.ack
-                waiter.done.set()
+            ack = message.ack
+            unacked = self._unacked.pop(ack.seq, None)
+            if unacked is None:
+                return None
+            if ack.outcome == ext.ACK_REFUSED:
+                unacked.refused(GRPCError(_status(ack.code), ack.message))
+            elif ack.outcome == ext.ACK_DROPPED:
+                log.info("the sidecar dropped a completion (stale: its item went elsewhere)")
         return None
 
     def oldest(self) -> datetime | None:
         """When the oldest completion still waiting for its ack was sent (None: none
         waits). The worker's watchdog drops a stream whose ack is overdue, as a unary
         call would time out: one clock check, not a timer per completion."""
-        for waiter in self._waiting.values():  # in the order they were sent
-            return waiter.sent
+        for unacked in self._unacked.values():  # in the order they were sent
+            return unacked.sent
         return None
 
     def close(self) -> None:
-        """The stream ended: every completion still waiting fails (ConnectionError)."""
+        """The stream ended: no more completions go on it, and no acks will come."""
         self._closed = True
-        for waiter in self._waiting.values():
-            waiter.done.set()
+        self._unacked.clear()
 
 
 async def open_link(stream: Stream[Any, Any], request: bytes, clock: Clock) -> WorkLink:
