@@ -42,6 +42,7 @@ __all__ = [
     "check_wire_types",
     "field_chunk",
     "parse",
+    "parse_own",
     "split_field",
     "split_turn",
     "string_fields",
@@ -89,6 +90,14 @@ def parse(cls: type[E], data: bytes) -> E:
         check_wire_types(cls.DESCRIPTOR, data)
     except UndecodableError as err:
         raise UndecodableError(f"cannot parse {cls.__name__}: {err}") from None
+    return _parse(cls, data)
+
+
+def parse_own(cls: type[E], data: bytes) -> E:
+    """``data`` from durable's own peer parsed as ``cls``, without the wire-type check:
+    both ends build their messages from the same schema (the past events a worker
+    caches, the items on durable's work stream). Decoding failures still raise
+    :class:`UndecodableError`."""
     return _parse(cls, data)
 
 

@@ -43,7 +43,14 @@ from durable._core._failure import failure_from_exception
 from durable._core._state import WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheStats, HistoryCache
-from durable.grpc._framing import LazyEvents, RawMessage, UndecodableError, parse, split_turn
+from durable.grpc._framing import (
+    LazyEvents,
+    RawMessage,
+    UndecodableError,
+    parse,
+    parse_own,
+    split_turn,
+)
 from durable.grpc._proto import dapr, ms
 from durable.grpc._turns import TurnOutcome, TurnTaker
 from durable.grpc._wire import check_dialect, metadata_for, open_channel, parse_target, unary
@@ -374,15 +381,18 @@ class RemoteWorker:
         """Hand an encoded work item to a task. A turn's past events are split off and
         parsed only as the turn needs them (a cached run needs only the newest)."""
         kinds = _MS_KINDS if self.dialect == "ms" else _DAPR_KINDS
+        # durable's sidecar on its work stream speaks the dialect this worker opened it
+        # with, from the same schema: its items need no wire-type check
+        read = parse_own if conn.link is not None else parse
         split = split_turn(data)
         if split is not None:
             rest, request_data, past = split
-            token = parse(kinds.item, rest).completionToken
-            turn = parse(kinds.turn, request_data)
+            token = read(kinds.item, rest).completionToken
+            turn = read(kinds.turn, request_data)
             events = LazyEvents(past, kinds.event)
             work.start_soon(self._workflow_item, conn, turn, events, token)
             return
-        item = parse(kinds.item, data)
+        item = read(kinds.item, data)
         kind = item.WhichOneof("request")
         token = item.completionToken
         if kind == "activityRequest":

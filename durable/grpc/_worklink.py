@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 from grpclib import GRPCError, Status
 
-from ._framing import RawMessage, parse
+from ._framing import RawMessage, parse_own
 from ._proto import ext
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class WorkLink:
     def received(self, data: bytes) -> bytes | None:
         """A message from the sidecar: the work item it carries, or None (an ack, now
         matched to its completion)."""
-        message = parse(ext.SidecarMessage, data)
+        message = parse_own(ext.SidecarMessage, data)
         kind = message.WhichOneof("kind")
         if kind == "workItem":
             return message.workItem
