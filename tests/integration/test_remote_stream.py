@@ -491,3 +491,62 @@ async def test_remote_worker_falls_back_on_a_grpcio_sidecar() -> None:
         await _runs_without_the_stream(f"127.0.0.1:{port}", "ms")
     finally:
         await anyio.to_thread.run_sync(backend.stop, 0)
+
+
+async def test_remote_worker_reconnects_when_a_completion_is_refused(sidecar: Sidecar) -> None:
+    """Issue 14: the worker does not wait for acks, so a refusal (what a failed unary
+    completion was) comes later, on the stream: the worker drops the stream as it did
+    for a failed call, the sidecar sends the unapplied item again, and the workflow
+    ends with each step recorded once."""
+    original = sidecar.service._ack
+    refused: list[int] = []
+
+    async def refuse_first(message: ext.WorkerMessage, origin: Any, worker: Any) -> ext.Ack:
+        if refused or message.WhichOneof("kind") != "completeActivity":
+            return await original(message, origin, worker)
+        refused.append(message.seq)  # not applied: refused as a unary call would fail
+        return ext.Ack(seq=message.seq, outcome=ext.ACK_REFUSED, code=14, message="busy")
+
+    sidecar.service._ack = refuse_first  # type: ignore[method-assign]
+    target = f"127.0.0.1:{sidecar.port}"
+    runs.clear()
+    worker = RemoteWorker(registry, target, reconnect_delay=timedelta(0))
+    async with worker, RemoteClient(target, registry=registry, poll_interval=0.01) as client:
+        with anyio.fail_after(30):
+            assert await (await client.start(steps, 2, instance_id="refused")) == 2
+    assert refused
+    assert worker.connects == 2
+    assert completed_tasks(await history(sidecar, "refused")) == [0, 1]
+    assert runs == [0, 0, 1]  # the refused attempt ran again
+
+
+async def test_remote_worker_drops_a_stream_whose_ack_is_overdue(sidecar: Sidecar) -> None:
+    """Issue 14: a completion whose ack never comes (the unary call timed out after
+    30 s) makes the worker's watchdog drop the stream once 30 s pass on its clock; the
+    item goes out again on the new stream and the workflow ends."""
+    original = sidecar.service._ack
+    held = anyio.Event()
+
+    async def never_ack(message: ext.WorkerMessage, origin: Any, worker: Any) -> ext.Ack:
+        if held.is_set() or message.WhichOneof("kind") != "completeActivity":
+            return await original(message, origin, worker)
+        held.set()
+        await anyio.sleep_forever()  # until the stream goes
+        raise AssertionError("unreachable")
+
+    sidecar.service._ack = never_ack  # type: ignore[method-assign]
+    clock = durable.MockClock()
+    target = f"127.0.0.1:{sidecar.port}"
+    worker = RemoteWorker(registry, target, clock=clock, reconnect_delay=timedelta(0))
+    async with worker, RemoteClient(target, registry=registry, poll_interval=0.01) as client:
+        with anyio.fail_after(30):
+            handle = await client.start(steps, 1, instance_id="overdue")
+            await held.wait()
+            clock.advance(timedelta(seconds=29))
+            for _ in range(50):
+                await anyio.lowlevel.checkpoint()
+            assert worker.connects == 1  # not yet due
+            clock.advance(timedelta(seconds=2))
+            assert await handle == 1
+    assert worker.connects == 2
+    assert completed_tasks(await history(sidecar, "overdue")) == [0]
