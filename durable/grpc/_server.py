@@ -7,6 +7,12 @@ request's from the wire types where the dialects collide. Every call checks the 
 token first (``dapr-api-token`` metadata) when one is configured. Errors map to gRPC
 statuses: malformed requests to INVALID_ARGUMENT, unknown instances to NOT_FOUND; a
 bug in a handler is logged and answered INTERNAL, and never takes the server down.
+
+Beside the standard service it serves durable's own worker stream
+(``/durable.grpc.ext.DurableWorker/WorkStream``, see :mod:`durable.grpc._worklink`):
+a ``GetWorkItems`` whose completions come back on the same call, each answered by an
+``Ack`` once applied (or dropped, or refused with the status a unary completion would
+have failed with), and only for an item that stream holds.
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ item: an orchestrator request with ``CompleteOrchestratorTask`` (the turn taken 
 echoing the item's completion token. A turn that cannot be taken is answered with a
 FAILED completion, never a crash.
 
+With durable's own sidecar it opens durable's work stream instead
+(:mod:`durable.grpc._worklink`): the same items, and the same completions sent back on
+that stream rather than as a unary call each, acknowledged by the sidecar; a sidecar
+without it (a Dapr sidecar) answers UNIMPLEMENTED and the worker falls back to the
+standard calls on the same connect. ``work_stream=False`` never offers it.
+
 Dialects: ``dapr`` advertises ``STATEFUL_HISTORY`` and ``HEALTH_PING``, so the sidecar
 sends history deltas (``cachedHistory``) and the worker keeps suspended runs in its
 :class:`~durable.grpc._cache.HistoryCache`; on a miss it fetches the whole history
@@ -18,8 +24,10 @@ cache still saves the replay when they extend a cached run.
 
 When the stream breaks the worker reconnects with jittered exponential backoff,
 waiting on its Clock, and clears the cache (the sidecar's record of what this worker
-holds is per stream). Work already under way finishes and is answered on the new
-connection. Everything runs in one anyio task group owned by the worker.
+holds is per stream). Work already under way finishes; its answer goes out on the
+new connection (and is dropped as stale: the sidecar sent the item again, with a new
+token), or, on a work stream, not at all. Everything runs in one anyio task group
+owned by the worker.
 """
 
 from __future__ import annotations
@@ -127,6 +135,8 @@ class RemoteWorker:
     no health ping) is dropped and reopened. The history cache keeps suspended runs
     for ``cache_ttl`` after their last turn, at most ``cache_max_instances`` of them
     and ``cache_max_bytes`` of history (estimated from the events they were fed).
+    ``work_stream=False`` keeps it from offering durable's work stream (completions on
+    the stream their items came on) and uses the standard unary completions.
     """
 
     def __init__(
