@@ -13,6 +13,7 @@ from ._client import Client, WorkflowHandle
 from ._clock import Clock, SystemClock
 from ._core._codec import JsonCodec, PayloadCodec
 from ._engine import Engine, EngineHooks
+from ._engine._base import supervised
 from ._errors import StoreError
 from ._fleet._leases import Fleet, Leases, default_owner
 from ._fleet._partitions import load_config
@@ -155,13 +156,13 @@ class Runtime:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
-            await tg.start(self._engine.run)
+            await tg.start(supervised, self._engine.run)
             if self.memo_retention is not None:
                 self._engine.busy_enter()  # the first sweep is under way from now on
-                tg.start_soon(self._sweep_loop, self.memo_retention)
+                tg.start_soon(supervised, self._sweep_loop, self.memo_retention)
             if self.history_retention is not None:
                 self._engine.busy_enter()
-                tg.start_soon(self._history_loop, self.history_retention)
+                tg.start_soon(supervised, self._history_loop, self.history_retention)
         except BaseException as exc:
             tg.cancel_scope.cancel()
             await tg.__aexit__(type(exc), exc, exc.__traceback__)

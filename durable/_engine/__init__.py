@@ -83,11 +83,11 @@ class Engine(_Turns, _Commits, _Activities, _Children, _Messages, _Queries, _Inb
                         log.warning("recovery at start failed, retrying: %s", err)
                         self._spawn_guarded(self.recover_all)
                 else:  # each partition is recovered as its lease is taken
-                    await tg.start(self._leases.run)
+                    await tg.start(supervised, self._leases.run)
                 tg.start_soon(supervised, self._timers.run)
                 tg.start_soon(supervised, self._poll_loop)
                 if isinstance(self.clock, MockClock) and self.clock.auto_advance:
-                    tg.start_soon(self._auto_advance, self.clock)
+                    tg.start_soon(supervised, self._auto_advance, self.clock)
                 task_status.started()
         finally:
             self._send = self._send_activity = self._tg = None  # stopped: see `running`

@@ -80,14 +80,15 @@ _FAIR_STREAK = 32  # queued items a worker takes before it yields to other tasks
 _CLAIM: ContextVar[list[_ActivityWork] | None] = ContextVar("durable_claim", default=None)
 
 
-async def supervised(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-    """Run one task of the engine's task group. A task that ends by a cancellation no
+async def supervised(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
+    """Run one long-lived task of a runtime's task groups (``kwargs``: ``task_status``
+    when started with ``TaskGroup.start``). A task that ends by a cancellation no
     enclosing scope asked for (a stray ``task.cancel()``) would make the group cancel
-    every other task without an error, leaving a runtime with no turns, timers or
-    leases: it fails the engine loudly instead (the log is the truth; a restart
+    every other task without an error, leaving a runtime with no turns, timers, leases
+    or sweeps: it fails the runtime loudly instead (the log is the truth; a restart
     recovers what was under way)."""
     try:
-        await fn(*args)
+        await fn(*args, **kwargs)
     except anyio.get_cancelled_exc_class():
         if anyio.current_effective_deadline() == -math.inf:
             raise  # asked for: the engine is stopping

@@ -19,6 +19,7 @@ import anyio.abc
 from grpclib.config import Configuration
 
 from durable._client import Client
+from durable._engine._base import supervised
 from durable._registry import Registry
 from durable._runtime import Runtime
 
@@ -215,7 +216,7 @@ class Sidecar:
         logging.getLogger("asyncio").addFilter(self._accept_errors)
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
-        self._tasks.start_soon(self._sweep)
+        self._tasks.start_soon(supervised, self._sweep)
         sockets = getattr(self.server._server, "sockets", None)  # no public accessor
         if sockets:
             self.port = sockets[0].getsockname()[1]
