@@ -227,7 +227,8 @@ class _Turns(_EngineBase):
             try:
                 run = await self._rebuild(inst)
             except NonDeterminismError as err:
-                await self._commit_failure(inst, err)
+                inst.pending = pending + inst.pending  # (they reached a run that fails:
+                await self._commit_failure(inst, err)  # its next turn discards them)
                 return
             except UnknownWorkflowError as err:
                 log.warning(
@@ -245,6 +246,7 @@ class _Turns(_EngineBase):
             actions = await run.turn(events, first_turn=first_turn)
         except NonDeterminismError as err:
             self._drop_run(inst)
+            inst.pending = pending + inst.pending  # (as above)
             await self._commit_failure(inst, err)
             return
         left: list[Pending] | None = None

@@ -166,6 +166,7 @@ class _Operations(_DriverBase):
         self.registry = build_registry(self.harness, self.changes)
         self.client.registry = self.registry
         self.sim.ledger.deployed(guarded)
+        self.sim.ledger.disrupted = self.sim.ledger.writes  # every runtime restarts
         how = "under a patch" if guarded else "unguarded"
         self.note(f"deploy code generation {len(self.changes)} ({how}): every runtime restarts")
         for proc in self.processes.values():

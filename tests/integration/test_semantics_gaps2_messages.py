@@ -7,6 +7,7 @@ a MockClock."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -211,3 +212,39 @@ async def test_a_start_with_event_landing_during_a_purge_outlives_it(
         await rt.wait_idle()
         assert (await handle.describe()).status is WorkflowStatus.COMPLETED
         assert await handle == 2
+
+
+before, after = Registry(), Registry()
+
+
+@before.workflow(name="flip")
+async def flip_before(ctx: WorkflowContext) -> int:
+    await ctx.sleep(timedelta(seconds=1))
+    got: int = await ctx.wait_for_event("go")
+    return got
+
+
+@after.workflow(name="flip")
+async def flip_after(ctx: WorkflowContext) -> int:  # changed without a patch
+    got: int = await ctx.wait_for_event("go")
+    return got
+
+
+async def test_a_start_with_event_reaching_a_run_that_fails_to_replay_starts_it_again(
+    runtime: Any, store: ObjectStore
+) -> None:
+    """Bug: start_with_event's message reached a run whose next turn failed it (its code
+    changed without a patch: NonDeterminismError). The turn dropped what it had been
+    handed, so the message stayed unread in the inbox of a FAILED instance, and the
+    event was never applied. What a failing turn was handed is now discarded as any
+    message reaching an ended run: the start_with_event's starts it again."""
+    async with runtime(before) as rt:
+        await rt.client.start("flip", instance_id="f")
+        await rt.wait_idle()
+    async with runtime(after) as rt:
+        await rt.client.start_with_event("flip", instance_id="f", event="go", data=2)
+        await rt.wait_idle()
+        handle = rt.client.get_handle("f")
+        assert (await handle.describe()).status is WorkflowStatus.COMPLETED
+        assert await handle == 2
+        assert await starts(store, "f") == 2
