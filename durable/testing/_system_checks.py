@@ -81,6 +81,7 @@ class Epoch:
     completed: set[int] = field(default_factory=set)  # task ids of activities that returned
     kept: set[int] = field(default_factory=set)  # a rewind's: those of the run it rewinds
     run_id: str = ""  # its current run's id (a continue-as-new moves it)
+    writer: str = ""  # the process that wrote its first record
     cancelled: set[int] = field(default_factory=set)  # task ids its current run cancelled
     owed: bool = False
     """A child whose parent's run ended while it ran (or before it began), its call
@@ -155,6 +156,7 @@ class Ledger:
         self.gen = 0  # code generations deployed so far
         self.unguarded: set[int] = set()  # the generations whose change has no patch
         self.disrupted = -1  # the last write before a process crashed or was restarted
+        self.crashed: dict[str, int] = {}  # process -> the last write before it crashed
 
     def deployed(self, guarded: bool) -> None:
         """A new generation of workflow code runs from now on."""
@@ -333,6 +335,7 @@ class Ledger:
         self._size(process, instance_id, seq, record, len(data))
         if record.next_run and not can:
             replaced, epoch = epoch, self._new_epoch(instance_id, record)
+            epoch.writer = process
             self._check_reuse(process, replaced, epoch, seq)
             epoch.gap = gap  # judged at the end: a start that withdrew is not acknowledged
             if not self.indexed.get(instance_id):

@@ -140,7 +140,7 @@ class View:
     def _crash(self, op: str, key: str, when: str) -> None:
         sim = self._sim
         sim.crashes += 1
-        sim.ledger.disrupted = sim.ledger.writes
+        sim.ledger.disrupted = sim.ledger.crashed[self._process] = sim.ledger.writes
         proc = sim.processes[self._process]
         proc.dead = True
         sim.trace.append(f"  CRASH of {self._process} {when} {op} {key}")

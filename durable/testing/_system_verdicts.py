@@ -39,6 +39,11 @@ class _Verdicts(_DriverBase):
                 continue  # (only a run that has no record but its first)
             if not self._acknowledged(instance_id, epoch):
                 continue  # a start that failed (its wakeup, say) may wait for a lease move
+            if epoch.parent is not None and self.sim.ledger.crashed.get(epoch.writer, -1) >= (
+                epoch.started_at
+            ):
+                continue  # its creator died, maybe before announcing it: its parent's
+                # recovery does (once the parent's partition is taken again)
             partition = partition_of(instance_id, self.partitions)
             (owner, incarnation), since = self._holders[partition]
             proc = self.processes.get(owner)
