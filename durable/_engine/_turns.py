@@ -258,6 +258,10 @@ class _Turns(_EngineBase):
             consumed += sorted(set(marks).difference(consumed))
         events = events + new_events
         seq = inst.seq + 1
+        orders_some = may_order or (
+            status.is_terminal  # and it waits on a sub-workflow? (no call per operation)
+            and ChildWorkflowScheduled in map(type, inst.outstanding.values())
+        )
         record = TurnRecord(
             seq=seq,
             status=status,
@@ -265,9 +269,7 @@ class _Turns(_EngineBase):
             next_run=next_run,
             consumed=consumed,
             custom_status=run.custom_status,
-            orders=child_orders(inst, seq, events, status)
-            if may_order or (status.is_terminal and inst.outstanding)
-            else [],
+            orders=child_orders(inst, seq, events, status) if orders_some else [],
         )
         if not await self._commit(inst, record):
             inst.pending = pending + inst.pending
