@@ -132,8 +132,11 @@ async def _start_run(
     except (ObjectExistsError, InstanceNotFoundError):
         await index.end(instance_id, seq, started.run_id)  # this run never began
         raise
-    if not known and await index.refresh():  # a runtime came meanwhile: its first scan
-        await index.begin(instance_id, seq, started.run_id)  # may have missed the record
+    # Entered again: a runtime came meanwhile (its first scan may have missed the record),
+    # or, at seq 0, a repair that read the log a purge since deleted may have taken the
+    # entry for a loser's and deleted it (see ._active)
+    if (known and seq == 0) or (not known and await index.refresh()):
+        await index.begin(instance_id, seq, started.run_id)
     meta = InstanceMeta(
         instance_id=instance_id,
         name=started.name,
