@@ -46,7 +46,10 @@ class Pausing:
         self._pauses: list[_Pause] = []
 
     def pause(self, operation: str, key: str) -> _Pause:
-        pause = _Pause(lambda o, k: o == operation and k == key)
+        return self.pause_at(lambda o, k: o == operation and k == key)
+
+    def pause_at(self, match: Callable[[str, str], bool]) -> _Pause:
+        pause = _Pause(match)
         self._pauses.append(pause)
         return pause
 
