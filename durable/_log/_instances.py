@@ -186,8 +186,9 @@ async def create_instance(
     that ended with one of the statuses given: the status read is the one replaced, as
     the new run's record is written right after it with put-if-absent. ``deadline``
     bounds the run and its continue-as-new successors. ``events`` arrive with the
-    start, in the same record. ``search``: the run's search attributes, encoded."""
-    store = index.store
+    start, in the same record. ``search``: the run's search attributes, encoded. A
+    purge that deletes the ended instance under a replacing start leaves the id free:
+    the start tries ``log/0`` again."""
     started = WorkflowStarted(
         event_id=0,
         timestamp=now,
@@ -204,10 +205,29 @@ async def create_instance(
     arrived: list[HistoryEvent] = [
         msgspec.structs.replace(e, event_id=i, timestamp=now) for i, e in enumerate(events, 1)
     ]
-    try:
-        return await _start_run(index, instance_id, 0, [started, *arrived], now, now, None)
-    except ObjectExistsError:
-        pass
+    while True:
+        try:
+            return await _start_run(index, instance_id, 0, [started, *arrived], now, now, None)
+        except ObjectExistsError:
+            pass
+        try:
+            return await _replace(index, instance_id, started, arrived, now, reuse, memo)
+        except InstanceNotFoundError:
+            continue  # a purge deleted the run it replaced: the id is free again
+
+
+async def _replace(
+    index: ActiveIndex,
+    instance_id: str,
+    started: WorkflowStarted,
+    arrived: list[HistoryEvent],
+    now: datetime,
+    reuse: bool | Collection[WorkflowStatus],
+    memo: MemoStore | None,
+) -> Created:
+    """Start a new run right after the instance's ended one, if ``reuse`` allows;
+    ``InstanceNotFoundError`` if a purge deleted the log under it."""
+    store = index.store
     found = await read_meta(store, instance_id)
     meta, etag = found if found is not None else (None, None)
     existing = await load_run(store, instance_id, meta)

@@ -44,6 +44,7 @@ class Pausing:
     def __init__(self, inner: ObjectStore) -> None:
         self._inner = inner
         self._pauses: list[_Pause] = []
+        self.never_suspends = False  # its calls may wait
 
     def pause(self, operation: str, key: str) -> _Pause:
         return self.pause_at(lambda o, k: o == operation and k == key)
