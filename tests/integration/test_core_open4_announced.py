@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -21,6 +21,9 @@ from durable.store import MemoryStore
 from durable.testing import SystemConfig
 from durable.testing._system import _Driver
 from durable.testing._system_checks import Epoch
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 pytestmark = pytest.mark.anyio
 
@@ -79,22 +82,22 @@ def test_a_run_whose_holder_let_go_of_its_partition_is_not_judged() -> None:
     assert _violations(driver) == []
 
 
-class _CrashAt:
-    """Wraps a store; the first write of ``key`` raises ``_Crash`` before it lands (the
-    process dies there)."""
+class CrashAt:
+    """Wraps a store; the first write of a key ``at`` matches raises ``Crash`` before it
+    lands (the process dies there)."""
 
-    def __init__(self, inner: MemoryStore, key: str) -> None:
+    def __init__(self, inner: MemoryStore, at: Callable[[str], bool]) -> None:
         self._inner = inner
-        self._key: str | None = key
+        self._at: Callable[[str], bool] | None = at
         self.never_suspends = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     def _crash_at(self, key: str) -> None:
-        if key == self._key:
-            self._key = None
-            raise _Crash
+        if self._at is not None and self._at(key):
+            self._at = None
+            raise Crash
 
     async def put(self, key: str, data: bytes) -> str:
         self._crash_at(key)
@@ -104,8 +107,12 @@ class _CrashAt:
         self._crash_at(key)
         return await self._inner.put_if_absent(key, data)
 
+    async def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        self._crash_at(key)
+        return await self._inner.put_if_match(key, data, etag)
 
-class _Crash(BaseException):
+
+class Crash(BaseException):
     """The process dies here."""
 
 
@@ -130,12 +137,12 @@ async def test_a_child_whose_parents_process_died_before_its_wakeup_runs() -> No
     (its meta, its wakeup or its load). The next process recovers the parent, starts
     the child again (it exists: it is announced) and the parent gets its result."""
     inner, clock = MemoryStore(), durable.MockClock(auto_advance=True)
-    crashing = _CrashAt(inner, meta_key(_ID))
+    crashing = CrashAt(inner, lambda key: key == meta_key(_ID))
     with pytest.raises(BaseExceptionGroup) as died:  # noqa: PT012
         async with durable.Runtime(_family(), store=crashing, clock=clock) as rt:  # type: ignore[arg-type]
             await rt.start("parent", instance_id="p")
             await anyio.sleep_forever()
-    assert died.group_contains(_Crash)
+    assert died.group_contains(Crash)
     assert "instances/r0-c0/log/000000000000" in inner._objects
     async with durable.Runtime(_family(), store=inner, clock=clock) as rt:
         with anyio.fail_after(30):
