@@ -131,11 +131,14 @@ async def _start_run(
     except (ObjectExistsError, InstanceNotFoundError):
         await index.end(instance_id, seq, started.run_id)  # this run never began
         raise
-    # Entered again: a runtime came meanwhile (its first scan may have missed the record),
-    # or, at seq 0, a repair that read the log a purge since deleted may have taken the
-    # entry for a loser's and deleted it (see ._active)
-    if (known and seq == 0) or (not known and await index.refresh()):
-        await index.begin(instance_id, seq, started.run_id)
+    if not known and await index.refresh():  # a runtime came meanwhile: its first scan
+        await index.begin(instance_id, seq, started.run_id)  # may have missed the record
+    elif known and seq == 0:  # a repair that read the log a purge since deleted may have
+        try:  # taken the entry for a loser's and deleted it (see ._active): entered again
+            await index.begin(instance_id, seq, started.run_id)
+        except StoreError as err:  # the run exists (as after a failed meta write): the
+            if not err.transient:  # entry put before it stands but in that rare race
+                raise
     meta = InstanceMeta(
         instance_id=instance_id,
         name=started.name,

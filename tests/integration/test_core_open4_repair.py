@@ -12,6 +12,7 @@ import pytest
 
 from durable._core._events import NULL, WorkflowTerminated
 from durable._core._state import WorkflowStatus
+from durable._errors import StoreError
 from durable._log._active import ActiveIndex, Entry, repair
 from durable._log._instances import Created, create_instance, purge_instance
 from durable._log._reader import load_run, write_meta
@@ -131,3 +132,34 @@ async def test_a_repair_slow_to_delete_leaves_a_later_create_its_entry() -> None
         assert created, "the create is acknowledged"
         delete.release.set()
     assert await index.entries("x") == [Entry(0, "new")]
+
+
+class _FailsAgain(MemoryStore):
+    """A memory store whose second put of ``key`` lands, then reports a transient error."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key, self.puts = key, 0
+
+    async def put(self, key: str, data: bytes) -> str:
+        etag = await super().put(key, data)
+        if key == self.key:
+            self.puts += 1
+            if self.puts == 2:
+                raise StoreError("lost answer", key=key, transient=True)
+        return etag
+
+
+async def test_a_create_whose_second_entry_put_fails_is_still_a_start() -> None:
+    """The entry put again after a create's record (see above) failed transiently
+    (simulation seed 390 on this branch): the create raised after its run existed, with
+    no meta written, so the run stood unannounced with no meta. Like a failed meta
+    write, it does not fail the start: the entry put first stands."""
+    index = ActiveIndex(_FailsAgain(""), 1)
+    store = index.store
+    assert isinstance(store, _FailsAgain)
+    store.key = index.key("x", Entry(0, "r"))
+    created = await create_instance(index, _NOW, "x", "wf", NULL, run_id="r")
+    assert store.puts == 2
+    assert created.meta_etag is not None
+    assert await index.entries("x") == [Entry(0, "r")]
