@@ -126,16 +126,16 @@ class _Recovery(_EngineBase):
         before the index) is indexed first, by a scan that resumes if cut short."""
         wanted = self.owned_partitions() if partitions is None else partitions
         await build(self.index, wanted)
-        ids: list[str] = []
+        listed: dict[str, list[Entry] | None] = {}
         for partition in wanted:
-            ids += await self.index.ids(partition)
-        ids.sort()  # in id order, whatever their partitions
+            listed |= await self.index.scan(partition)
+        ids = sorted(listed)  # in id order, whatever their partitions
         limiter = anyio.CapacityLimiter(32)
 
         async def one(instance_id: str) -> None:
             async with limiter:
                 try:
-                    await self._recover_indexed(instance_id)
+                    await self._recover_indexed(instance_id, listed[instance_id])
                 except StoreError as err:
                     if _for_good(err):
                         await self._fail_for_good(f"recovery of {instance_id!r}", err)
@@ -156,13 +156,16 @@ class _Recovery(_EngineBase):
         except StoreError as err:
             log.warning("polling for messages at start failed: %s", err)
 
-    async def _recover_indexed(self, instance_id: str) -> None:
+    async def _recover_indexed(self, instance_id: str, entries: list[Entry] | None = None) -> None:
         """Recover an instance the active index names, then bring its entries in line
-        with the log (a crash between a run's end and its entry's delete, say)."""
+        with the log (a crash between a run's end and its entry's delete, say).
+        ``entries``: as its partition's listing found them (else listed here); either
+        way listed before repair reads the log."""
         await self.recover(instance_id)
         if not self.owns(instance_id):
             return
-        entries = await self.index.entries(instance_id)  # before repair reads the log
+        if entries is None:
+            entries = await self.index.entries(instance_id)
         inst = self._live(instance_id)
         if inst is not None and entries == [Entry(inst.run_start, inst.started.run_id)]:
             return  # as it should be

@@ -3,9 +3,18 @@ recovery and lease takeover list what runs instead of every instance that ever r
 
 Layout (the log stays the truth; every entry can be checked against it)::
 
-    active/{partition:04d}/{id}/{seq:012d}-{run_id}   a run began (or may begin) at seq
+    active/{partition:04d}/{id}^{seq:012d}-{run_id}   a run began (or may begin) at seq
     indexed/{partition:04d}                           the partition's index is complete
     indexing/{partition:04d}                          how far its one-time scan got
+
+An entry is one object beside the partition's others (``^`` cannot occur in an id), so
+a start and an end each write or delete one object and no directory: on ``file://`` a
+directory per entry cost a ``mkdir`` per start and an ``rmdir`` per end, milliseconds
+each on a disk with discard. Where the name would pass 255 bytes (an id near the
+longest), and in stores written before, an entry sits in a directory of its own,
+``active/{partition:04d}/{id}/{seq:012d}-{run_id}``: both are read, and recovery
+moves an instance's older entry to the flat name (see :func:`repair`). A fleet is
+upgraded whole: a process of a version before this one does not read flat entries.
 
 An entry is written *before* the log record that starts its run (a create, a reuse,
 a rerun), so no run is ever in the log without one; it is deleted *after* the record
@@ -46,9 +55,11 @@ if TYPE_CHECKING:
 
     from durable.store import ObjectStore
 
-__all__ = ["ACTIVE", "INDEXED", "ActiveIndex", "Entry", "build", "repair"]
+__all__ = ["ACTIVE", "INDEXED", "ActiveIndex", "Entry", "build", "parse_key", "repair"]
 
 ACTIVE = "active"
+SEP = "^"  # between the id and the rest of a flat entry's name: no id holds it
+_NAME_BYTES = 255  # the longest path component a file system takes
 INDEXED = "indexed"
 INDEXING = "indexing"
 _CHECKPOINT = 256  # instances scanned between two progress writes of a migration
@@ -57,10 +68,13 @@ _ATTEMPTS = 5  # tries of one instance's reads before its batch fails
 
 
 class Entry(NamedTuple):
-    """One index entry: the run that began (or may begin) at ``seq``."""
+    """One index entry: the run that began (or may begin) at ``seq``; ``legacy``: kept
+    in a directory of the instance's own although a flat name would fit (written by
+    an earlier version; recovery moves it)."""
 
     seq: int
     run_id: str
+    legacy: bool = False
 
     @property
     def name(self) -> str:
@@ -106,10 +120,13 @@ class ActiveIndex:
         return partition_of(instance_id, self.partitions)
 
     def _prefix(self, instance_id: str) -> str:
-        return f"{ACTIVE}/{self.partition(instance_id):04d}/{instance_id}"
+        return f"{ACTIVE}/{self.partition(instance_id):04d}"
 
     def key(self, instance_id: str, entry: Entry) -> str:
-        return f"{self._prefix(instance_id)}/{entry.name}"
+        flat = f"{instance_id}{SEP}{entry.name}"
+        if entry.legacy or _too_long(flat):
+            return f"{self._prefix(instance_id)}/{instance_id}/{entry.name}"
+        return f"{self._prefix(instance_id)}/{flat}"
 
     async def begin(self, instance_id: str, seq: int, run_id: str) -> None:
         """A run is about to be written at ``seq``: enter it first."""
@@ -118,17 +135,47 @@ class ActiveIndex:
 
     async def end(self, instance_id: str, seq: int, run_id: str) -> None:
         """The run that began at ``seq`` has ended (or will never begin): drop it."""
+        await self.drop(instance_id, Entry(seq, run_id))
+
+    async def drop(self, instance_id: str, entry: Entry) -> None:
+        """Delete one entry, wherever it is kept."""
         if self.known:
-            await self.store.delete(self.key(instance_id, Entry(seq, run_id)))
+            await self.store.delete(self.key(instance_id, entry))
+
+    async def scan(self, partition: int) -> dict[str, list[Entry] | None]:
+        """The instances with an entry in ``partition`` (one LIST), each with its
+        entries, or None where some are in a directory of the instance's own
+        (:meth:`entries` reads those)."""
+        found: dict[str, list[Entry] | None] = {}
+        for name in await self.store.list(f"{ACTIVE}/{partition:04d}"):
+            instance_id, sep, rest = name.partition(SEP)
+            entry = Entry.parse(rest) if sep else None
+            if entry is None:
+                found[name] = None  # a directory of entries (or a stray name)
+            elif (entries := found.setdefault(instance_id, [])) is not None:
+                entries.append(entry)
+        return found
 
     async def ids(self, partition: int) -> list[str]:
         """The instances with an entry in ``partition``, sorted (one LIST)."""
-        return await self.store.list(f"{ACTIVE}/{partition:04d}")
+        return sorted(await self.scan(partition))
 
     async def entries(self, instance_id: str) -> list[Entry]:
-        """The instance's entries (one LIST)."""
-        names = await self.store.list(self._prefix(instance_id))
-        return [e for e in map(Entry.parse, names) if e is not None]
+        """The instance's entries: one LIST of its partition, and one of its own
+        directory if it has one."""
+        prefix = self._prefix(instance_id)
+        found: list[Entry] = []
+        for name in await self.store.list(prefix):
+            if name == instance_id:
+                for entry in map(Entry.parse, await self.store.list(f"{prefix}/{name}")):
+                    if entry is not None:
+                        legacy = not _too_long(f"{instance_id}{SEP}{entry.name}")
+                        found.append(entry._replace(legacy=legacy))
+            elif name.startswith(instance_id + SEP):
+                entry = Entry.parse(name[len(instance_id) + 1 :])
+                if entry is not None:
+                    found.append(entry)
+        return found
 
     async def ready(self) -> set[int]:
         """The partitions whose index is complete (one LIST)."""
@@ -226,8 +273,10 @@ async def repair(index: ActiveIndex, instance_id: str, entries: list[Entry]) -> 
     has not ended; an entry whose seq the log has passed, and that is not the current
     run's, goes (its run ended, or lost its race). An instance that ended goes only
     once its meta says so (what follows an end is finished by then). An entry past the
-    log's end is a start under way (or one that died): it stays. ``entries`` were listed
-    before this call reads the log."""
+    log's end is a start under way (or one that died): it stays, unless it is a legacy
+    one (no start writes those now). A legacy entry of the current run is moved: the
+    flat one is put before it goes. ``entries`` were listed before this call reads
+    the log."""
     found = await read_meta(index.store, instance_id)
     meta = found[0] if found is not None else None
     current: Entry | None = None
@@ -244,8 +293,11 @@ async def repair(index: ActiveIndex, instance_id: str, entries: list[Entry]) -> 
             if err.transient:
                 raise
             return  # broken for good: recovery fails it, and the next one tidies up
-        if run is None:
-            return  # absent or being purged: an entry may be a start under way
+        if run is None:  # absent or being purged: an entry may be a start under way
+            for entry in entries:
+                if entry.legacy:
+                    await index.drop(instance_id, entry)
+            return
         if run.status.is_terminal:
             return  # ended, but its meta lags: what follows an end (its sent events, its
             # parent told) may be under way, and the meta's write drops the entry
@@ -263,7 +315,7 @@ async def _end_checked(index: ActiveIndex, instance_id: str, entry: Entry) -> No
     its run began meanwhile (a create at seq 0 whose record landed after a purge
     deleted the log read: see above)."""
     lost = not await _begins(index, instance_id, entry)
-    await index.end(instance_id, entry.seq, entry.run_id)
+    await index.drop(instance_id, entry)
     if lost and await _begins(index, instance_id, entry):
         await index.begin(instance_id, entry.seq, entry.run_id)
 
@@ -273,3 +325,23 @@ async def _begins(index: ActiveIndex, instance_id: str, entry: Entry) -> bool:
     record = await read_record(index.store, instance_id, entry.seq)
     started = record.next_run[0] if record is not None and record.next_run else None
     return isinstance(started, WorkflowStarted) and started.run_id == entry.run_id
+
+
+def parse_key(key: str) -> tuple[str, Entry] | None:
+    """The instance and entry an active-index key names (either layout), or None."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == ACTIVE:
+        instance_id, sep, rest = parts[2].partition(SEP)
+        entry = Entry.parse(rest) if sep else None
+    elif len(parts) == 4 and parts[0] == ACTIVE:
+        instance_id, entry = parts[2], Entry.parse(parts[3])
+        if entry is not None:
+            entry = entry._replace(legacy=not _too_long(f"{instance_id}{SEP}{entry.name}"))
+    else:
+        return None
+    return None if entry is None else (instance_id, entry)
+
+
+def _too_long(name: str) -> bool:
+    """Whether ``name`` cannot be one path component (the entry then nests)."""
+    return len(name) > _NAME_BYTES // 4 and len(name.encode()) > _NAME_BYTES

@@ -14,7 +14,10 @@ fsspec's local ``pipe_file(mode="create")`` checks then writes, so two processes
 * a deleted object's file, and the version a put replaced, are kept in ``.free/`` and
   written over as the next new objects (see ``_localpool.py``): a store that deletes
   ended instances all day neither frees nor takes inodes, which on ext4 without a
-  journal makes every creation scan past the inodes freed in the last minute.
+  journal makes every creation scan past the inodes freed in the last minute;
+* a directory a delete empties is removed by a thread of the store, not by the delete
+  (milliseconds each on a disk with discard), and a listing waits for those below it,
+  so it never shows one (see ``_localdirs.py``).
 
 Without fsync, one object's operation is a handful of metadata syscalls (tens of
 microseconds), far less than a hop to a worker thread (hundreds on a small VM), so those
@@ -59,6 +62,7 @@ from durable._errors import (
     StoreError,
 )
 
+from ._localdirs import EmptyDirs
 from ._localfs import FileOps, OsFiles
 from ._localpool import FreeFiles
 
@@ -123,10 +127,13 @@ class LocalStore:
         # with fsync: changes made (temp files, names) and changes a flush has covered,
         # counted by batch, so a batch that changed nothing since the last flush skips it
         self._count_lock = threading.Lock()
+        self._flushing = threading.Lock()  # held by the leader flushing now
         self._changes = 0
         self._flushed = 0
         # files freed by deletes and replaced versions, reused for new files
         self._free = FreeFiles(self._fs, self._root, self._change_count if fsync else None)
+        # directories deletes emptied, removed by a thread of their own (see _localdirs.py)
+        self._empty = EmptyDirs(self._fs, self._root)
 
     @property
     def url(self) -> str:
@@ -183,10 +190,11 @@ class LocalStore:
         """Return the sorted non-dot names in the directory ``prefix``; missing lists empty."""
         prefix = prefix.rstrip("/")
         path = self._path(prefix) if prefix else self._root
-        return await self._run(_Op(self._fs.list_dir, (path,)), "list", prefix)
+        return await self._run(_Op(self._list, (path,)), "list", prefix)
 
     async def delete(self, key: str) -> None:
-        """Delete one object and any directories it leaves empty; missing is fine."""
+        """Delete one object (and, soon after, off the event loop, any directories it
+        leaves empty: listings never show them); missing is fine."""
         path = self._path(key)
         await self._one(_Op(self._delete, (key, path), path), "delete", key)
 
@@ -201,7 +209,9 @@ class LocalStore:
         await self._run(_Op(self._delete_prefix, (path,), path), "delete", prefix)
 
     async def close(self) -> None:
-        """Close the lock files this store keeps open."""
+        """Remove the directories deletes left empty, and close the lock files this
+        store keeps open."""
+        await anyio.to_thread.run_sync(self._empty.close, limiter=self._threads)
         fds, self._lock_fds = self._lock_fds, {}
         for fd in fds.values():
             os.close(fd)
@@ -311,13 +321,18 @@ class LocalStore:
         changed = {os.path.dirname(op.path) for op in unanswered if op.path and _changed(op)}
         covered = self._count_changes(bool(temps))
         if temps or changed or covered > self._flushed:
-            whole = self._flush([*unanswered, *batch], temps, made | changed)
-            if whole is None:
-                return True
-            self._free.flushed(covered, whole)
-            if whole:  # it covered every change counted so far, other leaders' too
-                with self._count_lock:
-                    self._flushed = max(self._flushed, covered)
+            # one flush at a time: a leader that waited for another's may find that
+            # flush covered its changes too (it began after they were counted)
+            with self._flushing:
+                if covered > self._flushed:
+                    covered = self._change_count()  # counted: written before this flush
+                    whole = self._flush([*unanswered, *batch], temps, made | changed)
+                    if whole is None:
+                        return True
+                    self._free.flushed(covered, whole)
+                    if whole:  # it covered every change counted so far, other leaders' too
+                        with self._count_lock:
+                            self._flushed = max(self._flushed, covered)
         for op in batch:
             if op.error is None:
                 self._attempt(op)
@@ -376,6 +391,10 @@ class LocalStore:
             return None
         return False
 
+    def _list(self, path: str) -> _Paths:
+        with self._empty.settled(path):  # no directory a delete emptied shows
+            return self._fs.list_dir(path)
+
     def _get(self, key: str, path: str) -> bytes:
         try:
             with self._free.reading():
@@ -414,21 +433,22 @@ class LocalStore:
                 self._release(path, a_file=False)
             except _NOT_A_FILE:
                 return
-        self._prune(os.path.dirname(path))
+        self._empty.note(os.path.dirname(path))
 
     def _delete_if_match(self, key: str, path: str, etag: str) -> None:
         with self._locked(key):
             if content_etag(self._get(key, path)) != etag:
                 raise PreconditionFailedError(key)
             self._release(path, a_file=False)
-        self._prune(os.path.dirname(path))
+        self._empty.note(os.path.dirname(path))
 
     def _delete_prefix(self, path: str) -> None:
         try:
-            self._fs.rmtree(path)
+            with self._empty.settled(path):  # none vanishes while the tree is walked
+                self._fs.rmtree(path)
         except (FileNotFoundError, NotADirectoryError):
             return
-        self._prune(os.path.dirname(path))
+        self._empty.note(os.path.dirname(path))
 
     def _replace(self, path: str, temp: str, *, a_file: bool = False) -> None:
         """Atomically make ``path`` name the contents of ``temp``: exchanged with it and
@@ -548,15 +568,6 @@ class LocalStore:
             while len(parent) > len(self._root):
                 parent = os.path.dirname(parent)
                 made.add(parent)
-
-    def _prune(self, directory: str) -> None:
-        """Remove ``directory`` and its ancestors below the root while they are empty."""
-        while directory != self._root and len(directory) > len(self._root):
-            try:
-                self._fs.rmdir(directory)
-            except OSError:
-                return  # not empty (the usual case), or already gone
-            directory = os.path.dirname(directory)
 
 
 _Batch = list["_Op[Any]"]  # spelled here: in LocalStore's body, ``list`` is its own method

@@ -33,6 +33,7 @@ from durable._core._events import (
     WorkflowStarted,
 )
 from durable._core._state import WorkflowStatus
+from durable._log._active import Entry, parse_key
 from durable._log._records import InboxMessage, TurnRecord
 from durable.testing._system_programs import act
 
@@ -119,7 +120,7 @@ class Ledger:
         self.runs: dict[str, int] = {}  # runs of each instance so far
         self._oversized: set[str] = set()
         self.inbox: dict[str, set[str]] = {}  # instance -> keys of the messages in its inbox
-        self.indexed: dict[str, set[str]] = {}  # instance -> its active-index entries
+        self.indexed: dict[str, set[Entry]] = {}  # instance -> its active-index entries
         self.largest: dict[str, tuple[int, int]] = {}  # instance -> (bytes beyond events, runs)
         self.step = 0  # the driver's steps so far
         self.gen = 0  # code generations deployed so far
@@ -161,8 +162,8 @@ class Ledger:
         elif parts[0] == "instances" and len(parts) == 4 and parts[2] == "inbox":
             self.inbox.setdefault(parts[1], set()).add(key)
             self._message(parts[1], data)
-        elif parts[0] == "active" and len(parts) == 4:
-            self.indexed.setdefault(parts[2], set()).add(parts[3])
+        elif (found := parse_key(key)) is not None:
+            self.indexed.setdefault(found[0], set()).add(found[1])
         elif parts[0] == "memo" and len(parts) >= 3:
             epoch = self.current(parts[1])
             if epoch is not None and parts[2].isdigit() and int(parts[2]) < epoch.step_base:
@@ -193,13 +194,13 @@ class Ledger:
             elif parts[0] == "instances" and len(parts) == 4 and parts[2] == "inbox":
                 self.inbox.get(instance_id, set()).discard(key)
                 self._message_deleted(process, instance_id, key)
-            elif parts[0] == "active" and len(parts) == 4:
-                self._unindexed(process, parts[2], parts[3])
+            elif (found := parse_key(key)) is not None:
+                self._unindexed(process, *found)
         if erased:
             for instance_id in erased:
                 self.trace.append(f"  (the log of {instance_id} is gone)")
 
-    def _unindexed(self, process: str, instance_id: str, name: str) -> None:
+    def _unindexed(self, process: str, instance_id: str, name: Entry) -> None:
         """An index entry went: the instance must keep one while its run has not ended
         (recovery finds instances by the index alone)."""
         entries = self.indexed.get(instance_id, set())
@@ -207,7 +208,7 @@ class Ledger:
         epoch = self.current(instance_id)
         if not entries and epoch is not None and not epoch.ended:
             self.violate(f"{process} deleted the last index entry of {instance_id!r} "
-                         f"({name}) while run {epoch.tag!r} had not ended")  # fmt: skip
+                         f"({name.name}) while run {epoch.tag!r} had not ended")  # fmt: skip
 
     def _size(
         self, process: str, instance_id: str, seq: int, record: TurnRecord, size: int

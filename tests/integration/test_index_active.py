@@ -16,7 +16,7 @@ import durable
 from durable import Fleet, MockClock, Registry, WorkflowContext
 from durable._fleet._partitions import load_config
 from durable._log import _active
-from durable._log._active import ACTIVE, INDEXED, INDEXING, Entry
+from durable._log._active import ACTIVE, INDEXED, INDEXING, SEP, Entry, parse_key
 from durable._log._reader import load_run
 from durable.store import LocalStore, MemoryStore, ObjectStore
 
@@ -119,9 +119,12 @@ async def entries_of(store: ObjectStore) -> dict[str, list[Entry]]:
     """Every index entry in the store, by instance."""
     found: dict[str, list[Entry]] = {}
     for partition in await store.list(ACTIVE):
-        for instance_id in await store.list(f"{ACTIVE}/{partition}"):
-            names = await store.list(f"{ACTIVE}/{partition}/{instance_id}")
-            found[instance_id] = [e for e in map(Entry.parse, names) if e is not None]
+        for name in await store.list(f"{ACTIVE}/{partition}"):
+            keys = [f"{ACTIVE}/{partition}/{name}"]
+            if SEP not in name:  # a directory of entries
+                keys = [f"{keys[0]}/{n}" for n in await store.list(keys[0])]
+            for instance_id, entry in filter(None, map(parse_key, keys)):
+                found.setdefault(instance_id, []).append(entry)
     return found
 
 
