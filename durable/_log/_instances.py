@@ -189,9 +189,9 @@ async def create_instance(
     that ended with one of the statuses given: the status read is the one replaced, as
     the new run's record is written right after it with put-if-absent. ``deadline``
     bounds the run and its continue-as-new successors. ``events`` arrive with the
-    start, in the same record. ``search``: the run's search attributes, encoded. A
-    purge that deletes the ended instance under a replacing start leaves the id free:
-    the start tries ``log/0`` again."""
+    start, in the same record. ``search``: the run's search attributes, encoded.
+    ``InstanceNotFoundError``: a purge deleted the ended instance under a replacing
+    start, which withdrew (the id is free again)."""
     started = WorkflowStarted(
         event_id=0,
         timestamp=now,
@@ -208,15 +208,11 @@ async def create_instance(
     arrived: list[HistoryEvent] = [
         msgspec.structs.replace(e, event_id=i, timestamp=now) for i, e in enumerate(events, 1)
     ]
-    while True:
-        try:
-            return await _start_run(index, instance_id, 0, [started, *arrived], now, now, None)
-        except ObjectExistsError:
-            pass
-        try:
-            return await _replace(index, instance_id, started, arrived, now, reuse, memo)
-        except InstanceNotFoundError:
-            continue  # a purge deleted the run it replaced: the id is free again
+    try:
+        return await _start_run(index, instance_id, 0, [started, *arrived], now, now, None)
+    except ObjectExistsError:
+        pass
+    return await _replace(index, instance_id, started, arrived, now, reuse, memo)
 
 
 async def _replace(

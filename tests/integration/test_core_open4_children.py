@@ -43,7 +43,8 @@ async def test_a_child_purged_under_its_replacing_start_is_started_anew() -> Non
     new call replaced it (a start after its last record), and a purge of the child
     deleted that log just before the start's record landed. The start withdrew its
     record and raised ``InstanceNotFoundError``, which nothing caught: the runtime's
-    task group died. The start now looks again, finds no child and starts it anew."""
+    task group died. The parent's call now looks again, finds no child and starts it
+    anew (as after a rewind's, see ``_rewind_child``)."""
     inner, clock = MemoryStore(), durable.MockClock(auto_advance=True)
     store = Pausing(inner)
     async with durable.Runtime(_family(), store=store, clock=clock) as rt:  # type: ignore[arg-type]
