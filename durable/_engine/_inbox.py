@@ -19,6 +19,7 @@ from datetime import timedelta
 from durable._core._events import EventRaised
 from durable._errors import (
     InstanceExistsError,
+    InstanceNotFoundError,
     ObjectNotFoundError,
     StoreError,
 )
@@ -163,7 +164,7 @@ class _Inbox(_EngineBase):
                 events=[m.event for m in waiting if isinstance(m.event, EventRaised)],
                 consumed=[message.id for message in waiting],
             )  # fmt: skip
-        except InstanceExistsError as err:
+        except (InstanceExistsError, InstanceNotFoundError) as err:  # begun, or purged
             raise StoreError(f"{instance_id!r} began meanwhile: looking again",
                              key=inbox_prefix(instance_id), transient=True) from err  # fmt: skip
         log.info("%r started again with %d event(s) of start_with_event", instance_id, len(waiting))

@@ -156,7 +156,6 @@ class Ledger:
         self.gen = 0  # code generations deployed so far
         self.unguarded: set[int] = set()  # the generations whose change has no patch
         self.disrupted = -1  # the last write before a process crashed or was restarted
-        self.crashed: dict[str, int] = {}  # process -> the last write before it crashed
 
     def deployed(self, guarded: bool) -> None:
         """A new generation of workflow code runs from now on."""

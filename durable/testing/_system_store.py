@@ -140,7 +140,7 @@ class View:
     def _crash(self, op: str, key: str, when: str) -> None:
         sim = self._sim
         sim.crashes += 1
-        sim.ledger.disrupted = sim.ledger.crashed[self._process] = sim.ledger.writes
+        sim.ledger.disrupted = sim.ledger.writes
         proc = sim.processes[self._process]
         proc.dead = True
         sim.trace.append(f"  CRASH of {self._process} {when} {op} {key}")
@@ -205,6 +205,12 @@ class View:
         if present:
             self._sim.ledger.deleted(self._process, [key])
         self._after("delete", key, fault)
+
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        fault = await self._before("delete_if_match", key, True)
+        await self._inner.delete_if_match(key, etag)
+        self._sim.ledger.deleted(self._process, [key])
+        self._after("delete_if_match", key, fault)
 
     async def delete_prefix(self, prefix: str) -> None:
         fault = await self._before("delete_prefix", prefix, True)
