@@ -135,6 +135,9 @@ class InstanceMeta(msgspec.Struct, omit_defaults=True):
     the search index, see :mod:`._search`)."""
     search_drop: list[str] = []
     """Search index entries of attributes replaced, still to delete."""
+    purging: datetime | None = None
+    """When a purge that claimed the log marked this meta (None: no purge): the
+    instance reads as absent, listings skip it, and no writer replaces it."""
 
 
 class InboxMessage(msgspec.Struct, frozen=True):

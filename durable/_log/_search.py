@@ -181,6 +181,8 @@ async def write_meta_indexed(
                     put = set(want)
                     etag = await store.put(key, encode(meta))
                     return etag, Indexing(meta.search)
+                if other.purging is not None:
+                    raise ObjectNotFoundError(key) from None  # a purge claimed the log
                 if other.seq > meta.seq or (
                     other.origin != meta.origin and not await _holds_run(store, meta)
                 ):  # a newer meta, or one of a start that replaced this run's log
