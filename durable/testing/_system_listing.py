@@ -33,8 +33,8 @@ class _Listing(_DriverBase):
         ``_PURGE_TAKEOVER``), then check none is left: every instance directory holds a
         run, and no purge is in flight."""
         store, ledger = self.inner, self.sim.ledger
-        self.clock.advance(_PURGE_TAKEOVER)
-        for _ in range(5):
+        for _ in range(2 * _PURGE_TAKEOVER // _RENEW + 5):  # (a sweeper's next look may
+            # find a purge just too young: two looks; by renewals, so leases stay held)
             self.clock.advance(_RENEW)
             await _settle()
         for instance_id in await store.list(INSTANCES):
@@ -48,6 +48,7 @@ class _Listing(_DriverBase):
         store, ledger = self.inner, self.sim.ledger
         ids = await store.list(INSTANCES)
         metas = {m.instance_id: m for m in await read_metas(store, ids) if m is not None}
+        metas = {i: m for i, m in metas.items() if m.purging is None}  # (_check_purges)
         client = Client(store, clock=self.clock)
         prefixes = ["", *sorted({i[:1] for i in metas}), *sorted({i[:3] for i in metas})[:3]]
         for prefix in prefixes:
