@@ -25,7 +25,7 @@ from durable._log._instances import _PURGE_TAKEOVER
 from durable._log._purging import PURGING, finish_purges
 from durable._log._reader import load_run, read_meta
 from durable._log._records import encode, meta_key
-from durable._log._search import SEARCH
+from durable._log._search import SEARCH, write_meta_indexed
 from durable.store import LocalStore, MemoryStore, ObjectStore
 
 pytestmark = pytest.mark.anyio
@@ -232,23 +232,24 @@ async def test_a_start_with_reuse_finishes_an_old_purge_cut_short(store: ObjectS
         await client.start("done", 1, instance_id="w")  # without reuse: refused still
     await client.start("done", 1, instance_id="w", reuse=True)
     run = await load_run(store, "w")
-    assert run is not None and run.last_seq == 0
+    assert run is not None
+    assert run.last_seq == 0
     assert await store.list(PURGING) == []
 
 
 async def test_a_meta_writer_behind_a_purge_does_not_unmark_it(store: ObjectStore) -> None:
     """A writer of the meta that read it before the purge marked it (the engine rolling
     the lagging meta forward) must not write it back: it would be listed again."""
-    clock = await _cut_short(store, 2, after=True)  # claimed, meta marked
+    await _cut_short(store, 2, after=True)  # claimed, meta marked
     found = await read_meta(store, "w")
-    assert found is not None and found[0].purging is not None
-    from durable._log._search import write_meta_indexed
-
+    assert found is not None
+    assert found[0].purging is not None
     stale = msgspec.structs.replace(found[0], purging=None, status=WorkflowStatus.COMPLETED)
     with pytest.raises(durable.store.ObjectNotFoundError):
         await write_meta_indexed(store, stale, "stale-etag", None)
     again = await read_meta(store, "w")
-    assert again is not None and again[0].purging is not None
+    assert again is not None
+    assert again[0].purging is not None
 
 
 async def test_the_purging_index_on_s3(moto_server: Any) -> None:
