@@ -31,7 +31,7 @@ from durable.store import LocalStore, MemoryStore, ObjectStore
 pytestmark = pytest.mark.anyio
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-_WRITES = ("put", "put_if_absent", "put_if_match", "delete", "delete_prefix")
+_WRITES = ("put", "put_if_absent", "put_if_match", "delete", "delete_if_match", "delete_prefix")
 
 
 class _Died(BaseException):
