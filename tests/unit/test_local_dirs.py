@@ -299,3 +299,47 @@ async def test_leaders_waiting_for_one_flush_share_it(tmp_path: Path) -> None:
     assert await store.get("a/x") == b"1"
     assert await store.get("b/y") == b"2"
     await store.close()
+
+
+class _PausingFlush(OsFiles):
+    """The operating system's calls, pausing the next flush once ``armed``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def sync_all(self, path: str) -> bool:
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            self.release.wait(10)
+        return super().sync_all(path)
+
+
+async def test_a_read_does_not_wait_for_a_flush_under_way(tmp_path: Path) -> None:
+    """Issue 18, ``file://?fsync=1``: a read was queued with the writes and waited for
+    the flush of the batch in flight (milliseconds), though a read needs no flush.
+    Reads now run at once, as without fsync. The flush is paused inside the file
+    system while the read is made."""
+    files = _PausingFlush()
+    store = LocalStore(tmp_path, fsync=True, files=files)
+    await store.put_if_absent("b/old", b"before")
+    files.armed = True
+    got: list[bytes] = []
+
+    async def read() -> None:
+        got.append(await store.get("b/old"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.put_if_absent, "a/new", b"during")
+        await anyio.to_thread.run_sync(files.entered.wait, 10)
+        try:
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert got == [b"before"]  # done while the flush is still paused
+        finally:
+            files.release.set()
+    assert await store.get("a/new") == b"during"
+    await store.close()
