@@ -20,13 +20,14 @@ fsspec's local ``pipe_file(mode="create")`` checks then writes, so two processes
 
 Without fsync, one object's operation is a handful of metadata syscalls (tens of
 microseconds), far less than a hop to a worker thread (hundreds on a small VM), so those
-run inline; so do reads with fsync (they need no flush). Everything else (fsync, listings, deleting trees) runs in worker threads on
-the store's own limiter, and operations that arrive while others are in flight are
-grouped: one thread hop runs the whole batch in order, each operation still atomic with
-its own result. With fsync a batch shares its flushes (group commit): its temp files'
-contents are flushed together, then its names, and only then does anyone get an answer
-(see ``LocalStore._run_batch``). Every file-system call goes through a
-:class:`~durable.store._localfs.FileOps`, so a test can model a power loss. POSIX only.
+run inline; so do reads with fsync (they need no flush). Everything else (fsync,
+listings, deleting trees) runs in worker threads on the store's own limiter, and
+operations that arrive while others are in flight are grouped: one thread hop runs the
+whole batch in order, each operation still atomic with its own result. With fsync a
+batch shares its flushes (group commit): its temp files' contents are flushed together,
+then its names, and only then does anyone get an answer (see ``LocalStore._run_batch``).
+Every file-system call goes through a :class:`~durable.store._localfs.FileOps`, so a
+test can model a power loss. POSIX only.
 
 What survives, per mode:
 
