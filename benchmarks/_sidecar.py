@@ -1,5 +1,6 @@
 """The ``sidecar`` scenario: a K-step workflow through ``durable sidecar`` (the Durable
-Task gRPC protocol) with stateful history on and off, side by side.
+Task gRPC protocol) with stateful history on and off, and over durable's work stream or
+the standard unary completions, side by side.
 
 Each run measures both variants, each on a fresh store in a fresh event loop: an
 in-process :class:`~durable.grpc.Sidecar` on a free loopback port, one
@@ -27,8 +28,9 @@ __all__ = ["SIDECAR_REGISTRY"]
 
 SIDECAR_REGISTRY = Registry()
 
-_VARIANTS = {"on": True, "off": False}  # label -> stateful_history
-_RATIO = "on/off"
+# label -> (stateful_history, work_stream)
+_VARIANTS = {"on": (True, True), "off": (False, True), "unary": (True, False)}
+_RATIOS = ("on/off", "on/unary")
 _WARM_UP_STEPS = 5
 
 # perf_counter() at the start of every call of ``sidecar_step`` in the current run.
@@ -62,13 +64,17 @@ def _tenths(values: list[float]) -> tuple[float, float, float]:
     )
 
 
-async def _run_once(store: ObjectStore, k: int, stateful: bool) -> dict[str, float]:
+async def _run_once(
+    store: ObjectStore, k: int, stateful: bool, work_stream: bool = True
+) -> dict[str, float]:
     _stamps.clear()
     instance_id = f"sidecar-{k}"
     try:
         async with Sidecar(store, port=0) as sidecar:
             target = f"127.0.0.1:{sidecar.port}"
-            worker = RemoteWorker(SIDECAR_REGISTRY, target, stateful_history=stateful)
+            worker = RemoteWorker(
+                SIDECAR_REGISTRY, target, stateful_history=stateful, work_stream=work_stream
+            )
             async with (
                 worker,
                 RemoteClient(target, registry=SIDECAR_REGISTRY, poll_interval=0.01) as client,
@@ -82,6 +88,8 @@ async def _run_once(store: ObjectStore, k: int, stateful: bool) -> dict[str, flo
                 ended, cpu = perf_counter(), process_time() - cpu_started
                 result = await client.get_handle(instance_id).result()  # over the wire
                 fetches = worker.history_fetches
+                if worker.streamed != work_stream:
+                    raise RuntimeError(f"work stream {worker.streamed}, asked for {work_stream}")
                 hits = worker.cache_stats().hits
             sent = [t for t in sidecar.sent if t.instance_id == instance_id]
     finally:
@@ -117,41 +125,43 @@ async def _run_once(store: ObjectStore, k: int, stateful: bool) -> dict[str, flo
 
 
 def _measure(store_kind: str, k: int) -> dict[str, float]:
-    """Both variants, each on a fresh store; which runs first alternates per run."""
+    """Every variant, each on a fresh store; which runs first turns per run."""
     if not _warmed[0]:  # first-call costs (imports, protobuf classes) stay out of figures
-        for stateful in _VARIANTS.values():
+        for variant in _VARIANTS.values():
             with fresh_store("memory") as store:
-                anyio.run(_run_once, store, _WARM_UP_STEPS, stateful)
+                anyio.run(_run_once, store, _WARM_UP_STEPS, *variant)
         _warmed[0] = True
     labels = list(_VARIANTS)
-    if _order[0] % 2:
-        labels.reverse()
+    turn = _order[0] % len(labels)
+    labels = labels[turn:] + labels[:turn]
     _order[0] += 1
     by_variant: dict[str, dict[str, float]] = {}
     for label in labels:
         with fresh_store(store_kind) as store:
-            by_variant[label] = anyio.run(_run_once, store, k, _VARIANTS[label])
+            by_variant[label] = anyio.run(_run_once, store, k, *_VARIANTS[label])
     figures: dict[str, float] = {}
     for label, run in by_variant.items():
         figures.update({f"{label}.{key}": value for key, value in run.items()})
-    on, off = by_variant["on"], by_variant["off"]
-    for key, value in on.items():
-        if off[key]:  # no ratio to a zero (deltas, history fetches): --json stays valid
-            figures[f"{_RATIO}.{key}"] = value / off[key]
+    for ratio in _RATIOS:
+        top, bottom = (by_variant[label] for label in ratio.split("/"))
+        for key, value in top.items():
+            if bottom[key]:  # no ratio to a zero (deltas, history fetches): --json stays valid
+                figures[f"{ratio}.{key}"] = value / bottom[key]
     return figures
 
 
 @scenario(
     "sidecar",
     description="one workflow of K sequential trivial activity steps through the gRPC "
-    "sidecar (RemoteWorker over loopback), stateful history on vs off",
+    "sidecar (RemoteWorker over loopback), stateful history on vs off, work stream vs "
+    "unary completions",
     size_name="K",
     sizes=(1_000,),
     quick_sizes=(100,),
     stores=("memory", "file"),
-    variant_name="stateful history",
+    variant_name="variant",
     variants=tuple(_VARIANTS),
-    ratios=(_RATIO,),
+    ratios=_RATIOS,
     columns=(
         Column("total_s", "total s", ".3f"),
         Column("cpu_s", "CPU s", ".3f"),
@@ -169,7 +179,10 @@ def _measure(store_kind: str, k: int) -> dict[str, float]:
     notes=(
         "on = the RemoteWorker advertises STATEFUL_HISTORY (Dapr dialect): the sidecar "
         "sends cachedHistory deltas; off = RemoteWorker(stateful_history=False): every "
-        "turn carries its whole history (the worker's cache still spares the replay)",
+        "turn carries its whole history (the worker's cache still spares the replay); "
+        "both over durable's work stream (completions and acks on one call); unary = "
+        "as on, with RemoteWorker(work_stream=False): GetWorkItems and a unary call per "
+        "completion, as against a Dapr sidecar",
         "total = RemoteClient.start() to the end seen by the sidecar's own client; CPU = "
         "this process's CPU time (sidecar, worker and client) over the same span, the "
         "figure that holds on a loaded machine; "
@@ -177,8 +190,8 @@ def _measure(store_kind: str, k: int) -> dict[str, float]:
         "steps; per turn = the K+1 workflow work items the sidecar sent (Sidecar.sent): "
         "pastEvents messages and the encoded WorkItem's bytes, mean and first/last 10% of "
         "turns; KB sent = all of them (1 KB = 1,000 B); activity work items not counted",
-        "each run measures both variants on fresh stores, alternating which goes first; "
-        "on/off = the median of the per-run ratios (< 1x: stateful history sends less or "
+        "each run measures every variant on fresh stores, turning which goes first; "
+        "on/off, on/unary = the medians of the per-run ratios (< 1x: on sends less or "
         "takes less time); sidecar, worker and client share this process's event loop",
     ),
 )

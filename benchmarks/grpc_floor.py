@@ -5,15 +5,20 @@
 A server that echoes raw bytes runs in a process of its own on a loopback port; a
 grpclib client in this process makes ``--calls`` unary calls one after another (the
 shape of a worker's ``CompleteActivityTask`` and ``CompleteOrchestratorTask``), then
-reads ``--calls`` messages from one server stream (the shape of ``GetWorkItems``).
-Figures: CPU time (``/proc``) of the server process per unary call and per streamed
-message, and of the client per unary call; medians of ``--rounds`` rounds.
+reads ``--calls`` messages from one server stream (the shape of ``GetWorkItems``),
+then makes ``--calls`` exchanges on one bidirectional stream, a message each way (the
+shape of a completion and its ack on durable's work stream). Figures: CPU time
+(``/proc``) of the server process per unary call, per streamed message and per
+exchange, and of the client per unary call and per exchange; medians of ``--rounds``
+rounds.
 
 Servers: ``grpclib`` (what ``durable sidecar`` serves with: grpclib over the
-pure-Python ``h2``) and, when ``grpcio`` is installed, ``grpcio`` (its C core, what
-the ``durabletask`` SDK's in-memory backend serves with). A sidecar step takes two
-unary calls and two streamed work items, so twice the sum is the transport's floor
-for the sidecar's CPU per step.
+pure-Python ``h2``) and, when ``grpcio`` is installed, ``grpcio`` (its C core with a
+thread pool, what the ``durabletask`` SDK's in-memory backend serves with) and
+``grpcio-aio`` (the same core under asyncio, ``grpc.aio``: what the sidecar could serve
+with). A sidecar step of an SDK worker takes two unary calls and two streamed work
+items, so twice their sum is the transport's floor for the sidecar's CPU per step;
+over durable's work stream a step takes two streamed items and two exchanges.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ._suite import free_port, wait_listening
 
 _PATH = "/Floor/Echo"
 _STREAM = "/Floor/Items"
+_CHAT = "/Floor/Chat"
 _PAYLOAD = b"x" * 200
 
 
@@ -58,11 +64,16 @@ def _serve_grpclib(port: int, count: int) -> None:
         for _ in range(count):
             await stream.send_message(_PAYLOAD)
 
+    async def chat(stream: Any) -> None:
+        async for message in stream:
+            await stream.send_message(message)
+
     class Service:
         def __mapping__(self) -> dict[str, Handler]:
             return {
                 _PATH: Handler(echo, Cardinality.UNARY_UNARY, bytes, bytes),
                 _STREAM: Handler(items, Cardinality.UNARY_STREAM, bytes, bytes),
+                _CHAT: Handler(chat, Cardinality.STREAM_STREAM, bytes, bytes),
             }
 
     async def main() -> None:
@@ -83,11 +94,15 @@ def _serve_grpcio(port: int, count: int) -> None:
         for _ in range(count):
             yield _PAYLOAD
 
+    def chat(requests: Any, context: Any) -> Any:
+        yield from requests
+
     handler = grpc.method_handlers_generic_handler(
         "Floor",
         {
             "Echo": grpc.unary_unary_rpc_method_handler(echo),
             "Items": grpc.unary_stream_rpc_method_handler(items),
+            "Chat": grpc.stream_stream_rpc_method_handler(chat),
         },
     )
     from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +111,40 @@ def _serve_grpcio(port: int, count: int) -> None:
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     server.wait_for_termination()
+
+
+def _serve_grpcio_aio(port: int, count: int) -> None:
+    import asyncio
+
+    import grpc  # type: ignore[import-untyped, unused-ignore]
+
+    async def echo(request: bytes, context: Any) -> bytes:
+        return request
+
+    async def items(request: bytes, context: Any) -> Any:
+        for _ in range(count):
+            yield _PAYLOAD
+
+    async def chat(requests: Any, context: Any) -> Any:
+        async for message in requests:
+            yield message
+
+    handler = grpc.method_handlers_generic_handler(
+        "Floor",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Items": grpc.unary_stream_rpc_method_handler(items),
+            "Chat": grpc.stream_stream_rpc_method_handler(chat),
+        },
+    )
+
+    async def main() -> None:
+        server = grpc.aio.server(handlers=(handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
 
 
 async def _client(port: int, pid: int, calls: int) -> dict[str, float]:
@@ -124,6 +173,15 @@ async def _client(port: int, pid: int, calls: int) -> dict[str, float]:
             async for _ in stream:
                 got += 1
         server2 = cpu_seconds(pid)
+        async with channel.request(_CHAT, Cardinality.STREAM_STREAM, bytes, bytes) as stream:
+            await stream.send_message(_PAYLOAD)
+            await stream.recv_message()  # open and warm
+            server3, client3 = cpu_seconds(pid), time.process_time()
+            for _ in range(calls):
+                await stream.send_message(_PAYLOAD)
+                await stream.recv_message()
+            server4, client4 = cpu_seconds(pid), time.process_time()
+            await stream.end()
     finally:
         channel.close()
     if got != calls:
@@ -132,6 +190,8 @@ async def _client(port: int, pid: int, calls: int) -> dict[str, float]:
         "server_unary_us": (server1 - server0) / calls * 1e6,
         "client_unary_us": (client1 - client0) / calls * 1e6,
         "server_stream_us": (server2 - server1) / calls * 1e6,
+        "server_chat_us": (server4 - server3) / calls * 1e6,
+        "client_chat_us": (client4 - client3) / calls * 1e6,
     }
 
 
@@ -154,33 +214,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.grpc_floor")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--serve", choices=("grpclib", "grpcio"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=tuple(_SERVERS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve == "grpclib":
-        _serve_grpclib(args.port, args.calls)
-        return
-    if args.serve == "grpcio":
-        _serve_grpcio(args.port, args.calls)
+    if args.serve is not None:
+        _SERVERS[args.serve](args.port, args.calls)
         return
     print(f"load average {os.getloadavg()[0]:.2f}; µs of CPU, median of {args.rounds} "
           f"rounds of {args.calls:,} calls")  # fmt: skip
-    print(f"{'server':8} {'server/unary':>13} {'server/streamed':>16} {'client/unary':>13} "
-          f"{'floor/step':>11}")  # fmt: skip
+    print(f"{'server':11} {'srv/unary':>10} {'srv/streamed':>13} {'srv/exchange':>13} "
+          f"{'cli/unary':>10} {'cli/exchange':>13} {'floor/step':>11} "
+          f"{'stream/step':>12}")  # fmt: skip
     try:
         import grpc  # type: ignore[import-untyped, unused-ignore]  # noqa: F401
 
-        kinds = ["grpclib", "grpcio"]
+        kinds = list(_SERVERS)
     except ImportError:
         kinds = ["grpclib"]
     for kind in kinds:
         rounds = [_round(kind, args.calls) for _ in range(args.rounds)]
         f = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
         floor = 2 * (f["server_unary_us"] + f["server_stream_us"])
-        print(f"{kind:8} {f['server_unary_us']:13,.0f} {f['server_stream_us']:16,.0f} "
-              f"{f['client_unary_us']:13,.0f} {floor:11,.0f}")  # fmt: skip
-    print("floor/step = the server's CPU for 2 unary calls and 2 streamed messages, the "
-          "transport's share of a sidecar step")  # fmt: skip
+        streamed = 2 * (f["server_stream_us"] + f["server_chat_us"])
+        print(f"{kind:11} {f['server_unary_us']:10,.0f} {f['server_stream_us']:13,.0f} "
+              f"{f['server_chat_us']:13,.0f} {f['client_unary_us']:10,.0f} "
+              f"{f['client_chat_us']:13,.0f} {floor:11,.0f} {streamed:12,.0f}")  # fmt: skip
+    print("floor/step = the server's CPU for 2 unary calls and 2 streamed messages (a "
+          "step of an SDK worker); stream/step = for 2 streamed messages and 2 exchanges "
+          "(a step of RemoteWorker over durable's work stream); exchange = one message "
+          "each way on a bidirectional stream; cli = the grpclib client's CPU")  # fmt: skip
+
+
+_SERVERS = {"grpclib": _serve_grpclib, "grpcio": _serve_grpcio, "grpcio-aio": _serve_grpcio_aio}
 
 
 if __name__ == "__main__":

@@ -235,6 +235,7 @@ class Client(_Messages):
         search: Mapping[str, Any] | None = None,
         limit: int | None = None,
         page_size: int = 100,
+        id_prefix: str | None = None,
     ) -> AsyncIterator[WorkflowState]:
         """Yield instances matching every filter given, reading ``page_size`` index
         records at a time (see :meth:`list_page`). The index may lag the log by a turn."""
@@ -243,7 +244,7 @@ class Client(_Messages):
         while True:
             page = await self.list_page(
                 status=status, name=name, created_after=created_after, search=search,
-                page_size=page_size, cursor=cursor,
+                page_size=page_size, cursor=cursor, id_prefix=id_prefix,
             )  # fmt: skip
             for state in page.items:
                 yield state
@@ -264,6 +265,7 @@ class Client(_Messages):
         search: Mapping[str, Any] | None = None,
         page_size: int = 100,
         cursor: str | None = None,
+        id_prefix: str | None = None,
     ) -> InstancePage:
         """One page of the instances matching every filter given, and the cursor of
         the next (pass it back with the same filters; ``None`` at the end).
@@ -273,7 +275,10 @@ class Client(_Messages):
         instances that ended. Other listings go in id order, each page starting where
         the last one stopped. ``search`` keeps the instances whose search attributes
         equal every value it gives, read from the store's search index, in id order:
-        its cost is that of the instances found. The index may lag the log by a turn."""
+        its cost is that of the instances found. ``id_prefix`` keeps the instances
+        whose id starts with it, listed from the store by that prefix (a prefix that
+        could start no id: ``InvalidArgumentError``). The index may lag the log by a
+        turn."""
         encoded = check_search(search or {})
         index = await self._active()
         if not self._all_indexed and index.partitions is not None:
@@ -283,8 +288,9 @@ class Client(_Messages):
             created_before, encoded,
         )  # fmt: skip
         metas, next_cursor = await page_metas(
-            index, filters, page_size, cursor, indexed=self._all_indexed
-        )
+            index, filters, page_size, cursor, indexed=self._all_indexed,
+            id_prefix=id_prefix or "",
+        )  # fmt: skip
         items = [self._state(meta.instance_id, _Snapshot(meta)) for meta in metas]
         return InstancePage(items, next_cursor)
 

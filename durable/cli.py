@@ -488,6 +488,7 @@ def _steering_verbs(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = read(command("list", v.list_instances, "list instances"))
     p.add_argument("--status", choices=[s.value for s in WorkflowStatus])
     p.add_argument("--name", help="only this workflow")
+    p.add_argument("--prefix", help="only instances whose id starts with this")
     p.add_argument("--since", type=_moment, help="created after this (7d ago, or an ISO time)")
     p.add_argument("--until", type=_moment, help="created before this (7d ago, or an ISO time)")
     p.add_argument("--where", action="append", metavar="KEY=VALUE",

@@ -266,7 +266,7 @@ async def list_instances(args: argparse.Namespace) -> int:
             size = 100 if args.limit is None else min(100, args.limit - len(states))
             page = await client.list_page(
                 status=args.status, name=args.name, created_after=since, created_before=until,
-                search=search, page_size=size, cursor=cursor,
+                search=search, page_size=size, cursor=cursor, id_prefix=args.prefix,
             )  # fmt: skip
             states += page.items
             cursor = page.next_cursor

@@ -271,9 +271,15 @@ class WorkflowContext:
         name = run.registry.name_of(activity, "activity")
         definition = run.registry.activities.get(name)
         output_type = definition.output_type if definition is not None else Any
-        timeouts = _timeouts(
-            run.now, start_to_close_timeout, schedule_to_close_timeout, heartbeat_timeout
-        )
+        timeouts = None  # (the common call has none: no call, and no clock read, for it)
+        if (
+            start_to_close_timeout is not None
+            or schedule_to_close_timeout is not None
+            or heartbeat_timeout is not None
+        ):
+            timeouts = _timeouts(
+                run.now, start_to_close_timeout, schedule_to_close_timeout, heartbeat_timeout
+            )
         raw = Raw(run.codec.encode(input))
         if retry is None:
             return self._schedule_activity(name, raw, 1, -1, output_type, timeouts)[1]
@@ -290,12 +296,11 @@ class WorkflowContext:
     ) -> tuple[int, DurableFuture[Any], int]:
         run = self._run
         task_id = run.next_task_id()
-        future: DurableFuture[Any] = DurableFuture()
+        future: DurableFuture[Any] = DurableFuture(partial(run.cancel_op, task_id))
         if step < 0:  # a first attempt: numbered above every earlier run's steps
             step = task_id + (run.started.step_base if run.started is not None else 0)
         action = ScheduleActivity(task_id, name, raw, attempt, step, timeouts=timeouts)
         run.schedule(action, future, name, output_type)
-        future.on_cancel(partial(run.cancel_op, task_id))
         return task_id, future, step
 
     async def _activity_with_retry(
@@ -404,14 +409,13 @@ class WorkflowContext:
         elif attempt > 1:
             instance_id = f"{instance_id}-{attempt}"
         validate_instance_id(instance_id)  # a generated id can outgrow the limit
-        future: DurableFuture[Any] = DurableFuture()
+        future: DurableFuture[Any] = DurableFuture(partial(run.cancel_op, task_id))
         run.schedule(
             StartChildWorkflow(task_id, name, instance_id, raw, on_parent_close),
             future,
             instance_id,
             output_type,
         )
-        future.on_cancel(partial(run.cancel_op, task_id))
         return future
 
     async def _child_with_retry(
@@ -440,9 +444,8 @@ class WorkflowContext:
     def _timer(self, fire_at: datetime, purpose: str) -> DurableFuture[None]:
         run = self._run
         task_id = run.next_task_id()
-        future: DurableFuture[None] = DurableFuture()
+        future: DurableFuture[None] = DurableFuture(partial(run.cancel_op, task_id))
         run.schedule(StartTimer(task_id, fire_at, purpose), future, purpose, None)
-        future.on_cancel(partial(run.cancel_op, task_id))
         return future
 
     def send_event(self, instance_id: str, name: str, data: Any = None) -> None:

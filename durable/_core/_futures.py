@@ -43,11 +43,11 @@ class DurableFuture(Generic[T]):
 
     __slots__ = ("_callbacks", "_canceller", "_state", "_value")
 
-    def __init__(self) -> None:
+    def __init__(self, canceller: Callable[[], None] | None = None) -> None:
         self._state = _PENDING
         self._value: Any = None
         self._callbacks: list[Callable[[DurableFuture[T]], None]] | None = None
-        self._canceller: Callable[[], None] | None = None
+        self._canceller = canceller  # see on_cancel (given here: a call fewer every step)
 
     def cancel(self) -> bool:
         """Cancel the operation: awaiting it raises ``durable.CancelledError``. An

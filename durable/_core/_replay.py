@@ -207,11 +207,21 @@ class WorkflowRun:
         if turn_patches:
             self._history_patches.update(turn_patches.pop(-1, ()))
         handlers = _HANDLERS
-        for index, event in enumerate(events):
-            if turn_patches and index in turn_patches:  # before the turn's code runs
-                self._history_patches.update(turn_patches[index])
-            # (self._ended_live(), inlined: this loop runs for every event of every turn)
-            if not replaying and self.final is not None and type(event) is not TurnStarted:
+        if replaying:
+            for index, event in enumerate(events):
+                if turn_patches and index in turn_patches:  # before the turn's code runs
+                    self._history_patches.update(turn_patches[index])
+                if self._suspended and type(event) not in _NOT_HELD:
+                    self._held.append(event)
+                    continue
+                handlers[type(event)](self, event)
+                self._run_tasks()
+            return []
+        # live: a loop of its own, with no patches to look up (it runs for every event of
+        # every turn)
+        for event in events:
+            # (self._ended_live(), inlined)
+            if self.final is not None and type(event) is not TurnStarted:
                 self.untaken.append(event)
                 continue
             if self._suspended and type(event) not in _NOT_HELD:
@@ -219,8 +229,6 @@ class WorkflowRun:
                 continue
             handlers[type(event)](self, event)
             self._run_tasks()
-        if replaying:
-            return []
         actions = list(self._pending.values())
         self._pending.clear()
         if self.final is not None and not self._final_matched:

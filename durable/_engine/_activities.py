@@ -202,7 +202,8 @@ class _Activities(_EngineBase):
                 running.disarm(self._timers)
             if self._attempts.get(key) is running:
                 del self._attempts[key]
-        outcome = running.outcome(outcome)
+        if running.halted:  # cancelled or timed out: see what that makes of its outcome
+            outcome = running.outcome(outcome)
         if running.unwritten:
             await running.finish(failed=type(outcome) is not ActivityCompleted)
         return outcome

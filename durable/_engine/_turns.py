@@ -61,6 +61,7 @@ from ._handover import Handover
 from ._instance import (
     _ANSWERS,
     _ANY_RUN,
+    _NAMES_A_RUN,
     Pending,
     _addressed_elsewhere,
     _for_good,
@@ -177,8 +178,15 @@ class _Turns(_EngineBase):
         fire(inst, _START_TURN)
         self._busy += 1
         self._turns += 1
+        pending, inst.pending = inst.pending, []
         try:
-            await self._turn(inst)
+            try:
+                await self._turn_with(inst, pending)
+            except BaseException:
+                # Nothing was committed: keep the events for the next attempt.
+                if inst.seq_at_turn_start == inst.seq:
+                    inst.pending = pending + inst.pending
+                raise
         except StoreError as err:
             if not _for_good(err) or instance_of_key(err.key) != inst.id:
                 log.warning("turn of %r failed on the store: %s; reloading", inst.id, err)
@@ -199,16 +207,6 @@ class _Turns(_EngineBase):
                 self._enqueue(inst)
             self._residency.evict_to_capacity()
             self.busy_exit()
-
-    async def _turn(self, inst: _Instance) -> None:
-        pending, inst.pending = inst.pending, []
-        try:
-            await self._turn_with(inst, pending)
-        except BaseException:
-            # Nothing was committed: keep the events for the next attempt.
-            if inst.seq_at_turn_start == inst.seq:
-                inst.pending = pending + inst.pending
-            raise
 
     async def _turn_with(self, inst: _Instance, pending: list[Pending]) -> None:
         inst.seq_at_turn_start = inst.seq
@@ -313,7 +311,7 @@ class _Turns(_EngineBase):
             elif run_start != _ANY_RUN and run_start != inst.run_start:
                 continue
             kind = type(event)
-            if _addressed_elsewhere(inst, event):
+            if kind in _NAMES_A_RUN and _addressed_elsewhere(inst, event):
                 self._take_freed_child_id(inst, event)
                 continue
             answers = _ANSWERS.get(kind)
@@ -322,11 +320,14 @@ class _Turns(_EngineBase):
                 scheduled = inst.outstanding.get(task_id)
                 if type(scheduled) is not answers or task_id in answered:
                     continue
-                child_id = getattr(event, "instance_id", "")
-                if child_id and getattr(scheduled, "instance_id", child_id) != child_id:
-                    continue
-                if child_id and not _answers_this_call(event, scheduled):
-                    continue  # a late answer to a call since scheduled again (a retry)
+                # (a sub-workflow's answer alone names a child: a getattr with a default
+                # cost every other answer a raised and caught AttributeError)
+                if answers is ChildWorkflowScheduled:
+                    child_id: str = event.instance_id  # type: ignore[attr-defined]
+                    if child_id and scheduled.instance_id != child_id:  # type: ignore[union-attr]
+                        continue
+                    if child_id and not _answers_this_call(event, scheduled):
+                        continue  # a late answer to a call since scheduled again (a retry)
                 answered.add(task_id)
             event_id = first_id + len(events)
             events.append(msgspec.structs.replace(event, event_id=event_id, timestamp=now))  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from durable._ids import validate_instance_id
 
 from ._actions import ACTIONS, ActionInputError, perform
 from ._instance import load_instance, pretty
-from ._listing import PAGE_SIZES, ListQuery, indexed_page, list_page
+from ._listing import PAGE_SIZES, ListPage, ListQuery, list_page, parse_trail
 from ._security import CSRF_COOKIE, SESSION_COOKIE, Guard, Secrets
 from ._timeline import RERUNNABLE
 
@@ -52,14 +52,32 @@ def _instance_url(instance_id: str, *parts: str, **query: Any) -> str:
 
 
 def _list_url(query: ListQuery, **changes: Any) -> str:
+    """The list's URL with ``query``'s filters, on its first page unless ``changes``
+    give the ``cursor``, ``back`` (trail) and ``page`` of another."""
     fields = {
         "status": query.status.value if query.status else "", "name": query.name,
         "prefix": query.prefix, "size": query.size if query.size != 50 else "",
-        "where": query.where, "after": "", "before": "", "cursor": "",
+        "where": query.where, "cursor": "", "back": "", "page": "",
     }  # fmt: skip
     fields.update(changes)
-    kept = {k: v for k, v in fields.items() if v not in ("", None)}
+    kept = {k: v for k, v in fields.items() if v not in ("", None, 1)}
     return f"/?{urlencode(kept)}" if kept else "/"
+
+
+def _next_url(query: ListQuery, page: ListPage) -> str:
+    """The URL of the page after ``page`` ("" if it is the last)."""
+    if not page.next_cursor:
+        return ""
+    return _list_url(query, cursor=page.next_cursor, back=query.next_trail(), page=query.number + 1)
+
+
+def _previous_url(query: ListQuery) -> str:
+    """The URL of the page before (the first page's is First's; "" past the trail)."""
+    previous = query.previous()
+    if previous is None:
+        return ""
+    cursor, back = previous
+    return _list_url(query, cursor=cursor, back=back, page=query.number - 1)
 
 
 class _Console:
@@ -76,7 +94,8 @@ class _Console:
             lstrip_blocks=True,
         )
         self.env.globals.update(
-            instance_url=_instance_url, list_url=_list_url, pretty=pretty, actions=ACTIONS,
+            instance_url=_instance_url, list_url=_list_url, next_url=_next_url,
+            previous_url=_previous_url, pretty=pretty, actions=ACTIONS,
             statuses=list(WorkflowStatus), page_sizes=PAGE_SIZES, refresh_ms=REFRESH_MS,
             auth=keys.api_token is not None,
         )  # fmt: skip
@@ -115,25 +134,25 @@ class _Console:
     # -- pages ----------------------------------------------------------------------
 
     async def instances(self, request: Request) -> Response:
+        """The instances list: a page by cursor; a junk or forged cursor, trail,
+        prefix or search is a 400 (it reaches no store call)."""
         params = request.query_params
         status_text = params.get("status", "")
         try:
             status = WorkflowStatus(status_text) if status_text else None
             size = int(params.get("size", "50"))
+            number = int(params.get("page", "1"))
         except ValueError:
-            return self.error(request, 400, "unknown status or page size")
-        query = ListQuery(
-            status=status, name=params.get("name", "").strip(),
-            prefix=params.get("prefix", "").strip(), after=params.get("after", ""),
-            before=params.get("before", ""), size=size if size in PAGE_SIZES else 50,
-            where=params.get("where", "").strip(), cursor=params.get("cursor", ""),
-        )  # fmt: skip
+            return self.error(request, 400, "unknown status, page size or page number")
         try:
-            if query.indexed:
-                page = await indexed_page(self.client, query)
-            else:
-                page = await list_page(self.client.store, query)
-        except InvalidArgumentError as err:  # a malformed search, a stale cursor
+            query = ListQuery(
+                status=status, name=params.get("name", "").strip(),
+                prefix=params.get("prefix", "").strip(), size=size if size in PAGE_SIZES else 50,
+                where=params.get("where", "").strip(), cursor=params.get("cursor", ""),
+                trail=parse_trail(params.get("back", "")), number=number,
+            )  # fmt: skip
+            page = await list_page(self.client, query)
+        except InvalidArgumentError as err:  # a malformed search, a stale or forged cursor
             return self.error(request, 400, str(err))
         return self.render(request, "list.html", title="Instances", query=query, page=page)
 

@@ -47,6 +47,7 @@ NEVER = datetime.max.replace(tzinfo=UTC)
 """``datetime.max``: durable's side of Dapr's "never" timer sentinel."""
 
 _NEVER_SECONDS, _NEVER_NANOS = 253_402_300_799, 999_999_999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def time_to_proto(at: datetime) -> Timestamp:
@@ -56,9 +57,8 @@ def time_to_proto(at: datetime) -> Timestamp:
         at = at.replace(tzinfo=UTC)
     if at == NEVER:
         return Timestamp(seconds=_NEVER_SECONDS, nanos=_NEVER_NANOS)
-    out = Timestamp()
-    out.FromDatetime(at)
-    return out
+    since = at - _EPOCH  # exact integer parts, as FromDatetime gives, without its time tuple
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def time_from_proto(at: Timestamp) -> datetime:

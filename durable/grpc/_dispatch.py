@@ -321,18 +321,24 @@ class Dispatcher:
                 self._place_waiting()  # the stream has room for one more
 
     def find(
-        self, token: str, instance_id: str, task_id: int | None = None, origin: Hashable = None
-    ) -> Item | None:
+        self, token: str, instance_id: str, task_id: int | None = None, origin: Hashable = None,
+        holder: WorkerStream | None = None,
+    ) -> Item | None:  # fmt: skip
         """The unresolved item a completion answers: by the token of its current send,
         or, when the worker sent none, by instance (and wire task id for an activity,
         ``task_id``; ``None`` for a turn) among the items held by streams of the
-        completion's connection ``origin``. ``None`` when the answer is stale, unknown,
-        or not the sender's to give."""
+        completion's connection ``origin``. A completion that came on a stream
+        (``holder``) answers only an item that stream holds, and only by token.
+        ``None`` when the answer is stale, unknown, or not the sender's to give."""
         if token:
             item = self._sent.get(token)
             if item is None or item.work.instance_id != instance_id:
                 return None
+            if holder is not None and item.stream is not holder:
+                return None
             return item
+        if holder is not None:
+            return None
         for item in self._items.values():
             if item.stream is None or item.stream.origin != origin:
                 continue  # waiting, or held on another connection

@@ -36,6 +36,7 @@ __all__ = [
     "Waiting",
     "checked_reply",
     "receive",
+    "receive_next",
     "too_big",
 ]
 
@@ -79,10 +80,19 @@ class MessageTooLarge(GRPCError):
 
 async def receive(stream: Stream[Any, Any], limit: int) -> bytes:
     """The call's one request message, refused unread when over ``limit`` bytes."""
+    data = await receive_next(stream, limit)
+    if data is None:
+        raise ProtocolError("the call sent no request message")
+    return data
+
+
+async def receive_next(stream: Stream[Any, Any], limit: int) -> bytes | None:
+    """The call's next message (``None``: the client sent its last), refused unread
+    when over ``limit`` bytes."""
     inner = stream._stream  # grpclib reads the whole message at once: read the prefix first
     prefix = await inner.recv_data(5)
     if not prefix:
-        raise ProtocolError("the call sent no request message")
+        return None
     if len(prefix) < 5:
         raise ProtocolError("the call ended inside a message's length prefix")
     if prefix[0]:

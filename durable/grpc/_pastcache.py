@@ -51,7 +51,8 @@ class PastCache:
         start, done = self._lookup("ms", work)
         tail = cv.events_to_ms(work.past[start:], instance_id=work.instance_id,
                                task_base=work.task_base)  # fmt: skip
-        return self._store("ms", work, [*done, *_chunks(tail)])
+        done.extend(_chunks(tail))  # in place: the cache gave it up (see _lookup)
+        return self._store("ms", work, done)
 
     def dapr(self, work: TurnWork) -> list[bytes]:
         """``work.past`` in the Dapr dialect, each event a ``pastEvents`` field chunk."""
@@ -63,11 +64,14 @@ class PastCache:
             started = next(e for e in work.past[:2] if isinstance(e, WorkflowStarted))
             tail = cv.events_to_dapr([started, *work.past[start:]], instance_id=work.instance_id,
                                      task_base=work.task_base)[1:]  # fmt: skip
-        return self._store("dapr", work, [*done, *_chunks(tail)])
+        done.extend(_chunks(tail))  # in place: the cache gave it up (see _lookup)
+        return self._store("dapr", work, done)
 
     def _lookup(self, wire: Wire, work: TurnWork) -> tuple[int, list[bytes]]:
         """(events already converted, their messages): (0, []) unless the cached prefix
-        still begins ``work.past`` and what follows it starts at a turn start."""
+        still begins ``work.past`` and what follows it starts at a turn start. The list
+        leaves the cache (the caller extends it and stores it again): a turn's copy of
+        the whole history would make a run's turns cost the square of its length."""
         hit = self._runs.pop((wire, work.instance_id, work.run_id), None)
         if hit is None:
             return 0, []

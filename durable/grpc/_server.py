@@ -7,6 +7,12 @@ request's from the wire types where the dialects collide. Every call checks the 
 token first (``dapr-api-token`` metadata) when one is configured. Errors map to gRPC
 statuses: malformed requests to INVALID_ARGUMENT, unknown instances to NOT_FOUND; a
 bug in a handler is logged and answered INTERNAL, and never takes the server down.
+
+Beside the standard service it serves durable's own worker stream
+(``/durable.grpc.ext.DurableWorker/WorkStream``, see :mod:`durable.grpc._worklink`):
+a ``GetWorkItems`` whose completions come back on the same call, each answered by an
+``Ack`` once applied (or dropped, or refused with the status a unary completion would
+have failed with), and only for an item that stream holds.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from ._auth import Gate
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
 from ._filters import work_filters
-from ._framing import ENTITIES_UNSUPPORTED, NotSupportedError
+from ._framing import ENTITIES_UNSUPPORTED, NotSupportedError, field_chunk
 from ._history import history_chunks
 from ._limits import (
     DEFAULT_MAX_MESSAGE,
@@ -46,10 +52,11 @@ from ._limits import (
     Waiting,
     checked_reply,
     receive,
+    receive_next,
     too_big,
 )
 from ._pastcache import PastCache
-from ._proto import dapr, ms
+from ._proto import dapr, ext, ms
 from ._remote import TurnOutcome
 from ._workitems import (
     Envelope,
@@ -63,6 +70,7 @@ from ._workitems import (
     stream_options,
     worker_limits,
 )
+from ._worklink import WORK_STREAM
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -79,6 +87,7 @@ __all__ = ["BytesCodec", "SidecarService"]
 log = logging.getLogger("durable.grpc.server")
 
 _PATH = "/TaskHubSidecarService/"
+_EXT_WORK_ITEM = 1  # SidecarMessage.workItem
 _SENT_KEPT = 10_000  # SentTurn records kept for measurements
 
 
@@ -170,6 +179,7 @@ class SidecarService:
         mapping[_PATH + "GetWorkItems"] = Handler(
             self._get_work_items, Cardinality.UNARY_STREAM, bytes, bytes
         )
+        mapping[WORK_STREAM] = Handler(self._work_stream, Cardinality.STREAM_STREAM, bytes, bytes)
         mapping[_PATH + "StreamInstanceHistory"] = Handler(
             self._stream_history, Cardinality.UNARY_STREAM, bytes, bytes
         )
@@ -205,11 +215,96 @@ class SidecarService:
         self.gate.check(stream)
         with _statuses("GetWorkItems"):
             data = await receive(stream, self.max_message_size)
+        worker = self._connect(stream, data)
+        try:
+            async with anyio.create_task_group() as tg:
+                if worker.pings:
+                    tg.start_soon(self._pinger, worker)
+                await stream.send_initial_metadata()
+                await self._feed(worker, stream.send_message)
+                tg.cancel_scope.cancel()
+        finally:
+            self.dispatcher.disconnect(worker)
+
+    async def _work_stream(self, stream: Stream[Any, Any]) -> None:
+        """durable's worker stream (``protos/.../ext/worker_stream.proto``): work items
+        out and completions in on one call, each completion acknowledged once applied."""
+        self.gate.check(stream)
+        with _statuses("WorkStream"):
+            opening = parse(ext.WorkerMessage, await receive(stream, self.max_message_size))
+            if opening.WhichOneof("kind") != "open":
+                raise ProtocolError("a work stream's first message is `open`")
+        worker = self._connect(stream, opening.open)
+        lock = anyio.Lock(fast_acquire=True)
+
+        async def send(message: bytes) -> None:
+            async with lock:  # a message goes out whole: one sender at a time
+                await stream.send_message(message)
+
+        async def send_item(message: bytes) -> None:
+            await send(field_chunk(_EXT_WORK_ITEM, message))
+
+        failed: list[BaseException] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                if worker.pings:
+                    tg.start_soon(self._pinger, worker)
+                await stream.send_initial_metadata()
+                tg.start_soon(self._acks, stream, worker, send, tg.cancel_scope, failed)
+                await self._feed(worker, send_item)
+                tg.cancel_scope.cancel()
+        finally:
+            self.dispatcher.disconnect(worker)
+        if failed:
+            raise failed[0]
+
+    async def _acks(
+        self, stream: Stream[Any, Any], worker: WorkerStream,
+        send: Callable[[bytes], Awaitable[None]], scope: anyio.CancelScope,
+        failed: list[BaseException],
+    ) -> None:  # fmt: skip
+        """Apply each completion that comes on a work stream and acknowledge it; the
+        stream ends (``scope``) when the worker stops sending or breaks the protocol."""
+        origin = origin_of(stream)
+        try:
+            while True:
+                with _statuses("WorkStream"):
+                    data = await receive_next(stream, self.max_message_size)
+                    if data is None:
+                        break
+                    message = parse(ext.WorkerMessage, data)
+                ack = await self._ack(message, origin, worker)
+                await send(ext.SidecarMessage(ack=ack).SerializeToString())
+        except Exception as err:  # the stream ends with it, as a unary call would
+            failed.append(err)
+        scope.cancel()
+
+    async def _ack(self, message: ext.WorkerMessage, origin: Hashable,
+                   worker: WorkerStream) -> ext.Ack:  # fmt: skip
+        """Apply one completion from a work stream: what its Ack says."""
+        kind = message.WhichOneof("kind")
+        try:
+            with _statuses(kind or "WorkStream"):
+                if kind == "completeTurn":
+                    applied = await self._take_turn(message.completeTurn, origin, worker)
+                elif kind == "completeActivity":
+                    applied = await self._take_activity(message.completeActivity, origin, worker)
+                else:
+                    raise ProtocolError(f"a work stream takes completions, not {kind or 'nothing'}")
+        except GRPCError as err:
+            return ext.Ack(seq=message.seq, outcome=ext.ACK_REFUSED, code=err.status.value,
+                           message=err.message or "")  # fmt: skip
+        return ext.Ack(seq=message.seq, outcome=ext.ACK_APPLIED if applied else ext.ACK_DROPPED)
+
+    def _connect(self, stream: Stream[Any, Any], data: bytes) -> WorkerStream:
+        """A worker stream for the ``GetWorkItemsRequest`` ``data`` (its dialect, limits
+        and filters), on the connection ``stream`` came on."""
+        with _statuses("GetWorkItems"):
             dialect, capabilities = detect_dialect(data)
             limits = worker_limits(dialect, data)
             filters = work_filters(dialect, data)
         stateful, pings = stream_options(dialect, capabilities)
-        worker = self.dispatcher.connect(
+        return self.dispatcher.connect(
             dialect,
             stateful=stateful,
             pings=pings,
@@ -217,27 +312,23 @@ class SidecarService:
             **limits,
             accepts=filters.accepts if filters is not None else None,
         )
-        try:
-            async with anyio.create_task_group() as tg:
-                if pings:
-                    tg.start_soon(self._pinger, worker)
-                await stream.send_initial_metadata()
-                async for item in worker.outbox:
-                    if item is None:
-                        await stream.send_message(encode_ping(dialect))
-                        continue
-                    if not worker.holds(item):
-                        continue  # resolved or moved since it was queued
-                    message, sent = encode_item(worker, item, self._past)
-                    if len(message) > self.max_message_size:  # the worker would refuse it
-                        self._fail_too_big(worker, item, len(message))
-                        continue
-                    if sent is not None:
-                        self.sent.append(sent)
-                    await stream.send_message(message)
-                tg.cancel_scope.cancel()
-        finally:
-            self.dispatcher.disconnect(worker)
+
+    async def _feed(self, worker: WorkerStream, send: Callable[[bytes], Awaitable[None]]) -> None:
+        """Send the stream's work items (and health pings), encoded in its dialect,
+        until it is closed."""
+        async for item in worker.outbox:
+            if item is None:
+                await send(encode_ping(worker.dialect))
+                continue
+            if not worker.holds(item):
+                continue  # resolved or moved since it was queued
+            message, sent = encode_item(worker, item, self._past)
+            if len(message) > self.max_message_size:  # the worker would refuse it
+                self._fail_too_big(worker, item, len(message))
+                continue
+            if sent is not None:
+                self.sent.append(sent)
+            await send(message)
 
     def _fail_too_big(self, worker: WorkerStream, item: Item, size: int) -> None:
         """An item no worker could receive fails (once), instead of going out again on
@@ -253,11 +344,24 @@ class SidecarService:
             worker.ping()
 
     async def _complete_turn(self, data: bytes, origin: Hashable) -> bytes:
+        await self._take_turn(data, origin)
+        return ms.CompleteTaskResponse().SerializeToString()
+
+    async def _complete_activity(self, data: bytes, origin: Hashable) -> bytes:
+        await self._take_activity(data, origin)
+        return ms.CompleteTaskResponse().SerializeToString()
+
+    async def _take_turn(
+        self, data: bytes, origin: Hashable, holder: WorkerStream | None = None
+    ) -> bool:
+        """Apply a turn's completion (from a work stream: ``holder``); False when it was
+        dropped (stale, a duplicate, or not the sender's)."""
         envelope = Envelope.read(data)
-        item = self.dispatcher.find(envelope.completion_token, envelope.instance_id, origin=origin)
+        item = self.dispatcher.find(envelope.completion_token, envelope.instance_id,
+                                    origin=origin, holder=holder)  # fmt: skip
         if item is None or not isinstance(item.work, TurnWork):
             log.info("dropped a stale orchestrator completion for %r", envelope.instance_id)
-            return ms.CompleteTaskResponse().SerializeToString()
+            return False
         try:
             outcome = decode_turn(item.dialect, data, item.work)
         except ProtocolError as err:
@@ -270,27 +374,28 @@ class SidecarService:
             # again after its worker went quiet) must not stand for this one
             instance_id = item.work.instance_id
             log.info("dropped a tokenless completion of an earlier turn of %r", instance_id)
-            return ms.CompleteTaskResponse().SerializeToString()
-        self.dispatcher.resolve(item, outcome)
-        return ms.CompleteTaskResponse().SerializeToString()
+            return False
+        return self.dispatcher.resolve(item, outcome)
 
-    async def _complete_activity(self, data: bytes, origin: Hashable) -> bytes:
+    async def _take_activity(
+        self, data: bytes, origin: Hashable, holder: WorkerStream | None = None
+    ) -> bool:
+        """Apply an activity's completion (from a work stream: ``holder``); False when
+        it was dropped."""
         shared = parse(dapr.ActivityResponse, data)  # fields 1, 2 and 5 are shared
-        item = self.dispatcher.find(
-            shared.completionToken, shared.instanceId, shared.taskId, origin=origin
-        )
+        item = self.dispatcher.find(shared.completionToken, shared.instanceId, shared.taskId,
+                                    origin=origin, holder=holder)  # fmt: skip
         if item is None or not isinstance(item.work, ActivityWork):
             log.info("dropped a stale activity completion for %r", shared.instanceId)
-            return ms.CompleteTaskResponse().SerializeToString()
+            return False
         try:
-            outcome = decode_activity(item.dialect, data, item.work)
+            outcome = decode_activity(item.dialect, data, item.work, as_dapr=shared)
         except ProtocolError as err:  # an unreadable answer is a failed attempt, not a hang
             failure = FailureDetails("ProtocolError", f"unreadable activity completion: {err}")
             task_id = item.work.scheduled.task_id
             self.dispatcher.resolve(item, ActivityErrored(task_id=task_id, failure=failure))
             raise
-        self.dispatcher.resolve(item, outcome)
-        return ms.CompleteTaskResponse().SerializeToString()
+        return self.dispatcher.resolve(item, outcome)
 
     async def _abandon_turn(self, data: bytes, origin: Hashable) -> bytes:
         request = parse(ms.AbandonOrchestrationTaskRequest, data)

@@ -7,6 +7,12 @@ item: an orchestrator request with ``CompleteOrchestratorTask`` (the turn taken 
 echoing the item's completion token. A turn that cannot be taken is answered with a
 FAILED completion, never a crash.
 
+With durable's own sidecar it opens durable's work stream instead
+(:mod:`durable.grpc._worklink`): the same items, and the same completions sent back on
+that stream rather than as a unary call each, acknowledged by the sidecar; a sidecar
+without it (a Dapr sidecar) answers UNIMPLEMENTED and the worker falls back to the
+standard calls on the same connect. ``work_stream=False`` never offers it.
+
 Dialects: ``dapr`` advertises ``STATEFUL_HISTORY`` and ``HEALTH_PING``, so the sidecar
 sends history deltas (``cachedHistory``) and the worker keeps suspended runs in its
 :class:`~durable.grpc._cache.HistoryCache`; on a miss it fetches the whole history
@@ -18,8 +24,10 @@ cache still saves the replay when they extend a cached run.
 
 When the stream breaks the worker reconnects with jittered exponential backoff,
 waiting on its Clock, and clears the cache (the sidecar's record of what this worker
-holds is per stream). Work already under way finishes and is answered on the new
-connection. Everything runs in one anyio task group owned by the worker.
+holds is per stream). Work already under way finishes; its answer goes out on the
+new connection (and is dropped as stale: the sidecar sent the item again, with a new
+token), or, on a work stream, not at all. Everything runs in one anyio task group
+owned by the worker.
 """
 
 from __future__ import annotations
@@ -43,10 +51,25 @@ from durable._core._failure import failure_from_exception
 from durable._core._state import WorkflowStatus
 from durable.grpc import _convert as cv
 from durable.grpc._cache import CacheStats, HistoryCache
-from durable.grpc._framing import LazyEvents, RawMessage, UndecodableError, parse, split_turn
+from durable.grpc._framing import (
+    LazyEvents,
+    RawMessage,
+    UndecodableError,
+    parse,
+    parse_own,
+    split_turn,
+)
 from durable.grpc._proto import dapr, ms
 from durable.grpc._turns import TurnOutcome, TurnTaker
 from durable.grpc._wire import check_dialect, metadata_for, open_channel, parse_target, unary
+from durable.grpc._worklink import (
+    WORK_STREAM,
+    Completion,
+    Refused,
+    WorkLink,
+    open_link,
+    unsupported,
+)
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -55,7 +78,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
     from google.protobuf.message import Message
-    from grpclib.client import Channel
+    from grpclib.client import Channel, Stream
 
     from durable._core._events import ActivityCompleted
     from durable._log._memo import MemoStore
@@ -83,10 +106,12 @@ _DAPR_KINDS = _Kinds(dapr.WorkItem, dapr.WorkflowRequest, dapr.HistoryEvent)
 
 @dataclass(slots=True)
 class _Connection:
-    """One GetWorkItems stream: a scope to tear it down, the cache generation it fills."""
+    """One work-item stream: a scope to tear it down, the cache generation it fills,
+    and the work stream its completions go back on (None: unary calls)."""
 
     scope: anyio.CancelScope
     generation: int
+    link: WorkLink | None = None
 
 
 class RemoteWorker:
@@ -110,6 +135,8 @@ class RemoteWorker:
     no health ping) is dropped and reopened. The history cache keeps suspended runs
     for ``cache_ttl`` after their last turn, at most ``cache_max_instances`` of them
     and ``cache_max_bytes`` of history (estimated from the events they were fed).
+    ``work_stream=False`` keeps it from offering durable's work stream (completions on
+    the stream their items came on) and uses the standard unary completions.
     """
 
     def __init__(
@@ -133,6 +160,7 @@ class RemoteWorker:
         reconnect_max_delay: timedelta = timedelta(seconds=30),
         idle_timeout: timedelta | None = timedelta(seconds=120),
         rng: random.Random | None = None,
+        work_stream: bool = True,
     ) -> None:
         if max_concurrent_activities < 1 or max_concurrent_workflows < 1:
             raise ValueError("concurrency limits must be at least 1")
@@ -167,11 +195,16 @@ class RemoteWorker:
         self._ssl = ssl
         self._metadata: Mapping[str, str] | None = metadata_for(api_token)
         self._rng = rng or random.Random()
-        self._workflow_slots = anyio.CapacityLimiter(max_concurrent_workflows)
-        self._activity_slots = anyio.CapacityLimiter(max_concurrent_activities)
+        # semaphores, not CapacityLimiters: no per-task bookkeeping, no checkpoint when free
+        self._workflow_slots = anyio.Semaphore(max_concurrent_workflows, fast_acquire=True)
+        self._activity_slots = anyio.Semaphore(max_concurrent_activities, fast_acquire=True)
         self._connected = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._channel: Channel | None = None
+        self.work_stream = work_stream
+        """Whether to offer durable's work stream at connect (False: standard RPCs only)."""
+        self.streamed = False
+        """Whether the current (or last) connection runs over durable's work stream."""
 
     def __repr__(self) -> str:
         full = self.dialect == "dapr" and not self.stateful_history
@@ -244,24 +277,17 @@ class RemoteWorker:
     # -- the stream -------------------------------------------------------------------
 
     async def _serve(self, work: anyio.abc.TaskGroup) -> None:
-        """Say Hello, open GetWorkItems and hand each item to a task in ``work``."""
+        """Say Hello, open the work stream (or, from a sidecar without it, GetWorkItems)
+        and hand each item to a task in ``work``."""
         channel = self._channel
         assert channel is not None
         self.attempts += 1
         await unary(
             channel, "Hello", Empty(), Empty, metadata=self._metadata, seconds=_CALL_TIMEOUT
         )
-        request: dapr.GetWorkItemsRequest | ms.GetWorkItemsRequest
-        if self.dialect == "dapr":
-            capabilities = [dapr.WORKER_CAPABILITY_HEALTH_PING]
-            if self.stateful_history:
-                capabilities.insert(0, dapr.WORKER_CAPABILITY_STATEFUL_HISTORY)
-            request = dapr.GetWorkItemsRequest(capabilities=capabilities)
-        else:
-            request = ms.GetWorkItemsRequest(
-                maxConcurrentOrchestrationWorkItems=self.max_concurrent_workflows,
-                maxConcurrentActivityWorkItems=self.max_concurrent_activities,
-            )
+        request = self._work_items_request()
+        if self.work_stream and await self._serve_work_stream(work, request):
+            return
         with anyio.CancelScope() as scope:
             async with channel.request(
                 "/TaskHubSidecarService/GetWorkItems",
@@ -269,48 +295,114 @@ class RemoteWorker:
                 type(request),
                 RawMessage,  # read by _dispatch: a turn's past events stay encoded
                 metadata=self._metadata,
-            ) as stream:
-                await stream.send_message(request, end=True)
-                self.cache.clear()  # what the sidecar knows we hold is per stream
-                conn = _Connection(scope, self.cache.generation)
-                self.connects += 1
-                self._connected.set()
-                log.info("connected to %s (%s dialect)", self.target, self.dialect)
-                async with anyio.create_task_group() as watch:
-                    heard = [self.clock.now()]
-                    if self.idle_timeout is not None:
-                        watch.start_soon(self._watchdog, scope, heard, self.idle_timeout)
-                    while (item := await stream.recv_message()) is not None:
-                        heard[0] = self.clock.now()
-                        self._dispatch(work, conn, item.data)
-                    watch.cancel_scope.cancel()
+            ) as items:
+                await items.send_message(request, end=True)
+                await self._pump(work, _Connection(scope, 0), items)
+
+    async def _serve_work_stream(
+        self, work: anyio.abc.TaskGroup, request: ms.GetWorkItemsRequest | dapr.GetWorkItemsRequest
+    ) -> bool:
+        """Serve over durable's work stream until it ends; False (at once) when the
+        sidecar has none, so the standard calls must serve."""
+        channel = self._channel
+        assert channel is not None
+        link: WorkLink | None = None
+        try:
+            with anyio.CancelScope() as scope:
+                async with channel.request(
+                    WORK_STREAM, grpclib.const.Cardinality.STREAM_STREAM, RawMessage,
+                    RawMessage, metadata=self._metadata,
+                ) as stream:  # fmt: skip
+                    link = await open_link(stream, request.SerializeToString(), self.clock)
+                    try:
+                        await self._pump(work, _Connection(scope, 0, link), stream)
+                    finally:
+                        link.close()
+        except Exception as err:
+            if link is not None or not unsupported(err):
+                raise
+            log.info("%s has no work stream: using GetWorkItems and unary completions",
+                     self.target)  # fmt: skip
+            return False
+        return True
+
+    def _work_items_request(self) -> ms.GetWorkItemsRequest | dapr.GetWorkItemsRequest:
+        """The ``GetWorkItemsRequest`` this worker opens its stream with."""
+        if self.dialect == "dapr":
+            capabilities = [dapr.WORKER_CAPABILITY_HEALTH_PING]
+            if self.stateful_history:
+                capabilities.insert(0, dapr.WORKER_CAPABILITY_STATEFUL_HISTORY)
+            return dapr.GetWorkItemsRequest(capabilities=capabilities)
+        return ms.GetWorkItemsRequest(
+            maxConcurrentOrchestrationWorkItems=self.max_concurrent_workflows,
+            maxConcurrentActivityWorkItems=self.max_concurrent_activities,
+        )
+
+    async def _pump(
+        self, work: anyio.abc.TaskGroup, conn: _Connection, stream: Stream[Any, RawMessage]
+    ) -> None:
+        """Read the open stream's messages until it ends, handing each work item to a
+        task in ``work`` (on a work stream, acks go to the completions they answer)."""
+        self.cache.clear()  # what the sidecar knows we hold is per stream
+        conn.generation = self.cache.generation
+        self.connects += 1
+        self.streamed = conn.link is not None
+        self._connected.set()
+        log.info("connected to %s (%s dialect%s)", self.target, self.dialect,
+                 ", work stream" if self.streamed else "")  # fmt: skip
+        link = conn.link
+        async with anyio.create_task_group() as watch:
+            heard = [self.clock.now()]
+            if self.idle_timeout is not None or link is not None:
+                watch.start_soon(self._watchdog, conn, heard, self.idle_timeout)
+            while (message := await stream.recv_message()) is not None:
+                heard[0] = self.clock.now()
+                data = message.data if link is None else link.received(message.data)
+                if data is not None:
+                    self._dispatch(work, conn, data)
+            watch.cancel_scope.cancel()
 
     async def _watchdog(
-        self, scope: anyio.CancelScope, heard: list[datetime], idle: timedelta
+        self, conn: _Connection, heard: list[datetime], idle: timedelta | None
     ) -> None:
-        """Drop the stream when nothing (not even a health ping) came for ``idle``: a
-        connection can die without either side noticing."""
+        """Drop the stream when nothing (not even a health ping) came for ``idle``, or
+        a completion on a work stream has waited ``_CALL_TIMEOUT`` for its ack (a unary
+        completion times out alike): a connection can die without either side noticing."""
+        ack_timeout = timedelta(seconds=_CALL_TIMEOUT)
         while True:
-            deadline = heard[0] + idle
-            if self.clock.now() >= deadline:
-                log.warning("nothing from %s for %s: reconnecting", self.target, idle)
-                scope.cancel()
-                return
-            await self.clock.sleep_until(deadline)
+            now = self.clock.now()
+            wake: list[datetime] = []
+            if idle is not None:
+                if now >= heard[0] + idle:
+                    log.warning("nothing from %s for %s: reconnecting", self.target, idle)
+                    conn.scope.cancel()
+                    return
+                wake.append(heard[0] + idle)
+            if conn.link is not None:
+                sent = conn.link.oldest()
+                if sent is not None and now >= sent + ack_timeout:
+                    log.warning("no ack from %s for %s: reconnecting", self.target, ack_timeout)
+                    conn.scope.cancel()
+                    return
+                wake.append((sent or now) + ack_timeout)
+            await self.clock.sleep_until(min(wake))
 
     def _dispatch(self, work: anyio.abc.TaskGroup, conn: _Connection, data: bytes) -> None:
         """Hand an encoded work item to a task. A turn's past events are split off and
         parsed only as the turn needs them (a cached run needs only the newest)."""
         kinds = _MS_KINDS if self.dialect == "ms" else _DAPR_KINDS
+        # durable's sidecar on its work stream speaks the dialect this worker opened it
+        # with, from the same schema: its items need no wire-type check
+        read = parse_own if conn.link is not None else parse
         split = split_turn(data)
         if split is not None:
             rest, request_data, past = split
-            token = parse(kinds.item, rest).completionToken
-            turn = parse(kinds.turn, request_data)
+            token = read(kinds.item, rest).completionToken
+            turn = read(kinds.turn, request_data)
             events = LazyEvents(past, kinds.event)
             work.start_soon(self._workflow_item, conn, turn, events, token)
             return
-        item = parse(kinds.item, data)
+        item = read(kinds.item, data)
         kind = item.WhichOneof("request")
         token = item.completionToken
         if kind == "activityRequest":
@@ -360,14 +452,18 @@ class RemoteWorker:
                     outcome.failure.message,
                 )
             self.turns.settle(outcome, generation=conn.generation)
-            try:
-                await self._complete_workflow(outcome, token)
-            except Exception as exc:
+
+            def failed(exc: Exception) -> None:
                 self.turns.discard(outcome)
                 log.warning(
                     "instance %r: completing the turn failed: %r; reconnecting", instance_id, exc
                 )
                 conn.scope.cancel()  # as for an activity: have the sidecar send it again
+
+            try:
+                await self._complete_workflow(conn, outcome, token, failed)
+            except Exception as exc:
+                failed(exc)
 
     async def _fetch_history(self, instance_id: str) -> list[dapr.HistoryEvent]:
         assert self._channel is not None
@@ -382,17 +478,27 @@ class RemoteWorker:
         )
         return list(reply.events)
 
-    async def _complete_workflow(self, outcome: TurnOutcome, token: str) -> None:
+    async def _complete_workflow(
+        self, conn: _Connection, outcome: TurnOutcome, token: str, failed: Refused
+    ) -> None:
         response = (
             _workflow_response_dapr(outcome, token)
             if self.dialect == "dapr"
             else _workflow_response_ms(outcome, token)
         )
-        await self._complete("CompleteOrchestratorTask", response)
+        await self._complete(conn, "completeTurn", response, failed)
 
-    async def _complete(self, method: str, response: Message) -> None:
-        """Send a completion (an empty reply in the stream's dialect comes back)."""
+    async def _complete(
+        self, conn: _Connection, kind: Completion, response: Message, failed: Refused
+    ) -> None:
+        """Send a completion on the work stream its item came on (``failed`` hears of
+        a refusal when its ack comes), or by the unary call (an empty reply in the
+        stream's dialect comes back; a refusal raises)."""
+        if conn.link is not None:
+            await conn.link.complete(kind, response.SerializeToString(), failed)
+            return
         assert self._channel is not None
+        method = "CompleteOrchestratorTask" if kind == "completeTurn" else "CompleteActivityTask"
         await unary(
             self._channel, method, response, _complete_reply(self.dialect),
             metadata=self._metadata, seconds=_CALL_TIMEOUT,
@@ -419,9 +525,8 @@ class RemoteWorker:
                 self.registry, self.codec, self.memo_store, instance_id, "", scheduled
             )
             response = _activity_response(self.dialect, instance_id, outcome, token)
-            try:
-                await self._complete("CompleteActivityTask", response)
-            except Exception as exc:
+
+            def failed(exc: Exception) -> None:
                 log.warning(
                     "instance %r: completing activity %r (task %d) failed: %r; reconnecting",
                     instance_id,
@@ -432,6 +537,11 @@ class RemoteWorker:
                 # the sidecar still holds the item on this stream: a new stream makes it
                 # send the item again (at-least-once) instead of waiting for an answer
                 conn.scope.cancel()
+
+            try:
+                await self._complete(conn, "completeActivity", response, failed)
+            except Exception as exc:
+                failed(exc)
 
 
 def _complete_reply(dialect: str) -> type[ms.CompleteTaskResponse | dapr.CompleteTaskResponse]:

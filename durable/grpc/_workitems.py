@@ -214,13 +214,14 @@ def decode_turn(dialect: Dialect, data: bytes, work: TurnWork) -> TurnOutcome:
 
 
 def decode_activity(
-    dialect: Dialect, data: bytes, work: ActivityWork
+    dialect: Dialect, data: bytes, work: ActivityWork, as_dapr: dapr.ActivityResponse | None = None
 ) -> ActivityCompleted | ActivityErrored:
-    """A completed activity attempt, read in ``dialect``, as the event it reports."""
+    """A completed activity attempt, read in ``dialect``, as the event it reports
+    (``as_dapr``: ``data`` parsed in Dapr's dialect already)."""
     response: ms.ActivityResponse | dapr.ActivityResponse
     if dialect == "ms":
         response = parse(ms.ActivityResponse, data)
     else:
-        response = parse(dapr.ActivityResponse, data)
+        response = as_dapr if as_dapr is not None else parse(dapr.ActivityResponse, data)
     outcome = cv.activity_result_from_proto(response)
     return msgspec.structs.replace(outcome, task_id=work.scheduled.task_id)

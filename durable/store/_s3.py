@@ -202,12 +202,17 @@ class S3Store:
                     )
         return sorted(name for name in names if name and name[0] != ".")
 
-    async def list_after(self, prefix: str, after: str, limit: int) -> builtins.list[str]:
-        """The first ``limit`` names of :meth:`list` that sort after ``after``: one
-        LIST request per 1,000 names, however many come before ``after``."""
+    async def list_after(
+        self, prefix: str, after: str, limit: int, *, starting: str = ""
+    ) -> builtins.list[str]:
+        """The first ``limit`` names of :meth:`list` that sort after ``after`` (and
+        start with ``starting``): one LIST request per 1,000 names, however many come
+        before ``after``."""
         prefix = prefix.rstrip("/")
         base = self._key(prefix) + "/" if prefix else (f"{self._root}/" if self._root else "")
-        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": base, "Delimiter": "/"}
+        kwargs: dict[str, Any] = {
+            "Bucket": self._bucket, "Prefix": base + starting, "Delimiter": "/",
+        }  # fmt: skip
         if after:
             kwargs["StartAfter"] = base + after
         names: set[str] = set()

@@ -31,6 +31,7 @@ import anyio.abc
 from durable._fleet._partitions import load_config
 from durable.testing._system_drain import _Drain
 from durable.testing._system_fleet import _settle
+from durable.testing._system_listing import _Listing
 from durable.testing._system_operations import _Operations
 from durable.testing._system_search import _Search
 from durable.testing._system_verdicts import _Verdicts
@@ -76,7 +77,7 @@ class SystemResult:
         return "\n".join(lines)
 
 
-class _Driver(_Operations, _Drain, _Verdicts, _Search):
+class _Driver(_Operations, _Drain, _Verdicts, _Search, _Listing):
     """Runs one seeded simulation: operations and faults step by step, then the drain
     and the verdicts."""
 
@@ -126,6 +127,7 @@ class _Driver(_Operations, _Drain, _Verdicts, _Search):
                 await _settle()
             await self._drain(tg)
             await self._check_search()
+            await self._check_listing()
             self.finished = True  # the order tasks are cancelled in is not seeded: untraced
             tg.cancel_scope.cancel()
         self._final_checks()

@@ -131,7 +131,7 @@ async def test_a_list_page_reads_only_its_metas() -> None:
             assert ids == [f"i-{i:04d}" for i in range(20)]
             assert 'id="prev"' not in first.text
 
-            last = await http.get("/", params={"size": 20, "after": "i-0289"})
+            last = await http.get("/", params={"size": 20, "prefix": "i-029"})
             ids = re.findall(r'href="/instances/(i-\d+)"', last.text)
             assert ids == [f"i-{i:04d}" for i in range(290, 300)]
             assert 'id="next"' not in last.text
