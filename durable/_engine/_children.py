@@ -78,6 +78,9 @@ class _Children(_EngineBase):
             except InstanceExistsError as err:
                 await self._settle_child(parent, scheduled, err)
                 return
+            except InstanceNotFoundError:  # the ended child it replaced was purged under
+                await self._settle_child(parent, scheduled)  # it: look again (it starts anew)
+                return
             await self.announce_created(scheduled.instance_id, created)
 
     async def _settle_child(
@@ -205,6 +208,8 @@ class _Children(_EngineBase):
         parent terminates them all (and they theirs), as Durable Task's recursive
         terminate does, unless it was not ``recursive``. The message names the run: an
         instance that took the child's id since then ignores it."""
+        if not inst.outstanding:  # (most runs end waiting on nothing)
+            return
         terminated = inst.status is WorkflowStatus.TERMINATED
         recursive = True
         for event in record.events:
