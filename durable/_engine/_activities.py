@@ -134,14 +134,13 @@ class _Activities(_EngineBase):
 
     async def _run_attempt(self, work: _ActivityWork, task: asyncio.Task[Any] | None) -> None:
         instance_id, started, run_start, scheduled = work
+        key = (instance_id, run_start, scheduled.task_id)  # (made once: the attempt's too)
         try:
             if self._observe is None:
-                outcome = await self._attempt(instance_id, started.name, run_start, scheduled, task)
+                outcome = await self._attempt(key, started.name, scheduled, task)
             else:
                 with self._observe.attempt(instance_id, started, scheduled) as attempt:
-                    outcome = await self._attempt(
-                        instance_id, started.name, run_start, scheduled, task
-                    )
+                    outcome = await self._attempt(key, started.name, scheduled, task)
                     if outcome is not None:
                         attempt.seen(outcome)
             if outcome is None:
@@ -150,7 +149,7 @@ class _Activities(_EngineBase):
             if self._hooks is not None:
                 await self._hooks.before_delivery(instance_id, outcome)
                 copies = self._hooks.deliveries(instance_id, outcome)
-            self._inflight.discard((instance_id, run_start, scheduled.task_id))
+            self._inflight.discard(key)
             inst = self._instances.get(instance_id)
             if inst is None or not can_take_inline_turn(inst.state):
                 for _ in range(copies):
@@ -162,24 +161,23 @@ class _Activities(_EngineBase):
                 else:
                     self._enqueue(inst)
         finally:
-            self._inflight.discard((instance_id, run_start, scheduled.task_id))
+            self._inflight.discard(key)
             self.busy_exit()
 
     async def _attempt(
         self,
-        instance_id: str,
+        key: tuple[str, int, int],
         workflow_name: str,
-        run_start: int,
         scheduled: ActivityScheduled,
         task: asyncio.Task[Any] | None,
     ) -> ActivityCompleted | ActivityErrored | None:
-        """Run one attempt in ``task`` (the worker's, cancelled to stop the attempt),
-        bounded by its timeouts; None if its operation was cancelled (or the run ended)
-        meanwhile."""
+        """Run one attempt (``key``: instance, run start, task id) in ``task`` (the
+        worker's, cancelled to stop the attempt), bounded by its timeouts; None if its
+        operation was cancelled (or the run ended) meanwhile."""
+        instance_id, run_start, task_id = key
         running = RunningAttempt(instance_id, scheduled, self._new_control)
-        key = (instance_id, run_start, scheduled.task_id)
         inst = self._instances.get(instance_id)
-        if inst is not None and inst.run_start == run_start and key[2] not in inst.outstanding:
+        if inst is not None and inst.run_start == run_start and task_id not in inst.outstanding:
             running.cancel()  # cancelled (or the run ended) before it began
         timeouts = scheduled.timeouts
         if timeouts is not None:

@@ -205,6 +205,8 @@ class _Children(_EngineBase):
         parent terminates them all (and they theirs), as Durable Task's recursive
         terminate does, unless it was not ``recursive``. The message names the run: an
         instance that took the child's id since then ignores it."""
+        if not inst.outstanding:  # (most runs end waiting on nothing)
+            return
         terminated = inst.status is WorkflowStatus.TERMINATED
         recursive = True
         for event in record.events:

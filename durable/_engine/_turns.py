@@ -90,18 +90,6 @@ _PENDING, _RUNNING, _SUSPENDED = (
 )  # fmt: skip
 
 
-def _turn_events(
-    inst: _Instance, run: TurnRunner, new: list[HistoryEvent], first_turn: bool, now: Any
-) -> list[HistoryEvent]:
-    """A turn's events (in ``new``'s own list): ``TurnStarted``, then the ``new`` ones.
-    A rerun's first turn opens no turn: its history ends inside the turn it cut, so what
-    that turn still asks for is recorded in it, where a replay of the run meets it."""
-    if first_turn and run.took_turn:
-        return _numbered(new, inst.next_event_id)
-    new.insert(0, TurnStarted(event_id=inst.next_event_id, timestamp=now))
-    return new
-
-
 def _take(
     untaken: Sequence[Event],
     events: list[HistoryEvent],
@@ -239,7 +227,14 @@ class _Turns(_EngineBase):
             if run is None:  # the log moved on under us; reloaded
                 inst.pending = pending + inst.pending
                 return
-        events = _turn_events(inst, run, new, first_turn, now)
+        if first_turn and run.took_turn:
+            # a rerun's first turn opens no turn: its history ends inside the turn it
+            # cut, so what that turn still asks for is recorded in it, where a replay of
+            # the run meets it
+            events = _numbered(new, inst.next_event_id)
+        else:  # TurnStarted, then the new events (in new's own list: no copy)
+            new.insert(0, TurnStarted(event_id=inst.next_event_id, timestamp=now))
+            events = new
         try:
             actions = await run.turn(events, first_turn=first_turn)
         except NonDeterminismError as err:

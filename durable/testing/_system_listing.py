@@ -11,6 +11,7 @@ from typing import Any
 from durable._client import Client
 from durable._core._state import WorkflowStatus
 from durable._listing import read_metas
+from durable._log._reader import load_run
 from durable._log._records import INSTANCES
 from durable.testing._system_fleet import _DriverBase
 
@@ -27,6 +28,9 @@ class _Listing(_DriverBase):
         store, ledger = self.inner, self.sim.ledger
         ids = await store.list(INSTANCES)
         metas = {m.instance_id: m for m in await read_metas(store, ids) if m is not None}
+        # a purge cut short leaves the meta (a listing shows it until the purge that
+        # finishes it), but the instance reads as absent: no status filter owes it
+        gone = {i for i in metas if await load_run(store, i) is None}
         client = Client(store, clock=self.clock)
         prefixes = ["", *sorted({i[:1] for i in metas}), *sorted({i[:3] for i in metas})[:3]]
         for prefix in prefixes:
@@ -38,8 +42,9 @@ class _Listing(_DriverBase):
                     f"holds {under[:8]} ({len(listed)} against {len(under)})"
                 )
             for status in _ACTIVE:
-                want = sorted(i for i in under if metas[i].status == status)
-                found = sorted(await _every(client, status=status, id_prefix=prefix or None))
+                want = sorted(i for i in under if metas[i].status == status and i not in gone)
+                paged = await _every(client, status=status, id_prefix=prefix or None)
+                found = sorted(i for i in paged if i not in gone)
                 if found != want:
                     ledger.violate(
                         f"listing: {status.value} under {prefix!r} gives {found[:8]}, the "
