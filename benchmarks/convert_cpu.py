@@ -12,8 +12,9 @@ reading a turn's answer).
 Per round and tree (the order of the trees turning every round, so drift in the
 machine's load falls on all alike) a child process converts ``--turns`` turns and
 reports µs of CPU (``process_time``) per turn. Prints every run, the median per tree,
-dialect and way, and each tree's median over the first's (< 1x: less CPU). The child uses
-the public names of ``durable.grpc._convert`` only, so any tree that has them runs it.
+dialect and way, and each tree's median over the first baseline's (< 1x: less CPU).
+The child uses the public names of ``durable.grpc._convert`` only, so any tree that
+has them runs it.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--turns", type=int, default=2_000)
     args = parser.parse_args()
-    trees = [ROOT, *(b.resolve() for b in args.bases)]
+    trees = [*(b.resolve() for b in args.bases), ROOT]
     runs: dict[Path, list[dict[str, float]]] = {tree: [] for tree in trees}
     print(f"load average: {os.getloadavg()}")
     for round_ in range(args.rounds):
