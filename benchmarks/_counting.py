@@ -141,6 +141,14 @@ class CountingStore:
         finally:
             self._done("delete", started, failed)
 
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        started, failed = perf_counter(), True
+        try:
+            await self.inner.delete_if_match(key, etag)
+            failed = False
+        finally:
+            self._done("delete_if_match", started, failed)
+
     async def delete_prefix(self, prefix: str) -> None:
         started, failed = perf_counter(), True
         try:

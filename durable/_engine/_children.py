@@ -78,6 +78,9 @@ class _Children(_EngineBase):
             except InstanceExistsError as err:
                 await self._settle_child(parent, scheduled, err)
                 return
+            except InstanceNotFoundError:  # the ended child it replaced was purged under
+                await self._settle_child(parent, scheduled)  # it: look again (it starts anew)
+                return
             await self.announce_created(scheduled.instance_id, created)
 
     async def _settle_child(

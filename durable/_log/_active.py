@@ -21,7 +21,11 @@ a rerun), so no run is ever in the log without one; it is deleted *after* the re
 that ends the run (a continue-as-new moves it to the new run). A crash between the two
 leaves an entry too many, never one too few: recovery finds it, reads the log and
 deletes it. Run ids are never reused, so deleting one run's entry never touches
-another's, however a reuse or purge races the end.
+another's, however a reuse or purge races the end. Seqs order the runs of one log
+only: a create at seq 0 whose entry went in while an ended run held ``log/0`` may land
+after a purge deleted that log, so a repair that took it for a loser reads the log
+again after each delete and puts back the entry of a run that began meanwhile, and
+such a create puts its entry again after its record (whichever comes last restores it).
 
 A store without ``indexed/`` markers (written before the index existed, or new) is
 scanned once by the first recovery of each partition (:func:`build`), which writes its
@@ -38,11 +42,12 @@ from typing import TYPE_CHECKING, NamedTuple
 import anyio
 import msgspec
 
+from durable._core._events import WorkflowStarted
 from durable._core._state import WorkflowStatus
 from durable._errors import StoreError
 from durable._fleet._partitions import partition_of, read_config
 
-from ._reader import RunLog, load_run, new_run_after, read_meta
+from ._reader import RunLog, load_run, new_run_after, read_meta, read_record
 from ._records import INSTANCES
 
 if TYPE_CHECKING:
@@ -302,7 +307,24 @@ async def repair(index: ActiveIndex, instance_id: str, entries: list[Entry]) -> 
             await index.begin(instance_id, current.seq, current.run_id)
     for entry in entries:
         if entry != current and entry.seq <= last_seq:
-            await index.drop(instance_id, entry)
+            await _end_checked(index, instance_id, entry)
+
+
+async def _end_checked(index: ActiveIndex, instance_id: str, entry: Entry) -> None:
+    """Delete the entry of a run that ended or lost its race; a loser's is put back if
+    its run began meanwhile (a create at seq 0 whose record landed after a purge
+    deleted the log read: see above)."""
+    lost = not await _begins(index, instance_id, entry)
+    await index.drop(instance_id, entry)
+    if lost and await _begins(index, instance_id, entry):
+        await index.begin(instance_id, entry.seq, entry.run_id)
+
+
+async def _begins(index: ActiveIndex, instance_id: str, entry: Entry) -> bool:
+    """Whether the log's record at the entry's seq starts the entry's run."""
+    record = await read_record(index.store, instance_id, entry.seq)
+    started = record.next_run[0] if record is not None and record.next_run else None
+    return isinstance(started, WorkflowStarted) and started.run_id == entry.run_id
 
 
 def parse_key(key: str) -> tuple[str, Entry] | None:

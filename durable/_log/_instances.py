@@ -3,7 +3,6 @@ create (exactly once), send a message to the inbox, rerun, purge."""
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -49,7 +48,7 @@ from ._records import (
 from ._search import Indexing, unindex, write_meta_indexed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
     from durable.store import ObjectStore
 
@@ -134,6 +133,12 @@ async def _start_run(
         raise
     if not known and await index.refresh():  # a runtime came meanwhile: its first scan
         await index.begin(instance_id, seq, started.run_id)  # may have missed the record
+    elif known and seq == 0:  # a repair that read the log a purge since deleted may have
+        try:  # taken the entry for a loser's and deleted it (see ._active): entered again
+            await index.begin(instance_id, seq, started.run_id)
+        except StoreError as err:  # the run exists (as after a failed meta write): the
+            if not err.transient:  # entry put before it stands but in that rare race
+                raise
     meta = InstanceMeta(
         instance_id=instance_id,
         name=started.name,
@@ -184,8 +189,9 @@ async def create_instance(
     that ended with one of the statuses given: the status read is the one replaced, as
     the new run's record is written right after it with put-if-absent. ``deadline``
     bounds the run and its continue-as-new successors. ``events`` arrive with the
-    start, in the same record. ``search``: the run's search attributes, encoded."""
-    store = index.store
+    start, in the same record. ``search``: the run's search attributes, encoded.
+    ``InstanceNotFoundError``: a purge deleted the ended instance under a replacing
+    start, which withdrew (the id is free again)."""
     started = WorkflowStarted(
         event_id=0,
         timestamp=now,
@@ -206,6 +212,21 @@ async def create_instance(
         return await _start_run(index, instance_id, 0, [started, *arrived], now, now, None)
     except ObjectExistsError:
         pass
+    return await _replace(index, instance_id, started, arrived, now, reuse, memo)
+
+
+async def _replace(
+    index: ActiveIndex,
+    instance_id: str,
+    started: WorkflowStarted,
+    arrived: list[HistoryEvent],
+    now: datetime,
+    reuse: bool | Collection[WorkflowStatus],
+    memo: MemoStore | None,
+) -> Created:
+    """Start a new run right after the instance's ended one, if ``reuse`` allows;
+    ``InstanceNotFoundError`` if a purge deleted the log under it."""
+    store = index.store
     found = await read_meta(store, instance_id)
     meta, etag = found if found is not None else (None, None)
     existing = await load_run(store, instance_id, meta)
@@ -400,7 +421,16 @@ async def _delete_claimed(
     it; each delete first checks it is still this purge's (one taken over stops there:
     what it would delete may be a later start's), and it goes last of all. Returns
     False if another purge took this one over. Its search entries go before its meta
-    (which names them), with those of ``searched`` (the log's, which the meta may lag)."""
+    (which names them), with those of ``searched`` (the log's, which the meta may lag).
+
+    A check and the delete after it are two requests, and the purge may pause between
+    them for longer than a takeover waits: so the meta and each record are deleted by
+    ETag (:meth:`~durable.store.ObjectStore.delete_if_match`), the ETag read while
+    ``log/0`` was still held, and ``log/0`` by the ETag it holds; a delete that lands
+    late then removes nothing a later start wrote. Inbox messages are deleted one by
+    one as listed while held (their ids are never reused). (The memo is deleted by
+    prefix: a purge that pauses inside that delete for over a minute may still take a
+    later start's memo.)"""
     first_key = log_key(instance_id, 0)
     first = encode(TurnRecord(seq=0, status=WorkflowStatus.TERMINATED, purging=True, purged_at=now))
     try:
@@ -417,29 +447,61 @@ async def _delete_claimed(
         except ObjectNotFoundError:
             return False
 
-    async def unindex_search() -> None:
+    async def delete_held(key: str) -> bool:
+        """Delete ``key`` as it was while ``log/0`` was held; False if taken over."""
+        while True:
+            try:
+                etag = (await store.get_with_etag(key))[1]
+            except ObjectNotFoundError:
+                return True
+            if not await still_held():  # so the version read is this instance's
+                return False
+            try:
+                await store.delete_if_match(key, etag)
+            except ObjectNotFoundError:
+                return True
+            except PreconditionFailedError:
+                continue  # written since (a meta's late write): look again
+            return True
+
+    async def unindex_search() -> bool:
+        if not await still_held():
+            return False
         found = await read_meta(store, instance_id)  # (a purge cut short: again)
         await unindex(store, instance_id, found[0] if found else None, searched)
+        return True
 
-    async def delete_meta() -> None:
-        await store.delete(meta_key(instance_id))
+    async def delete_meta() -> bool:
+        return await delete_held(meta_key(instance_id))
 
-    async def delete_inbox() -> None:
-        await store.delete_prefix(inbox_prefix(instance_id))
-
-    steps: list[Callable[[], Awaitable[None]]] = [unindex_search, delete_meta, delete_inbox]
-    if memo is not None:
-        steps.append(functools.partial(memo.purge, instance_id))
-    for step in steps:
+    async def delete_inbox() -> bool:
+        prefix = inbox_prefix(instance_id)
+        names = await store.list(prefix)
         if not await still_held():
             return False
-        await step()
+        for name in names:
+            await store.delete(f"{prefix}/{name}")
+        return True
+
+    async def delete_memo() -> bool:
+        if not await still_held():
+            return False
+        if memo is not None:
+            await memo.purge(instance_id)
+        return True
+
+    for step in (unindex_search, delete_meta, delete_inbox, delete_memo):
+        if not await step():
+            return False
     names = await store.list(f"{instance_prefix(instance_id)}/log")
     seqs = sorted(seq for seq in map(int, names) if 0 < seq <= claimed)
-    for seq in [*seqs, 0]:  # the claim after every other record, log/0 last of all
-        if not await still_held():
+    for seq in seqs:  # the claim after every other record
+        if not await delete_held(log_key(instance_id, seq)):
             return False
-        await store.delete(log_key(instance_id, seq))
+    try:  # log/0 last of all
+        await store.delete_if_match(first_key, held)
+    except (ObjectNotFoundError, PreconditionFailedError):
+        return False  # taken over meanwhile
     return True
 
 

@@ -147,10 +147,10 @@ class _Tally:
 
 
 # the attributes of each operation's records (the SDK copies them; made once here)
-_GET, _PUT, _PUT_IF_ABSENT, _PUT_IF_MATCH, _LIST, _DELETE, _DELETE_PREFIX = (
+_GET, _PUT, _PUT_IF_ABSENT, _PUT_IF_MATCH, _LIST, _DELETE, _DELETE_IF_MATCH, _DELETE_PREFIX = (
     {"operation": operation}
     for operation in ("get", "put", "put_if_absent", "put_if_match", "list", "delete",
-                      "delete_prefix")
+                      "delete_if_match", "delete_prefix")
 )  # fmt: skip
 
 
@@ -221,6 +221,13 @@ class TimedStore:
             await self.inner.delete(key)
         finally:
             self._done(_DELETE, began)
+
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        began = self._clock.now()
+        try:
+            await self.inner.delete_if_match(key, etag)
+        finally:
+            self._done(_DELETE_IF_MATCH, began)
 
     async def delete_prefix(self, prefix: str) -> None:
         began = self._clock.now()

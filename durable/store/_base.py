@@ -64,6 +64,15 @@ class ObjectStore(Protocol):
         """Delete one object; a missing key is not an error."""
         ...
 
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete only if the current ETag is ``etag``; raise ``PreconditionFailedError``
+        if not, ``ObjectNotFoundError`` if the key is absent.
+
+        The store decides, so a request that arrives late (its caller paused between
+        its check and its delete) never removes an object written since.
+        """
+        ...
+
     async def delete_prefix(self, prefix: str) -> None:
         """Delete every object under ``prefix/``."""
         ...

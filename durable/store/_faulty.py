@@ -122,6 +122,10 @@ class FaultyStore:
         """Delete one object, or fail on schedule (maybe after it was deleted)."""
         await self._call("delete", key, lambda: self.inner.delete(key))
 
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete if the ETag matches, or fail on schedule (maybe after it was deleted)."""
+        await self._call("delete_if_match", key, lambda: self.inner.delete_if_match(key, etag))
+
     async def delete_prefix(self, prefix: str) -> None:
         """Delete everything under ``prefix/``, or fail on schedule (maybe after)."""
         await self._call("delete_prefix", prefix, lambda: self.inner.delete_prefix(prefix))

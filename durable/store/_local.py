@@ -6,9 +6,10 @@ fsspec's local ``pipe_file(mode="create")`` checks then writes, so two processes
 * every write goes to a dot-named temp file first, so a reader never sees a partial object
   and a crash leaves at most a stray dot-file (listings skip dot-names);
 * ``put_if_absent`` publishes with ``os.link``, which fails atomically if the key exists;
-* ``put``, ``put_if_match`` and ``delete`` run under an exclusive ``fcntl.flock`` on one of
-  a fixed set of lock files in ``.locks/`` (chosen by a stable hash of the key), so a
-  compare-and-swap cannot interleave with another writer of the same key in any process;
+* ``put``, ``put_if_match``, ``delete`` and ``delete_if_match`` run under an exclusive
+  ``fcntl.flock`` on one of a fixed set of lock files in ``.locks/`` (chosen by a stable
+  hash of the key), so a compare-and-swap cannot interleave with another writer of the
+  same key in any process;
 * ETags are content hashes, so every process computes the same ETag for the same bytes;
 * a deleted object's file, and the version a put replaced, are kept in ``.free/`` and
   written over as the next new objects (see ``_localpool.py``): a store that deletes
@@ -196,6 +197,11 @@ class LocalStore:
         leaves empty: listings never show them); missing is fine."""
         path = self._path(key)
         await self._one(_Op(self._delete, (key, path), path), "delete", key)
+
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete only if the content's ETag is ``etag``; else ``PreconditionFailedError``."""
+        path = self._path(key)
+        await self._one(_Op(self._delete_if_match, (key, path, etag), path), "delete", key)
 
     async def delete_prefix(self, prefix: str) -> None:
         """Delete the directory ``prefix`` and everything in it; missing is fine."""
@@ -427,6 +433,13 @@ class LocalStore:
                 self._release(path, a_file=False)
             except _NOT_A_FILE:
                 return
+        self._empty.note(os.path.dirname(path))
+
+    def _delete_if_match(self, key: str, path: str, etag: str) -> None:
+        with self._locked(key):
+            if content_etag(self._get(key, path)) != etag:
+                raise PreconditionFailedError(key)
+            self._release(path, a_file=False)
         self._empty.note(os.path.dirname(path))
 
     def _delete_prefix(self, path: str) -> None:

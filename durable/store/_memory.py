@@ -91,6 +91,16 @@ class MemoryStore:
         if self._objects.pop(key, None) is not None:
             self._unindex(key)
 
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete only if the current ETag is ``etag``; raise ``PreconditionFailedError`` if not."""
+        current = self._objects.get(key)
+        if current is None:
+            raise ObjectNotFoundError(key)
+        if current[1] != etag:
+            raise PreconditionFailedError(key)
+        del self._objects[key]
+        self._unindex(key)
+
     async def delete_prefix(self, prefix: str) -> None:
         """Delete every object under ``prefix/`` by walking the directory index."""
         doomed: list[str] = []

@@ -23,6 +23,7 @@ gives the same ETag, as with :class:`~durable.store.LocalStore`'s content hashes
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator, Mapping
 
 __all__ = ["S3Store"]
+
+log = logging.getLogger("durable.store.s3")
 
 # Error codes a retry may get past (besides every 5xx and 429). ConditionalRequestConflict
 # and OperationAborted (409) mean another conditional write of the key is in flight.
@@ -96,6 +99,7 @@ class S3Store:
         self._page_size: int | None = None  # MaxKeys for listings; None: the server's 1,000
         self._verified = False
         self._refusal: str | None = None
+        self._conditional_deletes = True  # False: the probe found If-Match on DELETE ignored
         self._probe_lock = anyio.Lock()
 
     @property
@@ -121,6 +125,7 @@ class S3Store:
         that must not queue behind this store's (a fleet's lease renewals)."""
         sibling = S3Store(self._url, storage_options=self._options)
         sibling._verified, sibling._refusal = self._verified, self._refusal
+        sibling._conditional_deletes = self._conditional_deletes
         sibling._page_size = self._page_size
         return sibling
 
@@ -234,6 +239,28 @@ class S3Store:
         with self._errors("delete", key):
             await self._call("delete_object", Bucket=self._bucket, Key=full)
 
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete only if the ETag is ``etag`` (one DELETE with ``If-Match``); else
+        ``PreconditionFailedError``, or ``ObjectNotFoundError`` when the key is absent.
+
+        On an endpoint whose DELETE ignores ``If-Match`` (the probe finds out), the
+        store reads the ETag and deletes if it matches: not atomic, so a request that
+        arrives late may still remove what was written between the two (logged once).
+        """
+        full = self._key(key)
+        await self._ensure_conditional_writes()
+        if not self._conditional_deletes:
+            _, current = await self.get_with_etag(key)
+            if current != etag:
+                raise PreconditionFailedError(key)
+            await self.delete(key)
+            return
+        await self._delete_if_match(key, full, etag)
+
+    async def _delete_if_match(self, key: str, full: str, etag: str) -> None:
+        with self._errors("remove", key):
+            await self._call("delete_object", Bucket=self._bucket, Key=full, IfMatch=etag)
+
     async def delete_prefix(self, prefix: str) -> None:
         """Delete every object under ``prefix/``: a recursive listing, deleted in batches."""
         prefix = prefix.rstrip("/")
@@ -276,10 +303,13 @@ class S3Store:
 
         Writes a probe object under ``_probe/`` with put-if-absent, then requires a second
         put-if-absent of it to raise ``ObjectExistsError`` and a put-if-match with a wrong
-        ETag to raise ``PreconditionFailedError``, and deletes it (four requests). A
-        backend that overwrites instead is refused with a non-transient ``StoreError``:
-        it would let two writers commit the same turn. Runs by itself before the first
-        conditional write; call it at start-up to fail fast.
+        ETag to raise ``PreconditionFailedError``, tries a delete with a wrong ETag, and
+        deletes it (five requests). A backend that overwrites instead is refused with a
+        non-transient ``StoreError``: it would let two writers commit the same turn. One
+        whose DELETE ignores (or refuses) ``If-Match`` is used, with
+        :meth:`delete_if_match` reading the ETag before an unconditional delete, and a
+        warning. Runs by itself before the first conditional write; call it at start-up
+        to fail fast.
         """
         key = f"{_PROBE_PREFIX}/{secrets.token_hex(8)}"
         full = self._key(key)
@@ -308,10 +338,30 @@ class S3Store:
                 raise self._refuse(
                     "a put-if-match with a wrong ETag overwrote the object (If-Match is ignored)"
                 )
+            await self._probe_deletes(key, full)
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
                 await self.delete(key)
         self._verified = True
+
+    async def _probe_deletes(self, key: str, full: str) -> None:
+        """Whether a DELETE with a wrong ``If-Match`` is refused (AWS S3, moto); if it
+        deletes (MinIO, say) or is not understood, conditional deletes fall back."""
+        try:
+            await self._delete_if_match(key, full, _WRONG_ETAG)
+        except PreconditionFailedError:
+            self._conditional_deletes = True
+            return
+        except StoreError as err:
+            if err.transient:
+                raise
+        self._conditional_deletes = False
+        log.warning(
+            "%s ignores If-Match on DELETE: a purge's deletes are checked, not atomic "
+            "(a purge paused for over a minute inside a delete may remove a later start's "
+            "object); AWS S3 does conditional deletes",
+            self._url,
+        )
 
     async def _ensure_conditional_writes(self) -> None:
         """Run the probe before the first conditional write, until it passes or refuses
@@ -448,7 +498,10 @@ def _raise_client_error(err: Any, verb: str, key: str, url: str) -> NoReturn:
             raise ObjectExistsError(key) from err
         if verb == "update":
             raise PreconditionFailedError(key) from err
-    if code in _NOT_FOUND_CODES and verb in ("read", "update"):
+    if (status == 412 or code == "PreconditionFailed") and verb == "remove":
+        raise PreconditionFailedError(key) from err  # (a retried one never deleted: a
+        # deleted object answers 404)
+    if code in _NOT_FOUND_CODES and verb in ("read", "update", "remove"):
         raise ObjectNotFoundError(key) from err
     transient = status >= 500 or status == 429 or code in _TRANSIENT_CODES
     detail = f"{code} (HTTP {status}): {error.get('Message', '')}"

@@ -167,6 +167,10 @@ class _SimStore:
         self._maybe_fail("delete", key, after=False)
         await self._inner.delete(key)
 
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        self._maybe_fail("delete_if_match", key, after=False)
+        await self._inner.delete_if_match(key, etag)
+
     async def delete_prefix(self, prefix: str) -> None:
         self._maybe_fail("delete_prefix", prefix, after=False)
         await self._inner.delete_prefix(prefix)

@@ -79,6 +79,7 @@ class Epoch:
     rewinds: tuple[str, ...] = ()  # the failed runs it rewinds (their children are its)
     completed: set[int] = field(default_factory=set)  # task ids of activities that returned
     kept: set[int] = field(default_factory=set)  # a rewind's: those of the run it rewinds
+    writer: str = ""  # the process that wrote its first record
 
     @property
     def ended(self) -> bool:
@@ -302,6 +303,7 @@ class Ledger:
         self._size(process, instance_id, seq, record, len(data))
         if record.next_run and not can:
             replaced, epoch = epoch, self._new_epoch(instance_id, record)
+            epoch.writer = process
             self._check_reuse(process, replaced, epoch, seq)
             epoch.gap = gap  # judged at the end: a start that withdrew is not acknowledged
             if not self.indexed.get(instance_id):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,8 @@ class _Process:
     dead: bool = False
     running: bool = False
     lives: int = 0
+    down_at: int = -1  # the driver's step when it last went down
+    lapsed: dict[int, int] = field(default_factory=dict)  # partition -> step it let go of it
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
@@ -151,6 +153,7 @@ class _DriverBase:
                 proc.scope = scope
                 async with runtime:
                     proc.runtime = runtime
+                    self._watch_lapses(proc, runtime)
                     await anyio.sleep_forever()
         except* Crash:
             pass
@@ -162,8 +165,24 @@ class _DriverBase:
             proc.scope = None
             proc.running = False
             proc.dead = True
+            proc.down_at = self.sim.step
             if not self.finished:
                 self.note(f"{proc.name} is down")
+
+    def _watch_lapses(self, proc: _Process, runtime: Runtime) -> None:
+        """Record when the process lets go of a partition's instances (a lease lost, or
+        lapsed and maybe renewed within the same round): until its recovery loads them
+        again, a run of that partition is in no memory, and nothing is wrong."""
+        leases = runtime._leases
+        assert leases is not None
+        let_go = leases._on_lost
+
+        def on_lost(partitions: list[int]) -> None:
+            for partition in partitions:
+                proc.lapsed[partition] = self.sim.step
+            let_go(partitions)
+
+        leases._on_lost = on_lost
 
     def _client_for(self) -> tuple[Client, str]:
         """An outside client, or a live runtime's own client."""

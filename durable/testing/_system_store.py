@@ -196,6 +196,12 @@ class View:
             self._sim.ledger.deleted(self._process, [key])
         self._after("delete", key, fault)
 
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        fault = await self._before("delete_if_match", key, True)
+        await self._inner.delete_if_match(key, etag)
+        self._sim.ledger.deleted(self._process, [key])
+        self._after("delete_if_match", key, fault)
+
     async def delete_prefix(self, prefix: str) -> None:
         fault = await self._before("delete_prefix", prefix, True)
         root = prefix.rstrip("/") + "/"

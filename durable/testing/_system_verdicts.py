@@ -26,7 +26,10 @@ class _Verdicts(_DriverBase):
         """Every new run reaches its owner: a run that has not begun (PENDING), whose
         partition has had one live holder since before the run was written, is in that
         holder's memory (or being loaded into it) or has its wakeup rung a few steps on
-        (nothing else would ever load it, short of the lease moving)."""
+        (nothing else would ever load it, short of the lease moving). Not judged: a run
+        whose holder let go of the partition since (a lapse: its recovery loads it
+        again), or whose writer went down since (a child whose parent's process died
+        before it rang the wakeup: the parent's next owner starts it again, and rings)."""
         objects, step = self.inner._objects, self.sim.step
         for partition in range(self.partitions):
             lease = decode_lease(objects.get(f"leases/{partition:04d}", (b"",))[0])
@@ -44,6 +47,11 @@ class _Verdicts(_DriverBase):
             proc = self.processes.get(owner)
             if proc is None or proc.runtime is None or since >= epoch.step or step < epoch.step + 8:
                 continue
+            if proc.lapsed.get(partition, -1) >= epoch.step:
+                continue  # let go of since (a lapse): its recovery loads the run again
+            writer = self.processes.get(epoch.writer)
+            if writer is not None and writer.down_at >= epoch.step:
+                continue  # its writer died before it rang: the parent's next owner does
             leases = proc.runtime._leases
             if leases is None or leases.incarnation != incarnation or not leases.owns(partition):
                 continue  # the holder named in the lease is gone, or the lease lapsed

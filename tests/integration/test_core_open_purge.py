@@ -21,15 +21,24 @@ from durable._log._records import log_key, meta_key
 from durable.store import MemoryStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_core_reuse_purge import T0, Hold, _run_to_its_end, _second_run_ends, _waiting
+from test_core_reuse_purge import (
+    DELETES,
+    T0,
+    Hold,
+    _run_to_its_end,
+    _second_run_ends,
+    _waiting,
+)
 
 pytestmark = pytest.mark.anyio
 
 
-async def _start_after_a_takeover(held_at: str, after: bool) -> None:
-    """Purge ``w`` through a store that pauses the purge at ``held_at``; meanwhile a
-    minute passes, a second purge takes the first one over and finishes it, and ``w``
-    starts again (acknowledged). Then the first purge goes on: the new run must run."""
+async def _start_after_a_takeover(held_at: str, after: bool) -> MemoryStore:
+    """Purge ``w`` through a store that pauses the purge at ``held_at`` (its claim, its
+    delete of the meta, or its delete of that key); meanwhile a minute passes, a second
+    purge takes the first one over and finishes it, and ``w`` starts again
+    (acknowledged). Then the first purge goes on: the new run must run. Returns the
+    store."""
     inner, clock = MemoryStore(), MockClock(T0, auto_advance=True)
     async with durable.Runtime(_waiting(), store=inner, clock=clock) as rt:
         await _run_to_its_end(rt)
@@ -39,8 +48,9 @@ async def _start_after_a_takeover(held_at: str, after: bool) -> None:
         keys = {"claim": claim, "meta": meta_key("w")}
         slow_store = Hold(inner)
         slow = durable.Client(slow_store, clock=clock)
-        op = "put_if_absent" if held_at == "claim" else "delete"  # the claim, or the meta
-        slow_store.hold_at(lambda o, key: o == op and key == keys[held_at], after=after)
+        ops = ("put_if_absent",) if held_at == "claim" else DELETES  # the claim, or the meta
+        held = keys.get(held_at, held_at)
+        slow_store.hold_at(lambda o, key: o in ops and key == held, after=after)
         async with anyio.create_task_group() as tg:
             tg.start_soon(slow.purge, "w")
             await slow_store.entered.wait()
@@ -53,6 +63,7 @@ async def _start_after_a_takeover(held_at: str, after: bool) -> None:
             await rt.wait_idle()
             slow_store.release.set()
         await _second_run_ends(rt, inner, second)
+    return inner
 
 
 async def test_a_purge_taken_over_after_its_claim_leaves_a_later_start_alone() -> None:

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.anyio
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 _CALLS = ("get", "get_with_etag", "put", "put_if_absent", "put_if_match", "list", "delete",
-          "delete_prefix")  # fmt: skip
+          "delete_if_match", "delete_prefix")  # fmt: skip
+DELETES = ("delete", "delete_if_match")  # a purge deletes records and meta by ETag
 
 
 class Hold:
@@ -355,7 +356,7 @@ async def test_a_start_between_two_racing_purges_is_refused_or_survives_them() -
         await _run_to_its_end(rt)
         slow_store = Hold(inner)
         slow = durable.Client(slow_store, clock=clock)
-        slow_store.hold_at(lambda op, key: op == "delete" and key == log_key("w", 1))
+        slow_store.hold_at(lambda op, key: op in DELETES and key == log_key("w", 1))
         async with anyio.create_task_group() as tg:
             tg.start_soon(slow.purge, "w")
             await slow_store.entered.wait()

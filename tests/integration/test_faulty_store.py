@@ -224,7 +224,7 @@ async def until_done(handle: durable.WorkflowHandle[Any]) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("backend", "seed"), [("memory", 1), ("memory", 2), ("memory", 3), ("memory", 4), ("s3", 1)]
+    ("backend", "seed"), [("memory", 1), ("memory", 2), ("memory", 3), ("memory", 4), ("s3", 2)]
 )
 async def test_every_turn_commits_once_over_a_faulty_store(
     request: pytest.FixtureRequest, backend: str, seed: int
