@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, TypeVar
 
 from durable._core._events import ActivityCompleted, ActivityErrored, ActivityScheduled
@@ -61,34 +62,10 @@ def activity_request_to_proto(
     return dialect.activity_request(**request)
 
 
-def activity_request_to_ms(
-    event: ActivityScheduled,
-    *,
-    instance_id: str,
-    run_id: str = "",
-    task_base: int = 0,
-    trace_parent: str = "",
-) -> ms.ActivityRequest:
-    """:func:`activity_request_to_proto` in the MS dialect."""
-    return activity_request_to_proto(
-        MS, event, instance_id=instance_id, run_id=run_id, task_base=task_base,
-        trace_parent=trace_parent,
-    )  # fmt: skip
-
-
-def activity_request_to_dapr(
-    event: ActivityScheduled,
-    *,
-    instance_id: str,
-    run_id: str = "",
-    task_base: int = 0,
-    trace_parent: str = "",
-) -> dapr.ActivityRequest:
-    """:func:`activity_request_to_proto` in the Dapr dialect."""
-    return activity_request_to_proto(
-        DAPR, event, instance_id=instance_id, run_id=run_id, task_base=task_base,
-        trace_parent=trace_parent,
-    )  # fmt: skip
+activity_request_to_ms = partial(activity_request_to_proto, MS)
+""":func:`activity_request_to_proto` in the MS dialect."""
+activity_request_to_dapr = partial(activity_request_to_proto, DAPR)
+""":func:`activity_request_to_proto` in the Dapr dialect."""
 
 
 def step_of_activity_request(request: ms.ActivityRequest | dapr.ActivityRequest) -> int | None:
