@@ -236,13 +236,17 @@ def events_to_proto(
     So the list can be shorter than ``events``. Stateful-history counts are counts of
     these messages: a history cut at a turn start converts to a prefix of the whole.
     """
+    if not dialect.patches:
+        every = (event_to_proto(dialect, e, instance_id=instance_id, task_base=task_base)
+                 for e in events)  # fmt: skip
+        return [w for w in every if w is not None]  # no patches to place
     out: list[E] = []
-    turn: Any = None  # the last workflowStarted (Dapr)
+    turn: Any = None  # the last workflowStarted
     run_version: str | None = None
     for event in events:
         if isinstance(event, WorkflowStarted):
             run_version = event.version or None
-        if isinstance(event, PatchApplied) and dialect.patches:
+        if isinstance(event, PatchApplied):
             if turn is None:
                 timestamp = time_to_proto(event.timestamp)
                 carrier = dialect.history_event(
@@ -257,7 +261,7 @@ def events_to_proto(
         converted = event_to_proto(dialect, event, instance_id=instance_id, task_base=task_base)
         if converted is None:
             continue  # no form in the protocol (a run of this process's own code)
-        if isinstance(event, TurnStarted) and dialect.patches:
+        if isinstance(event, TurnStarted):
             turn = getattr(converted, dialect.turn_started)
             if run_version is not None:
                 turn.version.name = run_version
