@@ -46,6 +46,7 @@ __all__ = [
     "split_field",
     "split_turn",
     "string_fields",
+    "varint_bytes",
     "wire_fields",
 ]
 
@@ -196,7 +197,8 @@ def _rules(descriptor: Descriptor | UpbDescriptor) -> dict[int, _Rule]:
     }
 
 
-def _varint_bytes(value: int) -> bytes:
+def varint_bytes(value: int) -> bytes:
+    """``value`` (not negative) as a protobuf varint."""
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -222,7 +224,7 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def field_chunk(number: int, payload: bytes) -> bytes:
     """A length-delimited field ``number`` holding ``payload``, as it sits in a message."""
-    return _varint_bytes(number << 3 | LENGTH_DELIMITED) + _varint_bytes(len(payload)) + payload
+    return varint_bytes(number << 3 | LENGTH_DELIMITED) + varint_bytes(len(payload)) + payload
 
 
 def _fields(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:

@@ -44,7 +44,7 @@ from ._auth import Gate
 from ._convert import ProtocolError
 from ._dispatch import ActivityWork, TurnWork
 from ._filters import work_filters
-from ._framing import ENTITIES_UNSUPPORTED, NotSupportedError, field_chunk
+from ._framing import ENTITIES_UNSUPPORTED, VARINT, NotSupportedError, field_chunk, varint_bytes
 from ._history import history_chunks
 from ._limits import (
     DEFAULT_MAX_MESSAGE,
@@ -88,6 +88,7 @@ log = logging.getLogger("durable.grpc.server")
 
 _PATH = "/TaskHubSidecarService/"
 _EXT_WORK_ITEM = 1  # SidecarMessage.workItem
+_EXT_HANDLED = bytes([3 << 3 | VARINT])  # SidecarMessage.handled
 _SENT_KEPT = 10_000  # SentTurn records kept for measurements
 
 
@@ -228,7 +229,8 @@ class SidecarService:
 
     async def _work_stream(self, stream: Stream[Any, Any]) -> None:
         """durable's worker stream (``protos/.../ext/worker_stream.proto``): work items
-        out and completions in on one call, each completion acknowledged once applied."""
+        out and completions in on one call, each acknowledged once applied (see
+        :meth:`_acks`)."""
         self.gate.check(stream)
         with _statuses("WorkStream"):
             opening = parse(ext.WorkerMessage, await receive(stream, self.max_message_size))
@@ -241,8 +243,12 @@ class SidecarService:
             async with lock:  # a message goes out whole: one sender at a time
                 await stream.send_message(message)
 
+        handled = [0]  # the completions applied so far (seq): told with every item
+
         async def send_item(message: bytes) -> None:
-            await send(field_chunk(_EXT_WORK_ITEM, message))
+            count = handled[0]
+            await send(field_chunk(_EXT_WORK_ITEM, message)
+                       + (_EXT_HANDLED + varint_bytes(count) if count else b""))  # fmt: skip
 
         failed: list[BaseException] = []
         try:
@@ -250,7 +256,7 @@ class SidecarService:
                 if worker.pings:
                     tg.start_soon(self._pinger, worker)
                 await stream.send_initial_metadata()
-                tg.start_soon(self._acks, stream, worker, send, tg.cancel_scope, failed)
+                tg.start_soon(self._acks, stream, worker, send, handled, tg.cancel_scope, failed)
                 await self._feed(worker, send_item)
                 tg.cancel_scope.cancel()
         finally:
@@ -260,11 +266,13 @@ class SidecarService:
 
     async def _acks(
         self, stream: Stream[Any, Any], worker: WorkerStream,
-        send: Callable[[bytes], Awaitable[None]], scope: anyio.CancelScope,
-        failed: list[BaseException],
+        send: Callable[[bytes], Awaitable[None]], handled: list[int],
+        scope: anyio.CancelScope, failed: list[BaseException],
     ) -> None:  # fmt: skip
-        """Apply each completion that comes on a work stream and acknowledge it; the
-        stream ends (``scope``) when the worker stops sending or breaks the protocol."""
+        """Apply each completion that comes on a work stream: one applied counts in
+        ``handled`` (told with the next item or ping), one dropped or refused is
+        answered at once; the stream ends (``scope``) when the worker stops sending or
+        breaks the protocol."""
         origin = origin_of(stream)
         try:
             while True:
@@ -274,7 +282,9 @@ class SidecarService:
                         break
                     message = parse(ext.WorkerMessage, data)
                 ack = await self._ack(message, origin, worker)
-                await send(ext.SidecarMessage(ack=ack).SerializeToString())
+                if ack.outcome != ext.ACK_APPLIED:
+                    await send(ext.SidecarMessage(ack=ack).SerializeToString())
+                handled[0] = max(handled[0], message.seq)
         except Exception as err:  # the stream ends with it, as a unary call would
             failed.append(err)
         scope.cancel()

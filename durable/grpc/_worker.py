@@ -89,6 +89,10 @@ __all__ = ["RemoteWorker"]
 log = logging.getLogger("durable.grpc.worker")
 
 _CALL_TIMEOUT = 30.0  # seconds: every unary call (Hello, completions, history)
+_ACK_TIMEOUT = timedelta(seconds=_CALL_TIMEOUT + 120)
+"""How long a completion on a work stream may go unacknowledged: an applied one is
+acknowledged with the sidecar's next item or health ping, and it pings at least every
+120 s (MS workers give up after 120 s of silence)."""
 
 
 @dataclass(frozen=True)
@@ -366,9 +370,9 @@ class RemoteWorker:
         self, conn: _Connection, heard: list[datetime], idle: timedelta | None
     ) -> None:
         """Drop the stream when nothing (not even a health ping) came for ``idle``, or
-        a completion on a work stream has waited ``_CALL_TIMEOUT`` for its ack (a unary
-        completion times out alike): a connection can die without either side noticing."""
-        ack_timeout = timedelta(seconds=_CALL_TIMEOUT)
+        a completion on a work stream has waited ``_ACK_TIMEOUT`` for its ack (a unary
+        completion times out too): a connection can die without either side noticing."""
+        ack_timeout = _ACK_TIMEOUT
         while True:
             now = self.clock.now()
             wake: list[datetime] = []

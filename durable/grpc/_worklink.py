@@ -13,9 +13,11 @@ What the stream keeps of the unary calls' guarantees: a completion goes out on t
 stream its item came on, and the sidecar applies it only if that stream still holds
 the item (by the token of that send). The worker does not wait for acks: when the
 stream breaks, the sidecar places every item it held and had not resolved again (a new
-send, a new token), so nothing is lost and nothing applies twice; an ack says whether a
-completion was applied, dropped (stale) or refused (the worker reconnects, as when a
-unary completion fails), and one overdue drops the stream.
+send, a new token), so nothing is lost and nothing applies twice. An applied
+completion is acknowledged by the ``handled`` count on the next item or health ping
+the sidecar sends (no message of its own); a dropped (stale) or refused one by an Ack
+at once (on a refusal the worker reconnects, as when a unary completion fails); one
+unacknowledged for too long drops the stream.
 """
 
 from __future__ import annotations
@@ -87,9 +89,11 @@ class WorkLink:
             await self._stream.send_message(RawMessage(message))
 
     def received(self, data: bytes) -> bytes | None:
-        """A message from the sidecar: the work item it carries, or None (an ack, now
-        matched to its completion)."""
+        """A message from the sidecar: the work item it carries (health pings
+        included), or None (an Ack); either may count completions as handled."""
         message = parse_own(ext.SidecarMessage, data)
+        if message.handled:
+            self._handled(message.handled)
         kind = message.WhichOneof("kind")
         if kind == "workItem":
             return message.workItem
@@ -103,6 +107,15 @@ class WorkLink:
             elif ack.outcome == ext.ACK_DROPPED:
                 log.info("the sidecar dropped a completion (stale: its item went elsewhere)")
         return None
+
+    def _handled(self, seq: int) -> None:
+        """Every completion up to ``seq`` was applied (or answered by an Ack)."""
+        unacked = self._unacked
+        while unacked:
+            first = next(iter(unacked))  # the dict's order is the order they were sent
+            if first > seq:
+                return
+            del unacked[first]
 
     def oldest(self) -> datetime | None:
         """When the oldest completion still waiting for its ack was sent (None: none

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from durable._core._search import search_of
 from durable._log._reader import load_run, read_meta
-from durable._log._search import SEARCH, entry_keys, find
+from durable._log._search import entry_keys, find, stored_entries
 from durable.testing._system_fleet import _RENEW, _DriverBase, _settle
 from durable.testing._system_programs import SEARCHED
 
@@ -64,11 +64,4 @@ class _Search(_DriverBase):
 
 async def _entries(store: object) -> set[str]:
     """Every search index entry in the store."""
-    list_ = store.list  # type: ignore[attr-defined]
-    found: set[str] = set()
-    for name in await list_(SEARCH):
-        for value in await list_(f"{SEARCH}/{name}"):
-            for instance_id in await list_(f"{SEARCH}/{name}/{value}"):
-                prefix = f"{SEARCH}/{name}/{value}/{instance_id}"
-                found |= {f"{prefix}/{at}" for at in await list_(prefix)}
-    return found
+    return await stored_entries(store)  # type: ignore[arg-type]

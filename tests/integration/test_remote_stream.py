@@ -76,6 +76,7 @@ class Link:
     def __init__(self, stream: Stream[bytes, bytes]) -> None:
         self.stream = stream
         self.seq = 0
+        self.handled = 0  # the sidecar's count of applied completions, as last told
 
     async def next(self) -> ext.SidecarMessage:
         with anyio.fail_after(10):
@@ -83,6 +84,8 @@ class Link:
                 data = await self.stream.recv_message()
                 assert data is not None, "the work stream ended"
                 message = ext.SidecarMessage.FromString(data)
+                assert message.handled >= self.handled, "the count of applied went back"
+                self.handled = message.handled
                 if message.WhichOneof("kind") == "workItem":
                     item = ms.WorkItem.FromString(message.workItem)
                     if item.WhichOneof("request") == "healthPing":
@@ -107,10 +110,19 @@ class Link:
         return message.ack
 
     async def complete(self, kind: str, data: bytes) -> ext.Ack:
+        """Send a completion the sidecar will not apply: its Ack comes at once."""
         seq = await self.send(kind, data)
         ack = await self.ack()
         assert ack.seq == seq
         return ack
+
+    async def applied(self, kind: str, data: bytes) -> ms.WorkItem:
+        """Send a completion the sidecar applies: no Ack of its own, the next item
+        (the work it led to) counts it as handled."""
+        seq = await self.send(kind, data)
+        item = await self.item()
+        assert self.handled == seq
+        return item
 
 
 @asynccontextmanager
@@ -160,19 +172,17 @@ async def history(sidecar: Sidecar, instance_id: str) -> list[HistoryEvent]:
 async def test_a_workflow_runs_over_the_work_stream_with_acks(
     sidecar: Sidecar, victim: Channel
 ) -> None:
-    """Issue 14 (speed): completions go on the stream the work came on, and each is
-    acked APPLIED once the sidecar took it; no unary call is needed."""
+    """Issue 14 (speed): completions go on the stream the work came on, and each one
+    applied is counted (``handled``) on the next message the sidecar sends, with no
+    message of its own; no unary call is needed."""
     await start(victim, "w")
     async with work_link(victim) as link:
         turn = await link.item()
-        assert (await link.complete("completeTurn", schedule(turn))).outcome == ext.ACK_APPLIED
-        task = await link.item()
+        assert link.handled == 0
+        task = await link.applied("completeTurn", schedule(turn))
         assert task.activityRequest.name == "a"
-        ack = await link.complete("completeActivity", activity_done(task, '"r"'))
-        assert ack.outcome == ext.ACK_APPLIED
-        turn = await link.item()
-        ack = await link.complete("completeTurn", completion(turn, '"ok"'))
-        assert ack.outcome == ext.ACK_APPLIED
+        turn = await link.applied("completeActivity", activity_done(task, '"r"'))
+        await link.send("completeTurn", completion(turn, '"ok"'))
         assert (await outcome(victim, "w")).output.value == '"ok"'
 
 
@@ -195,8 +205,7 @@ async def test_a_completion_for_work_the_stream_was_not_given_is_dropped(
                     ack = await other.complete("completeTurn", forged)
                     assert ack.outcome == ext.ACK_DROPPED
                     assert holder(sidecar, "v") is victim_stream
-        await link.complete("completeTurn", schedule(turn))  # only the victim is connected
-        task = await link.item()
+        task = await link.applied("completeTurn", schedule(turn))  # only the victim is on
         async with work_link(attacker) as spy, work_link(victim) as twin:
             for other in (spy, twin):
                 for token in (task.completionToken, ""):
@@ -207,12 +216,11 @@ async def test_a_completion_for_work_the_stream_was_not_given_is_dropped(
             refused = await spy.complete("open", MS_WORKER.SerializeToString())
             assert refused.outcome == ext.ACK_REFUSED
             assert refused.code == Status.INVALID_ARGUMENT.value
-        await link.complete("completeActivity", activity_done(task, '"real"'))
-        turn = await link.item()
+        turn = await link.applied("completeActivity", activity_done(task, '"real"'))
         results = [e.taskCompleted.result.value for e in turn.orchestratorRequest.newEvents
                    if e.WhichOneof("eventType") == "taskCompleted"]  # fmt: skip
         assert results == ['"real"']
-        await link.complete("completeTurn", completion(turn, '"ok"'))
+        await link.send("completeTurn", completion(turn, '"ok"'))
         assert (await outcome(victim, "v")).output.value == '"ok"'
 
 
@@ -278,8 +286,8 @@ async def test_junk_on_the_work_stream_gets_no_internal(
     assert tracebacks == []
     await start(victim, "after")
     async with work_link(victim) as link:
-        ack = await link.complete("completeTurn", completion(await link.item(), '"ok"'))
-        assert ack.outcome == ext.ACK_APPLIED
+        await link.send("completeTurn", completion(await link.item(), '"ok"'))
+        assert (await outcome(victim, "after")).output.value == '"ok"'
 
 
 # -- a stream cut at each point of a completion ----------------------------------------
@@ -327,8 +335,7 @@ async def test_a_stream_cut_mid_completion_loses_nothing_and_applies_nothing_twi
     await start(victim, "cut")
     pause = None
     async with work_link(victim) as first:
-        await first.complete("completeTurn", schedule(await first.item()))
-        task = await first.item()
+        task = await first.applied("completeTurn", schedule(await first.item()))
         answer = activity_done(task, '"first"')
         if point != "before-send":
             if point in ("before-apply", "before-ack"):
@@ -336,8 +343,8 @@ async def test_a_stream_cut_mid_completion_loses_nothing_and_applies_nothing_twi
                 await first.send("completeActivity", answer)
                 with anyio.fail_after(10):
                     await pause.reached.wait()
-            else:
-                assert (await first.complete("completeActivity", answer)).outcome == 0
+            else:  # acknowledged: counted on the item it led to
+                await first.applied("completeActivity", answer)
     with anyio.fail_after(10):  # the sidecar saw the stream go
         while sidecar.dispatcher.streams:
             await anyio.lowlevel.checkpoint()
@@ -355,10 +362,8 @@ async def test_a_stream_cut_mid_completion_loses_nothing_and_applies_nothing_twi
         stale = await second.complete("completeActivity", answer)
         assert stale.outcome == ext.ACK_DROPPED
         if not applied:
-            done = await second.complete("completeActivity", activity_done(again, '"second"'))
-            assert done.outcome == ext.ACK_APPLIED
-            turn = await second.item()
-        await second.complete("completeTurn", completion(turn, '"ok"'))
+            turn = await second.applied("completeActivity", activity_done(again, '"second"'))
+        await second.send("completeTurn", completion(turn, '"ok"'))
     assert (await outcome(victim, "cut")).output.value == '"ok"'
     events = await history(sidecar, "cut")
     assert completed_tasks(events) == [0]
@@ -521,9 +526,10 @@ async def test_remote_worker_reconnects_when_a_completion_is_refused(sidecar: Si
 
 
 async def test_remote_worker_drops_a_stream_whose_ack_is_overdue(sidecar: Sidecar) -> None:
-    """Issue 14: a completion whose ack never comes (the unary call timed out after
-    30 s) makes the worker's watchdog drop the stream once 30 s pass on its clock; the
-    item goes out again on the new stream and the workflow ends."""
+    """Issue 14: a completion whose ack never comes (a unary call timed out after
+    30 s; an applied one is acknowledged with the sidecar's next item or ping, at least
+    every 120 s) makes the worker's watchdog drop the stream once 150 s pass on its
+    clock; the item goes out again on the new stream and the workflow ends."""
     original = sidecar.service._ack
     held = anyio.Event()
 
@@ -537,12 +543,14 @@ async def test_remote_worker_drops_a_stream_whose_ack_is_overdue(sidecar: Sideca
     sidecar.service._ack = never_ack  # type: ignore[method-assign]
     clock = durable.MockClock()
     target = f"127.0.0.1:{sidecar.port}"
-    worker = RemoteWorker(registry, target, clock=clock, reconnect_delay=timedelta(0))
+    worker = RemoteWorker(  # no idle timeout: the sidecar pings on its own clock
+        registry, target, clock=clock, reconnect_delay=timedelta(0), idle_timeout=None
+    )
     async with worker, RemoteClient(target, registry=registry, poll_interval=0.01) as client:
         with anyio.fail_after(30):
             handle = await client.start(steps, 1, instance_id="overdue")
             await held.wait()
-            clock.advance(timedelta(seconds=29))
+            clock.advance(timedelta(seconds=149))
             for _ in range(50):
                 await anyio.lowlevel.checkpoint()
             assert worker.connects == 1  # not yet due
@@ -550,3 +558,27 @@ async def test_remote_worker_drops_a_stream_whose_ack_is_overdue(sidecar: Sideca
             assert await handle == 1
     assert worker.connects == 2
     assert completed_tasks(await history(sidecar, "overdue")) == [0]
+
+
+async def test_a_health_ping_counts_the_last_completions_as_handled() -> None:
+    """Issue 14: with no item to follow it (the workflow's last turn), an applied
+    completion is acknowledged by the next health ping's ``handled``, so a quiet
+    stream never looks overdue to the worker."""
+    clock = durable.MockClock()
+    async with Sidecar("memory://", port=0, clock=clock) as sidecar:
+        ch = Channel("127.0.0.1", sidecar.port, codec=BytesCodec())
+        try:
+            await start(ch, "last")
+            async with work_link(ch) as link:
+                seq = await link.send("completeTurn", completion(await link.item(), '"ok"'))
+                assert (await outcome(ch, "last")).output.value == '"ok"'
+                assert link.handled < seq
+                clock.advance(timedelta(seconds=30))  # the sidecar's ping interval
+                with anyio.fail_after(10):
+                    data = await link.stream.recv_message()
+                assert data is not None
+                ping = ext.SidecarMessage.FromString(data)
+                assert ms.WorkItem.FromString(ping.workItem).WhichOneof("request") == "healthPing"
+                assert ping.handled == seq
+        finally:
+            ch.close()

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$durable/grpc/ext/worker_stream.proto\x12\x10\x64urable.grpc.ext\"h\n\rWorkerMessage\x12\x0e\n\x04open\x18\x01 \x01(\x0cH\x00\x12\x16\n\x0c\x63ompleteTurn\x18\x02 \x01(\x0cH\x00\x12\x1a\n\x10\x63ompleteActivity\x18\x03 \x01(\x0cH\x00\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x42\x06\n\x04kind\"R\n\x0eSidecarMessage\x12\x12\n\x08workItem\x18\x01 \x01(\x0cH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.durable.grpc.ext.AckH\x00\x42\x06\n\x04kind\"`\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.durable.grpc.ext.AckOutcome\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t*?\n\nAckOutcome\x12\x0f\n\x0b\x41\x43K_APPLIED\x10\x00\x12\x0f\n\x0b\x41\x43K_DROPPED\x10\x01\x12\x0f\n\x0b\x41\x43K_REFUSED\x10\x02\x32\x64\n\rDurableWorker\x12S\n\nWorkStream\x12\x1f.durable.grpc.ext.WorkerMessage\x1a .durable.grpc.ext.SidecarMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$durable/grpc/ext/worker_stream.proto\x12\x10\x64urable.grpc.ext\"h\n\rWorkerMessage\x12\x0e\n\x04open\x18\x01 \x01(\x0cH\x00\x12\x16\n\x0c\x63ompleteTurn\x18\x02 \x01(\x0cH\x00\x12\x1a\n\x10\x63ompleteActivity\x18\x03 \x01(\x0cH\x00\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x42\x06\n\x04kind\"c\n\x0eSidecarMessage\x12\x12\n\x08workItem\x18\x01 \x01(\x0cH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.durable.grpc.ext.AckH\x00\x12\x0f\n\x07handled\x18\x03 \x01(\x04\x42\x06\n\x04kind\"`\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.durable.grpc.ext.AckOutcome\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t*?\n\nAckOutcome\x12\x0f\n\x0b\x41\x43K_APPLIED\x10\x00\x12\x0f\n\x0b\x41\x43K_DROPPED\x10\x01\x12\x0f\n\x0b\x41\x43K_REFUSED\x10\x02\x32\x64\n\rDurableWorker\x12S\n\nWorkStream\x12\x1f.durable.grpc.ext.WorkerMessage\x1a .durable.grpc.ext.SidecarMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'durable.grpc._proto.ext', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACKOUTCOME']._serialized_start=346
-  _globals['_ACKOUTCOME']._serialized_end=409
+  _globals['_ACKOUTCOME']._serialized_start=363
+  _globals['_ACKOUTCOME']._serialized_end=426
   _globals['_WORKERMESSAGE']._serialized_start=58
   _globals['_WORKERMESSAGE']._serialized_end=162
   _globals['_SIDECARMESSAGE']._serialized_start=164
-  _globals['_SIDECARMESSAGE']._serialized_end=246
-  _globals['_ACK']._serialized_start=248
-  _globals['_ACK']._serialized_end=344
-  _globals['_DURABLEWORKER']._serialized_start=411
-  _globals['_DURABLEWORKER']._serialized_end=511
+  _globals['_SIDECARMESSAGE']._serialized_end=263
+  _globals['_ACK']._serialized_start=265
+  _globals['_ACK']._serialized_end=361
+  _globals['_DURABLEWORKER']._serialized_start=428
+  _globals['_DURABLEWORKER']._serialized_end=528
 # @@protoc_insertion_point(module_scope)

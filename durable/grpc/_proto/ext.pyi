@@ -28,12 +28,14 @@ class WorkerMessage(_message.Message):
     def __init__(self, open: _Optional[bytes] = ..., completeTurn: _Optional[bytes] = ..., completeActivity: _Optional[bytes] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class SidecarMessage(_message.Message):
-    __slots__ = ("workItem", "ack")
+    __slots__ = ("workItem", "ack", "handled")
     WORKITEM_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    HANDLED_FIELD_NUMBER: _ClassVar[int]
     workItem: bytes
     ack: Ack
-    def __init__(self, workItem: _Optional[bytes] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
+    handled: int
+    def __init__(self, workItem: _Optional[bytes] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., handled: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("seq", "outcome", "code", "message")
