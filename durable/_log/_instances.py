@@ -359,6 +359,13 @@ async def purge_instance(
     takes ``log/0`` over and finishes it; the one taken over, should it go on, finds
     ``log/0`` no longer its own and stops before its next delete.
 
+    A purge cut short reads one way everywhere: before its claim it puts its marker in
+    ``purging/`` (see :mod:`._purging`: the runtime's sweeper finishes it from there
+    once ``_PURGE_TAKEOVER`` old), and right after it marks the meta ``purging`` (the
+    listings skip it, no meta writer replaces it; a crash between the claim and the mark
+    leaves the meta listed until the sweeper finishes the purge). A start of the id
+    meanwhile gets ``InstancePurgingError`` (one with ``reuse`` finishes an old one).
+
     With ``last_seq``, only an instance whose log still ends there is deleted (the
     retention sweeper's check that it has not run since). Returns whether this call
     deleted it (False: ``last_seq`` did not match, or another purge is under way or
