@@ -24,7 +24,12 @@ from ._core._context import positive
 from ._core._events import EventRaised, HistoryEvent, WorkflowStarted
 from ._core._search import check_search, decode_values, fold
 from ._core._state import WorkflowState, WorkflowStatus
-from ._errors import InstanceExistsError, InstanceNotFoundError, UnknownWorkflowError
+from ._errors import (
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InstancePurgingError,
+    UnknownWorkflowError,
+)
 from ._handle import WorkflowHandle
 from ._ids import validate_instance_id
 from ._listing import Filters, InstancePage, page_metas
@@ -139,6 +144,8 @@ class Client(_Messages):
 
         Raises ``InstanceExistsError`` if ``instance_id`` exists (``reuse=True`` starts an
         ended one again; a collection of statuses, one that ended with one of them),
+        ``InstancePurgingError`` (one) if a purge of it is under way (with ``reuse``, a
+        purge cut short long enough ago is finished and the start goes on),
         ``UnknownWorkflowError`` for a name this client's registry lacks,
         ``InvalidArgumentError`` for a timeout that is not positive,
         ``SearchAttributeError`` for a search attribute not allowed, and
@@ -206,6 +213,8 @@ class Client(_Messages):
                 return await self.start(
                     workflow, input, instance_id=instance_id, reuse=True, _event=raised
                 )
+            except InstancePurgingError:
+                raise  # (not finished by this start: too young)
             except InstanceExistsError as err:
                 if err.status is None:
                     continue  # another start took the seq: look again

@@ -10,6 +10,7 @@ Every error the library raises on purpose derives from :class:`DurableError`::
     ├── TimeoutError              a wait ran out of time (also a builtin TimeoutError)
     ├── CancelledError            awaiting an operation (or in a workflow) that was cancelled
     ├── InstanceExistsError       starting an id that is taken
+    │   └── InstancePurgingError  starting an id whose purge is under way (or was cut short)
     ├── InstanceNotFoundError     naming an id that does not exist (also a LookupError)
     ├── InstanceStatusError       an operation the instance's status does not allow (a rewind
     │                             of one that did not fail)
@@ -36,6 +37,8 @@ import builtins
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
     from ._core._failure import FailureDetails
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "EngineFailedError",
     "InstanceExistsError",
     "InstanceNotFoundError",
+    "InstancePurgingError",
     "InstanceRunningError",
     "InstanceStatusError",
     "InvalidArgumentError",
@@ -156,6 +160,24 @@ class InstanceExistsError(DurableError):
         self.instance_id = instance_id
         self.status = status
         """The existing instance's status, when known."""
+
+
+class InstancePurgingError(InstanceExistsError):
+    """Raised when starting an instance id whose purge is under way: the id is taken
+    until it is done. A purge cut short (its process died) is finished by the runtime's
+    sweeper, by a purge of the id, or by a start with ``reuse``, once ``takeover`` old."""
+
+    def __init__(self, instance_id: str, since: datetime, takeover: timedelta) -> None:
+        DurableError.__init__(
+            self,
+            f"instance {instance_id!r} is being purged (since {since.isoformat()}); "
+            f"a purge cut short is finished {takeover.total_seconds():g}s after it began "
+            "by the runtime's sweeper, or by a purge of it (or a start with reuse=True)",
+        )
+        self.instance_id = instance_id
+        self.status = None
+        self.since = since
+        """When the purge under way began (or was last taken over), by the Clock."""
 
 
 class InstanceRunningError(DurableError):

@@ -138,8 +138,10 @@ async def read_metas(store: ObjectStore, ids: list[str]) -> list[InstanceMeta | 
 
 async def _metas(store: ObjectStore, ids: list[str]) -> list[InstanceMeta]:
     """The metas of ``ids``, less the absent ones (a start under way, or an instance
-    being purged)."""
-    return [meta for meta in await read_metas(store, ids) if meta is not None]
+    being purged) and those a purge marked (it claimed the log: the instance reads as
+    absent, as it will be)."""
+    metas = await read_metas(store, ids)
+    return [meta for meta in metas if meta is not None and meta.purging is None]
 
 
 async def names_after(

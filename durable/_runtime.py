@@ -18,7 +18,9 @@ from ._errors import StoreError
 from ._fleet._leases import Fleet, Leases, default_owner
 from ._fleet._partitions import load_config
 from ._ids import IdSource
+from ._log._instances import _PURGE_TAKEOVER
 from ._log._memo import MemoStore
+from ._log._purging import finish_purges
 from ._log._retention import sweep_history
 from ._observe import make_observer
 from .store import ObjectStore, open_store
@@ -163,6 +165,7 @@ class Runtime:
             if self.history_retention is not None:
                 self._engine.busy_enter()
                 tg.start_soon(supervised, self._history_loop, self.history_retention)
+            tg.start_soon(supervised, self._purge_loop)
         except BaseException as exc:
             tg.cancel_scope.cancel()
             await tg.__aexit__(type(exc), exc, exc.__traceback__)
@@ -235,6 +238,26 @@ class Runtime:
             engine.index, self.memo_store, engine.owned_partitions(),
             before=now - self.history_retention, now=now,
         )  # fmt: skip
+
+    async def finish_purges(self) -> int:
+        """Finish, now, the purges of the partitions this process holds that were cut
+        short (their process died: see :mod:`durable._log._purging`); returns how many
+        instances they deleted."""
+        engine = self._engine
+        return await finish_purges(
+            engine.index, self.memo_store, engine.owned_partitions(), now=self.clock.now()
+        )
+
+    async def _purge_loop(self) -> None:
+        """Every ``_PURGE_TAKEOVER`` on the Clock, finish the purges cut short (one
+        LIST when none is in flight); in a fleet, those of the partitions it holds."""
+        while True:
+            await self.clock.sleep_until(self.clock.now() + _PURGE_TAKEOVER)
+            try:
+                if finished := await self.finish_purges():
+                    log.info("finished %d purge(s) cut short", finished)
+            except StoreError as err:
+                log.warning("finishing purges failed, will retry next interval: %s", err)
 
     async def _history_loop(self, retention: timedelta) -> None:
         """Sweep old histories at start, then every interval (the memo sweep's), on the

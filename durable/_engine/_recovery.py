@@ -285,10 +285,16 @@ class _Recovery(_EngineBase):
 
     def _hand_read(self, inst: _Instance, items: list[Pending]) -> None:
         """Hand what an inbox read found (less what the instance already has), then
-        the events that waited behind the read."""
+        the events that waited behind the read. A copy evicted or let go during the
+        read gets nothing: the events wait on for the instance as it is now, and what
+        the read found is read again (the handover loads it)."""
         handover = self._handovers.get(inst.id)
         if handover is not None:
             handover.found(items)
+        if self._live(inst.id) is not inst:
+            if handover is not None and items:
+                handover.reread = True
+            return
         if inst.pending:
             pending = {msg_id for msg_id, _, _ in inst.pending}
             items = [item for item in items if item[0] not in pending]

@@ -48,18 +48,16 @@ from durable._errors import StoreError
 from durable._fleet._partitions import partition_of, read_config
 
 from ._reader import RunLog, load_run, new_run_after, read_meta, read_record
-from ._records import INSTANCES
+from ._records import INSTANCES, SEP, entry_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from durable.store import ObjectStore
 
-__all__ = ["ACTIVE", "INDEXED", "ActiveIndex", "Entry", "build", "parse_key", "repair"]
+__all__ = ["ACTIVE", "INDEXED", "SEP", "ActiveIndex", "Entry", "build", "parse_key", "repair"]
 
 ACTIVE = "active"
-SEP = "^"  # between the id and the rest of a flat entry's name: no id holds it
-_NAME_BYTES = 255  # the longest path component a file system takes
 INDEXED = "indexed"
 INDEXING = "indexing"
 _CHECKPOINT = 256  # instances scanned between two progress writes of a migration
@@ -123,10 +121,9 @@ class ActiveIndex:
         return f"{ACTIVE}/{self.partition(instance_id):04d}"
 
     def key(self, instance_id: str, entry: Entry) -> str:
-        flat = f"{instance_id}{SEP}{entry.name}"
-        if entry.legacy or _too_long(flat):
+        if entry.legacy:
             return f"{self._prefix(instance_id)}/{instance_id}/{entry.name}"
-        return f"{self._prefix(instance_id)}/{flat}"
+        return entry_key(self._prefix(instance_id), instance_id, entry.name)
 
     async def begin(self, instance_id: str, seq: int, run_id: str) -> None:
         """A run is about to be written at ``seq``: enter it first."""
@@ -167,10 +164,8 @@ class ActiveIndex:
         found: list[Entry] = []
         for name in await self.store.list(prefix):
             if name == instance_id:
-                for entry in map(Entry.parse, await self.store.list(f"{prefix}/{name}")):
-                    if entry is not None:
-                        legacy = not _too_long(f"{instance_id}{SEP}{entry.name}")
-                        found.append(entry._replace(legacy=legacy))
+                nested = map(Entry.parse, await self.store.list(f"{prefix}/{name}"))
+                found += [e._replace(legacy=_legacy(prefix, instance_id, e)) for e in nested if e]
             elif name.startswith(instance_id + SEP):
                 entry = Entry.parse(name[len(instance_id) + 1 :])
                 if entry is not None:
@@ -336,12 +331,12 @@ def parse_key(key: str) -> tuple[str, Entry] | None:
     elif len(parts) == 4 and parts[0] == ACTIVE:
         instance_id, entry = parts[2], Entry.parse(parts[3])
         if entry is not None:
-            entry = entry._replace(legacy=not _too_long(f"{instance_id}{SEP}{entry.name}"))
+            entry = entry._replace(legacy=_legacy(f"{ACTIVE}/{parts[1]}", instance_id, entry))
     else:
         return None
     return None if entry is None else (instance_id, entry)
 
 
-def _too_long(name: str) -> bool:
-    """Whether ``name`` cannot be one path component (the entry then nests)."""
-    return len(name) > _NAME_BYTES // 4 and len(name.encode()) > _NAME_BYTES
+def _legacy(prefix: str, instance_id: str, entry: Entry) -> bool:
+    """Whether an entry found in the instance's own directory would be flat now."""
+    return "/" not in entry_key(prefix, instance_id, entry.name)[len(prefix) + 1 :]

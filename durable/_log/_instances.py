@@ -24,6 +24,7 @@ from durable._core._state import WorkflowStatus
 from durable._errors import (
     InstanceExistsError,
     InstanceNotFoundError,
+    InstancePurgingError,
     InstanceRunningError,
     ObjectExistsError,
     ObjectNotFoundError,
@@ -32,6 +33,7 @@ from durable._errors import (
 )
 
 from ._msgids import watermarks
+from ._purging import markers_of, note_purging
 from ._reader import RunLog, load_run, read_meta, read_record
 from ._records import (
     InboxMessage,
@@ -47,7 +49,7 @@ from ._records import (
     log_key,
     meta_key,
 )
-from ._search import Indexing, unindex, write_meta_indexed
+from ._search import Indexing, entry_keys, unindex, write_meta_indexed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping, Sequence
@@ -214,14 +216,20 @@ async def create_instance(
     arrived: list[HistoryEvent] = [
         msgspec.structs.replace(e, event_id=i, timestamp=now) for i, e in enumerate(events, 1)
     ]
-    if after is None:
-        try:
-            return await _start_run(
-                index, instance_id, 0, [started, *arrived], now, now, None, consumed=consumed
-            )
-        except ObjectExistsError:
-            pass
-    return await _replace(index, instance_id, started, arrived, now, reuse, memo, consumed, after)
+    for finishing in (True, False):  # (after finishing a purge cut short: once more)
+        if after is None:
+            try:
+                return await _start_run(
+                    index, instance_id, 0, [started, *arrived], now, now, None, consumed=consumed
+                )
+            except ObjectExistsError:
+                pass
+        created = await _replace(
+            index, instance_id, started, arrived, now, reuse, memo, finishing, consumed, after
+        )
+        if created is not None:
+            return created
+    raise AssertionError("a purge is finished by one start once")
 
 
 async def _replace(
@@ -232,18 +240,23 @@ async def _replace(
     now: datetime,
     reuse: bool | Collection[WorkflowStatus],
     memo: MemoStore | None,
+    finishing: bool,
     consumed: Sequence[str] = (),
     after: RunLog | None = None,
-) -> Created:
-    """Start a new run right after the instance's ended one (``after``, if given), if
-    ``reuse`` allows; ``InstanceNotFoundError`` if a purge deleted the log under it."""
+) -> Created | None:
+    """Start a new run right after the instance's ended one, if ``reuse`` allows;
+    ``InstanceNotFoundError`` if a purge deleted the log under it. None: there was no
+    run, a purge cut short (see :func:`_purge_refuses`), which this start finished."""
     store = index.store
     found = await read_meta(store, instance_id)
     meta, etag = found if found is not None else (None, None)
     existing = after or await load_run(store, instance_id, meta)
-    status = existing.status if existing is not None else None
+    if existing is None and not await _purge_refuses(
+        index, instance_id, reuse, memo, now, finishing
+    ):
+        return None
     if existing is None or not replaceable(existing.status, reuse):
-        raise InstanceExistsError(instance_id, status)
+        raise InstanceExistsError(instance_id, existing.status if existing else None)
     # The new run's steps begin above the old runs': it never finds their memo, and
     # deleting theirs (here, by a racing reuse, or by the sweeper) never touches its own.
     started = msgspec.structs.replace(started, step_base=existing.step_end)
@@ -268,6 +281,32 @@ async def _carried(store: ObjectStore, run: RunLog, taken: Sequence[str] = ()) -
     must not be applied again), and ``taken``, those the new run's own events came in."""
     left = run.consumed.intersection(await store.list(inbox_prefix(run.instance_id)))
     return sorted({*watermarks(run.consumed).values(), *left, *taken})
+
+
+async def _purge_refuses(
+    index: ActiveIndex,
+    instance_id: str,
+    reuse: bool | Collection[WorkflowStatus],
+    memo: MemoStore | None,
+    now: datetime,
+    finishing: bool,
+) -> bool:
+    """A start found the id taken and no run under it: a purge of it is under way.
+    ``InstancePurgingError`` unless it was cut short (``_PURGE_TAKEOVER`` old) and the
+    start replaces ended instances (``reuse``; and ``finishing``, once): then this start
+    finishes it (a purge that takes it over, as any would) and returns False. True: no
+    purge under way (a start that has not written its meta yet holds the id)."""
+    under_way = await _purge_under_way(index.store, instance_id)
+    if under_way is None:
+        return True
+    since = under_way[0]
+    if reuse is False or not finishing or now - since < _PURGE_TAKEOVER:
+        raise InstancePurgingError(instance_id, since, _PURGE_TAKEOVER)
+    try:
+        await purge_instance(index, instance_id, memo, now=now)
+    except InstanceNotFoundError:
+        pass  # finished meanwhile by another
+    return False
 
 
 def replaceable(status: WorkflowStatus, reuse: bool | Collection[WorkflowStatus]) -> bool:
@@ -347,6 +386,13 @@ async def purge_instance(
     takes ``log/0`` over and finishes it; the one taken over, should it go on, finds
     ``log/0`` no longer its own and stops before its next delete.
 
+    A purge cut short reads one way everywhere: before its claim it puts its marker in
+    ``purging/`` (see :mod:`._purging`: the runtime's sweeper finishes it from there
+    once ``_PURGE_TAKEOVER`` old), and right after it marks the meta ``purging`` (the
+    listings skip it, no meta writer replaces it; a crash between the claim and the mark
+    leaves the meta listed until the sweeper finishes the purge). A start of the id
+    meanwhile gets ``InstancePurgingError`` (one with ``reuse`` finishes an old one).
+
     With ``last_seq``, only an instance whose log still ends there is deleted (the
     retention sweeper's check that it has not run since). Returns whether this call
     deleted it (False: ``last_seq`` did not match, or another purge is under way or
@@ -365,6 +411,7 @@ async def purge_instance(
             since, claimed, first_etag = under_way
             if now - since < _PURGE_TAKEOVER:
                 return False  # under way: the purge that began it finishes it
+            await _mark_meta(store, instance_id, now, searched)  # (if cut short before)
             break
         if not run.status.is_terminal:
             raise InstanceRunningError(instance_id, run.status)
@@ -382,19 +429,47 @@ async def purge_instance(
         claim = TurnRecord(
             seq=run.last_seq + 1, status=run.last.status, purging=True, purged_at=now
         )
+        await note_purging(store, instance_id, run.started.run_id, now)  # (see ._purging)
         try:
             await _put_once(store, log_key(instance_id, claim.seq), encode(claim))
         except ObjectExistsError:
             continue  # a run began meanwhile, or another purge claimed it: look again
+        searched = search_of(run.history)
+        await _mark_meta(store, instance_id, now, searched)
         # the run's entry is gone unless its end was cut short; entries of starts that
         # lose to this purge are deleted by those starts
         await index.end(instance_id, run.run_start, run.started.run_id)
         claimed = claim.seq
-        searched = search_of(run.history)
         applied = run.consumed
         break
     return await _delete_claimed(
         store, instance_id, claimed, first_etag, memo, now, searched, applied
+    )
+
+
+async def _mark_meta(
+    store: ObjectStore, instance_id: str, now: datetime, searched: Mapping[str, Indexed]
+) -> None:
+    """Mark the meta of an instance just claimed by a purge as purging (listings skip
+    it, and no writer replaces it: see :func:`._search.write_meta_indexed`), naming
+    the search entries of ``searched`` (the log's, which it may lag) among those to
+    delete, for a purge that takes this one over. Without a meta, nothing to mark."""
+    for _ in range(8):
+        found = await read_meta(store, instance_id)
+        if found is None or found[0].purging is not None:
+            return
+        meta, etag = found
+        drop = set(meta.search_drop) | entry_keys(instance_id, searched)
+        marked = msgspec.structs.replace(meta, purging=now, search_drop=sorted(drop))
+        try:
+            await store.put_if_match(meta_key(instance_id), encode(marked), etag)
+            return
+        except ObjectNotFoundError:
+            return
+        except PreconditionFailedError:
+            continue  # a writer that read it before the claim: look again
+    raise StoreError(
+        f"meta of {instance_id!r} keeps changing under a purge", key=meta_key(instance_id)
     )
 
 
@@ -474,6 +549,8 @@ async def _delete_claimed(
     except (ObjectExistsError, ObjectNotFoundError, PreconditionFailedError):
         return False  # another purge took this one over (and may have finished)
 
+    markers = await markers_of(store, instance_id)  # (no new one while log/0 is held)
+
     async def still_held() -> bool:
         try:
             return (await store.get_with_etag(first_key))[1] == held
@@ -538,6 +615,8 @@ async def _delete_claimed(
         await store.delete_if_match(first_key, held)
     except (ObjectNotFoundError, PreconditionFailedError):
         return False  # taken over meanwhile
+    for key in markers:  # after log/0: a crash before leaves them to the sweeper
+        await store.delete(key)
     return True
 
 

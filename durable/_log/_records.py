@@ -29,6 +29,7 @@ __all__ = [
     "decode_meta",
     "decode_record",
     "encode",
+    "entry_key",
     "inbox_key",
     "inbox_prefix",
     "instance_of_key",
@@ -43,6 +44,19 @@ __all__ = [
 
 INSTANCES = "instances"
 WAKEUPS = "wakeups"
+SEP = "^"  # between an id and the rest of a flat index entry's name: no id holds it
+_NAME_BYTES = 255  # the longest path component a file system takes
+
+
+def entry_key(prefix: str, instance_id: str, name: str) -> str:
+    """The key of an index entry of an instance (``name`` says which): one object beside
+    the other instances' under ``prefix`` (``{id}^{name}``), so that on a file system
+    an entry costs no directory of its own, unless that passes a file name's 255
+    bytes (an id near the longest): then ``{id}/{name}``, as every entry was once."""
+    flat = f"{instance_id}{SEP}{name}"
+    if len(flat) > _NAME_BYTES // 4 and len(flat.encode()) > _NAME_BYTES:
+        return f"{prefix}/{instance_id}/{name}"
+    return f"{prefix}/{flat}"
 
 
 def instance_prefix(instance_id: str) -> str:
@@ -170,6 +184,9 @@ class InstanceMeta(msgspec.Struct, omit_defaults=True):
     the search index, see :mod:`._search`)."""
     search_drop: list[str] = []
     """Search index entries of attributes replaced, still to delete."""
+    purging: datetime | None = None
+    """When a purge that claimed the log marked this meta (None: no purge): the
+    instance reads as absent, listings skip it, and no writer replaces it."""
 
 
 class StartRequest(msgspec.Struct, frozen=True):

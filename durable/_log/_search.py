@@ -3,11 +3,16 @@ a lookup by equality lists the instances that hold a value instead of reading th
 
 Layout (the meta stays the truth that a lookup checks every hit against)::
 
-    search/{name}/{value, base64url}/{id}/{run_id}-{event_id}
+    search/{name}/{value, base64url}/{id}^{run_id}-{event_id}
 
-The last segment names the event that set the value (see :mod:`durable._core._search`):
+The part after ``^`` names the event that set the value (see :mod:`durable._core._search`):
 no two settings share an entry, so deleting an old one never deletes a newer one, in
-whatever order racing writers land.
+whatever order racing writers land. An entry is one object beside the other instances'
+(on ``file://``, no directory per instance and value); where that name would pass 255
+bytes, and in stores written before, it is ``{id}/{run_id}-{event_id}``. A lookup
+reads both; an entry of the older layout is deleted when a meta's ``search_drop``
+names it, and otherwise outlives its value like any stale entry (lookups check each
+hit against the meta).
 
 Entries follow the meta, by its writer (:func:`write_meta_indexed`): the entries of
 the attributes the new meta holds are put *before* it is written, so a meta never
@@ -32,7 +37,16 @@ from durable._errors import (
     StoreError,
 )
 
-from ._records import InstanceMeta, decode_meta, decode_record, encode, log_key, meta_key
+from ._records import (
+    SEP,
+    InstanceMeta,
+    decode_meta,
+    decode_record,
+    encode,
+    entry_key,
+    log_key,
+    meta_key,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -40,7 +54,7 @@ if TYPE_CHECKING:
     from durable._core._search import Indexed
     from durable.store import ObjectStore
 
-__all__ = ["SEARCH", "Indexing", "find", "unindex", "write_meta_indexed"]
+__all__ = ["SEARCH", "Indexing", "find", "stored_entries", "unindex", "write_meta_indexed"]
 
 SEARCH = "search"
 
@@ -77,7 +91,7 @@ def value_prefix(name: str, encoded: str) -> str:
 def entry_keys(instance_id: str, search: Mapping[str, Indexed]) -> set[str]:
     """The keys of the entries of an instance's current attributes."""
     return {
-        f"{value_prefix(name, indexed.value)}/{instance_id}/{indexed.at}"
+        entry_key(value_prefix(name, indexed.value), instance_id, indexed.at)
         for name, indexed in search.items()
     }
 
@@ -181,6 +195,8 @@ async def write_meta_indexed(
                     put = set(want)
                     etag = await store.put(key, encode(meta))
                     return etag, Indexing(meta.search)
+                if other.purging is not None:
+                    raise ObjectNotFoundError(key) from None  # a purge claimed the log
                 if other.seq > meta.seq or (
                     other.origin != meta.origin and not await _holds_run(store, meta)
                 ):  # a newer meta, or one of a start that replaced this run's log
@@ -202,11 +218,28 @@ async def find(store: ObjectStore, search: Mapping[str, str]) -> list[str]:
     crash, a race): the caller checks each hit against its meta."""
     found: set[str] | None = None
     for name, encoded in sorted(search.items()):
-        ids = set(await store.list(value_prefix(name, encoded)))
+        ids = {n.partition(SEP)[0] for n in await store.list(value_prefix(name, encoded))}
         found = ids if found is None else found & ids
         if not found:
             return []
     return sorted(found or ())
+
+
+async def stored_entries(store: ObjectStore) -> set[str]:
+    """Every search entry in the store, as keys, in either layout (a walk of the
+    whole index, for checks and tools)."""
+    found: set[str] = set()
+    for name in await store.list(SEARCH):
+        for value in await store.list(f"{SEARCH}/{name}"):
+            prefix = f"{SEARCH}/{name}/{value}"
+            for child in await store.list(prefix):
+                if SEP in child:
+                    found.add(f"{prefix}/{child}")
+                else:  # an instance's own directory of entries
+                    found |= {
+                        f"{prefix}/{child}/{at}" for at in await store.list(f"{prefix}/{child}")
+                    }
+    return found
 
 
 def matches(meta: InstanceMeta, search: Mapping[str, str]) -> bool:

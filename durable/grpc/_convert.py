@@ -1,11 +1,13 @@
 """Conversions between durable's model and the Durable Task protocol's messages.
 
 Pure functions for the two wire dialects (``ms``: Microsoft's ``durabletask``;
-``dapr``: Dapr 1.19). Going out there is one function per dialect (``event_to_ms``,
-``event_to_dapr``...), since the message classes differ; coming in, one function takes
-either dialect's message (``event_from_proto``...). Protobuf types never leave
-``durable.grpc``: the sidecar calls these at its edge and hands the engine msgspec
-structs only.
+``dapr``: Dapr 1.19). There is one converter per direction: going out, it takes a
+:class:`~durable.grpc._dialect.Dialect` (``MS`` or ``DAPR``: the message classes, the
+names in which the dialects differ and what only one of them carries) and builds that
+dialect's message (``event_to_proto(MS, ...)``; ``event_to_ms`` and ``event_to_dapr``
+name the two); coming in, it takes either dialect's message (``event_from_proto``...).
+Protobuf types never leave ``durable.grpc``: the sidecar calls these at its edge and
+hands the engine msgspec structs only.
 
 Ids
 ---
@@ -84,8 +86,9 @@ back exactly.
 
 Modules
 -------
-This module is the one import path; the work is in :mod:`._convert_values` (times,
-statuses, failure details, trace contexts, Dapr timer origins),
+This module is the one import path; the work is in :mod:`._dialect` (the table of
+the two dialects), :mod:`._convert_values` (times, statuses, failure details, trace
+contexts, timer origins),
 :mod:`._convert_events` (history events), :mod:`._convert_actions` (a turn's actions
 and patches) and :mod:`._convert_activities` (activity work items and their results).
 """
@@ -96,12 +99,14 @@ from durable.grpc._convert_actions import (
     action_from_proto,
     action_to_dapr,
     action_to_ms,
+    action_to_proto,
     patches_from_proto,
 )
 from durable.grpc._convert_activities import (
     STEP_TAG,
     activity_request_to_dapr,
     activity_request_to_ms,
+    activity_request_to_proto,
     activity_result_from_proto,
     step_of_activity_request,
 )
@@ -109,15 +114,18 @@ from durable.grpc._convert_events import (
     event_from_proto,
     event_to_dapr,
     event_to_ms,
+    event_to_proto,
     events_from_proto,
     events_to_dapr,
     events_to_ms,
+    events_to_proto,
 )
 from durable.grpc._convert_values import (
     NEVER,
     failure_from_proto,
     failure_to_dapr,
     failure_to_ms,
+    failure_to_proto,
     payload_in,
     payload_out,
     status_from_proto,
@@ -130,6 +138,7 @@ from durable.grpc._convert_values import (
     trace_context_to_dapr,
     trace_context_to_ms,
 )
+from durable.grpc._dialect import DAPR, MS, Dialect
 from durable.grpc._framing import (
     FIXED32,
     FIXED64,
@@ -141,28 +150,36 @@ from durable.grpc._framing import (
 from durable.grpc._payload import payload_from_proto, payload_to_proto
 
 __all__ = [
+    "DAPR",
     "FIXED32",
     "FIXED64",
     "LENGTH_DELIMITED",
+    "MS",
     "NEVER",
     "STEP_TAG",
     "VARINT",
+    "Dialect",
     "ProtocolError",
     "action_from_proto",
     "action_to_dapr",
     "action_to_ms",
+    "action_to_proto",
     "activity_request_to_dapr",
     "activity_request_to_ms",
+    "activity_request_to_proto",
     "activity_result_from_proto",
     "event_from_proto",
     "event_to_dapr",
     "event_to_ms",
+    "event_to_proto",
     "events_from_proto",
     "events_to_dapr",
     "events_to_ms",
+    "events_to_proto",
     "failure_from_proto",
     "failure_to_dapr",
     "failure_to_ms",
+    "failure_to_proto",
     "patches_from_proto",
     "payload_from_proto",
     "payload_in",

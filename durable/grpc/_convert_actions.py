@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, Any, TypeVar, assert_never
 
 from durable._core._actions import (
     Action,
@@ -21,22 +21,19 @@ from durable._core._actions import (
 from durable._core._events import EventRaised, HistoryEvent
 from durable._core._state import WorkflowStatus
 from durable.grpc._convert_activities import DURABLE_ID, STEP_TAG, step_of
-from durable.grpc._convert_events import event_from_proto, events_to_dapr, events_to_ms
+from durable.grpc._convert_events import child_fields, event_from_proto, events_to_proto
 from durable.grpc._convert_values import (
-    dapr_timer_origin,
     dapr_timer_purpose,
     failure_from_proto,
-    failure_to_dapr,
-    failure_to_ms,
+    failure_to_proto,
     payload_in,
     payload_out,
     status_from_proto,
-    status_to_dapr,
-    status_to_ms,
-    text,
     time_from_proto,
     time_to_proto,
+    timer_origin,
 )
+from durable.grpc._dialect import DAPR, MS, Dialect, dialect_of
 from durable.grpc._framing import ENTITIES_UNSUPPORTED, NotSupportedError, ProtocolError
 from durable.grpc._proto import dapr, ms
 
@@ -49,131 +46,83 @@ __all__ = [
     "action_from_proto",
     "action_to_dapr",
     "action_to_ms",
+    "action_to_proto",
     "patches_from_proto",
 ]
 
+A = TypeVar("A")
 
-def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction | None:
-    """``action`` as an MS OrchestratorAction; ends of the run get id -1. ``None`` for
-    RecordPatch: the MS dialect has no patches. An activity's step number (the task id
-    of its first attempt, so equal for its retries) goes in its tags."""
+
+def action_to_proto(
+    dialect: Dialect[Any, A, Any, Any], action: Action, *, task_base: int = 0, instance_id: str = ""
+) -> A | None:
+    """``action`` as the dialect's action; ends of the run get id -1. ``None`` for
+    RecordPatch, which travels in the Dapr ``WorkflowResponse.version.patches`` (the MS
+    dialect has no patches). An activity's step number (the task id of its first
+    attempt, so equal for its retries) goes in its MS tags; its Dapr ``taskExecutionId``
+    is the worker's own or ``durable:{instance_id}:{step}``: the same for every attempt
+    of a step, as Dapr means it."""
+    d = dialect
+    kind: str
+    body: dict[str, Any]
     match action:
         case ScheduleActivity():
-            return ms.OrchestratorAction(
-                id=action.task_id - task_base,
-                scheduleTask=ms.ScheduleTaskAction(
-                    name=action.name, input=payload_out(action.input),
-                    tags={STEP_TAG: str(action.step - task_base)},
-                ),
-            )  # fmt: skip
+            kind, body = "scheduleTask", {"name": action.name, "input": payload_out(action.input)}
+            step = action.step - task_base
+            if d.execution_ids:
+                body["taskExecutionId"] = action.execution_id or f"{DURABLE_ID}{instance_id}:{step}"
+            else:
+                body["tags"] = {STEP_TAG: str(step)}
         case StartTimer():
-            return ms.OrchestratorAction(
-                id=action.task_id - task_base,
-                createTimer=ms.CreateTimerAction(fireAt=time_to_proto(action.fire_at)),
-            )
+            kind = "createTimer"
+            body = {"fireAt": time_to_proto(action.fire_at), **timer_origin(d, action.purpose)}
         case StartChildWorkflow():
-            return ms.OrchestratorAction(
-                id=action.task_id - task_base,
-                createSubOrchestration=ms.CreateSubOrchestrationAction(
-                    instanceId=action.instance_id,
-                    name=action.name,
-                    input=payload_out(action.input),
-                    version=text(action.version),
-                ),
-            )
+            kind, body = d.create_child, child_fields(action)
         case SendEvent():
-            return ms.OrchestratorAction(
-                id=action.task_id - task_base,
-                sendEvent=ms.SendEventAction(
-                    instance=ms.OrchestrationInstance(instanceId=action.instance_id),
-                    name=action.name,
-                    data=payload_out(action.input),
-                ),
-            )
+            kind = "sendEvent"
+            body = {
+                "instance": {"instanceId": action.instance_id},
+                "name": action.name,
+                "data": payload_out(action.input),
+            }
         case CompleteWorkflow():
-            end = ms.CompleteOrchestrationAction(
-                orchestrationStatus=status_to_ms(WorkflowStatus.COMPLETED),
-                result=payload_out(action.result),
-            )
+            kind = d.complete
+            body = {
+                d.status: d.statuses[WorkflowStatus.COMPLETED],
+                "result": payload_out(action.result),
+            }
         case FailWorkflow():
-            end = ms.CompleteOrchestrationAction(
-                orchestrationStatus=status_to_ms(WorkflowStatus.FAILED),
-                failureDetails=failure_to_ms(action.failure),
-            )
+            kind = d.complete
+            body = {
+                d.status: d.statuses[WorkflowStatus.FAILED],
+                "failureDetails": failure_to_proto(d, action.failure),
+            }
         case ContinueAsNew():
-            end = ms.CompleteOrchestrationAction(
-                orchestrationStatus=status_to_ms(WorkflowStatus.CONTINUED_AS_NEW),
-                result=payload_out(action.input),
-                carryoverEvents=events_to_ms(action.carryover),
-            )
+            kind = d.complete
+            body = {
+                d.status: d.statuses[WorkflowStatus.CONTINUED_AS_NEW],
+                "result": payload_out(action.input),
+                "carryoverEvents": events_to_proto(d, action.carryover),
+            }
         case RecordPatch() | CancelTask() | CompleteUpdate() | UpsertSearchAttributes():
             return None  # not carried: the protocol has no cancellation of tasks, no updates
         case _:
             assert_never(action)
-    return ms.OrchestratorAction(id=-1, completeOrchestration=end)
+    if isinstance(action, CompleteWorkflow | FailWorkflow | ContinueAsNew):
+        return d.action(id=-1, **{kind: body})  # the run's end
+    return d.action(id=action.task_id - task_base, **{kind: body})
+
+
+def action_to_ms(action: Action, *, task_base: int = 0) -> ms.OrchestratorAction | None:
+    """:func:`action_to_proto` in the MS dialect."""
+    return action_to_proto(MS, action, task_base=task_base)
 
 
 def action_to_dapr(
     action: Action, *, task_base: int = 0, instance_id: str = ""
 ) -> dapr.WorkflowAction | None:
-    """``action`` as a Dapr WorkflowAction; see :func:`action_to_ms`. ``None`` for
-    RecordPatch, which travels in ``WorkflowResponse.version.patches`` instead. An
-    activity's ``taskExecutionId`` is ``durable:{instance_id}:{step}``: the same for
-    every attempt of a step, as Dapr means it."""
-    match action:
-        case ScheduleActivity():
-            return dapr.WorkflowAction(
-                id=action.task_id - task_base,
-                scheduleTask=dapr.ScheduleTaskAction(
-                    name=action.name, input=payload_out(action.input),
-                    taskExecutionId=action.execution_id
-                    or f"{DURABLE_ID}{instance_id}:{action.step - task_base}",
-                ),
-            )  # fmt: skip
-        case StartTimer():
-            timer = dapr.CreateTimerAction(fireAt=time_to_proto(action.fire_at))
-            dapr_timer_origin(timer, action.purpose)
-            return dapr.WorkflowAction(id=action.task_id - task_base, createTimer=timer)
-        case StartChildWorkflow():
-            return dapr.WorkflowAction(
-                id=action.task_id - task_base,
-                createChildWorkflow=dapr.CreateChildWorkflowAction(
-                    instanceId=action.instance_id,
-                    name=action.name,
-                    input=payload_out(action.input),
-                    version=text(action.version),
-                ),
-            )
-        case SendEvent():
-            return dapr.WorkflowAction(
-                id=action.task_id - task_base,
-                sendEvent=dapr.SendEventAction(
-                    instance=dapr.WorkflowInstance(instanceId=action.instance_id),
-                    name=action.name,
-                    data=payload_out(action.input),
-                ),
-            )
-        case CompleteWorkflow():
-            end = dapr.CompleteWorkflowAction(
-                workflowStatus=status_to_dapr(WorkflowStatus.COMPLETED),
-                result=payload_out(action.result),
-            )
-        case FailWorkflow():
-            end = dapr.CompleteWorkflowAction(
-                workflowStatus=status_to_dapr(WorkflowStatus.FAILED),
-                failureDetails=failure_to_dapr(action.failure),
-            )
-        case ContinueAsNew():
-            end = dapr.CompleteWorkflowAction(
-                workflowStatus=status_to_dapr(WorkflowStatus.CONTINUED_AS_NEW),
-                result=payload_out(action.input),
-                carryoverEvents=events_to_dapr(action.carryover),
-            )
-        case RecordPatch() | CancelTask() | CompleteUpdate() | UpsertSearchAttributes():
-            return None  # not carried: the protocol has no cancellation of tasks, no updates
-        case _:
-            assert_never(action)
-    return dapr.WorkflowAction(id=-1, completeWorkflow=end)
+    """:func:`action_to_proto` in the Dapr dialect."""
+    return action_to_proto(DAPR, action, task_base=task_base, instance_id=instance_id)
 
 
 def action_from_proto(
@@ -187,10 +136,7 @@ def action_from_proto(
     terminateOrchestration, MS entity messages and rewind, Dapr
     workflowVersionNotAvailable and createDetachedWorkflow.
     """
-    if isinstance(action, ms.OrchestratorAction):
-        kind = action.WhichOneof("orchestratorActionType")
-    else:
-        kind = action.WhichOneof("workflowActionType")
+    kind = action.WhichOneof(dialect_of(action).action_type)
     body = getattr(action, kind) if kind is not None else None
     task_id = action.id + task_base
     match body:
@@ -221,16 +167,10 @@ def action_from_proto(
             )
         case ms.SendEventAction() | dapr.SendEventAction():
             return SendEvent(task_id, body.instance.instanceId, body.name, payload_in(body, "data"))
-        case ms.CompleteOrchestrationAction():
+        case ms.CompleteOrchestrationAction() | dapr.CompleteWorkflowAction():
+            status = getattr(body, dialect_of(body).status)
             carryover = [event_from_proto(e) for e in body.carryoverEvents]
-            return _end(
-                body.orchestrationStatus, payload_in(body, "result"), body.failureDetails, carryover
-            )
-        case dapr.CompleteWorkflowAction():
-            carryover = [event_from_proto(e) for e in body.carryoverEvents]
-            return _end(
-                body.workflowStatus, payload_in(body, "result"), body.failureDetails, carryover
-            )
+            return _end(status, payload_in(body, "result"), body.failureDetails, carryover)
         case ms.SendEntityMessageAction():
             raise NotSupportedError(f"{ENTITIES_UNSUPPORTED} (action id {action.id})")
     raise ProtocolError(f"{kind or 'empty'} action (id {action.id}) has no counterpart in durable")

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any, TypeVar
+
 from durable._core._events import ActivityCompleted, ActivityErrored, ActivityScheduled
-from durable.grpc._convert_values import (
-    failure_from_proto,
-    payload_in,
-    payload_out,
-    text,
-    trace_context_to_dapr,
-    trace_context_to_ms,
-)
+from durable.grpc._convert_values import failure_from_proto, payload_in, payload_out, text
+from durable.grpc._dialect import DAPR, MS, Dialect
 from durable.grpc._proto import dapr, ms
 
 __all__ = [
@@ -19,6 +16,7 @@ __all__ = [
     "STEP_TAG",
     "activity_request_to_dapr",
     "activity_request_to_ms",
+    "activity_request_to_proto",
     "activity_result_from_proto",
     "step_of",
     "step_of_activity_request",
@@ -30,54 +28,44 @@ STEP_TAG = "durable.step"
 DURABLE_ID = "durable:"
 """How a Dapr ``taskExecutionId`` made by durable begins."""
 
+R = TypeVar("R")
 
-def activity_request_to_ms(
+
+def activity_request_to_proto(
+    dialect: Dialect[Any, Any, Any, R],
     event: ActivityScheduled,
     *,
     instance_id: str,
     run_id: str = "",
     task_base: int = 0,
     trace_parent: str = "",
-) -> ms.ActivityRequest:
-    """The MS ActivityRequest that runs ``event``'s activity; durable's step number
-    (unique in the instance across runs, unlike the wire task id) goes in its tags;
-    ``trace_parent`` (the attempt's span) in its ``parentTraceContext``."""
-    request = ms.ActivityRequest(
-        name=event.name,
-        input=payload_out(event.input),
-        orchestrationInstance=ms.OrchestrationInstance(
-            instanceId=instance_id, executionId=text(run_id)
-        ),
-        taskId=event.task_id - task_base,
-        tags={STEP_TAG: str(event.step)},
-    )
+) -> R:
+    """The dialect's ActivityRequest that runs ``event``'s activity; ``trace_parent``
+    (the attempt's span) goes in its ``parentTraceContext``. durable's step number
+    (unique in the instance across runs, unlike the wire task id) goes in its MS tags.
+    Its Dapr ``taskExecutionId`` is the one the worker gave when it scheduled the call
+    (Dapr SDKs keep one per call, over its retries), or else ``durable:{run id}:{step}``:
+    the same for every attempt of the step, unique across runs and instances, and read
+    back by durable's worker."""
+    request: dict[str, Any] = {
+        "name": event.name,
+        "input": payload_out(event.input),
+        dialect.instance: {"instanceId": instance_id, "executionId": text(run_id)},
+        "taskId": event.task_id - task_base,
+    }
+    if dialect.execution_ids:
+        request["taskExecutionId"] = event.execution_id or f"{DURABLE_ID}{run_id}:{event.step}"
+    else:
+        request["tags"] = {STEP_TAG: str(event.step)}
     if trace_parent:
-        request.parentTraceContext.CopyFrom(trace_context_to_ms(trace_parent))
-    return request
+        request["parentTraceContext"] = {"traceParent": trace_parent}
+    return dialect.activity_request(**request)
 
 
-def activity_request_to_dapr(
-    event: ActivityScheduled,
-    *,
-    instance_id: str,
-    run_id: str = "",
-    task_base: int = 0,
-    trace_parent: str = "",
-) -> dapr.ActivityRequest:
-    """The Dapr ActivityRequest that runs ``event``'s activity. Its ``taskExecutionId``
-    is the one the worker gave when it scheduled the call (Dapr SDKs keep one per call,
-    over its retries), or else ``durable:{run id}:{step}``: the same for every attempt
-    of the step, unique across runs and instances, and read back by durable's worker."""
-    request = dapr.ActivityRequest(
-        name=event.name,
-        input=payload_out(event.input),
-        workflowInstance=dapr.WorkflowInstance(instanceId=instance_id, executionId=text(run_id)),
-        taskId=event.task_id - task_base,
-        taskExecutionId=event.execution_id or f"{DURABLE_ID}{run_id}:{event.step}",
-    )
-    if trace_parent:
-        request.parentTraceContext.CopyFrom(trace_context_to_dapr(trace_parent))
-    return request
+activity_request_to_ms = partial(activity_request_to_proto, MS)
+""":func:`activity_request_to_proto` in the MS dialect."""
+activity_request_to_dapr = partial(activity_request_to_proto, DAPR)
+""":func:`activity_request_to_proto` in the Dapr dialect."""
 
 
 def step_of_activity_request(request: ms.ActivityRequest | dapr.ActivityRequest) -> int | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any, TypeVar, assert_never
 
 import msgspec
 
@@ -38,23 +38,19 @@ from durable._core._events import (
 )
 from durable._core._state import WorkflowStatus
 from durable.grpc._convert_values import (
-    dapr_timer_origin,
     dapr_timer_purpose,
     failure_from_proto,
-    failure_to_dapr,
-    failure_to_ms,
+    failure_to_proto,
     payload_in,
     payload_out,
     status_from_proto,
-    status_to_dapr,
-    status_to_ms,
     text,
     time_from_proto,
     time_to_proto,
+    timer_origin,
     trace_context_from_proto,
-    trace_context_to_dapr,
-    trace_context_to_ms,
 )
+from durable.grpc._dialect import DAPR, MS, Dialect, dialect_of
 from durable.grpc._framing import ProtocolError
 from durable.grpc._proto import dapr, ms
 
@@ -63,341 +59,228 @@ if TYPE_CHECKING:
 
     from msgspec import Raw
 
+    from durable._core._actions import StartChildWorkflow
+
 __all__ = [
+    "child_fields",
     "event_from_proto",
     "event_to_dapr",
     "event_to_ms",
+    "event_to_proto",
     "events_from_proto",
     "events_to_dapr",
     "events_to_ms",
+    "events_to_proto",
 ]
 
+E = TypeVar("E")
+
 
 # ---------------------------------------------------------------------------------------
-# History events, MS dialect
+# History events going out, either dialect
 # ---------------------------------------------------------------------------------------
+
+
+def event_to_proto(
+    dialect: Dialect[E, Any, Any, Any],
+    event: HistoryEvent,
+    *,
+    instance_id: str = "",
+    task_base: int = 0,
+) -> E | None:
+    """``event`` as the dialect's HistoryEvent. ``instance_id`` fills executionStarted's
+    instance; ``task_base`` is the run's ``first_task_id``. ``None`` for PatchApplied,
+    which has no event of its own (:func:`events_to_proto` puts it in its turn's
+    workflowStarted in the Dapr dialect, and drops it in the MS one)."""
+    d = dialect
+    event_id = -1  # a scheduling event's is its action id
+    kind: str
+    body: dict[str, Any]
+    match event:
+        case WorkflowStarted():
+            kind = "executionStarted"
+            body = {
+                "name": event.name,
+                "version": text(event.version),
+                "input": payload_out(event.input),
+                d.instance: {"instanceId": instance_id, "executionId": text(event.replay_seed)},
+            }
+            if event.trace_parent:
+                body["parentTraceContext"] = {
+                    "traceParent": event.trace_parent, "traceState": text(event.trace_state),
+                }  # fmt: skip
+            if event.parent is not None:
+                parent = event.parent
+                parent_run = {"instanceId": parent.instance_id, "executionId": text(parent.run_id)}
+                body["parentInstance"] = {"taskScheduledId": parent.task_id, d.instance: parent_run}
+        case TurnStarted():
+            kind, body = d.turn_started, {}
+        case ActivityScheduled():
+            event_id = event.task_id - task_base
+            kind, body = "taskScheduled", {"name": event.name, "input": payload_out(event.input)}
+            if d.execution_ids:
+                body["taskExecutionId"] = event.execution_id
+        case ActivityCompleted():
+            kind = "taskCompleted"
+            body = {
+                "taskScheduledId": event.task_id - task_base,
+                "result": payload_out(event.result),
+            }
+        case ActivityErrored():
+            kind = "taskFailed"
+            body = {
+                "taskScheduledId": event.task_id - task_base,
+                "failureDetails": failure_to_proto(d, event.failure),
+            }
+        case TimerCreated():
+            event_id = event.task_id - task_base
+            kind = "timerCreated"
+            body = {"fireAt": time_to_proto(event.fire_at), **timer_origin(d, event.purpose)}
+        case TimerFired():
+            kind = "timerFired"
+            body = {"fireAt": time_to_proto(event.fire_at), "timerId": event.task_id - task_base}
+        case ChildWorkflowScheduled():
+            event_id = event.task_id - task_base
+            kind, body = d.child_created, child_fields(event)
+        case ChildWorkflowCompleted():
+            kind = d.child_completed
+            body = {
+                "taskScheduledId": event.task_id - task_base,
+                "result": payload_out(event.result),
+            }
+        case ChildWorkflowErrored():
+            kind = d.child_failed
+            body = {
+                "taskScheduledId": event.task_id - task_base,
+                "failureDetails": failure_to_proto(d, event.failure),
+            }
+        case EventRaised():
+            kind, body = "eventRaised", {"name": event.name, "input": payload_out(event.input)}
+        case EventSent():
+            event_id = event.task_id - task_base
+            kind = "eventSent"
+            body = {
+                "instanceId": event.instance_id,
+                "name": event.name,
+                "input": payload_out(event.input),
+            }
+        case WorkflowSuspended():
+            kind, body = "executionSuspended", {"input": text(event.reason)}
+        case WorkflowResumed():
+            kind, body = "executionResumed", {"input": text(event.reason)}
+        case WorkflowTerminated():
+            kind, body = "executionTerminated", {"input": payload_out(event.output)}
+        case WorkflowCompleted():
+            kind = "executionCompleted"
+            body = {
+                d.status: d.statuses[WorkflowStatus.COMPLETED],
+                "result": payload_out(event.result),
+            }
+        case WorkflowErrored():
+            kind = "executionCompleted"
+            body = {
+                d.status: d.statuses[WorkflowStatus.FAILED],
+                "failureDetails": failure_to_proto(d, event.failure),
+            }
+        case ContinuedAsNew():
+            kind, body = "continueAsNew", {"input": payload_out(event.input)}
+        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
+            return None  # not carried: the protocol has no cancellation nor execution timeout
+        case WorkflowRewound():
+            return None  # not carried: the history before it is the rewound one already
+        case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
+            return None  # not carried: the protocol has no updates, no search attributes
+        case _:
+            assert_never(event)
+    timestamp = time_to_proto(event.timestamp)
+    return d.history_event(eventId=event_id, timestamp=timestamp, **{kind: body})
+
+
+def child_fields(child: ChildWorkflowScheduled | StartChildWorkflow) -> dict[str, Any]:
+    """The fields a child's start shares in its event and its action, either dialect."""
+    return {
+        "instanceId": child.instance_id,
+        "name": child.name,
+        "input": payload_out(child.input),
+        "version": text(child.version),
+    }
 
 
 def event_to_ms(
     event: HistoryEvent, *, instance_id: str = "", task_base: int = 0
 ) -> ms.HistoryEvent | None:
-    """``event`` as an MS HistoryEvent. ``instance_id`` fills executionStarted's
-    orchestrationInstance; ``task_base`` is the run's ``first_task_id``. ``None`` for
-    PatchApplied: the MS dialect has no patches."""
-    out = ms.HistoryEvent(eventId=-1, timestamp=time_to_proto(event.timestamp))
-    match event:
-        case WorkflowStarted():
-            started = ms.ExecutionStartedEvent(
-                name=event.name,
-                version=text(event.version),
-                input=payload_out(event.input),
-                orchestrationInstance=ms.OrchestrationInstance(
-                    instanceId=instance_id, executionId=text(event.replay_seed)
-                ),
-            )
-            if event.trace_parent:
-                started.parentTraceContext.CopyFrom(
-                    trace_context_to_ms(event.trace_parent, event.trace_state)
-                )
-            if event.parent is not None:
-                started.parentInstance.CopyFrom(
-                    ms.ParentInstanceInfo(
-                        taskScheduledId=event.parent.task_id,
-                        orchestrationInstance=ms.OrchestrationInstance(
-                            instanceId=event.parent.instance_id,
-                            executionId=text(event.parent.run_id),
-                        ),
-                    )
-                )
-            out.executionStarted.CopyFrom(started)
-        case TurnStarted():
-            out.orchestratorStarted.CopyFrom(ms.OrchestratorStartedEvent())
-        case ActivityScheduled():
-            out.eventId = event.task_id - task_base
-            out.taskScheduled.CopyFrom(
-                ms.TaskScheduledEvent(name=event.name, input=payload_out(event.input))
-            )
-        case ActivityCompleted():
-            out.taskCompleted.CopyFrom(
-                ms.TaskCompletedEvent(
-                    taskScheduledId=event.task_id - task_base,
-                    result=payload_out(event.result),
-                )
-            )
-        case ActivityErrored():
-            out.taskFailed.CopyFrom(
-                ms.TaskFailedEvent(
-                    taskScheduledId=event.task_id - task_base,
-                    failureDetails=failure_to_ms(event.failure),
-                )
-            )
-        case TimerCreated():
-            out.eventId = event.task_id - task_base
-            out.timerCreated.CopyFrom(ms.TimerCreatedEvent(fireAt=time_to_proto(event.fire_at)))
-        case TimerFired():
-            out.timerFired.CopyFrom(
-                ms.TimerFiredEvent(
-                    fireAt=time_to_proto(event.fire_at), timerId=event.task_id - task_base
-                )
-            )
-        case ChildWorkflowScheduled():
-            out.eventId = event.task_id - task_base
-            out.subOrchestrationInstanceCreated.CopyFrom(
-                ms.SubOrchestrationInstanceCreatedEvent(
-                    instanceId=event.instance_id,
-                    name=event.name,
-                    input=payload_out(event.input),
-                    version=text(event.version),
-                )
-            )
-        case ChildWorkflowCompleted():
-            out.subOrchestrationInstanceCompleted.CopyFrom(
-                ms.SubOrchestrationInstanceCompletedEvent(
-                    taskScheduledId=event.task_id - task_base,
-                    result=payload_out(event.result),
-                )
-            )
-        case ChildWorkflowErrored():
-            out.subOrchestrationInstanceFailed.CopyFrom(
-                ms.SubOrchestrationInstanceFailedEvent(
-                    taskScheduledId=event.task_id - task_base,
-                    failureDetails=failure_to_ms(event.failure),
-                )
-            )
-        case EventRaised():
-            out.eventRaised.CopyFrom(
-                ms.EventRaisedEvent(name=event.name, input=payload_out(event.input))
-            )
-        case EventSent():
-            out.eventId = event.task_id - task_base
-            out.eventSent.CopyFrom(
-                ms.EventSentEvent(
-                    instanceId=event.instance_id,
-                    name=event.name,
-                    input=payload_out(event.input),
-                )
-            )
-        case WorkflowSuspended():
-            out.executionSuspended.CopyFrom(ms.ExecutionSuspendedEvent(input=text(event.reason)))
-        case WorkflowResumed():
-            out.executionResumed.CopyFrom(ms.ExecutionResumedEvent(input=text(event.reason)))
-        case WorkflowTerminated():
-            out.executionTerminated.CopyFrom(
-                ms.ExecutionTerminatedEvent(input=payload_out(event.output))
-            )
-        case WorkflowCompleted():
-            out.executionCompleted.CopyFrom(
-                ms.ExecutionCompletedEvent(
-                    orchestrationStatus=status_to_ms(WorkflowStatus.COMPLETED),
-                    result=payload_out(event.result),
-                )
-            )
-        case WorkflowErrored():
-            out.executionCompleted.CopyFrom(
-                ms.ExecutionCompletedEvent(
-                    orchestrationStatus=status_to_ms(WorkflowStatus.FAILED),
-                    failureDetails=failure_to_ms(event.failure),
-                )
-            )
-        case ContinuedAsNew():
-            out.continueAsNew.CopyFrom(ms.ContinueAsNewEvent(input=payload_out(event.input)))
-        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
-            return None  # not carried: the protocol has no cancellation nor execution timeout
-        case WorkflowRewound():
-            return None  # not carried: the history before it is the rewound one already
-        case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
-            return None  # not carried: the protocol has no updates, no search attributes
-        case _:
-            assert_never(event)
-    return out
-
-
-def events_to_ms(
-    events: Iterable[HistoryEvent], *, instance_id: str = "", task_base: int = 0
-) -> list[ms.HistoryEvent]:
-    """:func:`event_to_ms` over a list, without the events it has no form for."""
-    converted = (event_to_ms(e, instance_id=instance_id, task_base=task_base) for e in events)
-    return [e for e in converted if e is not None]
-
-
-# ---------------------------------------------------------------------------------------
-# History events, Dapr dialect
-# ---------------------------------------------------------------------------------------
+    """:func:`event_to_proto` in the MS dialect."""
+    return event_to_proto(MS, event, instance_id=instance_id, task_base=task_base)
 
 
 def event_to_dapr(
     event: HistoryEvent, *, instance_id: str = "", task_base: int = 0
 ) -> dapr.HistoryEvent | None:
-    """``event`` as a Dapr HistoryEvent; see :func:`event_to_ms`. ``None`` for
-    PatchApplied, which has no event of its own: :func:`events_to_dapr` puts it in its
-    turn's workflowStarted."""
-    out = dapr.HistoryEvent(eventId=-1, timestamp=time_to_proto(event.timestamp))
-    match event:
-        case WorkflowStarted():
-            started = dapr.ExecutionStartedEvent(
-                name=event.name,
-                version=text(event.version),
-                input=payload_out(event.input),
-                workflowInstance=dapr.WorkflowInstance(
-                    instanceId=instance_id, executionId=text(event.replay_seed)
-                ),
-            )
-            if event.trace_parent:
-                started.parentTraceContext.CopyFrom(
-                    trace_context_to_dapr(event.trace_parent, event.trace_state)
-                )
-            if event.parent is not None:
-                started.parentInstance.CopyFrom(
-                    dapr.ParentInstanceInfo(
-                        taskScheduledId=event.parent.task_id,
-                        workflowInstance=dapr.WorkflowInstance(
-                            instanceId=event.parent.instance_id,
-                            executionId=text(event.parent.run_id),
-                        ),
-                    )
-                )
-            out.executionStarted.CopyFrom(started)
-        case TurnStarted():
-            out.workflowStarted.CopyFrom(dapr.WorkflowStartedEvent())
-        case ActivityScheduled():
-            out.eventId = event.task_id - task_base
-            out.taskScheduled.CopyFrom(dapr.TaskScheduledEvent(
-                name=event.name, input=payload_out(event.input),
-                taskExecutionId=event.execution_id,
-            ))  # fmt: skip
-        case ActivityCompleted():
-            out.taskCompleted.CopyFrom(
-                dapr.TaskCompletedEvent(
-                    taskScheduledId=event.task_id - task_base,
-                    result=payload_out(event.result),
-                )
-            )
-        case ActivityErrored():
-            out.taskFailed.CopyFrom(
-                dapr.TaskFailedEvent(
-                    taskScheduledId=event.task_id - task_base,
-                    failureDetails=failure_to_dapr(event.failure),
-                )
-            )
-        case TimerCreated():
-            out.eventId = event.task_id - task_base
-            timer = dapr.TimerCreatedEvent(fireAt=time_to_proto(event.fire_at))
-            dapr_timer_origin(timer, event.purpose)
-            out.timerCreated.CopyFrom(timer)
-        case TimerFired():
-            out.timerFired.CopyFrom(
-                dapr.TimerFiredEvent(
-                    fireAt=time_to_proto(event.fire_at), timerId=event.task_id - task_base
-                )
-            )
-        case ChildWorkflowScheduled():
-            out.eventId = event.task_id - task_base
-            out.childWorkflowInstanceCreated.CopyFrom(
-                dapr.ChildWorkflowInstanceCreatedEvent(
-                    instanceId=event.instance_id,
-                    name=event.name,
-                    input=payload_out(event.input),
-                    version=text(event.version),
-                )
-            )
-        case ChildWorkflowCompleted():
-            out.childWorkflowInstanceCompleted.CopyFrom(
-                dapr.ChildWorkflowInstanceCompletedEvent(
-                    taskScheduledId=event.task_id - task_base,
-                    result=payload_out(event.result),
-                )
-            )
-        case ChildWorkflowErrored():
-            out.childWorkflowInstanceFailed.CopyFrom(
-                dapr.ChildWorkflowInstanceFailedEvent(
-                    taskScheduledId=event.task_id - task_base,
-                    failureDetails=failure_to_dapr(event.failure),
-                )
-            )
-        case EventRaised():
-            out.eventRaised.CopyFrom(
-                dapr.EventRaisedEvent(name=event.name, input=payload_out(event.input))
-            )
-        case EventSent():
-            out.eventId = event.task_id - task_base
-            out.eventSent.CopyFrom(
-                dapr.EventSentEvent(
-                    instanceId=event.instance_id,
-                    name=event.name,
-                    input=payload_out(event.input),
-                )
-            )
-        case WorkflowSuspended():
-            out.executionSuspended.CopyFrom(dapr.ExecutionSuspendedEvent(input=text(event.reason)))
-        case WorkflowResumed():
-            out.executionResumed.CopyFrom(dapr.ExecutionResumedEvent(input=text(event.reason)))
-        case WorkflowTerminated():
-            out.executionTerminated.CopyFrom(
-                dapr.ExecutionTerminatedEvent(input=payload_out(event.output))
-            )
-        case WorkflowCompleted():
-            out.executionCompleted.CopyFrom(
-                dapr.ExecutionCompletedEvent(
-                    workflowStatus=status_to_dapr(WorkflowStatus.COMPLETED),
-                    result=payload_out(event.result),
-                )
-            )
-        case WorkflowErrored():
-            out.executionCompleted.CopyFrom(
-                dapr.ExecutionCompletedEvent(
-                    workflowStatus=status_to_dapr(WorkflowStatus.FAILED),
-                    failureDetails=failure_to_dapr(event.failure),
-                )
-            )
-        case ContinuedAsNew():
-            out.continueAsNew.CopyFrom(dapr.ContinueAsNewEvent(input=payload_out(event.input)))
-        case PatchApplied() | TaskCancelled() | WorkflowCancelRequested() | ExecutionTimedOut():
-            return None  # not carried: the protocol has no cancellation nor execution timeout
-        case WorkflowRewound():
-            return None  # not carried: the history before it is the rewound one already
-        case UpdateRequested() | UpdateCompleted() | SearchAttributesUpserted():
-            return None  # not carried: the protocol has no updates, no search attributes
-        case _:
-            assert_never(event)
-    return out
+    """:func:`event_to_proto` in the Dapr dialect."""
+    return event_to_proto(DAPR, event, instance_id=instance_id, task_base=task_base)
 
 
-def events_to_dapr(
-    events: Iterable[HistoryEvent], *, instance_id: str = "", task_base: int = 0
-) -> list[dapr.HistoryEvent]:
-    """:func:`event_to_dapr` over a list; each PatchApplied goes into the
-    ``version.patches`` of its turn's workflowStarted (or, with no turn start before it
-    in ``events``, into a workflowStarted of its own at its place), and every turn's
-    workflowStarted names the run's version in ``version.name``.
+def events_to_proto(
+    dialect: Dialect[E, Any, Any, Any],
+    events: Iterable[HistoryEvent],
+    *,
+    instance_id: str = "",
+    task_base: int = 0,
+) -> list[E]:
+    """:func:`event_to_proto` over a list, without the events it has no form for. In
+    the Dapr dialect each PatchApplied goes into the ``version.patches`` of its turn's
+    workflowStarted (or, with no turn start before it in ``events``, into a
+    workflowStarted of its own at its place), and every turn's workflowStarted names
+    the run's version in ``version.name``.
 
     So the list can be shorter than ``events``. Stateful-history counts are counts of
     these messages: a history cut at a turn start converts to a prefix of the whole.
     """
-    out: list[dapr.HistoryEvent] = []
-    turn: dapr.WorkflowStartedEvent | None = None
+    if not dialect.patches:
+        every = (event_to_proto(dialect, e, instance_id=instance_id, task_base=task_base)
+                 for e in events)  # fmt: skip
+        return [w for w in every if w is not None]  # no patches to place
+    out: list[E] = []
+    turn: Any = None  # the last workflowStarted
     run_version: str | None = None
     for event in events:
         if isinstance(event, WorkflowStarted):
             run_version = event.version or None
         if isinstance(event, PatchApplied):
             if turn is None:
-                carrier = dapr.HistoryEvent(eventId=-1, timestamp=time_to_proto(event.timestamp))
-                turn = carrier.workflowStarted
-                turn.SetInParent()
+                timestamp = time_to_proto(event.timestamp)
+                carrier = dialect.history_event(
+                    eventId=-1, timestamp=timestamp, **{dialect.turn_started: {}}
+                )
+                turn = getattr(carrier, dialect.turn_started)
                 out.append(carrier)
             turn.version.patches.append(event.patch_id)
             if run_version is not None:
                 turn.version.name = run_version
             continue
-        converted = event_to_dapr(event, instance_id=instance_id, task_base=task_base)
+        converted = event_to_proto(dialect, event, instance_id=instance_id, task_base=task_base)
         if converted is None:
             continue  # no form in the protocol (a run of this process's own code)
         if isinstance(event, TurnStarted):
-            turn = converted.workflowStarted
+            turn = getattr(converted, dialect.turn_started)
             if run_version is not None:
                 turn.version.name = run_version
         out.append(converted)
     return out
+
+
+def events_to_ms(
+    events: Iterable[HistoryEvent], *, instance_id: str = "", task_base: int = 0
+) -> list[ms.HistoryEvent]:
+    """:func:`events_to_proto` in the MS dialect."""
+    return events_to_proto(MS, events, instance_id=instance_id, task_base=task_base)
+
+
+def events_to_dapr(
+    events: Iterable[HistoryEvent], *, instance_id: str = "", task_base: int = 0
+) -> list[dapr.HistoryEvent]:
+    """:func:`events_to_proto` in the Dapr dialect."""
+    return events_to_proto(DAPR, events, instance_id=instance_id, task_base=task_base)
 
 
 # ---------------------------------------------------------------------------------------
@@ -419,16 +302,9 @@ def event_from_proto(
     match body:
         case ms.ExecutionStartedEvent() | dapr.ExecutionStartedEvent():
             parent = body.parentInstance
-            run: ms.OrchestrationInstance | dapr.WorkflowInstance
-            parent_run: ms.OrchestrationInstance | dapr.WorkflowInstance
-            if isinstance(body, ms.ExecutionStartedEvent):
-                run = body.orchestrationInstance
-            else:
-                run = body.workflowInstance
-            if isinstance(parent, ms.ParentInstanceInfo):
-                parent_run = parent.orchestrationInstance
-            else:
-                parent_run = parent.workflowInstance
+            instance = dialect_of(body).instance
+            run: ms.OrchestrationInstance | dapr.WorkflowInstance = getattr(body, instance)
+            parent_run: ms.OrchestrationInstance | dapr.WorkflowInstance = getattr(parent, instance)
             trace_parent, trace_state = trace_context_from_proto(body.parentTraceContext) or (
                 "",
                 "",
@@ -508,14 +384,9 @@ def event_from_proto(
             return WorkflowResumed(**common, reason=body.input.value)
         case ms.ExecutionTerminatedEvent() | dapr.ExecutionTerminatedEvent():
             return WorkflowTerminated(**common, output=payload_in(body, "input"))
-        case ms.ExecutionCompletedEvent():
-            return _completed(
-                common, body.orchestrationStatus, payload_in(body, "result"), body.failureDetails
-            )
-        case dapr.ExecutionCompletedEvent():
-            return _completed(
-                common, body.workflowStatus, payload_in(body, "result"), body.failureDetails
-            )
+        case ms.ExecutionCompletedEvent() | dapr.ExecutionCompletedEvent():
+            status = getattr(body, dialect_of(body).status)
+            return _completed(common, status, payload_in(body, "result"), body.failureDetails)
         case ms.ContinueAsNewEvent() | dapr.ContinueAsNewEvent():
             return ContinuedAsNew(**common, input=payload_in(body, "input"))
     return None

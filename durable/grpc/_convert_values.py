@@ -4,7 +4,7 @@ and Dapr timer origins (see :mod:`durable.grpc._convert`)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from google.protobuf.struct_pb2 import ListValue, Struct, Value
@@ -14,6 +14,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from durable._core._events import NULL
 from durable._core._failure import FailureDetails
 from durable._core._state import WorkflowStatus
+from durable.grpc._dialect import DAPR, MS, STATUS_NUMBERS, Dialect
 from durable.grpc._framing import ProtocolError
 from durable.grpc._payload import payload_from_proto, payload_to_proto
 from durable.grpc._proto import dapr, ms
@@ -24,11 +25,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NEVER",
-    "dapr_timer_origin",
     "dapr_timer_purpose",
     "failure_from_proto",
     "failure_to_dapr",
     "failure_to_ms",
+    "failure_to_proto",
     "status_from_proto",
     "status_to_dapr",
     "status_to_ms",
@@ -36,6 +37,7 @@ __all__ = [
     "payload_out",
     "text",
     "time_from_proto",
+    "timer_origin",
     "time_to_proto",
     "trace_context_from_proto",
     "trace_context_to_dapr",
@@ -45,6 +47,8 @@ __all__ = [
 
 NEVER = datetime.max.replace(tzinfo=UTC)
 """``datetime.max``: durable's side of Dapr's "never" timer sentinel."""
+
+F = TypeVar("F")
 
 _NEVER_SECONDS, _NEVER_NANOS = 253_402_300_799, 999_999_999
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -91,28 +95,10 @@ def text(value: str | None) -> StringValue | None:
     return StringValue(value=value) if value else None
 
 
-_STATUS = {
-    WorkflowStatus.RUNNING: 0,
-    WorkflowStatus.COMPLETED: 1,
-    WorkflowStatus.CONTINUED_AS_NEW: 2,
-    WorkflowStatus.FAILED: 3,
-    WorkflowStatus.TERMINATED: 5,
-    WorkflowStatus.PENDING: 6,
-    WorkflowStatus.SUSPENDED: 7,
-    WorkflowStatus.CANCELED: 4,
-}
-_STATUS_BACK = {number: status for status, number in _STATUS.items()}
+_STATUS_BACK = {number: status for status, number in STATUS_NUMBERS.items()}
 _STALLED = 8
-
-
-def _by_name(module: Any, enum: str) -> dict[WorkflowStatus, Any]:
-    """``_STATUS`` as the module's typed enum constants (the wire numbers)."""
-    values = module.DESCRIPTOR.enum_types_by_name[enum].values_by_number
-    return {status: getattr(module, values[number].name) for status, number in _STATUS.items()}
-
-
-_MS_STATUS: dict[WorkflowStatus, ms.OrchestrationStatus] = _by_name(ms, "OrchestrationStatus")
-_DAPR_STATUS: dict[WorkflowStatus, dapr.OrchestrationStatus] = _by_name(dapr, "OrchestrationStatus")
+_MS_STATUS: dict[WorkflowStatus, ms.OrchestrationStatus] = dict(MS.statuses)
+_DAPR_STATUS: dict[WorkflowStatus, dapr.OrchestrationStatus] = dict(DAPR.statuses)
 
 
 def status_to_ms(status: WorkflowStatus) -> ms.OrchestrationStatus:
@@ -137,35 +123,32 @@ def status_from_proto(status: int) -> WorkflowStatus:
         raise ProtocolError(f"unknown OrchestrationStatus {number}") from None
 
 
-def failure_to_ms(failure: FailureDetails) -> ms.TaskFailureDetails:
-    """``failure`` as MS TaskFailureDetails (``bases`` has no field: dropped)."""
-    out = ms.TaskFailureDetails(
+def failure_to_proto(dialect: Dialect[Any, Any, F, Any], failure: FailureDetails) -> F:
+    """``failure`` as the dialect's TaskFailureDetails (``bases`` has no field, nor has
+    ``properties`` in the Dapr dialect: dropped)."""
+    cause = None if failure.cause is None else failure_to_proto(dialect, failure.cause)
+    carried: dict[str, Any] = {}
+    if failure.properties and dialect.failure_properties:
+        properties = msgspec.json.decode(failure.properties, type=dict[str, object])
+        carried["properties"] = {key: _value_to_proto(v) for key, v in properties.items()}
+    return dialect.failure(
         errorType=failure.type,
         errorMessage=failure.message,
         stackTrace=text(failure.stack_trace),
+        innerFailure=cause,
         isNonRetriable=failure.non_retriable,
+        **carried,
     )
-    if failure.cause is not None:
-        out.innerFailure.CopyFrom(failure_to_ms(failure.cause))
-    if failure.properties:
-        properties = msgspec.json.decode(failure.properties, type=dict[str, object])
-        for key, value in properties.items():
-            out.properties[key].CopyFrom(_value_to_proto(value))
-    return out
+
+
+def failure_to_ms(failure: FailureDetails) -> ms.TaskFailureDetails:
+    """``failure`` as MS TaskFailureDetails; see :func:`failure_to_proto`."""
+    return failure_to_proto(MS, failure)
 
 
 def failure_to_dapr(failure: FailureDetails) -> dapr.TaskFailureDetails:
-    """``failure`` as Dapr TaskFailureDetails (``bases`` and ``properties`` have no
-    field: dropped)."""
-    out = dapr.TaskFailureDetails(
-        errorType=failure.type,
-        errorMessage=failure.message,
-        stackTrace=text(failure.stack_trace),
-        isNonRetriable=failure.non_retriable,
-    )
-    if failure.cause is not None:
-        out.innerFailure.CopyFrom(failure_to_dapr(failure.cause))
-    return out
+    """``failure`` as Dapr TaskFailureDetails; see :func:`failure_to_proto`."""
+    return failure_to_proto(DAPR, failure)
 
 
 def failure_from_proto(details: ms.TaskFailureDetails | dapr.TaskFailureDetails) -> FailureDetails:
@@ -255,15 +238,11 @@ _ORIGIN_TO_PURPOSE = {
 }
 
 
-def dapr_timer_origin(timer: dapr.TimerCreatedEvent | dapr.CreateTimerAction, purpose: str) -> None:
-    """Record ``purpose`` in the timer's ``origin`` (names and ids are not known)."""
-    match _PURPOSE_TO_ORIGIN.get(purpose):
-        case "createTimer":
-            timer.createTimer.CopyFrom(dapr.TimerOriginCreateTimer())
-        case "activityRetry":
-            timer.activityRetry.CopyFrom(dapr.TimerOriginActivityRetry())
-        case "externalEvent":
-            timer.externalEvent.CopyFrom(dapr.TimerOriginExternalEvent())
+def timer_origin(dialect: Dialect[Any, Any, Any, Any], purpose: str) -> dict[str, Any]:
+    """The fields that record ``purpose`` in a timer's ``origin`` where the dialect has
+    one (names and ids are not known)."""
+    origin = _PURPOSE_TO_ORIGIN.get(purpose) if dialect.timer_origins else None
+    return {} if origin is None else {origin: {}}
 
 
 def dapr_timer_purpose(timer: dapr.TimerCreatedEvent | dapr.CreateTimerAction) -> str:

@@ -21,13 +21,14 @@ fsspec's local ``pipe_file(mode="create")`` checks then writes, so two processes
 
 Without fsync, one object's operation is a handful of metadata syscalls (tens of
 microseconds), far less than a hop to a worker thread (hundreds on a small VM), so those
-run inline. Everything else (fsync, listings, deleting trees) runs in worker threads on
-the store's own limiter, and operations that arrive while others are in flight are
-grouped: one thread hop runs the whole batch in order, each operation still atomic with
-its own result. With fsync a batch shares its flushes (group commit): its temp files'
-contents are flushed together, then its names, and only then does anyone get an answer
-(see ``LocalStore._run_batch``). Every file-system call goes through a
-:class:`~durable.store._localfs.FileOps`, so a test can model a power loss. POSIX only.
+run inline; so do reads with fsync (they need no flush). Everything else (fsync,
+listings, deleting trees) runs in worker threads on the store's own limiter, and
+operations that arrive while others are in flight are grouped: one thread hop runs the
+whole batch in order, each operation still atomic with its own result. With fsync a
+batch shares its flushes (group commit): its temp files' contents are flushed together,
+then its names, and only then does anyone get an answer (see ``LocalStore._run_batch``).
+Every file-system call goes through a :class:`~durable.store._localfs.FileOps`, so a
+test can model a power loss. POSIX only.
 
 What survives, per mode:
 
@@ -228,9 +229,11 @@ class LocalStore:
         return f"{self._root}/{key}"
 
     async def _one(self, op: _Op[_T], verb: str, key: str) -> _T:
-        """One object's operation: inline when it cannot take long (no fsync), without
-        yielding to the event loop (see :attr:`never_suspends`)."""
-        if self._fsync:
+        """One object's operation: inline when it cannot take long (a read, or any
+        operation without fsync), without yielding to the event loop (see
+        :attr:`never_suspends`). A read needs no flush: batched with fsync, it waited
+        for the flush of the batch in flight."""
+        if self._fsync and op.path is not None:
             return await self._run(op, verb, key)
         try:
             if op.data is not None:

@@ -126,6 +126,7 @@ class _Driver(_Operations, _Drain, _Verdicts, _Search, _Listing):
                 self._fault_step(tg)
                 await _settle()
             await self._drain(tg)
+            await self._check_purges()
             await self._check_search()
             await self._check_listing()
             self.finished = True  # the order tasks are cancelled in is not seeded: untraced

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from durable._core._search import search_of
 from durable._log._reader import load_run, read_meta
-from durable._log._search import SEARCH, entry_keys, find
+from durable._log._search import entry_keys, find, stored_entries
 from durable.testing._system_fleet import _RENEW, _DriverBase, _settle
 from durable.testing._system_programs import SEARCHED
 
@@ -26,16 +26,11 @@ class _Search(_DriverBase):
             await _settle()
         truth: dict[tuple[str, str], set[str]] = {}
         named: set[str] = set()
-        purging: set[str] = set()
-        gone: set[str] = set()
         for instance_id in await store.list("instances"):
             run = await load_run(store, instance_id)
             found = await read_meta(store, instance_id)
             meta = found[0] if found is not None else None
-            if run is None:  # a purge cut short: the purge that finishes it takes them
-                if meta is not None:
-                    purging |= entry_keys(instance_id, meta.search) | set(meta.search_drop)
-                    gone.add(instance_id)
+            if run is None:  # half-purged: _check_purges has said so
                 continue
             current = search_of(run.history)
             if meta is None or meta.search != current:
@@ -51,8 +46,6 @@ class _Search(_DriverBase):
         for name, value in sorted(values):
             hits = set()
             for instance_id in await find(store, {name: value}):
-                if instance_id in gone:
-                    continue  # (a listing shows it, as it shows its meta, until then)
                 found = await read_meta(store, instance_id)
                 if found is not None and (i := found[0].search.get(name)) and i.value == value:
                     hits.add(instance_id)
@@ -61,7 +54,7 @@ class _Search(_DriverBase):
                 ledger.violate(
                     f"search {name}={value!r} finds {sorted(hits)}, the logs say {sorted(want)}"
                 )
-        stored = await _entries(store) - purging
+        stored = await _entries(store)
         if named - stored:
             ledger.violate(f"search index at rest: missing {sorted(named - stored)[:5]}")
         if stored - named and not self.sim.crashes:  # (a process that dies between an
@@ -71,11 +64,4 @@ class _Search(_DriverBase):
 
 async def _entries(store: object) -> set[str]:
     """Every search index entry in the store."""
-    list_ = store.list  # type: ignore[attr-defined]
-    found: set[str] = set()
-    for name in await list_(SEARCH):
-        for value in await list_(f"{SEARCH}/{name}"):
-            for instance_id in await list_(f"{SEARCH}/{name}/{value}"):
-                prefix = f"{SEARCH}/{name}/{value}/{instance_id}"
-                found |= {f"{prefix}/{at}" for at in await list_(prefix)}
-    return found
+    return await stored_entries(store)  # type: ignore[arg-type]

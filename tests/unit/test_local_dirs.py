@@ -20,6 +20,7 @@ import durable
 from durable import MockClock
 from durable._fleet._partitions import load_config
 from durable._log._active import ACTIVE, SEP, Entry, parse_key
+from durable._log._search import find, stored_entries
 from durable.store import LocalStore
 from durable.store._localfs import OsFiles
 from tests.integration.test_index_active import entries_of, registry
@@ -299,3 +300,91 @@ async def test_leaders_waiting_for_one_flush_share_it(tmp_path: Path) -> None:
     assert await store.get("a/x") == b"1"
     assert await store.get("b/y") == b"2"
     await store.close()
+
+
+class _PausingFlush(OsFiles):
+    """The operating system's calls, pausing the next flush once ``armed``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def sync_all(self, path: str) -> bool:
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            self.release.wait(10)
+        return super().sync_all(path)
+
+
+async def test_a_read_does_not_wait_for_a_flush_under_way(tmp_path: Path) -> None:
+    """Issue 18, ``file://?fsync=1``: a read was queued with the writes and waited for
+    the flush of the batch in flight (milliseconds), though a read needs no flush.
+    Reads now run at once, as without fsync. The flush is paused inside the file
+    system while the read is made."""
+    files = _PausingFlush()
+    store = LocalStore(tmp_path, fsync=True, files=files)
+    await store.put_if_absent("b/old", b"before")
+    files.armed = True
+    got: list[bytes] = []
+
+    async def read() -> None:
+        got.append(await store.get("b/old"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.put_if_absent, "a/new", b"during")
+        await anyio.to_thread.run_sync(files.entered.wait, 10)
+        try:
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert got == [b"before"]  # done while the flush is still paused
+        finally:
+            files.release.set()
+    assert await store.get("a/new") == b"during"
+    await store.close()
+
+
+def search_registry() -> durable.Registry:
+    reg = durable.Registry()
+
+    @reg.workflow
+    async def order(ctx: durable.WorkflowContext, n: int) -> int:
+        """Upserts its stage and waits."""
+        ctx.upsert_search_attributes({"stage": "paid"})
+        return int(await ctx.wait_for_event("go"))
+
+    return reg
+
+
+async def test_search_entries_make_no_directory_per_instance_and_old_ones_are_found(
+    tmp_path: Path,
+) -> None:
+    """Issue 18: a search entry was an object in a directory per instance and value
+    (``search/{name}/{value}/{id}/{at}``), a ``mkdir`` at each upsert and an ``rmdir``
+    at each change or purge, on ``file://``. Entries are now flat beside the other
+    instances' (``{id}^{at}``); an entry in the older layout is still found."""
+    root = str(tmp_path)
+    files = _CountingDirs()
+    store = LocalStore(root, files=files)
+    clock = MockClock(auto_advance=True)
+    async with durable.Runtime(search_registry(), store=store, clock=clock) as rt:
+        await rt.start("order", 1, instance_id="o1")
+        await rt.start("order", 2, instance_id="o2")
+        await anyio.wait_all_tasks_blocked()
+        files.made.clear()
+        await rt.start("order", 3, instance_id="o3")
+        await anyio.wait_all_tasks_blocked()
+        assert [p for p in files.made if "/search/" in p] == []
+        keys = sorted(await stored_entries(store))
+        assert all(k.count("/") == 3 and SEP in k for k in keys), keys
+        # an entry as a store written before holds it: found by a lookup
+        old = next(k for k in keys if k.startswith("search/stage/") and "o1" in k)
+        prefix, _, name = old.rpartition("/")
+        await store.put(f"{prefix}/o9/{name.partition(SEP)[2]}", b"")
+        assert sorted(await find(store, {"stage": "s:paid"})) == [
+            "o1", "o2", "o3", "o9"
+        ]  # fmt: skip
+        found = [s.instance_id async for s in rt.client.list(search={"stage": "paid"})]
+        assert found == ["o1", "o2", "o3"]  # o9 has no meta: the hit is checked

@@ -10,7 +10,7 @@ EXPECTED = {
     "Clock",
     "DurableError", "DurableFuture",
     "EngineFailedError", "EvictionPolicy", "FailureDetails", "Fleet", "InstanceExistsError",
-    "InstanceNotFoundError",
+    "InstanceNotFoundError", "InstancePurgingError",
     "InstancePage",
     "InstanceRunningError", "InstanceStatusError", "InvalidArgumentError",
     "InvalidInstanceIdError", "JsonCodec", "Memo", "MemoStore", "MockClock",
