@@ -180,10 +180,10 @@ async def test_a_start_with_event_landing_during_a_purge_outlives_it(
     purged run never applied, and it starts the instance anew once the purge is over.
     Forced: the purge waits after deleting the meta until the write has landed."""
     purging, resume = anyio.Event(), anyio.Event()
-    delete = store.delete
+    delete_if_match = store.delete_if_match  # (a purge deletes the meta by its ETag)
 
-    async def paused(key: str) -> None:
-        await delete(key)
+    async def paused(key: str, etag: str) -> None:
+        await delete_if_match(key, etag)
         if key == "instances/b/meta":
             purging.set()
             await resume.wait()
@@ -203,7 +203,7 @@ async def test_a_start_with_event_landing_during_a_purge_outlives_it(
             await reached.wait()
             await handle.raise_event("go", 1)
             assert await handle == 1
-            store.delete = paused  # type: ignore[method-assign]
+            store.delete_if_match = paused  # type: ignore[method-assign]
             tg.start_soon(rt.client.purge, "b")
             await purging.wait()
             go.set()
