@@ -18,8 +18,8 @@ from ._errors import StoreError
 from ._fleet._leases import Fleet, Leases, default_owner
 from ._fleet._partitions import load_config
 from ._ids import IdSource
-from ._log._instances import _PURGE_TAKEOVER
 from ._log._memo import MemoStore
+from ._log._purge import _PURGE_TAKEOVER
 from ._log._purging import finish_purges
 from ._log._retention import sweep_history
 from ._observe import make_observer

@@ -70,7 +70,7 @@ async def finish_purges(
     """Finish the purges of ``partitions`` cut short: those whose marker and purge
     record are ``_PURGE_TAKEOVER`` old (by ``now``, the Clock); drop the markers of
     purges no longer under way. Returns how many instances it deleted."""
-    from ._instances import _PURGE_TAKEOVER, _purge_under_way, purge_instance
+    from ._purge import _PURGE_TAKEOVER, _purge_under_way, purge_instance
 
     store = index.store
     held = set(partitions)

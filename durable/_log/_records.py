@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import Raw
@@ -15,7 +16,10 @@ from durable._core._events import NULL, EventSent, HistoryEvent, ParentRef
 from durable._core._failure import FailureDetails
 from durable._core._search import Indexed
 from durable._core._state import WorkflowStatus
-from durable._errors import StoreError
+from durable._errors import ObjectExistsError, StoreError
+
+if TYPE_CHECKING:
+    from durable.store import ObjectStore
 
 __all__ = [
     "ChildOrder",
@@ -257,3 +261,18 @@ def decode_meta(data: bytes, key: str) -> InstanceMeta:
 def decode_message(data: bytes, key: str) -> InboxMessage:
     message: InboxMessage = _decode(_message_decoder, data, key, "inbox message")
     return message
+
+
+async def put_once(store: ObjectStore, key: str, data: bytes) -> None:
+    """Put-if-absent that reads back after an error: a write that landed counts."""
+    try:
+        await store.put_if_absent(key, data)
+    except ObjectExistsError:
+        raise
+    except StoreError:
+        try:
+            landed = await store.get(key) == data
+        except StoreError:
+            landed = False
+        if not landed:
+            raise

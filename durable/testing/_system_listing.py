@@ -13,7 +13,7 @@ from typing import Any
 from durable._client import Client
 from durable._core._state import WorkflowStatus
 from durable._listing import read_metas
-from durable._log._instances import _PURGE_TAKEOVER
+from durable._log._purge import _PURGE_TAKEOVER
 from durable._log._purging import PURGING
 from durable._log._reader import load_run
 from durable._log._records import INSTANCES

@@ -21,7 +21,7 @@ import pytest
 
 import durable
 from durable import MockClock, Registry, WorkflowContext, WorkflowStatus
-from durable._log._instances import _PURGE_TAKEOVER
+from durable._log._purge import _PURGE_TAKEOVER
 from durable._log._purging import PURGING, finish_purges
 from durable._log._reader import load_run, read_meta
 from durable._log._records import encode, meta_key
